@@ -1,0 +1,21 @@
+"""DAN: Adjoined Networks training and Differentiable Adjoined Networks width search.
+
+Public API (see ``../shared/DESIGN.md`` §2 and the README)::
+
+    anet = dan.to_adjoint(model, alpha=4, beta=0.0)
+    big_logits, small_logits = anet(x)
+    loss = dan.adjoint_loss(big_logits, small_logits, y, lam)
+    small = dan.extract_small(anet)
+    cost = dan.count(small, (1, 3, 224, 224))
+"""
+
+from dan.adjoint import AdjointNet, extract_small, to_adjoint
+from dan.cost import Cost, count, format_count, parse_count
+from dan.errors import UnsupportedModelError, UserError
+from dan.loss import adjoint_loss, schedule
+
+__all__ = [
+    "AdjointNet", "Cost", "UnsupportedModelError", "UserError", "adjoint_loss", "count",
+    "extract_small", "format_count", "parse_count", "schedule", "to_adjoint",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,200 @@
+"""Experiment configuration: YAML files loaded into dataclasses.
+
+One YAML file per experiment lives in ``configs/``. A file only names what differs from the
+defaults below; unknown keys are errors (a typo must not silently fall back to a default). Every
+command-line flag overrides the file, and the resolved configuration is written to the run folder
+as ``config.yaml`` so that a run can be repeated from its folder alone.
+
+>>> cfg = Config.from_dict({"data": {"dataset": "synthetic"}, "train": {"epochs": 2}})
+>>> cfg.train.epochs, cfg.adjoint.alpha
+(2, 4.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+from dan.errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    space: str = "resnet18_small"  # a name in the search_spaces registry
+    args: dict = field(default_factory=dict)  # keyword arguments of the space's builder
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion_mnist"  # fashion_mnist | cifar10 | cifar100 | imagefolder | synthetic
+    data: Optional[str] = None  # folder with the files; each dataset has a default
+    batch_size: int = 128
+    eval_batch_size: Optional[int] = None  # defaults to 2 x batch_size
+    workers: int = 0  # data-loader processes for image folders (in-memory sets need none)
+    augment: bool = True  # the paper's appendix-B augmentations on the training split
+    download: bool = False  # torchvision datasets: download when missing (needs the network)
+    image_size: Optional[int] = None  # synthetic / imagefolder: side of the square input
+    num_classes: Optional[int] = None  # synthetic: number of classes
+    synthetic_size: int = 512  # synthetic: number of training images (test: a quarter)
+    train_subset: Optional[int] = None  # use only the first N training images (seeded choice)
+    holdout: float = 0.0  # fraction of the training split held out (architecture search)
+
+
+@dataclass
+class AdjointConfig:
+    alpha: float = 4.0  # the small network keeps 1/alpha of every masked width
+    beta: float = 0.0  # fraction of the small network's kept weights zeroed by r_beta
+    schedule: str = "quadratic"  # lambda(t): quadratic | cos | linear | exp | constant
+    c: float = 1.0  # scale of lambda(t)
+    detach_teacher: bool = False  # stop the KL gradient from reaching the big network
+    stem: int = 1  # number of leading convs shared by both networks (not adjoint)
+    unmasked: list = field(default_factory=list)  # module-name prefixes whose widths stay full
+    mask_seed: int = 0  # seed of the r_beta masks
+
+
+@dataclass
+class TrainConfig:
+    method: str = "adjoint"
+    epochs: int = 10
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    min_lr: float = 0.0  # floor of the cosine schedule
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
+    warmup_epochs: float = 1.0  # linear warm-up before the cosine decay
+    label_smoothing: float = 0.0
+    grad_clip: Optional[float] = None
+    limit_batches: Optional[int] = None  # at most N batches per epoch and per evaluation
+    eval_every: int = 1
+    log_every: int = 20  # steps between TensorBoard scalar writes
+    latency_batches: tuple = (1, 64)  # batch sizes of the final latency measurement
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    out: Optional[str] = None  # run folder; defaults to runs/<name>
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    adjoint: AdjointConfig = field(default_factory=AdjointConfig)
+    # Sections of the training methods and of search/tuning are plain dicts, read by the code
+    # that owns them (each method validates its own keys).
+    methods: dict = field(default_factory=dict)
+    search: dict = field(default_factory=dict)
+    tune: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        return _build(cls, d or {}, "")
+
+    @classmethod
+    def from_file(cls, path: str) -> "Config":
+        if not os.path.isfile(path):
+            raise UserError(f"config file {path} does not exist: pass an existing YAML file to --config")
+        try:
+            with open(path) as f:
+                d = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise UserError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}): fix the file")
+        if d is not None and not isinstance(d, dict):
+            raise UserError(f"config file {path} must hold a mapping at the top level")
+        cfg = cls.from_dict(d or {})
+        if cfg.name == "run":
+            cfg.name = os.path.splitext(os.path.basename(path))[0]
+        return cfg
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+    def set(self, dotted: str, value: Any) -> None:
+        """Set ``section.key`` (or a top-level key) from a string or a value, with type checks."""
+        parts = dotted.split(".")
+        obj = self
+        for p in parts[:-1]:
+            if isinstance(obj, dict):
+                obj = obj.setdefault(p, {})
+            elif dataclasses.is_dataclass(obj) and p in {f.name for f in dataclasses.fields(obj)}:
+                obj = getattr(obj, p)
+            else:
+                raise UserError(f"unknown config key '{dotted}': see the dataclasses in dan/config.py")
+        key = parts[-1]
+        if isinstance(obj, dict):
+            obj[key] = yaml.safe_load(value) if isinstance(value, str) else value
+            return
+        fields = {f.name: f for f in dataclasses.fields(obj)}
+        if key not in fields:
+            raise UserError(f"unknown config key '{dotted}': see the dataclasses in dan/config.py")
+        hint = typing.get_type_hints(type(obj))[key]
+        if isinstance(value, str) and hint is not str:
+            value = yaml.safe_load(value)
+        setattr(obj, key, _coerce(hint, value, dotted))
+
+    @property
+    def run_dir(self) -> str:
+        return self.out or os.path.join("runs", self.name)
+
+    def save(self, path: str) -> None:
+        with open(path, "w") as f:
+            yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+
+
+def _build(cls, d: dict, prefix: str):
+    if not isinstance(d, dict):
+        raise UserError(f"config section '{prefix.rstrip('.') or 'top'}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - fields)
+    if unknown:
+        raise UserError(
+            f"unknown config key '{prefix}{unknown[0]}' (known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, value in d.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(hint, value, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, where: str):
+    """Check ``value`` against the annotation ``hint``; ints are accepted where floats are."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where)
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str):
+        return value
+    if hint is dict and isinstance(value, dict):
+        return value
+    if hint in (list, tuple) and isinstance(value, (list, tuple)):
+        return hint(value)
+    raise UserError(f"config key '{where}' must be {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x

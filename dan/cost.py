@@ -1,0 +1,207 @@
+"""Cost model: FLOPs and parameters, with a per-layer breakdown.
+
+Convention (the paper's, torchvision's and fvcore's): **FLOPs are multiply–accumulates** of
+convolution and linear (matrix-multiply) layers; one fused multiply-add is one FLOP. BatchNorm,
+activations, pooling and additions are not counted. ``torch.utils.flop_counter`` counts 2 per MAC;
+our numbers are half of its. Suffixes K, M, G are powers of 10.
+
+The formulas are pure functions of shapes (:func:`conv2d_macs`, :func:`linear_macs`);
+:func:`count` runs the model once on a zero input under a dispatch mode that records the shape of
+every convolution and matrix multiply that really executes, and attributes them to the module that
+ran them. It works on any module, including TorchScript and ``torch.export`` programs (whose layers
+are then named by operator).
+
+>>> import torch.nn as nn
+>>> count(nn.Conv2d(3, 8, 3, padding=1), (1, 3, 4, 4)).flops   # 3·3·3 · 8 · 4·4
+3456
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from dan.errors import UserError
+
+aten = torch.ops.aten
+
+
+def conv2d_macs(c_in: int, c_out: int, kernel: tuple, out_hw: tuple, groups: int = 1,
+                batch: int = 1) -> int:
+    """MACs of a 2-D convolution: ``k_h·k_w · H_out·W_out · (c_in/groups) · c_out`` per image."""
+    return batch * kernel[0] * kernel[1] * out_hw[0] * out_hw[1] * (c_in // groups) * c_out
+
+
+def linear_macs(in_features: int, out_features: int, rows: int = 1) -> int:
+    """MACs of a linear layer (a matrix multiply) applied to ``rows`` vectors."""
+    return rows * in_features * out_features
+
+
+@dataclass
+class LayerCost:
+    name: str
+    kind: str  # conv | linear | matmul | bn | other
+    flops: int = 0
+    params: int = 0
+    nonzero: int = 0
+    detail: str = ""
+
+
+@dataclass
+class Cost:
+    flops: int
+    params: int
+    nonzero_params: int
+    input_shape: tuple
+    layers: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+    def table(self, top: int | None = None) -> str:
+        """A text table: one row per layer, then the totals."""
+        rows = self.layers if top is None else sorted(self.layers, key=lambda l: -l.flops)[:top]
+        width = max([len(l.name) for l in rows] + [5])
+        show_nz = self.nonzero_params != self.params
+        head = f"{'layer':{width}s}  {'kind':6s}  {'shape':28s}  {'FLOPs':>9s}  {'%':>5s}  {'params':>9s}"
+        head += "  nonzero" if show_nz else ""
+        lines = [head, "-" * len(head)]
+        for l in rows:
+            pct = 100.0 * l.flops / self.flops if self.flops else 0.0
+            line = (f"{l.name:{width}s}  {l.kind:6s}  {l.detail:28s}  {format_count(l.flops):>9s}  "
+                    f"{pct:5.1f}  {format_count(l.params):>9s}")
+            lines.append(line + (f"  {format_count(l.nonzero):>7s}" if show_nz else ""))
+        lines.append("-" * len(head))
+        total = (f"{'total':{width}s}  {'':6s}  {'input ' + 'x'.join(map(str, self.input_shape)):28s}  "
+                 f"{format_count(self.flops):>9s}  {100.0:5.1f}  {format_count(self.params):>9s}")
+        lines.append(total + (f"  {format_count(self.nonzero_params):>7s}" if show_nz else ""))
+        return "\n".join(lines)
+
+
+class _Recorder(TorchDispatchMode):
+    """Records conv / matmul shapes as they execute; ``where`` names the running module."""
+
+    def __init__(self):
+        super().__init__()
+        self.where: list[str] = []
+        self.records: list[tuple] = []  # (module name or None, kind, flops, detail)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        pkt = getattr(func, "_overloadpacket", None)
+        name = self.where[-1] if self.where else None
+        if pkt in (aten.convolution, aten._convolution):
+            x, w = args[0], args[1]
+            transposed = bool(args[6]) if len(args) > 6 else False
+            groups = int(args[8]) if len(args) > 8 else 1
+            if transposed:
+                flops = x.numel() * w.shape[1] * math.prod(w.shape[2:])
+            else:
+                flops = out.numel() * math.prod(w.shape[1:])
+            stride = args[3] if len(args) > 3 else (1, 1)
+            k = "×".join(map(str, w.shape[2:]))
+            cin = w.shape[1] * groups if not transposed else w.shape[0]
+            cout = w.shape[0] if not transposed else w.shape[1] * groups
+            detail = f"{cin}→{cout} {k}" + (f" s{stride[0]}" if max(stride) > 1 else "")
+            detail += f" g{groups}" if groups > 1 else ""
+            detail += f" @{out.shape[-2]}×{out.shape[-1]}"
+            self.records.append((name, "conv", int(flops), detail))
+        elif pkt in (aten.mm, aten.addmm):
+            a, b = (args[0], args[1]) if pkt is aten.mm else (args[1], args[2])
+            self.records.append((name, "linear", a.shape[0] * a.shape[1] * b.shape[1],
+                                 f"{a.shape[1]}→{b.shape[1]}"))
+        elif pkt in (aten.bmm, aten.baddbmm):
+            a, b = (args[0], args[1]) if pkt is aten.bmm else (args[1], args[2])
+            self.records.append((name, "matmul", a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2],
+                                 f"bmm {tuple(a.shape)}@{tuple(b.shape)}"))
+        return out
+
+
+def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | None = None) -> Cost:
+    """FLOPs (conv + linear MACs) and parameters of ``model`` for one input of ``input_shape``.
+
+    Args:
+        model: any module (eager, ``fx.GraphModule``, TorchScript, ``torch.export`` module).
+        input_shape: the full input shape including the batch, e.g. ``(1, 3, 224, 224)``; FLOPs
+            are for that whole batch.
+        device: where to run (default: the model's device).
+
+    Returns:
+        :class:`Cost` with totals (``flops``, ``params``, ``nonzero_params``) and ``layers``.
+    """
+    params = list({id(p): p for p in model.parameters()}.values())
+    if device is None:
+        device = params[0].device if params else "cpu"
+    rec = _Recorder()
+    handles, per_module = [], {}
+    for name, m in model.named_modules():
+        direct = list(m.parameters(recurse=False))
+        if not name or (len(list(m.children())) and not direct):
+            continue
+        per_module[name] = m
+        try:
+            handles.append(m.register_forward_pre_hook(lambda _m, _i, n=name: rec.where.append(n)))
+            handles.append(m.register_forward_hook(lambda _m, _i, _o: rec.where.pop() and None))
+        except (RuntimeError, AttributeError):  # TorchScript modules take no hooks
+            pass
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), rec:
+            model(torch.zeros(tuple(input_shape), device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(training)
+
+    layers: dict[str, LayerCost] = {}
+    unnamed = 0
+    for name, kind, flops, detail in rec.records:
+        if name is None:
+            name, unnamed = f"{kind}#{unnamed}", unnamed + 1
+        l = layers.setdefault(name, LayerCost(name, kind, detail=detail))
+        l.flops += flops
+    for name, m in per_module.items():
+        direct = list(m.parameters(recurse=False))
+        if not direct:
+            continue
+        kind = ("bn" if isinstance(m, nn.modules.batchnorm._BatchNorm) else
+                "conv" if isinstance(m, nn.Conv2d) else "linear" if isinstance(m, nn.Linear) else "other")
+        l = layers.setdefault(name, LayerCost(name, kind))
+        l.params += sum(p.numel() for p in direct)
+        l.nonzero += sum(int(torch.count_nonzero(p)) for p in direct)
+    order = {name: i for i, name in enumerate(n for n, _ in model.named_modules())}
+    ordered = sorted(layers.values(), key=lambda l: order.get(l.name, len(order)))
+    total_params = sum(p.numel() for p in params)
+    nonzero = sum(int(torch.count_nonzero(p)) for p in params)
+    flops = sum(l.flops for l in ordered)
+    return Cost(flops, total_params, nonzero, tuple(input_shape), ordered)
+
+
+_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def parse_count(text: str | int | float) -> int:
+    """``"1.6G"`` → 1_600_000_000; ``"500M"``, ``"1.8M"``, ``"250K"``, plain numbers (powers of 10)."""
+    if isinstance(text, (int, float)):
+        return int(text)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KkMmGgTt]?)\s*", str(text))
+    if not m:
+        raise UserError(f"cannot read the count '{text}': write a number with an optional K, M or G "
+                        f"suffix, e.g. 1.6G or 500M")
+    return int(round(float(m.group(1)) * _SUFFIX[m.group(2).upper()]))
+
+
+def format_count(n: float) -> str:
+    """``1_600_000_000`` → ``"1.60G"`` (powers of 10)."""
+    for suffix in ("T", "G", "M", "K"):
+        if abs(n) >= _SUFFIX[suffix]:
+            return f"{n / _SUFFIX[suffix]:.2f}{suffix}"
+    return str(int(n))

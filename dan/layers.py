@@ -1,0 +1,182 @@
+"""Adjoint layers: one set of weights, a big path and a sliced small path.
+
+Each layer is a subclass of its ``torch.nn`` counterpart, so the big network keeps the original
+parameter names and behaviour; ``forward(x, small=True)`` runs the small network's version:
+
+* :class:`AdjointConv2d` computes ``conv(x2, W[:c_out, :c_in] ⊙ r_β)`` on the *sliced* input —
+  never a full-width conv with zeroed channels, which costs as much as the big network.
+* :class:`AdjointBatchNorm2d` holds the small network's own BatchNorm (statistics and affine
+  parameters), sized for the widest width the small path may take and sliced to the current one.
+* :class:`AdjointLinear` reads the leading input features; a hidden linear layer (VGG) also
+  narrows its outputs; the classifier keeps all of its outputs (its group is fixed).
+
+Widths come from the :class:`~dan.graph.WidthGroup` objects the layer points to, so DAN search can
+change them between steps without rebuilding anything. When a group carries a soft channel mask
+(DAN), the last affine layer writing the group multiplies its output by it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dan.graph import WidthGroup
+
+
+def rbeta_mask(shape: tuple, beta: float, seed: int, name: str) -> Optional[torch.Tensor]:
+    """The fixed random mask r_β: exactly ``round(β·n)`` of the ``n`` entries are zero.
+
+    Drawn from a generator seeded by ``seed`` and the layer name, so it does not depend on the
+    order in which layers are converted or on the global RNG.
+    """
+    if beta <= 0:
+        return None
+    n = 1
+    for s in shape:
+        n *= s
+    g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[torch.randperm(n, generator=g)[: int(round(beta * n))]] = False
+    return mask.view(shape)
+
+
+class AdjointConv2d(nn.Conv2d):
+    in_group: WidthGroup
+    out_group: WidthGroup
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, in_group: WidthGroup, out_group: WidthGroup,
+                  *, beta: float = 0.0, seed: int = 0, name: str = "", apply_mask: bool = False):
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                  conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, device="meta")
+        new.weight = conv.weight  # the very same parameters: big and small share them
+        new.bias = conv.bias
+        new.train(conv.training)
+        new.in_group, new.out_group = in_group, out_group
+        new.apply_mask = apply_mask
+        new.register_buffer("rbeta", rbeta_mask(new.small_weight_shape(), beta, seed, name))
+        return new
+
+    def small_weight_shape(self) -> tuple:
+        wi, wo = self.in_group.width, self.out_group.width
+        per_group_in = self.in_channels // self.groups
+        cin = wi if self.groups == 1 else per_group_in
+        return (wo, cin) + tuple(self.kernel_size)
+
+    def small_groups(self) -> int:
+        if self.groups == 1:
+            return 1
+        return self.out_group.width // (self.out_channels // self.groups)
+
+    def small_weight(self) -> torch.Tensor:
+        wo = self.out_group.width
+        w = self.weight[:wo] if self.groups > 1 else self.weight[:wo, : self.in_group.width]
+        if self.rbeta is not None:
+            if tuple(self.rbeta.shape) != tuple(w.shape):
+                raise RuntimeError(f"r_beta mask of shape {tuple(self.rbeta.shape)} does not fit "
+                                   f"widths {tuple(w.shape)}: masks and changing widths don't mix")
+            w = w * self.rbeta
+        return w
+
+    def forward(self, x: torch.Tensor, small: bool = False) -> torch.Tensor:
+        if not small:
+            return self._conv_forward(x, self.weight, self.bias)
+        wo = self.out_group.width
+        b = self.bias[:wo] if self.bias is not None else None
+        y = F.conv2d(x, self.small_weight(), b, self.stride, self.padding, self.dilation,
+                     self.small_groups())
+        if self.apply_mask and self.out_group.mask is not None:
+            y = y * self.out_group.mask.view(1, -1, 1, 1)
+        return y
+
+
+class AdjointBatchNorm2d(nn.BatchNorm2d):
+    group: WidthGroup
+
+    @classmethod
+    def from_bn(cls, bn: nn.BatchNorm2d, group: WidthGroup, *, apply_mask: bool = False):
+        new = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, device="meta")
+        new.weight, new.bias = bn.weight, bn.bias
+        for k in ("running_mean", "running_var", "num_batches_tracked"):
+            setattr(new, k, getattr(bn, k))
+        new.train(bn.training)
+        new.group = group
+        new.apply_mask = apply_mask
+        # The small network's own BN starts as a copy of the big one's leading entries: a fresh BN
+        # for a fresh model, the pretrained statistics when a trained model is converted.
+        device = next(iter(list(bn.parameters()) + list(bn.buffers()))).device
+        small = nn.BatchNorm2d(group.max_width, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
+                               device=device)
+        with torch.no_grad():
+            w = group.max_width
+            if bn.affine:
+                small.weight.copy_(bn.weight[:w])
+                small.bias.copy_(bn.bias[:w])
+            if bn.track_running_stats:
+                small.running_mean.copy_(bn.running_mean[:w])
+                small.running_var.copy_(bn.running_var[:w])
+        small.train(bn.training)
+        new.small = small
+        return new
+
+    def forward(self, x: torch.Tensor, small: bool = False) -> torch.Tensor:
+        if not small:
+            return super().forward(x)
+        s, w = self.small, self.group.width
+        # Same update rule as nn.BatchNorm2d; slicing the buffers updates the leading entries
+        # in place (as slimmable networks do).
+        factor = 0.0 if s.momentum is None else s.momentum
+        if self.training and s.track_running_stats:
+            s.num_batches_tracked.add_(1)
+            factor = 1.0 / float(s.num_batches_tracked) if s.momentum is None else s.momentum
+        use_batch = self.training or not s.track_running_stats
+        y = F.batch_norm(
+            x,
+            s.running_mean[:w] if s.track_running_stats else None,
+            s.running_var[:w] if s.track_running_stats else None,
+            s.weight[:w] if s.affine else None,
+            s.bias[:w] if s.affine else None,
+            use_batch, factor, s.eps)
+        if self.apply_mask and self.group.mask is not None:
+            y = y * self.group.mask.view(1, -1, 1, 1)
+        return y
+
+
+class AdjointLinear(nn.Linear):
+    in_group: WidthGroup
+    out_group: WidthGroup
+    in_mult: int
+
+    @classmethod
+    def from_linear(cls, lin: nn.Linear, in_group: WidthGroup, out_group: WidthGroup, in_mult: int,
+                    *, beta: float = 0.0, seed: int = 0, name: str = "", apply_mask: bool = False):
+        new = cls(lin.in_features, lin.out_features, lin.bias is not None, device="meta")
+        new.weight, new.bias = lin.weight, lin.bias
+        new.train(lin.training)
+        new.in_group, new.out_group, new.in_mult = in_group, out_group, in_mult
+        new.apply_mask = apply_mask
+        new.register_buffer("rbeta", rbeta_mask(new.small_weight_shape(), beta, seed, name))
+        return new
+
+    def small_weight_shape(self) -> tuple:
+        return (self.out_group.width, self.in_group.width * self.in_mult)
+
+    def small_weight(self) -> torch.Tensor:
+        wo, wi = self.small_weight_shape()
+        w = self.weight[:wo, :wi]
+        if self.rbeta is not None:
+            w = w * self.rbeta
+        return w
+
+    def forward(self, x: torch.Tensor, small: bool = False) -> torch.Tensor:
+        if not small:
+            return F.linear(x, self.weight, self.bias)
+        wo = self.out_group.width
+        y = F.linear(x, self.small_weight(), self.bias[:wo] if self.bias is not None else None)
+        if self.apply_mask and self.out_group.mask is not None:
+            y = y * self.out_group.mask
+        return y

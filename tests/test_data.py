@@ -1,0 +1,333 @@
+"""Tests of dan/data.py: file formats, loaders, determinism, splits, augmentation (CPU, seconds)."""
+
+import gzip
+import os
+import pickle
+import struct
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from dan.config import DataConfig
+from dan.data import (FASHION_MNIST_DIR, FASHION_MNIST_FILES, AugmentRecipe, augment_batch, build_data,
+                      dataset_info, read_idx)
+from dan.errors import UserError
+
+HAVE_FMNIST = all(os.path.isfile(os.path.join(FASHION_MNIST_DIR, f)) for f in FASHION_MNIST_FILES)
+
+
+def write_idx(path, array, magic_dtype=0x08, raw=None):
+    array = np.asarray(array, np.uint8)
+    head = struct.pack(">BBBB", 0, 0, magic_dtype, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(head + (array.tobytes() if raw is None else raw))
+
+
+def write_fake_fashion(folder, n_train=40, n_test=12):
+    rng = np.random.default_rng(0)
+    os.makedirs(folder, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(os.path.join(folder, f"{prefix}-images-idx3-ubyte.gz"), rng.integers(0, 256, (n, 28, 28)))
+        write_idx(os.path.join(folder, f"{prefix}-labels-idx1-ubyte.gz"), np.arange(n) % 10)
+    return str(folder)
+
+
+def batches(loader, epoch):
+    loader.set_epoch(epoch)
+    return [(x.clone(), y.clone()) for x, y in loader]
+
+
+def same(a, b):
+    return len(a) == len(b) and all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+
+
+def rows(t):
+    return {bytes(r.numpy().tobytes()) for r in t.reshape(len(t), -1)}
+
+
+# --------------------------------------------------------------------------- IDX files
+
+def test_read_idx_roundtrip(tmp_path):
+    a = np.arange(60, dtype=np.uint8).reshape(3, 4, 5)
+    write_idx(tmp_path / "a.gz", a)
+    b = read_idx(str(tmp_path / "a.gz"))
+    assert b.shape == (3, 4, 5) and b.dtype == np.uint8 and np.array_equal(a, b)
+    write_idx(tmp_path / "l.gz", [3, 1, 4])
+    assert read_idx(str(tmp_path / "l.gz")).tolist() == [3, 1, 4]
+
+
+@pytest.mark.parametrize("kind", ["truncated", "too_long", "bad_magic", "not_gzip", "cut_gzip"])
+def test_read_idx_corrupt(tmp_path, kind):
+    p = tmp_path / "bad-images-idx3-ubyte.gz"
+    a = np.zeros((3, 4, 5), np.uint8)
+    if kind == "truncated":
+        write_idx(p, a, raw=a.tobytes()[:-7])
+    elif kind == "too_long":
+        write_idx(p, a, raw=a.tobytes() + b"x")
+    elif kind == "bad_magic":
+        write_idx(p, a, magic_dtype=0x0D)
+    elif kind == "not_gzip":
+        p.write_bytes(b"this is not gzip at all")
+    else:
+        write_idx(p, a)
+        p.write_bytes(p.read_bytes()[:20])
+    with pytest.raises(UserError, match="bad-images-idx3-ubyte.gz"):
+        read_idx(str(p))
+
+
+def test_fake_fashion_folder(tmp_path):
+    folder = write_fake_fashion(tmp_path / "fm")
+    d = build_data(DataConfig(data=folder, batch_size=16, augment=False), seed=0)
+    assert (d.train.num_samples, d.test.num_samples, len(d.train), len(d.test)) == (40, 12, 2, 1)
+    x, y = next(iter(d.test))
+    raw = read_idx(os.path.join(folder, "t10k-images-idx3-ubyte.gz"))
+    expect = (torch.from_numpy(raw[:, None].astype(np.float32)) / 255 - 0.2860) / 0.3530
+    assert torch.allclose(x, expect, atol=1e-5) and y.tolist() == [i % 10 for i in range(12)]
+    # a labels file that does not match its images is refused
+    write_idx(tmp_path / "fm" / "t10k-labels-idx1-ubyte.gz", np.arange(11) % 10)
+    with pytest.raises(UserError, match="t10k-images"):
+        build_data(DataConfig(data=folder), seed=0)
+
+
+@pytest.mark.skipif(not HAVE_FMNIST, reason="dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist():
+    d = build_data(DataConfig(batch_size=1000, augment=False), seed=0)
+    assert (d.train.num_samples, d.test.num_samples) == (60000, 10000)
+    assert d.info == dataset_info(DataConfig())
+    total, sq, n, labels = 0.0, 0.0, 0, torch.zeros(10, dtype=torch.long)
+    for x, y in d.train:
+        assert x.shape == (1000, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+        total, sq, n = total + x.sum().item(), sq + (x ** 2).sum().item(), n + x.numel()
+        labels += torch.bincount(y, minlength=10)
+    mean = total / n
+    assert abs(mean) < 0.01 and abs((sq / n - mean ** 2) ** 0.5 - 1) < 0.02
+    assert labels.tolist() == [6000] * 10  # each image seen exactly once
+    xt, yt = next(iter(d.test))
+    assert xt.shape == (2000, 1, 28, 28) and 0 <= yt.min() and yt.max() <= 9
+
+
+@pytest.mark.skipif(not HAVE_FMNIST, reason="dataset-fashion-mnist is not installed")
+def test_fashion_mnist_augmented_throughput():
+    d = build_data(DataConfig(batch_size=256), seed=0)
+    it, n = iter(d.train), 0
+    next(it)
+    t = time.perf_counter()
+    for _ in range(40):
+        n += len(next(it)[0])
+    rate = n / (time.perf_counter() - t)
+    assert rate > 5000, f"{rate:.0f} augmented images/s"  # ~60k/s measured on 2 idle cores; loose for CI
+
+
+# --------------------------------------------------------------------------- loaders
+
+def test_determinism_per_seed_and_epoch():
+    cfg = DataConfig(dataset="synthetic", synthetic_size=96, batch_size=32)
+    a, b = build_data(cfg, seed=1), build_data(cfg, seed=1)
+    e3 = batches(a.train, 3)
+    assert same(e3, batches(b.train, 3))
+    # whatever happened before: a partial epoch, other epochs
+    b.train.set_epoch(0)
+    next(iter(b.train))
+    batches(b.train, 5)
+    assert same(e3, batches(b.train, 3))
+    e4 = batches(a.train, 4)
+    assert not torch.equal(e3[0][0], e4[0][0]) and not torch.equal(e3[0][1], e4[0][1])
+    assert not same(e3, batches(build_data(cfg, seed=2).train, 3))
+    # test split: not shuffled, not augmented, independent of the epoch
+    assert same(batches(a.test, 0), batches(a.test, 7))
+    # the global RNG is neither used nor disturbed
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    batches(a.train, 3)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_augmentation_changes_train_only():
+    on = build_data(DataConfig(dataset="synthetic", synthetic_size=64, batch_size=64), seed=0)
+    off = build_data(DataConfig(dataset="synthetic", synthetic_size=64, batch_size=64, augment=False), seed=0)
+    (xa, ya), = batches(on.train, 0)
+    (xb, yb), = batches(off.train, 0)
+    assert torch.equal(ya, yb)  # same order, different pixels
+    changed = (xa - xb).flatten(1).abs().amax(1) > 1e-3
+    assert 0.8 < changed.float().mean() <= 1.0  # P(no transform at all) = 0.5 * 0.25^3
+    assert same(batches(on.test, 0), batches(off.test, 0))
+
+
+def test_augment_batch_geometry():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (5, 3, 9, 7), dtype=torch.uint8, generator=g)
+    none = AugmentRecipe(p_flip=0, p_rotate=0, p_lighting=0, p_warp=0)
+    assert torch.allclose(augment_batch(x, none, g), x.float(), atol=1e-3)
+    flip = AugmentRecipe(p_flip=1, p_rotate=0, p_lighting=0, p_warp=0)
+    assert torch.allclose(augment_batch(x, flip, g), x.flip(-1).float(), atol=1e-3)
+    light = AugmentRecipe(p_flip=0, p_rotate=0, p_lighting=1, p_warp=0)
+    y = augment_batch(x, light, g)
+    assert y.min() >= 0 and y.max() <= 255 and not torch.allclose(y, x.float(), atol=1)
+    full = AugmentRecipe(p_flip=1, p_rotate=1, p_lighting=1, p_warp=1)
+    y = augment_batch(x.float(), full, g)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_batch_counts_and_drop_last():
+    d = build_data(DataConfig(dataset="synthetic", synthetic_size=100, batch_size=32), seed=0)
+    got = batches(d.train, 0)
+    assert len(d.train) == len(got) == 3 and all(len(x) == 32 for x, _ in got)  # 4 left over, dropped
+    assert d.test.batch_size == 64 and [len(x) for x, _ in batches(d.test, 0)] == [25]
+    small = build_data(DataConfig(dataset="synthetic", synthetic_size=100, batch_size=128), seed=0)
+    assert len(small.train) == 1 and [len(x) for x, _ in small.train] == [100]  # the only batch is kept
+    e = build_data(DataConfig(dataset="synthetic", synthetic_size=100, batch_size=32, eval_batch_size=10), seed=0)
+    assert len(e.test) == 3 and [len(x) for x, _ in e.test] == [10, 10, 5]
+
+
+def test_holdout_and_subset():
+    d = build_data(DataConfig(dataset="synthetic", synthetic_size=400, holdout=0.25, batch_size=32), seed=3)
+    assert (d.train.num_samples, d.holdout.num_samples, d.holdout_eval.num_samples) == (300, 100, 100)
+    full = build_data(DataConfig(dataset="synthetic", synthetic_size=400), seed=3).train.images
+    tr, ho = rows(d.train.images), rows(d.holdout.images)
+    assert len(tr) == 300 and len(ho) == 100 and not tr & ho and tr | ho == rows(full)
+    assert d.holdout.shuffle and d.holdout.recipe is not None and len(d.holdout) == 3
+    assert not d.holdout_eval.shuffle and d.holdout_eval.recipe is None and len(d.holdout_eval) == 2
+    assert rows(torch.cat([x for x, _ in d.holdout_eval])) != rows(torch.cat([x for x, _ in d.holdout]))
+    other = build_data(DataConfig(dataset="synthetic", synthetic_size=400, holdout=0.25), seed=4)
+    assert rows(other.holdout.images) != ho  # the split follows the seed
+    assert build_data(DataConfig(dataset="synthetic"), seed=0).holdout is None
+
+    s = build_data(DataConfig(dataset="synthetic", synthetic_size=400, train_subset=50), seed=0)
+    assert s.train.num_samples == 50 and rows(s.train.images) <= rows(full)
+    sh = build_data(DataConfig(dataset="synthetic", synthetic_size=400, train_subset=50, holdout=0.2), seed=0)
+    assert (sh.train.num_samples, sh.holdout.num_samples) == (40, 10)
+    assert rows(sh.train.images) | rows(sh.holdout.images) == rows(s.train.images)
+
+
+@pytest.mark.parametrize("kw", [dict(holdout=1.0), dict(holdout=-0.1), dict(train_subset=0),
+                                dict(train_subset=10 ** 6), dict(batch_size=0), dict(synthetic_size=4, holdout=0.1)])
+def test_bad_split_settings(kw):
+    with pytest.raises(UserError):
+        build_data(DataConfig(dataset="synthetic", **kw), seed=0)
+
+
+def test_synthetic_is_learnable():
+    cfg = DataConfig(dataset="synthetic", synthetic_size=200, num_classes=10, image_size=16, augment=False)
+    info = dataset_info(cfg)
+    assert (info.num_classes, info.in_channels, info.image_size) == (10, 3, 16)
+    d = build_data(cfg, seed=0)
+    xtr, ytr = d.train.images.float().flatten(1), d.train.labels
+    assert torch.bincount(ytr).tolist() == [20] * 10
+    means = torch.stack([xtr[ytr == k].mean(0) for k in range(10)])
+    xte, yte = d.test.images.float().flatten(1), d.test.labels
+    acc = (torch.cdist(xte, means).argmin(1) == yte).float().mean().item()
+    assert acc > 0.6  # chance is 0.1
+    # the data is fixed by the dataset definition, not the run seed
+    assert torch.equal(build_data(cfg, seed=9).test.images, d.test.images)
+    assert dataset_info(DataConfig(dataset="synthetic")).image_size == 32
+
+
+# --------------------------------------------------------------------------- CIFAR (fake folder)
+
+def write_fake_cifar(root, name, n_per_batch=4, n_test=6):
+    rng = np.random.default_rng(0)
+    key = "labels" if name == "cifar10" else "fine_labels"
+    folder = root / ("cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    folder.mkdir(parents=True)
+    train = [f"data_batch_{i}" for i in range(1, 6)] if name == "cifar10" else ["train"]
+    written = {}
+    for fname, n in [(f, n_per_batch) for f in train] + [("test_batch" if name == "cifar10" else "test", n_test)]:
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        written[fname] = (data, list(range(n)))
+        with open(folder / fname, "wb") as f:
+            pickle.dump({"data": data, key: list(range(n))}, f)
+    meta, mkey = ("batches.meta", "label_names") if name == "cifar10" else ("meta", "fine_label_names")
+    with open(folder / meta, "wb") as f:
+        pickle.dump({mkey: [f"c{i}" for i in range(10 if name == "cifar10" else 100)]}, f)
+    return written
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_from_fake_folder(tmp_path, monkeypatch, name):
+    import torchvision.datasets.cifar as tv_cifar
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
+    written = write_fake_cifar(tmp_path, name)
+    d = build_data(DataConfig(dataset=name, data=str(tmp_path), batch_size=4), seed=0)
+    assert d.info.num_classes == (10 if name == "cifar10" else 100) and d.info.image_size == 32
+    assert d.train.num_samples == (20 if name == "cifar10" else 4) and d.test.num_samples == 6
+    x, y = next(iter(d.test))
+    data, labels = written["test_batch" if name == "cifar10" else "test"]
+    raw = torch.from_numpy(data).float().view(6, 3, 32, 32) / 255  # pickle layout is channel-major
+    mean, std = torch.tensor(d.info.mean).view(1, 3, 1, 1), torch.tensor(d.info.std).view(1, 3, 1, 1)
+    assert torch.allclose(x, (raw - mean) / std, atol=1e-5) and y.tolist() == labels
+    xb, yb = next(iter(d.train))
+    assert xb.shape == (4, 3, 32, 32) and torch.isfinite(xb).all()
+
+
+# --------------------------------------------------------------------------- image folders
+
+def write_image_folder(root, val_classes=("cat", "dog")):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, classes, n in (("train", ("cat", "dog"), 3), ("val", val_classes, 2)):
+        for c in classes:
+            os.makedirs(root / split / c)
+            for i in range(n):
+                arr = rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(root / split / c / f"{i}.png")
+    return str(root)
+
+
+def test_imagefolder(tmp_path):
+    root = write_image_folder(tmp_path / "imgs")
+    cfg = DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=4)
+    info = dataset_info(cfg)
+    assert (info.num_classes, info.in_channels, info.image_size) == (2, 3, 16)
+    d = build_data(cfg, seed=0)
+    got = batches(d.train, 0)
+    assert len(d.train) == len(got) == 1 and got[0][0].shape == (4, 3, 16, 16)  # 6 images: 2 dropped
+    assert same(got, batches(build_data(cfg, seed=0).train, 0))
+    assert not same(got, batches(d.train, 1))
+    (xv, yv), = batches(d.test, 0)
+    assert xv.shape == (4, 3, 16, 16) and yv.tolist() == [0, 0, 1, 1] and d.test.batch_size == 8
+    big = build_data(DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=8), seed=0)
+    assert [len(x) for x, _ in big.train] == [6]
+    ho = build_data(DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=2, holdout=0.34), seed=0)
+    assert (ho.train.num_samples, ho.holdout.num_samples, ho.holdout_eval.num_samples) == (4, 2, 2)
+    assert set(ho.train.ds.indices).isdisjoint(ho.holdout.ds.indices)
+
+
+def test_imagefolder_workers_do_not_change_batches(tmp_path):
+    root = write_image_folder(tmp_path / "imgs")
+    a, b = (build_data(DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=2, workers=w),
+                       seed=0) for w in (0, 1))
+    assert same(batches(a.train, 2), batches(b.train, 2))
+
+
+def test_imagefolder_class_mismatch(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", val_classes=("cat",))
+    with pytest.raises(UserError, match="different class folders"):
+        build_data(DataConfig(dataset="imagefolder", data=root, image_size=16), seed=0)
+
+
+# --------------------------------------------------------------------------- user errors
+
+@pytest.mark.parametrize("cfg, match", [
+    (dict(dataset="fashion_mnist"), "apt-get install dataset-fashion-mnist"),
+    (dict(dataset="cifar10"), "--download"),
+    (dict(dataset="cifar100"), "--download"),
+    (dict(dataset="imagefolder"), "--data DIR"),
+])
+def test_missing_data(tmp_path, cfg, match):
+    with pytest.raises(UserError, match=match) as e:
+        build_data(DataConfig(data=str(tmp_path / "nothing"), **cfg), seed=0)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_names_and_shapes():
+    with pytest.raises(UserError, match="synthetic"):
+        dataset_info(DataConfig(dataset="mnist"))
+    with pytest.raises(UserError, match="--data DIR"):
+        dataset_info(DataConfig(dataset="imagefolder"))
+    with pytest.raises(UserError, match="image_size"):
+        dataset_info(DataConfig(dataset="cifar10", image_size=64))
+    with pytest.raises(UserError, match="num_classes"):
+        dataset_info(DataConfig(dataset="fashion_mnist", num_classes=5))
+    assert dataset_info(DataConfig(dataset="cifar100")).num_classes == 100
