@@ -152,14 +152,14 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
         except (RuntimeError, AttributeError):  # TorchScript modules take no hooks
             pass
     training = model.training
-    model.eval()
+    set_mode(model, False)
     try:
         with torch.no_grad(), rec:
             model(torch.zeros(tuple(input_shape), device=device))
     finally:
         for h in handles:
             h.remove()
-        model.train(training)
+        set_mode(model, training)
 
     layers: dict[str, LayerCost] = {}
     unnamed = 0
@@ -183,6 +183,14 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
     nonzero = sum(int(torch.count_nonzero(p)) for p in params)
     flops = sum(l.flops for l in ordered)
     return Cost(flops, total_params, nonzero, tuple(input_shape), ordered)
+
+
+def set_mode(model: nn.Module, training: bool) -> None:
+    """``model.train(training)``, tolerating ``torch.export`` modules (which refuse it)."""
+    try:
+        model.train(training)
+    except NotImplementedError:
+        pass
 
 
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}

@@ -1,0 +1,81 @@
+"""Atomic checkpoints that load without executing pickled code, and RNG state capture.
+
+A checkpoint is a dict of tensors and plain Python values (model, optimizer and scheduler state
+dicts, step/epoch, architecture logits, temperature, RNG states, the resolved config). It is
+written to a temporary file in the same folder and renamed over the old one, so a run killed while
+saving never leaves a half-written ``last.pt``; it is read with ``torch.load(weights_only=True)``,
+so a checkpoint file cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Callable
+
+import numpy as np
+import torch
+
+from dan.errors import UserError
+
+
+def atomic_write(write: Callable[[str], None], path: str, suffix: str = "") -> None:
+    """Call ``write(tmp_path)`` then rename the result to ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}{suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(state: dict, path: str) -> None:
+    atomic_write(lambda p: torch.save(state, p), path)
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`; a missing or corrupt file is a
+    :class:`UserError`."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint {path} does not exist: start without --resume or pass the right --out")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for truncated / foreign files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UserError(f"checkpoint {path} is corrupt or not a DAN checkpoint ({first}): "
+                        f"delete it to start over, or restore a good copy") from e
+    if not isinstance(state, dict) or "model" not in state:
+        raise UserError(f"checkpoint {path} is not a DAN checkpoint (no model state): delete it "
+                        f"to start over")
+    return state
+
+
+def rng_state() -> dict:
+    """The state of every random generator a run uses, as plain tensors and Python values."""
+    key, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"key": key, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["key"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached"]))
+    random.setstate(_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x

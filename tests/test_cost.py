@@ -1,0 +1,84 @@
+"""Cost model: hand-computed layers, torchvision's published counts, PyTorch's own counter."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+from torch.utils.flop_counter import FlopCounterMode
+
+import dan
+from dan.cost import conv2d_macs, format_count, linear_macs, parse_count
+
+
+def test_hand_computed_conv_and_linear():
+    conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)  # 8×8 -> 4×4
+    c = dan.count(conv, (1, 3, 8, 8))
+    assert c.flops == 3 * 3 * 3 * 8 * 4 * 4 == 3456
+    assert c.params == 8 * 3 * 3 * 3 + 8
+    grouped = nn.Conv2d(8, 8, 3, padding=1, groups=4, bias=False)  # 2 inputs per output
+    assert dan.count(grouped, (1, 8, 5, 5)).flops == 3 * 3 * 2 * 8 * 25
+    dw = nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False)
+    assert dan.count(dw, (1, 6, 4, 4)).flops == 9 * 6 * 16
+    lin = nn.Linear(20, 7)
+    assert dan.count(lin, (3, 20)).flops == 3 * 20 * 7
+    assert dan.count(lin, (3, 20)).params == 20 * 7 + 7
+
+
+def test_small_network_totals_and_breakdown():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.Conv2d(4, 6, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
+    c = dan.count(net, (1, 1, 10, 10))
+    expect = conv2d_macs(1, 4, (3, 3), (8, 8)) + conv2d_macs(4, 6, (1, 1), (8, 8)) + linear_macs(6, 5)
+    assert expect == 9 * 4 * 64 + 4 * 6 * 64 + 30
+    assert c.flops == expect
+    by_name = {l.name: l for l in c.layers}
+    assert by_name["0"].flops == 9 * 4 * 64 and by_name["0"].kind == "conv"
+    assert by_name["1"].kind == "bn" and by_name["1"].params == 8 and by_name["1"].flops == 0
+    assert c.params == 36 + 8 + 24 + 6 + 30 + 5
+    assert "total" in c.table()
+    # batch size multiplies FLOPs, not parameters
+    assert dan.count(net, (4, 1, 10, 10)).flops == 4 * expect
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2", "resnext50_32x4d", "vgg11_bn"])
+def test_matches_torchvision_meta(name):
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    model = torchvision.models.get_model(name)
+    c = dan.count(model, (1, 3, 224, 224))
+    assert abs(c.flops / 1e9 / weights.meta["_ops"] - 1) < 0.005
+    assert c.params == weights.meta["num_params"]
+
+
+def test_agrees_with_pytorch_flop_counter():
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(torch.zeros(1, 3, 64, 64))
+    assert 2 * dan.count(model, (1, 3, 64, 64)).flops == fc.get_total_flops()
+
+
+def test_nonzero_parameters():
+    lin = nn.Linear(10, 10, bias=False)
+    with torch.no_grad():
+        lin.weight[:5] = 0
+    c = dan.count(lin, (1, 10))
+    assert c.params == 100 and c.nonzero_params == 50
+
+
+def test_counts_torchscript_and_export(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()
+    expect = dan.count(model, (1, 3, 8, 8)).flops
+    scripted = torch.jit.trace(model, torch.zeros(1, 3, 8, 8))
+    assert dan.count(scripted, (1, 3, 8, 8)).flops == expect
+    exported = torch.export.export(model, (torch.zeros(1, 3, 8, 8),)).module()
+    assert dan.count(exported, (1, 3, 8, 8)).flops == expect
+
+
+def test_parse_and_format():
+    assert parse_count("1.6G") == 1_600_000_000
+    assert parse_count("500M") == 500_000_000
+    assert parse_count("1.8m") == 1_800_000
+    assert parse_count("250K") == 250_000
+    assert parse_count("1234") == 1234
+    assert format_count(1_600_000_000) == "1.60G"
+    with pytest.raises(dan.UserError):
+        parse_count("lots")
