@@ -1,0 +1,188 @@
+"""Adjoint conversion: small path == extracted network on every supported model, groups, masks."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+import dan
+import search_spaces
+from dan.layers import AdjointBatchNorm2d, AdjointConv2d
+
+TORCHVISION = ["resnet18", "resnet34", "resnet50", "wide_resnet50_2", "resnext50_32x4d",
+               "mobilenet_v2", "vgg11_bn"]
+
+
+def _models():
+    for name in TORCHVISION:
+        yield name, (lambda n=name: torchvision.models.get_model(n, num_classes=10)), (2, 3, 64, 64)
+    for name in search_spaces.list_spaces():
+        small = name.endswith("_small")
+        shape = (2, 1, 28, 28) if small else (2, 1, 64, 64)
+        yield name, (lambda n=name: search_spaces.create(n, num_classes=10, in_channels=1, width=16)), shape
+
+
+def _randomize_bn(model):
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+
+
+@pytest.mark.parametrize("name,make,shape", list(_models()), ids=[m[0] for m in _models()])
+def test_small_path_equals_extracted(name, make, shape):
+    torch.manual_seed(0)
+    model = make()
+    _randomize_bn(model)
+    model.eval()
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        reference = model(x)
+    anet = dan.to_adjoint(model, alpha=4, beta=0.25, input_shape=shape)
+    anet.eval()
+    with torch.no_grad():
+        big, small = anet(x)
+        assert torch.allclose(big, reference, atol=1e-5), "big path must be the original network"
+        anet.train()
+        for _ in range(2):  # move the small BatchNorm statistics away from their start
+            anet(torch.randn(*shape))
+        anet.eval()
+        big, small = anet(x)
+        assert not torch.allclose(big, small, atol=1e-3)
+        net = dan.extract_small(anet)
+        assert not any(type(m).__module__.startswith("dan") for m in net.modules())
+        assert torch.allclose(net(x), small, atol=1e-5)
+        assert torch.allclose(anet.small(x), small, atol=1e-6)
+        assert torch.allclose(anet.big(x), big, atol=1e-6)
+    cb = dan.count(anet.big, (1,) + shape[1:])
+    cs = dan.count(net, (1,) + shape[1:])
+    assert cs.flops < cb.flops / 3 and cs.params < cb.params / 8
+    assert cs.nonzero_params < 0.85 * cs.params  # r_beta zeroed a quarter of the adjoint weights
+
+
+def test_resnet18_groups_follow_the_residual_structure():
+    anet = dan.to_adjoint(torchvision.models.resnet18(num_classes=10), alpha=4, input_shape=(1, 3, 64, 64))
+    groups = {g.name: g for g in anet.groups}
+    # stem output and the layer1 residual stream meet at adds: one group, fixed by the stem
+    assert groups["conv1"].fixed == "stem" and groups["conv1"].width == 64
+    assert anet.layer_groups["layer1.0.conv2"][1] == "conv1"
+    # layer2's residual stream: both blocks' conv2 and the downsample write one group
+    res2 = anet.layer_groups["layer2.0.conv2"][1]
+    assert anet.layer_groups["layer2.0.downsample.0"][1] == res2 == anet.layer_groups["layer2.1.conv2"][1]
+    assert groups[res2].width == 32
+    assert groups["layer1.0.conv1"].width == 16
+    assert groups["fc"].fixed == "output" and groups["input"].fixed == "input"
+
+
+def test_grouped_and_depthwise_widths_keep_group_structure():
+    anet = dan.to_adjoint(torchvision.models.resnext50_32x4d(num_classes=10), alpha=4,
+                          input_shape=(1, 3, 64, 64))
+    conv = anet.body.get_submodule("layer1.0.conv2")
+    assert isinstance(conv, AdjointConv2d)
+    assert conv.in_group is conv.out_group and conv.out_group.quantum == 4
+    assert conv.small_groups() == 8  # 32 channels in groups of 4
+
+
+def test_small_path_is_computed_on_sliced_tensors():
+    anet = dan.to_adjoint(torchvision.models.resnet18(num_classes=10), alpha=4, input_shape=(1, 3, 64, 64))
+    seen = set()
+    conv = anet.body.get_submodule("layer3.0.conv2")
+    conv.register_forward_hook(lambda m, args, out: seen.add(out.shape[1]))
+    anet(torch.randn(2, 3, 64, 64))
+    assert set(seen) == {256, 64}
+
+
+def test_gradients_of_the_small_path_reach_only_the_kept_filters():
+    anet = dan.to_adjoint(torchvision.models.resnet18(num_classes=10), alpha=4, input_shape=(1, 3, 32, 32))
+    _, small = anet(torch.randn(2, 3, 32, 32))
+    small.sum().backward()
+    w = anet.body.get_submodule("layer2.0.conv1").weight.grad
+    assert w[:32, :64].abs().sum() > 0 and w[32:].abs().sum() == 0
+    bn = anet.body.get_submodule("layer2.0.bn1")
+    assert isinstance(bn, AdjointBatchNorm2d) and bn.weight.grad is None and bn.small.weight.grad is not None
+
+
+def test_rbeta_mask_is_exact_seeded_and_a_buffer():
+    make = lambda seed: dan.to_adjoint(torchvision.models.resnet18(num_classes=10), alpha=2, beta=0.5,
+                                       mask_seed=seed, input_shape=(1, 3, 32, 32))
+    a, b, c = make(0), make(0), make(1)
+    ma = a.body.get_submodule("layer2.0.conv2").rbeta
+    assert ma.shape == (64, 64, 3, 3) and int((~ma).sum()) == round(0.5 * ma.numel())
+    assert torch.equal(ma, b.body.get_submodule("layer2.0.conv2").rbeta)
+    assert not torch.equal(ma, c.body.get_submodule("layer2.0.conv2").rbeta)
+    assert any(k.endswith("rbeta") for k in a.state_dict())
+
+
+def test_options_widths_unmasked_and_stem():
+    model = torchvision.models.resnet50(num_classes=10)
+    anet = dan.to_adjoint(model, alpha=4, unmasked=("layer1",), input_shape=(1, 3, 64, 64))
+    assert all(anet.group(anet.layer_groups[n][1]).width == anet.group(anet.layer_groups[n][1]).full
+               for n in anet.layer_groups if n.startswith("layer1."))
+    assert anet.group(anet.layer_groups["layer2.0.conv1"][1]).width == 32
+    anet0 = dan.to_adjoint(torchvision.models.resnet18(num_classes=10), alpha=4, stem=0,
+                           input_shape=(1, 3, 64, 64))
+    assert anet0.group("conv1").width == 16 and isinstance(anet0.body.get_submodule("conv1"), AdjointConv2d)
+    w = dan.to_adjoint(torchvision.models.resnet18(num_classes=10), widths={"layer1.0.conv1": 8},
+                       input_shape=(1, 3, 64, 64))
+    assert w.group("layer1.0.conv1").width == 8 and w.group("layer1.1.conv1").width == 16
+    with pytest.raises(dan.UserError, match="unknown width group"):
+        dan.to_adjoint(torchvision.models.resnet18(), widths={"nope": 8}, input_shape=(1, 3, 64, 64))
+    with pytest.raises(dan.UserError, match="fixed"):
+        dan.to_adjoint(torchvision.models.resnet18(), widths={"conv1": 8}, input_shape=(1, 3, 64, 64))
+    with pytest.raises(dan.UserError):
+        dan.to_adjoint(torchvision.models.resnet18(), alpha=0.5)
+
+
+def test_state_dict_round_trip():
+    torch.manual_seed(0)
+    make = lambda: dan.to_adjoint(search_spaces.create("resnet18_small", width=8), alpha=4,
+                                  input_shape=(1, 3, 32, 32))
+    a, b = make(), make()
+    a.train()
+    a(torch.randn(4, 3, 32, 32))
+    b.load_state_dict(a.state_dict())
+    a.eval(), b.eval()
+    x = torch.randn(2, 3, 32, 32)
+    for u, v in zip(a(x), b(x)):
+        assert torch.equal(u, v)
+
+
+class Concat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(torch.cat([self.a(x), self.b(x)], 1).mean((2, 3)))
+
+
+class WithGroupNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.norm, self.fc = nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.norm(self.conv(x)).mean((2, 3)))
+
+
+class DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.conv(x)
+        return x
+
+
+def test_unsupported_models_name_the_op_or_module():
+    with pytest.raises(dan.UnsupportedModelError, match="cat"):
+        dan.to_adjoint(Concat(), input_shape=(1, 3, 8, 8))
+    with pytest.raises(dan.UnsupportedModelError, match="norm.*GroupNorm"):
+        dan.to_adjoint(WithGroupNorm(), input_shape=(1, 3, 8, 8))
+    with pytest.raises(dan.UnsupportedModelError, match="DataDependent"):
+        dan.to_adjoint(DataDependent(), input_shape=(1, 3, 8, 8))
