@@ -1,0 +1,155 @@
+"""Benchmarks measured as ratios within one run (the machine is shared and noisy).
+
+* :func:`step_ratio` — time of one adjoint training step over one standard step of the same base
+  network (interleaved rounds, medians), plus the paper-code reference: the small path computed at
+  full width with zeroed channels.
+* :func:`inference_speedup` — latency of the extracted small network against the big one (both in
+  :func:`~dan.deploy.deploy_form`) next to their FLOPs ratio.
+* :func:`peak_memory` — peak resident memory added by training steps, each kind of step measured
+  in a fresh subprocess (the only clean way to get a peak on the CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+import search_spaces
+from dan.adjoint import extract_small, to_adjoint
+from dan.cost import count
+from dan.deploy import deploy_form, measure_latency
+from dan.loss import adjoint_loss
+
+
+def interleaved_medians(fns: dict, rounds: int, warmup: int = 2) -> dict:
+    """Median seconds of each function, calling them in turn for ``rounds`` rounds so that
+    load changes on the machine hit every function alike."""
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def make_steps(space: str, *, width: int = 64, batch: int = 64, image: int = 32, channels: int = 3,
+               classes: int = 10, alpha: float = 4, channels_last: bool = True, kinds=("standard", "adjoint")
+               ) -> dict[str, Callable[[], None]]:
+    """One closure per kind of training step, all on the same base network and batch."""
+    torch.manual_seed(0)
+    base = search_spaces.create(space, num_classes=classes, in_channels=channels, width=width)
+    x = torch.randn(batch, channels, image, image)
+    y = torch.randint(0, classes, (batch,))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = x.contiguous(memory_format=fmt)
+    steps = {}
+    for kind in kinds:
+        if kind == "standard":
+            model = _copy(base).to(memory_format=fmt)
+            opt = torch.optim.Adam(model.parameters())
+
+            def step(model=model, opt=opt):
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x), y).backward()
+                opt.step()
+        else:
+            model = zeroed_adjoint(base, alpha, x.shape) if kind == "zeroed" else \
+                to_adjoint(base, alpha=alpha, input_shape=(1,) + tuple(x.shape[1:]))
+            model = model.to(memory_format=fmt)
+            opt = torch.optim.Adam(model.parameters())
+
+            def step(model=model, opt=opt):
+                opt.zero_grad(set_to_none=True)
+                big, small = model(x)
+                adjoint_loss(big, small, y, 1.0).backward()
+                opt.step()
+        steps[kind] = step
+    return steps
+
+
+def zeroed_adjoint(base, alpha: float, shape):
+    """The paper code's way: the small path at full width, channels beyond c/α zeroed (by the
+    same channel masks DAN search uses). Same outputs as the sliced small path, full cost."""
+    anet = to_adjoint(base, alpha=1, input_shape=(1,) + tuple(shape[1:]))
+    sliced = to_adjoint(base, alpha=alpha, input_shape=(1,) + tuple(shape[1:]))
+    for g in anet.groups:
+        if not g.fixed:
+            w = sliced.group(g.name).width
+            g.mask = (torch.arange(g.full) < w).float()
+    return anet
+
+
+def step_ratio(space: str, rounds: int = 6, zeroed: bool = False, **kw) -> dict:
+    kinds = ("standard", "adjoint") + (("zeroed",) if zeroed else ())
+    med = interleaved_medians(make_steps(space, kinds=kinds, **kw), rounds)
+    out = {"space": space, "standard_s": med["standard"], "adjoint_s": med["adjoint"],
+           "adjoint_over_standard": med["adjoint"] / med["standard"]}
+    if zeroed:
+        out["zeroed_s"] = med["zeroed"]
+        out["zeroed_over_standard"] = med["zeroed"] / med["standard"]
+    return out
+
+
+def inference_speedup(space: str, *, width: int = 64, image: int = 32, channels: int = 3,
+                      classes: int = 10, alpha: float = 4, batches=(1, 64)) -> dict:
+    torch.manual_seed(0)
+    base = search_spaces.create(space, num_classes=classes, in_channels=channels, width=width).eval()
+    shape = (1, channels, image, image)
+    anet = to_adjoint(base, alpha=alpha, input_shape=shape).eval()
+    small = extract_small(anet)
+    big = fx.symbolic_trace(_copy(base)).eval()
+    cb, cs = count(big, shape), count(small, shape)
+    fast_big, fast_small = deploy_form(big), deploy_form(small)
+    out = {"space": space, "flops_big": cb.flops, "flops_small": cs.flops,
+           "flops_ratio": cb.flops / cs.flops, "params_ratio": cb.params / cs.params, "batches": {}}
+    for b in batches:
+        s = (b,) + shape[1:]
+        lat = {"big": [], "small": []}
+        for _ in range(3):  # alternate to share the machine's load
+            lat["big"].append(measure_latency(fast_big, s))
+            lat["small"].append(measure_latency(fast_small, s))
+        lb, ls = min(lat["big"]), min(lat["small"])
+        out["batches"][str(b)] = {"big_ms": lb, "small_ms": ls, "speedup": lb / ls,
+                                  "speedup_over_flops_ratio": lb / ls / out["flops_ratio"]}
+    return out
+
+
+def peak_memory(space: str, kind: str, steps: int = 3, **kw) -> int:
+    """Peak resident bytes added by ``steps`` training steps of ``kind`` (fresh subprocess)."""
+    code = ("import json,sys; from dan.bench import _memory_child; "
+            "print(json.dumps(_memory_child(*json.loads(sys.argv[1]))))")
+    arg = json.dumps([space, kind, steps, kw])
+    res = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True, check=True)
+    return int(json.loads(res.stdout.strip().splitlines()[-1]))
+
+
+def _memory_child(space: str, kind: str, steps: int, kw: dict) -> int:
+    step = make_steps(space, kinds=(kind,), **kw)[kind]
+    before = _rss_bytes()
+    for _ in range(steps):
+        step()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def _copy(m):
+    import copy
+
+    return copy.deepcopy(m)

@@ -1,0 +1,131 @@
+"""What the command-line tools share: the common flags, config resolution and error handling.
+
+Functions here take ``argv`` explicitly; only ``tools/*.py`` read ``sys.argv``. User errors end with
+exit status 2 and one line on stderr (``error: what — how to fix``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Optional, Sequence
+
+from dan.config import Config
+from dan.errors import UserError
+
+FLOPS_NOTE = "FLOPs are multiply-accumulates of conv and linear layers (K, M, G = powers of 10)."
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message and exit status 2."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def number(lo: float | None = None, hi: float | None = None, *, hi_open: bool = False):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+        if (lo is not None and v < lo) or (hi is not None and (v >= hi if hi_open else v > hi)):
+            rng = f"[{lo}, {hi}{')' if hi_open else ']'}"
+            raise argparse.ArgumentTypeError(f"expected a number in {rng}, got {text!r}")
+        return v
+
+    return parse
+
+
+def common_parser(prog: str, description: str) -> Parser:
+    """A parser with the flags every tool takes (DESIGN §3)."""
+    p = Parser(prog=prog, description=description, epilog=FLOPS_NOTE,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("common")
+    g.add_argument("--config", help="YAML experiment file (configs/*.yaml)")
+    g.add_argument("--dataset", choices=["fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic"])
+    g.add_argument("--data", help="folder holding the dataset files")
+    g.add_argument("--download", action="store_true", help="download torchvision datasets when missing")
+    g.add_argument("--epochs", type=positive_int)
+    g.add_argument("--batch-size", type=positive_int)
+    g.add_argument("--limit-batches", type=positive_int,
+                   help="at most N batches per epoch and per evaluation (smoke runs)")
+    g.add_argument("--image-size", type=positive_int, help="synthetic/imagefolder input size")
+    g.add_argument("--num-classes", type=positive_int, help="synthetic: number of classes")
+    g.add_argument("--workers", type=nonnegative_int, help="data-loader processes (image folders)")
+    g.add_argument("--out", help="run folder (default runs/<config name>)")
+    g.add_argument("--name", help="run name (default: the config file's name)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    g.add_argument("--space", help="base network: a search space name or torchvision.<model>")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set model.args.width=32 (repeatable)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard files")
+    return p
+
+
+_COMMON_KEYS = {
+    "dataset": "data.dataset", "data": "data.data", "epochs": "train.epochs",
+    "batch_size": "data.batch_size", "limit_batches": "train.limit_batches",
+    "image_size": "data.image_size", "num_classes": "data.num_classes", "workers": "data.workers",
+    "out": "out", "name": "name", "seed": "seed", "device": "device", "space": "model.space",
+}
+
+
+def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None) -> Config:
+    """Config file, then flags (a flag left unset keeps the file's value), then ``--set``."""
+    cfg = Config.from_file(args.config) if args.config else Config()
+    for attr, key in {**_COMMON_KEYS, **(extra_keys or {})}.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            cfg.set(key, value)
+    if getattr(args, "download", False):
+        cfg.data.download = True
+    for item in args.set:
+        if "=" not in item:
+            raise UserError(f"--set takes KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        cfg.set(key.strip(), value)
+    return cfg
+
+
+def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]] = None) -> None:
+    """Run a tool's ``main`` and exit: 0 on success, 2 with one line for a user error."""
+    try:
+        code = main(sys.argv[1:] if argv is None else argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: finished epochs are in the run folder's checkpoints/last.pt; "
+              "continue with --resume", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def tensorboard_hint(run_dir: str) -> str:
+    parent = os.path.dirname(os.path.abspath(run_dir))
+    return f"tensorboard --logdir {os.path.relpath(parent) if parent != os.getcwd() else run_dir}"

@@ -1,0 +1,342 @@
+"""The training engine: one loop for every method.
+
+``train(cfg, monitor)`` builds the data and the method's model, trains for ``cfg.train.epochs``
+epochs with Adam (or SGD) and a linear-warm-up + cosine learning-rate schedule (the paper's
+recipe), evaluates every network of the method on the test split each epoch, writes TensorBoard
+scalars, ``metrics.jsonl`` and an atomic ``checkpoints/last.pt`` (+ ``best.pt``), and at the end
+saves the deployable network (``small.pt`` …), counts and times the networks, and returns a summary.
+
+Reproducibility: the model is built right after seeding with ``cfg.seed``; every epoch re-seeds
+all generators from (seed, epoch) and the data order/augmentation is a function of (seed, epoch),
+so a run resumed from ``last.pt`` replays exactly the epochs an uninterrupted run would have run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from dan.checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dan.config import Config
+from dan.cost import count, format_count
+from dan.data import Data, build_data
+from dan.deploy import deploy_form, measure_latency, save_deployable
+from dan.errors import UserError
+from dan.methods import get_method
+from dan.monitor import Monitor
+from dan.seed import derive, seed_everything
+
+CHECKPOINT_VERSION = 1
+# Keys a resumed run may change: how long, where, and how fast it runs; not what it computes.
+RESUMABLE_CHANGES = ("train.epochs", "device", "data.workers", "out", "train.latency_batches")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"bad --device '{name}': use auto, cpu, cuda or cuda:N") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available: use --device cpu")
+    return dev
+
+
+def build_optimizer(params, tcfg) -> torch.optim.Optimizer:
+    """Adam(W) or SGD; weight decay only on weights with ≥ 2 dims (not on BN/bias)."""
+    params = [p for p in params if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": tcfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if tcfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=tcfg.lr)
+    if tcfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=tcfg.lr)
+    if tcfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=tcfg.lr, momentum=tcfg.momentum, nesterov=tcfg.nesterov)
+    raise UserError(f"unknown optimizer '{tcfg.optimizer}': choose adam, adamw or sgd")
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float = 0.0):
+    """lr multiplier: linear from ~0 to 1 over ``warmup_steps``, then cosine down to ``min_ratio``."""
+
+    def f(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+    return f
+
+
+@torch.no_grad()
+def evaluate(logits_fn, loader, limit: int | None = None) -> dict:
+    """Top-1 and cross-entropy of every network ``logits_fn(x)`` returns, over ``loader``."""
+    correct, ce, n = {}, {}, 0
+    for i, (x, y) in enumerate(loader):
+        if limit is not None and i >= limit:
+            break
+        for name, logits in logits_fn(x).items():
+            correct[name] = correct.get(name, 0) + int((logits.argmax(1) == y).sum())
+            ce[name] = ce.get(name, 0.0) + float(F.cross_entropy(logits.float(), y, reduction="sum"))
+        n += y.shape[0]
+    return {name: {"top1": correct[name] / max(n, 1), "ce": ce[name] / max(n, 1)} for name in correct}
+
+
+@dataclass
+class Summary:
+    method: str
+    run_dir: str
+    input_shape: tuple
+    rows: dict = field(default_factory=dict)  # network -> top1, flops, params, nonzero, latency_ms
+    files: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "run_dir": self.run_dir, "input_shape": list(self.input_shape),
+                "networks": self.rows, "files": self.files, **self.extra}
+
+
+class Trainer:
+    """Runs one method's training; see the module docstring."""
+
+    def __init__(self, cfg: Config, monitor: Monitor | None = None, *, data: Data | None = None):
+        self.cfg = cfg
+        self.run_dir = cfg.run_dir
+        self.monitor = monitor or Monitor(self.run_dir, console=False)
+        self.device = resolve_device(cfg.device)
+        self.data = data if data is not None else build_data(cfg.data, seed=cfg.seed, device=self.device)
+        seed_everything(cfg.seed)
+        self.method = get_method(cfg.train.method)(cfg, self.data.info, self.device)
+        self.method.build()
+        self.model = self.method.model
+        if cfg.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        t = cfg.train
+        self.steps_per_epoch = len(self.data.train) if t.limit_batches is None else \
+            min(len(self.data.train), t.limit_batches)
+        if self.steps_per_epoch == 0:
+            raise UserError("the training split has no batch: lower --batch-size or use more data")
+        self.total_steps = self.steps_per_epoch * t.epochs
+        self.optimizer = build_optimizer(self.method.parameters(), t)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(
+            self.total_steps, int(t.warmup_epochs * self.steps_per_epoch), t.min_lr / t.lr if t.lr else 0.0))
+        self.epoch = 0  # next epoch to run
+        self.step = 0
+        self.best = -1.0
+        self.last_eval: dict = {}
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.train.channels_last and x.ndim == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    # --- checkpoints -----------------------------------------------------------------------
+    @property
+    def ckpt_dir(self) -> str:
+        return os.path.join(self.run_dir, "checkpoints")
+
+    def state(self) -> dict:
+        return {"version": CHECKPOINT_VERSION, "model": self.model.state_dict(),
+                "method": self.method.extra_state(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "step": self.step,
+                "best": self.best, "last_eval": self.last_eval, "rng": rng_state(),
+                "config": self.cfg.to_dict()}
+
+    def save(self, best: bool = False) -> None:
+        state = self.state()
+        save_checkpoint(state, os.path.join(self.ckpt_dir, "last.pt"))
+        if best:
+            save_checkpoint({"version": CHECKPOINT_VERSION, "model": state["model"],
+                             "method": state["method"], "epoch": self.epoch, "best": self.best,
+                             "config": state["config"]}, os.path.join(self.ckpt_dir, "best.pt"))
+
+    def restore(self, path: str | None = None) -> None:
+        path = path or os.path.join(self.ckpt_dir, "last.pt")
+        state = load_checkpoint(path, map_location=self.device)
+        check_same_config(state.get("config", {}), self.cfg.to_dict(), path)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise UserError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:120]}): "
+                            f"resume with the config it was written with") from e
+        self.method.load_extra_state(state.get("method", {}))
+        self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
+        self.last_eval = state.get("last_eval", {})
+        set_rng_state(state["rng"])
+
+    # --- the loop --------------------------------------------------------------------------
+    def fit(self) -> Summary:
+        cfg, t, mon = self.cfg, self.cfg.train, self.monitor
+        self.method.prepare(self.data, mon)
+        while self.epoch < t.epochs:
+            epoch = self.epoch
+            seed_everything(derive(cfg.seed, "epoch", epoch))
+            self.data.train.set_epoch(epoch)
+            self.model.train()
+            window = {"images": 0, "time": time.perf_counter()}
+            sums: dict = {}
+            batches = self.monitor.progress(self.data.train, self.steps_per_epoch,
+                                            f"epoch {epoch + 1}/{t.epochs}")
+            for i, (x, y) in enumerate(batches):
+                if i >= self.steps_per_epoch:
+                    break
+                x = self.prepare_input(x)
+                loss, scalars = self.method.train_step(x, y, self.step / max(1, self.total_steps))
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at step {self.step}: lower the lr")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if t.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.method.parameters(), t.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.method.after_step(self.step)
+                self.step += 1
+                window["images"] += x.shape[0]
+                for k, v in scalars.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                if self.step % t.log_every == 0 or i == self.steps_per_epoch - 1:
+                    dt = time.perf_counter() - window["time"]
+                    logs = {k: float(v) for k, v in scalars.items()}
+                    logs["lr"] = self.optimizer.param_groups[0]["lr"]
+                    logs["images_per_s"] = window["images"] / dt if dt > 0 else 0.0
+                    mon.scalars(self.step, logs, prefix="train/")
+                    if hasattr(batches, "set_postfix"):
+                        batches.set_postfix(loss=f"{logs['loss']:.3f}", ips=f"{logs['images_per_s']:.0f}")
+                    window = {"images": 0, "time": time.perf_counter()}
+            self.epoch += 1
+            row = {f"train/{k}": v / max(1, self.steps_per_epoch) for k, v in sums.items()}
+            if self.epoch % t.eval_every == 0 or self.epoch == t.epochs:
+                self.model.eval()
+                ev = evaluate(lambda x: self.method.eval_logits(self.prepare_input(x)), self.data.test,
+                              t.limit_batches)
+                self.last_eval = ev
+                for name, m in ev.items():
+                    row[f"val/top1_{name}"] = m["top1"]
+                    row[f"val/ce_{name}"] = m["ce"]
+            row["lr"] = self.optimizer.param_groups[0]["lr"]
+            mon.epoch(self.epoch, row, step=self.step)
+            score = self.last_eval.get(self.method.deployed, {}).get("top1", -1.0)
+            improved = score > self.best
+            self.best = max(self.best, score)
+            self.save(best=improved)
+        return self.finish()
+
+    def finish(self) -> Summary:
+        """Save the deployable network, count and time every network, write ``summary.json``."""
+        cfg = self.cfg
+        self.model.eval()
+        nets = self.method.networks()
+        shape = self.method.input_shape
+        summary = Summary(cfg.train.method, self.run_dir, shape)
+        deployed = nets[self.method.deployed]
+        save_deployable(deployed, self.run_dir, shape, name="small",
+                        extra={"method": cfg.train.method, "space": cfg.model.space})
+        summary.files = {k: os.path.join(self.run_dir, f) for k, f in
+                         [("torchscript", "small.pt"), ("export", "small.pt2"), ("state_dict", "small_state.pt")]}
+        for name, net in nets.items():
+            c = count(net, shape)
+            row = {"top1": self.last_eval.get(name, {}).get("top1"), "ce": self.last_eval.get(name, {}).get("ce"),
+                   "flops": c.flops, "params": c.params, "nonzero_params": c.nonzero_params, "latency_ms": {}}
+            fast = deploy_form(net)
+            for b in cfg.train.latency_batches:
+                row["latency_ms"][str(b)] = measure_latency(fast, (int(b),) + tuple(shape[1:]))
+            summary.rows[name] = row
+        summary.extra["best_top1"] = self.best
+        summary.extra["epochs"] = self.epoch
+        atomic_write(lambda p: _dump_json(summary.to_dict(), p), os.path.join(self.run_dir, "summary.json"))
+        self.monitor.flush()
+        return summary
+
+
+def check_same_config(saved: dict, current: dict, path: str) -> None:
+    """A resumed run must compute the same thing: only :data:`RESUMABLE_CHANGES` may differ."""
+    flat_saved, flat_now = _flatten(saved), _flatten(current)
+    for key in sorted(set(flat_saved) | set(flat_now)):
+        if key in RESUMABLE_CHANGES or key.startswith("tune."):
+            continue
+        if flat_saved.get(key) != flat_now.get(key):
+            raise UserError(f"{path} was written with {key}={flat_saved.get(key)!r}, not "
+                            f"{flat_now.get(key)!r}: resume with the same config and flags, or pick "
+                            f"another --out")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _dump_json(obj, path):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def prepare_run_dir(cfg: Config, resume: bool) -> str:
+    """Create the run folder; refuse to start a new run over finished work."""
+    run_dir = cfg.run_dir
+    last = os.path.join(run_dir, "checkpoints", "last.pt")
+    if resume and not os.path.isfile(last):
+        raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last.pt): drop --resume "
+                        f"to start a new run")
+    if not resume and (os.path.isfile(last) or os.path.isfile(os.path.join(run_dir, "arch.json"))):
+        raise UserError(f"{run_dir} already holds a run: pass --resume to continue it, or choose "
+                        f"another --out (nothing was overwritten)")
+    os.makedirs(run_dir, exist_ok=True)
+    cfg.save(os.path.join(run_dir, "config.yaml"))
+    return run_dir
+
+
+def train(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
+          data: Data | None = None) -> Summary:
+    """Train ``cfg.train.method`` on ``cfg`` in ``cfg.run_dir``; see :class:`Trainer`."""
+    prepare_run_dir(cfg, resume)
+    trainer = Trainer(cfg, monitor, data=data)
+    if resume:
+        trainer.restore()
+    return trainer.fit()
+
+
+def format_summary(summary: Summary | dict) -> str:
+    """The end-of-run table: accuracy, FLOPs, params and latency of every network."""
+    d = summary.to_dict() if isinstance(summary, Summary) else summary
+    nets = d["networks"]
+    batches = sorted({b for r in nets.values() for b in r["latency_ms"]}, key=int)
+    head = f"{'network':10s} {'top-1':>7s} {'FLOPs':>9s} {'params':>9s} {'nonzero':>9s}" + \
+        "".join(f" {'ms@b' + b:>9s}" for b in batches)
+    lines = [f"{d['method']} — input {'x'.join(map(str, d['input_shape']))}; FLOPs = multiply-accumulates; "
+             f"latency = median ms per forward, eval, BN folded, channels-last",
+             head, "-" * len(head)]
+    for name, r in nets.items():
+        top1 = f"{100 * r['top1']:6.2f}%" if r["top1"] is not None else "     - "
+        lines.append(f"{name:10s} {top1:>7s} {format_count(r['flops']):>9s} {format_count(r['params']):>9s} "
+                     f"{format_count(r['nonzero_params']):>9s}" +
+                     "".join(f" {r['latency_ms'].get(b, float('nan')):9.2f}" for b in batches))
+    if "big" in nets and len(nets) > 1:
+        for name, r in nets.items():
+            if name == "big":
+                continue
+            b = nets["big"]
+            ratio = lambda k: b[k] / r[k] if r[k] else float("nan")
+            speed = "".join(f" {b['latency_ms'][k] / r['latency_ms'][k]:8.2f}x" for k in batches
+                            if k in r["latency_ms"] and r["latency_ms"][k] > 0)
+            lines.append(f"{'big/' + name:10s} {'':>7s} {ratio('flops'):8.2f}x {ratio('params'):8.2f}x "
+                         f"{b['params'] / r['nonzero_params'] if r['nonzero_params'] else float('nan'):8.2f}x"
+                         + speed)
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+"""``adjoint``: the big and the small network trained together with the adjoint loss (AN).
+
+The small network is the base network at 1/α of every width (``adjoint.alpha``), or the widths of
+an ``arch.json`` found by DAN search (``adjoint.arch``: then the engine retrains it). The loss is
+``CE(y, p) + λ(t)·KL(p‖q)`` with the λ schedule of ``adjoint.schedule`` scaled by ``adjoint.c``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dan.adjoint import extract_small, to_adjoint
+from dan.loss import adjoint_loss, schedule
+from dan.methods import register_method
+from dan.methods.base import Method
+from dan.methods.standard import _top1
+
+
+@register_method("adjoint")
+class Adjoint(Method):
+    outputs = ("big", "small")
+    deployed = "small"
+
+    def build(self, widths: dict | None = None):
+        a = self.cfg.adjoint
+        self.lam = schedule(a.schedule, a.c)
+        self.model = to_adjoint(self.base_network(), alpha=a.alpha, beta=a.beta, widths=widths,
+                                stem=a.stem, unmasked=tuple(a.unmasked), input_shape=self.input_shape,
+                                mask_seed=a.mask_seed, copy_model=False).to(self.device)
+        return self.model
+
+    def train_step(self, x, y, progress):
+        big, small = self.model(x)
+        lam = self.lam(progress)
+        loss, ce, kl = adjoint_loss(big, small, y, lam, detach_teacher=self.cfg.adjoint.detach_teacher,
+                                    label_smoothing=self.cfg.train.label_smoothing, return_terms=True)
+        return loss, {"loss": loss.detach(), "ce": ce, "kl": kl, "lambda": lam,
+                      "top1_big": _top1(big, y), "top1_small": _top1(small, y)}
+
+    @torch.no_grad()
+    def eval_logits(self, x):
+        big, small = self.model(x)
+        return {"big": big, "small": small}
+
+    def networks(self):
+        return {"big": self.model.big, "small": extract_small(self.model)}

@@ -1,0 +1,71 @@
+"""The interface every training method implements."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+from dan.config import Config
+from dan.data import DatasetInfo
+from dan.models import build_model, input_shape
+
+
+class Method:
+    """One way of training. Subclasses set ``outputs`` and implement the hooks below.
+
+    Attributes:
+        outputs: names of the networks evaluated every epoch (e.g. ``("big", "small")``).
+        deployed: which of them is the deployable network (its top-1 picks ``best.pt``).
+        model: the module being trained (built by :meth:`build`); its state dict is checkpointed.
+    """
+
+    name = "base"
+    outputs: tuple = ("big",)
+    deployed: str = "big"
+
+    def __init__(self, cfg: Config, info: DatasetInfo, device: torch.device):
+        self.cfg, self.info, self.device = cfg, info, device
+        self.input_shape = input_shape(info)
+        self.model: nn.Module | None = None
+
+    # --- building --------------------------------------------------------------------------
+    def base_network(self) -> nn.Module:
+        return build_model(self.cfg.model, self.info)
+
+    def build(self) -> nn.Module:
+        raise NotImplementedError
+
+    def parameters(self) -> Iterable[nn.Parameter]:
+        """Parameters the engine's optimizer updates."""
+        return self.model.parameters()
+
+    def prepare(self, data, monitor) -> None:
+        """Work before the first epoch (e.g. train a teacher). Runs again after a resume."""
+
+    # --- training --------------------------------------------------------------------------
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, progress: float):
+        """Return ``(loss, scalars)`` for one batch; ``progress`` is t in [0, 1]."""
+        raise NotImplementedError
+
+    def after_step(self, step: int) -> None:
+        """Called after each optimizer step (proximal updates and the like)."""
+
+    @torch.no_grad()
+    def eval_logits(self, x: torch.Tensor) -> dict:
+        """Logits of every evaluated network for a batch (eval mode)."""
+        raise NotImplementedError
+
+    # --- the end ---------------------------------------------------------------------------
+    def networks(self) -> dict:
+        """The finished networks by name (plain modules) for counting and timing: ``big`` when
+        the method has one, and the deployable under ``self.deployed``."""
+        raise NotImplementedError
+
+    def extra_state(self) -> dict:
+        """Method state beyond ``model`` that a checkpoint must hold (e.g. a teacher)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass

@@ -1,0 +1,35 @@
+"""``standard``: the base network trained alone with cross-entropy (the paper's baseline)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dan.methods import register_method
+from dan.methods.base import Method
+
+
+@register_method("standard")
+class Standard(Method):
+    outputs = ("big",)
+    deployed = "big"
+
+    def build(self):
+        self.model = self.base_network().to(self.device)
+        return self.model
+
+    def train_step(self, x, y, progress):
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.train.label_smoothing)
+        return loss, {"loss": loss.detach(), "ce": loss.detach(), "top1_big": _top1(logits, y)}
+
+    @torch.no_grad()
+    def eval_logits(self, x):
+        return {"big": self.model(x)}
+
+    def networks(self):
+        return {"big": self.model}
+
+
+def _top1(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(1) == y).float().mean()

@@ -1,0 +1,109 @@
+"""One logging layer, several sinks: console, ``metrics.jsonl``, TensorBoard.
+
+The library reports through a :class:`Monitor`; which sinks are on is the caller's choice
+(the command-line tools switch the console on, tests usually leave it off). TensorBoard files are
+written to the run folder itself, so ``tensorboard --logdir runs`` shows every run.
+
+* ``scalars(step, {...})`` — TensorBoard scalars (loss terms, λ, lr, throughput...).
+* ``epoch(epoch, {...})`` — one JSON line per epoch in ``metrics.jsonl`` + a console line.
+* ``progress(iterable, total, desc)`` — a progress bar on the terminal (tqdm), or the iterable.
+* ``histogram``, ``image``, ``hparams`` — for search and tuning.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Iterable, Optional
+
+
+class Monitor:
+    def __init__(self, run_dir: Optional[str], *, console: bool = False, tensorboard: bool = True,
+                 jsonl: bool = True, enabled: bool = True):
+        self.run_dir = run_dir
+        self.console = console and enabled
+        self.enabled = enabled
+        self._tb = None
+        self._jsonl = None
+        if enabled and run_dir:
+            os.makedirs(run_dir, exist_ok=True)
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: keep it lazy
+                self._tb = SummaryWriter(log_dir=run_dir)
+            if jsonl:
+                self._jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a")
+
+    # --- sinks -----------------------------------------------------------------------------
+    def scalars(self, step: int, values: dict, prefix: str = "") -> None:
+        if self._tb is None:
+            return
+        for k, v in values.items():
+            if v is not None and isinstance(v, (int, float)) and math.isfinite(v):
+                self._tb.add_scalar(prefix + k, v, step)
+
+    def epoch(self, epoch: int, values: dict, step: Optional[int] = None) -> None:
+        row = {"epoch": epoch, "time": round(time.time(), 3), **values}
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps(row) + "\n")
+            self._jsonl.flush()
+        if step is not None:
+            self.scalars(step, {k: v for k, v in values.items() if "/" in k})
+        if self.console:
+            shown = "  ".join(f"{k}={_fmt(v)}" for k, v in values.items()
+                              if isinstance(v, (int, float)) and not k.startswith("time"))
+            self.write(f"epoch {epoch}: {shown}")
+
+    def histogram(self, tag: str, values, step: int) -> None:
+        if self._tb is not None:
+            self._tb.add_histogram(tag, values, step)
+
+    def image(self, tag: str, chw, step: int) -> None:
+        if self._tb is not None:
+            self._tb.add_image(tag, chw, step, dataformats="CHW")
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        if self._tb is not None:
+            self._tb.add_text(tag, text, step)
+
+    def hparams(self, hparams: dict, metrics: dict) -> None:
+        if self._tb is not None:
+            clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
+            self._tb.add_hparams(clean, metrics, run_name=".")
+
+    def write(self, line: str) -> None:
+        """A line on the console (between progress bars), when the console sink is on."""
+        if not self.console:
+            return
+        try:
+            from tqdm import tqdm
+            tqdm.write(line, file=sys.stderr)
+        except ImportError:
+            print(line, file=sys.stderr)
+
+    def progress(self, iterable: Iterable, total: int, desc: str) -> Iterable:
+        if not self.console:
+            return iterable
+        from tqdm import tqdm
+        return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True,
+                    file=sys.stderr, mininterval=1.0)
+
+    def flush(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

@@ -1,0 +1,115 @@
+"""Benchmarks on this machine, as ratios measured in one run.
+
+Usage:
+    python tools/bench.py                                   # print JSON
+    python tools/bench.py --json docs/benchmarks.json --markdown docs/benchmarks.md
+    python tools/bench.py --quick                           # fewer rounds, ResNet-18 only
+
+Measures (small-image ResNets at width 64, 32x32 inputs, batch 64, alpha 4):
+  * adjoint training step / standard training step (target <= 1.25), and the paper-code reference
+    (small path at full width with zeroed channels, about 2.0);
+  * inference speed-up of the extracted small network at batch 1 and 64 next to its FLOPs ratio
+    (target at batch 64: speed-up >= 0.6 x FLOPs ratio);
+  * peak memory added by a standard and by an adjoint step.
+"""
+
+import json
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dan.cli import Parser, positive_int, run_tool  # noqa: E402
+
+TARGET_STEP = 1.25
+TARGET_SPEEDUP = 0.6
+
+
+def main(argv):
+    p = Parser(prog="bench.py", description=__doc__)
+    p.add_argument("--json", help="write the results to this JSON file")
+    p.add_argument("--markdown", help="write a table to this Markdown file")
+    p.add_argument("--rounds", type=positive_int, default=6)
+    p.add_argument("--quick", action="store_true", help="ResNet-18 only, 3 rounds")
+    args = p.parse_args(argv)
+    import torch
+
+    from dan import bench
+
+    spaces = ["resnet18_small"] if args.quick else ["resnet18_small", "resnet50_small"]
+    rounds = 3 if args.quick else args.rounds
+    res = {"machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                       "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")},
+           "setting": {"width": 64, "image": 32, "batch": 64, "alpha": 4, "channels_last": True},
+           "step": [], "inference": [], "memory": [], "targets": {"adjoint_over_standard": TARGET_STEP,
+                                                                 "speedup_over_flops_ratio_b64": TARGET_SPEEDUP}}
+    for space in spaces:
+        print(f"[bench] step ratio {space}", file=sys.stderr)
+        res["step"].append(bench.step_ratio(space, rounds=rounds, zeroed=(space == "resnet18_small")))
+        print(f"[bench] inference {space}", file=sys.stderr)
+        res["inference"].append(bench.inference_speedup(space))
+        print(f"[bench] memory {space}", file=sys.stderr)
+        mem = {"space": space}
+        for kind in ("standard", "adjoint"):
+            mem[f"{kind}_bytes"] = bench.peak_memory(space, kind)
+        mem["adjoint_over_standard"] = mem["adjoint_bytes"] / mem["standard_bytes"]
+        res["memory"].append(mem)
+    text = json.dumps(res, indent=2)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown(res))
+    print(text)
+    return 0
+
+
+def markdown(res) -> str:
+    ok = lambda b: "met" if b else "**not met**"
+    m = res["machine"]
+    s = res["setting"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `make bench` (`python tools/bench.py`) on {m['date']}: {m['cpu']}, "
+        f"{m['threads']} threads, PyTorch {m['torch']}. Small-image ResNets at width {s['width']}, "
+        f"{s['image']}x{s['image']} inputs, batch {s['batch']}, alpha = {s['alpha']}, channels-last. "
+        "Every number is a ratio of times measured in the same run (interleaved rounds, medians): the "
+        "machine is shared and absolute times move from run to run.",
+        "",
+        "## Training step: adjoint / standard",
+        "",
+        f"| network | standard step (s) | adjoint step (s) | adjoint / standard | target | zeroed-channel small path / standard |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in res["step"]:
+        z = f"{r['zeroed_over_standard']:.2f}" if "zeroed_over_standard" in r else "-"
+        lines.append(f"| {r['space']} | {r['standard_s']:.3f} | {r['adjoint_s']:.3f} | "
+                     f"{r['adjoint_over_standard']:.2f} | <= {TARGET_STEP} ({ok(r['adjoint_over_standard'] <= TARGET_STEP)}) | {z} |")
+    lines += ["", "The last column is the paper code's way of computing the small path (full width, "
+              "channels beyond c/alpha zeroed), measured in the same run for reference.", "",
+              "## Inference: extracted small network vs big network", "",
+              "Both networks in deploy form (eval, BatchNorm folded into the convs, channels-last).", "",
+              "| network | FLOPs big | FLOPs small | FLOPs ratio | batch | big (ms) | small (ms) | speed-up | speed-up / FLOPs ratio | target |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    from dan.cost import format_count
+    for r in res["inference"]:
+        for b, v in r["batches"].items():
+            tgt = f">= {TARGET_SPEEDUP} ({ok(v['speedup_over_flops_ratio'] >= TARGET_SPEEDUP)})" if b == "64" else "-"
+            lines.append(f"| {r['space']} | {format_count(r['flops_big'])} | {format_count(r['flops_small'])} | "
+                         f"{r['flops_ratio']:.2f} | {b} | {v['big_ms']:.2f} | {v['small_ms']:.2f} | "
+                         f"{v['speedup']:.2f} | {v['speedup_over_flops_ratio']:.2f} | {tgt} |")
+    lines += ["", "## Peak memory of a training step", "",
+              "Peak resident memory added by three steps, each kind in a fresh process.", "",
+              "| network | standard (MB) | adjoint (MB) | adjoint / standard |", "|---|---|---|---|"]
+    for r in res["memory"]:
+        lines.append(f"| {r['space']} | {r['standard_bytes'] / 2**20:.0f} | {r['adjoint_bytes'] / 2**20:.0f} | "
+                     f"{r['adjoint_over_standard']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    run_tool(main)
