@@ -127,13 +127,17 @@ def inference_speedup(space: str, *, width: int = 64, image: int = 32, channels:
     return out
 
 
-def peak_memory(space: str, kind: str, steps: int = 3, **kw) -> int:
-    """Peak resident bytes added by ``steps`` training steps of ``kind`` (fresh subprocess)."""
+def peak_memory(space: str, kind: str, steps: int = 3, repeats: int = 3, **kw) -> int:
+    """Peak resident bytes added by ``steps`` training steps of ``kind``: the median over
+    ``repeats`` fresh subprocesses (the allocator makes single readings noisy)."""
     code = ("import json,sys; from dan.bench import _memory_child; "
             "print(json.dumps(_memory_child(*json.loads(sys.argv[1]))))")
     arg = json.dumps([space, kind, steps, kw])
-    res = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True, check=True)
-    return int(json.loads(res.stdout.strip().splitlines()[-1]))
+    readings = []
+    for _ in range(repeats):
+        res = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True, check=True)
+        readings.append(int(json.loads(res.stdout.strip().splitlines()[-1])))
+    return int(statistics.median(readings))
 
 
 def _memory_child(space: str, kind: str, steps: int, kw: dict) -> int:

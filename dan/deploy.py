@@ -56,6 +56,7 @@ def save_deployable(model: nn.Module, folder: str, input_shape: tuple, *, name: 
     os.makedirs(folder, exist_ok=True)
     set_mode(model, False)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    cost = count(model, (1,) + tuple(input_shape[1:]))  # as extracted: BatchNorm parameters count
     model = deploy_form(model)
     example = torch.zeros((2,) + tuple(input_shape[1:]), device=_device(model))
     with warnings.catch_warnings():
@@ -64,9 +65,10 @@ def save_deployable(model: nn.Module, folder: str, input_shape: tuple, *, name: 
         atomic_write(lambda p: torch.jit.save(scripted, p), os.path.join(folder, f"{name}.pt"))
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    atomic_write(lambda p: torch.export.save(program, p), os.path.join(folder, f"{name}.pt2"), ".pt2")
+    with warnings.catch_warnings():  # channels-last weights make torch.export chatty, not wrong
+        warnings.simplefilter("ignore", UserWarning)
+        atomic_write(lambda p: torch.export.save(program, p), os.path.join(folder, f"{name}.pt2"), ".pt2")
     atomic_write(lambda p: torch.save(state, p), os.path.join(folder, f"{name}_state.pt"))
-    cost = count(model, (1,) + tuple(input_shape[1:]))
     meta = {"input_shape": [1] + list(input_shape[1:]), "flops": cost.flops, "params": cost.params,
             "nonzero_params": cost.nonzero_params, **(extra or {})}
     atomic_write(lambda p: _write_json(meta, p), os.path.join(folder, f"{name}.json"))

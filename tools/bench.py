@@ -19,7 +19,9 @@ import platform
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The repository root replaces this folder on the path: tools/profile.py must not shadow the
+# standard library's profile module (which torch imports).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from dan.cli import Parser, positive_int, run_tool  # noqa: E402
 

@@ -14,7 +14,9 @@ table (top-1, FLOPs, params, latency of the big and the deployable network).
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The repository root replaces this folder on the path: tools/profile.py must not shadow the
+# standard library's profile module (which torch imports).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from dan.cli import common_parser, number, resolve_config, run_tool, tensorboard_hint  # noqa: E402
 

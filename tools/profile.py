@@ -1,0 +1,147 @@
+"""FLOPs and parameters of a network, layer by layer.
+
+Usage:
+    python tools/profile.py resnet50                       # torchvision model (224x224)
+    python tools/profile.py resnet18_small --arg width=16 --in-channels 1 --input-size 28
+    python tools/profile.py runs/demo/small.pt --input-size 28 --in-channels 1   # extracted network
+    python tools/profile.py runs/demo/checkpoints/last.pt  # every network of a training run
+    python tools/profile.py resnet50 --json                # machine-readable
+    python tools/profile.py resnet50 --alpha 4             # big and small network of an adjoint conversion
+
+FLOPs are multiply-accumulates of conv and linear layers (K, M, G = powers of 10); "nonzero"
+counts parameters that are not exactly zero (r_beta masks make it differ).
+"""
+
+import json
+import os
+import sys
+
+# The repository root replaces this folder on the path: tools/profile.py must not shadow the
+# standard library's profile module (which torch imports).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from dan.cli import Parser, number, positive_int, run_tool  # noqa: E402
+from dan.errors import UserError  # noqa: E402
+
+
+def load_networks(args) -> tuple[dict, tuple]:
+    """Resolve the target into {name: module} and the input shape."""
+    import torch
+    import torchvision
+
+    import search_spaces
+
+    target = args.target
+    size = args.input_size
+    if os.path.isfile(target):
+        if target.endswith((".pt2",)) or _is_torchscript(target):
+            from dan.deploy import load_deployable
+
+            meta = _sidecar(target)
+            shape = tuple(meta["input_shape"]) if meta and not (size or args.in_channels) else \
+                (1, args.in_channels or 3, size or 224, size or 224)
+            return {"network": load_deployable(target)}, shape
+        return _from_checkpoint(target)
+    if target in search_spaces.list_spaces():
+        kw = dict(num_classes=args.num_classes, in_channels=args.in_channels, **_kv(args.arg))
+        model = search_spaces.create(target, **kw)
+        default = 32 if target.endswith("_small") else 224
+        shape = (1, args.in_channels or 3, size or default, size or default)
+    else:
+        name = target.split(".", 1)[1] if target.startswith("torchvision.") else target
+        if name not in torchvision.models.list_models(module=torchvision.models):
+            raise UserError(f"'{target}' is neither a file, a search space ({', '.join(search_spaces.list_spaces())}) "
+                            f"nor a torchvision model name")
+        model = torchvision.models.get_model(name, num_classes=args.num_classes or 1000, **_kv(args.arg))
+        shape = (1, 3, size or 224, size or 224)
+    if args.alpha:
+        import dan
+
+        anet = dan.to_adjoint(model, alpha=args.alpha, beta=args.beta or 0.0, input_shape=shape).eval()
+        return {"big": anet.big, "small": dan.extract_small(anet)}, shape
+    del torch
+    return {"network": model}, shape
+
+
+def _is_torchscript(path: str) -> bool:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or n.endswith("code/__torch__.py") or "/code/" in n for n in z.namelist())
+
+
+def _sidecar(path: str):
+    meta = os.path.splitext(path)[0] + ".json"
+    if os.path.isfile(meta):
+        with open(meta) as f:
+            return json.load(f)
+    return None
+
+
+def _from_checkpoint(path: str):
+    import torch
+
+    from dan.checkpoint import load_checkpoint
+    from dan.config import Config
+    from dan.data import dataset_info
+    from dan.methods import get_method
+
+    state = load_checkpoint(path)
+    cfg = Config.from_dict(state["config"])
+    info = dataset_info(cfg.data)
+    method = get_method(cfg.train.method)(cfg, info, torch.device("cpu"))
+    method.build()
+    method.model.load_state_dict(state["model"])
+    method.load_extra_state(state.get("method", {}))
+    method.model.eval()
+    return method.networks(), method.input_shape
+
+
+def _kv(items):
+    import yaml
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--arg takes NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def main(argv):
+    p = Parser(prog="profile.py", description=__doc__)
+    p.add_argument("target", help="torchvision model name, search space, checkpoint (.pt) or small.pt/.pt2")
+    p.add_argument("--input-size", type=positive_int, help="input height = width (default 224, 32 for *_small)")
+    p.add_argument("--in-channels", type=positive_int)
+    p.add_argument("--num-classes", type=positive_int)
+    p.add_argument("--arg", action="append", default=[], help="builder argument NAME=VALUE (repeatable)")
+    p.add_argument("--alpha", type=number(1.0), help="also convert to adjoint and show big and small")
+    p.add_argument("--beta", type=number(0.0, 1.0, hi_open=True))
+    p.add_argument("--top", type=positive_int, help="only the N layers with most FLOPs")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    args = p.parse_args(argv)
+    import dan
+
+    nets, shape = load_networks(args)
+    costs = {name: dan.count(net, shape) for name, net in nets.items()}
+    if args.json:
+        print(json.dumps({name: c.to_dict() for name, c in costs.items()}, indent=2))
+        return 0
+    for name, c in costs.items():
+        print(f"== {name}: {dan.format_count(c.flops)} FLOPs (MACs), {dan.format_count(c.params)} params "
+              f"({dan.format_count(c.nonzero_params)} nonzero), input {'x'.join(map(str, shape))}")
+        print(c.table(top=args.top))
+        print()
+    if "big" in costs and len(costs) > 1:
+        b = costs["big"]
+        for name, c in costs.items():
+            if name != "big":
+                print(f"big/{name}: {b.flops / c.flops:.2f}x fewer FLOPs, {b.params / c.params:.2f}x fewer params")
+    return 0
+
+
+if __name__ == "__main__":
+    run_tool(main)
