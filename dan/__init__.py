@@ -9,13 +9,13 @@ Public API (see ``../shared/DESIGN.md`` §2 and the README)::
     cost = dan.count(small, (1, 3, 224, 224))
 """
 
-from dan.adjoint import AdjointNet, extract_small, to_adjoint
+from dan.adjoint import AdjointNet, extract_big, extract_small, to_adjoint
 from dan.cost import Cost, count, format_count, parse_count
 from dan.errors import UnsupportedModelError, UserError
 from dan.loss import adjoint_loss, schedule
 
 __all__ = [
     "AdjointNet", "Cost", "UnsupportedModelError", "UserError", "adjoint_loss", "count",
-    "extract_small", "format_count", "parse_count", "schedule", "to_adjoint",
+    "extract_big", "extract_small", "format_count", "parse_count", "schedule", "to_adjoint",
 ]
 __version__ = "0.1.0"

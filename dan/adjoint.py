@@ -274,6 +274,30 @@ def _plain_linear(m: AdjointLinear) -> nn.Linear:
     return lin
 
 
+def _plain_big(m: nn.Module) -> nn.Module:
+    """The big network's version of an adjoint layer as its plain torch.nn class."""
+    if isinstance(m, AdjointConv2d):
+        new = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
+                        m.groups, m.bias is not None, m.padding_mode, device="meta")
+    elif isinstance(m, AdjointBatchNorm2d):
+        new = nn.BatchNorm2d(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, device="meta")
+    else:
+        new = nn.Linear(m.in_features, m.out_features, m.bias is not None, device="meta")
+    state = {k: v.detach().clone() for k, v in m.state_dict().items()
+             if not k.startswith("small.") and k != "rbeta"}
+    new.load_state_dict(state, assign=True)
+    return new.train(m.training)
+
+
+def extract_big(anet: AdjointNet) -> fx.GraphModule:
+    """A plain ``torch.nn`` copy of the big network (no small BatchNorms, no masks), eval mode."""
+    root = copy.deepcopy(anet.body)
+    for name, m in list(root.named_modules()):
+        if isinstance(m, (AdjointConv2d, AdjointBatchNorm2d, AdjointLinear)):
+            _set_submodule(root, name, _plain_big(m))
+    return fx.GraphModule(root, copy.deepcopy(anet.__dict__["_big_graph"])).eval()
+
+
 def extract_small(anet: AdjointNet) -> fx.GraphModule:
     """Cut the small network out of an adjoint network.
 

@@ -44,12 +44,24 @@ def linear_macs(in_features: int, out_features: int, rows: int = 1) -> int:
 
 @dataclass
 class LayerCost:
+    """One row of the layer table. Besides the totals it keeps the shape factors, so that the cost
+    of the same layer at other widths is a pure function (DAN's expected cost uses them):
+    ``flops = calls · unit · (c_in / groups) · c_out`` with ``unit = k_h·k_w·H_out·W_out`` (or the
+    number of rows for a linear layer)."""
+
     name: str
     kind: str  # conv | linear | matmul | bn | other
     flops: int = 0
     params: int = 0
     nonzero: int = 0
     detail: str = ""
+    c_in: int = 0
+    c_out: int = 0
+    groups: int = 1
+    unit: int = 0
+    calls: int = 0
+    weight_params: int = 0
+    bias_params: int = 0
 
 
 @dataclass
@@ -112,15 +124,16 @@ class _Recorder(TorchDispatchMode):
             detail = f"{cin}→{cout} {k}" + (f" s{stride[0]}" if max(stride) > 1 else "")
             detail += f" g{groups}" if groups > 1 else ""
             detail += f" @{out.shape[-2]}×{out.shape[-1]}"
-            self.records.append((name, "conv", int(flops), detail))
+            unit = out.numel() // (out.shape[0] * out.shape[1]) * math.prod(w.shape[2:]) * out.shape[0]
+            self.records.append((name, "conv", int(flops), detail, (cin, cout, groups, unit)))
         elif pkt in (aten.mm, aten.addmm):
             a, b = (args[0], args[1]) if pkt is aten.mm else (args[1], args[2])
             self.records.append((name, "linear", a.shape[0] * a.shape[1] * b.shape[1],
-                                 f"{a.shape[1]}→{b.shape[1]}"))
+                                 f"{a.shape[1]}→{b.shape[1]}", (a.shape[1], b.shape[1], 1, a.shape[0])))
         elif pkt in (aten.bmm, aten.baddbmm):
             a, b = (args[0], args[1]) if pkt is aten.bmm else (args[1], args[2])
             self.records.append((name, "matmul", a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2],
-                                 f"bmm {tuple(a.shape)}@{tuple(b.shape)}"))
+                                 f"bmm {tuple(a.shape)}@{tuple(b.shape)}", None))
         return out
 
 
@@ -163,11 +176,14 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
 
     layers: dict[str, LayerCost] = {}
     unnamed = 0
-    for name, kind, flops, detail in rec.records:
+    for name, kind, flops, detail, shape in rec.records:
         if name is None:
             name, unnamed = f"{kind}#{unnamed}", unnamed + 1
         l = layers.setdefault(name, LayerCost(name, kind, detail=detail))
         l.flops += flops
+        l.calls += 1
+        if shape is not None:
+            l.c_in, l.c_out, l.groups, l.unit = shape
     for name, m in per_module.items():
         direct = list(m.parameters(recurse=False))
         if not direct:
@@ -177,6 +193,9 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
         l = layers.setdefault(name, LayerCost(name, kind))
         l.params += sum(p.numel() for p in direct)
         l.nonzero += sum(int(torch.count_nonzero(p)) for p in direct)
+        bias = getattr(m, "bias", None)
+        l.bias_params = bias.numel() if isinstance(bias, torch.Tensor) and kind != "bn" else 0
+        l.weight_params = l.params - l.bias_params
     order = {name: i for i, name in enumerate(n for n, _ in model.named_modules())}
     ordered = sorted(layers.values(), key=lambda l: order.get(l.name, len(order)))
     total_params = sum(p.numel() for p in params)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from dan.adjoint import extract_small, to_adjoint
+from dan.adjoint import extract_big, extract_small, to_adjoint
 from dan.loss import adjoint_loss, schedule
 from dan.methods import register_method
 from dan.methods.base import Method
@@ -43,4 +43,4 @@ class Adjoint(Method):
         return {"big": big, "small": small}
 
     def networks(self):
-        return {"big": self.model.big, "small": extract_small(self.model)}
+        return {"big": extract_big(self.model), "small": extract_small(self.model)}

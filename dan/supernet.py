@@ -1,0 +1,262 @@
+"""DAN's supernet: candidate widths per group, architecture logits, expected cost, discretization.
+
+The supernet is an adjoint network whose small path can take, for every searchable width group g,
+one of the candidate widths ``w_g1 < … < w_gK`` (fractions of the group's full width from the
+search space). The architecture is a categorical distribution per group, ``P_g = softmax(θ_g)``.
+
+* **Sampling** (fresh Gumbel noise every step). A weight step samples one width per group
+  (``argmax(θ + G)``, i.e. a draw from ``P_g``) and runs the small path on tensors sliced to it. An
+  architecture step draws ``π_g = softmax((θ_g + G)/τ)`` over the ``arch_samples`` candidates with
+  the largest ``θ + G`` (Gumbel top-k: a draw without replacement; TAS-style), runs ONE conv per
+  layer at the widest of them and multiplies its output by the channel mask
+  ``m_g[c] = Σ_k π_gk · [c < w_gk]`` (FBNetV2/TAS). ``arch_samples = 0`` mixes all candidates
+  (FBNetV2 exactly, at the full width's cost).
+* **Cost** (:class:`CostTable`). The layer table of ``dan.count`` on the big network, each layer
+  mapped to its input and output groups. The cost of widths ``w`` is a pure function
+  (``unit · w_in · w_out`` per dense conv, ``unit · q · w`` per grouped conv tied to one group,
+  ``2·w`` per BatchNorm…), so the cost of a one-hot architecture equals ``dan.count`` of the
+  network that retrain builds, exactly, and the expected cost under ``P`` is differentiable.
+* **Discretization**: argmax per group, then :func:`repair` moves the fewest groups needed to land
+  inside the budget band.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from dan.adjoint import AdjointNet, extract_big
+from dan.cost import count
+from dan.errors import UserError
+
+DENSE, TIED, FIXED = "dense", "tied", "fixed"
+
+
+def candidate_widths(full: int, quantum: int, fractions) -> list[int]:
+    """Candidate widths of a group: ``f · full`` for f in ``fractions``, rounded to a multiple of 8
+    when the group is wide enough for 8 to separate the candidates (else of the group quantum)."""
+    step = quantum
+    if full % 8 == 0 and full // 8 >= len(fractions) and 8 % quantum == 0:
+        step = 8
+    widths = set()
+    for f in fractions:
+        w = max(step, int(round(f * full / step)) * step)
+        widths.add(min(w, full))
+    return sorted(widths)
+
+
+@dataclass
+class _Layer:
+    name: str
+    kind: str  # dense | tied | fixed (both sides fixed, or not a width-dependent layer)
+    gin: int  # index into searchable groups, -1 when that side is fixed
+    gout: int
+    flops_unit: float  # flops = unit · a(w_in) · b(w_out) (see CostTable.cost)
+    params_unit: float
+    bias_unit: float  # bias / BN-affine params: unit · b(w_out)
+    in_fixed: int  # the fixed width when gin == -1
+    out_fixed: int
+    const_flops: float = 0.0
+    const_params: float = 0.0
+
+
+class CostTable:
+    """FLOPs and params of the small network as a function of the searchable groups' widths."""
+
+    def __init__(self, anet: AdjointNet, input_shape: tuple, searchable: list):
+        index = {g.name: i for i, g in enumerate(searchable)}
+        groups = {g.name: g for g in anet.groups}
+        self.searchable = searchable
+        self.layers: list[_Layer] = []
+        big = count(extract_big(anet), input_shape)
+        self.big_flops, self.big_params = big.flops, big.params
+        for l in big.layers:
+            if l.name not in anet.layer_groups:  # parameters outside any width group: constant
+                self.layers.append(_Layer(l.name, FIXED, -1, -1, 0, 0, 0, 1, 1, l.flops, l.params))
+                continue
+            gi_name, go_name, mult = anet.layer_groups[l.name]
+            gi, go = index.get(gi_name, -1), index.get(go_name, -1)
+            fin, fout = groups[gi_name].full, groups[go_name].full
+            if l.kind == "bn":  # 2 affine parameters per channel of its group (the small BN's)
+                self.layers.append(_Layer(l.name, DENSE, -1, go, 0, 0, l.params / fout, 1, fout))
+                continue
+            tied = l.groups > 1
+            if tied:  # grouped conv tied to one group: per-group input width q stays
+                q = l.c_in // l.groups
+                flops_unit = l.flops / (q * fout)
+                params_unit = l.weight_params / fout
+                self.layers.append(_Layer(l.name, TIED, -1, go, flops_unit, params_unit,
+                                          l.bias_params / fout, 1, fout))
+                continue
+            in_units = fin * mult  # features per input channel (flatten)
+            flops_unit = l.flops / (in_units * l.c_out) * mult
+            params_unit = l.weight_params / (fin * fout)
+            self.layers.append(_Layer(l.name, DENSE, gi, go, flops_unit, params_unit,
+                                      l.bias_params / fout, fin, fout))
+
+    # -- exact cost of integer widths ----------------------------------------------------------
+    def cost(self, widths: list) -> tuple[int, int]:
+        """(flops, params) for integer widths of the searchable groups (in their order)."""
+        flops = params = 0.0
+        for l in self.layers:
+            if l.kind == FIXED:
+                flops += l.const_flops
+                params += l.const_params
+                continue
+            b = widths[l.gout] if l.gout >= 0 else l.out_fixed
+            if l.kind == TIED:
+                flops += l.flops_unit * b
+                params += l.params_unit * b + l.bias_unit * b
+                continue
+            a = widths[l.gin] if l.gin >= 0 else l.in_fixed
+            flops += l.flops_unit * a * b
+            params += l.params_unit * a * b + l.bias_unit * b
+        return int(round(flops)), int(round(params))
+
+    # -- expected cost under a distribution (differentiable) -----------------------------------
+    def expected(self, probs: list, cands: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """E[flops], E[params] when group i takes width ``cands[i][k]`` with prob ``probs[i][k]``."""
+        mean = [p @ c for p, c in zip(probs, cands)]
+        second = [p @ (c * c) for p, c in zip(probs, cands)]
+        flops = torch.zeros((), dtype=torch.float64)
+        params = torch.zeros((), dtype=torch.float64)
+        for l in self.layers:
+            if l.kind == FIXED:
+                flops = flops + l.const_flops
+                params = params + l.const_params
+                continue
+            b = mean[l.gout] if l.gout >= 0 else l.out_fixed
+            if l.kind == TIED:
+                flops = flops + l.flops_unit * b
+                params = params + (l.params_unit + l.bias_unit) * b
+                continue
+            if l.gin >= 0 and l.gin == l.gout:
+                ab = second[l.gin]  # same group on both sides: E[w²], not E[w]²
+            else:
+                a = mean[l.gin] if l.gin >= 0 else l.in_fixed
+                ab = a * b
+            flops = flops + l.flops_unit * ab
+            params = params + l.params_unit * ab + l.bias_unit * b
+        return flops, params
+
+
+class ArchParams(nn.Module):
+    """Architecture logits, one vector per searchable group (zeros: uniform)."""
+
+    def __init__(self, sizes: list[int]):
+        super().__init__()
+        self.logits = nn.ParameterList([nn.Parameter(torch.zeros(k)) for k in sizes])
+
+    def probs(self) -> list[torch.Tensor]:
+        return [torch.softmax(t, 0) for t in self.logits]
+
+    def argmax(self) -> list[int]:
+        return [int(torch.argmax(t)) for t in self.logits]
+
+
+class Supernet:
+    """Binds an adjoint network, its candidate widths, the logits and the cost table."""
+
+    def __init__(self, anet: AdjointNet, fractions, input_shape: tuple):
+        self.anet = anet
+        self.groups = anet.searchable_groups()
+        if not self.groups:
+            raise UserError("the network has no searchable width group")
+        self.cands = [candidate_widths(g.full, g.quantum, fractions) for g in self.groups]
+        self.cand_tensors = [torch.tensor(c, dtype=torch.float64) for c in self.cands]
+        self.arch = ArchParams([len(c) for c in self.cands])
+        self.table = CostTable(anet, input_shape, self.groups)
+        self.input_shape = input_shape
+
+    # -- widths of the small path --------------------------------------------------------------
+    def set_widths(self, choice: list[int]) -> None:
+        """Hard widths: candidate index per group; no masks."""
+        for g, c, k in zip(self.groups, self.cands, choice):
+            g.width, g.mask = c[k], None
+
+    def widths_of(self, choice: list[int]) -> list[int]:
+        return [c[k] for c, k in zip(self.cands, choice)]
+
+    def sample_hard(self) -> list[int]:
+        """One candidate per group, drawn from softmax(θ) with Gumbel noise (argmax(θ + G))."""
+        with torch.no_grad():
+            return [int(torch.argmax(t + _gumbel(t.shape, t.device))) for t in self.arch.logits]
+
+    def set_soft(self, tau: float, samples: int) -> None:
+        """Soft channel masks for an architecture step (differentiable in θ)."""
+        for g, c, t in zip(self.groups, self.cands, self.arch.logits):
+            noisy = t + _gumbel(t.shape, t.device)
+            if samples and samples < len(c):
+                idx = torch.topk(noisy.detach(), samples).indices
+            else:
+                idx = torch.arange(len(c), device=t.device)
+            pi = torch.softmax(noisy[idx] / tau, 0)
+            widths = torch.tensor([c[int(i)] for i in idx], device=t.device)
+            width = int(widths.max())
+            channel = torch.arange(width, device=t.device)
+            g.width = width
+            g.mask = (pi[:, None] * (channel[None, :] < widths[:, None]).to(pi.dtype)).sum(0)
+
+    def clear_masks(self) -> None:
+        for g in self.groups:
+            g.mask = None
+
+    # -- cost --------------------------------------------------------------------------------
+    def expected_cost(self):
+        probs = [p.double() for p in self.arch.probs()]
+        return self.table.expected(probs, [c.to(p.device) for c, p in zip(self.cand_tensors, probs)])
+
+    def cost_of(self, choice: list[int]) -> tuple[int, int]:
+        return self.table.cost(self.widths_of(choice))
+
+    def extremes(self) -> dict:
+        lo = self.table.cost([c[0] for c in self.cands])
+        hi = self.table.cost([c[-1] for c in self.cands])
+        return {"flops": (lo[0], hi[0]), "params": (lo[1], hi[1])}
+
+
+def _gumbel(shape, device) -> torch.Tensor:
+    u = torch.rand(shape, device=device).clamp_(1e-10, 1.0 - 1e-10)
+    return -torch.log(-torch.log(u))
+
+
+def repair(choice: list[int], cands: list, logp: list, cost_fn, lo: float, hi: float,
+           max_moves: int = 200) -> list[int]:
+    """Move the fewest groups until ``lo <= cost_fn(choice) <= hi``.
+
+    A move sets one group to another of its candidates. When one move can land inside the band,
+    the most probable such move is taken; otherwise the move that brings the cost closest to the
+    band's middle per unit of log-probability lost is taken, and the search goes on.
+    ``logp[i][k]`` is the log-probability of candidate k of group i. Returns the new choice (the
+    input choice when it is already inside the band).
+    """
+    choice = list(choice)
+    target = 0.5 * (lo + hi)
+    for _ in range(max_moves):
+        cur = cost_fn(choice)
+        if lo <= cur <= hi:
+            break
+        landing, landing_dlp = None, -math.inf
+        step, step_score = None, 0.0
+        for i, c in enumerate(cands):
+            for k in range(len(c)):
+                if k == choice[i]:
+                    continue
+                new = cost_fn(choice[:i] + [k] + choice[i + 1:])
+                dlp = logp[i][k] - logp[i][choice[i]]
+                if lo <= new <= hi:
+                    if dlp > landing_dlp:
+                        landing, landing_dlp = (i, k), dlp
+                    continue
+                gain = abs(cur - target) - abs(new - target)
+                score = gain / (1e-6 + max(0.0, -dlp))
+                if gain > 0 and score > step_score:
+                    step, step_score = (i, k), score
+        move = landing or step
+        if move is None:
+            break
+        choice[move[0]] = move[1]
+    return choice

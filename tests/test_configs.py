@@ -1,0 +1,30 @@
+"""Every shipped config loads, and its network converts (cheap: no training, no data)."""
+
+import glob
+import os
+
+import pytest
+
+import dan
+from dan.config import Config
+from dan.data import dataset_info
+from dan.models import build_model
+from tests.helpers import ROOT
+
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
+def test_config_loads_and_model_converts(path):
+    cfg = Config.from_file(path)
+    assert cfg.name == os.path.splitext(os.path.basename(path))[0]
+    if cfg.data.dataset == "imagefolder":  # the class count comes from the folder: stand in
+        cfg.data.dataset, cfg.data.num_classes = "synthetic", 1000
+    if cfg.data.dataset in ("cifar10", "cifar100"):
+        cfg.data.data = "/nonexistent"  # dataset_info must not need the files
+    info = dataset_info(cfg.data)
+    model = build_model(cfg.model, info)
+    a = cfg.adjoint
+    anet = dan.to_adjoint(model, alpha=a.alpha, beta=a.beta, unmasked=tuple(a.unmasked),
+                          input_shape=(1, info.in_channels, info.image_size, info.image_size))
+    assert anet.searchable_groups()
