@@ -95,9 +95,11 @@ _COMMON_KEYS = {
 }
 
 
-def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None) -> Config:
-    """Config file, then flags (a flag left unset keeps the file's value), then ``--set``."""
-    cfg = Config.from_file(args.config) if args.config else Config()
+def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
+                   base: Optional[Config] = None) -> Config:
+    """Config file (or ``base``), then flags (a flag left unset keeps the file's value), then
+    ``--set``."""
+    cfg = Config.from_file(args.config) if args.config else (base or Config())
     for attr, key in {**_COMMON_KEYS, **(extra_keys or {})}.items():
         value = getattr(args, attr, None)
         if value is not None:
@@ -127,5 +129,7 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
 
 
 def tensorboard_hint(run_dir: str) -> str:
+    """The command that shows this run beside its siblings (the run folder's parent)."""
     parent = os.path.dirname(os.path.abspath(run_dir))
-    return f"tensorboard --logdir {os.path.relpath(parent) if parent != os.getcwd() else run_dir}"
+    rel = os.path.relpath(parent)
+    return f"tensorboard --logdir {parent if rel.startswith('..') else rel}"

@@ -26,8 +26,9 @@ from dan.errors import UserError
 
 @dataclass
 class ModelConfig:
-    space: str = "resnet18_small"  # a name in the search_spaces registry
+    space: str = "resnet18_small"  # a name in the search_spaces registry, or torchvision.<name>
     args: dict = field(default_factory=dict)  # keyword arguments of the space's builder
+    arch: Optional[str] = None  # arch.json: train ITS small network as the base network
 
 
 @dataclass
@@ -56,6 +57,7 @@ class AdjointConfig:
     stem: int = 1  # number of leading convs shared by both networks (not adjoint)
     unmasked: list = field(default_factory=list)  # module-name prefixes whose widths stay full
     mask_seed: int = 0  # seed of the r_beta masks
+    arch: Optional[str] = None  # arch.json: the small path takes its widths (DAN retrain)
 
 
 @dataclass
@@ -81,6 +83,28 @@ class TrainConfig:
 
 
 @dataclass
+class SearchConfig:
+    """DAN width search (dan/search.py explains each knob)."""
+
+    budget_flops: Any = None  # "1.6G", "500M", 1.6e9 or "25%" of the widest small network
+    budget_params: Any = None  # "1.8M" or "40%"
+    band: float = 0.03  # the discretized network must land within ±band of the budget
+    fractions: Optional[list] = None  # candidate width fractions (default: the space's)
+    stem: int = 1  # leading convs shared and unsearched (0: search the stem's width too)
+    warmup_epochs: float = 1.0  # weight-only epochs before architecture steps start
+    tau0: float = 5.0  # Gumbel-softmax temperature at the first architecture epoch
+    tau_decay: float = 0.7  # tau = tau0 · decay^(epochs since warm-up)
+    tau_min: float = 0.2
+    arch_lr: float = 0.01  # Adam on the architecture logits
+    arch_weight_decay: float = 0.0
+    arch_samples: int = 2  # candidates mixed per group in an architecture step (0: all)
+    arch_lambda: str = "full"  # weight of KL in the architecture loss: full (= c) | schedule
+    multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
+    multiplier_max: float = 50.0
+    bn_recalibrate_batches: int = 20  # re-estimate small BN statistics before each evaluation
+
+
+@dataclass
 class Config:
     name: str = "run"
     seed: int = 0
@@ -90,10 +114,10 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     adjoint: AdjointConfig = field(default_factory=AdjointConfig)
-    # Sections of the training methods and of search/tuning are plain dicts, read by the code
-    # that owns them (each method validates its own keys).
+    search: SearchConfig = field(default_factory=SearchConfig)
+    # Sections of the comparison methods and of tuning are plain dicts, read by the code that owns
+    # them (each validates its own keys).
     methods: dict = field(default_factory=dict)
-    search: dict = field(default_factory=dict)
     tune: dict = field(default_factory=dict)
 
     @classmethod

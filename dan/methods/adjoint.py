@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from dan.adjoint import extract_big, extract_small, to_adjoint
+from dan.errors import UserError
 from dan.loss import adjoint_loss, schedule
 from dan.methods import register_method
 from dan.methods.base import Method
@@ -21,11 +22,22 @@ class Adjoint(Method):
     outputs = ("big", "small")
     deployed = "small"
 
-    def build(self, widths: dict | None = None):
+    def build(self):
         a = self.cfg.adjoint
         self.lam = schedule(a.schedule, a.c)
+        widths, stem, unmasked = None, a.stem, tuple(a.unmasked)
+        if a.arch:  # DAN retrain: the small path takes the searched widths
+            from dan.arch import check_fits, load_arch
+
+            arch = load_arch(a.arch)
+            check_fits(arch, self.info, a.arch)
+            if arch.space != self.cfg.model.space:
+                raise UserError(f"{a.arch}: field 'space' is {arch.space} but model.space is "
+                                f"{self.cfg.model.space}: use the search's model")
+            widths, stem = arch.widths, arch.adjoint.get("stem", 1)
+            unmasked = tuple(arch.adjoint.get("unmasked", []))
         self.model = to_adjoint(self.base_network(), alpha=a.alpha, beta=a.beta, widths=widths,
-                                stem=a.stem, unmasked=tuple(a.unmasked), input_shape=self.input_shape,
+                                stem=stem, unmasked=unmasked, input_shape=self.input_shape,
                                 mask_seed=a.mask_seed, copy_model=False).to(self.device)
         return self.model
 

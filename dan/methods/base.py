@@ -32,6 +32,12 @@ class Method:
 
     # --- building --------------------------------------------------------------------------
     def base_network(self) -> nn.Module:
+        """The network this method trains: the config's model, or, when ``model.arch`` names an
+        arch.json, the small network found by DAN search (freshly initialised)."""
+        if self.cfg.model.arch:
+            from dan.arch import small_network
+
+            return small_network(self.cfg.model.arch, self.info)
         return build_model(self.cfg.model, self.info)
 
     def build(self) -> nn.Module:

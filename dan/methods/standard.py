@@ -15,20 +15,22 @@ class Standard(Method):
     deployed = "big"
 
     def build(self):
+        if self.cfg.model.arch:  # the small network DAN found, trained alone
+            self.outputs, self.deployed = ("small",), "small"
         self.model = self.base_network().to(self.device)
         return self.model
 
     def train_step(self, x, y, progress):
         logits = self.model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.train.label_smoothing)
-        return loss, {"loss": loss.detach(), "ce": loss.detach(), "top1_big": _top1(logits, y)}
+        return loss, {"loss": loss.detach(), "ce": loss.detach(), f"top1_{self.deployed}": _top1(logits, y)}
 
     @torch.no_grad()
     def eval_logits(self, x):
-        return {"big": self.model(x)}
+        return {self.deployed: self.model(x)}
 
     def networks(self):
-        return {"big": self.model}
+        return {self.deployed: self.model}
 
 
 def _top1(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

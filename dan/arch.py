@@ -1,0 +1,173 @@
+"""``arch.json``: the architecture DAN search found, as data that round-trips.
+
+:class:`Arch` ⇄ JSON, validated on load (:func:`load_arch` names the bad field). The schema is
+documented in ``docs/arch-json.md``; numbers are plain integers (FLOPs, not GFLOPs).
+:func:`build_adjoint` turns an ``Arch`` into a fresh adjoint network whose small path has exactly
+the found widths; ``dan.count(dan.extract_small(build_adjoint(arch)))`` equals ``arch.small``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+import search_spaces
+from dan.adjoint import AdjointNet, to_adjoint
+from dan.errors import UserError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Arch:
+    space: str
+    space_args: dict
+    input_shape: list
+    num_classes: int
+    widths: dict  # every width group (fixed ones at full width) -> channels
+    small: dict  # {"flops": int, "params": int}
+    big: dict
+    budget: dict  # {"flops" or "params": int, "relative": float|None, "band": float}
+    seed: int
+    version: int = SCHEMA_VERSION
+    adjoint: dict = field(default_factory=lambda: {"stem": 1, "unmasked": []})
+    candidates: dict = field(default_factory=dict)  # searchable group -> candidate widths
+    probabilities: dict = field(default_factory=dict)  # searchable group -> final probabilities
+    repaired: list = field(default_factory=list)  # groups the repair pass moved
+    config: dict = field(default_factory=dict)  # the resolved config of the search
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        order = ["version", "space", "space_args", "input_shape", "num_classes", "adjoint", "widths",
+                 "small", "big", "budget", "seed", "candidates", "probabilities", "repaired", "config"]
+        return {k: d[k] for k in order}
+
+    def save(self, path: str) -> None:
+        from dan.checkpoint import atomic_write
+
+        def write(p):
+            with open(p, "w") as f:
+                json.dump(self.to_dict(), f, indent=2)
+                f.write("\n")
+
+        atomic_write(write, path)
+
+
+_REQUIRED = {"version": int, "space": str, "space_args": dict, "input_shape": list, "num_classes": int,
+             "widths": dict, "small": dict, "big": dict, "budget": dict, "seed": int}
+_OPTIONAL = {"adjoint": dict, "candidates": dict, "probabilities": dict, "repaired": list, "config": dict}
+
+
+def arch_from_dict(d, where: str = "arch.json") -> Arch:
+    """Validate a parsed ``arch.json``; a :class:`UserError` names the first bad field."""
+    def bad(field_name, what):
+        raise UserError(f"{where}: field '{field_name}' {what}: fix the file or search again")
+
+    if not isinstance(d, dict):
+        raise UserError(f"{where}: must hold a JSON object")
+    for k, t in _REQUIRED.items():
+        if k not in d:
+            bad(k, "is missing")
+        if not isinstance(d[k], t) or (t is int and isinstance(d[k], bool)):
+            bad(k, f"must be {t.__name__}, got {type(d[k]).__name__}")
+    for k, t in _OPTIONAL.items():
+        if k in d and not isinstance(d[k], t):
+            bad(k, f"must be {t.__name__}, got {type(d[k]).__name__}")
+    unknown = sorted(set(d) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        bad(unknown[0], "is not part of the schema (docs/arch-json.md)")
+    if d["version"] != SCHEMA_VERSION:
+        bad("version", f"is {d['version']}; this DAN reads version {SCHEMA_VERSION}")
+    if d["space"] not in search_spaces.list_spaces():
+        bad("space", f"names an unknown search space '{d['space']}' (known: {', '.join(search_spaces.list_spaces())})")
+    shape = d["input_shape"]
+    if len(shape) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+        bad("input_shape", f"must be 4 positive integers (N, C, H, W), got {shape}")
+    if d["num_classes"] < 1:
+        bad("num_classes", "must be >= 1")
+    if not d["widths"]:
+        bad("widths", "is empty")
+    for name, w in d["widths"].items():
+        if not isinstance(w, int) or isinstance(w, bool) or w < 1:
+            bad(f"widths.{name}", f"must be a positive integer, got {w!r}")
+    for part in ("small", "big"):
+        for k in ("flops", "params"):
+            v = d[part].get(k)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                bad(f"{part}.{k}", f"must be a non-negative integer, got {v!r}")
+    b = d["budget"]
+    if not any(k in b for k in ("flops", "params")):
+        bad("budget", "must hold 'flops' or 'params'")
+    for k in ("flops", "params"):
+        if k in b and (not isinstance(b[k], int) or isinstance(b[k], bool) or b[k] <= 0):
+            bad(f"budget.{k}", f"must be a positive integer, got {b[k]!r}")
+    adj = d.get("adjoint", {"stem": 1, "unmasked": []})
+    if not isinstance(adj.get("stem", 1), int) or not isinstance(adj.get("unmasked", []), list):
+        bad("adjoint", "must be {\"stem\": int, \"unmasked\": [prefixes]}")
+    return Arch(**{k: d[k] for k in list(_REQUIRED) + [k for k in _OPTIONAL if k in d]})
+
+
+def load_arch(path: str) -> Arch:
+    """Read and validate ``arch.json``."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path} does not exist: pass the arch.json a search wrote (runs/<search>/arch.json)")
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): fix the file or search again")
+    return arch_from_dict(d, path)
+
+
+def check_fits(arch: Arch, info, where: str) -> None:
+    """The data must be what the architecture was searched for (classes, input shape)."""
+    if arch.num_classes != info.num_classes:
+        raise UserError(f"{where}: field 'num_classes' is {arch.num_classes} but the data has "
+                        f"{info.num_classes} classes: retrain on the data it was searched on")
+    shape = [1, info.in_channels, info.image_size, info.image_size]
+    if list(arch.input_shape) != shape:
+        raise UserError(f"{where}: field 'input_shape' is {arch.input_shape} but the data gives {shape}")
+
+
+def small_network(path: str, info=None):
+    """The small network of an arch.json as a plain, freshly initialised ``torch.nn`` model."""
+    import torch.nn as nn
+
+    from dan.adjoint import extract_small
+
+    arch = load_arch(path)
+    if info is not None:
+        check_fits(arch, info, path)
+    net = extract_small(build_adjoint(arch)).train()
+    for m in net.modules():  # a fresh init for its own widths, not the slice of a wider one
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_parameters()
+        elif isinstance(m, nn.Linear):
+            m.reset_parameters()
+    return net
+
+
+def build_base(arch: Arch):
+    """The big (base) network of an architecture: its search space with its arguments."""
+    args = dict(arch.space_args)
+    args.setdefault("num_classes", arch.num_classes)
+    try:
+        return search_spaces.create(arch.space, **args)
+    except UserError as e:
+        raise UserError(f"arch.json: field 'space_args' does not fit {arch.space}: {e}") from e
+
+
+def build_adjoint(arch: Arch, *, mask_seed: int = 0) -> AdjointNet:
+    """A fresh adjoint network whose small path has exactly ``arch.widths``."""
+    base = build_base(arch)
+    adj = arch.adjoint or {}
+    try:
+        return to_adjoint(base, widths=arch.widths, stem=adj.get("stem", 1),
+                          unmasked=tuple(adj.get("unmasked", [])), input_shape=tuple(arch.input_shape),
+                          mask_seed=mask_seed, copy_model=False)
+    except UserError as e:
+        raise UserError(f"arch.json: field 'widths' does not fit {arch.space}: {e}") from e

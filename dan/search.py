@@ -1,0 +1,424 @@
+"""DAN search: widths of the small network under a FLOPs or params budget.
+
+``search(cfg, monitor)`` runs, per epoch, alternating steps on two disjoint parts of the
+*training* data (the test split is never seen):
+
+1. **Weight step** (training split): every group's width is drawn from its distribution
+   (Gumbel-max, fresh noise each step), the small path runs on tensors sliced to it, and the
+   weights take a step on the adjoint loss ``CE(y, p) + λ(t)·KL(p‖q)``.
+2. **Architecture step** (held-out split, after ``warmup_epochs`` of weight-only training): the big
+   network's p is computed without gradients, the small path runs with soft Gumbel channel masks
+   at temperature τ, and the logits θ take an Adam step on ``c·KL(p‖q) + μ·E[cost]/B``.
+   Only θ gets gradients (``torch.autograd.grad``): no weight gradients are computed.
+
+**Budget.** μ is a Lagrange multiplier, not a hand-set coefficient: after each architecture step
+it moves by ``multiplier_lr · (cost(argmax)/B − 1)`` per epoch (two-sided: negative when the
+argmax network is under the band, which rewards width), and stays put while the argmax network is
+inside ``[B·(1−band), B]``. Costs are normalized by the budget, so the same settings serve every
+search space and budget. At the end the argmax architecture is repaired into
+``[B·(1−band), B·(1+band)]`` by moving the fewest groups (:func:`dan.supernet.repair`), and
+``arch.json`` is written.
+
+**Determinism and resume.** Every epoch re-seeds all generators from (seed, epoch) and the data
+order is a function of (seed, epoch); a checkpoint after each epoch holds weights, optimizers,
+θ, μ and the width history, so a search killed at any point and resumed writes the same
+``arch.json`` as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import search_spaces
+from dan.adjoint import to_adjoint
+from dan.arch import Arch
+from dan.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dan.config import Config
+from dan.cost import format_count, parse_count
+from dan.data import build_data
+from dan.engine import (build_optimizer, check_same_config, evaluate, prepare_run_dir, resolve_device,
+                        warmup_cosine)
+from dan.errors import UserError
+from dan.layers import AdjointBatchNorm2d
+from dan.loss import adjoint_loss, kl_divergence, schedule
+from dan.models import build_model, input_shape
+from dan.monitor import Monitor
+from dan.seed import derive, seed_everything
+from dan.supernet import Supernet, repair
+
+CHECKPOINT_VERSION = 1
+DEFAULT_HOLDOUT = 0.5  # DARTS-style: half of the training images drive the architecture
+
+
+@dataclass
+class Budget:
+    kind: str  # flops | params
+    value: int
+    relative: float | None  # the fraction of the widest small network, when given as "NN%"
+    band: float
+
+    @property
+    def lo(self) -> float:
+        return self.value * (1 - self.band)
+
+    @property
+    def hi(self) -> float:
+        return self.value * (1 + self.band)
+
+
+def resolve_budget(scfg, extremes: dict) -> Budget:
+    """Read ``--budget-flops`` / ``--budget-params`` (absolute or ``NN%`` of the widest small
+    network) and check it is feasible for this search space."""
+    given = [(k, v) for k, v in (("flops", scfg.budget_flops), ("params", scfg.budget_params)) if v is not None]
+    if len(given) != 1:
+        raise UserError("give exactly one budget: --budget-flops (e.g. 1.6G or 25%) or --budget-params "
+                        "(e.g. 1.8M or 40%)")
+    kind, text = given[0]
+    lo, hi = extremes[kind]
+    relative = None
+    if isinstance(text, str) and text.strip().endswith("%"):
+        try:
+            relative = float(text.strip()[:-1]) / 100.0
+        except ValueError:
+            raise UserError(f"cannot read the budget '{text}': write e.g. 25%")
+        value = int(round(relative * hi))
+    else:
+        value = parse_count(text)
+    if not 0 < scfg.band < 0.5:
+        raise UserError(f"search.band must be in (0, 0.5), got {scfg.band}")
+    if value < lo or value > hi:
+        raise UserError(
+            f"budget {format_count(value)} {kind} is infeasible: this search space's small network "
+            f"ranges from {format_count(lo)} to {format_count(hi)} {kind} "
+            f"({100 * lo / hi:.1f}% to 100% of the widest); choose a budget in that range")
+    return Budget(kind, value, relative, scfg.band)
+
+
+class Searcher:
+    def __init__(self, cfg: Config, monitor: Monitor | None = None, *, data=None):
+        self.cfg, s = cfg, cfg.search
+        self.run_dir = cfg.run_dir
+        self.monitor = monitor or Monitor(self.run_dir)
+        self.device = resolve_device(cfg.device)
+        if cfg.model.space not in search_spaces.list_spaces():
+            raise UserError(f"search needs a registered search space, not '{cfg.model.space}' "
+                            f"(choose one of {', '.join(search_spaces.list_spaces())})")
+        if not cfg.data.holdout:
+            cfg.data.holdout = DEFAULT_HOLDOUT
+        self.data = data if data is not None else build_data(cfg.data, seed=cfg.seed, device=self.device)
+        info = self.data.info
+        self.input_shape = input_shape(info)
+        seed_everything(cfg.seed)
+        base = build_model(cfg.model, info)
+        self.anet = to_adjoint(base, alpha=1, stem=s.stem, input_shape=self.input_shape,
+                               copy_model=False).to(self.device)
+        fractions = tuple(s.fractions or search_spaces.space_fractions(cfg.model.space))
+        if not fractions or any(not 0 < f <= 1 for f in fractions):
+            raise UserError(f"search.fractions must be numbers in (0, 1], got {list(fractions)}")
+        self.sn = Supernet(self.anet, fractions, self.input_shape)
+        self.sn.arch.to(self.device)
+        self.budget = resolve_budget(s, self.sn.extremes())
+        self.cl = cfg.train.channels_last
+        if self.cl:
+            self.anet.to(memory_format=torch.channels_last)
+        t = cfg.train
+        self.steps_per_epoch = len(self.data.train) if t.limit_batches is None else \
+            min(len(self.data.train), t.limit_batches)
+        if self.steps_per_epoch == 0:
+            raise UserError("the training split has no batch: lower --batch-size or use more data")
+        self.total_steps = self.steps_per_epoch * t.epochs
+        self.w_opt = build_optimizer(self.anet.parameters(), t)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.w_opt, warmup_cosine(
+            self.total_steps, int(t.warmup_epochs * self.steps_per_epoch), t.min_lr / t.lr if t.lr else 0.0))
+        self.a_opt = torch.optim.Adam(self.sn.arch.parameters(), lr=s.arch_lr, betas=(0.5, 0.999),
+                                      weight_decay=s.arch_weight_decay)
+        self.lam = schedule(cfg.adjoint.schedule, cfg.adjoint.c)
+        self.mu = 0.0
+        self.epoch = 0
+        self.step = 0
+        self.history: list[list[int]] = []  # argmax widths per epoch
+        self.last_eval: dict = {}
+
+    # --- helpers -----------------------------------------------------------------------------
+    def prep(self, x):
+        return x.contiguous(memory_format=torch.channels_last) if self.cl and x.ndim == 4 else x
+
+    def tau(self, epoch: int) -> float:
+        s = self.cfg.search
+        k = max(0, epoch - math.ceil(s.warmup_epochs))
+        return max(s.tau_min, s.tau0 * s.tau_decay ** k)
+
+    def arch_active(self, epoch: int) -> bool:
+        return epoch >= math.ceil(self.cfg.search.warmup_epochs)
+
+    def norm_cost(self, flops, params):
+        return (flops if self.budget.kind == "flops" else params) / self.budget.value
+
+    # --- one step of each kind ----------------------------------------------------------------
+    def weight_step(self, x, y, progress: float) -> dict:
+        self.sn.set_widths(self.sn.sample_hard())
+        big, small = self.anet(x)
+        lam = self.lam(progress)
+        loss, ce, kl = adjoint_loss(big, small, y, lam, detach_teacher=self.cfg.adjoint.detach_teacher,
+                                    label_smoothing=self.cfg.train.label_smoothing, return_terms=True)
+        self.w_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.anet.parameters(), self.cfg.train.grad_clip)
+        self.w_opt.step()
+        self.sched.step()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {self.step}: lower the lr")
+        return {"loss": loss.item(), "ce": float(ce), "kl": float(kl), "lambda": lam}
+
+    def arch_step(self, x, progress: float, tau: float) -> dict:
+        s = self.cfg.search
+        with torch.no_grad():
+            p = self.anet.big(x)
+        self.sn.set_soft(tau, s.arch_samples)
+        q = self.anet.small(x)
+        kl = kl_divergence(p, q)
+        lam = self.cfg.adjoint.c if s.arch_lambda == "full" else self.lam(progress)
+        e_flops, e_params = self.sn.expected_cost()
+        e_norm = self.norm_cost(e_flops, e_params)
+        loss = lam * kl + self.mu * e_norm.float()
+        params = list(self.sn.arch.parameters())
+        grads = torch.autograd.grad(loss, params)
+        for prm, g in zip(params, grads):
+            prm.grad = g
+        self.a_opt.step()
+        self.a_opt.zero_grad(set_to_none=True)
+        self.sn.clear_masks()
+        # dual ascent on the argmax architecture's cost, with a dead band [B(1-band), B]
+        viol = self.norm_cost(*self.sn.cost_of(self.sn.arch.argmax())) - 1.0
+        if viol > 0 or viol < -s.band:
+            self.mu += s.multiplier_lr / self.steps_per_epoch * viol
+            self.mu = max(-s.multiplier_max, min(s.multiplier_max, self.mu))
+        return {"kl": float(kl), "penalty": float(self.mu * e_norm), "multiplier": self.mu,
+                "expected_flops": float(e_flops), "expected_params": float(e_params)}
+
+    # --- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def recalibrate(self, choice, batches: int) -> None:
+        """Re-estimate the small BN statistics for one architecture (widths shared in search
+        leave them a mix of many architectures)."""
+        self.sn.set_widths(choice)
+        bns = [m for m in self.anet.modules() if isinstance(m, AdjointBatchNorm2d)]
+        saved = [m.small.momentum for m in bns]
+        for m in bns:
+            m.small.reset_running_stats()
+            m.small.momentum = None  # cumulative average
+        self.anet.train()
+        self.data.train.set_epoch(self.epoch)
+        for i, (x, _) in enumerate(self.data.train):
+            if i >= batches:
+                break
+            self.anet.small(self.prep(x))
+        for m, mom in zip(bns, saved):
+            m.small.momentum = mom
+
+    def evaluate(self, choice) -> dict:
+        s, t = self.cfg.search, self.cfg.train
+        self.recalibrate(choice, s.bn_recalibrate_batches)
+        self.anet.eval()
+        self.sn.set_widths(choice)
+        ev = evaluate(lambda x: dict(zip(("big", "small"), self.anet(self.prep(x)))), self.data.holdout_eval,
+                      t.limit_batches)
+        self.anet.train()
+        return ev
+
+    # --- the loop ----------------------------------------------------------------------------
+    def fit(self) -> Arch:
+        cfg, t, s, mon = self.cfg, self.cfg.train, self.cfg.search, self.monitor
+        while self.epoch < t.epochs:
+            epoch = self.epoch
+            seed_everything(derive(cfg.seed, "search-epoch", epoch))
+            self.data.train.set_epoch(epoch)
+            holdout = self._holdout_batches(epoch)
+            tau = self.tau(epoch)
+            active = self.arch_active(epoch)
+            self.anet.train()
+            sums: dict = {}
+            t0, n_img = time.perf_counter(), 0
+            bar = mon.progress(self.data.train, self.steps_per_epoch, f"search {epoch + 1}/{t.epochs}")
+            for i, (x, y) in enumerate(bar):
+                if i >= self.steps_per_epoch:
+                    break
+                progress = self.step / max(1, self.total_steps)
+                logs = {f"weights/{k}": v for k, v in self.weight_step(self.prep(x), y, progress).items()}
+                if active:
+                    xh, _ = next(holdout)
+                    logs.update({f"arch/{k}": v for k, v in self.arch_step(self.prep(xh), progress, tau).items()})
+                self.step += 1
+                n_img += x.shape[0]
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if self.step % t.log_every == 0 or i == self.steps_per_epoch - 1:
+                    self._log_step(logs, tau, n_img / max(1e-9, time.perf_counter() - t0))
+                    t0, n_img = time.perf_counter(), 0
+            self.epoch += 1
+            choice = self.sn.arch.argmax()
+            self.history.append(self.sn.widths_of(choice))
+            self.last_eval = self.evaluate(choice)
+            flops, params = self.sn.cost_of(choice)
+            row = {k: v / self.steps_per_epoch for k, v in sums.items()}
+            row.update({"val/top1_big": self.last_eval["big"]["top1"],
+                        "val/top1_small_argmax": self.last_eval["small"]["top1"],
+                        "cost/argmax_flops": flops, "cost/argmax_params": params,
+                        "cost/budget": self.budget.value, "tau": tau, "multiplier": self.mu})
+            mon.epoch(self.epoch, row, step=self.step)
+            self._log_epoch()
+            self.save()
+        return self.finish()
+
+    def _holdout_batches(self, epoch: int):
+        """Held-out batches for the architecture steps, cycling (with new orders) if needed."""
+        loader, k = self.data.holdout, 0
+        while True:
+            loader.set_epoch(epoch + 100_003 * k)
+            for batch in loader:
+                yield batch
+            k += 1
+
+    def _log_step(self, logs: dict, tau: float, ips: float) -> None:
+        mon = self.monitor
+        mon.scalars(self.step, logs)
+        mon.scalars(self.step, {"search/tau": tau, "search/lr": self.w_opt.param_groups[0]["lr"],
+                                "search/images_per_s": ips, "arch/multiplier": self.mu})
+        flops, params = self.sn.cost_of(self.sn.arch.argmax())
+        with torch.no_grad():
+            ef, ep = self.sn.expected_cost()
+        b = self.budget
+        mon.scalars(self.step, {"cost/argmax_flops": flops, "cost/argmax_params": params,
+                                "cost/expected_flops": float(ef), "cost/expected_params": float(ep),
+                                f"cost/budget_{b.kind}": b.value,
+                                f"cost/argmax_{b.kind}_over_budget": (flops if b.kind == "flops" else params) / b.value})
+
+    def _log_epoch(self) -> None:
+        mon = self.monitor
+        for g, c, p in zip(self.sn.groups, self.sn.cands, self.sn.arch.probs()):
+            counts = np.maximum(0, np.round(p.detach().cpu().numpy() * 1000)).astype(int)
+            mon.histogram(f"widths/{g.name}", np.repeat(np.array(c, dtype=np.float64), counts), self.epoch)
+        mon.image("widths/argmax_by_epoch", width_image(self.history, self.sn), self.epoch)
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"version": CHECKPOINT_VERSION, "kind": "search", "model": self.anet.state_dict(),
+                "arch": self.sn.arch.state_dict(), "optimizer": self.w_opt.state_dict(),
+                "arch_optimizer": self.a_opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "multiplier": self.mu, "tau": self.tau(self.epoch), "epoch": self.epoch, "step": self.step,
+                "history": self.history, "last_eval": self.last_eval, "rng": rng_state(),
+                "config": self.cfg.to_dict()}
+
+    def save(self) -> None:
+        save_checkpoint(self.state(), os.path.join(self.run_dir, "checkpoints", "last.pt"))
+
+    def restore(self) -> None:
+        path = os.path.join(self.run_dir, "checkpoints", "last.pt")
+        st = load_checkpoint(path, map_location=self.device)
+        if st.get("kind") != "search":
+            raise UserError(f"{path} is not a search checkpoint: resume it with the tool that wrote it")
+        check_same_config(st["config"], self.cfg.to_dict(), path)
+        self.anet.load_state_dict(st["model"])
+        self.sn.arch.load_state_dict(st["arch"])
+        self.w_opt.load_state_dict(st["optimizer"])
+        self.a_opt.load_state_dict(st["arch_optimizer"])
+        self.sched.load_state_dict(st["scheduler"])
+        self.mu, self.epoch, self.step = st["multiplier"], st["epoch"], st["step"]
+        self.history = [list(h) for h in st["history"]]
+        self.last_eval = st["last_eval"]
+        set_rng_state(st["rng"])
+
+    # --- the end ------------------------------------------------------------------------------
+    def finish(self) -> Arch:
+        b = self.budget
+        probs = [p.detach().cpu() for p in self.sn.arch.probs()]
+        logp = [torch.log(p.double() + 1e-12).tolist() for p in probs]
+        start = self.sn.arch.argmax()
+        idx = 0 if b.kind == "flops" else 1
+        choice = repair(start, self.sn.cands, logp, lambda c: self.sn.cost_of(c)[idx], b.lo, b.hi)
+        flops, params = self.sn.cost_of(choice)
+        widths = {g.name: g.full for g in self.anet.groups}
+        widths.update({g.name: w for g, w in zip(self.sn.groups, self.sn.widths_of(choice))})
+        cfg = self.cfg
+        space_args = dict(cfg.model.args, num_classes=self.data.info.num_classes,
+                          in_channels=self.data.info.in_channels)
+        budget = {b.kind: b.value, "relative": b.relative, "band": b.band}
+        arch = Arch(space=cfg.model.space, space_args=space_args, input_shape=list(self.input_shape),
+                    num_classes=self.data.info.num_classes, widths=widths,
+                    small={"flops": flops, "params": params},
+                    big={"flops": self.sn.table.big_flops, "params": self.sn.table.big_params},
+                    budget=budget, seed=cfg.seed,
+                    adjoint={"stem": cfg.search.stem, "unmasked": []},
+                    candidates={g.name: c for g, c in zip(self.sn.groups, self.sn.cands)},
+                    probabilities={g.name: [round(float(v), 6) for v in p] for g, p in zip(self.sn.groups, probs)},
+                    repaired=[g.name for g, a, c in zip(self.sn.groups, start, choice) if a != c],
+                    config=cfg.to_dict())
+        arch.save(os.path.join(self.run_dir, "arch.json"))
+        png = width_png(self.history, self.sn)
+        with open(os.path.join(self.run_dir, "widths.png"), "wb") as f:
+            f.write(png)
+        self.monitor.flush()
+        return arch
+
+
+def width_figure(history, sn):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frac = np.array([[w / g.full for w, g in zip(row, sn.groups)] for row in history] or
+                    [[0.0] * len(sn.groups)])
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(history) + 3), max(3, 0.22 * len(sn.groups) + 1.5)))
+    im = ax.imshow(frac.T, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks(range(len(sn.groups)))
+    ax.set_yticklabels([g.name for g in sn.groups], fontsize=6)
+    ax.set_xticks(range(len(history)))
+    ax.set_xticklabels([str(i + 1) for i in range(len(history))], fontsize=7)
+    ax.set_xlabel("epoch")
+    ax.set_title("argmax width / full width per group", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    return fig
+
+
+def width_png(history, sn) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig = width_figure(history, sn)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def width_image(history, sn) -> np.ndarray:
+    """The width-by-epoch picture as a CHW uint8 array for TensorBoard."""
+    import matplotlib.pyplot as plt
+
+    fig = width_figure(history, sn)
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    plt.close(fig)
+    return rgba[..., :3].transpose(2, 0, 1).copy()
+
+
+def search(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False, data=None) -> Arch:
+    """Run DAN search in ``cfg.run_dir`` and write ``arch.json``; see the module docstring."""
+    cfg = copy.deepcopy(cfg)
+    if not cfg.data.holdout:
+        cfg.data.holdout = DEFAULT_HOLDOUT
+    prepare_run_dir(cfg, resume)
+    s = Searcher(cfg, monitor, data=data)
+    if resume:
+        s.restore()
+    return s.fit()

@@ -1,0 +1,72 @@
+"""DAN search: find the small network's widths under a FLOPs or params budget -> arch.json.
+
+Usage:
+    python tools/search.py --config configs/fashion_mnist_resnet18.yaml --budget-flops 25%
+    python tools/search.py --config configs/imagenet_resnet50.yaml --budget-flops 1.6G   # the paper's setting
+    python tools/search.py --config ... --budget-params 1.8M --epochs 10
+    python tools/search.py --config ... --out runs/s --resume        # continue an interrupted search
+
+A budget is absolute (1.6G, 500M, 1.8M) or relative (25% of the small network at full width).
+Writes runs/<name>/: arch.json (docs/arch-json.md), widths.png, config.yaml, TensorBoard events,
+metrics.jsonl, checkpoints/last.pt. Then: python tools/retrain.py runs/<name>/arch.json
+"""
+
+import os
+import sys
+
+# The repository root replaces this folder on the path (see tools/profile.py).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from dan.cli import common_parser, number, positive_int, resolve_config, run_tool, tensorboard_hint  # noqa: E402
+
+
+def get_args_parser():
+    p = common_parser("search.py", __doc__)
+    g = p.add_argument_group("search")
+    b = g.add_mutually_exclusive_group()
+    b.add_argument("--budget-flops", help="FLOPs (MACs) budget of the small network: 1.6G, 500M or 25%%")
+    b.add_argument("--budget-params", help="parameter budget of the small network: 1.8M or 40%%")
+    g.add_argument("--band", type=number(0.001, 0.5), help="tolerance around the budget (default 0.03)")
+    g.add_argument("--warmup-epochs", type=number(0.0), help="weight-only epochs before architecture steps")
+    g.add_argument("--arch-lr", type=number(0.0), help="Adam learning rate of the architecture logits")
+    g.add_argument("--tau0", type=number(0.0), help="initial Gumbel-softmax temperature")
+    g.add_argument("--tau-decay", type=number(0.0, 1.0), help="temperature decay per epoch")
+    g.add_argument("--arch-samples", type=int, help="candidates mixed per group in an architecture step (0: all)")
+    g.add_argument("--lr", type=number(0.0), help="peak learning rate of the weights")
+    g.add_argument("--lam-scale", type=number(0.0), help="scale c of lambda(t)")
+    return p
+
+
+EXTRA = {"budget_flops": "search.budget_flops", "budget_params": "search.budget_params", "band": "search.band",
+         "warmup_epochs": "search.warmup_epochs", "arch_lr": "search.arch_lr", "tau0": "search.tau0",
+         "tau_decay": "search.tau_decay", "arch_samples": "search.arch_samples", "lr": "train.lr",
+         "lam_scale": "adjoint.c"}
+
+
+def main(argv):
+    args = get_args_parser().parse_args(argv)
+    cfg = resolve_config(args, EXTRA)
+    from dan.cost import format_count
+    from dan.monitor import Monitor
+    from dan.search import search
+
+    monitor = Monitor(cfg.run_dir, console=not args.quiet, tensorboard=not args.no_tensorboard)
+    try:
+        arch = search(cfg, monitor, resume=args.resume)
+    finally:
+        monitor.close()
+    b = arch.budget
+    kind = "flops" if "flops" in b else "params"
+    print(f"search space {arch.space}: small network {format_count(arch.small['flops'])} FLOPs, "
+          f"{format_count(arch.small['params'])} params; big network {format_count(arch.big['flops'])} FLOPs, "
+          f"{format_count(arch.big['params'])} params")
+    print(f"budget {format_count(b[kind])} {kind}: small network at {100 * arch.small[kind] / b[kind]:.1f}% of it"
+          + (f" (repair moved {len(arch.repaired)} group(s))" if arch.repaired else ""))
+    path = os.path.join(cfg.run_dir, "arch.json")
+    print(f"arch.json:  {path}\nnext:       python tools/retrain.py {path}")
+    print(f"monitor:    {tensorboard_hint(cfg.run_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_tool(main)
