@@ -7,15 +7,18 @@ Public API (see ``../shared/DESIGN.md`` §2 and the README)::
     loss = dan.adjoint_loss(big_logits, small_logits, y, lam)
     small = dan.extract_small(anet)
     cost = dan.count(small, (1, 3, 224, 224))
+    arch = dan.load_arch("runs/x/arch.json")
+    anet = dan.build_adjoint(arch)
 """
 
 from dan.adjoint import AdjointNet, extract_big, extract_small, to_adjoint
+from dan.arch import Arch, build_adjoint, load_arch
 from dan.cost import Cost, count, format_count, parse_count
 from dan.errors import UnsupportedModelError, UserError
 from dan.loss import adjoint_loss, schedule
 
 __all__ = [
-    "AdjointNet", "Cost", "UnsupportedModelError", "UserError", "adjoint_loss", "count",
+    "AdjointNet", "Arch", "build_adjoint", "load_arch", "Cost", "UnsupportedModelError", "UserError", "adjoint_loss", "count",
     "extract_big", "extract_small", "format_count", "parse_count", "schedule", "to_adjoint",
 ]
 __version__ = "0.1.0"

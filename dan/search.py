@@ -169,14 +169,14 @@ class Searcher:
         lam = self.lam(progress)
         loss, ce, kl = adjoint_loss(big, small, y, lam, detach_teacher=self.cfg.adjoint.detach_teacher,
                                     label_smoothing=self.cfg.train.label_smoothing, return_terms=True)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {self.step}: lower the lr")
         self.w_opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.train.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.anet.parameters(), self.cfg.train.grad_clip)
         self.w_opt.step()
         self.sched.step()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {self.step}: lower the lr")
         return {"loss": loss.item(), "ce": float(ce), "kl": float(kl), "lambda": lam}
 
     def arch_step(self, x, progress: float, tau: float) -> dict:

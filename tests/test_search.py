@@ -1,0 +1,194 @@
+"""DAN search: exact cost model, budget band, arch.json, determinism, resume, monitoring."""
+
+import json
+import os
+
+import pytest
+import torch
+
+import dan
+import search_spaces
+from dan.adjoint import extract_small, to_adjoint
+from dan.arch import arch_from_dict, build_adjoint, load_arch
+from dan.monitor import Monitor
+from dan.search import search
+from dan.supernet import Supernet, candidate_widths, repair
+from tests.helpers import tiny_config
+from tests.test_engine import KillAt
+
+SPACES = [("resnet18_small", (1, 3, 16, 16)), ("resnet34_small", (1, 3, 16, 16)),
+          ("resnet50_small", (1, 3, 16, 16)), ("resnet18", (1, 3, 64, 64)), ("resnet50", (1, 3, 64, 64))]
+
+
+def supernet(space, shape, width=16, stem=0):
+    base = search_spaces.create(space, num_classes=5, width=width)
+    anet = to_adjoint(base, alpha=1, stem=stem, input_shape=shape)
+    return base, Supernet(anet, search_spaces.space_fractions(space), shape)
+
+
+def test_candidate_widths():
+    assert candidate_widths(64, 1, (0.125, 0.25, 0.5, 1.0)) == [8, 16, 32, 64]
+    assert candidate_widths(16, 1, search_spaces.DEFAULT_FRACTIONS) == [2, 4, 6, 8, 10, 12, 14, 16]
+    assert candidate_widths(256, 1, (0.1, 1.0)) == [24, 256]  # multiples of 8
+    assert candidate_widths(12, 4, (0.25, 0.5, 1.0)) == [4, 8, 12]  # the group quantum
+
+
+@pytest.mark.parametrize("space,shape", SPACES, ids=[s for s, _ in SPACES])
+def test_expected_cost_of_one_hot_equals_count_of_the_built_network(space, shape):
+    base, sn = supernet(space, shape)
+    g = torch.Generator().manual_seed(0)
+    for trial in range(3):
+        choice = [int(torch.randint(len(c), (1,), generator=g)) for c in sn.cands]
+        widths = {grp.name: w for grp, w in zip(sn.groups, sn.widths_of(choice))}
+        real = dan.count(extract_small(to_adjoint(base, widths=widths, stem=0, input_shape=shape)), shape)
+        one_hot = [torch.nn.functional.one_hot(torch.tensor(k), len(c)).double() for k, c in zip(choice, sn.cands)]
+        ef, ep = sn.table.expected(one_hot, sn.cand_tensors)
+        assert sn.cost_of(choice) == (real.flops, real.params)
+        assert (float(ef), float(ep)) == (real.flops, real.params)
+    # the expected cost is differentiable in the logits
+    ef, _ = sn.expected_cost()
+    ef.backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in sn.arch.logits)
+
+
+def test_expected_cost_is_the_mean_over_architectures():
+    """Monte-Carlo check of E[cost] (groups are independent, E[w²] where a layer reads and
+    writes one group)."""
+    _, sn = supernet("resnet18_small", (1, 3, 16, 16), stem=0)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for t in sn.arch.logits:
+            t.copy_(torch.randn(t.shape, generator=g))
+    probs = [p.double() for p in sn.arch.probs()]
+    ef, _ = sn.expected_cost()
+    draws = [sn.cost_of([int(torch.multinomial(p, 1, generator=g)) for p in probs])[0] for _ in range(4000)]
+    assert abs(sum(draws) / len(draws) / float(ef) - 1) < 0.02
+
+
+@pytest.mark.parametrize("space,shape", SPACES, ids=[s for s, _ in SPACES])
+def test_repair_lands_in_the_band_for_budgets_10_to_90_percent(space, shape):
+    _, sn = supernet(space, shape)
+    widest = sn.extremes()["flops"][1]
+    g = torch.Generator().manual_seed(2)
+    for rel in (0.1, 0.25, 0.5, 0.75, 0.9):
+        with torch.no_grad():
+            for t in sn.arch.logits:
+                t.copy_(2 * torch.randn(t.shape, generator=g))
+        logp = [torch.log_softmax(t, 0).tolist() for t in sn.arch.logits]
+        b = rel * widest
+        choice = repair(sn.arch.argmax(), sn.cands, logp, lambda c: sn.cost_of(c)[0], 0.97 * b, 1.03 * b)
+        assert 0.97 * b <= sn.cost_of(choice)[0] <= 1.03 * b, (space, rel)
+
+
+BAND_CASES = [("resnet18_small", "10%"), ("resnet18_small", "50%"), ("resnet18_small", "90%"),
+              ("resnet34_small", "25%"), ("resnet50_small", "40%"), ("resnet50_small", "75%")]
+
+
+@pytest.mark.parametrize("space,budget", BAND_CASES)
+def test_short_search_lands_within_3_percent(tmp_path, space, budget):
+    cfg = tiny_config(str(tmp_path / "s"), **{"model.space": space, "train.epochs": 2, "train.limit_batches": 3,
+                                              "search.budget_flops": budget, "search.warmup_epochs": 1})
+    arch = search(cfg, Monitor(cfg.out, tensorboard=False))
+    b = arch.budget["flops"]
+    assert 0.97 * b <= arch.small["flops"] <= 1.03 * b
+    net = extract_small(build_adjoint(arch))
+    assert dan.count(net, tuple(arch.input_shape)).flops == arch.small["flops"]
+
+
+def test_params_budget(tmp_path):
+    cfg = tiny_config(str(tmp_path / "p"), **{"train.epochs": 2, "train.limit_batches": 3,
+                                              "search.budget_params": "30%"})
+    arch = search(cfg, Monitor(cfg.out, tensorboard=False))
+    b = arch.budget["params"]
+    assert 0.97 * b <= arch.small["params"] <= 1.03 * b
+    assert "flops" not in arch.budget
+
+
+def test_infeasible_budget(tmp_path):
+    cfg = tiny_config(str(tmp_path / "x"), **{"search.budget_flops": "1K"})
+    with pytest.raises(dan.UserError, match="infeasible.*ranges from"):
+        search(cfg)
+    cfg = tiny_config(str(tmp_path / "y"), **{"search.budget_flops": "150%"})
+    with pytest.raises(dan.UserError, match="infeasible"):
+        search(cfg)
+    cfg = tiny_config(str(tmp_path / "z"))
+    with pytest.raises(dan.UserError, match="exactly one budget"):
+        search(cfg)
+
+
+def _search_cfg(out, **kw):
+    return tiny_config(out, **{"train.epochs": 3, "train.limit_batches": 4, "search.budget_flops": "35%",
+                               "search.warmup_epochs": 1, **kw})
+
+
+def test_same_seed_same_arch_and_resume_after_a_kill(tmp_path):
+    a = search(_search_cfg(str(tmp_path / "a")), Monitor(str(tmp_path / "a"), tensorboard=False))
+    b = search(_search_cfg(str(tmp_path / "b")), Monitor(str(tmp_path / "b"), tensorboard=False))
+    ja, jb = (json.load(open(tmp_path / n / "arch.json")) for n in "ab")
+    ja["config"].pop("out"), jb["config"].pop("out")
+    assert ja == jb
+    # killed in the middle of the second epoch (during the architecture phase), then resumed
+    c = str(tmp_path / "c")
+    with pytest.raises(KeyboardInterrupt):
+        search(_search_cfg(c), KillAt(c, 4 + 2))
+    assert not os.path.exists(os.path.join(c, "arch.json"))
+    search(_search_cfg(c), Monitor(c, tensorboard=False), resume=True)
+    jc = json.load(open(os.path.join(c, "arch.json")))
+    jc["config"].pop("out")
+    assert jc == ja
+    other = search(_search_cfg(str(tmp_path / "d"), seed=1), Monitor(str(tmp_path / "d"), tensorboard=False))
+    assert other.probabilities != a.probabilities
+
+
+def test_arch_json_round_trip_and_validation(tmp_path):
+    out = str(tmp_path / "s")
+    arch = search(_search_cfg(out, **{"train.epochs": 2}), Monitor(out, tensorboard=False))
+    path = os.path.join(out, "arch.json")
+    again = load_arch(path)
+    assert again.to_dict() == arch.to_dict()
+    anet = build_adjoint(again)
+    assert anet.widths() == again.widths
+    d = json.load(open(path))
+    cases = {
+        "version": lambda d: d.__setitem__("version", 99),
+        "space": lambda d: d.__setitem__("space", "resnet999"),
+        "widths.layer1.0.conv1": lambda d: d["widths"].__setitem__("layer1.0.conv1", -3),
+        "small.flops": lambda d: d["small"].__setitem__("flops", "lots"),
+        "input_shape": lambda d: d.__setitem__("input_shape", [1, 3, 16]),
+        "budget": lambda d: d.__setitem__("budget", {"band": 0.03}),
+        "seed": lambda d: d.pop("seed"),
+        "colour": lambda d: d.__setitem__("colour", "blue"),
+    }
+    for field, breaks in cases.items():
+        bad = json.loads(json.dumps(d))
+        breaks(bad)
+        with pytest.raises(dan.UserError, match=f"'{field}'"):
+            arch_from_dict(bad, "arch.json")
+    bad = json.loads(json.dumps(d))
+    bad["widths"]["layer1.0.conv1"] = 7  # not a width this group can take? 7 <= 8 is fine; unknown group:
+    bad["widths"]["no.such.group"] = 4
+    with pytest.raises(dan.UserError, match="'widths'"):
+        build_adjoint(arch_from_dict(bad))
+    (tmp_path / "broken.json").write_text("{ not json")
+    with pytest.raises(dan.UserError, match="not valid JSON"):
+        load_arch(str(tmp_path / "broken.json"))
+
+
+def test_event_files_hold_the_width_image_and_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = str(tmp_path / "tb")
+    cfg = _search_cfg(out, **{"train.epochs": 2})
+    mon = Monitor(out)
+    search(cfg, mon)
+    mon.close()
+    acc = EventAccumulator(out, size_guidance={"images": 0, "scalars": 0, "histograms": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert "widths/argmax_by_epoch" in tags["images"]
+    for tag in ["arch/kl", "arch/penalty", "arch/multiplier", "weights/ce", "weights/kl", "weights/lambda",
+                "search/tau", "cost/expected_flops", "cost/argmax_flops", "cost/budget_flops",
+                "val/top1_big", "val/top1_small_argmax"]:
+        assert tag in tags["scalars"], tag
+    assert any(t.startswith("widths/layer") for t in tags["histograms"])
+    assert os.path.isfile(os.path.join(out, "widths.png"))
