@@ -28,6 +28,7 @@ from dan.adjoint import extract_small, to_adjoint
 from dan.cost import count
 from dan.deploy import deploy_form, measure_latency
 from dan.loss import adjoint_loss
+from dan.monitor import Monitor
 
 
 def interleaved_medians(fns: dict, rounds: int, warmup: int = 2) -> dict:
@@ -157,3 +158,49 @@ def _copy(m):
     import copy
 
     return copy.deepcopy(m)
+
+
+def search_step_ratio(space: str = "resnet18_small", *, width: int = 64, batch: int = 64, image: int = 32,
+                      rounds: int = 5, budget: str = "25%") -> dict:
+    """Time of one DAN search step (weight step + architecture step, as :class:`~dan.search.Searcher`
+    runs them) over one standard training step of the same base network, at the start of a search
+    (uniform architecture distribution) and near its end (a distribution peaked on an
+    architecture at the budget)."""
+    import tempfile
+
+    from dan.config import Config
+    from dan.search import Searcher
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Config.from_dict({
+            "out": tmp, "model": {"space": space, "args": {"width": width}},
+            "data": {"dataset": "synthetic", "image_size": image, "num_classes": 10, "batch_size": batch,
+                     "synthetic_size": 4 * batch, "holdout": 0.5},
+            "search": {"budget_flops": budget}})
+        s = Searcher(cfg, monitor=Monitor(None))
+        x, y = next(iter(s.data.train))
+        xh, _ = next(iter(s.data.holdout))
+        x, xh = s.prep(x), s.prep(xh)
+        std = make_steps(space, width=width, batch=batch, image=image, kinds=("standard",))["standard"]
+
+        def search_step():
+            s.weight_step(x, y, 0.5)
+            s.arch_step(xh, 0.5, 1.0)
+
+        start = interleaved_medians({"standard": std, "search": search_step}, rounds)
+        # peak the distribution on a budget-sized architecture (what the search converges to)
+        from dan.supernet import repair
+
+        b = s.budget
+        choice = repair([len(c) // 2 for c in s.sn.cands], s.sn.cands,
+                        [[0.0] * len(c) for c in s.sn.cands], lambda c: s.sn.cost_of(c)[0], b.lo, b.hi)
+        with torch.no_grad():
+            for t, k in zip(s.sn.arch.logits, choice):
+                t.fill_(0.0)
+                t[k] = 4.0
+        end = interleaved_medians({"standard": std, "search": search_step}, rounds)
+    return {"space": space, "budget": budget,
+            "start": {"standard_s": start["standard"], "search_s": start["search"],
+                      "search_over_standard": start["search"] / start["standard"]},
+            "end": {"standard_s": end["standard"], "search_s": end["search"],
+                    "search_over_standard": end["search"] / end["standard"]}}

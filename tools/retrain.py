@@ -39,12 +39,11 @@ def main(argv):
 
     arch_path = os.path.abspath(args.arch)
     arch = load_arch(arch_path)
+    base = None
     if not args.config:
         base = Config.from_dict(arch.config) if arch.config else Config()
-        if not arch.config:
-            base.model.space = arch.space
-    else:
-        base = None
+        # the search held out part of a (maybe smaller) training set; retrain uses all of it
+        base.data.holdout, base.data.train_subset = 0.0, None
     cfg = resolve_config(args, {"lr": "train.lr", "lam_scale": "adjoint.c"}, base=base)
     cfg.model.space = arch.space
     cfg.model.args = {k: v for k, v in arch.space_args.items() if k not in ("num_classes", "in_channels")}
