@@ -45,6 +45,7 @@ class DataConfig:
     synthetic_size: int = 512  # synthetic: number of training images (test: a quarter)
     train_subset: Optional[int] = None  # use only the first N training images (seeded choice)
     holdout: float = 0.0  # fraction of the training split held out (architecture search)
+    holdout_batch_size: Optional[int] = None  # batches of the held-out split (default batch_size)
 
 
 @dataclass
@@ -101,6 +102,10 @@ class SearchConfig:
     arch_lr: float = 0.01  # Adam on the architecture logits
     arch_weight_decay: float = 0.0
     arch_samples: int = 2  # candidates mixed per group in an architecture step (0: all)
+    # Architecture steps use batches of this size (default: half the weight batch) from the
+    # held-out split. A few logits per group need less data per step than the weights, and it
+    # keeps one search step under 2x a standard step (docs/benchmarks.md).
+    arch_batch_size: Optional[int] = None
     arch_lambda: str = "full"  # weight of KL in the architecture loss: full (= c) | schedule
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
     multiplier_max: float = 50.0

@@ -413,7 +413,7 @@ def build_data(cfg: DataConfig, *, seed: int, device: Union[torch.device, str] =
     aug = recipe if cfg.augment else None
 
     def loader(x, y, split, train):
-        bs = cfg.batch_size if train else eval_bs
+        bs = _batch_size(cfg, split, eval_bs)
         return TensorLoader(x, y, bs, mean=info.mean, std=info.std, seed=seed, split=split, shuffle=train,
                             recipe=aug if train else None, drop_last=train and _drop_last(len(y), bs))
 
@@ -424,6 +424,12 @@ def build_data(cfg: DataConfig, *, seed: int, device: Union[torch.device, str] =
         hx, hy = tensors(xtr, ytr, ho_idx)
         data.holdout, data.holdout_eval = loader(hx, hy, "holdout", True), loader(hx, hy, "holdout_eval", False)
     return data
+
+
+def _batch_size(cfg: DataConfig, split: str, eval_bs: int) -> int:
+    if split == "holdout" and cfg.holdout_batch_size:
+        return cfg.holdout_batch_size
+    return cfg.batch_size if split in ("train", "holdout") else eval_bs
 
 
 # --------------------------------------------------------------------------- image folders
@@ -496,7 +502,7 @@ def _build_folder(cfg: DataConfig, info: DatasetInfo, seed: int, device: torch.d
 
     def loader(folder, idx, split, train):
         ds = _FolderSplit(folder, idx, train_tf if train else eval_tf, random=train and cfg.augment)
-        bs = cfg.batch_size if train else eval_bs
+        bs = _batch_size(cfg, split, eval_bs)
         return FolderLoader(ds, bs, seed=seed, split=split, shuffle=train, workers=cfg.workers,
                             drop_last=train and _drop_last(len(ds), bs), device=device)
 

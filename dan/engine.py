@@ -239,6 +239,11 @@ class Trainer:
         self.model.eval()
         nets = self.method.networks()
         shape = self.method.input_shape
+        missing = {n: net.eval() for n, net in nets.items()
+                   if n not in self.last_eval or n in self.method.final_eval}
+        if missing:  # networks made at the end (a teacher, a truncated network...): evaluate them
+            self.last_eval.update(evaluate(lambda x: {n: net(self.prepare_input(x)) for n, net in missing.items()},
+                                           self.data.test, cfg.train.limit_batches))
         summary = Summary(cfg.train.method, self.run_dir, shape)
         deployed = nets[self.method.deployed]
         save_deployable(deployed, self.run_dir, shape, name="small",

@@ -55,7 +55,10 @@ from dan.seed import derive, seed_everything
 from dan.supernet import Supernet, repair
 
 CHECKPOINT_VERSION = 1
-DEFAULT_HOLDOUT = 0.5  # DARTS-style: half of the training images drive the architecture
+# A third of the training images drive the architecture: architecture batches are half the size
+# of weight batches, so both parts are used up at the same pace (DARTS splits 50/50 with equal
+# batches).
+DEFAULT_HOLDOUT = 1 / 3
 
 
 @dataclass
@@ -111,8 +114,7 @@ class Searcher:
         if cfg.model.space not in search_spaces.list_spaces():
             raise UserError(f"search needs a registered search space, not '{cfg.model.space}' "
                             f"(choose one of {', '.join(search_spaces.list_spaces())})")
-        if not cfg.data.holdout:
-            cfg.data.holdout = DEFAULT_HOLDOUT
+        _search_data_defaults(cfg)
         self.data = data if data is not None else build_data(cfg.data, seed=cfg.seed, device=self.device)
         info = self.data.info
         self.input_shape = input_shape(info)
@@ -202,7 +204,7 @@ class Searcher:
         if viol > 0 or viol < -s.band:
             self.mu += s.multiplier_lr / self.steps_per_epoch * viol
             self.mu = max(-s.multiplier_max, min(s.multiplier_max, self.mu))
-        return {"kl": float(kl), "penalty": float(self.mu * e_norm), "multiplier": self.mu,
+        return {"kl": kl.item(), "penalty": float(self.mu * e_norm.detach()), "multiplier": self.mu,
                 "expected_flops": float(e_flops), "expected_params": float(e_params)}
 
     # --- evaluation ---------------------------------------------------------------------------
@@ -412,11 +414,18 @@ def width_image(history, sn) -> np.ndarray:
     return rgba[..., :3].transpose(2, 0, 1).copy()
 
 
+def _search_data_defaults(cfg: Config) -> None:
+    if not cfg.data.holdout:
+        cfg.data.holdout = DEFAULT_HOLDOUT
+    if cfg.search.arch_batch_size is None:
+        cfg.search.arch_batch_size = max(1, cfg.data.batch_size // 2)
+    cfg.data.holdout_batch_size = cfg.search.arch_batch_size
+
+
 def search(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False, data=None) -> Arch:
     """Run DAN search in ``cfg.run_dir`` and write ``arch.json``; see the module docstring."""
     cfg = copy.deepcopy(cfg)
-    if not cfg.data.holdout:
-        cfg.data.holdout = DEFAULT_HOLDOUT
+    _search_data_defaults(cfg)
     prepare_run_dir(cfg, resume)
     s = Searcher(cfg, monitor, data=data)
     if resume:

@@ -24,6 +24,7 @@ class Method:
     name = "base"
     outputs: tuple = ("big",)
     deployed: str = "big"
+    final_eval: tuple = ()  # networks evaluated again at the end (they change when finished)
 
     def __init__(self, cfg: Config, info: DatasetInfo, device: torch.device):
         self.cfg, self.info, self.device = cfg, info, device
