@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -142,16 +141,27 @@ def peak_memory(space: str, kind: str, steps: int = 3, repeats: int = 3, **kw) -
 
 
 def _memory_child(space: str, kind: str, steps: int, kw: dict) -> int:
+    """Peak RSS during the steps minus RSS before them. ``ru_maxrss`` is not usable here: Linux
+    carries the parent's peak across fork+exec; VmHWM of /proc/self/status is per address space
+    and is reset first (writing 5 to /proc/self/clear_refs)."""
     step = make_steps(space, kinds=(kind,), **kw)[kind]
-    before = _rss_bytes()
+    before = _status_kb("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
     for _ in range(steps):
         step()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    return (_status_kb("VmHWM") - before) * 1024
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{key} not in /proc/self/status")
 
 
 def _copy(m):

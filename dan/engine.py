@@ -127,6 +127,7 @@ class Trainer:
             raise UserError("the training split has no batch: lower --batch-size or use more data")
         self.total_steps = self.steps_per_epoch * t.epochs
         self.optimizer = build_optimizer(self.method.parameters(), t)
+        self.method.optimizer = self.optimizer
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(
             self.total_steps, int(t.warmup_epochs * self.steps_per_epoch), t.min_lr / t.lr if t.lr else 0.0))
         self.epoch = 0  # next epoch to run

@@ -32,6 +32,6 @@ def get_method(name: str) -> type:
     return _METHODS[name]
 
 
-from dan.methods import adjoint, dropout, kd, standard  # noqa: E402,F401  (register)
+from dan.methods import adjoint, dropout, expandnet, kd, ksanc, lowrank, standard  # noqa: E402,F401
 
 __all__ = ["Method", "get_method", "list_methods", "register_method"]

@@ -30,6 +30,7 @@ class Method:
         self.cfg, self.info, self.device = cfg, info, device
         self.input_shape = input_shape(info)
         self.model: nn.Module | None = None
+        self.optimizer = None  # set by the engine once it exists (for methods that read the lr)
 
     # --- building --------------------------------------------------------------------------
     def base_network(self) -> nn.Module:

@@ -1,7 +1,7 @@
 """``dropout``: the base network trained alone with dropout (the paper's regularization baseline,
 §5.3): ``rate`` on the classifier's input and, optionally, channel dropout (``Dropout2d``,
-``channel_rate``) after every BatchNorm that feeds an activation inside the network (in a ResNet:
-inside each residual branch, never on the residual stream).
+``channel_rate``) after every BatchNorm but the stem's that feeds an activation directly (in a
+ResNet: inside each residual branch, never on the residual stream).
 
 Config (``methods.dropout``): ``rate`` (default 0.2), ``channel_rate`` (default 0.0).
 """
@@ -40,9 +40,8 @@ def add_dropout(net: nn.Module, rate: float, channel_rate: float) -> fx.GraphMod
         last.args = (d,) + tuple(last.args[1:])
     if channel_rate > 0:
         k = 0
-        for n in list(gm.graph.nodes):
-            if n.op != "call_module" or not isinstance(modules.get(n.target), nn.BatchNorm2d):
-                continue
+        bns = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(modules.get(n.target), nn.BatchNorm2d)]
+        for n in bns[1:]:  # not the stem's: its output is the residual stream
             users = list(n.users)
             if len(users) == 1 and users[0].op == "call_module" and \
                     isinstance(modules.get(users[0].target), _ACTIVATIONS):

@@ -41,8 +41,10 @@ class ExpandNetConfig:
 
 
 def merge_convs(a: nn.Conv2d, b: nn.Conv2d) -> nn.Conv2d:
-    """One conv equal to ``b(a(x))`` (a: stride 1, no padding on b)."""
-    assert a.stride == (1, 1) and b.padding == (0, 0) and a.groups == b.groups == 1
+    """One conv equal to ``b(a(x))``: b unpadded, and a unstrided unless b is a 1×1 stride-1 conv."""
+    b_pointwise = b.kernel_size == (1, 1) and b.stride == (1, 1)
+    assert (a.stride == (1, 1) or b_pointwise) and b.padding == (0, 0) and a.groups == b.groups == 1
+    stride = a.stride if b_pointwise else b.stride
     with torch.no_grad():
         w = F.conv_transpose2d(b.weight, a.weight)  # (n, m, kA + kB − 1, …)
         bias = None
@@ -53,7 +55,7 @@ def merge_convs(a: nn.Conv2d, b: nn.Conv2d) -> nn.Conv2d:
             if b.bias is not None:
                 bias += b.bias
     k = tuple(w.shape[2:])
-    out = nn.Conv2d(a.in_channels, b.out_channels, k, stride=b.stride, padding=a.padding,
+    out = nn.Conv2d(a.in_channels, b.out_channels, k, stride=stride, padding=a.padding,
                     bias=bias is not None, device=w.device, dtype=w.dtype)
     with torch.no_grad():
         out.weight.copy_(w)

@@ -23,11 +23,11 @@ class Standard(Method):
     def train_step(self, x, y, progress):
         logits = self.model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.train.label_smoothing)
-        return loss, {"loss": loss.detach(), "ce": loss.detach(), f"top1_{self.deployed}": _top1(logits, y)}
+        return loss, {"loss": loss.detach(), "ce": loss.detach(), f"top1_{self.outputs[0]}": _top1(logits, y)}
 
     @torch.no_grad()
     def eval_logits(self, x):
-        return {self.deployed: self.model(x)}
+        return {self.outputs[0]: self.model(x)}
 
     def networks(self):
         return {self.deployed: self.model}

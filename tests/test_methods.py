@@ -1,0 +1,142 @@
+"""Comparison methods: exact ExpandNet contraction, low-rank truncation, and a few steps of each
+method on synthetic data ending with a saved deployable network."""
+
+import json
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+import dan
+from dan.data import dataset_info
+from dan.engine import train
+from dan.models import build_model
+from dan.methods import list_methods
+from dan.methods.dropout import add_dropout
+from dan.methods.expandnet import ExpandedConv, contract, expand, expand_ck, expand_cl, expand_linear
+from dan.methods.lowrank import energy_rank, svt, truncate
+from dan.monitor import Monitor
+from tests.helpers import tiny_config
+
+
+def _randomize(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+@pytest.mark.parametrize("k,stride,padding,bias,first", [
+    (3, 1, 1, True, False), (3, 2, 1, True, False), (3, 1, 0, False, False), (5, 2, 2, True, False),
+    (3, 2, 1, True, True), (7, 1, 3, True, True)])
+def test_cl_expansion_contracts_exactly(k, stride, padding, bias, first):
+    conv = nn.Conv2d(3, 5, k, stride=stride, padding=padding, bias=bias)
+    unit = expand_cl(conv, 4, first)
+    _randomize(unit, k)
+    x = torch.randn(2, 3, 11, 11)
+    merged = unit.contract()
+    assert merged.kernel_size == (k, k) and merged.stride == (stride, stride)
+    assert torch.allclose(merged(x), unit(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("k,stride,padding", [(5, 1, 2), (5, 2, 2), (7, 2, 3), (7, 1, 0)])
+def test_ck_expansion_contracts_exactly(k, stride, padding):
+    conv = nn.Conv2d(4, 6, k, stride=stride, padding=padding, bias=True)
+    unit = expand_ck(conv, 4)
+    assert len(unit) == (k - 1) // 2 and all(c.kernel_size == (3, 3) for c in unit)
+    _randomize(unit, k)
+    x = torch.randn(2, 4, 13, 13)
+    merged = unit.contract()
+    assert merged.kernel_size == (k, k)
+    assert torch.allclose(merged(x), unit(x), atol=1e-4)
+
+
+def test_fc_expansion_contracts_exactly():
+    unit = expand_linear(nn.Linear(7, 3), 4)
+    _randomize(unit)
+    x = torch.randn(5, 7)
+    assert torch.allclose(unit.contract()(x), unit(x), atol=1e-4)
+
+
+def test_whole_network_expand_and_contract():
+    import search_spaces
+
+    net = search_spaces.create("resnet18_small", num_classes=4, width=8).eval()
+    big = expand(net, 4, "cl+fc").eval()
+    assert any(isinstance(m, ExpandedConv) for m in big.modules())
+    _randomize(big, 3)
+    back = contract(big).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(back(x), big(x), atol=1e-3, rtol=1e-3)
+    shape = (1, 3, 16, 16)
+    assert dan.count(back, shape).params == dan.count(net, shape).params  # exactly the compact network
+    assert dan.count(back, shape).flops == dan.count(net, shape).flops
+    assert dan.count(big, shape).params > 4 * dan.count(net, shape).params
+
+
+def test_lowrank_truncation_respects_the_energy_bound_and_shrinks():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 32, 3, padding=1, bias=True)
+    with torch.no_grad():  # a nearly rank-4 weight
+        u, v = torch.randn(32, 4), torch.randn(4, 16 * 9)
+        conv.weight.copy_((u @ v + 0.01 * torch.randn(32, 16 * 9)).view(32, 16, 3, 3))
+    net = nn.Sequential(conv)
+    small, ranks = truncate(net, 0.98)
+    assert ranks["0"] <= 6
+    x = torch.randn(2, 16, 8, 8)
+    s = torch.linalg.svdvals(conv.weight.reshape(32, -1))
+    r = ranks["0"]
+    rel = (s[r:] ** 2).sum() / (s ** 2).sum()  # energy left out
+    err = ((small(x) - net(x)).norm() / net(x).norm()).item()
+    assert rel <= 0.02 + 1e-6
+    assert err < 0.2
+    assert dan.count(small, (1, 16, 8, 8)).params < dan.count(net, (1, 16, 8, 8)).params / 3
+    assert energy_rank(torch.tensor([3.0, 1.0, 0.0]), 0.9) == 1
+    w = torch.randn(8, 4, 3, 3)
+    before = torch.linalg.svdvals(w.reshape(8, -1))
+    svt(w, 0.5)
+    after = torch.linalg.svdvals(w.reshape(8, -1))
+    assert torch.allclose(after, (before - 0.5).clamp_min(0), atol=1e-4)
+
+
+def test_dropout_inserts_classifier_and_channel_dropout():
+    import search_spaces
+
+    net = add_dropout(search_spaces.create("resnet18_small", num_classes=4, width=8), 0.3, 0.1)
+    kinds = [type(m) for m in net.modules()]
+    assert nn.Dropout in kinds and kinds.count(nn.Dropout2d) == 8  # the conv1-bn1-relu of 8 blocks
+    net.eval()
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(net(x), net(x))
+
+
+@pytest.mark.parametrize("method", ["standard", "dropout", "kd", "expandnet", "lowrank", "ksanc"])
+def test_each_method_trains_and_saves_its_network(tmp_path, method):
+    out = str(tmp_path / method)
+    cfg = tiny_config(out, **{"train.method": method, "train.epochs": 1, "train.limit_batches": 3,
+                              "train.latency_batches": [1]})
+    cfg.methods = {"dropout": {"rate": 0.3, "channel_rate": 0.1}, "kd": {"teacher_epochs": 1},
+                   "expandnet": {"ratio": 2}, "lowrank": {"tau": 0.05, "prox_every": 1, "energy": 0.9},
+                   "ksanc": {"teacher_epochs": 1, "ce": 0.5}}
+    summary = train(cfg, Monitor(out, tensorboard=False))
+    meta = json.load(open(os.path.join(out, "small.json")))
+    deployed = summary.rows[{"standard": "big", "dropout": "big", "lowrank": "lowrank"}.get(method, "small")]
+    assert deployed["top1"] is not None and deployed["flops"] > 0
+    assert meta["params"] == deployed["params"]
+    scripted = torch.jit.load(os.path.join(out, "small.pt"))
+    assert scripted(torch.randn(2, 3, 16, 16)).shape == (2, 4)
+    if method in ("kd", "expandnet", "ksanc"):  # the student is AN's small network at alpha = 4
+        anet = dan.to_adjoint(build_model(cfg.model, dataset_info(cfg.data)), alpha=4,
+                              input_shape=(1, 3, 16, 16))
+        assert deployed["flops"] == dan.count(dan.extract_small(anet), (1, 3, 16, 16)).flops
+    if method in ("kd", "ksanc"):
+        assert os.path.isfile(os.path.join(out, "teacher", "summary.json"))
+        assert summary.rows["big"]["top1"] is not None
+    if method == "lowrank":
+        assert summary.rows["lowrank"]["params"] < summary.rows["big"]["params"]
+
+
+def test_every_method_is_registered():
+    assert set(list_methods()) >= {"standard", "adjoint", "dropout", "kd", "expandnet", "lowrank", "ksanc"}
