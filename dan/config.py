@@ -76,11 +76,16 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     limit_batches: Optional[int] = None  # at most N batches per epoch and per evaluation
     eval_every: int = 1
+    eval_split: str = "test"  # test | holdout (a held-out part of the training split: tuning)
     log_every: int = 20  # steps between TensorBoard scalar writes
     latency_batches: tuple = (1, 64)  # batch sizes of the final latency measurement
     # NHWC activations: measured faster on this CPU for both kinds of step (adjoint/standard
     # 1.40 -> 1.24 for a small-image ResNet-18, docs/benchmarks.md) and standard on GPUs.
     channels_last: bool = True
+    # GPU speed paths, used on CUDA only (CPU runs are unchanged): mixed precision (auto = bf16
+    # where the GPU supports it, else fp16 with a gradient scaler; off) and an opt-in torch.compile.
+    amp: str = "auto"
+    compile: bool = False
 
 
 @dataclass

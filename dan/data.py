@@ -105,6 +105,13 @@ class Data:
     holdout: Optional[Loader] = None
     holdout_eval: Optional[Loader] = None
 
+    def shard(self, rank: int, world: int) -> "Data":
+        """Give this process its share of every split (distributed training)."""
+        for loader in (self.train, self.test, self.holdout, self.holdout_eval):
+            if loader is not None:
+                loader.shard(rank, world)
+        return self
+
 
 def _seed(*parts: int) -> int:
     """A 63-bit seed mixed from integers (``np.random.SeedSequence`` hashing)."""
@@ -198,6 +205,13 @@ class TensorLoader:
         self._scale = (1 / (255 * torch.tensor(std, device=dev))).view(1, -1, 1, 1)
         self._shift = (-torch.tensor(mean, device=dev) / torch.tensor(std, device=dev)).view(1, -1, 1, 1)
         self._grid = _base_grid(images.shape[2], images.shape[3], dev) if recipe else None
+        self.total, self.rank, self.world = len(labels), 0, 1
+
+    def shard(self, rank: int, world: int) -> None:
+        """Distributed training: this process sees every world-th image of each epoch's order.
+        Shuffled (training) shards are cut to equal sizes, so every rank runs as many steps."""
+        self.rank, self.world = rank, world
+        self.num_samples = self.total // world if self.shuffle else len(range(rank, self.total, world))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -208,7 +222,11 @@ class TensorLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g = _generator(self.seed, self.epoch, self.split)
         dev = self.images.device
-        order = torch.randperm(self.num_samples, generator=g).to(dev) if self.shuffle else None
+        order = torch.randperm(self.total, generator=g).to(dev) if self.shuffle else None
+        if self.world > 1:  # same order on every rank, then this rank's share; own augmentations
+            order = (order if order is not None else torch.arange(self.total, device=dev))
+            order = order[self.rank::self.world][: self.num_samples]
+            g = _generator(self.seed, self.epoch, self.split, 1000 + self.rank)
         for i in range(len(self)):
             sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
             if order is None:
@@ -463,6 +481,12 @@ class FolderLoader:
         self.ds, self.batch_size, self.num_samples = ds, batch_size, len(ds)
         self.seed, self.split, self.epoch = seed, _SPLITS[split], 0
         self.shuffle, self.drop_last, self.workers, self.device = shuffle, drop_last, workers, device
+        self.total, self.rank, self.world = len(ds), 0, 1
+
+    def shard(self, rank: int, world: int) -> None:
+        """As :meth:`TensorLoader.shard`."""
+        self.rank, self.world = rank, world
+        self.num_samples = self.total // world if self.shuffle else len(range(rank, self.total, world))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -473,9 +497,16 @@ class FolderLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.ds.epoch_seed = _seed(self.seed, self.epoch, self.split)
         cuda = self.device.type == "cuda"
-        dl = torch.utils.data.DataLoader(
-            self.ds, self.batch_size, shuffle=self.shuffle, num_workers=self.workers, pin_memory=cuda,
-            drop_last=self.drop_last, generator=_generator(self.seed, self.epoch, self.split))
+        if self.world > 1:
+            order = torch.randperm(self.total, generator=_generator(self.seed, self.epoch, self.split)) \
+                if self.shuffle else torch.arange(self.total)
+            dl = torch.utils.data.DataLoader(
+                self.ds, self.batch_size, sampler=order[self.rank::self.world][: self.num_samples].tolist(),
+                num_workers=self.workers, pin_memory=cuda, drop_last=self.drop_last)
+        else:
+            dl = torch.utils.data.DataLoader(
+                self.ds, self.batch_size, shuffle=self.shuffle, num_workers=self.workers, pin_memory=cuda,
+                drop_last=self.drop_last, generator=_generator(self.seed, self.epoch, self.split))
         for x, y in dl:
             yield x.to(self.device, non_blocking=cuda), y.to(self.device, non_blocking=cuda)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from dan import distributed
 from dan.checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dan.config import Config
 from dan.cost import count, format_count
@@ -34,12 +35,14 @@ from dan.seed import derive, seed_everything
 
 CHECKPOINT_VERSION = 1
 # Keys a resumed run may change: how long, where, and how fast it runs; not what it computes.
-RESUMABLE_CHANGES = ("train.epochs", "device", "data.workers", "out", "train.latency_batches")
+RESUMABLE_CHANGES = ("train.epochs", "device", "data.workers", "out", "train.latency_batches", "train.amp",
+                     "train.compile")
 
 
 def resolve_device(name: str) -> torch.device:
+    local = distributed.info().local_rank
     if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
     except RuntimeError as e:
@@ -47,6 +50,17 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but no CUDA device is available: use --device cpu")
     return dev
+
+
+def amp_dtype(mode: str, device: torch.device):
+    """The autocast dtype for ``train.amp`` on ``device``: None on the CPU or when off."""
+    if mode not in ("auto", "bf16", "fp16", "off"):
+        raise UserError(f"train.amp must be auto, bf16, fp16 or off, got {mode!r}")
+    if device.type != "cuda" or mode == "off":
+        return None
+    if mode == "fp16" or (mode == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
 
 
 def build_optimizer(params, tcfg) -> torch.optim.Optimizer:
@@ -78,9 +92,12 @@ def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float = 0.0):
 
 
 @torch.no_grad()
-def evaluate(logits_fn, loader, limit: int | None = None) -> dict:
-    """Top-1 and cross-entropy of every network ``logits_fn(x)`` returns, over ``loader``."""
-    correct, ce, n = {}, {}, 0
+def evaluate(logits_fn, loader, limit: int | None = None, names: tuple = ()) -> dict:
+    """Top-1 and cross-entropy of every network ``logits_fn(x)`` returns, over ``loader`` (summed
+    over ranks when distributed: each rank evaluates its share). ``names`` lists the networks
+    when a rank may see no batch."""
+    correct, ce, n = {k: 0 for k in names}, {k: 0.0 for k in names}, 0
+    device = "cpu"
     for i, (x, y) in enumerate(loader):
         if limit is not None and i >= limit:
             break
@@ -88,7 +105,11 @@ def evaluate(logits_fn, loader, limit: int | None = None) -> dict:
             correct[name] = correct.get(name, 0) + int((logits.argmax(1) == y).sum())
             ce[name] = ce.get(name, 0.0) + float(F.cross_entropy(logits.float(), y, reduction="sum"))
         n += y.shape[0]
-    return {name: {"top1": correct[name] / max(n, 1), "ce": ce[name] / max(n, 1)} for name in correct}
+        device = y.device
+    keys = sorted(correct)
+    sums = distributed.all_reduce_sum([float(n)] + [correct[k] for k in keys] + [ce[k] for k in keys], device)
+    n, c, e = sums[0], sums[1:1 + len(keys)], sums[1 + len(keys):]
+    return {k: {"top1": c[i] / max(n, 1), "ce": e[i] / max(n, 1)} for i, k in enumerate(keys)}
 
 
 @dataclass
@@ -113,14 +134,22 @@ class Trainer:
         self.run_dir = cfg.run_dir
         self.monitor = monitor or Monitor(self.run_dir, console=False)
         self.device = resolve_device(cfg.device)
+        self.dist = distributed.info()
         self.data = data if data is not None else build_data(cfg.data, seed=cfg.seed, device=self.device)
+        if self.dist.enabled:
+            self.data.shard(self.dist.rank, self.dist.world)
         seed_everything(cfg.seed)
         self.method = get_method(cfg.train.method)(cfg, self.data.info, self.device)
         self.method.build()
         self.model = self.method.model
         if cfg.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.method.wrapped = distributed.wrap(self.model, self.device) if self.dist.enabled else None
         t = cfg.train
+        self.amp = amp_dtype(t.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        if t.compile and self.device.type == "cuda":
+            self.method.wrapped = torch.compile(self.method.fwd)
         self.steps_per_epoch = len(self.data.train) if t.limit_batches is None else \
             min(len(self.data.train), t.limit_batches)
         if self.steps_per_epoch == 0:
@@ -130,6 +159,11 @@ class Trainer:
         self.method.optimizer = self.optimizer
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(
             self.total_steps, int(t.warmup_epochs * self.steps_per_epoch), t.min_lr / t.lr if t.lr else 0.0))
+        if t.eval_split not in ("test", "holdout"):
+            raise UserError(f"train.eval_split must be test or holdout, got {t.eval_split!r}")
+        if t.eval_split == "holdout" and self.data.holdout_eval is None:
+            raise UserError("train.eval_split=holdout needs data.holdout > 0")
+        self.eval_loader = self.data.test if t.eval_split == "test" else self.data.holdout_eval
         self.epoch = 0  # next epoch to run
         self.step = 0
         self.best = -1.0
@@ -150,9 +184,12 @@ class Trainer:
                 "method": self.method.extra_state(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "step": self.step,
                 "best": self.best, "last_eval": self.last_eval, "rng": rng_state(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "config": self.cfg.to_dict()}
 
     def save(self, best: bool = False) -> None:
+        if not self.dist.main:
+            return
         state = self.state()
         save_checkpoint(state, os.path.join(self.ckpt_dir, "last.pt"))
         if best:
@@ -172,6 +209,8 @@ class Trainer:
             raise UserError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:120]}): "
                             f"resume with the config it was written with") from e
         self.method.load_extra_state(state.get("method", {}))
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
         self.last_eval = state.get("last_eval", {})
         set_rng_state(state["rng"])
@@ -193,14 +232,23 @@ class Trainer:
                 if i >= self.steps_per_epoch:
                     break
                 x = self.prepare_input(x)
-                loss, scalars = self.method.train_step(x, y, self.step / max(1, self.total_steps))
+                with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                    loss, scalars = self.method.train_step(x, y, self.step / max(1, self.total_steps))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss.item()} at step {self.step}: lower the lr")
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if t.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(self.method.parameters(), t.grad_clip)
-                self.optimizer.step()
+                if self.scaler is not None:  # fp16 on CUDA
+                    self.scaler.scale(loss).backward()
+                    if t.grad_clip:
+                        self.scaler.unscale_(self.optimizer)
+                        torch.nn.utils.clip_grad_norm_(self.method.parameters(), t.grad_clip)
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    loss.backward()
+                    if t.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(self.method.parameters(), t.grad_clip)
+                    self.optimizer.step()
                 self.scheduler.step()
                 self.method.after_step(self.step)
                 self.step += 1
@@ -220,8 +268,8 @@ class Trainer:
             row = {f"train/{k}": v / max(1, self.steps_per_epoch) for k, v in sums.items()}
             if self.epoch % t.eval_every == 0 or self.epoch == t.epochs:
                 self.model.eval()
-                ev = evaluate(lambda x: self.method.eval_logits(self.prepare_input(x)), self.data.test,
-                              t.limit_batches)
+                ev = evaluate(lambda x: self.method.eval_logits(self.prepare_input(x)), self.eval_loader,
+                              t.limit_batches, self.method.outputs)
                 self.last_eval = ev
                 for name, m in ev.items():
                     row[f"val/top1_{name}"] = m["top1"]
@@ -244,8 +292,11 @@ class Trainer:
                    if n not in self.last_eval or n in self.method.final_eval}
         if missing:  # networks made at the end (a teacher, a truncated network...): evaluate them
             self.last_eval.update(evaluate(lambda x: {n: net(self.prepare_input(x)) for n, net in missing.items()},
-                                           self.data.test, cfg.train.limit_batches))
+                                           self.eval_loader, cfg.train.limit_batches, tuple(missing)))
         summary = Summary(cfg.train.method, self.run_dir, shape)
+        if not self.dist.main:  # rank 0 saves, counts and times; the others are done
+            distributed.barrier()
+            return summary
         deployed = nets[self.method.deployed]
         save_deployable(deployed, self.run_dir, shape, name="small",
                         extra={"method": cfg.train.method, "space": cfg.model.space})
@@ -263,6 +314,7 @@ class Trainer:
         summary.extra["epochs"] = self.epoch
         atomic_write(lambda p: _dump_json(summary.to_dict(), p), os.path.join(self.run_dir, "summary.json"))
         self.monitor.flush()
+        distributed.barrier()
         return summary
 
 
@@ -297,6 +349,9 @@ def _dump_json(obj, path):
 def prepare_run_dir(cfg: Config, resume: bool) -> str:
     """Create the run folder; refuse to start a new run over finished work."""
     run_dir = cfg.run_dir
+    if not distributed.info().main:  # rank 0 checks and writes; the others wait for it
+        distributed.barrier()
+        return run_dir
     last = os.path.join(run_dir, "checkpoints", "last.pt")
     if resume and not os.path.isfile(last):
         raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last.pt): drop --resume "
@@ -306,6 +361,7 @@ def prepare_run_dir(cfg: Config, resume: bool) -> str:
                         f"another --out (nothing was overwritten)")
     os.makedirs(run_dir, exist_ok=True)
     cfg.save(os.path.join(run_dir, "config.yaml"))
+    distributed.barrier()
     return run_dir
 
 

@@ -22,8 +22,9 @@ from typing import Iterable, Optional
 
 class Monitor:
     def __init__(self, run_dir: Optional[str], *, console: bool = False, tensorboard: bool = True,
-                 jsonl: bool = True, enabled: bool = True):
+                 jsonl: bool = True, enabled: bool = True, epoch_hook=None):
         self.run_dir = run_dir
+        self.epoch_hook = epoch_hook  # called with (epoch, values) after each epoch (tuning)
         self.console = console and enabled
         self.enabled = enabled
         self._tb = None
@@ -55,6 +56,9 @@ class Monitor:
             shown = "  ".join(f"{k}={_fmt(v)}" for k, v in values.items()
                               if isinstance(v, (int, float)) and not k.startswith("time"))
             self.write(f"epoch {epoch}: {shown}")
+        if self.epoch_hook is not None:
+            self.flush()
+            self.epoch_hook(epoch, values)
 
     def histogram(self, tag: str, values, step: int) -> None:
         if self._tb is not None:

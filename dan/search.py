@@ -28,7 +28,9 @@ order is a function of (seed, epoch); a checkpoint after each epoch holds weight
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
+import json
 import math
 import os
 import time
@@ -38,14 +40,15 @@ import numpy as np
 import torch
 
 import search_spaces
+from dan import distributed
 from dan.adjoint import to_adjoint
 from dan.arch import Arch
 from dan.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dan.config import Config
 from dan.cost import format_count, parse_count
 from dan.data import build_data
-from dan.engine import (build_optimizer, check_same_config, evaluate, prepare_run_dir, resolve_device,
-                        warmup_cosine)
+from dan.engine import (amp_dtype, build_optimizer, check_same_config, evaluate, prepare_run_dir,
+                        resolve_device, warmup_cosine)
 from dan.errors import UserError
 from dan.layers import AdjointBatchNorm2d
 from dan.loss import adjoint_loss, kl_divergence, schedule
@@ -116,6 +119,9 @@ class Searcher:
                             f"(choose one of {', '.join(search_spaces.list_spaces())})")
         _search_data_defaults(cfg)
         self.data = data if data is not None else build_data(cfg.data, seed=cfg.seed, device=self.device)
+        self.dist = distributed.info()
+        if self.dist.enabled:
+            self.data.shard(self.dist.rank, self.dist.world)
         info = self.data.info
         self.input_shape = input_shape(info)
         seed_everything(cfg.seed)
@@ -131,6 +137,10 @@ class Searcher:
         self.cl = cfg.train.channels_last
         if self.cl:
             self.anet.to(memory_format=torch.channels_last)
+        self.train_anet = distributed.wrap(self.anet, self.device)  # DDP when distributed
+        self.amp = amp_dtype(cfg.train.amp, self.device)  # CUDA only: bf16 autocast for both steps
+        if self.amp == torch.float16:
+            self.amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else None  # no scaler in search
         t = cfg.train
         self.steps_per_epoch = len(self.data.train) if t.limit_batches is None else \
             min(len(self.data.train), t.limit_batches)
@@ -166,8 +176,9 @@ class Searcher:
 
     # --- one step of each kind ----------------------------------------------------------------
     def weight_step(self, x, y, progress: float) -> dict:
-        self.sn.set_widths(self.sn.sample_hard())
-        big, small = self.anet(x)
+        self.sn.set_widths(self.sn.sample_hard())  # the same draw on every rank (same seeds)
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            big, small = self.train_anet(x)
         lam = self.lam(progress)
         loss, ce, kl = adjoint_loss(big, small, y, lam, detach_teacher=self.cfg.adjoint.detach_teacher,
                                     label_smoothing=self.cfg.train.label_smoothing, return_terms=True)
@@ -183,10 +194,11 @@ class Searcher:
 
     def arch_step(self, x, progress: float, tau: float) -> dict:
         s = self.cfg.search
-        with torch.no_grad():
-            p = self.anet.big(x)
-        self.sn.set_soft(tau, s.arch_samples)
-        q = self.anet.small(x)
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            with torch.no_grad():
+                p = self.anet.big(x)
+            self.sn.set_soft(tau, s.arch_samples)
+            q = self.anet.small(x)
         kl = kl_divergence(p, q)
         lam = self.cfg.adjoint.c if s.arch_lambda == "full" else self.lam(progress)
         e_flops, e_params = self.sn.expected_cost()
@@ -196,6 +208,7 @@ class Searcher:
         grads = torch.autograd.grad(loss, params)
         for prm, g in zip(params, grads):
             prm.grad = g
+        distributed.average_gradients(params)  # the same logits on every rank
         self.a_opt.step()
         self.a_opt.zero_grad(set_to_none=True)
         self.sn.clear_masks()
@@ -205,7 +218,7 @@ class Searcher:
             self.mu += s.multiplier_lr / self.steps_per_epoch * viol
             self.mu = max(-s.multiplier_max, min(s.multiplier_max, self.mu))
         return {"kl": kl.item(), "penalty": float(self.mu * e_norm.detach()), "multiplier": self.mu,
-                "expected_flops": float(e_flops), "expected_params": float(e_params)}
+                "expected_flops": float(e_flops.detach()), "expected_params": float(e_params.detach())}
 
     # --- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -233,7 +246,7 @@ class Searcher:
         self.anet.eval()
         self.sn.set_widths(choice)
         ev = evaluate(lambda x: dict(zip(("big", "small"), self.anet(self.prep(x)))), self.data.holdout_eval,
-                      t.limit_batches)
+                      t.limit_batches, ("big", "small"))
         self.anet.train()
         return ev
 
@@ -321,7 +334,8 @@ class Searcher:
                 "config": self.cfg.to_dict()}
 
     def save(self) -> None:
-        save_checkpoint(self.state(), os.path.join(self.run_dir, "checkpoints", "last.pt"))
+        if self.dist.main:
+            save_checkpoint(self.state(), os.path.join(self.run_dir, "checkpoints", "last.pt"))
 
     def restore(self) -> None:
         path = os.path.join(self.run_dir, "checkpoints", "last.pt")
@@ -364,11 +378,21 @@ class Searcher:
                     probabilities={g.name: [round(float(v), 6) for v in p] for g, p in zip(self.sn.groups, probs)},
                     repaired=[g.name for g, a, c in zip(self.sn.groups, start, choice) if a != c],
                     config=cfg.to_dict())
-        arch.save(os.path.join(self.run_dir, "arch.json"))
-        png = width_png(self.history, self.sn)
-        with open(os.path.join(self.run_dir, "widths.png"), "wb") as f:
-            f.write(png)
-        self.monitor.flush()
+        if self.dist.enabled:  # every rank found the same architecture, or something is broken
+            digest = hashlib.sha256(json.dumps(arch.to_dict(), sort_keys=True).encode()).hexdigest()
+            digests = distributed.gather(digest)
+            if len(set(digests)) != 1:
+                raise RuntimeError(f"ranks disagree on the architecture: {digests}")
+            if self.dist.main:
+                with open(os.path.join(self.run_dir, "ranks.json"), "w") as f:
+                    json.dump({"world": self.dist.world, "arch_sha256": digests}, f, indent=2)
+        if self.dist.main:
+            arch.save(os.path.join(self.run_dir, "arch.json"))
+            png = width_png(self.history, self.sn)
+            with open(os.path.join(self.run_dir, "widths.png"), "wb") as f:
+                f.write(png)
+            self.monitor.flush()
+        distributed.barrier()
         return arch
 
 

@@ -50,11 +50,17 @@ def main(argv):
     from dan.monitor import Monitor
     from dan.search import search
 
-    monitor = Monitor(cfg.run_dir, console=not args.quiet, tensorboard=not args.no_tensorboard)
+    from dan import distributed
+
+    dist = distributed.init(cfg.device)  # a no-op unless started by torchrun
+    monitor = Monitor(cfg.run_dir, console=not args.quiet and dist.main, tensorboard=not args.no_tensorboard,
+                      enabled=dist.main)
     try:
         arch = search(cfg, monitor, resume=args.resume)
     finally:
         monitor.close()
+    if not dist.main:
+        return 0
     b = arch.budget
     kind = "flops" if "flops" in b else "params"
     print(f"search space {arch.space}: small network {format_count(arch.small['flops'])} FLOPs, "

@@ -49,11 +49,17 @@ def main(argv):
     from dan.engine import format_summary, train
     from dan.monitor import Monitor
 
-    monitor = Monitor(cfg.run_dir, console=not args.quiet, tensorboard=not args.no_tensorboard)
+    from dan import distributed
+
+    dist = distributed.init(cfg.device)  # a no-op unless started by torchrun
+    monitor = Monitor(cfg.run_dir, console=not args.quiet and dist.main, tensorboard=not args.no_tensorboard,
+                      enabled=dist.main)
     try:
         summary = train(cfg, monitor, resume=args.resume)
     finally:
         monitor.close()
+    if not dist.main:
+        return 0
     print(format_summary(summary))
     print(f"\nrun folder: {cfg.run_dir}    deployable network: {summary.files['torchscript']}")
     print(f"monitor:    {tensorboard_hint(cfg.run_dir)}")

@@ -42,7 +42,7 @@ class Adjoint(Method):
         return self.model
 
     def train_step(self, x, y, progress):
-        big, small = self.model(x)
+        big, small = self.fwd(x)
         lam = self.lam(progress)
         loss, ce, kl = adjoint_loss(big, small, y, lam, detach_teacher=self.cfg.adjoint.detach_teacher,
                                     label_smoothing=self.cfg.train.label_smoothing, return_terms=True)

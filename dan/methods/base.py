@@ -31,6 +31,12 @@ class Method:
         self.input_shape = input_shape(info)
         self.model: nn.Module | None = None
         self.optimizer = None  # set by the engine once it exists (for methods that read the lr)
+        self.wrapped = None  # the model under DistributedDataParallel, when distributed
+
+    @property
+    def fwd(self) -> nn.Module:
+        """What a training step calls: the model, or its DistributedDataParallel wrapper."""
+        return self.wrapped if self.wrapped is not None else self.model
 
     # --- building --------------------------------------------------------------------------
     def base_network(self) -> nn.Module:

@@ -65,7 +65,7 @@ class KD(Method):
     def train_step(self, x, y, progress):
         with torch.no_grad():
             t = self.teacher(x)
-        s = self.model(x)
+        s = self.fwd(x)
         loss, ce, kl = kd_loss(s, t, y, self.kcfg.temperature, self.kcfg.alpha)
         return loss, {"loss": loss.detach(), "ce": ce, "kl": kl, "top1_small": _top1(s, y)}
 

@@ -114,6 +114,11 @@ class KSANC(Method):
     deployed = "small"
 
     def build(self):
+        from dan import distributed
+
+        if distributed.info().enabled:
+            raise UserError("ksanc runs in one process (its discriminator and attention modules are "
+                            "not distributed): start it without torchrun")
         self.kcfg = method_config(self.cfg, "ksanc", KSANCConfig)
         self.student = traced(student_network(self)).to(self.device)
         self.model = self.student

@@ -21,7 +21,7 @@ class Standard(Method):
         return self.model
 
     def train_step(self, x, y, progress):
-        logits = self.model(x)
+        logits = self.fwd(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.train.label_smoothing)
         return loss, {"loss": loss.detach(), "ce": loss.detach(), f"top1_{self.outputs[0]}": _top1(logits, y)}
 

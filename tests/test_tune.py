@@ -1,0 +1,114 @@
+"""Optuna tuning: a pruned study, continuing it, two workers on one storage, a killed trial."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import dan
+from dan.tune import spec_from_dict, tune
+from tests.helpers import ROOT, assert_user_error, run_tool, tiny_config
+
+SPEC = {"search_epochs": 2, "retrain_epochs": 1, "validation": 0.25, "pruner": "median", "seed": 0,
+        "params": {"search.arch_lr": {"type": "float", "low": 0.001, "high": 0.05, "log": True},
+                   "adjoint.c": {"type": "float", "low": 0.5, "high": 2.0},
+                   "adjoint.schedule": {"type": "categorical", "choices": ["quadratic", "linear"]}}}
+
+
+def base(out):
+    return tiny_config(out, **{"train.limit_batches": 2, "search.budget_flops": "40%", "train.latency_batches": []})
+
+
+def states(out, name):
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{os.path.join(out, 'study.db')}")
+    return [t.state for t in study.trials], study
+
+
+def test_study_with_pruner_then_continue(tmp_path):
+    out = str(tmp_path / "tune")
+    result = tune(base(out), spec_from_dict(SPEC), "s", 3)
+    st, study = states(out, "s")
+    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in st) == 3
+    assert isinstance(study.pruner, optuna.pruners.MedianPruner)
+    best = result["best"]
+    assert os.path.isfile(os.path.join(out, "best", "arch.json"))
+    assert dan.load_arch(best["arch"]).budget["relative"] == 0.4
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert all(len(t.intermediate_values) == 3 for t in complete)  # 2 search + 1 retrain epochs reported
+    assert all(t.user_attrs["constraint"] <= 0 for t in complete)
+    # the same call with more trials continues the study
+    tune(base(out), spec_from_dict(SPEC), "s", 4)
+    st, _ = states(out, "s")
+    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in st) == 4
+    with pytest.raises(dan.UserError, match="other settings"):
+        tune(base(out), spec_from_dict({**SPEC, "retrain_epochs": 2}), "s", 5)
+
+
+def _worker(out, study, trials, extra=()):
+    args = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--batch-size", "32",
+            "--limit-batches", "2", "--set", "model.args.width=8", "--set", "data.synthetic_size=256",
+            "--set", "train.latency_batches=[]", "--budget-flops", "40%", "--out", out,
+            "--study", study, "--trials", str(trials), "--tune", os.path.join(out, "..", "spec.yaml"), *extra]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "tune.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _write_spec(tmp_path, **kw):
+    import yaml
+
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({**SPEC, "pruner": "none", **kw}))
+
+
+def test_two_workers_share_one_storage_without_extra_trials(tmp_path):
+    _write_spec(tmp_path)
+    out = str(tmp_path / "tune")
+    workers = [_worker(out, "w", 4) for _ in range(2)]
+    logs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), logs
+    st, study = states(out, "w")
+    finished = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(finished) == 4
+    assert all(t.user_attrs.get("surplus") for t in study.trials if t.state == TrialState.FAIL)
+    ran = [l for log in logs for l in log.splitlines() if l.startswith("[trial") and "value" in l]
+    assert len(ran) == 4  # no trial ran twice, none beyond the count
+
+
+def test_a_killed_trial_is_marked_failed_and_retried(tmp_path):
+    _write_spec(tmp_path, heartbeat=1, grace=3)
+    out = str(tmp_path / "tune")
+    w = _worker(out, "k", 2)
+    # wait until the first trial has written a search checkpoint, then kill the worker hard
+    ckpt = os.path.join(out, "trials", "trial-0000", "search", "checkpoints", "last.pt")
+    deadline = time.time() + 300
+    while not os.path.isfile(ckpt) and time.time() < deadline:
+        time.sleep(0.5)
+    assert os.path.isfile(ckpt)
+    w.send_signal(signal.SIGKILL)
+    w.wait()
+    time.sleep(4)  # longer than the grace period
+    w2 = _worker(out, "k", 2)
+    log = w2.communicate(timeout=600)[0]
+    assert w2.returncode == 0, log
+    st, study = states(out, "k")
+    failed = [t for t in study.trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
+    assert [t.number for t in failed] == [0]
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].params == failed[0].params
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+
+
+def test_bad_tuning_files(tmp_path):
+    with pytest.raises(dan.UserError, match="params.nope.key"):
+        spec_from_dict({"params": {"nope.key": {"type": "float", "low": 0, "high": 1}}})
+    with pytest.raises(dan.UserError, match="unknown key 'trails'"):
+        spec_from_dict({**SPEC, "trails": 3})
+    p = run_tool("tune.py", "--study", "x", "--trials", "2", "--tune", str(tmp_path / "none.yaml"))
+    assert_user_error(p, "does not exist")
