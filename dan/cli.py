@@ -128,6 +128,18 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
     sys.exit(code or 0)
 
 
+def open_monitor(cfg: Config, args: argparse.Namespace, **kw):
+    """Join torchrun's process group (if any) and open the run's monitor: console, TensorBoard
+    and metrics.jsonl on rank 0 only. Returns ``(monitor, dist_info)``."""
+    from dan import distributed
+    from dan.monitor import Monitor
+
+    dist = distributed.init(cfg.device)  # a no-op unless started by torchrun
+    monitor = Monitor(cfg.run_dir, console=not args.quiet and dist.main, tensorboard=not args.no_tensorboard,
+                      enabled=dist.main, **kw)
+    return monitor, dist
+
+
 def tensorboard_hint(run_dir: str) -> str:
     """The command that shows this run beside its siblings (the run folder's parent)."""
     parent = os.path.dirname(os.path.abspath(run_dir))

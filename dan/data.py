@@ -26,7 +26,6 @@ it repeats the same epoch. A train split with at least two batches drops its las
 
 from __future__ import annotations
 
-import copy
 import gzip
 import math
 import os
@@ -190,7 +189,35 @@ def augment_batch(x: torch.Tensor, recipe: AugmentRecipe, g: torch.Generator,
     return ((out - mean) * contrast + mean + bright * 255.0).clamp_(0.0, 255.0)
 
 
-class TensorLoader:
+class _Sharded:
+    """What both loaders share: epochs, length, and the per-rank share of a split."""
+
+    total: int
+    rank: int = 0
+    world: int = 1
+
+    def shard(self, rank: int, world: int) -> None:
+        """Distributed training: this process sees every world-th image of each epoch's order.
+        Shuffled (training) shards are cut to equal sizes, so every rank runs as many steps."""
+        self.rank, self.world = rank, world
+        self.num_samples = self.total // world if self.shuffle else len(range(rank, self.total, world))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return _num_batches(self.num_samples, self.batch_size, self.drop_last)
+
+    def _order(self) -> Optional[torch.Tensor]:
+        """This rank's indices of the epoch (None: all, in order, single process)."""
+        if self.world == 1 and not self.shuffle:
+            return None
+        order = torch.randperm(self.total, generator=_generator(self.seed, self.epoch, self.split)) \
+            if self.shuffle else torch.arange(self.total)
+        return order[self.rank::self.world][: self.num_samples] if self.world > 1 else order
+
+
+class TensorLoader(_Sharded):
     """Batches of an in-memory uint8 (N, C, H, W) split, normalized (and augmented) on its device."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, mean: tuple,
@@ -205,28 +232,13 @@ class TensorLoader:
         self._scale = (1 / (255 * torch.tensor(std, device=dev))).view(1, -1, 1, 1)
         self._shift = (-torch.tensor(mean, device=dev) / torch.tensor(std, device=dev)).view(1, -1, 1, 1)
         self._grid = _base_grid(images.shape[2], images.shape[3], dev) if recipe else None
-        self.total, self.rank, self.world = len(labels), 0, 1
-
-    def shard(self, rank: int, world: int) -> None:
-        """Distributed training: this process sees every world-th image of each epoch's order.
-        Shuffled (training) shards are cut to equal sizes, so every rank runs as many steps."""
-        self.rank, self.world = rank, world
-        self.num_samples = self.total // world if self.shuffle else len(range(rank, self.total, world))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return _num_batches(self.num_samples, self.batch_size, self.drop_last)
+        self.total = len(labels)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = _generator(self.seed, self.epoch, self.split)
-        dev = self.images.device
-        order = torch.randperm(self.total, generator=g).to(dev) if self.shuffle else None
-        if self.world > 1:  # same order on every rank, then this rank's share; own augmentations
-            order = (order if order is not None else torch.arange(self.total, device=dev))
-            order = order[self.rank::self.world][: self.num_samples]
-            g = _generator(self.seed, self.epoch, self.split, 1000 + self.rank)
+        order = self._order()  # the same order on every rank, then this rank's share
+        if order is not None:
+            order = order.to(self.images.device)
+        g = _generator(self.seed, self.epoch, self.split, 1000 + self.rank)  # this rank's augmentations
         for i in range(len(self)):
             sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
             if order is None:
@@ -473,7 +485,7 @@ class _FolderSplit(torch.utils.data.Dataset):
             return self.transform(img), y
 
 
-class FolderLoader:
+class FolderLoader(_Sharded):
     """A DataLoader over an image folder; batches are moved to ``device`` by the loader."""
 
     def __init__(self, ds: _FolderSplit, batch_size: int, *, seed: int, split: str, shuffle: bool,
@@ -481,27 +493,14 @@ class FolderLoader:
         self.ds, self.batch_size, self.num_samples = ds, batch_size, len(ds)
         self.seed, self.split, self.epoch = seed, _SPLITS[split], 0
         self.shuffle, self.drop_last, self.workers, self.device = shuffle, drop_last, workers, device
-        self.total, self.rank, self.world = len(ds), 0, 1
-
-    def shard(self, rank: int, world: int) -> None:
-        """As :meth:`TensorLoader.shard`."""
-        self.rank, self.world = rank, world
-        self.num_samples = self.total // world if self.shuffle else len(range(rank, self.total, world))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return _num_batches(self.num_samples, self.batch_size, self.drop_last)
+        self.total = len(ds)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.ds.epoch_seed = _seed(self.seed, self.epoch, self.split)
         cuda = self.device.type == "cuda"
         if self.world > 1:
-            order = torch.randperm(self.total, generator=_generator(self.seed, self.epoch, self.split)) \
-                if self.shuffle else torch.arange(self.total)
             dl = torch.utils.data.DataLoader(
-                self.ds, self.batch_size, sampler=order[self.rank::self.world][: self.num_samples].tolist(),
+                self.ds, self.batch_size, sampler=self._order().tolist(),
                 num_workers=self.workers, pin_memory=cuda, drop_last=self.drop_last)
         else:
             dl = torch.utils.data.DataLoader(

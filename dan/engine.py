@@ -79,6 +79,13 @@ def build_optimizer(params, tcfg) -> torch.optim.Optimizer:
     raise UserError(f"unknown optimizer '{tcfg.optimizer}': choose adam, adamw or sgd")
 
 
+def build_scheduler(optimizer, tcfg, steps_per_epoch: int):
+    """The paper's schedule over ``tcfg.epochs``: linear warm-up, then cosine decay to ``min_lr``."""
+    total = steps_per_epoch * tcfg.epochs
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
+        total, int(tcfg.warmup_epochs * steps_per_epoch), tcfg.min_lr / tcfg.lr if tcfg.lr else 0.0))
+
+
 def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float = 0.0):
     """lr multiplier: linear from ~0 to 1 over ``warmup_steps``, then cosine down to ``min_ratio``."""
 
@@ -157,8 +164,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * t.epochs
         self.optimizer = build_optimizer(self.method.parameters(), t)
         self.method.optimizer = self.optimizer
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(
-            self.total_steps, int(t.warmup_epochs * self.steps_per_epoch), t.min_lr / t.lr if t.lr else 0.0))
+        self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch)
         if t.eval_split not in ("test", "holdout"):
             raise UserError(f"train.eval_split must be test or holdout, got {t.eval_split!r}")
         if t.eval_split == "holdout" and self.data.holdout_eval is None:

@@ -47,8 +47,8 @@ from dan.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_
 from dan.config import Config
 from dan.cost import format_count, parse_count
 from dan.data import build_data
-from dan.engine import (amp_dtype, build_optimizer, check_same_config, evaluate, prepare_run_dir,
-                        resolve_device, warmup_cosine)
+from dan.engine import (amp_dtype, build_optimizer, build_scheduler, check_same_config, evaluate,
+                        prepare_run_dir, resolve_device)
 from dan.errors import UserError
 from dan.layers import AdjointBatchNorm2d
 from dan.loss import adjoint_loss, kl_divergence, schedule
@@ -148,8 +148,7 @@ class Searcher:
             raise UserError("the training split has no batch: lower --batch-size or use more data")
         self.total_steps = self.steps_per_epoch * t.epochs
         self.w_opt = build_optimizer(self.anet.parameters(), t)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.w_opt, warmup_cosine(
-            self.total_steps, int(t.warmup_epochs * self.steps_per_epoch), t.min_lr / t.lr if t.lr else 0.0))
+        self.sched = build_scheduler(self.w_opt, t, self.steps_per_epoch)
         self.a_opt = torch.optim.Adam(self.sn.arch.parameters(), lr=s.arch_lr, betas=(0.5, 0.999),
                                       weight_decay=s.arch_weight_decay)
         self.lam = schedule(cfg.adjoint.schedule, cfg.adjoint.c)
@@ -252,7 +251,7 @@ class Searcher:
 
     # --- the loop ----------------------------------------------------------------------------
     def fit(self) -> Arch:
-        cfg, t, s, mon = self.cfg, self.cfg.train, self.cfg.search, self.monitor
+        cfg, t, mon = self.cfg, self.cfg.train, self.monitor
         while self.epoch < t.epochs:
             epoch = self.epoch
             seed_everything(derive(cfg.seed, "search-epoch", epoch))

@@ -61,3 +61,25 @@ def test_corrupt_checkpoint_and_bad_config(tmp_path):
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text("trian: {epochs: 1}\n")
     assert_user_error(run_tool("train.py", "--config", str(wrong)), "trian")
+
+
+SEARCH = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--epochs", "1", "--limit-batches",
+          "2", "--batch-size", "16", "--set", "model.args.width=8", "--quiet", "--no-tensorboard"]
+
+
+def test_search_and_retrain_errors(tmp_path):
+    p = run_tool("search.py", *SEARCH, "--out", str(tmp_path / "a"), "--budget-flops", "1K")
+    assert_user_error(p, "infeasible", "ranges from")
+    p = run_tool("search.py", *SEARCH, "--out", str(tmp_path / "b"))
+    assert_user_error(p, "exactly one budget")
+    p = run_tool("search.py", *SEARCH, "--out", str(tmp_path / "c"), "--budget-flops", "25%", "--budget-params", "1M")
+    assert_user_error(p, "--budget-params")
+    p = run_tool("search.py", *SEARCH, "--out", str(tmp_path / "d"), "--budget-flops", "lots")
+    assert_user_error(p, "lots")
+    p = run_tool("search.py", *SEARCH, "--space", "torchvision.resnet18", "--out", str(tmp_path / "e"),
+                 "--budget-flops", "25%")
+    assert_user_error(p, "registered search space")
+    bad = tmp_path / "arch.json"
+    bad.write_text('{"version": 1, "space": "resnet18_small"}')
+    assert_user_error(run_tool("retrain.py", str(bad)), "'space_args'")
+    assert_user_error(run_tool("retrain.py", str(tmp_path / "none.json")), "does not exist")

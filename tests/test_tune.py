@@ -1,6 +1,5 @@
 """Optuna tuning: a pruned study, continuing it, two workers on one storage, a killed trial."""
 
-import json
 import os
 import signal
 import subprocess

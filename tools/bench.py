@@ -90,7 +90,7 @@ def markdown(res) -> str:
         "",
         "## Training step: adjoint / standard",
         "",
-        f"| network | standard step (s) | adjoint step (s) | adjoint / standard | target | zeroed-channel small path / standard |",
+        "| network | standard step (s) | adjoint step (s) | adjoint / standard | target | zeroed-channel small path / standard |",
         "|---|---|---|---|---|---|",
     ]
     for r in res["step"]:

@@ -17,7 +17,7 @@ import sys
 # The repository root replaces this folder on the path (see tools/profile.py).
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from dan.cli import common_parser, number, resolve_config, run_tool, tensorboard_hint  # noqa: E402
+from dan.cli import common_parser, number, open_monitor, resolve_config, run_tool, tensorboard_hint  # noqa: E402
 
 
 def get_args_parser():
@@ -57,13 +57,8 @@ def main(argv):
         cfg.out = os.path.join(os.path.dirname(arch_path), f"retrain-{args.method}")
     from dan.cost import format_count
     from dan.engine import format_summary, train
-    from dan.monitor import Monitor
 
-    from dan import distributed
-
-    dist = distributed.init(cfg.device)  # a no-op unless started by torchrun
-    monitor = Monitor(cfg.run_dir, console=not args.quiet and dist.main, tensorboard=not args.no_tensorboard,
-                      enabled=dist.main)
+    monitor, dist = open_monitor(cfg, args)
     try:
         summary = train(cfg, monitor, resume=args.resume)
     finally:

@@ -17,7 +17,7 @@ import sys
 # The repository root replaces this folder on the path (see tools/profile.py).
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from dan.cli import common_parser, number, positive_int, resolve_config, run_tool, tensorboard_hint  # noqa: E402
+from dan.cli import common_parser, number, open_monitor, resolve_config, run_tool, tensorboard_hint  # noqa: E402
 
 
 def get_args_parser():
@@ -47,14 +47,9 @@ def main(argv):
     args = get_args_parser().parse_args(argv)
     cfg = resolve_config(args, EXTRA)
     from dan.cost import format_count
-    from dan.monitor import Monitor
     from dan.search import search
 
-    from dan import distributed
-
-    dist = distributed.init(cfg.device)  # a no-op unless started by torchrun
-    monitor = Monitor(cfg.run_dir, console=not args.quiet and dist.main, tensorboard=not args.no_tensorboard,
-                      enabled=dist.main)
+    monitor, dist = open_monitor(cfg, args)
     try:
         arch = search(cfg, monitor, resume=args.resume)
     finally:
