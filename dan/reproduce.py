@@ -72,6 +72,7 @@ def plan(suite: str, out: str, seeds: int | None = None, extra: list | None = No
         raise UserError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)}")
     spec = SUITES[suite]
     config = os.path.join(ROOT, spec["config"])
+    out = os.path.abspath(out)  # runs start in the repository root, teachers are found by path
     n = seeds or spec["seeds"]
     extra = list(extra or [])
     budget = alpha4_flops(config)

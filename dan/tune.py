@@ -90,7 +90,10 @@ def spec_from_dict(d: dict, where: str = "tuning file") -> TuneSpec:
             raise UserError(f"{where}: params.{key} needs choices")
         if r["type"] != "categorical" and ("low" not in r or "high" not in r or r["low"] > r["high"]):
             raise UserError(f"{where}: params.{key} needs low <= high")
-        probe.set(key, r["choices"][0] if r["type"] == "categorical" else r["low"])  # the key must exist
+        try:  # the key must be a config key that takes such values
+            probe.set(key, r["choices"][0] if r["type"] == "categorical" else r["low"])
+        except UserError as e:
+            raise UserError(f"{where}: params.{key}: {e}") from e
     spec = TuneSpec(**d)
     if not set(spec.objectives) <= {"accuracy", "flops"} or "accuracy" not in spec.objectives:
         raise UserError(f"{where}: objectives must be [accuracy] or [accuracy, flops]")

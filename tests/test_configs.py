@@ -11,7 +11,9 @@ from dan.data import dataset_info
 from dan.models import build_model
 from tests.helpers import ROOT
 
-CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
+CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.yaml"))
+                 if not os.path.basename(p).startswith("tune_"))
+TUNE_SPECS = sorted(glob.glob(os.path.join(ROOT, "configs", "tune_*.yaml")))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
@@ -28,3 +30,11 @@ def test_config_loads_and_model_converts(path):
     anet = dan.to_adjoint(model, alpha=a.alpha, beta=a.beta, unmasked=tuple(a.unmasked),
                           input_shape=(1, info.in_channels, info.image_size, info.image_size))
     assert anet.searchable_groups()
+
+
+@pytest.mark.parametrize("path", TUNE_SPECS, ids=[os.path.basename(p) for p in TUNE_SPECS])
+def test_tuning_files_load(path):
+    from dan.tune import load_spec
+
+    spec = load_spec(path)
+    assert spec.params and spec.search_epochs >= 1

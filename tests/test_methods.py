@@ -140,3 +140,17 @@ def test_each_method_trains_and_saves_its_network(tmp_path, method):
 
 def test_every_method_is_registered():
     assert set(list_methods()) >= {"standard", "adjoint", "dropout", "kd", "expandnet", "lowrank", "ksanc"}
+
+
+def test_reproduce_dry_run_lists_the_suite(tmp_path):
+    from tests.helpers import run_tool
+
+    p = run_tool("reproduce.py", "--suite", "fashion-mnist", "--dry-run", "--out", str(tmp_path / "suite"))
+    assert p.returncode == 0, p.stderr
+    lines = [l for l in p.stdout.splitlines() if l.startswith("[todo]")]
+    assert len(lines) == 36  # 12 runs x 3 seeds
+    for key in ("standard", "dropout", "adjoint a=2", "adjoint a=4", "adjoint a=8", "adjoint a=4 b=0.5", "kd",
+                "dan search", "dan (a=4 FLOPs)", "expandnet", "lowrank", "ksanc"):
+        assert any(f"] {key}" in l for l in lines), key
+    assert "--budget-flops" in p.stdout and "methods.kd.teacher=" in p.stdout
+    assert not os.path.exists(tmp_path / "suite")  # a dry run starts nothing

@@ -50,10 +50,11 @@ def test_study_with_pruner_then_continue(tmp_path):
 
 
 def _worker(out, study, trials, extra=()):
+    spec = os.path.join(os.path.dirname(out), "spec.yaml")
     args = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--batch-size", "32",
             "--limit-batches", "2", "--set", "model.args.width=8", "--set", "data.synthetic_size=256",
             "--set", "train.latency_batches=[]", "--budget-flops", "40%", "--out", out,
-            "--study", study, "--trials", str(trials), "--tune", os.path.join(out, "..", "spec.yaml"), *extra]
+            "--study", study, "--trials", str(trials), "--tune", spec, *extra]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     return subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "tune.py"), *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -111,3 +112,19 @@ def test_bad_tuning_files(tmp_path):
         spec_from_dict({**SPEC, "trails": 3})
     p = run_tool("tune.py", "--study", "x", "--trials", "2", "--tune", str(tmp_path / "none.yaml"))
     assert_user_error(p, "does not exist")
+
+
+def test_multi_objective_writes_the_pareto_front(tmp_path):
+    out = str(tmp_path / "pareto")
+    spec = {**SPEC, "objectives": ["accuracy", "flops"], "sampler": "nsga2", "pruner": "none",
+            "params": {"search.budget_flops": {"type": "categorical", "choices": ["20%", "60%"]},
+                       "adjoint.c": {"type": "float", "low": 0.5, "high": 2.0}}}
+    cfg = base(out)
+    cfg.search.budget_flops = None
+    result = tune(cfg, spec_from_dict(spec), "p", 2)
+    assert result["pareto"]
+    for point in result["pareto"]:
+        arch = dan.load_arch(point["arch"])
+        assert arch.small["flops"] == point["flops"]
+    _, study = states(out, "p")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
