@@ -214,3 +214,54 @@ def search_step_ratio(space: str = "resnet18_small", *, width: int = 64, batch: 
                       "search_over_standard": start["search"] / start["standard"]},
             "end": {"standard_s": end["standard"], "search_s": end["search"],
                     "search_over_standard": end["search"] / end["standard"]}}
+
+
+def gpu_step_times(space: str = "resnet50_small", *, width: int = 64, batch: int = 128, image: int = 32,
+                   rounds: int = 10) -> dict:
+    """On CUDA only: one standard and one adjoint training step in fp32, with bf16/fp16 autocast
+    (+ gradient scaler for fp16), channels-last, and torch.compile; ratios to fp32 standard."""
+    import torch
+
+    from dan.engine import amp_dtype
+
+    if not torch.cuda.is_available():
+        return {}
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    base = search_spaces.create(space, num_classes=10, width=width)
+    x = torch.randn(batch, 3, image, image, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    variants = {"fp32": ("off", False, False), "amp": ("auto", False, False), "amp+cl": ("auto", True, False),
+                "amp+cl+compile": ("auto", True, True)}
+    fns = {}
+    for kind in ("standard", "adjoint"):
+        for label, (amp, cl, comp) in variants.items():
+            model = _copy(base) if kind == "standard" else to_adjoint(base, alpha=4, input_shape=(1, 3, image, image))
+            model = model.to(dev)
+            fmt = torch.channels_last if cl else torch.contiguous_format
+            model = model.to(memory_format=fmt)
+            xin = x.contiguous(memory_format=fmt)
+            fwd = torch.compile(model) if comp else model
+            opt = torch.optim.Adam(model.parameters())
+            dtype = amp_dtype(amp, dev)
+            scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+
+            def step(fwd=fwd, opt=opt, xin=xin, dtype=dtype, scaler=scaler, kind=kind):
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+                    out = fwd(xin)
+                    loss = adjoint_loss(out[0], out[1], y, 1.0) if kind == "adjoint" else F.cross_entropy(out, y)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
+                torch.cuda.synchronize()
+
+            fns[f"{kind}/{label}"] = step
+    med = interleaved_medians(fns, rounds, warmup=3)
+    ref = med["standard/fp32"]
+    return {"space": space, "device": torch.cuda.get_device_name(), "batch": batch,
+            "seconds": med, "over_standard_fp32": {k: v / ref for k, v in med.items()}}

@@ -64,6 +64,9 @@ def main(argv):
         res["memory"].append(mem)
     print("[bench] search step resnet18_small", file=sys.stderr)
     res["search"] = [bench.search_step_ratio("resnet18_small", rounds=rounds)]
+    if torch.cuda.is_available():  # the GPU speed paths (mixed precision, channels-last, compile)
+        print("[bench] GPU step times", file=sys.stderr)
+        res["gpu"] = bench.gpu_step_times()
     text = json.dumps(res, indent=2)
     if args.json:
         with open(args.json, "w") as f:
@@ -129,6 +132,15 @@ def markdown(res) -> str:
             v = r[phase]
             lines.append(f"| {r['space']} | {phase} | {v['standard_s']:.3f} | {v['search_s']:.3f} | "
                          f"{v['search_over_standard']:.2f} | <= {TARGET_SEARCH} ({ok(v['search_over_standard'] <= TARGET_SEARCH)}) |")
+    if res.get("gpu"):
+        g = res["gpu"]
+        lines += ["", f"## GPU training steps ({g['device']}, {g['space']}, batch {g['batch']})", "",
+                  "| step | seconds | / standard fp32 |", "|---|---|---|"]
+        for k, v in g["seconds"].items():
+            lines.append(f"| {k} | {v:.4f} | {g['over_standard_fp32'][k]:.2f} |")
+    else:
+        lines += ["", "No GPU on this machine: the CUDA speed paths (mixed precision, channels-last, "
+                  "torch.compile) are reported by the same command where one is present."]
     return "\n".join(lines) + "\n"
 
 
