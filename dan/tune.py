@@ -28,9 +28,11 @@ hyperparameters, resuming from the dead trial's checkpoints — the same scheme 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import random
 import shutil
 import socket
 import threading
@@ -115,11 +117,45 @@ def make_storage(url: str | None, run_dir: str, spec: TuneSpec):
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
         return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
-    try:
-        return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
-    except Exception as e:  # SQLAlchemy raises many kinds for bad URLs / unreachable servers
-        raise UserError(f"cannot open the study storage {url} ({str(e).splitlines()[0][:150]}): "
-                        f"check --storage") from e
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    for attempt in range(_SCHEMA_RETRIES):
+        try:
+            with _sqlite_schema_lock(url):
+                return RDBStorage(url, engine_kwargs=kwargs)
+        except Exception as e:  # SQLAlchemy raises many kinds for bad URLs / unreachable servers
+            # Workers started together on an empty database race to create Optuna's tables; the
+            # loser sees "table ... already exists". The winner's schema is usable, so try again.
+            if _schema_race(e) and attempt + 1 < _SCHEMA_RETRIES:
+                time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+                continue
+            raise UserError(f"cannot open the study storage {url} ({str(e).splitlines()[0][:150]}): "
+                            f"check --storage") from e
+
+
+_SCHEMA_RETRIES = 8
+
+
+def _schema_race(e: Exception) -> bool:
+    text = str(e).lower()
+    return any(k in text for k in ("already exists", "duplicate", "unique constraint", "database is locked"))
+
+
+@contextlib.contextmanager
+def _sqlite_schema_lock(url: str):
+    """Serialize schema creation of a local SQLite file between workers on this machine (a lock
+    file beside it). Servers (PostgreSQL, MySQL) rely on the retry in :func:`make_storage`."""
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+    if not path or path == ":memory:" or not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        yield
+        return
+    import fcntl
+
+    with open(path + ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _sampler(spec: TuneSpec):
@@ -314,12 +350,18 @@ def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url
     multi = len(spec.objectives) > 1
     directions = ["maximize", "minimize"] if multi else ["maximize"]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
-                                    directions=directions, sampler=_sampler(spec),
-                                    pruner=_pruner(spec, spec.search_epochs + spec.retrain_epochs))
-    except ValueError as e:
-        raise UserError(f"study {study_name}: {e}") from e
+    for attempt in range(_SCHEMA_RETRIES):
+        try:
+            study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
+                                        directions=directions, sampler=_sampler(spec),
+                                        pruner=_pruner(spec, spec.search_epochs + spec.retrain_epochs))
+            break
+        except ValueError as e:
+            raise UserError(f"study {study_name}: {e}") from e
+        except Exception as e:  # two workers creating the same study at once: the loser loads it
+            if not _schema_race(e) or attempt + 1 == _SCHEMA_RETRIES:
+                raise
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
     if study.user_attrs.get("spec") not in (None, _spec_key(spec)):
         raise UserError(f"study {study_name} in this storage was created with other settings: "
                         f"use another --study name or the same tuning file")

@@ -128,3 +128,43 @@ def test_multi_objective_writes_the_pareto_front(tmp_path):
         assert arch.small["flops"] == point["flops"]
     _, study = states(out, "p")
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+
+
+def test_journal_storage_continues_a_study(tmp_path):
+    out = str(tmp_path / "j")
+    url = f"journal:{tmp_path / 'study.log'}"
+    tune(base(out), spec_from_dict({**SPEC, "pruner": "none", "retrain_epochs": 1, "search_epochs": 1}), "j", 1, url)
+    tune(base(out), spec_from_dict({**SPEC, "pruner": "none", "retrain_epochs": 1, "search_epochs": 1}), "j", 2, url)
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="j", storage=JournalStorage(JournalFileBackend(str(tmp_path / "study.log"))))
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+
+
+def _open_storage(path, barrier, results):
+    from dan.tune import make_storage
+
+    barrier.wait()
+    try:
+        make_storage(None, path, spec_from_dict(SPEC))
+        results.put("ok")
+    except BaseException as e:  # reported to the parent, which fails the test with it
+        results.put(repr(e))
+
+
+def test_workers_creating_one_sqlite_storage_at_once_all_open_it(tmp_path):
+    # CI once failed with "table study_directions already exists": two workers started together
+    # raced to create Optuna's schema. Start several at the same instant, several times.
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    for round_ in range(3):
+        path = str(tmp_path / f"r{round_}")
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_open_storage, args=(path, barrier, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [results.get(timeout=5) for _ in procs] == ["ok"] * 4
