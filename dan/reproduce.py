@@ -15,6 +15,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 
 from dan.errors import UserError
@@ -90,6 +91,9 @@ def plan(suite: str, out: str, seeds: int | None = None, extra: list | None = No
         o = d("adjoint-a4-b0.5")
         runs.append(Run("adjoint a=4 b=0.5", seed, "train.py",
                         base + ["--method", "adjoint", "--alpha", "4", "--beta", "0.5", "--out", o], o))
+        o = d("small-alone")
+        runs.append(Run("small alone (a=4 net)", seed, "train.py",
+                        base + ["--method", "standard", "--set", "methods.standard.network=small", "--out", o], o))
         o = d("kd")
         runs.append(Run("kd (a=4 student)", seed, "train.py",
                         base + ["--method", "kd", "--set", f"methods.kd.teacher={std}", "--out", o], o, after=[std]))
@@ -123,11 +127,43 @@ def run(runs: list[Run], log=print) -> None:
             cmd.append("--resume")
         log(f"[run] {' '.join(cmd)}")
         os.makedirs(os.path.dirname(os.path.abspath(r.out)) or ".", exist_ok=True)
+        t0 = time.time()
         with open(r.out.rstrip("/") + ".log", "a") as f:
             p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+        _add_seconds(r, time.time() - t0)
         if p.returncode != 0:
             raise UserError(f"run failed (exit {p.returncode}): see {r.out}.log; fix it and run again "
                             f"(finished runs are kept)")
+
+
+def _add_seconds(run: Run, seconds: float) -> None:
+    """Add one invocation's wall time to the run's ``suite_time.json`` (all invocations summed)."""
+    path = os.path.join(run.out, "suite_time.json")
+    if not os.path.isdir(run.out):
+        return
+    total = run_seconds(run) if os.path.isfile(path) else 0.0
+    with open(path, "w") as f:
+        json.dump({"seconds": total + seconds}, f)
+
+
+def run_seconds(run: Run) -> float | None:
+    """Wall time of a finished run: what :func:`run` recorded, else (runs started before it
+    recorded times) from the first TensorBoard event file's creation to the run's last file."""
+    path = os.path.join(run.out, "suite_time.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return float(json.load(f)["seconds"])
+    marker = os.path.join(run.out, "arch.json" if run.kind == "search" else "summary.json")
+    if not os.path.isfile(marker):
+        return None
+    starts = []
+    for name in os.listdir(run.out):
+        if name.startswith("events.out.tfevents."):
+            try:
+                starts.append(float(name.split(".")[3]))
+            except (IndexError, ValueError):
+                pass
+    return os.path.getmtime(marker) - min(starts) if starts else None
 
 
 # ------------------------------------------------------------------------------------ results
@@ -171,7 +207,7 @@ def collect(runs: list[Run]) -> dict:
         if deployed not in nets:
             deployed = next(iter(nets))
         row = table.setdefault(r.key, {"top1": [], "flops": [], "params": [], "nonzero": [], "lat1": [],
-                                       "lat64": [], "big_top1": [], "runs": []})
+                                       "lat64": [], "big_top1": [], "big_ce": [], "seconds": [], "runs": []})
         d = nets[deployed]
         row["top1"].append(d["top1"])
         row["flops"].append(d["flops"])
@@ -179,34 +215,151 @@ def collect(runs: list[Run]) -> dict:
         row["nonzero"].append(d["nonzero_params"])
         row["lat1"].append(d["latency_ms"].get("1"))
         row["lat64"].append(d["latency_ms"].get("64"))
-        if "big" in nets and deployed != "big" and method in ("adjoint",):
+        if "big" in nets and method in ("adjoint", "standard", "dropout"):  # big networks trained here
             row["big_top1"].append(nets["big"]["top1"])
+            row["big_ce"].append(nets["big"].get("ce"))
+        row["seconds"].append(run_seconds(r))
         row["runs"].append(r.out)
     return table
 
 
-def write_results(runs: list[Run], md_path: str, fig_dir: str, header: str) -> str:
-    """Write the results page and the curves; returns the Markdown text."""
+def suite_settings(suite: str, seeds: int | None = None) -> str:
+    """One paragraph that says what the suite's runs are: network, data, epochs, batch, seeds."""
+    from dan.config import Config
+
+    spec = SUITES[suite]
+    cfg = Config.from_file(os.path.join(ROOT, spec["config"]))
+    args = ", ".join(f"{k}={v}" for k, v in (cfg.model.args or {}).items())
+    return (f"Settings (`{spec['config']}`): base network `{cfg.model.space}`({args}), dataset "
+            f"`{cfg.data.dataset}` (full training split, evaluation on the test split), "
+            f"{cfg.train.epochs} epochs per run, batch {cfg.data.batch_size}, {cfg.train.optimizer} "
+            f"lr {cfg.train.lr} with cosine decay, {seeds or spec['seeds']} seeds (0, 1, 2, …) per method; "
+            f"DAN searches for {cfg.train.epochs} epochs ({cfg.search.warmup_epochs:g} weight-only) at the FLOPs of the α = 4 "
+            f"small network ({alpha4_flops(os.path.join(ROOT, spec['config'])):,} FLOPs), then retrains "
+            f"for {cfg.train.epochs}.")
+
+
+# The papers' claims the suite can test: (claim, source, A, field of A, B, field of B, margin).
+# A claim is "A − B > −margin" in the field's better direction (top-1 higher, cross-entropy lower):
+# margin 0 means "A beats B", margin 0.01 means "A is within one point of B".
+CLAIMS = [
+    ("The adjoint-trained small network beats the same network trained alone", "AN §1, §5.1",
+     "adjoint a=4", "top1", "small alone (a=4 net)", "top1", 0.0),
+    ("The adjoint-trained small network beats teacher–student distillation into it", "AN Table 1",
+     "adjoint a=4", "top1", "kd (a=4 student)", "top1", 0.0),
+    ("The adjoint small network (α = 4) loses less than one point against the standard big network",
+     "AN abstract (\"without any significant drop\")", "adjoint a=4", "top1", "standard", "top1", 0.01),
+    ("The big network trained adjointly (α = 4) beats standard training", "AN §5.2, Table 2",
+     "adjoint a=4", "big_top1", "standard", "big_top1", 0.0),
+    ("The big network trained adjointly (α = 8) beats standard training", "AN §5.2, Table 2",
+     "adjoint a=8", "big_top1", "standard", "big_top1", 0.0),
+    ("Adjoint training ends with a lower validation cross-entropy of the big network than standard",
+     "AN §5.2, Fig. 3", "adjoint a=4", "big_ce", "standard", "big_ce", 0.0),
+    ("The big network trained adjointly beats standard training with dropout", "AN §5.3, Table 3",
+     "adjoint a=4", "big_top1", "dropout", "big_top1", 0.0),
+    ("DAN's searched widths beat AN's uniform α = 4 widths at the same FLOPs", "DAN abstract",
+     "dan (a=4 FLOPs)", "top1", "adjoint a=4", "top1", 0.0),
+    ("ExpandNet training beats training the compact network alone", "ExpandNets",
+     "expandnet (a=4 net)", "top1", "small alone (a=4 net)", "top1", 0.0),
+    ("The adjoint small network beats the KSANC student (same network)", "AN vs KSANC",
+     "adjoint a=4", "top1", "ksanc (a=4 student)", "top1", 0.0),
+    ("Compression-aware (low-rank) training loses less than one point against standard", "Alvarez & Salzmann",
+     "lowrank", "top1", "standard", "top1", 0.01),
+]
+
+NOTES_MARK = "<!-- notes: everything below this line is written by hand and kept when the page is regenerated -->"
+
+
+def verdict(a: list, b: list, higher: bool, margin: float) -> tuple[float, float, str]:
+    """Difference of means (in the better direction, plus the margin), its standard error over
+    seeds, and the verdict: supported when the difference exceeds two standard errors, not
+    supported when it is below minus two, else within seed noise."""
+    a = [x for x in a if x is not None]
+    b = [x for x in b if x is not None]
+    if not a or not b:
+        return math.nan, math.nan, "not run"
+    d = (statistics.mean(a) - statistics.mean(b)) * (1 if higher else -1) + margin
+    if len(a) < 2 or len(b) < 2:
+        return d, math.nan, ("supported (one seed)" if d > 0 else "not supported (one seed)")
+    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    if d > 2 * se:
+        return d, se, "**supported**"
+    if d < -2 * se:
+        return d, se, "**not supported**"
+    return d, se, "within seed noise"
+
+
+def claims_table(table: dict) -> list[str]:
+    lines = ["| claim | source | A | B | A − B | verdict |", "|---|---|---|---|---|---|"]
+    for text, source, ka, fa, kb, fb, margin in CLAIMS:
+        ra, rb = table.get(ka, {}), table.get(kb, {})
+        a, b = ra.get(fa, []), rb.get(fb, [])
+        higher = fa != "big_ce"
+        d, se, v = verdict(a, b, higher, margin)
+        fmt = _ms if higher else (lambda xs: _mean_std(xs, 1, 4))
+        if math.isnan(d):
+            diff = "-"
+        elif higher:  # points of top-1
+            diff = f"{100 * (d - margin):+.2f}" + ("" if math.isnan(se) else f" (se {100 * se:.2f})")
+        else:  # cross-entropy, A − B as it is (negative is better)
+            diff = f"{margin - d:+.4f}" + ("" if math.isnan(se) else f" (se {se:.4f})")
+        lines.append(f"| {text} | {source} | {ka}: {fmt(a)} | {kb}: {fmt(b)} | {diff} | {v} |")
+    return lines
+
+
+def _mean_std(values, scale: float, digits: int) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{scale * values[0]:.{digits}f}"
+    return f"{scale * statistics.mean(values):.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
+
+
+def write_results(runs: list[Run], md_path: str, fig_dir: str, header: str, settings: str = "") -> str:
+    """Write the results page and the curves; returns the Markdown text. Hand-written text below
+    :data:`NOTES_MARK` in an existing page is kept."""
     from dan.cost import format_count
 
     table = collect(runs)
     os.makedirs(fig_dir, exist_ok=True)
-    lines = [header, "", "## Deployable networks", "",
-             "| method | top-1 (%) | FLOPs | params | nonzero params | CPU ms, batch 1 | CPU ms, batch 64 | seeds |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [header, ""]
+    if settings:
+        lines += [settings, ""]
+    seconds = [t for row in table.values() for t in row["seconds"] if t is not None]
+    searches = [run_seconds(r) for r in runs if r.kind == "search" and r.done]
+    seconds += [t for t in searches if t is not None]
+    if seconds:
+        n_done = sum(r.done for r in runs)
+        lines += [f"Wall time of the {n_done} finished runs (of {len(runs)}), summed: "
+                  f"**{sum(seconds) / 3600:.2f} h** on this machine (each run's time as the suite "
+                  f"recorded it, or from its first TensorBoard event to its summary).", ""]
+    lines += ["## Deployable networks", "",
+              "| method | top-1 (%) | FLOPs | params | nonzero params | CPU ms, batch 1 | CPU ms, batch 64 | min/run | seeds |",
+              "|---|---|---|---|---|---|---|---|---|"]
     med = lambda xs: statistics.median([x for x in xs if x is not None]) if any(x is not None for x in xs) else math.nan
     for key, row in table.items():
         lines.append(f"| {key} | {_ms(row['top1'])} | {format_count(med(row['flops']))} | "
                      f"{format_count(med(row['params']))} | {format_count(med(row['nonzero']))} | "
-                     f"{med(row['lat1']):.2f} | {med(row['lat64']):.2f} | {len(row['top1'])} |")
-    lines += ["", "## Big networks (regularization)", "",
-              "| network | top-1 (%) | seeds |", "|---|---|---|"]
-    for key in ("standard", "dropout"):
-        if key in table:
-            lines.append(f"| {key} | {_ms(table[key]['top1'])} | {len(table[key]['top1'])} |")
+                     f"{med(row['lat1']):.2f} | {med(row['lat64']):.2f} | {med(row['seconds']) / 60:.1f} | "
+                     f"{len(row['top1'])} |")
+    lines += ["", "Top-1: mean ± standard deviation over seeds on the 10k test images; FLOPs and params by "
+              "`dan.count`; latency: median over seeds of the measured CPU time of the saved network.",
+              "", "## Big networks (regularization)", "",
+              "| network | top-1 (%) | final validation CE | seeds |", "|---|---|---|---|"]
     for key, row in table.items():
         if row["big_top1"]:
-            lines.append(f"| big network of {key} | {_ms(row['big_top1'])} | {len(row['big_top1'])} |")
+            name = key if key in ("standard", "dropout") else f"big network of {key}"
+            lines.append(f"| {name} | {_ms(row['big_top1'])} | {_mean_std(row['big_ce'], 1, 4)} | "
+                         f"{len(row['big_top1'])} |")
+    lines += ["", "## The papers' claims against these numbers", "",
+              "Verdict rule: the difference of the means (A − B, in points of top-1, or in "
+              "cross-entropy where lower is better) against two standard errors over seeds "
+              "(`sqrt(var_A/n_A + var_B/n_B)`): above is **supported**, below minus two is "
+              "**not supported**, between is within seed noise. \"Within one point\" claims add one "
+              "point to the difference before the test. Computed by `dan/reproduce.py` from the "
+              "table above, so it stays true when the suite is re-run.", ""]
+    lines += claims_table(table)
     figs = plot_curves(runs, fig_dir)
     rel = os.path.relpath(fig_dir, os.path.dirname(os.path.abspath(md_path)))
     if figs:
@@ -214,7 +367,13 @@ def write_results(runs: list[Run], md_path: str, fig_dir: str, header: str) -> s
         for name, title in figs:
             lines.append(f"![{title}]({rel}/{name})")
             lines.append("")
-    text = "\n".join(lines) + "\n"
+    notes = ""
+    if os.path.isfile(md_path):
+        with open(md_path) as f:
+            old = f.read()
+        if NOTES_MARK in old:
+            notes = old[old.index(NOTES_MARK) + len(NOTES_MARK):]
+    text = "\n".join(lines).rstrip() + "\n\n" + NOTES_MARK + (notes if notes else "\n")
     with open(md_path, "w") as f:
         f.write(text)
     return text

@@ -112,22 +112,26 @@ def test_dropout_inserts_classifier_and_channel_dropout():
     assert torch.equal(net(x), net(x))
 
 
-@pytest.mark.parametrize("method", ["standard", "dropout", "kd", "expandnet", "lowrank", "ksanc"])
+@pytest.mark.parametrize("method", ["standard", "standard-small", "dropout", "kd", "expandnet", "lowrank", "ksanc"])
 def test_each_method_trains_and_saves_its_network(tmp_path, method):
     out = str(tmp_path / method)
-    cfg = tiny_config(out, **{"train.method": method, "train.epochs": 1, "train.limit_batches": 3,
+    # standard-small: the AN small network trained alone (methods.standard.network = small)
+    cfg = tiny_config(out, **{"train.method": method.split("-")[0], "train.epochs": 1, "train.limit_batches": 3,
                               "train.latency_batches": [1]})
     cfg.methods = {"dropout": {"rate": 0.3, "channel_rate": 0.1}, "kd": {"teacher_epochs": 1},
                    "expandnet": {"ratio": 2}, "lowrank": {"tau": 0.05, "prox_every": 1, "energy": 0.9},
-                   "ksanc": {"teacher_epochs": 1, "ce": 0.5}}
+                   "ksanc": {"teacher_epochs": 1, "ce": 0.5},
+                   "standard": {"network": "small" if method == "standard-small" else "big"}}
     summary = train(cfg, Monitor(out, tensorboard=False))
     meta = json.load(open(os.path.join(out, "small.json")))
     deployed = summary.rows[{"standard": "big", "dropout": "big", "lowrank": "lowrank"}.get(method, "small")]
+    if method == "standard-small":
+        assert set(summary.rows) == {"small"}
     assert deployed["top1"] is not None and deployed["flops"] > 0
     assert meta["params"] == deployed["params"]
     scripted = torch.jit.load(os.path.join(out, "small.pt"))
     assert scripted(torch.randn(2, 3, 16, 16)).shape == (2, 4)
-    if method in ("kd", "expandnet", "ksanc"):  # the student is AN's small network at alpha = 4
+    if method in ("kd", "expandnet", "ksanc", "standard-small"):  # AN's small network at alpha = 4
         anet = dan.to_adjoint(build_model(cfg.model, dataset_info(cfg.data)), alpha=4,
                               input_shape=(1, 3, 16, 16))
         assert deployed["flops"] == dan.count(dan.extract_small(anet), (1, 3, 16, 16)).flops
@@ -148,9 +152,43 @@ def test_reproduce_dry_run_lists_the_suite(tmp_path):
     p = run_tool("reproduce.py", "--suite", "fashion-mnist", "--dry-run", "--out", str(tmp_path / "suite"))
     assert p.returncode == 0, p.stderr
     lines = [l for l in p.stdout.splitlines() if l.startswith("[todo]")]
-    assert len(lines) == 36  # 12 runs x 3 seeds
-    for key in ("standard", "dropout", "adjoint a=2", "adjoint a=4", "adjoint a=8", "adjoint a=4 b=0.5", "kd",
+    assert len(lines) == 39  # 13 runs x 3 seeds
+    for key in ("standard", "dropout", "adjoint a=2", "adjoint a=4", "adjoint a=8", "adjoint a=4 b=0.5",
+                "small alone", "kd",
                 "dan search", "dan (a=4 FLOPs)", "expandnet", "lowrank", "ksanc"):
         assert any(f"] {key}" in l for l in lines), key
     assert "--budget-flops" in p.stdout and "methods.kd.teacher=" in p.stdout
     assert not os.path.exists(tmp_path / "suite")  # a dry run starts nothing
+
+
+def test_standard_rejects_an_unknown_network(tmp_path):
+    from dan.errors import UserError
+
+    cfg = tiny_config(str(tmp_path / "x"), **{"train.method": "standard"})
+    cfg.methods = {"standard": {"network": "tiny"}}
+    with pytest.raises(UserError, match="methods.standard.network"):
+        train(cfg, Monitor(str(tmp_path / "x"), tensorboard=False))
+
+
+def test_claim_verdicts_follow_the_seed_noise():
+    from dan.reproduce import verdict
+
+    assert verdict([0.90, 0.91, 0.92], [0.80, 0.81, 0.82], True, 0.0)[2] == "**supported**"
+    assert verdict([0.80, 0.81, 0.82], [0.90, 0.91, 0.92], True, 0.0)[2] == "**not supported**"
+    assert verdict([0.90, 0.92, 0.88], [0.905, 0.89, 0.91], True, 0.0)[2] == "within seed noise"
+    assert verdict([0.895, 0.896, 0.897], [0.90, 0.901, 0.902], True, 0.01)[2] == "**supported**"  # within a point
+    assert verdict([0.30, 0.31, 0.29], [0.40, 0.41, 0.39], False, 0.0)[2] == "**supported**"  # lower CE
+    assert verdict([0.9], [], True, 0.0)[2] == "not run"
+
+
+def test_results_page_keeps_hand_written_notes(tmp_path):
+    from dan.reproduce import NOTES_MARK, plan, write_results
+
+    runs = plan("fashion-mnist", str(tmp_path / "suite"), seeds=1)
+    md = tmp_path / "results.md"
+    write_results(runs, str(md), str(tmp_path / "fig"), "# R")
+    assert NOTES_MARK in md.read_text() and "not run" in md.read_text()
+    md.write_text(md.read_text() + "\nWhat we chose and why.\n")
+    write_results(runs, str(md), str(tmp_path / "fig"), "# R again")
+    text = md.read_text()
+    assert text.startswith("# R again") and text.count(NOTES_MARK) == 1 and "What we chose and why." in text

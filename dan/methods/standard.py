@@ -1,12 +1,26 @@
-"""``standard``: the base network trained alone with cross-entropy (the paper's baseline)."""
+"""``standard``: a network trained alone with cross-entropy (the papers' baselines).
+
+Which network: the base network (default); with ``model.arch`` the small network DAN found; with
+``methods.standard.network: small`` the small network AN extracts at ``adjoint.alpha`` — the
+"same small network trained alone" that the AN paper compares its adjoint-trained one against.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from dan.errors import UserError
 from dan.methods import register_method
 from dan.methods.base import Method
+from dan.methods.common import method_config, student_network
+
+
+@dataclass
+class StandardConfig:
+    network: str = "big"  # big | small (the AN small network at adjoint.alpha, freshly initialised)
 
 
 @register_method("standard")
@@ -15,9 +29,12 @@ class Standard(Method):
     deployed = "big"
 
     def build(self):
-        if self.cfg.model.arch:  # the small network DAN found, trained alone
+        network = method_config(self.cfg, "standard", StandardConfig).network
+        if network not in ("big", "small"):
+            raise UserError(f"methods.standard.network must be big or small, got {network!r}")
+        if self.cfg.model.arch or network == "small":  # a small network trained alone
             self.outputs, self.deployed = ("small",), "small"
-        self.model = self.base_network().to(self.device)
+        self.model = (student_network(self) if network == "small" else self.base_network()).to(self.device)
         return self.model
 
     def train_step(self, x, y, progress):
