@@ -184,12 +184,8 @@ def _curve(run: Run, key: str) -> list:
 
 
 def _ms(values) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{100 * values[0]:.2f}"
-    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+    """Top-1 over seeds in percent: mean ± std (one value alone when one seed)."""
+    return _mean_std(values, 100, 2)
 
 
 def collect(runs: list[Run]) -> dict:
