@@ -181,6 +181,21 @@ def test_claim_verdicts_follow_the_seed_noise():
     assert verdict([0.9], [], True, 0.0)[2] == "not run"
 
 
+def test_a_compression_claim_is_not_tested_when_nothing_was_compressed():
+    from dan.reproduce import claims_table
+
+    def row(top1, params):
+        return {"top1": top1, "params": [params] * len(top1)}
+
+    std = row([0.900, 0.902, 0.904], 176_000)
+    uncompressed = {"standard": std, "lowrank": row([0.905, 0.906, 0.907], 176_000)}
+    line = [x for x in claims_table(uncompressed) if x.startswith("| Compression-aware")][0]
+    assert "not tested: lowrank was not compressed (176,000 vs 176,000 params)" in line
+    compressed = {"standard": std, "lowrank": row([0.898, 0.899, 0.900], 90_000)}
+    line = [x for x in claims_table(compressed) if x.startswith("| Compression-aware")][0]
+    assert line.endswith("| **supported** |")
+
+
 def test_results_page_keeps_hand_written_notes(tmp_path):
     from dan.reproduce import NOTES_MARK, plan, write_results
 
