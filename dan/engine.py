@@ -318,6 +318,7 @@ class Trainer:
             summary.rows[name] = row
         summary.extra["best_top1"] = self.best
         summary.extra["epochs"] = self.epoch
+        summary.extra.update(self.method.summary_extra())
         atomic_write(lambda p: _dump_json(summary.to_dict(), p), os.path.join(self.run_dir, "summary.json"))
         self.monitor.flush()
         distributed.barrier()

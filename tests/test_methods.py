@@ -140,6 +140,19 @@ def test_each_method_trains_and_saves_its_network(tmp_path, method):
         assert summary.rows["big"]["top1"] is not None
     if method == "lowrank":
         assert summary.rows["lowrank"]["params"] < summary.rows["big"]["params"]
+        ranks = json.load(open(os.path.join(out, "summary.json")))["lowrank_ranks"]
+        assert ranks and all(1 <= r <= full for r, full in ranks.values())
+        assert any(r < full for r, full in ranks.values())
+
+
+def test_lowrank_says_when_nothing_was_compressed(tmp_path, capsys):
+    out = str(tmp_path / "lr")
+    cfg = tiny_config(out, **{"train.method": "lowrank", "train.epochs": 1, "train.limit_batches": 2,
+                              "train.latency_batches": [1]})
+    cfg.methods = {"lowrank": {"tau": 0.0, "energy": 1.0}}
+    summary = train(cfg, Monitor(out, tensorboard=False))
+    assert summary.rows["lowrank"]["params"] == summary.rows["big"]["params"]
+    assert "lowrank: no conv became smaller" in capsys.readouterr().err
 
 
 def test_every_method_is_registered():

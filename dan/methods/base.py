@@ -77,6 +77,10 @@ class Method:
         the method has one, and the deployable under ``self.deployed``."""
         raise NotImplementedError
 
+    def summary_extra(self) -> dict:
+        """Method-specific facts for ``summary.json`` (called after :meth:`networks`)."""
+        return {}
+
     def extra_state(self) -> dict:
         """Method state beyond ``model`` that a checkpoint must hold (e.g. a teacher)."""
         return {}
