@@ -14,10 +14,10 @@ Config (``methods.lowrank``): ``tau`` (default 1e-3), ``energy`` (0.98), ``prox_
 public.
 
 The scale of ``tau`` depends on the optimizer. With SGD a step moves a weight by lr times its
-gradient, and the paper's small τ fits. With Adam a step moves each weight by about lr whatever the
+gradient, and a small τ such as the default fits. With Adam a step moves each weight by about lr whatever the
 gradient's scale, so the threshold needs τ of order 1: on the Fashion-MNIST suite (Adam, lr 0.003,
-3 epochs) τ = 0.002 left every conv at full rank, τ = 1 kept 58.6K of 176K parameters at −0.6
-points before/after truncation. ``summary.json`` records the rank kept per conv
+3 epochs) τ = 0.002 left every conv at full rank; τ = 1 keeps about 61K of 176K parameters, and
+the truncation costs about 2 points (docs/results.md). ``summary.json`` records the rank kept per conv
 (``lowrank_ranks``), and a run where no conv got smaller says so on stderr.
 """
 
