@@ -279,8 +279,11 @@ def objective(trial, base: Config, spec: TuneSpec, run_dir: str, study):
             cfg.data.train_subset = spec.train_subset
         cfg.train.latency_batches = []
         arch_path = os.path.join(cfg.out, "arch.json")
+        # always, not only when the search runs here: the retrain config is derived from this one,
+        # and a retry whose search had already finished must build the same retrain config as the
+        # first attempt, or resuming its retrain checkpoint is refused as a config change
+        _search_data_defaults(cfg)
         if not os.path.isfile(arch_path):
-            _search_data_defaults(cfg)
             resume = os.path.isfile(os.path.join(cfg.out, "checkpoints", "last.pt"))
             prepare_run_dir(cfg, resume)
             rep = _Reporter(trial, "val/top1_small_argmax", 0, multi)
