@@ -17,16 +17,28 @@ big and the small network alike.
 
 TorchScript is deprecated upstream but still the format most serving stacks read; both are written
 so that users of either world can deploy without this package.
+
+**Trust.** :func:`load_deployable` never unpickles code from a ``.pt2``: ``torch.export.load``
+itself falls back to ``torch.load(weights_only=False)``, ``pickle.loads`` and compiled AOTInductor
+libraries for some archive entries, so the archive is first checked against the entries that
+``torch.export.save`` writes for a plain network (JSON program, raw weight buffers, configs that
+say "no pickle"), and the load then runs with every unpickler forced to ``weights_only=True``.
+Anything else is refused with a :class:`UserError`. TorchScript (``.pt``) files carry TorchScript
+code that PyTorch runs when the network runs: load only ``.pt`` files you trust (your own runs), and
+prefer ``.pt2`` for files you received.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import re
 import statistics
 import time
 import warnings
+import zipfile
 
 import torch
 import torch.nn as nn
@@ -34,6 +46,7 @@ from torch.fx.experimental.optimization import fuse
 
 from dan.checkpoint import atomic_write
 from dan.cost import count, set_mode
+from dan.errors import UserError
 
 
 def deploy_form(model: nn.Module) -> nn.Module:
@@ -76,13 +89,114 @@ def save_deployable(model: nn.Module, folder: str, input_shape: tuple, *, name: 
 
 
 def load_deployable(path: str) -> nn.Module:
-    """Load a ``.pt`` (TorchScript) or ``.pt2`` (torch.export) network written by
-    :func:`save_deployable`."""
+    """Load a ``.pt2`` (torch.export) or ``.pt`` (TorchScript) network written by
+    :func:`save_deployable`. A ``.pt2`` that holds pickled objects or compiled code is refused
+    (see the module docstring); a file that is not a network is a :class:`UserError`."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path} does not exist: pass the small.pt2 or small.pt of a run folder")
     if path.endswith(".pt2"):
-        return torch.export.load(path).module()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(path, map_location="cpu")
+        check_pt2(path)
+        try:
+            with _no_code_unpickling(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return torch.export.load(path).module()
+        except UserError:
+            raise
+        except Exception as e:  # truncated or foreign archives raise many types
+            raise UserError(f"{path} is not a readable torch.export network ({_first_line(e)}): "
+                            f"re-export it with dan (tools/train.py or tools/retrain.py)") from e
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(path, map_location="cpu")
+    except Exception as e:
+        raise UserError(f"{path} is not a readable TorchScript network ({_first_line(e)}): pass the "
+                        f"small.pt or small.pt2 of a run folder") from e
+
+
+# Entries torch.export.save writes for a plain network (a root folder, then these paths). Weights
+# and constants are raw tensor buffers described by JSON configs; everything that would be
+# unpickled (``opaque_obj_*``, ``custom_obj_*``, pickled tensor subclasses) or loaded as native code
+# (``data/aotinductor/``) is absent from it.
+_PT2_ENTRIES = re.compile(
+    r"(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id|"
+    r"models/[\w.-]+\.json|data/sample_inputs/[\w.-]+\.pt|"
+    r"data/weights/[\w.-]+_weights_config\.json|data/weights/weight_\d+|"
+    r"data/constants/[\w.-]+_constants_config\.json|data/constants/tensor_\d+|extra/[\w./-]+)")
+
+
+def check_pt2(path: str) -> None:
+    """Refuse a ``.pt2`` archive unless it holds only what :func:`save_deployable` writes: no
+    pickled Python objects, no compiled libraries, not the legacy (pickle-based) layout."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if not n.endswith("/")]
+            roots = {n.split("/", 1)[0] for n in names}
+            if len(roots) != 1 or any("/" not in n for n in names):
+                raise UserError(f"{path} is not a torch.export archive written by this PyTorch "
+                                f"(old or foreign layout): re-export it with dan")
+            for n in names:
+                rel = n.split("/", 1)[1]
+                if not _PT2_ENTRIES.fullmatch(rel) or ".." in rel:
+                    raise UserError(f"{path} holds '{rel}', which could run code when loaded; refused "
+                                    f"(only plain exported networks are loaded: re-export it with dan)")
+                if rel.endswith("_config.json"):
+                    try:
+                        config = json.loads(z.read(n).decode("utf-8")).get("config", {})
+                    except (ValueError, UnicodeDecodeError, AttributeError):
+                        raise UserError(f"{path}: '{rel}' is not valid JSON: the file is corrupt")
+                    for key, meta in config.items():
+                        if not isinstance(meta, dict) or meta.get("use_pickle", True):
+                            raise UserError(f"{path} stores '{key}' as a pickle, which could run code "
+                                            f"when loaded; refused (re-export it with dan)")
+    except zipfile.BadZipFile:
+        raise UserError(f"{path} is not a .pt2 archive (truncated or another format): pass the "
+                        f"small.pt2 of a run folder")
+
+
+class _Refused(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _no_code_unpickling():
+    """While loading: every ``torch.load`` is ``weights_only=True`` and plain ``pickle.loads`` /
+    TorchBind object loading raise, whatever torch.export asks for (defence in depth behind
+    :func:`check_pt2`)."""
+    import pickle
+    import types
+
+    real_load = torch.load
+
+    def weights_only_load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return real_load(*args, **kwargs)
+
+    def refuse(*args, **kwargs):
+        raise _Refused("a pickled Python object")
+
+    patches = [(torch, "load", weights_only_load), (torch._C, "_pickle_load_obj", refuse)]
+    try:
+        from torch.export.pt2_archive import _package
+        patches.append((_package, "pickle", types.SimpleNamespace(loads=refuse, load=refuse,
+                                                                   dumps=pickle.dumps)))
+    except ImportError:  # older PyTorch: no pt2 archive module
+        pass
+    saved = [(obj, name, getattr(obj, name, None)) for obj, name, _ in patches]
+    for obj, name, value in patches:
+        setattr(obj, name, value)
+    try:
+        yield
+    except _Refused as e:
+        raise UserError(f"the archive holds {e}, which could run code when loaded; refused "
+                        f"(re-export it with dan)") from None
+    finally:
+        for obj, name, value in saved:
+            setattr(obj, name, value)
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
 
 
 @torch.no_grad()

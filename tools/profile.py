@@ -74,10 +74,18 @@ def _is_torchscript(path: str) -> bool:
 
 def _sidecar(path: str):
     meta = os.path.splitext(path)[0] + ".json"
-    if os.path.isfile(meta):
-        with open(meta) as f:
-            return json.load(f)
-    return None
+    if not os.path.isfile(meta):
+        return None
+    try:
+        with open(meta, encoding="utf-8") as f:
+            data = json.load(f)
+        shape = [int(v) for v in data["input_shape"]]
+        if len(shape) != 4 or min(shape) < 1:
+            raise ValueError(shape)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{meta} is corrupt ({type(e).__name__}): delete it and pass --input-size and "
+                        f"--in-channels instead")
+    return data
 
 
 def _from_checkpoint(path: str):
