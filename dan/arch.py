@@ -34,12 +34,15 @@ class Arch:
     candidates: dict = field(default_factory=dict)  # searchable group -> candidate widths
     probabilities: dict = field(default_factory=dict)  # searchable group -> final probabilities
     repaired: list = field(default_factory=list)  # groups the repair pass moved
+    # how the search ended: the argmax cost before repair (and whether it was in the band), the
+    # largest probability and entropy of every group's distribution, and their means
+    search: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)  # the resolved config of the search
 
     def to_dict(self) -> dict:
         d = asdict(self)
         order = ["version", "space", "space_args", "input_shape", "num_classes", "adjoint", "widths",
-                 "small", "big", "budget", "seed", "candidates", "probabilities", "repaired", "config"]
+                 "small", "big", "budget", "seed", "candidates", "probabilities", "repaired", "search", "config"]
         return {k: d[k] for k in order}
 
     def save(self, path: str) -> None:
@@ -55,7 +58,8 @@ class Arch:
 
 _REQUIRED = {"version": int, "space": str, "space_args": dict, "input_shape": list, "num_classes": int,
              "widths": dict, "small": dict, "big": dict, "budget": dict, "seed": int}
-_OPTIONAL = {"adjoint": dict, "candidates": dict, "probabilities": dict, "repaired": list, "config": dict}
+_OPTIONAL = {"adjoint": dict, "candidates": dict, "probabilities": dict, "repaired": list, "search": dict,
+             "config": dict}
 
 
 def arch_from_dict(d, where: str = "arch.json") -> Arch:

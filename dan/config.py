@@ -101,10 +101,16 @@ class SearchConfig:
     # FLOPs budget would be infeasible; searching it brings every space below 4%.
     stem: int = 0
     warmup_epochs: float = 1.0  # weight-only epochs before architecture steps start
-    tau0: float = 5.0  # Gumbel-softmax temperature at the first architecture epoch
-    tau_decay: float = 0.7  # tau = tau0 · decay^(epochs since warm-up)
-    tau_min: float = 0.2
-    arch_lr: float = 0.01  # Adam on the architecture logits
+    # Gumbel-softmax temperature. "step" (default): tau falls exponentially, step by step, from tau0
+    # at the first architecture step to tau_min at the last (TAS anneals 10 -> 0.1; a low final tau
+    # lets the distributions commit). "epoch": tau = max(tau_min, tau0 · tau_decay^k) after k
+    # architecture epochs (the first design: with 2-3 architecture epochs tau stayed >= 1.25 and
+    # the distributions ended near uniform, issue 9).
+    tau_anneal: str = "step"
+    tau0: float = 2.0
+    tau_decay: float = 0.7  # "epoch" annealing only
+    tau_min: float = 0.1
+    arch_lr: float = 0.05  # Adam on the architecture logits (0.01 left them near uniform in 3 epochs)
     arch_weight_decay: float = 0.0
     arch_samples: int = 2  # candidates mixed per group in an architecture step (0: all)
     # Architecture steps use batches of this size (default: half the weight batch) from the
@@ -112,6 +118,14 @@ class SearchConfig:
     # keeps one search step under 2x a standard step (docs/benchmarks.md).
     arch_batch_size: Optional[int] = None
     arch_lambda: str = "full"  # weight of KL in the architecture loss: full (= c) | schedule
+    # What the architecture minimises besides the cost: "ce+kl" (default) the small network's
+    # cross-entropy on the held-out labels plus c·KL(p‖q); "kl" the KL alone (the first design).
+    arch_objective: str = "ce+kl"
+    # The quantity the Lagrange multiplier watches: "expected" (default) E[cost] under the
+    # distribution, smooth in θ, driven to the middle of [B(1-band), B]; "argmax" the argmax
+    # network's cost with a dead band (the first design: it jumps by whole candidates, so mu
+    # oscillated and the argmax ended outside the band, issue 9).
+    budget_control: str = "expected"
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
     multiplier_max: float = 50.0
     bn_recalibrate_batches: int = 20  # re-estimate small BN statistics before each evaluation

@@ -217,13 +217,18 @@ _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 def parse_count(text: str | int | float) -> int:
     """``"1.6G"`` → 1_600_000_000; ``"500M"``, ``"1.8M"``, ``"250K"``, plain numbers (powers of 10)."""
-    if isinstance(text, (int, float)):
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if not math.isfinite(text):
+            raise UserError(f"cannot read the count {text!r}: write a finite number, e.g. 1.6G or 500M")
         return int(text)
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KkMmGgTt]?)\s*", str(text))
     if not m:
         raise UserError(f"cannot read the count '{text}': write a number with an optional K, M or G "
                         f"suffix, e.g. 1.6G or 500M")
-    return int(round(float(m.group(1)) * _SUFFIX[m.group(2).upper()]))
+    value = float(m.group(1)) * _SUFFIX[m.group(2).upper()]
+    if not math.isfinite(value):
+        raise UserError(f"cannot read the count '{text}': it is too large; write e.g. 1.6G or 500M")
+    return int(round(value))
 
 
 def format_count(n: float) -> str:

@@ -8,16 +8,20 @@
    weights take a step on the adjoint loss ``CE(y, p) + λ(t)·KL(p‖q)``.
 2. **Architecture step** (held-out split, after ``warmup_epochs`` of weight-only training): the big
    network's p is computed without gradients, the small path runs with soft Gumbel channel masks
-   at temperature τ, and the logits θ take an Adam step on ``c·KL(p‖q) + μ·E[cost]/B``.
-   Only θ gets gradients (``torch.autograd.grad``): no weight gradients are computed.
+   at temperature τ, and the logits θ take an Adam step on ``CE(y, q) + c·KL(p‖q) + μ·E[cost]/B``
+   (``arch_objective: kl`` drops the CE). Only θ gets gradients (``torch.autograd.grad``): no
+   weight gradients are computed. τ falls exponentially, step by step, from ``tau0`` to
+   ``tau_min`` over the architecture phase, so the distributions can commit to one width.
 
 **Budget.** μ is a Lagrange multiplier, not a hand-set coefficient: after each architecture step
-it moves by ``multiplier_lr · (cost(argmax)/B − 1)`` per epoch (two-sided: negative when the
-argmax network is under the band, which rewards width), and stays put while the argmax network is
-inside ``[B·(1−band), B]``. Costs are normalized by the budget, so the same settings serve every
-search space and budget. At the end the argmax architecture is repaired into
-``[B·(1−band), B·(1+band)]`` by moving the fewest groups (:func:`dan.supernet.repair`), and
-``arch.json`` is written.
+it moves by ``multiplier_lr · (E[cost]/B − (1 − band/2))`` per epoch, two-sided, so the expected
+cost settles in the middle of ``[B·(1−band), B]``; as the distributions sharpen the argmax
+network's cost joins it (``budget_control: argmax`` watches the argmax network instead, with a
+dead band: the first design, which oscillated). Costs are normalized by the budget, so the same
+settings serve every search space and budget. At the end the argmax architecture is repaired into
+``[B·(1−band), B·(1+band)]`` by moving the fewest groups (:func:`dan.supernet.repair`; a safety
+net: ``arch.json`` records the argmax cost before repair and the groups it moved), and
+``arch.json`` is written with the final distributions, their entropy and largest probability.
 
 **Determinism and resume.** Every epoch re-seeds all generators from (seed, epoch) and the data
 order is a function of (seed, epoch); a checkpoint after each epoch holds weights, optimizers,
@@ -34,28 +38,27 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 import search_spaces
 from dan import distributed
-from dan.adjoint import to_adjoint
 from dan.arch import Arch
+from dan.budget import Budget, resolve_budget  # noqa: F401 (re-exported: dan.search.Budget)
 from dan.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dan.config import Config
-from dan.cost import format_count, parse_count
 from dan.data import build_data
 from dan.engine import (amp_dtype, build_optimizer, build_scheduler, check_same_config, evaluate,
                         prepare_run_dir, resolve_device)
 from dan.errors import UserError
 from dan.layers import AdjointBatchNorm2d
 from dan.loss import adjoint_loss, kl_divergence, schedule
-from dan.models import build_model, input_shape
+from dan.models import input_shape
 from dan.monitor import Monitor
 from dan.seed import derive, seed_everything
-from dan.supernet import Supernet, repair
+from dan.supernet import build_supernet, repair
 
 CHECKPOINT_VERSION = 1
 # A third of the training images drive the architecture: architecture batches are half the size
@@ -64,53 +67,27 @@ CHECKPOINT_VERSION = 1
 DEFAULT_HOLDOUT = 1 / 3
 
 
-@dataclass
-class Budget:
-    kind: str  # flops | params
-    value: int
-    relative: float | None  # the fraction of the widest small network, when given as "NN%"
-    band: float
-
-    @property
-    def lo(self) -> float:
-        return self.value * (1 - self.band)
-
-    @property
-    def hi(self) -> float:
-        return self.value * (1 + self.band)
+_CHOICES = {"tau_anneal": ("step", "epoch"), "arch_objective": ("ce+kl", "kl"),
+            "budget_control": ("expected", "argmax"), "arch_lambda": ("full", "schedule")}
 
 
-def resolve_budget(scfg, extremes: dict) -> Budget:
-    """Read ``--budget-flops`` / ``--budget-params`` (absolute or ``NN%`` of the widest small
-    network) and check it is feasible for this search space."""
-    given = [(k, v) for k, v in (("flops", scfg.budget_flops), ("params", scfg.budget_params)) if v is not None]
-    if len(given) != 1:
-        raise UserError("give exactly one budget: --budget-flops (e.g. 1.6G or 25%) or --budget-params "
-                        "(e.g. 1.8M or 40%)")
-    kind, text = given[0]
-    lo, hi = extremes[kind]
-    relative = None
-    if isinstance(text, str) and text.strip().endswith("%"):
-        try:
-            relative = float(text.strip()[:-1]) / 100.0
-        except ValueError:
-            raise UserError(f"cannot read the budget '{text}': write e.g. 25%")
-        value = int(round(relative * hi))
-    else:
-        value = parse_count(text)
-    if not 0 < scfg.band < 0.5:
-        raise UserError(f"search.band must be in (0, 0.5), got {scfg.band}")
-    if value < lo or value > hi:
-        raise UserError(
-            f"budget {format_count(value)} {kind} is infeasible: this search space's small network "
-            f"ranges from {format_count(lo)} to {format_count(hi)} {kind} "
-            f"({100 * lo / hi:.1f}% to 100% of the widest); choose a budget in that range")
-    return Budget(kind, value, relative, scfg.band)
+def check_search_config(s) -> None:
+    """The search section's choices and ranges, checked before any data is loaded."""
+    for key, allowed in _CHOICES.items():
+        if getattr(s, key) not in allowed:
+            raise UserError(f"search.{key} must be one of {', '.join(allowed)}, got {getattr(s, key)!r}")
+    for key in ("tau0", "tau_min", "arch_lr", "multiplier_lr", "multiplier_max"):
+        v = getattr(s, key)
+        if not (math.isfinite(v) and v > 0):
+            raise UserError(f"search.{key} must be a positive finite number, got {v!r}")
+    if not (math.isfinite(s.warmup_epochs) and s.warmup_epochs >= 0):
+        raise UserError(f"search.warmup_epochs must be >= 0, got {s.warmup_epochs!r}")
 
 
 class Searcher:
     def __init__(self, cfg: Config, monitor: Monitor | None = None, *, data=None):
         self.cfg, s = cfg, cfg.search
+        check_search_config(s)
         self.run_dir = cfg.run_dir
         self.monitor = monitor or Monitor(self.run_dir)
         self.device = resolve_device(cfg.device)
@@ -125,15 +102,10 @@ class Searcher:
         info = self.data.info
         self.input_shape = input_shape(info)
         seed_everything(cfg.seed)
-        base = build_model(cfg.model, info)
-        self.anet = to_adjoint(base, alpha=1, stem=s.stem, input_shape=self.input_shape,
-                               copy_model=False).to(self.device)
-        fractions = tuple(s.fractions or search_spaces.space_fractions(cfg.model.space))
-        if not fractions or any(not 0 < f <= 1 for f in fractions):
-            raise UserError(f"search.fractions must be numbers in (0, 1], got {list(fractions)}")
-        self.sn = Supernet(self.anet, fractions, self.input_shape)
+        self.sn = build_supernet(cfg, info)
+        self.anet = self.sn.anet.to(self.device)
         self.sn.arch.to(self.device)
-        self.budget = resolve_budget(s, self.sn.extremes())
+        self.budget = resolve_budget(s, self.sn.extremes(), describe_model(cfg))
         self.cl = cfg.train.channels_last
         if self.cl:
             self.anet.to(memory_format=torch.channels_last)
@@ -162,10 +134,17 @@ class Searcher:
     def prep(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.cl and x.ndim == 4 else x
 
-    def tau(self, epoch: int) -> float:
+    def tau(self, epoch: int, step: int | None = None) -> float:
+        """Temperature of the architecture step ``step`` (global) in ``epoch``."""
         s = self.cfg.search
-        k = max(0, epoch - math.ceil(s.warmup_epochs))
-        return max(s.tau_min, s.tau0 * s.tau_decay ** k)
+        if s.tau_anneal == "epoch":
+            k = max(0, epoch - math.ceil(s.warmup_epochs))
+            return max(s.tau_min, s.tau0 * s.tau_decay ** k)
+        first = math.ceil(s.warmup_epochs) * self.steps_per_epoch
+        if step is None:
+            step = max(first, epoch * self.steps_per_epoch)
+        frac = min(1.0, max(0.0, (step - first) / max(1, self.total_steps - first - 1)))
+        return s.tau0 * (min(s.tau_min, s.tau0) / s.tau0) ** frac
 
     def arch_active(self, epoch: int) -> bool:
         return epoch >= math.ceil(self.cfg.search.warmup_epochs)
@@ -191,7 +170,7 @@ class Searcher:
         self.sched.step()
         return {"loss": loss.item(), "ce": float(ce), "kl": float(kl), "lambda": lam}
 
-    def arch_step(self, x, progress: float, tau: float) -> dict:
+    def arch_step(self, x, y, progress: float, tau: float) -> dict:
         s = self.cfg.search
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             with torch.no_grad():
@@ -199,10 +178,11 @@ class Searcher:
             self.sn.set_soft(tau, s.arch_samples)
             q = self.anet.small(x)
         kl = kl_divergence(p, q)
+        ce = F.cross_entropy(q.float(), y) if s.arch_objective == "ce+kl" else torch.zeros(())
         lam = self.cfg.adjoint.c if s.arch_lambda == "full" else self.lam(progress)
         e_flops, e_params = self.sn.expected_cost()
         e_norm = self.norm_cost(e_flops, e_params)
-        loss = lam * kl + self.mu * e_norm.float()
+        loss = ce + lam * kl + self.mu * e_norm.float()
         params = list(self.sn.arch.parameters())
         grads = torch.autograd.grad(loss, params)
         for prm, g in zip(params, grads):
@@ -211,12 +191,18 @@ class Searcher:
         self.a_opt.step()
         self.a_opt.zero_grad(set_to_none=True)
         self.sn.clear_masks()
-        # dual ascent on the argmax architecture's cost, with a dead band [B(1-band), B]
-        viol = self.norm_cost(*self.sn.cost_of(self.sn.arch.argmax())) - 1.0
-        if viol > 0 or viol < -s.band:
-            self.mu += s.multiplier_lr / self.steps_per_epoch * viol
-            self.mu = max(-s.multiplier_max, min(s.multiplier_max, self.mu))
-        return {"kl": kl.item(), "penalty": float(self.mu * e_norm.detach()), "multiplier": self.mu,
+        if s.budget_control == "expected":
+            # dual ascent on the expected cost towards the middle of [B(1-band), B]
+            with torch.no_grad():
+                e_after = float(self.norm_cost(*self.sn.expected_cost()))
+            self.mu += s.multiplier_lr / self.steps_per_epoch * (e_after - (1.0 - s.band / 2))
+        else:
+            # dual ascent on the argmax architecture's cost, with a dead band [B(1-band), B]
+            viol = self.norm_cost(*self.sn.cost_of(self.sn.arch.argmax())) - 1.0
+            if viol > 0 or viol < -s.band:
+                self.mu += s.multiplier_lr / self.steps_per_epoch * viol
+        self.mu = max(-s.multiplier_max, min(s.multiplier_max, self.mu))
+        return {"kl": kl.item(), "ce": float(ce.detach()), "penalty": float(self.mu * e_norm.detach()), "multiplier": self.mu,
                 "expected_flops": float(e_flops.detach()), "expected_params": float(e_params.detach())}
 
     # --- evaluation ---------------------------------------------------------------------------
@@ -257,7 +243,7 @@ class Searcher:
             seed_everything(derive(cfg.seed, "search-epoch", epoch))
             self.data.train.set_epoch(epoch)
             holdout = self._holdout_batches(epoch)
-            tau = self.tau(epoch)
+            tau = self.tau(epoch, self.step)
             active = self.arch_active(epoch)
             self.anet.train()
             sums: dict = {}
@@ -269,8 +255,9 @@ class Searcher:
                 progress = self.step / max(1, self.total_steps)
                 logs = {f"weights/{k}": v for k, v in self.weight_step(self.prep(x), y, progress).items()}
                 if active:
-                    xh, _ = next(holdout)
-                    logs.update({f"arch/{k}": v for k, v in self.arch_step(self.prep(xh), progress, tau).items()})
+                    xh, yh = next(holdout)
+                    tau = self.tau(epoch, self.step)
+                    logs.update({f"arch/{k}": v for k, v in self.arch_step(self.prep(xh), yh, progress, tau).items()})
                 self.step += 1
                 n_img += x.shape[0]
                 for k, v in logs.items():
@@ -284,10 +271,16 @@ class Searcher:
             self.last_eval = self.evaluate(choice)
             flops, params = self.sn.cost_of(choice)
             row = {k: v / self.steps_per_epoch for k, v in sums.items()}
+            stats = distribution_stats(self.sn.arch.probs())
+            with torch.no_grad():
+                ef, ep = self.sn.expected_cost()
             row.update({"val/top1_big": self.last_eval["big"]["top1"],
                         "val/top1_small_argmax": self.last_eval["small"]["top1"],
                         "cost/argmax_flops": flops, "cost/argmax_params": params,
-                        "cost/budget": self.budget.value, "tau": tau, "multiplier": self.mu})
+                        "cost/argmax_over_budget": self.norm_cost(flops, params),
+                        "cost/expected_over_budget": float(self.norm_cost(ef, ep)),
+                        "cost/budget": self.budget.value, "tau": tau, "multiplier": self.mu,
+                        "arch/mean_max_prob": stats["mean_max_prob"], "arch/mean_entropy": stats["mean_entropy"]})
             mon.epoch(self.epoch, row, step=self.step)
             self._log_epoch()
             self.save()
@@ -318,6 +311,9 @@ class Searcher:
 
     def _log_epoch(self) -> None:
         mon = self.monitor
+        stats = distribution_stats(self.sn.arch.probs())
+        mon.scalars(self.step, {f"entropy/{g.name}": e for g, e in zip(self.sn.groups, stats["entropy"])})
+        mon.scalars(self.step, {f"max_prob/{g.name}": m for g, m in zip(self.sn.groups, stats["max_prob"])})
         for g, c, p in zip(self.sn.groups, self.sn.cands, self.sn.arch.probs()):
             counts = np.maximum(0, np.round(p.detach().cpu().numpy() * 1000)).astype(int)
             mon.histogram(f"widths/{g.name}", np.repeat(np.array(c, dtype=np.float64), counts), self.epoch)
@@ -360,23 +356,24 @@ class Searcher:
         start = self.sn.arch.argmax()
         idx = 0 if b.kind == "flops" else 1
         choice = repair(start, self.sn.cands, logp, lambda c: self.sn.cost_of(c)[idx], b.lo, b.hi)
-        flops, params = self.sn.cost_of(choice)
-        widths = {g.name: g.full for g in self.anet.groups}
-        widths.update({g.name: w for g, w in zip(self.sn.groups, self.sn.widths_of(choice))})
-        cfg = self.cfg
-        space_args = dict(cfg.model.args, num_classes=self.data.info.num_classes,
-                          in_channels=self.data.info.in_channels)
-        budget = {b.kind: b.value, "relative": b.relative, "band": b.band}
-        arch = Arch(space=cfg.model.space, space_args=space_args, input_shape=list(self.input_shape),
-                    num_classes=self.data.info.num_classes, widths=widths,
-                    small={"flops": flops, "params": params},
-                    big={"flops": self.sn.table.big_flops, "params": self.sn.table.big_params},
-                    budget=budget, seed=cfg.seed,
-                    adjoint={"stem": cfg.search.stem, "unmasked": []},
-                    candidates={g.name: c for g, c in zip(self.sn.groups, self.sn.cands)},
-                    probabilities={g.name: [round(float(v), 6) for v in p] for g, p in zip(self.sn.groups, probs)},
-                    repaired=[g.name for g, a, c in zip(self.sn.groups, start, choice) if a != c],
-                    config=cfg.to_dict())
+        a_flops, a_params = self.sn.cost_of(start)
+        a_cost = a_flops if b.kind == "flops" else a_params
+        stats = distribution_stats(probs)
+        search_stats = {
+            "method": "dan",
+            "argmax_before_repair": {"flops": a_flops, "params": a_params,
+                                     "over_budget": round(a_cost / b.value, 6),
+                                     "in_band": bool(b.lo <= a_cost <= b.hi)},
+            "mean_max_prob": round(stats["mean_max_prob"], 6),
+            "mean_entropy": round(stats["mean_entropy"], 6),
+            "max_prob": {g.name: round(v, 6) for g, v in zip(self.sn.groups, stats["max_prob"])},
+            "entropy": {g.name: round(v, 6) for g, v in zip(self.sn.groups, stats["entropy"])},
+            "epochs": self.epoch, "multiplier": self.mu,
+        }
+        arch = self.sn.make_arch(
+            self.sn.widths_of(choice), b, self.cfg, self.data.info,
+            probabilities={g.name: [round(float(v), 6) for v in p] for g, p in zip(self.sn.groups, probs)},
+            repaired=[g.name for g, a, c in zip(self.sn.groups, start, choice) if a != c], search=search_stats)
         if self.dist.enabled:  # every rank found the same architecture, or something is broken
             digest = hashlib.sha256(json.dumps(arch.to_dict(), sort_keys=True).encode()).hexdigest()
             digests = distributed.gather(digest)
@@ -393,6 +390,25 @@ class Searcher:
             self.monitor.flush()
         distributed.barrier()
         return arch
+
+
+def describe_model(cfg: Config) -> str:
+    """``resnet18_small(width=8) at 1x28x28``-style name of the config's base network."""
+    args = ", ".join(f"{k}={v}" for k, v in (cfg.model.args or {}).items())
+    return f"{cfg.model.space}({args})"
+
+
+def distribution_stats(probs) -> dict:
+    """Per group: the largest probability and the entropy (nats) of its width distribution, and
+    their means over groups (a converged search has max_prob near 1 and entropy near 0)."""
+    max_prob, entropy = [], []
+    for p in probs:
+        p = p.detach().double().cpu()
+        max_prob.append(float(p.max()))
+        entropy.append(float(-(p * torch.log(p.clamp_min(1e-12))).sum()))
+    n = max(1, len(max_prob))
+    return {"max_prob": max_prob, "entropy": entropy, "mean_max_prob": sum(max_prob) / n,
+            "mean_entropy": sum(entropy) / n}
 
 
 def width_figure(history, sn):

@@ -217,6 +217,42 @@ class Supernet:
         hi = self.table.cost([c[-1] for c in self.cands])
         return {"flops": (lo[0], hi[0]), "params": (lo[1], hi[1])}
 
+    # -- the result as data --------------------------------------------------------------------
+    def make_arch(self, widths: list, budget, cfg, info, **fields):
+        """The :class:`dan.arch.Arch` of the small network with ``widths`` (one per searchable
+        group, in order; fixed groups stay full) for the search config ``cfg`` and data ``info``.
+        ``fields`` fills the optional fields (probabilities, repaired, search). Search and the
+        width baselines write their ``arch.json`` through here, so retrain treats them alike."""
+        from dan.arch import Arch
+
+        flops, params = self.table.cost(list(widths))
+        all_widths = {g.name: g.full for g in self.anet.groups}
+        all_widths.update({g.name: int(w) for g, w in zip(self.groups, widths)})
+        space_args = dict(cfg.model.args, num_classes=info.num_classes, in_channels=info.in_channels)
+        return Arch(space=cfg.model.space, space_args=space_args, input_shape=list(self.input_shape),
+                    num_classes=info.num_classes, widths=all_widths, small={"flops": flops, "params": params},
+                    big={"flops": self.table.big_flops, "params": self.table.big_params},
+                    budget={budget.kind: budget.value, "relative": budget.relative, "band": budget.band},
+                    seed=cfg.seed, adjoint={"stem": cfg.search.stem, "unmasked": []},
+                    candidates={g.name: c for g, c in zip(self.groups, self.cands)},
+                    config=cfg.to_dict(), **fields)
+
+
+def build_supernet(cfg, info) -> Supernet:
+    """The supernet of a search config: the base network of ``cfg.model`` converted to an adjoint
+    network (stem ``cfg.search.stem``), candidate fractions from the config or the space."""
+    import search_spaces
+    from dan.adjoint import to_adjoint
+    from dan.models import build_model, input_shape
+
+    shape = input_shape(info)
+    anet = to_adjoint(build_model(cfg.model, info), alpha=1, stem=cfg.search.stem, input_shape=shape,
+                      copy_model=False)
+    fractions = tuple(cfg.search.fractions or search_spaces.space_fractions(cfg.model.space))
+    if not fractions or any(not (isinstance(f, (int, float)) and 0 < f <= 1) for f in fractions):
+        raise UserError(f"search.fractions must be numbers in (0, 1], got {list(fractions)}")
+    return Supernet(anet, fractions, shape)
+
 
 def _gumbel(shape, device) -> torch.Tensor:
     u = torch.rand(shape, device=device).clamp_(1e-10, 1.0 - 1e-10)

@@ -1,0 +1,114 @@
+"""``arch.json`` files for the width baselines, written like a search's so retrain treats them alike.
+
+:func:`baseline_arch` picks the widths of one baseline (:mod:`dan.baselines`) for a search config
+and its budget:
+
+* ``uniform`` and ``random`` need only the network's cost table (no data, no training);
+* ``greedy`` needs a trained supernet: the ``checkpoints/last.pt`` of a DAN search. It restores the
+  search (weights, data split, seed) and scores every trial architecture on the *held-out* part of
+  the training split: small BatchNorm statistics re-estimated for that architecture on
+  ``recal_batches`` training batches, then the cross-entropy on the first ``eval_batches``
+  held-out batches (cross-entropy, not top-1: on a few thousand images top-1 moves in steps too
+  coarse to rank one-candidate moves). The test split is never seen.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+
+from dan.arch import Arch
+from dan.baselines import BaselineError, greedy_choice, random_choice, uniform_widths
+from dan.budget import resolve_budget
+from dan.config import Config
+from dan.errors import UserError
+
+METHODS = ("uniform", "random", "greedy")
+
+
+def baseline_arch(cfg: Config, method: str, *, supernet: str | None = None, recal_batches: int = 4,
+                  eval_batches: int = 8, log=None) -> Arch:
+    """The :class:`Arch` of baseline ``method`` under the budget in ``cfg.search``.
+
+    Args:
+        cfg: a search config (model, data, budget); for ``greedy`` the search's own config is used
+            and only the budget is taken from ``cfg`` when it names one.
+        method: ``uniform``, ``random`` (seeded by ``cfg.seed``) or ``greedy``.
+        supernet: ``greedy`` only: the ``checkpoints/last.pt`` of a finished or stopped DAN search.
+    Returns:
+        the architecture, with ``search = {"method": ..., ...}`` saying how it was chosen.
+    """
+    if method not in METHODS:
+        raise UserError(f"unknown baseline '{method}': choose one of {', '.join(METHODS)}")
+    if method == "greedy":
+        return _greedy(cfg, supernet, recal_batches, eval_batches, log)
+    from dan.data import dataset_info
+    from dan.search import check_search_config, describe_model
+    from dan.seed import derive
+    from dan.supernet import build_supernet
+
+    check_search_config(cfg.search)
+    info = dataset_info(cfg.data)
+    sn = build_supernet(cfg, info)
+    budget = resolve_budget(cfg.search, sn.extremes(), describe_model(cfg))
+    idx = 0 if budget.kind == "flops" else 1
+    cost_fn = lambda widths: sn.table.cost(list(widths))[idx]
+    try:
+        if method == "uniform":
+            widths, f = uniform_widths([g.full for g in sn.groups], [g.quantum for g in sn.groups], cost_fn,
+                                       budget.lo, budget.hi)
+            extra = {"fraction": round(f, 6)}
+        else:
+            rng = random.Random(derive(cfg.seed, "random-widths"))
+            choice, draws = random_choice(sn.cands, cost_fn, budget.lo, budget.hi, rng)
+            widths, extra = sn.widths_of(choice), {"draws": draws}
+    except BaselineError as e:
+        raise UserError(f"{method} widths: {e}: choose another budget") from e
+    cost = cost_fn(widths)
+    stats = {"method": method, "in_band": bool(budget.lo <= cost <= budget.hi),
+             "over_budget": round(cost / budget.value, 6), **extra}
+    return sn.make_arch(widths, budget, cfg, info, search=stats)
+
+
+def _greedy(cfg: Config, supernet: str | None, recal_batches: int, eval_batches: int, log) -> Arch:
+    from dan.checkpoint import load_checkpoint
+    from dan.engine import evaluate
+    from dan.monitor import Monitor
+    from dan.search import Searcher, describe_model
+
+    if not supernet:
+        raise UserError("greedy needs a trained supernet: pass the checkpoints/last.pt of a DAN search")
+    state = load_checkpoint(supernet)
+    if state.get("kind") != "search":
+        raise UserError(f"{supernet} is not a search checkpoint: pass runs/<search>/checkpoints/last.pt")
+    scfg = Config.from_dict(state["config"])
+    scfg.out = os.path.dirname(os.path.dirname(os.path.abspath(supernet)))
+    if cfg.search.budget_flops is not None or cfg.search.budget_params is not None:
+        scfg.search.budget_flops, scfg.search.budget_params = cfg.search.budget_flops, cfg.search.budget_params
+    searcher = Searcher(copy.deepcopy(scfg), Monitor(None, console=False, tensorboard=False, enabled=False))
+    searcher.restore()
+    budget = resolve_budget(scfg.search, searcher.sn.extremes(), describe_model(scfg))
+    idx = 0 if budget.kind == "flops" else 1
+    sn = searcher.sn
+    cost_fn = lambda widths: sn.table.cost(list(widths))[idx]
+
+    def score(choice) -> float:
+        searcher.recalibrate(choice, recal_batches)
+        searcher.anet.eval()
+        sn.set_widths(choice)
+        ev = evaluate(lambda x: {"small": searcher.anet.small(searcher.prep(x))}, searcher.data.holdout_eval,
+                      eval_batches, ("small",))
+        searcher.anet.train()
+        return -ev["small"]["ce"]
+
+    try:
+        choice, trace = greedy_choice(sn.cands, cost_fn, score, budget.lo, budget.hi, log=log)
+    except BaselineError as e:
+        raise UserError(f"greedy widths: {e}: choose another budget") from e
+    cost = cost_fn(sn.widths_of(choice))
+    stats = {"method": "greedy", "supernet": os.path.abspath(supernet), "rounds": len(trace) - 1,
+             "in_band": bool(budget.lo <= cost <= budget.hi), "over_budget": round(cost / budget.value, 6),
+             "heldout_ce": round(-trace[-1]["score"], 6), "recal_batches": recal_batches,
+             "eval_batches": eval_batches}
+    return sn.make_arch(sn.widths_of(choice), budget, searcher.cfg, searcher.data.info, search=stats)

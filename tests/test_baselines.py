@@ -1,0 +1,109 @@
+"""Width baselines (uniform, random, greedy one-shot): hand-made costs, the real supernet, the CLI."""
+
+import json
+import os
+import random
+
+import pytest
+
+import dan
+import search_spaces
+from dan.adjoint import extract_small, to_adjoint
+from dan.arch import build_adjoint, load_arch
+from dan.baselines import BaselineError, greedy_choice, random_choice, uniform_widths
+from dan.monitor import Monitor
+from dan.search import search
+from dan.supernet import Supernet
+from tests.helpers import assert_user_error, run_tool, tiny_config
+
+
+def _suite_supernet():
+    base = search_spaces.create("resnet18_small", num_classes=10, width=8, in_channels=1)
+    shape = (1, 1, 28, 28)
+    return Supernet(to_adjoint(base, alpha=1, stem=0, input_shape=shape),
+                    search_spaces.space_fractions("resnet18_small"), shape)
+
+
+def test_uniform_by_hand():
+    # cost = w0 * w1; f = 0.5 gives [4, 8] = 32, the middle of [30, 34]
+    assert uniform_widths([8, 16], [1, 1], lambda w: w[0] * w[1], 30, 34)[0] == [4, 8]
+    # quanta are kept: widths are multiples of 4
+    widths, _ = uniform_widths([16, 32], [4, 4], lambda w: w[0] + w[1], 20, 28)
+    assert all(w % 4 == 0 for w in widths) and 20 <= sum(widths) <= 28
+
+
+@pytest.mark.parametrize("kind,rel", [("flops", 0.10), ("flops", 0.25), ("flops", 0.5), ("params", 0.25)])
+def test_uniform_lands_in_band_one_fraction_up_to_one_channel(kind, rel):
+    sn = _suite_supernet()
+    idx = 0 if kind == "flops" else 1
+    b = rel * sn.extremes()[kind][1]
+    widths, f = uniform_widths([g.full for g in sn.groups], [g.quantum for g in sn.groups],
+                               lambda w: sn.table.cost(w)[idx], 0.97 * b, 1.03 * b)
+    assert 0.97 * b <= sn.table.cost(widths)[idx] <= 1.03 * b
+    for g, w in zip(sn.groups, widths):  # every group within one channel of f · full
+        assert abs(w - f * g.full) <= g.quantum + 1e-9, (g.name, w, f * g.full)
+
+
+def test_random_is_seeded_in_band_and_gives_up():
+    sn = _suite_supernet()
+    b = 0.1 * sn.extremes()["flops"][1]
+    cost = lambda w: sn.table.cost(w)[0]
+    a, _ = random_choice(sn.cands, cost, 0.97 * b, 1.03 * b, random.Random(5))
+    again, _ = random_choice(sn.cands, cost, 0.97 * b, 1.03 * b, random.Random(5))
+    other, _ = random_choice(sn.cands, cost, 0.97 * b, 1.03 * b, random.Random(6))
+    assert a == again and a != other
+    assert 0.97 * b <= cost(sn.widths_of(a)) <= 1.03 * b
+    with pytest.raises(BaselineError):
+        random_choice([[1, 2]], lambda w: w[0], 5, 6, random.Random(0), max_draws=50)
+
+
+def test_greedy_narrows_the_cheapest_loss_first():
+    # cost = sum of widths; group 0 loses a lot of score when narrowed, group 1 almost nothing
+    cands = [[1, 2, 3, 4], [1, 2, 3, 4]]
+    weight = [10.0, 0.1]
+    score = lambda ch: -sum(wt / (k + 1) for wt, k in zip(weight, ch))
+    choice, trace = greedy_choice(cands, lambda w: sum(w), score, 4.9, 5.1)
+    assert choice == [3, 0]  # group 1 narrowed to its narrowest, group 0 kept wide
+    costs = [t["cost"] for t in trace]
+    assert costs == sorted(costs, reverse=True) and costs[-1] == 5
+    with pytest.raises(BaselineError):
+        greedy_choice(cands, lambda w: sum(w), score, 0.5, 1.0)
+
+
+def test_baseline_tool_writes_an_arch_that_retrains(tmp_path):
+    u = str(tmp_path / "u")
+    common = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--set", "model.args.width=8",
+              "--set", "data.synthetic_size=256", "--budget-flops", "20%", "--quiet"]
+    p = run_tool("baseline.py", "uniform", *common, "--out", u)
+    assert p.returncode == 0, p.stderr
+    arch = load_arch(os.path.join(u, "arch.json"))
+    assert arch.search["method"] == "uniform" and arch.search["in_band"]
+    net = extract_small(build_adjoint(arch))
+    assert dan.count(net, tuple(arch.input_shape)).flops == arch.small["flops"]
+    # an existing arch.json is never overwritten
+    before = open(os.path.join(u, "arch.json")).read()
+    assert_user_error(run_tool("baseline.py", "uniform", *common, "--out", u), "exists")
+    assert open(os.path.join(u, "arch.json")).read() == before
+    r = str(tmp_path / "r")
+    p = run_tool("retrain.py", os.path.join(u, "arch.json"), "--epochs", "1", "--limit-batches", "2", "--quiet",
+                 "--no-tensorboard", "--set", "train.latency_batches=[1]", "--out", r)
+    assert p.returncode == 0, p.stderr
+    assert json.load(open(os.path.join(r, "summary.json")))["networks"]["small"]["flops"] == arch.small["flops"]
+
+
+def test_greedy_from_a_search_checkpoint(tmp_path):
+    s = str(tmp_path / "s")
+    cfg = tiny_config(s, **{"train.epochs": 2, "train.limit_batches": 3, "search.budget_flops": "30%"})
+    searched = search(cfg, Monitor(s, tensorboard=False))
+    g = str(tmp_path / "g")
+    p = run_tool("baseline.py", "greedy", "--supernet", os.path.join(s, "checkpoints", "last.pt"), "--out", g,
+                 "--eval-batches", "2", "--recal-batches", "2", "--quiet")
+    assert p.returncode == 0, p.stderr
+    arch = load_arch(os.path.join(g, "arch.json"))
+    b = arch.budget["flops"]
+    assert b == searched.budget["flops"]
+    assert 0.97 * b <= arch.small["flops"] <= 1.03 * b
+    assert arch.search["method"] == "greedy" and arch.search["rounds"] > 0
+    assert arch.config["data"] == searched.config["data"]  # same recipe when retrained
+    assert not os.path.exists(os.path.join(s, "arch.json.tmp"))
+    assert_user_error(run_tool("baseline.py", "greedy", "--out", str(tmp_path / "x")), "supernet")
