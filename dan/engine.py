@@ -353,19 +353,40 @@ def _dump_json(obj, path):
         f.write("\n")
 
 
-def prepare_run_dir(cfg: Config, resume: bool) -> str:
-    """Create the run folder; refuse to start a new run over finished work."""
+def check_run_dir(cfg: Config, resume: bool) -> None:
+    """Refuse to start a new run over finished work, or to resume nothing; writes nothing."""
     run_dir = cfg.run_dir
-    if not distributed.info().main:  # rank 0 checks and writes; the others wait for it
-        distributed.barrier()
-        return run_dir
+    if not distributed.info().main:
+        return
     last = os.path.join(run_dir, "checkpoints", "last.pt")
     if resume and not os.path.isfile(last):
         raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last.pt): drop --resume "
                         f"to start a new run")
-    if not resume and (os.path.isfile(last) or os.path.isfile(os.path.join(run_dir, "arch.json"))):
-        raise UserError(f"{run_dir} already holds a run: pass --resume to continue it, or choose "
-                        f"another --out (nothing was overwritten)")
+    if not resume and (os.path.isfile(last) or _finished_files(run_dir)):
+        what = "checkpoints/last.pt" if os.path.isfile(last) else _finished_files(run_dir)[0]
+        raise UserError(f"{run_dir} already holds a run ({what}): pass --resume to continue it, or "
+                        f"choose another --out (nothing was overwritten)")
+
+
+# Files of a run's results: a new run never writes into a folder holding any of them (a finished
+# run whose checkpoints were deleted must not be overwritten or mixed with a new one).
+FINISHED_FILES = ("summary.json", "small.pt", "small.pt2", "metrics.jsonl", "arch.json")
+
+
+def _finished_files(run_dir: str) -> list:
+    if not os.path.isdir(run_dir):
+        return []
+    names = sorted(os.listdir(run_dir))
+    return [n for n in names if n in FINISHED_FILES or n.startswith("events.out.tfevents.")]
+
+
+def prepare_run_dir(cfg: Config, resume: bool) -> str:
+    """Create the run folder and write the resolved config (after :func:`check_run_dir`)."""
+    run_dir = cfg.run_dir
+    if not distributed.info().main:  # rank 0 checks and writes; the others wait for it
+        distributed.barrier()
+        return run_dir
+    check_run_dir(cfg, resume)
     os.makedirs(run_dir, exist_ok=True)
     cfg.save(os.path.join(run_dir, "config.yaml"))
     distributed.barrier()
@@ -374,11 +395,15 @@ def prepare_run_dir(cfg: Config, resume: bool) -> str:
 
 def train(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
           data: Data | None = None) -> Summary:
-    """Train ``cfg.train.method`` on ``cfg`` in ``cfg.run_dir``; see :class:`Trainer`."""
-    prepare_run_dir(cfg, resume)
+    """Train ``cfg.train.method`` on ``cfg`` in ``cfg.run_dir``; see :class:`Trainer`.
+
+    Every check (folder, config, data, resume compatibility) runs before the first file is
+    written, so a refused run leaves nothing behind."""
+    check_run_dir(cfg, resume)
     trainer = Trainer(cfg, monitor, data=data)
     if resume:
         trainer.restore()
+    prepare_run_dir(cfg, resume)
     return trainer.fit()
 
 

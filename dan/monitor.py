@@ -29,16 +29,26 @@ class Monitor:
         self.enabled = enabled
         self._tb = None
         self._jsonl = None
-        if enabled and run_dir:
-            os.makedirs(run_dir, exist_ok=True)
-            if tensorboard:
-                from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: keep it lazy
-                self._tb = SummaryWriter(log_dir=run_dir)
-            if jsonl:
-                self._jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a")
+        # Sinks open on the first write, not here: a run refused by a check after the monitor was
+        # made (bad budget, missing data, a folder holding a finished run) leaves no file behind.
+        self._want_tb = enabled and bool(run_dir) and tensorboard
+        self._want_jsonl = enabled and bool(run_dir) and jsonl
+        self._opened = not (self._want_tb or self._want_jsonl)
+
+    def _open(self) -> None:
+        if self._opened:
+            return
+        self._opened = True
+        os.makedirs(self.run_dir, exist_ok=True)
+        if self._want_tb:
+            from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: keep it lazy
+            self._tb = SummaryWriter(log_dir=self.run_dir)
+        if self._want_jsonl:
+            self._jsonl = open(os.path.join(self.run_dir, "metrics.jsonl"), "a")
 
     # --- sinks -----------------------------------------------------------------------------
     def scalars(self, step: int, values: dict, prefix: str = "") -> None:
+        self._open()
         if self._tb is None:
             return
         for k, v in values.items():
@@ -47,6 +57,7 @@ class Monitor:
 
     def epoch(self, epoch: int, values: dict, step: Optional[int] = None) -> None:
         row = {"epoch": epoch, "time": round(time.time(), 3), **values}
+        self._open()
         if self._jsonl is not None:
             self._jsonl.write(json.dumps(row) + "\n")
             self._jsonl.flush()
@@ -61,18 +72,22 @@ class Monitor:
             self.epoch_hook(epoch, values)
 
     def histogram(self, tag: str, values, step: int) -> None:
+        self._open()
         if self._tb is not None:
             self._tb.add_histogram(tag, values, step)
 
     def image(self, tag: str, chw, step: int) -> None:
+        self._open()
         if self._tb is not None:
             self._tb.add_image(tag, chw, step, dataformats="CHW")
 
     def text(self, tag: str, text: str, step: int = 0) -> None:
+        self._open()
         if self._tb is not None:
             self._tb.add_text(tag, text, step)
 
     def hparams(self, hparams: dict, metrics: dict) -> None:
+        self._open()
         if self._tb is not None:
             clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
             self._tb.add_hparams(clean, metrics, run_name=".")

@@ -30,12 +30,12 @@ class Run:
     tool: str  # train.py | search.py | retrain.py
     args: list
     out: str
-    kind: str = "train"  # train | search
+    kind: str = "train"  # train | search | arch (a width baseline: tools/baseline.py)
     after: list = field(default_factory=list)  # run folders that must be finished first
 
     @property
     def done(self) -> bool:
-        marker = "arch.json" if self.kind == "search" else "summary.json"
+        marker = "arch.json" if self.kind in ("search", "arch") else "summary.json"
         return os.path.isfile(os.path.join(self.out, marker))
 
     def command(self) -> list:
@@ -153,7 +153,7 @@ def run_seconds(run: Run) -> float | None:
     if os.path.isfile(path):
         with open(path) as f:
             return float(json.load(f)["seconds"])
-    marker = os.path.join(run.out, "arch.json" if run.kind == "search" else "summary.json")
+    marker = os.path.join(run.out, "arch.json" if run.kind in ("search", "arch") else "summary.json")
     if not os.path.isfile(marker):
         return None
     starts = []

@@ -47,11 +47,12 @@ import search_spaces
 from dan import distributed
 from dan.arch import Arch
 from dan.budget import Budget, resolve_budget  # noqa: F401 (re-exported: dan.search.Budget)
+from dan.cost import format_count
 from dan.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dan.config import Config
-from dan.data import build_data
-from dan.engine import (amp_dtype, build_optimizer, build_scheduler, check_same_config, evaluate,
-                        prepare_run_dir, resolve_device)
+from dan.data import build_data, dataset_info
+from dan.engine import (amp_dtype, build_optimizer, build_scheduler, check_run_dir, check_same_config,
+                        evaluate, prepare_run_dir, resolve_device)
 from dan.errors import UserError
 from dan.layers import AdjointBatchNorm2d
 from dan.loss import adjoint_loss, kl_divergence, schedule
@@ -95,17 +96,18 @@ class Searcher:
             raise UserError(f"search needs a registered search space, not '{cfg.model.space}' "
                             f"(choose one of {', '.join(search_spaces.list_spaces())})")
         _search_data_defaults(cfg)
+        # the network and the budget are checked before any image is loaded
+        info = data.info if data is not None else dataset_info(cfg.data)
+        self.input_shape = input_shape(info)
+        seed_everything(cfg.seed)
+        self.sn = build_supernet(cfg, info)
+        self.budget = resolve_budget(s, self.sn.extremes(), describe_model(cfg))
         self.data = data if data is not None else build_data(cfg.data, seed=cfg.seed, device=self.device)
         self.dist = distributed.info()
         if self.dist.enabled:
             self.data.shard(self.dist.rank, self.dist.world)
-        info = self.data.info
-        self.input_shape = input_shape(info)
-        seed_everything(cfg.seed)
-        self.sn = build_supernet(cfg, info)
         self.anet = self.sn.anet.to(self.device)
         self.sn.arch.to(self.device)
-        self.budget = resolve_budget(s, self.sn.extremes(), describe_model(cfg))
         self.cl = cfg.train.channels_last
         if self.cl:
             self.anet.to(memory_format=torch.channels_last)
@@ -392,10 +394,32 @@ class Searcher:
         return arch
 
 
+def check_paper_setting(cfg: Config, config_path: str, demo: str) -> None:
+    """The bare ``tools/search.py --budget-flops 1.6G`` searches the paper's setting
+    (``config_path``: ResNet-50, ImageNet, 224×224). When that data is not there, raise one
+    :class:`UserError` naming the model, the budget range it allows and the two commands to use
+    instead (the same config with ``--data``, or the CPU ``demo``)."""
+    from dan.data import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, dataset_info
+
+    try:
+        dataset_info(cfg.data)
+        return
+    except UserError:
+        pass
+    size = cfg.data.image_size or 224
+    info = DatasetInfo("imagefolder", 1000, 3, size, IMAGENET_MEAN, IMAGENET_STD)
+    lo, hi = build_supernet(cfg, info).extremes()["flops"]
+    raise UserError(
+        f"no --config: the default is the paper's setting, {describe_model(cfg)} on ImageNet at {size}x{size} "
+        f"(small network {format_count(lo)} to {format_count(hi)} FLOPs), and its data is not in "
+        f"{cfg.data.data or 'data/imagenet'}: run `python tools/search.py --config {config_path} --data DIR "
+        f"--budget-flops 1.6G` with DIR holding train/ and val/, or the CPU demo `{demo}`")
+
+
 def describe_model(cfg: Config) -> str:
     """``resnet18_small(width=8) at 1x28x28``-style name of the config's base network."""
     args = ", ".join(f"{k}={v}" for k, v in (cfg.model.args or {}).items())
-    return f"{cfg.model.space}({args})"
+    return f"{cfg.model.space}({args})" if args else cfg.model.space
 
 
 def distribution_stats(probs) -> dict:
@@ -465,8 +489,9 @@ def search(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
     """Run DAN search in ``cfg.run_dir`` and write ``arch.json``; see the module docstring."""
     cfg = copy.deepcopy(cfg)
     _search_data_defaults(cfg)
-    prepare_run_dir(cfg, resume)
+    check_run_dir(cfg, resume)  # every check before the first file is written
     s = Searcher(cfg, monitor, data=data)
     if resume:
         s.restore()
+    prepare_run_dir(cfg, resume)
     return s.fit()

@@ -1,6 +1,8 @@
 """DAN search: find the small network's widths under a FLOPs or params budget -> arch.json.
 
 Usage:
+    python tools/search.py --budget-flops 1.6G          # the paper's setting: configs/imagenet_resnet50.yaml
+                                                        # (used when neither --config nor --dataset is given)
     python tools/search.py --config configs/fashion_mnist_resnet18.yaml --budget-flops 25%
     python tools/search.py --config configs/imagenet_resnet50.yaml --budget-flops 1.6G   # the paper's setting
     python tools/search.py --config ... --budget-params 1.8M --epochs 10
@@ -43,11 +45,22 @@ EXTRA = {"budget_flops": "search.budget_flops", "budget_params": "search.budget_
          "lam_scale": "adjoint.c"}
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAPER_CONFIG = "configs/imagenet_resnet50.yaml"  # the default when no --config is given
+DEMO = "python tools/search.py --config configs/fashion_mnist_resnet18.yaml --budget-flops 25%"
+
+
 def main(argv):
     args = get_args_parser().parse_args(argv)
+    bare = not args.config and not args.dataset  # the bare command: the paper's setting
+    if bare:
+        args.config = os.path.join(ROOT, PAPER_CONFIG)
     cfg = resolve_config(args, EXTRA)
     from dan.cost import format_count
-    from dan.search import search
+    from dan.search import check_paper_setting, search
+
+    if bare:
+        check_paper_setting(cfg, PAPER_CONFIG, DEMO)
 
     monitor, dist = open_monitor(cfg, args)
     try:

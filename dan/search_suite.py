@@ -1,0 +1,337 @@
+"""The search suite (issue 9): do DAN's widths beat uniform, random and greedy widths at equal cost?
+
+For every budget (FLOPs 10 %, 25 %, 50 % of the widest small network, params 25 %) and seed, four
+architectures are retrained with the identical recipe (``tools/retrain.py arch.json --seed s``:
+adjoint training, the config's epochs, the whole training split) and tested on the test split:
+
+* **dan**: ``tools/search.py`` with the default search settings;
+* **uniform**: one width fraction for every group (``tools/baseline.py uniform``; the same
+  architecture for every seed, retrained per seed);
+* **random**: a uniformly drawn in-band architecture per seed (``baseline.py random --seed s``);
+* **greedy**: AutoSlim-style slimming of the *same* trained supernet as that seed's DAN search
+  (``baseline.py greedy --supernet <search>/checkpoints/last.pt``).
+
+:func:`plan` lists the runs (budgets 10 % and 25 % first: they carry the targets);
+:func:`dan.reproduce.run` runs them; :func:`write_report` writes ``docs/search.md``: per budget the
+top-1 mean ± std, cost and latency of every method with DAN's two-standard-error verdict against
+each baseline, how each DAN search ended (argmax cost before repair, largest probabilities), the
+ablations, and two plots (top-1 against FLOPs; the widths each method chose per group).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+
+from dan.reproduce import NOTES_MARK, ROOT, Run, _mean_std, _median, run_seconds, verdict
+
+CONFIG = "configs/fashion_mnist_suite.yaml"
+SEEDS = 3
+# (tag, flag, value): the budgets of the suite, the ones with targets first
+BUDGETS = [("flops10", "--budget-flops", "10%"), ("flops25", "--budget-flops", "25%"),
+           ("flops50", "--budget-flops", "50%"), ("params25", "--budget-params", "25%")]
+METHODS = ("dan", "uniform", "random", "greedy")
+# Ablations of the search: (tag, description, --set overrides); each is searched and retrained at
+# the listed budgets like "dan", so its row compares with the same baselines.
+ABLATIONS = [
+    ("first-design", "the first search: KL-only objective, tau 5 halving per epoch, arch lr 0.01, "
+                     "multiplier on the argmax cost",
+     ["search.arch_objective=kl", "search.tau_anneal=epoch", "search.tau0=5.0", "search.tau_decay=0.5",
+      "search.tau_min=0.2", "search.arch_lr=0.01", "search.budget_control=argmax"]),
+    ("kl-only", "default, but the architecture objective without the labels' CE", ["search.arch_objective=kl"]),
+    ("argmax-control", "default, but the multiplier watches the argmax cost", ["search.budget_control=argmax"]),
+]
+ABLATION_BUDGETS = ("flops10", "flops25")
+
+
+def plan(out: str, seeds: int | None = None, extra: list | None = None, ablations: bool = True) -> list[Run]:
+    """The suite's runs in dependency order."""
+    out = os.path.abspath(out)
+    config = os.path.join(ROOT, CONFIG)
+    n = seeds or SEEDS
+    extra = list(extra or [])
+    runs: list[Run] = []
+    for tag, flag, value in BUDGETS:
+        budget = [flag, value]
+        u = os.path.join(out, tag, "uniform-arch")
+        runs.append(Run(f"{tag}/uniform arch", 0, "baseline.py",
+                        ["uniform", "--config", config, *budget, "--quiet", *extra, "--out", u], u, kind="arch"))
+        for seed in range(n):
+            d = lambda name: os.path.join(out, tag, f"{name}-s{seed}")
+            base = ["--config", config, "--seed", str(seed), "--quiet", *extra]
+            s = d("dan-search")
+            runs.append(Run(f"{tag}/dan search", seed, "search.py", base + [*budget, "--out", s], s, kind="search"))
+            r_arch = d("random-arch")
+            runs.append(Run(f"{tag}/random arch", seed, "baseline.py", ["random", *base, *budget, "--out", r_arch],
+                            r_arch, kind="arch"))
+            g_arch = d("greedy-arch")
+            runs.append(Run(f"{tag}/greedy arch", seed, "baseline.py",
+                            ["greedy", "--supernet", os.path.join(s, "checkpoints", "last.pt"), "--quiet", *extra,
+                             "--out", g_arch], g_arch, kind="arch", after=[s]))
+            for method, arch_dir in (("dan", s), ("uniform", u), ("random", r_arch), ("greedy", g_arch)):
+                o = d(method)
+                runs.append(Run(f"{tag}/{method}", seed, "retrain.py",
+                                [os.path.join(arch_dir, "arch.json"), "--seed", str(seed), "--quiet", *extra,
+                                 "--out", o], o, after=[arch_dir]))
+    if ablations:
+        for tag, flag, value in BUDGETS:
+            if tag not in ABLATION_BUDGETS:
+                continue
+            for name, _, sets in ABLATIONS:
+                for seed in range(n):
+                    d = lambda what: os.path.join(out, tag, f"ablation-{name}-{what}-s{seed}")
+                    s = d("search")
+                    args = ["--config", config, "--seed", str(seed), "--quiet", *extra, flag, value]
+                    for kv in sets:
+                        args += ["--set", kv]
+                    runs.append(Run(f"{tag}/ablation {name} search", seed, "search.py", args + ["--out", s], s,
+                                    kind="search"))
+                    o = d("retrain")
+                    runs.append(Run(f"{tag}/ablation {name}", seed, "retrain.py",
+                                    [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", *extra,
+                                     "--out", o], o, after=[s]))
+    return runs
+
+
+# ------------------------------------------------------------------------------------ report
+def _load(path: str) -> dict | None:
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def collect(runs: list[Run]) -> dict:
+    """{budget tag: {method: {"top1": [...], "flops": [...], ..., "archs": [...]}}} over seeds."""
+    table: dict = {}
+    arch_of = {r.out: r for r in runs if r.kind in ("search", "arch")}
+    for r in runs:
+        if r.tool != "retrain.py":
+            continue
+        tag, method = r.key.split("/", 1)
+        s = _load(os.path.join(r.out, "summary.json"))
+        arch = _load(r.args[0])
+        row = table.setdefault(tag, {}).setdefault(method, {k: [] for k in (
+            "top1", "flops", "params", "lat1", "seconds", "archs", "seeds")})
+        if s is None:
+            continue
+        small = s["networks"]["small"]
+        row["top1"].append(small["top1"])
+        row["flops"].append(small["flops"])
+        row["params"].append(small["params"])
+        row["lat1"].append(small.get("latency_ms", {}).get("1"))
+        src = arch_of.get(os.path.dirname(r.args[0]))
+        t = run_seconds(r) or 0.0
+        row["seconds"].append(t + ((run_seconds(src) or 0.0) if src is not None and src.seed == r.seed else 0.0))
+        row["archs"].append(arch)
+        row["seeds"].append(r.seed)
+    return table
+
+
+def _budget_text(tag: str) -> str:
+    kind = "FLOPs" if tag.startswith("flops") else "params"
+    return f"{tag[len(kind):] if kind == 'FLOPs' else tag[6:]} % of the widest small network's {kind}"
+
+
+def search_end_table(runs: list[Run]) -> list[str]:
+    lines = ["| budget | search | seed | argmax before repair / budget | in band before repair | "
+             "mean largest probability | groups moved by repair | search min |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        if r.kind != "search" or not r.done:
+            continue
+        a = _load(os.path.join(r.out, "arch.json")) or {}
+        st = a.get("search", {})
+        before = st.get("argmax_before_repair", {})
+        tag, what = r.key.split("/", 1)
+        t = run_seconds(r)
+        lines.append(f"| {tag} | {what.replace(' search', '')} | {r.seed} | {before.get('over_budget', math.nan):.3f} | "
+                     f"{'yes' if before.get('in_band') else 'no'} | {st.get('mean_max_prob', math.nan):.2f} | "
+                     f"{len(a.get('repaired', []))} | {(t or math.nan) / 60:.1f} |")
+    return lines
+
+
+def convergence_summary(runs: list[Run], prefix: str = "dan search") -> dict:
+    """Per budget: (searches in band before repair, searches, mean of mean largest probability)."""
+    out: dict = {}
+    for r in runs:
+        if r.kind != "search" or not r.done or not r.key.endswith("/" + prefix):
+            continue
+        a = _load(os.path.join(r.out, "arch.json")) or {}
+        st = a.get("search", {})
+        tag = r.key.split("/", 1)[0]
+        row = out.setdefault(tag, {"in_band": 0, "n": 0, "max_prob": []})
+        row["n"] += 1
+        row["in_band"] += bool(st.get("argmax_before_repair", {}).get("in_band"))
+        row["max_prob"].append(st.get("mean_max_prob", math.nan))
+    return out
+
+
+def write_report(runs: list[Run], md_path: str, fig_dir: str, settings: str) -> str:
+    from dan.cost import format_count
+
+    table = collect(runs)
+    lines = ["# Does the search search? DAN against uniform, random and greedy widths", "",
+             "Generated by `python tools/reproduce.py --suite search` (`dan/search_suite.py`); the numbers "
+             "below are computed from the run folders each time the page is written.", "", settings, ""]
+    done = [r for r in runs if r.done]
+    secs = [run_seconds(r) for r in done]
+    secs = [t for t in secs if t is not None]
+    lines += [f"Finished runs: {len(done)} of {len(runs)}; their wall time, summed: **{sum(secs) / 3600:.2f} h** "
+              f"on this machine.", ""]
+    lines += ["## Top-1 at equal cost", "",
+              "Verdict: DAN's mean minus the baseline's, against two standard errors over seeds "
+              "(`sqrt(var_A/n_A + var_B/n_B)`): above is **supported** (DAN better), below minus two "
+              "**not supported** (DAN worse), between is within seed noise.", ""]
+    for tag, _, _ in BUDGETS:
+        rows = table.get(tag, {})
+        if not any(rows.get(m, {}).get("top1") for m in rows):
+            continue
+        lines += [f"### {_budget_text(tag)}", "",
+                  "| method | top-1 (%) | FLOPs | params | CPU ms, batch 1 | min/run (search + retrain) | seeds | DAN − method | verdict |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        dan = rows.get("dan", {}).get("top1", [])
+        for method in list(METHODS) + sorted(m for m in rows if m not in METHODS):
+            row = rows.get(method)
+            if not row or not row["top1"]:
+                continue
+            if method == "dan":
+                diff, v = "", ""
+            else:
+                d, se, v = verdict(dan, row["top1"], True, 0.0)
+                diff = "-" if math.isnan(d) else f"{100 * d:+.2f}" + ("" if math.isnan(se) else f" (se {100 * se:.2f})")
+            lines.append(f"| {method} | {_mean_std(row['top1'], 100, 2)} | {format_count(_median(row['flops']))} | "
+                         f"{format_count(_median(row['params']))} | {_median(row['lat1']):.2f} | "
+                         f"{_median(row['seconds']) / 60:.1f} | {len(row['top1'])} | {diff} | {v} |")
+        lines.append("")
+    conv = convergence_summary(runs)
+    if conv:
+        lines += ["## Does the search converge and land on its own?", "",
+                  "Target: the argmax network inside the band *before* repair in at least 2 of 3 seeds at "
+                  "every budget, and the mean (over groups) largest probability at least 0.6.", "",
+                  "| budget | in band before repair | mean largest probability (mean over seeds) | target met |",
+                  "|---|---|---|---|"]
+        for tag, c in conv.items():
+            mp = statistics.mean(c["max_prob"]) if c["max_prob"] else math.nan
+            ok = c["in_band"] >= math.ceil(2 * c["n"] / 3) and mp >= 0.6
+            lines.append(f"| {tag} | {c['in_band']} of {c['n']} | {mp:.2f} | {'yes' if ok else '**no**'} |")
+        lines += ["", "Every search, as it ended:", ""] + search_end_table(runs) + [""]
+    abl = [(name, desc) for name, desc, _ in ABLATIONS]
+    if any(table.get(t, {}).get(f"ablation {n}", {}).get("top1") for t in ABLATION_BUDGETS for n, _ in abl):
+        lines += ["## Ablations of the search", "",
+                  "Each variant is a config option; it searched and retrained like the default (same seeds, "
+                  "same retrain), so its row compares with the tables above.", "",
+                  "| budget | variant | what it changes | top-1 (%) | in band before repair | mean largest probability | variant − default | verdict |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for tag in ABLATION_BUDGETS:
+            dan = table.get(tag, {}).get("dan", {}).get("top1", [])
+            conv_a = {}
+            for name, desc in abl:
+                row = table.get(tag, {}).get(f"ablation {name}")
+                if not row or not row["top1"]:
+                    continue
+                conv_a = convergence_summary(runs, f"ablation {name} search").get(tag, {"in_band": 0, "n": 0,
+                                                                                     "max_prob": []})
+                d, se, v = verdict(row["top1"], dan, True, 0.0)
+                diff = "-" if math.isnan(d) else f"{100 * d:+.2f}" + ("" if math.isnan(se) else f" (se {100 * se:.2f})")
+                mp = statistics.mean(conv_a["max_prob"]) if conv_a["max_prob"] else math.nan
+                lines.append(f"| {tag} | {name} | {desc} | {_mean_std(row['top1'], 100, 2)} | "
+                             f"{conv_a['in_band']} of {conv_a['n']} | {mp:.2f} | {diff} | {v} |")
+        lines.append("")
+    os.makedirs(fig_dir, exist_ok=True)
+    rel = os.path.relpath(fig_dir, os.path.dirname(os.path.abspath(md_path)))
+    for name, title in plot_report(table, fig_dir):
+        lines += [f"![{title}]({rel}/{name})", ""]
+    notes = ""
+    if os.path.isfile(md_path):
+        with open(md_path) as f:
+            old = f.read()
+        if NOTES_MARK in old:
+            notes = old[old.index(NOTES_MARK) + len(NOTES_MARK):]
+    text = "\n".join(lines).rstrip() + "\n\n" + NOTES_MARK + (notes if notes else "\n")
+    with open(md_path, "w") as f:
+        f.write(text)
+    return text
+
+
+def plot_report(table: dict, fig_dir: str) -> list:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
+    for method, marker in zip(METHODS, "o^sD"):
+        xs, ys, es = [], [], []
+        for tag, _, _ in BUDGETS:
+            row = table.get(tag, {}).get(method)
+            if not tag.startswith("flops") or not row or not row["top1"]:
+                continue
+            xs.append(_median(row["flops"]) / 1e6)
+            ys.append(100 * statistics.mean(row["top1"]))
+            es.append(100 * statistics.stdev(row["top1"]) if len(row["top1"]) > 1 else 0.0)
+        if xs:
+            ax.errorbar(xs, ys, yerr=es, marker=marker, capsize=3, label=method)
+            drawn = True
+    if drawn:
+        ax.set_xscale("log")
+        ax.set_xlabel("FLOPs (M multiply-accumulates), log scale")
+        ax.set_ylabel("test top-1 (%)")
+        ax.set_title("retrained small networks at equal FLOPs (mean ± std over seeds)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(fig_dir, "search_top1_vs_flops.png"), dpi=110)
+        made.append(("search_top1_vs_flops.png", "top-1 against FLOPs for every method and budget"))
+    plt.close(fig)
+    # widths chosen per group, seed 0, for each FLOPs budget that has them
+    tags = [t for t, _, _ in BUDGETS if any(table.get(t, {}).get(m, {}).get("archs") for m in METHODS)]
+    if tags:
+        fig, axes = plt.subplots(1, len(tags), figsize=(4.2 * len(tags), 4), squeeze=False)
+        for ax, tag in zip(axes[0], tags):
+            groups = None
+            for k, method in enumerate(METHODS):
+                row = table.get(tag, {}).get(method)
+                if not row or not row["archs"] or row["archs"][0] is None:
+                    continue
+                arch = row["archs"][0]
+                cands = arch.get("candidates", {})
+                groups = groups or list(cands)
+                full = {g: max(c) for g, c in cands.items()}
+                ax.plot([arch["widths"][g] / full[g] for g in groups], range(len(groups)), marker="o^sD"[k],
+                        label=method, alpha=0.8)
+            if groups:
+                ax.set_yticks(range(len(groups)))
+                ax.set_yticklabels(groups, fontsize=6)
+            ax.set_xlabel("width / full width")
+            ax.set_xlim(0, 1.05)
+            ax.set_title(tag, fontsize=9)
+            ax.invert_yaxis()
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle("widths each method chose (seed 0)", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(os.path.join(fig_dir, "search_widths.png"), dpi=110)
+        plt.close(fig)
+        made.append(("search_widths.png", "widths per group chosen by each method"))
+    return made
+
+
+def settings_text(seeds: int | None = None) -> str:
+    from dan.config import Config
+
+    cfg = Config.from_file(os.path.join(ROOT, CONFIG))
+    args = ", ".join(f"{k}={v}" for k, v in (cfg.model.args or {}).items())
+    s = cfg.search
+    return (f"Settings (`{CONFIG}`): base network `{cfg.model.space}`({args}) on `{cfg.data.dataset}` "
+            f"(28×28, 10 classes). Every architecture is retrained by `tools/retrain.py` for "
+            f"{cfg.train.epochs} epochs on the full 60k training images (adjoint loss, {cfg.train.optimizer} lr "
+            f"{cfg.train.lr}, batch {cfg.data.batch_size}) and tested on the 10k test images; "
+            f"{seeds or SEEDS} seeds (0, 1, 2). DAN searches for {cfg.train.epochs} epochs "
+            f"({s.warmup_epochs:g} weight-only) on the training split, two thirds for the weights and "
+            f"one third held out for the architecture; greedy scores its moves on that same held-out third "
+            f"with the same search's supernet. Width 8 (an eighth of ResNet-18's) keeps the whole suite "
+            f"within 3 hours on 2 CPU cores; at 10 % of the FLOPs its first stage has 2-3 channels in the "
+            f"uniform network, where how widths are spread matters most.")

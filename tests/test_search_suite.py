@@ -1,0 +1,163 @@
+"""Issue 9: the bare search command, refused searches leave nothing, convergence statistics, the
+search suite's plan and report."""
+
+import json
+import os
+
+import pytest
+
+import dan
+from dan.monitor import Monitor
+from dan.search import search
+from tests.helpers import assert_user_error, run_tool, tiny_config
+
+
+def test_bare_search_command_names_the_model_and_what_to_type(tmp_path):
+    """`python tools/search.py --budget-flops 1.6G` with no ImageNet folder: one line naming the
+    paper's model, its FLOPs range and both commands; no run folder anywhere."""
+    p = run_tool("search.py", "--budget-flops", "1.6G", cwd=str(tmp_path))
+    assert_user_error(p, "resnet50", "ImageNet", "FLOPs", "--config configs/imagenet_resnet50.yaml --data DIR",
+                      "configs/fashion_mnist_resnet18.yaml")
+    assert os.listdir(tmp_path) == []
+
+
+def test_bare_search_runs_the_paper_config_when_its_data_is_there(tmp_path):
+    """With an image folder where the paper's config looks (data/imagenet under the working
+    directory), the bare command gets past the data check and into the real search: here the
+    budget is then refused for the ImageNet ResNet-50 (a tiny folder, 2 classes), by name."""
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            os.makedirs(tmp_path / "data" / "imagenet" / split / cls)
+    p = run_tool("search.py", "--budget-flops", "1K", "--out", str(tmp_path / "run"), cwd=str(tmp_path))
+    assert_user_error(p, "infeasible", "resnet50")
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_a_refused_search_leaves_no_folder(tmp_path):
+    out = tmp_path / "s"
+    p = run_tool("search.py", "--dataset", "synthetic", "--image-size", "16", "--num-classes", "4",
+                 "--budget-flops", "1K", "--out", str(out))
+    assert_user_error(p, "infeasible", "resnet18_small")
+    assert not out.exists()
+    p = run_tool("search.py", "--dataset", "synthetic", "--image-size", "16", "--num-classes", "4",
+                 "--budget-flops", "25%", "--set", "search.arch_objective=accuracy", "--out", str(out))
+    assert_user_error(p, "search.arch_objective")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("budget", ["nan%", "inf%", "1e400", "-5%", "0%"])
+def test_unreadable_budgets_are_one_line(tmp_path, budget):
+    p = run_tool("search.py", "--dataset", "synthetic", "--image-size", "16", "--num-classes", "4",
+                 "--budget-flops", budget, "--out", str(tmp_path / "s"))
+    assert_user_error(p, "budget" if "%" in budget else "count")
+    assert not (tmp_path / "s").exists()
+
+
+def test_arch_json_and_metrics_record_how_the_search_ended(tmp_path):
+    out = str(tmp_path / "s")
+    cfg = tiny_config(out, **{"train.epochs": 3, "train.limit_batches": 4, "search.budget_flops": "30%"})
+    arch = search(cfg, Monitor(out, tensorboard=False))
+    st = arch.search
+    assert st["method"] == "dan"
+    before = st["argmax_before_repair"]
+    assert set(before) == {"flops", "params", "over_budget", "in_band"}
+    b = arch.budget["flops"]
+    assert before["in_band"] == (0.97 * b <= before["flops"] <= 1.03 * b)
+    assert abs(before["over_budget"] - before["flops"] / b) < 1e-5
+    assert set(st["max_prob"]) == set(arch.probabilities) == set(st["entropy"])
+    for g, p in arch.probabilities.items():
+        assert abs(st["max_prob"][g] - max(p)) < 1e-5
+    assert abs(st["mean_max_prob"] - sum(st["max_prob"].values()) / len(st["max_prob"])) < 1e-5
+    rows = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
+    assert len(rows) == 3
+    for r in rows:
+        assert 0 < r["arch/mean_max_prob"] <= 1 and r["arch/mean_entropy"] >= 0
+        assert "cost/argmax_over_budget" in r and "cost/expected_over_budget" in r
+    assert rows[0]["arch/mean_max_prob"] == pytest.approx(1 / 8, abs=1e-6)  # warm-up: still uniform
+    # repair moved exactly the groups whose argmax was changed
+    argmax = {g: max(range(len(p)), key=p.__getitem__) for g, p in arch.probabilities.items()}
+    moved = {g for g in argmax if arch.candidates[g][argmax[g]] != arch.widths[g]}
+    assert moved == set(arch.repaired)
+
+
+def test_tau_is_annealed_per_step_to_tau_min():
+    from dan.search import Searcher
+
+    s = Searcher.__new__(Searcher)
+    s.cfg = tiny_config("unused", **{"search.tau0": 4.0, "search.tau_min": 0.1, "search.warmup_epochs": 1})
+    s.steps_per_epoch, s.total_steps = 10, 30
+    assert s.tau(1, 10) == pytest.approx(4.0)
+    assert s.tau(2, 29) == pytest.approx(0.1)
+    mid = s.tau(2, 19)
+    assert 0.1 < mid < 4.0 and mid == pytest.approx(4.0 * (0.1 / 4.0) ** (9 / 19))
+    s.cfg.search.tau_anneal = "epoch"
+    s.cfg.search.tau_decay = 0.5
+    assert s.tau(2) == pytest.approx(2.0)
+
+
+def test_search_suite_dry_run_lists_every_method_and_budget(tmp_path):
+    p = run_tool("reproduce.py", "--suite", "search", "--dry-run", "--out", str(tmp_path / "suite"))
+    assert p.returncode == 0, p.stderr
+    lines = [l for l in p.stdout.splitlines() if l.startswith("[todo]")]
+    for tag in ("flops10", "flops25", "flops50", "params25"):
+        for key in ("uniform arch", "dan search", "random arch", "greedy arch", "dan ", "uniform ", "random ",
+                    "greedy "):
+            assert any(f"] {tag}/{key}" in l for l in lines), (tag, key)
+    assert sum("/dan search" in l for l in lines) == 12  # 4 budgets x 3 seeds
+    assert any("ablation first-design" in l for l in lines)
+    assert not os.path.exists(tmp_path / "suite")
+
+
+def _fake_retrain(run, top1, flops):
+    os.makedirs(run.out, exist_ok=True)
+    with open(os.path.join(run.out, "summary.json"), "w") as f:
+        json.dump({"networks": {"small": {"top1": top1, "flops": flops, "params": 1000,
+                                          "latency_ms": {"1": 1.0}}}}, f)
+
+
+def _fake_arch(run, in_band=True, max_prob=0.8):
+    os.makedirs(run.out, exist_ok=True)
+    with open(os.path.join(run.out, "arch.json"), "w") as f:
+        json.dump({"widths": {"g": 4}, "candidates": {"g": [2, 4, 8]}, "repaired": [],
+                   "search": {"argmax_before_repair": {"over_budget": 1.0 if in_band else 1.2, "in_band": in_band},
+                              "mean_max_prob": max_prob}}, f)
+
+
+def test_search_report_computes_verdicts_from_the_runs(tmp_path):
+    from dan import search_suite
+    from dan.reproduce import NOTES_MARK
+
+    runs = search_suite.plan(str(tmp_path / "suite"), seeds=3, ablations=False)
+    scores = {"dan": [0.85, 0.86, 0.855], "uniform": [0.80, 0.81, 0.805], "random": [0.84, 0.86, 0.87],
+              "greedy": [0.90, 0.91, 0.905]}
+    for r in runs:
+        if r.kind in ("search", "arch"):
+            _fake_arch(r, in_band=r.seed != 2, max_prob=0.7)
+        elif r.key.startswith("flops10/"):
+            _fake_retrain(r, scores[r.key.split("/")[1]][r.seed], 700_000)
+    md = tmp_path / "search.md"
+    text = search_suite.write_report(runs, str(md), str(tmp_path / "fig"), "Settings.")
+    table = text[text.index("### 10"):text.index("## Does")]
+    line = lambda m: [l for l in table.splitlines() if l.startswith(f"| {m} |")][0]
+    assert line("uniform").endswith("| **supported** |")
+    assert line("random").endswith("| within seed noise |")
+    assert line("greedy").endswith("| **not supported** |")
+    assert "| flops10 | 2 of 3 | 0.70 | yes |" in text
+    assert os.path.isfile(tmp_path / "fig" / "search_top1_vs_flops.png")
+    assert os.path.isfile(tmp_path / "fig" / "search_widths.png")
+    md.write_text(md.read_text() + "\nhand-written\n")
+    text = search_suite.write_report(runs, str(md), str(tmp_path / "fig"), "Settings.")
+    assert text.count(NOTES_MARK) == 1 and "hand-written" in text
+
+
+def test_check_search_config_names_the_key():
+    from dan.search import check_search_config
+
+    cfg = tiny_config("unused")
+    cfg.search.budget_control = "median"
+    with pytest.raises(dan.UserError, match="search.budget_control"):
+        check_search_config(cfg.search)
+    cfg = tiny_config("unused")
+    cfg.search.tau0 = float("nan")
+    with pytest.raises(dan.UserError, match="search.tau0"):
+        check_search_config(cfg.search)
