@@ -107,7 +107,7 @@ class SearchConfig:
     # architecture epochs (the first design: with 2-3 architecture epochs tau stayed >= 1.25 and
     # the distributions ended near uniform, issue 9).
     tau_anneal: str = "step"
-    tau0: float = 2.0
+    tau0: float = 5.0
     tau_decay: float = 0.7  # "epoch" annealing only
     tau_min: float = 0.1
     arch_lr: float = 0.05  # Adam on the architecture logits (0.01 left them near uniform in 3 epochs)

@@ -53,7 +53,9 @@ def main(argv):
     arch = baseline_arch(cfg, args.method, supernet=args.supernet, recal_batches=args.recal_batches,
                          eval_batches=args.eval_batches, log=None if args.quiet else print)
     os.makedirs(args.out, exist_ok=True)
-    cfg.save(os.path.join(args.out, "config.yaml"))
+    from dan.config import Config
+
+    Config.from_dict(arch.config).save(os.path.join(args.out, "config.yaml"))  # greedy: the search's
     arch.save(path)
     b = arch.budget
     kind = "flops" if "flops" in b else "params"
