@@ -127,6 +127,9 @@ class SearchConfig:
     # oscillated and the argmax ended outside the band, issue 9).
     budget_control: str = "expected"
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
+    # "expected" control only: a proportional term, so the penalty weight is mu + p·(E[cost]/B - target).
+    # The integral part alone lags: at 25 % it left E[cost] at 0.95 B with mu ~ 0 at the end.
+    multiplier_p: float = 5.0
     multiplier_max: float = 50.0
     bn_recalibrate_batches: int = 20  # re-estimate small BN statistics before each evaluation
 

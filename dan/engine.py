@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -29,14 +28,13 @@ from dan.cost import count, format_count
 from dan.data import Data, build_data
 from dan.deploy import deploy_form, measure_latency, save_deployable
 from dan.errors import UserError
+from dan.loop import (RESUMABLE_CHANGES, check_run_dir, check_same_config, optimizer_step,  # noqa: F401
+                      prepare_run_dir, reconcile_metrics, run_epochs, start)
 from dan.methods import get_method
 from dan.monitor import Monitor
-from dan.seed import derive, seed_everything
+from dan.seed import seed_everything
 
 CHECKPOINT_VERSION = 1
-# Keys a resumed run may change: how long, where, and how fast it runs; not what it computes.
-RESUMABLE_CHANGES = ("train.epochs", "device", "data.workers", "out", "train.latency_batches", "train.amp",
-                     "train.compile")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -174,6 +172,7 @@ class Trainer:
         self.step = 0
         self.best = -1.0
         self.last_eval: dict = {}
+        self.last_row: dict | None = None  # the last epoch's metrics row (also in the checkpoint)
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.train.channels_last and x.ndim == 4:
@@ -191,9 +190,9 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "step": self.step,
                 "best": self.best, "last_eval": self.last_eval, "rng": rng_state(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                "config": self.cfg.to_dict()}
+                "last_row": self.last_row, "config": self.cfg.to_dict()}
 
-    def save(self, best: bool = False) -> None:
+    def _write_checkpoints(self, best: bool = False) -> None:
         if not self.dist.main:
             return
         state = self.state()
@@ -219,74 +218,59 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
         self.last_eval = state.get("last_eval", {})
+        self.last_row = state.get("last_row")
         set_rng_state(state["rng"])
+        if self.dist.main:
+            reconcile_metrics(self.run_dir, self.epoch, self.last_row)
 
-    # --- the loop --------------------------------------------------------------------------
+    # --- the loop (dan.loop.run_epochs calls these) ------------------------------------------
     def fit(self) -> Summary:
-        cfg, t, mon = self.cfg, self.cfg.train, self.monitor
-        self.method.prepare(self.data, mon)
-        while self.epoch < t.epochs:
-            epoch = self.epoch
-            seed_everything(derive(cfg.seed, "epoch", epoch))
-            self.data.train.set_epoch(epoch)
-            self.model.train()
-            window = {"images": 0, "time": time.perf_counter()}
-            sums: dict = {}
-            batches = self.monitor.progress(self.data.train, self.steps_per_epoch,
-                                            f"epoch {epoch + 1}/{t.epochs}")
-            for i, (x, y) in enumerate(batches):
-                if i >= self.steps_per_epoch:
-                    break
-                x = self.prepare_input(x)
-                with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-                    loss, scalars = self.method.train_step(x, y, self.step / max(1, self.total_steps))
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at step {self.step}: lower the lr")
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.scaler is not None:  # fp16 on CUDA
-                    self.scaler.scale(loss).backward()
-                    if t.grad_clip:
-                        self.scaler.unscale_(self.optimizer)
-                        torch.nn.utils.clip_grad_norm_(self.method.parameters(), t.grad_clip)
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    loss.backward()
-                    if t.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(self.method.parameters(), t.grad_clip)
-                    self.optimizer.step()
-                self.scheduler.step()
-                self.method.after_step(self.step)
-                self.step += 1
-                window["images"] += x.shape[0]
-                for k, v in scalars.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                if self.step % t.log_every == 0 or i == self.steps_per_epoch - 1:
-                    dt = time.perf_counter() - window["time"]
-                    logs = {k: float(v) for k, v in scalars.items()}
-                    logs["lr"] = self.optimizer.param_groups[0]["lr"]
-                    logs["images_per_s"] = window["images"] / dt if dt > 0 else 0.0
-                    mon.scalars(self.step, logs, prefix="train/")
-                    if hasattr(batches, "set_postfix"):
-                        batches.set_postfix(loss=f"{logs['loss']:.3f}", ips=f"{logs['images_per_s']:.0f}")
-                    window = {"images": 0, "time": time.perf_counter()}
-            self.epoch += 1
-            row = {f"train/{k}": v / max(1, self.steps_per_epoch) for k, v in sums.items()}
-            if self.epoch % t.eval_every == 0 or self.epoch == t.epochs:
-                self.model.eval()
-                ev = evaluate(lambda x: self.method.eval_logits(self.prepare_input(x)), self.eval_loader,
-                              t.limit_batches, self.method.outputs)
-                self.last_eval = ev
-                for name, m in ev.items():
-                    row[f"val/top1_{name}"] = m["top1"]
-                    row[f"val/ce_{name}"] = m["ce"]
-            row["lr"] = self.optimizer.param_groups[0]["lr"]
-            mon.epoch(self.epoch, row, step=self.step)
-            score = self.last_eval.get(self.method.deployed, {}).get("top1", -1.0)
-            improved = score > self.best
-            self.best = max(self.best, score)
-            self.save(best=improved)
+        self.method.prepare(self.data, self.monitor)
+        run_epochs(self, seed_tag="epoch", desc="epoch")
         return self.finish()
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.model.train()
+
+    def train_step(self, x, y) -> dict:
+        t = self.cfg.train
+        x = self.prepare_input(x)
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            loss, scalars = self.method.train_step(x, y, self.step / max(1, self.total_steps))
+        optimizer_step(loss, self.optimizer, self.scheduler, self.method.parameters(), t.grad_clip, self.scaler,
+                       self.step)
+        self.method.after_step(self.step)
+        return {f"train/{k}": float(v) for k, v in scalars.items()}
+
+    def log_window(self, logs: dict, images_per_s: float, bar) -> None:
+        logs = dict(logs, **{"train/lr": self.optimizer.param_groups[0]["lr"], "train/images_per_s": images_per_s})
+        self.monitor.scalars(self.step, logs)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{logs.get('train/loss', float('nan')):.3f}", ips=f"{images_per_s:.0f}")
+
+    def end_epoch(self) -> dict:
+        t, row = self.cfg.train, {}
+        if self.epoch % t.eval_every == 0 or self.epoch == t.epochs:
+            self.model.eval()
+            ev = evaluate(lambda x: self.method.eval_logits(self.prepare_input(x)), self.eval_loader,
+                          t.limit_batches, self.method.outputs)
+            self.last_eval = ev
+            for name, m in ev.items():
+                row[f"val/top1_{name}"] = m["top1"]
+                row[f"val/ce_{name}"] = m["ce"]
+        row["lr"] = self.optimizer.param_groups[0]["lr"]
+        return row
+
+    def save(self, row: dict) -> None:
+        """The checkpoint of the epoch that just ended (``best.pt`` too when it improved)."""
+        self.last_row = {"epoch": self.epoch, **row}
+        score = self.last_eval.get(self.method.deployed, {}).get("top1", -1.0)
+        improved = score > self.best
+        self.best = max(self.best, score)
+        self._write_checkpoints(best=improved)
+
+    def after_epoch(self) -> None:
+        pass
 
     def finish(self) -> Summary:
         """Save the deployable network, count and time every network, write ``summary.json``."""
@@ -325,72 +309,10 @@ class Trainer:
         return summary
 
 
-def check_same_config(saved: dict, current: dict, path: str) -> None:
-    """A resumed run must compute the same thing: only :data:`RESUMABLE_CHANGES` may differ."""
-    flat_saved, flat_now = _flatten(saved), _flatten(current)
-    for key in sorted(set(flat_saved) | set(flat_now)):
-        if key in RESUMABLE_CHANGES or key.startswith("tune."):
-            continue
-        if flat_saved.get(key) != flat_now.get(key):
-            raise UserError(f"{path} was written with {key}={flat_saved.get(key)!r}, not "
-                            f"{flat_now.get(key)!r}: resume with the same config and flags, or pick "
-                            f"another --out")
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _dump_json(obj, path):
     with open(path, "w") as f:
         json.dump(obj, f, indent=2)
         f.write("\n")
-
-
-def check_run_dir(cfg: Config, resume: bool) -> None:
-    """Refuse to start a new run over finished work, or to resume nothing; writes nothing."""
-    run_dir = cfg.run_dir
-    if not distributed.info().main:
-        return
-    last = os.path.join(run_dir, "checkpoints", "last.pt")
-    if resume and not os.path.isfile(last):
-        raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last.pt): drop --resume "
-                        f"to start a new run")
-    if not resume and (os.path.isfile(last) or _finished_files(run_dir)):
-        what = "checkpoints/last.pt" if os.path.isfile(last) else _finished_files(run_dir)[0]
-        raise UserError(f"{run_dir} already holds a run ({what}): pass --resume to continue it, or "
-                        f"choose another --out (nothing was overwritten)")
-
-
-# Files of a run's results: a new run never writes into a folder holding any of them (a finished
-# run whose checkpoints were deleted must not be overwritten or mixed with a new one).
-FINISHED_FILES = ("summary.json", "small.pt", "small.pt2", "metrics.jsonl", "arch.json")
-
-
-def _finished_files(run_dir: str) -> list:
-    if not os.path.isdir(run_dir):
-        return []
-    names = sorted(os.listdir(run_dir))
-    return [n for n in names if n in FINISHED_FILES or n.startswith("events.out.tfevents.")]
-
-
-def prepare_run_dir(cfg: Config, resume: bool) -> str:
-    """Create the run folder and write the resolved config (after :func:`check_run_dir`)."""
-    run_dir = cfg.run_dir
-    if not distributed.info().main:  # rank 0 checks and writes; the others wait for it
-        distributed.barrier()
-        return run_dir
-    check_run_dir(cfg, resume)
-    os.makedirs(run_dir, exist_ok=True)
-    cfg.save(os.path.join(run_dir, "config.yaml"))
-    distributed.barrier()
-    return run_dir
 
 
 def train(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
@@ -399,12 +321,7 @@ def train(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
 
     Every check (folder, config, data, resume compatibility) runs before the first file is
     written, so a refused run leaves nothing behind."""
-    check_run_dir(cfg, resume)
-    trainer = Trainer(cfg, monitor, data=data)
-    if resume:
-        trainer.restore()
-    prepare_run_dir(cfg, resume)
-    return trainer.fit()
+    return start(cfg, resume, lambda: Trainer(cfg, monitor, data=data)).fit()
 
 
 def format_summary(summary: Summary | dict) -> str:

@@ -35,6 +35,11 @@ class Monitor:
         self._want_jsonl = enabled and bool(run_dir) and jsonl
         self._opened = not (self._want_tb or self._want_jsonl)
 
+    @property
+    def tensorboard(self) -> bool:
+        """Whether this monitor writes TensorBoard files (once it writes anything)."""
+        return self._want_tb
+
     def _open(self) -> None:
         if self._opened:
             return

@@ -14,8 +14,10 @@
    ``tau_min`` over the architecture phase, so the distributions can commit to one width.
 
 **Budget.** μ is a Lagrange multiplier, not a hand-set coefficient: after each architecture step
-it moves by ``multiplier_lr · (E[cost]/B − (1 − band/2))`` per epoch, two-sided, so the expected
-cost settles in the middle of ``[B·(1−band), B]``; as the distributions sharpen the argmax
+it moves by ``multiplier_lr · (E[cost]/B − (1 − band/2))`` per epoch, two-sided, and the penalty
+weight is ``μ + multiplier_p · (E[cost]/B − (1 − band/2))`` (PI control: the proportional part
+reacts at once, the integral part removes the remaining offset), so the expected cost settles in
+the middle of ``[B·(1−band), B]``; as the distributions sharpen the argmax
 network's cost joins it (``budget_control: argmax`` watches the argmax network instead, with a
 dead band: the first design, which oscillated). Costs are normalized by the budget, so the same
 settings serve every search space and budget. At the end the argmax architecture is repaired into
@@ -37,7 +39,6 @@ import io
 import json
 import math
 import os
-import time
 
 import numpy as np
 import torch
@@ -51,14 +52,14 @@ from dan.cost import format_count
 from dan.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dan.config import Config
 from dan.data import build_data, dataset_info
-from dan.engine import (amp_dtype, build_optimizer, build_scheduler, check_run_dir, check_same_config,
-                        evaluate, prepare_run_dir, resolve_device)
+from dan.engine import amp_dtype, build_optimizer, build_scheduler, evaluate, resolve_device
+from dan.loop import check_same_config, optimizer_step, reconcile_metrics, run_epochs, start
 from dan.errors import UserError
 from dan.layers import AdjointBatchNorm2d
 from dan.loss import adjoint_loss, kl_divergence, schedule
 from dan.models import input_shape
 from dan.monitor import Monitor
-from dan.seed import derive, seed_everything
+from dan.seed import seed_everything
 from dan.supernet import build_supernet, repair
 
 CHECKPOINT_VERSION = 1
@@ -77,6 +78,8 @@ def check_search_config(s) -> None:
     for key, allowed in _CHOICES.items():
         if getattr(s, key) not in allowed:
             raise UserError(f"search.{key} must be one of {', '.join(allowed)}, got {getattr(s, key)!r}")
+    if not (math.isfinite(s.multiplier_p) and s.multiplier_p >= 0):
+        raise UserError(f"search.multiplier_p must be >= 0, got {s.multiplier_p!r}")
     for key in ("tau0", "tau_min", "arch_lr", "multiplier_lr", "multiplier_max"):
         v = getattr(s, key)
         if not (math.isfinite(v) and v > 0):
@@ -131,6 +134,8 @@ class Searcher:
         self.step = 0
         self.history: list[list[int]] = []  # argmax widths per epoch
         self.last_eval: dict = {}
+        self.last_row: dict | None = None
+        self._tau = self.tau(0)
 
     # --- helpers -----------------------------------------------------------------------------
     def prep(self, x):
@@ -162,14 +167,7 @@ class Searcher:
         lam = self.lam(progress)
         loss, ce, kl = adjoint_loss(big, small, y, lam, detach_teacher=self.cfg.adjoint.detach_teacher,
                                     label_smoothing=self.cfg.train.label_smoothing, return_terms=True)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {self.step}: lower the lr")
-        self.w_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.train.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.anet.parameters(), self.cfg.train.grad_clip)
-        self.w_opt.step()
-        self.sched.step()
+        optimizer_step(loss, self.w_opt, self.sched, self.anet.parameters(), self.cfg.train.grad_clip, step=self.step)
         return {"loss": loss.item(), "ce": float(ce), "kl": float(kl), "lambda": lam}
 
     def arch_step(self, x, y, progress: float, tau: float) -> dict:
@@ -184,7 +182,10 @@ class Searcher:
         lam = self.cfg.adjoint.c if s.arch_lambda == "full" else self.lam(progress)
         e_flops, e_params = self.sn.expected_cost()
         e_norm = self.norm_cost(e_flops, e_params)
-        loss = ce + lam * kl + self.mu * e_norm.float()
+        weight = self.mu
+        if s.budget_control == "expected":  # PI control: the proportional part reacts at once
+            weight = self.mu + s.multiplier_p * (float(e_norm.detach()) - (1.0 - s.band / 2))
+        loss = ce + lam * kl + weight * e_norm.float()
         params = list(self.sn.arch.parameters())
         grads = torch.autograd.grad(loss, params)
         for prm, g in zip(params, grads):
@@ -204,7 +205,7 @@ class Searcher:
             if viol > 0 or viol < -s.band:
                 self.mu += s.multiplier_lr / self.steps_per_epoch * viol
         self.mu = max(-s.multiplier_max, min(s.multiplier_max, self.mu))
-        return {"kl": kl.item(), "ce": float(ce.detach()), "penalty": float(self.mu * e_norm.detach()), "multiplier": self.mu,
+        return {"kl": kl.item(), "ce": float(ce.detach()), "penalty": float(weight * e_norm.detach()), "multiplier": self.mu, "penalty_weight": weight,
                 "expected_flops": float(e_flops.detach()), "expected_params": float(e_params.detach())}
 
     # --- evaluation ---------------------------------------------------------------------------
@@ -239,54 +240,46 @@ class Searcher:
 
     # --- the loop ----------------------------------------------------------------------------
     def fit(self) -> Arch:
-        cfg, t, mon = self.cfg, self.cfg.train, self.monitor
-        while self.epoch < t.epochs:
-            epoch = self.epoch
-            seed_everything(derive(cfg.seed, "search-epoch", epoch))
-            self.data.train.set_epoch(epoch)
-            holdout = self._holdout_batches(epoch)
-            tau = self.tau(epoch, self.step)
-            active = self.arch_active(epoch)
-            self.anet.train()
-            sums: dict = {}
-            t0, n_img = time.perf_counter(), 0
-            bar = mon.progress(self.data.train, self.steps_per_epoch, f"search {epoch + 1}/{t.epochs}")
-            for i, (x, y) in enumerate(bar):
-                if i >= self.steps_per_epoch:
-                    break
-                progress = self.step / max(1, self.total_steps)
-                logs = {f"weights/{k}": v for k, v in self.weight_step(self.prep(x), y, progress).items()}
-                if active:
-                    xh, yh = next(holdout)
-                    tau = self.tau(epoch, self.step)
-                    logs.update({f"arch/{k}": v for k, v in self.arch_step(self.prep(xh), yh, progress, tau).items()})
-                self.step += 1
-                n_img += x.shape[0]
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                if self.step % t.log_every == 0 or i == self.steps_per_epoch - 1:
-                    self._log_step(logs, tau, n_img / max(1e-9, time.perf_counter() - t0))
-                    t0, n_img = time.perf_counter(), 0
-            self.epoch += 1
-            choice = self.sn.arch.argmax()
-            self.history.append(self.sn.widths_of(choice))
-            self.last_eval = self.evaluate(choice)
-            flops, params = self.sn.cost_of(choice)
-            row = {k: v / self.steps_per_epoch for k, v in sums.items()}
-            stats = distribution_stats(self.sn.arch.probs())
-            with torch.no_grad():
-                ef, ep = self.sn.expected_cost()
-            row.update({"val/top1_big": self.last_eval["big"]["top1"],
-                        "val/top1_small_argmax": self.last_eval["small"]["top1"],
-                        "cost/argmax_flops": flops, "cost/argmax_params": params,
-                        "cost/argmax_over_budget": self.norm_cost(flops, params),
-                        "cost/expected_over_budget": float(self.norm_cost(ef, ep)),
-                        "cost/budget": self.budget.value, "tau": tau, "multiplier": self.mu,
-                        "arch/mean_max_prob": stats["mean_max_prob"], "arch/mean_entropy": stats["mean_entropy"]})
-            mon.epoch(self.epoch, row, step=self.step)
-            self._log_epoch()
-            self.save()
+        run_epochs(self, seed_tag="search-epoch", desc="search")
         return self.finish()
+
+    # dan.loop.run_epochs calls these
+    def begin_epoch(self, epoch: int) -> None:
+        self._holdout = self._holdout_batches(epoch)
+        self._active = self.arch_active(epoch)
+        self._tau = self.tau(epoch, self.step)
+        self.anet.train()
+
+    def train_step(self, x, y) -> dict:
+        progress = self.step / max(1, self.total_steps)
+        logs = {f"weights/{k}": v for k, v in self.weight_step(self.prep(x), y, progress).items()}
+        if self._active:
+            xh, yh = next(self._holdout)
+            self._tau = self.tau(self.epoch, self.step)
+            logs.update({f"arch/{k}": v for k, v in self.arch_step(self.prep(xh), yh, progress, self._tau).items()})
+        return logs
+
+    def log_window(self, logs: dict, images_per_s: float, bar) -> None:
+        self._log_step(logs, self._tau, images_per_s)
+
+    def end_epoch(self) -> dict:
+        choice = self.sn.arch.argmax()
+        self.history.append(self.sn.widths_of(choice))
+        self.last_eval = self.evaluate(choice)
+        flops, params = self.sn.cost_of(choice)
+        stats = distribution_stats(self.sn.arch.probs())
+        with torch.no_grad():
+            ef, ep = self.sn.expected_cost()
+        return {"val/top1_big": self.last_eval["big"]["top1"],
+                "val/top1_small_argmax": self.last_eval["small"]["top1"],
+                "cost/argmax_flops": flops, "cost/argmax_params": params,
+                "cost/argmax_over_budget": self.norm_cost(flops, params),
+                "cost/expected_over_budget": float(self.norm_cost(ef, ep)),
+                "cost/budget": self.budget.value, "tau": self._tau, "multiplier": self.mu,
+                "arch/mean_max_prob": stats["mean_max_prob"], "arch/mean_entropy": stats["mean_entropy"]}
+
+    def after_epoch(self) -> None:
+        self._log_epoch()
 
     def _holdout_batches(self, epoch: int):
         """Held-out batches for the architecture steps, cycling (with new orders) if needed."""
@@ -328,9 +321,12 @@ class Searcher:
                 "arch_optimizer": self.a_opt.state_dict(), "scheduler": self.sched.state_dict(),
                 "multiplier": self.mu, "tau": self.tau(self.epoch), "epoch": self.epoch, "step": self.step,
                 "history": self.history, "last_eval": self.last_eval, "rng": rng_state(),
-                "config": self.cfg.to_dict()}
+                "last_row": self.last_row, "config": self.cfg.to_dict()}
 
-    def save(self) -> None:
+    def save(self, row: dict | None = None) -> None:
+        """The checkpoint of the epoch that just ended, holding its metrics row."""
+        if row is not None:
+            self.last_row = {"epoch": self.epoch, **row}
         if self.dist.main:
             save_checkpoint(self.state(), os.path.join(self.run_dir, "checkpoints", "last.pt"))
 
@@ -348,7 +344,10 @@ class Searcher:
         self.mu, self.epoch, self.step = st["multiplier"], st["epoch"], st["step"]
         self.history = [list(h) for h in st["history"]]
         self.last_eval = st["last_eval"]
+        self.last_row = st.get("last_row")
         set_rng_state(st["rng"])
+        if self.dist.main:
+            reconcile_metrics(self.run_dir, self.epoch, self.last_row)
 
     # --- the end ------------------------------------------------------------------------------
     def finish(self) -> Arch:
@@ -489,9 +488,4 @@ def search(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
     """Run DAN search in ``cfg.run_dir`` and write ``arch.json``; see the module docstring."""
     cfg = copy.deepcopy(cfg)
     _search_data_defaults(cfg)
-    check_run_dir(cfg, resume)  # every check before the first file is written
-    s = Searcher(cfg, monitor, data=data)
-    if resume:
-        s.restore()
-    prepare_run_dir(cfg, resume)
-    return s.fit()
+    return start(cfg, resume, lambda: Searcher(cfg, monitor, data=data)).fit()  # checks before any file

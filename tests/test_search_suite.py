@@ -161,3 +161,47 @@ def test_check_search_config_names_the_key():
     cfg.search.tau0 = float("nan")
     with pytest.raises(dan.UserError, match="search.tau0"):
         check_search_config(cfg.search)
+
+
+class _FakeRun:
+    """A Run whose command writes its marker after a short sleep and records the order."""
+
+    def __init__(self, out, after=(), kind="train", log=None, fail=False):
+        from dan.reproduce import Run
+
+        self.r = Run("k", 0, "x.py", [], out, kind=kind, after=list(after))
+        self.log, self.fail = log, fail
+
+    def command(self):
+        import sys
+
+        marker = "arch.json" if self.r.kind in ("search", "arch") else "summary.json"
+        code = (f"import os, time; time.sleep(0.3); open({self.log!r}, 'a').write({self.r.out!r} + '\\n'); "
+                f"os.makedirs({self.r.out!r}, exist_ok=True); "
+                + ("raise SystemExit(3)" if self.fail else f"open(os.path.join({self.r.out!r}, {marker!r}), 'w').write('{{}}')"))
+        return [sys.executable, "-c", code]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_suite_runner_respects_dependencies_and_stops_on_failure(tmp_path, jobs, monkeypatch):
+    from dan import reproduce
+
+    log = str(tmp_path / "order.txt")
+    a = _FakeRun(str(tmp_path / "a"), kind="search", log=log)
+    b = _FakeRun(str(tmp_path / "b"), after=[str(tmp_path / "a")], log=log)
+    c = _FakeRun(str(tmp_path / "c"), log=log)
+    fakes = {id(f.r): f for f in (a, b, c)}
+    monkeypatch.setattr(reproduce.Run, "command", lambda self: fakes[id(self)].command())
+    reproduce.run([a.r, b.r, c.r], log=lambda m: None, jobs=jobs)
+    order = open(log).read().split()
+    assert sorted(order) == sorted([a.r.out, b.r.out, c.r.out])
+    assert order.index(a.r.out) < order.index(b.r.out)
+    assert all(r.done for r in (a.r, b.r, c.r))
+    # a failing run stops the suite with one line; runs that depend on it never start
+    log2 = str(tmp_path / "order2.txt")
+    d = _FakeRun(str(tmp_path / "d"), kind="search", log=log2, fail=True)
+    e = _FakeRun(str(tmp_path / "e"), after=[str(tmp_path / "d")], log=log2)
+    fakes.update({id(d.r): d, id(e.r): e})
+    with pytest.raises(dan.UserError, match="run failed"):
+        reproduce.run([d.r, e.r], log=lambda m: None, jobs=jobs)
+    assert not e.r.done

@@ -32,6 +32,8 @@ from dan.cli import Parser, positive_int, run_tool  # noqa: E402
 def main(argv):
     p = Parser(prog="reproduce.py", description=__doc__)
     p.add_argument("--suite", required=True, help="fashion-mnist, cifar100, imagenet or search")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="runs at once, one thread each (default 1: one run on all cores)")
     p.add_argument("--no-ablations", action="store_true", help="search suite: leave out the ablations")
     p.add_argument("--out", help="folder of the suite's runs (default runs/suite-<suite>)")
     p.add_argument("--seeds", type=positive_int, help="number of seeds (default: the suite's)")
@@ -66,7 +68,7 @@ def main(argv):
         print(f"{len(runs)} runs, {sum(r.done for r in runs)} finished")
         return 0
     if not args.report_only:
-        reproduce.run(runs, log=lambda m: print(m, flush=True))
+        reproduce.run(runs, log=lambda m: print(m, flush=True), jobs=args.jobs)
     default = {"fashion-mnist": "docs/results.md", "search": "docs/search.md"}.get(args.suite)
     results = args.results or default or os.path.join(out, "results.md")
     fig_dir = os.path.join(os.path.dirname(results) or ".", "figures")

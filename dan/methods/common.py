@@ -103,7 +103,7 @@ def train_teacher(method, data, monitor, epochs: int) -> nn.Module:
         prepare_run_dir(cfg, resume)
         from dan.monitor import Monitor
 
-        t = Trainer(cfg, Monitor(cfg.out, console=monitor.console, tensorboard=monitor._tb is not None),
+        t = Trainer(cfg, Monitor(cfg.out, console=monitor.console, tensorboard=monitor.tensorboard),
                     data=data)
         if resume:
             t.restore()

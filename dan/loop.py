@@ -1,0 +1,192 @@
+"""The loop that training and search share: run folders, start-or-resume, the optimizer step and
+the epochs.
+
+A *task* (:class:`dan.engine.Trainer`, :class:`dan.search.Searcher`) owns its models and says what
+one step and one epoch's end are; :func:`run_epochs` does the rest the same way for both:
+
+* every epoch re-seeds all generators from ``(seed, seed_tag, epoch)`` and sets the data order of
+  that epoch, so a resumed run replays exactly what an uninterrupted one runs;
+* steps are counted, their scalars summed for the epoch's row and written to TensorBoard every
+  ``log_every`` steps with the throughput of that window;
+* at the end of an epoch the task evaluates and returns the rest of the row; the checkpoint is
+  written **before** the row reaches ``metrics.jsonl`` and holds the row, so a run killed between
+  the two neither loses the row (a resume writes it) nor repeats it (rows of epochs after the
+  checkpoint are dropped on resume: :func:`reconcile_metrics`).
+
+The task interface (duck-typed): ``cfg``, ``monitor``, ``data``, ``run_dir``, ``steps_per_epoch``,
+``epoch``, ``step``; ``begin_epoch(epoch)``, ``train_step(x, y) -> dict``,
+``log_window(logs, images_per_s, bar)``, ``end_epoch() -> dict``, ``save(row)``,
+``after_epoch()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import torch
+
+from dan import distributed
+from dan.checkpoint import atomic_write
+from dan.config import Config
+from dan.errors import UserError
+from dan.seed import derive, seed_everything
+
+# Keys a resumed run may change: how long, where, and how fast it runs; not what it computes.
+RESUMABLE_CHANGES = ("train.epochs", "device", "data.workers", "out", "train.latency_batches", "train.amp",
+                     "train.compile")
+# Files of a run's results: a new run never writes into a folder holding any of them (a finished
+# run whose checkpoints were deleted must not be overwritten or mixed with a new one).
+FINISHED_FILES = ("summary.json", "small.pt", "small.pt2", "metrics.jsonl", "arch.json")
+
+
+# ------------------------------------------------------------------------------- run folders
+def check_same_config(saved: dict, current: dict, path: str) -> None:
+    """A resumed run must compute the same thing: only :data:`RESUMABLE_CHANGES` may differ."""
+    flat_saved, flat_now = _flatten(saved), _flatten(current)
+    for key in sorted(set(flat_saved) | set(flat_now)):
+        if key in RESUMABLE_CHANGES or key.startswith("tune."):
+            continue
+        if flat_saved.get(key) != flat_now.get(key):
+            raise UserError(f"{path} was written with {key}={flat_saved.get(key)!r}, not "
+                            f"{flat_now.get(key)!r}: resume with the same config and flags, or pick "
+                            f"another --out")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def finished_files(run_dir: str) -> list:
+    if not os.path.isdir(run_dir):
+        return []
+    return [n for n in sorted(os.listdir(run_dir)) if n in FINISHED_FILES or n.startswith("events.out.tfevents.")]
+
+
+def check_run_dir(cfg: Config, resume: bool) -> None:
+    """Refuse to start a new run over finished work, or to resume nothing; writes nothing."""
+    run_dir = cfg.run_dir
+    if not distributed.info().main:
+        return
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise UserError(f"--out {run_dir} is a file: pass a folder")
+    last = os.path.join(run_dir, "checkpoints", "last.pt")
+    if resume and not os.path.isfile(last):
+        raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last.pt): drop --resume "
+                        f"to start a new run")
+    if not resume and (os.path.isfile(last) or finished_files(run_dir)):
+        what = "checkpoints/last.pt" if os.path.isfile(last) else finished_files(run_dir)[0]
+        raise UserError(f"{run_dir} already holds a run ({what}): pass --resume to continue it, or "
+                        f"choose another --out (nothing was overwritten)")
+
+
+def prepare_run_dir(cfg: Config, resume: bool) -> str:
+    """Create the run folder and write the resolved config (after :func:`check_run_dir`)."""
+    run_dir = cfg.run_dir
+    if not distributed.info().main:  # rank 0 checks and writes; the others wait for it
+        distributed.barrier()
+        return run_dir
+    check_run_dir(cfg, resume)
+    os.makedirs(run_dir, exist_ok=True)
+    atomic_write(cfg.save, os.path.join(run_dir, "config.yaml"))
+    distributed.barrier()
+    return run_dir
+
+
+def start(cfg: Config, resume: bool, build):
+    """Start or resume a run: every check (folder, then ``build()``'s own checks of config and data,
+    then the checkpoint's compatibility) before the first file is written. ``build()`` returns the
+    task; returns it restored when ``resume``."""
+    check_run_dir(cfg, resume)
+    task = build()
+    if resume:
+        task.restore()
+    prepare_run_dir(cfg, resume)
+    return task
+
+
+def reconcile_metrics(run_dir: str, epoch: int, row: dict | None) -> None:
+    """After a resume from the checkpoint of ``epoch``: ``metrics.jsonl`` holds exactly one row per
+    epoch up to ``epoch`` (rows of later epochs, written before a kill, are dropped; the row of
+    ``epoch``, if the kill came between checkpoint and row, is written from the checkpoint)."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    rows = []
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by the kill
+                if isinstance(r, dict) and isinstance(r.get("epoch"), int) and r["epoch"] <= epoch:
+                    rows.append(r)
+    seen, unique = set(), []
+    for r in rows:
+        if r["epoch"] not in seen:
+            seen.add(r["epoch"])
+            unique.append(r)
+    if row is not None and epoch not in seen and epoch > 0:
+        unique.append(row)
+    text = "".join(json.dumps(r) + "\n" for r in unique)
+    atomic_write(lambda p: open(p, "w", encoding="utf-8").write(text), path)
+
+
+# ------------------------------------------------------------------------------------- steps
+def optimizer_step(loss: torch.Tensor, optimizer, scheduler, params, grad_clip=None, scaler=None,
+                   step: int = 0) -> None:
+    """Backward and one optimizer + scheduler step; a non-finite loss ends the run."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower the lr")
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:  # fp16 on CUDA
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+    scheduler.step()
+
+
+# ------------------------------------------------------------------------------------ epochs
+def run_epochs(task, *, seed_tag: str, desc: str) -> None:
+    """Run ``task`` from ``task.epoch`` to ``cfg.train.epochs`` (see the module docstring)."""
+    cfg, t, mon = task.cfg, task.cfg.train, task.monitor
+    while task.epoch < t.epochs:
+        epoch = task.epoch
+        seed_everything(derive(cfg.seed, seed_tag, epoch))
+        task.data.train.set_epoch(epoch)
+        task.begin_epoch(epoch)
+        sums: dict = {}
+        images, t0 = 0, time.perf_counter()
+        bar = mon.progress(task.data.train, task.steps_per_epoch, f"{desc} {epoch + 1}/{t.epochs}")
+        for i, (x, y) in enumerate(bar):
+            if i >= task.steps_per_epoch:
+                break
+            logs = task.train_step(x, y)
+            task.step += 1
+            images += x.shape[0]
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            if task.step % t.log_every == 0 or i == task.steps_per_epoch - 1:
+                dt = time.perf_counter() - t0
+                task.log_window(logs, images / dt if dt > 0 else 0.0, bar)
+                images, t0 = 0, time.perf_counter()
+        task.epoch += 1
+        row = {k: v / max(1, task.steps_per_epoch) for k, v in sums.items()}
+        row.update(task.end_epoch())
+        task.save(row)  # the checkpoint first: a row in metrics.jsonl always has its checkpoint
+        mon.epoch(task.epoch, row, step=task.step)
+        task.after_epoch()
