@@ -338,8 +338,10 @@ def objective(trial, base: Config, spec: TuneSpec, run_dir: str, study):
 
 def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url: str | None = None,
          log=lambda m: None) -> dict:
-    """Run (or continue) a study until it holds ``trials`` trials that are not failed; write the
-    best trial's (or the Pareto front's) ``arch.json`` and config into the run folder.
+    """Run (or continue) a study until it holds ``trials`` trials (trials that failed with an error
+    count; those of a dead worker are retried and do not); write the best trial's (or the Pareto
+    front's) ``arch.json`` and config into the run folder. A user error in a trial before any trial
+    has succeeded stops the study with that error.
 
     Trials are taken with ask/tell. Trial numbers are handed out atomically by the storage, so a
     worker whose new trial has ``trials`` non-failed trials before it tells it as surplus (FAIL,
@@ -372,8 +374,11 @@ def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url
     while True:
         sweep_stale_trials(study, spec)
         trial = study.ask()
+        # trials that count: all but the surplus ones and those failed by a dead worker (those are
+        # retried under a new number); a trial that failed with an error counts, so a study whose
+        # trials keep failing still ends after ``trials`` trials
         ahead = [t for t in study.get_trials(deepcopy=False)
-                 if t.number < trial.number and t.state != TrialState.FAIL]
+                 if t.number < trial.number and (t.state != TrialState.FAIL or "error" in t.user_attrs)]
         if len(ahead) >= trials:
             trial.set_user_attr("surplus", True)
             study.tell(trial, state=TrialState.FAIL)
@@ -389,6 +394,10 @@ def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url
             trial.set_user_attr("error", str(e))
             study.tell(trial, state=TrialState.FAIL)
             log(f"[trial {trial.number}] failed: {e}")
+            succeeded = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            if isinstance(e, UserError) and not succeeded:
+                # nothing has worked yet and this is the user's to fix: stop now, not after N trials
+                raise UserError(f"trial {trial.number} failed and no trial has succeeded: {e}") from e
             continue
         study.tell(trial, value)
         log(f"[trial {trial.number}] value {value}")

@@ -194,3 +194,34 @@ def test_workers_creating_one_sqlite_storage_at_once_all_open_it(tmp_path):
         for p in procs:
             p.join(120)
         assert [results.get(timeout=5) for _ in procs] == ["ok"] * 4
+
+
+def test_a_study_whose_trials_fail_with_a_user_error_stops_at_the_first(tmp_path):
+    """Issue 10: every trial fails for the user's reason (an infeasible budget): the study stops
+    after the first trial with that error, instead of looping forever."""
+    out = str(tmp_path / "tune")
+    cfg = tiny_config(out, **{"train.limit_batches": 2, "search.budget_flops": "1K", "train.latency_batches": []})
+    t0 = time.time()
+    with pytest.raises(dan.UserError, match="trial 0 failed and no trial has succeeded.*infeasible"):
+        tune(cfg, spec_from_dict(SPEC), "bad", 5)
+    assert time.time() - t0 < 120
+    st, _ = states(out, "bad")
+    assert st == [TrialState.FAIL]  # one trial, told FAIL, none left RUNNING
+
+
+def test_failed_trials_count_towards_the_trials(tmp_path, monkeypatch):
+    """After a success, failing trials still count: 3 trials means 3 attempts, not 3 successes."""
+    import dan.tune as tune_mod
+
+    calls = []
+
+    def objective(trial, *a, **k):
+        calls.append(trial.number)
+        if trial.number == 0:
+            return 0.5
+        raise FloatingPointError("loss became nan")
+
+    monkeypatch.setattr(tune_mod, "objective", objective)
+    monkeypatch.setattr(tune_mod, "write_best", lambda study, run_dir, multi: {})
+    tune(base(str(tmp_path / "t")), spec_from_dict(SPEC), "count", 3)
+    assert calls == [0, 1, 2]
