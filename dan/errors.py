@@ -13,3 +13,7 @@ class UserError(Exception):
 
 class UnsupportedModelError(UserError):
     """The model holds a module or an operation that the adjoint conversion cannot handle."""
+
+
+class DivergedError(UserError, FloatingPointError):
+    """Training diverged (a non-finite loss or weights); the last finite checkpoint is kept."""

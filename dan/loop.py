@@ -13,7 +13,8 @@ one step and one epoch's end are; :func:`run_epochs` does the rest the same way 
   the two neither loses the row (a resume writes it) nor repeats it (rows of epochs after the
   checkpoint are dropped on resume: :func:`reconcile_metrics`).
 
-The task interface (duck-typed): ``cfg``, ``monitor``, ``data``, ``run_dir``, ``steps_per_epoch``,
+The task interface (duck-typed): ``cfg``, ``monitor``, ``data``, ``run_dir``, ``model`` (its
+weights are checked for finiteness before a checkpoint is kept), ``steps_per_epoch``,
 ``epoch``, ``step``; ``begin_epoch(epoch)``, ``train_step(x, y) -> dict``,
 ``log_window(logs, images_per_s, bar)``, ``end_epoch() -> dict``, ``save(row)``,
 ``after_epoch()``.
@@ -30,7 +31,7 @@ import torch
 from dan import distributed
 from dan.checkpoint import atomic_write
 from dan.config import Config
-from dan.errors import UserError
+from dan.errors import DivergedError, UserError
 from dan.seed import derive, seed_everything
 
 # Keys a resumed run may change: how long, where, and how fast it runs; not what it computes.
@@ -143,7 +144,8 @@ def optimizer_step(loss: torch.Tensor, optimizer, scheduler, params, grad_clip=N
                    step: int = 0) -> None:
     """Backward and one optimizer + scheduler step; a non-finite loss ends the run."""
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss became {loss.item()} at step {step}: lower the lr")
+        raise DivergedError(f"training diverged: the loss became {loss.item()} at step {step}; the last "
+                            f"checkpoint (if any) holds the last finite weights: lower the lr and start again")
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:  # fp16 on CUDA
         scaler.scale(loss).backward()
@@ -185,6 +187,11 @@ def run_epochs(task, *, seed_tag: str, desc: str) -> None:
                 task.log_window(logs, images / dt if dt > 0 else 0.0, bar)
                 images, t0 = 0, time.perf_counter()
         task.epoch += 1
+        bad = [n for n, p in task.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:  # never keep non-finite weights in a checkpoint
+            raise DivergedError(f"training diverged: {len(bad)} weight tensors (e.g. {bad[0]}) are not finite "
+                                f"after epoch {task.epoch}; checkpoints/last.pt still holds the last finite "
+                                f"epoch: lower the lr and start again")
         row = {k: v / max(1, task.steps_per_epoch) for k, v in sums.items()}
         row.update(task.end_epoch())
         task.save(row)  # the checkpoint first: a row in metrics.jsonl always has its checkpoint

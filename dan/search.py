@@ -138,6 +138,11 @@ class Searcher:
         self._tau = self.tau(0)
 
     # --- helpers -----------------------------------------------------------------------------
+    @property
+    def model(self):
+        """The supernet's weights (what the loop checks before a checkpoint)."""
+        return self.anet
+
     def prep(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.cl and x.ndim == 4 else x
 

@@ -395,7 +395,7 @@ def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url
             study.tell(trial, state=TrialState.FAIL)
             log(f"[trial {trial.number}] failed: {e}")
             succeeded = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-            if isinstance(e, UserError) and not succeeded:
+            if isinstance(e, UserError) and not isinstance(e, FloatingPointError) and not succeeded:
                 # nothing has worked yet and this is the user's to fix: stop now, not after N trials
                 raise UserError(f"trial {trial.number} failed and no trial has succeeded: {e}") from e
             continue

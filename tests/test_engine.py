@@ -116,3 +116,56 @@ def test_real_fashion_mnist_images_are_learnt(tmp_path):
     assert summary.input_shape == (1, 1, 28, 28)
     assert summary.rows["big"]["top1"] > 0.55  # measured 0.71 / 0.46 (seed 0)
     assert summary.rows["small"]["top1"] > 0.3
+
+
+def test_a_diverging_run_exits_2_and_keeps_the_last_finite_checkpoint(tmp_path, monkeypatch):
+    """Issue 10: the loss turns NaN in the second epoch: one line, exit status 2 (DivergedError is a
+    UserError), and checkpoints/last.pt still holds epoch 1 with finite weights."""
+    import dan.methods.adjoint as adjoint_method
+    from dan.errors import DivergedError, UserError
+
+    out = str(tmp_path / "nan")
+    cfg = tiny_config(out, **{"train.epochs": 3})
+    cls = next(c for c in vars(adjoint_method).values() if isinstance(c, type) and hasattr(c, "train_step")
+               and c.__module__ == adjoint_method.__name__)
+    real = cls.train_step
+    steps = {"n": 0}
+
+    def poisoned(self, x, y, progress):
+        loss, scalars = real(self, x, y, progress)
+        steps["n"] += 1
+        return (loss * float("nan") if steps["n"] > 10 else loss), scalars
+
+    monkeypatch.setattr(cls, "train_step", poisoned)
+    with pytest.raises(DivergedError, match="diverged") as e:
+        train(cfg, Monitor(out, tensorboard=False))
+    assert isinstance(e.value, UserError)
+    state = torch.load(os.path.join(out, "checkpoints", "last.pt"), weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):
+    """The weights turn infinite on the last step of the second epoch (the loss was finite):
+    the run ends with DivergedError before that epoch's checkpoint, which keeps epoch 1."""
+    from dan.errors import DivergedError
+    import dan.engine as engine
+
+    out = str(tmp_path / "w")
+    cfg = tiny_config(out, **{"train.epochs": 2})
+    orig = engine.Trainer.train_step
+
+    def train_step(self, x, y):
+        logs = orig(self, x, y)
+        if self.step == self.total_steps - 1:  # the last step of the run
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("inf"))
+        return logs
+
+    monkeypatch.setattr(engine.Trainer, "train_step", train_step)
+    with pytest.raises(DivergedError, match="not finite"):
+        train(cfg, Monitor(out, tensorboard=False))
+    state = torch.load(os.path.join(out, "checkpoints", "last.pt"), weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert len(open(os.path.join(out, "metrics.jsonl")).readlines()) == 1
