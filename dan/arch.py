@@ -84,9 +84,13 @@ def arch_from_dict(d, where: str = "arch.json") -> Arch:
         bad("version", f"is {d['version']}; this DAN reads version {SCHEMA_VERSION}")
     if d["space"] not in search_spaces.list_spaces():
         bad("space", f"names an unknown search space '{d['space']}' (known: {', '.join(search_spaces.list_spaces())})")
+    for key in ("width", "in_channels", "num_classes"):  # sizes that allocate memory
+        v = d["space_args"].get(key)
+        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8192):
+            bad(f"space_args.{key}", f"must be an integer in [1, 8192], got {v!r}")
     shape = d["input_shape"]
-    if len(shape) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
-        bad("input_shape", f"must be 4 positive integers (N, C, H, W), got {shape}")
+    if len(shape) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 8192 for v in shape):
+        bad("input_shape", f"must be 4 integers in [1, 8192] (N, C, H, W), got {shape}")
     if d["num_classes"] < 1:
         bad("num_classes", "must be >= 1")
     if not d["widths"]:
@@ -116,10 +120,16 @@ def load_arch(path: str) -> Arch:
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist: pass the arch.json a search wrote (runs/<search>/arch.json)")
     try:
-        with open(path) as f:
-            d = json.load(f)
+        with open(path, "rb") as f:
+            d = json.loads(f.read().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start}): pass the arch.json a search wrote")
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): fix the file or search again")
+    except RecursionError:
+        raise UserError(f"{path} is nested too deeply to be an arch.json: pass the file a search wrote")
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror}): check the path and its permissions")
     return arch_from_dict(d, path)
 
 
@@ -170,8 +180,18 @@ def build_adjoint(arch: Arch, *, mask_seed: int = 0) -> AdjointNet:
     base = build_base(arch)
     adj = arch.adjoint or {}
     try:
-        return to_adjoint(base, widths=arch.widths, stem=adj.get("stem", 1),
+        anet = to_adjoint(base, widths=arch.widths, stem=adj.get("stem", 1),
                           unmasked=tuple(adj.get("unmasked", [])), input_shape=tuple(arch.input_shape),
                           mask_seed=mask_seed, copy_model=False)
     except UserError as e:
         raise UserError(f"arch.json: field 'widths' does not fit {arch.space}: {e}") from e
+    require_every_group(anet, arch.widths, "arch.json")
+    return anet
+
+
+def require_every_group(anet: AdjointNet, widths: dict, where: str) -> None:
+    """The schema requires a width for every group: a missing one must not silently take α's."""
+    missing = [g.name for g in anet.groups if g.name not in widths]
+    if missing:
+        raise UserError(f"{where}: field 'widths' has no width for group '{missing[0]}' "
+                        f"({len(missing)} missing): every width group needs one; search again")

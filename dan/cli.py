@@ -7,12 +7,17 @@ exit status 2 and one line on stderr (``error: what — how to fix``), never a t
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from typing import Callable, Optional, Sequence
 
 from dan.config import Config
 from dan.errors import UserError
+
+# OSErrors a user causes (a path, a permission, a full disk): one line, exit 2; others are bugs.
+_USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
+                errno.ENOENT, errno.EROFS, errno.ENAMETOOLONG, errno.EEXIST}
 
 FLOPS_NOTE = "FLOPs are multiply-accumulates of conv and linear layers (K, M, G = powers of 10)."
 
@@ -111,7 +116,7 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
             raise UserError(f"--set takes KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         cfg.set(key.strip(), value)
-    return cfg
+    return cfg.validate()
 
 
 def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]] = None) -> None:
@@ -120,6 +125,15 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
         code = main(sys.argv[1:] if argv is None else argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno not in _USER_ERRNOS:
+            raise  # not the user's: a bug keeps its traceback
+        where = f" {e.filename}" if e.filename else ""
+        hint = {errno.ENOSPC: "free some disk space (finished epochs are in checkpoints/; --resume continues)",
+                errno.EDQUOT: "free some disk space (finished epochs are in checkpoints/; --resume continues)"}.get(
+            e.errno, "check the path and its permissions")
+        print(f"error: cannot write or read{where}: {e.strerror}: {hint}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: finished epochs are in the run folder's checkpoints/last.pt; "

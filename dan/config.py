@@ -13,6 +13,7 @@ as ``config.yaml`` so that a run can be repeated from its folder alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -158,11 +159,7 @@ class Config:
     def from_file(cls, path: str) -> "Config":
         if not os.path.isfile(path):
             raise UserError(f"config file {path} does not exist: pass an existing YAML file to --config")
-        try:
-            with open(path) as f:
-                d = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise UserError(f"config file {path} is not valid YAML ({str(e).splitlines()[0]}): fix the file")
+        d = load_yaml_file(path, "config file")
         if d is not None and not isinstance(d, dict):
             raise UserError(f"config file {path} must hold a mapping at the top level")
         cfg = cls.from_dict(d or {})
@@ -186,14 +183,14 @@ class Config:
                 raise UserError(f"unknown config key '{dotted}': see the dataclasses in dan/config.py")
         key = parts[-1]
         if isinstance(obj, dict):
-            obj[key] = yaml.safe_load(value) if isinstance(value, str) else value
+            obj[key] = load_yaml_text(value, f"the value of {dotted}") if isinstance(value, str) else value
             return
         fields = {f.name: f for f in dataclasses.fields(obj)}
         if key not in fields:
             raise UserError(f"unknown config key '{dotted}': see the dataclasses in dan/config.py")
         hint = typing.get_type_hints(type(obj))[key]
         if isinstance(value, str) and hint is not str:
-            value = yaml.safe_load(value)
+            value = load_yaml_text(value, f"the value of {dotted}")
         setattr(obj, key, _coerce(hint, value, dotted))
 
     @property
@@ -201,8 +198,125 @@ class Config:
         return self.out or os.path.join("runs", self.name)
 
     def save(self, path: str) -> None:
-        with open(path, "w") as f:
+        with open(path, "w", encoding="utf-8") as f:
             yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+
+    def validate(self) -> "Config":
+        """Check every field's range once, when the config is resolved (before data or folders):
+        a :class:`UserError` names the key and what it accepts. Returns the config."""
+        t, d, a, m = self.train, self.data, self.adjoint, self.model
+        _int_range("seed", self.seed, 0, 2**63 - 1)
+        _int_range("train.epochs", t.epochs, 1, 100_000)
+        _num_range("train.lr", t.lr, 0.0, 1e3, lo_open=True)
+        _num_range("train.min_lr", t.min_lr, 0.0, 1e3)
+        _num_range("train.weight_decay", t.weight_decay, 0.0, 10.0)
+        _num_range("train.momentum", t.momentum, 0.0, 1.0, hi_open=True)
+        _num_range("train.warmup_epochs", t.warmup_epochs, 0.0, 100_000.0)
+        _num_range("train.label_smoothing", t.label_smoothing, 0.0, 1.0, hi_open=True)
+        if t.grad_clip is not None:
+            _num_range("train.grad_clip", t.grad_clip, 0.0, 1e9, lo_open=True)
+        if t.limit_batches is not None:
+            _int_range("train.limit_batches", t.limit_batches, 1, 10**9)
+        _int_range("train.eval_every", t.eval_every, 1, 100_000)
+        _int_range("train.log_every", t.log_every, 1, 10**9)
+        for b in t.latency_batches:
+            _int_range("train.latency_batches", b, 1, 65536)
+        _choice("train.optimizer", t.optimizer, ("adam", "adamw", "sgd"))
+        _choice("train.eval_split", t.eval_split, ("test", "holdout"))
+        _choice("train.amp", t.amp, ("auto", "bf16", "fp16", "off"))
+        _int_range("data.batch_size", d.batch_size, 1, 1 << 20)
+        if d.eval_batch_size is not None:
+            _int_range("data.eval_batch_size", d.eval_batch_size, 1, 1 << 20)
+        _int_range("data.workers", d.workers, 0, 1024)
+        if d.image_size is not None:
+            _int_range("data.image_size", d.image_size, 4, 4096)
+        if d.num_classes is not None:
+            _int_range("data.num_classes", d.num_classes, 2, 1_000_000)
+        _int_range("data.synthetic_size", d.synthetic_size, 2, 10**8)
+        if d.train_subset is not None:
+            _int_range("data.train_subset", d.train_subset, 1, 10**9)
+        _num_range("data.holdout", d.holdout, 0.0, 1.0, hi_open=True)
+        _num_range("adjoint.alpha", a.alpha, 1.0, 1e6)
+        _num_range("adjoint.beta", a.beta, 0.0, 1.0, hi_open=True)
+        _num_range("adjoint.c", a.c, 0.0, 1e6)
+        _int_range("adjoint.stem", a.stem, 0, 10_000)
+        from dan.loss import SCHEDULES
+
+        _choice("adjoint.schedule", a.schedule, SCHEDULES)
+        for key in ("width", "in_channels", "num_classes"):  # the search spaces' size arguments
+            if key in m.args:
+                _int_range(f"model.args.{key}", m.args[key], 1, 8192)
+        s = self.search
+        _num_range("search.band", s.band, 0.0, 0.5, lo_open=True, hi_open=True)
+        if s.fractions is not None:
+            for f in s.fractions:
+                _num_range("search.fractions", f, 0.0, 1.0, lo_open=True)
+        if s.arch_batch_size is not None:
+            _int_range("search.arch_batch_size", s.arch_batch_size, 1, 1 << 20)
+        _int_range("search.arch_samples", s.arch_samples, 0, 1024)
+        _int_range("search.bn_recalibrate_batches", s.bn_recalibrate_batches, 0, 10**6)
+        _num_range("search.tau_decay", s.tau_decay, 0.0, 1.0, lo_open=True)
+        _num_range("search.arch_weight_decay", s.arch_weight_decay, 0.0, 10.0)
+        return self
+
+
+def _num_range(key, v, lo, hi, *, lo_open=False, hi_open=False) -> None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and \
+        (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise UserError(f"config key '{key}' must be a finite number in {rng}, got {v!r}")
+
+
+def _int_range(key, v, lo, hi) -> None:
+    if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
+        raise UserError(f"config key '{key}' must be an integer in [{lo}, {hi}], got {v!r}")
+
+
+def _choice(key, v, allowed) -> None:
+    if v not in allowed:
+        raise UserError(f"config key '{key}' must be one of {', '.join(allowed)}, got {v!r}")
+
+
+# YAML is data: safe_load only, a size limit, and no anchors/aliases (an alias bomb expands to
+# gigabytes when the config is copied or written out, and configs have no use for them).
+MAX_YAML_BYTES = 1 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not accepted in configs",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml_text(text: str, where: str):
+    """``yaml.safe_load`` without aliases and with a size limit; errors are one-line UserErrors."""
+    if len(text) > MAX_YAML_BYTES:
+        raise UserError(f"{where} is larger than {MAX_YAML_BYTES // 1024} KB: not a config")
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)
+    except yaml.YAMLError as e:
+        first = " ".join(str(e).split())[:200]
+        raise UserError(f"{where} is not valid YAML ({first}): fix it")
+
+
+def load_yaml_file(path: str, what: str = "file"):
+    """Read ``path`` as UTF-8 YAML (see :func:`load_yaml_text`); errors name the file."""
+    try:
+        if os.path.getsize(path) > MAX_YAML_BYTES:
+            raise UserError(f"{what} {path} is larger than {MAX_YAML_BYTES // 1024} KB: not a config")
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path} ({e.strerror}): check the path and its permissions")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} {path} is not UTF-8 text (byte {e.start}): save it as UTF-8")
+    return load_yaml_text(text, f"{what} {path}")
 
 
 def _build(cls, d: dict, prefix: str):

@@ -371,6 +371,9 @@ def dataset_info(cfg: DataConfig) -> DatasetInfo:
         return DatasetInfo(name, k, 3, size, (0.5,) * 3, (0.2,) * 3)
     if name == "imagefolder":
         k, size = len(_folder_classes(cfg)[1]), cfg.image_size or 224
+        if k < 2:  # one class trains to a meaningless "100 %"
+            raise UserError(f"{_folder_classes(cfg)[0]}/train holds {k} class folder: a classifier needs at "
+                            f"least 2 (train/<class>/*.jpg for each class)")
         info = DatasetInfo(name, k, 3, size, IMAGENET_MEAN, IMAGENET_STD)
     else:
         info = DatasetInfo(name, *_STATIC[name])

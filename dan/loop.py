@@ -68,7 +68,8 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def finished_files(run_dir: str) -> list:
     if not os.path.isdir(run_dir):
         return []
-    return [n for n in sorted(os.listdir(run_dir)) if n in FINISHED_FILES or n.startswith("events.out.tfevents.")]
+    names = set(os.listdir(run_dir))
+    return [n for n in FINISHED_FILES if n in names] + sorted(n for n in names if n.startswith("events.out.tfevents."))
 
 
 def check_run_dir(cfg: Config, resume: bool) -> None:
@@ -105,6 +106,7 @@ def start(cfg: Config, resume: bool, build):
     """Start or resume a run: every check (folder, then ``build()``'s own checks of config and data,
     then the checkpoint's compatibility) before the first file is written. ``build()`` returns the
     task; returns it restored when ``resume``."""
+    cfg.validate()
     check_run_dir(cfg, resume)
     task = build()
     if resume:

@@ -39,7 +39,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import yaml
 
 from dan.config import Config
 from dan.errors import UserError
@@ -69,11 +68,9 @@ _TYPES = ("float", "int", "categorical")
 def load_spec(path: str) -> TuneSpec:
     if not os.path.isfile(path):
         raise UserError(f"tuning file {path} does not exist: pass configs/tune_*.yaml")
-    try:
-        with open(path) as f:
-            d = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"tuning file {path} is not valid YAML ({str(e).splitlines()[0]})")
+    from dan.config import load_yaml_file
+
+    d = load_yaml_file(path, "tuning file") or {}
     return spec_from_dict(d, path)
 
 

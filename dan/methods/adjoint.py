@@ -39,6 +39,10 @@ class Adjoint(Method):
         self.model = to_adjoint(self.base_network(), alpha=a.alpha, beta=a.beta, widths=widths,
                                 stem=stem, unmasked=unmasked, input_shape=self.input_shape,
                                 mask_seed=a.mask_seed, copy_model=False).to(self.device)
+        if a.arch:
+            from dan.arch import require_every_group
+
+            require_every_group(self.model, widths, a.arch)
         return self.model
 
     def train_step(self, x, y, progress):

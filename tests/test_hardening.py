@@ -1,0 +1,168 @@
+"""Issue 10 regression tests: each malformed input ends with exit 2 and one line, writes nothing,
+and never changes a folder that holds earlier work."""
+
+import json
+import os
+
+import pytest
+
+from dan.monitor import Monitor
+from dan.engine import train
+from tests.helpers import assert_user_error, run_tool, tiny_config
+
+TINY = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--epochs", "1", "--limit-batches",
+        "2", "--batch-size", "16", "--set", "model.args.width=8", "--set", "data.synthetic_size=64", "--quiet",
+        "--no-tensorboard", "--set", "train.latency_batches=[1]"]
+
+
+def _snapshot(folder) -> dict:
+    out = {}
+    for root, _, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(root, f)
+            out[os.path.relpath(p, folder)] = open(p, "rb").read()
+    return out
+
+
+@pytest.mark.parametrize("key,value,fragment", [
+    ("train.epochs", "-3", "train.epochs"),
+    ("train.lr", ".nan", "train.lr"),
+    ("train.lr", "-0.1", "train.lr"),
+    ("train.label_smoothing", "7", "train.label_smoothing"),
+    ("train.eval_every", "0", "train.eval_every"),
+    ("train.log_every", "0", "train.log_every"),
+    ("train.latency_batches", "[0]", "train.latency_batches"),
+    ("model.args.width", "200000", "model.args.width"),
+    ("model.args.width", "'wide'", "model.args.width"),
+    ("adjoint.alpha", ".inf", "adjoint.alpha"),
+    ("data.holdout", "1.5", "data.holdout"),
+    ("train.lr", "[1, {", "not valid YAML"),
+])
+def test_bad_config_values_are_one_line_and_write_nothing(tmp_path, key, value, fragment):
+    out = tmp_path / "run"
+    p = run_tool("train.py", *TINY, "--set", f"{key}={value}", "--out", str(out))
+    assert_user_error(p, fragment)
+    assert not out.exists()
+
+
+def test_yaml_alias_bomb_and_non_utf8_configs(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}, *a{i-1}]"
+              for i in range(1, 12)]
+    bomb.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    p = run_tool("train.py", "--config", str(bomb), "--out", str(out), timeout=60)
+    assert_user_error(p, "aliases")
+    assert not out.exists()
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    assert_user_error(run_tool("train.py", "--config", str(latin), "--out", str(out)), "UTF-8")
+    assert not out.exists()
+
+
+def test_a_folder_with_finished_results_is_never_written_into(tmp_path):
+    out = str(tmp_path / "done")
+    p = run_tool("train.py", *TINY, "--out", out)
+    assert p.returncode == 0, p.stderr
+    # the user deletes the checkpoints but keeps the results
+    import shutil
+
+    shutil.rmtree(os.path.join(out, "checkpoints"))
+    before = _snapshot(out)
+    p = run_tool("train.py", *TINY, "--out", out)
+    assert_user_error(p, "already holds a run", "summary.json")
+    assert _snapshot(out) == before
+
+
+def test_a_refused_resume_leaves_the_folder_as_it_was(tmp_path):
+    out = str(tmp_path / "r")
+    p = run_tool("train.py", *TINY, "--epochs", "2", "--out", out)
+    assert p.returncode == 0, p.stderr
+    before = _snapshot(out)
+    p = run_tool("train.py", *TINY, "--epochs", "3", "--set", "train.lr=0.5", "--out", out, "--resume")
+    assert_user_error(p, "train.lr")
+    assert _snapshot(out) == before
+
+
+def test_out_naming_a_file_or_an_unwritable_place(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert_user_error(run_tool("train.py", *TINY, "--out", str(f)), "is a file")
+    assert f.read_text() == "x"
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user who may write anywhere (root): permissions are not enforced")
+        assert_user_error(run_tool("train.py", *TINY, "--out", str(ro / "run")), "Permission denied")
+    finally:
+        os.chmod(ro, 0o700)
+
+
+def test_arch_json_missing_a_width_group_is_refused(tmp_path):
+    s = str(tmp_path / "s")
+    p = run_tool("search.py", *TINY, "--budget-flops", "30%", "--out", s)
+    assert p.returncode == 0, p.stderr
+    d = json.load(open(os.path.join(s, "arch.json")))
+    del d["widths"]["layer1.0.conv1"]
+    bad = tmp_path / "arch.json"
+    bad.write_text(json.dumps(d))
+    assert_user_error(run_tool("retrain.py", str(bad), "--out", str(tmp_path / "r")), "layer1.0.conv1")
+    assert not (tmp_path / "r").exists()
+    d["space_args"]["width"] = 200000
+    bad.write_text(json.dumps(d))
+    assert_user_error(run_tool("retrain.py", str(bad), "--out", str(tmp_path / "r")), "space_args.width")
+    bad.write_bytes(b"\xff\xfe{}")
+    assert_user_error(run_tool("retrain.py", str(bad), "--out", str(tmp_path / "r")), "UTF-8")
+
+
+def test_an_image_folder_with_one_class_is_refused(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        d = tmp_path / "data" / split / "only"
+        d.mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(d / f"{i}.png")
+    p = run_tool("train.py", "--dataset", "imagefolder", "--data", str(tmp_path / "data"), "--image-size", "8",
+                 "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert_user_error(p, "at least 2")
+    assert not (tmp_path / "run").exists()
+
+
+def test_metrics_hold_one_row_per_epoch_after_kills_and_resumes(tmp_path):
+    """A run killed in the middle of epoch 2, with a stray row of epoch 2 already in metrics.jsonl
+    (as a kill between an old-style row and its checkpoint left it): after --resume, exactly one
+    row per epoch."""
+    from tests.test_engine import KillAt
+
+    out = str(tmp_path / "m")
+    cfg = tiny_config(out, **{"train.epochs": 3})
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, KillAt(out, 8 + 3))
+    with open(os.path.join(out, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps({"epoch": 2, "stray": True}) + "\n")
+        f.write('{"epoch": 3, "cut')  # a line cut by the kill
+    train(tiny_config(out, **{"train.epochs": 3}), Monitor(out, tensorboard=False), resume=True)
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert not any(r.get("stray") for r in rows)
+    leftovers = [n for n in os.listdir(os.path.join(out, "checkpoints")) if ".tmp" in n]
+    assert leftovers == []
+
+
+def test_the_epoch_row_lost_between_checkpoint_and_metrics_is_restored(tmp_path):
+    out = str(tmp_path / "k")
+    train(tiny_config(out, **{"train.epochs": 1}), Monitor(out, tensorboard=False))
+    path = os.path.join(out, "metrics.jsonl")
+    row = json.loads(open(path).read())
+    open(path, "w").close()  # the kill came after the checkpoint, before the row
+    os.remove(os.path.join(out, "summary.json"))
+    for f in ("small.pt", "small.pt2", "small_state.pt", "small.json"):
+        os.remove(os.path.join(out, f))
+    train(tiny_config(out, **{"train.epochs": 2}), Monitor(out, tensorboard=False), resume=True)
+    rows = [json.loads(line) for line in open(path)]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[0]["val/top1_small"] == row["val/top1_small"]
