@@ -1,0 +1,258 @@
+"""Property-based fuzzing of the command-line tools (issue 10): malformed input never crashes,
+hangs, runs code or changes earlier work.
+
+The strategies (hypothesis, a test dependency) corrupt valid inputs: an ``arch.json``, a YAML
+config, ``--set`` values and budgets — wrong types, NaN/inf, negatives, huge numbers, missing and
+extra keys, non-UTF-8 bytes. Each example runs the real tool in-process (``train.py``,
+``search.py``, ``retrain.py``: their ``main`` through :func:`dan.cli.run_tool`) on a tiny synthetic
+task and checks the contract of the README:
+
+* the exit status is 0, or 2 with exactly one line on stderr starting with ``error:`` (no
+  traceback: anything else propagates and fails the example);
+* no file of a pre-existing run folder changed (every example also aims one run at a finished
+  run's folder).
+
+``tests/test_fuzz.py`` runs a few dozen examples per property in CI; ``tools/fuzz.py --examples N``
+runs many more and prints a summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import io
+import json
+import os
+import shutil
+import tempfile
+
+from hypothesis import strategies as st
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A seconds-long run on 16x16 synthetic images: what every example starts from.
+TINY = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--epochs", "1",
+        "--limit-batches", "1", "--batch-size", "16", "--set", "model.args.width=8", "--set",
+        "data.synthetic_size=32", "--quiet", "--no-tensorboard", "--set", "train.latency_batches=[1]"]
+TINY_CONFIG = {
+    "name": "fuzz", "seed": 0,
+    "model": {"space": "resnet18_small", "args": {"width": 8}},
+    "data": {"dataset": "synthetic", "image_size": 16, "num_classes": 4, "synthetic_size": 32, "batch_size": 16},
+    "train": {"epochs": 1, "limit_batches": 1, "lr": 0.003, "latency_batches": [1]},
+    "adjoint": {"alpha": 4},
+    "search": {"warmup_epochs": 0},
+}
+# Config keys the --set strategy aims at (a mix of every section and type).
+SET_KEYS = ["train.epochs", "train.lr", "train.min_lr", "train.weight_decay", "train.momentum",
+            "train.warmup_epochs", "train.label_smoothing", "train.grad_clip", "train.limit_batches",
+            "train.eval_every", "train.log_every", "train.latency_batches", "train.optimizer", "train.amp",
+            "data.batch_size", "data.synthetic_size", "data.holdout", "data.train_subset", "data.image_size",
+            "model.args.width", "adjoint.alpha", "adjoint.beta", "adjoint.c", "adjoint.schedule",
+            "adjoint.stem", "search.band", "search.tau0", "search.arch_lr", "search.fractions", "seed",
+            "methods.kd.temperature", "nonsense.key"]
+
+JUNK = st.one_of(
+    st.none(), st.booleans(),
+    st.integers(min_value=-10**30, max_value=10**30),
+    st.sampled_from([0, -1, 1, 2, 7, 200000, 10**12]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e400 if False else 1e308, -0.0, 0.5]),
+    st.text(max_size=12),
+    st.sampled_from(["", "nan%", "inf%", "1e400", "-5%", "25%", "1.6G", "abc", "[]", "{", "*a"]),
+    st.lists(st.integers(-3, 10), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(-2, 2), max_size=2),
+)
+TEXT_VALUES = st.one_of(
+    st.sampled_from(["nan", ".nan", ".inf", "-.inf", "-1", "0", "1e400", "200000", "[0]", "[1, {", "{a: 1}",
+                     "'x'", "null", "true", "!!python/object/apply:os.system ['true']", "&a [*a]", "1_000"]),
+    st.text(max_size=10),
+)
+
+
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` as a module (its ``main(argv)``)."""
+    name = name[:-3] if name.endswith(".py") else name
+    path = os.path.join(ROOT, "tools", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"dan_tool_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class ContractError(AssertionError):
+    """A tool broke the README's contract for a user error."""
+
+
+def run_in_process(tool: str, argv: list) -> tuple[int, str]:
+    """Run a tool's main as ``run_tool`` does; returns (exit status, stderr). An exception other
+    than the tool's own exit (a traceback) propagates."""
+    from dan.cli import run_tool
+
+    mod = load_tool(tool)
+    err, out = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            run_tool(mod.main, argv)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return code, err.getvalue()
+
+
+def check_contract(code: int, stderr: str, what: str) -> None:
+    lines = [l for l in stderr.strip().splitlines() if l.strip()]
+    if code == 0:
+        return
+    if code != 2:
+        raise ContractError(f"{what}: exit {code} (expected 0 or 2): {stderr[-500:]}")
+    if len(lines) != 1 or not lines[0].startswith("error: ") or "Traceback" in stderr:
+        raise ContractError(f"{what}: exit 2 but not one 'error:' line: {stderr[-500:]}")
+
+
+def snapshot(folder: str) -> dict:
+    out = {}
+    for root, _, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(root, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, folder)] = fh.read()
+    return out
+
+
+class Workspace:
+    """A temporary folder with a finished run (never to change), a valid ``arch.json`` and config."""
+
+    def __init__(self):
+        self.root = tempfile.mkdtemp(prefix="dan-fuzz-")
+        self.finished = os.path.join(self.root, "finished")
+        code, err = run_in_process("train.py", TINY + ["--out", self.finished])
+        if code != 0:
+            raise RuntimeError(f"could not make the finished run: {err}")
+        self.finished_files = snapshot(self.finished)
+        arch_dir = os.path.join(self.root, "arch")
+        code, err = run_in_process("baseline.py", ["uniform"] + TINY + ["--budget-flops", "30%", "--out", arch_dir])
+        if code != 0:
+            raise RuntimeError(f"could not make the arch.json: {err}")
+        with open(os.path.join(arch_dir, "arch.json")) as f:
+            self.arch = json.load(f)
+        self.n = 0
+
+    def fresh(self) -> str:
+        self.n += 1
+        return os.path.join(self.root, f"out{self.n}")
+
+    def check_finished_unchanged(self) -> None:
+        if snapshot(self.finished) != self.finished_files:
+            raise ContractError("a file of the finished run folder changed")
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------- mutations
+def _paths(d, prefix=()):
+    """Every key path of a nested dict (lists count as leaves)."""
+    for k, v in d.items():
+        yield prefix + (k,)
+        if isinstance(v, dict):
+            yield from _paths(v, prefix + (k,))
+
+
+@st.composite
+def mutated_dict(draw, base: dict):
+    """``base`` with one to three edits: a value replaced by junk, a key deleted or added."""
+    d = copy.deepcopy(base)
+    for _ in range(draw(st.integers(1, 3))):
+        paths = list(_paths(d))
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = d
+        for k in path[:-1]:
+            parent = parent[k]
+        action = draw(st.sampled_from(["replace", "replace", "delete", "add"]))
+        if action == "replace":
+            parent[path[-1]] = draw(JUNK)
+        elif action == "delete":
+            parent.pop(path[-1], None)
+        else:
+            parent[draw(st.text(min_size=1, max_size=6))] = draw(JUNK)
+    return d
+
+
+def _dump_json(d) -> bytes:
+    return json.dumps(d, allow_nan=True, default=str).encode()
+
+
+def _dump_yaml(d) -> bytes:
+    import yaml
+
+    try:
+        return yaml.safe_dump(d, allow_unicode=True).encode()
+    except yaml.YAMLError:
+        return json.dumps(d, default=str).encode()
+
+
+def corrupt_bytes():
+    return st.one_of(st.binary(max_size=64), st.just(b"\xff\xfe\x00junk"), st.just(b"{\"version\": 1"))
+
+
+# ---------------------------------------------------------------------------- the properties
+def arch_json_case(ws: Workspace, data) -> None:
+    """retrain.py on a corrupted arch.json (into a fresh folder, or the finished run's)."""
+    if data.draw(st.integers(0, 9)) == 0:
+        content = data.draw(corrupt_bytes())
+    else:
+        content = _dump_json(data.draw(mutated_dict(ws.arch)))
+    path = os.path.join(ws.root, f"arch{ws.n}.json")
+    with open(path, "wb") as f:
+        f.write(content)
+    out = ws.finished if data.draw(st.integers(0, 4)) == 0 else ws.fresh()
+    code, err = run_in_process("retrain.py", [path, "--epochs", "1", "--limit-batches", "1", "--quiet",
+                                              "--no-tensorboard", "--set", "train.latency_batches=[1]",
+                                              "--out", out])
+    check_contract(code, err, f"retrain.py {content[:300]!r}")
+    ws.check_finished_unchanged()
+
+
+def config_case(ws: Workspace, data) -> None:
+    """train.py --config on a corrupted YAML config."""
+    if data.draw(st.integers(0, 9)) == 0:
+        content = data.draw(corrupt_bytes())
+    else:
+        content = _dump_yaml(data.draw(mutated_dict(TINY_CONFIG)))
+    path = os.path.join(ws.root, f"config{ws.n}.yaml")
+    with open(path, "wb") as f:
+        f.write(content)
+    out = ws.finished if data.draw(st.integers(0, 4)) == 0 else ws.fresh()
+    code, err = run_in_process("train.py", ["--config", path, "--quiet", "--no-tensorboard", "--out", out])
+    check_contract(code, err, f"train.py --config {content[:300]!r}")
+    ws.check_finished_unchanged()
+
+
+def set_case(ws: Workspace, data) -> None:
+    """train.py with junk --set values."""
+    argv = list(TINY)
+    for _ in range(data.draw(st.integers(1, 2))):
+        argv += ["--set", f"{data.draw(st.sampled_from(SET_KEYS))}={data.draw(TEXT_VALUES)}"]
+    out = ws.finished if data.draw(st.integers(0, 4)) == 0 else ws.fresh()
+    code, err = run_in_process("train.py", argv + ["--out", out])
+    check_contract(code, err, f"train.py {argv[len(TINY):]}")
+    ws.check_finished_unchanged()
+
+
+def budget_case(ws: Workspace, data) -> None:
+    """search.py with junk budgets and bands."""
+    flag = data.draw(st.sampled_from(["--budget-flops", "--budget-params"]))
+    value = data.draw(st.one_of(TEXT_VALUES, st.floats(allow_nan=True, allow_infinity=True).map(repr)))
+    argv = list(TINY) + [flag, value]
+    if data.draw(st.booleans()):
+        argv += ["--band", data.draw(TEXT_VALUES)]
+    out = ws.finished if data.draw(st.integers(0, 4)) == 0 else ws.fresh()
+    code, err = run_in_process("search.py", argv + ["--out", out])
+    check_contract(code, err, f"search.py {argv[len(TINY):]}")
+    ws.check_finished_unchanged()
+
+
+CASES = {"arch_json": arch_json_case, "config": config_case, "set": set_case, "budget": budget_case}

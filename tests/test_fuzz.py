@@ -1,0 +1,37 @@
+"""Fuzz the tools with corrupted inputs (dan/fuzz.py): exit 0, or exit 2 with one line; a finished
+run's folder never changes. Bounded for CI; `python tools/fuzz.py --examples 2000` runs longer."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from dan import fuzz
+
+# ~15-20 s per property on 2 CPU cores (most examples fail fast; the valid ones train one batch)
+FUZZ_SETTINGS = settings(max_examples=12, deadline=None, derandomize=True, database=None,
+                         suppress_health_check=list(HealthCheck))
+
+
+@pytest.fixture(scope="module")
+def ws():
+    w = fuzz.Workspace()
+    yield w
+    w.close()
+
+
+@pytest.mark.parametrize("case", sorted(fuzz.CASES))
+def test_fuzz(ws, case):
+    @FUZZ_SETTINGS
+    @given(st.data())
+    def prop(data):
+        fuzz.CASES[case](ws, data)
+
+    prop()
+
+
+def test_the_contract_check_can_fail():
+    with pytest.raises(fuzz.ContractError):
+        fuzz.check_contract(1, "Traceback (most recent call last):\n  ...\nValueError: x\n", "x")
+    with pytest.raises(fuzz.ContractError):
+        fuzz.check_contract(2, "error: one\nerror: two\n", "x")
+    fuzz.check_contract(2, "error: budget 'x' cannot be read: write e.g. 25%\n", "x")
+    fuzz.check_contract(0, "", "x")
