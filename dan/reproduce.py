@@ -399,14 +399,19 @@ def write_results(runs: list[Run], md_path: str, fig_dir: str, header: str, sett
         for name, title in figs:
             lines.append(f"![{title}]({rel}/{name})")
             lines.append("")
+    return write_page(md_path, lines)
+
+
+def write_page(md_path: str, lines: list) -> str:
+    """Write a generated page; hand-written text below :data:`NOTES_MARK` in the old page is kept."""
     notes = ""
     if os.path.isfile(md_path):
-        with open(md_path) as f:
+        with open(md_path, encoding="utf-8") as f:
             old = f.read()
         if NOTES_MARK in old:
             notes = old[old.index(NOTES_MARK) + len(NOTES_MARK):]
     text = "\n".join(lines).rstrip() + "\n\n" + NOTES_MARK + (notes if notes else "\n")
-    with open(md_path, "w") as f:
+    with open(md_path, "w", encoding="utf-8") as f:
         f.write(text)
     return text
 

@@ -25,7 +25,7 @@ import math
 import os
 import statistics
 
-from dan.reproduce import NOTES_MARK, ROOT, Run, _mean_std, _median, run_seconds, verdict
+from dan.reproduce import ROOT, Run, _mean_std, _median, run_seconds, verdict, write_page
 
 CONFIG = "configs/fashion_mnist_suite.yaml"
 SEEDS = 3
@@ -250,16 +250,7 @@ def write_report(runs: list[Run], md_path: str, fig_dir: str, settings: str) -> 
     rel = os.path.relpath(fig_dir, os.path.dirname(os.path.abspath(md_path)))
     for name, title in plot_report(table, fig_dir):
         lines += [f"![{title}]({rel}/{name})", ""]
-    notes = ""
-    if os.path.isfile(md_path):
-        with open(md_path) as f:
-            old = f.read()
-        if NOTES_MARK in old:
-            notes = old[old.index(NOTES_MARK) + len(NOTES_MARK):]
-    text = "\n".join(lines).rstrip() + "\n\n" + NOTES_MARK + (notes if notes else "\n")
-    with open(md_path, "w") as f:
-        f.write(text)
-    return text
+    return write_page(md_path, lines)
 
 
 def plot_report(table: dict, fig_dir: str) -> list:
