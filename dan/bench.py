@@ -189,13 +189,13 @@ def search_step_ratio(space: str = "resnet18_small", *, width: int = 64, batch: 
             "search": {"budget_flops": budget}})
         s = Searcher(cfg, monitor=Monitor(None))
         x, y = next(iter(s.data.train))
-        xh, _ = next(iter(s.data.holdout))
+        xh, yh = next(iter(s.data.holdout))
         x, xh = s.prep(x), s.prep(xh)
         std = make_steps(space, width=width, batch=batch, image=image, kinds=("standard",))["standard"]
 
         def search_step():
             s.weight_step(x, y, 0.5)
-            s.arch_step(xh, 0.5, 1.0)
+            s.arch_step(xh, yh, 0.5, 1.0)
 
         start = interleaved_medians({"standard": std, "search": search_step}, rounds)
         # peak the distribution on a budget-sized architecture (what the search converges to)

@@ -192,3 +192,13 @@ def test_event_files_hold_the_width_image_and_scalars(tmp_path):
         assert tag in tags["scalars"], tag
     assert any(t.startswith("widths/layer") for t in tags["histograms"])
     assert os.path.isfile(os.path.join(out, "widths.png"))
+
+
+def test_search_step_benchmark_runs():
+    """tools/bench.py's search-step measurement drives the real weight and architecture steps
+    (a signature change must not break it silently); the ratio itself is measured by the tool."""
+    from dan.bench import search_step_ratio
+
+    r = search_step_ratio(width=8, batch=8, image=16, rounds=1)
+    for phase in ("start", "end"):
+        assert r[phase]["search_s"] > 0 and r[phase]["standard_s"] > 0
