@@ -14,10 +14,9 @@
    ``tau_min`` over the architecture phase, so the distributions can commit to one width.
 
 **Budget.** μ is a Lagrange multiplier, not a hand-set coefficient: after each architecture step
-it moves by ``multiplier_lr · (E[cost]/B − (1 − band/2))`` per epoch, two-sided, and the penalty
-weight is ``μ + multiplier_p · (E[cost]/B − (1 − band/2))`` (PI control: the proportional part
-reacts at once, the integral part removes the remaining offset), so the expected cost settles in
-the middle of ``[B·(1−band), B]``; as the distributions sharpen the argmax
+it moves by ``multiplier_lr · (E[cost]/B − (1 − band/2))`` per epoch, two-sided, so the expected
+cost settles in the middle of ``[B·(1−band), B]`` (``multiplier_p > 0`` adds a proportional term,
+``w = μ + p·(E[cost]/B − target)``: it tracks the target faster but keeps the distributions mixed); as the distributions sharpen the argmax
 network's cost joins it (``budget_control: argmax`` watches the argmax network instead, with a
 dead band: the first design, which oscillated). Costs are normalized by the budget, so the same
 settings serve every search space and budget. At the end the argmax architecture is repaired into

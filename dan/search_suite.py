@@ -42,6 +42,8 @@ ABLATIONS = [
       "search.tau_min=0.2", "search.arch_lr=0.01", "search.budget_control=argmax"]),
     ("kl-only", "default, but the architecture objective without the labels' CE", ["search.arch_objective=kl"]),
     ("argmax-control", "default, but the multiplier watches the argmax cost", ["search.budget_control=argmax"]),
+    ("pi-control", "default plus a proportional term on the expected cost (multiplier_p 5)",
+     ["search.multiplier_p=5"]),
 ]
 ABLATION_BUDGETS = ("flops10", "flops25")
 # Extra settings of the suite's searches (none: the full training split, 40k images drive the
@@ -330,7 +332,7 @@ def settings_text(seeds: int | None = None) -> str:
             f"({s.warmup_epochs:g} weight-only) on the training split, two thirds for the weights and "
             f"one third held out for the architecture (default search settings: τ {s.tau0:g} → {s.tau_min:g} "
             f"per step, architecture lr {s.arch_lr:g}, objective {s.arch_objective}, multiplier on the "
-            f"{s.budget_control} cost); greedy scores its moves on that same held-out third "
+            f"{s.budget_control} cost, proportional gain {s.multiplier_p:g}); greedy scores its moves on that same held-out third "
             f"with the same search's supernet. Width 8 (an eighth of ResNet-18's) keeps the whole suite "
             f"within 3 hours on 2 CPU cores; at 10 % of the FLOPs its first stage has 2-3 channels in the "
             f"uniform network, where how widths are spread matters most.")
