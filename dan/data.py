@@ -480,7 +480,11 @@ class _FolderSplit(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         path, y = self.folder.samples[self.indices[i]]
-        img = self.folder.loader(path)
+        try:
+            img = self.folder.loader(path)
+        except Exception as e:  # truncated, corrupt or unreadable: name the file (one line)
+            raise UserError(f"cannot read image {path} ({type(e).__name__}: {' '.join(str(e).split())[:120]}): "
+                            f"delete or replace it") from None
         if not self.random:
             return self.transform(img), y
         with torch.random.fork_rng(devices=[]):
@@ -509,8 +513,12 @@ class FolderLoader(_Sharded):
             dl = torch.utils.data.DataLoader(
                 self.ds, self.batch_size, shuffle=self.shuffle, num_workers=self.workers, pin_memory=cuda,
                 drop_last=self.drop_last, generator=_generator(self.seed, self.epoch, self.split))
-        for x, y in dl:
-            yield x.to(self.device, non_blocking=cuda), y.to(self.device, non_blocking=cuda)
+        try:
+            for x, y in dl:
+                yield x.to(self.device, non_blocking=cuda), y.to(self.device, non_blocking=cuda)
+        except UserError as e:  # from a worker process its text carries the worker's traceback
+            raise UserError(next((l.split("UserError: ", 1)[1] for l in str(e).splitlines()
+                                  if "UserError: " in l), str(e).splitlines()[0])) from None
 
 
 def _build_folder(cfg: DataConfig, info: DatasetInfo, seed: int, device: torch.device) -> Data:

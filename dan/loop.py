@@ -97,9 +97,24 @@ def prepare_run_dir(cfg: Config, resume: bool) -> str:
         return run_dir
     check_run_dir(cfg, resume)
     os.makedirs(run_dir, exist_ok=True)
+    remove_stale_temporaries(run_dir)
     atomic_write(cfg.save, os.path.join(run_dir, "config.yaml"))
     distributed.barrier()
     return run_dir
+
+
+def remove_stale_temporaries(run_dir: str) -> None:
+    """Delete the temporary files a run killed while writing left behind (``.<name>.tmp<pid>``:
+    :func:`dan.checkpoint.atomic_write` removes its own unless the process was SIGKILLed)."""
+    for folder in (run_dir, os.path.join(run_dir, "checkpoints")):
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            if name.startswith(".") and ".tmp" in name:
+                try:
+                    os.remove(os.path.join(folder, name))
+                except OSError:
+                    pass
 
 
 def start(cfg: Config, resume: bool, build):

@@ -30,8 +30,10 @@ def build_model(cfg: ModelConfig, info: DatasetInfo) -> nn.Module:
             args.setdefault("num_classes", info.num_classes)
         try:
             return torchvision.models.get_model(name, **args)
-        except (TypeError, ValueError) as e:
-            raise UserError(f"torchvision.{name}: {e}") from e
+        except (TypeError, ValueError, KeyError) as e:
+            what = f"unknown weights {e}" if isinstance(e, KeyError) else str(e)
+            raise UserError(f"torchvision.{name}: {what} (see torchvision.models.get_model_weights"
+                            f"('{name}'))") from e
     return search_spaces.create(cfg.space, num_classes=info.num_classes, in_channels=info.in_channels,
                                 **args)
 

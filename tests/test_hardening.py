@@ -166,3 +166,38 @@ def test_the_epoch_row_lost_between_checkpoint_and_metrics_is_restored(tmp_path)
     rows = [json.loads(line) for line in open(path)]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[0]["val/top1_small"] == row["val/top1_small"]
+
+
+def test_a_corrupt_image_is_named_in_one_line(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            d = tmp_path / "data" / split / cls
+            d.mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(d / f"{i}.png")
+    bad = tmp_path / "data" / "train" / "a" / "9.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    for workers in ("0", "1"):
+        p = run_tool("train.py", "--dataset", "imagefolder", "--data", str(tmp_path / "data"), "--image-size", "8",
+                     "--epochs", "1", "--batch-size", "4", "--workers", workers, "--quiet", "--no-tensorboard",
+                     "--set", "model.args.width=8", "--out", str(tmp_path / f"run{workers}"))
+        assert_user_error(p, "9.png")
+
+
+def test_unknown_torchvision_weights_are_one_line(tmp_path):
+    p = run_tool("train.py", *TINY, "--space", "torchvision.resnet18", "--set", "model.args.weights=NOPE",
+                 "--out", str(tmp_path / "w"))
+    assert_user_error(p, "unknown weights", "get_model_weights")
+
+
+def test_stale_temporary_files_of_a_killed_write_are_removed_on_resume(tmp_path):
+    out = str(tmp_path / "t")
+    train(tiny_config(out, **{"train.epochs": 1}), Monitor(out, tensorboard=False))
+    for f in ("summary.json", "small.pt", "small.pt2", "small_state.pt", "small.json"):
+        os.remove(os.path.join(out, f))
+    stale = os.path.join(out, "checkpoints", ".last.pt.tmp99999")
+    open(stale, "wb").close()  # what a SIGKILL during torch.save leaves
+    train(tiny_config(out, **{"train.epochs": 2}), Monitor(out, tensorboard=False), resume=True)
+    assert not os.path.exists(stale)
