@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import random
 import shutil
@@ -87,8 +88,28 @@ def spec_from_dict(d: dict, where: str = "tuning file") -> TuneSpec:
             raise UserError(f"{where}: params.{key} needs type: float, int or categorical")
         if r["type"] == "categorical" and not r.get("choices"):
             raise UserError(f"{where}: params.{key} needs choices")
-        if r["type"] != "categorical" and ("low" not in r or "high" not in r or r["low"] > r["high"]):
-            raise UserError(f"{where}: params.{key} needs low <= high")
+        if r["type"] != "categorical":
+            lo, hi = r.get("low"), r.get("high")
+            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi))
+            if not numeric or lo > hi:
+                raise UserError(f"{where}: params.{key} needs finite numbers low <= high, got {lo!r}, {hi!r}")
+            if r["type"] == "int" and not all(isinstance(v, int) for v in (lo, hi)):
+                raise UserError(f"{where}: params.{key} is an int range: low and high must be integers")
+            if r.get("log") and lo <= 0:
+                raise UserError(f"{where}: params.{key} has log: true, so low must be > 0, got {lo!r}")
+            step = r.get("step")
+            if step is not None and (not isinstance(step, (int, float)) or isinstance(step, bool) or not step > 0):
+                raise UserError(f"{where}: params.{key}: step must be a positive number, got {step!r}")
+            extra = sorted(set(r) - {"type", "low", "high", "log", "step"})
+            if extra:
+                raise UserError(f"{where}: params.{key}: unknown field '{extra[0]}' (type, low, high, log, step)")
+            for v in (lo, hi):  # every value of the range must be valid for the key
+                try:
+                    c = Config()
+                    c.set(key, v)
+                    c.validate()
+                except UserError as e:
+                    raise UserError(f"{where}: params.{key} range [{lo}, {hi}]: {e}") from e
         try:  # the key must be a config key that takes such values
             probe.set(key, r["choices"][0] if r["type"] == "categorical" else r["low"])
         except UserError as e:
@@ -387,7 +408,12 @@ def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url
             study.tell(trial, state=TrialState.PRUNED)
             log(f"[trial {trial.number}] {e}")
             continue
-        except (FloatingPointError, UserError) as e:
+        except Exception as e:
+            if not isinstance(e, (FloatingPointError, UserError)):
+                # a bug: no trial may be left RUNNING in the study (an interrupt or a killed worker
+                # does leave it RUNNING: its heartbeat stops and another worker retries it)
+                study.tell(trial, state=TrialState.FAIL)
+                raise
             trial.set_user_attr("error", str(e))
             study.tell(trial, state=TrialState.FAIL)
             log(f"[trial {trial.number}] failed: {e}")

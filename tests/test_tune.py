@@ -225,3 +225,30 @@ def test_failed_trials_count_towards_the_trials(tmp_path, monkeypatch):
     monkeypatch.setattr(tune_mod, "write_best", lambda study, run_dir, multi: {})
     tune(base(str(tmp_path / "t")), spec_from_dict(SPEC), "count", 3)
     assert calls == [0, 1, 2]
+
+
+@pytest.mark.parametrize("param,fragment", [
+    ({"type": "float", "low": 0.1, "high": -1}, "low <= high"),
+    ({"type": "float", "low": 0, "high": 0.1, "log": True}, "log: true"),
+    ({"type": "float", "low": float("nan"), "high": 0.1}, "finite"),
+    ({"type": "float", "low": 0.01, "high": 0.1, "lg": True}, "unknown field 'lg'"),
+])
+def test_bad_ranges_are_refused_before_any_trial(param, fragment):
+    with pytest.raises(dan.UserError, match=fragment):
+        spec_from_dict({**SPEC, "params": {"search.arch_lr": param}})
+    with pytest.raises(dan.UserError, match="train.epochs"):
+        spec_from_dict({**SPEC, "params": {"train.epochs": {"type": "int", "low": -5, "high": 3}}})
+
+
+def test_an_internal_error_in_a_trial_leaves_no_trial_running(tmp_path, monkeypatch):
+    import dan.tune as tune_mod
+
+    def objective(trial, *a, **k):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(tune_mod, "objective", objective)
+    out = str(tmp_path / "t")
+    with pytest.raises(RuntimeError, match="a bug"):
+        tune(base(out), spec_from_dict(SPEC), "bug", 3)
+    st, _ = states(out, "bug")
+    assert st == [TrialState.FAIL]
