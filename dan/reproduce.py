@@ -126,6 +126,38 @@ def run(runs: list[Run], log=print, jobs: int = 1) -> None:
             log(f"[skip] {r.out} (finished)")
     env = dict(os.environ, OMP_NUM_THREADS="1") if jobs > 1 else None
     active: list = []  # (run, process, log file, start time)
+    started = time.time()
+    try:
+        _run_loop(pending, active, env, jobs, log)
+    finally:
+        add_elapsed(runs, time.time() - started)
+
+
+def elapsed_seconds(runs: list[Run]) -> float:
+    """Wall time the suite runner has spent on these runs, summed over its invocations."""
+    path = _elapsed_path(runs)
+    if path and os.path.isfile(path):
+        with open(path) as f:
+            return float(json.load(f).get("seconds", 0.0))
+    return 0.0
+
+
+def add_elapsed(runs: list[Run], seconds: float) -> None:
+    path = _elapsed_path(runs)
+    if not path or not os.path.isdir(os.path.dirname(path)):
+        return
+    total = elapsed_seconds(runs) + seconds
+    with open(path, "w") as f:
+        json.dump({"seconds": total}, f)
+
+
+def _elapsed_path(runs: list[Run]) -> str | None:
+    if not runs:
+        return None
+    return os.path.join(os.path.commonpath([os.path.abspath(r.out) for r in runs]), "suite_elapsed.json")
+
+
+def _run_loop(pending: list, active: list, env, jobs: int, log) -> None:
     failed = None
     while (pending and failed is None) or active:
         ready = [r for r in pending if all(os.path.isfile(os.path.join(a, "arch.json")) or

@@ -25,7 +25,7 @@ import math
 import os
 import statistics
 
-from dan.reproduce import ROOT, Run, _mean_std, _median, run_seconds, verdict, write_page
+from dan.reproduce import ROOT, Run, _mean_std, _median, elapsed_seconds, run_seconds, verdict, write_page
 
 CONFIG = "configs/fashion_mnist_suite.yaml"
 SEEDS = 3
@@ -187,8 +187,10 @@ def write_report(runs: list[Run], md_path: str, fig_dir: str, settings: str) -> 
     done = [r for r in runs if r.done]
     secs = [run_seconds(r) for r in done]
     secs = [t for t in secs if t is not None]
-    lines += [f"Finished runs: {len(done)} of {len(runs)}; their wall time, summed: **{sum(secs) / 3600:.2f} h** "
-              f"on this machine.", ""]
+    elapsed = elapsed_seconds(runs)
+    lines += [f"Finished runs: {len(done)} of {len(runs)}; their run times, summed: {sum(secs) / 3600:.2f} h"
+              + (f"; elapsed wall time of the suite runner: **{elapsed / 3600:.2f} h** on this machine "
+                 f"(runs two at a time with `--jobs 2`)" if elapsed else "") + ".", ""]
     lines += ["## Top-1 at equal cost", "",
               "Verdict: DAN's mean minus the baseline's, against two standard errors over seeds "
               "(`sqrt(var_A/n_A + var_B/n_B)`): above is **supported** (DAN better), below minus two "
