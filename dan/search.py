@@ -69,7 +69,8 @@ DEFAULT_HOLDOUT = 1 / 3
 
 
 _CHOICES = {"tau_anneal": ("step", "epoch"), "arch_objective": ("ce+kl", "kl"),
-            "budget_control": ("expected", "argmax"), "arch_lambda": ("full", "schedule")}
+            "budget_control": ("expected", "argmax"), "arch_lambda": ("full", "schedule"),
+            "weight_sampling": ("distribution", "uniform")}
 
 
 def check_search_config(s) -> None:
@@ -165,7 +166,8 @@ class Searcher:
 
     # --- one step of each kind ----------------------------------------------------------------
     def weight_step(self, x, y, progress: float) -> dict:
-        self.sn.set_widths(self.sn.sample_hard())  # the same draw on every rank (same seeds)
+        # the same draw on every rank (same seeds)
+        self.sn.set_widths(self.sn.sample_hard(uniform=self.cfg.search.weight_sampling == "uniform"))
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             big, small = self.train_anet(x)
         lam = self.lam(progress)

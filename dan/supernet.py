@@ -180,9 +180,12 @@ class Supernet:
     def widths_of(self, choice: list[int]) -> list[int]:
         return [c[k] for c, k in zip(self.cands, choice)]
 
-    def sample_hard(self) -> list[int]:
-        """One candidate per group, drawn from softmax(θ) with Gumbel noise (argmax(θ + G))."""
+    def sample_hard(self, uniform: bool = False) -> list[int]:
+        """One candidate per group, drawn from softmax(θ) with Gumbel noise (argmax(θ + G)), or
+        uniformly when ``uniform`` (the logits are ignored)."""
         with torch.no_grad():
+            if uniform:
+                return [int(torch.randint(len(c), (1,))) for c in self.cands]
             return [int(torch.argmax(t + _gumbel(t.shape, t.device))) for t in self.arch.logits]
 
     def set_soft(self, tau: float, samples: int) -> None:

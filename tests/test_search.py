@@ -202,3 +202,21 @@ def test_search_step_benchmark_runs():
     r = search_step_ratio(width=8, batch=8, image=16, rounds=1)
     for phase in ("start", "end"):
         assert r[phase]["search_s"] > 0 and r[phase]["standard_s"] > 0
+
+
+def test_uniform_weight_sampling_ignores_the_logits():
+    """search.weight_sampling=uniform (SPOS): weight steps draw every candidate equally often,
+    whatever the architecture distribution says; the default draws from the distribution."""
+    _, sn = supernet("resnet18_small", (1, 3, 16, 16))
+    with torch.no_grad():
+        for t in sn.arch.logits:
+            t.fill_(0.0)
+            t[0] = 50.0  # the distribution is one-hot on the narrowest candidate
+    torch.manual_seed(0)
+    from_p = [sn.sample_hard() for _ in range(200)]
+    uniform = [sn.sample_hard(uniform=True) for _ in range(200)]
+    assert all(k == 0 for choice in from_p for k in choice)
+    counts = torch.zeros(len(sn.cands[0]))
+    for choice in uniform:
+        counts[choice[0]] += 1
+    assert counts.min() > 200 / len(counts) / 3  # every candidate drawn, roughly equally
