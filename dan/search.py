@@ -3,9 +3,11 @@
 ``search(cfg, monitor)`` runs, per epoch, alternating steps on two disjoint parts of the
 *training* data (the test split is never seen):
 
-1. **Weight step** (training split): every group's width is drawn from its distribution
-   (Gumbel-max, fresh noise each step), the small path runs on tensors sliced to it, and the
-   weights take a step on the adjoint loss ``CE(y, p) + λ(t)·KL(p‖q)``.
+1. **Weight step** (training split): every group's width is drawn uniformly from its candidates
+   (SPOS; ``weight_sampling: distribution`` draws it from the architecture distribution instead,
+   which biases the supernet towards the architecture the search already prefers), the small
+   path runs on tensors sliced to it, and the weights take a step on the adjoint loss
+   ``CE(y, p) + λ(t)·KL(p‖q)``.
 2. **Architecture step** (held-out split, after ``warmup_epochs`` of weight-only training): the big
    network's p is computed without gradients, the small path runs with soft Gumbel channel masks
    at temperature τ, and the logits θ take an Adam step on ``CE(y, q) + c·KL(p‖q) + μ·E[cost]/B``

@@ -36,10 +36,13 @@ METHODS = ("dan", "uniform", "random", "greedy")
 # Ablations of the search: (tag, description, --set overrides); each is searched and retrained at
 # the listed budgets like "dan", so its row compares with the same baselines.
 ABLATIONS = [
+    ("sample-from-p", "weight steps draw widths from the architecture distribution, not uniformly",
+     ["search.weight_sampling=distribution"]),
     ("first-design", "the first search: KL-only objective, tau 5 halving per epoch, arch lr 0.01, "
                      "multiplier on the argmax cost",
      ["search.arch_objective=kl", "search.tau_anneal=epoch", "search.tau0=5.0", "search.tau_decay=0.5",
-      "search.tau_min=0.2", "search.arch_lr=0.01", "search.budget_control=argmax"]),
+      "search.tau_min=0.2", "search.arch_lr=0.01", "search.budget_control=argmax",
+      "search.weight_sampling=distribution"]),
     ("kl-only", "default, but the architecture objective without the labels' CE", ["search.arch_objective=kl"]),
     ("argmax-control", "default, but the multiplier watches the argmax cost", ["search.budget_control=argmax"]),
     ("pi-control", "default plus a proportional term on the expected cost (multiplier_p 5)",
@@ -334,7 +337,8 @@ def settings_text(seeds: int | None = None) -> str:
             f"({s.warmup_epochs:g} weight-only) on the training split, two thirds for the weights and "
             f"one third held out for the architecture (default search settings: τ {s.tau0:g} → {s.tau_min:g} "
             f"per step, architecture lr {s.arch_lr:g}, objective {s.arch_objective}, multiplier on the "
-            f"{s.budget_control} cost, proportional gain {s.multiplier_p:g}); greedy scores its moves on that same held-out third "
+            f"{s.budget_control} cost, proportional gain {s.multiplier_p:g}, weight-step widths drawn "
+            f"{'uniformly' if s.weight_sampling == 'uniform' else 'from the distribution'}); greedy scores its moves on that same held-out third "
             f"with the same search's supernet. Width 8 (an eighth of ResNet-18's) keeps the whole suite "
             f"within 3 hours on 2 CPU cores; at 10 % of the FLOPs its first stage has 2-3 channels in the "
             f"uniform network, where how widths are spread matters most.")
