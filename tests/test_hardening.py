@@ -201,3 +201,34 @@ def test_stale_temporary_files_of_a_killed_write_are_removed_on_resume(tmp_path)
     open(stale, "wb").close()  # what a SIGKILL during torch.save leaves
     train(tiny_config(out, **{"train.epochs": 2}), Monitor(out, tensorboard=False), resume=True)
     assert not os.path.exists(stale)
+
+
+def test_a_full_disk_is_one_line_that_says_so(tmp_path, monkeypatch):
+    import errno
+
+    import dan.checkpoint
+    from dan.fuzz import TINY, run_in_process
+
+    def full(state, path):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(dan.checkpoint, "save_checkpoint", full)
+    import dan.engine
+
+    monkeypatch.setattr(dan.engine, "save_checkpoint", full)
+    code, err = run_in_process("train.py", TINY + ["--out", str(tmp_path / "d")])
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "free some disk space" in lines[0]
+
+
+def test_a_corrupt_small_json_beside_a_pt2_is_one_line(tmp_path):
+    import torch.nn as nn
+
+    from dan.deploy import save_deployable
+
+    save_deployable(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten()), str(tmp_path), (1, 1, 8, 8))
+    (tmp_path / "small.json").write_text("{not json")
+    assert_user_error(run_tool("profile.py", str(tmp_path / "small.pt2")), "small.json is corrupt")
+    (tmp_path / "small.json").write_text('{"input_shape": [1, -3, 8]}')
+    assert_user_error(run_tool("profile.py", str(tmp_path / "small.pt2")), "small.json is corrupt")
