@@ -206,7 +206,7 @@ def write_report(runs: list[Run], md_path: str, fig_dir: str, settings: str) -> 
                   "| method | top-1 (%) | FLOPs | params | CPU ms, batch 1 | min/run (search + retrain) | seeds | DAN − method | verdict |",
                   "|---|---|---|---|---|---|---|---|---|"]
         dan = rows.get("dan", {}).get("top1", [])
-        for method in list(METHODS) + sorted(m for m in rows if m not in METHODS):
+        for method in METHODS:  # ablations have their own table below
             row = rows.get(method)
             if not row or not row["top1"]:
                 continue
