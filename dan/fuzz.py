@@ -25,6 +25,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 from hypothesis import strategies as st
@@ -76,7 +77,11 @@ def load_tool(name: str):
     path = os.path.join(ROOT, "tools", f"{name}.py")
     spec = importlib.util.spec_from_file_location(f"dan_tool_{name}", path)
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    saved = list(sys.path)  # a tool replaces sys.path[0] with the repository root: undo that here
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path[:] = saved
     return mod
 
 
