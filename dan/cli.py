@@ -124,7 +124,7 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
     try:
         code = main(sys.argv[1:] if argv is None else argv)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:
         if e.errno not in _USER_ERRNOS:
@@ -140,6 +140,11 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
               "continue with --resume", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def one_line(text: str) -> str:
+    """A message as one line: line breaks a user put in a key or a value are shown escaped."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def open_monitor(cfg: Config, args: argparse.Namespace, **kw):

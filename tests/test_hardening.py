@@ -232,3 +232,15 @@ def test_a_corrupt_small_json_beside_a_pt2_is_one_line(tmp_path):
     assert_user_error(run_tool("profile.py", str(tmp_path / "small.pt2")), "small.json is corrupt")
     (tmp_path / "small.json").write_text('{"input_shape": [1, -3, 8]}')
     assert_user_error(run_tool("profile.py", str(tmp_path / "small.pt2")), "small.json is corrupt")
+
+
+def test_a_key_with_a_line_break_still_gives_one_line(tmp_path):
+    """Found by tools/fuzz.py: an arch.json key holding a newline made the message two lines."""
+    s = str(tmp_path / "a")
+    p = run_tool("baseline.py", "uniform", *TINY, "--budget-flops", "30%", "--out", s)
+    assert p.returncode == 0, p.stderr
+    d = json.load(open(os.path.join(s, "arch.json")))
+    d["bad\nkey"] = 1
+    bad = tmp_path / "arch.json"
+    bad.write_text(json.dumps(d))
+    assert_user_error(run_tool("retrain.py", str(bad), "--out", str(tmp_path / "r")), "bad\\nkey")
