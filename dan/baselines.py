@@ -124,6 +124,3 @@ def greedy_choice(cands: Sequence[Sequence[int]], cost_fn: Callable[[list], floa
                 f"score {score:.4f}")
     return choice, trace
 
-
-def in_band(cost: float, lo: float, hi: float) -> bool:
-    return lo <= cost <= hi and math.isfinite(cost)

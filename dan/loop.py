@@ -130,6 +130,18 @@ def start(cfg: Config, resume: bool, build):
     return task
 
 
+def start_managed(cfg: Config, build):
+    """:func:`start` for a folder this package manages (a tuning trial, a teacher): resume from
+    its checkpoint when there is one; otherwise whatever an attempt killed before its first
+    checkpoint left (events, a config) is removed and the run starts afresh."""
+    import shutil
+
+    resume = os.path.isfile(os.path.join(cfg.run_dir, "checkpoints", "last.pt"))
+    if not resume and os.path.isdir(cfg.run_dir) and distributed.info().main:
+        shutil.rmtree(cfg.run_dir)
+    return start(cfg, resume, build)
+
+
 def reconcile_metrics(run_dir: str, epoch: int, row: dict | None) -> None:
     """After a resume from the checkpoint of ``epoch``: ``metrics.jsonl`` holds exactly one row per
     epoch up to ``epoch`` (rows of later epochs, written before a kill, are dropped; the row of

@@ -73,7 +73,6 @@ def baseline_arch(cfg: Config, method: str, *, supernet: str | None = None, reca
 
 def _greedy(cfg: Config, supernet: str | None, recal_batches: int, eval_batches: int, log) -> Arch:
     from dan.checkpoint import load_checkpoint
-    from dan.engine import evaluate
     from dan.monitor import Monitor
     from dan.search import Searcher, describe_model
 
@@ -93,14 +92,8 @@ def _greedy(cfg: Config, supernet: str | None, recal_batches: int, eval_batches:
     sn = searcher.sn
     cost_fn = lambda widths: sn.table.cost(list(widths))[idx]
 
-    def score(choice) -> float:
-        searcher.recalibrate(choice, recal_batches)
-        searcher.anet.eval()
-        sn.set_widths(choice)
-        ev = evaluate(lambda x: {"small": searcher.anet.small(searcher.prep(x))}, searcher.data.holdout_eval,
-                      eval_batches, ("small",))
-        searcher.anet.train()
-        return -ev["small"]["ce"]
+    def score(choice) -> float:  # small path only: the big network does not change between trials
+        return -searcher.evaluate(choice, recal_batches, eval_batches, nets=("small",))["small"]["ce"]
 
     try:
         choice, trace = greedy_choice(sn.cands, cost_fn, score, budget.lo, budget.hi, log=log)

@@ -236,13 +236,19 @@ class Searcher:
         for m, mom in zip(bns, saved):
             m.small.momentum = mom
 
-    def evaluate(self, choice) -> dict:
+    def evaluate(self, choice, recal_batches: int | None = None, eval_batches: int | None = None,
+                 nets: tuple = ("big", "small")) -> dict:
+        """Held-out top-1 and CE of ``nets`` with the small path at ``choice`` (its BatchNorm
+        statistics re-estimated first); defaults: the config's recalibration and batch limits."""
         s, t = self.cfg.search, self.cfg.train
-        self.recalibrate(choice, s.bn_recalibrate_batches)
+        self.recalibrate(choice, s.bn_recalibrate_batches if recal_batches is None else recal_batches)
         self.anet.eval()
         self.sn.set_widths(choice)
-        ev = evaluate(lambda x: dict(zip(("big", "small"), self.anet(self.prep(x)))), self.data.holdout_eval,
-                      t.limit_batches, ("big", "small"))
+        if nets == ("big", "small"):
+            fn = lambda x: dict(zip(("big", "small"), self.anet(self.prep(x))))
+        else:
+            fn = lambda x: {n: getattr(self.anet, n)(self.prep(x)) for n in nets}
+        ev = evaluate(fn, self.data.holdout_eval, t.limit_batches if eval_batches is None else eval_batches, nets)
         self.anet.train()
         return ev
 

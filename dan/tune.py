@@ -274,7 +274,8 @@ def _origin(study, trial) -> int:
 
 def objective(trial, base: Config, spec: TuneSpec, run_dir: str, study):
     from dan.arch import load_arch
-    from dan.engine import prepare_run_dir, Trainer
+    from dan.engine import Trainer
+    from dan.loop import start_managed
     from dan.monitor import Monitor
     from dan.search import Searcher, _search_data_defaults
 
@@ -302,15 +303,10 @@ def objective(trial, base: Config, spec: TuneSpec, run_dir: str, study):
         # first attempt, or resuming its retrain checkpoint is refused as a config change
         _search_data_defaults(cfg)
         if not os.path.isfile(arch_path):
-            resume = os.path.isfile(os.path.join(cfg.out, "checkpoints", "last.pt"))
-            prepare_run_dir(cfg, resume)
             rep = _Reporter(trial, "val/top1_small_argmax", 0, multi)
             mon = Monitor(cfg.out, epoch_hook=rep)
             try:
-                s = Searcher(cfg, mon)
-                if resume:
-                    s.restore()
-                s.fit()
+                start_managed(cfg, lambda: Searcher(cfg, mon)).fit()
             finally:
                 mon.close()
         arch = load_arch(arch_path)
@@ -332,15 +328,10 @@ def objective(trial, base: Config, spec: TuneSpec, run_dir: str, study):
         rcfg.adjoint.arch = arch_path
         summary_path = os.path.join(rcfg.out, "summary.json")
         if not os.path.isfile(summary_path):
-            resume = os.path.isfile(os.path.join(rcfg.out, "checkpoints", "last.pt"))
-            prepare_run_dir(rcfg, resume)
             rep = _Reporter(trial, "val/top1_small", spec.search_epochs, multi)
             mon = Monitor(rcfg.out, epoch_hook=rep)
             try:
-                t = Trainer(rcfg, mon)
-                if resume:
-                    t.restore()
-                summary = t.fit()
+                summary = start_managed(rcfg, lambda: Trainer(rcfg, mon)).fit()
                 mon.hparams({**values, "trial": trial.number},
                             {"hparam/top1_small": summary.rows["small"]["top1"],
                              "hparam/flops_small": summary.rows["small"]["flops"]})

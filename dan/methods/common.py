@@ -89,7 +89,8 @@ def load_teacher(path: str, device: torch.device) -> nn.Module:
 
 def train_teacher(method, data, monitor, epochs: int) -> nn.Module:
     """Train the base network the standard way first, in ``<run>/teacher`` (reused when finished)."""
-    from dan.engine import Trainer, prepare_run_dir
+    from dan.engine import Trainer
+    from dan.loop import start_managed
 
     cfg = copy.deepcopy(method.cfg)
     cfg.train.method = "standard"
@@ -99,15 +100,10 @@ def train_teacher(method, data, monitor, epochs: int) -> nn.Module:
     cfg.methods = {}
     done = os.path.join(cfg.out, "summary.json")
     if not os.path.isfile(done):
-        resume = os.path.isfile(os.path.join(cfg.out, "checkpoints", "last.pt"))
-        prepare_run_dir(cfg, resume)
         from dan.monitor import Monitor
 
-        t = Trainer(cfg, Monitor(cfg.out, console=monitor.console, tensorboard=monitor.tensorboard),
-                    data=data)
-        if resume:
-            t.restore()
-        t.fit()
+        mon = Monitor(cfg.out, console=monitor.console, tensorboard=monitor.tensorboard)
+        start_managed(cfg, lambda: Trainer(cfg, mon, data=data)).fit()
     teacher, _ = load_teacher(cfg.out, method.device)
     return teacher
 
