@@ -142,9 +142,15 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
     sys.exit(code or 0)
 
 
+# Every character ``str.splitlines`` breaks on, and the other C0/C1 controls (a terminal may act
+# on them), shown escaped. Tab stays: it does not break a line.
+_ESCAPED = {c: ascii(chr(c))[1:-1] for c in [*range(0x20), *range(0x7f, 0xa0), 0x2028, 0x2029] if c != 0x09}
+
+
 def one_line(text: str) -> str:
-    """A message as one line: line breaks a user put in a key or a value are shown escaped."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    """A message as one line: line breaks and control characters a user put in a key or a value are
+    shown escaped (``\\n``, ``\\x0b``, ``\\u2028``...), so the message is exactly one line."""
+    return text.translate(_ESCAPED)
 
 
 def open_monitor(cfg: Config, args: argparse.Namespace, **kw):

@@ -131,6 +131,8 @@ def make_storage(url: str | None, run_dir: str, spec: TuneSpec):
         url = f"sqlite:///{os.path.abspath(os.path.join(run_dir, 'study.db'))}"
     if url.startswith("journal:"):
         path = url[len("journal:"):]
+        if not path.strip():
+            raise UserError("--storage journal: needs a file path, e.g. journal:runs/tune/journal.log")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 

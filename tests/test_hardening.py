@@ -235,12 +235,32 @@ def test_a_corrupt_small_json_beside_a_pt2_is_one_line(tmp_path):
 
 
 def test_a_key_with_a_line_break_still_gives_one_line(tmp_path):
-    """Found by tools/fuzz.py: an arch.json key holding a newline made the message two lines."""
+    """Found by tools/fuzz.py: an arch.json key holding a newline (then, in the 2000-example run, a
+    vertical tab, which ``str.splitlines`` also breaks on) made the message two lines."""
     s = str(tmp_path / "a")
     p = run_tool("baseline.py", "uniform", *TINY, "--budget-flops", "30%", "--out", s)
     assert p.returncode == 0, p.stderr
     d = json.load(open(os.path.join(s, "arch.json")))
-    d["bad\nkey"] = 1
-    bad = tmp_path / "arch.json"
-    bad.write_text(json.dumps(d))
-    assert_user_error(run_tool("retrain.py", str(bad), "--out", str(tmp_path / "r")), "bad\\nkey")
+    for i, (key, shown) in enumerate([("bad\nkey", "bad\\nkey"), ("bad\x0bkey", "bad\\x0bkey"),
+                                      ("bad\u2028key", "bad\\u2028key"), ("bad\x85key", "bad\\x85key")]):
+        bad = tmp_path / f"arch{i}.json"
+        bad.write_text(json.dumps({**d, key: 1}))
+        assert_user_error(run_tool("retrain.py", str(bad), "--out", str(tmp_path / f"r{i}")), shown)
+
+
+@pytest.mark.parametrize("storage, fragment", [
+    ("journal:{tmp}/a-folder", "Is a directory"),      # the journal path names a folder
+    ("journal:{tmp}/a-file/journal.log", "a-file"),     # its parent is a file
+    ("journal:", "needs a file path"),
+    ("sqlite:////{tmp}/a-file/study.db", "check --storage"),
+])
+def test_unusable_tune_storage_is_one_line_and_leaves_no_run_folder(tmp_path, storage, fragment):
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-file").write_text("not a folder")
+    out = tmp_path / "tune"
+    proc = run_tool("tune.py", "--dataset", "synthetic", "--image-size", "16", "--num-classes", "4",
+                    "--epochs", "1", "--limit-batches", "1", "--tune", "configs/tune_fashion_mnist.yaml",
+                    "--budget-flops", "50%", "--study", "s", "--trials", "1", "--quiet",
+                    "--storage", storage.format(tmp=tmp_path), "--out", str(out))
+    assert_user_error(proc, fragment)
+    assert not out.exists()
