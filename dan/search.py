@@ -71,7 +71,7 @@ DEFAULT_HOLDOUT = 1 / 3
 
 
 _CHOICES = {"tau_anneal": ("step", "epoch"), "arch_objective": ("ce+kl", "kl"),
-            "budget_control": ("expected", "argmax"), "arch_lambda": ("full", "schedule"),
+            "budget_control": ("expected", "blend", "argmax"), "arch_lambda": ("full", "schedule"),
             "weight_sampling": ("distribution", "uniform")}
 
 
@@ -191,7 +191,7 @@ class Searcher:
         e_flops, e_params = self.sn.expected_cost()
         e_norm = self.norm_cost(e_flops, e_params)
         weight = self.mu
-        if s.budget_control == "expected":  # PI control: the proportional part reacts at once
+        if s.budget_control != "argmax":  # PI control: the proportional part reacts at once
             weight = self.mu + s.multiplier_p * (float(e_norm.detach()) - (1.0 - s.band / 2))
         loss = ce + lam * kl + weight * e_norm.float()
         params = list(self.sn.arch.parameters())
@@ -202,11 +202,15 @@ class Searcher:
         self.a_opt.step()
         self.a_opt.zero_grad(set_to_none=True)
         self.sn.clear_masks()
-        if s.budget_control == "expected":
-            # dual ascent on the expected cost towards the middle of [B(1-band), B]
+        if s.budget_control in ("expected", "blend"):
+            # dual ascent towards the middle of [B(1-band), B] on the expected cost, or ("blend")
+            # on the expected cost blended into the argmax network's as the distributions commit
             with torch.no_grad():
-                e_after = float(self.norm_cost(*self.sn.expected_cost()))
-            self.mu += s.multiplier_lr / self.steps_per_epoch * (e_after - (1.0 - s.band / 2))
+                watched = float(self.norm_cost(*self.sn.expected_cost()))
+                if s.budget_control == "blend":
+                    w = float(torch.stack([p.max() for p in self.sn.arch.probs()]).mean())
+                    watched = (1 - w) * watched + w * self.norm_cost(*self.sn.cost_of(self.sn.arch.argmax()))
+            self.mu += s.multiplier_lr / self.steps_per_epoch * (watched - (1.0 - s.band / 2))
         else:
             # dual ascent on the argmax architecture's cost, with a dead band [B(1-band), B]
             viol = self.norm_cost(*self.sn.cost_of(self.sn.arch.argmax())) - 1.0

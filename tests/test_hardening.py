@@ -264,3 +264,18 @@ def test_unusable_tune_storage_is_one_line_and_leaves_no_run_folder(tmp_path, st
                     "--storage", storage.format(tmp=tmp_path), "--out", str(out))
     assert_user_error(proc, fragment)
     assert not out.exists()
+
+
+def test_negative_epochs_in_an_arch_json_config_are_refused(tmp_path):
+    """The config an arch.json carries is checked like any other: -3 epochs trained nothing and
+    exited 0 before."""
+    s = str(tmp_path / "a")
+    p = run_tool("baseline.py", "uniform", *TINY, "--budget-flops", "30%", "--out", s)
+    assert p.returncode == 0, p.stderr
+    d = json.load(open(os.path.join(s, "arch.json")))
+    d["config"].setdefault("train", {})["epochs"] = -3
+    bad = tmp_path / "arch.json"
+    bad.write_text(json.dumps(d))
+    out = tmp_path / "r"
+    assert_user_error(run_tool("retrain.py", str(bad), "--out", str(out)), "train.epochs")
+    assert not out.exists()

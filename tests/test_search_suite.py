@@ -205,3 +205,31 @@ def test_suite_runner_respects_dependencies_and_stops_on_failure(tmp_path, jobs,
     with pytest.raises(dan.UserError, match="run failed"):
         reproduce.run([d.r, e.r], log=lambda m: None, jobs=jobs)
     assert not e.r.done
+
+
+@pytest.mark.parametrize("control", ["expected", "blend"])
+def test_the_multiplier_watches_the_expected_or_the_blended_cost(tmp_path, control):
+    """One architecture step moves μ by multiplier_lr/steps · (watched − (1 − band/2)), where the
+    watched cost is E[cost]/B ("expected") or (1 − w)·E[cost]/B + w·argmax cost/B with w the mean
+    largest probability ("blend"); recomputed here from the logits after the step."""
+    import torch
+
+    from dan.search import Searcher
+
+    cfg = tiny_config(str(tmp_path / "s"), **{"search.budget_flops": "30%", "search.budget_control": control})
+    s = Searcher(cfg, monitor=Monitor(None))
+    with torch.no_grad():  # mass split between a narrow argmax and the widest candidate
+        for t in s.sn.arch.logits:
+            t.fill_(-3.0)
+            t[0], t[-1] = 1.0, 0.6
+    x, y = next(iter(s.data.holdout))
+    mu0 = s.mu = 0.5
+    s.arch_step(s.prep(x), y, 0.5, 1.0)
+    with torch.no_grad():
+        e = float(s.norm_cost(*s.sn.expected_cost()))
+        a = s.norm_cost(*s.sn.cost_of(s.sn.arch.argmax()))
+        w = float(torch.stack([p.max() for p in s.sn.arch.probs()]).mean())
+    watched = e if control == "expected" else (1 - w) * e + w * a
+    target = 1 - cfg.search.band / 2
+    assert a < e  # the case the blend exists for: the argmax is cheaper than the expectation
+    assert s.mu - mu0 == pytest.approx(cfg.search.multiplier_lr / s.steps_per_epoch * (watched - target), rel=1e-6)
