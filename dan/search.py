@@ -163,6 +163,12 @@ class Searcher:
     def arch_active(self, epoch: int) -> bool:
         return epoch >= math.ceil(self.cfg.search.warmup_epochs)
 
+    def cost_target(self) -> float:
+        """Where the multiplier drives the watched cost, over the budget: the middle of
+        [1 − band, 1] for the expected cost, the budget itself for the blend."""
+        s = self.cfg.search
+        return 1.0 if s.budget_control == "blend" else 1.0 - s.band / 2
+
     def norm_cost(self, flops, params):
         return (flops if self.budget.kind == "flops" else params) / self.budget.value
 
@@ -192,7 +198,7 @@ class Searcher:
         e_norm = self.norm_cost(e_flops, e_params)
         weight = self.mu
         if s.budget_control != "argmax":  # PI control: the proportional part reacts at once
-            weight = self.mu + s.multiplier_p * (float(e_norm.detach()) - (1.0 - s.band / 2))
+            weight = self.mu + s.multiplier_p * (float(e_norm.detach()) - self.cost_target())
         loss = ce + lam * kl + weight * e_norm.float()
         params = list(self.sn.arch.parameters())
         grads = torch.autograd.grad(loss, params)
@@ -203,14 +209,16 @@ class Searcher:
         self.a_opt.zero_grad(set_to_none=True)
         self.sn.clear_masks()
         if s.budget_control in ("expected", "blend"):
-            # dual ascent towards the middle of [B(1-band), B] on the expected cost, or ("blend")
-            # on the expected cost blended into the argmax network's as the distributions commit
+            # dual ascent on the expected cost towards the middle of [B(1-band), B]; or ("blend")
+            # on the expected cost blended into the argmax network's as the distributions commit,
+            # towards B: the argmax ends below E[cost] (the leftover mass sits on wider
+            # candidates), so the blend's balance puts it a little under B, inside the band
             with torch.no_grad():
                 watched = float(self.norm_cost(*self.sn.expected_cost()))
                 if s.budget_control == "blend":
                     w = float(torch.stack([p.max() for p in self.sn.arch.probs()]).mean())
                     watched = (1 - w) * watched + w * self.norm_cost(*self.sn.cost_of(self.sn.arch.argmax()))
-            self.mu += s.multiplier_lr / self.steps_per_epoch * (watched - (1.0 - s.band / 2))
+            self.mu += s.multiplier_lr / self.steps_per_epoch * (watched - self.cost_target())
         else:
             # dual ascent on the argmax architecture's cost, with a dead band [B(1-band), B]
             viol = self.norm_cost(*self.sn.cost_of(self.sn.arch.argmax())) - 1.0

@@ -35,3 +35,17 @@ def test_the_contract_check_can_fail():
         fuzz.check_contract(2, "error: one\nerror: two\n", "x")
     fuzz.check_contract(2, "error: budget 'x' cannot be read: write e.g. 25%\n", "x")
     fuzz.check_contract(0, "", "x")
+
+
+def test_a_valid_run_that_trains_for_real_is_stopped_at_the_time_limit_and_counted(tmp_path):
+    code, err = fuzz.run_in_process("train.py", fuzz.TINY + ["--epochs", "100000", "--out", str(tmp_path / "r")],
+                                    time_limit=4)
+    assert code is fuzz.STILL_RUNNING, err
+    before = len(fuzz.STOPPED)
+    fuzz.check_contract(code, err, "long run")
+    assert len(fuzz.STOPPED) == before + 1
+    with pytest.raises(fuzz.ContractError):  # an error line and then training on is not valid
+        fuzz.check_contract(fuzz.STILL_RUNNING, "error: something\n", "x")
+    # the limit leaves no alarm behind, and a refused input still returns 2 within it
+    code, err = fuzz.run_in_process("train.py", fuzz.TINY + ["--epochs", "-1", "--out", str(tmp_path / "s")])
+    assert code == 2 and err.startswith("error:")

@@ -62,7 +62,7 @@ def main(argv):
     finally:
         ws.close()
     print(f"fuzz: {ran} examples over {len(cases)} properties, {failures} failing properties, "
-          f"{time.time() - t0:.0f} s")
+          f"{len(fuzz.STOPPED)} valid runs stopped at the {fuzz.TIME_LIMIT:g} s limit, {time.time() - t0:.0f} s")
     return 1 if failures else 0
 
 
