@@ -19,8 +19,9 @@
 it moves by ``multiplier_lr · (E[cost]/B − (1 − band/2))`` per epoch, two-sided, so the expected
 cost settles in the middle of ``[B·(1−band), B]`` (``multiplier_p > 0`` adds a proportional term,
 ``w = μ + p·(E[cost]/B − target)``: it tracks the target faster but keeps the distributions mixed); as the distributions sharpen the argmax
-network's cost joins it (``budget_control: argmax`` watches the argmax network instead, with a
-dead band: the first design, which oscillated). Costs are normalized by the budget, so the same
+network's cost joins it, from below (``budget_control: blend`` watches E[cost] blended into the
+argmax network's cost by the mean largest probability, driven to B; ``budget_control: argmax``
+watches the argmax network alone, with a dead band: the first design, which oscillated). Costs are normalized by the budget, so the same
 settings serve every search space and budget. At the end the argmax architecture is repaired into
 ``[B·(1−band), B·(1+band)]`` by moving the fewest groups (:func:`dan.supernet.repair`; a safety
 net: ``arch.json`` records the argmax cost before repair and the groups it moved), and
