@@ -58,6 +58,8 @@ def main(argv):
                 failures += 1
                 first = " ".join(str(e).split())[:400]
                 print(f"{case}: FAILED after {count['n']} examples: {type(e).__name__}: {first}", flush=True)
+                for sub in getattr(e, "exceptions", ()):  # a flaky failure holds the first failure
+                    print(f"  {type(sub).__name__}: {' '.join(str(sub).split())[:1500]}", flush=True)
             ran += count["n"]
     finally:
         ws.close()
