@@ -47,6 +47,8 @@ ABLATIONS = [
     ("argmax-control", "default, but the multiplier watches the argmax cost", ["search.budget_control=argmax"]),
     ("pi-control", "default plus a proportional term on the expected cost (multiplier_p 5)",
      ["search.multiplier_p=5"]),
+    ("blend-control", "default, but the multiplier watches E[cost] blended into the argmax cost by the "
+                      "mean largest probability, driven to the budget", ["search.budget_control=blend"]),
 ]
 ABLATION_BUDGETS = ("flops10", "flops25")
 # Extra settings of the suite's searches (none: the full training split, 40k images drive the
