@@ -341,6 +341,6 @@ def settings_text(seeds: int | None = None) -> str:
             f"per step, architecture lr {s.arch_lr:g}, objective {s.arch_objective}, multiplier on the "
             f"{s.budget_control} cost, proportional gain {s.multiplier_p:g}, weight-step widths drawn "
             f"{'uniformly' if s.weight_sampling == 'uniform' else 'from the distribution'}); greedy scores its moves on that same held-out third "
-            f"with the same search's supernet. Width 8 (an eighth of ResNet-18's) keeps the whole suite "
-            f"within 3 hours on 2 CPU cores; at 10 % of the FLOPs its first stage has 2-3 channels in the "
+            f"with the same search's supernet. Width 8 (an eighth of ResNet-18's) keeps the comparison "
+            f"(`--no-ablations`) near 3 hours on 2 CPU cores; at 10 % of the FLOPs its first stage has 2-3 channels in the "
             f"uniform network, where how widths are spread matters most.")
