@@ -120,7 +120,7 @@ def markdown(res) -> str:
         lines.append(f"| {r['space']} | {r['standard_bytes'] / 2**20:.0f} | {r['adjoint_bytes'] / 2**20:.0f} | "
                      f"{r['adjoint_over_standard']:.2f} |")
     lines += ["", "## DAN search step / standard step", "",
-              "One search step = a weight step (widths drawn from the architecture distribution, small path "
+              "One search step = a weight step (default settings: every group's width drawn uniformly from its candidates, small path "
               "sliced to them) + an architecture step on a held-out batch (big network without gradients, "
               "small path with soft channel masks over 2 sampled candidates, gradients for the logits only). "
               "'start': uniform distribution (first architecture epoch); 'end': distribution peaked on an "
