@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -169,6 +170,12 @@ def _run_loop(pending: list, active: list, env, jobs: int, log) -> None:
             cmd = r.command()
             if os.path.isfile(os.path.join(r.out, "checkpoints", "last.pt")):
                 cmd.append("--resume")
+            elif os.path.isdir(r.out):
+                # an attempt killed before its first checkpoint: nothing finished is in it (finished
+                # runs were skipped), and the tools refuse a new run over its events and
+                # metrics.jsonl, so the suite clears its own folder (as loop.start_managed does)
+                log(f"[restart] {r.out} (killed before its first checkpoint)")
+                shutil.rmtree(r.out)
             log(f"[run] {' '.join(cmd)}")
             os.makedirs(os.path.dirname(os.path.abspath(r.out)) or ".", exist_ok=True)
             f = open(r.out.rstrip("/") + ".log", "a")

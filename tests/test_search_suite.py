@@ -233,3 +233,22 @@ def test_the_multiplier_watches_the_expected_or_the_blended_cost(tmp_path, contr
     target = 1 - cfg.search.band / 2 if control == "expected" else 1.0
     assert a < e  # the case the blend exists for: the argmax is cheaper than the expectation
     assert s.mu - mu0 == pytest.approx(cfg.search.multiplier_lr / s.steps_per_epoch * (watched - target), rel=1e-6)
+
+
+def test_suite_runner_restarts_a_run_killed_before_its_first_checkpoint(tmp_path):
+    """Found continuing the suite: a retrain killed before its first checkpoint left events and an
+    empty metrics.jsonl, which the tools rightly refuse to start over; the runner clears it."""
+    from dan import reproduce
+
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("")
+    (out / "events.out.tfevents.1.vm.1.0").write_bytes(b"")
+    run = reproduce.Run("k", 0, "train.py", ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4",
+                                             "--epochs", "1", "--limit-batches", "1", "--quiet", "--no-tensorboard",
+                                             "--set", "model.args.width=8", "--set", "train.latency_batches=[1]",
+                                             "--out", str(out)], str(out))
+    lines = []
+    reproduce.run([run], log=lines.append)
+    assert run.done and (out / "summary.json").is_file()
+    assert any(l.startswith("[restart]") for l in lines)
