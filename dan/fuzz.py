@@ -115,27 +115,34 @@ def run_in_process(tool: str, argv: list, time_limit: float | None = TIME_LIMIT)
     mod = load_tool(tool)
     err, out = io.StringIO(), io.StringIO()
     code = 0
+    armed = [bool(time_limit)]
 
     def alarm(signum, frame):
-        raise _TimeLimit()
+        if armed[0]:
+            raise _TimeLimit()
 
+    # The timer repeats: an alarm that strikes inside a finalizer or a callback whose exceptions
+    # are swallowed ("Exception ignored in ...") would otherwise be lost, and the run go on for its
+    # 100000 epochs: CI once hung here for the whole of its 90 minutes.
     previous = signal.signal(signal.SIGALRM, alarm) if time_limit else None
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        try:
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
             try:
-                if time_limit:
-                    signal.setitimer(signal.ITIMER_REAL, time_limit)
-                run_tool(mod.main, argv)
-            finally:  # the alarm can strike up to here, and is caught just below
-                if time_limit:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-        except _TimeLimit:
-            code = STILL_RUNNING
-        finally:
-            if time_limit:
-                signal.signal(signal.SIGALRM, previous)
+                try:
+                    if time_limit:
+                        signal.setitimer(signal.ITIMER_REAL, time_limit, 0.5)
+                    run_tool(mod.main, argv)
+                finally:  # the alarm can strike up to here, and is caught just below
+                    armed[0] = False
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except _TimeLimit:
+                code = STILL_RUNNING
+    finally:
+        armed[0] = False
+        if time_limit:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
     return code, err.getvalue()
 
 

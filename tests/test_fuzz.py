@@ -1,6 +1,9 @@
 """Fuzz the tools with corrupted inputs (dan/fuzz.py): exit 0, or exit 2 with one line; a finished
 run's folder never changes. Bounded for CI; `python tools/fuzz.py --examples 2000` runs longer."""
 
+import signal
+import time
+
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -51,3 +54,27 @@ def test_a_valid_run_that_trains_for_real_is_stopped_at_the_time_limit_and_count
     # the limit leaves no alarm behind, and a refused input still returns 2 within it
     code, err = fuzz.run_in_process("train.py", fuzz.TINY + ["--epochs", "-1", "--out", str(tmp_path / "s")])
     assert code == 2 and err.startswith("error:")
+
+
+def test_an_alarm_swallowed_by_the_tool_is_followed_by_another(monkeypatch):
+    # What hung CI for 90 minutes: the one alarm struck where its exception was swallowed (a
+    # finalizer, a callback) and the run went on. The timer repeats until the run is stopped.
+    swallowed = []
+
+    class Tool:
+        @staticmethod
+        def main(argv):
+            while True:
+                try:
+                    time.sleep(0.01)
+                except fuzz._TimeLimit:
+                    if swallowed:
+                        raise
+                    swallowed.append(time.monotonic())
+
+    monkeypatch.setattr(fuzz, "load_tool", lambda name: Tool)
+    start = time.monotonic()
+    code, _ = fuzz.run_in_process("anything", [], time_limit=0.5)
+    assert code is fuzz.STILL_RUNNING and len(swallowed) == 1
+    assert time.monotonic() - start < 60  # a hang, not a speed: the limit is 0.5 s
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # no alarm left behind
