@@ -26,14 +26,11 @@ import torch.fx as fx
 import torch.nn as nn
 
 from dan.errors import UserError
-from dan.graph import GraphAnalysis, WidthGroup, analyze
-from dan.layers import AdjointBatchNorm2d, AdjointConv2d, AdjointLinear
+from dan.graph import GraphAnalysis, Segments, WidthGroup, analyze
+from dan.layers import (AdjointBatchNorm2d, AdjointConv2d, AdjointLayerNorm, AdjointLinear, ChannelRange,
+                        ChannelSlice, cut_bounds)
 
-
-def round_width(x: float, quantum: int = 1, full: Optional[int] = None) -> int:
-    """Round a channel count to a positive multiple of ``quantum`` (at most ``full``)."""
-    w = max(quantum, int(round(x / quantum)) * quantum)
-    return min(w, full) if full is not None else w
+_ADJOINT_LAYERS = (AdjointConv2d, AdjointBatchNorm2d, AdjointLinear, AdjointLayerNorm)
 
 
 def alpha_width(full: int, alpha: float, quantum: int = 1) -> int:
@@ -59,6 +56,8 @@ class AdjointNet(nn.Module):
         self.body = body
         self.groups: list[WidthGroup] = analysis.groups
         self.layer_groups: dict = analysis.layer_groups
+        self.attrs: dict = analysis.attrs
+        self.ranges: dict = analysis.ranges
         self.stem: list = analysis.stem
         self.node_shapes: dict = analysis.node_shapes
         self.options = dict(options)
@@ -79,6 +78,10 @@ class AdjointNet(nn.Module):
     def small(self) -> nn.Module:
         return self.__dict__["_small"]
 
+    def channels(self, names):
+        """The channels a layer side names (as in ``layer_groups``)."""
+        return _channels(names, {g.name: g for g in self.groups})
+
     def group(self, name: str) -> WidthGroup:
         for g in self.groups:
             if g.name == name:
@@ -91,17 +94,6 @@ class AdjointNet(nn.Module):
 
     def searchable_groups(self) -> list[WidthGroup]:
         return [g for g in self.groups if not g.fixed]
-
-    def adjoint_modules(self):
-        for name, m in self.body.named_modules():
-            if isinstance(m, (AdjointConv2d, AdjointBatchNorm2d, AdjointLinear)):
-                yield name, m
-
-    def describe(self) -> str:
-        rows = [f"{'group':40s} {'full':>6s} {'small':>6s}  note"]
-        for g in self.groups:
-            rows.append(f"{g.name:40s} {g.full:6d} {g.width:6d}  {g.fixed}")
-        return "\n".join(rows)
 
 
 def to_adjoint(model: nn.Module, alpha: float = 4, beta: float = 0.0, *,
@@ -158,10 +150,11 @@ def to_adjoint(model: nn.Module, alpha: float = 4, beta: float = 0.0, *,
         if n.op == "call_module":
             nodes_by_target.setdefault(n.target, []).append(n)
     modules = dict(gm.named_modules())
+    part = lambda names: _channels(names, by_name)
     for name in sorted(an.adjoint):
         m = modules[name]
         in_name, out_name, mult = an.layer_groups[name]
-        gi, go = by_name[in_name], by_name[out_name]
+        gi, go = part(in_name), part(out_name)
         if isinstance(m, nn.Conv2d):
             users = [u for n in nodes_by_target[name] for u in n.users]
             bn_next = len(users) == 1 and users[0].op == "call_module" and \
@@ -170,12 +163,23 @@ def to_adjoint(model: nn.Module, alpha: float = 4, beta: float = 0.0, *,
                                           apply_mask=not bn_next)
         elif isinstance(m, nn.BatchNorm2d):
             new = AdjointBatchNorm2d.from_bn(m, go, apply_mask=True)
+        elif isinstance(m, nn.LayerNorm):
+            new = AdjointLayerNorm.from_ln(m, go, channels_first=type(m).__name__ == "LayerNorm2d")
         else:
             new = AdjointLinear.from_linear(m, gi, go, mult, beta=beta, seed=mask_seed, name=name,
                                             apply_mask=True)
         _set_submodule(gm, name, new)
 
-    body_graph, small_graph = _two_path_graphs(graph, an)
+    # per-channel attributes (layer scale): the small path reads them through a ChannelSlice
+    slices = {}
+    for k, (target, (names, dim)) in enumerate(sorted(an.attrs.items())):
+        slices[target] = f"dan_slice_{k}"
+        gm.add_submodule(slices[target], ChannelSlice(part(names), dim))
+    # splits and channel slices with sizes in the graph: the small path cuts at the same fractions
+    for k, (node, (kind, cuts, dim, names, by_parts)) in enumerate(sorted(an.ranges.items())):
+        slices[node] = f"dan_range_{k}"
+        gm.add_submodule(slices[node], ChannelRange(cuts, dim, kind == "split", part(names) if by_parts else None))
+    body_graph, small_graph = _two_path_graphs(graph, an, slices)
     body = fx.GraphModule(gm, body_graph)
     options = dict(alpha=alpha, beta=beta, stem=stem, unmasked=list(unmasked),
                    input_shape=list(input_shape), mask_seed=mask_seed)
@@ -207,12 +211,19 @@ def _set_widths(groups, alpha, widths, max_widths) -> None:
                             f"<= {g.full}, got {g.max_width}")
 
 
+def _channels(names, by_name: dict):
+    """A group (a name), or :class:`Segments` of several (``((name, coef), ...)``)."""
+    if isinstance(names, tuple):
+        return Segments([(by_name[k], c) for k, c in names])
+    return by_name[names]
+
+
 def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, leaf, new)
 
 
-def _two_path_graphs(graph: fx.Graph, an: GraphAnalysis):
+def _two_path_graphs(graph: fx.Graph, an: GraphAnalysis, slices: dict):
     """Generate the adjoint graph (both paths, stem once) and the small-only graph."""
     body, small = fx.Graph(), fx.Graph()
     env_big, env_small, env_only = {}, {}, {}
@@ -227,11 +238,18 @@ def _two_path_graphs(graph: fx.Graph, an: GraphAnalysis):
             env_only[n] = small.node_copy(n, lambda a: env_only[a])
             continue
         env_big[n] = body.node_copy(n, lambda a: env_big[a])
+        if n.name in an.ranges:  # cut the small tensor at fractions of its own width
+            env_small[n] = body.call_module(slices[n.name], (env_small[n.args[0]],))
+            env_only[n] = small.call_module(slices[n.name], (env_only[n.args[0]],))
+            continue
         s = body.node_copy(n, lambda a: env_small[a])
         o = small.node_copy(n, lambda a: env_only[a])
         if n.op == "call_module" and n.target in an.adjoint:
             for node in (s, o):
                 node.kwargs = {**node.kwargs, "small": True}
+        if n.op == "get_attr" and n.target in slices:
+            s = body.call_module(slices[n.target], (s,))
+            o = small.call_module(slices[n.target], (o,))
         env_small[n], env_only[n] = s, o
     body.lint()
     small.lint()
@@ -245,23 +263,37 @@ def _plain_conv(m: AdjointConv2d) -> nn.Conv2d:
     with torch.no_grad():
         conv.weight.copy_(w)
         if m.bias is not None:
-            conv.bias.copy_(m.bias[: w.shape[0]])
+            conv.bias.copy_(m.bias[m.out_index()])
     return conv
 
 
+def _bn_like(m: AdjointBatchNorm2d, n: int, tensors: dict) -> nn.BatchNorm2d:
+    """An instance of the converted BatchNorm's own class (nn.BatchNorm2d, timm's BatchNormAct2d
+    ...) with ``n`` channels holding ``tensors``, and its activation / dropout modules."""
+    bn = copy.deepcopy(m.template)
+    bn.num_features = n
+    for k, v in tensors.items():
+        v = v.detach().clone()
+        if k in bn._parameters:
+            bn._parameters[k] = nn.Parameter(v)
+        else:
+            bn._buffers[k] = v
+    for k in m.post:
+        setattr(bn, k, copy.deepcopy(getattr(m, k)))
+    return bn.train(m.training)
+
+
 def _plain_bn(m: AdjointBatchNorm2d) -> nn.BatchNorm2d:
-    s, w = m.small, m.group.width
-    bn = nn.BatchNorm2d(w, s.eps, s.momentum, s.affine, s.track_running_stats)
-    bn = bn.to(next(iter(list(s.parameters()) + list(s.buffers()))).device)
-    with torch.no_grad():
-        if s.affine:
-            bn.weight.copy_(s.weight[:w])
-            bn.bias.copy_(s.bias[:w])
-        if s.track_running_stats:
-            bn.running_mean.copy_(s.running_mean[:w])
-            bn.running_var.copy_(s.running_var[:w])
-            bn.num_batches_tracked.copy_(s.num_batches_tracked)
-    return bn
+    s, n = m.small, m.group.width
+    device = next(iter(list(s.parameters()) + list(s.buffers()))).device
+    w = m.group.index(device, layout="max")
+    tensors = {}
+    if s.affine:
+        tensors.update(weight=s.weight[w], bias=s.bias[w])
+    if s.track_running_stats:
+        tensors.update(running_mean=s.running_mean[w], running_var=s.running_var[w],
+                       num_batches_tracked=s.num_batches_tracked)
+    return _bn_like(m, n, tensors).eval()
 
 
 def _plain_linear(m: AdjointLinear) -> nn.Linear:
@@ -276,11 +308,15 @@ def _plain_linear(m: AdjointLinear) -> nn.Linear:
 
 def _plain_big(m: nn.Module) -> nn.Module:
     """The big network's version of an adjoint layer as its plain torch.nn class."""
-    if isinstance(m, AdjointConv2d):
+    if isinstance(m, AdjointBatchNorm2d):
+        state = {k: v for k, v in m.state_dict().items() if "." not in k}  # not small.*, act.*
+        return _bn_like(m, m.num_features, state)
+    if isinstance(m, AdjointLayerNorm):
+        new = m.original_class(m.normalized_shape, m.eps, m.elementwise_affine, bias=m.bias is not None,
+                               device="meta")
+    elif isinstance(m, AdjointConv2d):
         new = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
                         m.groups, m.bias is not None, m.padding_mode, device="meta")
-    elif isinstance(m, AdjointBatchNorm2d):
-        new = nn.BatchNorm2d(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, device="meta")
     else:
         new = nn.Linear(m.in_features, m.out_features, m.bias is not None, device="meta")
     state = {k: v.detach().clone() for k, v in m.state_dict().items()
@@ -293,7 +329,7 @@ def extract_big(anet: AdjointNet) -> fx.GraphModule:
     """A plain ``torch.nn`` copy of the big network (no small BatchNorms, no masks), eval mode."""
     root = copy.deepcopy(anet.body)
     for name, m in list(root.named_modules()):
-        if isinstance(m, (AdjointConv2d, AdjointBatchNorm2d, AdjointLinear)):
+        if isinstance(m, _ADJOINT_LAYERS):
             _set_submodule(root, name, _plain_big(m))
     return fx.GraphModule(root, copy.deepcopy(anet.__dict__["_big_graph"])).eval()
 
@@ -317,4 +353,38 @@ def extract_small(anet: AdjointNet) -> fx.GraphModule:
             _set_submodule(root, name, _plain_bn(m))
         elif isinstance(m, AdjointLinear):
             _set_submodule(root, name, _plain_linear(m))
-    return fx.GraphModule(root, copy.deepcopy(anet.__dict__["_big_graph"])).eval()
+        elif isinstance(m, AdjointLayerNorm):
+            _set_submodule(root, name, _plain_ln(m))
+    for target, (names, dim) in anet.attrs.items():  # per-channel attributes: their small entries
+        owner, _, leaf = target.rpartition(".")
+        holder = root.get_submodule(owner) if owner else root
+        value = ChannelSlice(anet.channels(names), dim)(getattr(holder, leaf)).detach().clone()
+        if isinstance(getattr(holder, leaf), nn.Parameter):
+            value = nn.Parameter(value)
+        delattr(holder, leaf)
+        setattr(holder, leaf, value)
+    graph = copy.deepcopy(anet.__dict__["_big_graph"])
+    for n in graph.nodes:  # splits and channel slices: the small network's sizes
+        if n.name not in anet.ranges:
+            continue
+        kind, cuts, dim, names, by_parts = anet.ranges[n.name]
+        channels = anet.channels(names)
+        cuts = cut_bounds(cuts, channels.width, channels if by_parts else None)
+        if kind == "split":
+            n.args, n.kwargs = (n.args[0], [b - a for a, b in cuts], dim), {}
+        else:
+            n.args = (n.args[0], (slice(None),) * dim + (slice(*cuts[0]),))
+    return fx.GraphModule(root, graph).eval()
+
+
+def _plain_ln(m: AdjointLayerNorm) -> nn.LayerNorm:
+    w = m.group.width
+    ln = m.original_class((w,), m.eps, m.elementwise_affine, bias=m.bias is not None)
+    ln = ln.to(m.weight.device if m.weight is not None else "cpu")
+    with torch.no_grad():
+        i = m.index()
+        if m.weight is not None:
+            ln.weight.copy_(m.weight[i])
+        if m.bias is not None:
+            ln.bias.copy_(m.bias[i])
+    return ln.train(m.training)

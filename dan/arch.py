@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-import search_spaces
+from dan import models
 from dan.adjoint import AdjointNet, to_adjoint
 from dan.errors import UserError
 
@@ -82,8 +82,10 @@ def arch_from_dict(d, where: str = "arch.json") -> Arch:
         bad(unknown[0], "is not part of the schema (docs/arch-json.md)")
     if d["version"] != SCHEMA_VERSION:
         bad("version", f"is {d['version']}; this DAN reads version {SCHEMA_VERSION}")
-    if d["space"] not in search_spaces.list_spaces():
-        bad("space", f"names an unknown search space '{d['space']}' (known: {', '.join(search_spaces.list_spaces())})")
+    try:  # the name's form only: nothing is imported here (see dan.models: trust)
+        models.kind(d["space"])
+    except UserError as e:
+        bad("space", f"is not a model name ({e})")
     for key in ("width", "in_channels", "num_classes"):  # sizes that allocate memory
         v = d["space_args"].get(key)
         if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 8192):
@@ -166,18 +168,23 @@ def small_network(path: str, info=None):
 
 
 def build_base(arch: Arch):
-    """The big (base) network of an architecture: its search space with its arguments."""
-    args = dict(arch.space_args)
-    args.setdefault("num_classes", arch.num_classes)
+    """The big (base) network of an architecture: its model with its arguments. A
+    ``package.module:factory`` model is built only if the user trusted that name (dan.models)."""
+    args = {k: v for k, v in arch.space_args.items() if k not in ("num_classes", "in_channels")}
     try:
-        return search_spaces.create(arch.space, **args)
+        return models.create(arch.space, args, num_classes=arch.num_classes,
+                             in_channels=arch.space_args.get("in_channels", arch.input_shape[1]))
     except UserError as e:
-        raise UserError(f"arch.json: field 'space_args' does not fit {arch.space}: {e}") from e
+        raise UserError(f"arch.json: {arch.space} with space_args {args} cannot be built: {e}") from e
 
 
-def build_adjoint(arch: Arch, *, mask_seed: int = 0) -> AdjointNet:
-    """A fresh adjoint network whose small path has exactly ``arch.widths``."""
-    base = build_base(arch)
+def build_adjoint(arch: Arch, *, mask_seed: int = 0, model=None) -> AdjointNet:
+    """A fresh adjoint network whose small path has exactly ``arch.widths``: of the network the
+    architecture names, or of a copy of ``model`` (a network searched as a Python object, or any
+    network with the same width groups)."""
+    import copy
+
+    base = copy.deepcopy(model) if model is not None else build_base(arch)
     adj = arch.adjoint or {}
     try:
         anet = to_adjoint(base, widths=arch.widths, stem=adj.get("stem", 1),

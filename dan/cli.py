@@ -84,7 +84,9 @@ def common_parser(prog: str, description: str) -> Parser:
     g.add_argument("--seed", type=int)
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    g.add_argument("--space", help="base network: a search space name or torchvision.<model>")
+    g.add_argument("--model", "--space", dest="space",
+                   help="base network: a search space name, torchvision.<name>, timm.<name> or your "
+                        "package.module:function (imported because you name it here)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set model.args.width=32 (repeatable)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -105,6 +107,15 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
     """Config file (or ``base``), then flags (a flag left unset keeps the file's value), then
     ``--set``."""
     cfg = Config.from_file(args.config) if args.config else (base or Config())
+    # the model names the user typed (flag, their own config file, --set) may import their code;
+    # a name that came with ``base`` (an arch.json's stored config) may not (dan.models: trust)
+    named = [cfg.model.space] if args.config else []
+    named += [getattr(args, "space", None)]
+    named += [item.split("=", 1)[1].strip() for item in args.set
+              if "=" in item and item.split("=", 1)[0].strip() == "model.space"]
+    from dan import models
+
+    models.trust(*[n for n in named if n])
     for attr, key in {**_COMMON_KEYS, **(extra_keys or {})}.items():
         value = getattr(args, attr, None)
         if value is not None:

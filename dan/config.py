@@ -27,7 +27,7 @@ from dan.errors import UserError
 
 @dataclass
 class ModelConfig:
-    space: str = "resnet18_small"  # a name in the search_spaces registry, or torchvision.<name>
+    space: str = "resnet18_small"  # search space, torchvision.<name>, timm.<name> or package.module:function
     args: dict = field(default_factory=dict)  # keyword arguments of the space's builder
     arch: Optional[str] = None  # arch.json: train ITS small network as the base network
 
@@ -41,7 +41,8 @@ class DataConfig:
     workers: int = 0  # data-loader processes for image folders (in-memory sets need none)
     augment: bool = True  # the paper's appendix-B augmentations on the training split
     download: bool = False  # torchvision datasets: download when missing (needs the network)
-    image_size: Optional[int] = None  # synthetic / imagefolder: side of the square input
+    image_size: Optional[int] = None  # side of the square input (other sets: batches resized to it)
+    channels: Optional[int] = None  # 3: grey images repeated to 3 channels (torchvision and timm models)
     num_classes: Optional[int] = None  # synthetic: number of classes
     synthetic_size: int = 512  # synthetic: number of training images (test: a quarter)
     train_subset: Optional[int] = None  # use only the first N training images (seeded choice)
@@ -129,6 +130,21 @@ class SearchConfig:
     # seeds at 10 %); "argmax" the argmax network's cost with a dead band (the first design: it
     # jumps by whole candidates, so mu oscillated and the argmax ended outside the band, issue 9).
     budget_control: str = "expected"
+    # The last `settle` fraction of the architecture steps ("step" annealing only): tau is held at
+    # tau_min (the anneal ends where the settle phase starts) and the multiplier watches the argmax
+    # network's cost with a dead band [B(1-band), B(1+band)] instead of E[cost]. Once the
+    # distributions have committed, E[cost] is the wrong signal for landing (the leftover mass makes
+    # it differ from the argmax cost by 3-17 % of B at 10 % FLOPs) and the multiplier lagged the
+    # commitment made at the very end of the anneal. 0 turns the phase off. Half the architecture
+    # steps: with 0.3 a 10 % search (seed 2) first reached the band 40 steps before the end, jumped
+    # over it and had no time to come back (docs/search.md has the runs).
+    settle: float = 0.5
+    # How fast the multiplier moves in the settle phase, relative to its size: over the whole phase
+    # a violation v (argmax cost/B - 1, outside the band) moves mu by about settle_gain·v·|mu|. The
+    # integral step of the rest of the search (multiplier_lr) cannot flip a committed group in time:
+    # at tau_min a group's cost gradient is scaled by p(1-p), so landing needs mu to move in
+    # proportion to itself (seed 1 at 10 %: mu fell 0.16 -> 0.12 and the argmax stayed at 0.938 B).
+    settle_gain: float = 20.0
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
     # "expected" control only: a proportional term, so the penalty weight is mu + p·(E[cost]/B - target).
     # Off by default: p = 5 held E[cost] at the target but kept the distributions mixed (mean largest
@@ -242,6 +258,8 @@ class Config:
         _int_range("data.workers", d.workers, 0, 1024)
         if d.image_size is not None:
             _int_range("data.image_size", d.image_size, 4, 4096)
+        if d.channels not in (None, 1, 3):
+            raise UserError(f"data.channels must be 1 or 3 (or left unset), got {d.channels!r}")
         if d.num_classes is not None:
             _int_range("data.num_classes", d.num_classes, 2, 1_000_000)
         _int_range("data.synthetic_size", d.synthetic_size, 2, 10**8)
@@ -255,6 +273,9 @@ class Config:
         from dan.loss import SCHEDULES
 
         _choice("adjoint.schedule", a.schedule, SCHEDULES)
+        from dan.models import kind
+
+        kind(m.space)  # a model name it can build (its form; nothing is imported)
         for key in ("width", "in_channels", "num_classes"):  # the search spaces' size arguments
             if key in m.args:
                 _int_range(f"model.args.{key}", m.args[key], 1, 8192)

@@ -29,6 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from dan.errors import UserError
 
 aten = torch.ops.aten
+ROOT = "<root>"  # the layer-table row of parameters held by the model itself (not a submodule)
 
 
 def conv2d_macs(c_in: int, c_out: int, kernel: tuple, out_hw: tuple, groups: int = 1,
@@ -156,7 +157,11 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
     handles, per_module = [], {}
     for name, m in model.named_modules():
         direct = list(m.parameters(recurse=False))
-        if not name or (len(list(m.children())) and not direct):
+        if not name:
+            if direct:
+                per_module[ROOT] = m
+            continue
+        if len(list(m.children())) and not direct:
             continue
         per_module[name] = m
         try:

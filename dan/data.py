@@ -30,6 +30,7 @@ import gzip
 import math
 import os
 import zlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterator, Optional, Protocol, Union
 
@@ -222,8 +223,10 @@ class TensorLoader(_Sharded):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, mean: tuple,
                  std: tuple, seed: int, split: str, shuffle: bool, recipe: Optional[AugmentRecipe],
-                 drop_last: bool):
+                 drop_last: bool, size: Optional[int] = None):
         self.images, self.labels = images, labels
+        # a side other than the images': batches are resized (bilinear) after augmentation
+        self.size = size if size is not None and (size, size) != tuple(images.shape[2:]) else None
         self.batch_size, self.num_samples = batch_size, len(labels)
         self.shuffle, self.recipe, self.drop_last = shuffle, recipe, drop_last
         self.seed, self.split, self.epoch = seed, _SPLITS[split], 0
@@ -247,7 +250,11 @@ class TensorLoader(_Sharded):
                 idx = order[sl]
                 x, y = self.images[idx], self.labels[idx]
             x = augment_batch(x, self.recipe, g, self._grid) if self.recipe else x.float()
-            yield x * self._scale + self._shift, y
+            x = x * self._scale + self._shift  # grey images with 3-channel statistics become 3 channels
+            if self.size:
+                x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                                                    align_corners=False, antialias=self.size < x.shape[2])
+            yield x, y
 
 
 # --------------------------------------------------------------------------- file formats
@@ -377,12 +384,16 @@ def dataset_info(cfg: DataConfig) -> DatasetInfo:
         info = DatasetInfo(name, k, 3, size, IMAGENET_MEAN, IMAGENET_STD)
     else:
         info = DatasetInfo(name, *_STATIC[name])
-        if cfg.image_size not in (None, info.image_size):
-            raise UserError(f"{name} images are {info.image_size}x{info.image_size}: drop image_size "
-                            f"(--image-size {cfg.image_size}); it is for synthetic and imagefolder data")
+        if cfg.image_size is not None:  # resized batches (e.g. 32x32 Fashion-MNIST for ConvNeXt)
+            info = dataclasses.replace(info, image_size=cfg.image_size)
     if cfg.num_classes not in (None, info.num_classes):
         raise UserError(f"{name} has {info.num_classes} classes but num_classes is {cfg.num_classes}: "
                         "drop num_classes (it is for synthetic data)")
+    if cfg.channels not in (None, info.in_channels):
+        if cfg.channels != 3 or info.in_channels != 1 or name == "imagefolder":
+            raise UserError(f"data.channels {cfg.channels}: only grey images can be given 3 channels "
+                            f"(repeated), and {name} has {info.in_channels}; drop data.channels")
+        info = dataclasses.replace(info, in_channels=3, mean=info.mean * 3, std=info.std * 3)
     return info
 
 
@@ -448,7 +459,8 @@ def build_data(cfg: DataConfig, *, seed: int, device: Union[torch.device, str] =
     def loader(x, y, split, train):
         bs = _batch_size(cfg, split, eval_bs)
         return TensorLoader(x, y, bs, mean=info.mean, std=info.std, seed=seed, split=split, shuffle=train,
-                            recipe=aug if train else None, drop_last=train and _drop_last(len(y), bs))
+                            recipe=aug if train else None, drop_last=train and _drop_last(len(y), bs),
+                            size=info.image_size)
 
     tr_idx, ho_idx = _split_indices(len(ytr), cfg, seed)
     data = Data(info, loader(*tensors(xtr, ytr, tr_idx), "train", True),

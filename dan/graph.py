@@ -18,9 +18,11 @@ the module or the operation, instead of silently producing a wrong small network
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Optional
 
 import torch
@@ -29,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
+from dan.cost import ROOT
 from dan.errors import UnsupportedModelError
 
 
@@ -50,32 +53,144 @@ class WidthGroup:
     producers: list = field(default_factory=list)  # convs / linears writing these channels
     mask: Optional[torch.Tensor] = None
 
+    def index(self, device=None, *, mult: int = 1, layout: str = "full") -> slice:
+        """Positions of the small channels: the leading ``width`` (times ``mult`` features each).
+        The same call as :meth:`Segments.index`, so layers index either alike."""
+        return slice(0, self.width * mult)
+
     def __repr__(self) -> str:
         tag = f", fixed={self.fixed}" if self.fixed else ""
         return f"WidthGroup({self.name!r}, {self.width}/{self.full}{tag})"
 
 
+class Segments:
+    """The channels of a tensor made of several width groups, or of a multiple of one.
+
+    ``parts`` is a list of ``(group, coef)``: part ``k`` occupies ``coef_k · full_k`` channels of
+    the big tensor and ``coef_k · width_k`` of the small one, parts side by side. ``coef`` is 1 for
+    the parts of a concatenation (DenseNet, Inception); a channel shuffle or a chunk (ShuffleNet)
+    leaves one part with a coefficient of 2 or 1/2: the small tensor is then the same operation
+    applied to the small tensors, and a layer reading it uses its leading channels. It offers what
+    a layer needs from a :class:`WidthGroup` (``width``, ``full``, ``max_width``, ``mask``) plus the
+    positions that select the small tensor's channels out of the big one.
+    """
+
+    def __init__(self, parts: list):
+        self.parts = [(g, Fraction(c)) for g, c in parts]
+        self.groups = [g for g, _ in self.parts]
+        self.name = "+".join(g.name if c == 1 else f"{c}*{g.name}" for g, c in self.parts)
+
+    def _sum(self, key) -> int:
+        return int(sum(c * key(g) for g, c in self.parts))
+
+    @property
+    def width(self) -> int:
+        return self._sum(lambda g: g.width)
+
+    @property
+    def full(self) -> int:
+        return self._sum(lambda g: g.full)
+
+    @property
+    def max_width(self) -> int:
+        return self._sum(lambda g: g.max_width)
+
+    @property
+    def fixed(self) -> str:
+        return "" if any(not g.fixed for g in self.groups) else "made of fixed groups"
+
+    def index(self, device=None, *, mult: int = 1, layout: str = "full") -> torch.Tensor:
+        """Positions of the small channels (times ``mult`` features each) within a tensor whose
+        parts are ``full`` wide (the big network's) or ``max`` wide (a small BatchNorm's)."""
+        idx, start = [], 0
+        for g, c in self.parts:
+            idx.append(torch.arange(start * mult, (start + int(c * g.width)) * mult, device=device))
+            start += int(c * (g.full if layout == "full" else g.max_width))
+        return torch.cat(idx)
+
+    def max_index(self, device=None) -> torch.Tensor:
+        """Positions, in the big tensor, of each part's leading ``max_width`` channels."""
+        idx, start = [], 0
+        for g, c in self.parts:
+            idx.append(torch.arange(start, start + int(c * g.max_width), device=device))
+            start += int(c * g.full)
+        return torch.cat(idx)
+
+    @property
+    def mask(self) -> Optional[torch.Tensor]:
+        """The parts' soft channel masks side by side, or None. A part with a coefficient other
+        than 1 gets ones: its channels are a rearrangement, already masked where they were made."""
+        masks = [g.mask if c == 1 else None for g, c in self.parts]
+        if all(m is None for m in masks):
+            return None
+        ref = next(m for m in masks if m is not None)
+        return torch.cat([m if m is not None else ref.new_ones(int(c * g.width))
+                          for m, (g, c) in zip(masks, self.parts)])
+
+    def __repr__(self) -> str:
+        return f"Segments({self.name!r}, {self.width}/{self.full})"
+
+
+ONE = Fraction(1)
+
+
 @dataclass
 class TensorInfo:
-    gid: int  # union-find id of the channel group
+    """The channel dimension (dim 1) of a tensor: ``parts``, ``((gid, coef), ...)`` side by side
+    (one part ``(gid, 1)`` for the output of a conv; several for a concatenation)."""
+
+    parts: tuple
     mult: int = 1  # features per channel (1 for feature maps, H·W after flatten)
+    split: int = 0  # a 5-D view (N, split, C/split, H, W) of the channels: a channel shuffle
+    transposed: bool = False  # ... whose two channel dimensions were swapped
+    cdim: int = 1  # which dimension holds the channels (3 after ConvNeXt's permute(0, 2, 3, 1))
+
+    @property
+    def gid(self) -> int:
+        return self.parts[0][0]
+
+    @property
+    def simple(self) -> bool:
+        return len(self.parts) == 1 and self.parts[0][1] == 1
+
+    def copy(self) -> "TensorInfo":
+        return dataclasses.replace(self)
+
+
+def _one(gid: int, mult: int = 1, cdim: int = 1) -> TensorInfo:
+    return TensorInfo(((gid, ONE),), mult, cdim=cdim)
+
+
+@dataclass
+class _Attr:
+    """A tensor read from an attribute (``get_attr``): a per-channel factor once it meets a feature
+    map (ConvNeXt's layer scale, shape (C, 1, 1); timm's ``gamma.reshape(1, -1, 1, 1)``)."""
+
+    target: str
+    shape: tuple  # its shape where it meets the feature map
+    origin: tuple = ()  # its shape as stored (when it was reshaped on the way)
 
 
 _ELEMENTWISE_MODULES = (
     nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
     nn.LeakyReLU, nn.ELU, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool2d, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
 )
 _ELEMENTWISE_FUNCTIONS = {
     F.relu, F.relu6, torch.relu, F.silu, F.gelu, F.hardswish, F.hardsigmoid, torch.sigmoid,
     F.sigmoid, torch.tanh, F.leaky_relu, F.elu, F.dropout, F.dropout2d, F.max_pool2d,
-    F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch.nn.functional.mish,
+    F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch.nn.functional.mish, F.interpolate,
 }
+# Modules of other packages that act on their input elementwise, by class name: stochastic depth
+# (torchvision) and drop path (timm) zero whole samples at random in training and are the identity
+# in eval; in an adjoint network each path draws its own noise, as each would with dropout.
+_ELEMENTWISE_FOREIGN_MODULES = {"StochasticDepth", "DropPath"}
 _ELEMENTWISE_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone", "detach"}
 _BINARY = {operator.add, operator.iadd, operator.mul, operator.imul, operator.sub, operator.truediv,
            torch.add, torch.mul, torch.sub}
 _BINARY_METHODS = {"add", "mul", "sub", "add_", "mul_"}
 _FLATTEN_FUNCTIONS = {torch.flatten}
+_CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
 _RESHAPE_METHODS = {"flatten", "view", "reshape"}
 _SHAPE_OPS = {getattr, operator.getitem}
 _SHAPE_METHODS = {"size", "dim"}
@@ -130,11 +245,34 @@ class GraphAnalysis:
     shared: set  # node names computed once for both networks (input and stem)
     stem: list  # module names of the stem convs
     node_shapes: dict  # node name -> output shape (from the example input)
+    # per-channel tensors read from attributes (ConvNeXt's layer scale): target -> (group, dim)
+    attrs: dict = field(default_factory=dict)
+    # channel ranges cut with sizes baked into the graph (split, x[:, a:b]): node name ->
+    # (kind "split" | "slice", cuts, dim, channels read); cuts are [(start, end)] as fractions of
+    # the channels, or as part indices ("parts": the cuts fall between parts of a concatenation)
+    ranges: dict = field(default_factory=dict)
+
+
+# Modules of other packages traced as one call (leaves), by class name: their forward is known and
+# handled as a whole (a LayerNorm2d permutes, normalizes the channels and permutes back; stochastic
+# depth and drop path read ``self.training`` when they run).
+_LEAF_CLASS_NAMES = {"LayerNorm2d", "StochasticDepth", "DropPath", "BatchNormAct2d"}
+# ... and by qualified name: subclasses whose forward is their base class's (timm's Linear casts
+# dtypes for TorchScript only)
+_LEAF_QUALNAMES = {"timm.layers.linear.Linear"}
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        cls = type(m)
+        return cls.__name__ in _LEAF_CLASS_NAMES or f"{cls.__module__}.{cls.__qualname__}" in _LEAF_QUALNAMES \
+            or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
     try:
-        return fx.symbolic_trace(model)
+        graph = _Tracer().trace(model)
+        return fx.GraphModule(model, graph, type(model).__name__)
     except Exception as e:  # tracing failures come as many exception types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UnsupportedModelError(
@@ -142,13 +280,62 @@ def trace(model: nn.Module) -> fx.GraphModule:
             f"data-dependent Python control flow") from e
 
 
+def _arg(n: fx.Node, pos: int, key: str, default):
+    return n.args[pos] if len(n.args) > pos else n.kwargs.get(key, default)
+
+
+def _dropout_module(n: fx.Node) -> Optional[nn.Module]:
+    """The module equivalent of a functional dropout-like call, whose ``training`` flag tracing
+    froze at its value during the trace (``F.dropout(x, p, training=self.training)`` becomes
+    ``training=True`` in the graph: stochastic in eval, a silent error); ``None`` for other nodes."""
+    if n.op != "call_function":
+        return None
+    f = n.target
+    if f is F.dropout or f is F.dropout2d:
+        return (nn.Dropout if f is F.dropout else nn.Dropout2d)(_arg(n, 1, "p", 0.5))
+    where = (getattr(f, "__module__", None), getattr(f, "__name__", None))
+    if where == ("torchvision.ops.stochastic_depth", "stochastic_depth"):
+        from torchvision.ops import StochasticDepth
+        return StochasticDepth(_arg(n, 1, "p", 0.0), _arg(n, 2, "mode", "row"))
+    if where[1] == "drop_path" and str(where[0]).startswith("timm."):
+        from timm.layers import DropPath
+        return DropPath(_arg(n, 1, "drop_prob", 0.0), _arg(n, 3, "scale_by_keep", True))
+    return None
+
+
+def _dynamic_training(gm: fx.GraphModule) -> None:
+    """Replace functional dropout-like calls by their modules, which read ``self.training`` when
+    they run (``anet.train()`` / ``.eval()`` then switch them, as in the original model)."""
+    for n in list(gm.graph.nodes):
+        m = _dropout_module(n)
+        if m is None:
+            continue
+        name, k = f"dan_{n.name}", 0
+        while hasattr(gm, name):
+            name, k = f"dan_{n.name}_{k}", k + 1
+        gm.add_submodule(name, m)
+        with gm.graph.inserting_after(n):
+            new = gm.graph.call_module(name, (n.args[0],))
+        n.replace_all_uses_with(new)
+        gm.graph.erase_node(n)
+    gm.recompile()
+
+
 def analyze(model: nn.Module, example: torch.Tensor, *, stem: int = 1,
             unmasked: tuple = ()) -> GraphAnalysis:
     """Trace ``model`` and assign a width group to every conv, BatchNorm and linear layer."""
     gm = trace(model)
+    _dynamic_training(gm)
     was_training = gm.training
     gm.eval()
     with torch.no_grad():
+        try:  # run it plainly first: ShapeProp prints a traceback of its own before raising
+            gm(example)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UnsupportedModelError(
+                f"{type(model).__name__} does not run on an input of shape {tuple(example.shape)} "
+                f"({first[:200]}): give the input shape it takes") from e
         ShapeProp(gm).propagate(example)
     gm.train(was_training)
     modules = dict(gm.named_modules())
@@ -160,6 +347,10 @@ def analyze(model: nn.Module, example: torch.Tensor, *, stem: int = 1,
     shared: set[str] = set()
     stem_convs: list[str] = []
     adjoint: set[str] = set()
+    pieces: dict[fx.Node, list] = {}  # the TensorInfo of each piece of a chunk
+    attr_nodes: dict[fx.Node, _Attr] = {}
+    attrs: dict[str, list] = {}  # attribute target -> [parts, dim]
+    ranges: dict[str, tuple] = {}  # node name -> (kind, cuts, dim, parts read, by parts?)
 
     def shape(n):
         tm = n.meta.get("tensor_meta")
@@ -170,7 +361,7 @@ def analyze(model: nn.Module, example: torch.Tensor, *, stem: int = 1,
 
     def same_as_first(n):
         ins = tensor_args(n)
-        return TensorInfo(info[ins[0]].gid, info[ins[0]].mult) if ins else None
+        return info[ins[0]].copy() if ins else None
 
     for n in gm.graph.nodes:
         shapes[n.name] = shape(n)
@@ -179,58 +370,104 @@ def analyze(model: nn.Module, example: torch.Tensor, *, stem: int = 1,
             s = shape(n)
             if s is None or len(s) != 4:
                 raise UnsupportedModelError(f"input {n.name}: expected one NCHW image tensor")
-            info[n] = TensorInfo(uf.new(s[1], "input"))
+            info[n] = _one(uf.new(s[1], "input"))
             shared.add(n.name)
             continue
         if n.op == "output":
             out = n.args[0]
             if not isinstance(out, fx.Node) or info.get(out) is None:
                 raise UnsupportedModelError("the model must return one tensor of logits")
-            uf.fix(info[out].gid, "output")
+            for gid, _ in info[out].parts:
+                uf.fix(gid, "output")
             continue
         if n.op == "get_attr":
-            raise UnsupportedModelError(f"{where}: tensors read from attributes are not supported")
+            value = _get_attr(gm, n.target)
+            if not isinstance(value, torch.Tensor):
+                raise UnsupportedModelError(f"{where}: reads a non-tensor attribute")
+            attr_nodes[n] = _Attr(n.target, tuple(value.shape))
+            info[n] = None
+            continue
+        if n.op == "call_method" and n.target in ("reshape", "view") and n.args and n.args[0] in attr_nodes \
+                and shape(n) is not None:  # a stored (C,) vector reshaped to broadcast: same entries
+            a = attr_nodes[n.args[0]]
+            attr_nodes[n] = _Attr(a.target, tuple(shape(n)), a.origin or a.shape)
+            info[n] = None
+            continue
+        if any(a in attr_nodes for a in n.all_input_nodes) and not (
+                (n.op == "call_function" and n.target in _BINARY) or (n.op == "call_method" and n.target in _BINARY_METHODS)):
+            raise UnsupportedModelError(f"{where}: a tensor read from an attribute is used other than as a "
+                                        f"per-channel factor or term")
 
         ins = tensor_args(n)
         all_shared = all(a.name in shared for a in n.all_input_nodes)
+        if n.op in ("call_function", "call_method") and not ins and shape(n) is None \
+                and not any(a in pieces for a in n.all_input_nodes):
+            info[n] = None  # arithmetic on sizes (x.size(1) // 2): no tensor
+            if all_shared:
+                shared.add(n.name)
+            continue
+        if any(info[a].split for a in ins) and not _shuffle_step(n):
+            raise UnsupportedModelError(f"{where}: only a channel shuffle (view, transpose(1, 2), view back) "
+                                        f"may use a 5-D view of the channels")
         if n.op == "call_module":
             m = modules[n.target]
             if isinstance(m, nn.Conv2d):
                 x = info[ins[0]]
-                if x.mult != 1:
-                    raise UnsupportedModelError(f"conv {n.target} reads a flattened tensor")
+                if x.mult != 1 or x.cdim != 1:
+                    raise UnsupportedModelError(f"conv {n.target} reads a flattened or permuted tensor")
+                if len(x.parts) > 1 and m.groups != 1 and m.in_channels // m.groups != 1:
+                    raise UnsupportedModelError(f"conv {n.target}: a grouped conv reading a concatenation "
+                                                f"is not supported (depthwise is)")
                 if m.padding_mode != "zeros":
                     raise UnsupportedModelError(f"conv {n.target}: padding_mode {m.padding_mode!r}")
                 is_stem = len(stem_convs) < stem and all_shared
+                out_parts = None
                 if m.groups == 1:
                     gid = uf.new(m.out_channels, "stem" if is_stem else "")
                 elif m.in_channels == m.out_channels:  # depthwise / ResNeXt: width tied to the input
                     gid = x.gid
-                    r = uf.find(gid)
-                    uf.quantum[r] = math.lcm(uf.quantum[r], m.in_channels // m.groups)
+                    if x.simple:
+                        r = uf.find(gid)
+                        uf.quantum[r] = math.lcm(uf.quantum[r], m.in_channels // m.groups)
+                    else:  # depthwise / grouped over a concatenation, a shuffle or a split piece
+                        out_parts = x.parts
+                        if len(x.parts) == 1:  # whole conv groups in the small piece
+                            _divisible(uf, x.parts[0][0], x.parts[0][1], m.in_channels // m.groups)
                     if is_stem:
-                        uf.fix(gid, "stem")
+                        for g, _ in x.parts:
+                            uf.fix(g, "stem")
                 else:
                     raise UnsupportedModelError(
                         f"conv {n.target}: grouped conv with {m.in_channels} inputs and "
                         f"{m.out_channels} outputs (a channel multiplier) is not supported")
+                out = TensorInfo(out_parts) if out_parts else _one(gid)
                 prev = layer_io.get(n.target)
                 if prev is not None:  # a conv called twice: both calls share its groups
-                    uf.union(prev[0], x.gid, where)
-                    gid = uf.union(prev[1], gid, where)
-                layer_io[n.target] = [x.gid, gid, 1]
-                producers.setdefault(gid, []).append(n.target)
-                info[n] = TensorInfo(gid)
+                    _union_parts(uf, prev[0], x.parts, where)
+                    _union_parts(uf, prev[1], out.parts, where)
+                layer_io[n.target] = [x.parts, out.parts, 1]
+                if not out_parts:
+                    producers.setdefault(gid, []).append(n.target)
+                info[n] = out
                 if is_stem:
                     stem_convs.append(n.target)
                     shared.add(n.name)
                 else:
                     adjoint.add(n.target)
                 continue
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
                 x = info[ins[0]]
-                layer_io[n.target] = [x.gid, x.gid, 1]
-                info[n] = TensorInfo(x.gid)
+                rank = len(shapes[ins[0].name])
+                if isinstance(m, nn.BatchNorm2d) or type(m).__name__ == "LayerNorm2d":
+                    if x.cdim != 1:
+                        raise UnsupportedModelError(f"{where}: normalizes a permuted tensor")
+                elif x.cdim != rank - 1 or len(m.normalized_shape) != 1:
+                    raise UnsupportedModelError(f"{where}: a LayerNorm over more than the channels (the last dim)")
+                prev = layer_io.get(n.target)
+                if prev is not None:
+                    _union_parts(uf, prev[0], x.parts, where)
+                layer_io[n.target] = [x.parts, x.parts, 1]
+                info[n] = x.copy()
                 if all_shared:
                     shared.add(n.name)
                 else:
@@ -239,17 +476,18 @@ def analyze(model: nn.Module, example: torch.Tensor, *, stem: int = 1,
             if isinstance(m, nn.Linear):
                 x = info[ins[0]]
                 s = shapes[ins[0].name]
-                if s is None or len(s) != 2:
-                    raise UnsupportedModelError(f"linear {n.target} must read a (N, features) tensor")
+                if s is None or x.cdim != len(s) - 1 or (x.mult != 1 and len(s) != 2):
+                    raise UnsupportedModelError(f"linear {n.target} must read features in its last dimension "
+                                                f"((N, features), or channels-last maps)")
                 gid = uf.new(m.out_features)
-                layer_io[n.target] = [x.gid, gid, x.mult]
+                layer_io[n.target] = [x.parts, ((gid, ONE),), x.mult]
                 producers.setdefault(gid, []).append(n.target)
-                info[n] = TensorInfo(gid)
+                info[n] = _one(gid, cdim=len(s) - 1)
                 adjoint.add(n.target)
                 continue
             if isinstance(m, nn.Flatten):
                 info[n] = _flatten(info[ins[0]], shapes[ins[0].name], m.start_dim, m.end_dim, where)
-            elif isinstance(m, _ELEMENTWISE_MODULES):
+            elif isinstance(m, _ELEMENTWISE_MODULES) or type(m).__name__ in _ELEMENTWISE_FOREIGN_MODULES:
                 info[n] = same_as_first(n)
             else:
                 raise UnsupportedModelError(
@@ -261,7 +499,33 @@ def analyze(model: nn.Module, example: torch.Tensor, *, stem: int = 1,
             if f in _ELEMENTWISE_FUNCTIONS:
                 info[n] = same_as_first(n)
             elif f in _BINARY:
-                info[n] = _binary(n, ins, info, shapes, uf, where)
+                info[n] = _binary(n, ins, info, shapes, uf, where, attr_nodes, attrs)
+            elif f in _CAT_FUNCTIONS:
+                info[n] = _cat(n, info, shapes, where)
+            elif f is F.pad:  # spatial padding (blur pools, "same" convs): channels untouched
+                pad = n.args[1] if len(n.args) > 1 else n.kwargs.get("pad")
+                if not isinstance(pad, (list, tuple)) or len(pad) > 4 or info[ins[0]].cdim != 1:
+                    raise UnsupportedModelError(f"{where}: padding other than of the two spatial dimensions")
+                info[n] = same_as_first(n)
+            elif f is torch.chunk:
+                pieces[n] = _chunk(n, info[ins[0]], shapes[ins[0].name], uf, where)
+                info[n] = None
+            elif f is operator.getitem and n.args[0] in pieces:
+                info[n] = pieces[n.args[0]][n.args[1]].copy()
+            elif f is operator.getitem and ins and shape(n) is not None:
+                x = info[ins[0]]
+                bounds = _channel_slice(n, x, shapes[ins[0].name], where)
+                piece = _ranges(n, x, shapes[ins[0].name], [bounds], "slice", uf, ranges, where)
+                info[n] = piece[0]
+            elif f is torch.split:
+                x = info[ins[0]]
+                pieces[n] = _ranges(n, x, shapes[ins[0].name], _split_bounds(n, x, shapes[ins[0].name], where),
+                                    "split", uf, ranges, where)
+                info[n] = None
+            elif f is torch.transpose:
+                info[n] = _transpose(n, info[ins[0]], where)
+            elif f is torch.permute:
+                info[n] = _permute(n, info[ins[0]], shapes[ins[0].name], where)
             elif f in _FLATTEN_FUNCTIONS:
                 start = n.args[1] if len(n.args) > 1 else n.kwargs.get("start_dim", 0)
                 end = n.args[2] if len(n.args) > 2 else n.kwargs.get("end_dim", -1)
@@ -279,17 +543,34 @@ def analyze(model: nn.Module, example: torch.Tensor, *, stem: int = 1,
             if mname in _ELEMENTWISE_METHODS:
                 info[n] = same_as_first(n)
             elif mname in _BINARY_METHODS:
-                info[n] = _binary(n, ins, info, shapes, uf, where)
+                info[n] = _binary(n, ins, info, shapes, uf, where, attr_nodes, attrs)
             elif mname in _RESHAPE_METHODS:
                 src = shapes[ins[0].name]
                 dst = shape(n)
-                if src is None or dst is None or len(dst) != 2 or dst[0] != src[0]:
-                    raise UnsupportedModelError(f"{where}: only (N, -1) reshapes are supported")
-                info[n] = _flatten(info[ins[0]], src, 1, -1, where)
+                shuffled = _shuffle_view(info[ins[0]], src, dst, uf, where)
+                if shuffled is not None:
+                    info[n] = shuffled
+                elif src is None or dst is None or len(dst) != 2 or dst[0] != src[0]:
+                    raise UnsupportedModelError(f"{where}: only (N, -1) reshapes and channel shuffles are supported")
+                else:
+                    info[n] = _flatten(info[ins[0]], src, 1, -1, where)
+            elif mname == "split":
+                x = info[ins[0]]
+                pieces[n] = _ranges(n, x, shapes[ins[0].name], _split_bounds(n, x, shapes[ins[0].name], where),
+                                    "split", uf, ranges, where)
+                info[n] = None
+            elif mname == "chunk":
+                pieces[n] = _chunk(n, info[ins[0]], shapes[ins[0].name], uf, where)
+                info[n] = None
+            elif mname == "transpose":
+                info[n] = _transpose(n, info[ins[0]], where)
+            elif mname == "permute":
+                info[n] = _permute(n, info[ins[0]], shapes[ins[0].name], where)
             elif mname == "mean":
                 dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
                 dims = [dims] if isinstance(dims, int) else list(dims or [])
-                if not dims or any(d % len(shapes[ins[0].name]) < 2 for d in dims):
+                rank = len(shapes[ins[0].name])
+                if not dims or any(d % rank in (0, info[ins[0]].cdim) for d in dims):
                     raise UnsupportedModelError(f"{where}: mean over the channel or batch dimension")
                 info[n] = same_as_first(n)
             elif mname in _SHAPE_METHODS:
@@ -304,7 +585,8 @@ def analyze(model: nn.Module, example: torch.Tensor, *, stem: int = 1,
     # unmasked layers: the groups they write stay at full width
     for name, (gi, go, _) in layer_io.items():
         if any(name == p or name.startswith(p + ".") for p in unmasked):
-            uf.fix(go, "unmasked")
+            for gid, _ in go:
+                uf.fix(gid, "unmasked")
 
     # one WidthGroup per union-find root, named after its first producer (or its role)
     roots: dict[int, WidthGroup] = {}
@@ -319,32 +601,257 @@ def analyze(model: nn.Module, example: torch.Tensor, *, stem: int = 1,
         g = roots[r]
         g.name = g.producers[0] if g.producers else g.fixed or f"group{r}"
         g.width = g.max_width = g.full
-    layer_groups = {name: (roots[uf.find(gi)].name, roots[uf.find(go)].name, mult)
-                    for name, (gi, go, mult) in layer_io.items()}
+    def names(parts):  # one group: its name; else ((name, coef), ...) (see Segments)
+        if len(parts) == 1 and parts[0][1] == 1:
+            return roots[uf.find(parts[0][0])].name
+        return tuple((roots[uf.find(g)].name, c) for g, c in parts)
+
     groups = [roots[r] for r in order]
-    names = [g.name for g in groups]
-    assert len(set(names)) == len(names), names
-    return GraphAnalysis(gm, groups, layer_groups, adjoint, shared, stem_convs, shapes)
+    all_names = [g.name for g in groups]
+    assert len(set(all_names)) == len(all_names), all_names
+    # the modules owning per-channel attributes: their parameters scale with the group (cost)
+    for target, (parts, dim) in attrs.items():
+        owner = target.rpartition(".")[0]
+        direct = {f"{owner}.{k}" if owner else k for k, _ in gm.get_submodule(owner).named_parameters(recurse=False)}
+        if not direct <= set(attrs) or any(attrs[t][0] != parts for t in direct):
+            raise UnsupportedModelError(f"module {owner or 'the model'} holds parameters besides its per-channel "
+                                        f"factors, or factors of different channels")
+        layer_io[owner or ROOT] = [parts, parts, 1]
+    layer_groups = {name: (names(gi), names(go), mult) for name, (gi, go, mult) in layer_io.items()}
+    attr_groups = {t: (names(parts), dim) for t, (parts, dim) in attrs.items()}
+    range_groups = {k: (kind, cuts, dim, tuple((roots[uf.find(g)].name, c) for g, c in parts), by_parts)
+                    for k, (kind, cuts, dim, parts, by_parts) in ranges.items()}
+    return GraphAnalysis(gm, groups, layer_groups, adjoint, shared, stem_convs, shapes, attr_groups, range_groups)
 
 
 def _flatten(x: TensorInfo, s, start, end, where) -> TensorInfo:
-    if s is None or start != 1 or end not in (-1, len(s) - 1):
+    if s is None or start != 1 or end not in (-1, len(s) - 1) or x.cdim != 1:
         raise UnsupportedModelError(f"{where}: only flatten(x, 1) is supported")
-    return TensorInfo(x.gid, x.mult * math.prod(s[2:]))
+    return TensorInfo(x.parts, x.mult * math.prod(s[2:]))
 
 
-def _binary(n, ins, info, shapes, uf, where) -> TensorInfo:
+def _binary(n, ins, info, shapes, uf, where, attr_nodes, attrs) -> TensorInfo:
     chan = []
+    if not ins:
+        raise UnsupportedModelError(f"{where}: combines tensors read from attributes only")
+    for a in n.all_input_nodes:
+        if a in attr_nodes:  # a per-channel factor or term: its channels are the feature map's
+            x, s = info[ins[0]], shapes[ins[0].name]
+            attrs[attr_nodes[a].target] = _attr_channels(attr_nodes[a], x, s, where)
     for a in ins:
         s = shapes[a.name]
         if s is not None and len(s) >= 2 and s[1] == 1 and s != shapes[n.name]:
             continue  # broadcast along channels: carries no channel group
         chan.append(a)
     if not chan:
-        return TensorInfo(info[ins[0]].gid, info[ins[0]].mult)
-    gid, mult = info[chan[0]].gid, info[chan[0]].mult
+        return info[ins[0]].copy()
+    first = info[chan[0]]
     for a in chan[1:]:
-        if info[a].mult != mult:
+        if info[a].mult != first.mult or info[a].cdim != first.cdim:
             raise UnsupportedModelError(f"{where}: combines tensors of different layouts")
-        gid = uf.union(gid, info[a].gid, where)
-    return TensorInfo(gid, mult)
+        if _same_structure(uf, first.parts, info[a].parts):
+            _union_parts(uf, first.parts, info[a].parts, where)
+        else:
+            # a concatenation added to a conv's output (Inception-ResNet): their small widths would
+            # have to add up, which one width per group cannot say; both keep their full width
+            for g, _ in first.parts + info[a].parts:
+                uf.fix(g, "added to channels of another structure")
+    return first.copy()
+
+
+def _same_structure(uf, a, b) -> bool:
+    return len(a) == len(b) and all(ca == cb and uf.full[uf.find(x)] == uf.full[uf.find(y)]
+                                    for (x, ca), (y, cb) in zip(a, b))
+
+
+def _union_parts(uf, a, b, where) -> None:
+    """Channels that meet elementwise: part i of one side and part i of the other share a width.
+    Concatenations of different structure cannot be matched part by part."""
+    if len(a) != len(b) or any(ca != cb or uf.full[uf.find(x)] != uf.full[uf.find(y)]
+                               for (x, ca), (y, cb) in zip(a, b)):
+        if len(a) == len(b) == 1 and a[0][1] == b[0][1]:
+            uf.union(a[0][0], b[0][0], where)  # raises with the channel counts
+        raise UnsupportedModelError(f"{where}: combines channel concatenations of different structure")
+    for (x, _), (y, _) in zip(a, b):
+        uf.union(x, y, where)
+
+
+def _cat(n, info, shapes, where) -> TensorInfo:
+    """``torch.cat(tensors, 1)``: the channels of the parts side by side. In the small network each
+    part keeps its own leading channels, so the small tensor is the concatenation of the small
+    parts (and a layer reading it selects, per part, the leading channels of that part)."""
+    tensors = n.args[0] if n.args else n.kwargs.get("tensors")
+    dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+    if not isinstance(tensors, (list, tuple)) or not all(isinstance(t, fx.Node) and info.get(t) for t in tensors):
+        raise UnsupportedModelError(f"{where}: concatenates something other than feature maps")
+    rank = len(shapes[tensors[0].name] or ())
+    cdim = info[tensors[0]].cdim
+    if rank < 2 or dim % rank != cdim or any(info[t].cdim != cdim or info[t].split for t in tensors):
+        raise UnsupportedModelError(f"{where}: concatenation along dim {dim} (only channels, dim 1, is supported)")
+    if any(info[t].mult != 1 for t in tensors):
+        raise UnsupportedModelError(f"{where}: concatenates flattened tensors")
+    return TensorInfo(tuple(p for t in tensors for p in info[t].parts), cdim=cdim)
+
+
+def _split_bounds(n, x: TensorInfo, s, where) -> list:
+    """(start, end) channel ranges of ``split(x, size_or_sections, dim)``."""
+    if n.op == "call_method":
+        size = n.args[1] if len(n.args) > 1 else n.kwargs.get("split_size", n.kwargs.get("split_size_or_sections"))
+        dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
+    else:
+        size = n.args[1] if len(n.args) > 1 else n.kwargs.get("split_size_or_sections")
+        dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
+    if s is None or not isinstance(dim, int) or dim % len(s) != x.cdim:
+        raise UnsupportedModelError(f"{where}: only splits of the channels are supported")
+    total = s[x.cdim]
+    if isinstance(size, int):
+        if size <= 0 or total % size:
+            raise UnsupportedModelError(f"{where}: a split into unequal last piece")
+        sizes = [size] * (total // size)
+    elif isinstance(size, (list, tuple)) and all(isinstance(v, int) for v in size) and sum(size) == total:
+        sizes = list(size)
+    else:
+        raise UnsupportedModelError(f"{where}: split sizes computed at run time are not supported")
+    bounds, start = [], 0
+    for v in sizes:
+        bounds.append((start, start + v))
+        start += v
+    return bounds
+
+
+def _channel_slice(n, x: TensorInfo, s, where) -> tuple:
+    """(start, end) of ``x[:, a:b]`` (the channel dimension sliced, every other one whole)."""
+    idx = n.args[1]
+    idx = idx if isinstance(idx, tuple) else (idx,)
+    if s is None or x.split or x.mult != 1:
+        raise UnsupportedModelError(f"{where}: indexing a tensor is not supported")
+    full = slice(None, None, None)
+    for i, v in enumerate(idx):
+        if v is Ellipsis and i == len(idx) - 1:
+            break
+        if i == x.cdim:
+            if not isinstance(v, slice) or v.step not in (None, 1) or not all(
+                    isinstance(b, (int, type(None))) for b in (v.start, v.stop)):
+                raise UnsupportedModelError(f"{where}: indexing the channels other than by a range")
+            continue
+        if v != full:
+            raise UnsupportedModelError(f"{where}: indexing a tensor other than a range of its channels")
+    if len(idx) <= x.cdim:
+        raise UnsupportedModelError(f"{where}: indexing a tensor is not supported")
+    return idx[x.cdim].indices(s[x.cdim])[:2]
+
+
+def _ranges(n, x: TensorInfo, s, bounds, kind, uf, ranges, where) -> list:
+    """Pieces of ``x`` that are ranges of its channels. The small network cuts the small tensor at
+    the same fractions of its width (the widths are made multiples that cut whole channels)."""
+    offsets = [Fraction(0)]
+    for g, c in x.parts:
+        offsets.append(offsets[-1] + c * uf.full[uf.find(g)])
+    if len(x.parts) > 1 and all(a in offsets and b in offsets and a < b for a, b in bounds):
+        # the cuts fall between parts of a concatenation (DPN): each piece is whole parts, which
+        # keep their own widths (the small tensor is cut after each part's small width)
+        cuts = [(offsets.index(a), offsets.index(b)) for a, b in bounds]
+        ranges[n.name] = (kind, cuts, x.cdim, x.parts, True)
+        return [TensorInfo(x.parts[i:j], cdim=x.cdim) for i, j in cuts]
+    gid, coef = _merge_all(x, uf, where)
+    total = s[x.cdim]
+    fractions = [(Fraction(a, total), Fraction(b, total)) for a, b in bounds]
+    for a, b in fractions:
+        for f in (a, b):
+            _divisible(uf, gid, coef * f, 1)
+    ranges[n.name] = (kind, fractions, x.cdim, ((gid, coef),), False)
+    return [TensorInfo(((gid, coef * (b - a)),), cdim=x.cdim) for a, b in fractions]
+
+
+def _merge_all(x: TensorInfo, uf, where) -> tuple[int, Fraction]:
+    """Tie every part of ``x`` to one width (a chunk or a shuffle mixes them): (group, total
+    coefficient)."""
+    gid = x.parts[0][0]
+    for g, _ in x.parts[1:]:
+        if uf.full[uf.find(g)] != uf.full[uf.find(gid)]:
+            raise UnsupportedModelError(f"{where}: splits or shuffles the channels of parts of different "
+                                        f"widths ({uf.full[uf.find(gid)]} and {uf.full[uf.find(g)]})")
+        gid = uf.union(gid, g, where)
+    return uf.find(gid), sum((c for _, c in x.parts), Fraction(0))
+
+
+def _divisible(uf, gid: int, coef: Fraction, k: int) -> None:
+    """Make ``coef · width`` a multiple of ``k`` for every width of the group (its quantum)."""
+    need = k * coef.denominator // math.gcd(coef.numerator, k * coef.denominator)
+    r = uf.find(gid)
+    uf.quantum[r] = math.lcm(uf.quantum[r], need)
+
+
+def _chunk(n, x: TensorInfo, s, uf, where) -> list:
+    """``x.chunk(k, 1)``: k equal pieces of the channels. The small network chunks the small
+    tensor (equal pieces: the widths are made multiples that divide), so each piece is ``1/k`` of
+    the whole, whatever its parts were."""
+    k = n.args[1] if len(n.args) > 1 else n.kwargs.get("chunks")
+    dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
+    if s is None or not isinstance(k, int) or dim % len(s) != x.cdim or x.mult != 1 or s[x.cdim] % k or x.split:
+        raise UnsupportedModelError(f"{where}: only chunks of the channels (dim 1) into equal pieces are supported")
+    gid, coef = _merge_all(x, uf, where)
+    _divisible(uf, gid, coef, k)
+    return [TensorInfo(((gid, coef / k),), cdim=x.cdim) for _ in range(k)]
+
+
+def _shuffle_view(x: TensorInfo, src, dst, uf, where) -> Optional[TensorInfo]:
+    """The two views of a channel shuffle: (N, C, H, W) -> (N, g, C/g, H, W) and back. The small
+    network shuffles the small tensor the same way (sizes are read from the tensor)."""
+    if src is None or dst is None or x.cdim != 1:
+        return None
+    if not x.split and len(src) == 4 and len(dst) == 5 and dst[0] == src[0] and dst[1] * dst[2] == src[1] \
+            and tuple(dst[3:]) == tuple(src[2:]):
+        gid, coef = _merge_all(x, uf, where)
+        _divisible(uf, gid, coef, dst[1])
+        return TensorInfo(((gid, coef),), split=dst[1])
+    if x.split and len(src) == 5 and len(dst) == 4 and dst[0] == src[0] and dst[1] == src[1] * src[2] \
+            and tuple(dst[2:]) == tuple(src[3:]):
+        return TensorInfo(x.parts)
+    return None
+
+
+def _transpose(n, x: TensorInfo, where) -> TensorInfo:
+    dims = sorted(d % 5 for d in (list(n.args[1:3]) or [n.kwargs.get("dim0"), n.kwargs.get("dim1")]))
+    if not x.split or dims != [1, 2]:
+        raise UnsupportedModelError(f"{where}: a transpose other than the one of a channel shuffle")
+    return dataclasses.replace(x, transposed=not x.transposed)
+
+
+def _get_attr(gm, target: str):
+    owner, _, leaf = target.rpartition(".")
+    return getattr(gm.get_submodule(owner) if owner else gm, leaf)
+
+
+def _attr_channels(attr: _Attr, x: TensorInfo, s, where) -> list:
+    """[parts, dim]: the dimension of the attribute that runs along ``x``'s channels when it
+    broadcasts against ``x`` (every other dimension 1)."""
+    if s is None or x.mult != 1 or x.split:
+        raise UnsupportedModelError(f"{where}: an attribute combined with a flattened or shuffled tensor")
+    shape, rank = attr.shape, len(s)
+    dim = x.cdim - (rank - len(shape))  # right-aligned broadcasting
+    if not 0 <= dim < len(shape) or any(d != 1 for i, d in enumerate(shape) if i != dim) or shape[dim] != s[x.cdim]:
+        raise UnsupportedModelError(f"{where}: the attribute {attr.target} of shape {shape} is not a factor "
+                                    f"per channel of a tensor of shape {tuple(s)}")
+    if attr.origin:  # reshaped on the way: the one dimension of the stored tensor that is not 1
+        big = [i for i, d in enumerate(attr.origin) if d != 1]
+        if len(big) != 1 or attr.origin[big[0]] != shape[dim]:
+            raise UnsupportedModelError(f"{where}: the attribute {attr.target} is reshaped from {attr.origin}")
+        dim = big[0]
+    return [x.parts, dim]
+
+
+def _permute(n, x: TensorInfo, s, where) -> TensorInfo:
+    dims = list(n.args[1:]) if n.op == "call_method" else list(n.args[1] if len(n.args) > 1 else n.kwargs["dims"])
+    if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
+        dims = list(dims[0])
+    if s is None or x.split or x.mult != 1 or sorted(d % len(s) for d in dims) != list(range(len(s))) or dims[0] % len(s) != 0:
+        raise UnsupportedModelError(f"{where}: only permutations that keep the batch first are supported")
+    return dataclasses.replace(x, cdim=[d % len(s) for d in dims].index(x.cdim))
+
+
+def _shuffle_step(n) -> bool:
+    """Operations allowed on the 5-D view of a channel shuffle."""
+    if n.op == "call_method":
+        return n.target in ("transpose", "contiguous", "view", "reshape")
+    return n.op == "call_function" and n.target is torch.transpose

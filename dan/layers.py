@@ -10,6 +10,10 @@ parameter names and behaviour; ``forward(x, small=True)`` runs the small network
 * :class:`AdjointLinear` reads the leading input features; a hidden linear layer (VGG) also
   narrows its outputs; the classifier keeps all of its outputs (its group is fixed).
 
+A layer that reads a channel concatenation (DenseNet, Inception, SqueezeNet) points to
+:class:`~dan.graph.Segments` instead: the small tensor holds each part's leading channels, so the
+layer selects those input channels (``index_select``) rather than a leading slice.
+
 Widths come from the :class:`~dan.graph.WidthGroup` objects the layer points to, so DAN search can
 change them between steps without rebuilding anything. When a group carries a soft channel mask
 (DAN), the last affine layer writing the group multiplies its output by it.
@@ -17,6 +21,7 @@ change them between steps without rebuilding anything. When a group carries a so
 
 from __future__ import annotations
 
+import copy
 import zlib
 from typing import Optional
 
@@ -24,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dan.graph import WidthGroup
+from dan.graph import Segments, WidthGroup
 
 
 def rbeta_mask(shape: tuple, beta: float, seed: int, name: str) -> Optional[torch.Tensor]:
@@ -72,9 +77,16 @@ class AdjointConv2d(nn.Conv2d):
             return 1
         return self.out_group.width // (self.out_channels // self.groups)
 
+    def out_index(self):
+        """The big output channels the small conv computes: leading ones, or (a depthwise conv
+        over a concatenation) each part's leading ones."""
+        return self.out_group.index(self.weight.device)
+
     def small_weight(self) -> torch.Tensor:
-        wo = self.out_group.width
-        w = self.weight[:wo] if self.groups > 1 else self.weight[:wo, : self.in_group.width]
+        if self.groups > 1:
+            w = self.weight[self.out_index()]
+        else:
+            w = self.weight[: self.out_group.width][:, self.in_group.index(self.weight.device)]
         if self.rbeta is not None:
             if tuple(self.rbeta.shape) != tuple(w.shape):
                 raise RuntimeError(f"r_beta mask of shape {tuple(self.rbeta.shape)} does not fit "
@@ -85,8 +97,7 @@ class AdjointConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor, small: bool = False) -> torch.Tensor:
         if not small:
             return self._conv_forward(x, self.weight, self.bias)
-        wo = self.out_group.width
-        b = self.bias[:wo] if self.bias is not None else None
+        b = self.bias[self.out_index()] if self.bias is not None else None
         y = F.conv2d(x, self.small_weight(), b, self.stride, self.padding, self.dilation,
                      self.small_groups())
         if self.apply_mask and self.out_group.mask is not None:
@@ -106,41 +117,58 @@ class AdjointBatchNorm2d(nn.BatchNorm2d):
         new.train(bn.training)
         new.group = group
         new.apply_mask = apply_mask
+        # A BatchNorm subclass that runs more after normalizing (timm's BatchNormAct2d: drop, act)
+        # keeps those modules, under the same names; extraction rebuilds the original class
+        # from a weightless template.
+        new.post = [k for k in ("drop", "act") if isinstance(getattr(bn, k, None), nn.Module)]
+        for k in new.post:
+            new.add_module(k, getattr(bn, k))
+        new.__dict__["template"] = copy.deepcopy(bn).to("meta")
         # The small network's own BN starts as a copy of the big one's leading entries: a fresh BN
         # for a fresh model, the pretrained statistics when a trained model is converted.
         device = next(iter(list(bn.parameters()) + list(bn.buffers()))).device
         small = nn.BatchNorm2d(group.max_width, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
                                device=device)
         with torch.no_grad():
-            w = group.max_width
+            # the leading max_width entries of each part (one part: a leading slice)
+            w = group.max_index(device) if isinstance(group, Segments) else slice(0, group.max_width)
             if bn.affine:
-                small.weight.copy_(bn.weight[:w])
-                small.bias.copy_(bn.bias[:w])
+                small.weight.copy_(bn.weight[w])
+                small.bias.copy_(bn.bias[w])
             if bn.track_running_stats:
-                small.running_mean.copy_(bn.running_mean[:w])
-                small.running_var.copy_(bn.running_var[:w])
+                small.running_mean.copy_(bn.running_mean[w])
+                small.running_var.copy_(bn.running_var[w])
         small.train(bn.training)
         new.small = small
         return new
 
+    def _post(self, y: torch.Tensor) -> torch.Tensor:
+        for k in self.post:
+            y = getattr(self, k)(y)
+        return y
+
     def forward(self, x: torch.Tensor, small: bool = False) -> torch.Tensor:
         if not small:
-            return super().forward(x)
-        s, w = self.small, self.group.width
+            return self._post(super().forward(x))
+        s = self.small
         # Same update rule as nn.BatchNorm2d; slicing the buffers updates the leading entries
-        # in place (as slimmable networks do).
+        # in place (as slimmable networks do). A concatenation's entries are gathered, and the
+        # updated statistics written back.
+        w = self.group.index(x.device, layout="max")
         factor = 0.0 if s.momentum is None else s.momentum
         if self.training and s.track_running_stats:
             s.num_batches_tracked.add_(1)
             factor = 1.0 / float(s.num_batches_tracked) if s.momentum is None else s.momentum
         use_batch = self.training or not s.track_running_stats
-        y = F.batch_norm(
-            x,
-            s.running_mean[:w] if s.track_running_stats else None,
-            s.running_var[:w] if s.track_running_stats else None,
-            s.weight[:w] if s.affine else None,
-            s.bias[:w] if s.affine else None,
-            use_batch, factor, s.eps)
+        mean = s.running_mean[w] if s.track_running_stats else None
+        var = s.running_var[w] if s.track_running_stats else None
+        y = F.batch_norm(x, mean, var, s.weight[w] if s.affine else None, s.bias[w] if s.affine else None,
+                         use_batch, factor, s.eps)
+        if isinstance(w, torch.Tensor) and mean is not None and use_batch:
+            with torch.no_grad():
+                s.running_mean[w] = mean
+                s.running_var[w] = var
+        y = self._post(y)
         if self.apply_mask and self.group.mask is not None:
             y = y * self.group.mask.view(1, -1, 1, 1)
         return y
@@ -166,8 +194,8 @@ class AdjointLinear(nn.Linear):
         return (self.out_group.width, self.in_group.width * self.in_mult)
 
     def small_weight(self) -> torch.Tensor:
-        wo, wi = self.small_weight_shape()
-        w = self.weight[:wo, :wi]
+        wo, _ = self.small_weight_shape()
+        w = self.weight[:wo][:, self.in_group.index(self.weight.device, mult=self.in_mult)]
         if self.rbeta is not None:
             w = w * self.rbeta
         return w
@@ -180,3 +208,80 @@ class AdjointLinear(nn.Linear):
         if self.apply_mask and self.out_group.mask is not None:
             y = y * self.out_group.mask
         return y
+
+
+class AdjointLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels: the last dimension (ConvNeXt's blocks, channels-last), or dim 1
+    for a ``LayerNorm2d`` (``channels_first``: permute, normalize, permute back). The small path
+    normalizes over its own channels with the leading entries of the same affine parameters: a
+    LayerNorm keeps no running statistics, so nothing needs a small twin."""
+
+    group: WidthGroup
+
+    @classmethod
+    def from_ln(cls, ln: nn.LayerNorm, group, *, channels_first: bool, apply_mask: bool = True):
+        new = cls(ln.normalized_shape, ln.eps, ln.elementwise_affine, bias=ln.bias is not None, device="meta")
+        new.weight, new.bias = ln.weight, ln.bias
+        new.train(ln.training)
+        new.group, new.channels_first, new.apply_mask = group, channels_first, apply_mask
+        new.__dict__["original_class"] = type(ln)  # what extraction rebuilds (e.g. LayerNorm2d)
+        return new
+
+    def index(self):
+        return self.group.index(self.weight.device if self.weight is not None else None)
+
+    def forward(self, x: torch.Tensor, small: bool = False) -> torch.Tensor:
+        if self.channels_first:
+            x = x.permute(0, 2, 3, 1)
+        if small:
+            i = self.index()
+            y = F.layer_norm(x, (self.group.width,), self.weight[i] if self.weight is not None else None,
+                             self.bias[i] if self.bias is not None else None, self.eps)
+            if self.apply_mask and self.group.mask is not None:
+                y = y * self.group.mask
+        else:
+            y = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2) if self.channels_first else y
+
+
+class ChannelSlice(nn.Module):
+    """The small path's view of a per-channel tensor read from an attribute (ConvNeXt's layer
+    scale): its entries for the small channels along ``dim``. Lives in the adjoint network only;
+    extraction stores the sliced tensor in the attribute itself."""
+
+    def __init__(self, group, dim: int):
+        super().__init__()
+        self.group, self.dim = group, dim
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return t[(slice(None),) * self.dim + (self.group.index(t.device),)]
+
+
+class ChannelRange(nn.Module):
+    """The small path's version of a split or a channel slice whose sizes the graph holds for the
+    big network (``torch.split(x, [48, 48, 96], 1)``, ``x[:, :c]``): the small tensor is cut at
+    the same fractions of its own width (whole channels: the groups' quanta see to it), or, when
+    the cuts fall between the parts of a concatenation, after each part's small width. Lives in
+    the adjoint network only; extraction writes the small sizes into the graph."""
+
+    def __init__(self, cuts: list, dim: int, pieces: bool, channels: Optional["Segments"] = None):
+        super().__init__()
+        self.cuts, self.dim, self.pieces, self.channels = list(cuts), dim, pieces, channels
+
+    def bounds(self, width: int) -> list:
+        """(start, end) of every piece in a small tensor ``width`` channels wide."""
+        return cut_bounds(self.cuts, width, self.channels)
+
+    def forward(self, x: torch.Tensor):
+        out = [x.narrow(self.dim, a, b - a) for a, b in self.bounds(x.shape[self.dim])]
+        return tuple(out) if self.pieces else out[0]
+
+
+def cut_bounds(cuts: list, width: int, channels: Optional["Segments"] = None) -> list:
+    """Small (start, end) of each cut: fractions of ``width``, or part indices of ``channels``."""
+    if channels is None:
+        return [(int(a * width), int(b * width)) for a, b in cuts]
+    ends = [0]
+    for g, c in channels.parts:
+        ends.append(ends[-1] + int(c * g.width))
+    return [(ends[i], ends[j]) for i, j in cuts]

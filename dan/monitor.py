@@ -86,11 +86,6 @@ class Monitor:
         if self._tb is not None:
             self._tb.add_image(tag, chw, step, dataformats="CHW")
 
-    def text(self, tag: str, text: str, step: int = 0) -> None:
-        self._open()
-        if self._tb is not None:
-            self._tb.add_text(tag, text, step)
-
     def hparams(self, hparams: dict, metrics: dict) -> None:
         self._open()
         if self._tb is not None:

@@ -22,7 +22,19 @@ cost settles in the middle of ``[B·(1−band), B]`` (``multiplier_p > 0`` adds 
 network's cost joins it, from below (``budget_control: blend`` watches E[cost] blended into the
 argmax network's cost by the mean largest probability, driven to B; ``budget_control: argmax``
 watches the argmax network alone, with a dead band: the first design, which oscillated). Costs are normalized by the budget, so the same
-settings serve every search space and budget. At the end the argmax architecture is repaired into
+settings serve every search space and budget.
+
+**Settle phase.** Over the last ``settle`` fraction of the architecture steps (0.5 by default) τ
+stays at ``tau_min`` and the multiplier watches the argmax network's cost, with the band as a dead
+band, in steps proportional to ``max(|μ|, 0.25)``: once the distributions have committed E[cost] no
+longer tells where the argmax network is, and a committed group flips only for a large change of
+μ (below the band, only for μ < 0). Such steps overshoot (a 10 % run went 0.81 → 1.07 B within 40
+steps, a 25 % one was at 1.01 B twenty steps before it ended at 0.84 B), so the first time the
+argmax network is inside the band the architecture steps stop for good (the weights go on): the
+search ends on the committed architecture that met its budget, not wherever the last flip left it.
+At 10 % one channel of the first stage is 8 % of the budget, more than the band is wide, so the
+argmax can jump over it; each jump halves the multiplier's steps, so it comes back more slowly and
+crosses again closer to the edge (a bisection on μ). At the end the argmax architecture is repaired into
 ``[B·(1−band), B·(1+band)]`` by moving the fewest groups (:func:`dan.supernet.repair`; a safety
 net: ``arch.json`` records the argmax cost before repair and the groups it moved), and
 ``arch.json`` is written with the final distributions, their entropy and largest probability.
@@ -46,8 +58,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import search_spaces
-from dan import distributed
+from dan import distributed, models
 from dan.arch import Arch
 from dan.budget import Budget, resolve_budget  # noqa: F401 (re-exported: dan.search.Budget)
 from dan.cost import format_count
@@ -76,6 +87,12 @@ _CHOICES = {"tau_anneal": ("step", "epoch"), "arch_objective": ("ce+kl", "kl"),
             "weight_sampling": ("distribution", "uniform")}
 
 
+# The settle phase's multiplier steps are in proportion to max(|mu|, this): near mu = 0 a purely
+# relative step crawls, and an argmax committed below the band needs mu < 0 (a reward for cost)
+# to widen a group (with a floor of 0.05, seed 0 at 10 % ended at mu 0.02 and 0.93 B).
+SETTLE_MU_FLOOR = 0.25
+
+
 def check_search_config(s) -> None:
     """The search section's choices and ranges, checked before any data is loaded."""
     for key, allowed in _CHOICES.items():
@@ -83,30 +100,30 @@ def check_search_config(s) -> None:
             raise UserError(f"search.{key} must be one of {', '.join(allowed)}, got {getattr(s, key)!r}")
     if not (math.isfinite(s.multiplier_p) and s.multiplier_p >= 0):
         raise UserError(f"search.multiplier_p must be >= 0, got {s.multiplier_p!r}")
-    for key in ("tau0", "tau_min", "arch_lr", "multiplier_lr", "multiplier_max"):
+    for key in ("tau0", "tau_min", "arch_lr", "multiplier_lr", "multiplier_max", "settle_gain"):
         v = getattr(s, key)
         if not (math.isfinite(v) and v > 0):
             raise UserError(f"search.{key} must be a positive finite number, got {v!r}")
+    if not (math.isfinite(s.settle) and 0 <= s.settle < 1):
+        raise UserError(f"search.settle must be in [0, 1), got {s.settle!r}")
     if not (math.isfinite(s.warmup_epochs) and s.warmup_epochs >= 0):
         raise UserError(f"search.warmup_epochs must be >= 0, got {s.warmup_epochs!r}")
 
 
 class Searcher:
-    def __init__(self, cfg: Config, monitor: Monitor | None = None, *, data=None):
+    def __init__(self, cfg: Config, monitor: Monitor | None = None, *, data=None, model=None):
         self.cfg, s = cfg, cfg.search
         check_search_config(s)
         self.run_dir = cfg.run_dir
         self.monitor = monitor or Monitor(self.run_dir)
         self.device = resolve_device(cfg.device)
-        if cfg.model.space not in search_spaces.list_spaces():
-            raise UserError(f"search needs a registered search space, not '{cfg.model.space}' "
-                            f"(choose one of {', '.join(search_spaces.list_spaces())})")
+        models.kind(cfg.model.space)  # a name it can build, checked before any data is loaded
         _search_data_defaults(cfg)
         # the network and the budget are checked before any image is loaded
         info = data.info if data is not None else dataset_info(cfg.data)
         self.input_shape = input_shape(info)
         seed_everything(cfg.seed)
-        self.sn = build_supernet(cfg, info)
+        self.sn = build_supernet(cfg, info, model=model)
         self.budget = resolve_budget(s, self.sn.extremes(), describe_model(cfg))
         self.data = data if data is not None else build_data(cfg.data, seed=cfg.seed, device=self.device)
         self.dist = distributed.info()
@@ -133,6 +150,9 @@ class Searcher:
                                       weight_decay=s.arch_weight_decay)
         self.lam = schedule(cfg.adjoint.schedule, cfg.adjoint.c)
         self.mu = 0.0
+        self.settled_at: int | None = None  # the settle-phase step at which the argmax landed
+        self.settle_side = 0  # the side of the band the argmax was last on in the settle phase (-1, +1)
+        self.settle_scale = 1.0  # halved each time the argmax jumps across the band
         self.epoch = 0
         self.step = 0
         self.history: list[list[int]] = []  # argmax widths per epoch
@@ -155,11 +175,24 @@ class Searcher:
         if s.tau_anneal == "epoch":
             k = max(0, epoch - math.ceil(s.warmup_epochs))
             return max(s.tau_min, s.tau0 * s.tau_decay ** k)
-        first = math.ceil(s.warmup_epochs) * self.steps_per_epoch
+        first, span = self._arch_phase()
         if step is None:
             step = max(first, epoch * self.steps_per_epoch)
-        frac = min(1.0, max(0.0, (step - first) / max(1, self.total_steps - first - 1)))
+        frac = min(1.0, max(0.0, (step - first) / max(1.0, span * (1.0 - s.settle))))  # settle holds tau_min
         return s.tau0 * (min(s.tau_min, s.tau0) / s.tau0) ** frac
+
+    def _arch_phase(self) -> tuple[int, int]:
+        """(first architecture step, steps from it to the last one)."""
+        first = math.ceil(self.cfg.search.warmup_epochs) * self.steps_per_epoch
+        return first, self.total_steps - first - 1
+
+    def settling(self, step: int) -> bool:
+        """Whether architecture step ``step`` (global) is in the final settle phase."""
+        s = self.cfg.search
+        if s.settle <= 0 or s.tau_anneal != "step":
+            return False
+        first, span = self._arch_phase()
+        return step >= first + span * (1.0 - s.settle)
 
     def arch_active(self, epoch: int) -> bool:
         return epoch >= math.ceil(self.cfg.search.warmup_epochs)
@@ -197,8 +230,10 @@ class Searcher:
         lam = self.cfg.adjoint.c if s.arch_lambda == "full" else self.lam(progress)
         e_flops, e_params = self.sn.expected_cost()
         e_norm = self.norm_cost(e_flops, e_params)
+        settling = self.settling(self.step)
+        control = "argmax" if settling else s.budget_control
         weight = self.mu
-        if s.budget_control != "argmax":  # PI control: the proportional part reacts at once
+        if control != "argmax":  # PI control: the proportional part reacts at once
             weight = self.mu + s.multiplier_p * (float(e_norm.detach()) - self.cost_target())
         loss = ce + lam * kl + weight * e_norm.float()
         params = list(self.sn.arch.parameters())
@@ -209,7 +244,7 @@ class Searcher:
         self.a_opt.step()
         self.a_opt.zero_grad(set_to_none=True)
         self.sn.clear_masks()
-        if s.budget_control in ("expected", "blend"):
+        if control in ("expected", "blend"):
             # dual ascent on the expected cost towards the middle of [B(1-band), B]; or ("blend")
             # on the expected cost blended into the argmax network's as the distributions commit,
             # towards B: the argmax ends below E[cost] (the leftover mass sits on wider
@@ -221,10 +256,21 @@ class Searcher:
                     watched = (1 - w) * watched + w * self.norm_cost(*self.sn.cost_of(self.sn.arch.argmax()))
             self.mu += s.multiplier_lr / self.steps_per_epoch * (watched - self.cost_target())
         else:
-            # dual ascent on the argmax architecture's cost, with a dead band [B(1-band), B]
+            # dual ascent on the argmax architecture's cost, with a dead band: [B(1-band), B] for
+            # the whole search (the first design), the band itself in the settle phase
             viol = self.norm_cost(*self.sn.cost_of(self.sn.arch.argmax())) - 1.0
-            if viol > 0 or viol < -s.band:
-                self.mu += s.multiplier_lr / self.steps_per_epoch * viol
+            if not settling:  # the first design: dead band [B(1-band), B]
+                if viol > 0 or viol < -s.band:
+                    self.mu += s.multiplier_lr / self.steps_per_epoch * viol
+            elif abs(viol) > s.band:  # settling: the band, steps in proportion to mu
+                side = 1 if viol > 0 else -1
+                if self.settle_side and side != self.settle_side:
+                    self.settle_scale /= 2  # jumped over the band: come back more slowly (bisection)
+                self.settle_side = side
+                n = max(1.0, (self._arch_phase()[1] + 1) * s.settle)
+                self.mu += self.settle_scale * s.settle_gain * viol * max(abs(self.mu), SETTLE_MU_FLOOR) / n
+            else:
+                self.settled_at = self.step  # landed: no more architecture steps
         self.mu = max(-s.multiplier_max, min(s.multiplier_max, self.mu))
         return {"kl": kl.item(), "ce": float(ce.detach()), "penalty": float(weight * e_norm.detach()), "multiplier": self.mu, "penalty_weight": weight,
                 "expected_flops": float(e_flops.detach()), "expected_params": float(e_params.detach())}
@@ -280,7 +326,7 @@ class Searcher:
     def train_step(self, x, y) -> dict:
         progress = self.step / max(1, self.total_steps)
         logs = {f"weights/{k}": v for k, v in self.weight_step(self.prep(x), y, progress).items()}
-        if self._active:
+        if self._active and self.settled_at is None:
             xh, yh = next(self._holdout)
             self._tau = self.tau(self.epoch, self.step)
             logs.update({f"arch/{k}": v for k, v in self.arch_step(self.prep(xh), yh, progress, self._tau).items()})
@@ -303,7 +349,8 @@ class Searcher:
                 "cost/argmax_over_budget": self.norm_cost(flops, params),
                 "cost/expected_over_budget": float(self.norm_cost(ef, ep)),
                 "cost/budget": self.budget.value, "tau": self._tau, "multiplier": self.mu,
-                "arch/mean_max_prob": stats["mean_max_prob"], "arch/mean_entropy": stats["mean_entropy"]}
+                "arch/mean_max_prob": stats["mean_max_prob"], "arch/mean_entropy": stats["mean_entropy"],
+                "arch/settled": float(self.settled_at is not None)}
 
     def after_epoch(self) -> None:
         self._log_epoch()
@@ -347,6 +394,7 @@ class Searcher:
                 "arch": self.sn.arch.state_dict(), "optimizer": self.w_opt.state_dict(),
                 "arch_optimizer": self.a_opt.state_dict(), "scheduler": self.sched.state_dict(),
                 "multiplier": self.mu, "tau": self.tau(self.epoch), "epoch": self.epoch, "step": self.step,
+                "settled_at": self.settled_at, "settle_side": self.settle_side, "settle_scale": self.settle_scale,
                 "history": self.history, "last_eval": self.last_eval, "rng": rng_state(),
                 "last_row": self.last_row, "config": self.cfg.to_dict()}
 
@@ -369,6 +417,8 @@ class Searcher:
         self.a_opt.load_state_dict(st["arch_optimizer"])
         self.sched.load_state_dict(st["scheduler"])
         self.mu, self.epoch, self.step = st["multiplier"], st["epoch"], st["step"]
+        self.settled_at = st.get("settled_at")
+        self.settle_side, self.settle_scale = st.get("settle_side", 0), st.get("settle_scale", 1.0)
         self.history = [list(h) for h in st["history"]]
         self.last_eval = st["last_eval"]
         self.last_row = st.get("last_row")
@@ -397,6 +447,9 @@ class Searcher:
             "max_prob": {g.name: round(v, 6) for g, v in zip(self.sn.groups, stats["max_prob"])},
             "entropy": {g.name: round(v, 6) for g, v in zip(self.sn.groups, stats["entropy"])},
             "epochs": self.epoch, "multiplier": self.mu,
+            # the step at which the settle phase found the argmax inside the band and stopped the
+            # architecture steps (None: it never did, and repair had the last word)
+            "settled_at_step": self.settled_at,
         }
         arch = self.sn.make_arch(
             self.sn.widths_of(choice), b, self.cfg, self.data.info,
@@ -511,8 +564,48 @@ def _search_data_defaults(cfg: Config) -> None:
     cfg.data.holdout_batch_size = cfg.search.arch_batch_size
 
 
-def search(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False, data=None) -> Arch:
-    """Run DAN search in ``cfg.run_dir`` and write ``arch.json``; see the module docstring."""
+def search(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False, data=None,
+           model=None) -> Arch:
+    """Run DAN search in ``cfg.run_dir`` and write ``arch.json``; see the module docstring.
+    ``model``: search this network object instead of the one ``cfg.model`` names."""
     cfg = copy.deepcopy(cfg)
     _search_data_defaults(cfg)
-    return start(cfg, resume, lambda: Searcher(cfg, monitor, data=data)).fit()  # checks before any file
+    return start(cfg, resume, lambda: Searcher(cfg, monitor, data=data, model=model)).fit()  # checks before any file
+
+
+def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config | None = None,
+                 out: str | None = None, monitor: Monitor | None = None, resume: bool = False) -> Arch:
+    """DAN search over the widths of a network object: ``dan.search(model, data, budget="25%")``.
+
+    Args:
+        model: any ``nn.Module`` the conversion supports (it is copied, never changed).
+        data: the data section of a config: a :class:`~dan.config.DataConfig`, a dict of its
+            fields (``{"dataset": "imagefolder", "data": "~/pets"}``) or a dataset name.
+        budget: ``"25%"`` of the widest small network, or an absolute count (``"1.6G"``, ``5e8``).
+        kind: ``"flops"`` (multiply-accumulates) or ``"params"``.
+        cfg: the other settings (training, search); default :class:`~dan.config.Config`.
+        out: the run folder (default ``runs/search-<class name>``).
+    Returns:
+        The :class:`~dan.arch.Arch` written to ``<out>/arch.json``. Its ``space`` records the class
+        name only: rebuild it with ``dan.build_adjoint(arch, model=model)``.
+    """
+    from dan.config import DataConfig
+
+    if kind not in ("flops", "params"):
+        raise UserError(f"kind must be 'flops' or 'params', got {kind!r}")
+    cfg = copy.deepcopy(cfg) if cfg is not None else Config()
+    if isinstance(data, str):
+        data = {"dataset": data}
+    if isinstance(data, dict):
+        d = cfg.data.__dict__.copy()
+        d.update(data)
+        data = DataConfig(**d)
+    if not isinstance(data, DataConfig):
+        raise UserError("data must be a DataConfig, a dict of its fields or a dataset name")
+    cfg.data = data
+    cfg.model.space, cfg.model.args = models.object_space(model), {}
+    cfg.search.budget_flops = budget if kind == "flops" else None
+    cfg.search.budget_params = budget if kind == "params" else None
+    cfg.out = out or cfg.out or os.path.join("runs", f"search-{type(model).__name__}")
+    cfg.validate()
+    return search(cfg, monitor, resume=resume, model=model)

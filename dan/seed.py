@@ -25,9 +25,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def deterministic(enabled: bool = True) -> None:
-    """Ask PyTorch for deterministic kernels (CPU ones already are; matters on CUDA)."""
-    torch.backends.cudnn.benchmark = not enabled
-    torch.backends.cudnn.deterministic = enabled

@@ -22,6 +22,7 @@ search space). The architecture is a categorical distribution per group, ``P_g =
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -50,17 +51,31 @@ def candidate_widths(full: int, quantum: int, fractions) -> list[int]:
 
 @dataclass
 class _Layer:
+    """One layer of the cost table. A side (input or output channels) is a tuple of parts
+    ``(index, coef, fixed)``: one group, the groups of a concatenation side by side, or a multiple
+    of one group (a shuffle, a chunk: ``dan.graph.Segments``); ``index`` points into the searchable
+    groups, or is -1 for a part of ``fixed`` width. The side's width is ``sum(coef · width)``."""
+
     name: str
     kind: str  # dense | tied | fixed (both sides fixed, or not a width-dependent layer)
-    gin: int  # index into searchable groups, -1 when that side is fixed
-    gout: int
+    gin: tuple  # parts of the input side
+    gout: tuple  # parts of the output side
     flops_unit: float  # flops = unit · a(w_in) · b(w_out) (see CostTable.cost)
     params_unit: float
     bias_unit: float  # bias / BN-affine params: unit · b(w_out)
-    in_fixed: int  # the fixed width when gin == -1
-    out_fixed: int
     const_flops: float = 0.0
     const_params: float = 0.0
+
+
+_UNIT = ((-1, 1.0, 1),)  # a side that does not scale with any width
+
+
+def _side(widths, parts: tuple):
+    """The width of one side of a layer: the sum over its parts."""
+    total = 0
+    for i, c, f in parts:
+        total = total + c * (widths[i] if i >= 0 else f)
+    return total
 
 
 class CostTable:
@@ -73,29 +88,35 @@ class CostTable:
         self.layers: list[_Layer] = []
         big = count(extract_big(anet), input_shape)
         self.big_flops, self.big_params = big.flops, big.params
+
+        def side(names):  # -> (parts, full width)
+            named = names if isinstance(names, tuple) else ((names, 1),)
+            parts = tuple((index.get(n, -1), float(c), groups[n].full) for n, c in named)
+            return parts, int(sum(c * groups[n].full for n, c in named))
+
         for l in big.layers:
             if l.name not in anet.layer_groups:  # parameters outside any width group: constant
-                self.layers.append(_Layer(l.name, FIXED, -1, -1, 0, 0, 0, 1, 1, l.flops, l.params))
+                self.layers.append(_Layer(l.name, FIXED, (), (), 0, 0, 0, l.flops, l.params))
                 continue
-            gi_name, go_name, mult = anet.layer_groups[l.name]
-            gi, go = index.get(gi_name, -1), index.get(go_name, -1)
-            fin, fout = groups[gi_name].full, groups[go_name].full
-            if l.kind == "bn":  # 2 affine parameters per channel of its group (the small BN's)
-                self.layers.append(_Layer(l.name, DENSE, -1, go, 0, 0, l.params / fout, 1, fout))
+            gi_names, go_names, mult = anet.layer_groups[l.name]
+            gi, fin = side(gi_names)
+            go, fout = side(go_names)
+            if l.kind in ("bn", "other"):  # per-channel parameters (BN and LN affine, layer scale)
+                self.layers.append(_Layer(l.name, DENSE, _UNIT, go, 0, 0, l.params / fout))
                 continue
             tied = l.groups > 1
             if tied:  # grouped conv tied to one group: per-group input width q stays
                 q = l.c_in // l.groups
                 flops_unit = l.flops / (q * fout)
                 params_unit = l.weight_params / fout
-                self.layers.append(_Layer(l.name, TIED, -1, go, flops_unit, params_unit,
-                                          l.bias_params / fout, 1, fout))
+                self.layers.append(_Layer(l.name, TIED, _UNIT, go, flops_unit, params_unit,
+                                          l.bias_params / fout))
                 continue
             in_units = fin * mult  # features per input channel (flatten)
             flops_unit = l.flops / (in_units * l.c_out) * mult
             params_unit = l.weight_params / (fin * fout)
             self.layers.append(_Layer(l.name, DENSE, gi, go, flops_unit, params_unit,
-                                      l.bias_params / fout, fin, fout))
+                                      l.bias_params / fout))
 
     # -- exact cost of integer widths ----------------------------------------------------------
     def cost(self, widths: list) -> tuple[int, int]:
@@ -106,12 +127,12 @@ class CostTable:
                 flops += l.const_flops
                 params += l.const_params
                 continue
-            b = widths[l.gout] if l.gout >= 0 else l.out_fixed
+            b = _side(widths, l.gout)
             if l.kind == TIED:
                 flops += l.flops_unit * b
                 params += l.params_unit * b + l.bias_unit * b
                 continue
-            a = widths[l.gin] if l.gin >= 0 else l.in_fixed
+            a = _side(widths, l.gin)
             flops += l.flops_unit * a * b
             params += l.params_unit * a * b + l.bias_unit * b
         return int(round(flops)), int(round(params))
@@ -128,16 +149,20 @@ class CostTable:
                 flops = flops + l.const_flops
                 params = params + l.const_params
                 continue
-            b = mean[l.gout] if l.gout >= 0 else l.out_fixed
+            b = _side(mean, l.gout)
             if l.kind == TIED:
                 flops = flops + l.flops_unit * b
                 params = params + (l.params_unit + l.bias_unit) * b
                 continue
-            if l.gin >= 0 and l.gin == l.gout:
-                ab = second[l.gin]  # same group on both sides: E[w²], not E[w]²
-            else:
-                a = mean[l.gin] if l.gin >= 0 else l.in_fixed
-                ab = a * b
+            # E[a·b] = sum over input and output parts of E[a_i·b_j]: independent groups multiply
+            # their means; the same group on both sides gives E[w²], not E[w]²
+            ab = 0.0
+            for i, ci, fi in l.gin:
+                for j, cj, fj in l.gout:
+                    if i >= 0 and i == j:
+                        ab = ab + ci * cj * second[i]
+                    else:
+                        ab = ab + ci * cj * (mean[i] if i >= 0 else fi) * (mean[j] if j >= 0 else fj)
             flops = flops + l.flops_unit * ab
             params = params + l.params_unit * ab + l.bias_unit * b
         return flops, params
@@ -241,16 +266,17 @@ class Supernet:
                     config=cfg.to_dict(), **fields)
 
 
-def build_supernet(cfg, info) -> Supernet:
-    """The supernet of a search config: the base network of ``cfg.model`` converted to an adjoint
-    network (stem ``cfg.search.stem``), candidate fractions from the config or the space."""
+def build_supernet(cfg, info, model=None) -> Supernet:
+    """The supernet of a search config: the base network of ``cfg.model`` (or a copy of ``model``)
+    converted to an adjoint network (stem ``cfg.search.stem``), candidate fractions from the
+    config or the space."""
     import search_spaces
     from dan.adjoint import to_adjoint
     from dan.models import build_model, input_shape
 
     shape = input_shape(info)
-    anet = to_adjoint(build_model(cfg.model, info), alpha=1, stem=cfg.search.stem, input_shape=shape,
-                      copy_model=False)
+    base = copy.deepcopy(model) if model is not None else build_model(cfg.model, info)
+    anet = to_adjoint(base, alpha=1, stem=cfg.search.stem, input_shape=shape, copy_model=False)
     fractions = tuple(cfg.search.fractions or search_spaces.space_fractions(cfg.model.space))
     if not fractions or any(not (isinstance(f, (int, float)) and 0 < f <= 1) for f in fractions):
         raise UserError(f"search.fractions must be numbers in (0, 1], got {list(fractions)}")

@@ -9,7 +9,7 @@ Each entry is a builder function registered under a name, timm-style:
 
 A space also carries the candidate width fractions that DAN search offers every width group
 (``space_fractions(name)``): the small network's width of a group is one of
-``round_width(f * full_width)`` for f in the fractions. Configs may override them.
+``f * full_width`` (rounded; ``dan.supernet.candidate_widths``) for f in the fractions. Configs may override them.
 """
 
 from __future__ import annotations
@@ -61,6 +61,10 @@ def get_space(name: str) -> SpaceSpec:
 
 
 def space_fractions(name: str) -> tuple:
+    """The candidate width fractions of a registered space; the default ones for any other model
+    (``torchvision.<name>``, ``timm.<name>``, a user's builder)."""
+    if name not in _REGISTRY:
+        return DEFAULT_FRACTIONS
     return get_space(name).fractions
 
 

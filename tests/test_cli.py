@@ -27,7 +27,8 @@ def test_train_smoke_prints_the_summary(tmp_path):
     (["--alpha", "0.5"], ["--alpha"]),
     (["--beta", "1.5"], ["--beta"]),
     (["--epochs", "0"], ["--epochs"]),
-    (["--space", "resnet999"], ["unknown search space", "resnet999"]),
+    (["--space", "resnet999"], ["unknown model", "resnet999"]),
+    (["--model", "torchvision.resnet999"], ["unknown torchvision model", "resnet999"]),
     (["--set", "train.nope=1"], ["unknown config key", "train.nope"]),
     (["--set", "train.epochs=many"], ["train.epochs"]),
     (["--config", "/nonexistent.yaml"], ["/nonexistent.yaml"]),
@@ -78,7 +79,7 @@ def test_search_and_retrain_errors(tmp_path):
     assert_user_error(p, "lots")
     p = run_tool("search.py", *SEARCH, "--space", "torchvision.resnet18", "--out", str(tmp_path / "e"),
                  "--budget-flops", "25%")
-    assert_user_error(p, "registered search space")
+    assert_user_error(p, "torchvision.resnet18", "'width'")  # the suite's model.args do not fit it
     bad = tmp_path / "arch.json"
     bad.write_text('{"version": 1, "space": "resnet18_small"}')
     assert_user_error(run_tool("retrain.py", str(bad)), "'space_args'")

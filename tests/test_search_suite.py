@@ -2,6 +2,7 @@
 search suite's plan and report."""
 
 import json
+import math
 import os
 
 import pytest
@@ -84,7 +85,8 @@ def test_tau_is_annealed_per_step_to_tau_min():
     from dan.search import Searcher
 
     s = Searcher.__new__(Searcher)
-    s.cfg = tiny_config("unused", **{"search.tau0": 4.0, "search.tau_min": 0.1, "search.warmup_epochs": 1})
+    s.cfg = tiny_config("unused", **{"search.tau0": 4.0, "search.tau_min": 0.1, "search.warmup_epochs": 1,
+                                     "search.settle": 0.0})
     s.steps_per_epoch, s.total_steps = 10, 30
     assert s.tau(1, 10) == pytest.approx(4.0)
     assert s.tau(2, 29) == pytest.approx(0.1)
@@ -143,6 +145,9 @@ def test_search_report_computes_verdicts_from_the_runs(tmp_path):
     assert line("random").endswith("| within seed noise |")
     assert line("greedy").endswith("| **not supported** |")
     assert "| flops10 | 2 of 3 | 0.70 | yes |" in text
+    # paired by seed: 0.85-0.80, 0.86-0.81, 0.855-0.805 for uniform; mean of (+1, 0, -1.5) for random
+    assert "uniform +5.00 / +5.00 / +5.00 (seeds 0, 1, 2; mean +5.00)" in table
+    assert "random +1.00 / +0.00 / -1.50 (seeds 0, 1, 2; mean -0.17)" in table
     assert os.path.isfile(tmp_path / "fig" / "search_top1_vs_flops.png")
     assert os.path.isfile(tmp_path / "fig" / "search_widths.png")
     md.write_text(md.read_text() + "\nhand-written\n")
@@ -233,6 +238,70 @@ def test_the_multiplier_watches_the_expected_or_the_blended_cost(tmp_path, contr
     target = 1 - cfg.search.band / 2 if control == "expected" else 1.0
     assert a < e  # the case the blend exists for: the argmax is cheaper than the expectation
     assert s.mu - mu0 == pytest.approx(cfg.search.multiplier_lr / s.steps_per_epoch * (watched - target), rel=1e-6)
+
+
+
+def test_the_settle_phase_holds_tau_min_and_marks_the_last_steps():
+    """settle 0.25 of 20 architecture steps (19 intervals): the anneal ends at step 10 + 14.25 and
+    tau_min holds from there; the last quarter of the steps is the settle phase."""
+    from dan.search import Searcher
+
+    s = Searcher.__new__(Searcher)
+    s.cfg = tiny_config("unused", **{"search.tau0": 4.0, "search.tau_min": 0.1, "search.warmup_epochs": 1,
+                                     "search.settle": 0.25})
+    s.steps_per_epoch, s.total_steps = 10, 30
+    assert s.tau(1, 10) == pytest.approx(4.0)
+    assert s.tau(2, 17) == pytest.approx(4.0 * (0.1 / 4.0) ** (7 / 14.25))
+    assert s.tau(2, 25) == pytest.approx(0.1) and s.tau(2, 29) == pytest.approx(0.1)
+    assert [st for st in range(30) if s.settling(st)] == list(range(25, 30))
+    s.cfg.search.settle = 0.0
+    assert not any(s.settling(st) for st in range(30))
+
+
+@pytest.mark.parametrize("where", ["below", "inside", "above"])
+def test_the_settle_phase_moves_the_multiplier_by_the_argmax_cost(tmp_path, where):
+    """In the settle phase one architecture step moves mu by s·settle_gain·v·max(|mu|, 0.25)/n, with
+    v = argmax cost/B − 1, n the number of settle steps and s halved at every jump over the band,
+    only when the argmax network is outside the band; E[cost] no longer matters (the logits put mass on the widest candidate, so E[cost]
+    and the argmax cost differ)."""
+    import torch
+
+    from dan.search import SETTLE_MU_FLOOR, Searcher
+
+    cfg = tiny_config(str(tmp_path / "s"), **{"search.budget_flops": "30%", "search.settle": 0.5,
+                                              "search.band": 0.03})
+    s = Searcher(cfg, monitor=Monitor(None))
+    with torch.no_grad():
+        for t in s.sn.arch.logits:
+            t.fill_(-3.0)
+            t[0], t[-1] = 1.0, 0.6
+    a0 = s.norm_cost(*s.sn.cost_of(s.sn.arch.argmax()))
+    # put the argmax where the case wants it by choosing the budget the costs are divided by
+    scale = {"below": 1 / 0.9, "inside": 1.0, "above": 1 / 1.1}[where]
+    s.budget.value = s.budget.value * a0 * scale
+    s.step = s.total_steps - 1
+    assert s.settling(s.step)
+    x, y = next(iter(s.data.holdout))
+    mu0 = s.mu = 0.5
+    s.settle_side = 1  # last seen above the band: from below, the argmax jumped over it
+    s.arch_step(s.prep(x), y, 0.9, 0.1)
+    with torch.no_grad():
+        v = s.norm_cost(*s.sn.cost_of(s.sn.arch.argmax())) - 1.0
+    first = math.ceil(cfg.search.warmup_epochs) * s.steps_per_epoch
+    n = max(1.0, (s.total_steps - first) * cfg.search.settle)
+    scale = 0.5 if where == "below" else 1.0  # a jump over the band halves the steps
+    expected = 0.0 if abs(v) <= cfg.search.band else scale * cfg.search.settle_gain * v * max(mu0, SETTLE_MU_FLOOR) / n
+    assert s.settle_scale == scale
+    assert s.mu - mu0 == pytest.approx(expected, rel=1e-6, abs=1e-12)
+    assert (s.mu > mu0, s.mu < mu0) == {"below": (False, True), "inside": (False, False),
+                                        "above": (True, False)}[where]
+    # landing inside the band ends the architecture steps; the weights go on
+    assert (s.settled_at == s.step) == (abs(v) <= cfg.search.band) == (where == "inside")
+    if s.settled_at is not None:
+        s.arch_step = lambda *a: pytest.fail("an architecture step after the search settled")
+        s.begin_epoch(s.epoch)
+        s.train_step(s.prep(x), y)
+        assert s.state()["settled_at"] == s.step
 
 
 def test_suite_runner_restarts_a_run_killed_before_its_first_checkpoint(tmp_path):

@@ -2,6 +2,7 @@
 
 Usage:
     python tools/profile.py resnet50                       # torchvision model (224x224)
+    python tools/profile.py timm.mixnet_s --alpha 4        # timm (pip install 'dan[timm]'), or my_pkg.nets:build
     python tools/profile.py resnet18_small --arg width=16 --in-channels 1 --input-size 28
     python tools/profile.py runs/demo/small.pt --input-size 28 --in-channels 1   # extracted network
     python tools/profile.py runs/demo/checkpoints/last.pt  # every network of a training run
@@ -48,12 +49,15 @@ def load_networks(args) -> tuple[dict, tuple]:
         default = 32 if target.endswith("_small") else 224
         shape = (1, args.in_channels or 3, size or default, size or default)
     else:
-        name = target.split(".", 1)[1] if target.startswith("torchvision.") else target
-        if name not in torchvision.models.list_models(module=torchvision.models):
-            raise UserError(f"'{target}' is neither a file, a search space ({', '.join(search_spaces.list_spaces())}) "
-                            f"nor a torchvision model name")
-        model = torchvision.models.get_model(name, num_classes=args.num_classes or 1000, **_kv(args.arg))
-        shape = (1, 3, size or 224, size or 224)
+        from dan import models
+
+        name = target
+        if ":" not in target and not target.startswith(("torchvision.", "timm.")):
+            name = f"torchvision.{target}"  # a bare torchvision name (resnet50)
+        models.trust(name)  # typed on this command line
+        channels = args.in_channels or 3
+        model = models.create(name, _kv(args.arg), num_classes=args.num_classes or 1000, in_channels=channels)
+        shape = (1, channels, size or 224, size or 224)
     if args.alpha:
         import dan
 

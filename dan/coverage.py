@@ -1,0 +1,220 @@
+"""Model-zoo coverage (issue 11): which networks the adjoint conversion handles, exactly.
+
+Every model goes through what a user's run does with it, on a random batch:
+
+1. **convert** with :func:`dan.to_adjoint` (α = 4, every searchable group at a quarter width);
+   The big path must equal the original model (eval, same tolerance as below).
+2. **one adjoint training step** (both paths, :func:`dan.adjoint_loss` at λ = 1, SGD), so the
+   small path's backward and the shared weights' update are exercised, not only a forward;
+3. **extract** the small network with :func:`dan.extract_small`;
+4. **equality**: in eval mode the extracted network's logits must equal the small path's
+   (largest absolute difference over the largest absolute logit ≤ ``RTOL``): a wrong extraction is
+   a failure, never a pass;
+5. **count** the big and the small network's FLOPs and parameters (:func:`dan.count`).
+
+The outcome of a model is ``pass``, ``refused`` (a clear :class:`~dan.errors.UnsupportedModelError`,
+whose first line is the reason), ``wrong`` (extraction differs from the small path) or ``crash``
+(any other exception: a bug of the conversion, reported with its type). ``tools/coverage.py``
+runs the torchvision zoo and a fixed list of timm models and writes ``docs/coverage.md``;
+``tests/test_coverage.py`` runs a fast subset.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable, Optional
+
+import torch
+import torch.nn as nn
+
+from dan.errors import UnsupportedModelError
+
+RTOL = 1e-4  # extracted vs small path, relative to the largest logit
+ALPHA = 4
+MIN_SIZE = 64  # input side used when a model accepts it (its weights' min_size otherwise)
+
+# A fixed list of timm models across its CNN families (issue 11: >= 60). Built with
+# pretrained=False; timm is an optional extra (``pip install dan[timm]``).
+TIMM_MODELS = [
+    # resnet / resnext / resnest / res2net / senet
+    "resnet18", "resnet26d", "resnet50", "resnext26ts", "seresnext26d_32x4d", "resnest14d",
+    "res2net50_14w_8s", "res2next50", "resnetrs50", "ecaresnet26t", "skresnet18",
+    # regnet
+    "regnetx_002", "regnety_002", "regnetz_b16",
+    # efficientnet family, mobilenets, mnasnet, ghostnet, mixnet, fbnet, lcnet
+    "efficientnet_b0", "efficientnet_lite0", "efficientnetv2_rw_t", "tf_efficientnet_b0",
+    "mobilenetv2_050", "mobilenetv3_small_050", "mobilenetv3_large_100", "mnasnet_small",
+    "ghostnet_100", "mixnet_s", "fbnetc_100", "lcnet_050", "tinynet_e", "semnasnet_050",
+    # convnext / convnext-like
+    "convnext_atto", "convnext_femto", "convnextv2_atto",
+    # densenet, dpn, inception, xception
+    "densenet121", "densenetblur121d", "dpn68", "inception_v3", "inception_v4",
+    "inception_resnet_v2", "xception41", "legacy_xception",
+    # cspnet, darknet, vovnet, repvgg, rexnet, hrnet, dla, nfnet
+    "cspresnet50", "cspdarknet53", "darknet17", "ese_vovnet19b_dw", "vovnet39a", "repvgg_a0",
+    "rexnet_100", "hrnet_w18_small", "dla34", "dla46_c", "nf_resnet26", "dm_nfnet_f0", "nfnet_l0",
+    # others: selecsls, hardcorenas, tresnet, gernet, vgg, resnetv2, bat_resnext, cs3darknet
+    "selecsls42b", "hardcorenas_a", "tresnet_m", "gernet_s", "vgg11", "resnetv2_50",
+    "cs3darknet_s", "repghostnet_050", "fastvit_t8",
+]
+
+
+@dataclass
+class Outcome:
+    """One model's row of the coverage page."""
+
+    source: str  # torchvision | timm | user
+    name: str
+    status: str  # pass | refused | wrong | crash
+    reason: str = ""
+    input_size: int = 0
+    flops_ratio: float = 0.0  # big / small
+    params_ratio: float = 0.0
+    max_rel_err: float = float("nan")
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]
+
+
+def check_model(model: nn.Module, input_shape: tuple, *, alpha: float = ALPHA, seed: int = 0) -> dict:
+    """Convert, train one adjoint step, extract, compare and count ``model`` (see the module
+    docstring). Returns the measured fields of an :class:`Outcome` (``status`` ``pass`` or
+    ``wrong``); conversion errors propagate."""
+    from dan.adjoint import extract_big, extract_small, to_adjoint
+    from dan.cost import count
+    from dan.loss import adjoint_loss
+
+    g = torch.Generator().manual_seed(seed)
+    anet = to_adjoint(model, alpha=alpha, input_shape=(1,) + tuple(input_shape[1:]))
+    # batch 4: at batch 2 Inception v3 itself turns NaN after a training step (1x1 maps)
+    x = torch.randn((4,) + tuple(input_shape[1:]), generator=g)
+    with torch.no_grad():  # the conversion must not change the network it starts from
+        ref, mine = model.eval()(x), anet.eval()(x)[0]
+    err = float((ref - mine).abs().max()) / (float(ref.abs().max()) or 1.0)
+    if not err <= RTOL:
+        return {"status": "wrong", "reason": f"the big path differs from the original model (relative error "
+                f"{err:.2e})", "max_rel_err": err}
+    anet.train()
+    big, small = anet(x)
+    y = torch.randint(0, big.shape[1], (4,), generator=g)
+    loss = adjoint_loss(big, small, y, 1.0)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"the adjoint loss of one step is {float(loss)}")
+    params = [p for p in anet.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=1e-3)
+    loss.backward()
+    opt.step()
+    anet.eval()
+    net = extract_small(anet)
+    with torch.no_grad():
+        ref = anet.small(x)
+        out = net(x)
+    scale = float(ref.abs().max()) or 1.0
+    err = float((out - ref).abs().max()) / scale if out.shape == ref.shape else float("inf")
+    shape = (1,) + tuple(input_shape[1:])
+    cb, cs = count(extract_big(anet), shape), count(net, shape)
+    ok = math.isfinite(err) and err <= RTOL
+    return {"status": "pass" if ok else "wrong",
+            "reason": "" if ok else f"extracted network differs from the small path (relative error {err:.2e})",
+            "flops_ratio": cb.flops / max(1, cs.flops), "params_ratio": cb.params / max(1, cs.params),
+            "max_rel_err": err}
+
+
+def run_one(source: str, name: str, build: Callable[[], nn.Module], input_shape: tuple) -> Outcome:
+    """:func:`check_model` with the outcome classified; never raises for the model's sake."""
+    start = time.perf_counter()
+    row = Outcome(source, name, "crash", input_size=input_shape[-1])
+    try:
+        torch.manual_seed(0)
+        model = build()
+        row.__dict__.update(check_model(model, input_shape))
+    except UnsupportedModelError as e:
+        row.status, row.reason = "refused", _first_line(e)
+    except Exception as e:  # a bug of the conversion: recorded with its type, the run goes on
+        row.status, row.reason = "crash", f"{type(e).__name__}: {_first_line(e)}"
+    row.seconds = time.perf_counter() - start
+    return row
+
+
+def torchvision_models() -> list[tuple[str, Callable[[], nn.Module], tuple]]:
+    """Every classification builder of ``torchvision.models``: (name, build, input shape)."""
+    import torchvision
+
+    out = []
+    for name in torchvision.models.list_models(module=torchvision.models):
+        size = MIN_SIZE
+        try:
+            meta = torchvision.models.get_model_weights(name).DEFAULT.meta
+            size = max(size, *meta.get("min_size", (0, 0)))
+        except (ValueError, AttributeError):
+            pass
+        if name.startswith(("vit_", "maxvit")):  # fixed-size position embeddings / windows
+            size = 224
+        kw = {"num_classes": 10}
+        if name in ("googlenet", "inception_v3"):
+            # their auxiliary classifiers make training-mode forwards return a tuple; a compressed
+            # network is deployed without them (as their pretrained weights are evaluated)
+            kw.update(aux_logits=False, init_weights=True)
+        out.append((name, lambda n=name, kw=kw: torchvision.models.get_model(n, **kw), (1, 3, size, size)))
+    return out
+
+
+def timm_models(names: Iterable[str] = TIMM_MODELS) -> list[tuple[str, Callable[[], nn.Module], tuple]]:
+    """The fixed timm list: (name, build, input shape). Needs timm (``pip install dan[timm]``)."""
+    import timm
+
+    out = []
+    for name in names:
+        def build(n=name):
+            return timm.create_model(n, pretrained=False, num_classes=10)
+        size = 96
+        if name.startswith(("inception", "legacy_xception", "xception")):
+            size = 160  # their stems shrink the input by 32 before the first block
+        out.append((name, build, (1, 3, size, size)))
+    return out
+
+
+def run_zoo(entries: list, source: str, log: Optional[Callable[[str], None]] = None,
+            only: Optional[set] = None) -> list[Outcome]:
+    rows = []
+    for name, build, shape in entries:
+        if only and name not in only:
+            continue
+        row = run_one(source, name, build, shape)
+        rows.append(row)
+        if log:
+            log(f"{source}.{name}: {row.status} {row.reason} ({row.seconds:.1f}s)")
+    return rows
+
+
+def markdown(rows: list[Outcome], *, header: str = "") -> str:
+    """The coverage page: a summary per source, then one row per model."""
+    lines = ["# Model-zoo coverage of the adjoint conversion", "",
+             "Generated by `python tools/coverage.py` (`dan/coverage.py`). Each model: convert "
+             f"(α = {ALPHA}; the big path must equal the original model) → one adjoint training step → "
+             f"extract → the extracted network equals the small path in eval mode (relative error ≤ "
+             f"{RTOL:g}) → count. Random weights, batch 4, the input side in the table.", ""]
+    if header:
+        lines += [header, ""]
+    for source in sorted({r.source for r in rows}):
+        rs = [r for r in rows if r.source == source]
+        n = {s: sum(r.status == s for r in rs) for s in ("pass", "refused", "wrong", "crash")}
+        lines.append(f"- **{source}**: {n['pass']} of {len(rs)} pass; {n['refused']} refused with a clear "
+                     f"reason; {n['wrong']} wrong extractions; {n['crash']} crashes.")
+    lines += ["", "| source | model | outcome | FLOPs big/small | params big/small | rel. error | input | s | reason |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = lambda v: f"{v:.2f}×" if r.status in ("pass", "wrong") else ""
+        err = f"{r.max_rel_err:.1e}" if r.status in ("pass", "wrong") else ""
+        reason = r.reason.replace("|", "\\|")
+        lines.append(f"| {r.source} | {r.name} | {r.status} | {ratio(r.flops_ratio)} | {ratio(r.params_ratio)} "
+                     f"| {err} | {r.input_size} | {r.seconds:.1f} | {reason} |")
+    return "\n".join(lines) + "\n"

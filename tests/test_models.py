@@ -1,0 +1,130 @@
+"""Models a user brings (issue 11): by name (torchvision., timm.), by their own code
+(package.module:factory, imported only when the user names it), or as a Python object."""
+
+import json
+import os
+
+import pytest
+import torch
+
+import dan
+from dan import models
+from tests.helpers import assert_user_error, run_tool, tiny_config
+from tests.zoo_models import ConcatResNet
+
+TINY = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--epochs", "1", "--limit-batches",
+        "2", "--batch-size", "16", "--quiet", "--no-tensorboard", "--set", "train.latency_batches=[1]"]
+FACTORY = "tests.zoo_models:concat_resnet"
+
+
+def test_model_names_are_classified_without_importing_anything():
+    assert models.kind("resnet18_small") == "registered"
+    assert models.kind("torchvision.mobilenet_v2") == "torchvision"
+    assert models.kind("timm.resnet18") == "timm"
+    assert models.kind("my_pkg.nets:build") == "code"
+    assert models.kind(models.object_space(ConcatResNet())) == "object"
+    for bad in ("my_pkg.nets:", "os.system('x'):f", "nope"):
+        with pytest.raises(dan.UserError):
+            models.kind(bad)
+
+
+def test_a_users_factory_searches_retrains_and_extracts_from_the_command_line(tmp_path):
+    s = tmp_path / "s"
+    p = run_tool("search.py", *TINY, "--model", FACTORY, "--set", "model.args.width=8", "--budget-flops", "40%",
+                 "--out", str(s))
+    assert p.returncode == 0, p.stderr[-2000:]
+    arch = json.loads((s / "arch.json").read_text())
+    assert arch["space"] == FACTORY and set(arch["candidates"]) <= set(arch["widths"])
+    lo = arch["budget"]["flops"] * (1 - arch["budget"]["band"])
+    assert lo <= arch["small"]["flops"] <= arch["budget"]["flops"]
+    # retrain names the model again: the user trusts it (an arch.json alone would not be enough)
+    r = tmp_path / "r"
+    p = run_tool("retrain.py", str(s / "arch.json"), "--model", FACTORY, "--epochs", "1", "--limit-batches", "2",
+                 "--quiet", "--no-tensorboard", "--out", str(r))
+    assert p.returncode == 0, p.stderr[-2000:]
+    meta = json.loads((r / "small.json").read_text())
+    assert meta["flops"] == arch["small"]["flops"] and (r / "small.pt2").exists()
+
+
+def test_an_arch_json_naming_a_module_the_user_did_not_allow_is_refused_without_importing_it(tmp_path):
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_mod.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from tests.zoo_models import concat_resnet as build\n")
+    s = tmp_path / "s"  # an arch.json of the factory's network (uniform widths: no training needed)
+    p = run_tool("baseline.py", "uniform", *TINY, "--model", FACTORY, "--set", "model.args.width=8",
+                 "--budget-flops", "40%", "--out", str(s))
+    assert p.returncode == 0, p.stderr[-2000:]
+    arch = json.loads((s / "arch.json").read_text())
+    arch["space"] = arch["config"]["model"]["space"] = "evil_mod:build"
+    (s / "arch.json").write_text(json.dumps(arch))
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(tmp_path)
+    try:
+        p = run_tool("retrain.py", str(s / "arch.json"), "--epochs", "1", "--limit-batches", "1", "--quiet",
+                     "--no-tensorboard", "--out", str(tmp_path / "r"))
+        assert_user_error(p, "evil_mod", "--model evil_mod:build")
+        assert not marker.exists() and not (tmp_path / "r").exists()
+        # named by the user: now it is imported and run
+        p = run_tool("retrain.py", str(s / "arch.json"), "--model", "evil_mod:build", "--epochs", "1",
+                     "--limit-batches", "1", "--quiet", "--no-tensorboard", "--out", str(tmp_path / "r2"))
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert marker.read_text() == "ran"
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+def test_the_python_api_searches_retrains_and_extracts_a_model_object(tmp_path):
+    model = ConcatResNet(num_classes=4, width=8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = tiny_config(str(tmp_path / "unused"), **{"train.epochs": 1, "train.limit_batches": 3,
+                                                  "search.warmup_epochs": 0})
+    arch = dan.search(model, {"dataset": "synthetic", "image_size": 16, "num_classes": 4, "synthetic_size": 96,
+                              "batch_size": 16}, budget="40%", cfg=cfg, out=str(tmp_path / "api"))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the object is untouched
+    assert arch.space == "<object ConcatResNet>"
+    assert os.path.isfile(tmp_path / "api" / "arch.json")
+    anet = dan.build_adjoint(arch, model=model)
+    # retrain with the API's pieces: a few adjoint steps, then the small network cut out
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 4, (8,), generator=g)
+    opt = torch.optim.Adam(anet.parameters(), lr=1e-2)
+    losses = []
+    for step in range(5):
+        big, small = anet(x)
+        loss = dan.adjoint_loss(big, small, y, dan.schedule("quadratic")(step / 5))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    net = dan.extract_small(anet.eval())
+    with torch.no_grad():
+        assert torch.allclose(net(x), anet.small(x), atol=1e-5)
+    cost = dan.count(net, tuple(arch.input_shape))
+    assert (cost.flops, cost.params) == (arch.small["flops"], arch.small["params"])
+    lo = arch.budget["flops"] * (1 - arch.budget["band"])
+    assert lo <= arch.small["flops"] <= arch.budget["flops"]
+    with pytest.raises(dan.UserError, match="build_adjoint"):  # no name to build it from
+        dan.build_adjoint(dan.load_arch(str(tmp_path / "api" / "arch.json")))
+
+
+def test_grey_images_feed_a_torchvision_model_and_its_search_lands_in_the_band(tmp_path):
+    """Fashion-MNIST (one channel, 28x28) with torchvision's MobileNetV2: channels repeated to 3."""
+    s = tmp_path / "s"
+    p = run_tool("search.py", "--dataset", "fashion_mnist", "--set", "data.channels=3", "--set", "data.train_subset=600",
+                 "--model", "torchvision.mobilenet_v2", "--epochs", "1", "--limit-batches", "4", "--batch-size", "32",
+                 "--quiet", "--no-tensorboard", "--budget-flops", "25%", "--out", str(s))
+    assert p.returncode == 0, p.stderr[-2000:]
+    arch = json.loads((s / "arch.json").read_text())
+    assert arch["input_shape"] == [1, 3, 28, 28] and arch["space"] == "torchvision.mobilenet_v2"
+    assert abs(arch["small"]["flops"] / arch["budget"]["flops"] - 1) <= 0.03
+    anet = dan.build_adjoint(dan.load_arch(str(s / "arch.json")))
+    assert dan.count(dan.extract_small(anet), (1, 3, 28, 28)).flops == arch["small"]["flops"]
+    # without the channel option the refusal says how
+    p = run_tool("search.py", "--dataset", "fashion_mnist", "--model", "torchvision.mobilenet_v2", "--epochs", "1",
+                 "--limit-batches", "1", "--quiet", "--budget-flops", "25%", "--out", str(tmp_path / "t"))
+    assert_user_error(p, "data.channels=3")

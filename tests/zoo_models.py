@@ -1,0 +1,29 @@
+"""A user's own CNN for the ``package.module:factory`` route (tests/test_models.py)."""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ConcatResNet(nn.Module):
+    """A stem, two branches concatenated, a residual block over the concatenation's conv, a head."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.a = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(width, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.mix = nn.Sequential(nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1, bias=False),
+                                 nn.BatchNorm2d(2 * width), nn.ReLU())
+        self.res = nn.Sequential(nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width))
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.mix(torch.cat([self.a(x), self.b(x)], 1))
+        y = F.relu(y + self.res(y))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
+
+
+def concat_resnet(num_classes: int = 10, in_channels: int = 3, width: int = 16) -> nn.Module:
+    return ConcatResNet(num_classes, in_channels, width)
