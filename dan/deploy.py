@@ -13,7 +13,9 @@ big and the small network alike.
   PyTorch's successor format (``torch.export.load("small.pt2").module()``);
 * ``small_state.pt`` — the state dict of the network as extracted (BatchNorm not folded, so it can
   be fine-tuned; plain tensors, loads with ``weights_only=True``);
-* ``small.json`` — what it is: input shape, FLOPs, parameters, widths.
+* ``small.onnx`` — the same network in ONNX (opset 17, dynamic batch), checked against PyTorch with
+  ONNX Runtime (:mod:`dan.onnx_export`; needs the ``dan[onnx]`` extra, else skipped with one warning);
+* ``small.json`` — what it is: input shape, FLOPs, parameters, widths, the ONNX check.
 
 TorchScript is deprecated upstream but still the format most serving stacks read; both are written
 so that users of either world can deploy without this package.
@@ -44,6 +46,7 @@ import torch
 import torch.nn as nn
 from torch.fx.experimental.optimization import fuse
 
+from dan import onnx_export
 from dan.checkpoint import atomic_write
 from dan.cost import count, set_mode
 from dan.errors import UserError
@@ -64,8 +67,9 @@ def deploy_form(model: nn.Module) -> nn.Module:
 
 def save_deployable(model: nn.Module, folder: str, input_shape: tuple, *, name: str = "small",
                     extra: dict | None = None) -> dict:
-    """Write ``<name>.pt`` (TorchScript), ``<name>.pt2`` (torch.export), ``<name>_state.pt`` and
-    ``<name>.json`` into ``folder``; returns the metadata written to the JSON file."""
+    """Write ``<name>.pt`` (TorchScript), ``<name>.pt2`` (torch.export), ``<name>.onnx`` (with the
+    extra), ``<name>_state.pt`` and ``<name>.json`` into ``folder``; returns the metadata written
+    to the JSON file."""
     os.makedirs(folder, exist_ok=True)
     set_mode(model, False)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -84,6 +88,9 @@ def save_deployable(model: nn.Module, folder: str, input_shape: tuple, *, name: 
     atomic_write(lambda p: torch.save(state, p), os.path.join(folder, f"{name}_state.pt"))
     meta = {"input_shape": [1] + list(input_shape[1:]), "flops": cost.flops, "params": cost.params,
             "nonzero_params": cost.nonzero_params, **(extra or {})}
+    checked = onnx_export.save_and_check(model, folder, input_shape, name)
+    if checked is not None:
+        meta["onnx"] = checked
     atomic_write(lambda p: _write_json(meta, p), os.path.join(folder, f"{name}.json"))
     return meta
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from dan import distributed
+from dan import distributed, onnx_export
 from dan.checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dan.config import Config
 from dan.cost import count, format_count
@@ -272,6 +273,20 @@ class Trainer:
     def after_epoch(self) -> None:
         pass
 
+    def _onnx_latency(self, fast, path: str | None, shape: tuple) -> dict:
+        """Median ms per batch size in ONNX Runtime of ``path``, or of ``fast`` exported to a
+        temporary file when ``path`` is None."""
+        with tempfile.TemporaryDirectory() as tmp:
+            if path is None:
+                path = os.path.join(tmp, "net.onnx")
+                try:
+                    onnx_export.export(fast, path, shape)
+                except Exception:  # not exportable (only the deployed network must be): not timed
+                    return {}
+            sess = onnx_export.session(path)
+            return {str(b): onnx_export.latency(None, (int(b),) + tuple(shape[1:]), sess=sess)
+                    for b in self.cfg.train.latency_batches}
+
     def finish(self) -> Summary:
         """Save the deployable network, count and time every network, write ``summary.json``."""
         cfg = self.cfg
@@ -288,10 +303,13 @@ class Trainer:
             distributed.barrier()
             return summary
         deployed = nets[self.method.deployed]
-        save_deployable(deployed, self.run_dir, shape, name="small",
-                        extra={"method": cfg.train.method, "space": cfg.model.space})
+        meta = save_deployable(deployed, self.run_dir, shape, name="small",
+                               extra={"method": cfg.train.method, "space": cfg.model.space})
         summary.files = {k: os.path.join(self.run_dir, f) for k, f in
                          [("torchscript", "small.pt"), ("export", "small.pt2"), ("state_dict", "small_state.pt")]}
+        if "onnx" in meta:
+            summary.files["onnx"] = os.path.join(self.run_dir, meta["onnx"]["file"])
+            summary.extra["onnx"] = meta["onnx"]
         for name, net in nets.items():
             c = count(net, shape)
             row = {"top1": self.last_eval.get(name, {}).get("top1"), "ce": self.last_eval.get(name, {}).get("ce"),
@@ -299,6 +317,9 @@ class Trainer:
             fast = deploy_form(net)
             for b in cfg.train.latency_batches:
                 row["latency_ms"][str(b)] = measure_latency(fast, (int(b),) + tuple(shape[1:]))
+            if "onnx" in summary.files:  # every network in ONNX Runtime too (small: small.onnx itself)
+                row["latency_ms_onnxruntime"] = self._onnx_latency(
+                    fast, summary.files["onnx"] if name == self.method.deployed else None, shape)
             summary.rows[name] = row
         summary.extra["best_top1"] = self.best
         summary.extra["epochs"] = self.epoch
@@ -332,13 +353,18 @@ def format_summary(summary: Summary | dict) -> str:
     head = f"{'network':10s} {'top-1':>7s} {'FLOPs':>9s} {'params':>9s} {'nonzero':>9s}" + \
         "".join(f" {'ms@b' + b:>9s}" for b in batches)
     lines = [f"{d['method']} — input {'x'.join(map(str, d['input_shape']))}; FLOPs = multiply-accumulates; "
-             f"latency = median ms per forward, eval, BN folded, channels-last",
+             f"latency = median ms per forward, eval, BN folded, channels-last"
+             + ("; 'ort' = ONNX Runtime on small.onnx" if any(r.get("latency_ms_onnxruntime") for r in nets.values()) else ""),
              head, "-" * len(head)]
     for name, r in nets.items():
         top1 = f"{100 * r['top1']:6.2f}%" if r["top1"] is not None else "     - "
         lines.append(f"{name:10s} {top1:>7s} {format_count(r['flops']):>9s} {format_count(r['params']):>9s} "
                      f"{format_count(r['nonzero_params']):>9s}" +
                      "".join(f" {r['latency_ms'].get(b, float('nan')):9.2f}" for b in batches))
+        if r.get("latency_ms_onnxruntime"):  # the same network, from small.onnx in ONNX Runtime
+            ort = r["latency_ms_onnxruntime"]
+            lines.append(f"{name + ' ort':10s} {'':>7s} {'':>9s} {'':>9s} {'':>9s}" +
+                         "".join(f" {ort.get(b, float('nan')):9.2f}" for b in batches))
     if "big" in nets and len(nets) > 1:
         for name, r in nets.items():
             if name == "big":
@@ -350,4 +376,8 @@ def format_summary(summary: Summary | dict) -> str:
             lines.append(f"{'big/' + name:10s} {'':>7s} {ratio('flops'):8.2f}x {ratio('params'):8.2f}x "
                          f"{b['params'] / r['nonzero_params'] if r['nonzero_params'] else float('nan'):8.2f}x"
                          + speed)
+            bo, ro = b.get("latency_ms_onnxruntime") or {}, r.get("latency_ms_onnxruntime") or {}
+            if bo and ro:
+                lines.append(f"{'  ort':10s} {'':>7s} {'':>9s} {'':>9s} {'':>9s}" +
+                             "".join(f" {bo[k] / ro[k]:8.2f}x" for k in batches if k in bo and ro.get(k)))
     return "\n".join(lines)

@@ -19,7 +19,7 @@ def test_adjoint_run_writes_everything_and_small_pt_runs_without_the_package(tmp
     out = str(tmp_path / "run")
     summary = train(tiny_config(out), Monitor(out))
     for f in ["config.yaml", "metrics.jsonl", "summary.json", "small.pt", "small.pt2", "small_state.pt",
-              "small.json", "checkpoints/last.pt", "checkpoints/best.pt"]:
+              "small.onnx", "small.json", "checkpoints/last.pt", "checkpoints/best.pt"]:
         assert os.path.isfile(os.path.join(out, f)), f
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
     rows = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl"))]
@@ -29,7 +29,10 @@ def test_adjoint_run_writes_everything_and_small_pt_runs_without_the_package(tmp
     assert nets["small"]["flops"] < nets["big"]["flops"] / 3
     assert nets["small"]["params"] < nets["big"]["params"] / 8
     assert set(nets["small"]["latency_ms"]) == {"1", "4"}
-    assert "big/small" in format_summary(summary)
+    assert set(nets["small"]["latency_ms_onnxruntime"]) == {"1", "4"}
+    assert "big/small" in format_summary(summary) and "small ort" in format_summary(summary)
+    meta = json.load(open(os.path.join(out, "small.json")))
+    assert meta["onnx"]["verified"] and meta["onnx"]["max_abs_diff"] <= 1e-4 and meta["onnx"]["opset"] == 17
 
     # small.pt and small.pt2 load and run with PyTorch alone, and agree with the extracted network
     x = torch.randn(3, 3, 16, 16)
@@ -39,7 +42,10 @@ def test_adjoint_run_writes_everything_and_small_pt_runs_without_the_package(tmp
         f"x = torch.load({str(tmp_path / 'x.pt')!r})\n"
         f"a = torch.jit.load({os.path.join(out, 'small.pt')!r})(x)\n"
         f"b = torch.export.load({os.path.join(out, 'small.pt2')!r}).module()(x)\n"
-        f"torch.save(torch.stack([a, b]), {str(tmp_path / 'y.pt')!r})\n")
+        "import onnxruntime\n"
+        f"s = onnxruntime.InferenceSession({os.path.join(out, 'small.onnx')!r})\n"
+        "c = torch.from_numpy(s.run(None, {'input': x.numpy()})[0])\n"
+        f"torch.save(torch.stack([a, b, c]), {str(tmp_path / 'y.pt')!r})\n")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=str(tmp_path))
     y = torch.load(tmp_path / "y.pt")
     trainer = Trainer(tiny_config(str(tmp_path / "other")))
@@ -48,7 +54,7 @@ def test_adjoint_run_writes_everything_and_small_pt_runs_without_the_package(tmp
     trainer.model.eval()
     with torch.no_grad():
         expect = dan.extract_small(trainer.model)(x)
-    assert torch.allclose(y[0], expect, atol=1e-4) and torch.allclose(y[1], expect, atol=1e-4)
+    assert all(torch.allclose(y[i], expect, atol=1e-4) for i in range(3))  # TorchScript, export, ONNX
 
 
 class KillAt(Monitor):

@@ -1,0 +1,145 @@
+"""ONNX: the deployable network as ``small.onnx``, checked and timed with ONNX Runtime.
+
+``onnx`` and ``onnxruntime`` are an optional extra (``pip install 'dan[onnx]'``). Without them a run
+says once how to get them (a warning) and goes on without the file.
+
+The network exported is :func:`dan.deploy.deploy_form` (BatchNorm folded into the convs), with a
+dynamic batch dimension, at opset :data:`OPSET`. The exporter is PyTorch's TorchScript-based one
+(``dynamo=False``): it needs nothing beyond ``onnx`` and takes a fraction of a second; where a
+PyTorch release no longer ships it, the ``torch.export``-based exporter is used instead (it needs
+``onnxscript``). Every file is checked right after it is written: ONNX Runtime's output on random
+inputs at batch 1 and 2 against the PyTorch network's, max absolute difference ≤ :data:`TOLERANCE`.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+import warnings
+
+import torch
+import torch.nn as nn
+
+from dan.checkpoint import atomic_write
+
+OPSET = 17
+TOLERANCE = 1e-4
+INSTALL_HINT = "pip install 'dan[onnx]' (or: pip install onnx onnxruntime)"
+_warned = [False]
+
+
+def available() -> bool:
+    """Whether onnx and onnxruntime import; warns once per process when they do not."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        return True
+    except ImportError:
+        if not _warned[0]:
+            _warned[0] = True
+            warnings.warn(f"small.onnx is not written and ONNX Runtime not timed: {INSTALL_HINT}",
+                          stacklevel=2)
+        return False
+
+
+def export(model: nn.Module, path: str, input_shape: tuple) -> None:
+    """Write ``model`` (eval mode, as given) to ``path`` as ONNX with a dynamic batch dimension."""
+    model = model.eval()
+    example = torch.zeros((2,) + tuple(input_shape[1:]), device=_device(model))
+
+    def write(tmp):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the deprecation notice of the TorchScript exporter
+            try:
+                torch.onnx.export(model, (example,), tmp, dynamo=False, opset_version=OPSET,
+                                  input_names=["input"], output_names=["logits"],
+                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            except (TypeError, RuntimeError, NotImplementedError, AttributeError):
+                batch = torch.export.Dim("batch", min=1, max=65536)
+                torch.onnx.export(model, (example,), tmp, dynamo=True, opset_version=OPSET,
+                                  input_names=["input"], output_names=["logits"],
+                                  dynamic_shapes=({0: batch},))
+
+    atomic_write(write, path, ".onnx")
+
+
+def session(path: str, threads: int | None = None):
+    """An ONNX Runtime CPU session of ``path`` with ``threads`` intra-op threads (default: as
+    many as PyTorch uses, so that the two runtimes are timed alike)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+@torch.no_grad()
+def verify(model: nn.Module, path: str, input_shape: tuple, *, seed: int = 0) -> float:
+    """Max absolute difference between ONNX Runtime on ``path`` and ``model`` on random inputs
+    (batch 1 and 2)."""
+    model = model.eval()
+    sess = session(path)
+    name = sess.get_inputs()[0].name
+    gen = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for b in (1, 2):
+        x = torch.randn((b,) + tuple(input_shape[1:]), generator=gen)
+        ours = model(x.to(_device(model))).float().cpu()
+        theirs = torch.from_numpy(sess.run(None, {name: x.numpy()})[0])
+        worst = max(worst, float((ours - theirs).abs().max()))
+    return worst
+
+
+def latency(path: str, input_shape: tuple, *, warmup: int = 3, repeats: int = 10,
+            min_time: float = 0.5, sess=None) -> float:
+    """Median milliseconds of one ONNX Runtime forward pass at ``input_shape`` (as
+    :func:`dan.deploy.measure_latency` does for PyTorch)."""
+    import numpy as np
+
+    sess = sess or session(path)
+    name = sess.get_inputs()[0].name
+    x = np.random.default_rng(0).standard_normal(tuple(input_shape)).astype(np.float32)
+    for _ in range(warmup):
+        sess.run(None, {name: x})
+    times, start = [], time.perf_counter()
+    while len(times) < repeats or time.perf_counter() - start < min_time:
+        t = time.perf_counter()
+        sess.run(None, {name: x})
+        times.append(time.perf_counter() - t)
+        if len(times) > 1000:
+            break
+    return 1000.0 * statistics.median(times)
+
+
+def save_and_check(model: nn.Module, folder: str, input_shape: tuple, name: str = "small") -> dict | None:
+    """Export ``model`` to ``<folder>/<name>.onnx`` and check it; returns what ``small.json``
+    records under ``"onnx"`` (file, opset, max_abs_diff, verified), or None without the extra.
+    A file that fails its check is kept (it may still be useful) and said so in a warning."""
+    if not available():
+        return None
+    path = os.path.join(folder, f"{name}.onnx")
+    try:
+        export(model, path, input_shape)
+    except Exception as e:  # an operator ONNX lacks: the run's other files stand
+        warnings.warn(f"{path} not written: the ONNX export failed ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                      f"small.pt2 and small.pt are written", stacklevel=2)
+        return None
+    diff = verify(model, path, input_shape)
+    ok = diff <= TOLERANCE
+    if not ok:
+        warnings.warn(f"{path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {TOLERANCE:g}); "
+                      f"use small.pt2 or small.pt instead", stacklevel=2)
+    import onnxruntime
+
+    return {"file": f"{name}.onnx", "opset": OPSET, "max_abs_diff": diff, "verified": ok,
+            "onnxruntime": onnxruntime.__version__}
+
+
+def _device(model: nn.Module) -> torch.device:
+    for p in list(model.parameters()) + list(model.buffers()):
+        return p.device
+    return torch.device("cpu")

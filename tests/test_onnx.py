@@ -1,0 +1,59 @@
+"""ONNX export: checked against PyTorch with ONNX Runtime; without the extra, one warning and no file."""
+
+import os
+import sys
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+
+from dan import onnx_export
+from dan.deploy import deploy_form, save_deployable
+
+
+def _net():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+                        nn.Conv2d(6, 5, 3, stride=2), nn.BatchNorm2d(5), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 4))
+    with torch.no_grad():  # BatchNorm statistics that are not the identity, so folding matters
+        for m in net:
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    return net.eval()
+
+
+def test_small_onnx_matches_pytorch_at_any_batch(tmp_path):
+    net = _net()
+    meta = save_deployable(net, str(tmp_path), (1, 3, 12, 12))
+    assert meta["onnx"]["verified"] and meta["onnx"]["max_abs_diff"] <= onnx_export.TOLERANCE
+    sess = onnx_export.session(str(tmp_path / "small.onnx"))
+    x = torch.randn(5, 3, 12, 12)  # a batch size the export never saw
+    got = torch.from_numpy(sess.run(None, {"input": x.numpy()})[0])
+    with torch.no_grad():
+        assert torch.allclose(got, net(x), atol=1e-4)
+    assert onnx_export.latency(str(tmp_path / "small.onnx"), (1, 3, 12, 12), min_time=0.01) > 0
+
+
+def test_a_wrong_file_is_caught_by_the_check(tmp_path):
+    net = _net()
+    path = str(tmp_path / "n.onnx")
+    onnx_export.export(deploy_form(net), path, (1, 3, 12, 12))
+    with torch.no_grad():
+        net[-1].bias += 1.0  # the network changed after export: the check must see it
+    assert onnx_export.verify(net, path, (1, 3, 12, 12)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_without_the_extra_one_warning_and_the_run_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
+    monkeypatch.setattr(onnx_export, "_warned", [False])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        a = save_deployable(_net(), str(tmp_path / "a"), (1, 3, 12, 12))
+        b = save_deployable(_net(), str(tmp_path / "b"), (1, 3, 12, 12))
+    hints = [w for w in caught if "dan[onnx]" in str(w.message)]
+    assert len(hints) == 1
+    assert "onnx" not in a and "onnx" not in b
+    assert os.path.isfile(tmp_path / "a" / "small.pt2") and not os.path.exists(tmp_path / "a" / "small.onnx")
