@@ -1,0 +1,470 @@
+"""A latency model of this device: per-layer lookup tables plus a fitted whole-network correction.
+
+FLOPs are a poor proxy for time on a CPU at batch 1 (per-operator overhead, channel counts that
+defeat vectorized kernels, memory-bound elementwise work). As ProxylessNAS and FBNet do, this
+module measures what the device does instead:
+
+1. **Tables.** For every conv / linear layer of the search space's small network, the layer is
+   rebuilt on its own (same kernel, stride, padding, dilation, groups rule and input size, bias on
+   as after BatchNorm folding, channels-last) at every pair of candidate widths of its input and
+   output side, and timed at ``batch`` with ``threads`` intra-op threads. A side that is not one
+   width group (a concatenation, a shuffle) gets a grid of :data:`SIDE_POINTS` widths over its range
+   and is interpolated.
+2. **Correction.** What the tables miss (ReLUs and adds, pooling, the framework's per-call cost,
+   cache effects between layers) is fitted on whole networks: ``ms ≈ w_lut·Σ table + w_act·A + w_0``
+   where ``A`` is the number of output activations of the table layers (memory traffic), by least
+   squares over :data:`CALIBRATION` architectures drawn from the space plus the narrowest and the
+   widest. Both terms are linear in the table entries and the widths, so the expected latency under
+   the search's width distributions is exact and differentiable (:meth:`LatencyModel.expected`).
+
+**Measuring on a noisy shared machine.** Every timing is the median over ``rounds`` rounds; in
+each round the entries are visited in a fresh random order (so a burst of load hits entries alike,
+not one table in a row), each entry called ``inner`` times back to back after a warm-up. The thread
+count is pinned for the measurement (``torch.set_num_threads``) and restored after. Times are for
+the eager PyTorch runtime of :func:`dan.deploy.deploy_form` networks (BatchNorm folded,
+channels-last), the form every summary times.
+
+**Cache.** A model is stored as JSON under ``$DAN_CACHE/latency`` (default ``~/.cache/dan``), keyed
+by the device (CPU model), runtime, thread count, batch, PyTorch version and the network's layer
+geometry and candidates; any change gives another key, so the table is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+
+from dan.checkpoint import atomic_write
+
+SIDE_POINTS = 8  # grid points of a side that is not one width group
+CALIBRATION = 16  # sampled architectures the correction is fitted on (plus narrowest and widest)
+VERSION = 1
+
+
+@dataclass
+class LayerTable:
+    """Measured ms of one layer over a grid of (input side width, output side width)."""
+
+    name: str
+    kind: str  # conv | linear
+    gin: list  # parts of the input side, as in the cost table: [[index, coef, fixed], ...]
+    gout: list
+    ain: list  # grid of input side widths (ascending)
+    bout: list  # grid of output side widths
+    ms: list  # ms[i][j] at (ain[i], bout[j])
+    hw: int  # output positions (H·W; 1 for a linear layer) of one image
+    exact_in: int = -1  # the group whose candidates *are* the input grid (-1: interpolate)
+    exact_out: int = -1
+
+
+@dataclass
+class LatencyModel:
+    """Tables plus the fitted correction; ``predict`` for integer widths, ``expected`` under
+    probabilities (differentiable). Widths are those of the searchable groups, in order."""
+
+    layers: list
+    w_lut: float = 1.0
+    w_act: float = 0.0
+    w_0: float = 0.0
+    device: dict = field(default_factory=dict)
+    fit: dict = field(default_factory=dict)
+    version: int = VERSION
+
+    # -- integer widths --------------------------------------------------------------------------
+    def features(self, widths: list) -> tuple[float, float]:
+        lut = act = 0.0
+        for l in self.layers:
+            a, b = _side(widths, l.gin), _side(widths, l.gout)
+            lut += _interp2(l.ain, l.bout, l.ms, a, b)
+            act += b * l.hw
+        return lut, act
+
+    def predict(self, widths: list) -> float:
+        """Predicted ms of the small network with these widths."""
+        lut, act = self.features(widths)
+        return self.w_lut * lut + self.w_act * act + self.w_0
+
+    # -- expected under a distribution -----------------------------------------------------------
+    def expected(self, probs: list, cands: list) -> torch.Tensor:
+        """E[ms] when group i takes width ``cands[i][k]`` with probability ``probs[i][k]``:
+        exact for layers whose sides are single groups (``p_inᵀ T p_out``, or the diagonal when
+        both sides are one group), the table interpolated at the expected side widths otherwise."""
+        mean = [p @ c for p, c in zip(probs, cands)]
+        dtype = probs[0].dtype if probs else torch.float64
+        lut = torch.zeros((), dtype=dtype)
+        act = torch.zeros((), dtype=dtype)
+        for l in self.layers:
+            t = torch.tensor(l.ms, dtype=dtype)
+            pi = probs[l.exact_in] if l.exact_in >= 0 else None
+            po = probs[l.exact_out] if l.exact_out >= 0 else None
+            if pi is not None and po is not None:
+                lut = lut + (torch.diagonal(t) @ pi if l.exact_in == l.exact_out else pi @ t @ po)
+            elif pi is not None:
+                lut = lut + pi @ _interp_rows(l.bout, t.T, _side(mean, l.gout))
+            elif po is not None:
+                lut = lut + _interp_rows(l.ain, t, _side(mean, l.gin)) @ po
+            else:
+                col = _interp_rows(l.bout, t.T, _side(mean, l.gout))
+                lut = lut + _interp1(l.ain, col, _side(mean, l.gin))
+            act = act + _side(mean, l.gout) * l.hw
+        return self.w_lut * lut + self.w_act * act + self.w_0
+
+    # -- storage ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LatencyModel":
+        d = dict(d)
+        d["layers"] = [LayerTable(**l) for l in d["layers"]]
+        return cls(**d)
+
+
+# -- building -------------------------------------------------------------------------------------
+def device_description(threads: int, batch: int, runtime: str = "torch") -> dict:
+    """What a table depends on besides the network: CPU model, runtime, threads, batch, versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "machine": platform.machine(), "runtime": runtime, "threads": int(threads),
+            "batch": int(batch), "torch": torch.__version__, "python": platform.python_version()}
+
+
+def geometry(sn) -> list[dict]:
+    """The conv / linear layers of the supernet's cost table with what rebuilding them needs:
+    module hyper-parameters and the input size, recorded by a forward pass of the big network."""
+    from dan.adjoint import extract_big
+    from dan.supernet import FIXED, TIED
+
+    big = extract_big(sn.anet)
+    shapes = {}
+    def record(name):
+        def hook(module, inputs, output):  # returns None: the output is left alone
+            shapes.setdefault(name, (tuple(inputs[0].shape), tuple(output.shape)))
+        return hook
+
+    hooks = [m.register_forward_hook(record(n)) for n, m in big.named_modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        big(torch.zeros((1,) + tuple(sn.input_shape[1:])))
+    for h in hooks:
+        h.remove()
+    modules = dict(big.named_modules())
+    out = []
+    for l in sn.table.layers:
+        m = modules.get(l.name)
+        if l.kind == FIXED or not isinstance(m, (nn.Conv2d, nn.Linear)) or l.name not in shapes:
+            continue
+        (xin, yout) = shapes[l.name]
+        side_full = sum(c * f for _, c, f in l.gin) or 1
+        g = {"name": l.name, "gin": [list(p) for p in l.gin], "gout": [list(p) for p in l.gout],
+             "tied": l.kind == TIED, "in_full": m.in_features if isinstance(m, nn.Linear) else m.in_channels,
+             "out_full": m.out_features if isinstance(m, nn.Linear) else m.out_channels}
+        if isinstance(m, nn.Conv2d):
+            g.update(kind="conv", kernel=list(m.kernel_size), stride=list(m.stride), padding=list(m.padding)
+                     if not isinstance(m.padding, str) else m.padding, dilation=list(m.dilation),
+                     groups=m.groups, in_hw=list(xin[2:]), hw=int(math.prod(yout[2:])))
+        else:
+            g.update(kind="linear", hw=int(math.prod(yout[1:-1])) if len(yout) > 2 else 1,
+                     rows=list(xin[1:-1]), mult=max(1, int(round(m.in_features / side_full))))
+        out.append(g)
+    return out
+
+
+def _grid(sn, parts: list, full: int) -> tuple[list[int], int]:
+    """Side widths to measure: the group's candidates when the side is one group (coefficient 1),
+    else SIDE_POINTS widths over the side's range (an unscaled side: its one width)."""
+    if len(parts) == 1 and parts[0][0] >= 0 and parts[0][1] == 1:
+        return list(sn.cands[parts[0][0]]), parts[0][0]
+    lo = _side([c[0] for c in sn.cands], parts)
+    hi = _side([c[-1] for c in sn.cands], parts)
+    lo, hi = max(1, int(round(lo))), max(1, int(round(hi)))
+    if lo == hi:
+        return [lo], -1
+    pts = sorted({int(round(lo + (hi - lo) * k / (SIDE_POINTS - 1))) for k in range(SIDE_POINTS)})
+    return pts, -1
+
+
+def _layer_fn(g: dict, a: int, b: int, batch: int):
+    """A closure running the layer of geometry ``g`` at input width ``a``, output width ``b``."""
+    if g["kind"] == "linear":
+        m = nn.Linear(g["in_full"] if g["tied"] else int(a) * g["mult"], b)
+        x = torch.randn((batch,) + tuple(g["rows"]) + (m.in_features,))
+    else:
+        if g["tied"]:  # grouped conv tied to its output group: the per-group input width stays
+            per_out = g["out_full"] // g["groups"]
+            groups = max(1, b // per_out)
+            cin = groups * (g["in_full"] // g["groups"])
+        else:
+            groups, cin = 1, int(a)
+        m = nn.Conv2d(cin, b, tuple(g["kernel"]), tuple(g["stride"]), g["padding"] if isinstance(g["padding"], str)
+                      else tuple(g["padding"]), tuple(g["dilation"]), groups=groups, bias=True)
+        m = m.to(memory_format=torch.channels_last)
+        x = torch.randn((batch, cin) + tuple(g["in_hw"])).contiguous(memory_format=torch.channels_last)
+    m.eval().requires_grad_(False)
+
+    def run():
+        with torch.no_grad():
+            m(x)
+    return run
+
+
+def time_calls(fns: list, *, rounds: int = 7, inner: int = 5, warmup: int = 2, progress: str | None = None,
+               seed: int = 0) -> list[float]:
+    """Median ms per call of each function: ``rounds`` rounds, each visiting the functions in a
+    new random order and calling each ``inner`` times back to back (after ``warmup`` calls)."""
+    rng = random.Random(seed)
+    for f in fns:
+        for _ in range(warmup):
+            f()
+    times = [[] for _ in fns]
+    bar = _bar(rounds * len(fns), progress)
+    for _ in range(rounds):
+        order = list(range(len(fns)))
+        rng.shuffle(order)
+        for i in order:
+            t = time.perf_counter()
+            for _ in range(inner):
+                fns[i]()
+            times[i].append((time.perf_counter() - t) / inner)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return [1000.0 * statistics.median(t) for t in times]
+
+
+def measure_tables(sn, batch: int = 1, *, rounds: int = 7, inner: int = 5, progress: bool = True) -> list[LayerTable]:
+    """Time every table layer at every pair of its grid widths (see the module docstring)."""
+    fns, where, tables = [], [], []
+    for g in geometry(sn):
+        ain, ei = _grid(sn, g["gin"], g["in_full"]) if not g["tied"] else ([1], -1)
+        bout, eo = _grid(sn, g["gout"], g["out_full"])
+        tables.append(LayerTable(g["name"], g["kind"], g["gin"], g["gout"], ain, bout,
+                                 [[0.0] * len(bout) for _ in ain], g["hw"], ei, eo))
+        for i, a in enumerate(ain):
+            for j, b in enumerate(bout):
+                fns.append(_layer_fn(g, a, b, batch))
+                where.append((len(tables) - 1, i, j))
+    ms = time_calls(fns, rounds=rounds, inner=inner, progress="latency tables" if progress else None)
+    for (t, i, j), v in zip(where, ms):
+        tables[t].ms[i][j] = v
+    return tables
+
+
+def small_network(sn, choice: list[int]) -> nn.Module:
+    """The deploy form of the small network with candidate ``choice`` per group."""
+    from dan.adjoint import extract_small
+    from dan.deploy import deploy_form
+
+    sn.set_widths(choice)
+    return deploy_form(extract_small(sn.anet))
+
+
+def measure_networks(sn, choices: list, batch: int = 1, *, rounds: int = 9, inner: int = 5,
+                     progress: str | None = None) -> list[float]:
+    """Measured ms of whole small networks (deploy form), interleaved as :func:`time_calls`."""
+    x = torch.randn((batch,) + tuple(sn.input_shape[1:])).contiguous(memory_format=torch.channels_last)
+    fns = []
+    for c in choices:
+        net = small_network(sn, c)
+
+        def run(net=net):
+            with torch.no_grad():
+                net(x)
+        fns.append(run)
+    return time_calls(fns, rounds=rounds, inner=inner, progress=progress)
+
+
+def sample_choices(sn, n: int, seed: int) -> list[list[int]]:
+    """``n`` architectures with every group's candidate drawn uniformly."""
+    rng = random.Random(seed)
+    return [[rng.randrange(len(c)) for c in sn.cands] for _ in range(n)]
+
+
+def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "torch", cache: bool = True,
+          progress: bool = True, rounds: int = 7) -> LatencyModel:
+    """The latency model of the supernet's space on this device (from the cache when it holds one
+    for the same device, runtime, threads, batch, PyTorch and network)."""
+    if runtime != "torch":
+        raise ValueError(f"latency runtime '{runtime}': only 'torch' has layer tables so far")
+    threads = int(threads or torch.get_num_threads())
+    dev = device_description(threads, batch, runtime)
+    key = _key(dev, sn)
+    path = os.path.join(cache_dir(), f"{key}.json")
+    if cache and os.path.isfile(path):
+        try:
+            with open(path) as f:
+                model = LatencyModel.from_dict(json.load(f))
+            if model.version == VERSION:
+                return model
+        except (OSError, ValueError, TypeError, KeyError):
+            pass  # a damaged cache entry is rebuilt
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = LatencyModel(measure_tables(sn, batch, rounds=rounds, progress=progress), device=dev)
+        calib = sample_choices(sn, CALIBRATION, seed=12345)
+        calib += [[0] * len(sn.cands), [len(c) - 1 for c in sn.cands]]
+        measured = measure_networks(sn, calib, batch, progress="latency calibration" if progress else None)
+        model.w_lut, model.w_act, model.w_0 = _fit([model.features(sn.widths_of(c)) for c in calib], measured)
+        resid = [abs(model.predict(sn.widths_of(c)) - m) / m for c, m in zip(calib, measured)]
+        model.fit = {"architectures": len(calib), "median_abs_rel_error": statistics.median(resid),
+                     "max_abs_rel_error": max(resid)}
+    finally:
+        torch.set_num_threads(before)
+    if cache:
+        os.makedirs(cache_dir(), exist_ok=True)
+        atomic_write(lambda p: _write(model.to_dict(), p), path)
+    return model
+
+
+def cache_dir() -> str:
+    root = os.environ.get("DAN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dan")
+    return os.path.join(root, "latency")
+
+
+# -- checking -------------------------------------------------------------------------------------
+def evaluate(sn, model: LatencyModel, n: int = 50, *, seed: int = 0, rounds: int = 9,
+             progress: bool = True) -> dict:
+    """Predicted against measured ms on ``n`` architectures drawn uniformly from the space (not
+    those the correction was fitted on), with FLOPs as a predictor of the same latencies."""
+    threads = model.device.get("threads") or torch.get_num_threads()
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        choices = sample_choices(sn, n, seed)
+        measured = measure_networks(sn, choices, model.device.get("batch", 1), rounds=rounds,
+                                    progress="latency check" if progress else None)
+    finally:
+        torch.set_num_threads(before)
+    predicted = [model.predict(sn.widths_of(c)) for c in choices]
+    flops = [sn.cost_of(c)[0] for c in choices]
+    err = sorted(abs(p - m) / m for p, m in zip(predicted, measured))
+    return {"architectures": n, "seed": seed, "spearman": spearman(predicted, measured),
+            "spearman_flops": spearman(flops, measured),
+            "median_abs_rel_error": statistics.median(err), "p90_abs_rel_error": _quantile(err, 0.9),
+            "rows": [{"widths": sn.widths_of(c), "flops": f, "measured_ms": m, "predicted_ms": p}
+                     for c, f, m, p in zip(choices, flops, measured, predicted)]}
+
+
+def spearman(a: list, b: list) -> float:
+    """Spearman's rank correlation (ties get their mean rank)."""
+    ra, rb = _ranks(a), _ranks(b)
+    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    va = math.sqrt(sum((x - ma) ** 2 for x in ra))
+    vb = math.sqrt(sum((y - mb) ** 2 for y in rb))
+    return cov / (va * vb) if va and vb else float("nan")
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _side(widths, parts) -> float:
+    total = 0
+    for i, c, f in parts:
+        total = total + c * (widths[int(i)] if i >= 0 else f)
+    return total
+
+
+def _locate(grid: list, v: float) -> tuple[int, int, float]:
+    """Indices (i, i+1) around v in an ascending grid and the weight of i+1 (clamped ends)."""
+    if len(grid) == 1 or v <= grid[0]:
+        return 0, 0, 0.0
+    if v >= grid[-1]:
+        return len(grid) - 1, len(grid) - 1, 0.0
+    hi = next(k for k, g in enumerate(grid) if g >= v)
+    lo = hi - 1
+    return lo, hi, (v - grid[lo]) / (grid[hi] - grid[lo])
+
+
+def _interp2(ain, bout, ms, a, b) -> float:
+    i0, i1, u = _locate(ain, a)
+    j0, j1, v = _locate(bout, b)
+    top = ms[i0][j0] * (1 - v) + ms[i0][j1] * v
+    bot = ms[i1][j0] * (1 - v) + ms[i1][j1] * v
+    return top * (1 - u) + bot * u
+
+
+def _interp_rows(grid, t: torch.Tensor, v) -> torch.Tensor:
+    """Row of ``t`` interpolated at ``v`` along its first axis (``grid``); differentiable in v."""
+    if len(grid) == 1:
+        return t[0]
+    g = torch.tensor(grid, dtype=t.dtype)
+    v = torch.as_tensor(v, dtype=t.dtype).clamp(g[0], g[-1])
+    hi = int(torch.searchsorted(g, v.detach()).clamp(1, len(grid) - 1))
+    w = (v - g[hi - 1]) / (g[hi] - g[hi - 1])
+    return t[hi - 1] * (1 - w) + t[hi] * w
+
+
+def _interp1(grid, col: torch.Tensor, v) -> torch.Tensor:
+    return _interp_rows(grid, col[:, None], v)[0]
+
+
+def _fit(features: list, measured: list) -> tuple[float, float, float]:
+    """Least squares ``ms ≈ w_lut·lut + w_act·act + w_0``; falls back to ``w_lut·lut + w_0`` when
+    the activation term would come out negative (it is a cost, never a saving)."""
+    x = torch.tensor([[f[0], f[1], 1.0] for f in features], dtype=torch.float64)
+    y = torch.tensor(measured, dtype=torch.float64)[:, None]
+    w = torch.linalg.lstsq(x, y).solution[:, 0].tolist()
+    if w[1] < 0 or w[0] <= 0:
+        w2 = torch.linalg.lstsq(x[:, [0, 2]], y).solution[:, 0].tolist()
+        w = [w2[0], 0.0, w2[1]]
+    return float(w[0]), float(w[1]), float(w[2])
+
+
+def _ranks(v: list) -> list[float]:
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    ranks = [0.0] * len(v)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def _quantile(sorted_values: list, q: float) -> float:
+    k = (len(sorted_values) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def _key(dev: dict, sn) -> str:
+    sig = {"device": dev, "version": VERSION, "input": list(sn.input_shape), "cands": sn.cands,
+           "layers": geometry(sn)}
+    return hashlib.sha1(json.dumps(sig, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _write(obj, path):
+    with open(path, "w") as f:
+        json.dump(obj, f)
+        f.write("\n")
+
+
+def _bar(total: int, desc: str | None):
+    if desc is None:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, leave=False, mininterval=1.0)
