@@ -78,7 +78,13 @@ class LatencyModel:
     w_0: float = 0.0
     device: dict = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
+    reference_ms: float = 0.0  # the widest small network's ms while the tables were measured
     version: int = VERSION
+
+    def at_reference(self, measured_ms: float, phase_reference_ms: float) -> float:
+        """A time measured in a phase whose reference ran at ``phase_reference_ms``, at the speed
+        the machine had while the tables were built (the level predictions are for)."""
+        return measured_ms * self.reference_ms / phase_reference_ms
 
     # -- integer widths --------------------------------------------------------------------------
     def features(self, widths: list) -> tuple[float, float]:
@@ -225,33 +231,52 @@ def _layer_fn(g: dict, a: int, b: int, batch: int):
     return run
 
 
-def time_calls(fns: list, *, rounds: int = 7, inner: int = 5, warmup: int = 2, progress: str | None = None,
-               seed: int = 0) -> list[float]:
-    """Median ms per call of each function: ``rounds`` rounds, each visiting the functions in a
-    new random order and calling each ``inner`` times back to back (after ``warmup`` calls)."""
+def time_calls(fns: list, *, rounds: int = 15, inner: int = 3, warmup: int = 2, progress: str | None = None,
+               seed: int = 0, reference=None, chunk: int = 40) -> tuple[list[float], float | None]:
+    """Median ms per call of each function, and of ``reference``.
+
+    ``rounds`` rounds, each visiting the functions in a new random order and calling each ``inner``
+    times back to back (after ``warmup`` calls). With a ``reference`` (a fixed workload), it is
+    timed before every ``chunk`` entries, and each entry's time is scaled by the phase's median
+    reference time over the latest reference time: a slow spell of the shared machine slows both
+    and cancels out. The second value returned is that median reference time (None without one),
+    the level the whole phase ran at.
+    """
     rng = random.Random(seed)
-    for f in fns:
+    for f in fns + ([reference] if reference else []):
         for _ in range(warmup):
             f()
-    times = [[] for _ in fns]
+
+    def timed(f):
+        t = time.perf_counter()
+        for _ in range(inner):
+            f()
+        return (time.perf_counter() - t) / inner
+
+    samples = [[] for _ in fns]  # (time, reference time just before)
+    refs = []
     bar = _bar(rounds * len(fns), progress)
     for _ in range(rounds):
         order = list(range(len(fns)))
         rng.shuffle(order)
-        for i in order:
-            t = time.perf_counter()
-            for _ in range(inner):
-                fns[i]()
-            times[i].append((time.perf_counter() - t) / inner)
+        for k, i in enumerate(order):
+            if reference is not None and k % chunk == 0:
+                refs.append(timed(reference))
+            samples[i].append((timed(fns[i]), refs[-1] if refs else None))
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
-    return [1000.0 * statistics.median(t) for t in times]
+    if reference is None:
+        return [1000.0 * statistics.median(t for t, _ in s) for s in samples], None
+    level = statistics.median(refs)
+    return [1000.0 * statistics.median(t * level / r for t, r in s) for s in samples], 1000.0 * level
 
 
-def measure_tables(sn, batch: int = 1, *, rounds: int = 7, inner: int = 5, progress: bool = True) -> list[LayerTable]:
-    """Time every table layer at every pair of its grid widths (see the module docstring)."""
+def measure_tables(sn, batch: int = 1, *, rounds: int = 15, inner: int = 3, progress: bool = True
+                   ) -> tuple[list[LayerTable], float]:
+    """Time every table layer at every pair of its grid widths (see the module docstring); also
+    returns the reference level of the phase (:func:`reference`)."""
     fns, where, tables = [], [], []
     for g in geometry(sn):
         ain, ei = _grid(sn, g["gin"], g["in_full"]) if not g["tied"] else ([1], -1)
@@ -262,10 +287,25 @@ def measure_tables(sn, batch: int = 1, *, rounds: int = 7, inner: int = 5, progr
             for j, b in enumerate(bout):
                 fns.append(_layer_fn(g, a, b, batch))
                 where.append((len(tables) - 1, i, j))
-    ms = time_calls(fns, rounds=rounds, inner=inner, progress="latency tables" if progress else None)
+    ms, level = time_calls(fns, rounds=rounds, inner=inner, progress="latency tables" if progress else None,
+                           reference=reference(sn, batch))
     for (t, i, j), v in zip(where, ms):
         tables[t].ms[i][j] = v
-    return tables
+    return tables, level
+
+
+def reference(sn, batch: int = 1):
+    """The fixed workload every phase is scaled by: the widest small network, one forward."""
+    return _runner(small_network(sn, [len(c) - 1 for c in sn.cands]), sn.input_shape, batch)
+
+
+def _runner(net, input_shape, batch):
+    x = torch.randn((batch,) + tuple(input_shape[1:])).contiguous(memory_format=torch.channels_last)
+
+    def run():
+        with torch.no_grad():
+            net(x)
+    return run
 
 
 def small_network(sn, choice: list[int]) -> nn.Module:
@@ -277,19 +317,12 @@ def small_network(sn, choice: list[int]) -> nn.Module:
     return deploy_form(extract_small(sn.anet))
 
 
-def measure_networks(sn, choices: list, batch: int = 1, *, rounds: int = 9, inner: int = 5,
-                     progress: str | None = None) -> list[float]:
-    """Measured ms of whole small networks (deploy form), interleaved as :func:`time_calls`."""
-    x = torch.randn((batch,) + tuple(sn.input_shape[1:])).contiguous(memory_format=torch.channels_last)
-    fns = []
-    for c in choices:
-        net = small_network(sn, c)
-
-        def run(net=net):
-            with torch.no_grad():
-                net(x)
-        fns.append(run)
-    return time_calls(fns, rounds=rounds, inner=inner, progress=progress)
+def measure_networks(sn, choices: list, batch: int = 1, *, rounds: int = 15, inner: int = 3,
+                     progress: str | None = None) -> tuple[list[float], float]:
+    """Measured ms of whole small networks (deploy form), interleaved as :func:`time_calls` with
+    the :func:`reference`; also returns the phase's reference level."""
+    fns = [_runner(small_network(sn, c), sn.input_shape, batch) for c in choices]
+    return time_calls(fns, rounds=rounds, inner=inner, progress=progress, reference=reference(sn, batch))
 
 
 def sample_choices(sn, n: int, seed: int) -> list[list[int]]:
@@ -299,7 +332,7 @@ def sample_choices(sn, n: int, seed: int) -> list[list[int]]:
 
 
 def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "torch", cache: bool = True,
-          progress: bool = True, rounds: int = 7) -> LatencyModel:
+          progress: bool = True, rounds: int = 15) -> LatencyModel:
     """The latency model of the supernet's space on this device (from the cache when it holds one
     for the same device, runtime, threads, batch, PyTorch and network)."""
     if runtime != "torch":
@@ -319,10 +352,12 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        model = LatencyModel(measure_tables(sn, batch, rounds=rounds, progress=progress), device=dev)
+        tables, level = measure_tables(sn, batch, rounds=rounds, progress=progress)
+        model = LatencyModel(tables, device=dev, reference_ms=level)
         calib = sample_choices(sn, CALIBRATION, seed=12345)
         calib += [[0] * len(sn.cands), [len(c) - 1 for c in sn.cands]]
-        measured = measure_networks(sn, calib, batch, progress="latency calibration" if progress else None)
+        measured, now = measure_networks(sn, calib, batch, progress="latency calibration" if progress else None)
+        measured = [m * level / now for m in measured]  # at the tables' machine speed
         model.w_lut, model.w_act, model.w_0 = _fit([model.features(sn.widths_of(c)) for c in calib], measured)
         resid = [abs(model.predict(sn.widths_of(c)) - m) / m for c, m in zip(calib, measured)]
         model.fit = {"architectures": len(calib), "median_abs_rel_error": statistics.median(resid),
@@ -341,7 +376,7 @@ def cache_dir() -> str:
 
 
 # -- checking -------------------------------------------------------------------------------------
-def evaluate(sn, model: LatencyModel, n: int = 50, *, seed: int = 0, rounds: int = 9,
+def evaluate(sn, model: LatencyModel, n: int = 50, *, seed: int = 0, rounds: int = 15,
              progress: bool = True) -> dict:
     """Predicted against measured ms on ``n`` architectures drawn uniformly from the space (not
     those the correction was fitted on), with FLOPs as a predictor of the same latencies."""
@@ -350,18 +385,21 @@ def evaluate(sn, model: LatencyModel, n: int = 50, *, seed: int = 0, rounds: int
     torch.set_num_threads(int(threads))
     try:
         choices = sample_choices(sn, n, seed)
-        measured = measure_networks(sn, choices, model.device.get("batch", 1), rounds=rounds,
-                                    progress="latency check" if progress else None)
+        raw, level = measure_networks(sn, choices, model.device.get("batch", 1), rounds=rounds,
+                                      progress="latency check" if progress else None)
     finally:
         torch.set_num_threads(before)
+    measured = [model.at_reference(m, level) for m in raw]
     predicted = [model.predict(sn.widths_of(c)) for c in choices]
     flops = [sn.cost_of(c)[0] for c in choices]
     err = sorted(abs(p - m) / m for p, m in zip(predicted, measured))
+    raw_err = sorted(abs(p - m) / m for p, m in zip(predicted, raw))
     return {"architectures": n, "seed": seed, "spearman": spearman(predicted, measured),
             "spearman_flops": spearman(flops, measured),
             "median_abs_rel_error": statistics.median(err), "p90_abs_rel_error": _quantile(err, 0.9),
-            "rows": [{"widths": sn.widths_of(c), "flops": f, "measured_ms": m, "predicted_ms": p}
-                     for c, f, m, p in zip(choices, flops, measured, predicted)]}
+            "median_abs_rel_error_raw": statistics.median(raw_err), "machine_speed": model.reference_ms / level,
+            "rows": [{"widths": sn.widths_of(c), "flops": f, "measured_ms": m, "raw_ms": r, "predicted_ms": p}
+                     for c, f, m, r, p in zip(choices, flops, measured, raw, predicted)]}
 
 
 def spearman(a: list, b: list) -> float:
@@ -468,3 +506,61 @@ def _bar(total: int, desc: str | None):
     except ImportError:
         return None
     return tqdm(total=total, desc=desc, leave=False, mininterval=1.0)
+
+
+# -- the report -----------------------------------------------------------------------------------
+def page_lines(model: LatencyModel, checks: list, *, what: str, seconds: float, figure: str | None) -> list:
+    """Markdown of ``tools/latency.py``: the device, the fit, and each check of the predictor."""
+    d = model.device
+    lines = ["# Latency on this device: the predictor", "",
+             "Generated by `python tools/latency.py` (`dan/latency.py`); numbers are measured each time the "
+             "page is written.", "",
+             f"Network: {what}. Device: {d.get('cpu')} ({d.get('machine')}), runtime `{d.get('runtime')}` "
+             f"(eager PyTorch {d.get('torch')}, deploy form: BatchNorm folded, channels-last), "
+             f"{d.get('threads')} thread(s), batch {d.get('batch')}. Tables: "
+             f"{sum(len(l.ain) * len(l.bout) for l in model.layers)} entries over {len(model.layers)} layers; "
+             f"correction `ms = {model.w_lut:.3f}·Σtable + {model.w_act:.3g}·activations + {model.w_0:.3f}` "
+             f"fitted on {model.fit.get('architectures')} architectures (median error on them "
+             f"{100 * model.fit.get('median_abs_rel_error', float('nan')):.1f} %). Build and checks took "
+             f"{seconds:.0f} s.", "",
+             "Each check draws architectures uniformly from the space's candidates (not those of the fit), "
+             "measures each whole network (medians of interleaved randomized rounds) and compares with the "
+             "prediction; FLOPs, as a predictor of the same measured latencies, beside it. Target (issue 12): "
+             "Spearman ≥ 0.9 and median absolute error ≤ 10 %.", "",
+             "Errors are against the measured times scaled to the machine speed of the table build (a "
+             "reference network, the widest small one, is timed throughout each phase; 'machine speed' "
+             "is its time then over its time during the check); the unscaled error is beside them.", "",
+             "| check | architectures | Spearman (predictor) | Spearman (FLOPs) | median abs error | "
+             "90th pct abs error | machine speed | median abs error, unscaled | target met |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for k, c in enumerate(checks, 1):
+        ok = c["spearman"] >= 0.9 and c["median_abs_rel_error"] <= 0.10
+        lines.append(f"| {k} (seed {c['seed']}) | {c['architectures']} | {c['spearman']:.3f} | "
+                     f"{c['spearman_flops']:.3f} | {100 * c['median_abs_rel_error']:.1f} % | "
+                     f"{100 * c['p90_abs_rel_error']:.1f} % | {c['machine_speed']:.2f} | "
+                     f"{100 * c['median_abs_rel_error_raw']:.1f} % | {'yes' if ok else '**no**'} |")
+    if figure:
+        lines += ["", f"![measured against predicted latency, and against FLOPs]({figure})"]
+    return lines
+
+
+def plot(checks: list, path: str) -> None:
+    """Measured ms against predicted ms and against FLOPs, for the first check."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = checks[0]["rows"]
+    m = [r["measured_ms"] for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
+    ax[0].scatter([r["predicted_ms"] for r in rows], m, s=12)
+    lo, hi = min(m), max(m)
+    ax[0].plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax[0].set(xlabel="predicted ms", ylabel="measured ms", title=f"predictor (Spearman {checks[0]['spearman']:.3f})")
+    ax[1].scatter([r["flops"] / 1e6 for r in rows], m, s=12, color="tab:orange")
+    ax[1].set(xlabel="MFLOPs", ylabel="measured ms", title=f"FLOPs (Spearman {checks[0]['spearman_flops']:.3f})")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,77 @@
+"""Build and check the latency model of a search space on this device.
+
+Usage:
+    python tools/latency.py                                        # the demo network -> docs/latency.md
+    python tools/latency.py --config configs/fashion_mnist_resnet18.yaml --threads 1 --samples 50
+    python tools/latency.py --config C --no-cache --out /tmp/latency.md
+
+Measures every conv / linear layer of the space's small network at every pair of candidate widths,
+fits the whole-network correction, then checks predicted against measured latency on --samples
+architectures drawn from the space (--checks independent draws), with FLOPs as the baseline
+predictor (dan/latency.py). The table is cached per device, runtime, threads, batch and PyTorch
+version; the page and a JSON of every measured row are written.
+"""
+
+import json
+import os
+import sys
+import time
+
+# The repository root replaces this folder on the path (see tools/profile.py).
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from dan.cli import Parser, run_tool  # noqa: E402
+from dan.errors import UserError  # noqa: E402
+
+
+def main(argv):
+    p = Parser(prog="latency.py", description=__doc__)
+    p.add_argument("--config", default=os.path.join("configs", "fashion_mnist_resnet18.yaml"))
+    p.add_argument("--model", "--space", dest="space", help="base network (as in tools/search.py)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--batch", type=int, default=1, help="batch size the latency is for (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: PyTorch's)")
+    p.add_argument("--runtime", default="torch", choices=["torch"], help="runtime the tables are for")
+    p.add_argument("--samples", type=int, default=50, help="architectures per check (default 50)")
+    p.add_argument("--checks", type=int, default=2, help="independent checks (default 2)")
+    p.add_argument("--no-cache", action="store_true", help="measure afresh even if a table is cached")
+    p.add_argument("--out", default=os.path.join("docs", "latency.md"), help="page to write")
+    args = p.parse_args(argv)
+    if args.batch < 1 or args.samples < 3 or args.checks < 1 or (args.threads is not None and args.threads < 1):
+        raise UserError("--batch and --threads must be >= 1, --samples >= 3, --checks >= 1")
+    from dan import latency
+    from dan.cli import resolve_config
+    from dan.data import dataset_info
+    from dan.reproduce import write_page
+    from dan.search import describe_model
+    from dan.supernet import build_supernet
+
+    cfg = resolve_config(args)
+    sn = build_supernet(cfg, dataset_info(cfg.data))
+    start = time.perf_counter()
+    model = latency.build(sn, batch=args.batch, threads=args.threads, runtime=args.runtime,
+                          cache=not args.no_cache)
+    print(f"latency model: fit on {model.fit['architectures']} architectures, median error "
+          f"{100 * model.fit['median_abs_rel_error']:.1f} %")
+    checks = []
+    for k in range(args.checks):
+        c = latency.evaluate(sn, model, args.samples, seed=k)
+        checks.append(c)
+        print(f"check {k + 1}: Spearman {c['spearman']:.3f} (FLOPs {c['spearman_flops']:.3f}), median error "
+              f"{100 * c['median_abs_rel_error']:.1f} %, 90th percentile {100 * c['p90_abs_rel_error']:.1f} %")
+    seconds = time.perf_counter() - start
+    folder = os.path.dirname(os.path.abspath(args.out))
+    figure = os.path.join(folder, "figures", os.path.splitext(os.path.basename(args.out))[0] + "_predictor.png")
+    latency.plot(checks, figure)
+    lines = latency.page_lines(model, checks, what=f"{describe_model(cfg)} ({args.config}), input "
+                               f"{'x'.join(map(str, sn.input_shape[1:]))}", seconds=seconds,
+                               figure=os.path.relpath(figure, folder))
+    write_page(args.out, lines)
+    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+        json.dump({"device": model.device, "fit": model.fit, "checks": checks}, f, indent=1)
+        f.write("\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    run_tool(main)
