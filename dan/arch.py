@@ -9,6 +9,7 @@ the found widths; ``dan.count(dan.extract_small(build_adjoint(arch)))`` equals `
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from dan import models
@@ -27,7 +28,7 @@ class Arch:
     widths: dict  # every width group (fixed ones at full width) -> channels
     small: dict  # {"flops": int, "params": int}
     big: dict
-    budget: dict  # {"flops" or "params": int, "relative": float|None, "band": float}
+    budget: dict  # {"flops" or "params": int, or "latency": ms, "relative": float|None, "band": float}
     seed: int
     version: int = SCHEMA_VERSION
     adjoint: dict = field(default_factory=lambda: {"stem": 1, "unmasked": []})
@@ -38,12 +39,14 @@ class Arch:
     # largest probability and entropy of every group's distribution, and their means
     search: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)  # the resolved config of the search
+    # a latency budget's outcome: predicted and measured ms of the found network, the device
+    latency: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         order = ["version", "space", "space_args", "input_shape", "num_classes", "adjoint", "widths",
                  "small", "big", "budget", "seed", "candidates", "probabilities", "repaired", "search", "config"]
-        return {k: d[k] for k in order}
+        return {k: d[k] for k in order + (["latency"] if self.latency else [])}
 
     def save(self, path: str) -> None:
         from dan.checkpoint import atomic_write
@@ -59,7 +62,7 @@ class Arch:
 _REQUIRED = {"version": int, "space": str, "space_args": dict, "input_shape": list, "num_classes": int,
              "widths": dict, "small": dict, "big": dict, "budget": dict, "seed": int}
 _OPTIONAL = {"adjoint": dict, "candidates": dict, "probabilities": dict, "repaired": list, "search": dict,
-             "config": dict}
+             "config": dict, "latency": dict}
 
 
 def arch_from_dict(d, where: str = "arch.json") -> Arch:
@@ -106,8 +109,11 @@ def arch_from_dict(d, where: str = "arch.json") -> Arch:
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 bad(f"{part}.{k}", f"must be a non-negative integer, got {v!r}")
     b = d["budget"]
-    if not any(k in b for k in ("flops", "params")):
-        bad("budget", "must hold 'flops' or 'params'")
+    if not any(k in b for k in ("flops", "params", "latency")):
+        bad("budget", "must hold 'flops', 'params' or 'latency'")
+    if "latency" in b and (not isinstance(b["latency"], (int, float)) or isinstance(b["latency"], bool)
+                           or not math.isfinite(b["latency"]) or b["latency"] <= 0):
+        bad("budget.latency", f"must be a positive number of milliseconds, got {b['latency']!r}")
     for k in ("flops", "params"):
         if k in b and (not isinstance(b[k], int) or isinstance(b[k], bool) or b[k] <= 0):
             bad(f"budget.{k}", f"must be a positive integer, got {b[k]!r}")

@@ -20,8 +20,8 @@ from dan.errors import UserError
 
 @dataclass
 class Budget:
-    kind: str  # flops | params
-    value: int
+    kind: str  # flops | params | latency
+    value: int | float  # a count, or milliseconds for a latency
     relative: float | None  # the fraction of the widest small network, when given as "NN%"
     band: float
 
@@ -37,11 +37,15 @@ class Budget:
 def resolve_budget(scfg, extremes: dict, what: str = "this search space") -> Budget:
     """Read ``--budget-flops`` / ``--budget-params`` (absolute or ``NN%`` of the widest small
     network) and check it is feasible for ``what`` (named in the error)."""
-    given = [(k, v) for k, v in (("flops", scfg.budget_flops), ("params", scfg.budget_params)) if v is not None]
+    given = [(k, v) for k, v in (("flops", scfg.budget_flops), ("params", scfg.budget_params),
+                                 ("latency", getattr(scfg, "budget_latency", None))) if v is not None]
     if len(given) != 1:
-        raise UserError("give exactly one budget: --budget-flops (e.g. 1.6G or 25%) or --budget-params "
-                        "(e.g. 1.8M or 40%)")
+        raise UserError("give exactly one budget: --budget-flops (e.g. 1.6G or 25%), --budget-params "
+                        "(e.g. 1.8M or 40%) or --budget-latency (e.g. 2.5ms or 40%)")
     kind, text = given[0]
+    if kind not in extremes:
+        raise UserError("a latency budget needs this device's latency model: only tools/search.py takes "
+                        "--budget-latency; give --budget-flops or --budget-params here")
     lo, hi = extremes[kind]
     relative = None
     if isinstance(text, str) and text.strip().endswith("%"):
@@ -51,14 +55,34 @@ def resolve_budget(scfg, extremes: dict, what: str = "this search space") -> Bud
             raise UserError(f"cannot read the budget '{text}': write e.g. 25%")
         if not (math.isfinite(relative) and 0 < relative <= 1):
             raise UserError(f"budget '{text}' must be a percentage in (0%, 100%], e.g. 25%")
-        value = int(round(relative * hi))
+        value = relative * hi if kind == "latency" else int(round(relative * hi))
+    elif kind == "latency":
+        value = parse_ms(text)
     else:
         value = parse_count(text)
     if not (isinstance(scfg.band, (int, float)) and 0 < scfg.band < 0.5):
         raise UserError(f"search.band must be in (0, 0.5), got {scfg.band}")
     if value < lo or value > hi:
+        fmt = (lambda v: f"{v:.3g} ms") if kind == "latency" else (lambda v: f"{format_count(v)} {kind}")
         raise UserError(
-            f"budget {format_count(value)} {kind} is infeasible: the small network of {what} "
-            f"ranges from {format_count(lo)} to {format_count(hi)} {kind} "
-            f"({100 * lo / hi:.1f}% to 100% of the widest); choose a budget in that range")
+            f"budget {fmt(value)} is infeasible: the small network of {what} ranges from {fmt(lo)} "
+            f"to {fmt(hi)} ({100 * lo / hi:.1f}% to 100% of the widest)"
+            + (" as predicted on this device" if kind == "latency" else "") + "; choose a budget in that range")
     return Budget(kind, value, relative, scfg.band)
+
+
+def parse_ms(text) -> float:
+    """A latency in milliseconds: ``2.5ms``, ``2.5 ms``, ``800us``, ``0.002s`` or a bare number (ms)."""
+    t = str(text).strip().lower().replace(" ", "")
+    scale = 1.0
+    for unit, s in (("ms", 1.0), ("us", 1e-3), ("µs", 1e-3), ("s", 1e3)):
+        if t.endswith(unit):
+            t, scale = t[: -len(unit)], s
+            break
+    try:
+        v = float(t) * scale
+    except ValueError:
+        v = float("nan")
+    if not (math.isfinite(v) and v > 0):
+        raise UserError(f"cannot read the latency budget '{text}': write e.g. 2.5ms, 800us or 40%")
+    return v

@@ -96,6 +96,12 @@ class SearchConfig:
 
     budget_flops: Any = None  # "1.6G", "500M", 1.6e9 or "25%" of the widest small network
     budget_params: Any = None  # "1.8M" or "40%"
+    budget_latency: Any = None  # "2.5ms" or "40%" of the widest small network's latency here (dan/latency.py)
+    latency_batch: int = 1  # the batch size a latency budget is for
+    latency_runtime: str = "torch"  # the runtime it is measured in (layer tables exist for "torch")
+    # intra-op threads it is measured with: one, as when a server runs one request per core (at
+    # batch 1 a second thread mostly adds synchronization; more threads narrow the reachable range)
+    latency_threads: int = 1
     band: float = 0.03  # the discretized network must land within ±band of the budget
     fractions: Optional[list] = None  # candidate width fractions (default: the space's)
     # Leading convs shared and unsearched. 0 (search the stem's width too) by default: with the

@@ -107,10 +107,11 @@ class LatencyModel:
         both sides are one group), the table interpolated at the expected side widths otherwise."""
         mean = [p @ c for p, c in zip(probs, cands)]
         dtype = probs[0].dtype if probs else torch.float64
-        lut = torch.zeros((), dtype=dtype)
-        act = torch.zeros((), dtype=dtype)
+        dev = probs[0].device if probs else None
+        lut = torch.zeros((), dtype=dtype, device=dev)
+        act = torch.zeros((), dtype=dtype, device=dev)
         for l in self.layers:
-            t = torch.tensor(l.ms, dtype=dtype)
+            t = torch.tensor(l.ms, dtype=dtype, device=dev)
             pi = probs[l.exact_in] if l.exact_in >= 0 else None
             po = probs[l.exact_out] if l.exact_out >= 0 else None
             if pi is not None and po is not None:
@@ -402,6 +403,42 @@ def evaluate(sn, model: LatencyModel, n: int = 50, *, seed: int = 0, rounds: int
                      for c, f, m, r, p in zip(choices, flops, measured, raw, predicted)]}
 
 
+def remeasure(arch) -> dict:
+    """Measure again the network of an ``arch.json`` found under a latency budget, on this machine
+    in this process, as the search did (with the widest small network alongside for a relative
+    budget): ``{"measured_ms", "measured_over_budget", "in_band", "same_device"}``."""
+    from dan.config import Config
+    from dan.data import dataset_info
+    from dan.errors import UserError
+    from dan.supernet import build_supernet
+
+    if "latency" not in arch.budget or not arch.latency:
+        raise UserError("this arch.json was not searched under a latency budget (--budget-latency)")
+    cfg = Config.from_dict(arch.config)
+    sn = build_supernet(cfg, dataset_info(cfg.data))
+    try:
+        choice = [c.index(arch.widths[g.name]) for g, c in zip(sn.groups, sn.cands)]
+    except (KeyError, ValueError):
+        raise UserError("the arch.json's widths are not candidates of its own search space: was it edited?")
+    dev = arch.latency["device"]
+    model = build(sn, batch=dev["batch"], threads=dev["threads"], runtime=dev["runtime"], progress=False)
+    widest = [len(c) - 1 for c in sn.cands]
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(dev["threads"]))
+    try:
+        (found, top), level = measure_networks(sn, [choice, widest], dev["batch"])
+    finally:
+        torch.set_num_threads(before)
+    b = arch.budget
+    measured = found / top * model.predict(sn.widths_of(widest)) if b.get("relative") else model.at_reference(found, level)
+    # a relative budget is re-read against this machine's widest network (as a search here would)
+    budget = b["relative"] * model.predict(sn.widths_of(widest)) if b.get("relative") else b["latency"]
+    ratio = measured / budget
+    return {"measured_ms": measured, "measured_raw_ms": found, "measured_widest_ms": top, "budget_ms": budget,
+            "measured_over_budget": ratio, "in_band": bool(abs(ratio - 1) <= b.get("band", 0.03)),
+            "same_device": device_description(dev["threads"], dev["batch"], dev["runtime"]) == dev}
+
+
 def spearman(a: list, b: list) -> float:
     """Spearman's rank correlation (ties get their mean rank)."""
     ra, rb = _ranks(a), _ranks(b)
@@ -443,8 +480,8 @@ def _interp_rows(grid, t: torch.Tensor, v) -> torch.Tensor:
     """Row of ``t`` interpolated at ``v`` along its first axis (``grid``); differentiable in v."""
     if len(grid) == 1:
         return t[0]
-    g = torch.tensor(grid, dtype=t.dtype)
-    v = torch.as_tensor(v, dtype=t.dtype).clamp(g[0], g[-1])
+    g = torch.tensor(grid, dtype=t.dtype, device=t.device)
+    v = torch.as_tensor(v, dtype=t.dtype, device=t.device).clamp(g[0], g[-1])
     hi = int(torch.searchsorted(g, v.detach()).clamp(1, len(grid) - 1))
     w = (v - g[hi - 1]) / (g[hi] - g[hi - 1])
     return t[hi - 1] * (1 - w) + t[hi] * w

@@ -84,7 +84,9 @@ DEFAULT_HOLDOUT = 1 / 3
 
 _CHOICES = {"tau_anneal": ("step", "epoch"), "arch_objective": ("ce+kl", "kl"),
             "budget_control": ("expected", "blend", "argmax"), "arch_lambda": ("full", "schedule"),
-            "weight_sampling": ("distribution", "uniform")}
+            "weight_sampling": ("distribution", "uniform"),
+            # layer tables exist for eager PyTorch; ONNX Runtime is timed in every summary but has none yet
+            "latency_runtime": ("torch",)}
 
 
 # The settle phase's multiplier steps are in proportion to max(|mu|, this): near mu = 0 a purely
@@ -124,7 +126,19 @@ class Searcher:
         self.input_shape = input_shape(info)
         seed_everything(cfg.seed)
         self.sn = build_supernet(cfg, info, model=model)
-        self.budget = resolve_budget(s, self.sn.extremes(), describe_model(cfg))
+        extremes = self.sn.extremes()
+        self.latency = None
+        if s.budget_latency is not None:  # this device's latency model (cached; built once here)
+            if s.latency_batch < 1 or (s.latency_threads is not None and s.latency_threads < 1):
+                raise UserError("search.latency_batch and search.latency_threads must be >= 1")
+            resolve_budget(s, {**extremes, "latency": (0.0, math.inf)})  # the text, before measuring
+            from dan import latency
+
+            self.latency = latency.build(self.sn, batch=s.latency_batch, threads=s.latency_threads,
+                                         runtime=s.latency_runtime, progress=self.monitor.console)
+            extremes["latency"] = tuple(self.latency.predict(self.sn.widths_of(c)) for c in
+                                        ([0] * len(self.sn.cands), [len(c) - 1 for c in self.sn.cands]))
+        self.budget = resolve_budget(s, extremes, describe_model(cfg))
         self.data = data if data is not None else build_data(cfg.data, seed=cfg.seed, device=self.device)
         self.dist = distributed.info()
         if self.dist.enabled:
@@ -206,6 +220,24 @@ class Searcher:
     def norm_cost(self, flops, params):
         return (flops if self.budget.kind == "flops" else params) / self.budget.value
 
+    def expected_norm(self):
+        """The expected cost of the budget's kind over the budget (differentiable in the logits)."""
+        if self.budget.kind == "latency":
+            probs = [p.double() for p in self.sn.arch.probs()]
+            cands = [c.to(p.device) for c, p in zip(self.sn.cand_tensors, probs)]
+            return self.latency.expected(probs, cands) / self.budget.value
+        return self.norm_cost(*self.sn.expected_cost())
+
+    def choice_cost(self, choice) -> float:
+        """The cost of one architecture in the budget's unit (a count, or predicted ms)."""
+        if self.budget.kind == "latency":
+            return self.latency.predict(self.sn.widths_of(choice))
+        flops, params = self.sn.cost_of(choice)
+        return flops if self.budget.kind == "flops" else params
+
+    def choice_norm(self, choice) -> float:
+        return self.choice_cost(choice) / self.budget.value
+
     # --- one step of each kind ----------------------------------------------------------------
     def weight_step(self, x, y, progress: float) -> dict:
         # the same draw on every rank (same seeds)
@@ -228,8 +260,7 @@ class Searcher:
         kl = kl_divergence(p, q)
         ce = F.cross_entropy(q.float(), y) if s.arch_objective == "ce+kl" else torch.zeros(())
         lam = self.cfg.adjoint.c if s.arch_lambda == "full" else self.lam(progress)
-        e_flops, e_params = self.sn.expected_cost()
-        e_norm = self.norm_cost(e_flops, e_params)
+        e_norm = self.expected_norm()
         settling = self.settling(self.step)
         control = "argmax" if settling else s.budget_control
         weight = self.mu
@@ -250,15 +281,15 @@ class Searcher:
             # towards B: the argmax ends below E[cost] (the leftover mass sits on wider
             # candidates), so the blend's balance puts it a little under B, inside the band
             with torch.no_grad():
-                watched = float(self.norm_cost(*self.sn.expected_cost()))
+                watched = float(self.expected_norm())
                 if s.budget_control == "blend":
                     w = float(torch.stack([p.max() for p in self.sn.arch.probs()]).mean())
-                    watched = (1 - w) * watched + w * self.norm_cost(*self.sn.cost_of(self.sn.arch.argmax()))
+                    watched = (1 - w) * watched + w * self.choice_norm(self.sn.arch.argmax())
             self.mu += s.multiplier_lr / self.steps_per_epoch * (watched - self.cost_target())
         else:
             # dual ascent on the argmax architecture's cost, with a dead band: [B(1-band), B] for
             # the whole search (the first design), the band itself in the settle phase
-            viol = self.norm_cost(*self.sn.cost_of(self.sn.arch.argmax())) - 1.0
+            viol = self.choice_norm(self.sn.arch.argmax()) - 1.0
             if not settling:  # the first design: dead band [B(1-band), B]
                 if viol > 0 or viol < -s.band:
                     self.mu += s.multiplier_lr / self.steps_per_epoch * viol
@@ -272,8 +303,11 @@ class Searcher:
             else:
                 self.settled_at = self.step  # landed: no more architecture steps
         self.mu = max(-s.multiplier_max, min(s.multiplier_max, self.mu))
-        return {"kl": kl.item(), "ce": float(ce.detach()), "penalty": float(weight * e_norm.detach()), "multiplier": self.mu, "penalty_weight": weight,
-                "expected_flops": float(e_flops.detach()), "expected_params": float(e_params.detach())}
+        with torch.no_grad():
+            e_flops, e_params = self.sn.expected_cost()
+        return {"kl": kl.item(), "ce": float(ce.detach()), "penalty": float(weight * e_norm.detach()),
+                "multiplier": self.mu, "penalty_weight": weight,
+                "expected_flops": float(e_flops), "expected_params": float(e_params)}
 
     # --- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -346,8 +380,8 @@ class Searcher:
         return {"val/top1_big": self.last_eval["big"]["top1"],
                 "val/top1_small_argmax": self.last_eval["small"]["top1"],
                 "cost/argmax_flops": flops, "cost/argmax_params": params,
-                "cost/argmax_over_budget": self.norm_cost(flops, params),
-                "cost/expected_over_budget": float(self.norm_cost(ef, ep)),
+                "cost/argmax_over_budget": self.choice_norm(choice),
+                "cost/expected_over_budget": float(self.expected_norm().detach()),
                 "cost/budget": self.budget.value, "tau": self._tau, "multiplier": self.mu,
                 "arch/mean_max_prob": stats["mean_max_prob"], "arch/mean_entropy": stats["mean_entropy"],
                 "arch/settled": float(self.settled_at is not None)}
@@ -376,7 +410,11 @@ class Searcher:
         mon.scalars(self.step, {"cost/argmax_flops": flops, "cost/argmax_params": params,
                                 "cost/expected_flops": float(ef), "cost/expected_params": float(ep),
                                 f"cost/budget_{b.kind}": b.value,
-                                f"cost/argmax_{b.kind}_over_budget": (flops if b.kind == "flops" else params) / b.value})
+                                f"cost/argmax_{b.kind}_over_budget": self.choice_norm(self.sn.arch.argmax())})
+        if b.kind == "latency":
+            with torch.no_grad():
+                mon.scalars(self.step, {"cost/argmax_latency_ms": self.choice_cost(self.sn.arch.argmax()),
+                                        "cost/expected_latency_ms": float(self.expected_norm()) * b.value})
 
     def _log_epoch(self) -> None:
         mon = self.monitor
@@ -427,15 +465,36 @@ class Searcher:
             reconcile_metrics(self.run_dir, self.epoch, self.last_row)
 
     # --- the end ------------------------------------------------------------------------------
+    def measured_latency(self, choice) -> dict:
+        """The found network's latency, predicted and measured on this device (interleaved with the
+        widest small network, so that a relative budget compares times taken together)."""
+        from dan import latency
+
+        b, lat = self.budget, self.latency
+        widest = [len(c) - 1 for c in self.sn.cands]
+        before = torch.get_num_threads()
+        torch.set_num_threads(int(lat.device["threads"]))
+        try:
+            (found, top), level = latency.measure_networks(self.sn, [choice, widest], lat.device["batch"])
+        finally:
+            torch.set_num_threads(before)
+        # a relative budget is a fraction of the widest network measured alongside; an absolute
+        # one is compared at the machine speed of the tables (a reference network scales it)
+        measured = found / top * lat.predict(self.sn.widths_of(widest)) if b.relative else lat.at_reference(found, level)
+        return {"budget_ms": b.value, "relative": b.relative, "band": b.band,
+                "predicted_ms": lat.predict(self.sn.widths_of(choice)), "measured_ms": measured,
+                "measured_raw_ms": found, "measured_widest_ms": top,
+                "measured_over_budget": measured / b.value, "in_band": bool(b.lo <= measured <= b.hi),
+                "device": lat.device}
+
     def finish(self) -> Arch:
         b = self.budget
         probs = [p.detach().cpu() for p in self.sn.arch.probs()]
         logp = [torch.log(p.double() + 1e-12).tolist() for p in probs]
         start = self.sn.arch.argmax()
-        idx = 0 if b.kind == "flops" else 1
-        choice = repair(start, self.sn.cands, logp, lambda c: self.sn.cost_of(c)[idx], b.lo, b.hi)
+        choice = repair(start, self.sn.cands, logp, self.choice_cost, b.lo, b.hi)
         a_flops, a_params = self.sn.cost_of(start)
-        a_cost = a_flops if b.kind == "flops" else a_params
+        a_cost = self.choice_cost(start)
         stats = distribution_stats(probs)
         search_stats = {
             "method": "dan",
@@ -451,10 +510,26 @@ class Searcher:
             # architecture steps (None: it never did, and repair had the last word)
             "settled_at_step": self.settled_at,
         }
+        fields = {}
+        if b.kind == "latency":
+            search_stats["argmax_before_repair"]["latency_ms"] = round(a_cost, 6)
+            # the prediction put the network in the band; a measurement checks it. Off the band,
+            # the prediction is corrected by the measured/predicted ratio of the network at hand
+            # and repair runs again on the corrected costs (at most 3 times; NetAdapt measures each
+            # proposal the same way)
+            lat = self.measured_latency(choice)
+            lat["measured_repairs"] = 0
+            while not lat["in_band"] and lat["measured_repairs"] < 3:
+                r = lat["measured_ms"] / lat["predicted_ms"]
+                choice = repair(choice, self.sn.cands, logp, self.choice_cost, b.lo / r, b.hi / r)
+                n, lat = lat["measured_repairs"] + 1, self.measured_latency(choice)
+                lat["measured_repairs"] = n
+            fields["latency"] = lat
         arch = self.sn.make_arch(
             self.sn.widths_of(choice), b, self.cfg, self.data.info,
             probabilities={g.name: [round(float(v), 6) for v in p] for g, p in zip(self.sn.groups, probs)},
-            repaired=[g.name for g, a, c in zip(self.sn.groups, start, choice) if a != c], search=search_stats)
+            repaired=[g.name for g, a, c in zip(self.sn.groups, start, choice) if a != c], search=search_stats,
+            **fields)
         if self.dist.enabled:  # every rank found the same architecture, or something is broken
             digest = hashlib.sha256(json.dumps(arch.to_dict(), sort_keys=True).encode()).hexdigest()
             digests = distributed.gather(digest)

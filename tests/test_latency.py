@@ -1,11 +1,17 @@
 """Latency model: exact expectation, cache keys, hand-checked statistics, the tool's errors."""
 
+import json
+import os
 import random
 
 import pytest
 import torch
 
+import dan
 from dan import latency
+from dan.adjoint import extract_small
+from dan.arch import build_adjoint, load_arch
+from tests.conftest import needs_fashion
 from tests.helpers import assert_user_error, run_tool
 from tests.test_search import supernet
 
@@ -68,3 +74,39 @@ def test_tables_are_cached_per_device_threads_and_batch(monkeypatch, tmp_path):
 
 def test_the_tool_refuses_bad_flags_in_one_line():
     assert_user_error(run_tool("latency.py", "--samples", "1"), "--samples")
+
+
+@needs_fashion
+def test_a_latency_budget_search_lands_and_holds_when_measured_again(tmp_path, monkeypatch):
+    """The issue's command with --limit-batches: the found network's latency, measured again in a
+    fresh process (relative to the widest small network timed alongside), is within 5 %."""
+    monkeypatch.setenv("DAN_CACHE", str(tmp_path / "cache"))  # measured afresh, not an old table
+    out = str(tmp_path / "s")
+    proc = run_tool("search.py", "--config", "configs/fashion_mnist_resnet18.yaml", "--budget-latency", "50%",
+                    "--epochs", "2", "--limit-batches", "5", "--out", out, "--quiet", "--no-tensorboard")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    arch = json.load(open(os.path.join(out, "arch.json")))
+    lat = arch["latency"]
+    assert arch["budget"]["latency"] == pytest.approx(lat["budget_ms"]) and arch["budget"]["relative"] == 0.5
+    assert lat["device"]["threads"] == 1 and lat["device"]["batch"] == 1
+    if lat["measured_repairs"] == 0:  # repair on the prediction alone; else on the measured correction
+        assert abs(lat["predicted_ms"] / lat["budget_ms"] - 1) <= 0.03
+    assert abs(lat["measured_over_budget"] - 1) <= 0.05
+    again = run_tool("latency.py", "--arch", os.path.join(out, "arch.json"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    r = json.loads(again.stdout.strip().splitlines()[-1])
+    assert abs(r["measured_over_budget"] - 1) <= 0.05, r
+    # and retrain rebuilds it from the same arch.json
+    net = extract_small(build_adjoint(load_arch(os.path.join(out, "arch.json"))))
+    assert dan.count(net, tuple(arch["input_shape"])).flops == arch["small"]["flops"]
+
+
+def test_a_latency_budget_outside_the_reachable_range_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAN_CACHE", str(tmp_path / "cache"))
+    proc = run_tool("search.py", "--config", "configs/fashion_mnist_resnet18.yaml", "--dataset", "synthetic",
+                    "--image-size", "28", "--num-classes", "10", "--budget-latency", "1us",
+                    "--out", str(tmp_path / "s"), "--quiet")
+    assert_user_error(proc, "infeasible", "ms")
+    assert not os.path.exists(tmp_path / "s")
+    assert_user_error(run_tool("search.py", "--config", "configs/fashion_mnist_resnet18.yaml",
+                               "--budget-latency", "fast", "--out", str(tmp_path / "t"), "--quiet"), "latency budget")

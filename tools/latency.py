@@ -4,6 +4,7 @@ Usage:
     python tools/latency.py                                        # the demo network -> docs/latency.md
     python tools/latency.py --config configs/fashion_mnist_resnet18.yaml --threads 1 --samples 50
     python tools/latency.py --config C --no-cache --out /tmp/latency.md
+    python tools/latency.py --arch runs/s/arch.json                # re-measure a latency-budget search's result
 
 Measures every conv / linear layer of the space's small network at every pair of candidate widths,
 fits the whole-network correction, then checks predicted against measured latency on --samples
@@ -30,13 +31,24 @@ def main(argv):
     p.add_argument("--model", "--space", dest="space", help="base network (as in tools/search.py)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--batch", type=int, default=1, help="batch size the latency is for (default 1)")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: PyTorch's)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, as latency budgets)")
     p.add_argument("--runtime", default="torch", choices=["torch"], help="runtime the tables are for")
     p.add_argument("--samples", type=int, default=50, help="architectures per check (default 50)")
     p.add_argument("--checks", type=int, default=2, help="independent checks (default 2)")
     p.add_argument("--no-cache", action="store_true", help="measure afresh even if a table is cached")
     p.add_argument("--out", default=os.path.join("docs", "latency.md"), help="page to write")
+    p.add_argument("--arch", help="instead: measure again the network of an arch.json searched with --budget-latency")
     args = p.parse_args(argv)
+    if args.arch:
+        from dan.arch import load_arch
+        from dan.latency import remeasure
+
+        r = remeasure(load_arch(args.arch))
+        print(f"measured {r['measured_ms']:.3g} ms: {100 * r['measured_over_budget']:.1f}% of the budget "
+              f"({r['budget_ms']:.3g} ms), {'inside' if r['in_band'] else 'OUTSIDE'} its band"
+              + ("" if r["same_device"] else " (this machine differs from the one that searched)"))
+        print(json.dumps(r))
+        return 0
     if args.batch < 1 or args.samples < 3 or args.checks < 1 or (args.threads is not None and args.threads < 1):
         raise UserError("--batch and --threads must be >= 1, --samples >= 3, --checks >= 1")
     from dan import latency

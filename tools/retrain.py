@@ -66,10 +66,14 @@ def main(argv):
     if not dist.main:
         return 0
     print(format_summary(summary))
-    kind = "flops" if "flops" in arch.budget else "params"
     deployed = summary.rows["small"]
-    print(f"budget: {format_count(arch.budget[kind])} {kind}; deployable network: "
-          f"{format_count(deployed[kind])} {kind} ({100 * deployed[kind] / arch.budget[kind]:.1f}% of budget)")
+    if "latency" in arch.budget:  # times at the search's batch are in the summary table above
+        print(f"budget: {arch.budget['latency']:.3g} ms (searched on {arch.latency.get('device', {}).get('cpu', '?')}); "
+              f"the search measured {arch.latency.get('measured_ms', float('nan')):.3g} ms for this network")
+    else:
+        kind = "flops" if "flops" in arch.budget else "params"
+        print(f"budget: {format_count(arch.budget[kind])} {kind}; deployable network: "
+              f"{format_count(deployed[kind])} {kind} ({100 * deployed[kind] / arch.budget[kind]:.1f}% of budget)")
     print(f"\nrun folder: {cfg.run_dir}    deployable network: {summary.files['torchscript']}")
     print(f"monitor:    {tensorboard_hint(cfg.run_dir)}")
     return 0

@@ -19,7 +19,8 @@ import sys
 # The repository root replaces this folder on the path (see tools/profile.py).
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from dan.cli import common_parser, number, open_monitor, resolve_config, run_tool, tensorboard_hint  # noqa: E402
+from dan.cli import (common_parser, number, open_monitor, positive_int, resolve_config, run_tool,  # noqa: E402
+                     tensorboard_hint)
 
 
 def get_args_parser():
@@ -28,6 +29,11 @@ def get_args_parser():
     b = g.add_mutually_exclusive_group()
     b.add_argument("--budget-flops", help="FLOPs (MACs) budget of the small network: 1.6G, 500M or 25%%")
     b.add_argument("--budget-params", help="parameter budget of the small network: 1.8M or 40%%")
+    b.add_argument("--budget-latency", help="latency budget on this device: 2.5ms, or 40%% of the widest small "
+                                            "network's (a latency model is measured first, then cached)")
+    g.add_argument("--latency-batch", type=positive_int, help="batch size of the latency budget (default 1)")
+    g.add_argument("--latency-runtime", choices=["torch"], help="runtime of the latency budget (default torch)")
+    g.add_argument("--latency-threads", type=positive_int, help="intra-op threads of the latency budget (default 1)")
     g.add_argument("--band", type=number(0.001, 0.5), help="tolerance around the budget (default 0.03)")
     g.add_argument("--warmup-epochs", type=number(0.0), help="weight-only epochs before architecture steps")
     g.add_argument("--arch-lr", type=number(0.0), help="Adam learning rate of the architecture logits")
@@ -39,7 +45,9 @@ def get_args_parser():
     return p
 
 
-EXTRA = {"budget_flops": "search.budget_flops", "budget_params": "search.budget_params", "band": "search.band",
+EXTRA = {"budget_flops": "search.budget_flops", "budget_params": "search.budget_params",
+         "budget_latency": "search.budget_latency", "latency_batch": "search.latency_batch",
+         "latency_runtime": "search.latency_runtime", "latency_threads": "search.latency_threads", "band": "search.band",
          "warmup_epochs": "search.warmup_epochs", "arch_lr": "search.arch_lr", "tau0": "search.tau0",
          "tau_decay": "search.tau_decay", "arch_samples": "search.arch_samples", "lr": "train.lr",
          "lam_scale": "adjoint.c"}
@@ -74,8 +82,16 @@ def main(argv):
     print(f"search space {arch.space}: small network {format_count(arch.small['flops'])} FLOPs, "
           f"{format_count(arch.small['params'])} params; big network {format_count(arch.big['flops'])} FLOPs, "
           f"{format_count(arch.big['params'])} params")
-    print(f"budget {format_count(b[kind])} {kind}: small network at {100 * arch.small[kind] / b[kind]:.1f}% of it"
-          + (f" (repair moved {len(arch.repaired)} group(s))" if arch.repaired else ""))
+    moved = f" (repair moved {len(arch.repaired)} group(s))" if arch.repaired else ""
+    if "latency" in b:
+        lat = arch.latency
+        print(f"budget {b['latency']:.3g} ms at batch {lat['device']['batch']}, {lat['device']['threads']} thread(s): "
+              f"predicted {lat['predicted_ms']:.3g} ms, measured {lat['measured_ms']:.3g} ms "
+              f"({100 * lat['measured_over_budget']:.1f}% of it, {'inside' if lat['in_band'] else 'OUTSIDE'} the "
+              f"±{100 * b['band']:g}% band){moved}")
+    else:
+        print(f"budget {format_count(b[kind])} {kind}: small network at {100 * arch.small[kind] / b[kind]:.1f}% of it"
+              + moved)
     path = os.path.join(cfg.run_dir, "arch.json")
     print(f"arch.json:  {path}\nnext:       python tools/retrain.py {path}")
     print(f"monitor:    {tensorboard_hint(cfg.run_dir)}")
