@@ -57,3 +57,16 @@ def test_without_the_extra_one_warning_and_the_run_goes_on(tmp_path, monkeypatch
     assert len(hints) == 1
     assert "onnx" not in a and "onnx" not in b
     assert os.path.isfile(tmp_path / "a" / "small.pt2") and not os.path.exists(tmp_path / "a" / "small.onnx")
+
+
+def test_every_runtime_form_is_timed_and_best_is_the_fastest_of_each_network():
+    from dan.bench import inference_speedup
+
+    r = inference_speedup("resnet18_small", width=8, image=16, batches=(1,), rounds={1: 2})
+    b = r["batches"]["1"]
+    assert set(b["runtimes"]) == {"eager", "eager_nchw", "torchscript", "onnxruntime"}
+    assert all(v["big_ms"] > 0 and v["small_ms"] > 0 for v in b["runtimes"].values())
+    best = b["best"]
+    assert best["big_ms"] == min(v["big_ms"] for v in b["runtimes"].values())
+    assert best["small_ms"] == min(v["small_ms"] for v in b["runtimes"].values())
+    assert best["speedup_over_flops_ratio"] == pytest.approx(best["speedup"] / r["flops_ratio"])

@@ -73,15 +73,19 @@ def main(argv):
               f"{100 * c['median_abs_rel_error']:.1f} %, 90th percentile {100 * c['p90_abs_rel_error']:.1f} %")
     seconds = time.perf_counter() - start
     folder = os.path.dirname(os.path.abspath(args.out))
-    figure = os.path.join(folder, "figures", os.path.splitext(os.path.basename(args.out))[0] + "_predictor.png")
+    stem = os.path.splitext(args.out)[0]
+    figure = os.path.join(folder, "figures", os.path.basename(stem) + "_predictor.png")
     latency.plot(checks, figure)
-    lines = latency.page_lines(model, checks, what=f"{describe_model(cfg)} ({args.config}), input "
-                               f"{'x'.join(map(str, sn.input_shape[1:]))}", seconds=seconds,
-                               figure=os.path.relpath(figure, folder))
-    write_page(args.out, lines)
-    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-        json.dump({"device": model.device, "fit": model.fit, "checks": checks}, f, indent=1)
+    pred = {"what": f"{describe_model(cfg)} (`{args.config}`), input {'x'.join(map(str, sn.input_shape[1:]))}",
+            "seconds": seconds, "model": latency.summary(model), "checks": checks}
+    with open(stem + ".json", "w") as f:
+        json.dump(pred, f, indent=1)
         f.write("\n")
+    compare = None
+    if os.path.isfile(stem + "_search.json"):  # the search comparison, kept on the page
+        with open(stem + "_search.json") as f:
+            compare = json.load(f)
+    write_page(args.out, latency.page_lines(pred, compare, figure=os.path.relpath(figure, folder)))
     print(f"wrote {args.out}")
 
 
