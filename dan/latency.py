@@ -579,7 +579,8 @@ def summary(model: LatencyModel) -> dict:
             "w_lut": model.w_lut, "w_act": model.w_act, "w_0": model.w_0, "fit": model.fit, "device": model.device}
 
 
-def page_lines(pred: dict, compare: dict | None = None, *, figure: str | None = None) -> list:
+def page_lines(pred: dict, compare: dict | None = None, *, figure: str | None = None,
+               bench: dict | None = None) -> list:
     """Markdown of ``docs/latency.md``: the predictor (``tools/latency.py``, ``pred`` as in
     ``docs/latency.json``) and, when run, the latency- vs FLOPs-budget search comparison
     (``tools/latency_compare.py``, ``docs/latency_search.json``)."""
@@ -616,6 +617,51 @@ def page_lines(pred: dict, compare: dict | None = None, *, figure: str | None = 
         lines += ["", f"![measured against predicted latency, and against FLOPs]({figure})"]
     if compare:
         lines += [""] + compare_lines(compare)
+    if bench:
+        lines += [""] + bench_lines(bench)
+    return lines
+
+
+def write_docs(md_path: str) -> None:
+    """Write ``docs/latency.md`` from the JSON files beside it: ``latency.json`` (the predictor,
+    needed), ``latency_search.json`` (the search comparison) and ``benchmarks.json`` (runtimes)."""
+    from dan.reproduce import write_page
+
+    stem, folder = os.path.splitext(md_path)[0], os.path.dirname(os.path.abspath(md_path))
+
+    def read(path):
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    pred = read(stem + ".json")
+    figure = os.path.join("figures", os.path.basename(stem) + "_predictor.png")
+    write_page(md_path, page_lines(pred, read(stem + "_search.json"), bench=read(os.path.join(folder, "benchmarks.json")),
+                                   figure=figure if os.path.isfile(os.path.join(folder, figure)) else None))
+
+
+def bench_lines(bench: dict) -> list:
+    """Speed-up ÷ FLOPs ratio per runtime for the benchmark networks (from docs/benchmarks.json)."""
+    forms = []
+    for r in bench.get("inference", []):
+        for v in r["batches"].values():
+            forms += [f for f in v.get("runtimes", {}) if f not in forms]
+    lines = ["## FLOPs that turn into time: speed-up ÷ FLOPs ratio per runtime", "",
+             f"From `docs/benchmarks.json` (`python tools/bench.py --only inference`, measured "
+             f"{bench.get('dates', {}).get('inference', '?')}; small-image ResNets at width 64, 32×32, α = 4, "
+             f"{bench.get('machine', {}).get('threads', '?')} threads): the extracted small network's speed-up "
+             "over the big one divided by the FLOPs ratio, the same runtime for both, and each in its fastest "
+             "form (**best**). Target (issue 12): best ≥ 0.8 at batch 1 and 64.", "",
+             "| network | FLOPs ratio | batch | " + " | ".join(forms) + " | best (big / small form) |",
+             "|---|---|---|" + "---|" * (len(forms) + 1)]
+    for r in bench.get("inference", []):
+        for b, v in r["batches"].items():
+            rt = v.get("runtimes", {})
+            cells = [f"{rt[f]['speedup_over_flops_ratio']:.2f}" if f in rt else "-" for f in forms]
+            best = v.get("best")
+            tail = (f"**{best['speedup_over_flops_ratio']:.2f}** ({best['big']} / {best['small']})" if best else "-")
+            lines.append(f"| {r['space']} | {r['flops_ratio']:.2f} | {b} | " + " | ".join(cells) + f" | {tail} |")
     return lines
 
 

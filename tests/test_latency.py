@@ -110,3 +110,32 @@ def test_a_latency_budget_outside_the_reachable_range_is_refused(tmp_path, monke
     assert not os.path.exists(tmp_path / "s")
     assert_user_error(run_tool("search.py", "--config", "configs/fashion_mnist_resnet18.yaml",
                                "--budget-latency", "fast", "--out", str(tmp_path / "t"), "--quiet"), "latency budget")
+
+
+def test_the_page_is_written_from_its_json_files(tmp_path):
+    """docs/latency.md from latency.json (+ latency_search.json, benchmarks.json when present)."""
+    check = {"architectures": 50, "seed": 0, "spearman": 0.95, "spearman_flops": 0.8, "median_abs_rel_error": 0.02,
+             "p90_abs_rel_error": 0.05, "median_abs_rel_error_raw": 0.03, "machine_speed": 0.99, "rows": []}
+    pred = {"what": "net", "seconds": 12.0, "checks": [check],
+            "model": {"entries": 10, "layers": 2, "w_lut": 1.1, "w_act": 0.0, "w_0": 0.1,
+                      "fit": {"architectures": 18, "median_abs_rel_error": 0.01}, "device": {"threads": 1, "batch": 1}}}
+    rows = [{"seed": s, "lat_ms": 1.0, "lat_flops": 2e6, "lat_top1": t, "flops_budget": 1.8e6, "flops_ms": 1.01,
+             "flops_flops": 1.8e6, "flops_top1": u} for s, t, u in ((0, 0.90, 0.88), (1, 0.91, 0.885), (2, 0.905, 0.889))]
+    compare = {"settings": {"config": "c.yaml", "budget": "50%", "batch": 1, "threads": 1, "search_epochs": 2,
+                            "retrain_epochs": 2, "train_subset": 30000, "match": 0.03}, "seconds": 600, "rows": rows}
+    bench = {"dates": {"inference": "2026-12-01"}, "machine": {"threads": 2}, "inference": [
+        {"space": "resnet18_small", "flops_ratio": 8.0, "batches": {"1": {
+            "runtimes": {"eager": {"speedup_over_flops_ratio": 0.5}, "onnxruntime": {"speedup_over_flops_ratio": 1.5}},
+            "best": {"big": "eager", "small": "onnxruntime", "speedup_over_flops_ratio": 1.4}}}}]}
+    for name, obj in (("latency.json", pred), ("latency_search.json", compare), ("benchmarks.json", bench)):
+        (tmp_path / name).write_text(json.dumps(obj))
+    latency.write_docs(str(tmp_path / "latency.md"))
+    page = (tmp_path / "latency.md").read_text()
+    assert "| 1 (seed 0) | 50 | 0.950 | 0.800 | 2.0 % | 5.0 % | 0.99 | 3.0 % | yes |" in page
+    # top-1 90.50 ± 0.50 against 88.47 ± 0.45: +2.03, se sqrt((0.25 + 0.2033) / 3) = 0.39 -> supported
+    assert "difference +2.03 (se 0.39): **supported**" in page
+    assert "| resnet18_small | 8.00 | 1 | 0.50 | 1.50 | **1.40** (eager / onnxruntime) |" in page
+
+
+def test_the_comparison_tool_refuses_bad_flags_in_one_line():
+    assert_user_error(run_tool("latency_compare.py", "--match", "0.7"), "--match")

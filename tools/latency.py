@@ -54,7 +54,6 @@ def main(argv):
     from dan import latency
     from dan.cli import resolve_config
     from dan.data import dataset_info
-    from dan.reproduce import write_page
     from dan.search import describe_model
     from dan.supernet import build_supernet
 
@@ -81,11 +80,7 @@ def main(argv):
     with open(stem + ".json", "w") as f:
         json.dump(pred, f, indent=1)
         f.write("\n")
-    compare = None
-    if os.path.isfile(stem + "_search.json"):  # the search comparison, kept on the page
-        with open(stem + "_search.json") as f:
-            compare = json.load(f)
-    write_page(args.out, latency.page_lines(pred, compare, figure=os.path.relpath(figure, folder)))
+    latency.write_docs(args.out)
     print(f"wrote {args.out}")
 
 

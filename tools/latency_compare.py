@@ -96,8 +96,7 @@ def main(argv):
     if min(args.search_epochs, args.retrain_epochs, args.train_subset) < 1 or not 0 < args.match < 0.5:
         raise UserError("--search-epochs, --retrain-epochs and --train-subset must be >= 1, --match in (0, 0.5)")
     from dan.arch import load_arch
-    from dan.latency import measure_archs, page_lines
-    from dan.reproduce import write_page
+    from dan.latency import measure_archs, write_docs
 
     start = time.perf_counter()
     rows, finals = [], []
@@ -140,15 +139,10 @@ def main(argv):
         json.dump(compare, f, indent=1)
         f.write("\n")
     if os.path.isfile(stem + ".json"):
-        with open(stem + ".json") as f:
-            pred = json.load(f)
-        folder = os.path.dirname(os.path.abspath(args.page))
-        figure = os.path.join("figures", os.path.basename(stem) + "_predictor.png")
-        write_page(args.page, page_lines(pred, compare, figure=figure if os.path.isfile(os.path.join(folder, figure)) else None))
+        write_docs(args.page)
         print(f"wrote {args.page}")
     else:
         print(f"wrote {stem}_search.json (run tools/latency.py to write the page with the predictor)")
-
 
 if __name__ == "__main__":
     run_tool(main)
