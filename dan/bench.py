@@ -103,12 +103,15 @@ def step_ratio(space: str, rounds: int = 6, zeroed: bool = False, **kw) -> dict:
 
 
 def inference_speedup(space: str, *, width: int = 64, image: int = 32, channels: int = 3,
-                      classes: int = 10, alpha: float = 4, batches=(1, 64), rounds: dict | None = None) -> dict:
+                      classes: int = 10, alpha: float = 4, batches=(1, 64), rounds: dict | None = None,
+                      threads=None) -> dict:
     """Latency of the extracted small network against the big one in every runtime form of
     :mod:`dan.runtimes`, all forms of both networks timed in interleaved rounds (medians). Per
     batch: each form's speed-up, and the speed-up of the best form of each network (what a user
-    deploying each in its fastest form gets), next to the FLOPs ratio. The top-level ``big_ms``,
-    ``small_ms``, ``speedup`` of a batch stay the eager channels-last numbers (the first version)."""
+    deploying each in its fastest form gets), next to the FLOPs ratio. Every form is timed with each
+    of ``threads`` intra-op thread counts (default: 1 and PyTorch's), named ``form@Nt``. The
+    top-level ``big_ms``, ``small_ms``, ``speedup`` of a batch stay the eager channels-last numbers at
+    PyTorch's thread count (the first version)."""
     from dan.runtimes import forms
 
     torch.manual_seed(0)
@@ -122,26 +125,37 @@ def inference_speedup(space: str, *, width: int = 64, image: int = 32, channels:
     out = {"space": space, "flops_big": cb.flops, "flops_small": cs.flops,
            "flops_ratio": ratio, "params_ratio": cb.params / cs.params, "batches": {}}
     rounds = rounds or {1: 15, 64: 5}
+    default = torch.get_num_threads()
+    thread_counts = sorted(set(threads or (1, default)))
     for b in batches:
         s = (b,) + shape[1:]
-        fns = {}
-        for name, net in (("big", big), ("small", small)):
-            for form, fn in forms(net, s).items():
-                fns[(name, form)] = fn
-        med = interleaved_medians(fns, rounds.get(b, 5))
-        ms = {k: 1000.0 * v for k, v in med.items()}
+        ms, order = {}, []
+        for t in thread_counts:  # a thread count is part of a deployment form: one pass each
+            torch.set_num_threads(t)
+            try:
+                fns = {}
+                for name, net in (("big", big), ("small", small)):
+                    for form, fn in forms(net, s).items():
+                        fns[(name, f"{form}@{t}t" if len(thread_counts) > 1 else form)] = fn
+                med = interleaved_medians(fns, rounds.get(b, 5))
+            finally:
+                torch.set_num_threads(default)
+            ms.update({k: 1000.0 * v for k, v in med.items()})
+            order += [f for n, f in fns if n == "big"]
         per = {}
-        for form in sorted({f for _, f in fns}, key=lambda f: list(fns).index(("big", f))):
+        for form in order:
             if ("big", form) in ms and ("small", form) in ms:
                 sp = ms[("big", form)] / ms[("small", form)]
                 per[form] = {"big_ms": ms[("big", form)], "small_ms": ms[("small", form)], "speedup": sp,
                              "speedup_over_flops_ratio": sp / ratio}
+        top = max(per, key=lambda f: per[f]["speedup"])  # one form (runtime, threads) for both networks
         best_big = min(per, key=lambda f: per[f]["big_ms"])
         best_small = min(per, key=lambda f: per[f]["small_ms"])
         sp = per[best_big]["big_ms"] / per[best_small]["small_ms"]
-        e = per["eager"]
+        e = per.get("eager") or per[next(f for f in per if f.startswith("eager@") and f.endswith(f"@{default}t"))]
         out["batches"][str(b)] = {"big_ms": e["big_ms"], "small_ms": e["small_ms"], "speedup": e["speedup"],
                                   "speedup_over_flops_ratio": e["speedup_over_flops_ratio"], "runtimes": per,
+                                  "best_runtime": {"form": top, **per[top]},
                                   "best": {"big": best_big, "small": best_small, "big_ms": per[best_big]["big_ms"],
                                            "small_ms": per[best_small]["small_ms"], "speedup": sp,
                                            "speedup_over_flops_ratio": sp / ratio}}

@@ -98,7 +98,7 @@ class SearchConfig:
     budget_params: Any = None  # "1.8M" or "40%"
     budget_latency: Any = None  # "2.5ms" or "40%" of the widest small network's latency here (dan/latency.py)
     latency_batch: int = 1  # the batch size a latency budget is for
-    latency_runtime: str = "torch"  # the runtime it is measured in (layer tables exist for "torch")
+    latency_runtime: str = "torch"  # the runtime it is measured in: torch (eager) or onnxruntime
     # intra-op threads it is measured with: one, as when a server runs one request per core (at
     # batch 1 a second thread mostly adds synchronization; more threads narrow the reachable range)
     latency_threads: int = 1

@@ -20,9 +20,10 @@ module measures what the device does instead:
 **Measuring on a noisy shared machine.** Every timing is the median over ``rounds`` rounds; in
 each round the entries are visited in a fresh random order (so a burst of load hits entries alike,
 not one table in a row), each entry called ``inner`` times back to back after a warm-up. The thread
-count is pinned for the measurement (``torch.set_num_threads``) and restored after. Times are for
-the eager PyTorch runtime of :func:`dan.deploy.deploy_form` networks (BatchNorm folded,
-channels-last), the form every summary times.
+count is pinned for the measurement (``torch.set_num_threads``, ONNX Runtime's intra-op threads)
+and restored after. Runtimes: ``torch`` — eager PyTorch on :func:`dan.deploy.deploy_form` networks
+(BatchNorm folded, channels-last), the form every summary times; ``onnxruntime`` — every layer and
+network exported to ONNX and run in ONNX Runtime, as ``small.onnx`` is deployed.
 
 **Cache.** A model is stored as JSON under ``$DAN_CACHE/latency`` (default ``~/.cache/dan``), keyed
 by the device (CPU model), runtime, thread count, batch, PyTorch version and the network's layer
@@ -46,9 +47,10 @@ import torch.nn as nn
 
 from dan.checkpoint import atomic_write
 
+RUNTIMES = ("torch", "onnxruntime")
 SIDE_POINTS = 8  # grid points of a side that is not one width group
 CALIBRATION = 16  # sampled architectures the correction is fitted on (plus narrowest and widest)
-VERSION = 1
+VERSION = 2  # 2: three-network reference
 
 
 @dataclass
@@ -78,7 +80,7 @@ class LatencyModel:
     w_0: float = 0.0
     device: dict = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
-    reference_ms: float = 0.0  # the widest small network's ms while the tables were measured
+    reference_ms: float = 0.0  # the reference workload's ms while the tables were measured (:func:`reference`)
     version: int = VERSION
 
     def at_reference(self, measured_ms: float, phase_reference_ms: float) -> float:
@@ -208,11 +210,11 @@ def _grid(sn, parts: list, full: int) -> tuple[list[int], int]:
     return pts, -1
 
 
-def _layer_fn(g: dict, a: int, b: int, batch: int):
+def _layer_fn(g: dict, a: int, b: int, batch: int, runtime: str = "torch", threads: int | None = None):
     """A closure running the layer of geometry ``g`` at input width ``a``, output width ``b``."""
     if g["kind"] == "linear":
         m = nn.Linear(g["in_full"] if g["tied"] else int(a) * g["mult"], b)
-        x = torch.randn((batch,) + tuple(g["rows"]) + (m.in_features,))
+        shape = (batch,) + tuple(g["rows"]) + (m.in_features,)
     else:
         if g["tied"]:  # grouped conv tied to its output group: the per-group input width stays
             per_out = g["out_full"] // g["groups"]
@@ -222,13 +224,36 @@ def _layer_fn(g: dict, a: int, b: int, batch: int):
             groups, cin = 1, int(a)
         m = nn.Conv2d(cin, b, tuple(g["kernel"]), tuple(g["stride"]), g["padding"] if isinstance(g["padding"], str)
                       else tuple(g["padding"]), tuple(g["dilation"]), groups=groups, bias=True)
-        m = m.to(memory_format=torch.channels_last)
-        x = torch.randn((batch, cin) + tuple(g["in_hw"])).contiguous(memory_format=torch.channels_last)
-    m.eval().requires_grad_(False)
+        shape = (batch, cin) + tuple(g["in_hw"])
+    return runnable(m.eval().requires_grad_(False), shape, runtime, threads)
+
+
+def runnable(net: nn.Module, shape: tuple, runtime: str = "torch", threads: int | None = None):
+    """A zero-argument closure running ``net`` once on a fixed input of ``shape`` in ``runtime``:
+    ``torch`` (eager, channels-last for 4-d inputs, as :func:`dan.deploy.deploy_form`) or
+    ``onnxruntime`` (exported to a temporary ONNX file, ``threads`` intra-op threads)."""
+    x = torch.randn(tuple(shape))
+    if runtime == "onnxruntime":
+        import tempfile
+
+        from dan import onnx_export
+
+        tmp = tempfile.TemporaryDirectory()
+        path = os.path.join(tmp.name, "net.onnx")
+        onnx_export.export(net.to(memory_format=torch.contiguous_format) if x.ndim == 4 else net, path, tuple(shape))
+        sess = onnx_export.session(path, threads)
+        feed = {sess.get_inputs()[0].name: x.numpy()}
+
+        def run_ort(keep=tmp):  # keep: the folder lives as long as the closure
+            sess.run(None, feed)
+        return run_ort
+    if x.ndim == 4:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
 
     def run():
         with torch.no_grad():
-            m(x)
+            net(x)
     return run
 
 
@@ -274,8 +299,8 @@ def time_calls(fns: list, *, rounds: int = 15, inner: int = 3, warmup: int = 2, 
     return [1000.0 * statistics.median(t * level / r for t, r in s) for s in samples], 1000.0 * level
 
 
-def measure_tables(sn, batch: int = 1, *, rounds: int = 15, inner: int = 3, progress: bool = True
-                   ) -> tuple[list[LayerTable], float]:
+def measure_tables(sn, batch: int = 1, *, rounds: int = 15, inner: int = 3, progress: bool = True,
+                   runtime: str = "torch", threads: int | None = None) -> tuple[list[LayerTable], float]:
     """Time every table layer at every pair of its grid widths (see the module docstring); also
     returns the reference level of the phase (:func:`reference`)."""
     fns, where, tables = [], [], []
@@ -286,26 +311,26 @@ def measure_tables(sn, batch: int = 1, *, rounds: int = 15, inner: int = 3, prog
                                  [[0.0] * len(bout) for _ in ain], g["hw"], ei, eo))
         for i, a in enumerate(ain):
             for j, b in enumerate(bout):
-                fns.append(_layer_fn(g, a, b, batch))
+                fns.append(_layer_fn(g, a, b, batch, runtime, threads))
                 where.append((len(tables) - 1, i, j))
     ms, level = time_calls(fns, rounds=rounds, inner=inner, progress="latency tables" if progress else None,
-                           reference=reference(sn, batch))
+                           reference=reference(sn, batch, runtime, threads))
     for (t, i, j), v in zip(where, ms):
         tables[t].ms[i][j] = v
     return tables, level
 
 
-def reference(sn, batch: int = 1):
-    """The fixed workload every phase is scaled by: the widest small network, one forward."""
-    return _runner(small_network(sn, [len(c) - 1 for c in sn.cands]), sn.input_shape, batch)
-
-
-def _runner(net, input_shape, batch):
-    x = torch.randn((batch,) + tuple(input_shape[1:])).contiguous(memory_format=torch.channels_last)
+def reference(sn, batch: int = 1, runtime: str = "torch", threads: int | None = None):
+    """The fixed workload every phase is scaled by: the narrowest, a middle and the widest small
+    network, one forward each. A slow spell does not slow thin (overhead-bound) and wide
+    (compute-bound) networks alike; the widest alone once left a 9 % bias between phases."""
+    shape = (batch,) + tuple(sn.input_shape[1:])
+    runs = [runnable(small_network(sn, [k(len(c)) for c in sn.cands]), shape, runtime, threads)
+            for k in (lambda n: 0, lambda n: n // 2, lambda n: n - 1)]
 
     def run():
-        with torch.no_grad():
-            net(x)
+        for r in runs:
+            r()
     return run
 
 
@@ -319,11 +344,14 @@ def small_network(sn, choice: list[int]) -> nn.Module:
 
 
 def measure_networks(sn, choices: list, batch: int = 1, *, rounds: int = 15, inner: int = 3,
-                     progress: str | None = None) -> tuple[list[float], float]:
+                     progress: str | None = None, runtime: str = "torch", threads: int | None = None
+                     ) -> tuple[list[float], float]:
     """Measured ms of whole small networks (deploy form), interleaved as :func:`time_calls` with
     the :func:`reference`; also returns the phase's reference level."""
-    fns = [_runner(small_network(sn, c), sn.input_shape, batch) for c in choices]
-    return time_calls(fns, rounds=rounds, inner=inner, progress=progress, reference=reference(sn, batch))
+    shape = (batch,) + tuple(sn.input_shape[1:])
+    fns = [runnable(small_network(sn, c), shape, runtime, threads) for c in choices]
+    return time_calls(fns, rounds=rounds, inner=inner, progress=progress,
+                      reference=reference(sn, batch, runtime, threads))
 
 
 def sample_choices(sn, n: int, seed: int) -> list[list[int]]:
@@ -336,8 +364,14 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
           progress: bool = True, rounds: int = 15) -> LatencyModel:
     """The latency model of the supernet's space on this device (from the cache when it holds one
     for the same device, runtime, threads, batch, PyTorch and network)."""
-    if runtime != "torch":
-        raise ValueError(f"latency runtime '{runtime}': only 'torch' has layer tables so far")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"latency runtime '{runtime}': choose one of {', '.join(RUNTIMES)}")
+    if runtime == "onnxruntime":
+        from dan import onnx_export
+        from dan.errors import UserError
+
+        if not onnx_export.available():
+            raise UserError(f"a latency model for ONNX Runtime needs onnx and onnxruntime: {onnx_export.INSTALL_HINT}")
     threads = int(threads or torch.get_num_threads())
     dev = device_description(threads, batch, runtime)
     key = _key(dev, sn)
@@ -353,11 +387,12 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        tables, level = measure_tables(sn, batch, rounds=rounds, progress=progress)
+        tables, level = measure_tables(sn, batch, rounds=rounds, progress=progress, runtime=runtime, threads=threads)
         model = LatencyModel(tables, device=dev, reference_ms=level)
         calib = sample_choices(sn, CALIBRATION, seed=12345)
         calib += [[0] * len(sn.cands), [len(c) - 1 for c in sn.cands]]
-        measured, now = measure_networks(sn, calib, batch, progress="latency calibration" if progress else None)
+        measured, now = measure_networks(sn, calib, batch, progress="latency calibration" if progress else None,
+                                         runtime=runtime, threads=threads)
         measured = [m * level / now for m in measured]  # at the tables' machine speed
         model.w_lut, model.w_act, model.w_0 = _fit([model.features(sn.widths_of(c)) for c in calib], measured)
         resid = [abs(model.predict(sn.widths_of(c)) - m) / m for c, m in zip(calib, measured)]
@@ -387,6 +422,7 @@ def evaluate(sn, model: LatencyModel, n: int = 50, *, seed: int = 0, rounds: int
     try:
         choices = sample_choices(sn, n, seed)
         raw, level = measure_networks(sn, choices, model.device.get("batch", 1), rounds=rounds,
+                                      runtime=model.device.get("runtime", "torch"), threads=int(threads),
                                       progress="latency check" if progress else None)
     finally:
         torch.set_num_threads(before)
@@ -426,7 +462,8 @@ def remeasure(arch) -> dict:
     before = torch.get_num_threads()
     torch.set_num_threads(int(dev["threads"]))
     try:
-        (found, top), level = measure_networks(sn, [choice, widest], dev["batch"])
+        (found, top), level = measure_networks(sn, [choice, widest], dev["batch"], runtime=dev["runtime"],
+                                               threads=int(dev["threads"]))
     finally:
         torch.set_num_threads(before)
     b = arch.budget
@@ -439,7 +476,7 @@ def remeasure(arch) -> dict:
             "same_device": device_description(dev["threads"], dev["batch"], dev["runtime"]) == dev}
 
 
-def measure_archs(archs: list, *, batch: int = 1, threads: int = 1) -> list[float]:
+def measure_archs(archs: list, *, batch: int = 1, threads: int = 1, runtime: str = "torch") -> list[float]:
     """Measured ms of the small networks of several ``arch.json`` of one search space, timed
     together (interleaved, with the reference) and scaled to the speed of this device's tables."""
     from dan.config import Config
@@ -456,11 +493,11 @@ def measure_archs(archs: list, *, batch: int = 1, threads: int = 1) -> list[floa
             from dan.errors import UserError
 
             raise UserError("the arch.json files are not of one search space (widths that are not its candidates)")
-    model = build(sn, batch=batch, threads=threads, progress=False)
+    model = build(sn, batch=batch, threads=threads, runtime=runtime, progress=False)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        measured, level = measure_networks(sn, choices, batch)
+        measured, level = measure_networks(sn, choices, batch, runtime=runtime, threads=threads)
     finally:
         torch.set_num_threads(before)
     return [model.at_reference(m, level) for m in measured]
@@ -651,16 +688,18 @@ def bench_lines(bench: dict) -> list:
              f"From `docs/benchmarks.json` (`python tools/bench.py --only inference`, measured "
              f"{bench.get('dates', {}).get('inference', '?')}; small-image ResNets at width 64, 32×32, α = 4, "
              f"{bench.get('machine', {}).get('threads', '?')} threads): the extracted small network's speed-up "
-             "over the big one divided by the FLOPs ratio, the same runtime for both, and each in its fastest "
-             "form (**best**). Target (issue 12): best ≥ 0.8 at batch 1 and 64.", "",
-             "| network | FLOPs ratio | batch | " + " | ".join(forms) + " | best (big / small form) |",
-             "|---|---|---|" + "---|" * (len(forms) + 1)]
+             "over the big one divided by the FLOPs ratio: per form (runtime @ threads, the same for both), the "
+             "best such form (**best runtime**), and each network in its own fastest form (fastest forms). "
+             "Target (issue 12): ≥ 0.8 at batch 1 and 64.", "",
+             "| network | FLOPs ratio | batch | " + " | ".join(forms) + " | best runtime | fastest forms (big / small) |",
+             "|---|---|---|" + "---|" * (len(forms) + 2)]
     for r in bench.get("inference", []):
         for b, v in r["batches"].items():
             rt = v.get("runtimes", {})
             cells = [f"{rt[f]['speedup_over_flops_ratio']:.2f}" if f in rt else "-" for f in forms]
-            best = v.get("best")
-            tail = (f"**{best['speedup_over_flops_ratio']:.2f}** ({best['big']} / {best['small']})" if best else "-")
+            best, br = v.get("best"), v.get("best_runtime")
+            tail = (f"**{br['speedup_over_flops_ratio']:.2f}** ({br['form']})" if br else "-") + " | " + \
+                (f"{best['speedup_over_flops_ratio']:.2f} ({best['big']} / {best['small']})" if best else "-")
             lines.append(f"| {r['space']} | {r['flops_ratio']:.2f} | {b} | " + " | ".join(cells) + f" | {tail} |")
     return lines
 

@@ -74,6 +74,10 @@ def session(path: str, threads: int | None = None):
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    # no busy-waiting between runs: spinning pool threads would steal the cores from whatever runs
+    # next (PyTorch timed in the same rounds, the rest of the program) and bias every comparison
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 

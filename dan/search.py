@@ -85,8 +85,7 @@ DEFAULT_HOLDOUT = 1 / 3
 _CHOICES = {"tau_anneal": ("step", "epoch"), "arch_objective": ("ce+kl", "kl"),
             "budget_control": ("expected", "blend", "argmax"), "arch_lambda": ("full", "schedule"),
             "weight_sampling": ("distribution", "uniform"),
-            # layer tables exist for eager PyTorch; ONNX Runtime is timed in every summary but has none yet
-            "latency_runtime": ("torch",)}
+            "latency_runtime": ("torch", "onnxruntime")}
 
 
 # The settle phase's multiplier steps are in proportion to max(|mu|, this): near mu = 0 a purely
@@ -475,7 +474,8 @@ class Searcher:
         before = torch.get_num_threads()
         torch.set_num_threads(int(lat.device["threads"]))
         try:
-            (found, top), level = latency.measure_networks(self.sn, [choice, widest], lat.device["batch"])
+            (found, top), level = latency.measure_networks(self.sn, [choice, widest], lat.device["batch"],
+                                                           runtime=lat.device["runtime"], threads=lat.device["threads"])
         finally:
             torch.set_num_threads(before)
         # a relative budget is a fraction of the widest network measured alongside; an absolute

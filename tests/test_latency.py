@@ -126,7 +126,8 @@ def test_the_page_is_written_from_its_json_files(tmp_path):
     bench = {"dates": {"inference": "2026-12-01"}, "machine": {"threads": 2}, "inference": [
         {"space": "resnet18_small", "flops_ratio": 8.0, "batches": {"1": {
             "runtimes": {"eager": {"speedup_over_flops_ratio": 0.5}, "onnxruntime": {"speedup_over_flops_ratio": 1.5}},
-            "best": {"big": "eager", "small": "onnxruntime", "speedup_over_flops_ratio": 1.4}}}}]}
+            "best": {"big": "eager", "small": "onnxruntime", "speedup_over_flops_ratio": 1.4},
+            "best_runtime": {"form": "onnxruntime", "speedup_over_flops_ratio": 1.5}}}}]}
     for name, obj in (("latency.json", pred), ("latency_search.json", compare), ("benchmarks.json", bench)):
         (tmp_path / name).write_text(json.dumps(obj))
     latency.write_docs(str(tmp_path / "latency.md"))
@@ -134,8 +135,26 @@ def test_the_page_is_written_from_its_json_files(tmp_path):
     assert "| 1 (seed 0) | 50 | 0.950 | 0.800 | 2.0 % | 5.0 % | 0.99 | 3.0 % | yes |" in page
     # top-1 90.50 ± 0.50 against 88.47 ± 0.45: +2.03, se sqrt((0.25 + 0.2033) / 3) = 0.39 -> supported
     assert "difference +2.03 (se 0.39): **supported**" in page
-    assert "| resnet18_small | 8.00 | 1 | 0.50 | 1.50 | **1.40** (eager / onnxruntime) |" in page
+    assert "| resnet18_small | 8.00 | 1 | 0.50 | 1.50 | **1.50** (onnxruntime) | 1.40 (eager / onnxruntime) |" in page
 
 
 def test_the_comparison_tool_refuses_bad_flags_in_one_line():
     assert_user_error(run_tool("latency_compare.py", "--match", "0.7"), "--match")
+
+
+def test_an_onnxruntime_latency_model_is_measured_in_onnxruntime(monkeypatch, tmp_path):
+    monkeypatch.setenv("DAN_CACHE", str(tmp_path))
+    _, sn = supernet("resnet18_small", (1, 3, 16, 16), width=4)
+    calls = []
+    real = latency.runnable
+
+    def spy(net, shape, runtime="torch", threads=None):
+        calls.append(runtime)
+        return real(net, shape, runtime, threads)
+    monkeypatch.setattr(latency, "runnable", spy)
+    model = latency.build(sn, threads=1, runtime="onnxruntime", progress=False)
+    assert model.device["runtime"] == "onnxruntime" and set(calls) == {"onnxruntime"}
+    assert model.reference_ms > 0 and all(v > 0 for l in model.layers for row in l.ms for v in row)
+    (found,), level = latency.measure_networks(sn, [[0] * len(sn.cands)], 1, runtime="onnxruntime", threads=1,
+                                               rounds=3)
+    assert found > 0 and level > 0

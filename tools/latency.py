@@ -32,7 +32,7 @@ def main(argv):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--batch", type=int, default=1, help="batch size the latency is for (default 1)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, as latency budgets)")
-    p.add_argument("--runtime", default="torch", choices=["torch"], help="runtime the tables are for")
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"], help="runtime the tables are for")
     p.add_argument("--samples", type=int, default=50, help="architectures per check (default 50)")
     p.add_argument("--checks", type=int, default=2, help="independent checks (default 2)")
     p.add_argument("--no-cache", action="store_true", help="measure afresh even if a table is cached")

@@ -61,7 +61,7 @@ def _retrain(arch: str, out: str, seed: int, epochs: int) -> float:
         return json.load(f)["networks"]["small"]["top1"]
 
 
-def _elasticity(arch, threads: int, batch: int) -> float:
+def _elasticity(arch, threads: int, batch: int, runtime: str) -> float:
     """d log(predicted ms) / d log(FLOPs) over uniform-width networks around ``arch``'s FLOPs."""
     from dan import latency
     from dan.config import Config
@@ -70,7 +70,7 @@ def _elasticity(arch, threads: int, batch: int) -> float:
 
     cfg = Config.from_dict(arch.config)
     sn = build_supernet(cfg, dataset_info(cfg.data))
-    model = latency.build(sn, batch=batch, threads=threads, progress=False)
+    model = latency.build(sn, batch=batch, threads=threads, runtime=runtime, progress=False)
     pts = []
     for k in range(min(len(c) for c in sn.cands)):
         choice = [min(k, len(c) - 1) for c in sn.cands]
@@ -109,11 +109,12 @@ def main(argv):
         budget = lat.small["flops"]
         fl_path = _search(os.path.join(base, "flops0", "search"), args.config, ["--budget-flops", str(budget)],
                           seed, args.search_epochs, args.train_subset)
-        ms_lat, ms_fl = measure_archs([lat, load_arch(fl_path)], batch=dev["batch"], threads=dev["threads"])
+        ms_lat, ms_fl = measure_archs([lat, load_arch(fl_path)], batch=dev["batch"], threads=dev["threads"],
+                                      runtime=dev["runtime"])
         print(f"seed {seed}: latency search {ms_lat:.3f} ms at {budget / 1e6:.2f}M FLOPs; FLOPs search at that "
               f"budget {ms_fl:.3f} ms", flush=True)
         if abs(ms_fl / ms_lat - 1) > args.match:
-            e = _elasticity(lat, dev["threads"], dev["batch"])
+            e = _elasticity(lat, dev["threads"], dev["batch"], dev["runtime"])
             budget = int(budget * (ms_lat / ms_fl) ** (1 / e))
             fl_path = _search(os.path.join(base, "flops1", "search"), args.config, ["--budget-flops", str(budget)],
                               seed, args.search_epochs, args.train_subset)
@@ -126,7 +127,8 @@ def main(argv):
                      "lat_arch": lat_path, "flops_arch": fl_path})
         finals += [lat_path, fl_path]
     # every final network timed together: one phase, one machine state
-    ms = measure_archs([load_arch(f) for f in finals], batch=dev["batch"], threads=dev["threads"])
+    ms = measure_archs([load_arch(f) for f in finals], batch=dev["batch"], threads=dev["threads"],
+                       runtime=dev["runtime"])
     for k, r in enumerate(rows):
         r["lat_ms"], r["flops_ms"] = ms[2 * k], ms[2 * k + 1]
     compare = {"settings": {"config": args.config, "budget": args.budget, "batch": dev["batch"],

@@ -32,7 +32,8 @@ def get_args_parser():
     b.add_argument("--budget-latency", help="latency budget on this device: 2.5ms, or 40%% of the widest small "
                                             "network's (a latency model is measured first, then cached)")
     g.add_argument("--latency-batch", type=positive_int, help="batch size of the latency budget (default 1)")
-    g.add_argument("--latency-runtime", choices=["torch"], help="runtime of the latency budget (default torch)")
+    g.add_argument("--latency-runtime", choices=["torch", "onnxruntime"],
+                   help="runtime of the latency budget: torch (eager, default) or onnxruntime (small.onnx)")
     g.add_argument("--latency-threads", type=positive_int, help="intra-op threads of the latency budget (default 1)")
     g.add_argument("--band", type=number(0.001, 0.5), help="tolerance around the budget (default 0.03)")
     g.add_argument("--warmup-epochs", type=number(0.0), help="weight-only epochs before architecture steps")
