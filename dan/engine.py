@@ -284,7 +284,7 @@ class Trainer:
                 except Exception:  # not exportable (only the deployed network must be): not timed
                     return {}
             sess = onnx_export.session(path)
-            return {str(b): onnx_export.latency(None, (int(b),) + tuple(shape[1:]), sess=sess)
+            return {str(b): onnx_export.latency(None, (int(b),) + tuple(shape[1:]), sess=sess, min_time=0.25)
                     for b in self.cfg.train.latency_batches}
 
     def finish(self) -> Summary:

@@ -475,7 +475,8 @@ class Searcher:
         torch.set_num_threads(int(lat.device["threads"]))
         try:
             (found, top), level = latency.measure_networks(self.sn, [choice, widest], lat.device["batch"],
-                                                           runtime=lat.device["runtime"], threads=lat.device["threads"])
+                                                           runtime=lat.device["runtime"], threads=lat.device["threads"],
+                                                           **latency.FINAL)
         finally:
             torch.set_num_threads(before)
         # a relative budget is a fraction of the widest network measured alongside; an absolute

@@ -57,7 +57,7 @@ def test_expected_latency_is_exact_on_one_hot_and_the_mean_over_architectures(mo
 def test_tables_are_cached_per_device_threads_and_batch(monkeypatch, tmp_path):
     monkeypatch.setenv("DAN_CACHE", str(tmp_path))
     _, sn = supernet("resnet18_small", (1, 3, 16, 16), width=4)
-    first = latency.build(sn, threads=1, progress=False)  # measured for real
+    first = latency.build(sn, threads=1, progress=False, rounds=3)  # measured for real
     assert first.reference_ms > 0 and first.w_lut > 0
     assert all(v > 0 for l in first.layers for row in l.ms for v in row)
 
@@ -104,8 +104,8 @@ def test_a_latency_budget_search_lands_and_holds_when_measured_again(tmp_path, m
 def test_a_latency_budget_outside_the_reachable_range_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("DAN_CACHE", str(tmp_path / "cache"))
     proc = run_tool("search.py", "--config", "configs/fashion_mnist_resnet18.yaml", "--dataset", "synthetic",
-                    "--image-size", "28", "--num-classes", "10", "--budget-latency", "1us",
-                    "--out", str(tmp_path / "s"), "--quiet")
+                    "--image-size", "12", "--num-classes", "10", "--set", "model.args.width=4",
+                    "--budget-latency", "1us", "--out", str(tmp_path / "s"), "--quiet")
     assert_user_error(proc, "infeasible", "ms")
     assert not os.path.exists(tmp_path / "s")
     assert_user_error(run_tool("search.py", "--config", "configs/fashion_mnist_resnet18.yaml",
@@ -152,7 +152,7 @@ def test_an_onnxruntime_latency_model_is_measured_in_onnxruntime(monkeypatch, tm
         calls.append(runtime)
         return real(net, shape, runtime, threads)
     monkeypatch.setattr(latency, "runnable", spy)
-    model = latency.build(sn, threads=1, runtime="onnxruntime", progress=False)
+    model = latency.build(sn, threads=1, runtime="onnxruntime", progress=False, rounds=3)
     assert model.device["runtime"] == "onnxruntime" and set(calls) == {"onnxruntime"}
     assert model.reference_ms > 0 and all(v > 0 for l in model.layers for row in l.ms for v in row)
     (found,), level = latency.measure_networks(sn, [[0] * len(sn.cands)], 1, runtime="onnxruntime", threads=1,
