@@ -316,7 +316,7 @@ class Trainer:
                    "flops": c.flops, "params": c.params, "nonzero_params": c.nonzero_params, "latency_ms": {}}
             fast = deploy_form(net)
             for b in cfg.train.latency_batches:
-                row["latency_ms"][str(b)] = measure_latency(fast, (int(b),) + tuple(shape[1:]))
+                row["latency_ms"][str(b)] = measure_latency(fast, (int(b),) + tuple(shape[1:]), min_time=0.25)
             if "onnx" in summary.files:  # every network in ONNX Runtime too (small: small.onnx itself)
                 row["latency_ms_onnxruntime"] = self._onnx_latency(
                     fast, summary.files["onnx"] if name == self.method.deployed else None, shape)
