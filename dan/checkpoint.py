@@ -9,6 +9,7 @@ so a checkpoint file cannot run code.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from typing import Callable
@@ -17,6 +18,13 @@ import numpy as np
 import torch
 
 from dan.errors import UserError
+
+
+def write_json(obj, path: str, indent: int | None = 2) -> None:
+    """``obj`` as JSON (a trailing newline); pair it with :func:`atomic_write`."""
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=indent)
+        f.write("\n")
 
 
 def atomic_write(write: Callable[[str], None], path: str, suffix: str = "") -> None:

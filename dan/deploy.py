@@ -46,8 +46,7 @@ import torch
 import torch.nn as nn
 from torch.fx.experimental.optimization import fuse
 
-from dan import onnx_export
-from dan.checkpoint import atomic_write
+from dan.checkpoint import atomic_write, write_json
 from dan.cost import count, set_mode
 from dan.errors import UserError
 
@@ -88,10 +87,12 @@ def save_deployable(model: nn.Module, folder: str, input_shape: tuple, *, name: 
     atomic_write(lambda p: torch.save(state, p), os.path.join(folder, f"{name}_state.pt"))
     meta = {"input_shape": [1] + list(input_shape[1:]), "flops": cost.flops, "params": cost.params,
             "nonzero_params": cost.nonzero_params, **(extra or {})}
+    from dan import onnx_export  # it uses this module's timing loop
+
     checked = onnx_export.save_and_check(model, folder, input_shape, name)
     if checked is not None:
         meta["onnx"] = checked
-    atomic_write(lambda p: _write_json(meta, p), os.path.join(folder, f"{name}.json"))
+    atomic_write(lambda p: write_json(meta, p), os.path.join(folder, f"{name}.json"))
     return meta
 
 
@@ -211,24 +212,34 @@ def measure_latency(model: nn.Module, input_shape: tuple, *, warmup: int = 3, re
                     min_time: float = 0.5) -> float:
     """Median wall time in milliseconds of one forward pass at ``input_shape`` (eval mode).
 
-    Runs ``warmup`` passes, then at least ``repeats`` timed passes and at least ``min_time``
-    seconds. Absolute times depend on the machine and its load: compare models in one run.
+    Absolute times depend on the machine and its load: compare models in one run.
     """
     training = getattr(model, "training", False)
     set_mode(model, False)
     x = torch.randn(tuple(input_shape), device=_device(model))
-    for _ in range(warmup):
+
+    def run():
+        _sync(x)
         model(x)
+        _sync(x)
+    try:
+        return median_ms(run, warmup=warmup, repeats=repeats, min_time=min_time)
+    finally:
+        set_mode(model, training)
+
+
+def median_ms(fn, *, warmup: int = 3, repeats: int = 10, min_time: float = 0.5) -> float:
+    """Median milliseconds of ``fn()``: ``warmup`` calls, then at least ``repeats`` timed calls and
+    at least ``min_time`` seconds (at most 1000 calls)."""
+    for _ in range(warmup):
+        fn()
     times, start = [], time.perf_counter()
     while len(times) < repeats or time.perf_counter() - start < min_time:
-        _sync(x)
         t = time.perf_counter()
-        model(x)
-        _sync(x)
+        fn()
         times.append(time.perf_counter() - t)
         if len(times) > 1000:
             break
-    set_mode(model, training)
     return 1000.0 * statistics.median(times)
 
 
@@ -241,9 +252,3 @@ def _device(model: nn.Module) -> torch.device:
     for p in list(model.parameters()) + list(model.buffers()):
         return p.device
     return torch.device("cpu")
-
-
-def _write_json(obj, path):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")

@@ -13,7 +13,6 @@ so a run resumed from ``last.pt`` replays exactly the epochs an uninterrupted ru
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from dan import distributed, onnx_export
-from dan.checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dan.checkpoint import atomic_write, load_checkpoint, write_json, rng_state, save_checkpoint, set_rng_state
 from dan.config import Config
 from dan.cost import count, format_count
 from dan.data import Data, build_data
@@ -324,16 +323,10 @@ class Trainer:
         summary.extra["best_top1"] = self.best
         summary.extra["epochs"] = self.epoch
         summary.extra.update(self.method.summary_extra())
-        atomic_write(lambda p: _dump_json(summary.to_dict(), p), os.path.join(self.run_dir, "summary.json"))
+        atomic_write(lambda p: write_json(summary.to_dict(), p), os.path.join(self.run_dir, "summary.json"))
         self.monitor.flush()
         distributed.barrier()
         return summary
-
-
-def _dump_json(obj, path):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
 
 
 def train(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,

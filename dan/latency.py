@@ -45,7 +45,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn as nn
 
-from dan.checkpoint import atomic_write
+from dan.checkpoint import atomic_write, write_json
+from dan.supernet import _side  # a side's width: the sum of its parts, as in the cost table
 
 RUNTIMES = ("torch", "onnxruntime")
 # a found network against the widest: two networks only, so many longer rounds (a second or more in
@@ -115,8 +116,11 @@ class LatencyModel:
         dev = probs[0].device if probs else None
         lut = torch.zeros((), dtype=dtype, device=dev)
         act = torch.zeros((), dtype=dtype, device=dev)
-        for l in self.layers:
-            t = torch.tensor(l.ms, dtype=dtype, device=dev)
+        cache = self.__dict__.setdefault("_tensors", {})  # every architecture step: build them once
+        for k, l in enumerate(self.layers):
+            t = cache.get((k, dtype, dev))
+            if t is None:
+                t = cache[(k, dtype, dev)] = torch.tensor(l.ms, dtype=dtype, device=dev)
             pi = probs[l.exact_in] if l.exact_in >= 0 else None
             po = probs[l.exact_out] if l.exact_out >= 0 else None
             if pi is not None and po is not None:
@@ -405,7 +409,7 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
         torch.set_num_threads(before)
     if cache:
         os.makedirs(cache_dir(), exist_ok=True)
-        atomic_write(lambda p: _write(model.to_dict(), p), path)
+        atomic_write(lambda p: write_json(model.to_dict(), p, indent=None), path)
     return model
 
 
@@ -517,13 +521,6 @@ def spearman(a: list, b: list) -> float:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def _side(widths, parts) -> float:
-    total = 0
-    for i, c, f in parts:
-        total = total + c * (widths[int(i)] if i >= 0 else f)
-    return total
-
-
 def _locate(grid: list, v: float) -> tuple[int, int, float]:
     """Indices (i, i+1) around v in an ascending grid and the weight of i+1 (clamped ends)."""
     if len(grid) == 1 or v <= grid[0]:
@@ -596,12 +593,6 @@ def _key(dev: dict, sn) -> str:
     sig = {"device": dev, "version": VERSION, "input": list(sn.input_shape), "cands": sn.cands,
            "layers": geometry(sn)}
     return hashlib.sha1(json.dumps(sig, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _write(obj, path):
-    with open(path, "w") as f:
-        json.dump(obj, f)
-        f.write("\n")
 
 
 def _bar(total: int, desc: str | None):

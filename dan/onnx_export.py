@@ -14,14 +14,13 @@ inputs at batch 1 and 2 against the PyTorch network's, max absolute difference â
 from __future__ import annotations
 
 import os
-import statistics
-import time
 import warnings
 
 import torch
 import torch.nn as nn
 
 from dan.checkpoint import atomic_write
+from dan.deploy import _device, median_ms
 
 OPSET = 17
 TOLERANCE = 1e-4
@@ -105,18 +104,8 @@ def latency(path: str, input_shape: tuple, *, warmup: int = 3, repeats: int = 10
     import numpy as np
 
     sess = sess or session(path)
-    name = sess.get_inputs()[0].name
-    x = np.random.default_rng(0).standard_normal(tuple(input_shape)).astype(np.float32)
-    for _ in range(warmup):
-        sess.run(None, {name: x})
-    times, start = [], time.perf_counter()
-    while len(times) < repeats or time.perf_counter() - start < min_time:
-        t = time.perf_counter()
-        sess.run(None, {name: x})
-        times.append(time.perf_counter() - t)
-        if len(times) > 1000:
-            break
-    return 1000.0 * statistics.median(times)
+    feed = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(tuple(input_shape)).astype(np.float32)}
+    return median_ms(lambda: sess.run(None, feed), warmup=warmup, repeats=repeats, min_time=min_time)
 
 
 def save_and_check(model: nn.Module, folder: str, input_shape: tuple, name: str = "small") -> dict | None:
@@ -141,9 +130,3 @@ def save_and_check(model: nn.Module, folder: str, input_shape: tuple, name: str 
 
     return {"file": f"{name}.onnx", "opset": OPSET, "max_abs_diff": diff, "verified": ok,
             "onnxruntime": onnxruntime.__version__}
-
-
-def _device(model: nn.Module) -> torch.device:
-    for p in list(model.parameters()) + list(model.buffers()):
-        return p.device
-    return torch.device("cpu")

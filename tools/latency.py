@@ -38,19 +38,26 @@ def main(argv):
     p.add_argument("--no-cache", action="store_true", help="measure afresh even if a table is cached")
     p.add_argument("--out", default=os.path.join("docs", "latency.md"), help="page to write")
     p.add_argument("--arch", help="instead: measure again the network of an arch.json searched with --budget-latency")
+    p.add_argument("--repeats", type=int, default=3, help="with --arch: independent measurements, the median "
+                                                          "reported (default 3)")
     args = p.parse_args(argv)
     if args.arch:
         from dan.arch import load_arch
         from dan.latency import remeasure
 
-        r = remeasure(load_arch(args.arch))
+        arch = load_arch(args.arch)
+        # independent measurements, the median one reported: one slow spell of a shared machine
+        # moves one measurement by up to 20 %, rarely two of three
+        runs = sorted((remeasure(arch) for _ in range(args.repeats)), key=lambda r: r["measured_over_budget"])
+        r = dict(runs[len(runs) // 2], repeats=[x["measured_over_budget"] for x in runs])
         print(f"measured {r['measured_ms']:.3g} ms: {100 * r['measured_over_budget']:.1f}% of the budget "
               f"({r['budget_ms']:.3g} ms), {'inside' if r['in_band'] else 'OUTSIDE'} its band"
               + ("" if r["same_device"] else " (this machine differs from the one that searched)"))
         print(json.dumps(r))
         return 0
-    if args.batch < 1 or args.samples < 3 or args.checks < 1 or (args.threads is not None and args.threads < 1):
-        raise UserError("--batch and --threads must be >= 1, --samples >= 3, --checks >= 1")
+    if (args.batch < 1 or args.samples < 3 or args.checks < 1 or args.repeats < 1
+            or (args.threads is not None and args.threads < 1)):
+        raise UserError("--batch, --threads and --repeats must be >= 1, --samples >= 3, --checks >= 1")
     from dan import latency
     from dan.cli import resolve_config
     from dan.data import dataset_info
