@@ -92,10 +92,15 @@ def test_a_latency_budget_search_lands_and_holds_when_measured_again(tmp_path, m
     if lat["measured_repairs"] == 0:  # repair on the prediction alone; else on the measured correction
         assert abs(lat["predicted_ms"] / lat["budget_ms"] - 1) <= 0.03
     assert abs(lat["measured_over_budget"] - 1) <= 0.05
-    again = run_tool("latency.py", "--arch", os.path.join(out, "arch.json"))
-    assert again.returncode == 0, again.stderr[-3000:]
-    r = json.loads(again.stdout.strip().splitlines()[-1])
-    assert abs(r["measured_over_budget"] - 1) <= 0.05, r
+    # measured again in fresh processes: on this shared 2-core machine one process's thin/wide
+    # ratio carries a bias of its own (medians of 3 in one process ranged 0.96-1.04 over 6 processes
+    # for one network), so the check is the median over 3 fresh processes, each the median of 3
+    agains = []
+    for _ in range(3):
+        again = run_tool("latency.py", "--arch", os.path.join(out, "arch.json"))
+        assert again.returncode == 0, again.stderr[-3000:]
+        agains.append(json.loads(again.stdout.strip().splitlines()[-1])["measured_over_budget"])
+    assert abs(sorted(agains)[1] - 1) <= 0.05, agains
     # and retrain rebuilds it from the same arch.json
     net = extract_small(build_adjoint(load_arch(os.path.join(out, "arch.json"))))
     assert dan.count(net, tuple(arch["input_shape"])).flops == arch["small"]["flops"]
