@@ -82,7 +82,8 @@ def random_choice(cands: Sequence[Sequence[int]], cost_fn: Callable[[list], floa
 
 def greedy_choice(cands: Sequence[Sequence[int]], cost_fn: Callable[[list], float],
                   score_fn: Callable[[list], float], lo: float, hi: float,
-                  log: Callable[[str], None] | None = None) -> tuple[list[int], list[dict]]:
+                  log: Callable[[str], None] | None = None, *, far: float = float("inf"), far_step: int = 1,
+                  far_score_fn: Callable[[list], float] | None = None) -> tuple[list[int], list[dict]]:
     """AutoSlim-style greedy slimming from the widest architecture.
 
     Each round tries narrowing every group by one candidate, scores each trial architecture with
@@ -91,23 +92,38 @@ def greedy_choice(cands: Sequence[Sequence[int]], cost_fn: Callable[[list], floa
     below ``lo``, the last move is replaced by the best single narrowing of the previous
     architecture that lands in the band, when one exists. Returns ``(choice, trace)``, the trace
     holding one dict per round (move, cost, score).
+
+    A coarse phase makes it cheaper: while the cost is above ``far * hi`` a move narrows a group by
+    ``far_step`` candidates and is scored by ``far_score_fn`` (e.g. fewer held-out batches; the
+    current architecture is scored by the same function, so a round compares like with like).
+    AutoSlim itself slims in steps of about 10 % of a layer's channels; the fine moves near the
+    budget are what decide where the network lands.
     """
+    if far_step < 1 or far <= 1:
+        raise ValueError("far_step must be >= 1 and far > 1")
     choice = [len(c) - 1 for c in cands]
     widths = lambda ch: [c[k] for c, k in zip(cands, ch)]
     cost = cost_fn(widths(choice))
-    score = score_fn(choice)
+    coarse = lambda c: c > far * hi
+    scorer = lambda c: far_score_fn if (far_score_fn is not None and coarse(c)) else score_fn
+    scored_by = scorer(cost)
+    score = scored_by(choice)
     trace = [{"round": 0, "group": None, "cost": cost, "score": score}]
     while cost > hi:
+        fn = scorer(cost)
+        if fn is not scored_by:  # the phase changed: the current architecture scored as the trials are
+            score, scored_by = fn(choice), fn
+        step = far_step if coarse(cost) else 1
         trials = []
         for i, c in enumerate(cands):
             if choice[i] == 0:
                 continue
-            trial = choice[:i] + [choice[i] - 1] + choice[i + 1:]
+            trial = choice[:i] + [max(0, choice[i] - step)] + choice[i + 1:]
             t_cost = cost_fn(widths(trial))
             saved = cost - t_cost
             if saved <= 0:
                 continue
-            t_score = score_fn(trial)
+            t_score = fn(trial)
             trials.append(((score - t_score) / saved, i, trial, t_cost, t_score))
         if not trials:
             raise BaselineError("every group is at its narrowest and the cost is still above the band")
@@ -117,8 +133,8 @@ def greedy_choice(cands: Sequence[Sequence[int]], cost_fn: Callable[[list], floa
             landing = [t for t in trials if lo <= t[3] <= hi]
             if landing:
                 _, i, trial, t_cost, t_score = min(landing, key=lambda t: t[0])
-        choice, cost, score = trial, t_cost, t_score
-        trace.append({"round": len(trace), "group": i, "cost": cost, "score": score})
+        choice, cost, score, scored_by = trial, t_cost, t_score, fn
+        trace.append({"round": len(trace), "group": i, "cost": cost, "score": score, "step": step})
         if log:
             log(f"greedy round {len(trace) - 1}: group {i} -> {cands[i][choice[i]]}, cost {cost:,.0f}, "
                 f"score {score:.4f}")

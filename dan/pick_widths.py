@@ -9,7 +9,11 @@ and its budget:
   the training split: small BatchNorm statistics re-estimated for that architecture on
   ``recal_batches`` training batches, then the cross-entropy on the first ``eval_batches``
   held-out batches (cross-entropy, not top-1: on a few thousand images top-1 moves in steps too
-  coarse to rank one-candidate moves). The test split is never seen.
+  coarse to rank one-candidate moves). The test split is never seen. Far above the budget (cost
+  over ``coarse_above`` times it) a move narrows a group by ``coarse_step`` candidates and is
+  scored on half the held-out batches: with 16 candidates per group the one-candidate slimming of
+  a width-8 ResNet-18 to 10 % took about 130 rounds of 12 trials (25 min); the coarse phase does
+  the first two thirds of the way in half the rounds at half the cost each.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ METHODS = ("uniform", "random", "greedy")
 
 
 def baseline_arch(cfg: Config, method: str, *, supernet: str | None = None, recal_batches: int = 4,
-                  eval_batches: int = 8, log=None) -> Arch:
+                  eval_batches: int = 8, coarse_above: float = 1.5, coarse_step: int = 2, log=None) -> Arch:
     """The :class:`Arch` of baseline ``method`` under the budget in ``cfg.search``.
 
     Args:
@@ -36,13 +40,15 @@ def baseline_arch(cfg: Config, method: str, *, supernet: str | None = None, reca
             and only the budget is taken from ``cfg`` when it names one.
         method: ``uniform``, ``random`` (seeded by ``cfg.seed``) or ``greedy``.
         supernet: ``greedy`` only: the ``checkpoints/last.pt`` of a finished or stopped DAN search.
+        coarse_above, coarse_step: ``greedy`` only: above ``coarse_above`` times the budget, moves
+            of ``coarse_step`` candidates scored on half the held-out batches (step 1: none).
     Returns:
         the architecture, with ``search = {"method": ..., ...}`` saying how it was chosen.
     """
     if method not in METHODS:
         raise UserError(f"unknown baseline '{method}': choose one of {', '.join(METHODS)}")
     if method == "greedy":
-        return _greedy(cfg, supernet, recal_batches, eval_batches, log)
+        return _greedy(cfg, supernet, recal_batches, eval_batches, coarse_above, coarse_step, log)
     from dan.data import dataset_info
     from dan.search import check_search_config, describe_model
     from dan.seed import derive
@@ -71,7 +77,8 @@ def baseline_arch(cfg: Config, method: str, *, supernet: str | None = None, reca
     return sn.make_arch(widths, budget, cfg, info, search=stats)
 
 
-def _greedy(cfg: Config, supernet: str | None, recal_batches: int, eval_batches: int, log) -> Arch:
+def _greedy(cfg: Config, supernet: str | None, recal_batches: int, eval_batches: int, coarse_above: float,
+            coarse_step: int, log) -> Arch:
     from dan.checkpoint import load_checkpoint
     from dan.monitor import Monitor
     from dan.search import Searcher, describe_model
@@ -92,16 +99,21 @@ def _greedy(cfg: Config, supernet: str | None, recal_batches: int, eval_batches:
     sn = searcher.sn
     cost_fn = lambda widths: sn.table.cost(list(widths))[idx]
 
-    def score(choice) -> float:  # small path only: the big network does not change between trials
-        return -searcher.evaluate(choice, recal_batches, eval_batches, nets=("small",))["small"]["ce"]
+    def scorer(batches):  # small path only: the big network does not change between trials
+        return lambda choice: -searcher.evaluate(choice, recal_batches, batches, nets=("small",))["small"]["ce"]
 
+    if coarse_step < 1 or coarse_above <= 1:
+        raise UserError("greedy: the coarse step must be >= 1 and the coarse threshold > 1 (times the budget)")
     try:
-        choice, trace = greedy_choice(sn.cands, cost_fn, score, budget.lo, budget.hi, log=log)
+        choice, trace = greedy_choice(sn.cands, cost_fn, scorer(eval_batches), budget.lo, budget.hi, log=log,
+                                      far=coarse_above, far_step=coarse_step,
+                                      far_score_fn=scorer(max(1, eval_batches // 2)) if coarse_step > 1 else None)
     except BaselineError as e:
         raise UserError(f"greedy widths: {e}: choose another budget") from e
     cost = cost_fn(sn.widths_of(choice))
     stats = {"method": "greedy", "supernet": os.path.abspath(supernet), "rounds": len(trace) - 1,
              "in_band": bool(budget.lo <= cost <= budget.hi), "over_budget": round(cost / budget.value, 6),
              "heldout_ce": round(-trace[-1]["score"], 6), "recal_batches": recal_batches,
-             "eval_batches": eval_batches}
+             "eval_batches": eval_batches, "coarse_above": coarse_above, "coarse_step": coarse_step,
+             "coarse_rounds": sum(1 for t in trace[1:] if t["step"] > 1)}
     return sn.make_arch(sn.widths_of(choice), budget, searcher.cfg, searcher.data.info, search=stats)

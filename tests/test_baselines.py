@@ -70,6 +70,30 @@ def test_greedy_narrows_the_cheapest_loss_first():
         greedy_choice(cands, lambda w: sum(w), score, 0.5, 1.0)
 
 
+def test_greedys_coarse_phase_moves_two_candidates_far_from_the_budget_then_one():
+    cands = [list(range(1, 11)), list(range(1, 11))]  # cost = sum of widths, 20 at the widest
+    weight = [10.0, 0.1]
+    calls = {"fine": 0, "coarse": 0}
+
+    def scorer(kind):
+        def score(ch):
+            calls[kind] += 1
+            return -sum(wt / (k + 1) for wt, k in zip(weight, ch))
+        return score
+
+    choice, trace = greedy_choice(cands, lambda w: sum(w), scorer("fine"), 11.9, 12.1, far=1.3, far_step=2,
+                                  far_score_fn=scorer("coarse"))
+    # above 1.3 * 12.1 = 15.73 group 1 drops two candidates a round (20 -> 18 -> 16 -> 14), then one
+    assert [t["cost"] for t in trace] == [20, 18, 16, 14, 13, 12]
+    assert [t.get("step") for t in trace[1:]] == [2, 2, 2, 1, 1]
+    assert choice == [9, 1]  # widths 10 and 2
+    # the coarse rounds scored the start and two trials each; the fine phase rescored the current
+    # architecture once on entering it, then two trials a round
+    assert calls == {"coarse": 1 + 3 * 2, "fine": 1 + 2 * 2}
+    with pytest.raises(ValueError):
+        greedy_choice(cands, lambda w: sum(w), scorer("fine"), 11.9, 12.1, far=1.0)
+
+
 def test_baseline_tool_writes_an_arch_that_retrains(tmp_path):
     u = str(tmp_path / "u")
     common = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--set", "model.args.width=8",

@@ -10,8 +10,8 @@ uniform: one width fraction for every group, cost closest to the budget. random:
 draws a candidate width uniformly, redrawn until the cost is inside the band (seeded by --seed).
 greedy: AutoSlim-style slimming of the trained supernet of a DAN search, narrowing the group
 whose narrowing costs the least held-out cross-entropy per FLOP saved (the search's budget unless
---budget-* is given). Writes <out>/arch.json and <out>/config.yaml; refuses a folder that already
-holds an arch.json.
+--budget-* is given); far above the budget its moves are coarser (--coarse-above, --coarse-step).
+Writes <out>/arch.json and <out>/config.yaml; refuses a folder that already holds an arch.json.
 """
 
 import os
@@ -36,6 +36,11 @@ def get_args_parser():
                    help="greedy: training batches that re-estimate BatchNorm statistics per trial")
     g.add_argument("--eval-batches", type=positive_int, default=8,
                    help="greedy: held-out batches that score each trial")
+    g.add_argument("--coarse-above", type=float, default=1.5,
+                   help="greedy: while the cost is above this many times the budget, moves are coarse")
+    g.add_argument("--coarse-step", type=positive_int, default=2,
+                   help="greedy: candidates a coarse move narrows a group by, scored on half the "
+                        "held-out batches (1: every move one candidate, the first design)")
     return p
 
 
@@ -51,7 +56,8 @@ def main(argv):
     from dan.pick_widths import baseline_arch
 
     arch = baseline_arch(cfg, args.method, supernet=args.supernet, recal_batches=args.recal_batches,
-                         eval_batches=args.eval_batches, log=None if args.quiet else print)
+                         eval_batches=args.eval_batches, coarse_above=args.coarse_above,
+                         coarse_step=args.coarse_step, log=None if args.quiet else print)
     os.makedirs(args.out, exist_ok=True)
     from dan.config import Config
 
