@@ -48,13 +48,10 @@ order is a function of (seed, epoch); a checkpoint after each epoch holds weight
 from __future__ import annotations
 
 import copy
-import hashlib
-import io
-import json
+import itertools
 import math
 import os
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -68,12 +65,13 @@ from dan.data import build_data, dataset_info
 from dan.engine import amp_dtype, build_optimizer, build_scheduler, evaluate, resolve_device
 from dan.loop import check_same_config, optimizer_step, reconcile_metrics, run_epochs, start
 from dan.errors import UserError
-from dan.layers import AdjointBatchNorm2d
 from dan.loss import adjoint_loss, kl_divergence, schedule
 from dan.models import input_shape
 from dan.monitor import Monitor
+from dan.search_control import SETTLE_MU_FLOOR, SearchControl  # noqa: F401 (dan.search.SETTLE_MU_FLOOR)
 from dan.seed import seed_everything
-from dan.supernet import build_supernet, repair
+from dan.search_result import distribution_stats, finish, log_epoch, log_step, width_figure, width_png  # noqa: F401
+from dan.supernet import build_supernet
 
 CHECKPOINT_VERSION = 1
 # A third of the training images drive the architecture: architecture batches are half the size
@@ -88,10 +86,6 @@ _CHOICES = {"tau_anneal": ("step", "epoch"), "arch_objective": ("ce+kl", "kl"),
             "latency_runtime": ("torch", "onnxruntime")}
 
 
-# The settle phase's multiplier steps are in proportion to max(|mu|, this): near mu = 0 a purely
-# relative step crawls, and an argmax committed below the band needs mu < 0 (a reward for cost)
-# to widen a group (with a floor of 0.05, seed 0 at 10 % ended at mu 0.02 and 0.93 B).
-SETTLE_MU_FLOOR = 0.25
 
 
 def check_search_config(s) -> None:
@@ -128,15 +122,7 @@ class Searcher:
         extremes = self.sn.extremes()
         self.latency = None
         if s.budget_latency is not None:  # this device's latency model (cached; built once here)
-            if s.latency_batch < 1 or (s.latency_threads is not None and s.latency_threads < 1):
-                raise UserError("search.latency_batch and search.latency_threads must be >= 1")
-            resolve_budget(s, {**extremes, "latency": (0.0, math.inf)})  # the text, before measuring
-            from dan import latency
-
-            self.latency = latency.build(self.sn, batch=s.latency_batch, threads=s.latency_threads,
-                                         runtime=s.latency_runtime, progress=self.monitor.console)
-            extremes["latency"] = tuple(self.latency.predict(self.sn.widths_of(c)) for c in
-                                        ([0] * len(self.sn.cands), [len(c) - 1 for c in self.sn.cands]))
+            self.latency = latency_model(s, self.sn, extremes, self.monitor.console)
         self.budget = resolve_budget(s, extremes, describe_model(cfg))
         self.data = data if data is not None else build_data(cfg.data, seed=cfg.seed, device=self.device)
         self.dist = distributed.info()
@@ -162,16 +148,13 @@ class Searcher:
         self.a_opt = torch.optim.Adam(self.sn.arch.parameters(), lr=s.arch_lr, betas=(0.5, 0.999),
                                       weight_decay=s.arch_weight_decay)
         self.lam = schedule(cfg.adjoint.schedule, cfg.adjoint.c)
-        self.mu = 0.0
-        self.settled_at: int | None = None  # the settle-phase step at which the argmax landed
-        self.settle_side = 0  # the side of the band the argmax was last on in the settle phase (-1, +1)
-        self.settle_scale = 1.0  # halved each time the argmax jumps across the band
+        self.control = SearchControl(s, self.steps_per_epoch, self.total_steps)  # tau, mu, settle phase
         self.epoch = 0
         self.step = 0
         self.history: list[list[int]] = []  # argmax widths per epoch
         self.last_eval: dict = {}
         self.last_row: dict | None = None
-        self._tau = self.tau(0)
+        self._tau = self.control.tau(0)
 
     # --- helpers -----------------------------------------------------------------------------
     @property
@@ -181,40 +164,6 @@ class Searcher:
 
     def prep(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.cl and x.ndim == 4 else x
-
-    def tau(self, epoch: int, step: int | None = None) -> float:
-        """Temperature of the architecture step ``step`` (global) in ``epoch``."""
-        s = self.cfg.search
-        if s.tau_anneal == "epoch":
-            k = max(0, epoch - math.ceil(s.warmup_epochs))
-            return max(s.tau_min, s.tau0 * s.tau_decay ** k)
-        first, span = self._arch_phase()
-        if step is None:
-            step = max(first, epoch * self.steps_per_epoch)
-        frac = min(1.0, max(0.0, (step - first) / max(1.0, span * (1.0 - s.settle))))  # settle holds tau_min
-        return s.tau0 * (min(s.tau_min, s.tau0) / s.tau0) ** frac
-
-    def _arch_phase(self) -> tuple[int, int]:
-        """(first architecture step, steps from it to the last one)."""
-        first = math.ceil(self.cfg.search.warmup_epochs) * self.steps_per_epoch
-        return first, self.total_steps - first - 1
-
-    def settling(self, step: int) -> bool:
-        """Whether architecture step ``step`` (global) is in the final settle phase."""
-        s = self.cfg.search
-        if s.settle <= 0 or s.tau_anneal != "step":
-            return False
-        first, span = self._arch_phase()
-        return step >= first + span * (1.0 - s.settle)
-
-    def arch_active(self, epoch: int) -> bool:
-        return epoch >= math.ceil(self.cfg.search.warmup_epochs)
-
-    def cost_target(self) -> float:
-        """Where the multiplier drives the watched cost, over the budget: the middle of
-        [1 − band, 1] for the expected cost, the budget itself for the blend."""
-        s = self.cfg.search
-        return 1.0 if s.budget_control == "blend" else 1.0 - s.band / 2
 
     def norm_cost(self, flops, params):
         return (flops if self.budget.kind == "flops" else params) / self.budget.value
@@ -260,11 +209,7 @@ class Searcher:
         ce = F.cross_entropy(q.float(), y) if s.arch_objective == "ce+kl" else torch.zeros(())
         lam = self.cfg.adjoint.c if s.arch_lambda == "full" else self.lam(progress)
         e_norm = self.expected_norm()
-        settling = self.settling(self.step)
-        control = "argmax" if settling else s.budget_control
-        weight = self.mu
-        if control != "argmax":  # PI control: the proportional part reacts at once
-            weight = self.mu + s.multiplier_p * (float(e_norm.detach()) - self.cost_target())
+        weight = self.control.penalty_weight(self.step, float(e_norm.detach()))
         loss = ce + lam * kl + weight * e_norm.float()
         params = list(self.sn.arch.parameters())
         grads = torch.autograd.grad(loss, params)
@@ -274,59 +219,22 @@ class Searcher:
         self.a_opt.step()
         self.a_opt.zero_grad(set_to_none=True)
         self.sn.clear_masks()
-        if control in ("expected", "blend"):
-            # dual ascent on the expected cost towards the middle of [B(1-band), B]; or ("blend")
-            # on the expected cost blended into the argmax network's as the distributions commit,
-            # towards B: the argmax ends below E[cost] (the leftover mass sits on wider
-            # candidates), so the blend's balance puts it a little under B, inside the band
-            with torch.no_grad():
-                watched = float(self.expected_norm())
-                if s.budget_control == "blend":
-                    w = float(torch.stack([p.max() for p in self.sn.arch.probs()]).mean())
-                    watched = (1 - w) * watched + w * self.choice_norm(self.sn.arch.argmax())
-            self.mu += s.multiplier_lr / self.steps_per_epoch * (watched - self.cost_target())
-        else:
-            # dual ascent on the argmax architecture's cost, with a dead band: [B(1-band), B] for
-            # the whole search (the first design), the band itself in the settle phase
-            viol = self.choice_norm(self.sn.arch.argmax()) - 1.0
-            if not settling:  # the first design: dead band [B(1-band), B]
-                if viol > 0 or viol < -s.band:
-                    self.mu += s.multiplier_lr / self.steps_per_epoch * viol
-            elif abs(viol) > s.band:  # settling: the band, steps in proportion to mu
-                side = 1 if viol > 0 else -1
-                if self.settle_side and side != self.settle_side:
-                    self.settle_scale /= 2  # jumped over the band: come back more slowly (bisection)
-                self.settle_side = side
-                n = max(1.0, (self._arch_phase()[1] + 1) * s.settle)
-                self.mu += self.settle_scale * s.settle_gain * viol * max(abs(self.mu), SETTLE_MU_FLOOR) / n
-            else:
-                self.settled_at = self.step  # landed: no more architecture steps
-        self.mu = max(-s.multiplier_max, min(s.multiplier_max, self.mu))
+        with torch.no_grad():
+            self.control.update(
+                self.step, expected=lambda: float(self.expected_norm()),
+                argmax=lambda: self.choice_norm(self.sn.arch.argmax()),
+                committed=lambda: float(torch.stack([p.max() for p in self.sn.arch.probs()]).mean()))
         with torch.no_grad():
             e_flops, e_params = self.sn.expected_cost()
         return {"kl": kl.item(), "ce": float(ce.detach()), "penalty": float(weight * e_norm.detach()),
-                "multiplier": self.mu, "penalty_weight": weight,
+                "multiplier": self.control.mu, "penalty_weight": weight,
                 "expected_flops": float(e_flops), "expected_params": float(e_params)}
 
     # --- evaluation ---------------------------------------------------------------------------
-    @torch.no_grad()
     def recalibrate(self, choice, batches: int) -> None:
-        """Re-estimate the small BN statistics for one architecture (widths shared in search
-        leave them a mix of many architectures)."""
-        self.sn.set_widths(choice)
-        bns = [m for m in self.anet.modules() if isinstance(m, AdjointBatchNorm2d)]
-        saved = [m.small.momentum for m in bns]
-        for m in bns:
-            m.small.reset_running_stats()
-            m.small.momentum = None  # cumulative average
-        self.anet.train()
+        """The small BatchNorm statistics re-estimated at ``choice`` on ``batches`` training batches."""
         self.data.train.set_epoch(self.epoch)
-        for i, (x, _) in enumerate(self.data.train):
-            if i >= batches:
-                break
-            self.anet.small(self.prep(x))
-        for m, mom in zip(bns, saved):
-            m.small.momentum = mom
+        self.sn.recalibrate(choice, itertools.islice(self.data.train, batches), self.prep)
 
     def evaluate(self, choice, recal_batches: int | None = None, eval_batches: int | None = None,
                  nets: tuple = ("big", "small")) -> dict:
@@ -351,22 +259,22 @@ class Searcher:
 
     # dan.loop.run_epochs calls these
     def begin_epoch(self, epoch: int) -> None:
-        self._holdout = self._holdout_batches(epoch)
-        self._active = self.arch_active(epoch)
-        self._tau = self.tau(epoch, self.step)
+        self._holdout = cycle_batches(self.data.holdout, epoch)
+        self._active = self.control.arch_active(epoch)
+        self._tau = self.control.tau(epoch, self.step)
         self.anet.train()
 
     def train_step(self, x, y) -> dict:
         progress = self.step / max(1, self.total_steps)
         logs = {f"weights/{k}": v for k, v in self.weight_step(self.prep(x), y, progress).items()}
-        if self._active and self.settled_at is None:
+        if self._active and self.control.settled_at is None:
             xh, yh = next(self._holdout)
-            self._tau = self.tau(self.epoch, self.step)
+            self._tau = self.control.tau(self.epoch, self.step)
             logs.update({f"arch/{k}": v for k, v in self.arch_step(self.prep(xh), yh, progress, self._tau).items()})
         return logs
 
     def log_window(self, logs: dict, images_per_s: float, bar) -> None:
-        self._log_step(logs, self._tau, images_per_s)
+        log_step(self, logs, self._tau, images_per_s)
 
     def end_epoch(self) -> dict:
         choice = self.sn.arch.argmax()
@@ -381,57 +289,19 @@ class Searcher:
                 "cost/argmax_flops": flops, "cost/argmax_params": params,
                 "cost/argmax_over_budget": self.choice_norm(choice),
                 "cost/expected_over_budget": float(self.expected_norm().detach()),
-                "cost/budget": self.budget.value, "tau": self._tau, "multiplier": self.mu,
+                "cost/budget": self.budget.value, "tau": self._tau, "multiplier": self.control.mu,
                 "arch/mean_max_prob": stats["mean_max_prob"], "arch/mean_entropy": stats["mean_entropy"],
-                "arch/settled": float(self.settled_at is not None)}
+                "arch/settled": float(self.control.settled_at is not None)}
 
     def after_epoch(self) -> None:
-        self._log_epoch()
-
-    def _holdout_batches(self, epoch: int):
-        """Held-out batches for the architecture steps, cycling (with new orders) if needed."""
-        loader, k = self.data.holdout, 0
-        while True:
-            loader.set_epoch(epoch + 100_003 * k)
-            for batch in loader:
-                yield batch
-            k += 1
-
-    def _log_step(self, logs: dict, tau: float, ips: float) -> None:
-        mon = self.monitor
-        mon.scalars(self.step, logs)
-        mon.scalars(self.step, {"search/tau": tau, "search/lr": self.w_opt.param_groups[0]["lr"],
-                                "search/images_per_s": ips, "arch/multiplier": self.mu})
-        flops, params = self.sn.cost_of(self.sn.arch.argmax())
-        with torch.no_grad():
-            ef, ep = self.sn.expected_cost()
-        b = self.budget
-        mon.scalars(self.step, {"cost/argmax_flops": flops, "cost/argmax_params": params,
-                                "cost/expected_flops": float(ef), "cost/expected_params": float(ep),
-                                f"cost/budget_{b.kind}": b.value,
-                                f"cost/argmax_{b.kind}_over_budget": self.choice_norm(self.sn.arch.argmax())})
-        if b.kind == "latency":
-            with torch.no_grad():
-                mon.scalars(self.step, {"cost/argmax_latency_ms": self.choice_cost(self.sn.arch.argmax()),
-                                        "cost/expected_latency_ms": float(self.expected_norm()) * b.value})
-
-    def _log_epoch(self) -> None:
-        mon = self.monitor
-        stats = distribution_stats(self.sn.arch.probs())
-        mon.scalars(self.step, {f"entropy/{g.name}": e for g, e in zip(self.sn.groups, stats["entropy"])})
-        mon.scalars(self.step, {f"max_prob/{g.name}": m for g, m in zip(self.sn.groups, stats["max_prob"])})
-        for g, c, p in zip(self.sn.groups, self.sn.cands, self.sn.arch.probs()):
-            counts = np.maximum(0, np.round(p.detach().cpu().numpy() * 1000)).astype(int)
-            mon.histogram(f"widths/{g.name}", np.repeat(np.array(c, dtype=np.float64), counts), self.epoch)
-        mon.image("widths/argmax_by_epoch", width_image(self.history, self.sn), self.epoch)
+        log_epoch(self)
 
     # --- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict:
         return {"version": CHECKPOINT_VERSION, "kind": "search", "model": self.anet.state_dict(),
                 "arch": self.sn.arch.state_dict(), "optimizer": self.w_opt.state_dict(),
                 "arch_optimizer": self.a_opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "multiplier": self.mu, "tau": self.tau(self.epoch), "epoch": self.epoch, "step": self.step,
-                "settled_at": self.settled_at, "settle_side": self.settle_side, "settle_scale": self.settle_scale,
+                **self.control.state(), "tau": self.control.tau(self.epoch), "epoch": self.epoch, "step": self.step,
                 "history": self.history, "last_eval": self.last_eval, "rng": rng_state(),
                 "last_row": self.last_row, "config": self.cfg.to_dict()}
 
@@ -453,9 +323,8 @@ class Searcher:
         self.w_opt.load_state_dict(st["optimizer"])
         self.a_opt.load_state_dict(st["arch_optimizer"])
         self.sched.load_state_dict(st["scheduler"])
-        self.mu, self.epoch, self.step = st["multiplier"], st["epoch"], st["step"]
-        self.settled_at = st.get("settled_at")
-        self.settle_side, self.settle_scale = st.get("settle_side", 0), st.get("settle_scale", 1.0)
+        self.control.load(st)
+        self.epoch, self.step = st["epoch"], st["step"]
         self.history = [list(h) for h in st["history"]]
         self.last_eval = st["last_eval"]
         self.last_row = st.get("last_row")
@@ -463,90 +332,33 @@ class Searcher:
         if self.dist.main:
             reconcile_metrics(self.run_dir, self.epoch, self.last_row)
 
-    # --- the end ------------------------------------------------------------------------------
-    def measured_latency(self, choice) -> dict:
-        """The found network's latency, predicted and measured on this device (interleaved with the
-        widest small network, so that a relative budget compares times taken together)."""
-        from dan import latency
-
-        b, lat = self.budget, self.latency
-        widest = [len(c) - 1 for c in self.sn.cands]
-        before = torch.get_num_threads()
-        torch.set_num_threads(int(lat.device["threads"]))
-        try:
-            (found, top), level = latency.measure_networks(self.sn, [choice, widest], lat.device["batch"],
-                                                           runtime=lat.device["runtime"], threads=lat.device["threads"],
-                                                           **latency.FINAL)
-        finally:
-            torch.set_num_threads(before)
-        # a relative budget is a fraction of the widest network measured alongside; an absolute
-        # one is compared at the machine speed of the tables (a reference network scales it)
-        measured = found / top * lat.predict(self.sn.widths_of(widest)) if b.relative else lat.at_reference(found, level)
-        return {"budget_ms": b.value, "relative": b.relative, "band": b.band,
-                "predicted_ms": lat.predict(self.sn.widths_of(choice)), "measured_ms": measured,
-                "measured_raw_ms": found, "measured_widest_ms": top,
-                "measured_over_budget": measured / b.value, "in_band": bool(b.lo <= measured <= b.hi),
-                "device": lat.device}
-
     def finish(self) -> Arch:
-        b = self.budget
-        probs = [p.detach().cpu() for p in self.sn.arch.probs()]
-        logp = [torch.log(p.double() + 1e-12).tolist() for p in probs]
-        start = self.sn.arch.argmax()
-        choice = repair(start, self.sn.cands, logp, self.choice_cost, b.lo, b.hi)
-        a_flops, a_params = self.sn.cost_of(start)
-        a_cost = self.choice_cost(start)
-        stats = distribution_stats(probs)
-        search_stats = {
-            "method": "dan",
-            "argmax_before_repair": {"flops": a_flops, "params": a_params,
-                                     "over_budget": round(a_cost / b.value, 6),
-                                     "in_band": bool(b.lo <= a_cost <= b.hi)},
-            "mean_max_prob": round(stats["mean_max_prob"], 6),
-            "mean_entropy": round(stats["mean_entropy"], 6),
-            "max_prob": {g.name: round(v, 6) for g, v in zip(self.sn.groups, stats["max_prob"])},
-            "entropy": {g.name: round(v, 6) for g, v in zip(self.sn.groups, stats["entropy"])},
-            "epochs": self.epoch, "multiplier": self.mu,
-            # the step at which the settle phase found the argmax inside the band and stopped the
-            # architecture steps (None: it never did, and repair had the last word)
-            "settled_at_step": self.settled_at,
-        }
-        fields = {}
-        if b.kind == "latency":
-            search_stats["argmax_before_repair"]["latency_ms"] = round(a_cost, 6)
-            # the prediction put the network in the band; a measurement checks it. Off the band,
-            # the prediction is corrected by the measured/predicted ratio of the network at hand
-            # and repair runs again on the corrected costs (at most 3 times; NetAdapt measures each
-            # proposal the same way)
-            lat = self.measured_latency(choice)
-            lat["measured_repairs"] = 0
-            while not lat["in_band"] and lat["measured_repairs"] < 3:
-                r = lat["measured_ms"] / lat["predicted_ms"]
-                choice = repair(choice, self.sn.cands, logp, self.choice_cost, b.lo / r, b.hi / r)
-                n, lat = lat["measured_repairs"] + 1, self.measured_latency(choice)
-                lat["measured_repairs"] = n
-            fields["latency"] = lat
-        arch = self.sn.make_arch(
-            self.sn.widths_of(choice), b, self.cfg, self.data.info,
-            probabilities={g.name: [round(float(v), 6) for v in p] for g, p in zip(self.sn.groups, probs)},
-            repaired=[g.name for g, a, c in zip(self.sn.groups, start, choice) if a != c], search=search_stats,
-            **fields)
-        if self.dist.enabled:  # every rank found the same architecture, or something is broken
-            digest = hashlib.sha256(json.dumps(arch.to_dict(), sort_keys=True).encode()).hexdigest()
-            digests = distributed.gather(digest)
-            if len(set(digests)) != 1:
-                raise RuntimeError(f"ranks disagree on the architecture: {digests}")
-            if self.dist.main:
-                with open(os.path.join(self.run_dir, "ranks.json"), "w") as f:
-                    json.dump({"world": self.dist.world, "arch_sha256": digests}, f, indent=2)
-        if self.dist.main:
-            arch.save(os.path.join(self.run_dir, "arch.json"))
-            png = width_png(self.history, self.sn)
-            with open(os.path.join(self.run_dir, "widths.png"), "wb") as f:
-                f.write(png)
-            self.monitor.flush()
-        distributed.barrier()
-        return arch
+        return finish(self)
+
+
+def cycle_batches(loader, epoch: int):
+    """The loader's batches for ``epoch`` without end: when they run out, again in a new order
+    (the architecture steps' held-out batches)."""
+    k = 0
+    while True:
+        loader.set_epoch(epoch + 100_003 * k)
+        yield from loader
+        k += 1
+
+
+def latency_model(s, sn, extremes: dict, progress: bool):
+    """The latency model of the supernet's space on this device (:mod:`dan.latency`, cached), for
+    the search section ``s``; adds the narrowest and widest networks' predictions to ``extremes``."""
+    if s.latency_batch < 1 or (s.latency_threads is not None and s.latency_threads < 1):
+        raise UserError("search.latency_batch and search.latency_threads must be >= 1")
+    resolve_budget(s, {**extremes, "latency": (0.0, math.inf)})  # the text, before measuring
+    from dan import latency
+
+    model = latency.build(sn, batch=s.latency_batch, threads=s.latency_threads, runtime=s.latency_runtime,
+                          progress=progress)
+    extremes["latency"] = tuple(model.predict(sn.widths_of(c)) for c in
+                                ([0] * len(sn.cands), [len(c) - 1 for c in sn.cands]))
+    return model
 
 
 def check_paper_setting(cfg: Config, config_path: str, demo: str) -> None:
@@ -575,61 +387,6 @@ def describe_model(cfg: Config) -> str:
     """``resnet18_small(width=8) at 1x28x28``-style name of the config's base network."""
     args = ", ".join(f"{k}={v}" for k, v in (cfg.model.args or {}).items())
     return f"{cfg.model.space}({args})" if args else cfg.model.space
-
-
-def distribution_stats(probs) -> dict:
-    """Per group: the largest probability and the entropy (nats) of its width distribution, and
-    their means over groups (a converged search has max_prob near 1 and entropy near 0)."""
-    max_prob, entropy = [], []
-    for p in probs:
-        p = p.detach().double().cpu()
-        max_prob.append(float(p.max()))
-        entropy.append(float(-(p * torch.log(p.clamp_min(1e-12))).sum()))
-    n = max(1, len(max_prob))
-    return {"max_prob": max_prob, "entropy": entropy, "mean_max_prob": sum(max_prob) / n,
-            "mean_entropy": sum(entropy) / n}
-
-
-def width_figure(history, sn):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    frac = np.array([[w / g.full for w, g in zip(row, sn.groups)] for row in history] or
-                    [[0.0] * len(sn.groups)])
-    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(history) + 3), max(3, 0.22 * len(sn.groups) + 1.5)))
-    im = ax.imshow(frac.T, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_yticks(range(len(sn.groups)))
-    ax.set_yticklabels([g.name for g in sn.groups], fontsize=6)
-    ax.set_xticks(range(len(history)))
-    ax.set_xticklabels([str(i + 1) for i in range(len(history))], fontsize=7)
-    ax.set_xlabel("epoch")
-    ax.set_title("argmax width / full width per group", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    return fig
-
-
-def width_png(history, sn) -> bytes:
-    import matplotlib.pyplot as plt
-
-    fig = width_figure(history, sn)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def width_image(history, sn) -> np.ndarray:
-    """The width-by-epoch picture as a CHW uint8 array for TensorBoard."""
-    import matplotlib.pyplot as plt
-
-    fig = width_figure(history, sn)
-    fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())
-    plt.close(fig)
-    return rgba[..., :3].transpose(2, 0, 1).copy()
 
 
 def _search_data_defaults(cfg: Config) -> None:

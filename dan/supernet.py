@@ -233,6 +233,25 @@ class Supernet:
             g.mask = None
 
     # -- cost --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def recalibrate(self, choice: list[int], batches, prep=lambda x: x) -> None:
+        """Re-estimate the small path's BatchNorm statistics at ``choice`` from the images of
+        ``batches`` (an iterable of (x, y); widths shared in search leave them a mix of many
+        architectures). Leaves the network in training mode."""
+        from dan.layers import AdjointBatchNorm2d
+
+        self.set_widths(choice)
+        bns = [m for m in self.anet.modules() if isinstance(m, AdjointBatchNorm2d)]
+        saved = [m.small.momentum for m in bns]
+        for m in bns:
+            m.small.reset_running_stats()
+            m.small.momentum = None  # cumulative average
+        self.anet.train()
+        for x, _ in batches:
+            self.anet.small(prep(x))
+        for m, mom in zip(bns, saved):
+            m.small.momentum = mom
+
     def expected_cost(self):
         probs = [p.double() for p in self.arch.probs()]
         return self.table.expected(probs, [c.to(p.device) for c, p in zip(self.cand_tensors, probs)])

@@ -82,19 +82,18 @@ def test_arch_json_and_metrics_record_how_the_search_ended(tmp_path):
 
 
 def test_tau_is_annealed_per_step_to_tau_min():
-    from dan.search import Searcher
+    from dan.search_control import SearchControl
 
-    s = Searcher.__new__(Searcher)
-    s.cfg = tiny_config("unused", **{"search.tau0": 4.0, "search.tau_min": 0.1, "search.warmup_epochs": 1,
-                                     "search.settle": 0.0})
-    s.steps_per_epoch, s.total_steps = 10, 30
-    assert s.tau(1, 10) == pytest.approx(4.0)
-    assert s.tau(2, 29) == pytest.approx(0.1)
-    mid = s.tau(2, 19)
+    cfg = tiny_config("unused", **{"search.tau0": 4.0, "search.tau_min": 0.1, "search.warmup_epochs": 1,
+                                   "search.settle": 0.0})
+    c = SearchControl(cfg.search, steps_per_epoch=10, total_steps=30)
+    assert c.tau(1, 10) == pytest.approx(4.0)
+    assert c.tau(2, 29) == pytest.approx(0.1)
+    mid = c.tau(2, 19)
     assert 0.1 < mid < 4.0 and mid == pytest.approx(4.0 * (0.1 / 4.0) ** (9 / 19))
-    s.cfg.search.tau_anneal = "epoch"
-    s.cfg.search.tau_decay = 0.5
-    assert s.tau(2) == pytest.approx(2.0)
+    cfg.search.tau_anneal = "epoch"
+    cfg.search.tau_decay = 0.5
+    assert c.tau(2) == pytest.approx(2.0)
 
 
 def test_search_suite_dry_run_lists_every_method_and_budget(tmp_path):
@@ -228,7 +227,7 @@ def test_the_multiplier_watches_the_expected_or_the_blended_cost(tmp_path, contr
             t.fill_(-3.0)
             t[0], t[-1] = 1.0, 0.6
     x, y = next(iter(s.data.holdout))
-    mu0 = s.mu = 0.5
+    mu0 = s.control.mu = 0.5
     s.arch_step(s.prep(x), y, 0.5, 1.0)
     with torch.no_grad():
         e = float(s.norm_cost(*s.sn.expected_cost()))
@@ -237,25 +236,24 @@ def test_the_multiplier_watches_the_expected_or_the_blended_cost(tmp_path, contr
     watched = e if control == "expected" else (1 - w) * e + w * a
     target = 1 - cfg.search.band / 2 if control == "expected" else 1.0
     assert a < e  # the case the blend exists for: the argmax is cheaper than the expectation
-    assert s.mu - mu0 == pytest.approx(cfg.search.multiplier_lr / s.steps_per_epoch * (watched - target), rel=1e-6)
+    assert s.control.mu - mu0 == pytest.approx(cfg.search.multiplier_lr / s.steps_per_epoch * (watched - target), rel=1e-6)
 
 
 
 def test_the_settle_phase_holds_tau_min_and_marks_the_last_steps():
     """settle 0.25 of 20 architecture steps (19 intervals): the anneal ends at step 10 + 14.25 and
     tau_min holds from there; the last quarter of the steps is the settle phase."""
-    from dan.search import Searcher
+    from dan.search_control import SearchControl
 
-    s = Searcher.__new__(Searcher)
-    s.cfg = tiny_config("unused", **{"search.tau0": 4.0, "search.tau_min": 0.1, "search.warmup_epochs": 1,
-                                     "search.settle": 0.25})
-    s.steps_per_epoch, s.total_steps = 10, 30
-    assert s.tau(1, 10) == pytest.approx(4.0)
-    assert s.tau(2, 17) == pytest.approx(4.0 * (0.1 / 4.0) ** (7 / 14.25))
-    assert s.tau(2, 25) == pytest.approx(0.1) and s.tau(2, 29) == pytest.approx(0.1)
-    assert [st for st in range(30) if s.settling(st)] == list(range(25, 30))
-    s.cfg.search.settle = 0.0
-    assert not any(s.settling(st) for st in range(30))
+    cfg = tiny_config("unused", **{"search.tau0": 4.0, "search.tau_min": 0.1, "search.warmup_epochs": 1,
+                                   "search.settle": 0.25})
+    c = SearchControl(cfg.search, steps_per_epoch=10, total_steps=30)
+    assert c.tau(1, 10) == pytest.approx(4.0)
+    assert c.tau(2, 17) == pytest.approx(4.0 * (0.1 / 4.0) ** (7 / 14.25))
+    assert c.tau(2, 25) == pytest.approx(0.1) and c.tau(2, 29) == pytest.approx(0.1)
+    assert [st for st in range(30) if c.settling(st)] == list(range(25, 30))
+    cfg.search.settle = 0.0
+    assert not any(c.settling(st) for st in range(30))
 
 
 @pytest.mark.parametrize("where", ["below", "inside", "above"])
@@ -280,10 +278,10 @@ def test_the_settle_phase_moves_the_multiplier_by_the_argmax_cost(tmp_path, wher
     scale = {"below": 1 / 0.9, "inside": 1.0, "above": 1 / 1.1}[where]
     s.budget.value = s.budget.value * a0 * scale
     s.step = s.total_steps - 1
-    assert s.settling(s.step)
+    assert s.control.settling(s.step)
     x, y = next(iter(s.data.holdout))
-    mu0 = s.mu = 0.5
-    s.settle_side = 1  # last seen above the band: from below, the argmax jumped over it
+    mu0 = s.control.mu = 0.5
+    s.control.settle_side = 1  # last seen above the band: from below, the argmax jumped over it
     s.arch_step(s.prep(x), y, 0.9, 0.1)
     with torch.no_grad():
         v = s.norm_cost(*s.sn.cost_of(s.sn.arch.argmax())) - 1.0
@@ -291,13 +289,13 @@ def test_the_settle_phase_moves_the_multiplier_by_the_argmax_cost(tmp_path, wher
     n = max(1.0, (s.total_steps - first) * cfg.search.settle)
     scale = 0.5 if where == "below" else 1.0  # a jump over the band halves the steps
     expected = 0.0 if abs(v) <= cfg.search.band else scale * cfg.search.settle_gain * v * max(mu0, SETTLE_MU_FLOOR) / n
-    assert s.settle_scale == scale
-    assert s.mu - mu0 == pytest.approx(expected, rel=1e-6, abs=1e-12)
-    assert (s.mu > mu0, s.mu < mu0) == {"below": (False, True), "inside": (False, False),
+    assert s.control.settle_scale == scale
+    assert s.control.mu - mu0 == pytest.approx(expected, rel=1e-6, abs=1e-12)
+    assert (s.control.mu > mu0, s.control.mu < mu0) == {"below": (False, True), "inside": (False, False),
                                         "above": (True, False)}[where]
     # landing inside the band ends the architecture steps; the weights go on
-    assert (s.settled_at == s.step) == (abs(v) <= cfg.search.band) == (where == "inside")
-    if s.settled_at is not None:
+    assert (s.control.settled_at == s.step) == (abs(v) <= cfg.search.band) == (where == "inside")
+    if s.control.settled_at is not None:
         s.arch_step = lambda *a: pytest.fail("an architecture step after the search settled")
         s.begin_epoch(s.epoch)
         s.train_step(s.prep(x), y)

@@ -1,0 +1,119 @@
+"""What steers a DAN search's architecture steps: the temperature schedule, the budget multiplier μ
+and the settle phase (see :mod:`dan.search` for the method).
+
+:class:`SearchControl` holds no tensors and reads no data: it is told the step, the costs over the
+budget and how committed the distributions are, and it answers τ, the penalty weight, and whether
+the architecture steps are over. Kept apart from :class:`~dan.search.Searcher` so the control law
+can be read, tested and changed without the training loop around it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+# The settle phase's multiplier steps are in proportion to max(|mu|, this): near mu = 0 a purely
+# relative step crawls, and an argmax committed below the band needs mu < 0 (a reward for cost)
+# to widen a group (with a floor of 0.05, seed 0 at 10 % ended at mu 0.02 and 0.93 B).
+SETTLE_MU_FLOOR = 0.25
+
+
+class SearchControl:
+    """τ, μ and the settle phase of one search (``s``: the config's search section)."""
+
+    def __init__(self, s, steps_per_epoch: int, total_steps: int):
+        self.s, self.steps_per_epoch, self.total_steps = s, steps_per_epoch, total_steps
+        self.mu = 0.0
+        self.settled_at: int | None = None  # the settle-phase step at which the argmax landed
+        self.settle_side = 0  # the side of the band the argmax was last on in the settle phase (-1, +1)
+        self.settle_scale = 1.0  # halved each time the argmax jumps across the band
+
+    # --- schedule ------------------------------------------------------------------------------
+    def arch_phase(self) -> tuple[int, int]:
+        """(first architecture step, steps from it to the last one)."""
+        first = math.ceil(self.s.warmup_epochs) * self.steps_per_epoch
+        return first, self.total_steps - first - 1
+
+    def tau(self, epoch: int, step: int | None = None) -> float:
+        """Temperature of the architecture step ``step`` (global) in ``epoch``."""
+        s = self.s
+        if s.tau_anneal == "epoch":
+            k = max(0, epoch - math.ceil(s.warmup_epochs))
+            return max(s.tau_min, s.tau0 * s.tau_decay ** k)
+        first, span = self.arch_phase()
+        if step is None:
+            step = max(first, epoch * self.steps_per_epoch)
+        frac = min(1.0, max(0.0, (step - first) / max(1.0, span * (1.0 - s.settle))))  # settle holds tau_min
+        return s.tau0 * (min(s.tau_min, s.tau0) / s.tau0) ** frac
+
+    def settling(self, step: int) -> bool:
+        """Whether architecture step ``step`` (global) is in the final settle phase."""
+        s = self.s
+        if s.settle <= 0 or s.tau_anneal != "step":
+            return False
+        first, span = self.arch_phase()
+        return step >= first + span * (1.0 - s.settle)
+
+    def arch_active(self, epoch: int) -> bool:
+        return epoch >= math.ceil(self.s.warmup_epochs)
+
+    # --- the multiplier ------------------------------------------------------------------------
+    def cost_target(self) -> float:
+        """Where the multiplier drives the watched cost, over the budget: the middle of
+        [1 − band, 1] for the expected cost, the budget itself for the blend."""
+        return 1.0 if self.s.budget_control == "blend" else 1.0 - self.s.band / 2
+
+    def control(self, step: int) -> str:
+        """What the multiplier watches at ``step``: the config's choice, the argmax when settling."""
+        return "argmax" if self.settling(step) else self.s.budget_control
+
+    def penalty_weight(self, step: int, expected: float) -> float:
+        """The weight of E[cost]/B in the architecture loss (μ, plus the proportional term)."""
+        if self.control(step) == "argmax":
+            return self.mu
+        return self.mu + self.s.multiplier_p * (expected - self.cost_target())  # PI: reacts at once
+
+    def update(self, step: int, expected: Callable[[], float], argmax: Callable[[], float],
+               committed: Callable[[], float]) -> None:
+        """Move μ after the architecture step ``step``. The costs are over the budget, taken after
+        the step: ``expected()`` E[cost], ``argmax()`` the argmax network's, ``committed()`` the
+        mean largest probability (asked only when the control law needs them)."""
+        s = self.s
+        control = self.control(step)
+        if control in ("expected", "blend"):
+            # dual ascent on the expected cost towards the middle of [B(1-band), B]; or ("blend")
+            # on the expected cost blended into the argmax network's as the distributions commit,
+            # towards B: the argmax ends below E[cost] (the leftover mass sits on wider
+            # candidates), so the blend's balance puts it a little under B, inside the band
+            watched = expected()
+            if s.budget_control == "blend":
+                w = committed()
+                watched = (1 - w) * watched + w * argmax()
+            self.mu += s.multiplier_lr / self.steps_per_epoch * (watched - self.cost_target())
+        else:
+            # dual ascent on the argmax architecture's cost, with a dead band: [B(1-band), B] for
+            # the whole search (the first design), the band itself in the settle phase
+            viol = argmax() - 1.0
+            if not self.settling(step):  # the first design: dead band [B(1-band), B]
+                if viol > 0 or viol < -s.band:
+                    self.mu += s.multiplier_lr / self.steps_per_epoch * viol
+            elif abs(viol) > s.band:  # settling: the band, steps in proportion to mu
+                side = 1 if viol > 0 else -1
+                if self.settle_side and side != self.settle_side:
+                    self.settle_scale /= 2  # jumped over the band: come back more slowly (bisection)
+                self.settle_side = side
+                n = max(1.0, (self.arch_phase()[1] + 1) * s.settle)
+                self.mu += self.settle_scale * s.settle_gain * viol * max(abs(self.mu), SETTLE_MU_FLOOR) / n
+            else:
+                self.settled_at = step  # landed: no more architecture steps
+        self.mu = max(-s.multiplier_max, min(s.multiplier_max, self.mu))
+
+    # --- checkpoints (the keys the search checkpoint has always used) ---------------------------
+    def state(self) -> dict:
+        return {"multiplier": self.mu, "settled_at": self.settled_at, "settle_side": self.settle_side,
+                "settle_scale": self.settle_scale}
+
+    def load(self, st: dict) -> None:
+        self.mu = st["multiplier"]
+        self.settled_at = st.get("settled_at")
+        self.settle_side, self.settle_scale = st.get("settle_side", 0), st.get("settle_scale", 1.0)

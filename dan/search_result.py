@@ -1,0 +1,189 @@
+"""The end of a DAN search and what it reports: the final architecture (repair, the measured
+latency check, ``arch.json``), the width distributions' statistics and the width-by-epoch figure."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+
+import numpy as np
+import torch
+
+from dan import distributed
+from dan.arch import Arch
+from dan.supernet import repair
+
+
+def measured_latency(searcher, choice) -> dict:
+    """The found network's latency, predicted and measured on this device (interleaved with the
+    widest small network, so that a relative budget compares times taken together)."""
+    from dan import latency
+
+    b, lat = searcher.budget, searcher.latency
+    widest = [len(c) - 1 for c in searcher.sn.cands]
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(lat.device["threads"]))
+    try:
+        (found, top), level = latency.measure_networks(searcher.sn, [choice, widest], lat.device["batch"],
+                                                       runtime=lat.device["runtime"], threads=lat.device["threads"],
+                                                       **latency.FINAL)
+    finally:
+        torch.set_num_threads(before)
+    # a relative budget is a fraction of the widest network measured alongside; an absolute
+    # one is compared at the machine speed of the tables (a reference network scales it)
+    measured = found / top * lat.predict(searcher.sn.widths_of(widest)) if b.relative else lat.at_reference(found, level)
+    return {"budget_ms": b.value, "relative": b.relative, "band": b.band,
+            "predicted_ms": lat.predict(searcher.sn.widths_of(choice)), "measured_ms": measured,
+            "measured_raw_ms": found, "measured_widest_ms": top,
+            "measured_over_budget": measured / b.value, "in_band": bool(b.lo <= measured <= b.hi),
+            "device": lat.device}
+
+def finish(searcher) -> Arch:
+    """The end of a search: the argmax network repaired into the band (and, under a latency budget,
+    measured), its statistics, ``arch.json`` and ``widths.png`` written by the main rank."""
+    b = searcher.budget
+    probs = [p.detach().cpu() for p in searcher.sn.arch.probs()]
+    logp = [torch.log(p.double() + 1e-12).tolist() for p in probs]
+    start = searcher.sn.arch.argmax()
+    choice = repair(start, searcher.sn.cands, logp, searcher.choice_cost, b.lo, b.hi)
+    a_flops, a_params = searcher.sn.cost_of(start)
+    a_cost = searcher.choice_cost(start)
+    stats = distribution_stats(probs)
+    search_stats = {
+        "method": "dan",
+        "argmax_before_repair": {"flops": a_flops, "params": a_params,
+                                 "over_budget": round(a_cost / b.value, 6),
+                                 "in_band": bool(b.lo <= a_cost <= b.hi)},
+        "mean_max_prob": round(stats["mean_max_prob"], 6),
+        "mean_entropy": round(stats["mean_entropy"], 6),
+        "max_prob": {g.name: round(v, 6) for g, v in zip(searcher.sn.groups, stats["max_prob"])},
+        "entropy": {g.name: round(v, 6) for g, v in zip(searcher.sn.groups, stats["entropy"])},
+        "epochs": searcher.epoch, "multiplier": searcher.control.mu,
+        # the step at which the settle phase found the argmax inside the band and stopped the
+        # architecture steps (None: it never did, and repair had the last word)
+        "settled_at_step": searcher.control.settled_at,
+    }
+    fields = {}
+    if b.kind == "latency":
+        search_stats["argmax_before_repair"]["latency_ms"] = round(a_cost, 6)
+        # the prediction put the network in the band; a measurement checks it. Off the band,
+        # the prediction is corrected by the measured/predicted ratio of the network at hand
+        # and repair runs again on the corrected costs (at most 3 times; NetAdapt measures each
+        # proposal the same way)
+        lat = measured_latency(searcher, choice)
+        lat["measured_repairs"] = 0
+        while not lat["in_band"] and lat["measured_repairs"] < 3:
+            r = lat["measured_ms"] / lat["predicted_ms"]
+            choice = repair(choice, searcher.sn.cands, logp, searcher.choice_cost, b.lo / r, b.hi / r)
+            n, lat = lat["measured_repairs"] + 1, measured_latency(searcher, choice)
+            lat["measured_repairs"] = n
+        fields["latency"] = lat
+    arch = searcher.sn.make_arch(
+        searcher.sn.widths_of(choice), b, searcher.cfg, searcher.data.info,
+        probabilities={g.name: [round(float(v), 6) for v in p] for g, p in zip(searcher.sn.groups, probs)},
+        repaired=[g.name for g, a, c in zip(searcher.sn.groups, start, choice) if a != c], search=search_stats,
+        **fields)
+    if searcher.dist.enabled:  # every rank found the same architecture, or something is broken
+        digest = hashlib.sha256(json.dumps(arch.to_dict(), sort_keys=True).encode()).hexdigest()
+        digests = distributed.gather(digest)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"ranks disagree on the architecture: {digests}")
+        if searcher.dist.main:
+            with open(os.path.join(searcher.run_dir, "ranks.json"), "w") as f:
+                json.dump({"world": searcher.dist.world, "arch_sha256": digests}, f, indent=2)
+    if searcher.dist.main:
+        arch.save(os.path.join(searcher.run_dir, "arch.json"))
+        png = width_png(searcher.history, searcher.sn)
+        with open(os.path.join(searcher.run_dir, "widths.png"), "wb") as f:
+            f.write(png)
+        searcher.monitor.flush()
+    distributed.barrier()
+    return arch
+
+
+def log_step(searcher, logs: dict, tau: float, ips: float) -> None:
+    """A logging window's scalars: the step's losses, τ, μ, and the argmax and expected costs."""
+    mon = searcher.monitor
+    mon.scalars(searcher.step, logs)
+    mon.scalars(searcher.step, {"search/tau": tau, "search/lr": searcher.w_opt.param_groups[0]["lr"],
+                            "search/images_per_s": ips, "arch/multiplier": searcher.control.mu})
+    flops, params = searcher.sn.cost_of(searcher.sn.arch.argmax())
+    with torch.no_grad():
+        ef, ep = searcher.sn.expected_cost()
+    b = searcher.budget
+    mon.scalars(searcher.step, {"cost/argmax_flops": flops, "cost/argmax_params": params,
+                            "cost/expected_flops": float(ef), "cost/expected_params": float(ep),
+                            f"cost/budget_{b.kind}": b.value,
+                            f"cost/argmax_{b.kind}_over_budget": searcher.choice_norm(searcher.sn.arch.argmax())})
+    if b.kind == "latency":
+        with torch.no_grad():
+            mon.scalars(searcher.step, {"cost/argmax_latency_ms": searcher.choice_cost(searcher.sn.arch.argmax()),
+                                    "cost/expected_latency_ms": float(searcher.expected_norm()) * b.value})
+
+def log_epoch(searcher) -> None:
+    """An epoch's per-group entropy, largest probability and width histograms, and the width image."""
+    mon = searcher.monitor
+    stats = distribution_stats(searcher.sn.arch.probs())
+    mon.scalars(searcher.step, {f"entropy/{g.name}": e for g, e in zip(searcher.sn.groups, stats["entropy"])})
+    mon.scalars(searcher.step, {f"max_prob/{g.name}": m for g, m in zip(searcher.sn.groups, stats["max_prob"])})
+    for g, c, p in zip(searcher.sn.groups, searcher.sn.cands, searcher.sn.arch.probs()):
+        counts = np.maximum(0, np.round(p.detach().cpu().numpy() * 1000)).astype(int)
+        mon.histogram(f"widths/{g.name}", np.repeat(np.array(c, dtype=np.float64), counts), searcher.epoch)
+    mon.image("widths/argmax_by_epoch", width_image(searcher.history, searcher.sn), searcher.epoch)
+
+
+def distribution_stats(probs) -> dict:
+    """Per group: the largest probability and the entropy (nats) of its width distribution, and
+    their means over groups (a converged search has max_prob near 1 and entropy near 0)."""
+    max_prob, entropy = [], []
+    for p in probs:
+        p = p.detach().double().cpu()
+        max_prob.append(float(p.max()))
+        entropy.append(float(-(p * torch.log(p.clamp_min(1e-12))).sum()))
+    n = max(1, len(max_prob))
+    return {"max_prob": max_prob, "entropy": entropy, "mean_max_prob": sum(max_prob) / n,
+            "mean_entropy": sum(entropy) / n}
+
+
+def width_figure(history, sn):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frac = np.array([[w / g.full for w, g in zip(row, sn.groups)] for row in history] or
+                    [[0.0] * len(sn.groups)])
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(history) + 3), max(3, 0.22 * len(sn.groups) + 1.5)))
+    im = ax.imshow(frac.T, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks(range(len(sn.groups)))
+    ax.set_yticklabels([g.name for g in sn.groups], fontsize=6)
+    ax.set_xticks(range(len(history)))
+    ax.set_xticklabels([str(i + 1) for i in range(len(history))], fontsize=7)
+    ax.set_xlabel("epoch")
+    ax.set_title("argmax width / full width per group", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    return fig
+
+
+def width_png(history, sn) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig = width_figure(history, sn)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def width_image(history, sn) -> np.ndarray:
+    """The width-by-epoch picture as a CHW uint8 array for TensorBoard."""
+    import matplotlib.pyplot as plt
+
+    fig = width_figure(history, sn)
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    plt.close(fig)
+    return rgba[..., :3].transpose(2, 0, 1).copy()
