@@ -5,6 +5,8 @@ epochs with Adam (or SGD) and a linear-warm-up + cosine learning-rate schedule (
 recipe), evaluates every network of the method on the test split each epoch, writes TensorBoard
 scalars, ``metrics.jsonl`` and an atomic ``checkpoints/last.pt`` (+ ``best.pt``), and at the end
 saves the deployable network (``small.pt`` …), counts and times the networks, and returns a summary.
+A method that learns from a teacher asks for one; :func:`resolve_teacher` loads it from a finished
+run or trains it first, and the trainer hands it to the method.
 
 Reproducibility: the model is built right after seeding with ``cfg.seed``; every epoch re-seeds
 all generators from (seed, epoch) and the data order/augmentation is a function of (seed, epoch),
@@ -13,24 +15,26 @@ so a run resumed from ``last.pt`` replays exactly the epochs an uninterrupted ru
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import tempfile
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from dan import distributed, onnx_export
 from dan.checkpoint import atomic_write, load_checkpoint, write_json, rng_state, save_checkpoint, set_rng_state
 from dan.config import Config
 from dan.cost import count, format_count
-from dan.data import Data, build_data
+from dan.data import Data, build_data, dataset_info
 from dan.deploy import deploy_form, measure_latency, save_deployable
 from dan.errors import UserError
 from dan.loop import (RESUMABLE_CHANGES, check_run_dir, check_same_config, optimizer_step,  # noqa: F401
-                      prepare_run_dir, reconcile_metrics, run_epochs, start)
-from dan.methods import get_method
+                      prepare_run_dir, reconcile_metrics, run_epochs, start, start_managed)
+from dan.methods import TeacherRequest, get_method
 from dan.monitor import Monitor
 from dan.seed import seed_everything
 
@@ -225,7 +229,10 @@ class Trainer:
 
     # --- the loop (dan.loop.run_epochs calls these) ------------------------------------------
     def fit(self) -> Summary:
-        self.method.prepare(self.data, self.monitor)
+        request = self.method.teacher_request()
+        teacher = None if request is None else resolve_teacher(request, self.cfg, self.data, self.monitor,
+                                                                self.device)
+        self.method.prepare(self.data, self.monitor, teacher)
         run_epochs(self, seed_tag="epoch", desc="epoch")
         return self.finish()
 
@@ -336,6 +343,54 @@ def train(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
     Every check (folder, config, data, resume compatibility) runs before the first file is
     written, so a refused run leaves nothing behind."""
     return start(cfg, resume, lambda: Trainer(cfg, monitor, data=data)).fit()
+
+
+def load_teacher(path: str, device: torch.device, num_classes: int | None = None) -> nn.Module:
+    """The big network of a finished run, frozen and in eval mode, to teach with.
+
+    Args:
+        path: the run folder (its ``checkpoints/last.pt`` is read) or a checkpoint file.
+        device: where the network goes.
+        num_classes: when given, the classes the student's data has; a teacher with another
+            number is a :class:`UserError`.
+    """
+    ckpt = os.path.join(path, "checkpoints", "last.pt") if os.path.isdir(path) else path
+    state = load_checkpoint(ckpt, map_location=device)
+    tcfg = Config.from_dict(state["config"])
+    info = dataset_info(tcfg.data)
+    if num_classes is not None and info.num_classes != num_classes:
+        raise UserError(f"teacher {path} has {info.num_classes} classes, the data {num_classes}")
+    m = get_method(tcfg.train.method)(tcfg, info, device)
+    m.build()
+    m.model.load_state_dict(state["model"])
+    m.load_extra_state(state.get("method", {}))
+    nets = m.networks()
+    if "big" not in nets:
+        raise UserError(f"{ckpt} holds no big network to teach with (method {tcfg.train.method})")
+    teacher = nets["big"].to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def resolve_teacher(request: TeacherRequest, cfg: Config, data: Data, monitor: Monitor,
+                    device: torch.device) -> nn.Module:
+    """The teacher a method asked for, frozen: the big network of the finished run at
+    ``request.path``, or else the base network trained the standard way for ``request.epochs``
+    (default ``cfg.train.epochs``) on the same data in ``<run>/teacher`` — reused when that run
+    finished, resumed when it was killed."""
+    if request.path:
+        return load_teacher(request.path, device, num_classes=data.info.num_classes)
+    tcfg = copy.deepcopy(cfg)
+    tcfg.train.method = "standard"
+    tcfg.model.arch = None
+    tcfg.train.epochs = request.epochs or cfg.train.epochs
+    tcfg.out = os.path.join(cfg.run_dir, "teacher")
+    tcfg.methods = {}
+    if not os.path.isfile(os.path.join(tcfg.out, "summary.json")):
+        mon = Monitor(tcfg.out, console=monitor.console, tensorboard=monitor.tensorboard)
+        start_managed(tcfg, lambda: Trainer(tcfg, mon, data=data)).fit()
+    return load_teacher(tcfg.out, device)
 
 
 def format_summary(summary: Summary | dict) -> str:

@@ -3,35 +3,19 @@
 Every method runs through the same engine (:mod:`dan.engine`): same data, optimizer, schedule,
 logging, checkpoints and cost model. A method says how to build the trained module, what one
 training step computes, which outputs to evaluate, and which network is deployed at the end.
+A method that learns from a teacher only asks for one (:meth:`Method.teacher_request`): the
+engine resolves it (loads a finished run or trains one) and hands it in; methods never import
+the engine.
+
+Layout: :mod:`~dan.methods.registry` holds the table (each method module registers itself there),
+:mod:`~dan.methods.base` the interface, :mod:`~dan.methods.common` the shared pieces; importing
+this package imports every method, so the table is complete.
 """
 
 from __future__ import annotations
 
-from dan.errors import UserError
-from dan.methods.base import Method
+from dan.methods.base import Method, TeacherRequest
+from dan.methods.registry import get_method, list_methods, register_method
+from dan.methods import adjoint, dropout, expandnet, kd, ksanc, lowrank, standard  # noqa: F401  (registers them)
 
-_METHODS: dict[str, type] = {}
-
-
-def register_method(name: str):
-    def wrap(cls):
-        cls.name = name
-        _METHODS[name] = cls
-        return cls
-
-    return wrap
-
-
-def list_methods() -> list[str]:
-    return sorted(_METHODS)
-
-
-def get_method(name: str) -> type:
-    if name not in _METHODS:
-        raise UserError(f"unknown method '{name}': choose one of {', '.join(list_methods())}")
-    return _METHODS[name]
-
-
-from dan.methods import adjoint, dropout, expandnet, kd, ksanc, lowrank, standard  # noqa: E402,F401
-
-__all__ = ["Method", "get_method", "list_methods", "register_method"]
+__all__ = ["Method", "TeacherRequest", "get_method", "list_methods", "register_method"]

@@ -12,9 +12,9 @@ import torch
 from dan.adjoint import extract_big, extract_small, to_adjoint
 from dan.errors import UserError
 from dan.loss import adjoint_loss, schedule
-from dan.methods import register_method
 from dan.methods.base import Method
-from dan.methods.standard import _top1
+from dan.methods.common import top1_accuracy
+from dan.methods.registry import register_method
 
 
 @register_method("adjoint")
@@ -51,7 +51,7 @@ class Adjoint(Method):
         loss, ce, kl = adjoint_loss(big, small, y, lam, detach_teacher=self.cfg.adjoint.detach_teacher,
                                     label_smoothing=self.cfg.train.label_smoothing, return_terms=True)
         return loss, {"loss": loss.detach(), "ce": ce, "kl": kl, "lambda": lam,
-                      "top1_big": _top1(big, y), "top1_small": _top1(small, y)}
+                      "top1_big": top1_accuracy(big, y), "top1_small": top1_accuracy(small, y)}
 
     @torch.no_grad()
     def eval_logits(self, x):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Iterable, Optional
 
 import torch
 import torch.nn as nn
@@ -10,6 +11,22 @@ import torch.nn as nn
 from dan.config import Config
 from dan.data import DatasetInfo
 from dan.models import build_model, input_shape
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    """The teacher a method learns from, as the method asks for it; the run layer
+    (:func:`dan.engine.resolve_teacher`) turns it into a frozen network before
+    :meth:`Method.prepare`.
+
+    Attributes:
+        path: run folder or checkpoint of a finished run whose big network teaches; None: the
+            base network is trained the standard way first, in ``<run>/teacher``.
+        epochs: epochs of that first training (None: ``train.epochs``); unused with ``path``.
+    """
+
+    path: Optional[str] = None
+    epochs: Optional[int] = None
 
 
 class Method:
@@ -55,8 +72,14 @@ class Method:
         """Parameters the engine's optimizer updates."""
         return self.model.parameters()
 
-    def prepare(self, data, monitor) -> None:
-        """Work before the first epoch (e.g. train a teacher). Runs again after a resume."""
+    def teacher_request(self) -> TeacherRequest | None:
+        """The teacher this method learns from (called after :meth:`build`), or None."""
+        return None
+
+    def prepare(self, data, monitor, teacher: nn.Module | None = None) -> None:
+        """Work before the first epoch. ``teacher`` is the frozen network :meth:`teacher_request`
+        asked for, resolved by the engine (None when none was asked for). Runs again after a
+        resume."""
 
     # --- training --------------------------------------------------------------------------
     def train_step(self, x: torch.Tensor, y: torch.Tensor, progress: float):

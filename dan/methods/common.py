@@ -1,10 +1,9 @@
-"""Pieces the comparison methods share: their config sections, the student network, teachers."""
+"""Pieces the methods share: their config sections, the student network, fx tracing, the
+per-batch top-1 every method logs."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import os
 import typing
 
 import torch
@@ -63,50 +62,15 @@ def student_network(method) -> nn.Module:
     return reinit(extract_small(anet).train())
 
 
-def load_teacher(path: str, device: torch.device) -> nn.Module:
-    """The big network of a finished run: ``path`` is its run folder or a checkpoint file."""
-    from dan.checkpoint import load_checkpoint
-    from dan.config import Config
-    from dan.data import dataset_info
-    from dan.methods import get_method
-
-    ckpt = os.path.join(path, "checkpoints", "last.pt") if os.path.isdir(path) else path
-    state = load_checkpoint(ckpt, map_location=device)
-    tcfg = Config.from_dict(state["config"])
-    info = dataset_info(tcfg.data)
-    m = get_method(tcfg.train.method)(tcfg, info, device)
-    m.build()
-    m.model.load_state_dict(state["model"])
-    m.load_extra_state(state.get("method", {}))
-    nets = m.networks()
-    if "big" not in nets:
-        raise UserError(f"{ckpt} holds no big network to teach with (method {tcfg.train.method})")
-    teacher = nets["big"].to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher, info
-
-
-def train_teacher(method, data, monitor, epochs: int) -> nn.Module:
-    """Train the base network the standard way first, in ``<run>/teacher`` (reused when finished)."""
-    from dan.engine import Trainer
-    from dan.loop import start_managed
-
-    cfg = copy.deepcopy(method.cfg)
-    cfg.train.method = "standard"
-    cfg.model.arch = None
-    cfg.train.epochs = epochs
-    cfg.out = os.path.join(method.cfg.run_dir, "teacher")
-    cfg.methods = {}
-    done = os.path.join(cfg.out, "summary.json")
-    if not os.path.isfile(done):
-        from dan.monitor import Monitor
-
-        mon = Monitor(cfg.out, console=monitor.console, tensorboard=monitor.tensorboard)
-        start_managed(cfg, lambda: Trainer(cfg, mon, data=data)).fit()
-    teacher, _ = load_teacher(cfg.out, method.device)
-    return teacher
-
-
 def traced(net: nn.Module) -> fx.GraphModule:
+    """``net`` as an fx graph module (itself when it already is one)."""
     return net if isinstance(net, fx.GraphModule) else fx.symbolic_trace(net)
+
+
+def top1_accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction of the batch whose arg-max logit is the label (a 0-d tensor, for training logs).
+
+    >>> top1_accuracy(torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, 1.0]]), torch.tensor([0, 1, 1]))
+    tensor(0.6667)
+    """
+    return (logits.argmax(1) == y).float().mean()

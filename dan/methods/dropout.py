@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch.fx as fx
 import torch.nn as nn
 
-from dan.methods import register_method
 from dan.methods.common import method_config, traced
+from dan.methods.registry import register_method
 from dan.methods.standard import Standard
 
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish)

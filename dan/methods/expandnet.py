@@ -29,8 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dan.errors import UserError
-from dan.methods import register_method
 from dan.methods.common import method_config, student_network, traced
+from dan.methods.registry import register_method
 from dan.methods.standard import Standard
 
 

@@ -2,10 +2,11 @@
 
 The teacher is the big network of a finished run (``methods.kd.teacher``: its run folder or
 checkpoint) or, when none is given, the base network trained the standard way first for
-``teacher_epochs`` epochs (default: ``train.epochs``) in ``<run>/teacher``. It is frozen. The
-student is the small network AN extracts at the same α (or ``model.arch``'s network), freshly
-initialised. Loss: ``(1−a)·CE(y, s) + a·T²·KL(softmax(t/T) ‖ softmax(s/T))``; defaults T = 4,
-a = 0.9 (the values of the common CIFAR-100 distillation benchmarks).
+``teacher_epochs`` epochs (default: ``train.epochs``) in ``<run>/teacher``; the engine resolves it
+(:func:`dan.engine.resolve_teacher`) and hands it in, frozen. The student is the small network AN
+extracts at the same α (or ``model.arch``'s network), freshly initialised. Loss:
+``(1−a)·CE(y, s) + a·T²·KL(softmax(t/T) ‖ softmax(s/T))``; defaults T = 4, a = 0.9 (the values of
+the common CIFAR-100 distillation benchmarks).
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from dan.errors import UserError
-from dan.methods import register_method
-from dan.methods.base import Method
-from dan.methods.common import load_teacher, method_config, student_network, train_teacher
-from dan.methods.standard import _top1
+from dan.methods.base import Method, TeacherRequest
+from dan.methods.common import method_config, student_network, top1_accuracy
+from dan.methods.registry import register_method
 
 
 @dataclass
@@ -51,14 +51,11 @@ class KD(Method):
         self.teacher = None
         return self.model
 
-    def prepare(self, data, monitor):
-        k = self.kcfg
-        if k.teacher:
-            self.teacher, info = load_teacher(k.teacher, self.device)
-            if info.num_classes != self.info.num_classes:
-                raise UserError(f"teacher {k.teacher} has {info.num_classes} classes, the data {self.info.num_classes}")
-        else:
-            self.teacher = train_teacher(self, data, monitor, k.teacher_epochs or self.cfg.train.epochs)
+    def teacher_request(self):
+        return TeacherRequest(self.kcfg.teacher, self.kcfg.teacher_epochs)
+
+    def prepare(self, data, monitor, teacher=None):
+        self.teacher = teacher
         if self.cfg.train.channels_last:
             self.teacher.to(memory_format=torch.channels_last)
 
@@ -67,7 +64,7 @@ class KD(Method):
             t = self.teacher(x)
         s = self.fwd(x)
         loss, ce, kl = kd_loss(s, t, y, self.kcfg.temperature, self.kcfg.alpha)
-        return loss, {"loss": loss.detach(), "ce": ce, "kl": kl, "top1_small": _top1(s, y)}
+        return loss, {"loss": loss.detach(), "ce": ce, "kl": kl, "top1_small": top1_accuracy(s, y)}
 
     @torch.no_grad()
     def eval_logits(self, x):

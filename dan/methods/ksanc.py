@@ -31,10 +31,9 @@ import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
 from dan.errors import UserError
-from dan.methods import register_method
-from dan.methods.base import Method
-from dan.methods.common import load_teacher, method_config, student_network, train_teacher, traced
-from dan.methods.standard import _top1
+from dan.methods.base import Method, TeacherRequest
+from dan.methods.common import method_config, student_network, top1_accuracy, traced
+from dan.methods.registry import register_method
 
 
 @dataclass
@@ -151,14 +150,10 @@ class KSANC(Method):
     def parameters(self):
         return list(self.student.parameters()) + list(self.aux.parameters())
 
-    def prepare(self, data, monitor):
-        k = self.kcfg
-        if k.teacher:
-            teacher, info = load_teacher(k.teacher, self.device)
-            if info.num_classes != self.info.num_classes:
-                raise UserError(f"teacher {k.teacher} has {info.num_classes} classes, the data {self.info.num_classes}")
-        else:
-            teacher = train_teacher(self, data, monitor, k.teacher_epochs or self.cfg.train.epochs)
+    def teacher_request(self):
+        return TeacherRequest(self.kcfg.teacher, self.kcfg.teacher_epochs)
+
+    def prepare(self, data, monitor, teacher=None):
         self.teacher = traced(teacher).eval()
         names = stage_nodes(self.teacher, torch.zeros(self.input_shape, device=self.device))
         if [_shape(_node(self.teacher, n))[1] for n in names] != [m.out_channels for m in self.aux["lift"]]:
@@ -198,7 +193,7 @@ class KSANC(Method):
         if k.ce:
             loss = loss + k.ce * F.cross_entropy(ls, y)
         return loss, {"loss": loss.detach(), "logit_l2": l_b.detach(), "adv": l_adv.detach(),
-                      "intermediate": l_is.detach(), "disc": d_loss.detach(), "top1_small": _top1(ls, y)}
+                      "intermediate": l_is.detach(), "disc": d_loss.detach(), "top1_small": top1_accuracy(ls, y)}
 
     @torch.no_grad()
     def eval_logits(self, x):

@@ -31,8 +31,8 @@ import torch
 import torch.nn as nn
 
 from dan.errors import UserError
-from dan.methods import register_method
 from dan.methods.common import method_config, traced
+from dan.methods.registry import register_method
 from dan.methods.standard import Standard
 
 

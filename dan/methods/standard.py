@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from dan.errors import UserError
-from dan.methods import register_method
 from dan.methods.base import Method
-from dan.methods.common import method_config, student_network
+from dan.methods.common import method_config, student_network, top1_accuracy
+from dan.methods.registry import register_method
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Standard(Method):
     def train_step(self, x, y, progress):
         logits = self.fwd(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.train.label_smoothing)
-        return loss, {"loss": loss.detach(), "ce": loss.detach(), f"top1_{self.outputs[0]}": _top1(logits, y)}
+        return loss, {"loss": loss.detach(), "ce": loss.detach(), f"top1_{self.outputs[0]}": top1_accuracy(logits, y)}
 
     @torch.no_grad()
     def eval_logits(self, x):
@@ -48,7 +48,3 @@ class Standard(Method):
 
     def networks(self):
         return {self.deployed: self.model}
-
-
-def _top1(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return (logits.argmax(1) == y).float().mean()
