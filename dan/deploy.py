@@ -37,8 +37,6 @@ import copy
 import json
 import os
 import re
-import statistics
-import time
 import warnings
 import zipfile
 
@@ -49,6 +47,7 @@ from torch.fx.experimental.optimization import fuse
 from dan.checkpoint import atomic_write, write_json
 from dan.cost import count, set_mode
 from dan.errors import UserError
+from dan.timing import device_of, median_ms, sync
 
 
 def deploy_form(model: nn.Module) -> nn.Module:
@@ -74,7 +73,7 @@ def save_deployable(model: nn.Module, folder: str, input_shape: tuple, *, name: 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     cost = count(model, (1,) + tuple(input_shape[1:]))  # as extracted: BatchNorm parameters count
     model = deploy_form(model)
-    example = torch.zeros((2,) + tuple(input_shape[1:]), device=_device(model))
+    example = torch.zeros((2,) + tuple(input_shape[1:]), device=device_of(model))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.trace(model, example, check_trace=False)
@@ -216,39 +215,13 @@ def measure_latency(model: nn.Module, input_shape: tuple, *, warmup: int = 3, re
     """
     training = getattr(model, "training", False)
     set_mode(model, False)
-    x = torch.randn(tuple(input_shape), device=_device(model))
+    x = torch.randn(tuple(input_shape), device=device_of(model))
 
     def run():
-        _sync(x)
+        sync(x)
         model(x)
-        _sync(x)
+        sync(x)
     try:
         return median_ms(run, warmup=warmup, repeats=repeats, min_time=min_time)
     finally:
         set_mode(model, training)
-
-
-def median_ms(fn, *, warmup: int = 3, repeats: int = 10, min_time: float = 0.5) -> float:
-    """Median milliseconds of ``fn()``: ``warmup`` calls, then at least ``repeats`` timed calls and
-    at least ``min_time`` seconds (at most 1000 calls)."""
-    for _ in range(warmup):
-        fn()
-    times, start = [], time.perf_counter()
-    while len(times) < repeats or time.perf_counter() - start < min_time:
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-        if len(times) > 1000:
-            break
-    return 1000.0 * statistics.median(times)
-
-
-def _sync(x: torch.Tensor) -> None:
-    if x.is_cuda:
-        torch.cuda.synchronize(x.device)
-
-
-def _device(model: nn.Module) -> torch.device:
-    for p in list(model.parameters()) + list(model.buffers()):
-        return p.device
-    return torch.device("cpu")

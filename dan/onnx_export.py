@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from dan.checkpoint import atomic_write
-from dan.deploy import _device, median_ms
+from dan.timing import device_of, median_ms
 
 OPSET = 17
 TOLERANCE = 1e-4
@@ -45,7 +45,7 @@ def available() -> bool:
 def export(model: nn.Module, path: str, input_shape: tuple) -> None:
     """Write ``model`` (eval mode, as given) to ``path`` as ONNX with a dynamic batch dimension."""
     model = model.eval()
-    example = torch.zeros((2,) + tuple(input_shape[1:]), device=_device(model))
+    example = torch.zeros((2,) + tuple(input_shape[1:]), device=device_of(model))
 
     def write(tmp):
         with warnings.catch_warnings():
@@ -91,7 +91,7 @@ def verify(model: nn.Module, path: str, input_shape: tuple, *, seed: int = 0) ->
     worst = 0.0
     for b in (1, 2):
         x = torch.randn((b,) + tuple(input_shape[1:]), generator=gen)
-        ours = model(x.to(_device(model))).float().cpu()
+        ours = model(x.to(device_of(model))).float().cpu()
         theirs = torch.from_numpy(sess.run(None, {name: x.numpy()})[0])
         worst = max(worst, float((ours - theirs).abs().max()))
     return worst

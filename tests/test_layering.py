@@ -29,10 +29,6 @@ RUN_LAYER = ("dan.engine", "dan.loop")
 # this test could touch. Each entry is a debt: whoever removes the edge removes the entry (the
 # test fails on an entry whose edge is gone, so the list cannot go stale).
 ALLOWED_CYCLE_EDGES: set[tuple[str, str]] = {
-    # dan.deploy <-> dan.onnx_export: deploy.measure_latency imports onnx_export inside a function,
-    # onnx_export imports deploy's timing loop (median_ms, _device) at module level. Fix: the
-    # timing loop in a module both import, or onnx_export passed in.
-    ("dan.deploy", "dan.onnx_export"),
     # dan -> dan.search -> dan.latency -> dan.reproduce -> dan: reproduce.alpha4_flops does
     # ``import dan`` (for dan.to_adjoint/extract_small/count; import them from dan.adjoint and
     # dan.cost instead). dan.latency -> dan.reproduce (write_page, verdict) is upward as well.
