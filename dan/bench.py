@@ -165,12 +165,13 @@ def inference_speedup(space: str, *, width: int = 64, image: int = 32, channels:
 def peak_memory(space: str, kind: str, steps: int = 3, repeats: int = 3, **kw) -> int:
     """Peak resident bytes added by ``steps`` training steps of ``kind``: the median over
     ``repeats`` fresh subprocesses (the allocator makes single readings noisy)."""
-    code = ("import json,sys; from dan.bench import _memory_child; "
-            "print(json.dumps(_memory_child(*json.loads(sys.argv[1]))))")
+    # the child reads its arguments from stdin and answers one JSON line on stdout
+    code = ("import json, sys; from dan.bench import _memory_child; "
+            "sys.stdout.write(json.dumps(_memory_child(*json.load(sys.stdin))) + '\\n')")
     arg = json.dumps([space, kind, steps, kw])
     readings = []
     for _ in range(repeats):
-        res = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True, check=True)
+        res = subprocess.run([sys.executable, "-c", code], input=arg, capture_output=True, text=True, check=True)
         readings.append(int(json.loads(res.stdout.strip().splitlines()[-1])))
     return int(statistics.median(readings))
 

@@ -96,11 +96,9 @@ class Monitor:
         """A line on the console (between progress bars), when the console sink is on."""
         if not self.console:
             return
-        try:
-            from tqdm import tqdm
-            tqdm.write(line, file=sys.stderr)
-        except ImportError:
-            print(line, file=sys.stderr)
+        from tqdm import tqdm  # a dependency: its write keeps the progress bars intact
+
+        tqdm.write(line, file=sys.stderr)
 
     def progress(self, iterable: Iterable, total: int, desc: str) -> Iterable:
         if not self.console:

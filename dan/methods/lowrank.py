@@ -24,7 +24,7 @@ the truncation costs about 2 points (docs/results.md). ``summary.json`` records 
 from __future__ import annotations
 
 import copy
-import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -122,9 +122,9 @@ class LowRank(Standard):
     def networks(self):
         small, self.ranks = truncate(self.model.eval(), self.lcfg.energy, self.lcfg.min_size)
         if not any(isinstance(m, Factorized) for m in small.modules()):
-            print(f"lowrank: no conv became smaller at energy {self.lcfg.energy} (every one kept "
-                  f"(nearly) full rank): raise methods.lowrank.tau (of order 1 with Adam) or lower "
-                  f"methods.lowrank.energy", file=sys.stderr)
+            warnings.warn(f"lowrank: no conv became smaller at energy {self.lcfg.energy} (every one kept "
+                          f"(nearly) full rank): raise methods.lowrank.tau (of order 1 with Adam) or lower "
+                          f"methods.lowrank.energy", stacklevel=2)
         return {"big": self.model, "lowrank": small.eval()}
 
     def summary_extra(self) -> dict:
