@@ -123,6 +123,23 @@ def to_adjoint(model: nn.Module, alpha: float = 4, beta: float = 0.0, *,
     Returns:
         An :class:`AdjointNet`; ``anet(x)`` returns ``(big_logits, small_logits)``.
     """
+    model, input_shape, example = _prepare(model, alpha, beta, input_shape, copy_model)
+    an = analyze(model, example, stem=stem, unmasked=tuple(unmasked))
+    _set_widths(an.groups, alpha, widths, max_widths)
+    _make_layers_adjoint(an, beta, mask_seed)
+    slices = _add_channel_cuts(an)
+    graph = an.gm.graph
+    body_graph, small_graph = _two_path_graphs(graph, an, slices)
+    body = fx.GraphModule(an.gm, body_graph)
+    options = dict(alpha=alpha, beta=beta, stem=stem, unmasked=list(unmasked),
+                   input_shape=list(input_shape), mask_seed=mask_seed)
+    return AdjointNet(an, body, copy.deepcopy(graph), small_graph, options)
+
+
+def _prepare(model: nn.Module, alpha: float, beta: float, input_shape: Optional[tuple],
+             copy_model: bool) -> tuple:
+    """Check the options; the model to convert (a copy unless ``copy_model`` is False, in-place
+    ops turned off), the input shape and a zero example input on the model's device."""
     if alpha < 1:
         raise UserError(f"alpha must be >= 1 (the small network keeps 1/alpha of a width), got {alpha}")
     if not 0.0 <= beta < 1.0:
@@ -138,23 +155,22 @@ def to_adjoint(model: nn.Module, alpha: float = 4, beta: float = 0.0, *,
     if input_shape is None:
         input_shape = (1, first.in_channels, 224, 224)
     device = next(model.parameters()).device
-    example = torch.zeros(tuple(input_shape), device=device)
-    an = analyze(model, example, stem=stem, unmasked=tuple(unmasked))
-    _set_widths(an.groups, alpha, widths, max_widths)
+    return model, input_shape, torch.zeros(tuple(input_shape), device=device)
 
+
+def _make_layers_adjoint(an: GraphAnalysis, beta: float, mask_seed: int) -> None:
+    """Replace, in ``an.gm``, every layer with a small path by its adjoint version."""
     gm = an.gm
     by_name = {g.name: g for g in an.groups}
-    graph = gm.graph
     nodes_by_target = {}
-    for n in graph.nodes:
+    for n in gm.graph.nodes:
         if n.op == "call_module":
             nodes_by_target.setdefault(n.target, []).append(n)
     modules = dict(gm.named_modules())
-    part = lambda names: _channels(names, by_name)
     for name in sorted(an.adjoint):
         m = modules[name]
         in_name, out_name, mult = an.layer_groups[name]
-        gi, go = part(in_name), part(out_name)
+        gi, go = _channels(in_name, by_name), _channels(out_name, by_name)
         if isinstance(m, nn.Conv2d):
             users = [u for n in nodes_by_target[name] for u in n.users]
             bn_next = len(users) == 1 and users[0].op == "call_module" and \
@@ -170,20 +186,23 @@ def to_adjoint(model: nn.Module, alpha: float = 4, beta: float = 0.0, *,
                                             apply_mask=True)
         _set_submodule(gm, name, new)
 
-    # per-channel attributes (layer scale): the small path reads them through a ChannelSlice
+
+def _add_channel_cuts(an: GraphAnalysis) -> dict:
+    """Add to ``an.gm`` the modules that cut the small path's channels; returns the name of each
+    (by attribute target or node name)."""
+    gm = an.gm
+    by_name = {g.name: g for g in an.groups}
     slices = {}
+    # per-channel attributes (layer scale): the small path reads them through a ChannelSlice
     for k, (target, (names, dim)) in enumerate(sorted(an.attrs.items())):
         slices[target] = f"dan_slice_{k}"
-        gm.add_submodule(slices[target], ChannelSlice(part(names), dim))
+        gm.add_submodule(slices[target], ChannelSlice(_channels(names, by_name), dim))
     # splits and channel slices with sizes in the graph: the small path cuts at the same fractions
     for k, (node, (kind, cuts, dim, names, by_parts)) in enumerate(sorted(an.ranges.items())):
         slices[node] = f"dan_range_{k}"
-        gm.add_submodule(slices[node], ChannelRange(cuts, dim, kind == "split", part(names) if by_parts else None))
-    body_graph, small_graph = _two_path_graphs(graph, an, slices)
-    body = fx.GraphModule(gm, body_graph)
-    options = dict(alpha=alpha, beta=beta, stem=stem, unmasked=list(unmasked),
-                   input_shape=list(input_shape), mask_seed=mask_seed)
-    return AdjointNet(an, body, copy.deepcopy(graph), small_graph, options)
+        gm.add_submodule(slices[node], ChannelRange(cuts, dim, kind == "split",
+                                                    _channels(names, by_name) if by_parts else None))
+    return slices
 
 
 def _set_widths(groups, alpha, widths, max_widths) -> None:

@@ -323,9 +323,27 @@ def _dynamic_training(gm: fx.GraphModule) -> None:
 
 def analyze(model: nn.Module, example: torch.Tensor, *, stem: int = 1,
             unmasked: tuple = ()) -> GraphAnalysis:
-    """Trace ``model`` and assign a width group to every conv, BatchNorm and linear layer."""
+    """Trace ``model`` and assign a width group to every conv, BatchNorm and linear layer.
+
+    Every node of the graph goes to the handler of its kind (:data:`_GRAPH_HANDLERS` for inputs,
+    outputs and attributes, then :data:`_MODULE_HANDLERS`, :data:`_FUNCTION_HANDLERS` or
+    :data:`_METHOD_HANDLERS` by its target); anything without a handler is refused."""
     gm = trace(model)
     _dynamic_training(gm)
+    _propagate_shapes(gm, model, example)
+    w = _Walk(gm, stem, dict(gm.named_modules()))
+    for n in gm.graph.nodes:
+        _visit(w, n)
+    # unmasked layers: the groups they write stay at full width
+    for name, (gi, go, _) in w.layer_io.items():
+        if any(name == p or name.startswith(p + ".") for p in unmasked):
+            for gid, _ in go:
+                w.uf.fix(gid, "unmasked")
+    return _result(w)
+
+
+def _propagate_shapes(gm: fx.GraphModule, model: nn.Module, example: torch.Tensor) -> None:
+    """Record every node's output shape (``n.meta["tensor_meta"]``) for ``example``, in eval mode."""
     was_training = gm.training
     gm.eval()
     with torch.no_grad():
@@ -338,257 +356,113 @@ def analyze(model: nn.Module, example: torch.Tensor, *, stem: int = 1,
                 f"({first[:200]}): give the input shape it takes") from e
         ShapeProp(gm).propagate(example)
     gm.train(was_training)
-    modules = dict(gm.named_modules())
-    uf = _UnionFind()
-    info: dict[fx.Node, Optional[TensorInfo]] = {}
-    layer_io: dict[str, list] = {}
-    producers: dict[int, list] = {}
-    shapes: dict[str, tuple] = {}
-    shared: set[str] = set()
-    stem_convs: list[str] = []
-    adjoint: set[str] = set()
-    pieces: dict[fx.Node, list] = {}  # the TensorInfo of each piece of a chunk
-    attr_nodes: dict[fx.Node, _Attr] = {}
-    attrs: dict[str, list] = {}  # attribute target -> [parts, dim]
-    ranges: dict[str, tuple] = {}  # node name -> (kind, cuts, dim, parts read, by parts?)
 
-    def shape(n):
-        tm = n.meta.get("tensor_meta")
-        return tuple(tm.shape) if tm is not None and hasattr(tm, "shape") else None
 
-    def tensor_args(n):
-        return [a for a in n.all_input_nodes if info.get(a) is not None]
+def _shape(n: fx.Node) -> Optional[tuple]:
+    tm = n.meta.get("tensor_meta")
+    return tuple(tm.shape) if tm is not None and hasattr(tm, "shape") else None
 
-    def same_as_first(n):
-        ins = tensor_args(n)
-        return info[ins[0]].copy() if ins else None
 
-    for n in gm.graph.nodes:
-        shapes[n.name] = shape(n)
-        where = f"node {n.name} ({n.op} {getattr(n.target, '__name__', n.target)})"
-        if n.op == "placeholder":
-            s = shape(n)
-            if s is None or len(s) != 4:
-                raise UnsupportedModelError(f"input {n.name}: expected one NCHW image tensor")
-            info[n] = _one(uf.new(s[1], "input"))
-            shared.add(n.name)
-            continue
-        if n.op == "output":
-            out = n.args[0]
-            if not isinstance(out, fx.Node) or info.get(out) is None:
-                raise UnsupportedModelError("the model must return one tensor of logits")
-            for gid, _ in info[out].parts:
-                uf.fix(gid, "output")
-            continue
-        if n.op == "get_attr":
-            value = _get_attr(gm, n.target)
-            if not isinstance(value, torch.Tensor):
-                raise UnsupportedModelError(f"{where}: reads a non-tensor attribute")
-            attr_nodes[n] = _Attr(n.target, tuple(value.shape))
-            info[n] = None
-            continue
-        if n.op == "call_method" and n.target in ("reshape", "view") and n.args and n.args[0] in attr_nodes \
-                and shape(n) is not None:  # a stored (C,) vector reshaped to broadcast: same entries
-            a = attr_nodes[n.args[0]]
-            attr_nodes[n] = _Attr(a.target, tuple(shape(n)), a.origin or a.shape)
-            info[n] = None
-            continue
-        if any(a in attr_nodes for a in n.all_input_nodes) and not (
-                (n.op == "call_function" and n.target in _BINARY) or (n.op == "call_method" and n.target in _BINARY_METHODS)):
-            raise UnsupportedModelError(f"{where}: a tensor read from an attribute is used other than as a "
-                                        f"per-channel factor or term")
+@dataclass(eq=False)
+class _Walk:
+    """What the walk over the graph carries from node to node (see :func:`analyze`)."""
 
-        ins = tensor_args(n)
-        all_shared = all(a.name in shared for a in n.all_input_nodes)
-        if n.op in ("call_function", "call_method") and not ins and shape(n) is None \
-                and not any(a in pieces for a in n.all_input_nodes):
-            info[n] = None  # arithmetic on sizes (x.size(1) // 2): no tensor
-            if all_shared:
-                shared.add(n.name)
-            continue
-        if any(info[a].split for a in ins) and not _shuffle_step(n):
-            raise UnsupportedModelError(f"{where}: only a channel shuffle (view, transpose(1, 2), view back) "
+    gm: fx.GraphModule
+    stem: int  # how many leading convs stay shared
+    modules: dict  # module name -> module
+    uf: _UnionFind = field(default_factory=_UnionFind)
+    info: dict = field(default_factory=dict)  # node -> TensorInfo of its channels (None: no feature map)
+    shapes: dict = field(default_factory=dict)  # node name -> output shape
+    layer_io: dict = field(default_factory=dict)  # module name -> [in parts, out parts, in mult]
+    producers: dict = field(default_factory=dict)  # gid -> names of the convs / linears writing it
+    shared: set = field(default_factory=set)  # node names computed once for both networks
+    stem_convs: list = field(default_factory=list)
+    adjoint: set = field(default_factory=set)
+    pieces: dict = field(default_factory=dict)  # chunk / split node -> the TensorInfo of each piece
+    attr_nodes: dict = field(default_factory=dict)  # node -> _Attr
+    attrs: dict = field(default_factory=dict)  # attribute target -> [parts, dim]
+    ranges: dict = field(default_factory=dict)  # node name -> (kind, cuts, dim, parts read, by parts?)
+    # the node being walked: how errors name it, its inputs that carry channels, whether all its
+    # inputs are shared, and whether its result is (a handler of a layer decides for itself)
+    where: str = ""
+    ins: list = field(default_factory=list)
+    all_shared: bool = False
+    share: bool = False
+
+    @property
+    def x(self) -> TensorInfo:
+        """The channels of the node's first tensor input."""
+        return self.info[self.ins[0]]
+
+    @property
+    def s(self) -> Optional[tuple]:
+        """The shape of the node's first tensor input."""
+        return self.shapes[self.ins[0].name]
+
+
+def _visit(w: _Walk, n: fx.Node) -> None:
+    """Give ``n`` the channels of its output (``w.info[n]``), or refuse it."""
+    w.shapes[n.name] = _shape(n)
+    w.where = f"node {n.name} ({n.op} {getattr(n.target, '__name__', n.target)})"
+    if n.op in _GRAPH_HANDLERS:
+        _GRAPH_HANDLERS[n.op](w, n)
+        return
+    if n.op == "call_method" and n.target in ("reshape", "view") and n.args and n.args[0] in w.attr_nodes \
+            and w.shapes[n.name] is not None:  # a stored (C,) vector reshaped to broadcast: same entries
+        a = w.attr_nodes[n.args[0]]
+        w.attr_nodes[n] = _Attr(a.target, tuple(w.shapes[n.name]), a.origin or a.shape)
+        w.info[n] = None
+        return
+    if any(a in w.attr_nodes for a in n.all_input_nodes) and not (
+            (n.op == "call_function" and n.target in _BINARY) or (n.op == "call_method" and n.target in _BINARY_METHODS)):
+        raise UnsupportedModelError(f"{w.where}: a tensor read from an attribute is used other than as a "
+                                    f"per-channel factor or term")
+    w.ins = [a for a in n.all_input_nodes if w.info.get(a) is not None]
+    w.all_shared = w.share = all(a.name in w.shared for a in n.all_input_nodes)
+    if n.op in ("call_function", "call_method") and not w.ins and w.shapes[n.name] is None \
+            and not any(a in w.pieces for a in n.all_input_nodes):
+        w.info[n] = None  # arithmetic on sizes (x.size(1) // 2): no tensor
+    else:
+        if any(w.info[a].split for a in w.ins) and not _shuffle_step(n):
+            raise UnsupportedModelError(f"{w.where}: only a channel shuffle (view, transpose(1, 2), view back) "
                                         f"may use a 5-D view of the channels")
-        if n.op == "call_module":
-            m = modules[n.target]
-            if isinstance(m, nn.Conv2d):
-                x = info[ins[0]]
-                if x.mult != 1 or x.cdim != 1:
-                    raise UnsupportedModelError(f"conv {n.target} reads a flattened or permuted tensor")
-                if len(x.parts) > 1 and m.groups != 1 and m.in_channels // m.groups != 1:
-                    raise UnsupportedModelError(f"conv {n.target}: a grouped conv reading a concatenation "
-                                                f"is not supported (depthwise is)")
-                if m.padding_mode != "zeros":
-                    raise UnsupportedModelError(f"conv {n.target}: padding_mode {m.padding_mode!r}")
-                is_stem = len(stem_convs) < stem and all_shared
-                out_parts = None
-                if m.groups == 1:
-                    gid = uf.new(m.out_channels, "stem" if is_stem else "")
-                elif m.in_channels == m.out_channels:  # depthwise / ResNeXt: width tied to the input
-                    gid = x.gid
-                    if x.simple:
-                        r = uf.find(gid)
-                        uf.quantum[r] = math.lcm(uf.quantum[r], m.in_channels // m.groups)
-                    else:  # depthwise / grouped over a concatenation, a shuffle or a split piece
-                        out_parts = x.parts
-                        if len(x.parts) == 1:  # whole conv groups in the small piece
-                            _divisible(uf, x.parts[0][0], x.parts[0][1], m.in_channels // m.groups)
-                    if is_stem:
-                        for g, _ in x.parts:
-                            uf.fix(g, "stem")
-                else:
-                    raise UnsupportedModelError(
-                        f"conv {n.target}: grouped conv with {m.in_channels} inputs and "
-                        f"{m.out_channels} outputs (a channel multiplier) is not supported")
-                out = TensorInfo(out_parts) if out_parts else _one(gid)
-                prev = layer_io.get(n.target)
-                if prev is not None:  # a conv called twice: both calls share its groups
-                    _union_parts(uf, prev[0], x.parts, where)
-                    _union_parts(uf, prev[1], out.parts, where)
-                layer_io[n.target] = [x.parts, out.parts, 1]
-                if not out_parts:
-                    producers.setdefault(gid, []).append(n.target)
-                info[n] = out
-                if is_stem:
-                    stem_convs.append(n.target)
-                    shared.add(n.name)
-                else:
-                    adjoint.add(n.target)
-                continue
-            if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
-                x = info[ins[0]]
-                rank = len(shapes[ins[0].name])
-                if isinstance(m, nn.BatchNorm2d) or type(m).__name__ == "LayerNorm2d":
-                    if x.cdim != 1:
-                        raise UnsupportedModelError(f"{where}: normalizes a permuted tensor")
-                elif x.cdim != rank - 1 or len(m.normalized_shape) != 1:
-                    raise UnsupportedModelError(f"{where}: a LayerNorm over more than the channels (the last dim)")
-                prev = layer_io.get(n.target)
-                if prev is not None:
-                    _union_parts(uf, prev[0], x.parts, where)
-                layer_io[n.target] = [x.parts, x.parts, 1]
-                info[n] = x.copy()
-                if all_shared:
-                    shared.add(n.name)
-                else:
-                    adjoint.add(n.target)
-                continue
-            if isinstance(m, nn.Linear):
-                x = info[ins[0]]
-                s = shapes[ins[0].name]
-                if s is None or x.cdim != len(s) - 1 or (x.mult != 1 and len(s) != 2):
-                    raise UnsupportedModelError(f"linear {n.target} must read features in its last dimension "
-                                                f"((N, features), or channels-last maps)")
-                gid = uf.new(m.out_features)
-                layer_io[n.target] = [x.parts, ((gid, ONE),), x.mult]
-                producers.setdefault(gid, []).append(n.target)
-                info[n] = _one(gid, cdim=len(s) - 1)
-                adjoint.add(n.target)
-                continue
-            if isinstance(m, nn.Flatten):
-                info[n] = _flatten(info[ins[0]], shapes[ins[0].name], m.start_dim, m.end_dim, where)
-            elif isinstance(m, _ELEMENTWISE_MODULES) or type(m).__name__ in _ELEMENTWISE_FOREIGN_MODULES:
-                info[n] = same_as_first(n)
-            else:
-                raise UnsupportedModelError(
-                    f"module {n.target} ({type(m).__name__}) is not supported by the adjoint "
-                    f"conversion (supported: Conv2d, BatchNorm2d, Linear, activations, pooling, "
-                    f"dropout, flatten, add/mul)")
-        elif n.op == "call_function":
-            f = n.target
-            if f in _ELEMENTWISE_FUNCTIONS:
-                info[n] = same_as_first(n)
-            elif f in _BINARY:
-                info[n] = _binary(n, ins, info, shapes, uf, where, attr_nodes, attrs)
-            elif f in _CAT_FUNCTIONS:
-                info[n] = _cat(n, info, shapes, where)
-            elif f is F.pad:  # spatial padding (blur pools, "same" convs): channels untouched
-                pad = n.args[1] if len(n.args) > 1 else n.kwargs.get("pad")
-                if not isinstance(pad, (list, tuple)) or len(pad) > 4 or info[ins[0]].cdim != 1:
-                    raise UnsupportedModelError(f"{where}: padding other than of the two spatial dimensions")
-                info[n] = same_as_first(n)
-            elif f is torch.chunk:
-                pieces[n] = _chunk(n, info[ins[0]], shapes[ins[0].name], uf, where)
-                info[n] = None
-            elif f is operator.getitem and n.args[0] in pieces:
-                info[n] = pieces[n.args[0]][n.args[1]].copy()
-            elif f is operator.getitem and ins and shape(n) is not None:
-                x = info[ins[0]]
-                bounds = _channel_slice(n, x, shapes[ins[0].name], where)
-                piece = _ranges(n, x, shapes[ins[0].name], [bounds], "slice", uf, ranges, where)
-                info[n] = piece[0]
-            elif f is torch.split:
-                x = info[ins[0]]
-                pieces[n] = _ranges(n, x, shapes[ins[0].name], _split_bounds(n, x, shapes[ins[0].name], where),
-                                    "split", uf, ranges, where)
-                info[n] = None
-            elif f is torch.transpose:
-                info[n] = _transpose(n, info[ins[0]], where)
-            elif f is torch.permute:
-                info[n] = _permute(n, info[ins[0]], shapes[ins[0].name], where)
-            elif f in _FLATTEN_FUNCTIONS:
-                start = n.args[1] if len(n.args) > 1 else n.kwargs.get("start_dim", 0)
-                end = n.args[2] if len(n.args) > 2 else n.kwargs.get("end_dim", -1)
-                info[n] = _flatten(info[ins[0]], shapes[ins[0].name], start, end, where)
-            elif f in _SHAPE_OPS:
-                info[n] = None
-                if shape(n) is not None:
-                    raise UnsupportedModelError(f"{where}: indexing a tensor is not supported")
-            else:
-                raise UnsupportedModelError(
-                    f"{where}: the operation {getattr(f, '__name__', f)} is not supported by the "
-                    f"adjoint conversion")
-        elif n.op == "call_method":
-            mname = n.target
-            if mname in _ELEMENTWISE_METHODS:
-                info[n] = same_as_first(n)
-            elif mname in _BINARY_METHODS:
-                info[n] = _binary(n, ins, info, shapes, uf, where, attr_nodes, attrs)
-            elif mname in _RESHAPE_METHODS:
-                src = shapes[ins[0].name]
-                dst = shape(n)
-                shuffled = _shuffle_view(info[ins[0]], src, dst, uf, where)
-                if shuffled is not None:
-                    info[n] = shuffled
-                elif src is None or dst is None or len(dst) != 2 or dst[0] != src[0]:
-                    raise UnsupportedModelError(f"{where}: only (N, -1) reshapes and channel shuffles are supported")
-                else:
-                    info[n] = _flatten(info[ins[0]], src, 1, -1, where)
-            elif mname == "split":
-                x = info[ins[0]]
-                pieces[n] = _ranges(n, x, shapes[ins[0].name], _split_bounds(n, x, shapes[ins[0].name], where),
-                                    "split", uf, ranges, where)
-                info[n] = None
-            elif mname == "chunk":
-                pieces[n] = _chunk(n, info[ins[0]], shapes[ins[0].name], uf, where)
-                info[n] = None
-            elif mname == "transpose":
-                info[n] = _transpose(n, info[ins[0]], where)
-            elif mname == "permute":
-                info[n] = _permute(n, info[ins[0]], shapes[ins[0].name], where)
-            elif mname == "mean":
-                dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
-                dims = [dims] if isinstance(dims, int) else list(dims or [])
-                rank = len(shapes[ins[0].name])
-                if not dims or any(d % rank in (0, info[ins[0]].cdim) for d in dims):
-                    raise UnsupportedModelError(f"{where}: mean over the channel or batch dimension")
-                info[n] = same_as_first(n)
-            elif mname in _SHAPE_METHODS:
-                info[n] = None
-            else:
-                raise UnsupportedModelError(f"{where}: the method .{mname}() is not supported")
-        else:
-            raise UnsupportedModelError(f"{where}: unsupported graph node")
-        if all_shared:  # computed from the input and the stem only: one copy serves both networks
-            shared.add(n.name)
+        w.info[n] = _handler(w, n)(w, n)
+    if w.share:  # computed from the input and the stem only: one copy serves both networks
+        w.shared.add(n.name)
 
-    # unmasked layers: the groups they write stay at full width
-    for name, (gi, go, _) in layer_io.items():
-        if any(name == p or name.startswith(p + ".") for p in unmasked):
-            for gid, _ in go:
-                uf.fix(gid, "unmasked")
 
-    # one WidthGroup per union-find root, named after its first producer (or its role)
+def _handler(w: _Walk, n: fx.Node):
+    """The handler of a call node, by its module's type (the first entry of the table it is an
+    instance of, then its class name), its function or its method name."""
+    if n.op == "call_module":
+        m = w.modules[n.target]
+        handler = next((h for kind, h in _MODULE_HANDLERS.items() if isinstance(m, kind)), None) \
+            or _FOREIGN_MODULE_HANDLERS.get(type(m).__name__)
+        if handler is None:
+            raise UnsupportedModelError(
+                f"module {n.target} ({type(m).__name__}) is not supported by the adjoint "
+                f"conversion (supported: Conv2d, BatchNorm2d, Linear, activations, pooling, "
+                f"dropout, flatten, add/mul)")
+        return handler
+    if n.op == "call_function":
+        handler = _FUNCTION_HANDLERS.get(n.target)
+        if handler is None:
+            raise UnsupportedModelError(
+                f"{w.where}: the operation {getattr(n.target, '__name__', n.target)} is not supported by the "
+                f"adjoint conversion")
+        return handler
+    if n.op == "call_method":
+        handler = _METHOD_HANDLERS.get(n.target)
+        if handler is None:
+            raise UnsupportedModelError(f"{w.where}: the method .{n.target}() is not supported")
+        return handler
+    raise UnsupportedModelError(f"{w.where}: unsupported graph node")
+
+
+def _result(w: _Walk) -> GraphAnalysis:
+    """One WidthGroup per union-find root, named after its first producer (or its role), and the
+    layers, attributes and channel ranges by group name."""
+    uf = w.uf
     roots: dict[int, WidthGroup] = {}
     order: list[int] = []
     for gid in range(len(uf.parent)):
@@ -596,11 +470,12 @@ def analyze(model: nn.Module, example: torch.Tensor, *, stem: int = 1,
         if r not in roots:
             roots[r] = WidthGroup(name="", full=uf.full[r], quantum=uf.quantum[r], fixed=uf.fixed[r])
             order.append(r)
-        roots[r].producers.extend(producers.get(gid, []))
+        roots[r].producers.extend(w.producers.get(gid, []))
     for r in order:
         g = roots[r]
         g.name = g.producers[0] if g.producers else g.fixed or f"group{r}"
         g.width = g.max_width = g.full
+
     def names(parts):  # one group: its name; else ((name, coef), ...) (see Segments)
         if len(parts) == 1 and parts[0][1] == 1:
             return roots[uf.find(parts[0][0])].name
@@ -609,19 +484,246 @@ def analyze(model: nn.Module, example: torch.Tensor, *, stem: int = 1,
     groups = [roots[r] for r in order]
     all_names = [g.name for g in groups]
     assert len(set(all_names)) == len(all_names), all_names
-    # the modules owning per-channel attributes: their parameters scale with the group (cost)
-    for target, (parts, dim) in attrs.items():
+    _attr_owners(w)
+    layer_groups = {name: (names(gi), names(go), mult) for name, (gi, go, mult) in w.layer_io.items()}
+    attr_groups = {t: (names(parts), dim) for t, (parts, dim) in w.attrs.items()}
+    range_groups = {k: (kind, cuts, dim, tuple((roots[uf.find(g)].name, c) for g, c in parts), by_parts)
+                    for k, (kind, cuts, dim, parts, by_parts) in w.ranges.items()}
+    return GraphAnalysis(w.gm, groups, layer_groups, w.adjoint, w.shared, w.stem_convs, w.shapes, attr_groups,
+                         range_groups)
+
+
+def _attr_owners(w: _Walk) -> None:
+    """The modules owning per-channel attributes: their parameters scale with the group (cost)."""
+    for target, (parts, dim) in w.attrs.items():
         owner = target.rpartition(".")[0]
-        direct = {f"{owner}.{k}" if owner else k for k, _ in gm.get_submodule(owner).named_parameters(recurse=False)}
-        if not direct <= set(attrs) or any(attrs[t][0] != parts for t in direct):
+        direct = {f"{owner}.{k}" if owner else k for k, _ in w.gm.get_submodule(owner).named_parameters(recurse=False)}
+        if not direct <= set(w.attrs) or any(w.attrs[t][0] != parts for t in direct):
             raise UnsupportedModelError(f"module {owner or 'the model'} holds parameters besides its per-channel "
                                         f"factors, or factors of different channels")
-        layer_io[owner or ROOT] = [parts, parts, 1]
-    layer_groups = {name: (names(gi), names(go), mult) for name, (gi, go, mult) in layer_io.items()}
-    attr_groups = {t: (names(parts), dim) for t, (parts, dim) in attrs.items()}
-    range_groups = {k: (kind, cuts, dim, tuple((roots[uf.find(g)].name, c) for g, c in parts), by_parts)
-                    for k, (kind, cuts, dim, parts, by_parts) in ranges.items()}
-    return GraphAnalysis(gm, groups, layer_groups, adjoint, shared, stem_convs, shapes, attr_groups, range_groups)
+        w.layer_io[owner or ROOT] = [parts, parts, 1]
+
+
+# --- handlers of the graph's inputs, output and attributes (by node op)
+
+def _on_placeholder(w: _Walk, n: fx.Node) -> None:
+    s = w.shapes[n.name]
+    if s is None or len(s) != 4:
+        raise UnsupportedModelError(f"input {n.name}: expected one NCHW image tensor")
+    w.info[n] = _one(w.uf.new(s[1], "input"))
+    w.shared.add(n.name)
+
+
+def _on_output(w: _Walk, n: fx.Node) -> None:
+    out = n.args[0]
+    if not isinstance(out, fx.Node) or w.info.get(out) is None:
+        raise UnsupportedModelError("the model must return one tensor of logits")
+    for gid, _ in w.info[out].parts:
+        w.uf.fix(gid, "output")
+
+
+def _on_get_attr(w: _Walk, n: fx.Node) -> None:
+    value = _get_attr(w.gm, n.target)
+    if not isinstance(value, torch.Tensor):
+        raise UnsupportedModelError(f"{w.where}: reads a non-tensor attribute")
+    w.attr_nodes[n] = _Attr(n.target, tuple(value.shape))
+    w.info[n] = None
+
+
+# --- handlers of modules: each returns the TensorInfo of the node's output
+
+def _on_conv(w: _Walk, n: fx.Node) -> TensorInfo:
+    m, x, uf = w.modules[n.target], w.x, w.uf
+    if x.mult != 1 or x.cdim != 1:
+        raise UnsupportedModelError(f"conv {n.target} reads a flattened or permuted tensor")
+    if len(x.parts) > 1 and m.groups != 1 and m.in_channels // m.groups != 1:
+        raise UnsupportedModelError(f"conv {n.target}: a grouped conv reading a concatenation "
+                                    f"is not supported (depthwise is)")
+    if m.padding_mode != "zeros":
+        raise UnsupportedModelError(f"conv {n.target}: padding_mode {m.padding_mode!r}")
+    is_stem = len(w.stem_convs) < w.stem and w.all_shared
+    out_parts = None
+    if m.groups == 1:
+        gid = uf.new(m.out_channels, "stem" if is_stem else "")
+    elif m.in_channels == m.out_channels:  # depthwise / ResNeXt: width tied to the input
+        gid = x.gid
+        if x.simple:
+            r = uf.find(gid)
+            uf.quantum[r] = math.lcm(uf.quantum[r], m.in_channels // m.groups)
+        else:  # depthwise / grouped over a concatenation, a shuffle or a split piece
+            out_parts = x.parts
+            if len(x.parts) == 1:  # whole conv groups in the small piece
+                _divisible(uf, x.parts[0][0], x.parts[0][1], m.in_channels // m.groups)
+        if is_stem:
+            for g, _ in x.parts:
+                uf.fix(g, "stem")
+    else:
+        raise UnsupportedModelError(
+            f"conv {n.target}: grouped conv with {m.in_channels} inputs and "
+            f"{m.out_channels} outputs (a channel multiplier) is not supported")
+    out = TensorInfo(out_parts) if out_parts else _one(gid)
+    prev = w.layer_io.get(n.target)
+    if prev is not None:  # a conv called twice: both calls share its groups
+        _union_parts(uf, prev[0], x.parts, w.where)
+        _union_parts(uf, prev[1], out.parts, w.where)
+    w.layer_io[n.target] = [x.parts, out.parts, 1]
+    if not out_parts:
+        w.producers.setdefault(gid, []).append(n.target)
+    w.share = is_stem  # only the stem convs are computed once; the others get a small path
+    if is_stem:
+        w.stem_convs.append(n.target)
+    else:
+        w.adjoint.add(n.target)
+    return out
+
+
+def _on_norm(w: _Walk, n: fx.Node) -> TensorInfo:
+    m, x = w.modules[n.target], w.x
+    rank = len(w.s)
+    if isinstance(m, nn.BatchNorm2d) or type(m).__name__ == "LayerNorm2d":
+        if x.cdim != 1:
+            raise UnsupportedModelError(f"{w.where}: normalizes a permuted tensor")
+    elif x.cdim != rank - 1 or len(m.normalized_shape) != 1:
+        raise UnsupportedModelError(f"{w.where}: a LayerNorm over more than the channels (the last dim)")
+    prev = w.layer_io.get(n.target)
+    if prev is not None:
+        _union_parts(w.uf, prev[0], x.parts, w.where)
+    w.layer_io[n.target] = [x.parts, x.parts, 1]
+    if not w.all_shared:
+        w.adjoint.add(n.target)
+    return x.copy()
+
+
+def _on_linear(w: _Walk, n: fx.Node) -> TensorInfo:
+    m, x, s = w.modules[n.target], w.x, w.s
+    if s is None or x.cdim != len(s) - 1 or (x.mult != 1 and len(s) != 2):
+        raise UnsupportedModelError(f"linear {n.target} must read features in its last dimension "
+                                    f"((N, features), or channels-last maps)")
+    gid = w.uf.new(m.out_features)
+    w.layer_io[n.target] = [x.parts, ((gid, ONE),), x.mult]
+    w.producers.setdefault(gid, []).append(n.target)
+    w.share = False
+    w.adjoint.add(n.target)
+    return _one(gid, cdim=len(s) - 1)
+
+
+def _on_flatten_module(w: _Walk, n: fx.Node) -> TensorInfo:
+    m = w.modules[n.target]
+    return _flatten(w.x, w.s, m.start_dim, m.end_dim, w.where)
+
+
+# --- handlers of functions and methods
+
+def _same_as_first(w: _Walk, n: fx.Node) -> Optional[TensorInfo]:
+    """Elementwise: the channels of the first tensor input."""
+    return w.x.copy() if w.ins else None
+
+
+def _no_tensor(w: _Walk, n: fx.Node) -> None:
+    return None
+
+
+def _on_binary(w: _Walk, n: fx.Node) -> TensorInfo:
+    return _binary(n, w.ins, w.info, w.shapes, w.uf, w.where, w.attr_nodes, w.attrs)
+
+
+def _on_cat(w: _Walk, n: fx.Node) -> TensorInfo:
+    return _cat(n, w.info, w.shapes, w.where)
+
+
+def _on_pad(w: _Walk, n: fx.Node) -> Optional[TensorInfo]:
+    """Spatial padding (blur pools, "same" convs): channels untouched."""
+    pad = n.args[1] if len(n.args) > 1 else n.kwargs.get("pad")
+    if not isinstance(pad, (list, tuple)) or len(pad) > 4 or w.x.cdim != 1:
+        raise UnsupportedModelError(f"{w.where}: padding other than of the two spatial dimensions")
+    return _same_as_first(w, n)
+
+
+def _on_chunk(w: _Walk, n: fx.Node) -> None:
+    w.pieces[n] = _chunk(n, w.x, w.s, w.uf, w.where)
+
+
+def _on_split(w: _Walk, n: fx.Node) -> None:
+    x, s = w.x, w.s
+    w.pieces[n] = _ranges(n, x, s, _split_bounds(n, x, s, w.where), "split", w.uf, w.ranges, w.where)
+
+
+def _on_getitem(w: _Walk, n: fx.Node) -> Optional[TensorInfo]:
+    """A piece of a chunk or a split, a range of the channels (``x[:, a:b]``), or an index into a
+    size (``x.shape[1]``)."""
+    if n.args[0] in w.pieces:
+        return w.pieces[n.args[0]][n.args[1]].copy()
+    if w.ins and w.shapes[n.name] is not None:
+        bounds = _channel_slice(n, w.x, w.s, w.where)
+        return _ranges(n, w.x, w.s, [bounds], "slice", w.uf, w.ranges, w.where)[0]
+    return _on_shape_op(w, n)
+
+
+def _on_shape_op(w: _Walk, n: fx.Node) -> None:
+    if w.shapes[n.name] is not None:
+        raise UnsupportedModelError(f"{w.where}: indexing a tensor is not supported")
+    return None
+
+
+def _on_transpose(w: _Walk, n: fx.Node) -> TensorInfo:
+    return _transpose(n, w.x, w.where)
+
+
+def _on_permute(w: _Walk, n: fx.Node) -> TensorInfo:
+    return _permute(n, w.x, w.s, w.where)
+
+
+def _on_flatten_function(w: _Walk, n: fx.Node) -> TensorInfo:
+    start = n.args[1] if len(n.args) > 1 else n.kwargs.get("start_dim", 0)
+    end = n.args[2] if len(n.args) > 2 else n.kwargs.get("end_dim", -1)
+    return _flatten(w.x, w.s, start, end, w.where)
+
+
+def _on_reshape(w: _Walk, n: fx.Node) -> TensorInfo:
+    """``view`` / ``reshape`` / ``flatten``: a channel shuffle's views, or (N, -1)."""
+    src, dst = w.s, w.shapes[n.name]
+    shuffled = _shuffle_view(w.x, src, dst, w.uf, w.where)
+    if shuffled is not None:
+        return shuffled
+    if src is None or dst is None or len(dst) != 2 or dst[0] != src[0]:
+        raise UnsupportedModelError(f"{w.where}: only (N, -1) reshapes and channel shuffles are supported")
+    return _flatten(w.x, src, 1, -1, w.where)
+
+
+def _on_mean(w: _Walk, n: fx.Node) -> Optional[TensorInfo]:
+    dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+    dims = [dims] if isinstance(dims, int) else list(dims or [])
+    rank = len(w.s)
+    if not dims or any(d % rank in (0, w.x.cdim) for d in dims):
+        raise UnsupportedModelError(f"{w.where}: mean over the channel or batch dimension")
+    return _same_as_first(w, n)
+
+
+def _table(*entries) -> dict:
+    """A handler table from ``(keys, handler)`` pairs; a key may appear once only."""
+    table = {}
+    for keys, handler in entries:
+        for k in keys:
+            assert k not in table, k
+            table[k] = handler
+    return table
+
+
+_GRAPH_HANDLERS = {"placeholder": _on_placeholder, "output": _on_output, "get_attr": _on_get_attr}
+# by module type: a module takes the first entry it is an instance of (subclasses included)
+_MODULE_HANDLERS = _table(
+    ([nn.Conv2d], _on_conv), ([nn.BatchNorm2d, nn.LayerNorm], _on_norm), ([nn.Linear], _on_linear),
+    ([nn.Flatten], _on_flatten_module), (_ELEMENTWISE_MODULES, _same_as_first))
+_FOREIGN_MODULE_HANDLERS = _table((_ELEMENTWISE_FOREIGN_MODULES, _same_as_first))  # by class name
+_FUNCTION_HANDLERS = _table(
+    (_ELEMENTWISE_FUNCTIONS, _same_as_first), (_BINARY, _on_binary), (_CAT_FUNCTIONS, _on_cat),
+    ([F.pad], _on_pad), ([torch.chunk], _on_chunk), ([operator.getitem], _on_getitem), ([torch.split], _on_split),
+    ([torch.transpose], _on_transpose), ([torch.permute], _on_permute), (_FLATTEN_FUNCTIONS, _on_flatten_function),
+    ([getattr], _on_shape_op))
+_METHOD_HANDLERS = _table(
+    (_ELEMENTWISE_METHODS, _same_as_first), (_BINARY_METHODS, _on_binary), (_RESHAPE_METHODS, _on_reshape),
+    (["split"], _on_split), (["chunk"], _on_chunk), (["transpose"], _on_transpose), (["permute"], _on_permute),
+    (["mean"], _on_mean), (_SHAPE_METHODS, _no_tensor))
 
 
 def _flatten(x: TensorInfo, s, start, end, where) -> TensorInfo:

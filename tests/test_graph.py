@@ -1,0 +1,89 @@
+"""dan.graph.analyze: each node kind's handler refuses what it cannot convert, naming it; the
+handler tables give every supported operation exactly one handler."""
+
+import operator
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dan import graph
+from dan.errors import UnsupportedModelError
+
+
+class Net(nn.Module):
+    def __init__(self, body, **extra):
+        super().__init__()
+        self.stem, self.a = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.bn, self.fc = nn.BatchNorm2d(8), nn.Linear(8, 4)
+        for k, v in extra.items():
+            setattr(self, k, v)
+        self.body = body
+
+    def forward(self, x):
+        return self.fc(self.body(self, self.stem(x)).mean((2, 3)))
+
+
+REFUSALS = [
+    (lambda s, y: torch.cat([y, y], 2), {}, r"node cat \(call_function cat\): concatenation along dim 2"),
+    (lambda s, y: s.n(s.m(y)), {"m": nn.Conv2d(8, 16, 3, groups=8), "n": nn.Conv2d(16, 8, 1)},
+     r"conv m: grouped conv with 8 inputs and 16 outputs \(a channel multiplier\)"),
+    (lambda s, y: s.m(y), {"m": nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect")}, r"padding_mode 'reflect'"),
+    (lambda s, y: s.m(y), {"m": nn.GroupNorm(2, 8)}, r"module m \(GroupNorm\) is not supported"),
+    (lambda s, y: s.m(y), {"m": nn.LayerNorm([8, 8])}, r"node m \(call_module m\): a LayerNorm over more"),
+    (lambda s, y: torch.stack([y, y], 0).sum(0), {}, r"node stack \(call_function stack\): the operation stack"),
+    (lambda s, y: y.norm(dim=1, keepdim=True) * y, {}, r"node norm \(call_method norm\): the method .norm\(\)"),
+    (lambda s, y: torch.cat(y.chunk(3, 1), 1), {}, r"node chunk \(call_method chunk\): only chunks of the channels"),
+    (lambda s, y: torch.cat(torch.split(y, 3, 1), 1), {}, r"a split into unequal last piece"),
+    (lambda s, y: torch.cat([y[:, ::2], y[:, 1::2]], 1), {}, r"indexing the channels other than by a range"),
+    (lambda s, y: y.transpose(2, 3), {}, r"a transpose other than the one of a channel shuffle"),
+    (lambda s, y: F.relu(y.view(1, 2, 4, 8, 8)).view(1, 8, 8, 8), {}, r"node relu .*may use a 5-D view"),
+    (lambda s, y: y.reshape(1, 8, 64).reshape(1, 8, 8, 8), {}, r"only \(N, -1\) reshapes and channel shuffles"),
+    (lambda s, y: F.conv2d(y, s.w, padding=1), {"w": nn.Parameter(torch.ones(8, 8, 3, 3))},
+     r"node conv2d \(call_function conv2d\): a tensor read from an attribute is used other than"),
+    (lambda s, y: y * s.g.reshape(1, 8, 1, 1), {"g": nn.Parameter(torch.ones(2, 4))}, r"reshaped from \(2, 4\)"),
+    (lambda s, y: y + y.permute(0, 2, 3, 1), {}, r"node add \(call_function add\): combines tensors of different"),
+    (lambda s, y: s.a(y) * s.a.bias.reshape(1, -1, 1, 1), {}, r"module a holds parameters besides"),
+]
+
+
+@pytest.mark.parametrize("body,extra,message", REFUSALS, ids=[m[:30] for _, _, m in REFUSALS])
+def test_each_handler_refuses_what_it_cannot_convert_naming_it(body, extra, message):
+    with pytest.raises(UnsupportedModelError, match=message):
+        graph.analyze(Net(body, **extra), torch.zeros(1, 3, 8, 8))
+
+
+def test_the_graph_must_take_an_image_and_return_one_tensor():
+    with pytest.raises(UnsupportedModelError, match="the model must return one tensor of logits"):
+        graph.analyze(_Pair(), torch.zeros(1, 3, 8, 8))
+    with pytest.raises(UnsupportedModelError, match="input x: expected one NCHW image tensor"):
+        graph.analyze(_Flat(), torch.zeros(1, 8))
+
+
+class _Pair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y, y
+
+
+class _Flat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_supported_operations_have_one_handler_each():
+    assert set(graph._FUNCTION_HANDLERS) >= graph._ELEMENTWISE_FUNCTIONS | graph._BINARY | graph._CAT_FUNCTIONS
+    assert graph._FUNCTION_HANDLERS[operator.getitem] is graph._on_getitem
+    assert set(graph._METHOD_HANDLERS) >= graph._ELEMENTWISE_METHODS | graph._BINARY_METHODS | graph._RESHAPE_METHODS
+    # a subclass takes its base's handler (timm's BatchNormAct2d, Conv2dSame)
+    bn_act = type("BatchNormAct2d", (nn.BatchNorm2d,), {})
+    assert next(h for t, h in graph._MODULE_HANDLERS.items() if issubclass(bn_act, t)) is graph._on_norm
