@@ -658,7 +658,7 @@ def page_lines(pred: dict, compare: dict | None = None, *, figure: str | None = 
 def write_docs(md_path: str) -> None:
     """Write ``docs/latency.md`` from the JSON files beside it: ``latency.json`` (the predictor,
     needed), ``latency_search.json`` (the search comparison) and ``benchmarks.json`` (runtimes)."""
-    from dan.reproduce import write_page
+    from dan.report import write_page
 
     stem, folder = os.path.splitext(md_path)[0], os.path.dirname(os.path.abspath(md_path))
 
@@ -702,7 +702,7 @@ def bench_lines(bench: dict) -> list:
 
 def compare_lines(c: dict) -> list:
     """The latency- vs FLOPs-budget comparison section (see ``tools/latency_compare.py``)."""
-    from dan.reproduce import verdict
+    from dan.report import verdict
 
     st = c["settings"]
     lines = ["## A latency budget against a FLOPs budget at the same measured latency", "",

@@ -28,12 +28,7 @@ RUN_LAYER = ("dan.engine", "dan.loop")
 # Import edges (importer, imported) that close a cycle outside the files the change that added
 # this test could touch. Each entry is a debt: whoever removes the edge removes the entry (the
 # test fails on an entry whose edge is gone, so the list cannot go stale).
-ALLOWED_CYCLE_EDGES: set[tuple[str, str]] = {
-    # dan -> dan.search -> dan.latency -> dan.reproduce -> dan: reproduce.alpha4_flops does
-    # ``import dan`` (for dan.to_adjoint/extract_small/count; import them from dan.adjoint and
-    # dan.cost instead). dan.latency -> dan.reproduce (write_page, verdict) is upward as well.
-    ("dan.reproduce", "dan"),
-}
+ALLOWED_CYCLE_EDGES: set[tuple[str, str]] = set()
 
 
 def modules() -> dict[str, str]:

@@ -125,8 +125,8 @@ def _fake_arch(run, in_band=True, max_prob=0.8):
 
 
 def test_search_report_computes_verdicts_from_the_runs(tmp_path):
-    from dan import search_suite
-    from dan.reproduce import NOTES_MARK
+    from dan.report import NOTES_MARK
+    from dan.suite import search as search_suite
 
     runs = search_suite.plan(str(tmp_path / "suite"), seeds=3, ablations=False)
     scores = {"dan": [0.85, 0.86, 0.855], "uniform": [0.80, 0.81, 0.805], "random": [0.84, 0.86, 0.87],
@@ -171,7 +171,7 @@ class _FakeRun:
     """A Run whose command writes its marker after a short sleep and records the order."""
 
     def __init__(self, out, after=(), kind="train", log=None, fail=False):
-        from dan.reproduce import Run
+        from dan.suite import Run
 
         self.r = Run("k", 0, "x.py", [], out, kind=kind, after=list(after))
         self.log, self.fail = log, fail
@@ -188,15 +188,15 @@ class _FakeRun:
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_suite_runner_respects_dependencies_and_stops_on_failure(tmp_path, jobs, monkeypatch):
-    from dan import reproduce
+    from dan import suite
 
     log = str(tmp_path / "order.txt")
     a = _FakeRun(str(tmp_path / "a"), kind="search", log=log)
     b = _FakeRun(str(tmp_path / "b"), after=[str(tmp_path / "a")], log=log)
     c = _FakeRun(str(tmp_path / "c"), log=log)
     fakes = {id(f.r): f for f in (a, b, c)}
-    monkeypatch.setattr(reproduce.Run, "command", lambda self: fakes[id(self)].command())
-    reproduce.run([a.r, b.r, c.r], log=lambda m: None, jobs=jobs)
+    monkeypatch.setattr(suite.Run, "command", lambda self: fakes[id(self)].command())
+    suite.run([a.r, b.r, c.r], log=lambda m: None, jobs=jobs)
     order = open(log).read().split()
     assert sorted(order) == sorted([a.r.out, b.r.out, c.r.out])
     assert order.index(a.r.out) < order.index(b.r.out)
@@ -207,7 +207,7 @@ def test_suite_runner_respects_dependencies_and_stops_on_failure(tmp_path, jobs,
     e = _FakeRun(str(tmp_path / "e"), after=[str(tmp_path / "d")], log=log2)
     fakes.update({id(d.r): d, id(e.r): e})
     with pytest.raises(dan.UserError, match="run failed"):
-        reproduce.run([d.r, e.r], log=lambda m: None, jobs=jobs)
+        suite.run([d.r, e.r], log=lambda m: None, jobs=jobs)
     assert not e.r.done
 
 
@@ -305,17 +305,17 @@ def test_the_settle_phase_moves_the_multiplier_by_the_argmax_cost(tmp_path, wher
 def test_suite_runner_restarts_a_run_killed_before_its_first_checkpoint(tmp_path):
     """Found continuing the suite: a retrain killed before its first checkpoint left events and an
     empty metrics.jsonl, which the tools rightly refuse to start over; the runner clears it."""
-    from dan import reproduce
+    from dan import suite
 
     out = tmp_path / "r"
     out.mkdir()
     (out / "metrics.jsonl").write_text("")
     (out / "events.out.tfevents.1.vm.1.0").write_bytes(b"")
-    run = reproduce.Run("k", 0, "train.py", ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4",
-                                             "--epochs", "1", "--limit-batches", "1", "--quiet", "--no-tensorboard",
-                                             "--set", "model.args.width=8", "--set", "train.latency_batches=[1]",
-                                             "--out", str(out)], str(out))
+    run = suite.Run("k", 0, "train.py", ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4",
+                                         "--epochs", "1", "--limit-batches", "1", "--quiet", "--no-tensorboard",
+                                         "--set", "model.args.width=8", "--set", "train.latency_batches=[1]",
+                                         "--out", str(out)], str(out))
     lines = []
-    reproduce.run([run], log=lines.append)
+    suite.run([run], log=lines.append)
     assert run.done and (out / "summary.json").is_file()
     assert any(l.startswith("[restart]") for l in lines)

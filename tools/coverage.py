@@ -60,7 +60,7 @@ def main(argv):
               f"Wall time of this run: {wall / 60:.1f} min on this machine.")
     page = coverage.markdown(rows, header=header)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    from dan.reproduce import write_page
+    from dan.report import write_page
 
     write_page(args.out, page.splitlines())  # hand-written notes below the marker are kept
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:

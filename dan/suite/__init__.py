@@ -1,0 +1,25 @@
+"""The reproduction suites: many runs of the same tools a user types, one results page.
+
+A suite is a list of runs (tool + arguments + run folder). :func:`plan` lists the runs of the
+papers' suites (every method, several seeds), :mod:`dan.suite.search` those of the width-search
+suite (DAN against uniform, random and greedy widths); :func:`run` executes the unfinished ones
+(a run is finished when its folder holds ``summary.json``, a search when it holds ``arch.json``;
+an interrupted run is resumed), each as a subprocess; :func:`write_results` turns the finished
+runs into ``docs/results.md`` and :func:`dan.suite.search.write_report` into ``docs/search.md``.
+
+Modules: :mod:`~dan.suite.plan` (the :class:`Run` record, ``SUITES``, the plans),
+:mod:`~dan.suite.run` (the runner and its time bookkeeping), :mod:`~dan.suite.report` (the
+results page, the papers' claims, the curves), :mod:`~dan.suite.search` (the search suite's plan
+and page). The names ``plan`` and ``run`` below are the functions; reach the modules with
+``from dan.suite.plan import ...`` / ``from dan.suite.run import ...``.
+"""
+
+from __future__ import annotations
+
+from dan.suite.plan import ROOT, SUITES, Run, alpha4_flops, plan
+from dan.suite.run import elapsed_seconds, run, run_seconds
+from dan.suite.report import CLAIMS, claims_table, collect, plot_curves, suite_settings, write_results
+from dan.suite import search  # noqa: E402  (the search suite: search.plan, search.write_report)
+
+__all__ = ["CLAIMS", "ROOT", "SUITES", "Run", "alpha4_flops", "claims_table", "collect", "elapsed_seconds",
+           "plan", "plot_curves", "run", "run_seconds", "search", "suite_settings", "write_results"]

@@ -1,0 +1,107 @@
+"""The reproduction suites' runs: a :class:`Run` is one tool command with its run folder, and
+:func:`plan` lists every run of a suite (every method of the papers, several seeds) in an order
+that respects dependencies (teachers and searches first).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+from dan.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclass
+class Run:
+    key: str  # method label in the table, e.g. "adjoint a=4"
+    seed: int
+    tool: str  # train.py | search.py | retrain.py
+    args: list
+    out: str
+    kind: str = "train"  # train | search | arch (a width baseline: tools/baseline.py)
+    after: list = field(default_factory=list)  # run folders that must be finished first
+
+    @property
+    def done(self) -> bool:
+        marker = "arch.json" if self.kind in ("search", "arch") else "summary.json"
+        return os.path.isfile(os.path.join(self.out, marker))
+
+    def command(self) -> list:
+        return [sys.executable, os.path.join(ROOT, "tools", self.tool), *self.args]
+
+
+# Each suite: the config, its epochs, and the budget of the DAN run (the FLOPs of the α = 4 small
+# network, measured by dan.count at plan time).
+SUITES = {
+    "fashion-mnist": {"config": "configs/fashion_mnist_suite.yaml", "seeds": 3},
+    "cifar100": {"config": "configs/cifar100_resnet50.yaml", "seeds": 3},
+    "imagenet": {"config": "configs/imagenet_resnet50.yaml", "seeds": 1},
+}
+
+
+def alpha4_flops(config_path: str) -> int:
+    """FLOPs of the small network AN extracts at α = 4 from the config's base network."""
+    from dan.adjoint import extract_small, to_adjoint
+    from dan.config import Config
+    from dan.cost import count
+    from dan.data import dataset_info
+    from dan.models import build_model, input_shape
+
+    cfg = Config.from_file(config_path)
+    info = dataset_info(cfg.data)
+    shape = input_shape(info)
+    a = cfg.adjoint
+    anet = to_adjoint(build_model(cfg.model, info), alpha=4, stem=a.stem, unmasked=tuple(a.unmasked),
+                      input_shape=shape)
+    return count(extract_small(anet), shape).flops
+
+
+def plan(suite: str, out: str, seeds: int | None = None, extra: list | None = None) -> list[Run]:
+    """The runs of a suite, in an order that respects dependencies (teachers first)."""
+    if suite not in SUITES:
+        raise UserError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)}")
+    spec = SUITES[suite]
+    config = os.path.join(ROOT, spec["config"])
+    out = os.path.abspath(out)  # runs start in the repository root, teachers are found by path
+    n = seeds or spec["seeds"]
+    extra = list(extra or [])
+    budget = alpha4_flops(config)
+    runs: list[Run] = []
+    for seed in range(n):
+        base = ["--config", config, "--seed", str(seed), "--quiet", *extra]
+        d = lambda name: os.path.join(out, f"{name}-s{seed}")
+        std = d("standard")
+        runs.append(Run("standard", seed, "train.py", base + ["--method", "standard", "--out", std], std))
+        runs.append(Run("dropout", seed, "train.py", base + ["--method", "dropout", "--out", d("dropout")], d("dropout")))
+        for alpha in (2, 4, 8):
+            o = d(f"adjoint-a{alpha}")
+            runs.append(Run(f"adjoint a={alpha}", seed, "train.py",
+                            base + ["--method", "adjoint", "--alpha", str(alpha), "--out", o], o))
+        o = d("adjoint-a4-b0.5")
+        runs.append(Run("adjoint a=4 b=0.5", seed, "train.py",
+                        base + ["--method", "adjoint", "--alpha", "4", "--beta", "0.5", "--out", o], o))
+        o = d("small-alone")
+        runs.append(Run("small alone (a=4 net)", seed, "train.py",
+                        base + ["--method", "standard", "--set", "methods.standard.network=small", "--out", o], o))
+        o = d("kd")
+        runs.append(Run("kd (a=4 student)", seed, "train.py",
+                        base + ["--method", "kd", "--set", f"methods.kd.teacher={std}", "--out", o], o, after=[std]))
+        s = d("dan-search")
+        runs.append(Run("dan search", seed, "search.py", base + ["--budget-flops", str(budget), "--out", s], s,
+                        kind="search"))
+        r = d("dan")
+        runs.append(Run("dan (a=4 FLOPs)", seed, "retrain.py",
+                        [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", *extra, "--out", r], r,
+                        after=[s]))
+        o = d("expandnet")
+        runs.append(Run("expandnet (a=4 net)", seed, "train.py", base + ["--method", "expandnet", "--out", o], o))
+        o = d("lowrank")
+        runs.append(Run("lowrank", seed, "train.py", base + ["--method", "lowrank", "--out", o], o))
+        o = d("ksanc")
+        runs.append(Run("ksanc (a=4 student)", seed, "train.py",
+                        base + ["--method", "ksanc", "--set", f"methods.ksanc.teacher={std}", "--out", o], o,
+                        after=[std]))
+    return runs
