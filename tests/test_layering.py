@@ -20,9 +20,9 @@ from collections import defaultdict
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "dan")
 
-LOW = ("dan.cost", "dan.layers", "dan.graph", "dan.arch", "dan.errors", "dan.loss")
-TRAINING = ("dan.engine", "dan.loop", "dan.search", "dan.methods", "dan.tune", "dan.reproduce",
-            "dan.search_suite", "dan.data")
+LOW = ("dan.cost", "dan.layers", "dan.graph", "dan.arch", "dan.errors", "dan.loss", "dan.report", "dan.timing")
+TRAINING = ("dan.engine", "dan.loop", "dan.search", "dan.search_control", "dan.search_result", "dan.methods",
+            "dan.tune", "dan.suite", "dan.data")
 RUN_LAYER = ("dan.engine", "dan.loop")
 
 # Import edges (importer, imported) that close a cycle outside the files the change that added
