@@ -4,7 +4,7 @@
 epochs with Adam (or SGD) and a linear-warm-up + cosine learning-rate schedule (the paper's
 recipe), evaluates every network of the method on the test split each epoch, writes TensorBoard
 scalars, ``metrics.jsonl`` and an atomic ``checkpoints/last.pt`` (+ ``best.pt``), and at the end
-saves the deployable network (``small.pt`` …), counts and times the networks, and returns a summary.
+saves the deployable network (``small.pt`` …, or ``model.pt`` … when it is the base network), counts and times the networks, and returns a summary.
 A method that learns from a teacher asks for one; :func:`resolve_teacher` loads it from a finished
 run or trains it first, and the trainer hands it to the method.
 
@@ -309,10 +309,13 @@ class Trainer:
             distributed.barrier()
             return summary
         deployed = nets[self.method.deployed]
-        meta = save_deployable(deployed, self.run_dir, shape, name="small",
+        # named for what it is: ``small.*`` a compressed network, ``model.*`` the base network
+        # itself (standard and dropout training deploy the network they trained)
+        stem = deploy_name(self.method.deployed)
+        meta = save_deployable(deployed, self.run_dir, shape, name=stem,
                                extra={"method": cfg.train.method, "space": cfg.model.space})
-        summary.files = {k: os.path.join(self.run_dir, f) for k, f in
-                         [("torchscript", "small.pt"), ("export", "small.pt2"), ("state_dict", "small_state.pt")]}
+        summary.files = {k: os.path.join(self.run_dir, stem + suffix) for k, suffix in
+                         [("torchscript", ".pt"), ("export", ".pt2"), ("state_dict", "_state.pt"), ("meta", ".json")]}
         if "onnx" in meta:
             summary.files["onnx"] = os.path.join(self.run_dir, meta["onnx"]["file"])
             summary.extra["onnx"] = meta["onnx"]
@@ -391,6 +394,12 @@ def resolve_teacher(request: TeacherRequest, cfg: Config, data: Data, monitor: M
         mon = Monitor(tcfg.out, console=monitor.console, tensorboard=monitor.tensorboard)
         start_managed(tcfg, lambda: Trainer(tcfg, mon, data=data)).fit()
     return load_teacher(tcfg.out, device)
+
+
+def deploy_name(deployed: str) -> str:
+    """The file stem of a run's deployable network: ``model`` when it is the base network
+    (``deployed == "big"``), else ``small``."""
+    return "model" if deployed == "big" else "small"
 
 
 def format_summary(summary: Summary | dict) -> str:

@@ -39,7 +39,7 @@ RESUMABLE_CHANGES = ("train.epochs", "device", "data.workers", "out", "train.lat
                      "train.compile")
 # Files of a run's results: a new run never writes into a folder holding any of them (a finished
 # run whose checkpoints were deleted must not be overwritten or mixed with a new one).
-FINISHED_FILES = ("summary.json", "small.pt", "small.pt2", "metrics.jsonl", "arch.json")
+FINISHED_FILES = ("summary.json", "small.pt", "small.pt2", "model.pt", "model.pt2", "metrics.jsonl", "arch.json")
 
 
 # ------------------------------------------------------------------------------- run folders

@@ -109,7 +109,7 @@ def latency(path: str, input_shape: tuple, *, warmup: int = 3, repeats: int = 10
 
 
 def save_and_check(model: nn.Module, folder: str, input_shape: tuple, name: str = "small") -> dict | None:
-    """Export ``model`` to ``<folder>/<name>.onnx`` and check it; returns what ``small.json``
+    """Export ``model`` to ``<folder>/<name>.onnx`` and check it; returns what ``<name>.json``
     records under ``"onnx"`` (file, opset, max_abs_diff, verified), or None without the extra.
     A file that fails its check is kept (it may still be useful) and said so in a warning."""
     if not available():
@@ -119,13 +119,13 @@ def save_and_check(model: nn.Module, folder: str, input_shape: tuple, name: str 
         export(model, path, input_shape)
     except Exception as e:  # an operator ONNX lacks: the run's other files stand
         warnings.warn(f"{path} not written: the ONNX export failed ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                      f"small.pt2 and small.pt are written", stacklevel=2)
+                      f"{name}.pt2 and {name}.pt are written", stacklevel=2)
         return None
     diff = verify(model, path, input_shape)
     ok = diff <= TOLERANCE
     if not ok:
         warnings.warn(f"{path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {TOLERANCE:g}); "
-                      f"use small.pt2 or small.pt instead", stacklevel=2)
+                      f"use {name}.pt2 or {name}.pt instead", stacklevel=2)
     import onnxruntime
 
     return {"file": f"{name}.onnx", "opset": OPSET, "max_abs_diff": diff, "verified": ok,

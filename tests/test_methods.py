@@ -123,13 +123,17 @@ def test_each_method_trains_and_saves_its_network(tmp_path, method):
                    "ksanc": {"teacher_epochs": 1, "ce": 0.5},
                    "standard": {"network": "small" if method == "standard-small" else "big"}}
     summary = train(cfg, Monitor(out, tensorboard=False))
-    meta = json.load(open(os.path.join(out, "small.json")))
+    meta = json.load(open(summary.files["meta"]))
+    base = method in ("standard", "dropout")  # the base network itself is deployed: model.*, not small.*
+    assert os.path.basename(summary.files["meta"]) == ("model.json" if base else "small.json")
+    assert os.path.isfile(os.path.join(out, "model.pt" if base else "small.pt"))
+    assert not os.path.exists(os.path.join(out, "small.pt" if base else "model.pt"))
     deployed = summary.rows[{"standard": "big", "dropout": "big", "lowrank": "lowrank"}.get(method, "small")]
     if method == "standard-small":
         assert set(summary.rows) == {"small"}
     assert deployed["top1"] is not None and deployed["flops"] > 0
     assert meta["params"] == deployed["params"]
-    scripted = torch.jit.load(os.path.join(out, "small.pt"))
+    scripted = torch.jit.load(summary.files["torchscript"])
     assert scripted(torch.randn(2, 3, 16, 16)).shape == (2, 4)
     if method in ("kd", "expandnet", "ksanc", "standard-small"):  # AN's small network at alpha = 4
         anet = dan.to_adjoint(build_model(cfg.model, dataset_info(cfg.data)), alpha=4,
