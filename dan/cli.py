@@ -65,11 +65,13 @@ def number(lo: float | None = None, hi: float | None = None, *, hi_open: bool = 
 
 def common_parser(prog: str, description: str) -> Parser:
     """A parser with the flags every tool takes (DESIGN §3)."""
+    from dan.data.info import list_datasets
+
     p = Parser(prog=prog, description=description, epilog=FLOPS_NOTE,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("common")
     g.add_argument("--config", help="YAML experiment file (configs/*.yaml)")
-    g.add_argument("--dataset", choices=["fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic"])
+    g.add_argument("--dataset", choices=list_datasets())
     g.add_argument("--data", help="folder holding the dataset files")
     g.add_argument("--download", action="store_true", help="download torchvision datasets when missing")
     g.add_argument("--epochs", type=positive_int)

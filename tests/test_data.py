@@ -1,4 +1,4 @@
-"""Tests of dan/data.py: file formats, loaders, determinism, splits, augmentation (CPU, seconds)."""
+"""Tests of dan/data/: file formats, loaders, determinism, splits, augmentation (CPU, seconds)."""
 
 import gzip
 import os

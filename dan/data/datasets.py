@@ -1,0 +1,254 @@
+"""The datasets by name: file readers and one registered loader per dataset.
+
+Each dataset is a function registered with its description, timm-style::
+
+    @register_dataset("cifar10", info=fixed_info(10, 3, 32, IMAGENET_MEAN, IMAGENET_STD))
+    def cifar10(cfg, info):
+        return _cifar("cifar10", cfg)
+
+``info(cfg)`` gives the :class:`DatasetInfo` without loading images (``dataset_info``); the function
+itself loads the splits, as one of two kinds that :func:`dan.data.build_data` wraps in loaders:
+
+* :class:`ArraySplits` (``fashion_mnist``, ``cifar10/100``, ``synthetic``): uint8 NCHW arrays and
+  the dataset's :class:`AugmentRecipe`; they are put on the device whole.
+* :class:`FolderSplits` (``imagefolder``): torchvision ``ImageFolder`` objects, decoded per image
+  by a DataLoader.
+
+Every error a user can cause (missing or corrupt files, a bad folder layout) is a one-line
+UserError that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dan.config import DataConfig
+from dan.data.augment import CIFAR_RECIPE, FASHION_MNIST_RECIPE, SYNTHETIC_RECIPE, AugmentRecipe
+from dan.data.info import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, apply_overrides, register_dataset
+from dan.data.splits import generator
+from dan.errors import UserError
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                       "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+@dataclass
+class ArraySplits:
+    """An in-memory dataset: uint8 (N, C, H, W) images and integer labels of the train and test
+    splits (possibly read-only arrays), and the augmentation of its training split."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    recipe: AugmentRecipe
+
+
+@dataclass
+class FolderSplits:
+    """An image-folder dataset: torchvision ``ImageFolder`` objects of ``train/`` and ``val/``
+    (the test split), with the same classes."""
+
+    train: Any
+    test: Any
+
+
+# --------------------------------------------------------------------------- file formats
+
+_IDX_DTYPES = {0x08: np.uint8}
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Read a gzip-compressed IDX file (the MNIST format) into a uint8 array; corrupt -> UserError."""
+    def bad(why: str) -> UserError:
+        return UserError(f"{path} is corrupt ({why}): delete it and reinstall the dataset "
+                         "(`apt-get install --reinstall dataset-fashion-mnist`) or pass another --data DIR")
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise bad(f"cannot decompress: {e}")
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise bad("bad magic number")
+    ndim = raw[3]
+    if ndim == 0 or len(raw) < 4 + 4 * ndim:
+        raise bad("truncated header")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
+    start, n = 4 + 4 * ndim, int(np.prod(dims))
+    if len(raw) - start != n:
+        raise bad(f"header says {n} values for shape {dims}, file holds {len(raw) - start}")
+    return np.frombuffer(raw, _IDX_DTYPES[raw[2]], n, start).reshape(dims)
+
+
+_FMNIST_CACHE: dict = {}
+
+
+def load_fashion_mnist(folder: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train_x (60000, 28, 28), train_y, test_x, test_y) as uint8; cached per folder and mtime."""
+    paths = [os.path.join(folder, f) for f in FASHION_MNIST_FILES]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise UserError(f"Fashion-MNIST not found in {folder} (no {os.path.basename(missing[0])}): install it "
+                        f"with `apt-get install dataset-fashion-mnist` or pass --data DIR holding "
+                        f"{', '.join(FASHION_MNIST_FILES)}")
+    key = tuple((p, os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in paths)
+    if key not in _FMNIST_CACHE:
+        arrays = [read_idx(p) for p in paths]
+        for (x, y), p in ((arrays[0:2], paths[0]), (arrays[2:4], paths[2])):
+            if x.ndim != 3 or x.shape[1:] != (28, 28) or y.ndim != 1 or len(x) != len(y):
+                raise UserError(f"{p} does not hold 28x28 images matching its labels file: "
+                                "reinstall dataset-fashion-mnist or pass another --data DIR")
+            if y.size and y.max() > 9:
+                raise UserError(f"labels next to {p} go up to {y.max()} (Fashion-MNIST has 10 classes): "
+                                "reinstall dataset-fashion-mnist or pass another --data DIR")
+        _FMNIST_CACHE.clear()
+        _FMNIST_CACHE[key] = arrays
+    return tuple(_FMNIST_CACHE[key])
+
+
+def load_cifar(name: str, root: str, download: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train_x NHWC uint8, train_y, test_x, test_y) through torchvision's CIFAR classes."""
+    import torchvision
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    try:
+        tr, te = (cls(root=root, train=t, download=download) for t in (True, False))
+    except RuntimeError as e:
+        raise UserError(f"{name} not found or corrupt in {root} ({e.args[0].split('.')[0]}): pass --download "
+                        f"(needs the network) or --data DIR holding torchvision's extracted {name} batches")
+    except OSError as e:  # network errors while downloading
+        raise UserError(f"downloading {name} into {root} failed ({e}): check the network or pass --data DIR")
+    return tr.data, np.asarray(tr.targets), te.data, np.asarray(te.targets)
+
+
+def synthetic_arrays(n_train: int, n_test: int, num_classes: int, size: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Learnable images: a smooth random template per class plus pixel noise, balanced labels.
+
+    Everything comes from a seed fixed by the dataset definition (not the run seed), so train and
+    test share templates and every run sees the same data.
+    """
+    g = generator(0x5E7, num_classes, size)
+    low = torch.rand(num_classes, 3, 4, 4, generator=g) * 0.6 + 0.2
+    templates = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+
+    def split(n: int, tag: int):
+        y = torch.arange(n) % num_classes
+        gen = generator(0x5E7, num_classes, size, tag)
+        x = templates[y] + 0.15 * torch.randn(n, 3, size, size, generator=gen)
+        return (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy(), y.numpy()
+    return (*split(n_train, 1), *split(n_test, 2))
+
+
+def _folder_classes(cfg: DataConfig) -> tuple[str, list[str]]:
+    """(root, sorted class names) of the image folder ``cfg.data``, after checking its layout."""
+    root = cfg.data
+    if not root:
+        raise UserError("dataset imagefolder needs --data DIR holding train/ and val/ class folders")
+    for sub in ("train", "val"):
+        if not os.path.isdir(os.path.join(root, sub)):
+            raise UserError(f"image folder {os.path.join(root, sub)} does not exist: pass --data DIR "
+                            "holding train/<class>/*.jpg and val/<class>/*.jpg")
+    classes = sorted(e.name for e in os.scandir(os.path.join(root, "train")) if e.is_dir())
+    if not classes:
+        raise UserError(f"{os.path.join(root, 'train')} holds no class folders: expected train/<class>/*.jpg")
+    return root, classes
+
+
+# --------------------------------------------------------------------------- descriptions
+
+def fixed_info(num_classes: int, in_channels: int, image_size: int, mean: tuple, std: tuple):
+    """``info(cfg)`` of a dataset whose images have fixed shapes. ``cfg.image_size`` resizes the
+    batches (e.g. 32x32 Fashion-MNIST for ConvNeXt); ``cfg.num_classes`` and ``cfg.channels`` are
+    checked and applied by :func:`apply_overrides`."""
+
+    def info(cfg: DataConfig) -> DatasetInfo:
+        out = DatasetInfo(cfg.dataset, num_classes, in_channels, image_size, mean, std)
+        if cfg.image_size is not None:
+            out = dataclasses.replace(out, image_size=cfg.image_size)
+        return apply_overrides(out, cfg)
+
+    return info
+
+
+def _folder_info(cfg: DataConfig) -> DatasetInfo:
+    """Classes from the folder names under ``train/``; side ``cfg.image_size`` (default 224)."""
+    k, size = len(_folder_classes(cfg)[1]), cfg.image_size or 224
+    if k < 2:  # one class trains to a meaningless "100 %"
+        raise UserError(f"{_folder_classes(cfg)[0]}/train holds {k} class folder: a classifier needs at "
+                        f"least 2 (train/<class>/*.jpg for each class)")
+    return apply_overrides(DatasetInfo(cfg.dataset, k, 3, size, IMAGENET_MEAN, IMAGENET_STD), cfg)
+
+
+def _synthetic_info(cfg: DataConfig) -> DatasetInfo:
+    """``cfg.image_size`` (default 32) and ``cfg.num_classes`` (default 10) define the data, so
+    there is nothing to override."""
+    size, k = cfg.image_size or 32, cfg.num_classes or 10
+    if size < 4 or k < 2:
+        raise UserError(f"synthetic data needs image_size >= 4 and num_classes >= 2 (got {size}, {k})")
+    return DatasetInfo(cfg.dataset, k, 3, size, (0.5,) * 3, (0.2,) * 3)
+
+
+# --------------------------------------------------------------------------- the datasets
+# Registration order is the order of ``list_datasets()``, of ``--dataset``'s choices and of the
+# unknown-dataset message.
+
+@register_dataset("fashion_mnist", info=fixed_info(10, 1, 28, (0.2860,), (0.3530,)))
+def fashion_mnist(cfg: DataConfig, info: DatasetInfo) -> ArraySplits:
+    """Fashion-MNIST: 60k/10k grey 28x28 garments, 10 classes, from the IDX files in ``--data``
+    (default: the ``dataset-fashion-mnist`` package's folder)."""
+    xtr, ytr, xte, yte = load_fashion_mnist(cfg.data or FASHION_MNIST_DIR)
+    return ArraySplits(xtr[:, None], ytr, xte[:, None], yte, FASHION_MNIST_RECIPE)
+
+
+def _cifar(name: str, cfg: DataConfig) -> ArraySplits:
+    xtr, ytr, xte, yte = load_cifar(name, cfg.data or os.path.join("data", name), cfg.download)
+    return ArraySplits(xtr.transpose(0, 3, 1, 2), ytr, xte.transpose(0, 3, 1, 2), yte, CIFAR_RECIPE)
+
+
+# CIFAR is normalized with ImageNet statistics, as in the paper.
+@register_dataset("cifar10", info=fixed_info(10, 3, 32, IMAGENET_MEAN, IMAGENET_STD))
+def cifar10(cfg: DataConfig, info: DatasetInfo) -> ArraySplits:
+    """CIFAR-10: 50k/10k colour 32x32 images, 10 classes (``--data``, default data/cifar10)."""
+    return _cifar("cifar10", cfg)
+
+
+@register_dataset("cifar100", info=fixed_info(100, 3, 32, IMAGENET_MEAN, IMAGENET_STD))
+def cifar100(cfg: DataConfig, info: DatasetInfo) -> ArraySplits:
+    """CIFAR-100: 50k/10k colour 32x32 images, 100 classes (``--data``, default data/cifar100)."""
+    return _cifar("cifar100", cfg)
+
+
+@register_dataset("imagefolder", info=_folder_info)
+def imagefolder(cfg: DataConfig, info: DatasetInfo) -> FolderSplits:
+    """Any image set as ``--data DIR`` holding train/<class>/*.jpg and val/<class>/*.jpg."""
+    from torchvision.datasets import ImageFolder
+    root, classes = _folder_classes(cfg)
+    val_classes = sorted(e.name for e in os.scandir(os.path.join(root, "val")) if e.is_dir())
+    if val_classes != classes:
+        raise UserError(f"{root}/train and {root}/val hold different class folders "
+                        f"({len(classes)} vs {len(val_classes)}): make them the same")
+    try:
+        return FolderSplits(ImageFolder(os.path.join(root, "train")), ImageFolder(os.path.join(root, "val")))
+    except (FileNotFoundError, RuntimeError) as e:
+        raise UserError(f"cannot read image folder {root} ({str(e).splitlines()[0]}): fix its layout")
+
+
+@register_dataset("synthetic", info=_synthetic_info)
+def synthetic(cfg: DataConfig, info: DatasetInfo) -> ArraySplits:
+    """Generated class templates plus noise (:func:`synthetic_arrays`): ``cfg.synthetic_size``
+    training images, a quarter as many test images; for smoke runs and tests."""
+    if cfg.synthetic_size < 2:
+        raise UserError(f"synthetic_size must be at least 2, got {cfg.synthetic_size}")
+    xtr, ytr, xte, yte = synthetic_arrays(cfg.synthetic_size, max(1, cfg.synthetic_size // 4),
+                                          info.num_classes, info.image_size)
+    return ArraySplits(xtr, ytr, xte, yte, SYNTHETIC_RECIPE)

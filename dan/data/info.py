@@ -1,0 +1,106 @@
+"""What a dataset looks like to a model, and the registry of datasets by name.
+
+:class:`DatasetInfo` holds the shapes, class count and normalization of a dataset;
+``dataset_info(cfg)`` gives them for ``cfg.dataset`` without loading any image. The registry
+(:func:`register_dataset`, :func:`get_dataset`, :func:`list_datasets`) maps a name to a
+:class:`DatasetSpec`; the datasets themselves register in :mod:`dan.data.datasets`, which
+``dan/data/__init__.py`` imports, so every name is known once ``dan.data`` is imported:
+
+>>> from dan.config import DataConfig
+>>> from dan.data import dataset_info, list_datasets
+>>> list_datasets()
+['fashion_mnist', 'cifar10', 'cifar100', 'imagefolder', 'synthetic']
+>>> dataset_info(DataConfig(dataset="cifar10"))
+DatasetInfo(name='cifar10', num_classes=10, in_channels=3, image_size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+This module imports neither torch nor the loaders, so that model code can use the type cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+from dan.config import DataConfig
+from dan.errors import UserError
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DatasetInfo:
+    """A dataset as a model sees it: ``num_classes`` outputs, ``in_channels`` x ``image_size`` x
+    ``image_size`` inputs normalized with the per-channel ``mean`` and ``std`` (of values in [0, 1])."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple
+    std: tuple
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset.
+
+    Attributes:
+        name: the ``data.dataset`` value that selects it.
+        info: ``info(cfg) -> DatasetInfo`` without loading images; raises UserError on a config
+            the dataset cannot serve.
+        load: ``load(cfg, info)`` -> the loaded splits (:class:`dan.data.datasets.ArraySplits` or
+            :class:`dan.data.datasets.FolderSplits`), which :func:`dan.data.build_data` wraps in loaders.
+        doc: the loader's docstring.
+    """
+
+    name: str
+    info: Callable[[DataConfig], DatasetInfo]
+    load: Callable[[DataConfig, DatasetInfo], object]
+    doc: str
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(name: str, *, info: Callable[[DataConfig], DatasetInfo]):
+    """Decorator: register ``load(cfg, info)`` as the dataset ``name``, described by ``info(cfg)``."""
+
+    def wrap(fn):
+        if name in _REGISTRY:
+            raise ValueError(f"dataset {name} registered twice")
+        _REGISTRY[name] = DatasetSpec(name, info, fn, (fn.__doc__ or "").strip())
+        return fn
+
+    return wrap
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names, in the order they were registered (the order ``--help`` shows)."""
+    return list(_REGISTRY)
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    if name not in _REGISTRY:
+        raise UserError(f"unknown dataset '{name}': choose one of {', '.join(list_datasets())}")
+    return _REGISTRY[name]
+
+
+def dataset_info(cfg: DataConfig) -> DatasetInfo:
+    """Shapes, class count and normalization of ``cfg.dataset`` without loading any image."""
+    return get_dataset(cfg.dataset).info(cfg)
+
+
+def apply_overrides(info: DatasetInfo, cfg: DataConfig) -> DatasetInfo:
+    """Check ``cfg.num_classes`` against a dataset's own class count and apply ``cfg.channels``
+    (3: grey images repeated to 3 channels, with the statistics repeated to match)."""
+    name = info.name
+    if cfg.num_classes not in (None, info.num_classes):
+        raise UserError(f"{name} has {info.num_classes} classes but num_classes is {cfg.num_classes}: "
+                        "drop num_classes (it is for synthetic data)")
+    if cfg.channels not in (None, info.in_channels):
+        if cfg.channels != 3 or info.in_channels != 1 or name == "imagefolder":
+            raise UserError(f"data.channels {cfg.channels}: only grey images can be given 3 channels "
+                            f"(repeated), and {name} has {info.in_channels}; drop data.channels")
+        info = dataclasses.replace(info, in_channels=3, mean=info.mean * 3, std=info.std * 3)
+    return info

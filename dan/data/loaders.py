@@ -1,0 +1,274 @@
+"""Loaders over a dataset's splits, and :func:`build_data`, which makes them.
+
+``build_data(cfg.data, seed=..., device=...)`` returns a :class:`Data` with a shuffled, augmented
+``train`` loader, an unshuffled ``test`` loader and, when ``cfg.holdout > 0``, a held-out part of
+the *training* split (``holdout`` for architecture steps, ``holdout_eval`` for monitoring).
+
+Two kinds of loader, one interface (:class:`Loader`: iterable over ``(x, y)``, ``len``,
+``num_samples``, ``batch_size``, ``set_epoch``, ``shard``):
+
+* :class:`TensorLoader` (in-memory sets): the whole split is a uint8 NCHW tensor on the device. A
+  batch is an index gather plus, when augmenting, one batched ``augment_batch``; no worker processes.
+* :class:`FolderLoader` (``imagefolder``): a ``torch.utils.data.DataLoader`` with ``workers``
+  processes and torchvision transforms. Batches are moved to the device by the loader, so both
+  kinds deliver device tensors.
+
+Determinism: the order and the augmentation of an epoch are a pure function of (seed, epoch,
+split) through a private ``torch.Generator`` (:func:`dan.data.splits.generator`); folder transforms
+run under a forked RNG seeded per image, so results do not depend on ``workers``. Like
+``DistributedSampler``, call ``set_epoch(epoch)`` before each epoch; iterating twice without it
+repeats the same epoch. A train split with at least two batches drops its last partial batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Optional, Protocol, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dan.config import DataConfig
+from dan.data.augment import AugmentRecipe, augment_batch, folder_transforms, pixel_grid
+from dan.data.datasets import ArraySplits, FolderSplits
+from dan.data.info import DatasetInfo, dataset_info, get_dataset
+from dan.data.splits import SPLIT_IDS, generator, mixed_seed, split_indices
+from dan.errors import UserError
+
+
+class Loader(Protocol):
+    batch_size: int
+    num_samples: int
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+    def __len__(self) -> int: ...
+    def set_epoch(self, epoch: int) -> None: ...
+    def shard(self, rank: int, world: int) -> None: ...
+
+
+@dataclass
+class Data:
+    info: DatasetInfo
+    train: Loader
+    test: Loader
+    holdout: Optional[Loader] = None
+    holdout_eval: Optional[Loader] = None
+
+    def shard(self, rank: int, world: int) -> "Data":
+        """Give this process its share of every split (distributed training)."""
+        for loader in (self.train, self.test, self.holdout, self.holdout_eval):
+            if loader is not None:
+                loader.shard(rank, world)
+        return self
+
+
+def _num_batches(n: int, batch_size: int, drop_last: bool) -> int:
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+def _drop_last(n: int, batch_size: int) -> bool:
+    return math.ceil(n / batch_size) >= 2  # never drop the only batch of a small split
+
+
+def _batch_size(cfg: DataConfig, split: str, eval_bs: int) -> int:
+    if split == "holdout" and cfg.holdout_batch_size:
+        return cfg.holdout_batch_size
+    return cfg.batch_size if split in ("train", "holdout") else eval_bs
+
+
+class _Sharded:
+    """What both loaders share: epochs, length, and the per-rank share of a split."""
+
+    total: int
+    rank: int = 0
+    world: int = 1
+
+    def shard(self, rank: int, world: int) -> None:
+        """Distributed training: this process sees every world-th image of each epoch's order.
+        Shuffled (training) shards are cut to equal sizes, so every rank runs as many steps."""
+        self.rank, self.world = rank, world
+        self.num_samples = self.total // world if self.shuffle else len(range(rank, self.total, world))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return _num_batches(self.num_samples, self.batch_size, self.drop_last)
+
+    def _order(self) -> Optional[torch.Tensor]:
+        """This rank's indices of the epoch (None: all, in order, single process)."""
+        if self.world == 1 and not self.shuffle:
+            return None
+        order = torch.randperm(self.total, generator=generator(self.seed, self.epoch, self.split)) \
+            if self.shuffle else torch.arange(self.total)
+        return order[self.rank::self.world][: self.num_samples] if self.world > 1 else order
+
+
+# --------------------------------------------------------------------------- in-memory sets
+
+class TensorLoader(_Sharded):
+    """Batches of an in-memory uint8 (N, C, H, W) split, normalized (and augmented) on its device."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, mean: tuple,
+                 std: tuple, seed: int, split: str, shuffle: bool, recipe: Optional[AugmentRecipe],
+                 drop_last: bool, size: Optional[int] = None):
+        self.images, self.labels = images, labels
+        # a side other than the images': batches are resized (bilinear) after augmentation
+        self.size = size if size is not None and (size, size) != tuple(images.shape[2:]) else None
+        self.batch_size, self.num_samples = batch_size, len(labels)
+        self.shuffle, self.recipe, self.drop_last = shuffle, recipe, drop_last
+        self.seed, self.split, self.epoch = seed, SPLIT_IDS[split], 0
+        dev = images.device
+        # (x/255 - mean)/std as x * scale + shift
+        self._scale = (1 / (255 * torch.tensor(std, device=dev))).view(1, -1, 1, 1)
+        self._shift = (-torch.tensor(mean, device=dev) / torch.tensor(std, device=dev)).view(1, -1, 1, 1)
+        self._grid = pixel_grid(images.shape[2], images.shape[3], dev) if recipe else None
+        self.total = len(labels)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._order()  # the same order on every rank, then this rank's share
+        if order is not None:
+            order = order.to(self.images.device)
+        g = generator(self.seed, self.epoch, self.split, 1000 + self.rank)  # this rank's augmentations
+        for i in range(len(self)):
+            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            if order is None:
+                x, y = self.images[sl], self.labels[sl]
+            else:
+                idx = order[sl]
+                x, y = self.images[idx], self.labels[idx]
+            x = augment_batch(x, self.recipe, g, self._grid) if self.recipe else x.float()
+            x = x * self._scale + self._shift  # grey images with 3-channel statistics become 3 channels
+            if self.size:
+                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                                  align_corners=False, antialias=self.size < x.shape[2])
+            yield x, y
+
+
+def _tensor_data(arrays: ArraySplits, cfg: DataConfig, info: DatasetInfo, seed: int,
+                 device: torch.device) -> Data:
+    """Put an in-memory dataset on ``device`` and wrap its splits in :class:`TensorLoader` s."""
+
+    def tensors(x, y, idx=None):  # writable C-contiguous copies (the cached arrays are read-only)
+        x, y = (x[idx.numpy()], y[idx.numpy()]) if idx is not None else (x, y)
+        x, y = np.array(x, order="C"), np.array(y, np.int64)
+        return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+
+    eval_bs = cfg.eval_batch_size or 2 * cfg.batch_size
+    aug = arrays.recipe if cfg.augment else None
+
+    def loader(x, y, split, train):
+        bs = _batch_size(cfg, split, eval_bs)
+        return TensorLoader(x, y, bs, mean=info.mean, std=info.std, seed=seed, split=split, shuffle=train,
+                            recipe=aug if train else None, drop_last=train and _drop_last(len(y), bs),
+                            size=info.image_size)
+
+    xtr, ytr = arrays.train_x, arrays.train_y
+    tr_idx, ho_idx = split_indices(len(ytr), cfg, seed)
+    data = Data(info, loader(*tensors(xtr, ytr, tr_idx), "train", True),
+                loader(*tensors(arrays.test_x, arrays.test_y), "test", False))
+    if ho_idx is not None:
+        hx, hy = tensors(xtr, ytr, ho_idx)
+        data.holdout, data.holdout_eval = loader(hx, hy, "holdout", True), loader(hx, hy, "holdout_eval", False)
+    return data
+
+
+# --------------------------------------------------------------------------- image folders
+
+class _FolderSplit(torch.utils.data.Dataset):
+    """Images ``indices`` of an ImageFolder; random transforms run under an RNG seeded per
+    (epoch seed, position), so an epoch is reproducible whatever the number of workers."""
+
+    def __init__(self, folder, indices: Optional[torch.Tensor], transform, random: bool):
+        self.folder, self.transform, self.random, self.epoch_seed = folder, transform, random, 0
+        self.indices = indices.tolist() if indices is not None else list(range(len(folder)))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        path, y = self.folder.samples[self.indices[i]]
+        try:
+            img = self.folder.loader(path)
+        except Exception as e:  # truncated, corrupt or unreadable: name the file (one line)
+            raise UserError(f"cannot read image {path} ({type(e).__name__}: {' '.join(str(e).split())[:120]}): "
+                            f"delete or replace it") from None
+        if not self.random:
+            return self.transform(img), y
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mixed_seed(self.epoch_seed, i))
+            return self.transform(img), y
+
+
+class FolderLoader(_Sharded):
+    """A DataLoader over an image folder; batches are moved to ``device`` by the loader."""
+
+    def __init__(self, ds: _FolderSplit, batch_size: int, *, seed: int, split: str, shuffle: bool,
+                 drop_last: bool, workers: int, device: torch.device):
+        self.ds, self.batch_size, self.num_samples = ds, batch_size, len(ds)
+        self.seed, self.split, self.epoch = seed, SPLIT_IDS[split], 0
+        self.shuffle, self.drop_last, self.workers, self.device = shuffle, drop_last, workers, device
+        self.total = len(ds)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.ds.epoch_seed = mixed_seed(self.seed, self.epoch, self.split)
+        cuda = self.device.type == "cuda"
+        if self.world > 1:
+            dl = torch.utils.data.DataLoader(
+                self.ds, self.batch_size, sampler=self._order().tolist(),
+                num_workers=self.workers, pin_memory=cuda, drop_last=self.drop_last)
+        else:
+            dl = torch.utils.data.DataLoader(
+                self.ds, self.batch_size, shuffle=self.shuffle, num_workers=self.workers, pin_memory=cuda,
+                drop_last=self.drop_last, generator=generator(self.seed, self.epoch, self.split))
+        try:
+            for x, y in dl:
+                yield x.to(self.device, non_blocking=cuda), y.to(self.device, non_blocking=cuda)
+        except UserError as e:  # from a worker process its text carries the worker's traceback
+            raise UserError(next((l.split("UserError: ", 1)[1] for l in str(e).splitlines()
+                                  if "UserError: " in l), str(e).splitlines()[0])) from None
+
+
+def _folder_data(folders: FolderSplits, cfg: DataConfig, info: DatasetInfo, seed: int,
+                 device: torch.device) -> Data:
+    """Wrap an image folder's splits in :class:`FolderLoader` s (``val/`` is the test split)."""
+    train_tf, eval_tf = folder_transforms(info.image_size, info.mean, info.std, cfg.augment)
+    eval_bs = cfg.eval_batch_size or 2 * cfg.batch_size
+
+    def loader(folder, idx, split, train):
+        ds = _FolderSplit(folder, idx, train_tf if train else eval_tf, random=train and cfg.augment)
+        bs = _batch_size(cfg, split, eval_bs)
+        return FolderLoader(ds, bs, seed=seed, split=split, shuffle=train, workers=cfg.workers,
+                            drop_last=train and _drop_last(len(ds), bs), device=device)
+
+    tr_idx, ho_idx = split_indices(len(folders.train), cfg, seed)
+    data = Data(info, loader(folders.train, tr_idx, "train", True), loader(folders.test, None, "test", False))
+    if ho_idx is not None:
+        data.holdout = loader(folders.train, ho_idx, "holdout", True)
+        data.holdout_eval = loader(folders.train, ho_idx, "holdout_eval", False)
+    return data
+
+
+# --------------------------------------------------------------------------- building
+
+def build_data(cfg: DataConfig, *, seed: int, device: Union[torch.device, str] = "cpu") -> Data:
+    """Load ``cfg.dataset`` and wrap its splits in loaders (see the module docstring).
+
+    Args:
+        cfg: the data section of the run's config.
+        seed: the run seed; subset, holdout split, shuffling and augmentation derive from it.
+        device: where batches are delivered (in-memory sets live there entirely).
+    Returns:
+        :class:`Data` with ``train``, ``test`` and, when ``cfg.holdout > 0``, ``holdout`` and
+        ``holdout_eval`` loaders.
+    """
+    info = dataset_info(cfg)
+    if cfg.batch_size < 1 or (cfg.eval_batch_size is not None and cfg.eval_batch_size < 1) or cfg.workers < 0:
+        raise UserError("batch_size and eval_batch_size must be positive and workers >= 0: fix the data config")
+    device = torch.device(device)
+    splits = get_dataset(cfg.dataset).load(cfg, info)
+    if isinstance(splits, FolderSplits):
+        return _folder_data(splits, cfg, info, seed, device)
+    return _tensor_data(splits, cfg, info, seed, device)
