@@ -5,13 +5,22 @@ defaults below; unknown keys are errors (a typo must not silently fall back to a
 command-line flag overrides the file, and the resolved configuration is written to the run folder
 as ``config.yaml`` so that a run can be repeated from its folder alone.
 
+:meth:`Config.resolve` is that resolution: for a kind of run (``train``, ``search``, ``retrain``,
+``tune``) it returns a new config with every default that kind derives filled in and every field
+checked, before any data or model is built. Nothing fills defaults later by changing a config in
+place, so the config a run writes is the config it runs and the one a resume compares.
+
 >>> cfg = Config.from_dict({"data": {"dataset": "synthetic"}, "train": {"epochs": 2}})
 >>> cfg.train.epochs, cfg.adjoint.alpha
 (2, 4.0)
+>>> s = cfg.resolve("search")
+>>> s.data.holdout, s.search.arch_batch_size, s.data.holdout_batch_size, cfg.data.holdout
+(0.3333333333333333, 64, 64, 0.0)
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -235,9 +244,47 @@ class Config:
         with open(path, "w", encoding="utf-8") as f:
             yaml.safe_dump(self.to_dict(), f, sort_keys=False)
 
+    def resolve(self, kind: str) -> "Config":
+        """This config as a run of ``kind`` runs it: a new :class:`Config` (``self`` is not changed)
+        with the defaults that kind derives filled in and every field checked.
+
+        Args:
+            kind: ``"train"``, ``"search"``, ``"retrain"`` (a train run of a found architecture:
+                :func:`dan.retrain.retrain_config`) or ``"tune"`` (the base of a study).
+        Returns:
+            the resolved config. Resolving it again returns an equal config.
+        Raises:
+            UserError: naming the first bad key and what it accepts.
+
+        ``search`` fills the held-out part of the training split (``data.holdout``: a third when
+        0), the architecture batches (``search.arch_batch_size``: half ``data.batch_size`` when
+        unset) and the held-out loader's batches (``data.holdout_batch_size``: the architecture
+        batches). ``tune`` fills none of these: each trial fills them after its sampled values are
+        set (a tuned batch size changes them). Defaults that need the dataset's files
+        (``image_size``, ``num_classes``, ``search.fractions``…) are the data and model builders'.
+        """
+        if kind not in RUN_KINDS:
+            raise ValueError(f"unknown kind of run {kind!r}: one of {', '.join(RUN_KINDS)}")
+        cfg = copy.deepcopy(self)
+        if kind == "search":
+            d, s = cfg.data, cfg.search
+            d.holdout = d.holdout or SEARCH_HOLDOUT
+            if s.arch_batch_size is None:
+                s.arch_batch_size = max(1, d.batch_size // 2)
+            d.holdout_batch_size = s.arch_batch_size
+        cfg.validate()
+        t, d = cfg.train, cfg.data
+        if kind in ("train", "retrain") and t.eval_split == "holdout" and not d.holdout:
+            raise UserError("train.eval_split=holdout needs data.holdout > 0 (the part of the training "
+                            "split it evaluates on)")
+        if kind == "retrain" and not {"adjoint": cfg.adjoint.arch, "standard": cfg.model.arch}.get(t.method):
+            raise UserError(f"a retrain is train.method adjoint (with adjoint.arch) or standard (with "
+                            f"model.arch), got method {t.method!r}: build it with dan.retrain.retrain_config")
+        return cfg
+
     def validate(self) -> "Config":
-        """Check every field's range once, when the config is resolved (before data or folders):
-        a :class:`UserError` names the key and what it accepts. Returns the config."""
+        """Check every field's range and choice (a :class:`UserError` names the key and what it
+        accepts); :meth:`resolve` calls it. Returns the config, unchanged."""
         t, d, a, m = self.train, self.data, self.adjoint, self.model
         _int_range("seed", self.seed, 0, 2**63 - 1)
         _int_range("train.epochs", t.epochs, 1, 100_000)
@@ -296,7 +343,31 @@ class Config:
         _int_range("search.bn_recalibrate_batches", s.bn_recalibrate_batches, 0, 10**6)
         _num_range("search.tau_decay", s.tau_decay, 0.0, 1.0, lo_open=True)
         _num_range("search.arch_weight_decay", s.arch_weight_decay, 0.0, 10.0)
+        check_search_config(s)
         return self
+
+
+# The kinds of run :meth:`Config.resolve` knows.
+RUN_KINDS = ("train", "search", "retrain", "tune")
+# A search holds out a third of the training images for the architecture steps: architecture
+# batches are half the size of weight batches, so both parts are used up at the same pace (DARTS
+# splits 50/50 with equal batches).
+SEARCH_HOLDOUT = 1 / 3
+
+_SEARCH_CHOICES = {"tau_anneal": ("step", "epoch"), "arch_objective": ("ce+kl", "kl"),
+                   "budget_control": ("expected", "blend", "argmax"), "arch_lambda": ("full", "schedule"),
+                   "weight_sampling": ("distribution", "uniform"), "latency_runtime": ("torch", "onnxruntime")}
+
+
+def check_search_config(s: SearchConfig) -> None:
+    """The search section's choices and ranges (part of :meth:`Config.validate`)."""
+    for key, allowed in _SEARCH_CHOICES.items():
+        _choice(f"search.{key}", getattr(s, key), allowed)
+    _num_range("search.multiplier_p", s.multiplier_p, 0.0, math.inf)
+    for key in ("tau0", "tau_min", "arch_lr", "multiplier_lr", "multiplier_max", "settle_gain"):
+        _num_range(f"search.{key}", getattr(s, key), 0.0, math.inf, lo_open=True)
+    _num_range("search.settle", s.settle, 0.0, 1.0, hi_open=True)
+    _num_range("search.warmup_epochs", s.warmup_epochs, 0.0, math.inf)
 
 
 def _num_range(key, v, lo, hi, *, lo_open=False, hi_open=False) -> None:

@@ -33,7 +33,8 @@ from dan.data import Data, build_data, dataset_info
 from dan.deploy import deploy_form, measure_latency, save_deployable
 from dan.errors import UserError
 from dan.loop import (RESUMABLE_CHANGES, check_run_dir, check_same_config, optimizer_step,  # noqa: F401
-                      prepare_run_dir, reconcile_metrics, run_epochs, start, start_managed)
+                      prepare_run_dir, read_run_checkpoint, load_states, reconcile_metrics, run_epochs, start,
+                      start_managed, steps_per_epoch)
 from dan.methods import TeacherRequest, get_method
 from dan.monitor import Monitor
 from dan.seed import seed_everything
@@ -159,10 +160,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         if t.compile and self.device.type == "cuda":
             self.method.wrapped = torch.compile(self.method.fwd)
-        self.steps_per_epoch = len(self.data.train) if t.limit_batches is None else \
-            min(len(self.data.train), t.limit_batches)
-        if self.steps_per_epoch == 0:
-            raise UserError("the training split has no batch: lower --batch-size or use more data")
+        self.steps_per_epoch = steps_per_epoch(self.data.train, t.limit_batches)
         self.total_steps = self.steps_per_epoch * t.epochs
         self.optimizer = build_optimizer(self.method.parameters(), t)
         self.method.optimizer = self.optimizer
@@ -208,15 +206,8 @@ class Trainer:
 
     def restore(self, path: str | None = None) -> None:
         path = path or os.path.join(self.ckpt_dir, "last.pt")
-        state = load_checkpoint(path, map_location=self.device)
-        check_same_config(state.get("config", {}), self.cfg.to_dict(), path)
-        try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise UserError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:120]}): "
-                            f"resume with the config it was written with") from e
+        state = read_run_checkpoint(path, self.cfg, self.device)
+        load_states(path, state, {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler})
         self.method.load_extra_state(state.get("method", {}))
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

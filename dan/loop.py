@@ -29,7 +29,7 @@ import time
 import torch
 
 from dan import distributed
-from dan.checkpoint import atomic_write
+from dan.checkpoint import atomic_write, load_checkpoint
 from dan.config import Config
 from dan.errors import DivergedError, UserError
 from dan.seed import derive, seed_everything
@@ -169,6 +169,35 @@ def reconcile_metrics(run_dir: str, epoch: int, row: dict | None) -> None:
 
 
 # ------------------------------------------------------------------------------------- steps
+def read_run_checkpoint(path: str, cfg: Config, device, kind: str | None = None) -> dict:
+    """The checkpoint a run resumes from: of ``kind`` (when given), written with a config that
+    computes the same thing as ``cfg`` (:func:`check_same_config`)."""
+    st = load_checkpoint(path, map_location=device)
+    if kind is not None and st.get("kind") != kind:
+        raise UserError(f"{path} is not a {kind} checkpoint: resume it with the tool that wrote it")
+    check_same_config(st.get("config", {}), cfg.to_dict(), path)
+    return st
+
+
+def load_states(path: str, st: dict, targets: dict) -> None:
+    """``targets[key].load_state_dict(st[key])`` for each key; a state that does not fit (another
+    network or optimizer) is a user error naming the checkpoint."""
+    try:
+        for key, obj in targets.items():
+            obj.load_state_dict(st[key])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise UserError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[0][:120]}): "
+                        f"resume with the config it was written with") from e
+
+
+def steps_per_epoch(loader, limit_batches: int | None) -> int:
+    """Batches an epoch takes from ``loader`` (at most ``limit_batches``); none is a user error."""
+    n = len(loader) if limit_batches is None else min(len(loader), limit_batches)
+    if n == 0:
+        raise UserError("the training split has no batch: lower --batch-size or use more data")
+    return n
+
+
 def optimizer_step(loss: torch.Tensor, optimizer, scheduler, params, grad_clip=None, scaler=None,
                    step: int = 0) -> None:
     """Backward and one optimizer + scheduler step; a non-finite loss ends the run."""

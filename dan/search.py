@@ -59,61 +59,35 @@ from dan import distributed, models
 from dan.arch import Arch
 from dan.budget import Budget, resolve_budget  # noqa: F401 (re-exported: dan.search.Budget)
 from dan.cost import format_count
-from dan.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from dan.config import Config
+from dan.checkpoint import rng_state, save_checkpoint, set_rng_state
+from dan.config import SEARCH_HOLDOUT, Config, check_search_config  # noqa: F401 (dan.search.check_search_config)
 from dan.data import build_data, dataset_info
 from dan.engine import amp_dtype, build_optimizer, build_scheduler, evaluate, resolve_device
-from dan.loop import check_same_config, optimizer_step, reconcile_metrics, run_epochs, start
+from dan.loop import (load_states, optimizer_step, read_run_checkpoint, reconcile_metrics, run_epochs, start,
+                      steps_per_epoch)
 from dan.errors import UserError
 from dan.loss import adjoint_loss, kl_divergence, schedule
 from dan.models import input_shape
 from dan.monitor import Monitor
-from dan.search_control import SETTLE_MU_FLOOR, SearchControl  # noqa: F401 (dan.search.SETTLE_MU_FLOOR)
+from dan.search_control import SETTLE_MU_FLOOR, BudgetCost, SearchControl  # noqa: F401 (dan.search.SETTLE_MU_FLOOR)
 from dan.seed import seed_everything
 from dan.search_result import distribution_stats, finish, log_epoch, log_step, width_figure, width_png  # noqa: F401
 from dan.supernet import build_supernet
 
 CHECKPOINT_VERSION = 1
-# A third of the training images drive the architecture: architecture batches are half the size
-# of weight batches, so both parts are used up at the same pace (DARTS splits 50/50 with equal
-# batches).
-DEFAULT_HOLDOUT = 1 / 3
-
-
-_CHOICES = {"tau_anneal": ("step", "epoch"), "arch_objective": ("ce+kl", "kl"),
-            "budget_control": ("expected", "blend", "argmax"), "arch_lambda": ("full", "schedule"),
-            "weight_sampling": ("distribution", "uniform"),
-            "latency_runtime": ("torch", "onnxruntime")}
-
-
-
-
-def check_search_config(s) -> None:
-    """The search section's choices and ranges, checked before any data is loaded."""
-    for key, allowed in _CHOICES.items():
-        if getattr(s, key) not in allowed:
-            raise UserError(f"search.{key} must be one of {', '.join(allowed)}, got {getattr(s, key)!r}")
-    if not (math.isfinite(s.multiplier_p) and s.multiplier_p >= 0):
-        raise UserError(f"search.multiplier_p must be >= 0, got {s.multiplier_p!r}")
-    for key in ("tau0", "tau_min", "arch_lr", "multiplier_lr", "multiplier_max", "settle_gain"):
-        v = getattr(s, key)
-        if not (math.isfinite(v) and v > 0):
-            raise UserError(f"search.{key} must be a positive finite number, got {v!r}")
-    if not (math.isfinite(s.settle) and 0 <= s.settle < 1):
-        raise UserError(f"search.settle must be in [0, 1), got {s.settle!r}")
-    if not (math.isfinite(s.warmup_epochs) and s.warmup_epochs >= 0):
-        raise UserError(f"search.warmup_epochs must be >= 0, got {s.warmup_epochs!r}")
+# The defaults a search fills (:meth:`Config.resolve`); these names stay importable from here.
+DEFAULT_HOLDOUT = SEARCH_HOLDOUT
 
 
 class Searcher:
     def __init__(self, cfg: Config, monitor: Monitor | None = None, *, data=None, model=None):
+        # every field checked and the search's defaults filled, before any data is loaded; a
+        # resolved config comes back equal, and the caller's is not changed
+        cfg = cfg.resolve("search")
         self.cfg, s = cfg, cfg.search
-        check_search_config(s)
         self.run_dir = cfg.run_dir
         self.monitor = monitor or Monitor(self.run_dir)
         self.device = resolve_device(cfg.device)
-        models.kind(cfg.model.space)  # a name it can build, checked before any data is loaded
-        _search_data_defaults(cfg)
         # the network and the budget are checked before any image is loaded
         info = data.info if data is not None else dataset_info(cfg.data)
         self.input_shape = input_shape(info)
@@ -138,10 +112,7 @@ class Searcher:
         if self.amp == torch.float16:
             self.amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else None  # no scaler in search
         t = cfg.train
-        self.steps_per_epoch = len(self.data.train) if t.limit_batches is None else \
-            min(len(self.data.train), t.limit_batches)
-        if self.steps_per_epoch == 0:
-            raise UserError("the training split has no batch: lower --batch-size or use more data")
+        self.steps_per_epoch = steps_per_epoch(self.data.train, t.limit_batches)
         self.total_steps = self.steps_per_epoch * t.epochs
         self.w_opt = build_optimizer(self.anet.parameters(), t)
         self.sched = build_scheduler(self.w_opt, t, self.steps_per_epoch)
@@ -149,6 +120,7 @@ class Searcher:
                                       weight_decay=s.arch_weight_decay)
         self.lam = schedule(cfg.adjoint.schedule, cfg.adjoint.c)
         self.control = SearchControl(s, self.steps_per_epoch, self.total_steps)  # tau, mu, settle phase
+        self.cost = BudgetCost(self.budget, self.sn, self.latency)
         self.epoch = 0
         self.step = 0
         self.history: list[list[int]] = []  # argmax widths per epoch
@@ -164,27 +136,6 @@ class Searcher:
 
     def prep(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.cl and x.ndim == 4 else x
-
-    def norm_cost(self, flops, params):
-        return (flops if self.budget.kind == "flops" else params) / self.budget.value
-
-    def expected_norm(self):
-        """The expected cost of the budget's kind over the budget (differentiable in the logits)."""
-        if self.budget.kind == "latency":
-            probs = [p.double() for p in self.sn.arch.probs()]
-            cands = [c.to(p.device) for c, p in zip(self.sn.cand_tensors, probs)]
-            return self.latency.expected(probs, cands) / self.budget.value
-        return self.norm_cost(*self.sn.expected_cost())
-
-    def choice_cost(self, choice) -> float:
-        """The cost of one architecture in the budget's unit (a count, or predicted ms)."""
-        if self.budget.kind == "latency":
-            return self.latency.predict(self.sn.widths_of(choice))
-        flops, params = self.sn.cost_of(choice)
-        return flops if self.budget.kind == "flops" else params
-
-    def choice_norm(self, choice) -> float:
-        return self.choice_cost(choice) / self.budget.value
 
     # --- one step of each kind ----------------------------------------------------------------
     def weight_step(self, x, y, progress: float) -> dict:
@@ -208,7 +159,7 @@ class Searcher:
         kl = kl_divergence(p, q)
         ce = F.cross_entropy(q.float(), y) if s.arch_objective == "ce+kl" else torch.zeros(())
         lam = self.cfg.adjoint.c if s.arch_lambda == "full" else self.lam(progress)
-        e_norm = self.expected_norm()
+        e_norm = self.cost.expected_over()
         weight = self.control.penalty_weight(self.step, float(e_norm.detach()))
         loss = ce + lam * kl + weight * e_norm.float()
         params = list(self.sn.arch.parameters())
@@ -221,8 +172,8 @@ class Searcher:
         self.sn.clear_masks()
         with torch.no_grad():
             self.control.update(
-                self.step, expected=lambda: float(self.expected_norm()),
-                argmax=lambda: self.choice_norm(self.sn.arch.argmax()),
+                self.step, expected=lambda: float(self.cost.expected_over()),
+                argmax=lambda: self.cost.over(self.sn.arch.argmax()),
                 committed=lambda: float(torch.stack([p.max() for p in self.sn.arch.probs()]).mean()))
         with torch.no_grad():
             e_flops, e_params = self.sn.expected_cost()
@@ -282,13 +233,11 @@ class Searcher:
         self.last_eval = self.evaluate(choice)
         flops, params = self.sn.cost_of(choice)
         stats = distribution_stats(self.sn.arch.probs())
-        with torch.no_grad():
-            ef, ep = self.sn.expected_cost()
         return {"val/top1_big": self.last_eval["big"]["top1"],
                 "val/top1_small_argmax": self.last_eval["small"]["top1"],
                 "cost/argmax_flops": flops, "cost/argmax_params": params,
-                "cost/argmax_over_budget": self.choice_norm(choice),
-                "cost/expected_over_budget": float(self.expected_norm().detach()),
+                "cost/argmax_over_budget": self.cost.over(choice),
+                "cost/expected_over_budget": float(self.cost.expected_over().detach()),
                 "cost/budget": self.budget.value, "tau": self._tau, "multiplier": self.control.mu,
                 "arch/mean_max_prob": stats["mean_max_prob"], "arch/mean_entropy": stats["mean_entropy"],
                 "arch/settled": float(self.control.settled_at is not None)}
@@ -314,20 +263,13 @@ class Searcher:
 
     def restore(self) -> None:
         path = os.path.join(self.run_dir, "checkpoints", "last.pt")
-        st = load_checkpoint(path, map_location=self.device)
-        if st.get("kind") != "search":
-            raise UserError(f"{path} is not a search checkpoint: resume it with the tool that wrote it")
-        check_same_config(st["config"], self.cfg.to_dict(), path)
-        self.anet.load_state_dict(st["model"])
-        self.sn.arch.load_state_dict(st["arch"])
-        self.w_opt.load_state_dict(st["optimizer"])
-        self.a_opt.load_state_dict(st["arch_optimizer"])
-        self.sched.load_state_dict(st["scheduler"])
+        st = read_run_checkpoint(path, self.cfg, self.device, kind="search")
+        load_states(path, st, {"model": self.anet, "arch": self.sn.arch, "optimizer": self.w_opt,
+                               "arch_optimizer": self.a_opt, "scheduler": self.sched})
         self.control.load(st)
         self.epoch, self.step = st["epoch"], st["step"]
         self.history = [list(h) for h in st["history"]]
-        self.last_eval = st["last_eval"]
-        self.last_row = st.get("last_row")
+        self.last_eval, self.last_row = st["last_eval"], st.get("last_row")
         set_rng_state(st["rng"])
         if self.dist.main:
             reconcile_metrics(self.run_dir, self.epoch, self.last_row)
@@ -389,20 +331,11 @@ def describe_model(cfg: Config) -> str:
     return f"{cfg.model.space}({args})" if args else cfg.model.space
 
 
-def _search_data_defaults(cfg: Config) -> None:
-    if not cfg.data.holdout:
-        cfg.data.holdout = DEFAULT_HOLDOUT
-    if cfg.search.arch_batch_size is None:
-        cfg.search.arch_batch_size = max(1, cfg.data.batch_size // 2)
-    cfg.data.holdout_batch_size = cfg.search.arch_batch_size
-
-
 def search(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False, data=None,
            model=None) -> Arch:
     """Run DAN search in ``cfg.run_dir`` and write ``arch.json``; see the module docstring.
     ``model``: search this network object instead of the one ``cfg.model`` names."""
-    cfg = copy.deepcopy(cfg)
-    _search_data_defaults(cfg)
+    cfg = cfg.resolve("search")  # a new config: config.yaml and the checkpoint hold this one
     return start(cfg, resume, lambda: Searcher(cfg, monitor, data=data, model=model)).fit()  # checks before any file
 
 

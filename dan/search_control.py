@@ -1,5 +1,6 @@
 """What steers a DAN search's architecture steps: the temperature schedule, the budget multiplier μ
-and the settle phase (see :mod:`dan.search` for the method).
+and the settle phase (see :mod:`dan.search` for the method), and the costs they are steered by
+(:class:`BudgetCost`: an architecture's cost in the budget's unit, and its expectation).
 
 :class:`SearchControl` holds no tensors and reads no data: it is told the step, the costs over the
 budget and how committed the distributions are, and it answers τ, the penalty weight, and whether
@@ -117,3 +118,34 @@ class SearchControl:
         self.mu = st["multiplier"]
         self.settled_at = st.get("settled_at")
         self.settle_side, self.settle_scale = st.get("settle_side", 0), st.get("settle_scale", 1.0)
+
+
+class BudgetCost:
+    """Costs in the budget's unit (multiply-accumulates, parameters or predicted ms) of the
+    supernet ``sn``'s architectures: one architecture's, and the expectation under the width
+    distributions (differentiable in the logits). ``over`` variants divide by the budget."""
+
+    def __init__(self, budget, sn, latency=None):
+        self.budget, self.sn, self.latency = budget, sn, latency
+
+    def norm(self, flops, params):
+        """FLOPs or params (whichever the budget counts) over the budget."""
+        return (flops if self.budget.kind == "flops" else params) / self.budget.value
+
+    def expected_over(self):
+        """E[cost]/B under the current distributions, a tensor with gradients to the logits."""
+        if self.budget.kind == "latency":
+            probs = [p.double() for p in self.sn.arch.probs()]
+            cands = [c.to(p.device) for c, p in zip(self.sn.cand_tensors, probs)]
+            return self.latency.expected(probs, cands) / self.budget.value
+        return self.norm(*self.sn.expected_cost())
+
+    def of(self, choice) -> float:
+        """The cost of one architecture (candidate indices per group)."""
+        if self.budget.kind == "latency":
+            return self.latency.predict(self.sn.widths_of(choice))
+        flops, params = self.sn.cost_of(choice)
+        return flops if self.budget.kind == "flops" else params
+
+    def over(self, choice) -> float:
+        return self.of(choice) / self.budget.value

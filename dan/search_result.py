@@ -47,9 +47,9 @@ def finish(searcher) -> Arch:
     probs = [p.detach().cpu() for p in searcher.sn.arch.probs()]
     logp = [torch.log(p.double() + 1e-12).tolist() for p in probs]
     start = searcher.sn.arch.argmax()
-    choice = repair(start, searcher.sn.cands, logp, searcher.choice_cost, b.lo, b.hi)
+    choice = repair(start, searcher.sn.cands, logp, searcher.cost.of, b.lo, b.hi)
     a_flops, a_params = searcher.sn.cost_of(start)
-    a_cost = searcher.choice_cost(start)
+    a_cost = searcher.cost.of(start)
     stats = distribution_stats(probs)
     search_stats = {
         "method": "dan",
@@ -76,7 +76,7 @@ def finish(searcher) -> Arch:
         lat["measured_repairs"] = 0
         while not lat["in_band"] and lat["measured_repairs"] < 3:
             r = lat["measured_ms"] / lat["predicted_ms"]
-            choice = repair(choice, searcher.sn.cands, logp, searcher.choice_cost, b.lo / r, b.hi / r)
+            choice = repair(choice, searcher.sn.cands, logp, searcher.cost.of, b.lo / r, b.hi / r)
             n, lat = lat["measured_repairs"] + 1, measured_latency(searcher, choice)
             lat["measured_repairs"] = n
         fields["latency"] = lat
@@ -116,11 +116,11 @@ def log_step(searcher, logs: dict, tau: float, ips: float) -> None:
     mon.scalars(searcher.step, {"cost/argmax_flops": flops, "cost/argmax_params": params,
                             "cost/expected_flops": float(ef), "cost/expected_params": float(ep),
                             f"cost/budget_{b.kind}": b.value,
-                            f"cost/argmax_{b.kind}_over_budget": searcher.choice_norm(searcher.sn.arch.argmax())})
+                            f"cost/argmax_{b.kind}_over_budget": searcher.cost.over(searcher.sn.arch.argmax())})
     if b.kind == "latency":
         with torch.no_grad():
-            mon.scalars(searcher.step, {"cost/argmax_latency_ms": searcher.choice_cost(searcher.sn.arch.argmax()),
-                                    "cost/expected_latency_ms": float(searcher.expected_norm()) * b.value})
+            mon.scalars(searcher.step, {"cost/argmax_latency_ms": searcher.cost.of(searcher.sn.arch.argmax()),
+                                    "cost/expected_latency_ms": float(searcher.cost.expected_over()) * b.value})
 
 def log_epoch(searcher) -> None:
     """An epoch's per-group entropy, largest probability and width histograms, and the width image."""

@@ -220,3 +220,43 @@ def test_every_module_is_seen():
     mods = modules()
     for name in ("dan", "dan.engine", "dan.methods", "dan.methods.kd", "dan.cost", "dan.loss"):
         assert name in mods
+
+
+# Sizes a reader can hold in their head (issue 13): a longer function or class is split by what
+# it does (see graph.analyze's handler table, the search's control and result modules).
+MAX_FUNCTION_LINES = 80
+MAX_CLASS_LINES = 200
+
+
+def sizes(source: str) -> list[tuple[str, str, int]]:
+    """(kind, qualified name, lines) of every function and class in ``source``."""
+    out = []
+
+    def walk(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                kind = "class" if isinstance(child, ast.ClassDef) else "function"
+                name = f"{prefix}{child.name}"
+                out.append((kind, name, child.end_lineno - child.lineno + 1))
+                walk(child, name + ".")
+            else:
+                walk(child, prefix)
+
+    walk(ast.parse(source), "")
+    return out
+
+
+def test_sizes_are_measured_by_hand_numbers():
+    src = "def f():\n    x = 1\n    return x\n\n\nclass C:\n    def g(self):\n        pass\n"
+    assert sizes(src) == [("function", "f", 3), ("class", "C", 3), ("function", "C.g", 2)]
+
+
+def test_no_function_or_class_in_dan_is_too_long():
+    too_long = []
+    for mod, path in sorted(modules().items()):
+        with open(path) as f:
+            for kind, name, n in sizes(f.read()):
+                limit = MAX_CLASS_LINES if kind == "class" else MAX_FUNCTION_LINES
+                if n > limit:
+                    too_long.append(f"{mod}.{name}: {kind} of {n} lines (> {limit})")
+    assert not too_long, "split these by what they do:\n" + "\n".join(too_long)

@@ -230,8 +230,8 @@ def test_the_multiplier_watches_the_expected_or_the_blended_cost(tmp_path, contr
     mu0 = s.control.mu = 0.5
     s.arch_step(s.prep(x), y, 0.5, 1.0)
     with torch.no_grad():
-        e = float(s.norm_cost(*s.sn.expected_cost()))
-        a = s.norm_cost(*s.sn.cost_of(s.sn.arch.argmax()))
+        e = float(s.cost.norm(*s.sn.expected_cost()))
+        a = s.cost.norm(*s.sn.cost_of(s.sn.arch.argmax()))
         w = float(torch.stack([p.max() for p in s.sn.arch.probs()]).mean())
     watched = e if control == "expected" else (1 - w) * e + w * a
     target = 1 - cfg.search.band / 2 if control == "expected" else 1.0
@@ -273,7 +273,7 @@ def test_the_settle_phase_moves_the_multiplier_by_the_argmax_cost(tmp_path, wher
         for t in s.sn.arch.logits:
             t.fill_(-3.0)
             t[0], t[-1] = 1.0, 0.6
-    a0 = s.norm_cost(*s.sn.cost_of(s.sn.arch.argmax()))
+    a0 = s.cost.norm(*s.sn.cost_of(s.sn.arch.argmax()))
     # put the argmax where the case wants it by choosing the budget the costs are divided by
     scale = {"below": 1 / 0.9, "inside": 1.0, "above": 1 / 1.1}[where]
     s.budget.value = s.budget.value * a0 * scale
@@ -284,7 +284,7 @@ def test_the_settle_phase_moves_the_multiplier_by_the_argmax_cost(tmp_path, wher
     s.control.settle_side = 1  # last seen above the band: from below, the argmax jumped over it
     s.arch_step(s.prep(x), y, 0.9, 0.1)
     with torch.no_grad():
-        v = s.norm_cost(*s.sn.cost_of(s.sn.arch.argmax())) - 1.0
+        v = s.cost.norm(*s.sn.cost_of(s.sn.arch.argmax())) - 1.0
     first = math.ceil(cfg.search.warmup_epochs) * s.steps_per_epoch
     n = max(1.0, (s.total_steps - first) * cfg.search.settle)
     scale = 0.5 if where == "below" else 1.0  # a jump over the band halves the steps

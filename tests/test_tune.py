@@ -123,9 +123,11 @@ def test_a_retry_resumes_a_retrain_that_was_killed_after_its_checkpoint(tmp_path
     retrain = os.path.join(first.user_attrs["folder"], "retrain")
     assert os.path.isfile(os.path.join(retrain, "checkpoints", "last.pt"))
     os.remove(os.path.join(retrain, "summary.json"))
-    study.enqueue_trial(first.params)
+    # queued again as Optuna's RetryHeartbeatStaleTrialCallback queues a dead worker's trial
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=first.params,
+                                              distributions=first.distributions,
+                                              system_attrs={"failed_trial": first.number}))
     trial = study.ask()
-    study._storage.set_trial_system_attr(trial._trial_id, "failed_trial", first.number)
     top1 = objective(trial, base(out), spec, out, study)
     assert top1 == first.value
     assert os.path.isfile(os.path.join(retrain, "summary.json"))
@@ -211,7 +213,7 @@ def test_a_study_whose_trials_fail_with_a_user_error_stops_at_the_first(tmp_path
 
 def test_failed_trials_count_towards_the_trials(tmp_path, monkeypatch):
     """After a success, failing trials still count: 3 trials means 3 attempts, not 3 successes."""
-    import dan.tune as tune_mod
+    import dan.tune.sweep as tune_mod
 
     calls = []
 
@@ -241,7 +243,7 @@ def test_bad_ranges_are_refused_before_any_trial(param, fragment):
 
 
 def test_an_internal_error_in_a_trial_leaves_no_trial_running(tmp_path, monkeypatch):
-    import dan.tune as tune_mod
+    import dan.tune.sweep as tune_mod
 
     def objective(trial, *a, **k):
         raise RuntimeError("a bug")
@@ -252,3 +254,39 @@ def test_an_internal_error_in_a_trial_leaves_no_trial_running(tmp_path, monkeypa
         tune(base(out), spec_from_dict(SPEC), "bug", 3)
     st, _ = states(out, "bug")
     assert st == [TrialState.FAIL]
+
+
+def test_the_storage_keeps_optunas_heartbeat(tmp_path):
+    from dan.tune import make_storage
+
+    spec = spec_from_dict({**SPEC, "heartbeat": 7, "grace": 20, "max_retry": 2})
+    storage = make_storage(None, str(tmp_path), spec)
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    assert (storage.get_heartbeat_interval(), storage.grace_period) == (7, 20)
+    assert isinstance(storage.get_heartbeat_stale_trial_callback(), optuna.storages.RetryHeartbeatStaleTrialCallback)
+    with pytest.raises(dan.UserError, match="grace"):
+        spec_from_dict({**SPEC, "grace": 0})
+
+
+def test_an_interrupted_trial_is_queued_again_with_its_values(tmp_path, monkeypatch):
+    import dan.tune.sweep as tune_mod
+
+    seen = []
+
+    def objective(trial, *a, **k):
+        values = dan.tune.sample(trial, spec_from_dict(SPEC))
+        seen.append((trial.number, values))
+        if len(seen) == 1:
+            raise KeyboardInterrupt
+        return 0.5
+
+    monkeypatch.setattr(tune_mod, "objective", objective)
+    monkeypatch.setattr(tune_mod, "write_best", lambda study, run_dir, multi: {})
+    out = str(tmp_path / "t")
+    with pytest.raises(KeyboardInterrupt):
+        tune(base(out), spec_from_dict(SPEC), "intr", 2)
+    tune(base(out), spec_from_dict(SPEC), "intr", 2)
+    st, study = states(out, "intr")
+    assert st[0] == TrialState.FAIL and "error" not in study.trials[0].user_attrs
+    assert study.trials[1].system_attrs["failed_trial"] == 0 and seen[1] == (1, seen[0][1])
+    assert sum(s == TrialState.COMPLETE for s in st) == 2

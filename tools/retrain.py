@@ -35,26 +35,14 @@ def get_args_parser():
 def main(argv):
     args = get_args_parser().parse_args(argv)
     from dan.arch import load_arch
-    from dan.config import Config
+    from dan.retrain import retrain_base, retrain_config
 
     arch_path = os.path.abspath(args.arch)
     arch = load_arch(arch_path)
-    base = None
-    if not args.config:
-        base = Config.from_dict(arch.config) if arch.config else Config()
-        # the search held out part of a (maybe smaller) training set; retrain uses all of it
-        base.data.holdout, base.data.train_subset = 0.0, None
-    cfg = resolve_config(args, {"lr": "train.lr", "lam_scale": "adjoint.c"}, base=base)
-    cfg.model.space = arch.space
-    cfg.model.args = {k: v for k, v in arch.space_args.items() if k not in ("num_classes", "in_channels")}
-    cfg.data.holdout = 0.0
-    cfg.train.method = args.method
-    if args.method == "adjoint":
-        cfg.adjoint.arch, cfg.model.arch = arch_path, None
-    else:
-        cfg.model.arch, cfg.adjoint.arch = arch_path, None
-    if not args.out:
-        cfg.out = os.path.join(os.path.dirname(arch_path), f"retrain-{args.method}")
+    # the search's own config (or --config), then the flags; the architecture decides the model
+    cfg = resolve_config(args, {"lr": "train.lr", "lam_scale": "adjoint.c"},
+                         base=None if args.config else retrain_base(arch))
+    cfg = retrain_config(arch_path, args.method, cfg, out=args.out)
     from dan.cost import format_count
     from dan.engine import format_summary, train
 

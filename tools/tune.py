@@ -43,10 +43,6 @@ def main(argv):
     from dan.tune import load_spec, tune
 
     spec = load_spec(args.tune)
-    if len(spec.objectives) == 1 and cfg.search.budget_flops is None and cfg.search.budget_params is None:
-        from dan.errors import UserError
-
-        raise UserError("give a budget (--budget-flops or --budget-params) or tune it in a multi-objective study")
     result = tune(cfg, spec, args.study, args.trials, args.storage, log=lambda m: print(m, flush=True))
     print(json.dumps(result, indent=2))
     if "best" in result:

@@ -1,0 +1,72 @@
+"""The config of a retrain: the architecture a search found, trained from scratch.
+
+``tools/retrain.py`` and every tuning trial (:mod:`dan.tune`) retrain a found ``arch.json``; both
+build the run's config here, so they differ only in what they pass:
+
+* ``tools/retrain.py`` starts from :func:`retrain_base` (the search's own config, stored in
+  ``arch.json``, on the whole training split) or the user's ``--config``, applies the flags, and
+  evaluates on the test split (``validation=0``);
+* a tuning trial starts from its search's config (the trial's training subset kept) and evaluates
+  on a ``validation`` part of the training split, never on the test split.
+
+>>> cfg = retrain_config("runs/s/arch.json", "adjoint", base, validation=0.1)   # doctest: +SKIP
+>>> cfg.train.eval_split, cfg.data.holdout, cfg.adjoint.arch                     # doctest: +SKIP
+('holdout', 0.1, 'runs/s/arch.json')
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+from dan.arch import Arch, load_arch
+from dan.config import Config
+from dan.errors import UserError
+
+METHODS = ("adjoint", "standard")
+
+
+def retrain_base(arch: Arch) -> Config:
+    """The config a retrain of ``arch`` starts from when the user names none: the search's own
+    (stored in ``arch.json``; defaults for an ``arch.json`` without one) on its whole training
+    split: no training subset, no held-out part."""
+    cfg = Config.from_dict(arch.config) if arch.config else Config()
+    cfg.data.holdout, cfg.data.train_subset = 0.0, None
+    return cfg
+
+
+def retrain_config(arch: str, method: str, base: Config, *, validation: float = 0.0,
+                   out: str | None = None) -> Config:
+    """The resolved config of a retrain of ``arch`` by ``method``.
+
+    Args:
+        arch: path of the ``arch.json`` (stored as given in ``adjoint.arch`` or ``model.arch``).
+        method: ``"adjoint"`` (big network + the found small network, adjoint loss) or
+            ``"standard"`` (the found small network alone: the ablation).
+        base: the data and training settings (not changed). Its model is replaced by the
+            architecture's search space and arguments.
+        validation: 0 evaluates on the test split; a fraction in (0, 1) holds that part of the
+            training split out and evaluates on it (``train.eval_split: holdout``, batches of
+            ``data.batch_size``: tuning, which never sees the test split).
+        out: the run folder; default ``<folder of arch.json>/retrain-<method>``.
+    Returns:
+        a new config, resolved for a ``"retrain"`` run (:meth:`Config.resolve`).
+    """
+    if method not in METHODS:
+        raise UserError(f"unknown retrain method '{method}': choose adjoint or standard")
+    found = load_arch(arch)
+    cfg = copy.deepcopy(base)
+    cfg.model.space = found.space
+    # the class count and input channels come from the data, as in any run
+    cfg.model.args = {k: v for k, v in found.space_args.items() if k not in ("num_classes", "in_channels")}
+    cfg.train.method = method
+    if method == "adjoint":
+        cfg.adjoint.arch, cfg.model.arch = arch, None
+    else:
+        cfg.model.arch, cfg.adjoint.arch = arch, None
+    cfg.data.holdout = validation
+    cfg.train.eval_split = "holdout" if validation else "test"
+    if validation:  # the search's held-out batches were its architecture batches: not these
+        cfg.data.holdout_batch_size = None
+    cfg.out = out or os.path.join(os.path.dirname(arch), f"retrain-{method}")
+    return cfg.resolve("retrain")

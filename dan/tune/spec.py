@@ -1,0 +1,111 @@
+"""The tuning file (``configs/tune_*.yaml``): which config keys a study samples, over which ranges,
+and the study's settings; parsed into a :class:`TuneSpec` and checked before any trial runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+from dan.config import Config, load_yaml_file
+from dan.errors import UserError
+
+_TYPES = ("float", "int", "categorical")
+
+
+@dataclass
+class TuneSpec:
+    params: dict  # config key -> {type: float|int|categorical, low, high, log, step, choices}
+    objectives: list = field(default_factory=lambda: ["accuracy"])  # accuracy [, flops]
+    sampler: str = "tpe"  # tpe | nsga2 | random
+    pruner: str = "median"  # median | hyperband | none
+    search_epochs: int = 2
+    retrain_epochs: int = 2
+    train_subset: int | None = None
+    validation: float = 0.1  # part of the training split the retrain is validated on
+    seed: int = 0
+    heartbeat: int = 30  # seconds between heartbeats of a running trial (SQL storages)
+    grace: int = 120  # a running trial without a heartbeat for this long is dead
+    max_retry: int = 3  # times a dead worker's trial is run again
+
+    @property
+    def multi(self) -> bool:
+        """Accuracy and FLOPs (NSGA-II), not accuracy alone."""
+        return len(self.objectives) > 1
+
+    def key(self) -> str:
+        """What a study stores to refuse another tuning file: everything but the settings of the
+        dead-worker detection (they may change between runs)."""
+        d = dict(self.__dict__)
+        for k in ("heartbeat", "grace", "max_retry"):
+            d.pop(k)
+        return json.dumps(d, sort_keys=True)
+
+
+def load_spec(path: str) -> TuneSpec:
+    """The tuning file at ``path``, checked (:func:`spec_from_dict`)."""
+    if not os.path.isfile(path):
+        raise UserError(f"tuning file {path} does not exist: pass configs/tune_*.yaml")
+    d = load_yaml_file(path, "tuning file") or {}
+    return spec_from_dict(d, path)
+
+
+def spec_from_dict(d: dict, where: str = "tuning file") -> TuneSpec:
+    """A :class:`TuneSpec` from a mapping; a :class:`UserError` names the first bad entry."""
+    if not isinstance(d, dict):
+        raise UserError(f"{where}: must hold a mapping at the top level")
+    known = set(TuneSpec.__dataclass_fields__)
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise UserError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
+    if not isinstance(d.get("params"), dict) or not d["params"]:
+        raise UserError(f"{where}: 'params' must map config keys to ranges")
+    for key, r in d["params"].items():
+        _check_param(key, r, where)
+    spec = TuneSpec(**d)
+    if not set(spec.objectives) <= {"accuracy", "flops"} or "accuracy" not in spec.objectives:
+        raise UserError(f"{where}: objectives must be [accuracy] or [accuracy, flops]")
+    if spec.sampler not in ("tpe", "nsga2", "random") or spec.pruner not in ("median", "hyperband", "none"):
+        raise UserError(f"{where}: sampler is tpe|nsga2|random, pruner is median|hyperband|none")
+    for name, least in (("heartbeat", 1), ("grace", 1), ("max_retry", 0)):  # seconds, seconds, retries
+        v = getattr(spec, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < least:
+            raise UserError(f"{where}: {name} must be an integer >= {least}, got {v!r}")
+    return spec
+
+
+def _check_param(key: str, r, where: str) -> None:
+    """One entry of ``params``: a known config key and a range every value of which it accepts."""
+    if not isinstance(r, dict) or r.get("type") not in _TYPES:
+        raise UserError(f"{where}: params.{key} needs type: float, int or categorical")
+    if r["type"] == "categorical" and not r.get("choices"):
+        raise UserError(f"{where}: params.{key} needs choices")
+    if r["type"] != "categorical":
+        lo, hi = r.get("low"), r.get("high")
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi))
+        if not numeric or lo > hi:
+            raise UserError(f"{where}: params.{key} needs finite numbers low <= high, got {lo!r}, {hi!r}")
+        if r["type"] == "int" and not all(isinstance(v, int) for v in (lo, hi)):
+            raise UserError(f"{where}: params.{key} is an int range: low and high must be integers")
+        if r.get("log") and lo <= 0:
+            raise UserError(f"{where}: params.{key} has log: true, so low must be > 0, got {lo!r}")
+        step = r.get("step")
+        if step is not None and (not isinstance(step, (int, float)) or isinstance(step, bool) or not step > 0):
+            raise UserError(f"{where}: params.{key}: step must be a positive number, got {step!r}")
+        if step is not None and r.get("log"):
+            raise UserError(f"{where}: params.{key}: a range is either log: true or has a step, not both")
+        extra = sorted(set(r) - {"type", "low", "high", "log", "step"})
+        if extra:
+            raise UserError(f"{where}: params.{key}: unknown field '{extra[0]}' (type, low, high, log, step)")
+        for v in (lo, hi):  # every value of the range must be valid for the key
+            try:
+                c = Config()
+                c.set(key, v)
+                c.validate()
+            except UserError as e:
+                raise UserError(f"{where}: params.{key} range [{lo}, {hi}]: {e}") from e
+    try:  # the key must be a config key that takes such values
+        Config().set(key, r["choices"][0] if r["type"] == "categorical" else r["low"])
+    except UserError as e:
+        raise UserError(f"{where}: params.{key}: {e}") from e

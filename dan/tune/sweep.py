@@ -1,0 +1,186 @@
+"""A study: created or continued in its storage, run until it holds the asked number of trials,
+and its best trial (or Pareto front) written into the run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from dan.config import Config
+from dan.errors import UserError
+from dan.tune.objective import objective
+from dan.tune.spec import TuneSpec
+from dan.tune.storage import make_storage, retry_schema_race
+
+
+class _Surplus(Exception):
+    """The trial is beyond the study's count: it is told FAIL (marked ``surplus``), no work done."""
+
+
+class _Failed(Exception):
+    """The trial failed for a reason it records in its ``error`` attribute; it counts, the study
+    goes on."""
+
+
+def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url: str | None = None,
+         log=lambda m: None) -> dict:
+    """Run (or continue) a study until it holds ``trials`` trials (trials that failed with an error
+    count; those of a dead or interrupted worker are retried and do not); write the best trial's
+    (or the Pareto front's) ``arch.json`` and config into ``base.run_dir``. A user error in a trial
+    before any trial has succeeded stops the study with that error.
+
+    Trials run in ``Study.optimize`` (which keeps Optuna's heartbeat, :mod:`dan.tune.storage`).
+    Trial numbers are handed out atomically by the storage and serve as tickets: a worker whose new
+    trial has ``trials`` counted trials before it tells it as surplus (FAIL, no work done) and
+    stops, so concurrent workers never run more than ``trials`` trials in total.
+
+    Returns:
+        what ``tune.json`` holds: the study's name, its trial count and the best trial (or the
+        Pareto front) with its hyperparameters and ``arch.json``.
+    """
+    import optuna
+
+    base = base.resolve("tune")
+    if not spec.multi and base.search.budget_flops is None and base.search.budget_params is None:
+        raise UserError("give a budget (--budget-flops or --budget-params) or tune it in a "
+                        "multi-objective study")
+    run_dir = base.run_dir
+    study = open_study(make_storage(storage_url, run_dir, spec), study_name, spec)
+    # the trials' own lines go through ``log``; Optuna would repeat each failure with a traceback
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    run_trials(study, base, spec, trials, run_dir, log)
+    return write_best(study, run_dir, spec.multi)
+
+
+def open_study(storage, name: str, spec: TuneSpec):
+    """Create the study ``name`` in ``storage`` or load it; one made by another tuning file is
+    refused."""
+    import optuna
+
+    directions = ["maximize", "minimize"] if spec.multi else ["maximize"]
+    try:  # two workers creating the same study at once: the loser loads it
+        study = retry_schema_race(lambda: optuna.create_study(
+            study_name=name, storage=storage, load_if_exists=True, directions=directions,
+            sampler=_sampler(spec), pruner=_pruner(spec, spec.search_epochs + spec.retrain_epochs)))
+    except ValueError as e:
+        raise UserError(f"study {name}: {e}") from e
+    if study.user_attrs.get("spec") not in (None, spec.key()):
+        raise UserError(f"study {name} in this storage was created with other settings: "
+                        f"use another --study name or the same tuning file")
+    study.set_user_attr("spec", spec.key())
+    return study
+
+
+def run_trials(study, base: Config, spec: TuneSpec, trials: int, run_dir: str, log) -> None:
+    """Run trials of ``study`` in this worker until the study holds ``trials`` counted ones."""
+    import optuna
+    from optuna.trial import TrialState
+
+    def run_one(trial):
+        if _counted_before(study, trial.number) >= trials:
+            trial.set_user_attr("surplus", True)
+            study.stop()
+            raise _Surplus()
+        log(f"[trial {trial.number}] {trial.params or ''}")
+        try:
+            value = objective(trial, base, spec, run_dir, study)
+        except optuna.TrialPruned as e:
+            log(f"[trial {trial.number}] {e}")
+            raise
+        except (FloatingPointError, UserError) as e:
+            trial.set_user_attr("error", str(e))
+            log(f"[trial {trial.number}] failed: {e}")
+            succeeded = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            if not isinstance(e, FloatingPointError) and not succeeded:
+                # nothing has worked yet and this is the user's to fix: stop now, not after N trials
+                raise UserError(f"trial {trial.number} failed and no trial has succeeded: {e}") from e
+            raise _Failed(str(e)) from e
+        except KeyboardInterrupt:
+            _queue_again(study, trial, spec)  # Optuna fails it; the next run resumes its folder
+            raise
+        log(f"[trial {trial.number}] value {value}")
+        return value
+
+    # any other exception is a bug: Optuna tells the trial FAIL (none is left RUNNING) and raises it
+    study.optimize(run_one, catch=(_Surplus, _Failed))
+
+
+def _counted_before(study, number: int) -> int:
+    """Trials before ``number`` that count: all but the surplus ones and those of a dead or
+    interrupted worker (retried under a new number); a trial that failed with an error counts, so a
+    study whose trials keep failing still ends."""
+    from optuna.trial import TrialState
+
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.number < number and (t.state != TrialState.FAIL or "error" in t.user_attrs))
+
+
+def _queue_again(study, trial, spec: TuneSpec) -> None:
+    """Queue an interrupted trial again, as Optuna's heartbeat queues a dead worker's."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry)(study, frozen)
+
+
+def _sampler(spec: TuneSpec):
+    import optuna
+
+    # feasibility reaches the samplers through trial.set_constraint("budget", ...) (Optuna 5)
+    if spec.sampler == "nsga2" or spec.multi:
+        return optuna.samplers.NSGAIISampler(seed=spec.seed)
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=5)
+
+
+def _pruner(spec: TuneSpec, n_steps: int):
+    import optuna
+
+    if spec.pruner == "median" and not spec.multi:
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if spec.pruner == "hyperband" and not spec.multi:
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=n_steps)
+    return optuna.pruners.NopPruner()
+
+
+def _feasible(t) -> bool:
+    return t.user_attrs.get("constraint", 1.0) <= 0
+
+
+def write_best(study, run_dir: str, multi: bool) -> dict:
+    """Copy the best feasible trial's ``arch.json`` and ``config.yaml`` to ``<run_dir>/best/``
+    (multi-objective: the Pareto front's ``arch.json`` files to ``pareto/``) and write
+    ``tune.json``; returns its contents."""
+    from optuna.trial import TrialState
+
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
+    out = {"study": study.study_name, "trials": len(study.trials), "complete_feasible": len(complete)}
+    if not complete:
+        return out
+    if multi:
+        folder = os.path.join(run_dir, "pareto")
+        os.makedirs(folder, exist_ok=True)
+        out["pareto"] = []
+        for t in (t for t in study.best_trials if _feasible(t)):
+            dst = os.path.join(folder, f"trial-{t.number:04d}.arch.json")
+            shutil.copyfile(os.path.join(t.user_attrs["folder"], "search", "arch.json"), dst)
+            out["pareto"].append({"trial": t.number, "top1": t.values[0], "flops": t.values[1],
+                                  "params": t.params, "arch": dst})
+    else:
+        best = max(complete, key=lambda t: t.value)
+        folder = os.path.join(run_dir, "best")
+        os.makedirs(folder, exist_ok=True)
+        for name in ("arch.json", "config.yaml"):
+            shutil.copyfile(os.path.join(best.user_attrs["folder"], "search", name), os.path.join(folder, name))
+        out["best"] = {"trial": best.number, "top1": best.value, "params": best.params,
+                       "arch": os.path.join(folder, "arch.json")}
+    with open(os.path.join(run_dir, "tune.json"), "w") as f:
+        json.dump(out, f, indent=2)
+    return out

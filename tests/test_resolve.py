@@ -1,0 +1,127 @@
+"""Config.resolve (defaults filled and fields checked once, up front, without changing the input) and
+retrain_config (one retrain config for tools/retrain.py and tuning), each against the code it
+replaced: a run folder written before keeps the same config.yaml, so it stays resumable."""
+
+import copy
+import os
+
+import pytest
+
+import dan
+from dan.config import Config
+from dan.retrain import retrain_base, retrain_config
+from tests.helpers import tiny_config
+
+
+def test_search_defaults_by_hand_and_the_input_unchanged():
+    cfg = tiny_config("unused")  # batch_size 32, holdout 0, arch_batch_size unset
+    before = cfg.to_dict()
+    s = cfg.resolve("search")
+    assert cfg.to_dict() == before  # pure
+    assert (s.data.holdout, s.search.arch_batch_size, s.data.holdout_batch_size) == (1 / 3, 16, 16)
+    assert s.resolve("search").to_dict() == s.to_dict()  # resolving again changes nothing
+    cfg.set("data.holdout", 0.25)
+    cfg.set("search.arch_batch_size", 8)
+    s = cfg.resolve("search")
+    assert (s.data.holdout, s.search.arch_batch_size, s.data.holdout_batch_size) == (0.25, 8, 8)
+    cfg.set("data.batch_size", 1)
+    cfg.set("search.arch_batch_size", None)
+    assert cfg.resolve("search").search.arch_batch_size == 1  # never 0
+
+
+def _old_search_data_defaults(cfg):
+    """What Searcher.__init__ did to its config until resolve replaced it (dan/search.py)."""
+    if not cfg.data.holdout:
+        cfg.data.holdout = 1 / 3
+    if cfg.search.arch_batch_size is None:
+        cfg.search.arch_batch_size = max(1, cfg.data.batch_size // 2)
+    cfg.data.holdout_batch_size = cfg.search.arch_batch_size
+
+
+@pytest.mark.parametrize("overrides", [{}, {"data.holdout": 0.2}, {"search.arch_batch_size": 5},
+                                       {"data.batch_size": 7, "data.holdout_batch_size": 3}])
+def test_a_search_resolves_to_the_config_old_runs_stored(overrides):
+    cfg = tiny_config("unused", **overrides)
+    old = copy.deepcopy(cfg)
+    _old_search_data_defaults(old)
+    assert cfg.resolve("search").to_dict() == old.to_dict()
+
+
+def test_train_and_tune_fill_nothing():
+    cfg = tiny_config("unused", **{"data.batch_size": 48})
+    for kind in ("train", "tune"):
+        assert cfg.resolve(kind).to_dict() == cfg.to_dict()
+    with pytest.raises(ValueError, match="unknown kind"):
+        cfg.resolve("serach")
+
+
+@pytest.mark.parametrize("key,value,kind,fragment", [
+    ("search.budget_control", "median", "train", "search.budget_control"),
+    ("search.tau0", float("nan"), "search", "search.tau0"),
+    ("search.settle", 1.0, "tune", "search.settle"),
+    ("train.eval_split", "holdout", "train", "data.holdout > 0"),
+    ("train.method", "standard", "retrain", "model.arch"),
+])
+def test_resolve_names_the_bad_key_before_anything_is_built(key, value, kind, fragment):
+    cfg = tiny_config("unused")
+    cfg.set(key, value)
+    with pytest.raises(dan.UserError, match=fragment.replace(".", r"\.")):
+        cfg.resolve(kind)
+
+
+@pytest.fixture(scope="module")
+def arch_path(tmp_path_factory):
+    """A valid arch.json without training: the uniform baseline at 40 % of the FLOPs, whose
+    config is a resolved search config (as a search's is)."""
+    from dan.pick_widths import baseline_arch
+
+    cfg = tiny_config("unused", **{"search.budget_flops": "40%", "data.train_subset": 200}).resolve("search")
+    arch = baseline_arch(cfg, "uniform")
+    path = str(tmp_path_factory.mktemp("s") / "arch.json")
+    arch.save(path)
+    return path
+
+
+def test_retrain_config_of_the_tool_is_what_the_tool_built(arch_path):
+    """tools/retrain.py without --config and without flags, old code against the library."""
+    arch = dan.load_arch(arch_path)
+    base = retrain_base(arch)
+    new = retrain_config(arch_path, "adjoint", base)
+    old = Config.from_dict(arch.config)  # tools/retrain.py until this change
+    old.data.holdout, old.data.train_subset = 0.0, None
+    old.model.space = arch.space
+    old.model.args = {k: v for k, v in arch.space_args.items() if k not in ("num_classes", "in_channels")}
+    old.train.method = "adjoint"
+    old.adjoint.arch, old.model.arch = arch_path, None
+    old.out = os.path.join(os.path.dirname(arch_path), "retrain-adjoint")
+    assert new.to_dict() == old.to_dict()
+    assert new.data.train_subset is None and new.train.eval_split == "test"
+    std = retrain_config(arch_path, "standard", base, out="elsewhere")
+    assert (std.model.arch, std.adjoint.arch, std.out) == (arch_path, None, "elsewhere")
+    assert base.to_dict() == retrain_base(arch).to_dict()  # the base is not changed
+
+
+def test_retrain_config_of_a_trial_is_what_tuning_built(arch_path):
+    """A tuning trial's retrain, old hand-built config (dan/tune.py) against the library."""
+    from dan.tune.objective import trial_retrain_config
+    from dan.tune import spec_from_dict
+
+    spec = spec_from_dict({"params": {"adjoint.c": {"type": "float", "low": 0.5, "high": 2.0}},
+                           "retrain_epochs": 3, "validation": 0.2})
+    scfg = Config.from_dict(dan.load_arch(arch_path).config)  # the trial's resolved search config
+    new = trial_retrain_config(scfg, spec, arch_path, "trial-0007")
+    old = copy.deepcopy(scfg)
+    old.out = os.path.join("trial-0007", "retrain")
+    old.train.epochs = 3
+    old.train.method = "adjoint"
+    old.train.eval_split = "holdout"
+    old.data.holdout = 0.2
+    old.data.holdout_batch_size = None
+    old.adjoint.arch = arch_path
+    assert new.to_dict() == old.to_dict()
+    assert new.data.train_subset == 200  # a trial retrains on its subset
+
+
+def test_retrain_config_refuses_an_unknown_method(arch_path):
+    with pytest.raises(dan.UserError, match="adjoint or standard"):
+        retrain_config(arch_path, "kd", Config())
