@@ -103,11 +103,19 @@ def test_refuses_to_overwrite_and_to_resume_a_different_config(tmp_path):
 
 
 def test_standard_method_deploys_the_network_itself(tmp_path):
+    from dan.engine import load_teacher
+
     out = str(tmp_path / "std")
     summary = train(tiny_config(out, **{"train.method": "standard", "train.epochs": 1}),
                     Monitor(out, tensorboard=False))
     assert set(summary.rows) == {"big"}
-    assert json.load(open(os.path.join(out, "small.json")))["params"] == summary.rows["big"]["params"]
+    # named for what it is (the base network, not a small one) and the network that was trained
+    assert not os.path.exists(os.path.join(out, "small.pt"))
+    assert json.load(open(os.path.join(out, "model.json")))["params"] == summary.rows["big"]["params"]
+    trained = load_teacher(out, torch.device("cpu"))  # the big network of checkpoints/last.pt
+    deployed = torch.jit.load(os.path.join(out, "model.pt"))
+    x = torch.randn(3, *summary.input_shape[1:])
+    assert torch.allclose(deployed(x), trained(x), atol=1e-4)
 
 
 @needs_fashion
@@ -175,3 +183,37 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert len(open(os.path.join(out, "metrics.jsonl")).readlines()) == 1
+
+
+def test_warmup_cosine_by_hand():
+    from dan.engine import warmup_cosine
+
+    f = warmup_cosine(total_steps=10, warmup_steps=2, min_ratio=0.1)
+    # warm-up: (step + 1) / 2; then 0.1 + 0.9 * (1 + cos(pi * (step - 2) / 8)) / 2
+    assert [f(0), f(1)] == [0.5, 1.0]
+    assert f(2) == pytest.approx(1.0)
+    assert f(6) == pytest.approx(0.1 + 0.9 * 0.5)  # halfway through the cosine: cos(pi/2) = 0
+    assert f(10) == pytest.approx(0.1) and f(50) == pytest.approx(0.1)  # held at the floor
+    g = warmup_cosine(total_steps=4, warmup_steps=0)
+    assert [round(g(s), 6) for s in range(5)] == [1.0, 0.853553, 0.5, 0.146447, 0.0]
+
+
+def test_weight_decay_spares_biases_and_norms():
+    from dan.config import TrainConfig
+    from dan.engine import build_optimizer
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Linear(2, 2))
+    net[2].weight.requires_grad_(False)  # frozen: in no group
+    opt = build_optimizer(net.parameters(), TrainConfig(optimizer="adamw", lr=0.1, weight_decay=0.5))
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.5 and no_decay["weight_decay"] == 0.0
+    assert [tuple(p.shape) for p in decay["params"]] == [(2, 1, 3, 3)]  # the conv weight only
+    assert [tuple(p.shape) for p in no_decay["params"]] == [(2,), (2,), (2,), (2,)]  # conv bias, BN w/b, fc bias
+    # one AdamW step on a zero gradient: only the decayed weight shrinks, by lr * wd
+    before = [p.detach().clone() for p in net.parameters()]
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    after = list(net.parameters())
+    assert torch.allclose(after[0], before[0] * (1 - 0.1 * 0.5))
+    assert all(torch.equal(a, b) for a, b in zip(after[1:], before[1:]))
