@@ -4,8 +4,8 @@ hangs, runs code or changes earlier work.
 The strategies (hypothesis, a test dependency) corrupt valid inputs: an ``arch.json``, a YAML
 config, ``--set`` values and budgets — wrong types, NaN/inf, negatives, huge numbers, missing and
 extra keys, non-UTF-8 bytes. Each example runs the real tool in-process (``train.py``,
-``search.py``, ``retrain.py``: their ``main`` through :func:`dan.cli.run_tool`) on a tiny synthetic
-task and checks the contract of the README:
+``search.py``, ``retrain.py``: the ``main`` of :mod:`dan.cli.train` etc. through
+:func:`dan.cli.run_tool`) on a tiny synthetic task and checks the contract of the README:
 
 * the exit status is 0, or 2 with exactly one line on stderr starting with ``error:`` (no
   traceback: anything else propagates and fails the example);
@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
+import importlib
 import io
 import json
 import os
 import shutil
 import signal
-import sys
 import tempfile
 
 from hypothesis import strategies as st
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A seconds-long run on 16x16 synthetic images: what every example starts from.
 TINY = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--epochs", "1",
@@ -73,17 +70,10 @@ TEXT_VALUES = st.one_of(
 
 
 def load_tool(name: str):
-    """Import ``tools/<name>.py`` as a module (its ``main(argv)``)."""
+    """The command module behind ``tools/<name>.py``: ``dan.cli.<name>`` (its ``main(argv)``);
+    ``train.py`` and ``train`` name the same one."""
     name = name[:-3] if name.endswith(".py") else name
-    path = os.path.join(ROOT, "tools", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"dan_tool_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    saved = list(sys.path)  # a tool replaces sys.path[0] with the repository root: undo that here
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path[:] = saved
-    return mod
+    return importlib.import_module(f"dan.cli.{name}")
 
 
 STOPPED: list = []  # examples stopped at the time limit (valid inputs training for real)

@@ -32,6 +32,13 @@ def run_tool(tool: str, *args: str, cwd: str | None = None, timeout: int = 600):
                           text=True, cwd=cwd or ROOT, timeout=timeout, env=env)
 
 
+def run_dan(*args: str, cwd: str | None = None, timeout: int = 600):
+    """Run ``python -m dan args`` (the library's entry points) in a subprocess; returns CompletedProcess."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "dan", *args], capture_output=True, text=True, cwd=cwd or ROOT,
+                          timeout=timeout, env=env)
+
+
 def assert_user_error(proc, *fragments):
     """Exit status 2, one line on stderr naming the problem, no traceback."""
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])

@@ -1,10 +1,15 @@
-"""The tools as a user types them: user errors exit 2 with one line, no traceback."""
+"""The tools and the ``dan`` entry points as a user types them: user errors exit 2 with one line, no
+traceback."""
 
+import ast
+import importlib
 import os
+import subprocess
+import sys
 
 import pytest
 
-from tests.helpers import assert_user_error, run_tool
+from tests.helpers import ROOT, assert_user_error, run_dan, run_tool
 
 BASE = ["--epochs", "1", "--limit-batches", "2", "--batch-size", "16", "--set", "model.args.width=8",
         "--set", "train.latency_batches=[1]", "--quiet", "--no-tensorboard"]
@@ -84,3 +89,57 @@ def test_search_and_retrain_errors(tmp_path):
     bad.write_text('{"version": 1, "space": "resnet18_small"}')
     assert_user_error(run_tool("retrain.py", str(bad)), "'space_args'")
     assert_user_error(run_tool("retrain.py", str(tmp_path / "none.json")), "does not exist")
+
+
+# ---------------------------------------------------------------- the entry points: dan <command>
+COMMANDS = ["train", "search", "retrain", "tune", "count", "baseline", "coverage", "latency", "latency_compare",
+            "bench", "reproduce", "fuzz"]
+
+
+def test_dan_help_lists_every_command_with_one_line():
+    from dan.cli.main import COMMANDS as listed
+
+    assert list(listed) == COMMANDS
+    p = run_dan("--help")
+    assert p.returncode == 0, p.stderr
+    rows = [l.split() for l in p.stdout.splitlines() if l.startswith("  ") and not l.lstrip().startswith("-")]
+    assert [r[0] for r in rows] == COMMANDS, p.stdout
+    assert all(len(r) > 3 for r in rows), p.stdout  # each with its one-line description
+    assert "usage: python -m dan <command> [args]" in p.stdout
+
+
+def test_every_tool_is_a_thin_wrapper_of_its_command():
+    """tools/<name>.py: the usage text, then the call into dan.cli.<name>; no sys.path rewrite, and
+    no tools/profile.py (it shadowed the standard library's profile module for every tool)."""
+    tools = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "tools")) if f.endswith(".py"))
+    assert tools == sorted(COMMANDS)
+    for name in tools:
+        src = open(os.path.join(ROOT, "tools", f"{name}.py")).read()
+        assert "sys.path" not in src, name
+        tree = ast.parse(src)
+        doc = ast.get_docstring(tree, clean=False)
+        assert doc and f"python tools/{name}.py" in doc, name
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert imported == {"dan.cli", f"dan.cli.{name}"}, (name, imported)
+        assert doc == importlib.import_module(f"dan.cli.{name}").__doc__, name  # the same help text
+
+
+def test_module_and_console_script_show_a_commands_help(tmp_path):
+    p = run_dan("count", "--help")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("usage: python -m dan count ") and "python tools/count.py resnet50" in p.stdout
+    script = os.path.join(os.path.dirname(sys.executable), "dan")
+    if not os.path.isfile(script):
+        pytest.skip("the console script is registered by pip install -e . (make setup)")
+    q = subprocess.run([script, "train", "--help"], capture_output=True, text=True, cwd=str(tmp_path), timeout=600)
+    assert q.returncode == 0, q.stderr
+    assert q.stdout.startswith("usage: dan train ") and "--method" in q.stdout and "--alpha" in q.stdout
+
+
+def test_a_user_error_through_python_m_dan_is_one_line(tmp_path):
+    p = run_dan("search", *SEARCH, "--out", str(tmp_path / "a"), "--budget-flops", "lots")
+    assert_user_error(p, "lots")
+    assert not os.path.exists(tmp_path / "a")
+    assert_user_error(run_dan("search", "--epochs", "0"), "--epochs", "(see python -m dan search --help)")
+    assert_user_error(run_dan("serch", "--epochs", "1"), "unknown command 'serch'", "search")
+    assert_user_error(run_dan(), "give a command")

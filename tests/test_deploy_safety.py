@@ -2,7 +2,7 @@
 
 Each test crafts a ``.pt2`` whose loading through ``torch.export.load`` reaches an unpickler with a
 payload that creates a marker file (``os.system``-free: ``pathlib.Path.touch`` via ``__reduce__``),
-then checks that ``dan.deploy.load_deployable`` and ``tools/profile.py`` refuse it with one line and
+then checks that ``dan.deploy.load_deployable`` and ``tools/count.py`` refuse it with one line and
 exit 2, and that the marker was never created.
 """
 
@@ -136,11 +136,11 @@ def test_crafted_pt2_is_refused_and_runs_nothing(tmp_path, craft):
     assert not marker.exists()
 
 
-def test_profile_tool_refuses_a_crafted_pt2_with_one_line(tmp_path):
+def test_count_tool_refuses_a_crafted_pt2_with_one_line(tmp_path):
     src = _plain_pt2(tmp_path / "ok")
     bad, marker = str(tmp_path / "small.pt2"), tmp_path / "pwned"
     _craft_pickled_weight(src, bad, marker)
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "profile.py"), bad],
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "count.py"), bad],
                        capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 2, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr

@@ -229,9 +229,9 @@ def test_a_corrupt_small_json_beside_a_pt2_is_one_line(tmp_path):
 
     save_deployable(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten()), str(tmp_path), (1, 1, 8, 8))
     (tmp_path / "small.json").write_text("{not json")
-    assert_user_error(run_tool("profile.py", str(tmp_path / "small.pt2")), "small.json is corrupt")
+    assert_user_error(run_tool("count.py", str(tmp_path / "small.pt2")), "small.json is corrupt")
     (tmp_path / "small.json").write_text('{"input_shape": [1, -3, 8]}')
-    assert_user_error(run_tool("profile.py", str(tmp_path / "small.pt2")), "small.json is corrupt")
+    assert_user_error(run_tool("count.py", str(tmp_path / "small.pt2")), "small.json is corrupt")
 
 
 def test_a_key_with_a_line_break_still_gives_one_line(tmp_path):

@@ -180,6 +180,12 @@ def test_reproduce_dry_run_lists_the_suite(tmp_path):
                 "dan search", "dan (a=4 FLOPs)", "expandnet", "lowrank", "ksanc"):
         assert any(f"] {key}" in l for l in lines), key
     assert "--budget-flops" in p.stdout and "methods.kd.teacher=" in p.stdout
+    # each run is the library command it starts (python -m dan <command>), never tools/
+    commands = [l.split(": ", 1)[1] for l in lines]
+    assert sum(c.startswith("python -m dan train --config ") for c in commands) == 33  # 11 per seed
+    assert sum(c.startswith("python -m dan search --config ") for c in commands) == 3
+    assert sum(c.startswith("python -m dan retrain ") for c in commands) == 3
+    assert "tools/" not in p.stdout
     assert not os.path.exists(tmp_path / "suite")  # a dry run starts nothing
 
 

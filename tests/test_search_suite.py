@@ -106,6 +106,17 @@ def test_search_suite_dry_run_lists_every_method_and_budget(tmp_path):
             assert any(f"] {tag}/{key}" in l for l in lines), (tag, key)
     assert sum("/dan search" in l for l in lines) == 12  # 4 budgets x 3 seeds
     assert any("ablation first-design" in l for l in lines)
+    # each run is shown as the library command it starts (python -m dan <command>), never tools/
+    expected = {"dan search": "search --config", "uniform arch": "baseline uniform", "random arch": "baseline random",
+                "greedy arch": "baseline greedy", "dan": "retrain", "uniform": "retrain", "random": "retrain",
+                "greedy": "retrain"}
+    for l in lines:
+        key, rest = l[len("[todo] "):].split(" seed ", 1)
+        method = key.strip().split("/", 1)[1]
+        if method.startswith("ablation "):
+            method = "dan search" if method.endswith(" search") else "dan"
+        assert rest.split(": ", 1)[1].startswith(f"python -m dan {expected[method]} "), l
+    assert "tools/" not in p.stdout
     assert not os.path.exists(tmp_path / "suite")
 
 
@@ -173,7 +184,7 @@ class _FakeRun:
     def __init__(self, out, after=(), kind="train", log=None, fail=False):
         from dan.suite import Run
 
-        self.r = Run("k", 0, "x.py", [], out, kind=kind, after=list(after))
+        self.r = Run("k", 0, "x", [], out, kind=kind, after=list(after))
         self.log, self.fail = log, fail
 
     def command(self):
@@ -311,11 +322,13 @@ def test_suite_runner_restarts_a_run_killed_before_its_first_checkpoint(tmp_path
     out.mkdir()
     (out / "metrics.jsonl").write_text("")
     (out / "events.out.tfevents.1.vm.1.0").write_bytes(b"")
-    run = suite.Run("k", 0, "train.py", ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4",
-                                         "--epochs", "1", "--limit-batches", "1", "--quiet", "--no-tensorboard",
-                                         "--set", "model.args.width=8", "--set", "train.latency_batches=[1]",
-                                         "--out", str(out)], str(out))
+    run = suite.Run("k", 0, "train", ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4",
+                                      "--epochs", "1", "--limit-batches", "1", "--quiet", "--no-tensorboard",
+                                      "--set", "model.args.width=8", "--set", "train.latency_batches=[1]",
+                                      "--out", str(out)], str(out))
     lines = []
     suite.run([run], log=lines.append)
     assert run.done and (out / "summary.json").is_file()
     assert any(l.startswith("[restart]") for l in lines)
+    # through the library's entry point, not tools/
+    assert any(l.startswith("[run]") and " -m dan train --dataset synthetic" in l for l in lines), lines

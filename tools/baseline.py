@@ -14,62 +14,8 @@ whose narrowing costs the least held-out cross-entropy per FLOP saved (the searc
 Writes <out>/arch.json and <out>/config.yaml; refuses a folder that already holds an arch.json.
 """
 
-import os
-import sys
-
-# The repository root replaces this folder on the path (see tools/profile.py).
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from dan.cli import common_parser, positive_int, resolve_config, run_tool  # noqa: E402
-from dan.errors import UserError  # noqa: E402
-
-
-def get_args_parser():
-    p = common_parser("baseline.py", __doc__)
-    p.add_argument("method", choices=["uniform", "random", "greedy"])
-    g = p.add_argument_group("baseline")
-    b = g.add_mutually_exclusive_group()
-    b.add_argument("--budget-flops", help="FLOPs (MACs) budget of the small network: 1.6G, 500M or 25%%")
-    b.add_argument("--budget-params", help="parameter budget of the small network: 1.8M or 40%%")
-    g.add_argument("--supernet", help="greedy: checkpoints/last.pt of a DAN search")
-    g.add_argument("--recal-batches", type=positive_int, default=4,
-                   help="greedy: training batches that re-estimate BatchNorm statistics per trial")
-    g.add_argument("--eval-batches", type=positive_int, default=8,
-                   help="greedy: held-out batches that score each trial")
-    g.add_argument("--coarse-above", type=float, default=1.5,
-                   help="greedy: while the cost is above this many times the budget, moves are coarse")
-    g.add_argument("--coarse-step", type=positive_int, default=2,
-                   help="greedy: candidates a coarse move narrows a group by, scored on half the "
-                        "held-out batches (1: every move one candidate, the first design)")
-    return p
-
-
-def main(argv):
-    args = get_args_parser().parse_args(argv)
-    cfg = resolve_config(args, {"budget_flops": "search.budget_flops", "budget_params": "search.budget_params"})
-    if not args.out:
-        raise UserError("give --out DIR: the folder that receives arch.json")
-    path = os.path.join(args.out, "arch.json")
-    if os.path.exists(path):
-        raise UserError(f"{path} exists: choose another --out or delete it")
-    from dan.cost import format_count
-    from dan.pick_widths import baseline_arch
-
-    arch = baseline_arch(cfg, args.method, supernet=args.supernet, recal_batches=args.recal_batches,
-                         eval_batches=args.eval_batches, coarse_above=args.coarse_above,
-                         coarse_step=args.coarse_step, log=None if args.quiet else print)
-    os.makedirs(args.out, exist_ok=True)
-    from dan.config import Config
-
-    Config.from_dict(arch.config).save(os.path.join(args.out, "config.yaml"))  # greedy: the search's
-    arch.save(path)
-    b = arch.budget
-    kind = "flops" if "flops" in b else "params"
-    print(f"{args.method} widths: {format_count(arch.small['flops'])} FLOPs, {format_count(arch.small['params'])} "
-          f"params ({100 * arch.small[kind] / b[kind]:.1f}% of the {kind} budget)")
-    print(f"arch.json:  {path}\nnext:       python tools/retrain.py {path}")
-    return 0
-
+from dan.cli import run_tool
+from dan.cli.baseline import main
 
 if __name__ == "__main__":
     run_tool(main)

@@ -12,66 +12,8 @@ next to it. The whole torchvision zoo takes tens of minutes on 2 CPU cores (its 
 and ViTs dominate).
 """
 
-import json
-import os
-import sys
-import time
-
-# The repository root replaces this folder on the path (see tools/profile.py).
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from dan.cli import Parser, run_tool  # noqa: E402
-from dan.errors import UserError  # noqa: E402
-
-
-def main(argv):
-    p = Parser(prog="coverage.py", description=__doc__)
-    p.add_argument("--source", action="append", choices=["torchvision", "timm"],
-                   help="zoo to run (default: both; timm only when installed)")
-    p.add_argument("--model", action="append", help="run only this model (repeatable)")
-    p.add_argument("--out", default=os.path.join("docs", "coverage.md"), help="page to write")
-    args = p.parse_args(argv)
-    from dan import coverage
-
-    sources = args.source or ["torchvision", "timm"]
-    rows, notes = [], []
-    start = time.perf_counter()
-    if "torchvision" in sources:
-        rows += coverage.run_zoo(coverage.torchvision_models(), "torchvision", log=print,
-                                 only=set(args.model or []))
-    if "timm" in sources:
-        try:
-            import timm
-        except ImportError:
-            if args.source:
-                raise UserError("timm is not installed: pip install 'dan[timm]' (or leave out --source timm)")
-            notes.append("timm is not installed here (`pip install 'dan[timm]'`): its list was not run.")
-            print("timm is not installed: pip install 'dan[timm]' to run its models too")
-        else:
-            notes.append(f"timm {timm.__version__}.")
-            rows += coverage.run_zoo(coverage.timm_models(), "timm", log=print, only=set(args.model or []))
-    if not rows:
-        raise UserError("no model matched --model: give torchvision.models.list_models() or timm names")
-    import torch
-    import torchvision
-
-    wall = time.perf_counter() - start
-    header = (f"torch {torch.__version__}, torchvision {torchvision.__version__}; {' '.join(notes)} "
-              f"Wall time of this run: {wall / 60:.1f} min on this machine.")
-    page = coverage.markdown(rows, header=header)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    from dan.report import write_page
-
-    write_page(args.out, page.splitlines())  # hand-written notes below the marker are kept
-    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-        json.dump([r.to_dict() for r in rows], f, indent=1)
-        f.write("\n")
-    for line in page.splitlines():
-        if line.startswith("- **"):
-            print(line[2:].replace("**", ""))
-    print(f"written: {args.out}")
-    return 1 if any(r.status in ("wrong", "crash") for r in rows) else 0
-
+from dan.cli import run_tool
+from dan.cli.coverage import main
 
 if __name__ == "__main__":
     run_tool(main)

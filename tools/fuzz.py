@@ -10,63 +10,8 @@ corrupted arch.json, config, --set value or budget, and checks: exit 0, or exit 
 smallest failing example hypothesis found) and a summary line; exits 1 when any failed.
 """
 
-import os
-import sys
-import time
-
-# The repository root replaces this folder on the path (see tools/profile.py).
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from dan.cli import Parser, positive_int, run_tool  # noqa: E402
-from dan.errors import UserError  # noqa: E402
-
-
-def main(argv):
-    p = Parser(prog="fuzz.py", description=__doc__)
-    p.add_argument("--examples", type=positive_int, default=400, help="examples in all (default 400)")
-    p.add_argument("--case", action="append", help="arch_json, config, set or budget (default: all)")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    try:
-        from hypothesis import HealthCheck, given, seed, settings, strategies as st
-    except ImportError:
-        raise UserError("tools/fuzz.py needs hypothesis: pip install -e '.[test]'")
-    from dan import fuzz
-
-    cases = args.case or sorted(fuzz.CASES)
-    unknown = [c for c in cases if c not in fuzz.CASES]
-    if unknown:
-        raise UserError(f"unknown case '{unknown[0]}': choose from {', '.join(sorted(fuzz.CASES))}")
-    per_case = max(1, args.examples // len(cases))
-    ws = fuzz.Workspace()
-    failures, t0, ran = 0, time.time(), 0
-    try:
-        for case in cases:
-            count = {"n": 0}
-
-            @seed(args.seed)
-            @settings(max_examples=per_case, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-            @given(st.data())
-            def prop(data):
-                count["n"] += 1
-                fuzz.CASES[case](ws, data)
-
-            try:
-                prop()
-                print(f"{case}: {count['n']} examples, 0 failures", flush=True)
-            except Exception as e:  # hypothesis re-raises the smallest failing example's error
-                failures += 1
-                first = " ".join(str(e).split())[:400]
-                print(f"{case}: FAILED after {count['n']} examples: {type(e).__name__}: {first}", flush=True)
-                for sub in getattr(e, "exceptions", ()):  # a flaky failure holds the first failure
-                    print(f"  {type(sub).__name__}: {' '.join(str(sub).split())[:1500]}", flush=True)
-            ran += count["n"]
-    finally:
-        ws.close()
-    print(f"fuzz: {ran} examples over {len(cases)} properties, {failures} failing properties, "
-          f"{len(fuzz.STOPPED)} valid runs stopped at the {fuzz.TIME_LIMIT:g} s limit, {time.time() - t0:.0f} s")
-    return 1 if failures else 0
-
+from dan.cli import run_tool
+from dan.cli.fuzz import main
 
 if __name__ == "__main__":
     run_tool(main)

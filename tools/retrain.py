@@ -11,61 +11,8 @@ train.py. Writes the same run folder as train.py (default: <search folder>/retra
 prints the summary table with the budget.
 """
 
-import os
-import sys
-
-# The repository root replaces this folder on the path (see tools/profile.py).
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from dan.cli import common_parser, number, open_monitor, resolve_config, run_tool, tensorboard_hint  # noqa: E402
-
-
-def get_args_parser():
-    p = common_parser("retrain.py", __doc__)
-    p.add_argument("arch", help="arch.json written by tools/search.py")
-    g = p.add_argument_group("retrain")
-    g.add_argument("--method", choices=["adjoint", "standard"], default="adjoint",
-                   help="adjoint: big + found small network with the adjoint loss; standard: the "
-                        "found small network alone (ablation)")
-    g.add_argument("--lr", type=number(0.0))
-    g.add_argument("--lam-scale", type=number(0.0), help="adjoint: scale c of lambda(t)")
-    return p
-
-
-def main(argv):
-    args = get_args_parser().parse_args(argv)
-    from dan.arch import load_arch
-    from dan.retrain import retrain_base, retrain_config
-
-    arch_path = os.path.abspath(args.arch)
-    arch = load_arch(arch_path)
-    # the search's own config (or --config), then the flags; the architecture decides the model
-    cfg = resolve_config(args, {"lr": "train.lr", "lam_scale": "adjoint.c"},
-                         base=None if args.config else retrain_base(arch))
-    cfg = retrain_config(arch_path, args.method, cfg, out=args.out)
-    from dan.cost import format_count
-    from dan.engine import format_summary, train
-
-    monitor, dist = open_monitor(cfg, args)
-    try:
-        summary = train(cfg, monitor, resume=args.resume)
-    finally:
-        monitor.close()
-    if not dist.main:
-        return 0
-    print(format_summary(summary))
-    deployed = summary.rows["small"]
-    if "latency" in arch.budget:  # times at the search's batch are in the summary table above
-        print(f"budget: {arch.budget['latency']:.3g} ms (searched on {arch.latency.get('device', {}).get('cpu', '?')}); "
-              f"the search measured {arch.latency.get('measured_ms', float('nan')):.3g} ms for this network")
-    else:
-        kind = "flops" if "flops" in arch.budget else "params"
-        print(f"budget: {format_count(arch.budget[kind])} {kind}; deployable network: "
-              f"{format_count(deployed[kind])} {kind} ({100 * deployed[kind] / arch.budget[kind]:.1f}% of budget)")
-    print(f"\nrun folder: {cfg.run_dir}    deployable network: {summary.files['torchscript']}")
-    print(f"monitor:    {tensorboard_hint(cfg.run_dir)}")
-    return 0
-
+from dan.cli import run_tool
+from dan.cli.retrain import main
 
 if __name__ == "__main__":
     run_tool(main)

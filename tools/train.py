@@ -12,55 +12,8 @@ small.pt (TorchScript; model.pt when the method deploys the base network itself)
 table (top-1, FLOPs, params, latency of the big and the deployable network).
 """
 
-import os
-import sys
-
-# The repository root replaces this folder on the path: tools/profile.py must not shadow the
-# standard library's profile module (which torch imports).
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from dan.cli import common_parser, number, open_monitor, resolve_config, run_tool, tensorboard_hint  # noqa: E402
-
-
-def get_args_parser():
-    from dan.loss import SCHEDULES
-    from dan.methods import list_methods
-
-    p = common_parser("train.py", __doc__)
-    g = p.add_argument_group("training")
-    g.add_argument("--method", choices=list_methods(), help="training method (default: the config's)")
-    g.add_argument("--alpha", type=number(1.0), help="adjoint: small network keeps 1/alpha of each width")
-    g.add_argument("--beta", type=number(0.0, 1.0, hi_open=True), help="adjoint: fraction of r_beta zeros")
-    g.add_argument("--schedule", choices=SCHEDULES, help="adjoint: lambda(t) schedule")
-    g.add_argument("--lam-scale", type=number(0.0), help="adjoint: scale c of lambda(t)")
-    g.add_argument("--lr", type=number(0.0), help="peak learning rate")
-    g.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
-    g.add_argument("--weight-decay", type=number(0.0))
-    return p
-
-
-EXTRA = {"method": "train.method", "alpha": "adjoint.alpha", "beta": "adjoint.beta",
-         "schedule": "adjoint.schedule", "lam_scale": "adjoint.c", "lr": "train.lr",
-         "optimizer": "train.optimizer", "weight_decay": "train.weight_decay"}
-
-
-def main(argv):
-    args = get_args_parser().parse_args(argv)
-    cfg = resolve_config(args, EXTRA)
-    from dan.engine import format_summary, train
-
-    monitor, dist = open_monitor(cfg, args)
-    try:
-        summary = train(cfg, monitor, resume=args.resume)
-    finally:
-        monitor.close()
-    if not dist.main:
-        return 0
-    print(format_summary(summary))
-    print(f"\nrun folder: {cfg.run_dir}    deployable network: {summary.files['torchscript']}")
-    print(f"monitor:    {tensorboard_hint(cfg.run_dir)}")
-    return 0
-
+from dan.cli import run_tool
+from dan.cli.train import main
 
 if __name__ == "__main__":
     run_tool(main)

@@ -14,42 +14,8 @@ best/arch.json + best/config.yaml (or pareto/*.arch.json for the multi-objective
 Then: python tools/retrain.py runs/tune-<study>/best/arch.json
 """
 
-import json
-import os
-import sys
-
-# The repository root replaces this folder on the path (see tools/profile.py).
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from dan.cli import common_parser, positive_int, resolve_config, run_tool, tensorboard_hint  # noqa: E402
-
-
-def main(argv):
-    p = common_parser("tune.py", __doc__)
-    g = p.add_argument_group("tuning")
-    g.add_argument("--tune", default="configs/tune_fashion_mnist.yaml", help="study file (ranges, trial budget)")
-    g.add_argument("--study", required=True, help="study name (the same name continues the study)")
-    g.add_argument("--trials", type=positive_int, required=True, help="finished trials the study should hold")
-    g.add_argument("--storage", help="Optuna storage URL, or journal:PATH (default: SQLite in the run folder)")
-    b = g.add_mutually_exclusive_group()
-    b.add_argument("--budget-flops", help="FLOPs budget of every trial's search (1.6G or 25%%)")
-    b.add_argument("--budget-params", help="parameter budget of every trial's search")
-    args = p.parse_args(argv)
-    if args.resume:
-        print("note: a study always continues from its storage; --resume is implied", file=sys.stderr)
-    cfg = resolve_config(args, {"budget_flops": "search.budget_flops", "budget_params": "search.budget_params"})
-    if not args.out:
-        cfg.out = os.path.join("runs", f"tune-{args.study}")
-    from dan.tune import load_spec, tune
-
-    spec = load_spec(args.tune)
-    result = tune(cfg, spec, args.study, args.trials, args.storage, log=lambda m: print(m, flush=True))
-    print(json.dumps(result, indent=2))
-    if "best" in result:
-        print(f"next:    python tools/retrain.py {result['best']['arch']}")
-    print(f"monitor: {tensorboard_hint(os.path.join(cfg.run_dir, 'trials', 'x'))}")
-    return 0
-
+from dan.cli import run_tool
+from dan.cli.tune import main
 
 if __name__ == "__main__":
     run_tool(main)

@@ -1,10 +1,10 @@
-"""The reproduction suites: many runs of the same tools a user types, one results page.
+"""The reproduction suites: many runs of the same commands a user types, one results page.
 
-A suite is a list of runs (tool + arguments + run folder). :func:`plan` lists the runs of the
+A suite is a list of runs (``dan`` command + arguments + run folder). :func:`plan` lists the runs of the
 papers' suites (every method, several seeds), :mod:`dan.suite.search` those of the width-search
 suite (DAN against uniform, random and greedy widths); :func:`run` executes the unfinished ones
 (a run is finished when its folder holds ``summary.json``, a search when it holds ``arch.json``;
-an interrupted run is resumed), each as a subprocess; :func:`write_results` turns the finished
+an interrupted run is resumed), each as a ``python -m dan <command>`` subprocess; :func:`write_results` turns the finished
 runs into ``docs/results.md`` and :func:`dan.suite.search.write_report` into ``docs/search.md``.
 
 Modules: :mod:`~dan.suite.plan` (the :class:`Run` record, ``SUITES``, the plans),

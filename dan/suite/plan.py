@@ -1,4 +1,4 @@
-"""The reproduction suites' runs: a :class:`Run` is one tool command with its run folder, and
+"""The reproduction suites' runs: a :class:`Run` is one ``dan`` command with its run folder, and
 :func:`plan` lists every run of a suite (every method of the papers, several seeds) in an order
 that respects dependencies (teachers and searches first).
 """
@@ -18,10 +18,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 class Run:
     key: str  # method label in the table, e.g. "adjoint a=4"
     seed: int
-    tool: str  # train.py | search.py | retrain.py
+    tool: str  # the command (python -m dan <tool>): train | search | retrain | baseline
     args: list
     out: str
-    kind: str = "train"  # train | search | arch (a width baseline: tools/baseline.py)
+    kind: str = "train"  # train | search | arch (a width baseline: dan baseline)
     after: list = field(default_factory=list)  # run folders that must be finished first
 
     @property
@@ -30,7 +30,13 @@ class Run:
         return os.path.isfile(os.path.join(self.out, marker))
 
     def command(self) -> list:
-        return [sys.executable, os.path.join(ROOT, "tools", self.tool), *self.args]
+        """The subprocess that runs it: ``python -m dan <tool> args`` (the library's entry point,
+        in its own process; the runner starts it in the repository, so it is this ``dan``)."""
+        return [sys.executable, "-m", "dan", self.tool, *self.args]
+
+    def command_line(self) -> str:
+        """The command as a user would type it (``python -m dan train --config …``)."""
+        return " ".join(["python", "-m", "dan", self.tool, *self.args])
 
 
 # Each suite: the config, its epochs, and the budget of the DAN run (the FLOPs of the α = 4 small
@@ -74,34 +80,34 @@ def plan(suite: str, out: str, seeds: int | None = None, extra: list | None = No
         base = ["--config", config, "--seed", str(seed), "--quiet", *extra]
         d = lambda name: os.path.join(out, f"{name}-s{seed}")
         std = d("standard")
-        runs.append(Run("standard", seed, "train.py", base + ["--method", "standard", "--out", std], std))
-        runs.append(Run("dropout", seed, "train.py", base + ["--method", "dropout", "--out", d("dropout")], d("dropout")))
+        runs.append(Run("standard", seed, "train", base + ["--method", "standard", "--out", std], std))
+        runs.append(Run("dropout", seed, "train", base + ["--method", "dropout", "--out", d("dropout")], d("dropout")))
         for alpha in (2, 4, 8):
             o = d(f"adjoint-a{alpha}")
-            runs.append(Run(f"adjoint a={alpha}", seed, "train.py",
+            runs.append(Run(f"adjoint a={alpha}", seed, "train",
                             base + ["--method", "adjoint", "--alpha", str(alpha), "--out", o], o))
         o = d("adjoint-a4-b0.5")
-        runs.append(Run("adjoint a=4 b=0.5", seed, "train.py",
+        runs.append(Run("adjoint a=4 b=0.5", seed, "train",
                         base + ["--method", "adjoint", "--alpha", "4", "--beta", "0.5", "--out", o], o))
         o = d("small-alone")
-        runs.append(Run("small alone (a=4 net)", seed, "train.py",
+        runs.append(Run("small alone (a=4 net)", seed, "train",
                         base + ["--method", "standard", "--set", "methods.standard.network=small", "--out", o], o))
         o = d("kd")
-        runs.append(Run("kd (a=4 student)", seed, "train.py",
+        runs.append(Run("kd (a=4 student)", seed, "train",
                         base + ["--method", "kd", "--set", f"methods.kd.teacher={std}", "--out", o], o, after=[std]))
         s = d("dan-search")
-        runs.append(Run("dan search", seed, "search.py", base + ["--budget-flops", str(budget), "--out", s], s,
+        runs.append(Run("dan search", seed, "search", base + ["--budget-flops", str(budget), "--out", s], s,
                         kind="search"))
         r = d("dan")
-        runs.append(Run("dan (a=4 FLOPs)", seed, "retrain.py",
+        runs.append(Run("dan (a=4 FLOPs)", seed, "retrain",
                         [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", *extra, "--out", r], r,
                         after=[s]))
         o = d("expandnet")
-        runs.append(Run("expandnet (a=4 net)", seed, "train.py", base + ["--method", "expandnet", "--out", o], o))
+        runs.append(Run("expandnet (a=4 net)", seed, "train", base + ["--method", "expandnet", "--out", o], o))
         o = d("lowrank")
-        runs.append(Run("lowrank", seed, "train.py", base + ["--method", "lowrank", "--out", o], o))
+        runs.append(Run("lowrank", seed, "train", base + ["--method", "lowrank", "--out", o], o))
         o = d("ksanc")
-        runs.append(Run("ksanc (a=4 student)", seed, "train.py",
+        runs.append(Run("ksanc (a=4 student)", seed, "train",
                         base + ["--method", "ksanc", "--set", f"methods.ksanc.teacher={std}", "--out", o], o,
                         after=[std]))
     return runs

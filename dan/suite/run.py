@@ -1,7 +1,8 @@
-"""The suite runner: :func:`run` executes the unfinished runs of a plan, each as a subprocess,
-after the runs it depends on (a run is finished when its folder holds ``summary.json``, a search
-or width baseline when it holds ``arch.json``; an interrupted run is resumed), and keeps the wall
-time of every run (``suite_time.json``) and of the suite (``suite_elapsed.json``).
+"""The suite runner: :func:`run` executes the unfinished runs of a plan, each as a subprocess
+(``python -m dan <command>``, started in the repository) after the runs it depends on (a run is
+finished when its folder holds ``summary.json``, a search or width baseline when it holds
+``arch.json``; an interrupted run is resumed), and keeps the wall time of every run
+(``suite_time.json``) and of the suite (``suite_elapsed.json``).
 """
 
 from __future__ import annotations

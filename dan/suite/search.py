@@ -72,24 +72,24 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
     for tag, flag, value in BUDGETS:
         budget = [flag, value]
         u = os.path.join(out, tag, "uniform-arch")
-        runs.append(Run(f"{tag}/uniform arch", 0, "baseline.py",
+        runs.append(Run(f"{tag}/uniform arch", 0, "baseline",
                         ["uniform", "--config", config, *budget, "--quiet", *extra, "--out", u], u, kind="arch"))
         for seed in range(n):
             d = lambda name: os.path.join(out, tag, f"{name}-s{seed}")
             base = ["--config", config, "--seed", str(seed), "--quiet", *extra]
             s = d("dan-search")
-            runs.append(Run(f"{tag}/dan search", seed, "search.py", base + [*budget, *SEARCH_SETS, "--out", s], s,
+            runs.append(Run(f"{tag}/dan search", seed, "search", base + [*budget, *SEARCH_SETS, "--out", s], s,
                             kind="search"))
             r_arch = d("random-arch")
-            runs.append(Run(f"{tag}/random arch", seed, "baseline.py", ["random", *base, *budget, "--out", r_arch],
+            runs.append(Run(f"{tag}/random arch", seed, "baseline", ["random", *base, *budget, "--out", r_arch],
                             r_arch, kind="arch"))
             g_arch = d("greedy-arch")
-            runs.append(Run(f"{tag}/greedy arch", seed, "baseline.py",
+            runs.append(Run(f"{tag}/greedy arch", seed, "baseline",
                             ["greedy", "--supernet", os.path.join(s, "checkpoints", "last.pt"), "--quiet", *extra,
                              "--out", g_arch], g_arch, kind="arch", after=[s]))
             for method, arch_dir in (("dan", s), ("uniform", u), ("random", r_arch), ("greedy", g_arch)):
                 o = d(method)
-                runs.append(Run(f"{tag}/{method}", seed, "retrain.py",
+                runs.append(Run(f"{tag}/{method}", seed, "retrain",
                                 [os.path.join(arch_dir, "arch.json"), "--seed", str(seed), "--quiet", *extra,
                                  "--out", o], o, after=[arch_dir]))
     if ablations:
@@ -103,10 +103,10 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
                     args = ["--config", config, "--seed", str(seed), "--quiet", *extra, flag, value, *SEARCH_SETS]
                     for kv in sets:
                         args += ["--set", kv]
-                    runs.append(Run(f"{tag}/ablation {name} search", seed, "search.py", args + ["--out", s], s,
+                    runs.append(Run(f"{tag}/ablation {name} search", seed, "search", args + ["--out", s], s,
                                     kind="search"))
                     o = d("retrain")
-                    runs.append(Run(f"{tag}/ablation {name}", seed, "retrain.py",
+                    runs.append(Run(f"{tag}/ablation {name}", seed, "retrain",
                                     [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", *extra,
                                      "--out", o], o, after=[s]))
     return runs
@@ -125,7 +125,7 @@ def collect(runs: list[Run]) -> dict:
     table: dict = {}
     arch_of = {r.out: r for r in runs if r.kind in ("search", "arch")}
     for r in runs:
-        if r.tool != "retrain.py":
+        if r.tool != "retrain":
             continue
         tag, method = r.key.split("/", 1)
         s = _load(os.path.join(r.out, "summary.json"))

@@ -1,7 +1,8 @@
-"""What the command-line tools share: the common flags, config resolution and error handling.
+"""What the commands share: the common flags, config resolution and error handling.
 
-Functions here take ``argv`` explicitly; only ``tools/*.py`` read ``sys.argv``. User errors end with
-exit status 2 and one line on stderr (``error: what — how to fix``), never a traceback.
+Functions here take ``argv`` explicitly; only :func:`run_tool` reads ``sys.argv`` (when given no
+``argv``). User errors end with exit status 2 and one line on stderr (``error: what — how to fix``),
+never a traceback.
 """
 
 from __future__ import annotations

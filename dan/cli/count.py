@@ -1,28 +1,27 @@
 """FLOPs and parameters of a network, layer by layer.
 
 Usage:
-    python tools/profile.py resnet50                       # torchvision model (224x224)
-    python tools/profile.py timm.mixnet_s --alpha 4        # timm (pip install 'dan[timm]'), or my_pkg.nets:build
-    python tools/profile.py resnet18_small --arg width=16 --in-channels 1 --input-size 28
-    python tools/profile.py runs/demo/small.pt --input-size 28 --in-channels 1   # extracted network
-    python tools/profile.py runs/demo/checkpoints/last.pt  # every network of a training run
-    python tools/profile.py resnet50 --json                # machine-readable
-    python tools/profile.py resnet50 --alpha 4             # big and small network of an adjoint conversion
+    python tools/count.py resnet50                         # torchvision model (224x224)
+    python tools/count.py timm.mixnet_s --alpha 4          # timm (pip install 'dan[timm]'), or my_pkg.nets:build
+    python tools/count.py resnet18_small --arg width=16 --in-channels 1 --input-size 28
+    python tools/count.py runs/demo/small.pt --input-size 28 --in-channels 1   # extracted network
+    python tools/count.py runs/demo/checkpoints/last.pt    # every network of a training run
+    python tools/count.py resnet50 --json                  # machine-readable
+    python tools/count.py resnet50 --alpha 4               # big and small network of an adjoint conversion
 
 FLOPs are multiply-accumulates of conv and linear layers (K, M, G = powers of 10); "nonzero"
 counts parameters that are not exactly zero (r_beta masks make it differ).
 """
 
+from __future__ import annotations
+
 import json
 import os
-import sys
 
-# The repository root replaces this folder on the path: tools/profile.py must not shadow the
-# standard library's profile module (which torch imports).
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from dan.cli.common import Parser, number, positive_int
+from dan.errors import UserError
 
-from dan.cli import Parser, number, positive_int, run_tool  # noqa: E402
-from dan.errors import UserError  # noqa: E402
+PROG = "count.py"  # the tool's name in usage and error lines (tools/count.py)
 
 
 def load_networks(args) -> tuple[dict, tuple]:
@@ -123,8 +122,8 @@ def _kv(items):
     return out
 
 
-def main(argv):
-    p = Parser(prog="profile.py", description=__doc__)
+def get_args_parser(prog: str = PROG):
+    p = Parser(prog=prog, description=__doc__)
     p.add_argument("target", help="torchvision model name, search space, checkpoint (.pt) or small.pt/.pt2")
     p.add_argument("--input-size", type=positive_int, help="input height = width (default 224, 32 for *_small)")
     p.add_argument("--in-channels", type=positive_int)
@@ -134,7 +133,11 @@ def main(argv):
     p.add_argument("--beta", type=number(0.0, 1.0, hi_open=True))
     p.add_argument("--top", type=positive_int, help="only the N layers with most FLOPs")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv, prog: str = PROG) -> int:
+    args = get_args_parser(prog).parse_args(argv)
     import dan
 
     nets, shape = load_networks(args)
@@ -153,7 +156,3 @@ def main(argv):
             if name != "big":
                 print(f"big/{name}: {b.flops / c.flops:.2f}x fewer FLOPs, {b.params / c.params:.2f}x fewer params")
     return 0
-
-
-if __name__ == "__main__":
-    run_tool(main)

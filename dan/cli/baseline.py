@@ -1,0 +1,71 @@
+"""Width baselines at a search's budget -> arch.json (retrain it like a search's).
+
+Usage:
+    python tools/baseline.py uniform --config configs/fashion_mnist_suite.yaml --budget-flops 10% --out runs/u10
+    python tools/baseline.py random  --config configs/fashion_mnist_suite.yaml --budget-flops 10% --seed 1 --out runs/r10
+    python tools/baseline.py greedy  --supernet runs/<search>/checkpoints/last.pt --out runs/g10
+    python tools/retrain.py runs/u10/arch.json
+
+uniform: one width fraction for every group, cost closest to the budget. random: every group
+draws a candidate width uniformly, redrawn until the cost is inside the band (seeded by --seed).
+greedy: AutoSlim-style slimming of the trained supernet of a DAN search, narrowing the group
+whose narrowing costs the least held-out cross-entropy per FLOP saved (the search's budget unless
+--budget-* is given); far above the budget its moves are coarser (--coarse-above, --coarse-step).
+Writes <out>/arch.json and <out>/config.yaml; refuses a folder that already holds an arch.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dan.cli.common import common_parser, positive_int, resolve_config
+from dan.errors import UserError
+
+PROG = "baseline.py"  # the tool's name in usage and error lines (tools/baseline.py)
+
+
+def get_args_parser(prog: str = PROG):
+    p = common_parser(prog, __doc__)
+    p.add_argument("method", choices=["uniform", "random", "greedy"])
+    g = p.add_argument_group("baseline")
+    b = g.add_mutually_exclusive_group()
+    b.add_argument("--budget-flops", help="FLOPs (MACs) budget of the small network: 1.6G, 500M or 25%%")
+    b.add_argument("--budget-params", help="parameter budget of the small network: 1.8M or 40%%")
+    g.add_argument("--supernet", help="greedy: checkpoints/last.pt of a DAN search")
+    g.add_argument("--recal-batches", type=positive_int, default=4,
+                   help="greedy: training batches that re-estimate BatchNorm statistics per trial")
+    g.add_argument("--eval-batches", type=positive_int, default=8,
+                   help="greedy: held-out batches that score each trial")
+    g.add_argument("--coarse-above", type=float, default=1.5,
+                   help="greedy: while the cost is above this many times the budget, moves are coarse")
+    g.add_argument("--coarse-step", type=positive_int, default=2,
+                   help="greedy: candidates a coarse move narrows a group by, scored on half the "
+                        "held-out batches (1: every move one candidate, the first design)")
+    return p
+
+
+def main(argv, prog: str = PROG) -> int:
+    args = get_args_parser(prog).parse_args(argv)
+    cfg = resolve_config(args, {"budget_flops": "search.budget_flops", "budget_params": "search.budget_params"})
+    if not args.out:
+        raise UserError("give --out DIR: the folder that receives arch.json")
+    path = os.path.join(args.out, "arch.json")
+    if os.path.exists(path):
+        raise UserError(f"{path} exists: choose another --out or delete it")
+    from dan.cost import format_count
+    from dan.pick_widths import baseline_arch
+
+    arch = baseline_arch(cfg, args.method, supernet=args.supernet, recal_batches=args.recal_batches,
+                         eval_batches=args.eval_batches, coarse_above=args.coarse_above,
+                         coarse_step=args.coarse_step, log=None if args.quiet else print)
+    os.makedirs(args.out, exist_ok=True)
+    from dan.config import Config
+
+    Config.from_dict(arch.config).save(os.path.join(args.out, "config.yaml"))  # greedy: the search's
+    arch.save(path)
+    b = arch.budget
+    kind = "flops" if "flops" in b else "params"
+    print(f"{args.method} widths: {format_count(arch.small['flops'])} FLOPs, {format_count(arch.small['params'])} "
+          f"params ({100 * arch.small[kind] / b[kind]:.1f}% of the {kind} budget)")
+    print(f"arch.json:  {path}\nnext:       python tools/retrain.py {path}")
+    return 0

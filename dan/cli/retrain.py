@@ -1,0 +1,67 @@
+"""Retrain the architecture DAN search found, from scratch, and extract the small network.
+
+Usage:
+    python tools/retrain.py runs/<search>/arch.json                      # adjoint retrain (default)
+    python tools/retrain.py runs/<search>/arch.json --method standard    # the found small network alone
+    python tools/retrain.py runs/<search>/arch.json --epochs 30 --out runs/r --resume
+
+The search's own config (stored in arch.json) is the starting point: same data, model and
+training settings, but the whole training split (no held-out part). Flags override it as in
+train.py. Writes the same run folder as train.py (default: <search folder>/retrain-<method>) and
+prints the summary table with the budget.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dan.cli.common import common_parser, number, open_monitor, resolve_config, tensorboard_hint
+
+PROG = "retrain.py"  # the tool's name in usage and error lines (tools/retrain.py)
+
+
+def get_args_parser(prog: str = PROG):
+    p = common_parser(prog, __doc__)
+    p.add_argument("arch", help="arch.json written by tools/search.py")
+    g = p.add_argument_group("retrain")
+    g.add_argument("--method", choices=["adjoint", "standard"], default="adjoint",
+                   help="adjoint: big + found small network with the adjoint loss; standard: the "
+                        "found small network alone (ablation)")
+    g.add_argument("--lr", type=number(0.0))
+    g.add_argument("--lam-scale", type=number(0.0), help="adjoint: scale c of lambda(t)")
+    return p
+
+
+def main(argv, prog: str = PROG) -> int:
+    args = get_args_parser(prog).parse_args(argv)
+    from dan.arch import load_arch
+    from dan.retrain import retrain_base, retrain_config
+
+    arch_path = os.path.abspath(args.arch)
+    arch = load_arch(arch_path)
+    # the search's own config (or --config), then the flags; the architecture decides the model
+    cfg = resolve_config(args, {"lr": "train.lr", "lam_scale": "adjoint.c"},
+                         base=None if args.config else retrain_base(arch))
+    cfg = retrain_config(arch_path, args.method, cfg, out=args.out)
+    from dan.cost import format_count
+    from dan.engine import format_summary, train
+
+    monitor, dist = open_monitor(cfg, args)
+    try:
+        summary = train(cfg, monitor, resume=args.resume)
+    finally:
+        monitor.close()
+    if not dist.main:
+        return 0
+    print(format_summary(summary))
+    deployed = summary.rows["small"]
+    if "latency" in arch.budget:  # times at the search's batch are in the summary table above
+        print(f"budget: {arch.budget['latency']:.3g} ms (searched on {arch.latency.get('device', {}).get('cpu', '?')}); "
+              f"the search measured {arch.latency.get('measured_ms', float('nan')):.3g} ms for this network")
+    else:
+        kind = "flops" if "flops" in arch.budget else "params"
+        print(f"budget: {format_count(arch.budget[kind])} {kind}; deployable network: "
+              f"{format_count(deployed[kind])} {kind} ({100 * deployed[kind] / arch.budget[kind]:.1f}% of budget)")
+    print(f"\nrun folder: {cfg.run_dir}    deployable network: {summary.files['torchscript']}")
+    print(f"monitor:    {tensorboard_hint(cfg.run_dir)}")
+    return 0

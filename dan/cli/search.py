@@ -1,0 +1,99 @@
+"""DAN search: find the small network's widths under a FLOPs or params budget -> arch.json.
+
+Usage:
+    python tools/search.py --budget-flops 1.6G          # the paper's setting: configs/imagenet_resnet50.yaml
+                                                        # (used when neither --config nor --dataset is given)
+    python tools/search.py --config configs/fashion_mnist_resnet18.yaml --budget-flops 25%
+    python tools/search.py --config configs/imagenet_resnet50.yaml --budget-flops 1.6G   # the paper's setting
+    python tools/search.py --config ... --budget-params 1.8M --epochs 10
+    python tools/search.py --config ... --out runs/s --resume        # continue an interrupted search
+
+A budget is absolute (1.6G, 500M, 1.8M) or relative (25% of the small network at full width).
+Writes runs/<name>/: arch.json (docs/arch-json.md), widths.png, config.yaml, TensorBoard events,
+metrics.jsonl, checkpoints/last.pt. Then: python tools/retrain.py runs/<name>/arch.json
+"""
+
+from __future__ import annotations
+
+import os
+
+from dan.cli.common import (common_parser, number, open_monitor, positive_int, resolve_config,
+                            tensorboard_hint)
+
+PROG = "search.py"  # the tool's name in usage and error lines (tools/search.py)
+
+
+def get_args_parser(prog: str = PROG):
+    p = common_parser(prog, __doc__)
+    g = p.add_argument_group("search")
+    b = g.add_mutually_exclusive_group()
+    b.add_argument("--budget-flops", help="FLOPs (MACs) budget of the small network: 1.6G, 500M or 25%%")
+    b.add_argument("--budget-params", help="parameter budget of the small network: 1.8M or 40%%")
+    b.add_argument("--budget-latency", help="latency budget on this device: 2.5ms, or 40%% of the widest small "
+                                            "network's (a latency model is measured first, then cached)")
+    g.add_argument("--latency-batch", type=positive_int, help="batch size of the latency budget (default 1)")
+    g.add_argument("--latency-runtime", choices=["torch", "onnxruntime"],
+                   help="runtime of the latency budget: torch (eager, default) or onnxruntime (small.onnx)")
+    g.add_argument("--latency-threads", type=positive_int, help="intra-op threads of the latency budget (default 1)")
+    g.add_argument("--band", type=number(0.001, 0.5), help="tolerance around the budget (default 0.03)")
+    g.add_argument("--warmup-epochs", type=number(0.0), help="weight-only epochs before architecture steps")
+    g.add_argument("--arch-lr", type=number(0.0), help="Adam learning rate of the architecture logits")
+    g.add_argument("--tau0", type=number(0.0), help="initial Gumbel-softmax temperature")
+    g.add_argument("--tau-decay", type=number(0.0, 1.0), help="temperature decay per epoch")
+    g.add_argument("--arch-samples", type=int, help="candidates mixed per group in an architecture step (0: all)")
+    g.add_argument("--lr", type=number(0.0), help="peak learning rate of the weights")
+    g.add_argument("--lam-scale", type=number(0.0), help="scale c of lambda(t)")
+    return p
+
+
+EXTRA = {"budget_flops": "search.budget_flops", "budget_params": "search.budget_params",
+         "budget_latency": "search.budget_latency", "latency_batch": "search.latency_batch",
+         "latency_runtime": "search.latency_runtime", "latency_threads": "search.latency_threads", "band": "search.band",
+         "warmup_epochs": "search.warmup_epochs", "arch_lr": "search.arch_lr", "tau0": "search.tau0",
+         "tau_decay": "search.tau_decay", "arch_samples": "search.arch_samples", "lr": "train.lr",
+         "lam_scale": "adjoint.c"}
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository (configs/)
+PAPER_CONFIG = "configs/imagenet_resnet50.yaml"  # the default when no --config is given
+DEMO = "python tools/search.py --config configs/fashion_mnist_resnet18.yaml --budget-flops 25%"
+
+
+def main(argv, prog: str = PROG) -> int:
+    args = get_args_parser(prog).parse_args(argv)
+    bare = not args.config and not args.dataset  # the bare command: the paper's setting
+    if bare:
+        args.config = os.path.join(ROOT, PAPER_CONFIG)
+    cfg = resolve_config(args, EXTRA)
+    from dan.cost import format_count
+    from dan.search import check_paper_setting, search
+
+    if bare:
+        check_paper_setting(cfg, PAPER_CONFIG, DEMO)
+
+    monitor, dist = open_monitor(cfg, args)
+    try:
+        arch = search(cfg, monitor, resume=args.resume)
+    finally:
+        monitor.close()
+    if not dist.main:
+        return 0
+    b = arch.budget
+    kind = "flops" if "flops" in b else "params"
+    print(f"search space {arch.space}: small network {format_count(arch.small['flops'])} FLOPs, "
+          f"{format_count(arch.small['params'])} params; big network {format_count(arch.big['flops'])} FLOPs, "
+          f"{format_count(arch.big['params'])} params")
+    moved = f" (repair moved {len(arch.repaired)} group(s))" if arch.repaired else ""
+    if "latency" in b:
+        lat = arch.latency
+        print(f"budget {b['latency']:.3g} ms at batch {lat['device']['batch']}, {lat['device']['threads']} thread(s): "
+              f"predicted {lat['predicted_ms']:.3g} ms, measured {lat['measured_ms']:.3g} ms "
+              f"({100 * lat['measured_over_budget']:.1f}% of it, {'inside' if lat['in_band'] else 'OUTSIDE'} the "
+              f"±{100 * b['band']:g}% band){moved}")
+    else:
+        print(f"budget {format_count(b[kind])} {kind}: small network at {100 * arch.small[kind] / b[kind]:.1f}% of it"
+              + moved)
+    path = os.path.join(cfg.run_dir, "arch.json")
+    print(f"arch.json:  {path}\nnext:       python tools/retrain.py {path}")
+    print(f"monitor:    {tensorboard_hint(cfg.run_dir)}")
+    return 0

@@ -1,0 +1,60 @@
+"""Train a network with one of the engine's methods and extract the deployable network.
+
+Usage:
+    python tools/train.py --config configs/fashion_mnist_resnet18.yaml --method adjoint --alpha 4
+    python tools/train.py --config configs/fashion_mnist_resnet18.yaml --method standard --epochs 5
+    python tools/train.py --dataset synthetic --epochs 1 --limit-batches 5 --out runs/smoke
+    python tools/train.py --config ... --out runs/x --resume      # continue an interrupted run
+
+Writes runs/<name>/: config.yaml, TensorBoard events, metrics.jsonl, checkpoints/{last,best}.pt,
+small.pt (TorchScript; model.pt when the method deploys the base network itself), small.pt2
+(torch.export), small_state.pt, summary.json; prints a summary
+table (top-1, FLOPs, params, latency of the big and the deployable network).
+"""
+
+from __future__ import annotations
+
+
+from dan.cli.common import common_parser, number, open_monitor, resolve_config, tensorboard_hint
+
+PROG = "train.py"  # the tool's name in usage and error lines (tools/train.py)
+
+
+def get_args_parser(prog: str = PROG):
+    from dan.loss import SCHEDULES
+    from dan.methods import list_methods
+
+    p = common_parser(prog, __doc__)
+    g = p.add_argument_group("training")
+    g.add_argument("--method", choices=list_methods(), help="training method (default: the config's)")
+    g.add_argument("--alpha", type=number(1.0), help="adjoint: small network keeps 1/alpha of each width")
+    g.add_argument("--beta", type=number(0.0, 1.0, hi_open=True), help="adjoint: fraction of r_beta zeros")
+    g.add_argument("--schedule", choices=SCHEDULES, help="adjoint: lambda(t) schedule")
+    g.add_argument("--lam-scale", type=number(0.0), help="adjoint: scale c of lambda(t)")
+    g.add_argument("--lr", type=number(0.0), help="peak learning rate")
+    g.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
+    g.add_argument("--weight-decay", type=number(0.0))
+    return p
+
+
+EXTRA = {"method": "train.method", "alpha": "adjoint.alpha", "beta": "adjoint.beta",
+         "schedule": "adjoint.schedule", "lam_scale": "adjoint.c", "lr": "train.lr",
+         "optimizer": "train.optimizer", "weight_decay": "train.weight_decay"}
+
+
+def main(argv, prog: str = PROG) -> int:
+    args = get_args_parser(prog).parse_args(argv)
+    cfg = resolve_config(args, EXTRA)
+    from dan.engine import format_summary, train
+
+    monitor, dist = open_monitor(cfg, args)
+    try:
+        summary = train(cfg, monitor, resume=args.resume)
+    finally:
+        monitor.close()
+    if not dist.main:
+        return 0
+    print(format_summary(summary))
+    print(f"\nrun folder: {cfg.run_dir}    deployable network: {summary.files['torchscript']}")
+    print(f"monitor:    {tensorboard_hint(cfg.run_dir)}")
+    return 0
