@@ -1,6 +1,6 @@
 """DAN: Adjoined Networks training and Differentiable Adjoined Networks width search.
 
-Public API (see ``../shared/DESIGN.md`` §2 and the README)::
+Public API (the README's "Python API" section)::
 
     anet = dan.to_adjoint(model, alpha=4, beta=0.0)
     big_logits, small_logits = anet(x)
@@ -18,7 +18,7 @@ from dan.arch import Arch, build_adjoint, load_arch
 from dan.cost import Cost, count, format_count, parse_count
 from dan.errors import UnsupportedModelError, UserError
 from dan.loss import adjoint_loss, schedule
-# ``dan.search`` is the function (DESIGN §2); the module stays importable: from dan.search import ...
+# ``dan.search`` is the function (the public API); the module stays importable: from dan.search import ...
 from dan.search import search_model as search  # noqa: E402
 
 __all__ = [

@@ -65,7 +65,7 @@ def number(lo: float | None = None, hi: float | None = None, *, hi_open: bool = 
 
 
 def common_parser(prog: str, description: str) -> Parser:
-    """A parser with the flags every tool takes (DESIGN §3)."""
+    """A parser with the flags every tool takes (the README's "Command line" section)."""
     from dan.data.info import list_datasets
 
     p = Parser(prog=prog, description=description, epilog=FLOPS_NOTE,
