@@ -179,6 +179,23 @@ def open_monitor(cfg: Config, args: argparse.Namespace, **kw):
     return monitor, dist
 
 
+def run_monitored(cfg: Config, args: argparse.Namespace, task):
+    """``task(cfg, monitor, resume=args.resume)`` with the run's monitor open (closed however it
+    ends); its result on the main rank, None on the others (which print nothing)."""
+    monitor, dist = open_monitor(cfg, args)
+    try:
+        result = task(cfg, monitor, resume=args.resume)
+    finally:
+        monitor.close()
+    return result if dist.main else None
+
+
+def print_run_end(cfg: Config, summary) -> None:
+    """The last lines of a training run: where it is, its deployable network, how to watch it."""
+    print(f"\nrun folder: {cfg.run_dir}    deployable network: {summary.files['torchscript']}")
+    print(f"monitor:    {tensorboard_hint(cfg.run_dir)}")
+
+
 def tensorboard_hint(run_dir: str) -> str:
     """The command that shows this run beside its siblings (the run folder's parent)."""
     parent = os.path.dirname(os.path.abspath(run_dir))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from dan.cli.common import common_parser, number, open_monitor, resolve_config, tensorboard_hint
+from dan.cli.common import common_parser, number, print_run_end, resolve_config, run_monitored
 
 PROG = "retrain.py"  # the tool's name in usage and error lines (tools/retrain.py)
 
@@ -46,12 +46,8 @@ def main(argv, prog: str = PROG) -> int:
     from dan.cost import format_count
     from dan.engine import format_summary, train
 
-    monitor, dist = open_monitor(cfg, args)
-    try:
-        summary = train(cfg, monitor, resume=args.resume)
-    finally:
-        monitor.close()
-    if not dist.main:
+    summary = run_monitored(cfg, args, train)
+    if summary is None:
         return 0
     print(format_summary(summary))
     deployed = summary.rows["small"]
@@ -62,6 +58,5 @@ def main(argv, prog: str = PROG) -> int:
         kind = "flops" if "flops" in arch.budget else "params"
         print(f"budget: {format_count(arch.budget[kind])} {kind}; deployable network: "
               f"{format_count(deployed[kind])} {kind} ({100 * deployed[kind] / arch.budget[kind]:.1f}% of budget)")
-    print(f"\nrun folder: {cfg.run_dir}    deployable network: {summary.files['torchscript']}")
-    print(f"monitor:    {tensorboard_hint(cfg.run_dir)}")
+    print_run_end(cfg, summary)
     return 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from dan.cli.common import (common_parser, number, open_monitor, positive_int, resolve_config,
+from dan.cli.common import (common_parser, number, positive_int, resolve_config, run_monitored,
                             tensorboard_hint)
 
 PROG = "search.py"  # the tool's name in usage and error lines (tools/search.py)
@@ -71,12 +71,8 @@ def main(argv, prog: str = PROG) -> int:
     if bare:
         check_paper_setting(cfg, PAPER_CONFIG, DEMO)
 
-    monitor, dist = open_monitor(cfg, args)
-    try:
-        arch = search(cfg, monitor, resume=args.resume)
-    finally:
-        monitor.close()
-    if not dist.main:
+    arch = run_monitored(cfg, args, search)
+    if arch is None:
         return 0
     b = arch.budget
     kind = "flops" if "flops" in b else "params"

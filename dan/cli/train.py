@@ -15,7 +15,7 @@ table (top-1, FLOPs, params, latency of the big and the deployable network).
 from __future__ import annotations
 
 
-from dan.cli.common import common_parser, number, open_monitor, resolve_config, tensorboard_hint
+from dan.cli.common import common_parser, number, print_run_end, resolve_config, run_monitored
 
 PROG = "train.py"  # the tool's name in usage and error lines (tools/train.py)
 
@@ -47,14 +47,9 @@ def main(argv, prog: str = PROG) -> int:
     cfg = resolve_config(args, EXTRA)
     from dan.engine import format_summary, train
 
-    monitor, dist = open_monitor(cfg, args)
-    try:
-        summary = train(cfg, monitor, resume=args.resume)
-    finally:
-        monitor.close()
-    if not dist.main:
+    summary = run_monitored(cfg, args, train)
+    if summary is None:
         return 0
     print(format_summary(summary))
-    print(f"\nrun folder: {cfg.run_dir}    deployable network: {summary.files['torchscript']}")
-    print(f"monitor:    {tensorboard_hint(cfg.run_dir)}")
+    print_run_end(cfg, summary)
     return 0
