@@ -356,3 +356,39 @@ def test_grey_images_repeated_to_three_channels_and_resized():
     plain = next(iter(build_data(DataConfig(train_subset=64, batch_size=16, augment=False), seed=0).test))[0]
     resized = torch.nn.functional.interpolate(plain, size=(32, 32), mode="bilinear", align_corners=False)
     assert torch.allclose(x[:, :1], resized, atol=1e-5)
+
+
+def test_rotation_keeps_a_dot_at_its_distance_from_the_centre_and_within_the_angle():
+    """p_rotate 1 only: a bright dot 6 px right of the centre of a 41x41 image lands 6 px from
+    the centre, turned by at most max_rotate degrees (read from its centre of mass)."""
+    import math
+
+    x = torch.zeros(64, 1, 41, 41)
+    x[:, :, 19:22, 25:28] = 255.0  # a 3x3 dot centred at (row 20, col 26): 6 px right of (20, 20)
+    rot = AugmentRecipe(p_flip=0, p_rotate=1, max_rotate=25.0, p_lighting=0, p_warp=0, padding="zeros")
+    y = augment_batch(x, rot, torch.Generator().manual_seed(1))
+    rows, cols = torch.meshgrid(torch.arange(41.0), torch.arange(41.0), indexing="ij")
+    mass = y[:, 0].sum((1, 2))
+    dr = (y[:, 0] * rows).sum((1, 2)) / mass - 20
+    dc = (y[:, 0] * cols).sum((1, 2)) / mass - 20
+    assert torch.allclose(torch.hypot(dr, dc), torch.full((64,), 6.0), atol=0.15)
+    angles = torch.rad2deg(torch.atan2(dr, dc))
+    assert angles.abs().max() <= 25.0 + 1.0 and angles.abs().max() > 15.0  # spread over the range
+    assert torch.allclose(mass, torch.full((64,), 9 * 255.0), rtol=0.02)  # nothing lost at the borders
+
+
+def test_lighting_is_a_contrast_around_the_mean_then_a_brightness_shift():
+    """Lighting only: each image is (x - mean) * contrast + mean + brightness * 255, with the draws
+    augment_batch makes after the geometry's (replayed here from the same seed)."""
+    from dan.data.augment import random_homographies, random_lighting
+
+    x = torch.linspace(50, 150, 100).view(1, 1, 10, 10).expand(8, 1, 10, 10).contiguous()
+    light = AugmentRecipe(p_flip=0, p_rotate=0, p_lighting=1, p_warp=0, max_contrast=0.2, max_brightness=0.1)
+    y = augment_batch(x, light, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    random_homographies(8, light, g)  # the geometry's draws come first
+    contrast, bright = random_lighting(8, light, g)
+    expect = (x - 100.0) * contrast.view(8, 1, 1, 1) + 100.0 + bright.view(8, 1, 1, 1) * 255.0
+    assert torch.allclose(y, expect, atol=1e-3)
+    assert ((contrast - 1).abs() <= 0.2).all() and (bright.abs() <= 0.1).all()
+    assert (contrast != 1).all() and (bright != 0).all()  # p_lighting 1: every image changed
