@@ -49,14 +49,9 @@ class Arch:
         return {k: d[k] for k in order + (["latency"] if self.latency else [])}
 
     def save(self, path: str) -> None:
-        from dan.checkpoint import atomic_write
+        from dan.checkpoint import atomic_write, write_json
 
-        def write(p):
-            with open(p, "w") as f:
-                json.dump(self.to_dict(), f, indent=2)
-                f.write("\n")
-
-        atomic_write(write, path)
+        atomic_write(lambda p: write_json(self.to_dict(), p), path)
 
 
 _REQUIRED = {"version": int, "space": str, "space_args": dict, "input_shape": list, "num_classes": int,

@@ -13,6 +13,7 @@ import torch
 
 from dan import distributed
 from dan.arch import Arch
+from dan.checkpoint import write_json
 from dan.supernet import repair
 
 
@@ -91,8 +92,8 @@ def finish(searcher) -> Arch:
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks disagree on the architecture: {digests}")
         if searcher.dist.main:
-            with open(os.path.join(searcher.run_dir, "ranks.json"), "w") as f:
-                json.dump({"world": searcher.dist.world, "arch_sha256": digests}, f, indent=2)
+            write_json({"world": searcher.dist.world, "arch_sha256": digests},
+                       os.path.join(searcher.run_dir, "ranks.json"))
     if searcher.dist.main:
         arch.save(os.path.join(searcher.run_dir, "arch.json"))
         png = width_png(searcher.history, searcher.sn)

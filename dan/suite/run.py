@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import time
 
+from dan.checkpoint import write_json
 from dan.errors import UserError
 from dan.suite.plan import ROOT, Run
 
@@ -48,9 +49,7 @@ def add_elapsed(runs: list[Run], seconds: float) -> None:
     path = _elapsed_path(runs)
     if not path or not os.path.isdir(os.path.dirname(path)):
         return
-    total = elapsed_seconds(runs) + seconds
-    with open(path, "w") as f:
-        json.dump({"seconds": total}, f)
+    write_json({"seconds": elapsed_seconds(runs) + seconds}, path, indent=None)
 
 
 def _elapsed_path(runs: list[Run]) -> str | None:
@@ -112,8 +111,7 @@ def _add_seconds(run: Run, seconds: float) -> None:
     if not os.path.isdir(run.out):
         return
     total = run_seconds(run) if os.path.isfile(path) else 0.0
-    with open(path, "w") as f:
-        json.dump({"seconds": total + seconds}, f)
+    write_json({"seconds": total + seconds}, path, indent=None)
 
 
 def run_seconds(run: Run) -> float | None:

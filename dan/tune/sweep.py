@@ -3,10 +3,10 @@ and its best trial (or Pareto front) written into the run folder."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
+from dan.checkpoint import atomic_write, write_json
 from dan.config import Config
 from dan.errors import UserError
 from dan.tune.objective import objective
@@ -181,6 +181,5 @@ def write_best(study, run_dir: str, multi: bool) -> dict:
             shutil.copyfile(os.path.join(best.user_attrs["folder"], "search", name), os.path.join(folder, name))
         out["best"] = {"trial": best.number, "top1": best.value, "params": best.params,
                        "arch": os.path.join(folder, "arch.json")}
-    with open(os.path.join(run_dir, "tune.json"), "w") as f:
-        json.dump(out, f, indent=2)
+    atomic_write(lambda p: write_json(out, p), os.path.join(run_dir, "tune.json"))
     return out
