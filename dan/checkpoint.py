@@ -20,6 +20,27 @@ import torch
 from dan.errors import UserError
 
 
+def load_sliced(model: torch.nn.Module, path: str) -> int:
+    """Start ``model`` from the model weights of the checkpoint at ``path``, each tensor cut to the
+    model's shape by its leading entries (a supernet's full-width weights give any narrower
+    network of the same structure its leading channels, as the small path slices them). Returns
+    the number of tensors copied; a missing or wider-than-stored tensor is a :class:`UserError`."""
+    state = load_checkpoint(path)["model"]
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise UserError(f"{path} does not hold this network's weights (missing {missing[0]} and "
+                        f"{len(missing) - 1} more): start from a checkpoint of the same model")
+    with torch.no_grad():
+        for key, target in own.items():
+            src = state[key]
+            if src.ndim != target.ndim or any(t > s for t, s in zip(target.shape, src.shape)):
+                raise UserError(f"{path}: {key} has shape {tuple(src.shape)}, this network needs "
+                                f"{tuple(target.shape)}: start from a checkpoint of the same model")
+            target.copy_(src[tuple(slice(0, n) for n in target.shape)])
+    return len(own)
+
+
 def write_json(obj, path: str, indent: int | None = 2) -> None:
     """``obj`` as JSON (a trailing newline); pair it with :func:`atomic_write`."""
     with open(path, "w") as f:

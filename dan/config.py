@@ -97,6 +97,10 @@ class TrainConfig:
     # where the GPU supports it, else fp16 with a gradient scaler; off) and an opt-in torch.compile.
     amp: str = "auto"
     compile: bool = False
+    # weight inheritance (issue 9 experiment): a checkpoint whose model weights start this run, each
+    # tensor cut to this network's shape (leading channels), e.g. the search's supernet
+    # (runs/<search>/checkpoints/last.pt) for a retrain of any widths; None: trained from scratch
+    init_from: Optional[str] = None
 
 
 @dataclass

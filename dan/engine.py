@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dan import distributed, onnx_export
-from dan.checkpoint import atomic_write, load_checkpoint, write_json, rng_state, save_checkpoint, set_rng_state
+from dan.checkpoint import atomic_write, load_checkpoint, load_sliced, write_json, rng_state, save_checkpoint, set_rng_state
 from dan.config import Config
 from dan.cost import count, format_count
 from dan.data import Data, build_data, dataset_info
@@ -152,6 +152,8 @@ class Trainer:
         self.method = get_method(cfg.train.method)(cfg, self.data.info, self.device)
         self.method.build()
         self.model = self.method.model
+        if cfg.train.init_from:  # weight inheritance: start from another run's (wider) weights
+            load_sliced(self.model, cfg.train.init_from)
         if cfg.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.method.wrapped = distributed.wrap(self.model, self.device) if self.dist.enabled else None

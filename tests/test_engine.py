@@ -217,3 +217,43 @@ def test_weight_decay_spares_biases_and_norms():
     after = list(net.parameters())
     assert torch.allclose(after[0], before[0] * (1 - 0.1 * 0.5))
     assert all(torch.equal(a, b) for a, b in zip(after[1:], before[1:]))
+
+
+def test_a_retrain_can_start_from_the_search_supernet(tmp_path):
+    """train.init_from (weight inheritance): the found widths' network starts from the supernet's
+    weights cut to its widths, and then computes exactly what the supernet's small path does at
+    those widths; a checkpoint of another network is one user error."""
+    from dan.adjoint import AdjointNet
+    from dan.checkpoint import load_checkpoint, load_sliced
+    from dan.config import Config
+    from dan.data import dataset_info
+    from dan.search import search
+    from dan.supernet import build_supernet
+
+    s = str(tmp_path / "s")
+    arch = search(tiny_config(s, **{"train.epochs": 2, "train.limit_batches": 2, "search.budget_flops": "30%"}),
+                  Monitor(s, tensorboard=False))
+    ckpt = os.path.join(s, "checkpoints", "last.pt")
+    anet = dan.build_adjoint(arch)
+    assert isinstance(anet, AdjointNet) and load_sliced(anet, ckpt) == len(anet.state_dict())
+    st = load_checkpoint(ckpt)
+    cfg = Config.from_dict(st["config"])
+    sn = build_supernet(cfg, dataset_info(cfg.data))
+    sn.anet.load_state_dict(st["model"])
+    sn.set_widths([c.index(arch.widths[g.name]) for g, c in zip(sn.groups, sn.cands)])
+    x = torch.randn(3, *arch.input_shape[1:])
+    with torch.no_grad():
+        ours, theirs = anet.eval()(x), sn.anet.eval()(x)
+    assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
+    # the retrain itself, started from it
+    r = str(tmp_path / "r")
+    rcfg = tiny_config(r, **{"train.epochs": 1, "train.limit_batches": 1, "train.latency_batches": [1],
+                             "train.init_from": ckpt})
+    rcfg.adjoint.arch = os.path.join(s, "arch.json")
+    train(rcfg, Monitor(r, tensorboard=False))
+    other = str(tmp_path / "std")
+    train(tiny_config(other, **{"train.method": "standard", "train.epochs": 1, "train.limit_batches": 1,
+                                "train.latency_batches": [1], "model.args": {"width": 4}}),
+          Monitor(other, tensorboard=False))
+    with pytest.raises(dan.UserError, match="start from a checkpoint of the same model"):
+        load_sliced(dan.build_adjoint(arch), os.path.join(other, "checkpoints", "last.pt"))
