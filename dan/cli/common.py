@@ -131,7 +131,12 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
 
 
 def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]] = None) -> None:
-    """Run a tool's ``main`` and exit: 0 on success, 2 with one line for a user error."""
+    """Run a tool's ``main`` and exit: 0 on success, 2 with one line for a user error.
+
+    The current folder joins the import path (after the script's own folder), as ``python -m``
+    does: a ``--model package.module:factory`` the user names is imported from where they are."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(1, os.getcwd())
     try:
         code = main(sys.argv[1:] if argv is None else argv)
     except UserError as e:
