@@ -152,8 +152,6 @@ class Trainer:
         self.method = get_method(cfg.train.method)(cfg, self.data.info, self.device)
         self.method.build()
         self.model = self.method.model
-        if cfg.train.init_from:  # weight inheritance: start from another run's (wider) weights
-            load_sliced(self.model, cfg.train.init_from)
         if cfg.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.method.wrapped = distributed.wrap(self.model, self.device) if self.dist.enabled else None
@@ -222,6 +220,8 @@ class Trainer:
 
     # --- the loop (dan.loop.run_epochs calls these) ------------------------------------------
     def fit(self) -> Summary:
+        if self.cfg.train.init_from and self.step == 0:  # weight inheritance, on a fresh start only:
+            load_sliced(self.model, self.cfg.train.init_from)  # a resumed run has its own weights
         request = self.method.teacher_request()
         teacher = None if request is None else resolve_teacher(request, self.cfg, self.data, self.monitor,
                                                                 self.device)
