@@ -94,11 +94,25 @@ class AdjointConv2d(nn.Conv2d):
             w = w * self.rbeta
         return w
 
+    def _pointwise_stride(self) -> bool:
+        """A strided 1×1 convolution without padding (a ResNet downsample)."""
+        return (tuple(self.kernel_size) == (1, 1) and self.padding in ((0, 0), "valid")
+                and tuple(self.stride) != (1, 1))
+
     def forward(self, x: torch.Tensor, small: bool = False) -> torch.Tensor:
+        stride = self.stride
+        if self._pointwise_stride():
+            # Subsample, then a 1×1 convolution at stride 1: the same numbers, and it avoids a
+            # oneDNN bug in PyTorch 2.14 on AVX2-only CPUs (AMD EPYC here): the weight gradient of
+            # a channels-last 1×1 stride-2 convolution whose input channels are not a multiple of 8
+            # (a sliced small path: 6 or 7 of 8) corrupts the heap ("double free or corruption").
+            x, stride = x[:, :, :: self.stride[0], :: self.stride[1]], 1
         if not small:
+            if stride == 1:  # the subsampled pointwise case: no padding, so no padding mode either
+                return F.conv2d(x, self.weight, self.bias, 1, 0, self.dilation, self.groups)
             return self._conv_forward(x, self.weight, self.bias)
         b = self.bias[self.out_index()] if self.bias is not None else None
-        y = F.conv2d(x, self.small_weight(), b, self.stride, self.padding, self.dilation,
+        y = F.conv2d(x, self.small_weight(), b, stride, self.padding, self.dilation,
                      self.small_groups())
         if self.apply_mask and self.out_group.mask is not None:
             y = y * self.out_group.mask.view(1, -1, 1, 1)

@@ -174,3 +174,32 @@ def test_unsupported_models_name_the_op_or_module():
         dan.to_adjoint(WithGroupNorm(), input_shape=(1, 3, 8, 8))
     with pytest.raises(dan.UnsupportedModelError, match="DataDependent"):
         dan.to_adjoint(DataDependent(), input_shape=(1, 3, 8, 8))
+
+
+def test_strided_pointwise_conv_trains_channels_last_at_odd_small_widths():
+    """A 1×1 stride-2 conv (a ResNet downsample) with 7 small input channels, channels-last: the
+    layer subsamples then convolves at stride 1, the same numbers as the strided conv; the direct
+    call's weight gradient corrupts the heap in PyTorch 2.14's oneDNN on AVX2-only CPUs (one thread)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 16, 1, stride=2, bias=False), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(16, 4))
+    anet = dan.to_adjoint(model, stem=0, input_shape=(2, 1, 28, 28))
+    widths = {"0": 7, "3": 14}
+    assert {g.name for g in anet.groups if not g.fixed} == set(widths)
+    anet = dan.to_adjoint(model, stem=0, widths=widths, input_shape=(2, 1, 28, 28))
+    anet.to(memory_format=torch.channels_last)
+    conv = anet.body.get_submodule("3")
+    assert isinstance(conv, AdjointConv2d) and conv.in_group.width == 7
+    x = torch.randn(128, 7, 28, 28).contiguous(memory_format=torch.channels_last).requires_grad_()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the bug shows on one thread (the suites' --jobs 2 runs)
+    try:
+        for _ in range(5):
+            conv(x, small=True).sum().backward()
+    finally:
+        torch.set_num_threads(threads)
+    h = torch.randn(2, 8, 28, 28)
+    ref = torch.nn.functional.conv2d(h, conv.weight, stride=2)
+    assert torch.equal(conv(h), ref)
+    assert torch.equal(conv(h[:, :7], small=True), torch.nn.functional.conv2d(h[:, :7], conv.weight[:14, :7], stride=2))

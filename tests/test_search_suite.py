@@ -106,6 +106,7 @@ def test_search_suite_dry_run_lists_every_method_and_budget(tmp_path):
             assert any(f"] {tag}/{key}" in l for l in lines), (tag, key)
     assert sum("/dan search" in l for l in lines) == 12  # 4 budgets x 3 seeds
     assert any("ablation first-design" in l for l in lines)
+    assert sum("/uniform inherited" in l for l in lines) == 12  # both retrain recipes by default
     # each run is shown as the library command it starts (python -m dan <command>), never tools/
     expected = {"dan search": "search --config", "uniform arch": "baseline uniform", "random arch": "baseline random",
                 "greedy arch": "baseline greedy", "dan": "retrain", "uniform": "retrain", "random": "retrain",
@@ -115,6 +116,7 @@ def test_search_suite_dry_run_lists_every_method_and_budget(tmp_path):
         method = key.strip().split("/", 1)[1]
         if method.startswith("ablation "):
             method = "dan search" if method.endswith(" search") else "dan"
+        method = method.removesuffix(" inherited")
         assert rest.split(": ", 1)[1].startswith(f"python -m dan {expected[method]} "), l
     assert "tools/" not in p.stdout
     assert not os.path.exists(tmp_path / "suite")
@@ -142,14 +144,24 @@ def test_search_report_computes_verdicts_from_the_runs(tmp_path):
     runs = search_suite.plan(str(tmp_path / "suite"), seeds=3, ablations=False)
     scores = {"dan": [0.85, 0.86, 0.855], "uniform": [0.80, 0.81, 0.805], "random": [0.84, 0.86, 0.87],
               "greedy": [0.90, 0.91, 0.905]}
+    # weight inheritance: the same scores, but uniform beats DAN
+    scores.update({"dan inherited": scores["dan"], "uniform inherited": [0.90, 0.91, 0.905],
+                   "random inherited": scores["random"], "greedy inherited": scores["greedy"]})
     for r in runs:
         if r.kind in ("search", "arch"):
             _fake_arch(r, in_band=r.seed != 2, max_prob=0.7)
         elif r.key.startswith("flops10/"):
             _fake_retrain(r, scores[r.key.split("/")[1]][r.seed], 700_000)
+    inherited = [r for r in runs if r.key == "flops10/uniform inherited"]
+    assert len(inherited) == 3 and all("train.init_from=" + os.path.join(os.path.dirname(r.out), f"dan-search-s{r.seed}",
+                                                                          "checkpoints", "last.pt") in r.args
+                                       for r in inherited)
     md = tmp_path / "search.md"
     text = search_suite.write_report(runs, str(md), str(tmp_path / "fig"), "Settings.")
-    table = text[text.index("### 10"):text.index("## Does")]
+    scratch = text[text.index("### 10"):text.index("#### retrained from that seed's")]
+    assert [l for l in text[text.index("#### retrained from that seed's"):].splitlines()
+            if l.startswith("| uniform |")][0].endswith("| **not supported** |")
+    table = scratch
     line = lambda m: [l for l in table.splitlines() if l.startswith(f"| {m} |")][0]
     assert line("uniform").endswith("| **supported** |")
     assert line("random").endswith("| within seed noise |")
@@ -163,6 +175,20 @@ def test_search_report_computes_verdicts_from_the_runs(tmp_path):
     md.write_text(md.read_text() + "\nhand-written\n")
     text = search_suite.write_report(runs, str(md), str(tmp_path / "fig"), "Settings.")
     assert text.count(NOTES_MARK) == 1 and "hand-written" in text
+
+
+def test_search_suite_plans_only_the_chosen_budgets_and_recipes(tmp_path):
+    from dan.suite import search as search_suite
+
+    runs = search_suite.plan(str(tmp_path), seeds=2, ablations=False, recipes=("inherit",), budgets=["flops25"])
+    assert {r.key.split("/")[0] for r in runs} == {"flops25"}
+    retrains = [r for r in runs if r.tool == "retrain"]
+    assert len(retrains) == 8 and all(r.key.endswith(" inherited") for r in retrains)
+    assert all(any(a.endswith(f"dan-search-s{r.seed}") for a in r.after) for r in retrains)
+    with pytest.raises(dan.UserError, match="unknown budget 'flops5'"):
+        search_suite.plan(str(tmp_path), budgets=["flops5"])
+    with pytest.raises(dan.UserError, match="unknown retrain recipe"):
+        search_suite.plan(str(tmp_path), recipes=("warm",))
 
 
 def test_check_search_config_names_the_key():

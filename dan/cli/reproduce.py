@@ -16,8 +16,8 @@ where it stopped (finished runs are skipped, a half-done run is resumed).
 
 The search suite (dan/suite/search.py) asks whether DAN's widths beat uniform, random and greedy
 widths at the same cost: FLOPs budgets of 10/25/50 % and a params budget of 25 %, 3 seeds, every
-architecture retrained with the same recipe; then the ablations of the search. --no-ablations
-leaves those out.
+architecture retrained with the same recipe (--recipe: from scratch, from that seed's supernet, or
+both); then the ablations of the search. --no-ablations leaves those out.
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ def get_args_parser(prog: str = PROG):
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="runs at once, one thread each (default 1: one run on all cores)")
     p.add_argument("--no-ablations", action="store_true", help="search suite: leave out the ablations")
+    p.add_argument("--recipe", choices=("scratch", "inherit", "both"), default="both",
+                   help="search suite: retrain every method from scratch (the paper's recipe), from that "
+                        "seed's DAN supernet (weight inheritance), or both (default)")
+    p.add_argument("--budgets", help="search suite: comma-separated budget tags to run (default all: "
+                                     "flops10,flops25,flops50,params25)")
     p.add_argument("--out", help="folder of the suite's runs (default runs/suite-<suite>)")
     p.add_argument("--seeds", type=positive_int, help="number of seeds (default: the suite's)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their commands, run nothing")
@@ -60,7 +65,9 @@ def main(argv, prog: str = PROG) -> int:
     if args.device:
         extra += ["--device", args.device]
     if args.suite == "search":
-        runs = suite.search.plan(out, args.seeds, extra, ablations=not args.no_ablations)
+        recipes = ("scratch", "inherit") if args.recipe == "both" else (args.recipe,)
+        runs = suite.search.plan(out, args.seeds, extra, ablations=not args.no_ablations, recipes=recipes,
+                                 budgets=args.budgets.split(",") if args.budgets else None)
     else:
         runs = suite.plan(args.suite, out, args.seeds, extra)
     if args.dry_run:

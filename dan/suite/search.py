@@ -25,6 +25,7 @@ import math
 import os
 import statistics
 
+from dan.errors import UserError
 from dan.report import mean_std, median, verdict, write_page
 from dan.suite.plan import ROOT, Run
 from dan.suite.run import elapsed_seconds, run_seconds
@@ -55,6 +56,11 @@ ABLATIONS = [
                   "on E[cost] to the end)", ["search.settle=0"]),
 ]
 ABLATION_BUDGETS = ("flops10", "flops25")
+# Retrain recipes, each applied to every method alike: "scratch" (the paper's: the searched widths
+# retrained from random weights) and "inherit" (weight inheritance, as OFA and BigNAS deploy supernet
+# weights: every method's retrain starts from that seed's DAN supernet, cut to its widths by
+# ``train.init_from``). The value is the suffix of the method's label in the tables.
+RECIPES = {"scratch": "", "inherit": " inherited"}
 # Extra settings of the suite's searches (none: the full training split, 40k images drive the
 # weights and 20k held out drive the architecture). A 30k subset halved the search time but also
 # the architecture steps, and the distributions did not commit (mean largest probability 0.47 at
@@ -62,14 +68,24 @@ ABLATION_BUDGETS = ("flops10", "flops25")
 SEARCH_SETS: list = []
 
 
-def plan(out: str, seeds: int | None = None, extra: list | None = None, ablations: bool = True) -> list[Run]:
-    """The suite's runs in dependency order."""
+def plan(out: str, seeds: int | None = None, extra: list | None = None, ablations: bool = True,
+         recipes: tuple = tuple(RECIPES), budgets: list | None = None) -> list[Run]:
+    """The suite's runs in dependency order; ``recipes`` are the retrain recipes (:data:`RECIPES`),
+    ``budgets`` the budget tags to plan (default: all of :data:`BUDGETS`)."""
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        raise UserError(f"unknown retrain recipe '{unknown[0]}': choose from {', '.join(RECIPES)}")
+    tags = [t for t, _, _ in BUDGETS]
+    bad = [b for b in budgets or () if b not in tags]
+    if bad:
+        raise UserError(f"unknown budget '{bad[0]}': choose from {', '.join(tags)}")
+    chosen = [b for b in BUDGETS if budgets is None or b[0] in budgets]
     out = os.path.abspath(out)
     config = os.path.join(ROOT, CONFIG)
     n = seeds or SEEDS
     extra = list(extra or [])
     runs: list[Run] = []
-    for tag, flag, value in BUDGETS:
+    for tag, flag, value in chosen:
         budget = [flag, value]
         u = os.path.join(out, tag, "uniform-arch")
         runs.append(Run(f"{tag}/uniform arch", 0, "baseline",
@@ -87,13 +103,16 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
             runs.append(Run(f"{tag}/greedy arch", seed, "baseline",
                             ["greedy", "--supernet", os.path.join(s, "checkpoints", "last.pt"), "--quiet", *extra,
                              "--out", g_arch], g_arch, kind="arch", after=[s]))
-            for method, arch_dir in (("dan", s), ("uniform", u), ("random", r_arch), ("greedy", g_arch)):
-                o = d(method)
-                runs.append(Run(f"{tag}/{method}", seed, "retrain",
-                                [os.path.join(arch_dir, "arch.json"), "--seed", str(seed), "--quiet", *extra,
-                                 "--out", o], o, after=[arch_dir]))
+            for recipe in recipes:
+                inherit = recipe == "inherit"
+                init = ["--set", f"train.init_from={os.path.join(s, 'checkpoints', 'last.pt')}"] if inherit else []
+                for method, arch_dir in (("dan", s), ("uniform", u), ("random", r_arch), ("greedy", g_arch)):
+                    o = d(method + ("-inherit" if inherit else ""))
+                    runs.append(Run(f"{tag}/{method}{RECIPES[recipe]}", seed, "retrain",
+                                    [os.path.join(arch_dir, "arch.json"), "--seed", str(seed), "--quiet", *init,
+                                     *extra, "--out", o], o, after=[arch_dir] + ([s] if inherit else [])))
     if ablations:
-        for tag, flag, value in BUDGETS:
+        for tag, flag, value in chosen:
             if tag not in ABLATION_BUDGETS:
                 continue
             for name, _, sets in ABLATIONS:
@@ -147,9 +166,10 @@ def collect(runs: list[Run]) -> dict:
     return table
 
 
-def _paired(rows: dict, method: str) -> str:
-    """'uniform +0.63 / -0.87 / +0.62 (mean +0.13)' over the seeds both DAN and ``method`` finished."""
-    dan, other = rows.get("dan"), rows.get(method)
+def _paired(rows: dict, method: str, suffix: str = "") -> str:
+    """'uniform +0.63 / -0.87 / +0.62 (mean +0.13)' over the seeds both DAN and ``method`` finished
+    (both retrained with the recipe whose label suffix is ``suffix``)."""
+    dan, other = rows.get("dan" + suffix), rows.get(method + suffix)
     if not dan or not other:
         return ""
     mine = dict(zip(dan["seeds"], dan["top1"]))
@@ -243,9 +263,7 @@ def _diff(d: float, se: float) -> str:
 
 
 def _budget_lines(table: dict) -> list[str]:
-    """Per budget, every method's top-1, cost and time with DAN's verdict against it."""
-    from dan.cost import format_count
-
+    """Per budget and retrain recipe, every method's top-1, cost and time with DAN's verdict against it."""
     lines = ["## Top-1 at equal cost", "",
              "Verdict: DAN's mean minus the baseline's, against two standard errors over seeds "
              "(`sqrt(var_A/n_A + var_B/n_B)`): above is **supported** (DAN better), below minus two "
@@ -254,27 +272,42 @@ def _budget_lines(table: dict) -> list[str]:
         rows = table.get(tag, {})
         if not any(rows.get(m, {}).get("top1") for m in rows):
             continue
-        lines += [f"### {_budget_text(tag)}", "",
-                  "| method | top-1 (%) | FLOPs | params | CPU ms, batch 1 | min/run (search + retrain) | seeds | DAN − method | verdict |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        dan = rows.get("dan", {}).get("top1", [])
-        for method in METHODS:  # ablations have their own table below
-            row = rows.get(method)
-            if not row or not row["top1"]:
-                continue
-            if method == "dan":
-                diff, v = "", ""
-            else:
-                d, se, v = verdict(dan, row["top1"], True, 0.0)
-                diff = _diff(d, se)
-            lines.append(f"| {method} | {mean_std(row['top1'], 100, 2)} | {format_count(median(row['flops']))} | "
-                         f"{format_count(median(row['params']))} | {median(row['lat1']):.2f} | "
-                         f"{median(row['seconds']) / 60:.1f} | {len(row['top1'])} | {diff} | {v} |")
-        lines.append("")
-        paired = [p for p in (_paired(rows, m) for m in METHODS[1:]) if p]
-        if paired:
-            lines += ["Paired by retrain seed (DAN − method, each retrained with the same seed; the verdict "
-                      "above does not use the pairing): " + "; ".join(paired) + ".", ""]
+        lines += [f"### {_budget_text(tag)}", ""]
+        for recipe, suffix in RECIPES.items():
+            if any(rows.get(m + suffix, {}).get("top1") for m in METHODS):
+                lines += _recipe_table(rows, recipe, suffix)
+    return lines
+
+
+RECIPE_TEXT = {"scratch": "retrained from scratch (the paper's recipe)",
+               "inherit": "retrained from that seed's DAN supernet (weight inheritance, every method alike)"}
+
+
+def _recipe_table(rows: dict, recipe: str, suffix: str) -> list[str]:
+    """One budget's table for one retrain recipe: every method against DAN retrained the same way."""
+    from dan.cost import format_count
+
+    lines = [f"#### {RECIPE_TEXT[recipe]}", "",
+             "| method | top-1 (%) | FLOPs | params | CPU ms, batch 1 | min/run (search + retrain) | seeds | DAN − method | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    dan = rows.get("dan" + suffix, {}).get("top1", [])
+    for method in METHODS:  # ablations have their own table below
+        row = rows.get(method + suffix)
+        if not row or not row["top1"]:
+            continue
+        if method == "dan":
+            diff, v = "", ""
+        else:
+            d, se, v = verdict(dan, row["top1"], True, 0.0)
+            diff = _diff(d, se)
+        lines.append(f"| {method} | {mean_std(row['top1'], 100, 2)} | {format_count(median(row['flops']))} | "
+                     f"{format_count(median(row['params']))} | {median(row['lat1']):.2f} | "
+                     f"{median(row['seconds']) / 60:.1f} | {len(row['top1'])} | {diff} | {v} |")
+    lines.append("")
+    paired = [p for p in (_paired(rows, m, suffix) for m in METHODS[1:]) if p]
+    if paired:
+        lines += ["Paired by retrain seed (DAN − method, each retrained with the same seed; the verdict "
+                  "above does not use the pairing): " + "; ".join(paired) + ".", ""]
     return lines
 
 
@@ -329,7 +362,9 @@ def plot_report(table: dict, fig_dir: str) -> list:
     made = []
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False
-    for method, marker in zip(METHODS, "o^sD"):
+    curves = [(m + suffix, marker, "--" if suffix else "-") for suffix in RECIPES.values()
+              for m, marker in zip(METHODS, "o^sD")]
+    for method, marker, style in curves:
         xs, ys, es = [], [], []
         for tag, _, _ in BUDGETS:
             row = table.get(tag, {}).get(method)
@@ -339,7 +374,7 @@ def plot_report(table: dict, fig_dir: str) -> list:
             ys.append(100 * statistics.mean(row["top1"]))
             es.append(100 * statistics.stdev(row["top1"]) if len(row["top1"]) > 1 else 0.0)
         if xs:
-            ax.errorbar(xs, ys, yerr=es, marker=marker, capsize=3, label=method)
+            ax.errorbar(xs, ys, yerr=es, marker=marker, linestyle=style, capsize=3, label=method)
             drawn = True
     if drawn:
         ax.set_xscale("log")
@@ -352,13 +387,16 @@ def plot_report(table: dict, fig_dir: str) -> list:
         made.append(("search_top1_vs_flops.png", "top-1 against FLOPs for every method and budget"))
     plt.close(fig)
     # widths chosen per group, seed 0, for each FLOPs budget that has them
-    tags = [t for t, _, _ in BUDGETS if any(table.get(t, {}).get(m, {}).get("archs") for m in METHODS)]
+    tags = [t for t, _, _ in BUDGETS if any(table.get(t, {}).get(m + sfx, {}).get("archs")
+                                            for m in METHODS for sfx in RECIPES.values())]
     if tags:
         fig, axes = plt.subplots(1, len(tags), figsize=(4.2 * len(tags), 4), squeeze=False)
         for ax, tag in zip(axes[0], tags):
             groups = None
             for k, method in enumerate(METHODS):
-                row = table.get(tag, {}).get(method)
+                # the architectures are the same under every recipe: the first recipe that has them
+                row = next((table[tag][method + sfx] for sfx in RECIPES.values()
+                            if table.get(tag, {}).get(method + sfx, {}).get("archs")), None)
                 if not row or not row["archs"] or row["archs"][0] is None:
                     continue
                 arch = row["archs"][0]
@@ -392,7 +430,10 @@ def settings_text(seeds: int | None = None) -> str:
     return (f"Settings (`{CONFIG}`): base network `{cfg.model.space}`({args}) on `{cfg.data.dataset}` "
             f"(28×28, 10 classes). Every architecture is retrained by `tools/retrain.py` for "
             f"{cfg.train.epochs} epochs on the full 60k training images (adjoint loss, {cfg.train.optimizer} lr "
-            f"{cfg.train.lr}, batch {cfg.data.batch_size}) and tested on the 10k test images; "
+            f"{cfg.train.lr}, batch {cfg.data.batch_size}) and tested on the 10k test images, under each retrain "
+            f"recipe the tables name: from random weights (scratch, the paper's recipe) or from that seed's DAN "
+            f"supernet cut to its widths (inherited: `--set train.init_from=<search>/checkpoints/last.pt`, "
+            f"the same supernet for all four methods); "
             f"{seeds or SEEDS} seeds (0, 1, 2). DAN searches for {cfg.train.epochs} epochs "
             f"({s.warmup_epochs:g} weight-only) on the training split, two thirds for the weights and "
             f"one third held out for the architecture (default search settings: τ {s.tau0:g} → {s.tau_min:g} "
