@@ -103,6 +103,13 @@ class TrainConfig:
     init_from: Optional[str] = None
 
 
+# Where a retrain's weights start (tools/retrain.py --init): "scratch" (random weights, the paper's
+# recipe) or "supernet" (the search's trained supernet, <search>/checkpoints/last.pt, cut to the
+# found widths: weight inheritance, as OFA and BigNAS deploy their supernets' weights).
+RETRAIN_INITS = ("scratch", "supernet")
+DEFAULT_RETRAIN_INIT = "scratch"
+
+
 @dataclass
 class SearchConfig:
     """DAN width search (dan/search.py explains each knob)."""

@@ -35,6 +35,7 @@ from dan.errors import UserError
 from dan.loop import (RESUMABLE_CHANGES, check_run_dir, check_same_config, optimizer_step,  # noqa: F401
                       prepare_run_dir, read_run_checkpoint, load_states, reconcile_metrics, run_epochs, start,
                       start_managed, steps_per_epoch)
+from dan.layers import channels_last_safe
 from dan.methods import TeacherRequest, get_method
 from dan.monitor import Monitor
 from dan.seed import seed_everything
@@ -152,7 +153,9 @@ class Trainer:
         self.method = get_method(cfg.train.method)(cfg, self.data.info, self.device)
         self.method.build()
         self.model = self.method.model
-        if cfg.train.channels_last:
+        # channels-last unless a plain strided 1x1 conv would hit the oneDNN bug (dan.layers)
+        self.channels_last = cfg.train.channels_last and channels_last_safe(self.model)
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.method.wrapped = distributed.wrap(self.model, self.device) if self.dist.enabled else None
         t = cfg.train
@@ -177,7 +180,7 @@ class Trainer:
         self.last_row: dict | None = None  # the last epoch's metrics row (also in the checkpoint)
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        if self.cfg.train.channels_last and x.ndim == 4:
+        if self.channels_last and x.ndim == 4:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 

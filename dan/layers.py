@@ -95,9 +95,7 @@ class AdjointConv2d(nn.Conv2d):
         return w
 
     def _pointwise_stride(self) -> bool:
-        """A strided 1×1 convolution without padding (a ResNet downsample)."""
-        return (tuple(self.kernel_size) == (1, 1) and self.padding in ((0, 0), "valid")
-                and tuple(self.stride) != (1, 1))
+        return pointwise_stride(self)
 
     def forward(self, x: torch.Tensor, small: bool = False) -> torch.Tensor:
         stride = self.stride
@@ -117,6 +115,22 @@ class AdjointConv2d(nn.Conv2d):
         if self.apply_mask and self.out_group.mask is not None:
             y = y * self.out_group.mask.view(1, -1, 1, 1)
         return y
+
+
+def pointwise_stride(conv: nn.Conv2d) -> bool:
+    """A strided 1×1 convolution without padding (a ResNet downsample)."""
+    return (tuple(conv.kernel_size) == (1, 1) and conv.padding in ((0, 0), "valid")
+            and tuple(conv.stride) != (1, 1))
+
+
+def channels_last_safe(model: nn.Module) -> bool:
+    """Whether training ``model`` channels-last steers clear of the oneDNN bug that
+    :class:`AdjointConv2d` works around (PyTorch 2.14, AVX2-only CPUs): False when a plain
+    ``nn.Conv2d`` that is trained is a strided 1×1 convolution whose input channels are not a
+    multiple of 8 (seen: 3, 5, 6 and 7 crash or hang; 1, 8, 12, 16 do not). Such a model trains
+    in the default layout (NCHW), which computes the same numbers."""
+    return not any(type(m) is nn.Conv2d and pointwise_stride(m) and m.in_channels % 8
+                   and m.weight.requires_grad for m in model.modules())
 
 
 class AdjointBatchNorm2d(nn.BatchNorm2d):

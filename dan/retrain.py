@@ -1,4 +1,5 @@
-"""The config of a retrain: the architecture a search found, trained from scratch.
+"""The config of a retrain: the architecture a search found, trained from scratch or from the
+search's supernet.
 
 ``tools/retrain.py`` and every tuning trial (:mod:`dan.tune`) retrain a found ``arch.json``; both
 build the run's config here, so they differ only in what they pass:
@@ -20,10 +21,20 @@ import copy
 import os
 
 from dan.arch import Arch, load_arch
-from dan.config import Config
+from dan.config import DEFAULT_RETRAIN_INIT, RETRAIN_INITS, Config
 from dan.errors import UserError
 
 METHODS = ("adjoint", "standard")
+INITS, DEFAULT_INIT = RETRAIN_INITS, DEFAULT_RETRAIN_INIT
+
+
+def supernet_checkpoint(arch: str) -> str:
+    """The search's supernet checkpoint beside ``arch.json``; a :class:`UserError` without one."""
+    path = os.path.join(os.path.dirname(os.path.abspath(arch)), "checkpoints", "last.pt")
+    if not os.path.isfile(path):
+        raise UserError(f"no search checkpoint at {path} to start the retrain from: retrain with "
+                        f"--init scratch, or start from another with --set train.init_from=PATH")
+    return path
 
 
 def retrain_base(arch: Arch) -> Config:
@@ -36,7 +47,7 @@ def retrain_base(arch: Arch) -> Config:
 
 
 def retrain_config(arch: str, method: str, base: Config, *, validation: float = 0.0,
-                   out: str | None = None) -> Config:
+                   out: str | None = None, init: str = DEFAULT_INIT) -> Config:
     """The resolved config of a retrain of ``arch`` by ``method``.
 
     Args:
@@ -49,13 +60,19 @@ def retrain_config(arch: str, method: str, base: Config, *, validation: float = 
             training split out and evaluates on it (``train.eval_split: holdout``, batches of
             ``data.batch_size``: tuning, which never sees the test split).
         out: the run folder; default ``<folder of arch.json>/retrain-<method>``.
+        init: ``"scratch"`` or ``"supernet"`` (:data:`INITS`); a ``train.init_from`` already in
+            ``base`` (the user's ``--set``) wins over either.
     Returns:
         a new config, resolved for a ``"retrain"`` run (:meth:`Config.resolve`).
     """
     if method not in METHODS:
         raise UserError(f"unknown retrain method '{method}': choose adjoint or standard")
+    if init not in INITS:
+        raise UserError(f"unknown retrain start '{init}': choose {' or '.join(INITS)}")
     found = load_arch(arch)
     cfg = copy.deepcopy(base)
+    if init == "supernet" and not cfg.train.init_from:
+        cfg.train.init_from = supernet_checkpoint(arch)
     cfg.model.space = found.space
     # the class count and input channels come from the data, as in any run
     cfg.model.args = {k: v for k, v in found.space_args.items() if k not in ("num_classes", "in_channels")}

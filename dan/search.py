@@ -66,6 +66,7 @@ from dan.engine import amp_dtype, build_optimizer, build_scheduler, evaluate, re
 from dan.loop import (load_states, optimizer_step, read_run_checkpoint, reconcile_metrics, run_epochs, start,
                       steps_per_epoch)
 from dan.errors import UserError
+from dan.layers import channels_last_safe
 from dan.loss import adjoint_loss, kl_divergence, schedule
 from dan.models import input_shape
 from dan.monitor import Monitor
@@ -104,7 +105,7 @@ class Searcher:
             self.data.shard(self.dist.rank, self.dist.world)
         self.anet = self.sn.anet.to(self.device)
         self.sn.arch.to(self.device)
-        self.cl = cfg.train.channels_last
+        self.cl = cfg.train.channels_last and channels_last_safe(self.anet)  # see dan.layers
         if self.cl:
             self.anet.to(memory_format=torch.channels_last)
         self.train_anet = distributed.wrap(self.anet, self.device)  # DDP when distributed

@@ -188,6 +188,11 @@ def test_strided_pointwise_conv_trains_channels_last_at_odd_small_widths():
     widths = {"0": 7, "3": 14}
     assert {g.name for g in anet.groups if not g.fixed} == set(widths)
     anet = dan.to_adjoint(model, stem=0, widths=widths, input_shape=(2, 1, 28, 28))
+    from dan.layers import channels_last_safe
+
+    # a plain model with that conv trains in NCHW (the trainer asks); the adjoint one is safe
+    assert not channels_last_safe(model) and channels_last_safe(anet)
+    assert channels_last_safe(torchvision.models.resnet18())  # 64, 128, 256 input channels
     anet.to(memory_format=torch.channels_last)
     conv = anet.body.get_submodule("3")
     assert isinstance(conv, AdjointConv2d) and conv.in_group.width == 7

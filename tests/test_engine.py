@@ -257,3 +257,15 @@ def test_a_retrain_can_start_from_the_search_supernet(tmp_path):
           Monitor(other, tensorboard=False))
     with pytest.raises(dan.UserError, match="start from a checkpoint of the same model"):
         load_sliced(dan.build_adjoint(arch), os.path.join(other, "checkpoints", "last.pt"))
+    # tools/retrain.py --init supernet finds the checkpoint beside arch.json; a --set wins
+    from dan.retrain import retrain_base, retrain_config
+
+    a = os.path.join(s, "arch.json")
+    assert retrain_config(a, "adjoint", retrain_base(arch), init="supernet").train.init_from == ckpt
+    assert retrain_config(a, "adjoint", retrain_base(arch)).train.init_from is None  # default: scratch
+    base = retrain_base(arch)
+    base.train.init_from = "elsewhere.pt"
+    assert retrain_config(a, "adjoint", base, init="supernet").train.init_from == "elsewhere.pt"
+    os.remove(ckpt)
+    with pytest.raises(dan.UserError, match="no search checkpoint at .* --init scratch"):
+        retrain_config(a, "adjoint", retrain_base(arch), init="supernet")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from dan.cli.common import common_parser, number, print_run_end, resolve_config, run_monitored
+from dan.config import DEFAULT_RETRAIN_INIT as DEFAULT_INIT, RETRAIN_INITS as INITS
 
 PROG = "retrain.py"  # the tool's name in usage and error lines (tools/retrain.py)
 
@@ -27,6 +28,10 @@ def get_args_parser(prog: str = PROG):
     g.add_argument("--method", choices=["adjoint", "standard"], default="adjoint",
                    help="adjoint: big + found small network with the adjoint loss; standard: the "
                         "found small network alone (ablation)")
+    g.add_argument("--init", choices=INITS, default=DEFAULT_INIT,
+                   help="where the weights start: scratch (random, the paper's recipe) or supernet "
+                        "(the search's trained supernet, checkpoints/last.pt beside arch.json, cut to "
+                        f"the found widths); default {DEFAULT_INIT}")
     g.add_argument("--lr", type=number(0.0))
     g.add_argument("--lam-scale", type=number(0.0), help="adjoint: scale c of lambda(t)")
     return p
@@ -42,7 +47,7 @@ def main(argv, prog: str = PROG) -> int:
     # the search's own config (or --config), then the flags; the architecture decides the model
     cfg = resolve_config(args, {"lr": "train.lr", "lam_scale": "adjoint.c"},
                          base=None if args.config else retrain_base(arch))
-    cfg = retrain_config(arch_path, args.method, cfg, out=args.out)
+    cfg = retrain_config(arch_path, args.method, cfg, out=args.out, init=args.init)
     from dan.cost import format_count
     from dan.engine import format_summary, train
 
