@@ -94,13 +94,16 @@ class AdjointConv2d(nn.Conv2d):
             w = w * self.rbeta
         return w
 
-    def _pointwise_stride(self) -> bool:
-        return pointwise_stride(self)
+    def _oneDNN_workaround(self, x: torch.Tensor) -> bool:
+        """Where the bug below bites: a strided 1×1 conv, a gradient to compute, a channels-last
+        input whose channels are not a multiple of 8 (elsewhere the usual kernel, bit for bit)."""
+        return (pointwise_stride(self) and torch.is_grad_enabled() and x.ndim == 4 and x.shape[1] % 8 != 0
+                and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last))
 
     def forward(self, x: torch.Tensor, small: bool = False) -> torch.Tensor:
         stride = self.stride
-        if self._pointwise_stride():
-            # Subsample, then a 1×1 convolution at stride 1: the same numbers, and it avoids a
+        if self._oneDNN_workaround(x):
+            # Subsample, then a 1×1 convolution at stride 1: the same sums, and it avoids a
             # oneDNN bug in PyTorch 2.14 on AVX2-only CPUs (AMD EPYC here): the weight gradient of
             # a channels-last 1×1 stride-2 convolution whose input channels are not a multiple of 8
             # (a sliced small path: 6 or 7 of 8) corrupts the heap ("double free or corruption").

@@ -191,7 +191,8 @@ def test_strided_pointwise_conv_trains_channels_last_at_odd_small_widths():
     from dan.layers import channels_last_safe
 
     # a plain model with that conv trains in NCHW (the trainer asks); the adjoint one is safe
-    assert not channels_last_safe(model) and channels_last_safe(anet)
+    assert channels_last_safe(model) and channels_last_safe(anet)
+    assert not channels_last_safe(nn.Sequential(nn.Conv2d(1, 7, 3), nn.Conv2d(7, 14, 1, stride=2)))
     assert channels_last_safe(torchvision.models.resnet18())  # 64, 128, 256 input channels
     anet.to(memory_format=torch.channels_last)
     conv = anet.body.get_submodule("3")
