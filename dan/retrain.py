@@ -28,10 +28,13 @@ METHODS = ("adjoint", "standard")
 INITS, DEFAULT_INIT = RETRAIN_INITS, DEFAULT_RETRAIN_INIT
 
 
-def supernet_checkpoint(arch: str) -> str:
-    """The search's supernet checkpoint beside ``arch.json``; a :class:`UserError` without one."""
+def supernet_checkpoint(arch: str, required: bool = True) -> str | None:
+    """The search's supernet checkpoint beside ``arch.json``; without one a :class:`UserError`
+    (``required``) or None."""
     path = os.path.join(os.path.dirname(os.path.abspath(arch)), "checkpoints", "last.pt")
     if not os.path.isfile(path):
+        if not required:
+            return None
         raise UserError(f"no search checkpoint at {path} to start the retrain from: retrain with "
                         f"--init scratch, or start from another with --set train.init_from=PATH")
     return path
@@ -60,8 +63,9 @@ def retrain_config(arch: str, method: str, base: Config, *, validation: float = 
             training split out and evaluates on it (``train.eval_split: holdout``, batches of
             ``data.batch_size``: tuning, which never sees the test split).
         out: the run folder; default ``<folder of arch.json>/retrain-<method>``.
-        init: ``"scratch"`` or ``"supernet"`` (:data:`INITS`); a ``train.init_from`` already in
-            ``base`` (the user's ``--set``) wins over either.
+        init: ``"auto"`` (an adjoint retrain starts from the supernet when the search's
+            checkpoint is beside ``arch``, else from scratch), ``"scratch"`` or ``"supernet"`` (:data:`INITS`); a ``train.init_from``
+            already in ``base`` (the user's ``--set``) wins over all three.
     Returns:
         a new config, resolved for a ``"retrain"`` run (:meth:`Config.resolve`).
     """
@@ -71,8 +75,11 @@ def retrain_config(arch: str, method: str, base: Config, *, validation: float = 
         raise UserError(f"unknown retrain start '{init}': choose {' or '.join(INITS)}")
     found = load_arch(arch)
     cfg = copy.deepcopy(base)
-    if init == "supernet" and not cfg.train.init_from:
-        cfg.train.init_from = supernet_checkpoint(arch)
+    if init == "supernet" and method != "adjoint":
+        raise UserError("--init supernet starts the adjoint network (big + found small) from the search's "
+                        "supernet: use it with --method adjoint, or --init scratch")
+    if init != "scratch" and method == "adjoint" and not cfg.train.init_from:
+        cfg.train.init_from = supernet_checkpoint(arch, required=init == "supernet")
     cfg.model.space = found.space
     # the class count and input channels come from the data, as in any run
     cfg.model.args = {k: v for k, v in found.space_args.items() if k not in ("num_classes", "in_channels")}

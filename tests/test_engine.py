@@ -262,10 +262,15 @@ def test_a_retrain_can_start_from_the_search_supernet(tmp_path):
 
     a = os.path.join(s, "arch.json")
     assert retrain_config(a, "adjoint", retrain_base(arch), init="supernet").train.init_from == ckpt
-    assert retrain_config(a, "adjoint", retrain_base(arch)).train.init_from is None  # default: scratch
+    assert retrain_config(a, "adjoint", retrain_base(arch)).train.init_from == ckpt  # default: auto
+    assert retrain_config(a, "adjoint", retrain_base(arch), init="scratch").train.init_from is None
+    assert retrain_config(a, "standard", retrain_base(arch)).train.init_from is None
+    with pytest.raises(dan.UserError, match="use it with --method adjoint"):
+        retrain_config(a, "standard", retrain_base(arch), init="supernet")
     base = retrain_base(arch)
     base.train.init_from = "elsewhere.pt"
     assert retrain_config(a, "adjoint", base, init="supernet").train.init_from == "elsewhere.pt"
     os.remove(ckpt)
     with pytest.raises(dan.UserError, match="no search checkpoint at .* --init scratch"):
         retrain_config(a, "adjoint", retrain_base(arch), init="supernet")
+    assert retrain_config(a, "adjoint", retrain_base(arch)).train.init_from is None  # auto: scratch

@@ -1,9 +1,13 @@
-"""Retrain the architecture DAN search found, from scratch, and extract the small network.
+"""Retrain the architecture DAN search found and extract the small network.
 
 Usage:
     python tools/retrain.py runs/<search>/arch.json                      # adjoint retrain (default)
     python tools/retrain.py runs/<search>/arch.json --method standard    # the found small network alone
     python tools/retrain.py runs/<search>/arch.json --epochs 30 --out runs/r --resume
+    python tools/retrain.py runs/<search>/arch.json --init scratch      # the paper's recipe
+
+The weights start from the search's supernet (its checkpoint beside arch.json, cut to the found
+widths) when it is there (--init auto, the default), else from scratch.
 
 The search's own config (stored in arch.json) is the starting point: same data, model and
 training settings, but the whole training split (no held-out part). Flags override it as in
@@ -29,9 +33,10 @@ def get_args_parser(prog: str = PROG):
                    help="adjoint: big + found small network with the adjoint loss; standard: the "
                         "found small network alone (ablation)")
     g.add_argument("--init", choices=INITS, default=DEFAULT_INIT,
-                   help="where the weights start: scratch (random, the paper's recipe) or supernet "
+                   help="where the weights start: scratch (random, the paper's recipe), supernet "
                         "(the search's trained supernet, checkpoints/last.pt beside arch.json, cut to "
-                        f"the found widths); default {DEFAULT_INIT}")
+                        "the found widths) or auto (supernet when that checkpoint is there, else "
+                        f"scratch); default {DEFAULT_INIT}")
     g.add_argument("--lr", type=number(0.0))
     g.add_argument("--lam-scale", type=number(0.0), help="adjoint: scale c of lambda(t)")
     return p
@@ -63,5 +68,6 @@ def main(argv, prog: str = PROG) -> int:
         kind = "flops" if "flops" in arch.budget else "params"
         print(f"budget: {format_count(arch.budget[kind])} {kind}; deployable network: "
               f"{format_count(deployed[kind])} {kind} ({100 * deployed[kind] / arch.budget[kind]:.1f}% of budget)")
+    print(f"weights started from: {cfg.train.init_from + ' (the search supernet, cut to these widths)' if cfg.train.init_from else 'scratch'}")
     print_run_end(cfg, summary)
     return 0
