@@ -48,6 +48,24 @@ def verdict(a: list, b: list, higher: bool, margin: float) -> tuple[float, float
     return d, se, "within seed noise"
 
 
+def paired_verdict(diffs: list) -> tuple[float, float, str]:
+    """The verdict of per-seed differences (A − B, each pair sharing its seed and, in the search
+    suite's inherit recipe, its supernet): the mean difference against two standard errors of
+    that mean (``stdev(d) / sqrt(n)``), read as :func:`verdict` reads its difference."""
+    diffs = [x for x in diffs if x is not None]
+    if not diffs:
+        return math.nan, math.nan, "not run"
+    d = statistics.mean(diffs)
+    if len(diffs) < 2:
+        return d, math.nan, ("supported (one seed)" if d > 0 else "not supported (one seed)")
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+    if d > 2 * se:
+        return d, se, "**supported**"
+    if d < -2 * se:
+        return d, se, "**not supported**"
+    return d, se, "within seed noise"
+
+
 def median(values) -> float:
     """Median of the values that are not ``None``; NaN when there are none."""
     values = [v for v in values if v is not None]

@@ -209,6 +209,20 @@ def test_claim_verdicts_follow_the_seed_noise():
     assert verdict([0.9], [], True, 0.0)[2] == "not run"
 
 
+def test_paired_verdicts_use_the_spread_of_the_differences():
+    """The search suite's paired verdict: mean of per-seed differences against 2 stdev/sqrt(n).
+    (+0.3, +0.2, +0.4): mean 0.3, se 0.1/sqrt(3) = 0.0577, so supported, though the two groups'
+    own spreads (1 point) would leave an unpaired comparison within seed noise."""
+    from dan.report import paired_verdict, verdict
+
+    d, se, v = paired_verdict([0.3, 0.2, 0.4])
+    assert (round(d, 6), round(se, 4), v) == (0.3, 0.0577, "**supported**")
+    assert verdict([88.3, 87.2, 89.4], [88.0, 87.0, 89.0], True, 0.0)[2] == "within seed noise"
+    assert paired_verdict([0.3, -0.2, 0.4])[2] == "within seed noise"  # mean 0.167, se 0.186
+    assert paired_verdict([-0.3, -0.2, -0.4])[2] == "**not supported**"
+    assert paired_verdict([0.1])[2] == "supported (one seed)" and paired_verdict([])[2] == "not run"
+
+
 def test_a_compression_claim_is_not_tested_when_nothing_was_compressed():
     from dan.suite import claims_table
 

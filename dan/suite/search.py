@@ -26,7 +26,7 @@ import os
 import statistics
 
 from dan.errors import UserError
-from dan.report import mean_std, median, verdict, write_page
+from dan.report import mean_std, median, paired_verdict, verdict, write_page
 from dan.suite.plan import ROOT, Run
 from dan.suite.run import elapsed_seconds, run_seconds
 
@@ -166,17 +166,21 @@ def collect(runs: list[Run]) -> dict:
     return table
 
 
+def _seed_diffs(rows: dict, method: str, suffix: str = "") -> list:
+    """[(seed, DAN's top-1 minus ``method``'s)] over the seeds both finished (same recipe), by seed."""
+    dan, other = rows.get("dan" + suffix), rows.get(method + suffix)
+    if not dan or not other:
+        return []
+    mine = dict(zip(dan["seeds"], dan["top1"]))
+    return sorted((s, mine[s] - v) for s, v in zip(other["seeds"], other["top1"]) if s in mine)
+
+
 def _paired(rows: dict, method: str, suffix: str = "") -> str:
     """'uniform +0.63 / -0.87 / +0.62 (mean +0.13)' over the seeds both DAN and ``method`` finished
     (both retrained with the recipe whose label suffix is ``suffix``)."""
-    dan, other = rows.get("dan" + suffix), rows.get(method + suffix)
-    if not dan or not other:
-        return ""
-    mine = dict(zip(dan["seeds"], dan["top1"]))
-    diffs = [(s, 100 * (mine[s] - v)) for s, v in zip(other["seeds"], other["top1"]) if s in mine]
+    diffs = [(s, 100 * d) for s, d in _seed_diffs(rows, method, suffix)]
     if not diffs:
         return ""
-    diffs.sort()
     return (f"{method} " + " / ".join(f"{d:+.2f}" for _, d in diffs)
             + f" (seeds {', '.join(str(s) for s, _ in diffs)}; mean {statistics.mean(d for _, d in diffs):+.2f})")
 
@@ -267,7 +271,10 @@ def _budget_lines(table: dict) -> list[str]:
     lines = ["## Top-1 at equal cost", "",
              "Verdict: DAN's mean minus the baseline's, against two standard errors over seeds "
              "(`sqrt(var_A/n_A + var_B/n_B)`): above is **supported** (DAN better), below minus two "
-             "**not supported** (DAN worse), between is within seed noise.", ""]
+             "**not supported** (DAN worse), between is within seed noise. Paired verdict: the mean of "
+             "the per-seed differences (both retrained with the same seed; under the inherit recipe also "
+             "from the same supernet, so a seed's supernet quality cancels) against two standard errors "
+             "of that mean (`stdev(d)/sqrt(n)`). With 3 seeds both tests are weak; both are shown.", ""]
     for tag, _, _ in BUDGETS:
         rows = table.get(tag, {})
         if not any(rows.get(m, {}).get("top1") for m in rows):
@@ -288,21 +295,24 @@ def _recipe_table(rows: dict, recipe: str, suffix: str) -> list[str]:
     from dan.cost import format_count
 
     lines = [f"#### {RECIPE_TEXT[recipe]}", "",
-             "| method | top-1 (%) | FLOPs | params | CPU ms, batch 1 | min/run (search + retrain) | seeds | DAN − method | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| method | top-1 (%) | FLOPs | params | CPU ms, batch 1 | min/run (search + retrain) | seeds | "
+             "DAN − method | verdict | paired by seed | paired verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     dan = rows.get("dan" + suffix, {}).get("top1", [])
     for method in METHODS:  # ablations have their own table below
         row = rows.get(method + suffix)
         if not row or not row["top1"]:
             continue
         if method == "dan":
-            diff, v = "", ""
+            diff, v, pdiff, pv = "", "", "", ""
         else:
             d, se, v = verdict(dan, row["top1"], True, 0.0)
             diff = _diff(d, se)
+            d, se, pv = paired_verdict([x for _, x in _seed_diffs(rows, method, suffix)])
+            pdiff = _diff(d, se)
         lines.append(f"| {method} | {mean_std(row['top1'], 100, 2)} | {format_count(median(row['flops']))} | "
                      f"{format_count(median(row['params']))} | {median(row['lat1']):.2f} | "
-                     f"{median(row['seconds']) / 60:.1f} | {len(row['top1'])} | {diff} | {v} |")
+                     f"{median(row['seconds']) / 60:.1f} | {len(row['top1'])} | {diff} | {v} | {pdiff} | {pv} |")
     lines.append("")
     paired = [p for p in (_paired(rows, m, suffix) for m in METHODS[1:]) if p]
     if paired:
