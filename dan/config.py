@@ -107,7 +107,7 @@ class TrainConfig:
 # recipe), "supernet" (the search's trained supernet, <search>/checkpoints/last.pt, cut to the found
 # widths: weight inheritance, as OFA and BigNAS deploy their supernets' weights) or "auto" (the
 # default: the supernet when its checkpoint is beside arch.json, else scratch). docs/search.md
-# measured the choice: started from the supernet, every architecture retrains 1.5-3 points better
+# measured the choice: started from the supernet, each architecture retrained 1.5-2 points better
 # in the same epochs.
 RETRAIN_INITS = ("auto", "scratch", "supernet")
 DEFAULT_RETRAIN_INIT = "auto"
