@@ -1,4 +1,4 @@
-"""Retrain the architecture DAN search found, from scratch, and extract the small network.
+"""Retrain the architecture DAN search found and extract the small network.
 
 Usage: python tools/retrain.py --help   (the same as: dan retrain --help)
 The command's code and its full usage text: dan/cli/retrain.py.
