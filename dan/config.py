@@ -97,7 +97,7 @@ class TrainConfig:
     # where the GPU supports it, else fp16 with a gradient scaler; off) and an opt-in torch.compile.
     amp: str = "auto"
     compile: bool = False
-    # weight inheritance (issue 9 experiment): a checkpoint whose model weights start this run, each
+    # weight inheritance: a checkpoint whose model weights start this run (on a fresh start), each
     # tensor cut to this network's shape (leading channels), e.g. the search's supernet
     # (runs/<search>/checkpoints/last.pt) for a retrain of any widths; None: trained from scratch
     init_from: Optional[str] = None
@@ -107,7 +107,7 @@ class TrainConfig:
 # recipe), "supernet" (the search's trained supernet, <search>/checkpoints/last.pt, cut to the found
 # widths: weight inheritance, as OFA and BigNAS deploy their supernets' weights) or "auto" (the
 # default: the supernet when its checkpoint is beside arch.json, else scratch). docs/search.md
-# measured the choice: started from the supernet, each architecture retrained 1.5-2 points better
+# measured the choice: started from the supernet, each method retrained 1.4-2.6 points better
 # in the same epochs.
 RETRAIN_INITS = ("auto", "scratch", "supernet")
 DEFAULT_RETRAIN_INIT = "auto"
