@@ -120,6 +120,7 @@ def test_retrain_config_of_a_trial_is_what_tuning_built(arch_path):
     old.adjoint.arch = arch_path
     assert new.to_dict() == old.to_dict()
     assert new.data.train_subset == 200  # a trial retrains on its subset
+    assert new.train.init_from is None  # from scratch: the supernet trained on its validation images
 
 
 def test_retrain_config_refuses_an_unknown_method(arch_path):

@@ -76,13 +76,16 @@ def search_config(base: Config, spec: TuneSpec, values: dict, folder: str) -> Co
 
 def trial_retrain_config(search_cfg: Config, spec: TuneSpec, arch_path: str, folder: str) -> Config:
     """The resolved config of a trial's retrain: the search's settings (its training subset
-    too), ``spec.retrain_epochs``, validated on ``spec.validation`` of the training split."""
+    too), ``spec.retrain_epochs``, validated on ``spec.validation`` of the training split, from
+    scratch."""
     from dan.retrain import retrain_config
 
     base = copy.deepcopy(search_cfg)
     base.train.epochs = spec.retrain_epochs
+    # from scratch: the trial's validation part of the training split was training data of the
+    # search's supernet, so starting from its weights would leak the validation images
     return retrain_config(arch_path, "adjoint", base, validation=spec.validation,
-                          out=os.path.join(folder, "retrain"))
+                          out=os.path.join(folder, "retrain"), init="scratch")
 
 
 def _run(cfg: Config, build, reporter, hparams=None):
