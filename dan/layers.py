@@ -101,15 +101,15 @@ class AdjointConv2d(nn.Conv2d):
                 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last))
 
     def forward(self, x: torch.Tensor, small: bool = False) -> torch.Tensor:
-        stride = self.stride
-        if self._oneDNN_workaround(x):
+        stride, subsampled = self.stride, self._oneDNN_workaround(x)
+        if subsampled:
             # Subsample, then a 1×1 convolution at stride 1: the same sums, and it avoids a
             # oneDNN bug in PyTorch 2.14 on AVX2-only CPUs (AMD EPYC here): the weight gradient of
             # a channels-last 1×1 stride-2 convolution whose input channels are not a multiple of 8
             # (a sliced small path: 6 or 7 of 8) corrupts the heap ("double free or corruption").
             x, stride = x[:, :, :: self.stride[0], :: self.stride[1]], 1
         if not small:
-            if stride == 1:  # the subsampled pointwise case: no padding, so no padding mode either
+            if subsampled:  # a pointwise conv without padding, so no padding mode either
                 return F.conv2d(x, self.weight, self.bias, 1, 0, self.dilation, self.groups)
             return self._conv_forward(x, self.weight, self.bias)
         b = self.bias[self.out_index()] if self.bias is not None else None

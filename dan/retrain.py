@@ -25,7 +25,6 @@ from dan.config import DEFAULT_RETRAIN_INIT, RETRAIN_INITS, Config
 from dan.errors import UserError
 
 METHODS = ("adjoint", "standard")
-INITS, DEFAULT_INIT = RETRAIN_INITS, DEFAULT_RETRAIN_INIT
 
 
 def supernet_checkpoint(arch: str, required: bool = True) -> str | None:
@@ -50,7 +49,7 @@ def retrain_base(arch: Arch) -> Config:
 
 
 def retrain_config(arch: str, method: str, base: Config, *, validation: float = 0.0,
-                   out: str | None = None, init: str = DEFAULT_INIT) -> Config:
+                   out: str | None = None, init: str = DEFAULT_RETRAIN_INIT) -> Config:
     """The resolved config of a retrain of ``arch`` by ``method``.
 
     Args:
@@ -64,15 +63,16 @@ def retrain_config(arch: str, method: str, base: Config, *, validation: float = 
             ``data.batch_size``: tuning, which never sees the test split).
         out: the run folder; default ``<folder of arch.json>/retrain-<method>``.
         init: ``"auto"`` (an adjoint retrain starts from the supernet when the search's
-            checkpoint is beside ``arch``, else from scratch), ``"scratch"`` or ``"supernet"`` (:data:`INITS`); a ``train.init_from``
-            already in ``base`` (the user's ``--set``) wins over all three.
+            checkpoint is beside ``arch``, else from scratch), ``"scratch"`` or ``"supernet"``
+            (:data:`dan.config.RETRAIN_INITS`); a ``train.init_from`` already in ``base`` (the
+            user's ``--set``) wins over all three.
     Returns:
         a new config, resolved for a ``"retrain"`` run (:meth:`Config.resolve`).
     """
     if method not in METHODS:
         raise UserError(f"unknown retrain method '{method}': choose adjoint or standard")
-    if init not in INITS:
-        raise UserError(f"unknown retrain start '{init}': choose {' or '.join(INITS)}")
+    if init not in RETRAIN_INITS:
+        raise UserError(f"unknown retrain start '{init}': choose {' or '.join(RETRAIN_INITS)}")
     found = load_arch(arch)
     cfg = copy.deepcopy(base)
     if init == "supernet" and method != "adjoint":

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 
 from dan.cli.common import common_parser, number, print_run_end, resolve_config, run_monitored
-from dan.config import DEFAULT_RETRAIN_INIT as DEFAULT_INIT, RETRAIN_INITS as INITS
+from dan.config import DEFAULT_RETRAIN_INIT, RETRAIN_INITS
 
 PROG = "retrain.py"  # the tool's name in usage and error lines (tools/retrain.py)
 
@@ -32,11 +32,11 @@ def get_args_parser(prog: str = PROG):
     g.add_argument("--method", choices=["adjoint", "standard"], default="adjoint",
                    help="adjoint: big + found small network with the adjoint loss; standard: the "
                         "found small network alone (ablation)")
-    g.add_argument("--init", choices=INITS, default=DEFAULT_INIT,
+    g.add_argument("--init", choices=RETRAIN_INITS, default=DEFAULT_RETRAIN_INIT,
                    help="where the weights start: scratch (random, the paper's recipe), supernet "
                         "(the search's trained supernet, checkpoints/last.pt beside arch.json, cut to "
                         "the found widths) or auto (supernet when that checkpoint is there, else "
-                        f"scratch); default {DEFAULT_INIT}")
+                        f"scratch); default {DEFAULT_RETRAIN_INIT}")
     g.add_argument("--lr", type=number(0.0))
     g.add_argument("--lam-scale", type=number(0.0), help="adjoint: scale c of lambda(t)")
     return p
