@@ -185,6 +185,8 @@ def test_reproduce_dry_run_lists_the_suite(tmp_path):
     assert sum(c.startswith("python -m dan train --config ") for c in commands) == 33  # 11 per seed
     assert sum(c.startswith("python -m dan search --config ") for c in commands) == 3
     assert sum(c.startswith("python -m dan retrain ") for c in commands) == 3
+    # the paper's comparison: DAN's retrain starts from scratch like every other row
+    assert all("--init scratch" in c for c in commands if c.startswith("python -m dan retrain "))
     assert "tools/" not in p.stdout
     assert not os.path.exists(tmp_path / "suite")  # a dry run starts nothing
 

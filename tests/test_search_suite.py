@@ -156,6 +156,11 @@ def test_search_report_computes_verdicts_from_the_runs(tmp_path):
     assert len(inherited) == 3 and all("train.init_from=" + os.path.join(os.path.dirname(r.out), f"dan-search-s{r.seed}",
                                                                           "checkpoints", "last.pt") in r.args
                                        for r in inherited)
+    # the scratch recipe starts every method from scratch, DAN's own architecture too (its arch.json
+    # sits beside the supernet, where retrain's default --init auto would inherit it)
+    scratch_runs = [r for r in runs if r.tool == "retrain" and "inherited" not in r.key]
+    assert scratch_runs and all(r.args[r.args.index("--init") + 1] == "scratch" and
+                                not any("init_from" in a for a in r.args) for r in scratch_runs)
     md = tmp_path / "search.md"
     text = search_suite.write_report(runs, str(md), str(tmp_path / "fig"), "Settings.")
     scratch = text[text.index("### 10"):text.index("#### retrained from that seed's")]

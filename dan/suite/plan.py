@@ -100,7 +100,8 @@ def plan(suite: str, out: str, seeds: int | None = None, extra: list | None = No
                         kind="search"))
         r = d("dan")
         runs.append(Run("dan (a=4 FLOPs)", seed, "retrain",
-                        [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", *extra, "--out", r], r,
+                        [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", "--init", "scratch", *extra,
+                         "--out", r], r,
                         after=[s]))
         o = d("expandnet")
         runs.append(Run("expandnet (a=4 net)", seed, "train", base + ["--method", "expandnet", "--out", o], o))

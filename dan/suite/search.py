@@ -105,7 +105,10 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
                              "--out", g_arch], g_arch, kind="arch", after=[s]))
             for recipe in recipes:
                 inherit = recipe == "inherit"
-                init = ["--set", f"train.init_from={os.path.join(s, 'checkpoints', 'last.pt')}"] if inherit else []
+                # explicit both ways: retrain's default (--init auto) would start DAN's own architecture
+                # (its arch.json sits beside the supernet) from the supernet under the scratch recipe too
+                init = (["--set", f"train.init_from={os.path.join(s, 'checkpoints', 'last.pt')}"] if inherit
+                        else ["--init", "scratch"])
                 for method, arch_dir in (("dan", s), ("uniform", u), ("random", r_arch), ("greedy", g_arch)):
                     o = d(method + ("-inherit" if inherit else ""))
                     runs.append(Run(f"{tag}/{method}{RECIPES[recipe]}", seed, "retrain",
@@ -125,8 +128,10 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
                     runs.append(Run(f"{tag}/ablation {name} search", seed, "search", args + ["--out", s], s,
                                     kind="search"))
                     o = d("retrain")
+                    # from scratch, as the scratch-recipe "dan" row the ablation table compares with
                     runs.append(Run(f"{tag}/ablation {name}", seed, "retrain",
-                                    [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", *extra,
+                                    [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", "--init", "scratch",
+                                     *extra,
                                      "--out", o], o, after=[s]))
     return runs
 
