@@ -194,6 +194,13 @@ def test_search_suite_plans_only_the_chosen_budgets_and_recipes(tmp_path):
         search_suite.plan(str(tmp_path), budgets=["flops5"])
     with pytest.raises(dan.UserError, match="unknown retrain recipe"):
         search_suite.plan(str(tmp_path), recipes=("warm",))
+    # a cheaper comparison: DAN against uniform widths only (the search is planned all the same)
+    some = search_suite.plan(str(tmp_path), seeds=2, ablations=False, recipes=("inherit",),
+                             budgets=["flops50"], methods=("dan", "uniform"))
+    assert sorted({r.key.split("/")[1] for r in some}) == ["dan inherited", "dan search", "uniform arch",
+                                                         "uniform inherited"]
+    with pytest.raises(dan.UserError, match="unknown method 'slim'"):
+        search_suite.plan(str(tmp_path), methods=("dan", "slim"))
 
 
 def test_check_search_config_names_the_key():

@@ -40,6 +40,8 @@ def get_args_parser(prog: str = PROG):
                         "seed's DAN supernet (weight inheritance), or both (default)")
     p.add_argument("--budgets", help="search suite: comma-separated budget tags to run (default all: "
                                      "flops10,flops25,flops50,params25)")
+    p.add_argument("--methods", help="search suite: comma-separated methods to retrain (default all: "
+                                     "dan,uniform,random,greedy; DAN's search runs whatever they are)")
     p.add_argument("--out", help="folder of the suite's runs (default runs/suite-<suite>)")
     p.add_argument("--seeds", type=positive_int, help="number of seeds (default: the suite's)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their commands, run nothing")
@@ -67,7 +69,8 @@ def main(argv, prog: str = PROG) -> int:
     if args.suite == "search":
         recipes = ("scratch", "inherit") if args.recipe == "both" else (args.recipe,)
         runs = suite.search.plan(out, args.seeds, extra, ablations=not args.no_ablations, recipes=recipes,
-                                 budgets=args.budgets.split(",") if args.budgets else None)
+                                 budgets=args.budgets.split(",") if args.budgets else None,
+                                 **({"methods": tuple(args.methods.split(","))} if args.methods else {}))
     else:
         runs = suite.plan(args.suite, out, args.seeds, extra)
     if args.dry_run:

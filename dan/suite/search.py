@@ -69,12 +69,18 @@ SEARCH_SETS: list = []
 
 
 def plan(out: str, seeds: int | None = None, extra: list | None = None, ablations: bool = True,
-         recipes: tuple = tuple(RECIPES), budgets: list | None = None) -> list[Run]:
+         recipes: tuple = tuple(RECIPES), budgets: list | None = None,
+         methods: tuple = METHODS) -> list[Run]:
     """The suite's runs in dependency order; ``recipes`` are the retrain recipes (:data:`RECIPES`),
-    ``budgets`` the budget tags to plan (default: all of :data:`BUDGETS`)."""
+    ``budgets`` the budget tags to plan (default: all of :data:`BUDGETS`), ``methods`` the rows to
+    retrain (default all of :data:`METHODS`; DAN's search is planned whatever they are, as every
+    inherited retrain and greedy start from its supernet)."""
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         raise UserError(f"unknown retrain recipe '{unknown[0]}': choose from {', '.join(RECIPES)}")
+    odd = [m for m in methods if m not in METHODS]
+    if odd or not methods:
+        raise UserError(f"unknown method '{odd[0] if odd else ''}': choose from {', '.join(METHODS)}")
     tags = [t for t, _, _ in BUDGETS]
     bad = [b for b in budgets or () if b not in tags]
     if bad:
@@ -88,8 +94,9 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
     for tag, flag, value in chosen:
         budget = [flag, value]
         u = os.path.join(out, tag, "uniform-arch")
-        runs.append(Run(f"{tag}/uniform arch", 0, "baseline",
-                        ["uniform", "--config", config, *budget, "--quiet", *extra, "--out", u], u, kind="arch"))
+        if "uniform" in methods:
+            runs.append(Run(f"{tag}/uniform arch", 0, "baseline",
+                            ["uniform", "--config", config, *budget, "--quiet", *extra, "--out", u], u, kind="arch"))
         for seed in range(n):
             d = lambda name: os.path.join(out, tag, f"{name}-s{seed}")
             base = ["--config", config, "--seed", str(seed), "--quiet", *extra]
@@ -97,12 +104,14 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
             runs.append(Run(f"{tag}/dan search", seed, "search", base + [*budget, *SEARCH_SETS, "--out", s], s,
                             kind="search"))
             r_arch = d("random-arch")
-            runs.append(Run(f"{tag}/random arch", seed, "baseline", ["random", *base, *budget, "--out", r_arch],
-                            r_arch, kind="arch"))
+            if "random" in methods:
+                runs.append(Run(f"{tag}/random arch", seed, "baseline", ["random", *base, *budget, "--out", r_arch],
+                                r_arch, kind="arch"))
             g_arch = d("greedy-arch")
-            runs.append(Run(f"{tag}/greedy arch", seed, "baseline",
-                            ["greedy", "--supernet", os.path.join(s, "checkpoints", "last.pt"), "--quiet", *extra,
-                             "--out", g_arch], g_arch, kind="arch", after=[s]))
+            if "greedy" in methods:
+                runs.append(Run(f"{tag}/greedy arch", seed, "baseline",
+                                ["greedy", "--supernet", os.path.join(s, "checkpoints", "last.pt"), "--quiet",
+                                 *extra, "--out", g_arch], g_arch, kind="arch", after=[s]))
             for recipe in recipes:
                 inherit = recipe == "inherit"
                 # explicit both ways: retrain's default (--init auto) would start DAN's own architecture
@@ -110,6 +119,8 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
                 init = (["--set", f"train.init_from={os.path.join(s, 'checkpoints', 'last.pt')}"] if inherit
                         else ["--init", "scratch"])
                 for method, arch_dir in (("dan", s), ("uniform", u), ("random", r_arch), ("greedy", g_arch)):
+                    if method not in methods:
+                        continue
                     o = d(method + ("-inherit" if inherit else ""))
                     runs.append(Run(f"{tag}/{method}{RECIPES[recipe]}", seed, "retrain",
                                     [os.path.join(arch_dir, "arch.json"), "--seed", str(seed), "--quiet", *init,
