@@ -153,8 +153,8 @@ class Trainer:
         self.method = get_method(cfg.train.method)(cfg, self.data.info, self.device)
         self.method.build()
         self.model = self.method.model
-        # channels-last unless a plain strided 1x1 conv would hit the oneDNN bug (dan.layers)
-        self.channels_last = cfg.train.channels_last and channels_last_safe(self.model)
+        # channels-last unless it would meet PyTorch 2.14's oneDNN bug (AVX2-only CPUs; dan.layers)
+        self.channels_last = cfg.train.channels_last and channels_last_safe(self.model, self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.method.wrapped = distributed.wrap(self.model, self.device) if self.dist.enabled else None

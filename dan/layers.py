@@ -126,14 +126,31 @@ def pointwise_stride(conv: nn.Conv2d) -> bool:
             and tuple(conv.stride) != (1, 1))
 
 
-def channels_last_safe(model: nn.Module) -> bool:
-    """Whether training ``model`` channels-last steers clear of the oneDNN bug that
-    :class:`AdjointConv2d` works around (PyTorch 2.14, AVX2-only CPUs): False when a plain
-    ``nn.Conv2d`` that is trained is a strided 1×1 convolution whose input channels are not a
-    multiple of 8 (seen: 3, 5, 6 and 7 crash or hang; 1, 8, 12, 16 do not). Such a model trains
-    in the default layout (NCHW), which computes the same numbers."""
+def channels_last_safe(model: nn.Module, device: torch.device | str | None = None) -> bool:
+    """Whether training ``model`` channels-last on ``device`` steers clear of PyTorch 2.14's oneDNN
+    heap corruption on AVX2-only CPUs; where False the model trains in the default layout (NCHW),
+    which computes the same numbers.
+
+    * On a CPU without AVX-512 (``torch.backends.cpu.get_cpu_capability()`` is ``AVX2`` or less):
+      always False. The isolated case is the one :class:`AdjointConv2d` works around (the weight
+      gradient of a channels-last strided 1×1 conv with 3, 5, 6 or 7 input channels), but with that
+      worked around, full searches over other sampled widths still corrupted the heap in a
+      channels-last convolution backward (suite seeds 3 and 4 at 10 % FLOPs, within a minute, an
+      AMD EPYC; each shape of the failing step passed alone 200 times). In NCHW the same searches
+      ran, and at one thread NCHW was no slower there (65 s against 71 s for 40 search batches).
+    * Elsewhere (AVX-512 CPUs, where channels-last measured faster and never crashed, and GPUs):
+      False only for a model with a trained plain ``nn.Conv2d`` that is a strided 1×1 convolution
+      whose input channels are not a multiple of 8.
+    """
+    if torch.device(device or "cpu").type == "cpu" and not cpu_has_avx512():
+        return False
     return not any(type(m) is nn.Conv2d and pointwise_stride(m) and m.in_channels % 8
                    and m.weight.requires_grad for m in model.modules())
+
+
+def cpu_has_avx512() -> bool:
+    """Whether PyTorch's CPU kernels run with AVX-512 here (``AVX512``, ``AVX512_VNNI``, ...)."""
+    return torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")
 
 
 class AdjointBatchNorm2d(nn.BatchNorm2d):

@@ -105,7 +105,7 @@ class Searcher:
             self.data.shard(self.dist.rank, self.dist.world)
         self.anet = self.sn.anet.to(self.device)
         self.sn.arch.to(self.device)
-        self.cl = cfg.train.channels_last and channels_last_safe(self.anet)  # see dan.layers
+        self.cl = cfg.train.channels_last and channels_last_safe(self.anet, self.device)  # see dan.layers
         if self.cl:
             self.anet.to(memory_format=torch.channels_last)
         self.train_anet = distributed.wrap(self.anet, self.device)  # DDP when distributed

@@ -176,7 +176,7 @@ def test_unsupported_models_name_the_op_or_module():
         dan.to_adjoint(DataDependent(), input_shape=(1, 3, 8, 8))
 
 
-def test_strided_pointwise_conv_trains_channels_last_at_odd_small_widths():
+def test_strided_pointwise_conv_trains_channels_last_at_odd_small_widths(monkeypatch):
     """A 1×1 stride-2 conv (a ResNet downsample) with 7 small input channels, channels-last: the
     layer subsamples then convolves at stride 1, the same numbers as the strided conv; the direct
     call's weight gradient corrupts the heap in PyTorch 2.14's oneDNN on AVX2-only CPUs (one thread)."""
@@ -188,12 +188,19 @@ def test_strided_pointwise_conv_trains_channels_last_at_odd_small_widths():
     widths = {"0": 7, "3": 14}
     assert {g.name for g in anet.groups if not g.fixed} == set(widths)
     anet = dan.to_adjoint(model, stem=0, widths=widths, input_shape=(2, 1, 28, 28))
+    from dan import layers
     from dan.layers import channels_last_safe
 
-    # a plain model with that conv trains in NCHW (the trainer asks); the adjoint one is safe
+    # with AVX-512 (or on a GPU): a plain model with that conv trains in NCHW (the trainer asks);
+    # the adjoint one is safe
+    monkeypatch.setattr(layers, "cpu_has_avx512", lambda: True)
     assert channels_last_safe(model) and channels_last_safe(anet)
     assert not channels_last_safe(nn.Sequential(nn.Conv2d(1, 7, 3), nn.Conv2d(7, 14, 1, stride=2)))
     assert channels_last_safe(torchvision.models.resnet18())  # 64, 128, 256 input channels
+    # on an AVX2-only CPU every model trains in NCHW (full searches still crashed channels-last)
+    monkeypatch.setattr(layers, "cpu_has_avx512", lambda: False)
+    assert not channels_last_safe(torchvision.models.resnet18()) and not channels_last_safe(anet, "cpu")
+    assert channels_last_safe(anet, torch.device("cuda"))
     anet.to(memory_format=torch.channels_last)
     conv = anet.body.get_submodule("3")
     assert isinstance(conv, AdjointConv2d) and conv.in_group.width == 7
