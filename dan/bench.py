@@ -25,6 +25,7 @@ import torch.nn.functional as F
 import search_spaces
 from dan.adjoint import extract_small, to_adjoint
 from dan.cost import count
+from dan.layers import channels_last_safe
 from dan.loss import adjoint_loss
 from dan.monitor import Monitor
 
@@ -45,11 +46,14 @@ def interleaved_medians(fns: dict, rounds: int, warmup: int = 2) -> dict:
 
 
 def make_steps(space: str, *, width: int = 64, batch: int = 64, image: int = 32, channels: int = 3,
-               classes: int = 10, alpha: float = 4, channels_last: bool = True, kinds=("standard", "adjoint")
-               ) -> dict[str, Callable[[], None]]:
-    """One closure per kind of training step, all on the same base network and batch."""
+               classes: int = 10, alpha: float = 4, channels_last: bool | None = None,
+               kinds=("standard", "adjoint")) -> dict[str, Callable[[], None]]:
+    """One closure per kind of training step, all on the same base network and batch, in the
+    memory layout the trainer would use for it (``channels_last=None``: :func:`training_layout`)."""
     torch.manual_seed(0)
     base = search_spaces.create(space, num_classes=classes, in_channels=channels, width=width)
+    if channels_last is None:
+        channels_last = channels_last_safe(base)
     x = torch.randn(batch, channels, image, image)
     y = torch.randint(0, classes, (batch,))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -227,7 +231,9 @@ def search_step_ratio(space: str = "resnet18_small", *, width: int = 64, batch: 
         x, y = next(iter(s.data.train))
         xh, yh = next(iter(s.data.holdout))
         x, xh = s.prep(x), s.prep(xh)
-        std = make_steps(space, width=width, batch=batch, image=image, kinds=("standard",))["standard"]
+        # the standard step in the searcher's own layout (NCHW on CPUs without AVX-512: dan.layers)
+        std = make_steps(space, width=width, batch=batch, image=image, channels_last=s.cl,
+                         kinds=("standard",))["standard"]
 
         def search_step():
             s.weight_step(x, y, 0.5)

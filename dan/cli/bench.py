@@ -52,6 +52,7 @@ def main(argv, prog: str = PROG) -> int:
     import torch
 
     from dan import bench
+    from dan.layers import cpu_has_avx512
 
     spaces = ["resnet18_small"] if args.quick else ["resnet18_small", "resnet50_small"]
     rounds = 3 if args.quick else args.rounds
@@ -64,7 +65,9 @@ def main(argv, prog: str = PROG) -> int:
                "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
     res.setdefault("dates", {})
     res.update({"machine": machine,
-                "setting": {"width": 64, "image": 32, "batch": 64, "alpha": 4, "channels_last": True},
+                "setting": {"width": 64, "image": 32, "batch": 64, "alpha": 4,
+                            # the trainer's layout here: NCHW on CPUs without AVX-512 (dan.layers)
+                            "channels_last": torch.cuda.is_available() or cpu_has_avx512()},
                 "targets": {"adjoint_over_standard": TARGET_STEP, "speedup_over_flops_ratio": TARGET_SPEEDUP,
                             "search_over_standard": TARGET_SEARCH}})
     for part in parts:
@@ -118,7 +121,8 @@ def _step_lines(res: dict) -> list:
         "",
         f"Measured by `make bench` (`python tools/bench.py`) on {m['date']}: {m['cpu']}, "
         f"{m['threads']} threads, PyTorch {m['torch']}. Small-image ResNets at width {s['width']}, "
-        f"{s['image']}x{s['image']} inputs, batch {s['batch']}, alpha = {s['alpha']}, channels-last. "
+        f"{s['image']}x{s['image']} inputs, batch {s['batch']}, alpha = {s['alpha']}, "
+        f"{'channels-last' if s.get('channels_last', True) else 'NCHW (the trainer layout on a CPU without AVX-512)'}. "
         "Every number is a ratio of times measured in the same run (interleaved rounds, medians): the "
         "machine is shared and absolute times move from run to run.",
         "",
