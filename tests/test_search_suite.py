@@ -182,6 +182,31 @@ def test_search_report_computes_verdicts_from_the_runs(tmp_path):
     assert text.count(NOTES_MARK) == 1 and "hand-written" in text
 
 
+def test_search_report_with_some_methods_and_unfinished_runs(tmp_path):
+    """A suite run with --methods dan,uniform at one budget and more seeds planned than finished:
+    the page shows what finished, with the seeds each row has."""
+    from dan.suite import search as search_suite
+
+    runs = search_suite.plan(str(tmp_path / "suite"), seeds=5, ablations=False, recipes=("inherit",),
+                             budgets=["flops50"], methods=("dan", "uniform"))
+    scores = {"dan inherited": [0.90, 0.91, 0.905], "uniform inherited": [0.89, 0.90, 0.895]}
+    for r in runs:
+        if r.seed > 2:
+            continue  # seeds 3 and 4 not run
+        if r.kind in ("search", "arch"):
+            _fake_arch(r, in_band=True, max_prob=0.65)
+        else:
+            _fake_retrain(r, scores[r.key.split("/")[1]][r.seed], 3_000_000)
+    text = search_suite.write_report(runs, str(tmp_path / "search.md"), str(tmp_path / "fig"),
+                                     search_suite.settings_text(5))
+    table = text[text.index("### 50"):]
+    line = lambda m: [l for l in table.splitlines() if l.startswith(f"| {m} |")][0]
+    assert "| 3 |" in line("dan") and "+1.00" in line("uniform")
+    assert not any(l.startswith(("| random |", "| greedy |")) for l in table.splitlines())
+    assert "| flops50 | 3 of 3 | 0.65 | yes |" in text
+    assert "seeds 0, 1, 2, 3, 4 (each table's seeds column" in text
+
+
 def test_search_suite_plans_only_the_chosen_budgets_and_recipes(tmp_path):
     from dan.suite import search as search_suite
 
