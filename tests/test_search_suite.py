@@ -207,6 +207,20 @@ def test_search_report_with_some_methods_and_unfinished_runs(tmp_path):
     assert "seeds 0, 1, 2, 3, 4 (each table's seeds column" in text
 
 
+def test_the_suite_keeps_one_elapsed_time_whichever_budgets_run(tmp_path):
+    from dan.suite import search as search_suite
+    from dan.suite.run import add_elapsed, elapsed_seconds
+
+    os.makedirs(tmp_path / "suite")
+    ten = search_suite.plan(str(tmp_path / "suite"), seeds=1, ablations=False, budgets=["flops10"])
+    add_elapsed(ten, 60.0)
+    rest = search_suite.plan(str(tmp_path / "suite"), seeds=1, ablations=False, budgets=["flops50", "params25"])
+    add_elapsed(rest, 30.0)
+    everything = search_suite.plan(str(tmp_path / "suite"), seeds=5, ablations=False)
+    assert elapsed_seconds(everything) == 90.0
+    assert os.listdir(tmp_path / "suite") == ["suite_elapsed.json"]
+
+
 def test_search_suite_plans_only_the_chosen_budgets_and_recipes(tmp_path):
     from dan.suite import search as search_suite
 

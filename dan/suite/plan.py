@@ -23,6 +23,9 @@ class Run:
     out: str
     kind: str = "train"  # train | search | arch (a width baseline: dan baseline)
     after: list = field(default_factory=list)  # run folders that must be finished first
+    # the suite's folder, where its runner's elapsed wall time is kept (None: the runs' common folder,
+    # which for a subset of a suite's runs, e.g. one budget, would be a subfolder)
+    root: str | None = None
 
     @property
     def done(self) -> bool:

@@ -55,7 +55,8 @@ def add_elapsed(runs: list[Run], seconds: float) -> None:
 def _elapsed_path(runs: list[Run]) -> str | None:
     if not runs:
         return None
-    return os.path.join(os.path.commonpath([os.path.abspath(r.out) for r in runs]), "suite_elapsed.json")
+    root = runs[0].root or os.path.commonpath([os.path.abspath(r.out) for r in runs])
+    return os.path.join(root, "suite_elapsed.json")
 
 
 def _run_loop(pending: list, active: list, env, jobs: int, log) -> None:

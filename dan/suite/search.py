@@ -144,6 +144,8 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
                                     [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", "--init", "scratch",
                                      *extra,
                                      "--out", o], o, after=[s]))
+    for r in runs:  # one elapsed time for the suite, whichever budgets an invocation runs
+        r.root = out
     return runs
 
 
@@ -290,7 +292,7 @@ def _budget_lines(table: dict) -> list[str]:
              "**not supported** (DAN worse), between is within seed noise. Paired verdict: the mean of "
              "the per-seed differences (both retrained with the same seed; under the inherit recipe also "
              "from the same supernet, so a seed's supernet quality cancels) against two standard errors "
-             "of that mean (`stdev(d)/sqrt(n)`). With 3 seeds both tests are weak; both are shown.", ""]
+             "of that mean (`stdev(d)/sqrt(n)`). With 3 to 5 seeds both tests are weak; both are shown.", ""]
     for tag, _, _ in BUDGETS:
         rows = table.get(tag, {})
         if not any(rows.get(m, {}).get("top1") for m in rows):
