@@ -136,7 +136,7 @@ def channels_last_safe(model: nn.Module, device: torch.device | str | None = Non
       gradient of a channels-last strided 1×1 conv with 3, 5, 6 or 7 input channels), but with that
       worked around, full searches over other sampled widths still corrupted the heap in a
       channels-last convolution backward (suite seeds 3 and 4 at 10 % FLOPs, within a minute, an
-      AMD EPYC; each shape of the failing step passed alone 200 times). In NCHW the same searches
+      AMD EPYC; each conv of the failing step passed alone, 20-200 times). In NCHW the same searches
       ran, and at one thread NCHW was no slower there (65 s against 71 s for 40 search batches).
     * Elsewhere (AVX-512 CPUs, where channels-last measured faster and never crashed, and GPUs):
       False only for a model with a trained plain ``nn.Conv2d`` that is a strided 1×1 convolution
