@@ -49,7 +49,8 @@ def make_steps(space: str, *, width: int = 64, batch: int = 64, image: int = 32,
                classes: int = 10, alpha: float = 4, channels_last: bool | None = None,
                kinds=("standard", "adjoint")) -> dict[str, Callable[[], None]]:
     """One closure per kind of training step, all on the same base network and batch, in the
-    memory layout the trainer would use for it (``channels_last=None``: :func:`training_layout`)."""
+    memory layout the trainer would use for it on this CPU (``channels_last=None``:
+    :func:`dan.layers.channels_last_safe`)."""
     torch.manual_seed(0)
     base = search_spaces.create(space, num_classes=classes, in_channels=channels, width=width)
     if channels_last is None:

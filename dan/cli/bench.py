@@ -66,8 +66,9 @@ def main(argv, prog: str = PROG) -> int:
     res.setdefault("dates", {})
     res.update({"machine": machine,
                 "setting": {"width": 64, "image": 32, "batch": 64, "alpha": 4,
-                            # the trainer's layout here: NCHW on CPUs without AVX-512 (dan.layers)
-                            "channels_last": torch.cuda.is_available() or cpu_has_avx512()},
+                            # the CPU steps' layout (bench.make_steps asks dan.layers.channels_last_safe,
+                            # which for these width-64 networks comes down to the CPU: NCHW without AVX-512)
+                            "channels_last": cpu_has_avx512()},
                 "targets": {"adjoint_over_standard": TARGET_STEP, "speedup_over_flops_ratio": TARGET_SPEEDUP,
                             "search_over_standard": TARGET_SEARCH}})
     for part in parts:

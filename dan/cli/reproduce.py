@@ -70,7 +70,7 @@ def main(argv, prog: str = PROG) -> int:
         recipes = ("scratch", "inherit") if args.recipe == "both" else (args.recipe,)
         runs = suite.search.plan(out, args.seeds, extra, ablations=not args.no_ablations, recipes=recipes,
                                  budgets=args.budgets.split(",") if args.budgets else None,
-                                 **({"methods": tuple(args.methods.split(","))} if args.methods else {}))
+                                 methods=tuple(args.methods.split(",")) if args.methods else suite.search.METHODS)
     else:
         runs = suite.plan(args.suite, out, args.seeds, extra)
     if args.dry_run:

@@ -80,7 +80,8 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
         raise UserError(f"unknown retrain recipe '{unknown[0]}': choose from {', '.join(RECIPES)}")
     odd = [m for m in methods if m not in METHODS]
     if odd or not methods:
-        raise UserError(f"unknown method '{odd[0] if odd else ''}': choose from {', '.join(METHODS)}")
+        raise UserError((f"unknown method '{odd[0]}'" if odd else "no method given")
+                        + f": choose from {', '.join(METHODS)}")
     tags = [t for t, _, _ in BUDGETS]
     bad = [b for b in budgets or () if b not in tags]
     if bad:
