@@ -6,8 +6,9 @@ module measures what the device does instead:
 
 1. **Tables.** For every conv / linear layer of the search space's small network, the layer is
    rebuilt on its own (same kernel, stride, padding, dilation, groups rule and input size, bias on
-   as after BatchNorm folding, channels-last) at every pair of candidate widths of its input and
-   output side, and timed at ``batch`` with ``threads`` intra-op threads. A side that is not one
+   as after BatchNorm folding) at every pair of candidate widths of its input and output side, and
+   timed at ``batch`` with ``threads`` intra-op threads, in every memory format of the runtime
+   (:data:`FORMATS`: eager PyTorch channels-last and NCHW, one table each). A side that is not one
    width group (a concatenation, a shuffle) gets a grid of :data:`SIDE_POINTS` widths over its range
    and is interpolated.
 2. **Correction.** What the tables miss (ReLUs and adds, pooling, the framework's per-call cost,
@@ -16,13 +17,18 @@ module measures what the device does instead:
    squares over :data:`CALIBRATION` architectures drawn from the space plus the narrowest and the
    widest. Both terms are linear in the table entries and the widths, so the expected latency under
    the search's width distributions is exact and differentiable (:meth:`LatencyModel.expected`).
+3. **The faster format.** A network is deployed in whichever memory format runs it faster (thin
+   networks at batch 1 can be faster in NCHW, wide ones in channels-last), so a prediction is the
+   smaller of the formats' predictions, and a measured network is timed in each and counts in its
+   fastest (:func:`measure_networks`). Under a distribution the expectation of that minimum is
+   approximated by the minimum of the formats' expectations (exact on a one-hot distribution).
 
 **Measuring on a noisy shared machine.** Every timing is the median over ``rounds`` rounds; in
 each round the entries are visited in a fresh random order (so a burst of load hits entries alike,
 not one table in a row), each entry called ``inner`` times back to back after a warm-up. The thread
 count is pinned for the measurement (``torch.set_num_threads``, ONNX Runtime's intra-op threads)
 and restored after. Runtimes: ``torch`` — eager PyTorch on :func:`dan.deploy.deploy_form` networks
-(BatchNorm folded, channels-last), the form every summary times; ``onnxruntime`` — every layer and
+(BatchNorm folded; channels-last or NCHW, whichever is faster); ``onnxruntime`` — every layer and
 network exported to ONNX and run in ONNX Runtime, as ``small.onnx`` is deployed.
 
 **Cache.** A model is stored as JSON under ``$DAN_CACHE/latency`` (default ``~/.cache/dan``), keyed
@@ -32,6 +38,7 @@ geometry and candidates; any change gives another key, so the table is rebuilt.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -49,12 +56,17 @@ from dan.checkpoint import atomic_write, write_json
 from dan.supernet import _side  # a side's width: the sum of its parts, as in the cost table
 
 RUNTIMES = ("torch", "onnxruntime")
+# the memory formats a runtime's networks are timed in; a network counts in its fastest. Eager
+# PyTorch: channels-last is faster for wide networks, NCHW for thin ones at small batches on some
+# CPUs (an AVX2-only AMD EPYC, batch 1: the narrowest demo network 0.84 ms NCHW against 1.04 ms
+# channels-last, the widest 2.36 against 2.00). ONNX Runtime chooses its own layouts.
+FORMATS = {"torch": ("channels_last", "contiguous"), "onnxruntime": ("contiguous",)}
 # a found network against the widest: two networks only, so many longer rounds (a second or more in
 # all) keep a transient slow spell, which slows thin networks more than wide ones, out of the median
 FINAL = {"rounds": 60, "inner": 5}
 SIDE_POINTS = 8  # grid points of a side that is not one width group
 CALIBRATION = 16  # sampled architectures the correction is fitted on (plus narrowest and widest)
-VERSION = 2  # 2: three-network reference
+VERSION = 3  # 2: three-network reference; 3: a table per memory format, the faster one counts
 
 
 @dataclass
@@ -86,6 +98,10 @@ class LatencyModel:
     fit: dict = field(default_factory=dict)
     reference_ms: float = 0.0  # the reference workload's ms while the tables were measured (:func:`reference`)
     version: int = VERSION
+    memory_format: str = "channels_last"  # the layout these tables time (torch runtime; ONNX Runtime: its own)
+    # the same space timed in the other memory format in the same phases (torch runtime): a network
+    # is deployed in whichever layout runs it faster, so predictions take the smaller of the two
+    other: "LatencyModel | None" = None
 
     def at_reference(self, measured_ms: float, phase_reference_ms: float) -> float:
         """A time measured in a phase whose reference ran at ``phase_reference_ms``, at the speed
@@ -101,16 +117,34 @@ class LatencyModel:
             act += b * l.hw
         return lut, act
 
-    def predict(self, widths: list) -> float:
-        """Predicted ms of the small network with these widths."""
+    def predict_own(self, widths: list) -> float:
+        """Predicted ms of the small network with these widths in this model's memory format."""
         lut, act = self.features(widths)
         return self.w_lut * lut + self.w_act * act + self.w_0
+
+    def predict(self, widths: list) -> float:
+        """Predicted ms of the small network with these widths, in its faster memory format."""
+        own = self.predict_own(widths)
+        return own if self.other is None else min(own, self.other.predict_own(widths))
+
+    def fastest_format(self, widths: list) -> str:
+        """The memory format the prediction says runs these widths faster."""
+        if self.other is None or self.predict_own(widths) <= self.other.predict_own(widths):
+            return self.memory_format
+        return self.other.memory_format
 
     # -- expected under a distribution -----------------------------------------------------------
     def expected(self, probs: list, cands: list) -> torch.Tensor:
         """E[ms] when group i takes width ``cands[i][k]`` with probability ``probs[i][k]``:
         exact for layers whose sides are single groups (``p_inᵀ T p_out``, or the diagonal when
-        both sides are one group), the table interpolated at the expected side widths otherwise."""
+        both sides are one group), the table interpolated at the expected side widths otherwise.
+        With two memory formats: the smaller of the two formats' expectations, which is exact on a
+        one-hot distribution and never below E[min] (Jensen) on a spread one."""
+        own = self.expected_own(probs, cands)
+        return own if self.other is None else torch.minimum(own, self.other.expected_own(probs, cands))
+
+    def expected_own(self, probs: list, cands: list) -> torch.Tensor:
+        """:meth:`expected` in this model's memory format."""
         mean = [p @ c for p, c in zip(probs, cands)]
         dtype = probs[0].dtype if probs else torch.float64
         dev = probs[0].device if probs else None
@@ -143,6 +177,8 @@ class LatencyModel:
     def from_dict(cls, d: dict) -> "LatencyModel":
         d = dict(d)
         d["layers"] = [LayerTable(**l) for l in d["layers"]]
+        if d.get("other") is not None:
+            d["other"] = cls.from_dict(d["other"])
         return cls(**d)
 
 
@@ -217,7 +253,8 @@ def _grid(sn, parts: list, full: int) -> tuple[list[int], int]:
     return pts, -1
 
 
-def _layer_fn(g: dict, a: int, b: int, batch: int, runtime: str = "torch", threads: int | None = None):
+def _layer_fn(g: dict, a: int, b: int, batch: int, runtime: str = "torch", threads: int | None = None,
+              memory_format: str = "channels_last"):
     """A closure running the layer of geometry ``g`` at input width ``a``, output width ``b``."""
     if g["kind"] == "linear":
         m = nn.Linear(g["in_full"] if g["tied"] else int(a) * g["mult"], b)
@@ -232,13 +269,15 @@ def _layer_fn(g: dict, a: int, b: int, batch: int, runtime: str = "torch", threa
         m = nn.Conv2d(cin, b, tuple(g["kernel"]), tuple(g["stride"]), g["padding"] if isinstance(g["padding"], str)
                       else tuple(g["padding"]), tuple(g["dilation"]), groups=groups, bias=True)
         shape = (batch, cin) + tuple(g["in_hw"])
-    return runnable(m.eval().requires_grad_(False), shape, runtime, threads)
+    return runnable(m.eval().requires_grad_(False), shape, runtime, threads, memory_format)
 
 
-def runnable(net: nn.Module, shape: tuple, runtime: str = "torch", threads: int | None = None):
+def runnable(net: nn.Module, shape: tuple, runtime: str = "torch", threads: int | None = None,
+             memory_format: str = "channels_last"):
     """A zero-argument closure running ``net`` once on a fixed input of ``shape`` in ``runtime``:
-    ``torch`` (eager, channels-last for 4-d inputs, as :func:`dan.deploy.deploy_form`) or
-    ``onnxruntime`` (exported to a temporary ONNX file, ``threads`` intra-op threads)."""
+    ``torch`` (eager; for 4-d inputs, weights and input in ``memory_format``: ``channels_last`` as
+    :func:`dan.deploy.deploy_form`, or ``contiguous``) or ``onnxruntime`` (exported to a temporary
+    ONNX file, ``threads`` intra-op threads)."""
     x = torch.randn(tuple(shape))
     if runtime == "onnxruntime":
         import tempfile
@@ -255,8 +294,9 @@ def runnable(net: nn.Module, shape: tuple, runtime: str = "torch", threads: int 
             sess.run(None, feed)
         return run_ort
     if x.ndim == 4:
-        net = net.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+        fmt = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}[memory_format]
+        net = copy.deepcopy(net).to(memory_format=fmt)  # Module.to is in place: the caller's net stays
+        x = x.contiguous(memory_format=fmt)
 
     def run():
         with torch.no_grad():
@@ -307,23 +347,27 @@ def time_calls(fns: list, *, rounds: int = 15, inner: int = 3, warmup: int = 2, 
 
 
 def measure_tables(sn, batch: int = 1, *, rounds: int = 15, inner: int = 3, progress: bool = True,
-                   runtime: str = "torch", threads: int | None = None) -> tuple[list[LayerTable], float]:
-    """Time every table layer at every pair of its grid widths (see the module docstring); also
-    returns the reference level of the phase (:func:`reference`)."""
-    fns, where, tables = [], [], []
+                   runtime: str = "torch", threads: int | None = None,
+                   formats: tuple | None = None) -> tuple[dict, float]:
+    """Time every table layer at every pair of its grid widths (see the module docstring), in each
+    memory format of ``formats`` (default: the runtime's :data:`FORMATS`), all in one interleaved
+    phase; returns ``{format: [LayerTable]}`` and the reference level of the phase (:func:`reference`)."""
+    formats = formats or FORMATS[runtime]
+    fns, where, tables = [], [], {f: [] for f in formats}
     for g in geometry(sn):
         ain, ei = _grid(sn, g["gin"], g["in_full"]) if not g["tied"] else ([1], -1)
         bout, eo = _grid(sn, g["gout"], g["out_full"])
-        tables.append(LayerTable(g["name"], g["kind"], g["gin"], g["gout"], ain, bout,
-                                 [[0.0] * len(bout) for _ in ain], g["hw"], ei, eo))
-        for i, a in enumerate(ain):
-            for j, b in enumerate(bout):
-                fns.append(_layer_fn(g, a, b, batch, runtime, threads))
-                where.append((len(tables) - 1, i, j))
+        for fmt in formats:
+            tables[fmt].append(LayerTable(g["name"], g["kind"], g["gin"], g["gout"], ain, bout,
+                                          [[0.0] * len(bout) for _ in ain], g["hw"], ei, eo))
+            for i, a in enumerate(ain):
+                for j, b in enumerate(bout):
+                    fns.append(_layer_fn(g, a, b, batch, runtime, threads, fmt))
+                    where.append((fmt, len(tables[fmt]) - 1, i, j))
     ms, level = time_calls(fns, rounds=rounds, inner=inner, progress="latency tables" if progress else None,
                            reference=reference(sn, batch, runtime, threads))
-    for (t, i, j), v in zip(where, ms):
-        tables[t].ms[i][j] = v
+    for (fmt, t, i, j), v in zip(where, ms):
+        tables[fmt][t].ms[i][j] = v
     return tables, level
 
 
@@ -353,12 +397,36 @@ def small_network(sn, choice: list[int]) -> nn.Module:
 def measure_networks(sn, choices: list, batch: int = 1, *, rounds: int = 15, inner: int = 3,
                      progress: str | None = None, runtime: str = "torch", threads: int | None = None
                      ) -> tuple[list[float], float]:
-    """Measured ms of whole small networks (deploy form), interleaved as :func:`time_calls` with
-    the :func:`reference`; also returns the phase's reference level."""
+    """Measured ms of whole small networks (deploy form), each in its fastest memory format of the
+    runtime's :data:`FORMATS`, interleaved as :func:`time_calls` with the :func:`reference`; also
+    returns the phase's reference level."""
+    per, level = measure_formats(sn, choices, batch, rounds=rounds, inner=inner, progress=progress,
+                                 runtime=runtime, threads=threads)
+    return fastest(per)[0], level
+
+
+def fastest(per: dict) -> tuple[list[float], list[str]]:
+    """Per network of a :func:`measure_formats` result: its time in its fastest format, and that format."""
+    names = list(per)
+    best = [min(range(len(names)), key=lambda i: ms[i]) for ms in zip(*per.values())]
+    return [per[names[i]][k] for k, i in enumerate(best)], [names[i] for i in best]
+
+
+def measure_formats(sn, choices: list, batch: int = 1, *, rounds: int = 15, inner: int = 3,
+                    progress: str | None = None, runtime: str = "torch", threads: int | None = None,
+                    formats: tuple | None = None) -> tuple[dict, float]:
+    """``{format: [ms per choice]}`` for each memory format (default the runtime's :data:`FORMATS`),
+    every network in every format timed in one interleaved phase; and the phase's reference level."""
+    formats = formats or FORMATS[runtime]
     shape = (batch,) + tuple(sn.input_shape[1:])
-    fns = [runnable(small_network(sn, c), shape, runtime, threads) for c in choices]
-    return time_calls(fns, rounds=rounds, inner=inner, progress=progress,
-                      reference=reference(sn, batch, runtime, threads))
+    fns = []
+    for c in choices:
+        net = small_network(sn, c)
+        fns += [runnable(net, shape, runtime, threads, fmt) for fmt in formats]
+    ms, level = time_calls(fns, rounds=rounds, inner=inner, progress=progress,
+                           reference=reference(sn, batch, runtime, threads))
+    k = len(formats)
+    return {fmt: ms[i::k] for i, fmt in enumerate(formats)}, level
 
 
 def sample_choices(sn, n: int, seed: int) -> list[list[int]]:
@@ -395,16 +463,26 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
     torch.set_num_threads(threads)
     try:
         tables, level = measure_tables(sn, batch, rounds=rounds, progress=progress, runtime=runtime, threads=threads)
-        model = LatencyModel(tables, device=dev, reference_ms=level)
         calib = sample_choices(sn, CALIBRATION, seed=12345)
         calib += [[0] * len(sn.cands), [len(c) - 1 for c in sn.cands]]
-        measured, now = measure_networks(sn, calib, batch, progress="latency calibration" if progress else None,
-                                         runtime=runtime, threads=threads)
-        measured = [m * level / now for m in measured]  # at the tables' machine speed
-        model.w_lut, model.w_act, model.w_0 = _fit([model.features(sn.widths_of(c)) for c in calib], measured)
+        per, now = measure_formats(sn, calib, batch, progress="latency calibration" if progress else None,
+                                   runtime=runtime, threads=threads)
+        models = []
+        for fmt, layers in tables.items():  # one table and one correction per memory format
+            m = LatencyModel(layers, device=dev, reference_ms=level, memory_format=fmt)
+            measured = [t * level / now for t in per[fmt]]  # at the tables' machine speed
+            m.w_lut, m.w_act, m.w_0 = _fit([m.features(sn.widths_of(c)) for c in calib], measured)
+            models.append(m)
+        model = models[0]
+        if len(models) > 1:
+            model.other = models[1]
+        measured = [min(ms) * level / now for ms in zip(*per.values())]
         resid = [abs(model.predict(sn.widths_of(c)) - m) / m for c, m in zip(calib, measured)]
         model.fit = {"architectures": len(calib), "median_abs_rel_error": statistics.median(resid),
-                     "max_abs_rel_error": max(resid)}
+                     "max_abs_rel_error": max(resid),
+                     # how many calibration networks ran faster in each format
+                     "fastest_format": {f: sum(1 for ms in zip(*per.values()) if ms[i] == min(ms))
+                                        for i, f in enumerate(per)}}
     finally:
         torch.set_num_threads(before)
     if cache:
@@ -469,10 +547,11 @@ def remeasure(arch) -> dict:
     before = torch.get_num_threads()
     torch.set_num_threads(int(dev["threads"]))
     try:
-        (found, top), level = measure_networks(sn, [choice, widest], dev["batch"], runtime=dev["runtime"],
-                                               threads=int(dev["threads"]), **FINAL)
+        per, level = measure_formats(sn, [choice, widest], dev["batch"], runtime=dev["runtime"],
+                                     threads=int(dev["threads"]), **FINAL)
     finally:
         torch.set_num_threads(before)
+    (found, top), fmts = fastest(per)
     b = arch.budget
     measured = found / top * model.predict(sn.widths_of(widest)) if b.get("relative") else model.at_reference(found, level)
     # a relative budget is re-read against this machine's widest network (as a search here would)
@@ -480,7 +559,7 @@ def remeasure(arch) -> dict:
     ratio = measured / budget
     return {"measured_ms": measured, "measured_raw_ms": found, "measured_widest_ms": top, "budget_ms": budget,
             "measured_over_budget": ratio, "in_band": bool(abs(ratio - 1) <= b.get("band", 0.03)),
-            "same_device": device_description(dev["threads"], dev["batch"], dev["runtime"]) == dev}
+            "memory_format": fmts[0], "same_device": device_description(dev["threads"], dev["batch"], dev["runtime"]) == dev}
 
 
 def measure_archs(archs: list, *, batch: int = 1, threads: int = 1, runtime: str = "torch") -> list[float]:
@@ -607,9 +686,28 @@ def _bar(total: int, desc: str | None):
 
 # -- the report -----------------------------------------------------------------------------------
 def summary(model: LatencyModel) -> dict:
-    """What the page says of a model: size of the tables and the fitted correction."""
-    return {"entries": sum(len(l.ain) * len(l.bout) for l in model.layers), "layers": len(model.layers),
-            "w_lut": model.w_lut, "w_act": model.w_act, "w_0": model.w_0, "fit": model.fit, "device": model.device}
+    """What the page says of a model: size of the tables and the fitted correction (per memory
+    format when there are two)."""
+    out = {"entries": sum(len(l.ain) * len(l.bout) for l in model.layers), "layers": len(model.layers),
+           "w_lut": model.w_lut, "w_act": model.w_act, "w_0": model.w_0, "fit": model.fit, "device": model.device,
+           "memory_format": model.memory_format}
+    if model.other is not None:
+        o = model.other
+        out["other"] = {"memory_format": o.memory_format, "w_lut": o.w_lut, "w_act": o.w_act, "w_0": o.w_0}
+    return out
+
+
+def _format_text(m: dict) -> str:
+    """The page's words for the memory formats of a model summary."""
+    if "other" not in m:
+        return "channels-last" if m.get("memory_format", "channels_last") == "channels_last" else "NCHW"
+    o = m["other"]
+    counts = m["fit"].get("fastest_format", {})
+    said = ", ".join(f"{n} {f.replace('_', '-')}" for f, n in counts.items())
+    return (f"each network in the faster of {m['memory_format'].replace('_', '-')} and "
+            f"{o['memory_format'].replace('_', '-')} (one table and correction each; second correction "
+            f"`ms = {o['w_lut']:.3f}·Σtable + {o['w_act']:.3g}·activations + {o['w_0']:.3f}`"
+            + (f"; fastest among the fit's networks: {said}" if said else "") + ")")
 
 
 def page_lines(pred: dict, compare: dict | None = None, *, figure: str | None = None,
@@ -624,7 +722,8 @@ def page_lines(pred: dict, compare: dict | None = None, *, figure: str | None = 
              "from `docs/latency.json` and `docs/latency_search.json`; every number is measured.", "",
              "## The predictor", "",
              f"Network: {pred['what']}. Device: {d.get('cpu')} ({d.get('machine')}), runtime `{d.get('runtime')}` "
-             f"(eager PyTorch {d.get('torch')}, deploy form: BatchNorm folded, channels-last), "
+             f"(eager PyTorch {d.get('torch')}, deploy form: BatchNorm folded, "
+             f"{_format_text(m)}), "
              f"{d.get('threads')} thread(s), batch {d.get('batch')}. Tables: {m['entries']} entries over "
              f"{m['layers']} layers; correction `ms = {m['w_lut']:.3f}·Σtable + {m['w_act']:.3g}·activations + "
              f"{m['w_0']:.3f}` fitted on {m['fit'].get('architectures')} architectures (median error on them "

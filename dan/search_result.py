@@ -27,11 +27,12 @@ def measured_latency(searcher, choice) -> dict:
     before = torch.get_num_threads()
     torch.set_num_threads(int(lat.device["threads"]))
     try:
-        (found, top), level = latency.measure_networks(searcher.sn, [choice, widest], lat.device["batch"],
-                                                       runtime=lat.device["runtime"], threads=lat.device["threads"],
-                                                       **latency.FINAL)
+        per, level = latency.measure_formats(searcher.sn, [choice, widest], lat.device["batch"],
+                                             runtime=lat.device["runtime"], threads=lat.device["threads"],
+                                             **latency.FINAL)
     finally:
         torch.set_num_threads(before)
+    (found, top), fastest = latency.fastest(per)
     # a relative budget is a fraction of the widest network measured alongside; an absolute
     # one is compared at the machine speed of the tables (a reference network scales it)
     measured = found / top * lat.predict(searcher.sn.widths_of(widest)) if b.relative else lat.at_reference(found, level)
@@ -39,7 +40,8 @@ def measured_latency(searcher, choice) -> dict:
             "predicted_ms": lat.predict(searcher.sn.widths_of(choice)), "measured_ms": measured,
             "measured_raw_ms": found, "measured_widest_ms": top,
             "measured_over_budget": measured / b.value, "in_band": bool(b.lo <= measured <= b.hi),
-            "device": lat.device}
+            # the layout the found network ran fastest in (eager PyTorch: deploy it so)
+            "memory_format": fastest[0], "device": lat.device}
 
 def finish(searcher) -> Arch:
     """The end of a search: the argmax network repaired into the band (and, under a latency budget,

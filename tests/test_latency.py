@@ -46,12 +46,26 @@ def test_expected_latency_is_exact_on_one_hot_and_the_mean_over_architectures(mo
         for t in sn.arch.logits:
             t.copy_(torch.randn(t.shape, generator=g))
     probs = [p.double() for p in sn.arch.probs()]
+    # per memory format the expectation is exact: the mean over sampled architectures
+    assert model.other is not None and {model.memory_format, model.other.memory_format} == {"channels_last",
+                                                                                          "contiguous"}
+    samples = [sn.widths_of([int(torch.multinomial(p, 1, generator=g)) for p in probs]) for _ in range(3000)]
+    for m in (model, model.other):  # the fake timings' fit is arbitrary (near-zero totals): fix it
+        m.w_lut, m.w_act, m.w_0 = 1.0, 1e-6, 0.1
+        e = m.expected_own(probs, sn.cand_tensors)
+        assert sum(map(m.predict_own, samples)) / len(samples) == pytest.approx(float(e.detach()), rel=0.02)
+    # together: the faster format's prediction, and the smaller of the two expectations
+    w = samples[0]
+    assert model.predict(w) == min(model.predict_own(w), model.other.predict_own(w))
+    assert model.fastest_format(w) == (model.memory_format if model.predict_own(w) <= model.other.predict_own(w)
+                                       else model.other.memory_format)
     e = model.expected(probs, sn.cand_tensors)
-    draws = [model.predict(sn.widths_of([int(torch.multinomial(p, 1, generator=g)) for p in probs]))
-             for _ in range(3000)]
-    assert sum(draws) / len(draws) == pytest.approx(float(e.detach()), rel=0.02)
+    assert float(e.detach()) == pytest.approx(min(float(model.expected_own(probs, sn.cand_tensors)),
+                                         float(model.other.expected_own(probs, sn.cand_tensors))))
     e.backward()
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in sn.arch.logits)
+    again = latency.LatencyModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again.predict(w) == model.predict(w) and again.other.memory_format == model.other.memory_format
 
 
 def test_tables_are_cached_per_device_threads_and_batch(monkeypatch, tmp_path):
@@ -79,19 +93,19 @@ def test_the_tool_refuses_bad_flags_in_one_line():
 @needs_fashion
 def test_a_latency_budget_search_lands_and_holds_when_measured_again(tmp_path, monkeypatch):
     """The issue's command with --limit-batches: the found network's latency, measured again in a
-    fresh process (relative to the widest small network timed alongside), is within 5 %. At 60 %,
-    not the issue's 50 %: on an AVX2-only AMD EPYC the narrowest network of the demo space takes 51 %
-    of the widest's time at batch 1 (a fixed per-layer floor), so 50 % is refused as unreachable
-    there (on the machines before it, 50 % was inside the range)."""
+    fresh process (relative to the widest small network timed alongside), is within 5 %. (On an
+    AVX2-only AMD EPYC, 50 % was out of reach while every network was timed channels-last: the
+    narrowest took 51 % of the widest's time; in its faster format, NCHW, it takes about 41 %.)"""
     monkeypatch.setenv("DAN_CACHE", str(tmp_path / "cache"))  # measured afresh, not an old table
     out = str(tmp_path / "s")
-    proc = run_tool("search.py", "--config", "configs/fashion_mnist_resnet18.yaml", "--budget-latency", "60%",
+    proc = run_tool("search.py", "--config", "configs/fashion_mnist_resnet18.yaml", "--budget-latency", "50%",
                     "--epochs", "2", "--limit-batches", "5", "--out", out, "--quiet", "--no-tensorboard")
     assert proc.returncode == 0, proc.stderr[-3000:]
     arch = json.load(open(os.path.join(out, "arch.json")))
     lat = arch["latency"]
-    assert arch["budget"]["latency"] == pytest.approx(lat["budget_ms"]) and arch["budget"]["relative"] == 0.6
+    assert arch["budget"]["latency"] == pytest.approx(lat["budget_ms"]) and arch["budget"]["relative"] == 0.5
     assert lat["device"]["threads"] == 1 and lat["device"]["batch"] == 1
+    assert lat["memory_format"] in ("channels_last", "contiguous")
     if lat["measured_repairs"] == 0:  # repair on the prediction alone; else on the measured correction
         assert abs(lat["predicted_ms"] / lat["budget_ms"] - 1) <= 0.03
     assert abs(lat["measured_over_budget"] - 1) <= 0.05
@@ -103,11 +117,10 @@ def test_a_latency_budget_search_lands_and_holds_when_measured_again(tmp_path, m
         again = run_tool("latency.py", "--arch", os.path.join(out, "arch.json"))
         assert again.returncode == 0, again.stderr[-3000:]
         agains.append(json.loads(again.stdout.strip().splitlines()[-1])["measured_over_budget"])
-    # The issue's target is ±5 % and held on the earlier machines; on the AVX2-only AMD EPYC of the
-    # seventh session three fresh processes measured 0.938 / 0.956 / 0.925 of the budget for a
-    # network the search had measured in band, a systematic 6 % gap not yet explained (issue 12
-    # stays open for it). This test guards against regressions beyond that: ±8 %.
-    assert abs(sorted(agains)[1] - 1) <= 0.08, agains
+    # the issue's target. (On the AVX2-only AMD EPYC of the seventh and eighth sessions, with every
+    # network timed channels-last, fresh processes measured 0.93-0.96 of the budget for a network
+    # the search had measured in band; each network in its faster format, 1.004-1.015.)
+    assert abs(sorted(agains)[1] - 1) <= 0.05, agains
     # and retrain rebuilds it from the same arch.json
     net = extract_small(build_adjoint(load_arch(os.path.join(out, "arch.json"))))
     assert dan.count(net, tuple(arch["input_shape"])).flops == arch["small"]["flops"]
@@ -160,9 +173,9 @@ def test_an_onnxruntime_latency_model_is_measured_in_onnxruntime(monkeypatch, tm
     calls = []
     real = latency.runnable
 
-    def spy(net, shape, runtime="torch", threads=None):
+    def spy(net, shape, runtime="torch", threads=None, *rest):
         calls.append(runtime)
-        return real(net, shape, runtime, threads)
+        return real(net, shape, runtime, threads, *rest)
     monkeypatch.setattr(latency, "runnable", spy)
     model = latency.build(sn, threads=1, runtime="onnxruntime", progress=False, rounds=3)
     assert model.device["runtime"] == "onnxruntime" and set(calls) == {"onnxruntime"}
