@@ -703,11 +703,13 @@ def _format_text(m: dict) -> str:
         return "channels-last" if m.get("memory_format", "channels_last") == "channels_last" else "NCHW"
     o = m["other"]
     counts = m["fit"].get("fastest_format", {})
-    said = ", ".join(f"{n} {f.replace('_', '-')}" for f, n in counts.items())
-    return (f"each network in the faster of {m['memory_format'].replace('_', '-')} and "
-            f"{o['memory_format'].replace('_', '-')} (one table and correction each; second correction "
+    name = {"channels_last": "channels-last", "contiguous": "NCHW"}
+    said = ", ".join(f"{n} {name.get(f, f)}" for f, n in counts.items())
+    return (f"each network in the faster of {name.get(m['memory_format'])} and "
+            f"{name.get(o['memory_format'])}: one table and correction each, the entries and correction "
+            f"below are the first's; the second's correction is "
             f"`ms = {o['w_lut']:.3f}·Σtable + {o['w_act']:.3g}·activations + {o['w_0']:.3f}`"
-            + (f"; fastest among the fit's networks: {said}" if said else "") + ")")
+            + (f"; fastest among the fit's networks: {said}" if said else ""))
 
 
 def page_lines(pred: dict, compare: dict | None = None, *, figure: str | None = None,
@@ -734,7 +736,8 @@ def page_lines(pred: dict, compare: dict | None = None, *, figure: str | None = 
              "prediction; FLOPs, as a predictor of the same measured latencies, beside it. Target (issue 12): "
              "Spearman ≥ 0.9 and median absolute error ≤ 10 %.", "",
              "Errors are against the measured times scaled to the machine speed of the table build (a "
-             "reference network, the widest small one, is timed throughout each phase; 'machine speed' "
+             "reference workload, the narrowest, a middle and the widest small network, is timed throughout "
+             "each phase; 'machine speed' "
              "is its time then over its time during the check); the unscaled error is beside them.", "",
              "| check | architectures | Spearman (predictor) | Spearman (FLOPs) | median abs error | "
              "90th pct abs error | machine speed | median abs error, unscaled | target met |",
