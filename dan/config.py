@@ -101,6 +101,10 @@ class TrainConfig:
     # tensor cut to this network's shape (leading channels), e.g. the search's supernet
     # (runs/<search>/checkpoints/last.pt) for a retrain of any widths; None: trained from scratch
     init_from: Optional[str] = None
+    # the memory format the deployable files (small.pt, small.pt2) store their weights in:
+    # channels_last | contiguous (NCHW); None: channels-last, unless the arch.json being retrained
+    # was searched under a latency budget, whose measurement found NCHW faster for its network
+    deploy_memory_format: Optional[str] = None
 
 
 # Where a retrain's weights start (tools/retrain.py --init): "scratch" (random weights, the paper's
@@ -319,6 +323,8 @@ class Config:
         _choice("train.optimizer", t.optimizer, ("adam", "adamw", "sgd"))
         _choice("train.eval_split", t.eval_split, ("test", "holdout"))
         _choice("train.amp", t.amp, ("auto", "bf16", "fp16", "off"))
+        if t.deploy_memory_format is not None:
+            _choice("train.deploy_memory_format", t.deploy_memory_format, MEMORY_FORMATS)
         _int_range("data.batch_size", d.batch_size, 1, 1 << 20)
         if d.eval_batch_size is not None:
             _int_range("data.eval_batch_size", d.eval_batch_size, 1, 1 << 20)
@@ -363,6 +369,7 @@ class Config:
 
 # The kinds of run :meth:`Config.resolve` knows.
 RUN_KINDS = ("train", "search", "retrain", "tune")
+MEMORY_FORMATS = ("channels_last", "contiguous")
 # A search holds out a third of the training images for the architecture steps: architecture
 # batches are half the size of weight batches, so both parts are used up at the same pace (DARTS
 # splits 50/50 with equal batches).

@@ -50,29 +50,35 @@ from dan.errors import UserError
 from dan.timing import device_of, median_ms, sync
 
 
-def deploy_form(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` for inference: eval mode, BatchNorm folded into convs, channels-last."""
+def deploy_form(model: nn.Module, memory_format: str = "channels_last") -> nn.Module:
+    """A copy of ``model`` for inference: eval mode, BatchNorm folded into convs, 4-d weights in
+    ``memory_format`` (``channels_last``, or ``contiguous``: NCHW, which thin networks at batch 1
+    can run faster on some CPUs, see :mod:`dan.latency`)."""
     model = copy.deepcopy(model)
     set_mode(model, False)
     try:
         model = fuse(model)  # conv+BN folding on the fx graph (needs a traceable model)
     except Exception:  # not traceable: keep the BatchNorms
         pass
-    if any(p.ndim == 4 for p in model.parameters()):
-        model = model.to(memory_format=torch.channels_last)
+    if memory_format not in ("channels_last", "contiguous"):
+        raise ValueError(f"memory format '{memory_format}': choose channels_last or contiguous")
+    if any(p.ndim == 4 for p in model.parameters()):  # (a network trained channels-last keeps it)
+        model = model.to(memory_format=torch.channels_last if memory_format == "channels_last"
+                         else torch.contiguous_format)
     return model
 
 
 def save_deployable(model: nn.Module, folder: str, input_shape: tuple, *, name: str = "small",
-                    extra: dict | None = None) -> dict:
+                    extra: dict | None = None, memory_format: str = "channels_last") -> dict:
     """Write ``<name>.pt`` (TorchScript), ``<name>.pt2`` (torch.export), ``<name>.onnx`` (with the
     extra), ``<name>_state.pt`` and ``<name>.json`` into ``folder``; returns the metadata written
-    to the JSON file."""
+    to the JSON file. ``memory_format`` (``channels_last`` or ``contiguous``) is the layout of the
+    TorchScript and torch.export weights (:func:`deploy_form`)."""
     os.makedirs(folder, exist_ok=True)
     set_mode(model, False)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     cost = count(model, (1,) + tuple(input_shape[1:]))  # as extracted: BatchNorm parameters count
-    model = deploy_form(model)
+    model = deploy_form(model, memory_format)
     example = torch.zeros((2,) + tuple(input_shape[1:]), device=device_of(model))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -85,7 +91,7 @@ def save_deployable(model: nn.Module, folder: str, input_shape: tuple, *, name: 
         atomic_write(lambda p: torch.export.save(program, p), os.path.join(folder, f"{name}.pt2"), ".pt2")
     atomic_write(lambda p: torch.save(state, p), os.path.join(folder, f"{name}_state.pt"))
     meta = {"input_shape": [1] + list(input_shape[1:]), "flops": cost.flops, "params": cost.params,
-            "nonzero_params": cost.nonzero_params, **(extra or {})}
+            "nonzero_params": cost.nonzero_params, "memory_format": memory_format, **(extra or {})}
     from dan import onnx_export  # it uses this module's timing loop
 
     checked = onnx_export.save_and_check(model, folder, input_shape, name)

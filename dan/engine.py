@@ -309,7 +309,8 @@ class Trainer:
         # itself (standard and dropout training deploy the network they trained)
         stem = deploy_name(self.method.deployed)
         meta = save_deployable(deployed, self.run_dir, shape, name=stem,
-                               extra={"method": cfg.train.method, "space": cfg.model.space})
+                               extra={"method": cfg.train.method, "space": cfg.model.space},
+                               memory_format=cfg.train.deploy_memory_format or "channels_last")
         summary.files = {k: os.path.join(self.run_dir, stem + suffix) for k, suffix in
                          [("torchscript", ".pt"), ("export", ".pt2"), ("state_dict", "_state.pt"), ("meta", ".json")]}
         if "onnx" in meta:
@@ -319,7 +320,10 @@ class Trainer:
             c = count(net, shape)
             row = {"top1": self.last_eval.get(name, {}).get("top1"), "ce": self.last_eval.get(name, {}).get("ce"),
                    "flops": c.flops, "params": c.params, "nonzero_params": c.nonzero_params, "latency_ms": {}}
-            fast = deploy_form(net)
+            fmt = "channels_last"
+            if name == self.method.deployed:  # timed in the layout its files store
+                fmt = cfg.train.deploy_memory_format or fmt
+            fast = deploy_form(net, fmt)
             for b in cfg.train.latency_batches:
                 row["latency_ms"][str(b)] = measure_latency(fast, (int(b),) + tuple(shape[1:]), min_time=0.25)
             if "onnx" in summary.files:  # every network in ONNX Runtime too (small: small.onnx itself)

@@ -80,6 +80,9 @@ def retrain_config(arch: str, method: str, base: Config, *, validation: float = 
                         "supernet: use it with --method adjoint, or --init scratch")
     if init != "scratch" and method == "adjoint" and not cfg.train.init_from:
         cfg.train.init_from = supernet_checkpoint(arch, required=init == "supernet")
+    if cfg.train.deploy_memory_format is None and (found.latency or {}).get("memory_format"):
+        # the layout the latency search measured this network fastest in (dan.latency)
+        cfg.train.deploy_memory_format = found.latency["memory_format"]
     cfg.model.space = found.space
     # the class count and input channels come from the data, as in any run
     cfg.model.args = {k: v for k, v in found.space_args.items() if k not in ("num_classes", "in_channels")}

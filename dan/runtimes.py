@@ -38,7 +38,7 @@ def forms(net: nn.Module, input_shape: tuple, folder: str | None = None, only=FO
     x = torch.randn(tuple(input_shape))
     out = {}
     fast = deploy_form(net)
-    nchw = deploy_form(net).to(memory_format=torch.contiguous_format)
+    nchw = deploy_form(net, "contiguous")
     if "eager" in only:
         xc = x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
         out["eager"] = _no_grad(lambda: fast(xc))

@@ -3,12 +3,16 @@ retrain_config (one retrain config for tools/retrain.py and tuning), each agains
 replaced: a run folder written before keeps the same config.yaml, so it stays resumable."""
 
 import copy
+import json
 import os
 
 import pytest
+import torch
+import torch.nn as nn
 
 import dan
 from dan.config import Config
+from dan.deploy import load_deployable, save_deployable
 from dan.retrain import retrain_base, retrain_config
 from tests.helpers import tiny_config
 
@@ -126,3 +130,40 @@ def test_retrain_config_of_a_trial_is_what_tuning_built(arch_path):
 def test_retrain_config_refuses_an_unknown_method(arch_path):
     with pytest.raises(dan.UserError, match="adjoint or standard"):
         retrain_config(arch_path, "kd", Config())
+
+
+def test_a_latency_searched_arch_deploys_in_the_layout_its_search_measured_fastest(arch_path, tmp_path):
+    d = json.load(open(arch_path))
+    d["budget"] = {"latency": 1.0, "relative": 0.5, "band": 0.03}
+    d["latency"] = {"budget_ms": 1.0, "memory_format": "contiguous"}
+    path = str(tmp_path / "arch.json")
+    json.dump(d, open(path, "w"))
+    base = retrain_base(dan.load_arch(path))
+    assert retrain_config(path, "adjoint", base, init="scratch").train.deploy_memory_format == "contiguous"
+    base.train.deploy_memory_format = "channels_last"  # the user's choice wins
+    assert retrain_config(path, "adjoint", base, init="scratch").train.deploy_memory_format == "channels_last"
+    # an arch.json of a FLOPs search says nothing: the files stay channels-last
+    assert retrain_config(arch_path, "adjoint", retrain_base(dan.load_arch(arch_path)),
+                          init="scratch").train.deploy_memory_format is None
+    cfg = tiny_config("unused")
+    cfg.set("train.deploy_memory_format", "nhwc")
+    with pytest.raises(dan.UserError, match=r"train\.deploy_memory_format"):
+        cfg.resolve("train")
+
+
+@pytest.mark.parametrize("fmt", ["channels_last", "contiguous"])
+def test_the_deployable_files_store_the_weights_in_the_chosen_layout(tmp_path, fmt):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    net = net.to(memory_format=torch.channels_last)  # as trained channels-last
+    meta = save_deployable(net, str(tmp_path), (1, 1, 12, 12), memory_format=fmt)
+    assert meta["memory_format"] == fmt == json.load(open(tmp_path / "small.json"))["memory_format"]
+    x = torch.randn(2, 1, 12, 12)
+    for f in ("small.pt", "small.pt2"):
+        loaded = load_deployable(str(tmp_path / f))
+        with torch.no_grad():
+            assert torch.allclose(loaded(x), net(x), atol=1e-5)
+        convs = [p for p in loaded.state_dict().values() if p.ndim == 4]
+        assert convs and all(p.is_contiguous(memory_format=torch.channels_last if fmt == "channels_last"
+                                                 else torch.contiguous_format) for p in convs)
