@@ -559,7 +559,7 @@ def remeasure(arch) -> dict:
     ratio = measured / budget
     return {"measured_ms": measured, "measured_raw_ms": found, "measured_widest_ms": top, "budget_ms": budget,
             "measured_over_budget": ratio, "in_band": bool(abs(ratio - 1) <= b.get("band", 0.03)),
-            "memory_format": fmts[0], "same_device": device_description(dev["threads"], dev["batch"], dev["runtime"]) == dev}
+            "memory_format": fmts[0] if dev["runtime"] == "torch" else None, "same_device": device_description(dev["threads"], dev["batch"], dev["runtime"]) == dev}
 
 
 def measure_archs(archs: list, *, batch: int = 1, threads: int = 1, runtime: str = "torch") -> list[float]:

@@ -40,8 +40,9 @@ def measured_latency(searcher, choice) -> dict:
             "predicted_ms": lat.predict(searcher.sn.widths_of(choice)), "measured_ms": measured,
             "measured_raw_ms": found, "measured_widest_ms": top,
             "measured_over_budget": measured / b.value, "in_band": bool(b.lo <= measured <= b.hi),
-            # the layout the found network ran fastest in (eager PyTorch: deploy it so)
-            "memory_format": fastest[0], "device": lat.device}
+            # the layout the found network ran fastest in (eager PyTorch: deploy it so; ONNX
+            # Runtime chooses its own, None)
+            "memory_format": fastest[0] if lat.device["runtime"] == "torch" else None, "device": lat.device}
 
 def finish(searcher) -> Arch:
     """The end of a search: the argmax network repaired into the band (and, under a latency budget,
