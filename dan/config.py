@@ -369,7 +369,7 @@ class Config:
 
 # The kinds of run :meth:`Config.resolve` knows.
 RUN_KINDS = ("train", "search", "retrain", "tune")
-MEMORY_FORMATS = ("channels_last", "contiguous")
+MEMORY_FORMATS = ("channels_last", "contiguous")  # the keys of dan.deploy.MEMORY_FORMATS
 # A search holds out a third of the training images for the architecture steps: architecture
 # batches are half the size of weight batches, so both parts are used up at the same pace (DARTS
 # splits 50/50 with equal batches).

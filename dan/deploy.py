@@ -50,6 +50,10 @@ from dan.errors import UserError
 from dan.timing import device_of, median_ms, sync
 
 
+# the layouts a deployable network's 4-d weights can take, by their config name
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
+
 def deploy_form(model: nn.Module, memory_format: str = "channels_last") -> nn.Module:
     """A copy of ``model`` for inference: eval mode, BatchNorm folded into convs, 4-d weights in
     ``memory_format`` (``channels_last``, or ``contiguous``: NCHW, which thin networks at batch 1
@@ -60,11 +64,10 @@ def deploy_form(model: nn.Module, memory_format: str = "channels_last") -> nn.Mo
         model = fuse(model)  # conv+BN folding on the fx graph (needs a traceable model)
     except Exception:  # not traceable: keep the BatchNorms
         pass
-    if memory_format not in ("channels_last", "contiguous"):
-        raise ValueError(f"memory format '{memory_format}': choose channels_last or contiguous")
+    if memory_format not in MEMORY_FORMATS:
+        raise ValueError(f"memory format '{memory_format}': choose {' or '.join(MEMORY_FORMATS)}")
     if any(p.ndim == 4 for p in model.parameters()):  # (a network trained channels-last keeps it)
-        model = model.to(memory_format=torch.channels_last if memory_format == "channels_last"
-                         else torch.contiguous_format)
+        model = model.to(memory_format=MEMORY_FORMATS[memory_format])
     return model
 
 

@@ -127,12 +127,6 @@ class LatencyModel:
         own = self.predict_own(widths)
         return own if self.other is None else min(own, self.other.predict_own(widths))
 
-    def fastest_format(self, widths: list) -> str:
-        """The memory format the prediction says runs these widths faster."""
-        if self.other is None or self.predict_own(widths) <= self.other.predict_own(widths):
-            return self.memory_format
-        return self.other.memory_format
-
     # -- expected under a distribution -----------------------------------------------------------
     def expected(self, probs: list, cands: list) -> torch.Tensor:
         """E[ms] when group i takes width ``cands[i][k]`` with probability ``probs[i][k]``:
@@ -294,7 +288,9 @@ def runnable(net: nn.Module, shape: tuple, runtime: str = "torch", threads: int 
             sess.run(None, feed)
         return run_ort
     if x.ndim == 4:
-        fmt = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}[memory_format]
+        from dan.deploy import MEMORY_FORMATS
+
+        fmt = MEMORY_FORMATS[memory_format]
         net = copy.deepcopy(net).to(memory_format=fmt)  # Module.to is in place: the caller's net stays
         x = x.contiguous(memory_format=fmt)
 
