@@ -194,6 +194,13 @@ class SearchConfig:
     # retrained to 87.2, seed 0; docs/search.md has the seeds).
     weight_sampling: str = "uniform"
     bn_recalibrate_batches: int = 20  # re-estimate small BN statistics before each evaluation
+    # The found widths refined at the end by held-out swaps at equal cost (dan/refine.py): at most
+    # this many rounds of (2 x groups + 3) trial architectures, each scored by the small network's
+    # held-out CE on `refine_batches` batches after re-estimating its BatchNorm statistics on
+    # `refine_recal_batches` training batches. 0 turns it off.
+    refine_rounds: int = 0
+    refine_batches: int = 16
+    refine_recal_batches: int = 8
 
 
 @dataclass
@@ -389,6 +396,9 @@ def check_search_config(s: SearchConfig) -> None:
         _num_range(f"search.{key}", getattr(s, key), 0.0, math.inf, lo_open=True)
     _num_range("search.settle", s.settle, 0.0, 1.0, hi_open=True)
     _num_range("search.warmup_epochs", s.warmup_epochs, 0.0, math.inf)
+    _int_range("search.refine_rounds", s.refine_rounds, 0, 10_000)
+    _int_range("search.refine_batches", s.refine_batches, 1, 10_000)
+    _int_range("search.refine_recal_batches", s.refine_recal_batches, 0, 10_000)
 
 
 def _num_range(key, v, lo, hi, *, lo_open=False, hi_open=False) -> None:

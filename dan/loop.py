@@ -36,7 +36,9 @@ from dan.seed import derive, seed_everything
 
 # Keys a resumed run may change: how long, where, and how fast it runs; not what it computes.
 RESUMABLE_CHANGES = ("train.epochs", "device", "data.workers", "out", "train.latency_batches", "train.amp",
-                     "train.compile")
+                     "train.compile",
+                     # the search's last step only (dan/refine.py): the trained supernet is the same
+                     "search.refine_rounds", "search.refine_batches", "search.refine_recal_batches")
 # Files of a run's results: a new run never writes into a folder holding any of them (a finished
 # run whose checkpoints were deleted must not be overwritten or mixed with a new one).
 FINISHED_FILES = ("summary.json", "small.pt", "small.pt2", "model.pt", "model.pt2", "metrics.jsonl", "arch.json")
@@ -44,13 +46,16 @@ FINISHED_FILES = ("summary.json", "small.pt", "small.pt2", "model.pt", "model.pt
 
 # ------------------------------------------------------------------------------- run folders
 def check_same_config(saved: dict, current: dict, path: str) -> None:
-    """A resumed run must compute the same thing: only :data:`RESUMABLE_CHANGES` may differ."""
+    """A resumed run must compute the same thing: only :data:`RESUMABLE_CHANGES` may differ. A key
+    the saved config lacks (added to the config after the checkpoint was written) counts as its
+    default, so that a newer version resumes an older version's run when the new key is left alone."""
     flat_saved, flat_now = _flatten(saved), _flatten(current)
+    defaults = _flatten(Config().to_dict())
     for key in sorted(set(flat_saved) | set(flat_now)):
         if key in RESUMABLE_CHANGES or key.startswith("tune."):
             continue
-        if flat_saved.get(key) != flat_now.get(key):
-            raise UserError(f"{path} was written with {key}={flat_saved.get(key)!r}, not "
+        if flat_saved.get(key, defaults.get(key)) != flat_now.get(key):
+            raise UserError(f"{path} was written with {key}={flat_saved.get(key, defaults.get(key))!r}, not "
                             f"{flat_now.get(key)!r}: resume with the same config and flags, or pick "
                             f"another --out")
 

@@ -28,18 +28,23 @@ from dan.budget import resolve_budget
 from dan.config import Config
 from dan.errors import UserError
 
-METHODS = ("uniform", "random", "greedy")
+METHODS = ("uniform", "random", "greedy", "refine")
 
 
 def baseline_arch(cfg: Config, method: str, *, supernet: str | None = None, recal_batches: int = 4,
-                  eval_batches: int = 8, coarse_above: float = 1.5, coarse_step: int = 2, log=None) -> Arch:
+                  eval_batches: int = 8, coarse_above: float = 1.5, coarse_step: int = 2, rounds: int = 8,
+                  log=None) -> Arch:
     """The :class:`Arch` of baseline ``method`` under the budget in ``cfg.search``.
 
     Args:
         cfg: a search config (model, data, budget); for ``greedy`` the search's own config is used
             and only the budget is taken from ``cfg`` when it names one.
-        method: ``uniform``, ``random`` (seeded by ``cfg.seed``) or ``greedy``.
-        supernet: ``greedy`` only: the ``checkpoints/last.pt`` of a finished or stopped DAN search.
+        method: ``uniform``, ``random`` (seeded by ``cfg.seed``), ``greedy`` or ``refine`` (the
+            search's own answer refined by held-out swaps, :mod:`dan.refine`: what
+            ``search.refine_rounds`` does at the end of a search, for a search that ran without it).
+        supernet: ``greedy`` and ``refine``: the ``checkpoints/last.pt`` of a finished or stopped DAN
+            search (``refine`` keeps that search's budget).
+        rounds: ``refine`` only: its most rounds.
         coarse_above, coarse_step: ``greedy`` only: above ``coarse_above`` times the budget, moves
             of ``coarse_step`` candidates scored on half the held-out batches (step 1: none).
     Returns:
@@ -49,6 +54,8 @@ def baseline_arch(cfg: Config, method: str, *, supernet: str | None = None, reca
         raise UserError(f"unknown baseline '{method}': choose one of {', '.join(METHODS)}")
     if method == "greedy":
         return _greedy(cfg, supernet, recal_batches, eval_batches, coarse_above, coarse_step, log)
+    if method == "refine":
+        return _refine(supernet, rounds, recal_batches, eval_batches, log)
     from dan.data import dataset_info
     from dan.search import check_search_config, describe_model
     from dan.seed import derive
@@ -77,24 +84,48 @@ def baseline_arch(cfg: Config, method: str, *, supernet: str | None = None, reca
     return sn.make_arch(widths, budget, cfg, info, search=stats)
 
 
-def _greedy(cfg: Config, supernet: str | None, recal_batches: int, eval_batches: int, coarse_above: float,
-            coarse_step: int, log) -> Arch:
+def _restore(method: str, supernet: str | None, cfg: Config | None = None):
+    """The DAN search whose ``checkpoints/last.pt`` is ``supernet``, restored (its own config; the
+    budget of ``cfg`` when it names one). Returns ``(searcher, budget)``."""
     from dan.checkpoint import load_checkpoint
     from dan.monitor import Monitor
     from dan.search import Searcher, describe_model
 
     if not supernet:
-        raise UserError("greedy needs a trained supernet: pass the checkpoints/last.pt of a DAN search")
+        raise UserError(f"{method} needs a trained supernet: pass the checkpoints/last.pt of a DAN search")
     state = load_checkpoint(supernet)
     if state.get("kind") != "search":
         raise UserError(f"{supernet} is not a search checkpoint: pass runs/<search>/checkpoints/last.pt")
     scfg = Config.from_dict(state["config"])
     scfg.out = os.path.dirname(os.path.dirname(os.path.abspath(supernet)))
-    if cfg.search.budget_flops is not None or cfg.search.budget_params is not None:
+    if cfg is not None and (cfg.search.budget_flops is not None or cfg.search.budget_params is not None):
         scfg.search.budget_flops, scfg.search.budget_params = cfg.search.budget_flops, cfg.search.budget_params
     searcher = Searcher(copy.deepcopy(scfg), Monitor(None, console=False, tensorboard=False, enabled=False))
     searcher.restore()
-    budget = resolve_budget(scfg.search, searcher.sn.extremes(), describe_model(scfg))
+    return searcher, resolve_budget(scfg.search, searcher.sn.extremes(), describe_model(scfg))
+
+
+def _refine(supernet: str | None, rounds: int, recal_batches: int, eval_batches: int, log) -> Arch:
+    import torch
+
+    from dan.refine import refine_found
+    from dan.supernet import repair
+
+    searcher, budget = _restore("refine", supernet)
+    s = searcher.cfg.search
+    s.refine_rounds, s.refine_recal_batches, s.refine_batches = rounds, recal_batches, eval_batches
+    sn = searcher.sn
+    logp = [torch.log(p.detach().cpu().double() + 1e-12).tolist() for p in sn.arch.probs()]
+    start = repair(sn.arch.argmax(), sn.cands, logp, searcher.cost.of, budget.lo, budget.hi)  # as the search ended
+    choice, stats = refine_found(searcher, start, log=log)
+    stats = {"method": "refine", "supernet": os.path.abspath(supernet), "in_band":
+             bool(budget.lo <= searcher.cost.of(choice) <= budget.hi), **stats}
+    return sn.make_arch(sn.widths_of(choice), budget, searcher.cfg, searcher.data.info, search=stats)
+
+
+def _greedy(cfg: Config, supernet: str | None, recal_batches: int, eval_batches: int, coarse_above: float,
+            coarse_step: int, log) -> Arch:
+    searcher, budget = _restore("greedy", supernet, cfg)
     idx = 0 if budget.kind == "flops" else 1
     sn = searcher.sn
     cost_fn = lambda widths: sn.table.cost(list(widths))[idx]

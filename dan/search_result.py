@@ -52,6 +52,11 @@ def finish(searcher) -> Arch:
     logp = [torch.log(p.double() + 1e-12).tolist() for p in probs]
     start = searcher.sn.arch.argmax()
     choice = repair(start, searcher.sn.cands, logp, searcher.cost.of, b.lo, b.hi)
+    repaired, refined = choice, None  # repair's answer; a measured latency's repairs come after refining
+    if searcher.cfg.search.refine_rounds > 0:
+        from dan.refine import refine_found
+        choice, refined = refine_found(searcher, choice, log=searcher.monitor.write)
+    refined_to = choice
     a_flops, a_params = searcher.sn.cost_of(start)
     a_cost = searcher.cost.of(start)
     stats = distribution_stats(probs)
@@ -69,6 +74,8 @@ def finish(searcher) -> Arch:
         # architecture steps (None: it never did, and repair had the last word)
         "settled_at_step": searcher.control.settled_at,
     }
+    if refined is not None:  # the repaired argmax's widths refined by held-out swaps (dan/refine.py)
+        search_stats["refine"] = refined
     fields = {}
     if b.kind == "latency":
         search_stats["argmax_before_repair"]["latency_ms"] = round(a_cost, 6)
@@ -84,10 +91,12 @@ def finish(searcher) -> Arch:
             n, lat = lat["measured_repairs"] + 1, measured_latency(searcher, choice)
             lat["measured_repairs"] = n
         fields["latency"] = lat
+    # "repaired": the groups repair moved (refining's moves are in search.refine.moved)
+    moved = [g.name for g, a, r, f, c in zip(searcher.sn.groups, start, repaired, refined_to, choice) if a != r or f != c]
     arch = searcher.sn.make_arch(
         searcher.sn.widths_of(choice), b, searcher.cfg, searcher.data.info,
         probabilities={g.name: [round(float(v), 6) for v in p] for g, p in zip(searcher.sn.groups, probs)},
-        repaired=[g.name for g, a, c in zip(searcher.sn.groups, start, choice) if a != c], search=search_stats,
+        repaired=moved, search=search_stats,
         **fields)
     if searcher.dist.enabled:  # every rank found the same architecture, or something is broken
         digest = hashlib.sha256(json.dumps(arch.to_dict(), sort_keys=True).encode()).hexdigest()

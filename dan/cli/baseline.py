@@ -4,6 +4,7 @@ Usage:
     python tools/baseline.py uniform --config configs/fashion_mnist_suite.yaml --budget-flops 10% --out runs/u10
     python tools/baseline.py random  --config configs/fashion_mnist_suite.yaml --budget-flops 10% --seed 1 --out runs/r10
     python tools/baseline.py greedy  --supernet runs/<search>/checkpoints/last.pt --out runs/g10
+    python tools/baseline.py refine  --supernet runs/<search>/checkpoints/last.pt --out runs/f10
     python tools/retrain.py runs/u10/arch.json
 
 uniform: one width fraction for every group, cost closest to the budget. random: every group
@@ -11,6 +12,8 @@ draws a candidate width uniformly, redrawn until the cost is inside the band (se
 greedy: AutoSlim-style slimming of the trained supernet of a DAN search, narrowing the group
 whose narrowing costs the least held-out cross-entropy per FLOP saved (the search's budget unless
 --budget-* is given); far above the budget its moves are coarser (--coarse-above, --coarse-step).
+refine: not a baseline but DAN's own last step (search.refine_rounds, dan/refine.py) for a search
+that ran without it: the search's answer refined by held-out swaps at equal cost, its budget kept.
 Writes <out>/arch.json and <out>/config.yaml; refuses a folder that already holds an arch.json.
 """
 
@@ -26,16 +29,19 @@ PROG = "baseline.py"  # the tool's name in usage and error lines (tools/baseline
 
 def get_args_parser(prog: str = PROG):
     p = common_parser(prog, __doc__)
-    p.add_argument("method", choices=["uniform", "random", "greedy"])
+    p.add_argument("method", choices=["uniform", "random", "greedy", "refine"])
     g = p.add_argument_group("baseline")
     b = g.add_mutually_exclusive_group()
     b.add_argument("--budget-flops", help="FLOPs (MACs) budget of the small network: 1.6G, 500M or 25%%")
     b.add_argument("--budget-params", help="parameter budget of the small network: 1.8M or 40%%")
-    g.add_argument("--supernet", help="greedy: checkpoints/last.pt of a DAN search")
-    g.add_argument("--recal-batches", type=positive_int, default=4,
-                   help="greedy: training batches that re-estimate BatchNorm statistics per trial")
-    g.add_argument("--eval-batches", type=positive_int, default=8,
-                   help="greedy: held-out batches that score each trial")
+    g.add_argument("--supernet", help="greedy, refine: checkpoints/last.pt of a DAN search")
+    g.add_argument("--recal-batches", type=positive_int,
+                   help="greedy, refine: training batches that re-estimate BatchNorm statistics per trial "
+                        "(default 4; refine: search.refine_recal_batches' default)")
+    g.add_argument("--eval-batches", type=positive_int,
+                   help="greedy, refine: held-out batches that score each trial (default 8; refine: "
+                        "search.refine_batches' default)")
+    g.add_argument("--rounds", type=positive_int, default=8, help="refine: at most this many rounds of swaps")
     g.add_argument("--coarse-above", type=float, default=1.5,
                    help="greedy: while the cost is above this many times the budget, moves are coarse")
     g.add_argument("--coarse-step", type=positive_int, default=2,
@@ -55,17 +61,24 @@ def main(argv, prog: str = PROG) -> int:
     from dan.cost import format_count
     from dan.pick_widths import baseline_arch
 
-    arch = baseline_arch(cfg, args.method, supernet=args.supernet, recal_batches=args.recal_batches,
-                         eval_batches=args.eval_batches, coarse_above=args.coarse_above,
-                         coarse_step=args.coarse_step, log=None if args.quiet else print)
+    from dan.config import SearchConfig
+
+    refine = args.method == "refine"
+    recal = args.recal_batches or (SearchConfig.refine_recal_batches if refine else 4)
+    batches = args.eval_batches or (SearchConfig.refine_batches if refine else 8)
+    arch = baseline_arch(cfg, args.method, supernet=args.supernet, recal_batches=recal, eval_batches=batches,
+                         coarse_above=args.coarse_above, coarse_step=args.coarse_step, rounds=args.rounds,
+                         log=None if args.quiet else print)
     os.makedirs(args.out, exist_ok=True)
     from dan.config import Config
 
     Config.from_dict(arch.config).save(os.path.join(args.out, "config.yaml"))  # greedy: the search's
     arch.save(path)
     b = arch.budget
-    kind = "flops" if "flops" in b else "params"
+    kind = "flops" if "flops" in b else "params" if "params" in b else None
+    share = f" ({100 * arch.small[kind] / b[kind]:.1f}% of the {kind} budget)" if kind else \
+        f" (predicted {arch.search['over_budget_after']:.3f} of the latency budget)"
     print(f"{args.method} widths: {format_count(arch.small['flops'])} FLOPs, {format_count(arch.small['params'])} "
-          f"params ({100 * arch.small[kind] / b[kind]:.1f}% of the {kind} budget)")
+          f"params{share}")
     print(f"arch.json:  {path}\nnext:       python tools/retrain.py {path}")
     return 0
