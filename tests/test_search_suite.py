@@ -114,6 +114,9 @@ def test_search_suite_dry_run_lists_every_method_and_budget(tmp_path):
     for l in lines:
         key, rest = l[len("[todo] "):].split(" seed ", 1)
         method = key.strip().split("/", 1)[1]
+        if method.startswith("ablation ") and method.endswith(" arch"):
+            assert "python -m dan baseline refine --supernet " in rest, l  # the last step's ablations
+            continue
         if method.startswith("ablation "):
             method = "dan search" if method.endswith(" search") else "dan"
         method = method.removesuffix(" inherited")
@@ -240,6 +243,41 @@ def test_search_suite_plans_only_the_chosen_budgets_and_recipes(tmp_path):
                                                          "uniform inherited"]
     with pytest.raises(dan.UserError, match="unknown method 'slim'"):
         search_suite.plan(str(tmp_path), methods=("dan", "slim"))
+
+
+def test_last_step_ablations_refine_the_default_searches_supernets(tmp_path):
+    """refine / no-refine: arch from the default search's checkpoint, retrained from it; the
+    ablation table compares them with DAN and every baseline retrained the same way."""
+    from dan.suite import search as search_suite
+
+    runs = search_suite.plan(str(tmp_path / "suite"), seeds=3, ablations=("refine",), recipes=("inherit",),
+                             budgets=["flops10"])
+    archs = [r for r in runs if r.key == "flops10/ablation refine arch"]
+    retrains = [r for r in runs if r.key == "flops10/ablation refine inherited"]
+    assert len(archs) == len(retrains) == 3 and not any("no-refine" in r.key for r in runs)
+    for a, r in zip(archs, retrains):
+        last = os.path.join(str(tmp_path / "suite"), "flops10", f"dan-search-s{a.seed}", "checkpoints", "last.pt")
+        assert a.args[:3] == ["refine", "--supernet", last] and a.args[a.args.index("--rounds") + 1] == "8"
+        assert r.args[0] == os.path.join(a.out, "arch.json") and f"train.init_from={last}" in r.args
+    assert not [r for r in search_suite.plan(str(tmp_path), ablations=("refine",), recipes=("scratch",))
+                if "refine" in r.key]  # inherit recipe only
+    with pytest.raises(dan.UserError, match="unknown ablation 'polish'"):
+        search_suite.plan(str(tmp_path), ablations=("polish",))
+    scores = {"dan inherited": [0.85, 0.86, 0.855], "uniform inherited": [0.80, 0.81, 0.805],
+              "random inherited": [0.84, 0.86, 0.87], "greedy inherited": [0.90, 0.91, 0.905],
+              "ablation refine inherited": [0.87, 0.88, 0.875]}
+    for r in runs:
+        if r.kind in ("search", "arch"):
+            _fake_arch(r, in_band=True, max_prob=0.7)
+        else:
+            _fake_retrain(r, scores[r.key.split("/")[1]][r.seed], 700_000)
+    text = search_suite.write_report(runs, str(tmp_path / "search.md"), str(tmp_path / "fig"), "Settings.")
+    row = [l for l in text.splitlines() if l.startswith("| flops10 | refine |")][0]
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[3] == "inherit" and cells[5] == "3" and cells[6] == "3 of 3"
+    assert cells[8].startswith("+2.00") and "**supported**" in cells[8]  # vs DAN
+    assert cells[9].startswith("+7.00") and "**supported**" in cells[9]  # vs uniform
+    assert cells[11].startswith("-3.00") and "**not supported**" in cells[11]  # vs greedy
 
 
 def test_check_search_config_names_the_key():

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 
 from dan.cli.common import Parser, positive_int
+from dan.errors import UserError
 
 PROG = "reproduce.py"  # the tool's name in usage and error lines (tools/reproduce.py)
 
@@ -35,6 +36,8 @@ def get_args_parser(prog: str = PROG):
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="runs at once, one thread each (default 1: one run on all cores)")
     p.add_argument("--no-ablations", action="store_true", help="search suite: leave out the ablations")
+    p.add_argument("--ablations", help="search suite: comma-separated ablations to plan (default all; e.g. "
+                                       "refine,no-refine: the search's last step on the default searches' supernets)")
     p.add_argument("--recipe", choices=("scratch", "inherit", "both"), default="both",
                    help="search suite: retrain every method from scratch (the paper's recipe), from that "
                         "seed's DAN supernet (weight inheritance), or both (default)")
@@ -68,7 +71,10 @@ def main(argv, prog: str = PROG) -> int:
         extra += ["--device", args.device]
     if args.suite == "search":
         recipes = ("scratch", "inherit") if args.recipe == "both" else (args.recipe,)
-        runs = suite.search.plan(out, args.seeds, extra, ablations=not args.no_ablations, recipes=recipes,
+        ablations = (not args.no_ablations) if not args.ablations else tuple(args.ablations.split(","))
+        if args.ablations and args.no_ablations:
+            raise UserError("give --ablations or --no-ablations, not both")
+        runs = suite.search.plan(out, args.seeds, extra, ablations=ablations, recipes=recipes,
                                  budgets=args.budgets.split(",") if args.budgets else None,
                                  methods=tuple(args.methods.split(",")) if args.methods else suite.search.METHODS)
     else:

@@ -55,7 +55,18 @@ ABLATIONS = [
     ("no-settle", "default, but without the settle phase (tau annealed to the last step, the multiplier "
                   "on E[cost] to the end)", ["search.settle=0"]),
 ]
+# Ablations of the search's last step, on the *same* supernet as the default search of that seed
+# (``baseline.py refine --supernet <search>/checkpoints/last.pt``, which is what the search's finish
+# does; tests/test_refine.py checks both give the same widths): (tag, description, refine flags).
+# They retrain under the inherit recipe only, from that supernet like every inherited row, so each
+# compares with the default row and the baselines of the same supernets, paired by seed.
+FINISH_ABLATIONS = [
+    ("refine", "the repaired argmax refined by held-out swaps at equal cost (search.refine_rounds=8)",
+     ["--rounds", "8"]),
+    ("no-refine", "the repaired argmax as the search found it (search.refine_rounds=0)", ["--rounds", "0"]),
+]
 ABLATION_BUDGETS = ("flops10", "flops25")
+ABLATION_NAMES = tuple(n for n, _, _ in ABLATIONS + FINISH_ABLATIONS)
 # Retrain recipes, each applied to every method alike: "scratch" (the paper's: the searched widths
 # retrained from random weights) and "inherit" (weight inheritance, as OFA and BigNAS deploy supernet
 # weights: every method's retrain starts from that seed's DAN supernet, cut to its widths by
@@ -68,13 +79,19 @@ RECIPES = {"scratch": "", "inherit": " inherited"}
 SEARCH_SETS: list = []
 
 
-def plan(out: str, seeds: int | None = None, extra: list | None = None, ablations: bool = True,
+def plan(out: str, seeds: int | None = None, extra: list | None = None, ablations: bool | tuple = True,
          recipes: tuple = tuple(RECIPES), budgets: list | None = None,
          methods: tuple = METHODS) -> list[Run]:
     """The suite's runs in dependency order; ``recipes`` are the retrain recipes (:data:`RECIPES`),
     ``budgets`` the budget tags to plan (default: all of :data:`BUDGETS`), ``methods`` the rows to
     retrain (default all of :data:`METHODS`; DAN's search is planned whatever they are, as every
-    inherited retrain and greedy start from its supernet)."""
+    inherited retrain and greedy start from its supernet), ``ablations`` all (True), none (False)
+    or the names of those to plan (:data:`ABLATION_NAMES`)."""
+    if not isinstance(ablations, bool):
+        odd = [a for a in ablations if a not in ABLATION_NAMES]
+        if odd:
+            raise UserError(f"unknown ablation '{odd[0]}': choose from {', '.join(ABLATION_NAMES)}")
+    wanted = lambda name: ablations if isinstance(ablations, bool) else name in ablations  # noqa: E731
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         raise UserError(f"unknown retrain recipe '{unknown[0]}': choose from {', '.join(RECIPES)}")
@@ -131,6 +148,8 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
             if tag not in ABLATION_BUDGETS:
                 continue
             for name, _, sets in ABLATIONS:
+                if not wanted(name):
+                    continue
                 for seed in range(n):
                     d = lambda what: os.path.join(out, tag, f"ablation-{name}-{what}-s{seed}")
                     s = d("search")
@@ -145,6 +164,23 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
                                     [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", "--init", "scratch",
                                      *extra,
                                      "--out", o], o, after=[s]))
+            if "inherit" not in recipes:
+                continue
+            for name, _, flags in FINISH_ABLATIONS:
+                if not wanted(name):
+                    continue
+                for seed in range(n):
+                    s = os.path.join(out, tag, f"dan-search-s{seed}")
+                    last = os.path.join(s, "checkpoints", "last.pt")
+                    d = lambda what: os.path.join(out, tag, f"ablation-{name}-{what}-s{seed}")
+                    a = d("arch")
+                    runs.append(Run(f"{tag}/ablation {name} arch", seed, "baseline",
+                                    ["refine", "--supernet", last, *flags, "--quiet", *extra, "--out", a], a,
+                                    kind="arch", after=[s]))
+                    o = d("inherit")
+                    runs.append(Run(f"{tag}/ablation {name}{RECIPES['inherit']}", seed, "retrain",
+                                    [os.path.join(a, "arch.json"), "--seed", str(seed), "--quiet", "--set",
+                                     f"train.init_from={last}", *extra, "--out", o], o, after=[a, s]))
     for r in runs:  # one elapsed time for the suite, whichever budgets an invocation runs
         r.root = out
     return runs
@@ -358,27 +394,45 @@ def _convergence_lines(runs: list[Run]) -> list[str]:
 
 
 def _ablation_lines(runs: list[Run], table: dict) -> list[str]:
-    """Each ablation's top-1 and convergence against the default search (none before any ran)."""
-    abl = [(name, desc) for name, desc, _ in ABLATIONS]
-    if not any(table.get(t, {}).get(f"ablation {n}", {}).get("top1") for t in ABLATION_BUDGETS for n, _ in abl):
+    """Each ablation's top-1 and convergence against the default search and against the baselines
+    retrained the same way (none before any ran)."""
+    abl = [(name, desc, "", f"ablation {name} search") for name, desc, _ in ABLATIONS]
+    # the finish ablations refine the default search's own supernet: its convergence is the default's
+    abl += [(name, desc, RECIPES["inherit"], "dan search") for name, desc, _ in FINISH_ABLATIONS]
+    if not any(table.get(t, {}).get(f"ablation {n}{sfx}", {}).get("top1")
+               for t in ABLATION_BUDGETS for n, _, sfx, _ in abl):
         return []
+    others = METHODS[1:]
     lines = ["## Ablations of the search", "",
-             "Each variant is a config option; it searched and retrained like the default (same seeds, "
-             "same retrain), so its row compares with the tables above.", "",
-             "| budget | variant | what it changes | top-1 (%) | in band before repair | mean largest probability | variant − default | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Each variant is a config option. A search variant searched and retrained like the default "
+             "(same seeds, from scratch); a last-step variant (refine, no-refine) started from the default "
+             "search's own supernet and was retrained from it (inherit recipe). Each row compares with the "
+             "default DAN row and the baselines retrained the same way (two-sample verdict over seeds; the "
+             "paired one in brackets).", "",
+             "| budget | variant | what it changes | recipe | top-1 (%) | seeds | in band before repair | "
+             "mean largest probability | variant − default | " + " | ".join(f"variant − {m}" for m in others) + " |",
+             "|---" * (9 + len(others)) + "|"]
     for tag in ABLATION_BUDGETS:
-        dan = table.get(tag, {}).get("dan", {}).get("top1", [])
-        for name, desc in abl:
-            row = table.get(tag, {}).get(f"ablation {name}")
+        rows = table.get(tag, {})
+        for name, desc, sfx, conv_key in abl:
+            row = rows.get(f"ablation {name}{sfx}")
             if not row or not row["top1"]:
                 continue
-            conv = convergence_summary(runs, f"ablation {name} search").get(tag, {"in_band": 0, "n": 0,
-                                                                                  "max_prob": []})
-            d, se, v = verdict(row["top1"], dan, True, 0.0)
+            conv = convergence_summary(runs, conv_key).get(tag, {"in_band": 0, "n": 0, "max_prob": []})
             mp = statistics.mean(conv["max_prob"]) if conv["max_prob"] else math.nan
-            lines.append(f"| {tag} | {name} | {desc} | {mean_std(row['top1'], 100, 2)} | "
-                         f"{conv['in_band']} of {conv['n']} | {mp:.2f} | {_diff(d, se)} | {v} |")
+            cells = []
+            for m in ("dan",) + others:
+                base = rows.get(m + sfx, {})
+                if not base.get("top1"):
+                    cells.append("-")
+                    continue
+                d, se, v = verdict(row["top1"], base["top1"], True, 0.0)
+                mine = dict(zip(row["seeds"], row["top1"]))
+                pd, pse, pv = paired_verdict([mine[s] - x for s, x in zip(base["seeds"], base["top1"]) if s in mine])
+                cells.append(f"{_diff(d, se)} {v} ({pv})")
+            recipe = "inherit" if sfx else "scratch"
+            lines.append(f"| {tag} | {name} | {desc} | {recipe} | {mean_std(row['top1'], 100, 2)} | {len(row['top1'])} | "
+                         f"{conv['in_band']} of {conv['n']} | {mp:.2f} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
