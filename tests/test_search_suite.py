@@ -261,6 +261,11 @@ def test_last_step_ablations_refine_the_default_searches_supernets(tmp_path):
         assert r.args[0] == os.path.join(a.out, "arch.json") and f"train.init_from={last}" in r.args
     assert not [r for r in search_suite.plan(str(tmp_path), ablations=("refine",), recipes=("scratch",))
                 if "refine" in r.key]  # inherit recipe only
+    # a search variant under the inherit recipe retrains from its own supernet
+    kl = [r for r in search_suite.plan(str(tmp_path), seeds=1, ablations=("kl-only",), recipes=("inherit",),
+                                       budgets=["flops25"]) if "kl-only" in r.key]
+    assert [r.key for r in kl] == ["flops25/ablation kl-only search", "flops25/ablation kl-only inherited"]
+    assert f"train.init_from={os.path.join(kl[0].out, 'checkpoints', 'last.pt')}" in kl[1].args
     with pytest.raises(dan.UserError, match="unknown ablation 'polish'"):
         search_suite.plan(str(tmp_path), ablations=("polish",))
     scores = {"dan inherited": [0.85, 0.86, 0.855], "uniform inherited": [0.80, 0.81, 0.805],

@@ -158,12 +158,19 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
                         args += ["--set", kv]
                     runs.append(Run(f"{tag}/ablation {name} search", seed, "search", args + ["--out", s], s,
                                     kind="search"))
-                    o = d("retrain")
-                    # from scratch, as the scratch-recipe "dan" row the ablation table compares with
-                    runs.append(Run(f"{tag}/ablation {name}", seed, "retrain",
-                                    [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", "--init", "scratch",
-                                     *extra,
-                                     "--out", o], o, after=[s]))
+                    # retrained by each recipe like the "dan" row it compares with: from scratch, or
+                    # from the variant's own supernet (as "dan inherited" starts from the default's)
+                    if "scratch" in recipes:
+                        o = d("retrain")
+                        runs.append(Run(f"{tag}/ablation {name}", seed, "retrain",
+                                        [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", "--init",
+                                         "scratch", *extra, "--out", o], o, after=[s]))
+                    if "inherit" in recipes:
+                        o = d("inherit")
+                        init = f"train.init_from={os.path.join(s, 'checkpoints', 'last.pt')}"
+                        runs.append(Run(f"{tag}/ablation {name}{RECIPES['inherit']}", seed, "retrain",
+                                        [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", "--set", init,
+                                         *extra, "--out", o], o, after=[s]))
             if "inherit" not in recipes:
                 continue
             for name, _, flags in FINISH_ABLATIONS:
@@ -396,7 +403,7 @@ def _convergence_lines(runs: list[Run]) -> list[str]:
 def _ablation_lines(runs: list[Run], table: dict) -> list[str]:
     """Each ablation's top-1 and convergence against the default search and against the baselines
     retrained the same way (none before any ran)."""
-    abl = [(name, desc, "", f"ablation {name} search") for name, desc, _ in ABLATIONS]
+    abl = [(name, desc, sfx, f"ablation {name} search") for name, desc, _ in ABLATIONS for sfx in RECIPES.values()]
     # the finish ablations refine the default search's own supernet: its convergence is the default's
     abl += [(name, desc, RECIPES["inherit"], "dan search") for name, desc, _ in FINISH_ABLATIONS]
     if not any(table.get(t, {}).get(f"ablation {n}{sfx}", {}).get("top1")
@@ -405,10 +412,11 @@ def _ablation_lines(runs: list[Run], table: dict) -> list[str]:
     others = METHODS[1:]
     lines = ["## Ablations of the search", "",
              "Each variant is a config option. A search variant searched and retrained like the default "
-             "(same seeds, from scratch); a last-step variant (refine, no-refine) started from the default "
-             "search's own supernet and was retrained from it (inherit recipe). Each row compares with the "
-             "default DAN row and the baselines retrained the same way (two-sample verdict over seeds; the "
-             "paired one in brackets).", "",
+             "(same seeds; under the inherit recipe from its own supernet); a last-step variant (refine, "
+             "no-refine) started from the default search's own supernet and was retrained from it (inherit "
+             "recipe). Each row compares with the default DAN row and the baselines retrained the same way "
+             "(two-sample verdict over seeds; the paired one in brackets; under the inherit recipe a search "
+             "variant's pairs do not share a supernet).", "",
              "| budget | variant | what it changes | recipe | top-1 (%) | seeds | in band before repair | "
              "mean largest probability | variant − default | " + " | ".join(f"variant − {m}" for m in others) + " |",
              "|---" * (9 + len(others)) + "|"]
