@@ -144,52 +144,60 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
                                     [os.path.join(arch_dir, "arch.json"), "--seed", str(seed), "--quiet", *init,
                                      *extra, "--out", o], o, after=[arch_dir] + ([s] if inherit else [])))
     if ablations:
-        for tag, flag, value in chosen:
-            if tag not in ABLATION_BUDGETS:
-                continue
-            for name, _, sets in ABLATIONS:
-                if not wanted(name):
-                    continue
-                for seed in range(n):
-                    d = lambda what: os.path.join(out, tag, f"ablation-{name}-{what}-s{seed}")
-                    s = d("search")
-                    args = ["--config", config, "--seed", str(seed), "--quiet", *extra, flag, value, *SEARCH_SETS]
-                    for kv in sets:
-                        args += ["--set", kv]
-                    runs.append(Run(f"{tag}/ablation {name} search", seed, "search", args + ["--out", s], s,
-                                    kind="search"))
-                    # retrained by each recipe like the "dan" row it compares with: from scratch, or
-                    # from the variant's own supernet (as "dan inherited" starts from the default's)
-                    if "scratch" in recipes:
-                        o = d("retrain")
-                        runs.append(Run(f"{tag}/ablation {name}", seed, "retrain",
-                                        [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", "--init",
-                                         "scratch", *extra, "--out", o], o, after=[s]))
-                    if "inherit" in recipes:
-                        o = d("inherit")
-                        init = f"train.init_from={os.path.join(s, 'checkpoints', 'last.pt')}"
-                        runs.append(Run(f"{tag}/ablation {name}{RECIPES['inherit']}", seed, "retrain",
-                                        [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", "--set", init,
-                                         *extra, "--out", o], o, after=[s]))
-            if "inherit" not in recipes:
-                continue
-            for name, _, flags in FINISH_ABLATIONS:
-                if not wanted(name):
-                    continue
-                for seed in range(n):
-                    s = os.path.join(out, tag, f"dan-search-s{seed}")
-                    last = os.path.join(s, "checkpoints", "last.pt")
-                    d = lambda what: os.path.join(out, tag, f"ablation-{name}-{what}-s{seed}")
-                    a = d("arch")
-                    runs.append(Run(f"{tag}/ablation {name} arch", seed, "baseline",
-                                    ["refine", "--supernet", last, *flags, "--quiet", *extra, "--out", a], a,
-                                    kind="arch", after=[s]))
-                    o = d("inherit")
-                    runs.append(Run(f"{tag}/ablation {name}{RECIPES['inherit']}", seed, "retrain",
-                                    [os.path.join(a, "arch.json"), "--seed", str(seed), "--quiet", "--set",
-                                     f"train.init_from={last}", *extra, "--out", o], o, after=[a, s]))
+        runs += _ablation_runs(out, chosen, n, extra, config, recipes, wanted)
     for r in runs:  # one elapsed time for the suite, whichever budgets an invocation runs
         r.root = out
+    return runs
+
+
+def _ablation_runs(out: str, chosen: list, n: int, extra: list, config: str, recipes: tuple, wanted) -> list[Run]:
+    """The ablations' runs at the chosen budgets that have them: each search variant's searches and
+    retrains (per recipe), then the last-step variants on the default searches' supernets."""
+    runs: list[Run] = []
+    for tag, flag, value in chosen:
+        if tag not in ABLATION_BUDGETS:
+            continue
+        for name, _, sets in ABLATIONS:
+            if not wanted(name):
+                continue
+            for seed in range(n):
+                d = lambda what: os.path.join(out, tag, f"ablation-{name}-{what}-s{seed}")
+                s = d("search")
+                args = ["--config", config, "--seed", str(seed), "--quiet", *extra, flag, value, *SEARCH_SETS]
+                for kv in sets:
+                    args += ["--set", kv]
+                runs.append(Run(f"{tag}/ablation {name} search", seed, "search", args + ["--out", s], s,
+                                kind="search"))
+                # retrained by each recipe like the "dan" row it compares with: from scratch, or
+                # from the variant's own supernet (as "dan inherited" starts from the default's)
+                if "scratch" in recipes:
+                    o = d("retrain")
+                    runs.append(Run(f"{tag}/ablation {name}", seed, "retrain",
+                                    [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", "--init",
+                                     "scratch", *extra, "--out", o], o, after=[s]))
+                if "inherit" in recipes:
+                    o = d("inherit")
+                    init = f"train.init_from={os.path.join(s, 'checkpoints', 'last.pt')}"
+                    runs.append(Run(f"{tag}/ablation {name}{RECIPES['inherit']}", seed, "retrain",
+                                    [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", "--set", init,
+                                     *extra, "--out", o], o, after=[s]))
+        if "inherit" not in recipes:
+            continue
+        for name, _, flags in FINISH_ABLATIONS:
+            if not wanted(name):
+                continue
+            for seed in range(n):
+                s = os.path.join(out, tag, f"dan-search-s{seed}")
+                last = os.path.join(s, "checkpoints", "last.pt")
+                d = lambda what: os.path.join(out, tag, f"ablation-{name}-{what}-s{seed}")
+                a = d("arch")
+                runs.append(Run(f"{tag}/ablation {name} arch", seed, "baseline",
+                                ["refine", "--supernet", last, *flags, "--quiet", *extra, "--out", a], a,
+                                kind="arch", after=[s]))
+                o = d("inherit")
+                runs.append(Run(f"{tag}/ablation {name}{RECIPES['inherit']}", seed, "retrain",
+                                [os.path.join(a, "arch.json"), "--seed", str(seed), "--quiet", "--set",
+                                 f"train.init_from={last}", *extra, "--out", o], o, after=[a, s]))
     return runs
 
 
