@@ -195,7 +195,7 @@ class SearchConfig:
     weight_sampling: str = "uniform"
     bn_recalibrate_batches: int = 20  # re-estimate small BN statistics before each evaluation
     # The found widths refined at the end by held-out swaps at equal cost (dan/refine.py): at most
-    # this many rounds of (2 x groups + 3) trial architectures, each scored by the small network's
+    # this many rounds of at most (2 x groups + 8) trial architectures, each scored by the small network's
     # held-out CE on `refine_batches` batches after re-estimating its BatchNorm statistics on
     # `refine_recal_batches` training batches. 0 turns it off.
     refine_rounds: int = 0
