@@ -106,17 +106,14 @@ def _restore(method: str, supernet: str | None, cfg: Config | None = None):
 
 
 def _refine(supernet: str | None, rounds: int, recal_batches: int, eval_batches: int, log) -> Arch:
-    import torch
-
     from dan.refine import refine_found
-    from dan.supernet import repair
+    from dan.search_result import repaired_argmax
 
     searcher, budget = _restore("refine", supernet)
     s = searcher.cfg.search
     s.refine_rounds, s.refine_recal_batches, s.refine_batches = rounds, recal_batches, eval_batches
     sn = searcher.sn
-    logp = [torch.log(p.detach().cpu().double() + 1e-12).tolist() for p in sn.arch.probs()]
-    start = repair(sn.arch.argmax(), sn.cands, logp, searcher.cost.of, budget.lo, budget.hi)  # as the search ended
+    start = repaired_argmax(searcher)[3]  # as the search ended
     choice, stats = refine_found(searcher, start, log=log)
     stats = {"method": "refine", "supernet": os.path.abspath(supernet), "in_band":
              bool(budget.lo <= searcher.cost.of(choice) <= budget.hi), **stats}

@@ -44,14 +44,21 @@ def measured_latency(searcher, choice) -> dict:
             # Runtime chooses its own, None)
             "memory_format": fastest[0] if lat.device["runtime"] == "torch" else None, "device": lat.device}
 
-def finish(searcher) -> Arch:
-    """The end of a search: the argmax network repaired into the band (and, under a latency budget,
-    measured), its statistics, ``arch.json`` and ``widths.png`` written by the main rank."""
+def repaired_argmax(searcher) -> tuple[list, list, list[int], list[int]]:
+    """Where a search ends before its optional last step: the width distributions, their
+    log-probabilities, the argmax choice and that choice repaired into the budget band."""
     b = searcher.budget
     probs = [p.detach().cpu() for p in searcher.sn.arch.probs()]
     logp = [torch.log(p.double() + 1e-12).tolist() for p in probs]
     start = searcher.sn.arch.argmax()
-    choice = repair(start, searcher.sn.cands, logp, searcher.cost.of, b.lo, b.hi)
+    return probs, logp, start, repair(start, searcher.sn.cands, logp, searcher.cost.of, b.lo, b.hi)
+
+
+def finish(searcher) -> Arch:
+    """The end of a search: the argmax network repaired into the band (and, under a latency budget,
+    measured), its statistics, ``arch.json`` and ``widths.png`` written by the main rank."""
+    b = searcher.budget
+    probs, logp, start, choice = repaired_argmax(searcher)
     repaired, refined = choice, None  # repair's answer; a measured latency's repairs come after refining
     if searcher.cfg.search.refine_rounds > 0:
         from dan.refine import refine_found
