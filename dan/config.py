@@ -191,7 +191,10 @@ class SearchConfig:
     # weights are trained and the supernet ranks it above widths it never trained; at 10 % it
     # scored its own widths 83.4 % vs uniform widths' 77.5 % held-out, while retrained from
     # scratch the uniform widths won, 86.5 vs 85.2; with uniform sampling the searched widths
-    # retrained to 87.2, seed 0; docs/search.md has the seeds).
+    # retrained to 87.2, seed 0; docs/search.md has the seeds). "sandwich" is "uniform" plus, in
+    # every weight step, the narrowest small network distilled from the big network's detached
+    # logits (BigNAS's sandwich rule; its widest slice is the big network, trained every step
+    # anyway): an ablation (docs/search.md).
     weight_sampling: str = "uniform"
     bn_recalibrate_batches: int = 20  # re-estimate small BN statistics before each evaluation
     # The found widths refined at the end by held-out swaps at equal cost (dan/refine.py): at most
@@ -384,7 +387,7 @@ SEARCH_HOLDOUT = 1 / 3
 
 _SEARCH_CHOICES = {"tau_anneal": ("step", "epoch"), "arch_objective": ("ce+kl", "kl"),
                    "budget_control": ("expected", "blend", "argmax"), "arch_lambda": ("full", "schedule"),
-                   "weight_sampling": ("distribution", "uniform"), "latency_runtime": ("torch", "onnxruntime")}
+                   "weight_sampling": ("distribution", "uniform", "sandwich"), "latency_runtime": ("torch", "onnxruntime")}
 
 
 def check_search_config(s: SearchConfig) -> None:

@@ -7,7 +7,10 @@
    (SPOS; ``weight_sampling: distribution`` draws it from the architecture distribution instead,
    which biases the supernet towards the architecture the search already prefers), the small
    path runs on tensors sliced to it, and the weights take a step on the adjoint loss
-   ``CE(y, p) + λ(t)·KL(p‖q)``.
+   ``CE(y, p) + λ(t)·KL(p‖q)`` (``weight_sampling: sandwich`` adds ``λ(t)·KL(p‖q_min)`` of the
+   narrowest small network, p detached: BigNAS's sandwich rule with in-place distillation; its
+   top slice is the big network itself, which the widest small network equals but for its
+   BatchNorms, and which every step already trains on the labels).
 2. **Architecture step** (held-out split, after ``warmup_epochs`` of weight-only training): the big
    network's p is computed without gradients, the small path runs with soft Gumbel channel masks
    at temperature τ, and the logits θ take an Adam step on ``CE(y, q) + c·KL(p‖q) + μ·E[cost]/B``
@@ -140,13 +143,22 @@ class Searcher:
 
     # --- one step of each kind ----------------------------------------------------------------
     def weight_step(self, x, y, progress: float) -> dict:
+        sampling = self.cfg.search.weight_sampling
         # the same draw on every rank (same seeds)
-        self.sn.set_widths(self.sn.sample_hard(uniform=self.cfg.search.weight_sampling == "uniform"))
+        self.sn.set_widths(self.sn.sample_hard(uniform=sampling != "distribution"))
+        lam = self.lam(progress)
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             big, small = self.train_anet(x)
-        lam = self.lam(progress)
+            if sampling == "sandwich":
+                # The sandwich's bottom slice. The teacher is detached (in-place distillation): the
+                # big network learns from the labels and the sampled small network, as in a plain
+                # adjoint step, and is not pulled towards the narrowest network's predictions.
+                self.sn.set_widths(self.sn.extreme_choices()[0])
+                kl_min = kl_divergence(big.detach(), self.anet.small(x))
         loss, ce, kl = adjoint_loss(big, small, y, lam, detach_teacher=self.cfg.adjoint.detach_teacher,
                                     label_smoothing=self.cfg.train.label_smoothing, return_terms=True)
+        if sampling == "sandwich":
+            loss = loss + lam * kl_min
         optimizer_step(loss, self.w_opt, self.sched, self.anet.parameters(), self.cfg.train.grad_clip, step=self.step)
         return {"loss": loss.item(), "ce": float(ce), "kl": float(kl), "lambda": lam}
 

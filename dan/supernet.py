@@ -213,6 +213,10 @@ class Supernet:
                 return [int(torch.randint(len(c), (1,))) for c in self.cands]
             return [int(torch.argmax(t + _gumbel(t.shape, t.device))) for t in self.arch.logits]
 
+    def extreme_choices(self) -> list[list[int]]:
+        """The narrowest and the widest choice (every group's first and last candidate)."""
+        return [[0] * len(self.cands), [len(c) - 1 for c in self.cands]]
+
     def set_soft(self, tau: float, samples: int) -> None:
         """Soft channel masks for an architecture step (differentiable in θ)."""
         for g, c, t in zip(self.groups, self.cands, self.arch.logits):

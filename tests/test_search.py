@@ -220,3 +220,39 @@ def test_uniform_weight_sampling_ignores_the_logits():
     for choice in uniform:
         counts[choice[0]] += 1
     assert counts.min() > 200 / len(counts) / 3  # every candidate drawn, roughly equally
+
+
+def test_sandwich_weight_step_adds_the_narrowest_network_distilled_from_the_big_one(tmp_path):
+    """search.weight_sampling=sandwich: the same step as uniform sampling plus λ·KL(p‖q) of the
+    narrowest small network, with the big network's logits detached. (The widest small network
+    is the big network but for its own BatchNorms: at the start their KL is 0.)"""
+    from dan.loss import kl_divergence
+    from dan.search import Searcher
+
+    steps = {}
+    for mode in ("uniform", "sandwich"):
+        out = str(tmp_path / mode)
+        s = Searcher(_search_cfg(out, **{"search.weight_sampling": mode}), Monitor(out, tensorboard=False))
+        x, y = next(iter(s.data.train))
+        x = s.prep(x)
+        seen = []
+        set_widths = s.sn.set_widths
+        s.sn.set_widths = lambda choice: (seen.append(list(choice)), set_widths(choice))[1]
+        if mode == "uniform":  # the extremes' KL before any step (the same initial weights in both)
+            with torch.no_grad():
+                p = s.anet.big(x)
+                kls = []
+                for choice in s.sn.extreme_choices():
+                    set_widths(choice)
+                    kls.append(float(kl_divergence(p, s.anet.small(x))))
+                kl_min = kls[0]
+        torch.manual_seed(0)
+        steps[mode] = (s.weight_step(x, y, 0.5), seen)
+    (uni, seen_u), (sand, seen_s) = steps["uniform"], steps["sandwich"]
+    n = len(seen_u[0])
+    assert len(seen_u) == 1 and seen_s[0] == seen_u[0]  # the same sampled widths first
+    assert seen_s[1:] == [[0] * n]
+    assert kl_min > 0 and kls[1] == pytest.approx(0.0, abs=1e-6)
+    assert sand["loss"] == pytest.approx(uni["loss"] + uni["lambda"] * kl_min, rel=1e-4)
+    with pytest.raises(dan.UserError, match="weight_sampling"):
+        _search_cfg(str(tmp_path / "bad"), **{"search.weight_sampling": "sandwich-rule"}).resolve("search")

@@ -52,6 +52,8 @@ ABLATIONS = [
      ["search.multiplier_p=5"]),
     ("blend-control", "default, but the multiplier watches E[cost] blended into the argmax cost by the "
                       "mean largest probability, driven to the budget", ["search.budget_control=blend"]),
+    ("sandwich", "default, but every weight step also trains the narrowest small network, distilled "
+                 "from the big one (the sandwich rule)", ["search.weight_sampling=sandwich"]),
     ("no-settle", "default, but without the settle phase (tau annealed to the last step, the multiplier "
                   "on E[cost] to the end)", ["search.settle=0"]),
 ]
