@@ -76,11 +76,20 @@ from dan.monitor import Monitor
 from dan.search_control import SETTLE_MU_FLOOR, BudgetCost, SearchControl  # noqa: F401 (dan.search.SETTLE_MU_FLOOR)
 from dan.seed import seed_everything
 from dan.search_result import distribution_stats, finish, log_epoch, log_step, width_figure, width_png  # noqa: F401
-from dan.supernet import build_supernet
+from dan.supernet import Supernet, build_supernet
 
 CHECKPOINT_VERSION = 1
 # The defaults a search fills (:meth:`Config.resolve`); these names stay importable from here.
 DEFAULT_HOLDOUT = SEARCH_HOLDOUT
+
+
+def narrowest_kl(sn: Supernet, anet, big: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The sandwich rule's bottom slice: ``KL(p‖q)`` of the narrowest small network with the big
+    network's logits ``big`` detached (in-place distillation: the big network learns from the labels
+    and the sampled small network, as in a plain adjoint step, and is not pulled towards the
+    narrowest network's predictions). Leaves the small path at the narrowest widths."""
+    sn.set_widths(sn.extreme_choices()[0])
+    return kl_divergence(big.detach(), anet.small(x))
 
 
 class Searcher:
@@ -149,16 +158,10 @@ class Searcher:
         lam = self.lam(progress)
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             big, small = self.train_anet(x)
-            if sampling == "sandwich":
-                # The sandwich's bottom slice. The teacher is detached (in-place distillation): the
-                # big network learns from the labels and the sampled small network, as in a plain
-                # adjoint step, and is not pulled towards the narrowest network's predictions.
-                self.sn.set_widths(self.sn.extreme_choices()[0])
-                kl_min = kl_divergence(big.detach(), self.anet.small(x))
+            kl_min = narrowest_kl(self.sn, self.anet, big, x) if sampling == "sandwich" else 0.0
         loss, ce, kl = adjoint_loss(big, small, y, lam, detach_teacher=self.cfg.adjoint.detach_teacher,
                                     label_smoothing=self.cfg.train.label_smoothing, return_terms=True)
-        if sampling == "sandwich":
-            loss = loss + lam * kl_min
+        loss = loss + lam * kl_min
         optimizer_step(loss, self.w_opt, self.sched, self.anet.parameters(), self.cfg.train.grad_clip, step=self.step)
         return {"loss": loss.item(), "ce": float(ce), "kl": float(kl), "lambda": lam}
 
