@@ -18,31 +18,18 @@ from dan.supernet import repair
 
 
 def measured_latency(searcher, choice) -> dict:
-    """The found network's latency, predicted and measured on this device (interleaved with the
-    widest small network, so that a relative budget compares times taken together)."""
+    """The found network's latency, predicted and measured on this device (:func:`dan.latency.measure_found`:
+    interleaved with the widest small network, so that a relative budget compares times taken
+    together; the median of three readings)."""
     from dan import latency
 
     b, lat = searcher.budget, searcher.latency
-    widest = [len(c) - 1 for c in searcher.sn.cands]
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(lat.device["threads"]))
-    try:
-        per, level = latency.measure_formats(searcher.sn, [choice, widest], lat.device["batch"],
-                                             runtime=lat.device["runtime"], threads=lat.device["threads"],
-                                             **latency.FINAL)
-    finally:
-        torch.set_num_threads(before)
-    (found, top), fastest = latency.fastest(per)
-    # a relative budget is a fraction of the widest network measured alongside; an absolute
-    # one is compared at the machine speed of the tables (a reference network scales it)
-    measured = found / top * lat.predict(searcher.sn.widths_of(widest)) if b.relative else lat.at_reference(found, level)
+    m = latency.measure_found(searcher.sn, lat, choice, b.relative, repeats=3)
     return {"budget_ms": b.value, "relative": b.relative, "band": b.band,
-            "predicted_ms": lat.predict(searcher.sn.widths_of(choice)), "measured_ms": measured,
-            "measured_raw_ms": found, "measured_widest_ms": top,
-            "measured_over_budget": measured / b.value, "in_band": bool(b.lo <= measured <= b.hi),
-            # the layout the found network ran fastest in (eager PyTorch: deploy it so; ONNX
-            # Runtime chooses its own, None)
-            "memory_format": fastest[0] if lat.device["runtime"] == "torch" else None, "device": lat.device}
+            "predicted_ms": lat.predict(searcher.sn.widths_of(choice)), **m,
+            "measured_over_budget": m["measured_ms"] / b.value, "in_band": bool(b.lo <= m["measured_ms"] <= b.hi),
+            "device": lat.device}
+
 
 def repaired_argmax(searcher) -> tuple[list, list, list[int], list[int]]:
     """Where a search ends before its optional last step: the width distributions, their
@@ -92,11 +79,16 @@ def finish(searcher) -> Arch:
         # proposal the same way)
         lat = measured_latency(searcher, choice)
         lat["measured_repairs"] = 0
+        best = (choice, lat)
         while not lat["in_band"] and lat["measured_repairs"] < 3:
             r = lat["measured_ms"] / lat["predicted_ms"]
             choice = repair(choice, searcher.sn.cands, logp, searcher.cost.of, b.lo / r, b.hi / r)
             n, lat = lat["measured_repairs"] + 1, measured_latency(searcher, choice)
             lat["measured_repairs"] = n
+            if abs(lat["measured_over_budget"] - 1) < abs(best[1]["measured_over_budget"] - 1):
+                best = (choice, lat)
+        # out of the band after the last repair: the network measured nearest the budget is kept
+        choice, lat = best[0], dict(best[1], measured_repairs=lat["measured_repairs"])
         fields["latency"] = lat
     # "repaired": the groups repair moved (refining's moves are in search.refine.moved)
     moved = [g.name for g, a, r, f, c in zip(searcher.sn.groups, start, repaired, refined_to, choice) if a != r or f != c]

@@ -264,8 +264,7 @@ class Supernet:
         return self.table.cost(self.widths_of(choice))
 
     def extremes(self) -> dict:
-        lo = self.table.cost([c[0] for c in self.cands])
-        hi = self.table.cost([c[-1] for c in self.cands])
+        lo, hi = (self.cost_of(c) for c in self.extreme_choices())
         return {"flops": (lo[0], hi[0]), "params": (lo[1], hi[1])}
 
     # -- the result as data --------------------------------------------------------------------
