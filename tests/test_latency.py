@@ -66,6 +66,39 @@ def test_expected_latency_is_exact_on_one_hot_and_the_mean_over_architectures(mo
     assert again.predict(w) == model.predict(w) and again.other.memory_format == model.other.memory_format
 
 
+def test_the_final_check_keeps_the_median_reading_and_retakes_slow_spells(monkeypatch, tmp_path):
+    """A search's final check (and ``--arch``): three readings, the median kept; a reading taken while
+    the reference ran > 10 % slower than at table time is retaken, at most ``repeats`` times."""
+    monkeypatch.setenv("DAN_CACHE", str(tmp_path))
+    _fake_timer(monkeypatch)
+    _, sn = supernet("resnet18_small", (1, 3, 16, 16), width=4)
+    model = latency.build(sn, threads=1, cache=False, progress=False)
+    choice = [0] * len(sn.cands)
+    widest_ms = model.predict(sn.widths_of([len(c) - 1 for c in sn.cands]))
+    level0 = model.reference_ms
+    script = [(1.5, 0.9), (1.0, 0.6), (1.0, 0.4), (1.05, 0.5)]  # (reference level / table's, found ms)
+    calls = []
+
+    def fake_formats(sn_, choices, batch, **kw):
+        assert choices == [choice, [len(c) - 1 for c in sn.cands]]
+        lv, found = script[len(calls)]
+        calls.append(lv)  # NCHW is the faster layout of the found network here, channels-last of the widest
+        return {"channels_last": [found + 1.0, 1.0], "contiguous": [found, 1.5]}, lv * level0
+    monkeypatch.setattr(latency, "measure_formats", fake_formats)
+    r = latency.measure_found(sn, model, choice, relative=True, repeats=3)
+    assert len(calls) == 4 and r["slow_readings_retaken"] == 1  # the slow first reading was retaken
+    assert r["readings_ms"] == pytest.approx([0.4 * widest_ms, 0.5 * widest_ms, 0.6 * widest_ms])
+    assert r["measured_ms"] == pytest.approx(0.5 * widest_ms) and r["memory_format"] == "contiguous"
+    assert r["measured_raw_ms"] == 0.5 and r["machine_speed"] == pytest.approx(1 / 1.05)
+    # an absolute budget reads the time at the tables' machine speed; a machine slow throughout is
+    # retaken only ``repeats`` times, then read as it is
+    calls.clear()
+    script[:] = [(2.0, 0.5)] * 4
+    r = latency.measure_found(sn, model, choice, relative=False, repeats=2)
+    assert len(calls) == 4 and r["slow_readings_retaken"] == 2
+    assert r["measured_ms"] == pytest.approx(0.25)
+
+
 def test_tables_are_cached_per_device_threads_and_batch(monkeypatch, tmp_path):
     monkeypatch.setenv("DAN_CACHE", str(tmp_path))
     _, sn = supernet("resnet18_small", (1, 3, 16, 16), width=4)
