@@ -461,7 +461,7 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
     try:
         tables, level = measure_tables(sn, batch, rounds=rounds, progress=progress, runtime=runtime, threads=threads)
         calib = sample_choices(sn, CALIBRATION, seed=12345)
-        calib += [[0] * len(sn.cands), [len(c) - 1 for c in sn.cands]]
+        calib += sn.extreme_choices()
         per, now = measure_formats(sn, calib, batch, progress="latency calibration" if progress else None,
                                    runtime=runtime, threads=threads)
         models = []
@@ -535,7 +535,8 @@ def measure_found(sn, model: LatencyModel, choice: list[int], relative: bool, re
     timed together: a reading whose reference workload ran more than :data:`SLOW_SPELL` times
     slower than while the tables were measured is retaken (at most ``repeats`` times)."""
     dev = model.device
-    widest = [len(c) - 1 for c in sn.cands]
+    widest = sn.extreme_choices()[1]
+    widest_ms = model.predict(sn.widths_of(widest))  # the table's scale a relative reading is read on
     before = torch.get_num_threads()
     torch.set_num_threads(int(dev["threads"]))
     runs, retaken = [], 0
@@ -547,7 +548,7 @@ def measure_found(sn, model: LatencyModel, choice: list[int], relative: bool, re
                 retaken += 1
                 continue
             (found, top), fmts = fastest(per)
-            ms = found / top * model.predict(sn.widths_of(widest)) if relative else model.at_reference(found, level)
+            ms = found / top * widest_ms if relative else model.at_reference(found, level)
             runs.append({"measured_ms": ms, "measured_raw_ms": found, "measured_widest_ms": top,
                          "machine_speed": model.reference_ms / level,
                          # the layout the found network ran fastest in (eager PyTorch: deploy it so;
@@ -581,10 +582,9 @@ def remeasure(arch, repeats: int = 1) -> dict:
     model = build(sn, batch=dev["batch"], threads=dev["threads"], runtime=dev["runtime"], progress=False)
     b = arch.budget
     r = measure_found(sn, model, choice, bool(b.get("relative")), repeats)
-    widest = [len(c) - 1 for c in sn.cands]
-    budget = b["relative"] * model.predict(sn.widths_of(widest)) if b.get("relative") else b["latency"]
+    budget = b["relative"] * model.predict(sn.widths_of(sn.extreme_choices()[1])) if b.get("relative") else b["latency"]
     ratio = r["measured_ms"] / budget
-    return dict(r, budget_ms=budget, measured_over_budget=ratio, in_band=bool(abs(ratio - 1) <= b.get("band", 0.03)),
+    return dict(r, budget_ms=budget, repeats=[ms / budget for ms in r["readings_ms"]], measured_over_budget=ratio, in_band=bool(abs(ratio - 1) <= b.get("band", 0.03)),
                 same_device=device_description(dev["threads"], dev["batch"], dev["runtime"]) == dev)
 
 

@@ -314,8 +314,7 @@ def latency_model(s, sn, extremes: dict, progress: bool):
 
     model = latency.build(sn, batch=s.latency_batch, threads=s.latency_threads, runtime=s.latency_runtime,
                           progress=progress)
-    extremes["latency"] = tuple(model.predict(sn.widths_of(c)) for c in
-                                ([0] * len(sn.cands), [len(c) - 1 for c in sn.cands]))
+    extremes["latency"] = tuple(model.predict(sn.widths_of(c)) for c in sn.extreme_choices())
     return model
 
 
