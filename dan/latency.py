@@ -584,7 +584,8 @@ def remeasure(arch, repeats: int = 1) -> dict:
     r = measure_found(sn, model, choice, bool(b.get("relative")), repeats)
     budget = b["relative"] * model.predict(sn.widths_of(sn.extreme_choices()[1])) if b.get("relative") else b["latency"]
     ratio = r["measured_ms"] / budget
-    return dict(r, budget_ms=budget, repeats=[ms / budget for ms in r["readings_ms"]], measured_over_budget=ratio, in_band=bool(abs(ratio - 1) <= b.get("band", 0.03)),
+    return dict(r, budget_ms=budget, repeats=[ms / budget for ms in r["readings_ms"]], measured_over_budget=ratio,
+                in_band=bool(abs(ratio - 1) <= b.get("band", 0.03)),
                 same_device=device_description(dev["threads"], dev["batch"], dev["runtime"]) == dev)
 
 
