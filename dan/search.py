@@ -34,7 +34,9 @@ longer tells where the argmax network is, and a committed group flips only for a
 μ (below the band, only for μ < 0). Such steps overshoot (a 10 % run went 0.81 → 1.07 B within 40
 steps, a 25 % one was at 1.01 B twenty steps before it ended at 0.84 B), so the first time the
 argmax network is inside the band the architecture steps stop for good (the weights go on): the
-search ends on the committed architecture that met its budget, not wherever the last flip left it.
+search ends on the committed architecture that met its budget, not wherever the last flip left it
+(``settle_until: end`` keeps them going to the last step instead, the multiplier moving only while
+the argmax is outside the band: an ablation).
 At 10 % one channel of the first stage is 8 % of the budget, more than the band is wide, so the
 argmax can jump over it; each jump halves the multiplier's steps, so it comes back more slowly and
 crosses again closer to the edge (a bisection on μ). At the end the argmax architecture is repaired into
@@ -234,7 +236,7 @@ class Searcher:
     def train_step(self, x, y) -> dict:
         progress = self.step / max(1, self.total_steps)
         logs = {f"weights/{k}": v for k, v in self.weight_step(self.prep(x), y, progress).items()}
-        if self._active and self.control.settled_at is None:
+        if self._active and not self.control.arch_steps_over():
             xh, yh = next(self._holdout)
             self._tau = self.control.tau(self.epoch, self.step)
             logs.update({f"arch/{k}": v for k, v in self.arch_step(self.prep(xh), yh, progress, self._tau).items()})

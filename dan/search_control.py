@@ -25,7 +25,7 @@ class SearchControl:
     def __init__(self, s, steps_per_epoch: int, total_steps: int):
         self.s, self.steps_per_epoch, self.total_steps = s, steps_per_epoch, total_steps
         self.mu = 0.0
-        self.settled_at: int | None = None  # the settle-phase step at which the argmax landed
+        self.settled_at: int | None = None  # the settle-phase step at which the argmax first landed
         self.settle_side = 0  # the side of the band the argmax was last on in the settle phase (-1, +1)
         self.settle_scale = 1.0  # halved each time the argmax jumps across the band
 
@@ -57,6 +57,10 @@ class SearchControl:
 
     def arch_active(self, epoch: int) -> bool:
         return epoch >= math.ceil(self.s.warmup_epochs)
+
+    def arch_steps_over(self) -> bool:
+        """Whether the settle phase has ended the architecture steps (landed, settle_until "landed")."""
+        return self.settled_at is not None and self.s.settle_until == "landed"
 
     # --- the multiplier ------------------------------------------------------------------------
     def cost_target(self) -> float:
@@ -105,8 +109,8 @@ class SearchControl:
                 self.settle_side = side
                 n = max(1.0, (self.arch_phase()[1] + 1) * s.settle)
                 self.mu += self.settle_scale * s.settle_gain * viol * max(abs(self.mu), SETTLE_MU_FLOOR) / n
-            else:
-                self.settled_at = step  # landed: no more architecture steps
+            elif self.settled_at is None:
+                self.settled_at = step  # landed: no more architecture steps, unless settle_until "end"
         self.mu = max(-s.multiplier_max, min(s.multiplier_max, self.mu))
 
     # --- checkpoints (the keys the search checkpoint has always used) ---------------------------

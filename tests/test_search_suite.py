@@ -433,6 +433,28 @@ def test_the_settle_phase_moves_the_multiplier_by_the_argmax_cost(tmp_path, wher
         assert s.state()["settled_at"] == s.step
 
 
+@pytest.mark.parametrize("until", ["landed", "end"])
+def test_settle_until_end_keeps_the_architecture_steps_after_the_landing(until):
+    """settle_until "landed" stops the architecture steps at the first landing; "end" keeps them
+    going, records the first landing only, and moves mu only while the argmax is outside the band."""
+    from dan.config import SearchConfig
+    from dan.search_control import SearchControl
+
+    s = SearchConfig(settle=0.5, band=0.03, settle_until=until, warmup_epochs=1)
+    c = SearchControl(s, steps_per_epoch=10, total_steps=30)
+    step = 29  # in the settle phase
+    assert c.settling(step)
+    c.mu = 0.5
+    c.update(step - 2, expected=lambda: 9.0, argmax=lambda: 1.01, committed=lambda: 1.0)  # lands
+    assert c.settled_at == step - 2 and c.mu == 0.5
+    assert c.arch_steps_over() == (until == "landed")
+    c.update(step - 1, expected=lambda: 9.0, argmax=lambda: 1.2, committed=lambda: 1.0)  # drifts above
+    assert c.mu > 0.5 and c.settled_at == step - 2  # the first landing stays recorded
+    mu = c.mu
+    c.update(step, expected=lambda: 9.0, argmax=lambda: 0.99, committed=lambda: 1.0)  # back in band
+    assert c.mu == mu and c.settled_at == step - 2
+
+
 def test_suite_runner_restarts_a_run_killed_before_its_first_checkpoint(tmp_path):
     """Found continuing the suite: a retrain killed before its first checkpoint left events and an
     empty metrics.jsonl, which the tools rightly refuse to start over; the runner clears it."""

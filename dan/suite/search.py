@@ -56,6 +56,8 @@ ABLATIONS = [
                  "from the big one (the sandwich rule)", ["search.weight_sampling=sandwich"]),
     ("no-settle", "default, but without the settle phase (tau annealed to the last step, the multiplier "
                   "on E[cost] to the end)", ["search.settle=0"]),
+    ("settle-to-end", "default, but the architecture steps go on after the settle phase lands (to the last "
+                      "step, the multiplier moving only outside the band)", ["search.settle_until=end"]),
 ]
 # Ablations of the search's last step, on the *same* supernet as the default search of that seed
 # (``baseline.py refine --supernet <search>/checkpoints/last.pt``, which is what the search's finish
