@@ -97,7 +97,8 @@ def test_tau_is_annealed_per_step_to_tau_min():
 
 
 def test_search_suite_dry_run_lists_every_method_and_budget(tmp_path):
-    p = run_tool("reproduce.py", "--suite", "search", "--dry-run", "--out", str(tmp_path / "suite"))
+    p = run_tool("reproduce.py", "--suite", "search", "--dry-run", "--out", str(tmp_path / "suite"),
+                 "--results", str(tmp_path / "search.md"))  # not the repository's ledger
     assert p.returncode == 0, p.stderr
     lines = [l for l in p.stdout.splitlines() if l.startswith("[todo]")]
     for tag in ("flops10", "flops25", "flops50", "params25"):
@@ -183,6 +184,39 @@ def test_search_report_computes_verdicts_from_the_runs(tmp_path):
     md.write_text(md.read_text() + "\nhand-written\n")
     text = search_suite.write_report(runs, str(md), str(tmp_path / "fig"), "Settings.")
     assert text.count(NOTES_MARK) == 1 and "hand-written" in text
+
+
+def test_the_page_is_computed_from_the_ledger_when_the_run_folders_are_gone(tmp_path):
+    """Writing the page records every finished run in the ledger beside it; with the folders gone
+    (another machine, another --out) the page is the same, and the runner makes only what is
+    neither finished nor recorded, plus the recorded runs whose folders a run to be made needs."""
+    import shutil
+
+    from dan.suite import search as search_suite
+    from dan.suite.ledger import ledger_path
+    from dan.suite.run import missing_folders
+
+    kw = dict(seeds=2, ablations=False, recipes=("inherit",), budgets=["flops10"], methods=("dan", "uniform"))
+    runs = search_suite.plan(str(tmp_path / "a"), **kw)
+    for r in runs:
+        if r.kind in ("search", "arch"):
+            _fake_arch(r, in_band=True, max_prob=0.7)
+        elif r.seed == 0:  # seed 1's retrains not made yet
+            _fake_retrain(r, {"dan inherited": 0.88, "uniform inherited": 0.87}[r.key.split("/")[1]], 700_000)
+    md = tmp_path / "docs" / "search.md"
+    text = search_suite.write_report(runs, str(md), str(tmp_path / "fig"), "Settings.")
+    assert os.path.isfile(ledger_path(str(md))) and ledger_path(str(md)).endswith("search-runs.json")
+    shutil.rmtree(tmp_path / "a")
+    moved = search_suite.plan(str(tmp_path / "b"), **kw)  # the same suite under another folder
+    again = search_suite.write_report(moved, str(md), str(tmp_path / "fig"), "Settings.")
+    assert again == text and "| flops10 | 2 of 2 | 0.70 | yes |" in again
+    ledger = search_suite.suite_ledger(moved, str(md))
+    todo = missing_folders(moved, ledger)
+    # seed 1's two retrains, seed 1's search (both start from its checkpoint) and the uniform
+    # architecture (its arch.json): recorded, but their folders are gone; none of seed 0's runs
+    assert sorted((r.key, r.seed) for r in todo) == [("flops10/dan inherited", 1), ("flops10/dan search", 1),
+                                                      ("flops10/uniform arch", 0), ("flops10/uniform inherited", 1)]
+    assert len(missing_folders(moved, None)) == len(moved)
 
 
 def test_search_report_with_some_methods_and_unfinished_runs(tmp_path):

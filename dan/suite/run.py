@@ -12,44 +12,76 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 
 from dan.checkpoint import write_json
 from dan.errors import UserError
 from dan.suite.plan import ROOT, Run
 
 
-def run(runs: list[Run], log=print, jobs: int = 1) -> None:
+def run(runs: list[Run], log=print, jobs: int = 1, ledger=None) -> None:
     """Run every unfinished run, each after the runs it depends on; resume the ones a previous
     call left half-done. ``jobs > 1`` runs that many at once, each on one thread
     (``OMP_NUM_THREADS=1``: small CPU networks gain more from two processes than from two threads
-    in one; latencies measured meanwhile share the machine)."""
-    pending = [r for r in runs if not r.done]
+    in one; latencies measured meanwhile share the machine). A run recorded in ``ledger``
+    (:class:`dan.suite.ledger.Ledger`) whose folder is gone is skipped too, unless a run to be
+    made needs its folder; every run that finishes is recorded there at once (and the ledger
+    saved), so an interrupted suite loses no finished run's record."""
+    pending = missing_folders(runs, ledger)
     for r in runs:
         if r.done:
             log(f"[skip] {r.out} (finished)")
+        elif r not in pending:
+            log(f"[skip] {r.out} (recorded in {ledger.path}; its folder is not needed)")
     env = dict(os.environ, OMP_NUM_THREADS="1") if jobs > 1 else None
     active: list = []  # (run, process, log file, start time)
     started = time.time()
     try:
-        _run_loop(pending, active, env, jobs, log)
+        _run_loop(pending, active, env, jobs, log, ledger)
     finally:
         add_elapsed(runs, time.time() - started)
 
 
+def missing_folders(runs: list[Run], ledger=None) -> list[Run]:
+    """The runs to make: those neither finished in their folder nor recorded in ``ledger`` (a
+    :class:`dan.suite.ledger.Ledger`, or None), plus every recorded run whose folder one of those
+    needs (a retrain reads its search's arch.json and checkpoint), in plan order."""
+    todo = [r for r in runs if not r.done and (ledger is None or not ledger.done(r))]
+    by_out = {os.path.abspath(r.out): r for r in runs}
+    need = {id(r) for r in todo}
+    stack = list(todo)
+    while stack:
+        for dep in stack.pop().after:
+            d = by_out.get(os.path.abspath(dep))
+            if d is not None and not d.done and id(d) not in need:
+                need.add(id(d))
+                stack.append(d)
+    return [r for r in runs if id(r) in need]
+
+
 def elapsed_seconds(runs: list[Run]) -> float:
     """Wall time the suite runner has spent on these runs, summed over its invocations."""
+    info = elapsed_info(runs)
+    return info["seconds"] if info else 0.0
+
+
+def elapsed_info(runs: list[Run]) -> dict | None:
+    """The suite folder's ``suite_elapsed.json``: {"seconds": ..., "id": ...} (None before any run;
+    folders written before the id existed have none)."""
     path = _elapsed_path(runs)
     if path and os.path.isfile(path):
         with open(path) as f:
-            return float(json.load(f).get("seconds", 0.0))
-    return 0.0
+            data = json.load(f)
+        return {"seconds": float(data.get("seconds", 0.0)), "id": data.get("id")}
+    return None
 
 
 def add_elapsed(runs: list[Run], seconds: float) -> None:
     path = _elapsed_path(runs)
     if not path or not os.path.isdir(os.path.dirname(path)):
         return
-    write_json({"seconds": elapsed_seconds(runs) + seconds}, path, indent=None)
+    info = elapsed_info(runs) or {"seconds": 0.0, "id": None}
+    write_json({"seconds": info["seconds"] + seconds, "id": info["id"] or uuid.uuid4().hex[:12]}, path, indent=None)
 
 
 def _elapsed_path(runs: list[Run]) -> str | None:
@@ -59,7 +91,7 @@ def _elapsed_path(runs: list[Run]) -> str | None:
     return os.path.join(root, "suite_elapsed.json")
 
 
-def _run_loop(pending: list, active: list, env, jobs: int, log) -> None:
+def _run_loop(pending: list, active: list, env, jobs: int, log, ledger=None) -> None:
     failed = None
     while (pending and failed is None) or active:
         ready = [r for r in pending if all(os.path.isfile(os.path.join(a, "arch.json")) or
@@ -81,6 +113,9 @@ def _run_loop(pending: list, active: list, env, jobs: int, log) -> None:
             active.remove(item)
             f.close()
             _add_seconds(r, time.time() - t0)
+            if ledger is not None and r.done:
+                ledger.record([r])
+                ledger.save()
             if p.returncode != 0 and failed is None:
                 failed = (r, p.returncode)
     if failed is not None:

@@ -12,7 +12,9 @@ adjoint training, the config's epochs, the whole training split) and tested on t
   (``baseline.py greedy --supernet <search>/checkpoints/last.pt``).
 
 :func:`plan` lists the runs (budgets 10 % and 25 % first: they carry the targets);
-:func:`dan.suite.run` runs them; :func:`write_report` writes ``docs/search.md``: per budget the
+:func:`dan.suite.run` runs them, recording each finished one in the ledger beside the page
+(``docs/search-runs.json``, :mod:`dan.suite.ledger`); :func:`write_report` computes
+``docs/search.md`` from that ledger: per budget the
 top-1 mean ± std, cost and latency of every method with DAN's two-standard-error verdict against
 each baseline, how each DAN search ended (argmax cost before repair, largest probabilities), the
 ablations, and two plots (top-1 against FLOPs; the widths each method chose per group).
@@ -20,15 +22,14 @@ ablations, and two plots (top-1 against FLOPs; the widths each method chose per 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
 
 from dan.errors import UserError
 from dan.report import mean_std, median, paired_verdict, verdict, write_page
+from dan.suite.ledger import Ledger, ledger_path
 from dan.suite.plan import ROOT, Run
-from dan.suite.run import elapsed_seconds, run_seconds
 
 CONFIG = "configs/fashion_mnist_suite.yaml"
 SEEDS = 3
@@ -206,35 +207,28 @@ def _ablation_runs(out: str, chosen: list, n: int, extra: list, config: str, rec
 
 
 # ------------------------------------------------------------------------------------ report
-def _load(path: str) -> dict | None:
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def collect(runs: list[Run]) -> dict:
-    """{budget tag: {method: {"top1": [...], "flops": [...], ..., "archs": [...]}}} over seeds."""
+def collect(runs: list[Run], ledger: Ledger) -> dict:
+    """{budget tag: {method: {"top1": [...], "flops": [...], ..., "archs": [...]}}} over seeds, from
+    the runs' records in ``ledger``."""
     table: dict = {}
     arch_of = {r.out: r for r in runs if r.kind in ("search", "arch")}
     for r in runs:
         if r.tool != "retrain":
             continue
         tag, method = r.key.split("/", 1)
-        s = _load(os.path.join(r.out, "summary.json"))
-        arch = _load(r.args[0])
+        small = ledger.small(r)
+        arch = ledger.arch(os.path.dirname(r.args[0]))
         row = table.setdefault(tag, {}).setdefault(method, {k: [] for k in (
             "top1", "flops", "params", "lat1", "seconds", "archs", "seeds")})
-        if s is None:
+        if small is None:
             continue
-        small = s["networks"]["small"]
         row["top1"].append(small["top1"])
         row["flops"].append(small["flops"])
         row["params"].append(small["params"])
-        row["lat1"].append(small.get("latency_ms", {}).get("1"))
+        row["lat1"].append((small.get("latency_ms") or {}).get("1"))
         src = arch_of.get(os.path.dirname(r.args[0]))
-        t = run_seconds(r) or 0.0
-        row["seconds"].append(t + ((run_seconds(src) or 0.0) if src is not None and src.seed == r.seed else 0.0))
+        t = ledger.seconds(r) or 0.0
+        row["seconds"].append(t + ((ledger.seconds(src) or 0.0) if src is not None and src.seed == r.seed else 0.0))
         row["archs"].append(arch)
         row["seeds"].append(r.seed)
     return table
@@ -264,18 +258,18 @@ def _budget_text(tag: str) -> str:
     return f"{tag[len(kind):] if kind == 'FLOPs' else tag[6:]} % of the widest small network's {kind}"
 
 
-def search_end_table(runs: list[Run]) -> list[str]:
+def search_end_table(runs: list[Run], ledger: Ledger) -> list[str]:
     lines = ["| budget | search | seed | argmax before repair / budget | in band before repair | "
              "mean largest probability | settle phase landed at step | groups moved by repair | search min |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        if r.kind != "search" or not r.done:
+        if r.kind != "search" or not ledger.done(r):
             continue
-        a = _load(os.path.join(r.out, "arch.json")) or {}
+        a = ledger.arch(r.out) or {}
         st = a.get("search", {})
         before = st.get("argmax_before_repair", {})
         tag, what = r.key.split("/", 1)
-        t = run_seconds(r)
+        t = ledger.seconds(r)
         lines.append(f"| {tag} | {what.replace(' search', '')} | {r.seed} | {before.get('over_budget', math.nan):.3f} | "
                      f"{'yes' if before.get('in_band') else 'no'} | {st.get('mean_max_prob', math.nan):.2f} | "
                      f"{_settled(st)} | {len(a.get('repaired', []))} | {(t or math.nan) / 60:.1f} |")
@@ -290,13 +284,13 @@ def _settled(st: dict) -> str:
     return "-" if st["settled_at_step"] is None else str(st["settled_at_step"])
 
 
-def convergence_summary(runs: list[Run], prefix: str = "dan search") -> dict:
+def convergence_summary(runs: list[Run], ledger: Ledger, prefix: str = "dan search") -> dict:
     """Per budget: (searches in band before repair, searches, mean of mean largest probability)."""
     out: dict = {}
     for r in runs:
-        if r.kind != "search" or not r.done or not r.key.endswith("/" + prefix):
+        if r.kind != "search" or not ledger.done(r) or not r.key.endswith("/" + prefix):
             continue
-        a = _load(os.path.join(r.out, "arch.json")) or {}
+        a = ledger.arch(r.out) or {}
         st = a.get("search", {})
         tag = r.key.split("/", 1)[0]
         row = out.setdefault(tag, {"in_band": 0, "n": 0, "max_prob": []})
@@ -306,17 +300,30 @@ def convergence_summary(runs: list[Run], prefix: str = "dan search") -> dict:
     return out
 
 
+def suite_ledger(runs: list[Run], md_path: str) -> Ledger:
+    """The ledger beside the page ``md_path`` (``docs/search-runs.json``), keyed from the suite's folder."""
+    root = (runs[0].root if runs else None) or (os.path.commonpath([os.path.abspath(r.out) for r in runs])
+                                                if runs else ".")
+    return Ledger(ledger_path(md_path), root)
+
+
 def write_report(runs: list[Run], md_path: str, fig_dir: str, settings: str) -> str:
     """Write the search suite's page (``docs/search.md``) and its plots; returns the Markdown text.
-    Hand-written text below :data:`dan.report.NOTES_MARK` in an existing page is kept."""
-    table = collect(runs)
+    Every finished run folder is first recorded in the page's ledger (:mod:`dan.suite.ledger`), and
+    the page is computed from the ledger, so runs whose folders are gone still count. Hand-written
+    text below :data:`dan.report.NOTES_MARK` in an existing page is kept."""
+    ledger = suite_ledger(runs, md_path)
+    ledger.record(runs)
+    ledger.save()
+    table = collect(runs, ledger)
     lines = ["# Does the search search? DAN against uniform, random and greedy widths", "",
              "Generated by `python tools/reproduce.py --suite search` (`dan/suite/search.py`); the numbers "
-             "below are computed from the run folders each time the page is written.", "", settings, ""]
-    lines += _progress_lines(runs)
+             f"below are computed from the runs' records in `{os.path.basename(ledger.path)}` beside this page "
+             "(every finished run folder is recorded there first) each time the page is written.", "", settings, ""]
+    lines += _progress_lines(runs, ledger)
     lines += _budget_lines(table)
-    lines += _convergence_lines(runs)
-    lines += _ablation_lines(runs, table)
+    lines += _convergence_lines(runs, ledger)
+    lines += _ablation_lines(runs, table, ledger)
     os.makedirs(fig_dir, exist_ok=True)
     rel = os.path.relpath(fig_dir, os.path.dirname(os.path.abspath(md_path)))
     for name, title in plot_report(table, fig_dir):
@@ -324,12 +331,12 @@ def write_report(runs: list[Run], md_path: str, fig_dir: str, settings: str) -> 
     return write_page(md_path, lines)
 
 
-def _progress_lines(runs: list[Run]) -> list[str]:
+def _progress_lines(runs: list[Run], ledger: Ledger) -> list[str]:
     """How many runs finished, their summed run time and the runner's elapsed wall time."""
-    done = [r for r in runs if r.done]
-    secs = [run_seconds(r) for r in done]
+    done = [r for r in runs if ledger.done(r)]
+    secs = [ledger.seconds(r) for r in done]
     secs = [t for t in secs if t is not None]
-    elapsed = elapsed_seconds(runs)
+    elapsed = ledger.elapsed_seconds()
     return [f"Finished runs: {len(done)} of {len(runs)}; their run times, summed: {sum(secs) / 3600:.2f} h"
             + (f"; elapsed wall time of the suite runner: **{elapsed / 3600:.2f} h** on this machine "
                f"(runs two at a time with `--jobs 2`)" if elapsed else "") + ".", ""]
@@ -395,9 +402,9 @@ def _recipe_table(rows: dict, recipe: str, suffix: str) -> list[str]:
     return lines
 
 
-def _convergence_lines(runs: list[Run]) -> list[str]:
+def _convergence_lines(runs: list[Run], ledger: Ledger) -> list[str]:
     """Whether the searches landed in the band on their own, per budget, and how each ended."""
-    conv = convergence_summary(runs)
+    conv = convergence_summary(runs, ledger)
     if not conv:
         return []
     lines = ["## Does the search converge and land on its own?", "",
@@ -409,10 +416,10 @@ def _convergence_lines(runs: list[Run]) -> list[str]:
         mp = statistics.mean(c["max_prob"]) if c["max_prob"] else math.nan
         ok = c["in_band"] >= math.ceil(2 * c["n"] / 3) and mp >= 0.6
         lines.append(f"| {tag} | {c['in_band']} of {c['n']} | {mp:.2f} | {'yes' if ok else '**no**'} |")
-    return lines + ["", "Every search, as it ended:", ""] + search_end_table(runs) + [""]
+    return lines + ["", "Every search, as it ended:", ""] + search_end_table(runs, ledger) + [""]
 
 
-def _ablation_lines(runs: list[Run], table: dict) -> list[str]:
+def _ablation_lines(runs: list[Run], table: dict, ledger: Ledger) -> list[str]:
     """Each ablation's top-1 and convergence against the default search and against the baselines
     retrained the same way (none before any ran)."""
     abl = [(name, desc, sfx, f"ablation {name} search") for name, desc, _ in ABLATIONS for sfx in RECIPES.values()]
@@ -438,7 +445,7 @@ def _ablation_lines(runs: list[Run], table: dict) -> list[str]:
             row = rows.get(f"ablation {name}{sfx}")
             if not row or not row["top1"]:
                 continue
-            conv = convergence_summary(runs, conv_key).get(tag, {"in_band": 0, "n": 0, "max_prob": []})
+            conv = convergence_summary(runs, ledger, conv_key).get(tag, {"in_band": 0, "n": 0, "max_prob": []})
             mp = statistics.mean(conv["max_prob"]) if conv["max_prob"] else math.nan
             cells = []
             for m in ("dan",) + others:

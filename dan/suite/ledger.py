@@ -1,0 +1,114 @@
+"""What a suite's page is computed from, kept beside the page: one small record per finished run.
+
+A suite's run folders hold checkpoints and event files (gigabytes: never committed), and a machine's
+folders do not outlive it: the search suite's 224 runs (24 h of run time) were lost with the
+machine that ran them, and with them the only input ``docs/search.md`` could be rewritten from.
+The ledger (``docs/search-runs.json`` beside ``docs/search.md``) keeps, per run, exactly what the
+page reads, a few hundred bytes each: a retrain's small-network top-1, cost and latency, a search's
+or width baseline's widths and how the search ended, and the run's wall time. Writing the page
+first records every finished run folder in the ledger (a folder beats the record it replaces), then
+computes the page from the ledger alone, so runs made on different machines and in different
+sessions add up, and a run whose folder is gone still counts.
+
+A run recorded but whose folder is gone is not run again by the suite runner unless a run to be
+made needs its folder (a retrain needs its search's checkpoint): :func:`dan.suite.run.missing_folders`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from dan.checkpoint import write_json
+from dan.suite.plan import Run
+from dan.suite.run import elapsed_info, run_seconds
+
+LEDGER_VERSION = 1
+# What a search's or width baseline's record keeps of its arch.json: the widths and candidates (the
+# widths plot) and how the search ended (the convergence tables); the probabilities are left out
+# (the largest one per group is in "search").
+ARCH_KEYS = ("widths", "candidates", "repaired", "budget", "search")
+
+
+def ledger_path(md_path: str) -> str:
+    """The ledger beside a page: ``docs/search.md`` -> ``docs/search-runs.json``."""
+    stem, _ = os.path.splitext(md_path)
+    return stem + "-runs.json"
+
+
+def _load_json(path: str):
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+class Ledger:
+    """The records of one suite's runs, keyed by run folder relative to the suite's folder
+    (``flops25/dan-search-s0``), so the same run made under another ``--out`` is the same record."""
+
+    def __init__(self, path: str, root: str):
+        self.path, self.root = path, os.path.abspath(root)
+        self.runs: dict = {}
+        self.elapsed: dict = {}  # suite folder id -> the runner's wall time in that folder
+        data = _load_json(path)
+        if data:
+            if data.get("version") != LEDGER_VERSION:
+                from dan.errors import UserError
+                raise UserError(f"{path}: ledger version {data.get('version')}, this dan reads {LEDGER_VERSION}; "
+                                "move it away to start a new one")
+            self.runs, self.elapsed = data.get("runs", {}), data.get("elapsed", {})
+
+    def key(self, folder: str) -> str:
+        return os.path.relpath(os.path.abspath(folder), self.root)
+
+    # --- recording -----------------------------------------------------------------------------
+    def record(self, runs: list[Run]) -> None:
+        """Record every finished run folder of ``runs`` (replacing its old record) and the suite
+        folder's elapsed runner time."""
+        for r in runs:
+            if r.done:
+                self.runs[self.key(r.out)] = snapshot(r, run_seconds(r))
+        info = elapsed_info(runs)
+        if info and info.get("id"):
+            self.elapsed[info["id"]] = info["seconds"]
+
+    def save(self) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)) or ".", exist_ok=True)
+        write_json({"version": LEDGER_VERSION, "runs": dict(sorted(self.runs.items())),
+                    "elapsed": self.elapsed}, self.path, indent=1)
+
+    # --- reading -------------------------------------------------------------------------------
+    def get(self, r: Run) -> dict | None:
+        return self.runs.get(self.key(r.out))
+
+    def done(self, r: Run) -> bool:
+        return self.get(r) is not None
+
+    def small(self, r: Run) -> dict | None:
+        """A finished retrain's small network: top1, flops, params, latency_ms."""
+        return (self.get(r) or {}).get("small")
+
+    def arch(self, folder: str) -> dict | None:
+        """The (trimmed) arch.json of the search or width baseline in ``folder``."""
+        return (self.runs.get(self.key(folder)) or {}).get("arch")
+
+    def seconds(self, r: Run) -> float | None:
+        return (self.get(r) or {}).get("seconds")
+
+    def elapsed_seconds(self) -> float:
+        """The runner's wall time, summed over every suite folder recorded."""
+        return float(sum(self.elapsed.values()))
+
+
+def snapshot(r: Run, seconds: float | None) -> dict:
+    """The record of one finished run: what the page reads of its folder."""
+    rec: dict = {"label": r.key, "seed": r.seed, "seconds": seconds}
+    if r.kind in ("search", "arch"):
+        a = _load_json(os.path.join(r.out, "arch.json")) or {}
+        rec["arch"] = {k: a[k] for k in ARCH_KEYS if k in a}
+    else:
+        s = _load_json(os.path.join(r.out, "summary.json")) or {}
+        small = s.get("networks", {}).get("small", {})
+        rec["small"] = {k: small.get(k) for k in ("top1", "flops", "params", "latency_ms")}
+    return rec
