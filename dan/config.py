@@ -181,7 +181,8 @@ class SearchConfig:
     # When the settle phase stops the architecture steps: "landed" (default) at the first step the
     # argmax is inside the band; "end" never (the steps go on at tau_min to the last one, the
     # multiplier moving only while the argmax is outside the band), so the distributions keep
-    # committing after the landing. An ablation (docs/search.md): at 25 % FLOPs the default landed
+    # committing after the landing; "guarded" as "end", but a step after the landing that takes the
+    # argmax out of the band is undone. Ablations (docs/search.md): at 25 % FLOPs the default landed
     # within ~50 steps of the settle phase's start and stopped ~300 steps early, its mean largest
     # probability 0.59.
     settle_until: str = "landed"
@@ -394,7 +395,7 @@ SEARCH_HOLDOUT = 1 / 3
 
 _SEARCH_CHOICES = {"tau_anneal": ("step", "epoch"), "arch_objective": ("ce+kl", "kl"),
                    "budget_control": ("expected", "blend", "argmax"), "arch_lambda": ("full", "schedule"),
-                   "weight_sampling": ("distribution", "uniform", "sandwich"), "settle_until": ("landed", "end"),
+                   "weight_sampling": ("distribution", "uniform", "sandwich"), "settle_until": ("landed", "end", "guarded"),
                    "latency_runtime": ("torch", "onnxruntime")}
 
 

@@ -28,6 +28,7 @@ class SearchControl:
         self.settled_at: int | None = None  # the settle-phase step at which the argmax first landed
         self.settle_side = 0  # the side of the band the argmax was last on in the settle phase (-1, +1)
         self.settle_scale = 1.0  # halved each time the argmax jumps across the band
+        self.undone = 0  # architecture steps undone after the landing (settle_until "guarded")
 
     # --- schedule ------------------------------------------------------------------------------
     def arch_phase(self) -> tuple[int, int]:
@@ -61,6 +62,11 @@ class SearchControl:
     def arch_steps_over(self) -> bool:
         """Whether the settle phase has ended the architecture steps (landed, settle_until "landed")."""
         return self.settled_at is not None and self.s.settle_until == "landed"
+
+    def guarding(self) -> bool:
+        """Whether an architecture step that takes the argmax out of the band is to be undone
+        (landed, settle_until "guarded")."""
+        return self.settled_at is not None and self.s.settle_until == "guarded"
 
     # --- the multiplier ------------------------------------------------------------------------
     def cost_target(self) -> float:
@@ -116,12 +122,13 @@ class SearchControl:
     # --- checkpoints (the keys the search checkpoint has always used) ---------------------------
     def state(self) -> dict:
         return {"multiplier": self.mu, "settled_at": self.settled_at, "settle_side": self.settle_side,
-                "settle_scale": self.settle_scale}
+                "settle_scale": self.settle_scale, "settle_undone": self.undone}
 
     def load(self, st: dict) -> None:
         self.mu = st["multiplier"]
         self.settled_at = st.get("settled_at")
         self.settle_side, self.settle_scale = st.get("settle_side", 0), st.get("settle_scale", 1.0)
+        self.undone = st.get("settle_undone", 0)
 
 
 class BudgetCost:

@@ -489,6 +489,34 @@ def test_settle_until_end_keeps_the_architecture_steps_after_the_landing(until):
     assert c.mu == mu and c.settled_at == step - 2
 
 
+@pytest.mark.parametrize("outside", [False, True])
+def test_a_guarded_step_that_leaves_the_band_is_undone(tmp_path, outside):
+    """settle_until "guarded": after the landing an architecture step whose argmax leaves the band
+    is undone (logits and optimizer moments as before it); one that stays in the band is kept."""
+    import torch
+
+    from dan.search import Searcher
+
+    cfg = tiny_config(str(tmp_path / "s"), **{"search.budget_flops": "30%", "search.settle_until": "guarded"})
+    s = Searcher(cfg, monitor=Monitor(None))
+    s.step = s.total_steps - 1
+    s.control.settled_at = s.step - 1  # landed
+    x, y = next(iter(s.data.holdout))
+    s.cost.over = lambda choice: 1.0  # the argmax in the band
+    s.arch_step(s.prep(x), y, 0.9, 0.1)  # a first step, kept: the optimizer has moments
+    assert s.control.undone == 0
+    before = [p.detach().clone() for p in s.sn.arch.parameters()]
+    moments = {k: v.clone() for k, v in s.a_opt.state[next(iter(s.sn.arch.parameters()))].items()}
+    s.cost.over = lambda choice: 1.5 if outside else 1.0
+    s.arch_step(s.prep(x), y, 0.9, 0.1)
+    after = list(s.sn.arch.parameters())
+    same = all(torch.equal(a, b) for a, b in zip(before, after))
+    assert same == outside and s.control.undone == int(outside)
+    state = s.a_opt.state[after[0]]
+    assert all(torch.equal(state[k], v) for k, v in moments.items()) == outside
+    assert s.state()["settle_undone"] == int(outside)
+
+
 def test_suite_runner_restarts_a_run_killed_before_its_first_checkpoint(tmp_path):
     """Found continuing the suite: a retrain killed before its first checkpoint left events and an
     empty metrics.jsonl, which the tools rightly refuse to start over; the runner clears it."""
