@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 
-from dan.checkpoint import write_json
 from dan.suite.plan import Run
 from dan.suite.run import elapsed_info, run_seconds
 
@@ -74,9 +73,15 @@ class Ledger:
             self.elapsed[info["id"]] = info["seconds"]
 
     def save(self) -> None:
+        """Write the ledger, one run per line (a new run is a one-line diff), atomically."""
         os.makedirs(os.path.dirname(os.path.abspath(self.path)) or ".", exist_ok=True)
-        write_json({"version": LEDGER_VERSION, "runs": dict(sorted(self.runs.items())),
-                    "elapsed": self.elapsed}, self.path, indent=1)
+        runs = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(self.runs.items()))
+        text = (f'{{"version": {LEDGER_VERSION},\n "elapsed": {json.dumps(self.elapsed, sort_keys=True)},\n'
+                f' "runs": {{\n{runs}\n }}\n}}\n')
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.path)
 
     # --- reading -------------------------------------------------------------------------------
     def get(self, r: Run) -> dict | None:
