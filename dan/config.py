@@ -182,9 +182,13 @@ class SearchConfig:
     # argmax is inside the band; "end" never (the steps go on at tau_min to the last one, the
     # multiplier moving only while the argmax is outside the band), so the distributions keep
     # committing after the landing; "guarded" as "end", but a step after the landing that takes the
-    # argmax out of the band is undone. Ablations (docs/search.md): at 25 % FLOPs the default landed
-    # within ~50 steps of the settle phase's start and stopped ~300 steps early, its mean largest
-    # probability 0.59.
+    # argmax out of the band is undone. Ablations at 25 % FLOPs (docs/search.md, fourteenth
+    # session): the default lands 0-170 steps after the settle phase starts and skips the
+    # rest (~140-310 steps). "end" commits more (mean largest probability 0.75 vs 0.65, seeds 0-2)
+    # but the steps after the landing carry the argmax out of the band again (0 of 3 in band:
+    # 0.88-1.19 B, repaired); "guarded" lands (5 of 5) and commits more (0.71 vs 0.63, seeds 0-4),
+    # often at the band's top edge; neither moves the retrained top-1 (paired +0.03 points each).
+    # "guarded" is the candidate default, once the other budgets' default rows are re-run with it.
     settle_until: str = "landed"
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
     # "expected" control only: a proportional term, so the penalty weight is mu + p·(E[cost]/B - target).
