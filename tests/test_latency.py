@@ -58,8 +58,8 @@ def test_expected_latency_is_exact_on_one_hot_and_the_mean_over_architectures(mo
     w = samples[0]
     assert model.predict(w) == min(model.predict_own(w), model.other.predict_own(w))
     e = model.expected(probs, sn.cand_tensors)
-    assert float(e.detach()) == pytest.approx(min(float(model.expected_own(probs, sn.cand_tensors)),
-                                         float(model.other.expected_own(probs, sn.cand_tensors))))
+    assert float(e.detach()) == pytest.approx(min(float(model.expected_own(probs, sn.cand_tensors).detach()),
+                                                  float(model.other.expected_own(probs, sn.cand_tensors).detach())))
     e.backward()
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in sn.arch.logits)
     again = latency.LatencyModel.from_dict(json.loads(json.dumps(model.to_dict())))

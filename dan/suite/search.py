@@ -340,8 +340,9 @@ def _progress_lines(runs: list[Run], ledger: Ledger) -> list[str]:
     secs = [t for t in secs if t is not None]
     elapsed = ledger.elapsed_seconds()
     return [f"Finished runs: {len(done)} of {len(runs)}; their run times, summed: {sum(secs) / 3600:.2f} h"
-            + (f"; elapsed wall time of the suite runner: **{elapsed / 3600:.2f} h** on this machine "
-               f"(runs two at a time with `--jobs 2`)" if elapsed else "") + ".", ""]
+            + (f"; wall time of the suite runner's invocations, summed over every suite folder recorded: "
+               f"**{elapsed / 3600:.2f} h** (runs made outside the runner are not in it)" if elapsed else "")
+            + ".", ""]
 
 
 def _diff(d: float, se: float) -> str:
