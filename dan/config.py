@@ -186,8 +186,9 @@ class SearchConfig:
     # session): the default lands 0-170 steps after the settle phase starts and skips the
     # rest (~140-310 steps). "end" commits more (mean largest probability 0.75 vs 0.65, seeds 0-2)
     # but the steps after the landing carry the argmax out of the band again (0 of 3 in band:
-    # 0.88-1.19 B, repaired); "guarded" lands (5 of 5) and commits more (0.71 vs 0.63, seeds 0-4),
-    # often at the band's top edge; neither moves the retrained top-1 (paired +0.03 points each).
+    # 0.88-1.19 B, repaired); "guarded" lands (5 of 5; at 10 %, 3 of 3) and commits more (0.71 vs
+    # 0.63, seeds 0-4; at 10 % 0.76 vs 0.65), often at the band's top edge; neither moves the
+    # retrained top-1 (paired +0.03 points each at 25 %, -0.05 at 10 %).
     # "guarded" is the candidate default, once the other budgets' default rows are re-run with it.
     settle_until: str = "landed"
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
