@@ -81,8 +81,10 @@ def main(argv, prog: str = PROG) -> int:
         runs = suite.plan(args.suite, out, args.seeds, extra)
     default = {"fashion-mnist": "docs/results.md", "search": "docs/search.md"}.get(args.suite)
     results = args.results or default or os.path.join(out, "results.md")
+    # the search suite's ledger (beside its page) keeps every finished run's record: a run recorded
+    # there is not made again unless a run to be made needs its folder
+    ledger = suite.search.suite_ledger(runs, results) if args.suite == "search" else None
     if args.dry_run:
-        ledger = suite.search.suite_ledger(runs, results) if args.suite == "search" else None
         for r in runs:
             state = "done" if r.done else "recorded" if ledger is not None and ledger.done(r) else "todo"
             print(f"[{state}] {r.key:22s} seed {r.seed}: {r.command_line()}")
@@ -91,9 +93,6 @@ def main(argv, prog: str = PROG) -> int:
               + (f", {recorded} more recorded in {ledger.path} (folders gone)" if recorded else ""))
         return 0
     if not args.report_only:
-        # the search suite's ledger (beside its page) keeps every finished run's record: a run
-        # recorded there is not made again unless a run to be made needs its folder
-        ledger = suite.search.suite_ledger(runs, results) if args.suite == "search" else None
         suite.run(runs, log=lambda m: print(m, flush=True), jobs=args.jobs, ledger=ledger)
     fig_dir = os.path.join(os.path.dirname(results) or ".", "figures")
     if args.suite == "search":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 
+from dan.errors import UserError
 from dan.suite.plan import Run
 from dan.suite.run import elapsed_info, run_seconds
 
@@ -53,7 +54,6 @@ class Ledger:
         data = _load_json(path)
         if data:
             if data.get("version") != LEDGER_VERSION:
-                from dan.errors import UserError
                 raise UserError(f"{path}: ledger version {data.get('version')}, this dan reads {LEDGER_VERSION}; "
                                 "move it away to start a new one")
             self.runs, self.elapsed = data.get("runs", {}), data.get("elapsed", {})

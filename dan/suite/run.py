@@ -84,11 +84,16 @@ def add_elapsed(runs: list[Run], seconds: float) -> None:
     write_json({"seconds": info["seconds"] + seconds, "id": info["id"] or uuid.uuid4().hex[:12]}, path, indent=None)
 
 
-def _elapsed_path(runs: list[Run]) -> str | None:
+def suite_root(runs: list[Run]) -> str | None:
+    """The suite's folder: the plan's ``root``, else the runs' common folder (None without runs)."""
     if not runs:
         return None
-    root = runs[0].root or os.path.commonpath([os.path.abspath(r.out) for r in runs])
-    return os.path.join(root, "suite_elapsed.json")
+    return runs[0].root or os.path.commonpath([os.path.abspath(r.out) for r in runs])
+
+
+def _elapsed_path(runs: list[Run]) -> str | None:
+    root = suite_root(runs)
+    return os.path.join(root, "suite_elapsed.json") if root else None
 
 
 def _run_loop(pending: list, active: list, env, jobs: int, log, ledger=None) -> None:

@@ -30,6 +30,7 @@ from dan.errors import UserError
 from dan.report import mean_std, median, paired_verdict, verdict, write_page
 from dan.suite.ledger import Ledger, ledger_path
 from dan.suite.plan import ROOT, Run
+from dan.suite.run import suite_root
 
 CONFIG = "configs/fashion_mnist_suite.yaml"
 SEEDS = 3
@@ -304,9 +305,7 @@ def convergence_summary(runs: list[Run], ledger: Ledger, prefix: str = "dan sear
 
 def suite_ledger(runs: list[Run], md_path: str) -> Ledger:
     """The ledger beside the page ``md_path`` (``docs/search-runs.json``), keyed from the suite's folder."""
-    root = (runs[0].root if runs else None) or (os.path.commonpath([os.path.abspath(r.out) for r in runs])
-                                                if runs else ".")
-    return Ledger(ledger_path(md_path), root)
+    return Ledger(ledger_path(md_path), suite_root(runs) or ".")
 
 
 def write_report(runs: list[Run], md_path: str, fig_dir: str, settings: str) -> str:
