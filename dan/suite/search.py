@@ -60,8 +60,10 @@ ABLATIONS = [
                   "on E[cost] to the end)", ["search.settle=0"]),
     ("settle-to-end", "default, but the architecture steps go on after the settle phase lands (to the last "
                       "step, the multiplier moving only outside the band)", ["search.settle_until=end"]),
-    ("settle-guarded", "as settle-to-end, but a step after the landing that takes the argmax out of the band "
-                       "is undone", ["search.settle_until=guarded"]),
+    # "settle-guarded" (a step after the landing that takes the argmax out of the band is undone) was
+    # an ablation in the fourteenth session and is the default since; "settle-landed" is the old default.
+    ("settle-landed", "default, but the architecture steps end at the settle phase's first landing (the "
+                      "default until the fifteenth session)", ["search.settle_until=landed"]),
 ]
 # Ablations of the search's last step, on the *same* supernet as the default search of that seed
 # (``baseline.py refine --supernet <search>/checkpoints/last.pt``, which is what the search's finish
