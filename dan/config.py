@@ -178,6 +178,14 @@ class SearchConfig:
     # at tau_min a group's cost gradient is scaled by p(1-p), so landing needs mu to move in
     # proportion to itself (seed 1 at 10 %: mu fell 0.16 -> 0.12 and the argmax stayed at 0.938 B).
     settle_gain: float = 20.0
+    # Each jump of the argmax over the band halves the settle steps (a bisection on mu); with
+    # settle_regrow > 1 a settle step that finds the argmax outside the band on the same side as the
+    # last one multiplies them by it again, up to the full size (Rprop's rule), so halvings do not
+    # freeze mu. 1.0 (off, the default so far): in the fifteenth session's suite (docs/search.md)
+    # two 10 % searches (seeds 1, 2) jumped over the band early in the settle phase and then held
+    # mu within 0.01 for ~300 steps with the argmax at 0.94 and 0.83 B, outside the band, to the
+    # end. Not measured yet on the suite; a candidate default (e.g. 1.05).
+    settle_regrow: float = 1.0
     # When the settle phase stops the architecture steps: "guarded" (default) never, but an
     # architecture step after the first landing that takes the argmax out of the band is undone
     # (logits and Adam moments restored), so the distributions keep committing inside the band;
@@ -413,6 +421,7 @@ def check_search_config(s: SearchConfig) -> None:
     for key in ("tau0", "tau_min", "arch_lr", "multiplier_lr", "multiplier_max", "settle_gain"):
         _num_range(f"search.{key}", getattr(s, key), 0.0, math.inf, lo_open=True)
     _num_range("search.settle", s.settle, 0.0, 1.0, hi_open=True)
+    _num_range("search.settle_regrow", s.settle_regrow, 1.0, math.inf)
     _num_range("search.warmup_epochs", s.warmup_epochs, 0.0, math.inf)
     _int_range("search.refine_rounds", s.refine_rounds, 0, 10_000)
     _int_range("search.refine_batches", s.refine_batches, 1, 10_000)

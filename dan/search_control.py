@@ -27,7 +27,7 @@ class SearchControl:
         self.mu = 0.0
         self.settled_at: int | None = None  # the settle-phase step at which the argmax first landed
         self.settle_side = 0  # the side of the band the argmax was last on in the settle phase (-1, +1)
-        self.settle_scale = 1.0  # halved each time the argmax jumps across the band
+        self.settle_scale = 1.0  # halved each time the argmax jumps across the band (regrown: settle_regrow)
         self.undone = 0  # architecture steps undone after the landing (settle_until "guarded")
 
     # --- schedule ------------------------------------------------------------------------------
@@ -112,6 +112,8 @@ class SearchControl:
                 side = 1 if viol > 0 else -1
                 if self.settle_side and side != self.settle_side:
                     self.settle_scale /= 2  # jumped over the band: come back more slowly (bisection)
+                elif self.settle_side:  # still on the same side: regrow (off at settle_regrow 1)
+                    self.settle_scale = min(1.0, self.settle_scale * s.settle_regrow)
                 self.settle_side = side
                 n = max(1.0, (self.arch_phase()[1] + 1) * s.settle)
                 self.mu += self.settle_scale * s.settle_gain * viol * max(abs(self.mu), SETTLE_MU_FLOOR) / n

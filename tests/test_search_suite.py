@@ -489,6 +489,39 @@ def test_settle_until_end_keeps_the_architecture_steps_after_the_landing(until):
     assert c.mu == mu and c.settled_at == step - 2
 
 
+@pytest.mark.parametrize("regrow", [1.0, 1.5])
+def test_settle_regrow_restores_the_halved_steps_on_the_same_side(regrow):
+    """A jump over the band halves the settle steps; with settle_regrow > 1 each later step on the
+    same side multiplies them by it, never above the full size; at 1.0 (off) they stay halved."""
+    from dan.config import SearchConfig
+    from dan.search_control import SearchControl
+
+    s = SearchConfig(settle=0.5, band=0.03, settle_regrow=regrow, warmup_epochs=1)
+    c = SearchControl(s, steps_per_epoch=10, total_steps=30)
+    step = 29
+    assert c.settling(step)
+    c.mu = 0.5
+    c.update(step, expected=lambda: 9.0, argmax=lambda: 1.2, committed=lambda: 1.0)  # above
+    assert c.settle_scale == 1.0
+    c.update(step, expected=lambda: 9.0, argmax=lambda: 0.8, committed=lambda: 1.0)  # jumped below
+    c.update(step, expected=lambda: 9.0, argmax=lambda: 1.2, committed=lambda: 1.0)  # and back above
+    assert c.settle_scale == pytest.approx(0.25)
+    c.update(step, expected=lambda: 9.0, argmax=lambda: 1.2, committed=lambda: 1.0)  # above again
+    assert c.settle_scale == pytest.approx(0.25 * regrow)
+    mu = c.mu
+    for _ in range(10):
+        c.update(step, expected=lambda: 9.0, argmax=lambda: 1.2, committed=lambda: 1.0)
+    assert c.settle_scale == pytest.approx(min(1.0, 0.25 * regrow ** 11))
+    assert c.mu > mu
+
+
+def test_settle_regrow_below_one_is_refused():
+    from dan.config import SearchConfig, check_search_config
+
+    with pytest.raises(dan.UserError, match="settle_regrow"):
+        check_search_config(SearchConfig(settle_regrow=0.5))
+
+
 @pytest.mark.parametrize("outside", [False, True])
 def test_a_guarded_step_that_leaves_the_band_is_undone(tmp_path, outside):
     """settle_until "guarded": after the landing an architecture step whose argmax leaves the band

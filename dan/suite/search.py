@@ -64,6 +64,8 @@ ABLATIONS = [
     # an ablation in the fourteenth session and is the default since; "settle-landed" is the old default.
     ("settle-landed", "default, but the architecture steps end at the settle phase's first landing (the "
                       "default until the fifteenth session)", ["search.settle_until=landed"]),
+    ("settle-regrow", "default, but a settle step that finds the argmax on the same side of the band as the "
+                      "last one regrows the halved steps by 1.1 (Rprop's rule)", ["search.settle_regrow=1.1"]),
 ]
 # Ablations of the search's last step, on the *same* supernet as the default search of that seed
 # (``baseline.py refine --supernet <search>/checkpoints/last.pt``, which is what the search's finish
