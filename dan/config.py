@@ -204,6 +204,16 @@ class SearchConfig:
     # machine): 25 % 4 of 5 in band, 0.69; 10 % 1 of 3, 0.87 — the two misses never landed at all
     # (settle_regrow below), which guarded does not change.
     settle_until: str = "guarded"
+    # A deadline for the landing: if the argmax has not been inside the band by the time this
+    # fraction of the settle phase is over, the search lands it itself with repair's move (the
+    # fewest groups moved, the most probable landing: dan.supernet.repair), made on the logits by
+    # swapping each moved group's new candidate with its old argmax (logits and Adam moments), and
+    # the guarded steps go on committing around it for the rest of the phase ("landed": they end
+    # there). arch.json's search.settle_snapped names the groups it moved. 1.0 turns it off (the
+    # final repair makes the same move, with no architecture step after it). Made because at 10 %
+    # one channel of an early group can cost more than the band is wide, and 2 of 3 searches of
+    # the fifteenth session never landed (settle_regrow above).
+    settle_snap: float = 1.0
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
     # "expected" control only: a proportional term, so the penalty weight is mu + p·(E[cost]/B - target).
     # Off by default: p = 5 held E[cost] at the target but kept the distributions mixed (mean largest
@@ -426,6 +436,7 @@ def check_search_config(s: SearchConfig) -> None:
         _num_range(f"search.{key}", getattr(s, key), 0.0, math.inf, lo_open=True)
     _num_range("search.settle", s.settle, 0.0, 1.0, hi_open=True)
     _num_range("search.settle_regrow", s.settle_regrow, 1.0, math.inf)
+    _num_range("search.settle_snap", s.settle_snap, 0.0, 1.0)
     _num_range("search.warmup_epochs", s.warmup_epochs, 0.0, math.inf)
     _int_range("search.refine_rounds", s.refine_rounds, 0, 10_000)
     _int_range("search.refine_batches", s.refine_batches, 1, 10_000)

@@ -81,7 +81,7 @@ from dan.monitor import Monitor
 from dan.search_control import SETTLE_MU_FLOOR, BudgetCost, SearchControl  # noqa: F401 (dan.search.SETTLE_MU_FLOOR)
 from dan.seed import seed_everything
 from dan.search_result import distribution_stats, finish, log_epoch, log_step, width_figure, width_png  # noqa: F401
-from dan.supernet import Supernet, build_supernet
+from dan.supernet import Supernet, build_supernet, repair
 
 CHECKPOINT_VERSION = 1
 # The defaults a search fills (:meth:`Config.resolve`); these names stay importable from here.
@@ -403,6 +403,10 @@ def logit_step(sr: Searcher) -> None:
     optimizer's moments restored), so the distributions go on committing only in ways that keep the
     landed budget: with ``end`` the steps after the landing widened a 25 % seed-0 search from 0.98
     to 1.31 B within 80 steps, and the multiplier brought it back only to 0.88 B."""
+    if sr.control.snap_due(sr.step):
+        settle_snap(sr)
+        if sr.control.arch_steps_over():  # "landed": no step after the landing
+            return
     if not sr.control.guarding():
         sr.a_opt.step()
         return
@@ -416,3 +420,30 @@ def logit_step(sr: Searcher) -> None:
                 p.copy_(v)
             sr.a_opt.load_state_dict(moments)
             sr.control.undone += 1
+
+
+def settle_snap(sr: Searcher) -> None:
+    """The settle phase's deadline (``search.settle_snap``): the argmax, never inside the band so
+    far, is landed there by repair's move (:func:`dan.supernet.repair`: the fewest groups, the most
+    probable landing), made on the logits: in each moved group the new candidate's logit and Adam
+    moments are swapped with the old argmax's, so the group's distribution keeps its shape with the
+    new candidate on top. The landing counts from this step (``settled_at``) and the moved groups
+    are recorded (``control.snapped``, arch.json's ``search.settle_snapped``); a move that does not
+    land (no combination of widths is in the band) is recorded as an empty list and not tried again."""
+    b, arch = sr.budget, sr.sn.arch
+    start = arch.argmax()
+    logp = [torch.log_softmax(t.detach().double(), 0).tolist() for t in arch.logits]
+    choice = repair(start, sr.sn.cands, logp, sr.cost.of, b.lo, b.hi)
+    sr.control.snapped = []
+    if not b.lo <= sr.cost.of(choice) <= b.hi:
+        return
+    with torch.no_grad():
+        for i, (old, new) in enumerate(zip(start, choice)):
+            if old == new:
+                continue
+            t = arch.logits[i]
+            for v in [t] + [m for m in sr.a_opt.state.get(t, {}).values() if torch.is_tensor(m) and m.shape == t.shape]:
+                v[[old, new]] = v[[new, old]].clone()
+            sr.control.snapped.append(sr.sn.groups[i].name)
+    if arch.argmax() == choice:
+        sr.control.settled_at = sr.step

@@ -29,6 +29,7 @@ class SearchControl:
         self.settle_side = 0  # the side of the band the argmax was last on in the settle phase (-1, +1)
         self.settle_scale = 1.0  # halved each time the argmax jumps across the band (regrown: settle_regrow)
         self.undone = 0  # architecture steps undone after the landing (settle_until "guarded")
+        self.snapped: list[str] | None = None  # groups the deadline's landing moved (settle_snap)
 
     # --- schedule ------------------------------------------------------------------------------
     def arch_phase(self) -> tuple[int, int]:
@@ -55,6 +56,15 @@ class SearchControl:
             return False
         first, span = self.arch_phase()
         return step >= first + span * (1.0 - s.settle)
+
+    def snap_due(self, step: int) -> bool:
+        """Whether architecture step ``step`` (global) is past the settle phase's deadline for the
+        landing (``settle_snap``) with the argmax never landed and no landing tried yet."""
+        s = self.s
+        if s.settle_snap >= 1.0 or self.settled_at is not None or self.snapped is not None or not self.settling(step):
+            return False
+        first, span = self.arch_phase()
+        return step >= first + span * (1.0 - s.settle + s.settle * s.settle_snap)
 
     def arch_active(self, epoch: int) -> bool:
         return epoch >= math.ceil(self.s.warmup_epochs)
@@ -124,13 +134,14 @@ class SearchControl:
     # --- checkpoints (the keys the search checkpoint has always used) ---------------------------
     def state(self) -> dict:
         return {"multiplier": self.mu, "settled_at": self.settled_at, "settle_side": self.settle_side,
-                "settle_scale": self.settle_scale, "settle_undone": self.undone}
+                "settle_scale": self.settle_scale, "settle_undone": self.undone, "settle_snapped": self.snapped}
 
     def load(self, st: dict) -> None:
         self.mu = st["multiplier"]
         self.settled_at = st.get("settled_at")
         self.settle_side, self.settle_scale = st.get("settle_side", 0), st.get("settle_scale", 1.0)
         self.undone = st.get("settle_undone", 0)
+        self.snapped = st.get("settle_snapped")
 
 
 class BudgetCost:

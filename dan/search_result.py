@@ -67,6 +67,9 @@ def finish(searcher) -> Arch:
         # the step at which the settle phase found the argmax inside the band and stopped the
         # architecture steps (None: it never did, and repair had the last word)
         "settled_at_step": searcher.control.settled_at,
+        # the groups the settle phase's deadline moved to land the argmax (search.settle_snap;
+        # None: no deadline landing was made, [] one was tried and could not land)
+        "settle_snapped": searcher.control.snapped,
     }
     if refined is not None:  # the repaired argmax's widths refined by held-out swaps (dan/refine.py)
         search_stats["refine"] = refined

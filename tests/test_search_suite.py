@@ -522,6 +522,67 @@ def test_settle_regrow_below_one_is_refused():
         check_search_config(SearchConfig(settle_regrow=0.5))
 
 
+def test_the_settle_deadline_falls_at_its_fraction_of_the_settle_phase():
+    """settle 0.5 of 20 architecture steps (19 intervals) starts at step 19.5; a deadline at half of
+    it falls at 10 + 19·0.75 = 24.25; a search that landed, or already tried, is not due; 1.0 is off."""
+    from dan.config import SearchConfig, check_search_config
+    from dan.search_control import SearchControl
+
+    c = SearchControl(SearchConfig(settle=0.5, settle_snap=0.5, warmup_epochs=1), steps_per_epoch=10, total_steps=30)
+    assert [st for st in range(30) if c.snap_due(st)] == list(range(25, 30))
+    c.snapped = []
+    assert not any(c.snap_due(st) for st in range(30))
+    c.snapped, c.settled_at = None, 22
+    assert not any(c.snap_due(st) for st in range(30))
+    off = SearchControl(SearchConfig(settle=0.5, settle_snap=1.0, warmup_epochs=1), steps_per_epoch=10, total_steps=30)
+    assert not any(off.snap_due(st) for st in range(30))
+    with pytest.raises(dan.UserError, match="settle_snap"):
+        check_search_config(SearchConfig(settle_snap=1.5))
+
+
+@pytest.mark.parametrize("feasible", [True, False])
+def test_the_settle_deadline_lands_the_argmax_by_swapping_logits(tmp_path, feasible):
+    """At the deadline the argmax (here 1.1 B) is landed by repair's move, made on the logits: each
+    moved group's new candidate and old argmax swap logits and Adam moments, the argmax is in the
+    band and the landing is recorded (state and arch.json); with no network in the band nothing moves."""
+    import torch
+
+    from dan.search import Searcher, settle_snap
+    from dan.supernet import repair
+
+    cfg = tiny_config(str(tmp_path / "s"), **{"search.budget_flops": "30%", "search.settle_snap": 0.5})
+    s = Searcher(cfg, monitor=Monitor(None))
+    x, y = next(iter(s.data.holdout))
+    s.step = math.ceil(cfg.search.warmup_epochs) * s.steps_per_epoch  # an early step: Adam gets moments
+    s.arch_step(s.prep(x), y, 0.5, 1.0)
+    with torch.no_grad():
+        for t in s.sn.arch.logits:
+            t.copy_(torch.linspace(-1.0, 1.0, len(t))[torch.randperm(len(t))])
+    start = s.sn.arch.argmax()
+    s.budget.value = s.cost.of(start) / (1.1 if feasible else 1e6)
+    logits = [t.detach().clone() for t in s.sn.arch.logits]
+    moments = [s.a_opt.state[t]["exp_avg"].clone() for t in s.sn.arch.logits]
+    logp = [torch.log_softmax(t.double(), 0).tolist() for t in logits]
+    expected = repair(start, s.sn.cands, logp, s.cost.of, s.budget.lo, s.budget.hi)
+    s.step = s.total_steps - 1
+    assert s.control.snap_due(s.step)
+    settle_snap(s)
+    moved = [g.name for g, a, b in zip(s.sn.groups, start, expected) if a != b]
+    if not feasible:
+        assert s.control.snapped == [] and s.control.settled_at is None
+        assert all(torch.equal(a, b) for a, b in zip(logits, s.sn.arch.logits))
+        assert not s.control.snap_due(s.step)  # tried once
+        return
+    assert moved and s.control.snapped == moved and s.control.settled_at == s.step
+    assert s.sn.arch.argmax() == expected and s.budget.lo <= s.cost.of(expected) <= s.budget.hi
+    for i, (t, t0, m0) in enumerate(zip(s.sn.arch.logits, logits, moments)):
+        perm = list(range(len(t)))
+        perm[start[i]], perm[expected[i]] = expected[i], start[i]
+        assert torch.equal(t.detach(), t0[perm]) and torch.equal(s.a_opt.state[t]["exp_avg"], m0[perm])
+    assert s.state()["settle_snapped"] == moved and s.control.guarding()
+    assert s.finish().search["settle_snapped"] == moved
+
+
 @pytest.mark.parametrize("outside", [False, True])
 def test_a_guarded_step_that_leaves_the_band_is_undone(tmp_path, outside):
     """settle_until "guarded": after the landing an architecture step whose argmax leaves the band

@@ -66,6 +66,8 @@ ABLATIONS = [
                       "default until the fifteenth session)", ["search.settle_until=landed"]),
     ("settle-regrow", "default, but a settle step that finds the argmax on the same side of the band as the "
                       "last one regrows the halved steps by 1.1 (Rprop's rule)", ["search.settle_regrow=1.1"]),
+    ("settle-snap", "default, but if the argmax has not landed half-way through the settle phase, repair's "
+                    "move lands it there and the guarded steps go on", ["search.settle_snap=0.5"]),
 ]
 # Ablations of the search's last step, on the *same* supernet as the default search of that seed
 # (``baseline.py refine --supernet <search>/checkpoints/last.pt``, which is what the search's finish
@@ -293,7 +295,10 @@ def _settled(st: dict) -> str:
     before the settle phase existed have no such key)."""
     if "settled_at_step" not in st:
         return "(no settle phase)"
-    return "-" if st["settled_at_step"] is None else str(st["settled_at_step"])
+    if st["settled_at_step"] is None:
+        return "-"
+    snapped = st.get("settle_snapped")  # landed by the deadline's move (search.settle_snap)
+    return f"{st['settled_at_step']}" + (f" (deadline: {len(snapped)} moved)" if snapped else "")
 
 
 def convergence_summary(runs: list[Run], ledger: Ledger, prefix: str = "dan search") -> dict:
@@ -305,9 +310,10 @@ def convergence_summary(runs: list[Run], ledger: Ledger, prefix: str = "dan sear
         a = ledger.arch(r.out) or {}
         st = a.get("search", {})
         tag = r.key.split("/", 1)[0]
-        row = out.setdefault(tag, {"in_band": 0, "n": 0, "max_prob": []})
+        row = out.setdefault(tag, {"in_band": 0, "n": 0, "max_prob": [], "snapped": 0})
         row["n"] += 1
         row["in_band"] += bool(st.get("argmax_before_repair", {}).get("in_band"))
+        row["snapped"] += bool(st.get("settle_snapped")) and st.get("settled_at_step") is not None
         row["max_prob"].append(st.get("mean_max_prob", math.nan))
     return out
 
@@ -426,7 +432,8 @@ def _convergence_lines(runs: list[Run], ledger: Ledger) -> list[str]:
     for tag, c in conv.items():
         mp = statistics.mean(c["max_prob"]) if c["max_prob"] else math.nan
         ok = c["in_band"] >= math.ceil(2 * c["n"] / 3) and mp >= 0.6
-        lines.append(f"| {tag} | {c['in_band']} of {c['n']} | {mp:.2f} | {'yes' if ok else '**no**'} |")
+        snap = f" ({c['snapped']} by the deadline's move)" if c.get("snapped") else ""
+        lines.append(f"| {tag} | {c['in_band']} of {c['n']}{snap} | {mp:.2f} | {'yes' if ok else '**no**'} |")
     return lines + ["", "Every search, as it ended:", ""] + search_end_table(runs, ledger) + [""]
 
 
