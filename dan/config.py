@@ -212,7 +212,12 @@ class SearchConfig:
     # there). arch.json's search.settle_snapped names the groups it moved. 1.0 turns it off (the
     # final repair makes the same move, with no architecture step after it). Made because at 10 %
     # one channel of an early group can cost more than the band is wide, and 2 of 3 searches of
-    # the fifteenth session never landed (settle_regrow above).
+    # the fifteenth session never landed (settle_regrow above). Measured (sixteenth session,
+    # ablation settle-snap, 0.5) on the four suite searches that had not landed half-way (10 %
+    # seeds 1-2, 25 % seeds 3-4; on the others it never acts): it landed all four at the same
+    # commitment, two on the very widths repair gave the default (retrained: identical), two on
+    # other widths that retrained 0.33 and 0.42 points lower. A landing it makes is repair's
+    # move made early, and it did not help the accuracy, so it stays off.
     settle_snap: float = 1.0
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
     # "expected" control only: a proportional term, so the penalty weight is mu + p·(E[cost]/B - target).

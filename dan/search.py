@@ -36,7 +36,9 @@ steps, a 25 % one was at 1.01 B twenty steps before it ended at 0.84 B), so afte
 the argmax network is inside the band (the landing) an architecture step that takes it out of the
 band again is undone (``settle_until: guarded``, the default): the distributions go on committing
 to the last step, and the search ends on a committed architecture that met its budget, not wherever
-the last flip left it. Ablations: ``landed`` stops the architecture steps at the landing (the
+the last flip left it. With ``settle_snap < 1`` (off by default: measured, it did not retrain
+better) an argmax that has not landed that far through the settle phase is landed by repair's move
+made on the logits (:func:`settle_snap`), and the guarded steps go on around it. Ablations: ``landed`` stops the architecture steps at the landing (the
 default until the fifteenth session: it committed less, 0.63 against 0.71 at 25 %), ``end`` keeps
 them going unguarded, the multiplier moving only while the argmax is outside the band (it left the
 band again in 3 of 3 seeds).

@@ -432,7 +432,8 @@ def test_the_settle_phase_moves_the_multiplier_by_the_argmax_cost(tmp_path, wher
     from dan.search import SETTLE_MU_FLOOR, Searcher
 
     cfg = tiny_config(str(tmp_path / "s"), **{"search.budget_flops": "30%", "search.settle": 0.5,
-                                              "search.band": 0.03, "search.settle_until": "landed"})
+                                              "search.band": 0.03, "search.settle_until": "landed",
+                                              "search.settle_snap": 1.0})  # no deadline landing here
     s = Searcher(cfg, monitor=Monitor(None))
     with torch.no_grad():
         for t in s.sn.arch.logits:

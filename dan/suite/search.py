@@ -85,6 +85,16 @@ SETTLE_UNTIL = {"landed": " (the architecture steps end at its first landing in 
                 "end": " (the architecture steps go on after the landing, unguarded)",
                 "guarded": " (after the first landing in the band, an architecture step that takes the argmax "
                            "out of it is undone)"}
+
+
+def _snap_text(s) -> str:
+    """The settle phase's deadline (search.settle_snap), as the settings sentence says it."""
+    if s.settle_snap >= 1:
+        return ""
+    return (f"; an argmax not landed {format(s.settle_snap, 'g')} of the way through it is landed there by "
+            "repair's move on the logits")
+
+
 ABLATION_NAMES = tuple(n for n, _, _ in ABLATIONS + FINISH_ABLATIONS)
 # Retrain recipes, each applied to every method alike: "scratch" (the paper's: the searched widths
 # retrained from random weights) and "inherit" (weight inheritance, as OFA and BigNAS deploy supernet
@@ -568,7 +578,7 @@ def settings_text(seeds: int | None = None) -> str:
             f"one third held out for the architecture (default search settings: τ {s.tau0:g} → {s.tau_min:g} "
             f"per step, architecture lr {s.arch_lr:g}, objective {s.arch_objective}, multiplier on the "
             f"{s.budget_control} cost, proportional gain {s.multiplier_p:g}, "
-            f"{'a settle phase over the last ' + format(s.settle, 'g') + ' of the architecture steps' + SETTLE_UNTIL.get(s.settle_until, '') if s.settle else 'no settle phase'}, "
+            f"{'a settle phase over the last ' + format(s.settle, 'g') + ' of the architecture steps' + SETTLE_UNTIL.get(s.settle_until, '') + _snap_text(s) if s.settle else 'no settle phase'}, "
             f"{len(s.fractions or ())} candidate widths per group, weight-step widths drawn "
             f"{'uniformly' if s.weight_sampling == 'uniform' else 'from the distribution'}); greedy scores its moves on that same held-out third "
             f"with the same search's supernet. Width 8 (an eighth of ResNet-18's) keeps the comparison "
