@@ -219,6 +219,16 @@ class SearchConfig:
     # other widths that retrained 0.33 and 0.42 points lower. A landing it makes is repair's
     # move made early, and it did not help the accuracy, so it stays off.
     settle_snap: float = 1.0
+    # In the settle phase, the cost penalty reaches only the groups whose one-candidate moves from
+    # the argmax each change the cost by less than the band's width (2·band·B), so the multiplier
+    # steers the argmax with steps that cannot jump over the band (a vernier); the other groups
+    # follow the objective alone. Made because at 10 % FLOPs (and at the 25 % params budget) one
+    # candidate of some groups costs more than the band is wide: the multiplier, moving every
+    # group at once, flipped such a group across the band, the bisection halved its steps, and it
+    # froze outside the band (seventeenth session: 10 % seeds 1-2, params seeds 0-1 never landed).
+    # If every group is that coarse, none is excluded. Off by default until measured (ablation
+    # settle-fine).
+    settle_fine: bool = False
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
     # "expected" control only: a proportional term, so the penalty weight is mu + p·(E[cost]/B - target).
     # Off by default: p = 5 held E[cost] at the target but kept the distributions mixed (mean largest

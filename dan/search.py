@@ -182,7 +182,7 @@ class Searcher:
         kl = kl_divergence(p, q)
         ce = F.cross_entropy(q.float(), y) if s.arch_objective == "ce+kl" else torch.zeros(())
         lam = self.cfg.adjoint.c if s.arch_lambda == "full" else self.lam(progress)
-        e_norm = self.cost.expected_over()
+        e_norm = self.cost.expected_over(penalty_frozen(self))
         weight = self.control.penalty_weight(self.step, float(e_norm.detach()))
         loss = ce + lam * kl + weight * e_norm.float()
         params = list(self.sn.arch.parameters())
@@ -422,6 +422,15 @@ def logit_step(sr: Searcher) -> None:
                 p.copy_(v)
             sr.a_opt.load_state_dict(moments)
             sr.control.undone += 1
+
+
+def penalty_frozen(sr: Searcher) -> set[int]:
+    """The groups the cost penalty does not reach at this architecture step: under
+    ``search.settle_fine``, in the settle phase, those whose one-candidate move could jump over the
+    band (:meth:`BudgetCost.coarse_groups`); otherwise none."""
+    if not (sr.cfg.search.settle_fine and sr.control.settling(sr.step)):
+        return set()
+    return sr.cost.coarse_groups(sr.sn.arch.argmax(), sr.cfg.search.band)
 
 
 def settle_snap(sr: Searcher) -> None:

@@ -156,13 +156,27 @@ class BudgetCost:
         """FLOPs or params (whichever the budget counts) over the budget."""
         return (flops if self.budget.kind == "flops" else params) / self.budget.value
 
-    def expected_over(self):
-        """E[cost]/B under the current distributions, a tensor with gradients to the logits."""
+    def expected_over(self, frozen=()):
+        """E[cost]/B under the current distributions, a tensor with gradients to the logits (none
+        to the groups whose indices are in ``frozen``: their probabilities enter detached)."""
         if self.budget.kind == "latency":
-            probs = [p.double() for p in self.sn.arch.probs()]
+            probs = [p.detach().double() if i in frozen else p.double() for i, p in enumerate(self.sn.arch.probs())]
             cands = [c.to(p.device) for c, p in zip(self.sn.cand_tensors, probs)]
             return self.latency.expected(probs, cands) / self.budget.value
-        return self.norm(*self.sn.expected_cost())
+        return self.norm(*self.sn.expected_cost(frozen))
+
+    def coarse_groups(self, choice, band: float) -> set[int]:
+        """The groups one of whose one-candidate moves from ``choice`` changes the cost by at least
+        the band's width (2·band·B): a move that could jump over the band. Empty if every group
+        is that coarse (then no group can land the argmax alone, and none is singled out)."""
+        base, width = self.of(choice), 2 * band * self.budget.value
+        coarse = set()
+        for i, c in enumerate(choice):
+            for j in (c - 1, c + 1):
+                if 0 <= j < len(self.sn.cands[i]) and abs(self.of(choice[:i] + [j] + choice[i + 1:]) - base) >= width:
+                    coarse.add(i)
+                    break
+        return set() if len(coarse) == len(choice) else coarse
 
     def of(self, choice) -> float:
         """The cost of one architecture (candidate indices per group)."""

@@ -256,8 +256,9 @@ class Supernet:
         for m, mom in zip(bns, saved):
             m.small.momentum = mom
 
-    def expected_cost(self):
-        probs = [p.double() for p in self.arch.probs()]
+    def expected_cost(self, frozen=()):
+        """E[FLOPs], E[params] under the width distributions (no gradient to the groups in ``frozen``)."""
+        probs = [p.detach().double() if i in frozen else p.double() for i, p in enumerate(self.arch.probs())]
         return self.table.expected(probs, [c.to(p.device) for c, p in zip(self.cand_tensors, probs)])
 
     def cost_of(self, choice: list[int]) -> tuple[int, int]:

@@ -631,3 +631,38 @@ def test_suite_runner_restarts_a_run_killed_before_its_first_checkpoint(tmp_path
     assert any(l.startswith("[restart]") for l in lines)
     # through the library's entry point, not tools/
     assert any(l.startswith("[run]") and " -m dan train --dataset synthetic" in l for l in lines), lines
+
+
+def test_settle_fine_keeps_the_penalty_off_groups_that_could_jump_the_band(tmp_path):
+    """search.settle_fine: in the settle phase the groups one of whose one-candidate moves costs at
+    least the band's width (2·band·B) get no gradient from the cost penalty, the others do; outside
+    the settle phase, or with the option off, every group does."""
+    import torch
+
+    from dan.search import Searcher, penalty_frozen
+
+    cfg = tiny_config(str(tmp_path / "s"), **{"search.budget_flops": "30%", "search.settle_fine": True})
+    s = Searcher(cfg, monitor=Monitor(None))
+    with torch.no_grad():  # the argmax in the middle of every group's candidates
+        for t in s.sn.arch.logits:
+            t.zero_()[len(t) // 2] = 1.0
+    choice = s.sn.arch.argmax()
+    base = s.cost.of(choice)
+    steps = [max(abs(s.cost.of(choice[:i] + [j] + choice[i + 1:]) - base) for j in (c - 1, c + 1))
+             for i, c in enumerate(choice)]
+    width = sorted(steps)[len(steps) // 2]  # a budget whose band is as wide as the median move
+    s.budget.value = width / (2 * cfg.search.band)
+    coarse = {i for i, d in enumerate(steps) if d >= width}
+    assert 0 < len(coarse) < len(choice)  # this budget has both kinds
+    s.step = s.total_steps - 1
+    assert s.control.settling(s.step) and penalty_frozen(s) == coarse
+    grads = torch.autograd.grad(s.cost.expected_over(penalty_frozen(s)), s.sn.arch.logits, allow_unused=True)
+    for i, g in enumerate(grads):
+        assert (g is None or not g.abs().sum()) if i in coarse else g.abs().sum() > 0
+    s.step = 0
+    assert penalty_frozen(s) == set()
+    s.step = s.total_steps - 1
+    s.cfg.search.settle_fine = False
+    assert penalty_frozen(s) == set()
+    s.budget.value = 1.0  # every move costs more than the band: none is singled out
+    assert s.cost.coarse_groups(choice, cfg.search.band) == set()
