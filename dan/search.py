@@ -82,8 +82,9 @@ from dan.models import input_shape
 from dan.monitor import Monitor
 from dan.search_control import SETTLE_MU_FLOOR, BudgetCost, SearchControl  # noqa: F401 (dan.search.SETTLE_MU_FLOOR)
 from dan.seed import seed_everything
-from dan.search_result import distribution_stats, finish, log_epoch, log_step, width_figure, width_png  # noqa: F401
-from dan.supernet import Supernet, build_supernet, repair
+from dan.search_result import (distribution_stats, finish, log_epoch, log_step, repaired_argmax,  # noqa: F401
+                               width_figure, width_png)
+from dan.supernet import Supernet, build_supernet
 
 CHECKPOINT_VERSION = 1
 # The defaults a search fills (:meth:`Config.resolve`); these names stay importable from here.
@@ -442,9 +443,7 @@ def settle_snap(sr: Searcher) -> None:
     are recorded (``control.snapped``, arch.json's ``search.settle_snapped``); a move that does not
     land (no combination of widths is in the band) is recorded as an empty list and not tried again."""
     b, arch = sr.budget, sr.sn.arch
-    start = arch.argmax()
-    logp = [torch.log_softmax(t.detach().double(), 0).tolist() for t in arch.logits]
-    choice = repair(start, sr.sn.cands, logp, sr.cost.of, b.lo, b.hi)
+    _, _, start, choice = repaired_argmax(sr)  # the move the search's end would make (dan.search_result)
     sr.control.snapped = []
     if not b.lo <= sr.cost.of(choice) <= b.hi:
         return

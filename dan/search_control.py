@@ -160,9 +160,7 @@ class BudgetCost:
         """E[cost]/B under the current distributions, a tensor with gradients to the logits (none
         to the groups whose indices are in ``frozen``: their probabilities enter detached)."""
         if self.budget.kind == "latency":
-            probs = [p.detach().double() if i in frozen else p.double() for i, p in enumerate(self.sn.arch.probs())]
-            cands = [c.to(p.device) for c, p in zip(self.sn.cand_tensors, probs)]
-            return self.latency.expected(probs, cands) / self.budget.value
+            return self.latency.expected(*self.sn.cost_inputs(frozen)) / self.budget.value
         return self.norm(*self.sn.expected_cost(frozen))
 
     def coarse_groups(self, choice, band: float) -> set[int]:

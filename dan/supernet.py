@@ -256,10 +256,15 @@ class Supernet:
         for m, mom in zip(bns, saved):
             m.small.momentum = mom
 
+    def cost_inputs(self, frozen=()):
+        """(probabilities, candidate widths) per group, what an expected cost is computed from: the
+        probabilities in double, those of the groups in ``frozen`` detached (no gradient to them)."""
+        probs = [p.detach().double() if i in frozen else p.double() for i, p in enumerate(self.arch.probs())]
+        return probs, [c.to(p.device) for c, p in zip(self.cand_tensors, probs)]
+
     def expected_cost(self, frozen=()):
         """E[FLOPs], E[params] under the width distributions (no gradient to the groups in ``frozen``)."""
-        probs = [p.detach().double() if i in frozen else p.double() for i, p in enumerate(self.arch.probs())]
-        return self.table.expected(probs, [c.to(p.device) for c, p in zip(self.cand_tensors, probs)])
+        return self.table.expected(*self.cost_inputs(frozen))
 
     def cost_of(self, choice: list[int]) -> tuple[int, int]:
         return self.table.cost(self.widths_of(choice))
