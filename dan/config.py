@@ -226,10 +226,13 @@ class SearchConfig:
     # candidate of some groups costs more than the band is wide: the multiplier, moving every
     # group at once, flipped such a group across the band, the bisection halved its steps, and it
     # froze outside the band (seventeenth session: 10 % seeds 1-2, params seeds 0-1 never landed).
-    # If every group is that coarse, none is excluded. Measured (ablation settle-fine) on those four
-    # searches: it landed three on their own (10 % seed 2, params seeds 0-1), and all four retrained
-    # 0.05-0.23 points lower than the default's repaired widths (within noise). It changes every
-    # search's settle phase, so it stays off until a full re-run of the default searches is made.
+    # If every group is that coarse, none is excluded. Measured (ablation settle-fine) on every
+    # suite search (eighteenth session, 20 searches at four budgets): in band before repair 16 of 20
+    # against the default's 15 (params 3 of 3 against 1 of 3, but 25 % FLOPs 5 of 7 against 6 of 7);
+    # 12 searches ended on the default's widths (retrained: identical), and 7 of the 8 others
+    # retrained lower (mean -0.18 points): with the coarse groups left to the objective, the
+    # penalty lands the argmax by narrowing the cheap early groups, which costs accuracy. Repair's
+    # one-group move retrains better, so this stays off.
     settle_fine: bool = False
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
     # "expected" control only: a proportional term, so the penalty weight is mu + p·(E[cost]/B - target).
