@@ -563,7 +563,9 @@ def test_the_settle_deadline_lands_the_argmax_by_swapping_logits(tmp_path, feasi
     s.budget.value = s.cost.of(start) / (1.1 if feasible else 1e6)
     logits = [t.detach().clone() for t in s.sn.arch.logits]
     moments = [s.a_opt.state[t]["exp_avg"].clone() for t in s.sn.arch.logits]
-    logp = [torch.log_softmax(t.double(), 0).tolist() for t in logits]
+    # the move the search's end would make (dan.search_result.repaired_argmax): the same
+    # log-probabilities, so a near-tie between two moves breaks the same way at both
+    logp = [torch.log(torch.softmax(t, 0).double() + 1e-12).tolist() for t in logits]
     expected = repair(start, s.sn.cands, logp, s.cost.of, s.budget.lo, s.budget.hi)
     s.step = s.total_steps - 1
     assert s.control.snap_due(s.step)
