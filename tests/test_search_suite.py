@@ -319,6 +319,47 @@ def test_last_step_ablations_refine_the_default_searches_supernets(tmp_path):
     assert cells[11].startswith("-3.00") and "**not supported**" in cells[11]  # vs greedy
 
 
+def test_a_variant_that_trains_its_supernet_longer_is_compared_with_baselines_from_its_own_supernet(tmp_path):
+    """long-supernet: searched for 6 epochs but retrained for the suite's 3 like every row, and
+    uniform widths are retrained from its own supernet too (a better-trained supernet starts every
+    architecture higher); the table's "variant − uniform" uses those, paired by seed."""
+    from dan.suite import search as search_suite
+
+    root = str(tmp_path / "suite")
+    runs = search_suite.plan(root, seeds=2, ablations=("long-supernet",), recipes=("inherit",),
+                             budgets=["flops25"], methods=("dan",))
+    keys = [r.key for r in runs]
+    assert "flops25/uniform arch" in keys  # needed by the ablation though the uniform row is not planned
+    assert "flops25/uniform inherited" not in keys
+    searches = [r for r in runs if r.key == "flops25/ablation long-supernet search"]
+    own = [r for r in runs if r.key == "flops25/ablation long-supernet inherited"]
+    base = [r for r in runs if r.key == "flops25/ablation long-supernet uniform inherited"]
+    assert len(searches) == len(own) == len(base) == 2
+    for s, v, u in zip(searches, own, base):
+        assert "train.epochs=6" in s.args and "search.warmup_epochs=2" in s.args
+        assert v.args[v.args.index("--epochs") + 1] == "3"  # the suite's recipe, not the search's 6
+        init = f"train.init_from={os.path.join(s.out, 'checkpoints', 'last.pt')}"
+        assert init in v.args and init in u.args
+        assert u.args[0] == os.path.join(root, "flops25", "uniform-arch", "arch.json") and s.out in u.after
+    scores = {"dan inherited": [0.85, 0.86], "ablation long-supernet inherited": [0.90, 0.91],
+              "ablation long-supernet uniform inherited": [0.89, 0.905]}
+    for r in runs:
+        if r.kind in ("search", "arch"):
+            _fake_arch(r, in_band=True, max_prob=0.7)
+        else:
+            _fake_retrain(r, scores[r.key.split("/")[1]][r.seed], 1_800_000)
+    extra = runs + search_suite.plan(root, seeds=2, ablations=False, recipes=("inherit",), budgets=["flops25"],
+                                     methods=("uniform",))
+    for r in extra[len(runs):]:  # uniform retrained from the default supernets: far lower here
+        if r.key == "flops25/uniform inherited":
+            _fake_retrain(r, 0.80, 1_800_000)
+    text = search_suite.write_report(extra, str(tmp_path / "search.md"), str(tmp_path / "fig"), "Settings.")
+    row = [l for l in text.splitlines() if l.startswith("| flops25 | long-supernet |")][0]
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[8].startswith("+5.00")  # vs the default DAN row
+    assert cells[9].startswith("+0.75") and cells[9].endswith("vs its own supernet's")  # not +10.5
+
+
 def test_check_search_config_names_the_key():
     from dan.search import check_search_config
 
