@@ -28,12 +28,12 @@ from dan.budget import resolve_budget
 from dan.config import Config
 from dan.errors import UserError
 
-METHODS = ("uniform", "random", "greedy", "refine")
+METHODS = ("uniform", "random", "greedy", "refine", "shortlist")
 
 
 def baseline_arch(cfg: Config, method: str, *, supernet: str | None = None, recal_batches: int = 4,
                   eval_batches: int = 8, coarse_above: float = 1.5, coarse_step: int = 2, rounds: int = 8,
-                  log=None) -> Arch:
+                  candidates: int = 6, steps: int = 150, out: str | None = None, log=None) -> Arch:
     """The :class:`Arch` of baseline ``method`` under the budget in ``cfg.search``.
 
     Args:
@@ -45,6 +45,8 @@ def baseline_arch(cfg: Config, method: str, *, supernet: str | None = None, reca
         supernet: ``greedy`` and ``refine``: the ``checkpoints/last.pt`` of a finished or stopped DAN
             search (``refine`` keeps that search's budget).
         rounds: ``refine`` only: its most rounds.
+        candidates, steps, out: ``shortlist`` only (:mod:`dan.shortlist`): how many widths are
+            fine-tuned for ``steps`` batches each, in ``<out>/shortlist/c<k>``.
         coarse_above, coarse_step: ``greedy`` only: above ``coarse_above`` times the budget, moves
             of ``coarse_step`` candidates scored on half the held-out batches (step 1: none).
     Returns:
@@ -56,6 +58,8 @@ def baseline_arch(cfg: Config, method: str, *, supernet: str | None = None, reca
         return _greedy(cfg, supernet, recal_batches, eval_batches, coarse_above, coarse_step, log)
     if method == "refine":
         return _refine(supernet, rounds, recal_batches, eval_batches, log)
+    if method == "shortlist":
+        return _shortlist(supernet, candidates, steps, out, log)
     from dan.data import dataset_info
     from dan.search import check_search_config, describe_model
     from dan.seed import derive
@@ -145,3 +149,36 @@ def _greedy(cfg: Config, supernet: str | None, recal_batches: int, eval_batches:
              "eval_batches": eval_batches, "coarse_above": coarse_above, "coarse_step": coarse_step,
              "coarse_rounds": sum(1 for t in trace[1:] if t["step"] > 1)}
     return sn.make_arch(sn.widths_of(choice), budget, searcher.cfg, searcher.data.info, search=stats)
+
+
+def _shortlist(supernet: str | None, k: int, steps: int, out: str | None, log) -> Arch:
+    """The search's answer and ``k - 1`` draws from its final distributions, each fine-tuned from
+    the supernet for ``steps`` batches and scored on the held-out split; the best top-1 is kept
+    (ties: the lower held-out CE, then the earlier candidate: the search's own answer first)."""
+    from dan.search_result import repaired_argmax
+    from dan.seed import derive
+    from dan.shortlist import draw_shortlist, finetune_score
+
+    if not out:
+        raise UserError("shortlist needs --out: its fine-tunes run in <out>/shortlist")
+    searcher, budget = _restore("shortlist", supernet)
+    sn, cfg = searcher.sn, searcher.cfg
+    probs, _, _, start = repaired_argmax(searcher)
+    rng = random.Random(derive(cfg.seed, "shortlist"))
+    choices = draw_shortlist(start, [p.tolist() for p in probs], searcher.cost.of, budget.lo, budget.hi, k, rng)
+    scored = []
+    for i, choice in enumerate(choices):
+        arch = sn.make_arch(sn.widths_of(choice), budget, cfg, searcher.data.info)
+        score = finetune_score(cfg, arch, os.path.abspath(supernet), steps, os.path.join(out, "shortlist", f"c{i}"))
+        scored.append({"choice": choice, "widths": sn.widths_of(choice), **score})
+        if log:
+            log(f"candidate {i}: held-out top-1 {100 * score['top1']:.2f}% (CE {score['ce']:.4f}), "
+                f"{searcher.cost.of(choice) / budget.value:.3f} of the budget")
+    best = min(range(len(scored)), key=lambda i: (-scored[i]["top1"], scored[i]["ce"], i))
+    choice = scored[best]["choice"]
+    stats = {"method": "shortlist", "supernet": os.path.abspath(supernet), "steps": steps, "picked": best,
+             "in_band": bool(budget.lo <= searcher.cost.of(choice) <= budget.hi),
+             "over_budget": round(searcher.cost.of(choice) / budget.value, 6),
+             "candidates": [{"widths": c["widths"], "heldout_top1": c["top1"], "heldout_ce": round(c["ce"], 6)}
+                            for c in scored]}
+    return sn.make_arch(sn.widths_of(choice), budget, cfg, searcher.data.info, search=stats)

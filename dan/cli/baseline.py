@@ -5,6 +5,7 @@ Usage:
     python tools/baseline.py random  --config configs/fashion_mnist_suite.yaml --budget-flops 10% --seed 1 --out runs/r10
     python tools/baseline.py greedy  --supernet runs/<search>/checkpoints/last.pt --out runs/g10
     python tools/baseline.py refine  --supernet runs/<search>/checkpoints/last.pt --out runs/f10
+    python tools/baseline.py shortlist --supernet runs/<search>/checkpoints/last.pt --out runs/s10
     python tools/retrain.py runs/u10/arch.json
 
 uniform: one width fraction for every group, cost closest to the budget. random: every group
@@ -14,6 +15,8 @@ whose narrowing costs the least held-out cross-entropy per FLOP saved (the searc
 --budget-* is given); far above the budget its moves are coarser (--coarse-above, --coarse-step).
 refine: not a baseline but DAN's own last step (search.refine_rounds, dan/refine.py) for a search
 that ran without it: the search's answer refined by held-out swaps at equal cost, its budget kept.
+shortlist: DAN's answer and draws from its final distributions, each fine-tuned from the supernet
+for --steps batches and scored on the held-out split; the best is kept (dan/shortlist.py).
 Writes <out>/arch.json and <out>/config.yaml; refuses a folder that already holds an arch.json.
 """
 
@@ -29,12 +32,12 @@ PROG = "baseline.py"  # the tool's name in usage and error lines (tools/baseline
 
 def get_args_parser(prog: str = PROG):
     p = common_parser(prog, __doc__)
-    p.add_argument("method", choices=["uniform", "random", "greedy", "refine"])
+    p.add_argument("method", choices=["uniform", "random", "greedy", "refine", "shortlist"])
     g = p.add_argument_group("baseline")
     b = g.add_mutually_exclusive_group()
     b.add_argument("--budget-flops", help="FLOPs (MACs) budget of the small network: 1.6G, 500M or 25%%")
     b.add_argument("--budget-params", help="parameter budget of the small network: 1.8M or 40%%")
-    g.add_argument("--supernet", help="greedy, refine: checkpoints/last.pt of a DAN search")
+    g.add_argument("--supernet", help="greedy, refine, shortlist: checkpoints/last.pt of a DAN search")
     g.add_argument("--recal-batches", type=positive_int,
                    help="greedy, refine: training batches that re-estimate BatchNorm statistics per trial "
                         "(default 4; refine: search.refine_recal_batches' default)")
@@ -42,6 +45,10 @@ def get_args_parser(prog: str = PROG):
                    help="greedy, refine: held-out batches that score each trial (default 8; refine: "
                         "search.refine_batches' default)")
     g.add_argument("--rounds", type=positive_int, default=8, help="refine: at most this many rounds of swaps")
+    g.add_argument("--candidates", type=positive_int, default=6,
+                   help="shortlist: widths fine-tuned (the search's answer and draws from its distributions)")
+    g.add_argument("--steps", type=positive_int, default=150,
+                   help="shortlist: batches each candidate is fine-tuned for and scored on (held-out split)")
     g.add_argument("--coarse-above", type=float, default=1.5,
                    help="greedy: while the cost is above this many times the budget, moves are coarse")
     g.add_argument("--coarse-step", type=positive_int, default=2,
@@ -68,6 +75,7 @@ def main(argv, prog: str = PROG) -> int:
     batches = args.eval_batches or (SearchConfig.refine_batches if refine else 8)
     arch = baseline_arch(cfg, args.method, supernet=args.supernet, recal_batches=recal, eval_batches=batches,
                          coarse_above=args.coarse_above, coarse_step=args.coarse_step, rounds=args.rounds,
+                         candidates=args.candidates, steps=args.steps, out=args.out,
                          log=None if args.quiet else print)
     os.makedirs(args.out, exist_ok=True)
     from dan.config import Config

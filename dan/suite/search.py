@@ -89,13 +89,17 @@ ABLATION_RETRAIN = {"long-supernet": ["--epochs", "3"]}
 ABLATION_OWN_BASELINES = {"long-supernet": ("uniform",)}
 # Ablations of the search's last step, on the *same* supernet as the default search of that seed
 # (``baseline.py refine --supernet <search>/checkpoints/last.pt``, which is what the search's finish
-# does; tests/test_refine.py checks both give the same widths): (tag, description, refine flags).
+# does; tests/test_refine.py checks both give the same widths; ``baseline.py shortlist``, the same
+# for dan/shortlist.py): (tag, description, [baseline.py method, its flags]).
 # They retrain under the inherit recipe only, from that supernet like every inherited row, so each
 # compares with the default row and the baselines of the same supernets, paired by seed.
 FINISH_ABLATIONS = [
     ("refine", "the repaired argmax refined by held-out swaps at equal cost (search.refine_rounds=8)",
-     ["--rounds", "8"]),
-    ("no-refine", "the repaired argmax as the search found it (search.refine_rounds=0)", ["--rounds", "0"]),
+     ["refine", "--rounds", "8"]),
+    ("no-refine", "the repaired argmax as the search found it (search.refine_rounds=0)", ["refine", "--rounds", "0"]),
+    ("shortlist", "the repaired argmax and 5 draws from the final distributions, each fine-tuned from the "
+                  "supernet for 150 batches and scored on the held-out split; the best kept",
+     ["shortlist", "--candidates", "6", "--steps", "150"]),
 ]
 ABLATION_BUDGETS = ("flops10", "flops25")
 # Search ablations that also run at other budgets: settle-fine, the landing variant, runs at every
@@ -262,7 +266,7 @@ def _ablation_runs(out: str, chosen: list, n: int, extra: list, config: str, rec
                 d = lambda what: os.path.join(out, tag, f"ablation-{name}-{what}-s{seed}")
                 a = d("arch")
                 runs.append(Run(f"{tag}/ablation {name} arch", seed, "baseline",
-                                ["refine", "--supernet", last, *flags, "--quiet", *extra, "--out", a], a,
+                                [flags[0], "--supernet", last, *flags[1:], "--quiet", *extra, "--out", a], a,
                                 kind="arch", after=[s]))
                 o = d("inherit")
                 runs.append(Run(f"{tag}/ablation {name}{RECIPES['inherit']}", seed, "retrain",
@@ -501,7 +505,7 @@ def _ablation_lines(runs: list[Run], table: dict, ledger: Ledger) -> list[str]:
     lines = ["## Ablations of the search", "",
              "Each variant is a config option. A search variant searched and retrained like the default "
              "(same seeds; under the inherit recipe from its own supernet); a last-step variant (refine, "
-             "no-refine) started from the default search's own supernet and was retrained from it (inherit "
+             "no-refine, shortlist) started from the default search's own supernet and was retrained from it (inherit "
              "recipe). Each row compares with the default DAN row and the baselines retrained the same way "
              "(two-sample verdict over seeds; the paired one in brackets; under the inherit recipe a search "
              "variant's pairs do not share a supernet). A variant that trains its supernet differently "
