@@ -260,6 +260,12 @@ class SearchConfig:
     refine_rounds: int = 0
     refine_batches: int = 16
     refine_recal_batches: int = 8
+    # The found widths' last step by short fine-tunes (dan/shortlist.py): the answer and
+    # `shortlist - 1` draws from the final distributions, each fine-tuned from the supernet for
+    # `shortlist_steps` batches (the retrain's recipe) and scored on the held-out split; the best is
+    # kept. 0 turns it off (one process only: it trains in <run>/shortlist).
+    shortlist: int = 0
+    shortlist_steps: int = 150
 
 
 @dataclass
@@ -461,6 +467,11 @@ def check_search_config(s: SearchConfig) -> None:
     _int_range("search.refine_rounds", s.refine_rounds, 0, 10_000)
     _int_range("search.refine_batches", s.refine_batches, 1, 10_000)
     _int_range("search.refine_recal_batches", s.refine_recal_batches, 0, 10_000)
+    _int_range("search.shortlist", s.shortlist, 0, 1_000)
+    _int_range("search.shortlist_steps", s.shortlist_steps, 1, 10**9)
+    if s.shortlist > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # under torchrun
+        raise UserError("search.shortlist fine-tunes its candidates in one process: search without torchrun, "
+                        "or shortlist a finished search with tools/baseline.py shortlist --supernet ...")
 
 
 def _num_range(key, v, lo, hi, *, lo_open=False, hi_open=False) -> None:

@@ -37,8 +37,9 @@ from dan.seed import derive, seed_everything
 # Keys a resumed run may change: how long, where, and how fast it runs; not what it computes.
 RESUMABLE_CHANGES = ("train.epochs", "device", "data.workers", "out", "train.latency_batches", "train.amp",
                      "train.compile",
-                     # the search's last step only (dan/refine.py): the trained supernet is the same
-                     "search.refine_rounds", "search.refine_batches", "search.refine_recal_batches")
+                     # the search's last step only (dan/refine.py, dan/shortlist.py): the trained supernet is the same
+                     "search.refine_rounds", "search.refine_batches", "search.refine_recal_batches",
+                     "search.shortlist", "search.shortlist_steps")
 # Files of a run's results: a new run never writes into a folder holding any of them (a finished
 # run whose checkpoints were deleted must not be overwritten or mixed with a new one).
 FINISHED_FILES = ("summary.json", "small.pt", "small.pt2", "model.pt", "model.pt2", "metrics.jsonl", "arch.json")

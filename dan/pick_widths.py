@@ -151,34 +151,20 @@ def _greedy(cfg: Config, supernet: str | None, recal_batches: int, eval_batches:
     return sn.make_arch(sn.widths_of(choice), budget, searcher.cfg, searcher.data.info, search=stats)
 
 
+
 def _shortlist(supernet: str | None, k: int, steps: int, out: str | None, log) -> Arch:
     """The search's answer and ``k - 1`` draws from its final distributions, each fine-tuned from
-    the supernet for ``steps`` batches and scored on the held-out split; the best top-1 is kept
-    (ties: the lower held-out CE, then the earlier candidate: the search's own answer first)."""
+    the supernet for ``steps`` batches and scored on the held-out split; the best is kept
+    (:func:`dan.shortlist.shortlist_found`, what ``search.shortlist`` does at the end of a search)."""
     from dan.search_result import repaired_argmax
-    from dan.seed import derive
-    from dan.shortlist import draw_shortlist, finetune_score
+    from dan.shortlist import shortlist_found
 
     if not out:
         raise UserError("shortlist needs --out: its fine-tunes run in <out>/shortlist")
     searcher, budget = _restore("shortlist", supernet)
-    sn, cfg = searcher.sn, searcher.cfg
-    probs, _, _, start = repaired_argmax(searcher)
-    rng = random.Random(derive(cfg.seed, "shortlist"))
-    choices = draw_shortlist(start, [p.tolist() for p in probs], searcher.cost.of, budget.lo, budget.hi, k, rng)
-    scored = []
-    for i, choice in enumerate(choices):
-        arch = sn.make_arch(sn.widths_of(choice), budget, cfg, searcher.data.info)
-        score = finetune_score(cfg, arch, os.path.abspath(supernet), steps, os.path.join(out, "shortlist", f"c{i}"))
-        scored.append({"choice": choice, "widths": sn.widths_of(choice), **score})
-        if log:
-            log(f"candidate {i}: held-out top-1 {100 * score['top1']:.2f}% (CE {score['ce']:.4f}), "
-                f"{searcher.cost.of(choice) / budget.value:.3f} of the budget")
-    best = min(range(len(scored)), key=lambda i: (-scored[i]["top1"], scored[i]["ce"], i))
-    choice = scored[best]["choice"]
-    stats = {"method": "shortlist", "supernet": os.path.abspath(supernet), "steps": steps, "picked": best,
-             "in_band": bool(budget.lo <= searcher.cost.of(choice) <= budget.hi),
-             "over_budget": round(searcher.cost.of(choice) / budget.value, 6),
-             "candidates": [{"widths": c["widths"], "heldout_top1": c["top1"], "heldout_ce": round(c["ce"], 6)}
-                            for c in scored]}
-    return sn.make_arch(sn.widths_of(choice), budget, cfg, searcher.data.info, search=stats)
+    sn = searcher.sn
+    start = repaired_argmax(searcher)[3]  # as the search ended
+    choice, stats = shortlist_found(searcher, start, os.path.abspath(supernet), k, steps,
+                                    os.path.join(out, "shortlist"), log=log)
+    stats = {"method": "shortlist", "supernet": os.path.abspath(supernet), **stats}
+    return sn.make_arch(sn.widths_of(choice), budget, searcher.cfg, searcher.data.info, search=stats)

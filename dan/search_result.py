@@ -41,15 +41,29 @@ def repaired_argmax(searcher) -> tuple[list, list, list[int], list[int]]:
     return probs, logp, start, repair(start, searcher.sn.cands, logp, searcher.cost.of, b.lo, b.hi)
 
 
+def _last_steps(searcher, choice: list) -> tuple[list, dict]:
+    """The optional steps after repair: the widths refined by held-out swaps (``search.refine_rounds``,
+    :mod:`dan.refine`), then picked by short fine-tunes (``search.shortlist``, :mod:`dan.shortlist`).
+    Returns the choice and their statistics (``{"refine": ..., "shortlist": ...}``, those that ran)."""
+    s, stats = searcher.cfg.search, {}
+    if s.refine_rounds > 0:
+        from dan.refine import refine_found
+        choice, stats["refine"] = refine_found(searcher, choice, log=searcher.monitor.write)
+    if s.shortlist > 1:
+        from dan.shortlist import shortlist_found
+        choice, stats["shortlist"] = shortlist_found(
+            searcher, choice, os.path.join(searcher.run_dir, "checkpoints", "last.pt"), s.shortlist,
+            s.shortlist_steps, os.path.join(searcher.run_dir, "shortlist"), log=searcher.monitor.write)
+    return choice, stats
+
+
 def finish(searcher) -> Arch:
     """The end of a search: the argmax network repaired into the band (and, under a latency budget,
     measured), its statistics, ``arch.json`` and ``widths.png`` written by the main rank."""
     b = searcher.budget
     probs, logp, start, choice = repaired_argmax(searcher)
-    repaired, refined = choice, None  # repair's answer; a measured latency's repairs come after refining
-    if searcher.cfg.search.refine_rounds > 0:
-        from dan.refine import refine_found
-        choice, refined = refine_found(searcher, choice, log=searcher.monitor.write)
+    repaired = choice  # repair's answer; a measured latency's repairs come after the last steps
+    choice, last_steps = _last_steps(searcher, choice)
     refined_to = choice
     a_flops, a_params = searcher.sn.cost_of(start)
     a_cost = searcher.cost.of(start)
@@ -71,8 +85,7 @@ def finish(searcher) -> Arch:
         # None: no deadline landing was made, [] one was tried and could not land)
         "settle_snapped": searcher.control.snapped,
     }
-    if refined is not None:  # the repaired argmax's widths refined by held-out swaps (dan/refine.py)
-        search_stats["refine"] = refined
+    search_stats.update(last_steps)
     fields = {}
     if b.kind == "latency":
         search_stats["argmax_before_repair"]["latency_ms"] = round(a_cost, 6)
@@ -93,7 +106,8 @@ def finish(searcher) -> Arch:
         # out of the band after the last repair: the network measured nearest the budget is kept
         choice, lat = best[0], dict(best[1], measured_repairs=lat["measured_repairs"])
         fields["latency"] = lat
-    # "repaired": the groups repair moved (refining's moves are in search.refine.moved)
+    # "repaired": the groups repair moved (refining's moves are in search.refine.moved, the
+    # shortlist's pick in search.shortlist)
     moved = [g.name for g, a, r, f, c in zip(searcher.sn.groups, start, repaired, refined_to, choice) if a != r or f != c]
     arch = searcher.sn.make_arch(
         searcher.sn.widths_of(choice), b, searcher.cfg, searcher.data.info,

@@ -90,3 +90,32 @@ def finetune_score(search_cfg, arch, supernet: str, steps: int, folder: str) -> 
     summary = train(cfg, Monitor(None, console=False, tensorboard=False, enabled=False))
     small = summary.rows["small"]
     return {"top1": small["top1"], "ce": small["ce"]}
+
+
+def shortlist_found(searcher, start: list, supernet: str, k: int, steps: int, folder: str,
+                    log=None) -> tuple[list, dict]:
+    """The shortlist of a :class:`~dan.search.Searcher` that ended on ``start`` (its in-band answer):
+    ``start`` and ``k - 1`` draws from its final distributions, each fine-tuned from ``supernet``
+    (its weights as they ended) for ``steps`` batches in ``<folder>/c<i>`` and scored on the held-out
+    split. Returns the best (held-out top-1, then CE, then the earlier: the search's answer first)
+    and the statistics ``arch.json`` keeps."""
+    from dan.seed import derive
+
+    sn, cfg, b = searcher.sn, searcher.cfg, searcher.budget
+    probs = [p.detach().cpu().double().tolist() for p in sn.arch.probs()]
+    rng = random.Random(derive(cfg.seed, "shortlist"))
+    choices = draw_shortlist(start, probs, searcher.cost.of, b.lo, b.hi, k, rng)
+    scored = []
+    for i, choice in enumerate(choices):
+        arch = sn.make_arch(sn.widths_of(choice), b, cfg, searcher.data.info)
+        score = finetune_score(cfg, arch, supernet, steps, os.path.join(folder, f"c{i}"))
+        scored.append({"widths": sn.widths_of(choice), "heldout_top1": score["top1"],
+                       "heldout_ce": round(score["ce"], 6),
+                       "over_budget": round(searcher.cost.of(choice) / b.value, 6)})
+        if log:
+            log(f"shortlist {i}: held-out top-1 {100 * score['top1']:.2f}% (CE {score['ce']:.4f}), "
+                f"{scored[-1]['over_budget']:.3f} of the budget")
+    best = min(range(len(scored)), key=lambda i: (-scored[i]["heldout_top1"], scored[i]["heldout_ce"], i))
+    choice = choices[best]
+    return choice, {"steps": steps, "picked": best, "in_band": bool(b.lo <= searcher.cost.of(choice) <= b.hi),
+                    "over_budget": scored[best]["over_budget"], "candidates": scored}

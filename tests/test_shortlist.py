@@ -52,3 +52,25 @@ def test_the_tool_fine_tunes_each_candidate_on_the_held_out_split_and_keeps_the_
     assert p.returncode == 0, p.stderr
     assert os.path.getmtime(os.path.join(out, "shortlist", "c0", "run", "summary.json")) == stamp
     assert load_arch(os.path.join(out, "arch.json")).widths == arch.widths
+
+
+def test_a_search_with_the_shortlist_option_picks_as_the_tool_does(tmp_path, monkeypatch):
+    import pytest
+
+    from dan.errors import UserError
+
+    s = str(tmp_path / "s")
+    cfg = tiny_config(s, **{"train.epochs": 2, "train.limit_batches": 3, "search.budget_flops": "30%",
+                            "search.shortlist": 3, "search.shortlist_steps": 2})
+    arch = search(cfg, Monitor(s, tensorboard=False))
+    st = arch.search["shortlist"]
+    assert st["in_band"] and st["steps"] == 2 and 1 <= len(st["candidates"]) <= 3
+    assert [arch.widths[n] for n in arch.widths if n in arch.probabilities] == st["candidates"][st["picked"]]["widths"]
+    f = str(tmp_path / "f")
+    p = run_tool("baseline.py", "shortlist", "--supernet", os.path.join(s, "checkpoints", "last.pt"), "--out", f,
+                 "--candidates", "3", "--steps", "2", "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert load_arch(os.path.join(f, "arch.json")).widths == arch.widths
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="one process"):
+        search(tiny_config(str(tmp_path / "d"), **{"search.shortlist": 3}), Monitor(None, tensorboard=False))
