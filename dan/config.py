@@ -264,7 +264,7 @@ class SearchConfig:
     # `shortlist - 1` draws from the final distributions, each fine-tuned from the supernet for
     # `shortlist_steps` batches (the retrain's recipe) and scored on the held-out split; the best is
     # kept. 0 turns it off (one process only: it trains in <run>/shortlist). Off by default: at 25 %
-    # FLOPs (docs/search.md, five seeds, 6 candidates) it retrained -0.00 (se 0.09) against the
+    # FLOPs (docs/search.md, five seeds, 6 candidates) it retrained -0.00 on average against the
     # search's own answer; the fine-tune ranks the search's likely widths, but not as retraining does.
     shortlist: int = 0
     shortlist_steps: int = 150
