@@ -151,7 +151,6 @@ def _greedy(cfg: Config, supernet: str | None, recal_batches: int, eval_batches:
     return sn.make_arch(sn.widths_of(choice), budget, searcher.cfg, searcher.data.info, search=stats)
 
 
-
 def _shortlist(supernet: str | None, k: int, steps: int, out: str | None, log) -> Arch:
     """The search's answer and ``k - 1`` draws from its final distributions, each fine-tuned from
     the supernet for ``steps`` batches and scored on the held-out split; the best is kept
