@@ -335,15 +335,20 @@ def test_a_variant_that_trains_its_supernet_longer_is_compared_with_baselines_fr
     searches = [r for r in runs if r.key == "flops25/ablation long-supernet search"]
     own = [r for r in runs if r.key == "flops25/ablation long-supernet inherited"]
     base = [r for r in runs if r.key == "flops25/ablation long-supernet uniform inherited"]
-    assert len(searches) == len(own) == len(base) == 2
-    for s, v, u in zip(searches, own, base):
+    rand = [r for r in runs if r.key == "flops25/ablation long-supernet random inherited"]
+    assert len(searches) == len(own) == len(base) == len(rand) == 2
+    assert "flops25/random arch" in keys and "flops25/random inherited" not in keys
+    for s, v, u, x in zip(searches, own, base, rand):
         assert "train.epochs=6" in s.args and "search.warmup_epochs=2" in s.args
         assert v.args[v.args.index("--epochs") + 1] == "3"  # the suite's recipe, not the search's 6
         init = f"train.init_from={os.path.join(s.out, 'checkpoints', 'last.pt')}"
         assert init in v.args and init in u.args
         assert u.args[0] == os.path.join(root, "flops25", "uniform-arch", "arch.json") and s.out in u.after
+        assert x.args[0] == os.path.join(root, "flops25", f"random-arch-s{s.seed}", "arch.json") and s.out in x.after
+        assert init in x.args
     scores = {"dan inherited": [0.85, 0.86], "ablation long-supernet inherited": [0.90, 0.91],
-              "ablation long-supernet uniform inherited": [0.89, 0.905]}
+              "ablation long-supernet uniform inherited": [0.89, 0.905],
+              "ablation long-supernet random inherited": [0.87, 0.88]}
     for r in runs:
         if r.kind in ("search", "arch"):
             _fake_arch(r, in_band=True, max_prob=0.7)
@@ -359,6 +364,7 @@ def test_a_variant_that_trains_its_supernet_longer_is_compared_with_baselines_fr
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert cells[8].startswith("+5.00")  # vs the default DAN row
     assert cells[9].startswith("+0.75") and cells[9].endswith("vs its own supernet's")  # not +10.5
+    assert cells[10].startswith("+3.00") and cells[10].endswith("vs its own supernet's")
 
 
 def test_check_search_config_names_the_key():

@@ -86,7 +86,7 @@ ABLATION_RETRAIN = {"long-supernet": ["--epochs", "3"]}
 # is no control for them (a better-trained supernet starts every architecture higher), so these
 # baselines are also retrained from the variant's own supernet, and the ablation table compares
 # with those (paired by seed and supernet).
-ABLATION_OWN_BASELINES = {"long-supernet": ("uniform",)}
+ABLATION_OWN_BASELINES = {"long-supernet": ("uniform", "random")}
 # Ablations of the search's last step, on the *same* supernet as the default search of that seed
 # (``baseline.py refine --supernet <search>/checkpoints/last.pt``, which is what the search's finish
 # does; tests/test_refine.py checks both give the same widths; ``baseline.py shortlist``, the same
