@@ -116,7 +116,8 @@ def test_search_suite_dry_run_lists_every_method_and_budget(tmp_path):
         key, rest = l[len("[todo] "):].split(" seed ", 1)
         method = key.strip().split("/", 1)[1]
         if method.startswith("ablation ") and method.endswith(" arch"):
-            tool = "shortlist" if "shortlist" in method else "refine"  # the last step's ablations
+            # the last step's ablations, and greedy widths ranked on a search variant's own supernet
+            tool = next((t for t in ("shortlist", "greedy") if t in method), "refine")
             assert f"python -m dan baseline {tool} --supernet " in rest, l
             continue
         if method.startswith("ablation "):
@@ -336,9 +337,15 @@ def test_a_variant_that_trains_its_supernet_longer_is_compared_with_baselines_fr
     own = [r for r in runs if r.key == "flops25/ablation long-supernet inherited"]
     base = [r for r in runs if r.key == "flops25/ablation long-supernet uniform inherited"]
     rand = [r for r in runs if r.key == "flops25/ablation long-supernet random inherited"]
-    assert len(searches) == len(own) == len(base) == len(rand) == 2
+    greedy = [r for r in runs if r.key == "flops25/ablation long-supernet greedy inherited"]
+    g_arch = [r for r in runs if r.key == "flops25/ablation long-supernet greedy arch"]
+    assert len(searches) == len(own) == len(base) == len(rand) == len(greedy) == len(g_arch) == 2
     assert "flops25/random arch" in keys and "flops25/random inherited" not in keys
-    for s, v, u, x in zip(searches, own, base, rand):
+    assert "flops25/greedy arch" not in keys  # greedy is ranked on the variant's supernet, not the default's
+    for s, v, u, x, g, ga in zip(searches, own, base, rand, greedy, g_arch):
+        assert ga.args[ga.args.index("--supernet") + 1] == os.path.join(s.out, "checkpoints", "last.pt")
+        assert g.args[0] == os.path.join(ga.out, "arch.json") and ga.out in g.after
+        assert g.args[g.args.index("--epochs") + 1] == "3"  # greedy's arch.json holds the search's 6
         assert "train.epochs=6" in s.args and "search.warmup_epochs=2" in s.args
         assert v.args[v.args.index("--epochs") + 1] == "3"  # the suite's recipe, not the search's 6
         init = f"train.init_from={os.path.join(s.out, 'checkpoints', 'last.pt')}"
@@ -348,7 +355,8 @@ def test_a_variant_that_trains_its_supernet_longer_is_compared_with_baselines_fr
         assert init in x.args
     scores = {"dan inherited": [0.85, 0.86], "ablation long-supernet inherited": [0.90, 0.91],
               "ablation long-supernet uniform inherited": [0.89, 0.905],
-              "ablation long-supernet random inherited": [0.87, 0.88]}
+              "ablation long-supernet random inherited": [0.87, 0.88],
+              "ablation long-supernet greedy inherited": [0.90, 0.915]}
     for r in runs:
         if r.kind in ("search", "arch"):
             _fake_arch(r, in_band=True, max_prob=0.7)
@@ -365,6 +373,7 @@ def test_a_variant_that_trains_its_supernet_longer_is_compared_with_baselines_fr
     assert cells[8].startswith("+5.00")  # vs the default DAN row
     assert cells[9].startswith("+0.75") and cells[9].endswith("vs its own supernet's")  # not +10.5
     assert cells[10].startswith("+3.00") and cells[10].endswith("vs its own supernet's")
+    assert cells[11].startswith("-0.25") and cells[11].endswith("vs its own supernet's")
 
 
 def test_check_search_config_names_the_key():

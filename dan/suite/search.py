@@ -86,7 +86,7 @@ ABLATION_RETRAIN = {"long-supernet": ["--epochs", "3"]}
 # is no control for them (a better-trained supernet starts every architecture higher), so these
 # baselines are also retrained from the variant's own supernet, and the ablation table compares
 # with those (paired by seed and supernet).
-ABLATION_OWN_BASELINES = {"long-supernet": ("uniform", "random")}
+ABLATION_OWN_BASELINES = {"long-supernet": ("uniform", "random", "greedy")}
 # Ablations of the search's last step, on the *same* supernet as the default search of that seed
 # (``baseline.py refine --supernet <search>/checkpoints/last.pt``, which is what the search's finish
 # does; tests/test_refine.py checks both give the same widths; ``baseline.py shortlist``, the same
@@ -178,7 +178,8 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
         budget = [flag, value]
         # a baseline's arch.json is made when its row is retrained or an ablation retrains it too
         made = set(methods) | {m for name, ms in ABLATION_OWN_BASELINES.items()
-                               if ablations and wanted(name) and tag in ablation_budgets(name) for m in ms}
+                               if ablations and wanted(name) and tag in ablation_budgets(name) for m in ms
+                               if m != "greedy"}
         u = os.path.join(out, tag, "uniform-arch")
         if "uniform" in made:
             runs.append(Run(f"{tag}/uniform arch", 0, "baseline",
@@ -249,12 +250,18 @@ def _ablation_runs(out: str, chosen: list, n: int, extra: list, config: str, rec
                                     [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", "--set", init,
                                      *retrain, *extra, "--out", o], o, after=[s]))
                     for method in ABLATION_OWN_BASELINES.get(name, ()):
-                        # the baseline's own arch.json (uniform: one per budget, random: per seed)
+                        # the baseline's own arch.json (uniform: one per budget, random: per seed;
+                        # greedy ranks its moves on a supernet, so it is made again from the variant's)
                         a = os.path.join(out, tag, f"{method}-arch" + ("" if method == "uniform" else f"-s{seed}"))
-                        o = d(f"{method}-inherit")
+                        if method == "greedy":
+                            a = d("greedy-arch")
+                            runs.append(Run(f"{tag}/ablation {name} greedy arch", seed, "baseline",
+                                            ["greedy", "--supernet", os.path.join(s, "checkpoints", "last.pt"),
+                                             "--quiet", *extra, "--out", a], a, kind="arch", after=[s]))
+                        o = d(f"{method}-inherit")  # the suite's recipe (greedy's arch.json holds the search's)
                         runs.append(Run(f"{tag}/ablation {name} {method}{RECIPES['inherit']}", seed, "retrain",
                                         [os.path.join(a, "arch.json"), "--seed", str(seed), "--quiet", "--set",
-                                         init, *extra, "--out", o], o, after=[a, s]))
+                                         init, *retrain, *extra, "--out", o], o, after=[a, s]))
         if "inherit" not in recipes or tag not in ABLATION_BUDGETS:
             continue
         for name, _, flags in FINISH_ABLATIONS:
