@@ -725,3 +725,45 @@ def test_settle_fine_keeps_the_penalty_off_groups_that_could_jump_the_band(tmp_p
     assert penalty_frozen(s) == set()
     s.budget.value = 1.0  # every move costs more than the band: none is singled out
     assert s.cost.coarse_groups(choice, cfg.search.band) == set()
+
+
+def test_a_new_generation_of_the_default_search_has_its_own_folders_and_the_other_is_still_reported(tmp_path):
+    """The 6-epoch default search: its runs live in their own folder under each budget (a finished run
+    is recorded by its folder, so the 3-epoch runs are not mistaken for its own), every retrain keeps
+    the suite's 3 epochs, uniform and random widths are shared, the long-supernet ablation (what the
+    generation now does by default) is not planned; the page shows the other generation below."""
+    from dan.suite import search as search_suite
+
+    root = str(tmp_path / "suite")
+    kw = dict(seeds=2, recipes=("inherit",), budgets=["flops25"])
+    new = search_suite.plan(root, generation="6-epoch", ablations=("long-supernet", "refine"), **kw)
+    old = search_suite.plan(root, generation="3-epoch", ablations=False, **kw)
+    by = lambda rs, key: [r for r in rs if r.key == key]  # noqa: E731
+    assert not by(new, "flops25/ablation long-supernet search")  # it is this generation's default
+    for r in by(new, "flops25/dan search"):
+        assert r.out == os.path.join(root, "flops25", "search6", f"dan-search-s{r.seed}")
+        assert "train.epochs=6" in r.args and "search.warmup_epochs=2" in r.args
+    for r in new:
+        if r.tool == "retrain":
+            assert r.args[r.args.index("--epochs") + 1] == "3", r.key  # greedy's, refine's arch.json hold 6
+            assert os.path.dirname(r.out) == os.path.join(root, "flops25", "search6"), r.out
+    assert by(new, "flops25/uniform arch")[0].out == by(old, "flops25/uniform arch")[0].out
+    assert [r.out for r in by(new, "flops25/random arch")] == [r.out for r in by(old, "flops25/random arch")]
+    assert by(new, "flops25/ablation refine arch")[0].after == [by(new, "flops25/dan search")[0].out]
+    assert all("--epochs" not in r.args for r in old)  # the 3-epoch generation's runs as they were made
+    assert not {r.out for r in new if r.kind != "arch" or "greedy" in r.key} & {r.out for r in old}
+    for rs, dan in ((new, [0.90, 0.91]), (old, [0.85, 0.86])):
+        for r in rs:
+            if r.kind in ("search", "arch"):
+                _fake_arch(r)
+            elif r.key == "flops25/dan inherited":
+                _fake_retrain(r, dan[r.seed], 1_800_000)
+            elif not r.key.startswith("flops25/ablation"):
+                _fake_retrain(r, 0.88, 1_800_000)
+    text = search_suite.write_report(new, str(tmp_path / "search.md"), str(tmp_path / "fig"), "Settings.",
+                                     {"3-epoch": old})
+    head, other = text.split("## The 3-epoch search, not the default")
+    assert "| dan | 90.50 ± 0.71 |" in head and "| dan | 85.50 ± 0.71 |" in other
+    assert "### Top-1 at equal cost" in other and "\n## Top-1" not in other
+    assert "DAN searches for 6 epochs (2 weight-only)" in search_suite.settings_text(2, "6-epoch")
+    assert "retrained by `tools/retrain.py` for 3 epochs" in search_suite.settings_text(2, "6-epoch")

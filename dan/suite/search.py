@@ -142,16 +142,29 @@ RECIPES = {"scratch": "", "inherit": " inherited"}
 # the architecture steps, and the distributions did not commit (mean largest probability 0.47 at
 # 10 %, 0.71 at 25 %, one seed each); every retrain uses all 60k images either way.
 SEARCH_SETS: list = []
+# The suite's default search, by generation: {name: (folder under each budget, --set overrides of the
+# default search, what it is)}. A finished run is recorded by its folder, so a changed default needs
+# folders of its own; uniform and random widths do not depend on a supernet and are shared. A
+# generation that changes the training settings stored in the search's arch.json retrains every row
+# with the config's epochs (``--epochs``), the suite's recipe.
+GENERATIONS = {
+    "3-epoch": ("", [], "searches as long as the retrain: 3 epochs, 1 weight-only"),
+    # the long-supernet ablation of the nineteenth session, made the default in the twentieth
+    "6-epoch": ("search6", ["train.epochs=6", "search.warmup_epochs=2"],
+                "searches twice as long as the retrain: 6 epochs, 2 weight-only"),
+}
+GENERATION = "3-epoch"  # the suite's default search
 
 
 def plan(out: str, seeds: int | None = None, extra: list | None = None, ablations: bool | tuple = True,
          recipes: tuple = tuple(RECIPES), budgets: list | None = None,
-         methods: tuple = METHODS) -> list[Run]:
+         methods: tuple = METHODS, generation: str = GENERATION) -> list[Run]:
     """The suite's runs in dependency order; ``recipes`` are the retrain recipes (:data:`RECIPES`),
     ``budgets`` the budget tags to plan (default: all of :data:`BUDGETS`), ``methods`` the rows to
     retrain (default all of :data:`METHODS`; DAN's search is planned whatever they are, as every
     inherited retrain and greedy start from its supernet), ``ablations`` all (True), none (False)
-    or the names of those to plan (:data:`ABLATION_NAMES`)."""
+    or the names of those to plan (:data:`ABLATION_NAMES`); ``generation`` the default search's
+    (:data:`GENERATIONS`), whose runs live in its folder under each budget."""
     if not isinstance(ablations, bool):
         odd = [a for a in ablations if a not in ABLATION_NAMES]
         if odd:
@@ -168,72 +181,95 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
     bad = [b for b in budgets or () if b not in tags]
     if bad:
         raise UserError(f"unknown budget '{bad[0]}': choose from {', '.join(tags)}")
+    if generation not in GENERATIONS:
+        raise UserError(f"unknown search generation '{generation}': choose from {', '.join(GENERATIONS)}")
     chosen = [b for b in BUDGETS if budgets is None or b[0] in budgets]
     out = os.path.abspath(out)
     config = os.path.join(ROOT, CONFIG)
     n = seeds or SEEDS
+    gen = _generation(generation, config)
     extra = list(extra or [])
     runs: list[Run] = []
     for tag, flag, value in chosen:
-        budget = [flag, value]
         # a baseline's arch.json is made when its row is retrained or an ablation retrains it too
         made = set(methods) | {m for name, ms in ABLATION_OWN_BASELINES.items()
                                if ablations and wanted(name) and tag in ablation_budgets(name) for m in ms
                                if m != "greedy"}
-        u = os.path.join(out, tag, "uniform-arch")
-        if "uniform" in made:
-            runs.append(Run(f"{tag}/uniform arch", 0, "baseline",
-                            ["uniform", "--config", config, *budget, "--quiet", *extra, "--out", u], u, kind="arch"))
-        for seed in range(n):
-            d = lambda name: os.path.join(out, tag, f"{name}-s{seed}")
-            base = ["--config", config, "--seed", str(seed), "--quiet", *extra]
-            s = d("dan-search")
-            runs.append(Run(f"{tag}/dan search", seed, "search", base + [*budget, *SEARCH_SETS, "--out", s], s,
-                            kind="search"))
-            r_arch = d("random-arch")
-            if "random" in made:
-                runs.append(Run(f"{tag}/random arch", seed, "baseline", ["random", *base, *budget, "--out", r_arch],
-                                r_arch, kind="arch"))
-            g_arch = d("greedy-arch")
-            if "greedy" in methods:
-                runs.append(Run(f"{tag}/greedy arch", seed, "baseline",
-                                ["greedy", "--supernet", os.path.join(s, "checkpoints", "last.pt"), "--quiet",
-                                 *extra, "--out", g_arch], g_arch, kind="arch", after=[s]))
-            for recipe in recipes:
-                inherit = recipe == "inherit"
-                # explicit both ways: retrain's default (--init auto) would start DAN's own architecture
-                # (its arch.json sits beside the supernet) from the supernet under the scratch recipe too
-                init = (["--set", f"train.init_from={os.path.join(s, 'checkpoints', 'last.pt')}"] if inherit
-                        else ["--init", "scratch"])
-                for method, arch_dir in (("dan", s), ("uniform", u), ("random", r_arch), ("greedy", g_arch)):
-                    if method not in methods:
-                        continue
-                    o = d(method + ("-inherit" if inherit else ""))
-                    runs.append(Run(f"{tag}/{method}{RECIPES[recipe]}", seed, "retrain",
-                                    [os.path.join(arch_dir, "arch.json"), "--seed", str(seed), "--quiet", *init,
-                                     *extra, "--out", o], o, after=[arch_dir] + ([s] if inherit else [])))
+        runs += _default_runs(out, tag, [flag, value], n, extra, config, recipes, methods, made, gen)
     if ablations:
-        runs += _ablation_runs(out, chosen, n, extra, config, recipes, wanted)
+        runs += _ablation_runs(out, chosen, n, extra, config, recipes, wanted, gen)
     for r in runs:  # one elapsed time for the suite, whichever budgets an invocation runs
         r.root = out
     return runs
 
 
-def _ablation_runs(out: str, chosen: list, n: int, extra: list, config: str, recipes: tuple, wanted) -> list[Run]:
-    """The ablations' runs at the chosen budgets that have them: each search variant's searches and
-    retrains (per recipe), then the last-step variants on the default searches' supernets."""
+def _generation(name: str, config: str) -> dict:
+    """A search generation's folder, its default search's flags and the retrains' flags."""
+    from dan.config import Config
+
+    folder, sets, _ = GENERATIONS[name]
+    return {"name": name, "folder": folder, "sets": sets, "search": [a for kv in sets for a in ("--set", kv)],
+            "retrain": ["--epochs", str(Config.from_file(config).train.epochs)] if sets else []}
+
+
+def _default_runs(out: str, tag: str, budget: list, n: int, extra: list, config: str, recipes: tuple,
+                  methods: tuple, made: set, gen: dict) -> list[Run]:
+    """One budget's default runs: DAN's searches, the baselines' architectures, every retrain."""
+    runs: list[Run] = []
+    u = os.path.join(out, tag, "uniform-arch")
+    if "uniform" in made:
+        runs.append(Run(f"{tag}/uniform arch", 0, "baseline",
+                        ["uniform", "--config", config, *budget, "--quiet", *extra, "--out", u], u, kind="arch"))
+    for seed in range(n):
+        d = lambda name: os.path.join(out, tag, gen["folder"], f"{name}-s{seed}")  # noqa: E731
+        base = ["--config", config, "--seed", str(seed), "--quiet", *extra]
+        s = d("dan-search")
+        runs.append(Run(f"{tag}/dan search", seed, "search",
+                        base + [*budget, *SEARCH_SETS, *gen["search"], "--out", s], s, kind="search"))
+        r_arch = os.path.join(out, tag, f"random-arch-s{seed}")
+        if "random" in made:
+            runs.append(Run(f"{tag}/random arch", seed, "baseline", ["random", *base, *budget, "--out", r_arch],
+                            r_arch, kind="arch"))
+        g_arch = d("greedy-arch")
+        if "greedy" in methods:
+            runs.append(Run(f"{tag}/greedy arch", seed, "baseline",
+                            ["greedy", "--supernet", os.path.join(s, "checkpoints", "last.pt"), "--quiet",
+                             *extra, "--out", g_arch], g_arch, kind="arch", after=[s]))
+        for recipe in recipes:
+            inherit = recipe == "inherit"
+            # explicit both ways: retrain's default (--init auto) would start DAN's own architecture
+            # (its arch.json sits beside the supernet) from the supernet under the scratch recipe too
+            init = (["--set", f"train.init_from={os.path.join(s, 'checkpoints', 'last.pt')}"] if inherit
+                    else ["--init", "scratch"])
+            for method, arch_dir in (("dan", s), ("uniform", u), ("random", r_arch), ("greedy", g_arch)):
+                if method not in methods:
+                    continue
+                o = d(method + ("-inherit" if inherit else ""))
+                runs.append(Run(f"{tag}/{method}{RECIPES[recipe]}", seed, "retrain",
+                                [os.path.join(arch_dir, "arch.json"), "--seed", str(seed), "--quiet", *init,
+                                 *gen["retrain"], *extra, "--out", o], o,
+                                after=[arch_dir] + ([s] if inherit else [])))
+    return runs
+
+
+def _ablation_runs(out: str, chosen: list, n: int, extra: list, config: str, recipes: tuple, wanted,
+                   gen: dict) -> list[Run]:
+    """The ablations' runs at the chosen budgets that have them, in the generation ``gen``'s folder:
+    each search variant's searches and retrains (per recipe), then the last-step variants on the
+    default searches' supernets. A variant that only sets what the generation sets is its default."""
     runs: list[Run] = []
     for tag, flag, value in chosen:
         for name, _, sets in ABLATIONS:
-            if not wanted(name) or tag not in ablation_budgets(name):
+            if not wanted(name) or tag not in ablation_budgets(name) or set(sets) <= set(gen["sets"]):
                 continue
             for seed in range(n):
-                d = lambda what: os.path.join(out, tag, f"ablation-{name}-{what}-s{seed}")
+                d = lambda what: os.path.join(out, tag, gen["folder"], f"ablation-{name}-{what}-s{seed}")  # noqa: E731
                 s = d("search")
-                args = ["--config", config, "--seed", str(seed), "--quiet", *extra, flag, value, *SEARCH_SETS]
+                args = ["--config", config, "--seed", str(seed), "--quiet", *extra, flag, value, *SEARCH_SETS,
+                        *gen["search"]]
                 for kv in sets:
                     args += ["--set", kv]
-                retrain = ABLATION_RETRAIN.get(name, [])
+                retrain = ABLATION_RETRAIN.get(name, gen["retrain"])
                 runs.append(Run(f"{tag}/ablation {name} search", seed, "search", args + ["--out", s], s,
                                 kind="search"))
                 # retrained by each recipe like the "dan" row it compares with: from scratch, or
@@ -268,9 +304,9 @@ def _ablation_runs(out: str, chosen: list, n: int, extra: list, config: str, rec
             if not wanted(name):
                 continue
             for seed in range(n):
-                s = os.path.join(out, tag, f"dan-search-s{seed}")
+                s = os.path.join(out, tag, gen["folder"], f"dan-search-s{seed}")
                 last = os.path.join(s, "checkpoints", "last.pt")
-                d = lambda what: os.path.join(out, tag, f"ablation-{name}-{what}-s{seed}")
+                d = lambda what: os.path.join(out, tag, gen["folder"], f"ablation-{name}-{what}-s{seed}")  # noqa: E731
                 a = d("arch")
                 runs.append(Run(f"{tag}/ablation {name} arch", seed, "baseline",
                                 [flags[0], "--supernet", last, *flags[1:], "--quiet", *extra, "--out", a], a,
@@ -278,7 +314,7 @@ def _ablation_runs(out: str, chosen: list, n: int, extra: list, config: str, rec
                 o = d("inherit")
                 runs.append(Run(f"{tag}/ablation {name}{RECIPES['inherit']}", seed, "retrain",
                                 [os.path.join(a, "arch.json"), "--seed", str(seed), "--quiet", "--set",
-                                 f"train.init_from={last}", *extra, "--out", o], o, after=[a, s]))
+                                 f"train.init_from={last}", *gen["retrain"], *extra, "--out", o], o, after=[a, s]))
     return runs
 
 
@@ -385,13 +421,17 @@ def suite_ledger(runs: list[Run], md_path: str) -> Ledger:
     return Ledger(ledger_path(md_path), suite_root(runs) or ".")
 
 
-def write_report(runs: list[Run], md_path: str, fig_dir: str, settings: str) -> str:
+def write_report(runs: list[Run], md_path: str, fig_dir: str, settings: str,
+                 others: dict | None = None) -> str:
     """Write the search suite's page (``docs/search.md``) and its plots; returns the Markdown text.
     Every finished run folder is first recorded in the page's ledger (:mod:`dan.suite.ledger`), and
-    the page is computed from the ledger, so runs whose folders are gone still count. Hand-written
-    text below :data:`dan.report.NOTES_MARK` in an existing page is kept."""
+    the page is computed from the ledger, so runs whose folders are gone still count. ``others``
+    ({generation: its runs}) are the other generations of the default search, each shown in a
+    section of its own after the plots. Hand-written text below :data:`dan.report.NOTES_MARK` in an
+    existing page is kept."""
     ledger = suite_ledger(runs, md_path)
-    ledger.record(runs)
+    for rs in [runs, *(others or {}).values()]:
+        ledger.record(rs)
     ledger.save()
     table = collect(runs, ledger)
     lines = ["# Does the search search? DAN against uniform, random and greedy widths", "",
@@ -406,7 +446,23 @@ def write_report(runs: list[Run], md_path: str, fig_dir: str, settings: str) -> 
     rel = os.path.relpath(fig_dir, os.path.dirname(os.path.abspath(md_path)))
     for name, title in plot_report(table, fig_dir):
         lines += [f"![{title}]({rel}/{name})", ""]
+    for name, rs in (others or {}).items():
+        lines += _generation_lines(name, rs, ledger)
     return write_page(md_path, lines)
+
+
+def _generation_lines(name: str, runs: list[Run], ledger: Ledger) -> list[str]:
+    """Another generation of the default search (:data:`GENERATIONS`): its tables, one heading level down."""
+    table = collect(runs, ledger)
+    if not any(row.get("top1") for rows in table.values() for row in rows.values()):
+        return []
+    folder, _, desc = GENERATIONS[name]
+    where = f"`<budget>/{folder}/`" if folder else "each budget's folder"
+    body = (_budget_lines(table) + _convergence_lines(runs, ledger) + _ablation_lines(runs, table, ledger))
+    return [f"## The {name} search, not the default: it {desc}", "",
+            f"The same tables for the default search's generation `{name}` (its runs in {where}; uniform "
+            f"and random widths shared), every row compared within it.", ""] + [
+        "#" + line if line.startswith("#") else line for line in body]
 
 
 def _progress_lines(runs: list[Run], ledger: Ledger) -> list[str]:
@@ -614,15 +670,18 @@ def plot_report(table: dict, fig_dir: str) -> list:
     return made
 
 
-def settings_text(seeds: int | None = None) -> str:
+def settings_text(seeds: int | None = None, generation: str = GENERATION) -> str:
     from dan.config import Config
 
     cfg = Config.from_file(os.path.join(ROOT, CONFIG))
+    epochs = cfg.train.epochs  # the retrain's
+    for kv in GENERATIONS[generation][1]:  # the default search's own settings
+        cfg.set(*kv.split("=", 1))
     args = ", ".join(f"{k}={v}" for k, v in (cfg.model.args or {}).items())
     s = cfg.search
     return (f"Settings (`{CONFIG}`): base network `{cfg.model.space}`({args}) on `{cfg.data.dataset}` "
             f"(28×28, 10 classes). Every architecture is retrained by `tools/retrain.py` for "
-            f"{cfg.train.epochs} epochs on the full 60k training images (adjoint loss, {cfg.train.optimizer} lr "
+            f"{epochs} epochs on the full 60k training images (adjoint loss, {cfg.train.optimizer} lr "
             f"{cfg.train.lr}, batch {cfg.data.batch_size}) and tested on the 10k test images, under each retrain "
             f"recipe the tables name: from random weights (scratch, the paper's recipe) or from that seed's DAN "
             f"supernet cut to its widths (inherited: `--set train.init_from=<search>/checkpoints/last.pt`, "
