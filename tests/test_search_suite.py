@@ -292,7 +292,8 @@ def test_last_step_ablations_refine_the_default_searches_supernets(tmp_path):
     retrains = [r for r in runs if r.key == "flops10/ablation refine inherited"]
     assert len(archs) == len(retrains) == 3 and not any("no-refine" in r.key for r in runs)
     for a, r in zip(archs, retrains):
-        last = os.path.join(str(tmp_path / "suite"), "flops10", f"dan-search-s{a.seed}", "checkpoints", "last.pt")
+        gen = search_suite.GENERATIONS[search_suite.GENERATION][0]  # the default search's folder
+        last = os.path.join(str(tmp_path / "suite"), "flops10", gen, f"dan-search-s{a.seed}", "checkpoints", "last.pt")
         assert a.args[:3] == ["refine", "--supernet", last] and a.args[a.args.index("--rounds") + 1] == "8"
         assert r.args[0] == os.path.join(a.out, "arch.json") and f"train.init_from={last}" in r.args
     assert not [r for r in search_suite.plan(str(tmp_path), ablations=("refine",), recipes=("scratch",))
@@ -328,8 +329,9 @@ def test_a_variant_that_trains_its_supernet_longer_is_compared_with_baselines_fr
     from dan.suite import search as search_suite
 
     root = str(tmp_path / "suite")
+    # the 3-epoch generation of the default search, where long-supernet was measured as a variant
     runs = search_suite.plan(root, seeds=2, ablations=("long-supernet",), recipes=("inherit",),
-                             budgets=["flops25"], methods=("dan",))
+                             budgets=["flops25"], methods=("dan",), generation="3-epoch")
     keys = [r.key for r in runs]
     assert "flops25/uniform arch" in keys  # needed by the ablation though the uniform row is not planned
     assert "flops25/uniform inherited" not in keys
@@ -363,7 +365,7 @@ def test_a_variant_that_trains_its_supernet_longer_is_compared_with_baselines_fr
         else:
             _fake_retrain(r, scores[r.key.split("/")[1]][r.seed], 1_800_000)
     extra = runs + search_suite.plan(root, seeds=2, ablations=False, recipes=("inherit",), budgets=["flops25"],
-                                     methods=("uniform",))
+                                     methods=("uniform",), generation="3-epoch")
     for r in extra[len(runs):]:  # uniform retrained from the default supernets: far lower here
         if r.key == "flops25/uniform inherited":
             _fake_retrain(r, 0.80, 1_800_000)
