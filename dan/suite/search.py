@@ -80,9 +80,6 @@ ABLATIONS = [
                       "architecture epochs); retrained for the suite's 3 epochs like every row",
      ["train.epochs=6", "search.warmup_epochs=2"]),
 ]
-# Retrain flags of the search ablations whose search changes the training settings stored in their
-# arch.json (a retrain starts from the search's config): every row keeps the suite's recipe.
-ABLATION_RETRAIN = {"long-supernet": ["--epochs", "3"]}
 # Search ablations whose supernet differs from the default's in its weights, not only in its
 # architecture logits: under the inherit recipe a baseline retrained from the *default* supernet
 # is no control for them (a better-trained supernet starts every architecture higher), so these
@@ -207,11 +204,20 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
 
 def _generation(name: str, config: str) -> dict:
     """A search generation's folder, its default search's flags and the retrains' flags."""
+    folder, sets, _ = GENERATIONS[name]
+    return {"folder": folder, "sets": sets,
+            "search": [a for kv in sets for a in ("--set", kv)], "retrain": _retrain_flags(sets, config)}
+
+
+def _retrain_flags(sets: list, config: str) -> list:
+    """A search that changes training settings (``train.*``) stores them in its arch.json, which a
+    retrain starts from: its rows (and every row built on its supernet) keep the suite's recipe by
+    being retrained with the config's epochs."""
     from dan.config import Config
 
-    folder, sets, _ = GENERATIONS[name]
-    return {"name": name, "folder": folder, "sets": sets, "search": [a for kv in sets for a in ("--set", kv)],
-            "retrain": ["--epochs", str(Config.from_file(config).train.epochs)] if sets else []}
+    if not any(kv.startswith("train.") for kv in sets):
+        return []
+    return ["--epochs", str(Config.from_file(config).train.epochs)]
 
 
 def _default_runs(out: str, tag: str, budget: list, n: int, extra: list, config: str, recipes: tuple,
@@ -271,7 +277,7 @@ def _ablation_runs(out: str, chosen: list, n: int, extra: list, config: str, rec
                         *gen["search"]]
                 for kv in sets:
                     args += ["--set", kv]
-                retrain = ABLATION_RETRAIN.get(name, gen["retrain"])
+                retrain = _retrain_flags([*gen["sets"], *sets], config)
                 runs.append(Run(f"{tag}/ablation {name} search", seed, "search", args + ["--out", s], s,
                                 kind="search"))
                 # retrained by each recipe like the "dan" row it compares with: from scratch, or
