@@ -146,6 +146,7 @@ def _fake_arch(run, in_band=True, max_prob=0.8):
 def test_search_report_computes_verdicts_from_the_runs(tmp_path):
     from dan.report import NOTES_MARK
     from dan.suite import search as search_suite
+    from dan.suite import search_report as search_page
 
     runs = search_suite.plan(str(tmp_path / "suite"), seeds=3, ablations=False)
     scores = {"dan": [0.85, 0.86, 0.855], "uniform": [0.80, 0.81, 0.805], "random": [0.84, 0.86, 0.87],
@@ -168,7 +169,7 @@ def test_search_report_computes_verdicts_from_the_runs(tmp_path):
     assert scratch_runs and all(r.args[r.args.index("--init") + 1] == "scratch" and
                                 not any("init_from" in a for a in r.args) for r in scratch_runs)
     md = tmp_path / "search.md"
-    text = search_suite.write_report(runs, str(md), str(tmp_path / "fig"), "Settings.")
+    text = search_page.write_report(runs, str(md), str(tmp_path / "fig"), "Settings.")
     scratch = text[text.index("### 10"):text.index("#### retrained from that seed's")]
     assert [l for l in text[text.index("#### retrained from that seed's"):].splitlines()
             if l.startswith("| uniform |")][0].endswith("| **not supported** |")
@@ -184,7 +185,7 @@ def test_search_report_computes_verdicts_from_the_runs(tmp_path):
     assert os.path.isfile(tmp_path / "fig" / "search_top1_vs_flops.png")
     assert os.path.isfile(tmp_path / "fig" / "search_widths.png")
     md.write_text(md.read_text() + "\nhand-written\n")
-    text = search_suite.write_report(runs, str(md), str(tmp_path / "fig"), "Settings.")
+    text = search_page.write_report(runs, str(md), str(tmp_path / "fig"), "Settings.")
     assert text.count(NOTES_MARK) == 1 and "hand-written" in text
 
 
@@ -195,6 +196,7 @@ def test_the_page_is_computed_from_the_ledger_when_the_run_folders_are_gone(tmp_
     import shutil
 
     from dan.suite import search as search_suite
+    from dan.suite import search_report as search_page
     from dan.suite.ledger import ledger_path
     from dan.suite.run import missing_folders
 
@@ -206,13 +208,13 @@ def test_the_page_is_computed_from_the_ledger_when_the_run_folders_are_gone(tmp_
         elif r.seed == 0:  # seed 1's retrains not made yet
             _fake_retrain(r, {"dan inherited": 0.88, "uniform inherited": 0.87}[r.key.split("/")[1]], 700_000)
     md = tmp_path / "docs" / "search.md"
-    text = search_suite.write_report(runs, str(md), str(tmp_path / "fig"), "Settings.")
+    text = search_page.write_report(runs, str(md), str(tmp_path / "fig"), "Settings.")
     assert os.path.isfile(ledger_path(str(md))) and ledger_path(str(md)).endswith("search-runs.json")
     shutil.rmtree(tmp_path / "a")
     moved = search_suite.plan(str(tmp_path / "b"), **kw)  # the same suite under another folder
-    again = search_suite.write_report(moved, str(md), str(tmp_path / "fig"), "Settings.")
+    again = search_page.write_report(moved, str(md), str(tmp_path / "fig"), "Settings.")
     assert again == text and "| flops10 | 2 of 2 | 0.70 | yes |" in again
-    ledger = search_suite.suite_ledger(moved, str(md))
+    ledger = search_page.suite_ledger(moved, str(md))
     todo = missing_folders(moved, ledger)
     # seed 1's two retrains, seed 1's search (both start from its checkpoint) and the uniform
     # architecture (its arch.json): recorded, but their folders are gone; none of seed 0's runs
@@ -225,6 +227,7 @@ def test_search_report_with_some_methods_and_unfinished_runs(tmp_path):
     """A suite run with --methods dan,uniform at one budget and more seeds planned than finished:
     the page shows what finished, with the seeds each row has."""
     from dan.suite import search as search_suite
+    from dan.suite import search_report as search_page
 
     runs = search_suite.plan(str(tmp_path / "suite"), seeds=5, ablations=False, recipes=("inherit",),
                              budgets=["flops50"], methods=("dan", "uniform"))
@@ -236,8 +239,8 @@ def test_search_report_with_some_methods_and_unfinished_runs(tmp_path):
             _fake_arch(r, in_band=True, max_prob=0.65)
         else:
             _fake_retrain(r, scores[r.key.split("/")[1]][r.seed], 3_000_000)
-    text = search_suite.write_report(runs, str(tmp_path / "search.md"), str(tmp_path / "fig"),
-                                     search_suite.settings_text(5))
+    text = search_page.write_report(runs, str(tmp_path / "search.md"), str(tmp_path / "fig"),
+                                     search_page.settings_text(5))
     table = text[text.index("### 50"):]
     line = lambda m: [l for l in table.splitlines() if l.startswith(f"| {m} |")][0]
     assert "| 3 |" in line("dan") and "+1.00" in line("uniform")
@@ -285,6 +288,7 @@ def test_last_step_ablations_refine_the_default_searches_supernets(tmp_path):
     """refine / no-refine: arch from the default search's checkpoint, retrained from it; the
     ablation table compares them with DAN and every baseline retrained the same way."""
     from dan.suite import search as search_suite
+    from dan.suite import search_report as search_page
 
     runs = search_suite.plan(str(tmp_path / "suite"), seeds=3, ablations=("refine",), recipes=("inherit",),
                              budgets=["flops10"])
@@ -313,7 +317,7 @@ def test_last_step_ablations_refine_the_default_searches_supernets(tmp_path):
             _fake_arch(r, in_band=True, max_prob=0.7)
         else:
             _fake_retrain(r, scores[r.key.split("/")[1]][r.seed], 700_000)
-    text = search_suite.write_report(runs, str(tmp_path / "search.md"), str(tmp_path / "fig"), "Settings.")
+    text = search_page.write_report(runs, str(tmp_path / "search.md"), str(tmp_path / "fig"), "Settings.")
     row = [l for l in text.splitlines() if l.startswith("| flops10 | refine |")][0]
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert cells[3] == "inherit" and cells[5] == "3" and cells[6] == "3 of 3"
@@ -327,6 +331,7 @@ def test_a_variant_that_trains_its_supernet_longer_is_compared_with_baselines_fr
     uniform widths are retrained from its own supernet too (a better-trained supernet starts every
     architecture higher); the table's "variant − uniform" uses those, paired by seed."""
     from dan.suite import search as search_suite
+    from dan.suite import search_report as search_page
 
     root = str(tmp_path / "suite")
     # the 3-epoch generation of the default search, where long-supernet was measured as a variant
@@ -369,7 +374,7 @@ def test_a_variant_that_trains_its_supernet_longer_is_compared_with_baselines_fr
     for r in extra[len(runs):]:  # uniform retrained from the default supernets: far lower here
         if r.key == "flops25/uniform inherited":
             _fake_retrain(r, 0.80, 1_800_000)
-    text = search_suite.write_report(extra, str(tmp_path / "search.md"), str(tmp_path / "fig"), "Settings.")
+    text = search_page.write_report(extra, str(tmp_path / "search.md"), str(tmp_path / "fig"), "Settings.")
     row = [l for l in text.splitlines() if l.startswith("| flops25 | long-supernet |")][0]
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert cells[8].startswith("+5.00")  # vs the default DAN row
@@ -735,6 +740,7 @@ def test_a_new_generation_of_the_default_search_has_its_own_folders_and_the_othe
     the suite's 3 epochs, uniform and random widths are shared, the long-supernet ablation (what the
     generation now does by default) is not planned; the page shows the other generation below."""
     from dan.suite import search as search_suite
+    from dan.suite import search_report as search_page
 
     root = str(tmp_path / "suite")
     kw = dict(seeds=2, recipes=("inherit",), budgets=["flops25"])
@@ -762,10 +768,10 @@ def test_a_new_generation_of_the_default_search_has_its_own_folders_and_the_othe
                 _fake_retrain(r, dan[r.seed], 1_800_000)
             elif not r.key.startswith("flops25/ablation"):
                 _fake_retrain(r, 0.88, 1_800_000)
-    text = search_suite.write_report(new, str(tmp_path / "search.md"), str(tmp_path / "fig"), "Settings.",
+    text = search_page.write_report(new, str(tmp_path / "search.md"), str(tmp_path / "fig"), "Settings.",
                                      {"3-epoch": old})
     head, other = text.split("## The 3-epoch search, not the default")
     assert "| dan | 90.50 ± 0.71 |" in head and "| dan | 85.50 ± 0.71 |" in other
     assert "### Top-1 at equal cost" in other and "\n## Top-1" not in other
-    assert "DAN searches for 6 epochs (2 weight-only)" in search_suite.settings_text(2, "6-epoch")
-    assert "retrained by `tools/retrain.py` for 3 epochs" in search_suite.settings_text(2, "6-epoch")
+    assert "DAN searches for 6 epochs (2 weight-only)" in search_page.settings_text(2, "6-epoch")
+    assert "retrained by `tools/retrain.py` for 3 epochs" in search_page.settings_text(2, "6-epoch")
