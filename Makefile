@@ -33,8 +33,10 @@ demo: setup
 demo-an: setup
 	$(PY) tools/train.py --config configs/fashion_mnist_resnet18.yaml --epochs 2 --out $(DEMO_OUT)
 
+# Two workers (pytest-xdist), one per core of the 2-core machine the suite is sized for; a test marked
+# `alone` (it asserts a speed measured in its own run) runs with no other test running (tests/conftest.py).
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 bench: setup
 	$(PY) tools/bench.py --json docs/benchmarks.json --markdown docs/benchmarks.md

@@ -123,6 +123,7 @@ def test_the_tool_refuses_bad_flags_in_one_line():
 
 
 @needs_fashion
+@pytest.mark.alone
 def test_a_latency_budget_search_lands_and_holds_when_measured_again(tmp_path, monkeypatch):
     """The issue's command with --limit-batches: the found network's latency, measured again in a
     fresh process (relative to the widest small network timed alongside), is within 5 %. (On an
