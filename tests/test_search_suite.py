@@ -282,6 +282,13 @@ def test_search_suite_plans_only_the_chosen_budgets_and_recipes(tmp_path):
                                                          "uniform inherited"]
     with pytest.raises(dan.UserError, match="unknown method 'slim'"):
         search_suite.plan(str(tmp_path), methods=("dan", "slim"))
+    # more seeds, or a method on new seeds only: seeds first_seed..seeds-1, ablations included
+    late = search_suite.plan(str(tmp_path), seeds=5, first_seed=3, ablations=("settle-fine",), recipes=("inherit",),
+                             budgets=["flops10"], methods=("dan", "greedy"))
+    assert {r.seed for r in late if r.key != "flops10/uniform arch"} == {3, 4}
+    assert {"flops10/greedy arch", "flops10/ablation settle-fine search"} <= {r.key for r in late}
+    with pytest.raises(dan.UserError, match="first seed 2 is not below the number of seeds"):
+        search_suite.plan(str(tmp_path), seeds=2, first_seed=2)
 
 
 def test_last_step_ablations_refine_the_default_searches_supernets(tmp_path):

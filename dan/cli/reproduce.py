@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 
-from dan.cli.common import Parser, positive_int
+from dan.cli.common import Parser, nonnegative_int, positive_int
 from dan.errors import UserError
 
 PROG = "reproduce.py"  # the tool's name in usage and error lines (tools/reproduce.py)
@@ -53,6 +53,9 @@ def get_args_parser(prog: str = PROG):
                         "long as the retrain and keeps the suite within about 3 hours; each has its own folders)")
     p.add_argument("--out", help="folder of the suite's runs (default runs/suite-<suite>)")
     p.add_argument("--seeds", type=positive_int, help="number of seeds (default: the suite's)")
+    p.add_argument("--first-seed", type=nonnegative_int, default=0,
+                   help="search suite: plan seeds from this one up to --seeds (default 0), e.g. to add seeds or a "
+                        "method on new seeds only")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their commands, run nothing")
     p.add_argument("--report-only", action="store_true", help="only write the results page")
     p.add_argument("--results", help="results page (default docs/results.md for fashion-mnist, "
@@ -82,7 +85,8 @@ def main(argv, prog: str = PROG) -> int:
             raise UserError("give --ablations or --no-ablations, not both")
         chosen = dict(ablations=ablations, recipes=recipes, budgets=args.budgets.split(",") if args.budgets else None,
                       methods=tuple(args.methods.split(",")) if args.methods else suite.search.METHODS)
-        runs = suite.search.plan(out, args.seeds, extra, generation=args.generation, **chosen)
+        runs = suite.search.plan(out, args.seeds, extra, generation=args.generation, first_seed=args.first_seed,
+                                 **chosen)
     else:
         runs = suite.plan(args.suite, out, args.seeds, extra)
     default = {"fashion-mnist": "docs/results.md", "search": "docs/search.md"}.get(args.suite)

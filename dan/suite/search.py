@@ -137,13 +137,15 @@ GENERATION = "6-epoch"  # the suite's default search
 
 def plan(out: str, seeds: int | None = None, extra: list | None = None, ablations: bool | tuple = True,
          recipes: tuple = tuple(RECIPES), budgets: list | None = None,
-         methods: tuple = METHODS, generation: str = GENERATION) -> list[Run]:
+         methods: tuple = METHODS, generation: str = GENERATION, first_seed: int = 0) -> list[Run]:
     """The suite's runs in dependency order; ``recipes`` are the retrain recipes (:data:`RECIPES`),
     ``budgets`` the budget tags to plan (default: all of :data:`BUDGETS`), ``methods`` the rows to
     retrain (default all of :data:`METHODS`; DAN's search is planned whatever they are, as every
     inherited retrain and greedy start from its supernet), ``ablations`` all (True), none (False)
     or the names of those to plan (:data:`ABLATION_NAMES`); ``generation`` the default search's
-    (:data:`GENERATIONS`), whose runs live in its folder under each budget."""
+    (:data:`GENERATIONS`), whose runs live in its folder under each budget. Seeds ``first_seed`` to
+    ``seeds - 1`` are planned (more seeds for a verdict, or a method added on new seeds only, without
+    the runs of the first ones, whose folders may be gone: every finished run is in the ledger)."""
     if not isinstance(ablations, bool):
         odd = [a for a in ablations if a not in ABLATION_NAMES]
         if odd:
@@ -166,6 +168,9 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
     out = os.path.abspath(out)
     config = os.path.join(ROOT, CONFIG)
     n = seeds or SEEDS
+    if not 0 <= first_seed < n:
+        raise UserError(f"first seed {first_seed} is not below the number of seeds ({n}): give --seeds above it")
+    planned = range(first_seed, n)
     gen = _generation(generation, config)
     extra = list(extra or [])
     runs: list[Run] = []
@@ -174,9 +179,9 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
         made = set(methods) | {m for name, ms in ABLATION_OWN_BASELINES.items()
                                if ablations and wanted(name) and tag in ablation_budgets(name) for m in ms
                                if m != "greedy"}
-        runs += _default_runs(out, tag, [flag, value], n, extra, config, recipes, methods, made, gen)
+        runs += _default_runs(out, tag, [flag, value], planned, extra, config, recipes, methods, made, gen)
     if ablations:
-        runs += _ablation_runs(out, chosen, n, extra, config, recipes, wanted, gen)
+        runs += _ablation_runs(out, chosen, planned, extra, config, recipes, wanted, gen)
     for r in runs:  # one elapsed time for the suite, whichever budgets an invocation runs
         r.root = out
     return runs
@@ -200,7 +205,7 @@ def _retrain_flags(sets: list, config: str) -> list:
     return ["--epochs", str(Config.from_file(config).train.epochs)]
 
 
-def _default_runs(out: str, tag: str, budget: list, n: int, extra: list, config: str, recipes: tuple,
+def _default_runs(out: str, tag: str, budget: list, seeds: range, extra: list, config: str, recipes: tuple,
                   methods: tuple, made: set, gen: dict) -> list[Run]:
     """One budget's default runs: DAN's searches, the baselines' architectures, every retrain."""
     runs: list[Run] = []
@@ -208,7 +213,7 @@ def _default_runs(out: str, tag: str, budget: list, n: int, extra: list, config:
     if "uniform" in made:
         runs.append(Run(f"{tag}/uniform arch", 0, "baseline",
                         ["uniform", "--config", config, *budget, "--quiet", *extra, "--out", u], u, kind="arch"))
-    for seed in range(n):
+    for seed in seeds:
         d = lambda name: os.path.join(out, tag, gen["folder"], f"{name}-s{seed}")  # noqa: E731
         base = ["--config", config, "--seed", str(seed), "--quiet", *extra]
         s = d("dan-search")
@@ -240,7 +245,7 @@ def _default_runs(out: str, tag: str, budget: list, n: int, extra: list, config:
     return runs
 
 
-def _ablation_runs(out: str, chosen: list, n: int, extra: list, config: str, recipes: tuple, wanted,
+def _ablation_runs(out: str, chosen: list, seeds: range, extra: list, config: str, recipes: tuple, wanted,
                    gen: dict) -> list[Run]:
     """The ablations' runs at the chosen budgets that have them, in the generation ``gen``'s folder:
     each search variant's searches and retrains (per recipe), then the last-step variants on the
@@ -250,7 +255,7 @@ def _ablation_runs(out: str, chosen: list, n: int, extra: list, config: str, rec
         for name, _, sets in ABLATIONS:
             if not wanted(name) or tag not in ablation_budgets(name) or set(sets) <= set(gen["sets"]):
                 continue
-            for seed in range(n):
+            for seed in seeds:
                 d = lambda what: os.path.join(out, tag, gen["folder"], f"ablation-{name}-{what}-s{seed}")  # noqa: E731
                 s = d("search")
                 args = ["--config", config, "--seed", str(seed), "--quiet", *extra, flag, value, *SEARCH_SETS,
@@ -291,7 +296,7 @@ def _ablation_runs(out: str, chosen: list, n: int, extra: list, config: str, rec
         for name, _, flags in FINISH_ABLATIONS:
             if not wanted(name):
                 continue
-            for seed in range(n):
+            for seed in seeds:
                 s = os.path.join(out, tag, gen["folder"], f"dan-search-s{seed}")
                 last = os.path.join(s, "checkpoints", "last.pt")
                 d = lambda what: os.path.join(out, tag, gen["folder"], f"ablation-{name}-{what}-s{seed}")  # noqa: E731
