@@ -234,6 +234,15 @@ class SearchConfig:
     # penalty lands the argmax by narrowing the cheap early groups, which costs accuracy. Repair's
     # one-group move retrains better, so this stays off.
     settle_fine: bool = False
+    # settle_fine as a deadline: if the argmax has not been inside the band by this fraction of the
+    # settle phase, from then on the cost penalty reaches only the fine groups (as settle_fine) and
+    # the settle steps restart at full size, so the search's own steps can still land it. A search
+    # that lands before the deadline is not changed at all, unlike settle_fine, whose losses came
+    # from searches that landed anyway but on other widths. Made because the 6-epoch default landed
+    # only 1 of 3 under the params budget (twenty-first session): after a coarse layer4 group was
+    # flipped across the band, the bisection froze the multiplier outside it for the rest of the
+    # phase. arch.json's search.settle_vernier_from is the step it started. 1.0 turns it off.
+    settle_vernier: float = 1.0
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
     # "expected" control only: a proportional term, so the penalty weight is mu + p·(E[cost]/B - target).
     # Off by default: p = 5 held E[cost] at the target but kept the distributions mixed (mean largest
@@ -465,6 +474,7 @@ def check_search_config(s: SearchConfig) -> None:
     _num_range("search.settle", s.settle, 0.0, 1.0, hi_open=True)
     _num_range("search.settle_regrow", s.settle_regrow, 1.0, math.inf)
     _num_range("search.settle_snap", s.settle_snap, 0.0, 1.0)
+    _num_range("search.settle_vernier", s.settle_vernier, 0.0, 1.0)
     _num_range("search.warmup_epochs", s.warmup_epochs, 0.0, math.inf)
     _int_range("search.refine_rounds", s.refine_rounds, 0, 10_000)
     _int_range("search.refine_batches", s.refine_batches, 1, 10_000)

@@ -30,6 +30,7 @@ class SearchControl:
         self.settle_scale = 1.0  # halved each time the argmax jumps across the band (regrown: settle_regrow)
         self.undone = 0  # architecture steps undone after the landing (settle_until "guarded")
         self.snapped: list[str] | None = None  # groups the deadline's landing moved (settle_snap)
+        self.vernier_from: int | None = None  # the step the vernier deadline started (settle_vernier)
 
     # --- schedule ------------------------------------------------------------------------------
     def arch_phase(self) -> tuple[int, int]:
@@ -61,10 +62,29 @@ class SearchControl:
         """Whether architecture step ``step`` (global) is past the settle phase's deadline for the
         landing (``settle_snap``) with the argmax never landed and no landing tried yet."""
         s = self.s
-        if s.settle_snap >= 1.0 or self.settled_at is not None or self.snapped is not None or not self.settling(step):
+        if s.settle_snap >= 1.0 or self.settled_at is not None or self.snapped is not None:
+            return False
+        return self._past(step, s.settle_snap)
+
+    def _past(self, step: int, frac: float) -> bool:
+        """Whether ``step`` is in the settle phase, ``frac`` of the way through it or further."""
+        if not self.settling(step):
             return False
         first, span = self.arch_phase()
-        return step >= first + span * (1.0 - s.settle + s.settle * s.settle_snap)
+        return step >= first + span * (1.0 - self.s.settle + self.s.settle * frac)
+
+    def fine_only(self, step: int) -> bool:
+        """Whether the cost penalty reaches only the fine groups at ``step``: ``settle_fine`` in the
+        settle phase, or from the vernier's deadline on (``settle_vernier``: the argmax not landed
+        that far through the settle phase). The first step past that deadline starts the vernier:
+        the settle steps restart at full size (the bisection had frozen them)."""
+        s = self.s
+        if s.settle_fine and self.settling(step):
+            return True
+        if self.vernier_from is None and s.settle_vernier < 1.0 and self.settled_at is None \
+                and self._past(step, s.settle_vernier):
+            self.vernier_from, self.settle_scale, self.settle_side = step, 1.0, 0
+        return self.vernier_from is not None
 
     def arch_active(self, epoch: int) -> bool:
         return epoch >= math.ceil(self.s.warmup_epochs)
@@ -134,7 +154,8 @@ class SearchControl:
     # --- checkpoints (the keys the search checkpoint has always used) ---------------------------
     def state(self) -> dict:
         return {"multiplier": self.mu, "settled_at": self.settled_at, "settle_side": self.settle_side,
-                "settle_scale": self.settle_scale, "settle_undone": self.undone, "settle_snapped": self.snapped}
+                "settle_scale": self.settle_scale, "settle_undone": self.undone, "settle_snapped": self.snapped,
+                "settle_vernier_from": self.vernier_from}
 
     def load(self, st: dict) -> None:
         self.mu = st["multiplier"]
@@ -142,6 +163,7 @@ class SearchControl:
         self.settle_side, self.settle_scale = st.get("settle_side", 0), st.get("settle_scale", 1.0)
         self.undone = st.get("settle_undone", 0)
         self.snapped = st.get("settle_snapped")
+        self.vernier_from = st.get("settle_vernier_from")
 
 
 class BudgetCost:

@@ -84,6 +84,9 @@ def finish(searcher) -> Arch:
         # the groups the settle phase's deadline moved to land the argmax (search.settle_snap;
         # None: no deadline landing was made, [] one was tried and could not land)
         "settle_snapped": searcher.control.snapped,
+        # the step from which the cost penalty reached only the fine groups because the argmax had
+        # not landed by the vernier's deadline (search.settle_vernier; None: it never started)
+        "settle_vernier_from": searcher.control.vernier_from,
     }
     search_stats.update(last_steps)
     fields = {}

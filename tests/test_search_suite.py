@@ -612,6 +612,48 @@ def test_the_settle_deadline_falls_at_its_fraction_of_the_settle_phase():
         check_search_config(SearchConfig(settle_snap=1.5))
 
 
+def test_the_vernier_starts_at_its_deadline_only_if_the_argmax_has_not_landed():
+    """settle_vernier 0.5 (deadline at step 24.25, as above): from step 25 on the penalty reaches only
+    the fine groups and the settle steps restart at full size; it stays on once started, survives a
+    checkpoint, and never starts for a search that landed before the deadline, or when off (1.0)."""
+    from dan.config import SearchConfig, check_search_config
+    from dan.search_control import SearchControl
+
+    cfg = SearchConfig(settle=0.5, settle_vernier=0.5, warmup_epochs=1)
+    c = SearchControl(cfg, steps_per_epoch=10, total_steps=30)
+    c.settle_scale, c.settle_side = 1 / 64, 1  # frozen by jumps over the band
+    assert not any(c.fine_only(st) for st in range(25)) and c.settle_scale == 1 / 64
+    assert c.fine_only(25) and c.vernier_from == 25 and (c.settle_scale, c.settle_side) == (1.0, 0)
+    c.settled_at = 27  # landed by its own steps: the penalty stays where it was
+    assert all(c.fine_only(st) for st in range(25, 30)) and c.vernier_from == 25
+    again = SearchControl(cfg, steps_per_epoch=10, total_steps=30)
+    again.load(c.state())
+    assert again.vernier_from == 25 and again.fine_only(26)
+    landed = SearchControl(cfg, steps_per_epoch=10, total_steps=30)
+    landed.settled_at = 21
+    assert not any(landed.fine_only(st) for st in range(30)) and landed.vernier_from is None
+    off = SearchControl(SearchConfig(settle=0.5, warmup_epochs=1), steps_per_epoch=10, total_steps=30)
+    assert not any(off.fine_only(st) for st in range(30))
+    with pytest.raises(dan.UserError, match="settle_vernier"):
+        check_search_config(SearchConfig(settle_vernier=-0.1))
+
+
+def test_a_search_past_the_vernier_deadline_says_so_in_arch_json(tmp_path):
+    """settle_vernier 0: the deadline is the settle phase's first step, where no landing can have
+    been seen yet, so the vernier starts there; arch.json records the step."""
+    from dan.search import Searcher
+
+    out = str(tmp_path / "s")
+    cfg = tiny_config(out, **{"train.epochs": 3, "train.limit_batches": 4, "search.budget_flops": "30%",
+                              "search.settle_vernier": 0.0})
+    s = Searcher(cfg, monitor=Monitor(None))
+    arch = s.fit()
+    start = arch.search["settle_vernier_from"]
+    assert start is not None and s.control.settling(start) and not s.control.settling(start - 1)
+    with open(os.path.join(out, "arch.json")) as f:
+        assert json.load(f)["search"]["settle_vernier_from"] == start
+
+
 @pytest.mark.parametrize("feasible", [True, False])
 def test_the_settle_deadline_lands_the_argmax_by_swapping_logits(tmp_path, feasible):
     """At the deadline the argmax (here 1.1 B) is landed by repair's move, made on the logits: each

@@ -97,10 +97,12 @@ def _settled(st: dict) -> str:
     before the settle phase existed have no such key)."""
     if "settled_at_step" not in st:
         return "(no settle phase)"
+    vernier = st.get("settle_vernier_from")  # fine groups only from this step on (search.settle_vernier)
+    tail = f" (vernier from {vernier})" if vernier is not None else ""
     if st["settled_at_step"] is None:
-        return "-"
+        return "-" + tail
     snapped = st.get("settle_snapped")  # landed by the deadline's move (search.settle_snap)
-    return f"{st['settled_at_step']}" + (f" (deadline: {len(snapped)} moved)" if snapped else "")
+    return f"{st['settled_at_step']}" + (f" (deadline: {len(snapped)} moved)" if snapped else "") + tail
 
 
 def convergence_summary(runs: list[Run], ledger: Ledger, prefix: str = "dan search") -> dict:
@@ -383,11 +385,15 @@ SETTLE_UNTIL = {"landed": " (the architecture steps end at its first landing in 
 
 
 def _snap_text(s) -> str:
-    """The settle phase's deadline (search.settle_snap), as the settings sentence says it."""
-    if s.settle_snap >= 1:
-        return ""
-    return (f"; an argmax not landed {format(s.settle_snap, 'g')} of the way through it is landed there by "
-            "repair's move on the logits")
+    """The settle phase's deadlines (search.settle_snap, settle_vernier), as the settings sentence says them."""
+    text = ""
+    if s.settle_snap < 1:
+        text += (f"; an argmax not landed {format(s.settle_snap, 'g')} of the way through it is landed there by "
+                 "repair's move on the logits")
+    if s.settle_vernier < 1:
+        text += (f"; from {format(s.settle_vernier, 'g')} of the way through it, an argmax not landed yet is "
+                 "steered by the groups whose one-candidate moves cannot jump over the band")
+    return text
 
 
 def settings_text(seeds: int | None = None, generation: str = GENERATION) -> str:
