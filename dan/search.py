@@ -38,10 +38,10 @@ band again is undone (``settle_until: guarded``, the default): the distributions
 to the last step, and the search ends on a committed architecture that met its budget, not wherever
 the last flip left it. With ``settle_snap < 1`` (off by default: measured, it did not retrain
 better) an argmax that has not landed that far through the settle phase is landed by repair's move
-made on the logits (:func:`settle_snap`), and the guarded steps go on around it; with
-``settle_vernier < 1`` such an argmax is left to the search's own steps, the cost penalty reaching
-only the groups whose one-candidate moves cannot jump over the band (:func:`penalty_frozen`) and the
-settle steps restarted at full size. Ablations: ``landed`` stops the architecture steps at the landing (the
+made on the logits (:func:`settle_snap`), and the guarded steps go on around it. By default
+(``settle_vernier: 0.5``, the vernier) such an argmax is left to the search's own steps instead, the
+cost penalty reaching only the groups whose one-candidate moves cannot jump over the band
+(:func:`penalty_frozen`) and the settle steps restarted at full size. Ablations: ``landed`` stops the architecture steps at the landing (the
 default until the fifteenth session: it committed less, 0.63 against 0.71 at 25 %), ``end`` keeps
 them going unguarded, the multiplier moving only while the argmax is outside the band (it left the
 band again in 3 of 3 seeds).

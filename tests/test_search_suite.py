@@ -504,7 +504,8 @@ def test_the_settle_phase_moves_the_multiplier_by_the_argmax_cost(tmp_path, wher
 
     cfg = tiny_config(str(tmp_path / "s"), **{"search.budget_flops": "30%", "search.settle": 0.5,
                                               "search.band": 0.03, "search.settle_until": "landed",
-                                              "search.settle_snap": 1.0})  # no deadline landing here
+                                              "search.settle_snap": 1.0,  # no deadline landing here,
+                                              "search.settle_vernier": 1.0})  # nor a vernier restart
     s = Searcher(cfg, monitor=Monitor(None))
     with torch.no_grad():
         for t in s.sn.arch.logits:
@@ -632,8 +633,10 @@ def test_the_vernier_starts_at_its_deadline_only_if_the_argmax_has_not_landed():
     landed = SearchControl(cfg, steps_per_epoch=10, total_steps=30)
     landed.settled_at = 21
     assert not any(landed.fine_only(st) for st in range(30)) and landed.vernier_from is None
-    off = SearchControl(SearchConfig(settle=0.5, warmup_epochs=1), steps_per_epoch=10, total_steps=30)
+    off = SearchControl(SearchConfig(settle=0.5, settle_vernier=1.0, warmup_epochs=1), steps_per_epoch=10,
+                        total_steps=30)
     assert not any(off.fine_only(st) for st in range(30))
+    assert SearchConfig().settle_vernier == 0.5  # the default since the twenty-second session
     with pytest.raises(dan.UserError, match="settle_vernier"):
         check_search_config(SearchConfig(settle_vernier=-0.1))
 
@@ -756,7 +759,8 @@ def test_settle_fine_keeps_the_penalty_off_groups_that_could_jump_the_band(tmp_p
 
     from dan.search import Searcher, penalty_frozen
 
-    cfg = tiny_config(str(tmp_path / "s"), **{"search.budget_flops": "30%", "search.settle_fine": True})
+    cfg = tiny_config(str(tmp_path / "s"), **{"search.budget_flops": "30%", "search.settle_fine": True,
+                                              "search.settle_vernier": 1.0})
     s = Searcher(cfg, monitor=Monitor(None))
     with torch.no_grad():  # the argmax in the middle of every group's candidates
         for t in s.sn.arch.logits:
