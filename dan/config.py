@@ -245,9 +245,11 @@ class SearchConfig:
     # landed only 1 of 3 under the params budget (twenty-first session): after a coarse layer4 group
     # was flipped across the band, the bisection froze the multiplier outside it. Measured
     # (twenty-second session, docs/search.md) on the five 6-epoch suite searches not landed by the
-    # deadline (every search that landed did so earlier): it landed 2 (params seed 0 at 0.973 B,
-    # TODO), left params seed 1 where it was (committed: mean largest probability 0.955) and took
-    # 10 % seed 5 from 0.895 to 1.092 B; retrained TODO. The default since; 1.0 turns it off.
+    # deadline (every search that landed did so earlier): it landed 1 (params seed 0, 0.941 -> 0.973
+    # B), left params seed 1 where it was (committed: mean largest probability 0.955) and moved three
+    # to the band's other side or far below it (10 % seeds 1, 5; 50 % seed 1: 1.60 -> 0.46 B),
+    # which repair finished; none retrained lower (+0.12, 0, +0.16, +0.08, +1.07 points). The params
+    # budget lands 2 of 3 with it (1 of 3 without). The default since; 1.0 turns it off.
     settle_vernier: float = 0.5
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
     # "expected" control only: a proportional term, so the penalty weight is mu + p·(E[cost]/B - target).
