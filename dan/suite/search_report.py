@@ -384,7 +384,7 @@ SETTLE_UNTIL = {"landed": " (the architecture steps end at its first landing in 
                            "out of it is undone)"}
 
 
-def _snap_text(s) -> str:
+def _deadline_text(s) -> str:
     """The settle phase's deadlines (search.settle_snap, settle_vernier), as the settings sentence says them."""
     text = ""
     if s.settle_snap < 1:
@@ -418,7 +418,7 @@ def settings_text(seeds: int | None = None, generation: str = GENERATION) -> str
             f"one third held out for the architecture (default search settings: τ {s.tau0:g} → {s.tau_min:g} "
             f"per step, architecture lr {s.arch_lr:g}, objective {s.arch_objective}, multiplier on the "
             f"{s.budget_control} cost, proportional gain {s.multiplier_p:g}, "
-            f"{'a settle phase over the last ' + format(s.settle, 'g') + ' of the architecture steps' + SETTLE_UNTIL.get(s.settle_until, '') + _snap_text(s) if s.settle else 'no settle phase'}, "
+            f"{'a settle phase over the last ' + format(s.settle, 'g') + ' of the architecture steps' + SETTLE_UNTIL.get(s.settle_until, '') + _deadline_text(s) if s.settle else 'no settle phase'}, "
             f"{len(s.fractions or ())} candidate widths per group, weight-step widths drawn "
             f"{'uniformly' if s.weight_sampling == 'uniform' else 'from the distribution'}); greedy scores its moves on that same held-out third "
             f"with the same search's supernet. Width 8 (an eighth of ResNet-18's) keeps the comparison "
