@@ -223,6 +223,47 @@ def test_the_page_is_computed_from_the_ledger_when_the_run_folders_are_gone(tmp_
     assert len(missing_folders(moved, None)) == len(moved)
 
 
+def test_a_search_remade_with_another_answer_supersedes_the_records_built_on_it(tmp_path):
+    """A search whose folder was lost is made again (a run to be made needs its checkpoint) and,
+    on another machine, ends on other widths: the recorded retrains cut from the old supernet leave
+    the tables (kept under "superseded") and are made again; the other seed's rows stay."""
+    import shutil
+
+    from dan.suite import search as search_suite
+    from dan.suite import search_report as search_page
+    from dan.suite.run import missing_folders
+
+    kw = dict(seeds=2, ablations=False, recipes=("inherit",), budgets=["flops10"], methods=("dan", "uniform"))
+    runs = search_suite.plan(str(tmp_path / "a"), **kw)
+    for r in runs:
+        if r.kind in ("search", "arch"):
+            _fake_arch(r)
+        else:
+            _fake_retrain(r, 0.88, 700_000)
+    md = tmp_path / "docs" / "search.md"
+    search_page.write_report(runs, str(md), str(tmp_path / "fig"), "Settings.")
+    shutil.rmtree(tmp_path / "a")
+    runs = search_suite.plan(str(tmp_path / "b"), **kw)
+    ledger = search_page.suite_ledger(runs, str(md))
+    assert missing_folders(runs, ledger) == []
+    search1 = next(r for r in runs if r.key == "flops10/dan search" and r.seed == 1)
+    _fake_arch(search1)  # the same answer again: nothing is superseded
+    assert ledger.record(runs) == []
+    with open(os.path.join(search1.out, "arch.json")) as f:
+        arch = json.load(f)
+    arch["widths"]["g"] = 8  # another answer
+    with open(os.path.join(search1.out, "arch.json"), "w") as f:
+        json.dump(arch, f)
+    dropped = ledger.record(runs)
+    assert sorted(dropped) == ["flops10/search6/dan-inherit-s1", "flops10/search6/uniform-inherit-s1"]
+    ledger.save()
+    saved = json.loads((tmp_path / "docs" / "search-runs.json").read_text())
+    assert sorted(saved["superseded"]) == sorted(dropped) and not set(dropped) & set(saved["runs"])
+    again = search_page.suite_ledger(runs, str(md))
+    assert sorted((r.key, r.seed) for r in missing_folders(runs, again)) == [
+        ("flops10/dan inherited", 1), ("flops10/uniform arch", 0), ("flops10/uniform inherited", 1)]
+
+
 def test_search_report_with_some_methods_and_unfinished_runs(tmp_path):
     """A suite run with --methods dan,uniform at one budget and more seeds planned than finished:
     the page shows what finished, with the seeds each row has."""

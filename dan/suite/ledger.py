@@ -10,6 +10,14 @@ first records every finished run folder in the ledger (a folder beats the record
 computes the page from the ledger alone, so runs made on different machines and in different
 sessions add up, and a run whose folder is gone still counts.
 
+A search re-made (its folder lost, a run to be made needs its checkpoint) does not give the same
+answer on another machine (docs/search.md: 5 to 8 of 12 groups differ), so the recorded retrains
+built on the old supernet no longer belong to the record that replaces it: pairing them with runs
+cut from the new one would mix two supernets in one seed's row. When a search's or baseline's
+record is replaced by a different answer, every recorded run built on it (directly or through
+another run) whose own folder is not here is moved out of the tables into ``superseded`` (kept in
+the file, not counted) and is made again by the next run of the suite.
+
 A run recorded but whose folder is gone is not run again by the suite runner unless a run to be
 made needs its folder (a retrain needs its search's checkpoint): :func:`dan.suite.run.missing_folders`.
 """
@@ -51,33 +59,66 @@ class Ledger:
         self.path, self.root = path, os.path.abspath(root)
         self.runs: dict = {}
         self.elapsed: dict = {}  # suite folder id -> the runner's wall time in that folder
+        self.superseded: dict = {}  # records taken out of the tables: built on a replaced answer
         data = _load_json(path)
         if data:
             if data.get("version") != LEDGER_VERSION:
                 raise UserError(f"{path}: ledger version {data.get('version')}, this dan reads {LEDGER_VERSION}; "
                                 "move it away to start a new one")
             self.runs, self.elapsed = data.get("runs", {}), data.get("elapsed", {})
+            self.superseded: dict = data.get("superseded", {})
 
     def key(self, folder: str) -> str:
         return os.path.relpath(os.path.abspath(folder), self.root)
 
     # --- recording -----------------------------------------------------------------------------
-    def record(self, runs: list[Run]) -> None:
+    def record(self, runs: list[Run], context: list[Run] | None = None) -> list[str]:
         """Record every finished run folder of ``runs`` (replacing its old record) and the suite
-        folder's elapsed runner time."""
+        folder's elapsed runner time. Returns the keys of the records superseded: those of the runs
+        in ``context`` (default ``runs``) built on a search or baseline whose record was just
+        replaced by a different answer (module doc)."""
+        changed = set()
         for r in runs:
             if r.done:
-                self.runs[self.key(r.out)] = snapshot(r, run_seconds(r))
+                key, rec = self.key(r.out), snapshot(r, run_seconds(r))
+                old = self.runs.get(key)
+                if old is not None and "arch" in rec and old.get("arch") != rec["arch"]:
+                    changed.add(os.path.abspath(r.out))
+                self.runs[key] = rec
         info = elapsed_info(runs)
         if info and info.get("id"):
             self.elapsed[info["id"]] = info["seconds"]
+        return self._supersede(runs if context is None else context, changed)
+
+    def _supersede(self, runs: list[Run], changed: set) -> list[str]:
+        """Move the records of the runs built on a folder in ``changed`` (transitively) whose own
+        folders are not here into ``superseded``; a run whose folder is here was just recorded
+        from it and stays."""
+        dropped: list[str] = []
+        grew = bool(changed)
+        while grew:
+            grew = False
+            for r in runs:
+                out = os.path.abspath(r.out)
+                if out in changed or r.done or not any(os.path.abspath(a) in changed for a in r.after):
+                    continue
+                changed.add(out)
+                grew = True
+                key = self.key(r.out)
+                if key in self.runs:
+                    self.superseded[key] = self.runs.pop(key)
+                    dropped.append(key)
+        return dropped
 
     def save(self) -> None:
         """Write the ledger, one run per line (a new run is a one-line diff), atomically."""
         os.makedirs(os.path.dirname(os.path.abspath(self.path)) or ".", exist_ok=True)
-        runs = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(self.runs.items()))
+        def block(records: dict) -> str:
+            return ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(records.items()))
+
+        old = f',\n "superseded": {{\n{block(self.superseded)}\n }}' if self.superseded else ""
         text = (f'{{"version": {LEDGER_VERSION},\n "elapsed": {json.dumps(self.elapsed, sort_keys=True)},\n'
-                f' "runs": {{\n{runs}\n }}\n}}\n')
+                f' "runs": {{\n{block(self.runs)}\n }}{old}\n}}\n')
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             f.write(text)

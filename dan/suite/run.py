@@ -37,7 +37,7 @@ def run(runs: list[Run], log=print, jobs: int = 1, ledger=None) -> None:
     active: list = []  # (run, process, log file, start time)
     started = time.time()
     try:
-        _run_loop(pending, active, env, jobs, log, ledger)
+        _run_loop(pending, active, env, jobs, log, ledger, everything=runs)
     finally:
         add_elapsed(runs, time.time() - started)
 
@@ -96,7 +96,7 @@ def _elapsed_path(runs: list[Run]) -> str | None:
     return os.path.join(root, "suite_elapsed.json") if root else None
 
 
-def _run_loop(pending: list, active: list, env, jobs: int, log, ledger=None) -> None:
+def _run_loop(pending: list, active: list, env, jobs: int, log, ledger=None, everything: list = ()) -> None:
     failed = None
     while (pending and failed is None) or active:
         ready = [r for r in pending if all(os.path.isfile(os.path.join(a, "arch.json")) or
@@ -119,7 +119,8 @@ def _run_loop(pending: list, active: list, env, jobs: int, log, ledger=None) -> 
             f.close()
             _add_seconds(r, time.time() - t0)
             if ledger is not None and r.done:
-                ledger.record([r])
+                for key in ledger.record([r], context=everything):
+                    log(f"[superseded] {key}: built on the answer {r.out} replaced; the next run of the suite makes it again")
                 ledger.save()
             if p.returncode != 0 and failed is None:
                 failed = (r, p.returncode)
