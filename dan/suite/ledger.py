@@ -66,7 +66,7 @@ class Ledger:
                 raise UserError(f"{path}: ledger version {data.get('version')}, this dan reads {LEDGER_VERSION}; "
                                 "move it away to start a new one")
             self.runs, self.elapsed = data.get("runs", {}), data.get("elapsed", {})
-            self.superseded: dict = data.get("superseded", {})
+            self.superseded = data.get("superseded", {})
 
     def key(self, folder: str) -> str:
         return os.path.relpath(os.path.abspath(folder), self.root)
@@ -113,12 +113,9 @@ class Ledger:
     def save(self) -> None:
         """Write the ledger, one run per line (a new run is a one-line diff), atomically."""
         os.makedirs(os.path.dirname(os.path.abspath(self.path)) or ".", exist_ok=True)
-        def block(records: dict) -> str:
-            return ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(records.items()))
-
-        old = f',\n "superseded": {{\n{block(self.superseded)}\n }}' if self.superseded else ""
+        old = f',\n "superseded": {{\n{_lines(self.superseded)}\n }}' if self.superseded else ""
         text = (f'{{"version": {LEDGER_VERSION},\n "elapsed": {json.dumps(self.elapsed, sort_keys=True)},\n'
-                f' "runs": {{\n{block(self.runs)}\n }}{old}\n}}\n')
+                f' "runs": {{\n{_lines(self.runs)}\n }}{old}\n}}\n')
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             f.write(text)
@@ -145,6 +142,11 @@ class Ledger:
     def elapsed_seconds(self) -> float:
         """The runner's wall time, summed over every suite folder recorded."""
         return float(sum(self.elapsed.values()))
+
+
+def _lines(records: dict) -> str:
+    """Records as JSON object members, one per line, sorted by key."""
+    return ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(records.items()))
 
 
 def snapshot(r: Run, seconds: float | None) -> dict:

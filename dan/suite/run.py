@@ -37,7 +37,7 @@ def run(runs: list[Run], log=print, jobs: int = 1, ledger=None) -> None:
     active: list = []  # (run, process, log file, start time)
     started = time.time()
     try:
-        _run_loop(pending, active, env, jobs, log, ledger, everything=runs)
+        _run_loop(pending, active, env, jobs, log, ledger, runs)
     finally:
         add_elapsed(runs, time.time() - started)
 
@@ -96,7 +96,9 @@ def _elapsed_path(runs: list[Run]) -> str | None:
     return os.path.join(root, "suite_elapsed.json") if root else None
 
 
-def _run_loop(pending: list, active: list, env, jobs: int, log, ledger=None, everything: list = ()) -> None:
+def _run_loop(pending: list, active: list, env, jobs: int, log, ledger, everything: list) -> None:
+    """Start the pending runs as their inputs finish, at most ``jobs`` at once; record each finished
+    run in ``ledger`` (its records built on a replaced answer among ``everything`` are superseded)."""
     failed = None
     while (pending and failed is None) or active:
         ready = [r for r in pending if all(os.path.isfile(os.path.join(a, "arch.json")) or
