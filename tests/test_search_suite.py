@@ -264,6 +264,39 @@ def test_a_search_remade_with_another_answer_supersedes_the_records_built_on_it(
         ("flops10/dan inherited", 1), ("flops10/uniform arch", 0), ("flops10/uniform inherited", 1)]
 
 
+def test_the_runner_remaking_a_search_supersedes_the_retrains_recorded_on_it(tmp_path, monkeypatch):
+    """The runner itself: a recorded search whose folder is gone is made again because a new run
+    (greedy, from its checkpoint) needs it; it ends on another answer, so the recorded DAN retrain
+    built on the old one is superseded and logged. Each run's command is a stand-in that writes
+    the file its tool would."""
+    import shutil
+    import sys
+
+    from dan.suite.ledger import Ledger
+    from dan.suite.plan import Run
+    from dan.suite.run import run as run_suite
+
+    root = tmp_path / "suite"
+    search = Run("flops10/dan search", 0, "search", [], str(root / "dan-search-s0"), kind="search")
+    retrain = Run("flops10/dan inherited", 0, "retrain", [], str(root / "dan-inherit-s0"), after=[search.out])
+    greedy = Run("flops10/greedy arch", 0, "baseline", [], str(root / "greedy-arch-s0"), kind="arch",
+                 after=[search.out])
+    _fake_arch(search)
+    _fake_retrain(retrain, 0.88, 700_000)
+    ledger = Ledger(str(tmp_path / "search-runs.json"), str(root))
+    ledger.record([search, retrain])
+    shutil.rmtree(root)  # the folders are gone (another machine); the records stay
+    new_arch = json.dumps({"widths": {"g": 8}, "candidates": {"g": [2, 4, 8]}, "repaired": [], "search": {}})
+    script = ("import os, sys; os.makedirs(sys.argv[1], exist_ok=True); "
+              "open(os.path.join(sys.argv[1], 'arch.json'), 'w').write(sys.argv[2])")
+    monkeypatch.setattr(Run, "command", lambda self: [sys.executable, "-c", script, self.out, new_arch])
+    lines: list = []
+    run_suite([search, retrain, greedy], log=lines.append, ledger=ledger)
+    assert any(line.startswith("[superseded] dan-inherit-s0") for line in lines)
+    assert "dan-inherit-s0" in ledger.superseded and not ledger.done(retrain)
+    assert ledger.arch(search.out)["widths"] == {"g": 8} and ledger.done(greedy)
+
+
 def test_search_report_with_some_methods_and_unfinished_runs(tmp_path):
     """A suite run with --methods dan,uniform at one budget and more seeds planned than finished:
     the page shows what finished, with the seeds each row has."""
