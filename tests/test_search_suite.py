@@ -297,6 +297,24 @@ def test_the_runner_remaking_a_search_supersedes_the_retrains_recorded_on_it(tmp
     assert ledger.arch(search.out)["widths"] == {"g": 8} and ledger.done(greedy)
 
 
+def test_the_committed_ledger_pairs_each_search_with_its_own_retrain():
+    """docs/search-runs.json: every search recorded without repair has the cost of the DAN retrain
+    recorded beside it (the same widths, so not a retrain of another search's answer)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "search-runs.json")
+    with open(path) as f:
+        runs = json.load(f)["runs"]
+    checked = 0
+    for key, rec in runs.items():
+        arch = rec.get("arch") or {}
+        end = (arch.get("search") or {}).get("argmax_before_repair")
+        retrain = runs.get(key.replace("-search-s", "-inherit-s"))
+        if "-search-s" not in key or arch.get("repaired") or not end or retrain is None:
+            continue
+        assert (retrain["small"]["flops"], retrain["small"]["params"]) == (end["flops"], end["params"]), key
+        checked += 1
+    assert checked >= 79
+
+
 def test_search_report_with_some_methods_and_unfinished_runs(tmp_path):
     """A suite run with --methods dan,uniform at one budget and more seeds planned than finished:
     the page shows what finished, with the seeds each row has."""
