@@ -298,4 +298,21 @@ def budget_case(ws: Workspace, data) -> None:
     ws.check_finished_unchanged()
 
 
-CASES = {"arch_json": arch_json_case, "config": config_case, "set": set_case, "budget": budget_case}
+def widths_case(ws: Workspace, data) -> None:
+    """baseline.py fixed on a corrupted widths file (the uniform arch.json's widths, edited)."""
+    if data.draw(st.integers(0, 9)) == 0:
+        content = data.draw(corrupt_bytes())
+    else:
+        content = _dump_json(data.draw(mutated_dict(ws.arch["widths"])))
+    path = os.path.join(ws.root, f"widths{ws.n}.json")
+    with open(path, "wb") as f:
+        f.write(content)
+    out = ws.finished if data.draw(st.integers(0, 4)) == 0 else ws.fresh()
+    code, err = run_in_process("baseline.py", ["fixed"] + TINY + ["--budget-flops", "30%", "--widths", path,
+                                                                  "--out", out])
+    check_contract(code, err, f"baseline.py fixed --widths {content[:300]!r}")
+    ws.check_finished_unchanged()
+
+
+CASES = {"arch_json": arch_json_case, "config": config_case, "set": set_case, "budget": budget_case,
+         "widths": widths_case}

@@ -3,7 +3,9 @@
 :func:`baseline_arch` picks the widths of one baseline (:mod:`dan.baselines`) for a search config
 and its budget:
 
-* ``uniform`` and ``random`` need only the network's cost table (no data, no training);
+* ``uniform``, ``random`` and ``fixed`` (widths the user gives: a hand-made pattern, a paper's
+  pruned widths, or a recorded search's answer whose folder is gone) need only the network's cost
+  table (no data, no training);
 * ``greedy`` needs a trained supernet: the ``checkpoints/last.pt`` of a DAN search. It restores the
   search (weights, data split, seed) and scores every trial architecture on the *held-out* part of
   the training split: small BatchNorm statistics re-estimated for that architecture on
@@ -28,12 +30,13 @@ from dan.budget import resolve_budget
 from dan.config import Config
 from dan.errors import UserError
 
-METHODS = ("uniform", "random", "greedy", "refine", "shortlist")
+METHODS = ("uniform", "random", "fixed", "greedy", "refine", "shortlist")
 
 
 def baseline_arch(cfg: Config, method: str, *, supernet: str | None = None, recal_batches: int = 4,
                   eval_batches: int = 8, coarse_above: float = 1.5, coarse_step: int = 2, rounds: int = 8,
-                  candidates: int = 6, steps: int = 150, out: str | None = None, log=None) -> Arch:
+                  candidates: int = 6, steps: int = 150, out: str | None = None, widths: dict | None = None,
+                  log=None) -> Arch:
     """The :class:`Arch` of baseline ``method`` under the budget in ``cfg.search``.
 
     Args:
@@ -45,6 +48,8 @@ def baseline_arch(cfg: Config, method: str, *, supernet: str | None = None, reca
         supernet: ``greedy`` and ``refine``: the ``checkpoints/last.pt`` of a finished or stopped DAN
             search (``refine`` keeps that search's budget).
         rounds: ``refine`` only: its most rounds.
+        widths: ``fixed`` only: channels per group (every searchable group; others at full width),
+            checked against the network and the budget band (:func:`fixed_widths`).
         candidates, steps, out: ``shortlist`` only (:mod:`dan.shortlist`): how many widths are
             fine-tuned for ``steps`` batches each, in ``<out>/shortlist/c<k>``.
         coarse_above, coarse_step: ``greedy`` only: above ``coarse_above`` times the budget, moves
@@ -72,7 +77,9 @@ def baseline_arch(cfg: Config, method: str, *, supernet: str | None = None, reca
     idx = 0 if budget.kind == "flops" else 1
     cost_fn = lambda widths: sn.table.cost(list(widths))[idx]
     try:
-        if method == "uniform":
+        if method == "fixed":
+            widths, extra = fixed_widths(sn, widths), {}
+        elif method == "uniform":
             widths, f = uniform_widths([g.full for g in sn.groups], [g.quantum for g in sn.groups], cost_fn,
                                        budget.lo, budget.hi)
             extra = {"fraction": round(f, 6)}
@@ -83,9 +90,38 @@ def baseline_arch(cfg: Config, method: str, *, supernet: str | None = None, reca
     except BaselineError as e:
         raise UserError(f"{method} widths: {e}: choose another budget") from e
     cost = cost_fn(widths)
+    if method == "fixed" and not budget.lo <= cost <= budget.hi:
+        raise UserError(f"fixed widths: {budget.kind} {cost:,} is outside the budget's band [{budget.lo:,.0f}, "
+                        f"{budget.hi:,.0f}]: give widths inside it, or the budget they were chosen for")
     stats = {"method": method, "in_band": bool(budget.lo <= cost <= budget.hi),
              "over_budget": round(cost / budget.value, 6), **extra}
     return sn.make_arch(widths, budget, cfg, info, search=stats)
+
+
+def fixed_widths(sn, given) -> list[int]:
+    """The widths of ``sn``'s searchable groups, in order, from ``given`` (group name -> channels:
+    every searchable group named, each a whole number of its quantum between one quantum and its
+    full width; a fixed group, e.g. ``fc``, may be named at its own width, as arch.json lists it)."""
+    if not isinstance(given, dict) or not given:
+        raise UserError("fixed widths: give a JSON object of group name -> channels (or an arch.json)")
+    groups = {g.name: g for g in sn.groups}
+    fixed = {g.name: g.full for g in sn.anet.groups if g.name not in groups}
+    odd = [n for n in given if n not in groups and not (n in fixed and given[n] == fixed[n])]
+    if odd:
+        n = odd[0]
+        what = f"is fixed at {fixed[n]}" if n in fixed else "is not a group of this network"
+        raise UserError(f"fixed widths: '{n}' {what}; its searchable groups are {', '.join(groups)}")
+    missing = [n for n in groups if n not in given]
+    if missing:
+        raise UserError(f"fixed widths: no width for {', '.join(missing)}: name every searchable group")
+    out = []
+    for g in sn.groups:
+        w = given[g.name]
+        if isinstance(w, bool) or not isinstance(w, int) or not g.quantum <= w <= g.full or w % g.quantum:
+            raise UserError(f"fixed widths: {g.name} = {w!r}: give a multiple of {g.quantum} from {g.quantum} "
+                            f"to {g.full}")
+        out.append(w)
+    return out
 
 
 def _restore(method: str, supernet: str | None, cfg: Config | None = None):

@@ -1,4 +1,4 @@
-"""Width baselines (uniform, random, greedy one-shot): hand-made costs, the real supernet, the CLI."""
+"""Width baselines (uniform, random, fixed, greedy one-shot): hand-made costs, the real supernet, the CLI."""
 
 import json
 import os
@@ -11,7 +11,9 @@ import search_spaces
 from dan.adjoint import extract_small, to_adjoint
 from dan.arch import build_adjoint, load_arch
 from dan.baselines import BaselineError, greedy_choice, random_choice, uniform_widths
+from dan.errors import UserError
 from dan.monitor import Monitor
+from dan.pick_widths import fixed_widths
 from dan.search import search
 from dan.supernet import Supernet
 from tests.helpers import assert_user_error, run_tool, tiny_config
@@ -113,6 +115,41 @@ def test_baseline_tool_writes_an_arch_that_retrains(tmp_path):
                  "--no-tensorboard", "--set", "train.latency_batches=[1]", "--out", r)
     assert p.returncode == 0, p.stderr
     assert json.load(open(os.path.join(r, "summary.json")))["networks"]["small"]["flops"] == arch.small["flops"]
+
+
+def test_fixed_widths_checks_every_group():
+    sn = _suite_supernet()
+    given = {g.name: g.full // 2 for g in sn.groups}
+    assert fixed_widths(sn, dict(given, fc=10)) == [g.full // 2 for g in sn.groups]  # fc at its own width
+    for bad, what in [(dict(given, fc=5), "fixed at 10"), (dict(given, conv9=4), "not a group"),
+                      ({k: v for k, v in given.items() if k != "conv1"}, "no width for conv1"),
+                      (dict(given, conv1=0), "conv1 = 0"), (dict(given, conv1=9), "conv1 = 9"),
+                      (dict(given, conv1=2.0), "conv1 = 2.0"), (dict(given, conv1=True), "conv1 = True"),
+                      ([4, 4], "JSON object")]:
+        with pytest.raises(UserError, match=what):
+            fixed_widths(sn, bad)
+
+
+def test_fixed_baseline_rewrites_an_arch_from_its_widths(tmp_path):
+    common = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--set", "model.args.width=8",
+              "--set", "data.synthetic_size=256", "--quiet"]
+    u, f = str(tmp_path / "u"), str(tmp_path / "f")
+    assert run_tool("baseline.py", "uniform", *common, "--budget-flops", "20%", "--out", u).returncode == 0
+    p = run_tool("baseline.py", "fixed", *common, "--budget-flops", "20%", "--widths", os.path.join(u, "arch.json"),
+                 "--out", f)
+    assert p.returncode == 0, p.stderr
+    a, b = load_arch(os.path.join(u, "arch.json")), load_arch(os.path.join(f, "arch.json"))
+    assert (a.widths, a.small, a.budget) == (b.widths, b.small, b.budget)
+    assert dict(a.config, out=None) == dict(b.config, out=None)
+    assert b.search["method"] == "fixed" and b.search["in_band"]
+    # widths outside the budget's band, or a file that is not JSON: exit 2, nothing written
+    assert_user_error(run_tool("baseline.py", "fixed", *common, "--budget-flops", "60%", "--widths",
+                               os.path.join(u, "arch.json"), "--out", str(tmp_path / "x")), "outside the budget")
+    bad = tmp_path / "w.json"
+    bad.write_text("{conv1: 4")
+    assert_user_error(run_tool("baseline.py", "fixed", *common, "--budget-flops", "20%", "--widths", str(bad),
+                               "--out", str(tmp_path / "y")), "not JSON")
+    assert not os.path.exists(tmp_path / "x") and not os.path.exists(tmp_path / "y")
 
 
 def test_greedy_from_a_search_checkpoint(tmp_path):

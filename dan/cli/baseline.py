@@ -3,6 +3,7 @@
 Usage:
     python tools/baseline.py uniform --config configs/fashion_mnist_suite.yaml --budget-flops 10% --out runs/u10
     python tools/baseline.py random  --config configs/fashion_mnist_suite.yaml --budget-flops 10% --seed 1 --out runs/r10
+    python tools/baseline.py fixed   --config configs/fashion_mnist_suite.yaml --budget-flops 25% --widths w.json --out runs/f25
     python tools/baseline.py greedy  --supernet runs/<search>/checkpoints/last.pt --out runs/g10
     python tools/baseline.py refine  --supernet runs/<search>/checkpoints/last.pt --out runs/f10
     python tools/baseline.py shortlist --supernet runs/<search>/checkpoints/last.pt --out runs/s10
@@ -10,6 +11,8 @@ Usage:
 
 uniform: one width fraction for every group, cost closest to the budget. random: every group
 draws a candidate width uniformly, redrawn until the cost is inside the band (seeded by --seed).
+fixed: the widths in --widths (a JSON object of group -> channels, or an arch.json, e.g. one whose
+run folder is gone), checked against the network and the budget's band.
 greedy: AutoSlim-style slimming of the trained supernet of a DAN search, narrowing the group
 whose narrowing costs the least held-out cross-entropy per FLOP saved (the search's budget unless
 --budget-* is given); far above the budget its moves are coarser (--coarse-above, --coarse-step).
@@ -32,11 +35,14 @@ PROG = "baseline.py"  # the tool's name in usage and error lines (tools/baseline
 
 def get_args_parser(prog: str = PROG):
     p = common_parser(prog, __doc__)
-    p.add_argument("method", choices=["uniform", "random", "greedy", "refine", "shortlist"])
+    from dan.pick_widths import METHODS
+
+    p.add_argument("method", choices=METHODS)
     g = p.add_argument_group("baseline")
     b = g.add_mutually_exclusive_group()
     b.add_argument("--budget-flops", help="FLOPs (MACs) budget of the small network: 1.6G, 500M or 25%%")
     b.add_argument("--budget-params", help="parameter budget of the small network: 1.8M or 40%%")
+    g.add_argument("--widths", help="fixed: a JSON file of group name -> channels, or an arch.json (its widths)")
     g.add_argument("--supernet", help="greedy, refine, shortlist: checkpoints/last.pt of a DAN search")
     g.add_argument("--recal-batches", type=positive_int,
                    help="greedy, refine: training batches that re-estimate BatchNorm statistics per trial "
@@ -70,12 +76,13 @@ def main(argv, prog: str = PROG) -> int:
 
     from dan.config import SearchConfig
 
+    widths = _read_widths(args.widths) if args.method == "fixed" else None
     refine = args.method == "refine"
     recal = args.recal_batches or (SearchConfig.refine_recal_batches if refine else 4)
     batches = args.eval_batches or (SearchConfig.refine_batches if refine else 8)
     arch = baseline_arch(cfg, args.method, supernet=args.supernet, recal_batches=recal, eval_batches=batches,
                          coarse_above=args.coarse_above, coarse_step=args.coarse_step, rounds=args.rounds,
-                         candidates=args.candidates, steps=args.steps, out=args.out,
+                         candidates=args.candidates, steps=args.steps, out=args.out, widths=widths,
                          log=None if args.quiet else print)
     os.makedirs(args.out, exist_ok=True)
     from dan.config import Config
@@ -90,3 +97,21 @@ def main(argv, prog: str = PROG) -> int:
           f"params{share}")
     print(f"arch.json:  {path}\nnext:       python tools/retrain.py {path}")
     return 0
+
+
+def _read_widths(path: str | None) -> dict:
+    """``--widths``: a JSON object of group -> channels, or a file with one under "widths" (arch.json)."""
+    import json
+
+    if not path:
+        raise UserError("fixed needs --widths FILE: a JSON object of group name -> channels, or an arch.json")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as e:
+        raise UserError(f"--widths {path}: cannot read it ({e.strerror or e})") from e
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"--widths {path}: not JSON ({e}): give a JSON object of group name -> channels") from e
+    if isinstance(data, dict) and isinstance(data.get("widths"), dict):
+        data = data["widths"]
+    return data

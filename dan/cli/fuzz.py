@@ -23,7 +23,7 @@ PROG = "fuzz.py"  # the tool's name in usage and error lines (tools/fuzz.py)
 def get_args_parser(prog: str = PROG):
     p = Parser(prog=prog, description=__doc__)
     p.add_argument("--examples", type=positive_int, default=400, help="examples in all (default 400)")
-    p.add_argument("--case", action="append", help="arch_json, config, set or budget (default: all)")
+    p.add_argument("--case", action="append", help="arch_json, config, set, budget or widths (default: all)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
