@@ -297,6 +297,65 @@ def test_the_runner_remaking_a_search_supersedes_the_retrains_recorded_on_it(tmp
     assert ledger.arch(search.out)["widths"] == {"g": 8} and ledger.done(greedy)
 
 
+def test_a_recorded_search_needed_only_for_its_widths_is_restored_not_made_again(tmp_path, monkeypatch):
+    """A retrain from scratch reads only its search's arch.json: with the search's folder gone, the
+    runner writes the arch.json from the ledger's widths (``baseline fixed`` with the search's own
+    flags) instead of searching again, and the search's record does not change. A later run that
+    needs the search's checkpoint makes the search again over the restored folder."""
+    import shutil
+    import sys
+
+    from dan.suite.ledger import Ledger
+    from dan.suite.plan import RESTORED, Run
+    from dan.suite.run import missing_folders, needed_folders
+    from dan.suite.run import run as run_suite
+
+    root = tmp_path / "suite"
+    flags = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--set", "model.args.width=8",
+             "--quiet", "--budget-flops", "30%"]
+    search = Run("flops10/dan search", 0, "search", flags + ["--out", str(root / "dan-search-s0")],
+                 str(root / "dan-search-s0"), kind="search")
+    # the search's answer: a real arch.json of this network at that budget, with a search record
+    assert run_tool("baseline.py", "uniform", *flags, "--out", search.out).returncode == 0
+    with open(os.path.join(search.out, "arch.json")) as f:
+        arch = json.load(f)
+    arch["search"] = {"method": "dan", "mean_max_prob": 0.8}
+    with open(os.path.join(search.out, "arch.json"), "w") as f:
+        json.dump(arch, f)
+    ledger = Ledger(str(tmp_path / "search-runs.json"), str(root))
+    ledger.record([search])
+    recorded = json.dumps(ledger.runs, sort_keys=True)
+    shutil.rmtree(root)
+    scratch = Run("flops10/dan", 0, "retrain", [], str(root / "dan-s0"), after=[search.out], arch_only=[search.out])
+    inherit = Run("flops10/dan inherited", 0, "retrain", [], str(root / "dan-inherit-s0"), after=[search.out])
+    assert needed_folders([search, scratch], ledger) == ([scratch], [search])
+    assert missing_folders([search, scratch, inherit], ledger) == [search, scratch, inherit]
+    # stand-ins: a retrain writes its summary (after checking the arch.json it reads is there); a
+    # search writes its arch.json again
+    script = ("import json, os, sys; out, arch = sys.argv[1], sys.argv[2]; os.makedirs(out, exist_ok=True); "
+              "assert out == arch or os.path.isfile(os.path.join(arch, 'arch.json')); "
+              "open(os.path.join(out, 'summary.json' if out != arch else 'arch.json'), 'w').write(sys.argv[3])")
+    summary = json.dumps({"networks": {"small": {"top1": 0.8, "flops": 1, "params": 1}}})
+    monkeypatch.setattr(Run, "command", lambda self: [sys.executable, "-c", script, self.out, search.out,
+                                                      json.dumps(arch) if self.kind == "search" else summary])
+    lines: list = []
+    run_suite([search, scratch], log=lines.append, ledger=ledger)
+    assert any(line.startswith("[restore] " + search.out) for line in lines)
+    assert f"{search.out} {search.out}" not in "\n".join(lines)  # the search's own command never ran
+    with open(os.path.join(search.out, "arch.json")) as f:
+        restored = json.load(f)
+    assert restored["widths"] == arch["widths"] and restored["small"] == arch["small"]
+    assert restored["search"]["method"] == "fixed" and os.path.isfile(os.path.join(search.out, RESTORED))
+    assert not search.done and ledger.done(scratch) and json.dumps(
+        {k: v for k, v in ledger.runs.items() if k != "dan-s0"}, sort_keys=True) == recorded
+    # a retrain from the checkpoint now: the search is made again over the restored folder
+    lines.clear()
+    run_suite([search, scratch, inherit], log=lines.append, ledger=ledger)
+    assert any(line.startswith("[restart] " + search.out) and "restored" in line for line in lines)
+    assert f"{search.out} {search.out}" in "\n".join(lines)
+    assert search.done and ledger.done(inherit) and not ledger.superseded
+
+
 def test_the_committed_ledger_pairs_each_search_with_its_own_retrain():
     """docs/search-runs.json: every search recorded without repair has the cost of the DAN retrain
     recorded beside it (the same widths, so not a retrain of another search's answer)."""

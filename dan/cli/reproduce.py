@@ -95,8 +95,12 @@ def main(argv, prog: str = PROG) -> int:
     # there is not made again unless a run to be made needs its folder
     ledger = suite.search_report.suite_ledger(runs, results) if args.suite == "search" else None
     if args.dry_run:
+        from dan.suite.run import needed_folders
+
+        make, restore = needed_folders(runs, ledger)
         for r in runs:
-            state = "done" if r.done else "recorded" if ledger is not None and ledger.done(r) else "todo"
+            state = ("done" if r.done else "restore" if r in restore else "todo" if r in make
+                     else "recorded")
             print(f"[{state}] {r.key:22s} seed {r.seed}: {r.command_line()}")
         recorded = sum(not r.done and ledger is not None and ledger.done(r) for r in runs)
         print(f"{len(runs)} runs, {sum(r.done for r in runs)} finished"

@@ -20,6 +20,9 @@ the file, not counted) and is made again by the next run of the suite.
 
 A run recorded but whose folder is gone is not run again by the suite runner unless a run to be
 made needs its folder (a retrain needs its search's checkpoint): :func:`dan.suite.run.missing_folders`.
+A search needed only for its widths (a retrain from scratch) is not searched again either: its
+arch.json is written from its record (:func:`dan.suite.run.needed_folders`), so adding the scratch
+recipe to a suite whose search folders are gone keeps every record built on them.
 """
 
 from __future__ import annotations

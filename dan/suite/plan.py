@@ -14,6 +14,11 @@ from dan.errors import UserError
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+# The marker of a search folder whose arch.json was written from its ledger record (the widths only:
+# no checkpoint, no traces): enough for a retrain from scratch; not a finished search.
+RESTORED = "restored.json"
+
+
 @dataclass
 class Run:
     key: str  # method label in the table, e.g. "adjoint a=4"
@@ -23,14 +28,22 @@ class Run:
     out: str
     kind: str = "train"  # train | search | arch (a width baseline: dan baseline)
     after: list = field(default_factory=list)  # run folders that must be finished first
+    # the folders of ``after`` the run reads only the arch.json of (a retrain from scratch reads its
+    # search's widths, not its checkpoint): a recorded search whose folder is gone is restored from
+    # its ledger record for such a run instead of made again (dan.suite.run.needed_folders)
+    arch_only: list = field(default_factory=list)
     # the suite's folder, where its runner's elapsed wall time is kept (None: the runs' common folder,
     # which for a subset of a suite's runs, e.g. one budget, would be a subfolder)
     root: str | None = None
 
     @property
     def done(self) -> bool:
-        marker = "arch.json" if self.kind in ("search", "arch") else "summary.json"
-        return os.path.isfile(os.path.join(self.out, marker))
+        """Finished in its folder: a search or width baseline holds its arch.json (not one restored
+        from the ledger: :data:`RESTORED`), any other run its summary.json."""
+        if self.kind in ("search", "arch"):
+            return (os.path.isfile(os.path.join(self.out, "arch.json"))
+                    and not os.path.isfile(os.path.join(self.out, RESTORED)))
+        return os.path.isfile(os.path.join(self.out, "summary.json"))
 
     def command(self) -> list:
         """The subprocess that runs it: ``python -m dan <tool> args`` (the library's entry point,

@@ -11,12 +11,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 
 from dan.checkpoint import write_json
 from dan.errors import UserError
-from dan.suite.plan import ROOT, Run
+from dan.suite.plan import RESTORED, ROOT, Run
 
 
 def run(runs: list[Run], log=print, jobs: int = 1, ledger=None) -> None:
@@ -27,10 +28,20 @@ def run(runs: list[Run], log=print, jobs: int = 1, ledger=None) -> None:
     (:class:`dan.suite.ledger.Ledger`) whose folder is gone is skipped too, unless a run to be
     made needs its folder; every run that finishes is recorded there at once (and the ledger
     saved), so an interrupted suite loses no finished run's record."""
-    pending = missing_folders(runs, ledger)
+    pending, restored = needed_folders(runs, ledger)
     for r in runs:
         if r.done:
             log(f"[skip] {r.out} (finished)")
+        elif r in restored:
+            if not os.path.isfile(os.path.join(r.out, "arch.json")):
+                log(f"[restore] {r.out}/arch.json (recorded in {ledger.path}: its widths; a run to be made "
+                    "reads only them)")
+                p = subprocess.run(restore(r, ledger), cwd=ROOT, capture_output=True, text=True)
+                if p.returncode != 0:
+                    raise UserError(f"could not restore {r.out}/arch.json from {ledger.path}: "
+                                    f"{(p.stderr.strip().splitlines() or ['?'])[-1]}")
+            else:
+                log(f"[skip] {r.out} (its arch.json restored from {ledger.path} earlier)")
         elif r not in pending:
             log(f"[skip] {r.out} (recorded in {ledger.path}; its folder is not needed)")
     env = dict(os.environ, OMP_NUM_THREADS="1") if jobs > 1 else None
@@ -45,18 +56,54 @@ def run(runs: list[Run], log=print, jobs: int = 1, ledger=None) -> None:
 def missing_folders(runs: list[Run], ledger=None) -> list[Run]:
     """The runs to make: those neither finished in their folder nor recorded in ``ledger`` (a
     :class:`dan.suite.ledger.Ledger`, or None), plus every recorded run whose folder one of those
-    needs (a retrain reads its search's arch.json and checkpoint), in plan order."""
+    needs (a retrain reads its search's arch.json and checkpoint), in plan order. A recorded search
+    needed only for its arch.json (:attr:`Run.arch_only`) is not among them: it is restored
+    (:func:`needed_folders`)."""
+    return needed_folders(runs, ledger)[0]
+
+
+def needed_folders(runs: list[Run], ledger) -> tuple[list[Run], list[Run]]:
+    """``(to make, to restore)``: the runs to make (:func:`missing_folders`), and the recorded
+    searches whose folders are gone that those need only for their arch.json (a retrain from
+    scratch): their arch.json is written from the record's widths (:func:`restore`) instead of
+    searching again, which on another machine gives another answer and would supersede every
+    record built on the old one. Searches already restored are among them."""
     todo = [r for r in runs if not r.done and (ledger is None or not ledger.done(r))]
     by_out = {os.path.abspath(r.out): r for r in runs}
     need = {id(r) for r in todo}
+    restorable: set = set()
     stack = list(todo)
     while stack:
-        for dep in stack.pop().after:
+        r = stack.pop()
+        for dep in r.after:
             d = by_out.get(os.path.abspath(dep))
-            if d is not None and not d.done and id(d) not in need:
-                need.add(id(d))
-                stack.append(d)
-    return [r for r in runs if id(r) in need]
+            if d is None or d.done or id(d) in need:
+                continue
+            if (ledger is not None and d.kind == "search" and dep in r.arch_only
+                    and (ledger.arch(d.out) or {}).get("widths")):
+                restorable.add(id(d))
+                continue
+            need.add(id(d))
+            stack.append(d)
+    return [r for r in runs if id(r) in need], [r for r in runs if id(r) in restorable - need]
+
+
+def restore(r: Run, ledger) -> list:
+    """The command that writes the arch.json of the recorded search ``r`` into its folder from its
+    ledger record: ``dan baseline fixed`` with the search's own flags (config, seed, budget,
+    settings) and the record's widths, beside a :data:`RESTORED` marker (so the folder is not taken
+    for a finished search, and is cleared if a run later needs the search's checkpoint)."""
+    args, flags = list(r.args), []
+    while args:
+        a = args.pop(0)
+        if a == "--out":
+            args.pop(0)
+        else:
+            flags.append(a)
+    os.makedirs(r.out, exist_ok=True)
+    marker = os.path.join(r.out, RESTORED)
+    write_json({"ledger": ledger.path, "key": ledger.key(r.out), "widths": ledger.arch(r.out)["widths"]}, marker)
+    return [sys.executable, "-m", "dan", "baseline", "fixed", *flags, "--widths", marker, "--out", r.out]
 
 
 def elapsed_seconds(runs: list[Run]) -> float:
@@ -101,8 +148,11 @@ def _run_loop(pending: list, active: list, env, jobs: int, log, ledger, everythi
     run in ``ledger`` (its records built on a replaced answer among ``everything`` are superseded)."""
     failed = None
     while (pending and failed is None) or active:
-        ready = [r for r in pending if all(os.path.isfile(os.path.join(a, "arch.json")) or
-                                           os.path.isfile(os.path.join(a, "summary.json")) for a in r.after)]
+        # a folder still to be made is not ready even if it holds an arch.json (restored ones do)
+        waiting = {os.path.abspath(x.out) for x in pending} | {os.path.abspath(a[0].out) for a in active}
+        ready = [r for r in pending if all(os.path.abspath(a) not in waiting and (
+            os.path.isfile(os.path.join(a, "arch.json")) or os.path.isfile(os.path.join(a, "summary.json")))
+            for a in r.after)]
         blocked = [r for r in pending if r not in ready]
         while failed is None and ready and len(active) < max(1, jobs):
             r = ready.pop(0)
@@ -140,8 +190,11 @@ def _start(r: Run, env, log) -> tuple:
     elif os.path.isdir(r.out):
         # an attempt killed before its first checkpoint: nothing finished is in it (finished
         # runs were skipped), and the tools refuse a new run over its events and
-        # metrics.jsonl, so the suite clears its own folder (as loop.start_managed does)
-        log(f"[restart] {r.out} (killed before its first checkpoint)")
+        # metrics.jsonl, so the suite clears its own folder (as loop.start_managed does); the
+        # same for a search restored from the ledger that a run now needs the checkpoint of
+        why = ("restored from the ledger; a run needs its checkpoint" if os.path.isfile(os.path.join(r.out, RESTORED))
+               else "killed before its first checkpoint")
+        log(f"[restart] {r.out} ({why})")
         shutil.rmtree(r.out)
     log(f"[run] {' '.join(cmd)}")
     os.makedirs(os.path.dirname(os.path.abspath(r.out)) or ".", exist_ok=True)

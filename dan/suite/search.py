@@ -250,7 +250,8 @@ def _default_runs(out: str, tag: str, budget: list, seeds: range, extra: list, c
                 runs.append(Run(f"{tag}/{method}{RECIPES[recipe]}", seed, "retrain",
                                 [os.path.join(arch_dir, "arch.json"), "--seed", str(seed), "--quiet", *init,
                                  *gen["retrain"], *extra, "--out", o], o,
-                                after=[arch_dir] + ([s] if inherit else [])))
+                                after=[arch_dir] + ([s] if inherit else []),
+                                arch_only=[] if inherit and arch_dir == s else [arch_dir]))
     return runs
 
 
@@ -280,7 +281,7 @@ def _ablation_runs(out: str, chosen: list, seeds: range, extra: list, config: st
                     o = d("retrain")
                     runs.append(Run(f"{tag}/ablation {name}", seed, "retrain",
                                     [os.path.join(s, "arch.json"), "--seed", str(seed), "--quiet", "--init",
-                                     "scratch", *retrain, *extra, "--out", o], o, after=[s]))
+                                     "scratch", *retrain, *extra, "--out", o], o, after=[s], arch_only=[s]))
                 if "inherit" in recipes:
                     o = d("inherit")
                     init = f"train.init_from={os.path.join(s, 'checkpoints', 'last.pt')}"
