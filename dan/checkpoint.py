@@ -41,6 +41,33 @@ def load_sliced(model: torch.nn.Module, path: str) -> int:
     return len(own)
 
 
+# A run started from another run's weights (``train.init_from``) says which, in its folder:
+# {"path": ..., "sha256": ...} of the checkpoint as it was read.
+INIT_FROM = "init_from.json"
+
+
+def start_from(model: torch.nn.Module, path: str, run_dir: str | None = None) -> int:
+    """Weight inheritance (``train.init_from``): :func:`load_sliced`, and in ``run_dir`` (when
+    given) :data:`INIT_FROM`, naming the checkpoint by content, so a run can be told apart from
+    one started from another checkpoint written to the same path (the search suite's ledger pairs
+    a retrain with its search's supernet by it)."""
+    copied = load_sliced(model, path)
+    if run_dir is not None:
+        write_json({"path": os.path.abspath(path), "sha256": file_digest(path)}, os.path.join(run_dir, INIT_FROM))
+    return copied
+
+
+def file_digest(path: str) -> str:
+    """The SHA-256 of a file's bytes (hex): which checkpoint a run started from, kept beside it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def write_json(obj, path: str, indent: int | None = 2) -> None:
     """``obj`` as JSON (a trailing newline); pair it with :func:`atomic_write`."""
     with open(path, "w") as f:

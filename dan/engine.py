@@ -26,7 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dan import distributed, onnx_export
-from dan.checkpoint import atomic_write, load_checkpoint, load_sliced, write_json, rng_state, save_checkpoint, set_rng_state
+from dan.checkpoint import (atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state, start_from,
+                            write_json)
 from dan.config import Config
 from dan.cost import count, format_count
 from dan.data import Data, build_data, dataset_info
@@ -224,7 +225,7 @@ class Trainer:
     # --- the loop (dan.loop.run_epochs calls these) ------------------------------------------
     def fit(self) -> Summary:
         if self.cfg.train.init_from and self.step == 0:  # weight inheritance, on a fresh start only:
-            load_sliced(self.model, self.cfg.train.init_from)  # a resumed run has its own weights
+            start_from(self.model, self.cfg.train.init_from, self.run_dir if self.dist.main else None)
         request = self.method.teacher_request()
         teacher = None if request is None else resolve_teacher(request, self.cfg, self.data, self.monitor,
                                                                 self.device)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import dan
+from dan.checkpoint import file_digest
 from dan.engine import Trainer, format_summary, train
 from dan.monitor import Monitor
 from tests.conftest import FASHION_DIR, needs_fashion
@@ -251,6 +252,8 @@ def test_a_retrain_can_start_from_the_search_supernet(tmp_path):
                              "train.init_from": ckpt})
     rcfg.adjoint.arch = os.path.join(s, "arch.json")
     train(rcfg, Monitor(r, tensorboard=False))
+    with open(os.path.join(r, "init_from.json")) as f:  # which checkpoint, by content
+        assert json.load(f) == {"path": os.path.abspath(ckpt), "sha256": file_digest(ckpt)}
     other = str(tmp_path / "std")
     train(tiny_config(other, **{"train.method": "standard", "train.epochs": 1, "train.limit_batches": 1,
                                 "train.latency_batches": [1], "model.args": {"width": 4}}),

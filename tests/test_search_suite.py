@@ -264,6 +264,47 @@ def test_a_search_remade_with_another_answer_supersedes_the_records_built_on_it(
         ("flops10/dan inherited", 1), ("flops10/uniform arch", 0), ("flops10/uniform inherited", 1)]
 
 
+def test_a_retrain_from_another_supernet_than_its_searchs_record_is_superseded(tmp_path):
+    """Searches are recorded with their checkpoint's digest and inherited retrains with the one they
+    started from: a search made again on the same widths but other weights supersedes the retrains
+    of the old supernet, also one whose folder is still here (it would pair two supernets)."""
+    from dan.checkpoint import INIT_FROM, file_digest
+    from dan.suite.ledger import Ledger
+    from dan.suite.plan import Run
+
+    root = tmp_path / "suite"
+    search = Run("flops10/dan search", 0, "search", [], str(root / "dan-search-s0"), kind="search")
+    uniform = Run("flops10/uniform arch", 0, "baseline", [], str(root / "uniform-arch"), kind="arch")
+    retrains = {m: Run(f"flops10/{m} inherited", 0, "retrain", [], str(root / f"{m}-inherit-s0"),
+                       after=[a.out, search.out], arch_only=[] if a is search else [a.out])
+                for m, a in (("dan", search), ("uniform", uniform))}
+    runs = [search, uniform, *retrains.values()]
+    _fake_arch(search)
+    _fake_arch(uniform)
+    last = os.path.join(search.out, "checkpoints", "last.pt")
+    os.makedirs(os.path.dirname(last))
+
+    def supernet(content: bytes):
+        with open(last, "wb") as f:
+            f.write(content)
+        for r in retrains.values():
+            _fake_retrain(r, 0.88, 700_000)
+            with open(os.path.join(r.out, INIT_FROM), "w") as f:
+                json.dump({"path": last, "sha256": file_digest(last)}, f)
+
+    supernet(b"old weights")
+    ledger = Ledger(str(tmp_path / "search-runs.json"), str(root))
+    assert ledger.record(runs) == [] and ledger.done(retrains["uniform"])
+    assert ledger.get(search)["checkpoint_sha256"] == ledger.get(retrains["dan"])["init_sha256"]
+    assert "checkpoint_sha256" not in ledger.get(uniform)
+    with open(last, "wb") as f:  # made again: the same widths, other weights; the retrains' folders stay
+        f.write(b"new weights")
+    assert sorted(ledger.record(runs)) == ["dan-inherit-s0", "uniform-inherit-s0"]
+    assert not ledger.done(retrains["dan"]) and "uniform-inherit-s0" in ledger.superseded
+    supernet(b"new weights")  # retrained from the new one: counted again
+    assert ledger.record(runs) == [] and ledger.done(retrains["dan"]) and ledger.done(retrains["uniform"])
+
+
 def test_the_runner_remaking_a_search_supersedes_the_retrains_recorded_on_it(tmp_path, monkeypatch):
     """The runner itself: a recorded search whose folder is gone is made again because a new run
     (greedy, from its checkpoint) needs it; it ends on another answer, so the recorded DAN retrain

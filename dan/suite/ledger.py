@@ -16,7 +16,10 @@ built on the old supernet no longer belong to the record that replaces it: pairi
 cut from the new one would mix two supernets in one seed's row. When a search's or baseline's
 record is replaced by a different answer, every recorded run built on it (directly or through
 another run) whose own folder is not here is moved out of the tables into ``superseded`` (kept in
-the file, not counted) and is made again by the next run of the suite.
+the file, not counted) and is made again by the next run of the suite. A search made again can
+also end on the same widths with other weights: a search's record keeps its checkpoint's SHA-256
+and an inherited retrain's the one it started from (``init_from.json``), so a retrain recorded from
+another supernet than its search's is superseded too, whether its folder is here or not.
 
 A run recorded but whose folder is gone is not run again by the suite runner unless a run to be
 made needs its folder (a retrain needs its search's checkpoint): :func:`dan.suite.run.missing_folders`.
@@ -30,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 
+from dan.checkpoint import INIT_FROM, file_digest
 from dan.errors import UserError
 from dan.suite.plan import Run
 from dan.suite.run import elapsed_info, run_seconds
@@ -79,19 +83,38 @@ class Ledger:
         """Record every finished run folder of ``runs`` (replacing its old record) and the suite
         folder's elapsed runner time. Returns the keys of the records superseded: those of the runs
         in ``context`` (default ``runs``) built on a search or baseline whose record was just
-        replaced by a different answer (module doc)."""
+        replaced by a different answer (module doc), and those of retrains whose folders say they
+        started from another checkpoint than their search's recorded one (:meth:`_foreign`)."""
         changed = set()
         for r in runs:
             if r.done:
                 key, rec = self.key(r.out), snapshot(r, run_seconds(r))
                 old = self.runs.get(key)
-                if old is not None and "arch" in rec and old.get("arch") != rec["arch"]:
+                if old is not None and "arch" in rec and _replaced(old, rec):
                     changed.add(os.path.abspath(r.out))
                 self.runs[key] = rec
         info = elapsed_info(runs)
         if info and info.get("id"):
             self.elapsed[info["id"]] = info["seconds"]
-        return self._supersede(runs if context is None else context, changed)
+        dropped = self._supersede(runs if context is None else context, changed)
+        return dropped + self._foreign(runs)
+
+    def _foreign(self, runs: list[Run]) -> list[str]:
+        """Move the records of finished retrains started from a checkpoint other than the one their
+        search's record names (both digests known; e.g. a retrain folder kept beside a search made
+        again) into ``superseded``: their folder must go for the suite to make them again."""
+        dropped = []
+        for r in runs:
+            key = self.key(r.out)
+            started = (self.runs.get(key) or {}).get("init_sha256")
+            if not r.done or started is None:
+                continue
+            sources = [(self.runs.get(self.key(a)) or {}).get("checkpoint_sha256")
+                       for a in r.after if a not in r.arch_only]
+            if any(d is not None and d != started for d in sources):
+                self.superseded[key] = self.runs.pop(key)
+                dropped.append(key)
+        return dropped
 
     def _supersede(self, runs: list[Run], changed: set) -> list[str]:
         """Move the records of the runs built on a folder in ``changed`` (transitively) whose own
@@ -152,14 +175,28 @@ def _lines(records: dict) -> str:
     return ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(records.items()))
 
 
+def _replaced(old: dict, new: dict) -> bool:
+    """A search or baseline recorded again with another answer: other widths, or (both known)
+    another checkpoint (a search made again can end on the same widths with other weights)."""
+    a, b = old.get("checkpoint_sha256"), new.get("checkpoint_sha256")
+    return old.get("arch") != new.get("arch") or (a is not None and b is not None and a != b)
+
+
 def snapshot(r: Run, seconds: float | None) -> dict:
-    """The record of one finished run: what the page reads of its folder."""
+    """The record of one finished run: what the page reads of its folder, and which checkpoint it
+    is or started from (SHA-256: a search's ``checkpoints/last.pt``, a retrain's ``init_from.json``)."""
     rec: dict = {"label": r.key, "seed": r.seed, "seconds": seconds}
     if r.kind in ("search", "arch"):
         a = _load_json(os.path.join(r.out, "arch.json")) or {}
         rec["arch"] = {k: a[k] for k in ARCH_KEYS if k in a}
+        last = os.path.join(r.out, "checkpoints", "last.pt")
+        if r.kind == "search" and os.path.isfile(last):
+            rec["checkpoint_sha256"] = file_digest(last)
     else:
         s = _load_json(os.path.join(r.out, "summary.json")) or {}
         small = s.get("networks", {}).get("small", {})
         rec["small"] = {k: small.get(k) for k in ("top1", "flops", "params", "latency_ms")}
+        init = _load_json(os.path.join(r.out, INIT_FROM)) or {}
+        if init.get("sha256"):
+            rec["init_sha256"] = init["sha256"]
     return rec

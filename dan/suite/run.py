@@ -172,7 +172,8 @@ def _run_loop(pending: list, active: list, env, jobs: int, log, ledger, everythi
             _add_seconds(r, time.time() - t0)
             if ledger is not None and r.done:
                 for key in ledger.record([r], context=everything):
-                    log(f"[superseded] {key}: built on the answer {r.out} replaced; the next run of the suite makes it again")
+                    log(f"[superseded] {key}: built on another answer or checkpoint than the one recorded now "
+                        f"({r.out}); the next run of the suite makes it again once its folder is gone")
                 ledger.save()
             if p.returncode != 0 and failed is None:
                 failed = (r, p.returncode)
