@@ -122,18 +122,23 @@ def load_arch(path: str) -> Arch:
     """Read and validate ``arch.json``."""
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist: pass the arch.json a search wrote (runs/<search>/arch.json)")
+    return arch_from_dict(read_json(path, "fix the file or pass the arch.json a search wrote"), path)
+
+
+def read_json(path: str, fix: str):
+    """A JSON file a user names, or one :class:`UserError` line ending in ``fix`` (not UTF-8, not
+    JSON, nested too deeply to parse, unreadable)."""
     try:
         with open(path, "rb") as f:
-            d = json.loads(f.read().decode("utf-8"))
+            return json.loads(f.read().decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text (byte {e.start}): pass the arch.json a search wrote")
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start}): {fix}")
     except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): fix the file or search again")
+        raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): {fix}")
     except RecursionError:
-        raise UserError(f"{path} is nested too deeply to be an arch.json: pass the file a search wrote")
+        raise UserError(f"{path} is nested too deeply to parse: {fix}")
     except OSError as e:
         raise UserError(f"cannot read {path} ({e.strerror}): check the path and its permissions")
-    return arch_from_dict(d, path)
 
 
 def check_fits(arch: Arch, info, where: str) -> None:

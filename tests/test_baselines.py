@@ -148,7 +148,7 @@ def test_fixed_baseline_rewrites_an_arch_from_its_widths(tmp_path):
     bad = tmp_path / "w.json"
     bad.write_text("{conv1: 4")
     assert_user_error(run_tool("baseline.py", "fixed", *common, "--budget-flops", "20%", "--widths", str(bad),
-                               "--out", str(tmp_path / "y")), "not JSON")
+                               "--out", str(tmp_path / "y")), "not valid JSON")
     assert not os.path.exists(tmp_path / "x") and not os.path.exists(tmp_path / "y")
 
 

@@ -101,17 +101,11 @@ def main(argv, prog: str = PROG) -> int:
 
 def _read_widths(path: str | None) -> dict:
     """``--widths``: a JSON object of group -> channels, or a file with one under "widths" (arch.json)."""
-    import json
+    from dan.arch import read_json
 
     if not path:
         raise UserError("fixed needs --widths FILE: a JSON object of group name -> channels, or an arch.json")
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as e:
-        raise UserError(f"--widths {path}: cannot read it ({e.strerror or e})") from e
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"--widths {path}: not JSON ({e}): give a JSON object of group name -> channels") from e
+    data = read_json(path, "give a JSON object of group name -> channels, or an arch.json")
     if isinstance(data, dict) and isinstance(data.get("widths"), dict):
         data = data["widths"]
     return data

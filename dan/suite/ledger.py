@@ -96,8 +96,8 @@ class Ledger:
         info = elapsed_info(runs)
         if info and info.get("id"):
             self.elapsed[info["id"]] = info["seconds"]
-        dropped = self._supersede(runs if context is None else context, changed)
-        return dropped + self._foreign(runs)
+        context = runs if context is None else context
+        return self._supersede(context, changed) + self._foreign(context)
 
     def _foreign(self, runs: list[Run]) -> list[str]:
         """Move the records of finished retrains started from a checkpoint other than the one their
