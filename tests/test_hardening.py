@@ -279,3 +279,19 @@ def test_negative_epochs_in_an_arch_json_config_are_refused(tmp_path):
     out = tmp_path / "r"
     assert_user_error(run_tool("retrain.py", str(bad), "--out", str(out)), "train.epochs")
     assert not out.exists()
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_without_a_traceback(tmp_path):
+    """`reproduce.py --dry-run | head`: the reader closes the pipe; the tool stops as a shell's
+    tools do (status 141, SIGPIPE), with no traceback on stderr."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "reproduce.py"), "--suite", "search",
+                          "--dry-run", "--out", str(tmp_path / "suite"), "--results", str(tmp_path / "s.md")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    p.stdout.close()  # no reader: the first line written breaks the pipe
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=300) == 141 and "Traceback" not in err, err

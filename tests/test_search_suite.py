@@ -264,6 +264,61 @@ def test_a_search_remade_with_another_answer_supersedes_the_records_built_on_it(
         ("flops10/dan inherited", 1), ("flops10/uniform arch", 0), ("flops10/uniform inherited", 1)]
 
 
+def test_a_fresh_sample_fixed_in_advance_gets_a_verdict_only_when_every_seed_is_in(tmp_path, monkeypatch):
+    """A confirmation sample (CONFIRMATIONS) is the suite's own runs on new seeds: its section shows
+    "incomplete" in the verdict columns until both rows have every seed, then its own verdicts over
+    its seeds alone, and the pool with the suite's seeds only for reference; --confirmation runs it."""
+    from dan.suite import search as search_suite
+    from dan.suite import search_report as search_page
+
+    monkeypatch.delitem(search_suite.CONFIRMATIONS, "flops25")
+    monkeypatch.setitem(search_suite.CONFIRMATIONS, "flops10", {
+        "seeds": range(2, 5), "methods": ("dan", "uniform"), "recipe": "inherit", "declared": "in a test"})
+    out = str(tmp_path / "suite")
+    kw = dict(ablations=False, recipes=("inherit",), budgets=["flops10"], methods=("dan", "uniform"))
+    runs = search_suite.plan(out, seeds=2, **kw)
+    confirm = search_suite.confirmation_plan(out)
+    assert list(confirm) == ["flops10"]
+    fresh = confirm["flops10"]
+    # the same runs (folders and commands) as the suite's own plan for those seeds
+    same = search_suite.plan(out, seeds=5, first_seed=2, **kw)
+    assert [(r.out, r.args) for r in fresh] == [(r.out, r.args) for r in same]
+    assert sorted({r.seed for r in fresh if r.kind == "search"}) == [2, 3, 4]
+    scores = {"dan inherited": [0.88, 0.89, 0.90, 0.91, 0.90], "uniform inherited": [0.87, 0.88, 0.88, 0.89, 0.89]}
+    for r in runs + fresh:
+        if r.kind in ("search", "arch"):
+            _fake_arch(r)
+        elif not (r.seed == 4 and r.key.endswith("uniform inherited")):  # one run still to make
+            _fake_retrain(r, scores[r.key.split("/")[1]][r.seed], 700_000)
+    md = tmp_path / "docs" / "search.md"
+    text = search_page.write_report(runs, str(md), str(tmp_path / "fig"), "Settings.", confirmations=confirm)
+    section = text[text.index("## A fresh sample fixed in advance: 10 %"):]
+    section = section[:section.index("\n## ")]
+    assert "seeds 2-4" in section and "**Incomplete: 2 of 3 seeds finished" in section
+    uniform = [l for l in section.splitlines() if l.startswith("| uniform |")][0]
+    assert uniform.endswith("| 2 | +1.83 (se 0.60) | incomplete | +2.00 (se 0.00) | incomplete |")
+    assert "Its searches: 3 of 3 in the band before repair" in section
+    _fake_retrain(next(r for r in fresh if r.seed == 4 and r.key.endswith("uniform inherited")), 0.89, 700_000)
+    text = search_page.write_report(runs, str(md), str(tmp_path / "fig"), "Settings.", confirmations=confirm)
+    section = text[text.index("## A fresh sample fixed in advance: 10 %"):]
+    section = section[:section.index("\n## ")]
+    assert "Incomplete" not in section
+    uniform = [l for l in section.splitlines() if l.startswith("| uniform |")][0]
+    # seeds 2-4 alone: DAN 90.33 vs uniform 88.67; the suite's seeds 0-1 are not in the verdict
+    assert uniform.endswith("| 3 | +1.67 (se 0.47) | **supported** | +1.67 (se 0.33) | **supported** |")
+    assert "over 5 and 5 seeds" in section and "no verdict is drawn from the pool" in section
+    # the main table keeps the suite's own seeds only
+    main = text[text.index("### 10 %"):text.index("## A fresh sample")]
+    assert [l for l in main.splitlines() if l.startswith("| uniform |")][0].split(" | ")[6] == "2"
+    p = run_tool("reproduce.py", "--suite", "search", "--confirmation", "--dry-run", "--out", str(tmp_path / "s2"),
+                 "--results", str(tmp_path / "s2.md"))
+    assert p.returncode == 0, p.stderr
+    planned = [l for l in p.stdout.splitlines() if l.startswith("[todo]")]
+    assert sum("flops25/dan search" in l for l in planned) == 32 and not any("flops10" in l for l in planned)
+    p = run_tool("reproduce.py", "--suite", "fashion-mnist", "--confirmation", "--dry-run")
+    assert_user_error(p, "--suite search")
+
+
 def test_a_retrain_from_another_supernet_than_its_searchs_record_is_superseded(tmp_path):
     """Searches are recorded with their checkpoint's digest and inherited retrains with the one they
     started from: a search made again on the same widths but other weights supersedes the retrains

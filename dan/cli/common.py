@@ -142,6 +142,11 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
     except UserError as e:
         print(f"error: {one_line(str(e))}", file=sys.stderr)
         sys.exit(2)
+    except BrokenPipeError:
+        # the reader of the output went away (`reproduce.py --dry-run | head`): stop as a shell's tools
+        # do, without the traceback, and without another one when Python flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + 13)  # killed by SIGPIPE, as the shell reports it
     except OSError as e:
         if e.errno not in _USER_ERRNOS:
             raise  # not the user's: a bug keeps its traceback

@@ -142,6 +142,18 @@ GENERATIONS = {
                 "searches twice as long as the retrain: 6 epochs, 2 weight-only"),
 }
 GENERATION = "6-epoch"  # the suite's default search
+# Fresh samples fixed in advance, each to settle one verdict that the suite's own seeds (added in
+# steps, session by session) left within noise: {budget tag: its seeds, the rows, the retrain recipe and
+# when it was declared}. The verdict is drawn from the sample's seeds alone, once all of them are in
+# (the page shows the numbers as incomplete until then); no seed is added or dropped after the
+# declaration, whatever the interim numbers say. Its runs are the suite's own runs for those seeds,
+# so a run is one record whichever plan makes it.
+CONFIRMATIONS = {
+    # DAN vs uniform widths at 25 % FLOPs: seeds 0-15 gave +0.19 (se 0.11), within noise by the
+    # two-sample test; 32 new seeds (power about 2 in 3 if the gap is 0.19, 1 in 2 if it is 0.15)
+    "flops25": {"seeds": range(16, 48), "methods": ("dan", "uniform"), "recipe": "inherit",
+                "declared": "2026-12-04, twenty-ninth session, before any of its runs had finished"},
+}
 
 
 def plan(out: str, seeds: int | None = None, extra: list | None = None, ablations: bool | tuple = True,
@@ -194,6 +206,14 @@ def plan(out: str, seeds: int | None = None, extra: list | None = None, ablation
     for r in runs:  # one elapsed time for the suite, whichever budgets an invocation runs
         r.root = out
     return runs
+
+
+def confirmation_plan(out: str, extra: list | None = None, generation: str = GENERATION) -> dict[str, list[Run]]:
+    """{budget tag: the runs of its fresh sample (:data:`CONFIRMATIONS`)}: the suite's runs for those
+    seeds, rows and recipe with the default search of ``generation``."""
+    return {tag: plan(out, c["seeds"].stop, extra, ablations=False, recipes=(c["recipe"],), budgets=[tag],
+                      methods=c["methods"], generation=generation, first_seed=c["seeds"].start)
+            for tag, c in CONFIRMATIONS.items()}
 
 
 def _generation(name: str, config: str) -> dict:

@@ -20,7 +20,7 @@ from dan.suite.ledger import Ledger, ledger_path
 from dan.suite.plan import ROOT, Run
 from dan.suite.run import suite_root
 from dan.suite.search import (ABLATION_OWN_BASELINES, ABLATIONS, ALL_ABLATION_BUDGETS, BUDGETS, CONFIG,
-                              FINISH_ABLATIONS, GENERATION, GENERATIONS, METHODS, RECIPES, SEEDS, ablation_budgets)
+                              CONFIRMATIONS, FINISH_ABLATIONS, GENERATION, GENERATIONS, METHODS, RECIPES, SEEDS, ablation_budgets)
 
 
 def collect(runs: list[Run], ledger: Ledger) -> dict:
@@ -128,15 +128,16 @@ def suite_ledger(runs: list[Run], md_path: str) -> Ledger:
 
 
 def write_report(runs: list[Run], md_path: str, fig_dir: str, settings: str,
-                 others: dict | None = None) -> str:
+                 others: dict | None = None, confirmations: dict | None = None) -> str:
     """Write the search suite's page (``docs/search.md``) and its plots; returns the Markdown text.
     Every finished run folder is first recorded in the page's ledger (:mod:`dan.suite.ledger`), and
     the page is computed from the ledger, so runs whose folders are gone still count. ``others``
     ({generation: its runs}) are the other generations of the default search, each shown in a
-    section of its own after the plots. Hand-written text below :data:`dan.report.NOTES_MARK` in an
-    existing page is kept."""
+    section of its own after the plots; ``confirmations`` ({budget tag: its runs},
+    :func:`dan.suite.search.confirmation_plan`) the fresh samples fixed in advance, each in a section
+    after the tables. Hand-written text below :data:`dan.report.NOTES_MARK` in an existing page is kept."""
     ledger = suite_ledger(runs, md_path)
-    for rs in [runs, *(others or {}).values()]:
+    for rs in [runs, *(others or {}).values(), *(confirmations or {}).values()]:
         ledger.record(rs)
     ledger.save()
     table = collect(runs, ledger)
@@ -147,6 +148,8 @@ def write_report(runs: list[Run], md_path: str, fig_dir: str, settings: str,
              "(every finished run folder is recorded there first) each time the page is written.", "", settings, ""]
     lines += _progress_lines(runs, ledger)
     lines += _budget_lines(table)
+    for tag, rs in (confirmations or {}).items():
+        lines += _confirmation_lines(tag, rs, table.get(tag, {}), ledger)
     lines += _convergence_lines(runs, ledger)
     lines += _ablation_lines(runs, table, ledger)
     os.makedirs(fig_dir, exist_ok=True)
@@ -213,8 +216,53 @@ RECIPE_TEXT = {"scratch": "retrained from scratch (the paper's recipe)",
                "inherit": "retrained from that seed's DAN supernet (weight inheritance, every method alike)"}
 
 
-def _recipe_table(rows: dict, recipe: str, suffix: str) -> list[str]:
-    """One budget's table for one retrain recipe: every method against DAN retrained the same way."""
+def _confirmation_lines(tag: str, runs: list[Run], suite_rows: dict, ledger: Ledger) -> list[str]:
+    """The fresh sample of budget ``tag`` (:data:`CONFIRMATIONS`): its table, with verdicts only
+    once every seed is in, how its searches ended, and (for reference, no verdict) its rows pooled
+    with the suite's own seeds of the same recipe (``suite_rows``: the budget's rows of the tables)."""
+    spec = CONFIRMATIONS[tag]
+    seeds, suffix = spec["seeds"], RECIPES[spec["recipe"]]
+    rows = collect(runs, ledger).get(tag, {})
+    both = set(rows.get("dan" + suffix, {}).get("seeds", []))
+    for m in spec["methods"][1:]:
+        both &= set(rows.get(m + suffix, {}).get("seeds", []))
+    final = len(both) == len(seeds)
+    versus = " and ".join(spec["methods"][1:])
+    lines = [f"## A fresh sample fixed in advance: {_budget_text(tag)}, seeds {seeds.start}-{seeds.stop - 1}", "",
+             f"Declared {spec['declared']}: DAN against {versus} widths, {RECIPE_TEXT[spec['recipe']]}, on "
+             f"{len(seeds)} new seeds. The test is the verdict column over these seeds alone; no seed is added "
+             "or dropped whatever the interim numbers (`CONFIRMATIONS` in `dan/suite/search.py`).", ""]
+    if not final:
+        lines += [f"**Incomplete: {len(both)} of {len(seeds)} seeds finished; no verdict is drawn until every "
+                  "seed is in.**", ""]
+    if rows.get("dan" + suffix, {}).get("top1"):
+        lines += _recipe_table(rows, spec["recipe"], suffix, verdicts=final)[2:]  # the section's heading says the recipe
+    conv = convergence_summary(runs, ledger).get(tag)
+    if conv:
+        mp = statistics.mean(conv["max_prob"])
+        lines += [f"Its searches: {conv['in_band']} of {conv['n']} in the band before repair; mean largest "
+                  f"probability {mp:.2f} (mean over seeds).", ""]
+    pooled = []
+    for m in spec["methods"][1:]:
+        a, b = (rows.get(x + suffix, {}) for x in ("dan", m))
+        sa, sb = (suite_rows.get(x + suffix, {}) for x in ("dan", m))
+        if not (a.get("top1") and sa.get("top1") and b.get("top1") and sb.get("top1")):
+            continue
+        merged = {"dan" + suffix: {k: sa[k] + a[k] for k in ("seeds", "top1")},
+                  m + suffix: {k: sb[k] + b[k] for k in ("seeds", "top1")}}
+        d, se, _ = verdict(merged["dan" + suffix]["top1"], merged[m + suffix]["top1"], True, 0.0)
+        pd, pse, _ = paired_verdict([x for _, x in _seed_diffs(merged, m, suffix)])
+        pooled.append(f"DAN − {m} {_diff(d, se)}, paired {_diff(pd, pse)} over "
+                      f"{len(merged['dan' + suffix]['top1'])} and {len(merged[m + suffix]['top1'])} seeds")
+    if pooled:
+        lines += ["Pooled with the suite's own seeds of this budget and recipe, for reference only (those seeds "
+                  "were added in steps, so no verdict is drawn from the pool): " + "; ".join(pooled) + ".", ""]
+    return lines
+
+
+def _recipe_table(rows: dict, recipe: str, suffix: str, verdicts: bool = True) -> list[str]:
+    """One budget's table for one retrain recipe: every method against DAN retrained the same way
+    (the verdict columns read "incomplete" when ``verdicts`` is false)."""
     from dan.cost import format_count
 
     lines = [f"#### {RECIPE_TEXT[recipe]}", "",
@@ -233,6 +281,8 @@ def _recipe_table(rows: dict, recipe: str, suffix: str) -> list[str]:
             diff = _diff(d, se)
             d, se, pv = paired_verdict([x for _, x in _seed_diffs(rows, method, suffix)])
             pdiff = _diff(d, se)
+            if not verdicts:
+                v = pv = "incomplete"
         lines.append(f"| {method} | {mean_std(row['top1'], 100, 2)} | {format_count(median(row['flops']))} | "
                      f"{format_count(median(row['params']))} | {median(row['lat1']):.2f} | "
                      f"{median(row['seconds']) / 60:.1f} | {len(row['top1'])} | {diff} | {v} | {pdiff} | {pv} |")
