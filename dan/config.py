@@ -110,7 +110,7 @@ class TrainConfig:
 # Where a retrain's weights start (tools/retrain.py --init): "scratch" (random weights, the paper's
 # recipe), "supernet" (the search's trained supernet, <search>/checkpoints/last.pt, cut to the found
 # widths: weight inheritance, as OFA and BigNAS deploy their supernets' weights) or "auto" (the
-# default: the supernet when its checkpoint is beside arch.json, else scratch). docs/search.md
+# default: the supernet when its checkpoint is beside arch.json, else scratch). docs/search-history.md
 # measured the choice: started from the supernet, each method retrained 1.4-2.6 points better
 # in the same epochs.
 RETRAIN_INITS = ("auto", "scratch", "supernet")
@@ -170,7 +170,7 @@ class SearchConfig:
     # it differ from the argmax cost by 3-17 % of B at 10 % FLOPs) and the multiplier lagged the
     # commitment made at the very end of the anneal. 0 turns the phase off. Half the architecture
     # steps: with 0.3 a 10 % search (seed 2) first reached the band 40 steps before the end, jumped
-    # over it and had no time to come back (docs/search.md has the runs).
+    # over it and had no time to come back (docs/search-history.md has the runs).
     settle: float = 0.5
     # How fast the multiplier moves in the settle phase, relative to its size: over the whole phase
     # a violation v (argmax cost/B - 1, outside the band) moves mu by about settle_gain·v·|mu|. The
@@ -181,7 +181,7 @@ class SearchConfig:
     # Each jump of the argmax over the band halves the settle steps (a bisection on mu); with
     # settle_regrow > 1 a settle step that finds the argmax outside the band on the same side as the
     # last one multiplies them by it again, up to the full size (Rprop's rule), so halvings do not
-    # freeze mu. 1.0 (off, the default so far): in the fifteenth session's suite (docs/search.md)
+    # freeze mu. 1.0 (off, the default so far): in the fifteenth session's suite (docs/search-history.md)
     # two 10 % searches (seeds 1, 2) jumped over the band early in the settle phase and then held
     # mu within 0.01 for ~300 steps with the argmax at 0.94 and 0.83 B, outside the band, to the
     # end. Measured (ablation settle-regrow, 1.1, those two seeds): it unfreezes mu but neither
@@ -193,7 +193,7 @@ class SearchConfig:
     # (logits and Adam moments restored), so the distributions keep committing inside the band;
     # "landed" (the default until the fifteenth session) at the first step the argmax is inside
     # the band; "end" never (the steps go on at tau_min to the last one, the multiplier moving only
-    # while the argmax is outside the band). Ablations at 25 % FLOPs (docs/search.md, fourteenth
+    # while the argmax is outside the band). Ablations at 25 % FLOPs (docs/search-history.md, fourteenth
     # session): "landed" lands 0-170 steps after the settle phase starts and skips the rest
     # (~140-310 steps). "end" commits more (mean largest probability 0.75 vs 0.65, seeds 0-2)
     # but the steps after the landing carry the argmax out of the band again (0 of 3 in band:
@@ -244,7 +244,7 @@ class SearchConfig:
     # baselines retrained from a search's supernet stay the same. Made because the 6-epoch search
     # landed only 1 of 3 under the params budget (twenty-first session): after a coarse layer4 group
     # was flipped across the band, the bisection froze the multiplier outside it. Measured
-    # (twenty-second session, docs/search.md) on the five 6-epoch suite searches not landed by the
+    # (twenty-second session, docs/search-history.md) on the five 6-epoch suite searches not landed by the
     # deadline (every search that landed did so earlier): it landed 1 (params seed 0, 0.941 -> 0.973
     # B), left params seed 1 where it was (committed: mean largest probability 0.955) and moved three
     # to the band's other side or far below it (10 % seeds 1, 5; 50 % seed 1: 1.60 -> 0.46 B),
@@ -264,7 +264,7 @@ class SearchConfig:
     # weights are trained and the supernet ranks it above widths it never trained; at 10 % it
     # scored its own widths 83.4 % vs uniform widths' 77.5 % held-out, while retrained from
     # scratch the uniform widths won, 86.5 vs 85.2; with uniform sampling the searched widths
-    # retrained to 87.2, seed 0; docs/search.md has the seeds). "sandwich" is "uniform" plus, in
+    # retrained to 87.2, seed 0; docs/search-history.md has the seeds). "sandwich" is "uniform" plus, in
     # every weight step, the narrowest small network distilled from the big network's detached
     # logits (BigNAS's sandwich rule; its widest slice is the big network, trained every step
     # anyway): an ablation (docs/search.md).
@@ -281,7 +281,7 @@ class SearchConfig:
     # `shortlist - 1` draws from the final distributions, each fine-tuned from the supernet for
     # `shortlist_steps` batches (the retrain's recipe) and scored on the held-out split; the best is
     # kept. 0 turns it off (one process only: it trains in <run>/shortlist). Off by default: at 25 %
-    # FLOPs (docs/search.md, five seeds, 6 candidates) it retrained -0.00 on average against the
+    # FLOPs (docs/search-history.md, five seeds, 6 candidates) it retrained -0.00 on average against the
     # search's own answer; the fine-tune ranks the search's likely widths, but not as retraining does.
     shortlist: int = 0
     shortlist_steps: int = 150

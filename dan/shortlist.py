@@ -11,7 +11,7 @@ the supernet, trained for 150 batches with the retrain's recipe (adjoint loss, t
 optimizer, warm-up and cosine squeezed into those batches) on the search's weight split, then
 scored on its held-out split. Its DAN − uniform difference followed the retrained one at r = 0.43
 (10 % FLOPs, ten seeds) and r = 0.67 (25 %, seven seeds); the supernet's own ranking had shown
-none. This module ranks the search's likeliest widths by it. Measured (docs/search.md, 25 % FLOPs,
+none. This module ranks the search's likeliest widths by it. Measured (docs/search-history.md, 25 % FLOPs,
 five seeds, 6 candidates) it retrained level with the search's own answer (−0.00 on average): the
 fine-tune ranks the search's likely widths, but not as the 3-epoch retrain does. Off by default.
 

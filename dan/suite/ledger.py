@@ -11,7 +11,7 @@ computes the page from the ledger alone, so runs made on different machines and 
 sessions add up, and a run whose folder is gone still counts.
 
 A search re-made (its folder lost, a run to be made needs its checkpoint) does not give the same
-answer on another machine (docs/search.md: 5 to 8 of 12 groups differ), so the recorded retrains
+answer on another machine (docs/search-history.md: 5 to 8 of 12 groups differ), so the recorded retrains
 built on the old supernet no longer belong to the record that replaces it: pairing them with runs
 cut from the new one would mix two supernets in one seed's row. When a search's or baseline's
 record is replaced by a different answer, every recorded run built on it (directly or through
