@@ -107,7 +107,8 @@ def test_search_suite_dry_run_lists_every_method_and_budget(tmp_path):
             assert any(f"] {tag}/{key}" in l for l in lines), (tag, key)
     assert sum("/dan search" in l for l in lines) == 12  # 4 budgets x 3 seeds
     assert any("ablation first-design" in l for l in lines)
-    assert sum("/uniform inherited" in l for l in lines) == 12  # both retrain recipes by default
+    assert sum("/uniform inherited" in l for l in lines) == 12  # weight inheritance by default
+    assert not any(l.startswith("[todo] flops10/uniform ") and "--init scratch" in l for l in lines)
     # each run is shown as the library command it starts (python -m dan <command>), never tools/
     expected = {"dan search": "search --config", "uniform arch": "baseline uniform", "random arch": "baseline random",
                 "greedy arch": "baseline greedy", "dan": "retrain", "uniform": "retrain", "random": "retrain",
@@ -317,6 +318,30 @@ def test_a_fresh_sample_fixed_in_advance_gets_a_verdict_only_when_every_seed_is_
     assert sum("flops25/dan search" in l for l in planned) == 32 and not any("flops10" in l for l in planned)
     p = run_tool("reproduce.py", "--suite", "fashion-mnist", "--confirmation", "--dry-run")
     assert_user_error(p, "--suite search")
+
+
+def test_the_page_estimates_the_comparisons_time_from_the_recorded_runs(tmp_path):
+    """Each planned run of the default-size comparison counts at the median recorded time of its
+    kind (same label and folder, else same label, else same method, else any retrain of its recipe);
+    two at once. Runs of a kind never recorded count 0 and are said."""
+    from dan.suite.ledger import Ledger
+    from dan.suite.search_report import _time_lines
+
+    ledger = Ledger(str(tmp_path / "search-runs.json"), str(tmp_path / "suite"))
+    small = {"top1": 0.9, "flops": 1, "params": 1}
+    ledger.runs = {"flops10/search6/dan-search-s0": {"label": "flops10/dan search", "seconds": 1100.0},
+                   "flops10/search6/dan-search-s1": {"label": "flops10/dan search", "seconds": 1300.0},
+                   "flops10/search6/dan-inherit-s0": {"label": "flops10/dan inherited", "seconds": 300.0,
+                                                      "small": small}}
+    line = _time_lines(str(tmp_path / "suite"), ledger)[0]
+    # 12 searches at 1200 s and 48 inherited retrains at 300 s, on two lanes: 4.0 h; the 3-epoch
+    # generation's searches fall back to the same label in the other folder
+    assert "6-epoch search, inherit recipe (the default): **4.0 h**" in line
+    assert "3-epoch search, inherit recipe: **4.0 h**" in line
+    # per plan 4 uniform, 12 random and 12 greedy architectures, plus 48 scratch retrains in both
+    # "both recipes" plans: never recorded
+    assert "(208 planned runs have no recorded kind and count 0)" in line
+    assert _time_lines(str(tmp_path / "suite"), Ledger(str(tmp_path / "none.json"), str(tmp_path))) == []
 
 
 def test_a_retrain_from_another_supernet_than_its_searchs_record_is_superseded(tmp_path):

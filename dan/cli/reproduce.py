@@ -41,9 +41,12 @@ def get_args_parser(prog: str = PROG):
     p.add_argument("--no-ablations", action="store_true", help="search suite: leave out the ablations")
     p.add_argument("--ablations", help="search suite: comma-separated ablations to plan (default all; e.g. "
                                        "refine,no-refine: the search's last step on the default searches' supernets)")
-    p.add_argument("--recipe", choices=("scratch", "inherit", "both"), default="both",
-                   help="search suite: retrain every method from scratch (the paper's recipe), from that "
-                        "seed's DAN supernet (weight inheritance), or both (default)")
+    # inherit by default: every budget's verdicts are drawn under it (a seed's supernet is shared by
+    # every method, so the seeds spread less), and both recipes make the comparison 1.4 times as long
+    # (docs/search.md: the time line, from the recorded runs)
+    p.add_argument("--recipe", choices=("scratch", "inherit", "both"), default="inherit",
+                   help="search suite: retrain every method from that seed's DAN supernet (weight inheritance, "
+                        "the default), from scratch (the paper's recipe), or both")
     p.add_argument("--budgets", help="search suite: comma-separated budget tags to run (default all: "
                                      "flops10,flops25,flops50,params25)")
     p.add_argument("--methods", help="search suite: comma-separated methods to retrain (default all: "
