@@ -183,7 +183,9 @@ def _progress_lines(runs: list[Run], ledger: Ledger) -> list[str]:
     secs = [ledger.seconds(r) for r in done]
     secs = [t for t in secs if t is not None]
     elapsed = ledger.elapsed_seconds()
-    return [f"Finished runs: {len(done)} of {len(runs)}; their run times, summed: {sum(secs) / 3600:.2f} h"
+    return [f"Finished runs: {len(done)} of the {len(runs)} the page's command plans (every row and ablation "
+            f"it names at every seed; each table uses the runs that finished); their run times, summed: "
+            f"{sum(secs) / 3600:.2f} h"
             + (f"; wall time of the suite runner's invocations, summed over every suite folder recorded: "
                f"**{elapsed / 3600:.2f} h** (runs made outside the runner are not in it)" if elapsed else "")
             + ".", ""]
