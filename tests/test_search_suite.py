@@ -719,6 +719,31 @@ def test_suite_runner_respects_dependencies_and_stops_on_failure(tmp_path, jobs,
     assert not e.r.done
 
 
+def test_a_stop_file_stops_the_suite_between_runs_and_the_same_command_goes_on(tmp_path, monkeypatch):
+    """``touch <suite>/suite_stop``: the running run finishes and is kept, nothing new starts, the
+    file is removed; the same call then makes the rest."""
+    from dan import suite
+    from dan.suite.run import STOP_FILE
+
+    log = str(tmp_path / "order.txt")
+    stop = tmp_path / STOP_FILE
+    a = _FakeRun(str(tmp_path / "a"), kind="search", log=log)
+    b = _FakeRun(str(tmp_path / "b"), after=[str(tmp_path / "a")], log=log)
+    c = _FakeRun(str(tmp_path / "c"), log=log)
+    fakes = {id(f.r): f for f in (a, b, c)}
+    first = a.command()
+    first[-1] = f"open({str(stop)!r}, 'w').close(); " + first[-1]  # asked to stop while a runs
+    monkeypatch.setattr(suite.Run, "command", lambda self: first if self is a.r else fakes[id(self)].command())
+    for r in (a.r, b.r, c.r):
+        r.root = str(tmp_path)
+    lines = []
+    suite.run([a.r, b.r, c.r], log=lines.append, jobs=1)
+    assert a.r.done and not b.r.done and not c.r.done and not stop.exists()
+    assert any(l.startswith("[stopped]") and "2 not started" in l for l in lines)
+    suite.run([a.r, b.r, c.r], log=lines.append, jobs=1)
+    assert b.r.done and c.r.done and open(log).read().split().count(a.r.out) == 1
+
+
 @pytest.mark.parametrize("control", ["expected", "blend"])
 def test_the_multiplier_watches_the_expected_or_the_blended_cost(tmp_path, control):
     """One architecture step moves μ by multiplier_lr/steps · (watched − (1 − band/2)), where the

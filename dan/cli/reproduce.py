@@ -12,13 +12,14 @@ Runs per seed: standard, dropout, adjoint (alpha 2, 4, 8; alpha 4 with beta 0.5)
 alpha-4 small network (teacher: the standard run), DAN search at the FLOPs of the alpha-4 small
 network + adjoint retrain, ExpandNet of the alpha-4 small network, low-rank, KSANC. Each run is the
 same train.py / search.py / retrain.py command a user would type; an interrupted suite continues
-where it stopped (finished runs are skipped, a half-done run is resumed).
+where it stopped (finished runs are skipped, a half-done run is resumed); `touch <out>/suite_stop`
+stops it between runs, the runs in progress finished and kept.
 
 The search suite (dan/suite/search.py; its page: dan/suite/search_report.py) asks whether DAN's
 widths beat uniform, random and greedy widths at the same cost: FLOPs budgets of 10/25/50 % and a
 params budget of 25 %, 3 seeds, every architecture retrained with the same recipe (--recipe: from
-scratch, from that seed's supernet, or both); then the ablations of the search. --no-ablations
-leaves those out.
+that seed's supernet, the default, from scratch, or both); then the ablations of the search.
+--no-ablations leaves those out; --confirmation runs the fresh samples fixed in advance instead.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 (``python -m dan <command>``, started in the repository) after the runs it depends on (a run is
 finished when its folder holds ``summary.json``, a search or width baseline when it holds
 ``arch.json``; an interrupted run is resumed), and keeps the wall time of every run
-(``suite_time.json``) and of the suite (``suite_elapsed.json``).
+(``suite_time.json``) and of the suite (``suite_elapsed.json``). ``touch <suite folder>/suite_stop``
+stops a suite between runs: nothing new starts, the running ones finish and are recorded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import uuid
 from dan.checkpoint import write_json
 from dan.errors import UserError
 from dan.suite.plan import RESTORED, ROOT, Run
+
+STOP_FILE = "suite_stop"  # in the suite's folder: start no new run, let the running ones finish
 
 
 def run(runs: list[Run], log=print, jobs: int = 1, ledger=None) -> None:
@@ -145,19 +148,28 @@ def _elapsed_path(runs: list[Run]) -> str | None:
 
 def _run_loop(pending: list, active: list, env, jobs: int, log, ledger, everything: list) -> None:
     """Start the pending runs as their inputs finish, at most ``jobs`` at once; record each finished
-    run in ``ledger`` (its records built on a replaced answer among ``everything`` are superseded)."""
+    run in ``ledger`` (its records built on a replaced answer among ``everything`` are superseded).
+    While the suite folder holds :data:`STOP_FILE`, no run starts; once the running ones finish the
+    loop ends (the file removed), so a long suite stops without losing the runs in progress."""
     failed = None
+    stop = os.path.join(suite_root(everything) or ".", STOP_FILE)
     while (pending and failed is None) or active:
+        draining = os.path.isfile(stop)
         # a folder still to be made is not ready even if it holds an arch.json (restored ones do)
         waiting = {os.path.abspath(x.out) for x in pending} | {os.path.abspath(a[0].out) for a in active}
         ready = [r for r in pending if all(os.path.abspath(a) not in waiting and (
             os.path.isfile(os.path.join(a, "arch.json")) or os.path.isfile(os.path.join(a, "summary.json")))
             for a in r.after)]
         blocked = [r for r in pending if r not in ready]
-        while failed is None and ready and len(active) < max(1, jobs):
+        while failed is None and not draining and ready and len(active) < max(1, jobs):
             r = ready.pop(0)
             pending.remove(r)
             active.append(_start(r, env, log))
+        if not active and draining:
+            os.remove(stop)
+            log(f"[stopped] {stop} asked the suite to stop: every started run finished, {len(pending)} not "
+                "started; the same command goes on from here")
+            break
         if not active:
             if blocked and failed is None:
                 raise UserError(f"{blocked[0].out} waits for {blocked[0].after}, which no run produces")
