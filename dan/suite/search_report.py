@@ -273,7 +273,8 @@ def _confirmation_lines(tag: str, runs: list[Run], suite_rows: dict, ledger: Led
         lines += [f"**Incomplete: {len(both)} of {len(seeds)} seeds finished; no verdict is drawn until every "
                   "seed is in.**", ""]
     if rows.get("dan" + suffix, {}).get("top1"):
-        lines += _recipe_table(rows, spec["recipe"], suffix, verdicts=final)[2:]  # the section's heading says the recipe
+        # without the table's own heading: the section's declaration names the recipe
+        lines += _recipe_table(rows, spec["recipe"], suffix, verdicts=final)[2:]
     conv = convergence_summary(runs, ledger).get(tag)
     if conv:
         mp = statistics.mean(conv["max_prob"])
