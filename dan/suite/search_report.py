@@ -199,19 +199,16 @@ def _time_lines(root: str, ledger: Ledger) -> list[str]:
     two runs at once, as ``--jobs 2`` runs them."""
     times: dict = {}
     for key, rec in ledger.runs.items():
-        label = rec.get("label") or ""
         if rec.get("seconds") is not None:
-            kind = ("retrain", label.endswith(RECIPES["inherit"])) if "small" in rec else None
-            for bucket in ((os.path.dirname(key), label), label, label.split("/", 1)[-1], kind):
+            for bucket in _time_buckets(os.path.dirname(key), rec.get("label") or "", "small" in rec):
                 times.setdefault(bucket, []).append(rec["seconds"])
     parts, unknown = [], 0
     for generation in GENERATIONS:
         for recipes, what in ((("inherit",), "inherit recipe"), (tuple(RECIPES), "both recipes")):
             total = 0.0
             for r in plan(root, SEEDS, ablations=False, recipes=recipes, generation=generation):
-                known = (times.get((os.path.dirname(ledger.key(r.out)), r.key)) or times.get(r.key)
-                         or times.get(r.key.split("/", 1)[-1])
-                         or (r.tool == "retrain" and times.get(("retrain", r.key.endswith(RECIPES["inherit"])))))
+                buckets = _time_buckets(os.path.dirname(ledger.key(r.out)), r.key, r.tool == "retrain")
+                known = next((times[b] for b in buckets if b in times), None)
                 total += statistics.median(known) if known else 0.0
                 unknown += not known
             default = " (the default)" if generation == GENERATION and recipes == ("inherit",) else ""
@@ -222,6 +219,13 @@ def _time_lines(root: str, ledger: Ledger) -> list[str]:
             "median time recorded for its kind on this kind of machine (2 CPU cores), two runs at once: "
             + "; ".join(parts) + (f" ({unknown} planned runs have no recorded kind and count 0)" if unknown else "")
             + ".", ""]
+
+
+def _time_buckets(folder: str, label: str, retrain: bool) -> list:
+    """A run's kinds for :func:`_time_lines`, the closest first: its label in its folder, its label,
+    its method at any budget, any retrain of its recipe."""
+    return [(folder, label), label, label.split("/", 1)[-1]] + (
+        [("retrain", label.endswith(RECIPES["inherit"]))] if retrain else [])
 
 
 def _diff(d: float, se: float) -> str:
