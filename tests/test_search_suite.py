@@ -336,8 +336,9 @@ def test_the_page_estimates_the_comparisons_time_from_the_recorded_runs(tmp_path
     line = _time_lines(str(tmp_path / "suite"), ledger)[0]
     # 12 searches at 1200 s and 48 inherited retrains at 300 s, on two lanes: 4.0 h; the 3-epoch
     # generation's searches fall back to the same label in the other folder
-    assert "6-epoch search, inherit recipe (the default): **4.0 h**" in line
-    assert "3-epoch search, inherit recipe: **4.0 h**" in line
+    # (in brackets the summed time over two: here no lane waits, so both agree)
+    assert "6-epoch search, inherit recipe (the default): **4.0 h** (4.0)" in line
+    assert "3-epoch search, inherit recipe: **4.0 h** (4.0)" in line
     # per plan 4 uniform, 12 random and 12 greedy architectures, plus 48 scratch retrains in both
     # "both recipes" plans: never recorded
     assert "(208 planned runs have no recorded kind and count 0)" in line
@@ -1125,3 +1126,25 @@ def test_a_new_generation_of_the_default_search_has_its_own_folders_and_the_othe
     assert "### Top-1 at equal cost" in other and "\n## Top-1" not in other
     assert "DAN searches for 6 epochs (2 weight-only)" in search_page.settings_text(2, "6-epoch")
     assert "retrained by `tools/retrain.py` for 3 epochs" in search_page.settings_text(2, "6-epoch")
+
+
+def test_the_schedule_of_a_plan_counts_the_waits_the_runner_makes():
+    """Two lanes, runs started in plan order once their inputs are made (as ``--jobs 2`` starts
+    them): a retrain that needs a search waits for it even with a lane free."""
+    from dan.suite.plan import Run
+    from dan.suite.run import schedule_seconds
+
+    search = lambda s: Run("dan search", s, "search", [], f"/x/search-s{s}", kind="search")
+    retrain = lambda s: Run("dan inherited", s, "retrain", [], f"/x/inherit-s{s}", after=[f"/x/search-s{s}"])
+    took = {"search": 600.0, "inherit": 300.0}
+    secs = lambda r: took[os.path.basename(r.out).split("-")[0]]
+    # one seed: the retrain cannot start beside its own search (900 s, not (600 + 300) / 2)
+    assert schedule_seconds([search(0), retrain(0)], secs) == 900.0
+    # two seeds: both searches run at once, then both retrains: 900 s, the summed time over two
+    runs = [search(0), retrain(0), search(1), retrain(1)]
+    assert schedule_seconds(runs, secs) == 900.0
+    # one lane: everything in turn
+    assert schedule_seconds(runs, secs, jobs=1) == 1800.0
+    # a run whose input no run makes and that is not made: said, not an endless loop
+    with pytest.raises(ValueError, match="waits for"):
+        schedule_seconds([retrain(0), Run("x", 0, "retrain", [], "/x/search-s0", after=["/x/inherit-s0"])], secs)

@@ -146,6 +146,35 @@ def _elapsed_path(runs: list[Run]) -> str | None:
     return os.path.join(root, "suite_elapsed.json") if root else None
 
 
+def ready_runs(pending: list[Run], unfinished: set, made=lambda folder: True) -> list[Run]:
+    """The runs of ``pending``, in order, whose inputs are made: none of their ``after`` folders is
+    in ``unfinished`` (absolute paths of the runs still to finish) and ``made(folder)`` holds for each."""
+    return [r for r in pending if all(os.path.abspath(a) not in unfinished and made(a) for a in r.after)]
+
+
+def schedule_seconds(runs: list[Run], seconds, jobs: int = 2) -> float:
+    """Wall time of making ``runs`` from nothing as :func:`run` starts them (in plan order, each once
+    its inputs are made, at most ``jobs`` at once), run ``r`` taking ``seconds(r)``. Summed time over
+    ``jobs`` is only a lower bound: a lane idles while every ready run waits for a search.
+
+    >>> a = Run("search", 0, "search", [], "/s", kind="search")
+    >>> b = Run("retrain", 0, "retrain", [], "/r", after=["/s"])
+    >>> schedule_seconds([a, b], lambda r: {"/s": 10.0, "/r": 5.0}[r.out])    # b waits for a: 15 s, not 7.5
+    15.0
+    """
+    pending, active, now = list(runs), [], 0.0
+    while pending or active:
+        unfinished = {os.path.abspath(r.out) for r in pending} | {os.path.abspath(r.out) for _, r in active}
+        for r in ready_runs(pending, unfinished)[:max(1, jobs) - len(active)]:
+            pending.remove(r)
+            active.append((now + seconds(r), r))
+        if not active:
+            raise ValueError(f"{pending[0].out} waits for {pending[0].after}, which no run produces")
+        now = min(end for end, _ in active)
+        active = [(end, r) for end, r in active if end > now]
+    return now
+
+
 def _run_loop(pending: list, active: list, env, jobs: int, log, ledger, everything: list) -> None:
     """Start the pending runs as their inputs finish, at most ``jobs`` at once; record each finished
     run in ``ledger`` (its records built on a replaced answer among ``everything`` are superseded).
@@ -157,9 +186,8 @@ def _run_loop(pending: list, active: list, env, jobs: int, log, ledger, everythi
         draining = os.path.isfile(stop)
         # a folder still to be made is not ready even if it holds an arch.json (restored ones do)
         waiting = {os.path.abspath(x.out) for x in pending} | {os.path.abspath(a[0].out) for a in active}
-        ready = [r for r in pending if all(os.path.abspath(a) not in waiting and (
-            os.path.isfile(os.path.join(a, "arch.json")) or os.path.isfile(os.path.join(a, "summary.json")))
-            for a in r.after)]
+        ready = ready_runs(pending, waiting, lambda a: os.path.isfile(os.path.join(a, "arch.json"))
+                           or os.path.isfile(os.path.join(a, "summary.json")))
         blocked = [r for r in pending if r not in ready]
         while failed is None and not draining and ready and len(active) < max(1, jobs):
             r = ready.pop(0)

@@ -18,7 +18,7 @@ import statistics
 from dan.report import mean_std, median, paired_verdict, verdict, write_page
 from dan.suite.ledger import Ledger, ledger_path
 from dan.suite.plan import ROOT, Run
-from dan.suite.run import suite_root
+from dan.suite.run import schedule_seconds, suite_root
 from dan.suite.search import (ABLATION_OWN_BASELINES, ABLATIONS, ALL_ABLATION_BUDGETS, BUDGETS, CONFIG,
                               CONFIRMATIONS, FINISH_ABLATIONS, GENERATION, GENERATIONS, METHODS, RECIPES, SEEDS,
                               ablation_budgets, plan)
@@ -196,7 +196,8 @@ def _time_lines(root: str, ledger: Ledger) -> list[str]:
     of the default search and retrain recipe: each planned run at the median time recorded for its
     kind (the same label in the same folder, e.g. ``flops25/search6`` + ``flops25/dan search``; else
     the same label anywhere; else the same method at any budget; else any retrain of the same recipe),
-    two runs at once, as ``--jobs 2`` runs them."""
+    two at once in the order ``--jobs 2`` starts them (:func:`~dan.suite.run.schedule_seconds`), beside
+    the summed time over two (a lower bound)."""
     times: dict = {}
     for key, rec in ledger.runs.items():
         if rec.get("seconds") is not None:
@@ -205,18 +206,22 @@ def _time_lines(root: str, ledger: Ledger) -> list[str]:
     parts, unknown = [], 0
     for generation in GENERATIONS:
         for recipes, what in ((("inherit",), "inherit recipe"), (tuple(RECIPES), "both recipes")):
-            total = 0.0
-            for r in plan(root, SEEDS, ablations=False, recipes=recipes, generation=generation):
+            runs, secs = plan(root, SEEDS, ablations=False, recipes=recipes, generation=generation), {}
+            for r in runs:
                 buckets = _time_buckets(os.path.dirname(ledger.key(r.out)), r.key, r.tool == "retrain")
                 known = next((times[b] for b in buckets if b in times), None)
-                total += statistics.median(known) if known else 0.0
+                secs[r.out] = statistics.median(known) if known else 0.0
                 unknown += not known
+            wall = schedule_seconds(runs, lambda r: secs[r.out], jobs=2)
             default = " (the default)" if generation == GENERATION and recipes == ("inherit",) else ""
-            parts.append(f"{generation} search, {what}{default}: **{total / 2 / 3600:.1f} h**")
+            parts.append(f"{generation} search, {what}{default}: **{wall / 3600:.1f} h** "
+                         f"({sum(secs.values()) / 2 / 3600:.1f})")
     if not times:
         return []
     return [f"Time of the comparison at its default size (`--no-ablations`, {SEEDS} seeds), each run at the "
-            "median time recorded for its kind on this kind of machine (2 CPU cores), two runs at once: "
+            "median time recorded for its kind on this kind of machine (2 CPU cores), two at once in the order "
+            "the suite runner starts them (`--jobs 2`: a run starts once its inputs are made), and in brackets "
+            "the summed run time over two, which counts no wait: "
             + "; ".join(parts) + (f" ({unknown} planned runs have no recorded kind and count 0)" if unknown else "")
             + ".", ""]
 
