@@ -96,17 +96,19 @@ class AdjointConv2d(nn.Conv2d):
 
     def _oneDNN_workaround(self, x: torch.Tensor) -> bool:
         """Where the bug below bites: a strided 1×1 conv, a gradient to compute, a channels-last
-        input whose channels are not a multiple of 8 (elsewhere the usual kernel, bit for bit)."""
-        return (pointwise_stride(self) and torch.is_grad_enabled() and x.ndim == 4 and x.shape[1] % 8 != 0
+        input with :func:`pointwise_bug_channels` channels (elsewhere the usual kernel, bit for bit)."""
+        return (pointwise_stride(self) and torch.is_grad_enabled() and x.ndim == 4
+                and pointwise_bug_channels(x.shape[1])
                 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last))
 
     def forward(self, x: torch.Tensor, small: bool = False) -> torch.Tensor:
         stride, subsampled = self.stride, self._oneDNN_workaround(x)
         if subsampled:
             # Subsample, then a 1×1 convolution at stride 1: the same sums, and it avoids a
-            # oneDNN bug in PyTorch 2.14 on AVX2-only CPUs (AMD EPYC here): the weight gradient of
-            # a channels-last 1×1 stride-2 convolution whose input channels are not a multiple of 8
-            # (a sliced small path: 6 or 7 of 8) corrupts the heap ("double free or corruption").
+            # oneDNN bug in PyTorch 2.14: the weight gradient of a channels-last 1×1 stride-2
+            # convolution with few input channels (pointwise_bug_channels: a sliced small path's 6
+            # or 7 of 8 on an AVX2 AMD EPYC; 2-15, 8 included, on an AVX-512 Xeon) corrupts the
+            # heap ("double free or corruption").
             x, stride = x[:, :, :: self.stride[0], :: self.stride[1]], 1
         if not small:
             if subsampled:  # a pointwise conv without padding, so no padding mode either
@@ -126,6 +128,19 @@ def pointwise_stride(conv: nn.Conv2d) -> bool:
             and tuple(conv.stride) != (1, 1))
 
 
+def pointwise_bug_channels(channels: int) -> bool:
+    """Input channels at which the weight gradient of a channels-last strided 1×1 convolution can
+    corrupt the heap in PyTorch 2.14's oneDNN: fewer than 16, or not a multiple of 8.
+
+    Measured (a lone ``Conv2d(c, 2c, 1, stride=2)``, forward and backward, 10 steps): on AVX2-only
+    CPUs 3, 5, 6 and 7 channels; on an AVX-512 Xeon (thirty-sixth session, found by
+    ``tools/fuzz.py``: a valid config with batch 7 crashed) every c from 2 to 15, 8 included, e.g.
+    56×56 inputs at any batch, 16×16 at batch 7 on two threads, while 1, 16, 17-33 and 64 ran. The
+    multiples of 8 from 16 up ran everywhere; the rule keeps the AVX2 finding for the rest.
+    """
+    return channels < 16 or channels % 8 != 0
+
+
 def channels_last_safe(model: nn.Module, device: torch.device | str | None = None) -> bool:
     """Whether training ``model`` channels-last on ``device`` steers clear of PyTorch 2.14's oneDNN
     heap corruption on AVX2-only CPUs; where False the model trains in the default layout (NCHW),
@@ -140,11 +155,12 @@ def channels_last_safe(model: nn.Module, device: torch.device | str | None = Non
       ran, and at one thread NCHW was no slower there (65 s against 71 s for 40 search batches).
     * Elsewhere (AVX-512 CPUs, where channels-last measured faster and never crashed, and GPUs):
       False only for a model with a trained plain ``nn.Conv2d`` that is a strided 1×1 convolution
-      whose input channels are not a multiple of 8.
+      with :func:`pointwise_bug_channels` input channels (8 included: a width-8 ResNet's first
+      downsample trains in NCHW).
     """
     if torch.device(device or "cpu").type == "cpu" and not cpu_has_avx512():
         return False
-    return not any(type(m) is nn.Conv2d and pointwise_stride(m) and m.in_channels % 8
+    return not any(type(m) is nn.Conv2d and pointwise_stride(m) and pointwise_bug_channels(m.in_channels)
                    and m.weight.requires_grad for m in model.modules())
 
 

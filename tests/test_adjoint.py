@@ -191,11 +191,12 @@ def test_strided_pointwise_conv_trains_channels_last_at_odd_small_widths(monkeyp
     from dan import layers
     from dan.layers import channels_last_safe
 
-    # with AVX-512 (or on a GPU): a plain model with that conv trains in NCHW (the trainer asks);
-    # the adjoint one is safe
+    # with AVX-512 (or on a GPU): a plain model with that conv trains in NCHW (the trainer asks),
+    # 8 input channels included (they crashed on an AVX-512 Xeon); the adjoint one is safe
     monkeypatch.setattr(layers, "cpu_has_avx512", lambda: True)
-    assert channels_last_safe(model) and channels_last_safe(anet)
+    assert not channels_last_safe(model) and channels_last_safe(anet)
     assert not channels_last_safe(nn.Sequential(nn.Conv2d(1, 7, 3), nn.Conv2d(7, 14, 1, stride=2)))
+    assert channels_last_safe(nn.Sequential(nn.Conv2d(1, 16, 3), nn.Conv2d(16, 32, 1, stride=2)))
     assert channels_last_safe(torchvision.models.resnet18())  # 64, 128, 256 input channels
     # on an AVX2-only CPU every model trains in NCHW (full searches still crashed channels-last)
     monkeypatch.setattr(layers, "cpu_has_avx512", lambda: False)
@@ -216,3 +217,28 @@ def test_strided_pointwise_conv_trains_channels_last_at_odd_small_widths(monkeyp
     ref = torch.nn.functional.conv2d(h, conv.weight, stride=2)
     assert torch.equal(conv(h), ref)
     assert torch.equal(conv(h[:, :7], small=True), torch.nn.functional.conv2d(h[:, :7], conv.weight[:14, :7], stride=2))
+
+
+@pytest.mark.parametrize("method", ["standard", "adjoint"])
+def test_a_width_8_resnet_trains_where_its_downsample_crashed_onednn(tmp_path, method):
+    """tools/fuzz.py found it (thirty-sixth session): a valid config (width-8 ResNet-18, batch 7)
+    corrupted the heap on an AVX-512 CPU, in the weight gradient of the channels-last strided 1×1
+    downsample with 8 input channels; at 56×56 it does at any batch and thread count. Run in a
+    subprocess: unguarded, the crash would take pytest with it."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = {"name": "onednn", "seed": 0, "model": {"space": "resnet18_small", "args": {"width": 8}},
+           "data": {"dataset": "synthetic", "image_size": 56, "num_classes": 4, "synthetic_size": 12,
+                    "batch_size": 6},
+           "train": {"method": method, "epochs": 1, "limit_batches": 2, "latency_batches": [1]}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, os.path.join(root, "tools", "train.py"), "--config", str(path), "--quiet",
+                        "--no-tensorboard", "--out", str(tmp_path / "run")], capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"))
+    assert p.returncode == 0, p.stderr[-2000:]
