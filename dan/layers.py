@@ -132,11 +132,11 @@ def pointwise_bug_channels(channels: int) -> bool:
     """Input channels at which the weight gradient of a channels-last strided 1×1 convolution can
     corrupt the heap in PyTorch 2.14's oneDNN: fewer than 16, or not a multiple of 8.
 
-    Measured (a lone ``Conv2d(c, 2c, 1, stride=2)``, forward and backward, 10 steps): on AVX2-only
-    CPUs 3, 5, 6 and 7 channels; on an AVX-512 Xeon (thirty-sixth session, found by
+    Measured (a lone strided 1×1 ``Conv2d`` with c input channels, forward and backward, 10 steps):
+    on AVX2-only CPUs 3, 5, 6 and 7 channels; on an AVX-512 Xeon (thirty-sixth session, found by
     ``tools/fuzz.py``: a valid config with batch 7 crashed) every c from 2 to 15, 8 included, e.g.
-    56×56 inputs at any batch, 16×16 at batch 7 on two threads, while 1, 16, 17-33 and 64 ran. The
-    multiples of 8 from 16 up ran everywhere; the rule keeps the AVX2 finding for the rest.
+    at 56×56 inputs at any batch, at 16×16 at batch 7 on two threads, while 1, 16, 17, 20, 23, 24,
+    25, 31, 32, 33, 40 and 64 ran. The rule keeps the AVX2 finding for the c above 16.
     """
     return channels < 16 or channels % 8 != 0
 
