@@ -1148,3 +1148,98 @@ def test_the_schedule_of_a_plan_counts_the_waits_the_runner_makes():
     # a run whose input no run makes and that is not made: said, not an endless loop
     with pytest.raises(ValueError, match="waits for"):
         schedule_seconds([retrain(0), Run("x", 0, "retrain", [], "/x/search-s0", after=["/x/inherit-s0"])], secs)
+
+
+def test_a_recorded_greedy_architecture_is_restored_for_a_scratch_retrain(tmp_path):
+    """Greedy's widths come from its search's supernet: with both folders gone, a retrain of them
+    from scratch restores greedy's arch.json from the ledger instead of searching again (which on
+    another machine gives another answer and supersedes the seed's records). The plan wires it so,
+    and the restore uses the search's flags (the config greedy's arch.json carries); a random
+    architecture's restore drops only its method. Once a run of the plan needs the search's
+    checkpoint (an inherited retrain), the search is made again and greedy with it: not restored
+    from a record the new search supersedes."""
+    import shutil
+
+    from dan.suite import search as search_suite
+    from dan.suite.ledger import Ledger
+    from dan.suite.run import needed_folders, restore
+
+    root = tmp_path / "suite"
+
+    def planned(recipes):
+        runs = search_suite.plan(str(root), seeds=1, ablations=False, budgets=["flops25"],
+                                 methods=("random", "greedy"), recipes=recipes)
+        return runs, {r.key: r for r in runs}
+
+    runs, by = planned(("scratch",))
+    archs = [by["flops25/dan search"], by["flops25/greedy arch"], by["flops25/random arch"]]
+    for r in archs:
+        _fake_arch(r)
+    ledger = Ledger(str(tmp_path / "search-runs.json"), str(root))
+    ledger.record(archs)
+    shutil.rmtree(root)
+    make, restored = needed_folders(runs, ledger)
+    assert make == [by["flops25/random"], by["flops25/greedy"]]
+    assert restored == [by["flops25/random arch"], by["flops25/greedy arch"]]
+
+    def flags(cmd):
+        assert cmd[2:5] == ["dan", "baseline", "fixed"] and cmd[-2:] == ["--out", cmd[-1]]
+        return cmd[5:cmd.index("--widths")]
+
+    search_args = by["flops25/dan search"].args
+    assert flags(restore(by["flops25/greedy arch"], ledger, runs)) == search_args[:search_args.index("--out")]
+    random_args = by["flops25/random arch"].args
+    assert flags(restore(by["flops25/random arch"], ledger, runs)) == random_args[1:random_args.index("--out")]
+    with pytest.raises(dan.UserError, match="supernet came from"):
+        restore(by["flops25/greedy arch"], ledger, [])
+
+    runs, by = planned(("scratch", "inherit"))
+    make, restored = needed_folders(runs, ledger)
+    assert by["flops25/dan search"] in make and by["flops25/greedy arch"] in make
+    assert restored == [by["flops25/random arch"]]
+
+
+def test_the_runner_restores_a_greedy_architecture_with_a_real_baseline_fixed(tmp_path, monkeypatch):
+    """End to end: a recorded greedy architecture whose folder and search folder are gone is
+    written again by ``baseline fixed`` (a real one) with its recorded widths and small network;
+    neither the search nor greedy runs, and the records stay as they were."""
+    import shutil
+    import sys
+
+    from dan.suite.ledger import Ledger
+    from dan.suite.plan import RESTORED, Run
+    from dan.suite.run import run as run_suite
+
+    root = tmp_path / "suite"
+    flags = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--set", "model.args.width=8",
+             "--quiet", "--budget-flops", "30%"]
+    search = Run("flops10/dan search", 0, "search", flags + ["--out", str(root / "dan-search-s0")],
+                 str(root / "dan-search-s0"), kind="search")
+    g = str(root / "greedy-arch-s0")
+    greedy = Run("flops10/greedy arch", 0, "baseline",
+                 ["greedy", "--supernet", os.path.join(search.out, "checkpoints", "last.pt"), "--quiet", "--out", g],
+                 g, kind="arch", after=[search.out])
+    scratch = Run("flops10/greedy", 0, "retrain", [], str(root / "greedy-s0"), after=[g], arch_only=[g])
+    # greedy's answer: a real arch.json of this network at that budget (narrower than uniform's)
+    assert run_tool("baseline.py", "random", "--seed", "3", *flags, "--out", g).returncode == 0
+    with open(os.path.join(g, "arch.json")) as f:
+        arch = json.load(f)
+    _fake_arch(search)
+    ledger = Ledger(str(tmp_path / "search-runs.json"), str(root))
+    ledger.record([search, greedy])
+    recorded = json.dumps(ledger.runs, sort_keys=True)
+    shutil.rmtree(root)
+    summary = json.dumps({"networks": {"small": {"top1": 0.8, "flops": 1, "params": 1}}})
+    script = ("import os, sys; out = sys.argv[1]; os.makedirs(out, exist_ok=True); "
+              "open(os.path.join(out, 'summary.json'), 'w').write(sys.argv[2])")
+    monkeypatch.setattr(Run, "command", lambda self: [sys.executable, "-c", script, self.out, summary])
+    lines: list = []
+    run_suite([search, greedy, scratch], log=lines.append, ledger=ledger)
+    assert any(line.startswith(f"[restore] {g}") for line in lines)
+    assert [line for line in lines if line.startswith("[run]")] == [f"[run] {' '.join(scratch.command())}"]
+    with open(os.path.join(g, "arch.json")) as f:
+        restored = json.load(f)
+    assert restored["widths"] == arch["widths"] and restored["small"] == arch["small"]
+    assert os.path.isfile(os.path.join(g, RESTORED)) and not greedy.done and not os.path.exists(search.out)
+    assert ledger.done(scratch) and json.dumps(
+        {k: v for k, v in ledger.runs.items() if k != "greedy-s0"}, sort_keys=True) == recorded

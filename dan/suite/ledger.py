@@ -23,9 +23,10 @@ another supernet than its search's is superseded too, whether its folder is here
 
 A run recorded but whose folder is gone is not run again by the suite runner unless a run to be
 made needs its folder (a retrain needs its search's checkpoint): :func:`dan.suite.run.missing_folders`.
-A search needed only for its widths (a retrain from scratch) is not searched again either: its
-arch.json is written from its record (:func:`dan.suite.run.needed_folders`), so adding the scratch
-recipe to a suite whose search folders are gone keeps every record built on them.
+A search or width baseline needed only for its widths (a retrain from scratch) is not made again
+either: its arch.json is written from its record (:func:`dan.suite.run.needed_folders`), so adding
+the scratch recipe to a suite whose search folders are gone keeps every record built on them (greedy
+included, which could not be made again without its search's checkpoint).
 """
 
 from __future__ import annotations

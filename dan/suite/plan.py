@@ -29,8 +29,9 @@ class Run:
     kind: str = "train"  # train | search | arch (a width baseline: dan baseline)
     after: list = field(default_factory=list)  # run folders that must be finished first
     # the folders of ``after`` the run reads only the arch.json of (a retrain from scratch reads its
-    # search's widths, not its checkpoint): a recorded search whose folder is gone is restored from
-    # its ledger record for such a run instead of made again (dan.suite.run.needed_folders)
+    # search's widths, not its checkpoint): a recorded search or width baseline whose folder is gone
+    # is restored from its ledger record for such a run instead of made again
+    # (dan.suite.run.needed_folders)
     arch_only: list = field(default_factory=list)
     # the suite's folder, where its runner's elapsed wall time is kept (None: the runs' common folder,
     # which for a subset of a suite's runs, e.g. one budget, would be a subfolder)

@@ -39,7 +39,7 @@ def run(runs: list[Run], log=print, jobs: int = 1, ledger=None) -> None:
             if not os.path.isfile(os.path.join(r.out, "arch.json")):
                 log(f"[restore] {r.out}/arch.json (recorded in {ledger.path}: its widths; a run to be made "
                     "reads only them)")
-                p = subprocess.run(restore(r, ledger), cwd=ROOT, capture_output=True, text=True)
+                p = subprocess.run(restore(r, ledger, runs), cwd=ROOT, capture_output=True, text=True)
                 if p.returncode != 0:
                     raise UserError(f"could not restore {r.out}/arch.json from {ledger.path}: "
                                     f"{(p.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -67,10 +67,31 @@ def missing_folders(runs: list[Run], ledger=None) -> list[Run]:
 
 def needed_folders(runs: list[Run], ledger) -> tuple[list[Run], list[Run]]:
     """``(to make, to restore)``: the runs to make (:func:`missing_folders`), and the recorded
-    searches whose folders are gone that those need only for their arch.json (a retrain from
-    scratch): their arch.json is written from the record's widths (:func:`restore`) instead of
-    searching again, which on another machine gives another answer and would supersede every
-    record built on the old one. Searches already restored are among them."""
+    searches and width baselines whose folders are gone that those need only for their arch.json
+    (a retrain from scratch; any retrain of a width baseline): their arch.json is written from the
+    record's widths (:func:`restore`) instead of being made again. A search made again on another
+    machine gives another answer and would supersede every record built on the old one; a greedy
+    baseline cannot be made again without its search's checkpoint, so restoring it is what lets a
+    scratch row be added to a seed whose search folder is gone. Runs already restored are among them.
+
+    A width baseline built on a run that is itself to be made (greedy on a search made again for
+    another run) is made again, not restored: the new search's answer supersedes its record, and a
+    retrain of the old widths would be recorded on a record that no longer counts."""
+    forced: set = set()  # restorable by record, but built on a run to be made: made again
+    while True:
+        need, restorable = _needed(runs, ledger, forced)
+        by_out = {os.path.abspath(r.out): r for r in runs}
+        stale = {id(d) for d in runs if id(d) in restorable
+                 and any(id(by_out.get(os.path.abspath(a))) in need for a in d.after)}
+        if not stale:
+            break
+        forced |= stale
+    return [r for r in runs if id(r) in need], [r for r in runs if id(r) in restorable - need]
+
+
+def _needed(runs: list[Run], ledger, forced: set) -> tuple[set, set]:
+    """One pass of :func:`needed_folders`: the ids of the runs to make and of those to restore,
+    never restoring one in ``forced``."""
     todo = [r for r in runs if not r.done and (ledger is None or not ledger.done(r))]
     by_out = {os.path.abspath(r.out): r for r in runs}
     need = {id(r) for r in todo}
@@ -82,21 +103,34 @@ def needed_folders(runs: list[Run], ledger) -> tuple[list[Run], list[Run]]:
             d = by_out.get(os.path.abspath(dep))
             if d is None or d.done or id(d) in need:
                 continue
-            if (ledger is not None and d.kind == "search" and dep in r.arch_only
-                    and (ledger.arch(d.out) or {}).get("widths")):
+            if (ledger is not None and d.kind in ("search", "arch") and dep in r.arch_only
+                    and id(d) not in forced and (ledger.arch(d.out) or {}).get("widths")):
                 restorable.add(id(d))
                 continue
             need.add(id(d))
             stack.append(d)
-    return [r for r in runs if id(r) in need], [r for r in runs if id(r) in restorable - need]
+    return need, restorable
 
 
-def restore(r: Run, ledger) -> list:
-    """The command that writes the arch.json of the recorded search ``r`` into its folder from its
-    ledger record: ``dan baseline fixed`` with the search's own flags (config, seed, budget,
-    settings) and the record's widths, beside a :data:`RESTORED` marker (so the folder is not taken
-    for a finished search, and is cleared if a run later needs the search's checkpoint)."""
-    args, flags = list(r.args), []
+def restore(r: Run, ledger, runs: list[Run] = ()) -> list:
+    """The command that writes the arch.json of the recorded search or width baseline ``r`` into
+    its folder from its ledger record: ``dan baseline fixed`` with the flags ``r``'s config came
+    from and the record's widths, beside a :data:`RESTORED` marker (so the folder is not taken for
+    a finished run, and is cleared if a run later needs the search's checkpoint). The flags: a
+    search's own (config, seed, budget, settings); a width baseline's without its method; for one
+    that read a supernet (greedy), the flags of the search in ``runs`` that made it, whose config
+    its arch.json carries."""
+    source, skip = r, 0
+    if r.kind == "arch":
+        skip = 1  # the method: uniform, random, greedy
+        if "--supernet" in r.args:
+            by_out = {os.path.abspath(x.out): x for x in runs}
+            source = next((by_out[os.path.abspath(a)] for a in r.after if os.path.abspath(a) in by_out), None)
+            if source is None:
+                raise UserError(f"cannot restore {r.out}/arch.json: the search its supernet came from is not "
+                                "in the suite's plan; run the suite with that budget's searches")
+            skip = 0
+    args, flags = list(source.args[skip:]), []
     while args:
         a = args.pop(0)
         if a == "--out":
@@ -232,8 +266,9 @@ def _start(r: Run, env, log) -> tuple:
         # an attempt killed before its first checkpoint: nothing finished is in it (finished
         # runs were skipped), and the tools refuse a new run over its events and
         # metrics.jsonl, so the suite clears its own folder (as loop.start_managed does); the
-        # same for a search restored from the ledger that a run now needs the checkpoint of
-        why = ("restored from the ledger; a run needs its checkpoint" if os.path.isfile(os.path.join(r.out, RESTORED))
+        # same for a search restored from the ledger that a run now needs the checkpoint of, or a
+        # width baseline restored earlier whose search is made again now
+        why = ("restored from the ledger; now made again" if os.path.isfile(os.path.join(r.out, RESTORED))
                else "killed before its first checkpoint")
         log(f"[restart] {r.out} ({why})")
         shutil.rmtree(r.out)
