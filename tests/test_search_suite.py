@@ -199,7 +199,7 @@ def test_the_page_is_computed_from_the_ledger_when_the_run_folders_are_gone(tmp_
     from dan.suite import search as search_suite
     from dan.suite import search_report as search_page
     from dan.suite.ledger import ledger_path
-    from dan.suite.run import missing_folders
+    from dan.suite.run import missing_folders, needed_folders
 
     kw = dict(seeds=2, ablations=False, recipes=("inherit",), budgets=["flops10"], methods=("dan", "uniform"))
     runs = search_suite.plan(str(tmp_path / "a"), **kw)
@@ -216,11 +216,13 @@ def test_the_page_is_computed_from_the_ledger_when_the_run_folders_are_gone(tmp_
     again = search_page.write_report(moved, str(md), str(tmp_path / "fig"), "Settings.")
     assert again == text and "| flops10 | 2 of 2 | 0.70 | yes |" in again
     ledger = search_page.suite_ledger(moved, str(md))
-    todo = missing_folders(moved, ledger)
-    # seed 1's two retrains, seed 1's search (both start from its checkpoint) and the uniform
-    # architecture (its arch.json): recorded, but their folders are gone; none of seed 0's runs
+    todo, restored = needed_folders(moved, ledger)
+    # seed 1's two retrains and seed 1's search (both start from its checkpoint); the uniform
+    # architecture, recorded but its folder gone, is needed only for its widths: restored from
+    # the record, not made again; none of seed 0's runs
     assert sorted((r.key, r.seed) for r in todo) == [("flops10/dan inherited", 1), ("flops10/dan search", 1),
-                                                      ("flops10/uniform arch", 0), ("flops10/uniform inherited", 1)]
+                                                      ("flops10/uniform inherited", 1)]
+    assert [(r.key, r.seed) for r in restored] == [("flops10/uniform arch", 0)]
     assert len(missing_folders(moved, None)) == len(moved)
 
 
@@ -262,7 +264,7 @@ def test_a_search_remade_with_another_answer_supersedes_the_records_built_on_it(
     assert sorted(saved["superseded"]) == sorted(dropped) and not set(dropped) & set(saved["runs"])
     again = search_page.suite_ledger(runs, str(md))
     assert sorted((r.key, r.seed) for r in missing_folders(runs, again)) == [
-        ("flops10/dan inherited", 1), ("flops10/uniform arch", 0), ("flops10/uniform inherited", 1)]
+        ("flops10/dan inherited", 1), ("flops10/uniform inherited", 1)]
 
 
 def test_a_fresh_sample_fixed_in_advance_gets_a_verdict_only_when_every_seed_is_in(tmp_path, monkeypatch):
