@@ -73,6 +73,21 @@ def test_a_folder_with_finished_results_is_never_written_into(tmp_path):
     p = run_tool("train.py", *TINY, "--out", out)
     assert_user_error(p, "already holds a run", "summary.json")
     assert _snapshot(out) == before
+    # a width baseline too: it writes arch.json and config.yaml, and a valid widths file aimed at a
+    # finished training once overwrote its config.yaml (found by tools/fuzz.py, widths property)
+    assert run_tool("baseline.py", "uniform", *TINY, "--budget-flops", "30%", "--out", str(tmp_path / "u")
+                    ).returncode == 0
+    for method in (["uniform"], ["fixed", "--widths", str(tmp_path / "u" / "arch.json")]):
+        p = run_tool("baseline.py", *method, *TINY, "--budget-flops", "30%", "--out", out)
+        assert_user_error(p, "already holds a run", "config.yaml")
+        assert _snapshot(out) == before
+    # and a user's own config.yaml in the folder named by --out
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("name: mine\n")
+    assert_user_error(run_tool("baseline.py", "uniform", *TINY, "--budget-flops", "30%", "--out", str(mine)),
+                      "config.yaml")
+    assert os.listdir(mine) == ["config.yaml"] and (mine / "config.yaml").read_text() == "name: mine\n"
 
 
 def test_a_refused_resume_leaves_the_folder_as_it_was(tmp_path):

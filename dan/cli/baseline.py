@@ -20,7 +20,8 @@ refine: not a baseline but DAN's own last step (search.refine_rounds, dan/refine
 that ran without it: the search's answer refined by held-out swaps at equal cost, its budget kept.
 shortlist: DAN's answer and draws from its final distributions, each fine-tuned from the supernet
 for --steps batches and scored on the held-out split; the best is kept (dan/shortlist.py).
-Writes <out>/arch.json and <out>/config.yaml; refuses a folder that already holds an arch.json.
+Writes <out>/arch.json and <out>/config.yaml; refuses a folder that already holds an arch.json, a
+config.yaml or a run.
 """
 
 from __future__ import annotations
@@ -63,6 +64,26 @@ def get_args_parser(prog: str = PROG):
     return p
 
 
+def _refuse_a_run_folder(out: str) -> None:
+    """A baseline writes arch.json and config.yaml into ``out``: a folder that holds a run (a
+    training's summary, checkpoints or metrics) or a config.yaml (a run's, or the user's own) would
+    lose that config.yaml, so it is refused before anything is computed. A folder with neither (new,
+    empty, or one the suite runner restores an arch.json into) is fine, and so is a shortlist's own
+    unfinished work (``shortlist/`` beside its config.yaml: the fine-tunes it finished are reused).
+    tools/fuzz.py found this: a valid widths file with --out naming a finished training's folder
+    overwrote its config.yaml."""
+    from dan.loop import finished_files
+
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out} is a file: pass a folder")
+    names = [os.path.join("checkpoints", "last.pt")]
+    if not os.path.isdir(os.path.join(out, "shortlist")):
+        names.append("config.yaml")
+    held = [n for n in names if os.path.isfile(os.path.join(out, n))] + finished_files(out)
+    if held:
+        raise UserError(f"{out} already holds a run ({held[0]}): choose another --out (nothing was overwritten)")
+
+
 def main(argv, prog: str = PROG) -> int:
     args = get_args_parser(prog).parse_args(argv)
     cfg = resolve_config(args, {"budget_flops": "search.budget_flops", "budget_params": "search.budget_params"})
@@ -71,6 +92,7 @@ def main(argv, prog: str = PROG) -> int:
     path = os.path.join(args.out, "arch.json")
     if os.path.exists(path):
         raise UserError(f"{path} exists: choose another --out or delete it")
+    _refuse_a_run_folder(args.out)
     from dan.cost import format_count
     from dan.pick_widths import baseline_arch
 
