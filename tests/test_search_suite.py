@@ -1164,7 +1164,7 @@ def test_a_recorded_greedy_architecture_is_restored_for_a_scratch_retrain(tmp_pa
 
     from dan.suite import search as search_suite
     from dan.suite.ledger import Ledger
-    from dan.suite.run import needed_folders, restore
+    from dan.suite.run import needed_folders, restore, restore_command
 
     root = tmp_path / "suite"
 
@@ -1189,7 +1189,10 @@ def test_a_recorded_greedy_architecture_is_restored_for_a_scratch_retrain(tmp_pa
         return cmd[5:cmd.index("--widths")]
 
     search_args = by["flops25/dan search"].args
-    assert flags(restore(by["flops25/greedy arch"], ledger, runs)) == search_args[:search_args.index("--out")]
+    printed = restore_command(by["flops25/greedy arch"], runs)  # what --dry-run shows: writes nothing
+    assert not os.path.exists(by["flops25/greedy arch"].out)
+    assert restore(by["flops25/greedy arch"], ledger, runs) == printed
+    assert flags(printed) == search_args[:search_args.index("--out")]
     random_args = by["flops25/random arch"].args
     assert flags(restore(by["flops25/random arch"], ledger, runs)) == random_args[1:random_args.index("--out")]
     with pytest.raises(dan.UserError, match="supernet came from"):

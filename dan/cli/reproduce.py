@@ -106,14 +106,16 @@ def main(argv, prog: str = PROG) -> int:
     # there is not made again unless a run to be made needs its folder
     ledger = suite.search_report.suite_ledger(runs, results) if args.suite == "search" else None
     if args.dry_run:
-        from dan.suite.run import needed_folders
+        from dan.suite.run import needed_folders, restore_command
 
         runs = todo
         make, restore = needed_folders(runs, ledger)
         for r in runs:
             state = ("done" if r.done else "restore" if r in restore else "todo" if r in make
                      else "recorded")
-            print(f"[{state}] {r.key:22s} seed {r.seed}: {r.command_line()}")
+            # a restored folder's arch.json is written from its record, not by the run's own command
+            line = " ".join(["python", *restore_command(r, runs)[1:]]) if r in restore else r.command_line()
+            print(f"[{state}] {r.key:22s} seed {r.seed}: {line}")
         recorded = sum(not r.done and ledger is not None and ledger.done(r) for r in runs)
         print(f"{len(runs)} runs, {sum(r.done for r in runs)} finished"
               + (f", {recorded} more recorded in {ledger.path} (folders gone)" if recorded else ""))

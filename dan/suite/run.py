@@ -113,13 +113,22 @@ def _needed(runs: list[Run], ledger, forced: set) -> tuple[set, set]:
 
 
 def restore(r: Run, ledger, runs: list[Run] = ()) -> list:
-    """The command that writes the arch.json of the recorded search or width baseline ``r`` into
-    its folder from its ledger record: ``dan baseline fixed`` with the flags ``r``'s config came
-    from and the record's widths, beside a :data:`RESTORED` marker (so the folder is not taken for
-    a finished run, and is cleared if a run later needs the search's checkpoint). The flags: a
-    search's own (config, seed, budget, settings); a width baseline's without its method; for one
-    that read a supernet (greedy), the flags of the search in ``runs`` that made it, whose config
-    its arch.json carries."""
+    """Write the :data:`RESTORED` marker (the record's widths) into the folder of the recorded
+    search or width baseline ``r`` and return the command that writes its arch.json from it
+    (:func:`restore_command`); the marker keeps the folder from being taken for a finished run,
+    and it is cleared if a run later needs the search's checkpoint."""
+    os.makedirs(r.out, exist_ok=True)
+    write_json({"ledger": ledger.path, "key": ledger.key(r.out), "widths": ledger.arch(r.out)["widths"]},
+               os.path.join(r.out, RESTORED))
+    return restore_command(r, runs)
+
+
+def restore_command(r: Run, runs: list[Run] = ()) -> list:
+    """``dan baseline fixed`` with the flags ``r``'s config came from and the widths of the marker
+    :func:`restore` writes (nothing is written here: ``--dry-run`` prints it). The flags: a search's
+    own (config, seed, budget, settings); a width baseline's without its method; for one that read a
+    supernet (greedy), the flags of the search in ``runs`` that made it, whose config its arch.json
+    carries."""
     source, skip = r, 0
     if r.kind == "arch":
         skip = 1  # the method: uniform, random, greedy
@@ -137,10 +146,8 @@ def restore(r: Run, ledger, runs: list[Run] = ()) -> list:
             args.pop(0)
         else:
             flags.append(a)
-    os.makedirs(r.out, exist_ok=True)
-    marker = os.path.join(r.out, RESTORED)
-    write_json({"ledger": ledger.path, "key": ledger.key(r.out), "widths": ledger.arch(r.out)["widths"]}, marker)
-    return [sys.executable, "-m", "dan", "baseline", "fixed", *flags, "--widths", marker, "--out", r.out]
+    return [sys.executable, "-m", "dan", "baseline", "fixed", *flags, "--widths", os.path.join(r.out, RESTORED),
+            "--out", r.out]
 
 
 def elapsed_seconds(runs: list[Run]) -> float:
