@@ -89,10 +89,18 @@ def check_run_dir(cfg: Config, resume: bool) -> None:
     if resume and not os.path.isfile(last):
         raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last.pt): drop --resume "
                         f"to start a new run")
-    if not resume and (os.path.isfile(last) or finished_files(run_dir)):
-        what = "checkpoints/last.pt" if os.path.isfile(last) else finished_files(run_dir)[0]
+    what = held_run(run_dir)
+    if not resume and what:
         raise UserError(f"{run_dir} already holds a run ({what}): pass --resume to continue it, or "
                         f"choose another --out (nothing was overwritten)")
+
+
+def held_run(run_dir: str) -> str | None:
+    """The first file that says ``run_dir`` holds a run a new one must not overwrite (its last
+    checkpoint, else a finished file: :data:`FINISHED_FILES`, event files), or None."""
+    if os.path.isfile(os.path.join(run_dir, "checkpoints", "last.pt")):
+        return os.path.join("checkpoints", "last.pt")
+    return next(iter(finished_files(run_dir)), None)
 
 
 def prepare_run_dir(cfg: Config, resume: bool) -> str:

@@ -72,16 +72,14 @@ def _refuse_a_run_folder(out: str) -> None:
     unfinished work (``shortlist/`` beside its config.yaml: the fine-tunes it finished are reused).
     tools/fuzz.py found this: a valid widths file with --out naming a finished training's folder
     overwrote its config.yaml."""
-    from dan.loop import finished_files
+    from dan.loop import held_run
 
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--out {out} is a file: pass a folder")
-    names = [os.path.join("checkpoints", "last.pt")]
-    if not os.path.isdir(os.path.join(out, "shortlist")):
-        names.append("config.yaml")
-    held = [n for n in names if os.path.isfile(os.path.join(out, n))] + finished_files(out)
+    own = os.path.isdir(os.path.join(out, "shortlist"))
+    held = ("config.yaml" if not own and os.path.isfile(os.path.join(out, "config.yaml")) else None) or held_run(out)
     if held:
-        raise UserError(f"{out} already holds a run ({held[0]}): choose another --out (nothing was overwritten)")
+        raise UserError(f"{out} already holds a run ({held}): choose another --out (nothing was overwritten)")
 
 
 def main(argv, prog: str = PROG) -> int:

@@ -77,10 +77,10 @@ def needed_folders(runs: list[Run], ledger) -> tuple[list[Run], list[Run]]:
     A width baseline built on a run that is itself to be made (greedy on a search made again for
     another run) is made again, not restored: the new search's answer supersedes its record, and a
     retrain of the old widths would be recorded on a record that no longer counts."""
+    by_out = {os.path.abspath(r.out): r for r in runs}
     forced: set = set()  # restorable by record, but built on a run to be made: made again
     while True:
-        need, restorable = _needed(runs, ledger, forced)
-        by_out = {os.path.abspath(r.out): r for r in runs}
+        need, restorable = _needed(runs, by_out, ledger, forced)
         stale = {id(d) for d in runs if id(d) in restorable
                  and any(id(by_out.get(os.path.abspath(a))) in need for a in d.after)}
         if not stale:
@@ -89,11 +89,10 @@ def needed_folders(runs: list[Run], ledger) -> tuple[list[Run], list[Run]]:
     return [r for r in runs if id(r) in need], [r for r in runs if id(r) in restorable - need]
 
 
-def _needed(runs: list[Run], ledger, forced: set) -> tuple[set, set]:
-    """One pass of :func:`needed_folders`: the ids of the runs to make and of those to restore,
-    never restoring one in ``forced``."""
+def _needed(runs: list[Run], by_out: dict, ledger, forced: set) -> tuple[set, set]:
+    """One pass of :func:`needed_folders` (``by_out``: run folder -> run): the ids of the runs to
+    make and of those to restore, never restoring one in ``forced``."""
     todo = [r for r in runs if not r.done and (ledger is None or not ledger.done(r))]
-    by_out = {os.path.abspath(r.out): r for r in runs}
     need = {id(r) for r in todo}
     restorable: set = set()
     stack = list(todo)
