@@ -76,8 +76,11 @@ def _refuse_a_run_folder(out: str) -> None:
 
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"--out {out} is a file: pass a folder")
-    own = os.path.isdir(os.path.join(out, "shortlist"))
-    held = ("config.yaml" if not own and os.path.isfile(os.path.join(out, "config.yaml")) else None) or held_run(out)
+    shortlist_own = os.path.isdir(os.path.join(out, "shortlist"))
+    if not shortlist_own and os.path.isfile(os.path.join(out, "config.yaml")):
+        held = "config.yaml"  # named first: it is the file this tool would overwrite
+    else:
+        held = held_run(out)
     if held:
         raise UserError(f"{out} already holds a run ({held}): choose another --out (nothing was overwritten)")
 
