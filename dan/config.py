@@ -251,6 +251,14 @@ class SearchConfig:
     # which repair finished; none retrained lower (+0.12, 0, +0.16, +0.08, +1.07 points). The params
     # budget lands 2 of 3 with it (1 of 3 without). The default since; 1.0 turns it off.
     settle_vernier: float = 0.5
+    # Past the vernier's deadline (or under settle_fine), hold the groups the penalty does not reach:
+    # no architecture step moves their logits. Without it those coarse groups still take the
+    # accuracy objective's steps with no cost against them, and widen: `make demo` (thirty-ninth
+    # session) crossed its vernier deadline at about 1.1 B and ended at 1.30 B with mu rising, and
+    # of the 16 suite searches that reached the deadline, 7 never landed. Off by default: a search
+    # that lands before the deadline is not changed by it, but every search past it is, and the
+    # suite's recorded searches were made without it (ablation "settle-hold", docs/search.md).
+    settle_hold: bool = False
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
     # "expected" control only: a proportional term, so the penalty weight is mu + p·(E[cost]/B - target).
     # Off by default: p = 5 held E[cost] at the target but kept the distributions mixed (mean largest

@@ -186,13 +186,13 @@ class Searcher:
         kl = kl_divergence(p, q)
         ce = F.cross_entropy(q.float(), y) if s.arch_objective == "ce+kl" else torch.zeros(())
         lam = self.cfg.adjoint.c if s.arch_lambda == "full" else self.lam(progress)
-        e_norm = self.cost.expected_over(penalty_frozen(self))
+        frozen = penalty_frozen(self)
+        e_norm = self.cost.expected_over(frozen)
         weight = self.control.penalty_weight(self.step, float(e_norm.detach()))
         loss = ce + lam * kl + weight * e_norm.float()
         params = list(self.sn.arch.parameters())
-        grads = torch.autograd.grad(loss, params)
-        for prm, g in zip(params, grads):
-            prm.grad = g
+        for i, (prm, g) in enumerate(zip(params, torch.autograd.grad(loss, params))):
+            prm.grad = None if s.settle_hold and i in frozen else g  # settle_hold: Adam skips a held group
         distributed.average_gradients(params)  # the same logits on every rank
         logit_step(self)
         self.a_opt.zero_grad(set_to_none=True)

@@ -1087,6 +1087,41 @@ def test_settle_fine_keeps_the_penalty_off_groups_that_could_jump_the_band(tmp_p
     assert s.cost.coarse_groups(choice, cfg.search.band) == set()
 
 
+def test_settle_hold_moves_no_logit_of_a_group_the_penalty_does_not_reach(tmp_path):
+    """search.settle_hold: an architecture step leaves the logits (and Adam's moments) of the groups
+    the penalty does not reach as they were, and moves the others; without it every group moves."""
+    import torch
+
+    from dan.search import Searcher, penalty_frozen
+
+    def step(hold: bool):
+        cfg = tiny_config(str(tmp_path / f"s{hold}"), **{"search.budget_flops": "30%", "search.settle_fine": True,
+                                                         "search.settle_vernier": 1.0, "search.settle_hold": hold})
+        s = Searcher(cfg, monitor=Monitor(None))
+        with torch.no_grad():
+            for t in s.sn.arch.logits:
+                t.zero_()[len(t) // 2] = 1.0
+        choice = s.sn.arch.argmax()
+        base = s.cost.of(choice)
+        moves = [max(abs(s.cost.of(choice[:i] + [j] + choice[i + 1:]) - base) for j in (c - 1, c + 1))
+                 for i, c in enumerate(choice)]
+        s.budget.value = sorted(moves)[len(moves) // 2] / (2 * cfg.search.band)  # some groups coarse, some fine
+        s.step = s.total_steps - 1
+        held = penalty_frozen(s)
+        assert 0 < len(held) < len(choice)
+        before = [t.detach().clone() for t in s.sn.arch.logits]
+        x, y = next(iter(s.data.train))
+        s.arch_step(s.prep(x), y, 1.0, 0.1)
+        moved = {i for i, (a, t) in enumerate(zip(before, s.sn.arch.logits)) if not torch.equal(a, t.detach())}
+        return held, moved, s
+
+    held, moved, s = step(True)
+    assert moved == set(range(len(s.sn.arch.logits))) - held
+    assert not any(s.a_opt.state.get(s.sn.arch.logits[i]) for i in held)  # no moments either
+    held, moved, s = step(False)
+    assert moved == set(range(len(s.sn.arch.logits)))
+
+
 def test_a_new_generation_of_the_default_search_has_its_own_folders_and_the_other_is_still_reported(tmp_path):
     """The 6-epoch default search: its runs live in their own folder under each budget (a finished run
     is recorded by its folder, so the 3-epoch runs are not mistaken for its own), every retrain keeps
