@@ -1051,6 +1051,26 @@ def test_suite_runner_restarts_a_run_killed_before_its_first_checkpoint(tmp_path
     assert any(l.startswith("[run]") and " -m dan train --dataset synthetic" in l for l in lines), lines
 
 
+def _coarse_and_fine(s):
+    """Put the searcher ``s``'s argmax in the middle of every group's candidates and its budget where
+    the band is as wide as the median one-candidate move; returns (that argmax, the coarse groups:
+    those with a move at least that wide), checked to be some of the groups, not none or all."""
+    import torch
+
+    with torch.no_grad():
+        for t in s.sn.arch.logits:
+            t.zero_()[len(t) // 2] = 1.0
+    choice = s.sn.arch.argmax()
+    base = s.cost.of(choice)
+    moves = [max(abs(s.cost.of(choice[:i] + [j] + choice[i + 1:]) - base) for j in (c - 1, c + 1))
+             for i, c in enumerate(choice)]
+    width = sorted(moves)[len(moves) // 2]
+    s.budget.value = width / (2 * s.cfg.search.band)
+    coarse = {i for i, d in enumerate(moves) if d >= width}
+    assert 0 < len(coarse) < len(choice)  # this budget has both kinds
+    return choice, coarse
+
+
 def test_settle_fine_keeps_the_penalty_off_groups_that_could_jump_the_band(tmp_path):
     """search.settle_fine: in the settle phase the groups one of whose one-candidate moves costs at
     least the band's width (2·band·B) get no gradient from the cost penalty, the others do; outside
@@ -1062,17 +1082,7 @@ def test_settle_fine_keeps_the_penalty_off_groups_that_could_jump_the_band(tmp_p
     cfg = tiny_config(str(tmp_path / "s"), **{"search.budget_flops": "30%", "search.settle_fine": True,
                                               "search.settle_vernier": 1.0})
     s = Searcher(cfg, monitor=Monitor(None))
-    with torch.no_grad():  # the argmax in the middle of every group's candidates
-        for t in s.sn.arch.logits:
-            t.zero_()[len(t) // 2] = 1.0
-    choice = s.sn.arch.argmax()
-    base = s.cost.of(choice)
-    steps = [max(abs(s.cost.of(choice[:i] + [j] + choice[i + 1:]) - base) for j in (c - 1, c + 1))
-             for i, c in enumerate(choice)]
-    width = sorted(steps)[len(steps) // 2]  # a budget whose band is as wide as the median move
-    s.budget.value = width / (2 * cfg.search.band)
-    coarse = {i for i, d in enumerate(steps) if d >= width}
-    assert 0 < len(coarse) < len(choice)  # this budget has both kinds
+    choice, coarse = _coarse_and_fine(s)
     s.step = s.total_steps - 1
     assert s.control.settling(s.step) and penalty_frozen(s) == coarse
     grads = torch.autograd.grad(s.cost.expected_over(penalty_frozen(s)), s.sn.arch.logits, allow_unused=True)
@@ -1098,17 +1108,10 @@ def test_settle_hold_moves_no_logit_of_a_group_the_penalty_does_not_reach(tmp_pa
         cfg = tiny_config(str(tmp_path / f"s{hold}"), **{"search.budget_flops": "30%", "search.settle_fine": True,
                                                          "search.settle_vernier": 1.0, "search.settle_hold": hold})
         s = Searcher(cfg, monitor=Monitor(None))
-        with torch.no_grad():
-            for t in s.sn.arch.logits:
-                t.zero_()[len(t) // 2] = 1.0
-        choice = s.sn.arch.argmax()
-        base = s.cost.of(choice)
-        moves = [max(abs(s.cost.of(choice[:i] + [j] + choice[i + 1:]) - base) for j in (c - 1, c + 1))
-                 for i, c in enumerate(choice)]
-        s.budget.value = sorted(moves)[len(moves) // 2] / (2 * cfg.search.band)  # some groups coarse, some fine
+        _, coarse = _coarse_and_fine(s)
         s.step = s.total_steps - 1
         held = penalty_frozen(s)
-        assert 0 < len(held) < len(choice)
+        assert held == coarse
         before = [t.detach().clone() for t in s.sn.arch.logits]
         x, y = next(iter(s.data.train))
         s.arch_step(s.prep(x), y, 1.0, 0.1)
