@@ -254,10 +254,10 @@ class SearchConfig:
     # Past the vernier's deadline (or under settle_fine), hold the groups the penalty does not reach:
     # no architecture step moves their logits. Without it those coarse groups still take the
     # accuracy objective's steps with no cost against them, and widen: `make demo` (thirty-ninth
-    # session) crossed its vernier deadline at about 1.1 B and ended at 1.30 B with mu rising, and
-    # of the 16 suite searches that reached the deadline, 7 never landed. Off by default: a search
-    # that lands before the deadline is not changed by it, but every search past it is, and the
-    # suite's recorded searches were made without it (ablation "settle-hold", docs/search.md).
+    # session) crossed its vernier deadline at about 1.1 B and ended at 1.30 B with mu rising; with
+    # the hold it landed at 1.022 B. Off by default: on the suite's network no search it was tried on
+    # needed it (of 7 seeds whose recorded search never landed past the deadline, 6 landed before it
+    # on another CPU and the seventh landed both ways on the same widths; ablation "settle-hold").
     settle_hold: bool = False
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
     # "expected" control only: a proportional term, so the penalty weight is mu + p·(E[cost]/B - target).

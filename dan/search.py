@@ -45,9 +45,8 @@ cost penalty reaching only the groups whose one-candidate moves cannot jump over
 by default) those other groups also take no architecture step, where otherwise the accuracy
 objective alone moves them, with no cost against it. Ablations: ``landed`` stops the architecture
 steps at the landing (the default until the fifteenth session: it committed less, 0.63 against 0.71
-at 25 %), ``end`` keeps
-them going unguarded, the multiplier moving only while the argmax is outside the band (it left the
-band again in 3 of 3 seeds).
+at 25 %), ``end`` keeps them going unguarded, the multiplier moving only while the argmax is outside
+the band (it left the band again in 3 of 3 seeds).
 At 10 % one channel of the first stage is 8 % of the budget, more than the band is wide, so the
 argmax can jump over it; each jump halves the multiplier's steps, so it comes back more slowly and
 crosses again closer to the edge (a bisection on μ). At the end the argmax architecture is repaired into
