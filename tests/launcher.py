@@ -90,7 +90,6 @@ def run_and_exit(req: dict) -> None:
     import atexit
     import runpy
     import threading
-    import traceback
 
     code = 0
     try:
@@ -107,10 +106,10 @@ def run_and_exit(req: dict) -> None:
             print(e.code, file=sys.stderr)
             code = 1
     except KeyboardInterrupt:
-        traceback.print_exc()
+        sys.excepthook(*sys.exc_info())
         code = -signal.SIGINT
-    except BaseException:  # noqa: B902  uncaught: the traceback on stderr and status 1
-        traceback.print_exc()
+    except BaseException:  # noqa: B902  uncaught: the traceback on stderr (sys.excepthook) and status 1
+        sys.excepthook(*sys.exc_info())
         code = 1
     threading._shutdown()  # what Py_Finalize does first: wait for the non-daemon threads
     atexit._run_exitfuncs()
