@@ -310,3 +310,32 @@ def test_output_piped_into_a_reader_that_stops_early_ends_without_a_traceback(tm
     p.stdout.close()  # no reader: the first line written breaks the pipe
     err = p.stderr.read().decode()
     assert p.wait(timeout=300) == 141 and "Traceback" not in err, err
+
+
+def test_an_allocation_that_fails_is_one_line_and_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
+    """A setting too large for the machine's memory (the fuzz audit's ``--set data.image_size=1000``
+    wanted more than 11 GB) is the user's to lower: exit 2, one line saying what to lower. The
+    failure here is the CPU allocator's own, asked for 2**62 bytes from inside a training step."""
+    import torch
+    import torch.nn.functional as F
+
+    from dan.fuzz import run_in_process
+
+    real = F.cross_entropy
+
+    def hungry(*args, **kw):
+        torch.empty(2**62, dtype=torch.uint8)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(F, "cross_entropy", hungry)
+    code, err = run_in_process("train.py", TINY + ["--out", str(tmp_path / "a")], time_limit=None)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: out of memory (4,398,046,511,104 MiB requested)") and "--batch-size" in lines[0]
+
+    def broken(*args, **kw):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(F, "cross_entropy", broken)
+    with pytest.raises(RuntimeError, match="shapes"):
+        run_in_process("train.py", TINY + ["--out", str(tmp_path / "b")], time_limit=None)

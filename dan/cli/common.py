@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -160,7 +161,30 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
         print("interrupted: finished epochs are in the run folder's checkpoints/last.pt; "
               "continue with --resume", file=sys.stderr)
         sys.exit(130)
+    except (MemoryError, RuntimeError) as e:
+        if not out_of_memory(e):
+            raise  # not the machine's memory: a bug keeps its traceback
+        print(f"error: {one_line(memory_message(e))}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code or 0)
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """An allocation that failed: Python's MemoryError, PyTorch's OutOfMemoryError (CUDA), or the
+    CPU allocator's RuntimeError ("DefaultCPUAllocator: can't allocate memory")."""
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or \
+        "can't allocate memory" in str(e) or "out of memory" in str(e).lower()
+
+
+def memory_message(e: BaseException) -> str:
+    """One line for an allocation that failed: how much, and what to lower. (The fuzz audit's
+    ``--set data.image_size=1000`` on a width-8 ResNet-18 at batch 16 wanted more than 11 GB.)"""
+    m = re.search(r"allocate (\d+) bytes", str(e)) or re.search(r"allocate ([\d.]+ [KMGT]iB)", str(e))
+    size = ""
+    if m:
+        size = f" ({m.group(1)} requested)" if "iB" in m.group(1) else f" ({int(m.group(1)) / 2**20:,.0f} MiB requested)"
+    return (f"out of memory{size}: lower the batch size (--batch-size), the image size (--image-size) or "
+            "the network's width; a run's finished epochs are in its checkpoints/last.pt (--resume continues)")
 
 
 # Every character ``str.splitlines`` breaks on, and the other C0/C1 controls (a terminal may act
