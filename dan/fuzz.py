@@ -69,6 +69,32 @@ TEXT_VALUES = st.one_of(
 )
 
 
+def cap_memory(fraction: float = 0.75) -> int | None:
+    """Linux: limit this process's address space (RLIMIT_AS) to what it maps now plus ``fraction``
+    of the memory available; returns the limit (None where it cannot be read). A corrupted setting
+    that asks for more memory than the machine has (seed 4040: ``--set data.image_size=1_000`` on
+    the tiny train wanted more than 11 GB) then fails as an allocation inside the run, which the
+    contract covers, instead of the kernel's out-of-memory killer ending the whole audit (24.4 GB)."""
+    import resource
+
+    def field(path: str, key: str) -> int:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024  # kB
+        raise OSError(f"{key} not in {path}")
+
+    try:
+        limit = field("/proc/self/status", "VmSize") + int(fraction * field("/proc/meminfo", "MemAvailable"))
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (OSError, ValueError):
+        return None
+    return limit
+
+
 def load_tool(name: str):
     """The command module behind ``tools/<name>.py``: ``dan.cli.<name>`` (its ``main(argv)``);
     ``train.py`` and ``train`` name the same one."""

@@ -41,6 +41,10 @@ def main(argv, prog: str = PROG) -> int:
     if unknown:
         raise UserError(f"unknown case '{unknown[0]}': choose from {', '.join(sorted(fuzz.CASES))}")
     per_case = max(1, args.examples // len(cases))
+    capped = fuzz.cap_memory()
+    if capped:
+        print(f"fuzz: address space capped at {capped / 2**30:.1f} GiB (an oversized setting fails as an "
+              "allocation, not by the kernel's out-of-memory killer)", flush=True)
     ws = fuzz.Workspace()
     failures, t0, ran = 0, time.time(), 0
     try:
