@@ -17,3 +17,11 @@ class UnsupportedModelError(UserError):
 
 class DivergedError(UserError, FloatingPointError):
     """Training diverged (a non-finite loss or weights); the last finite checkpoint is kept."""
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """An allocation that failed: Python's MemoryError, PyTorch's OutOfMemoryError (CUDA), or the
+    CPU allocator's RuntimeError ("DefaultCPUAllocator: can't allocate memory"). Code that turns
+    exceptions into other messages lets these through, to the tools' one line about memory."""
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or \
+        "can't allocate memory" in str(e) or "out of memory" in str(e).lower()

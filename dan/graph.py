@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
 from dan.cost import ROOT
-from dan.errors import UnsupportedModelError
+from dan.errors import UnsupportedModelError, out_of_memory
 
 
 @dataclass(eq=False)
@@ -274,6 +274,8 @@ def trace(model: nn.Module) -> fx.GraphModule:
         graph = _Tracer().trace(model)
         return fx.GraphModule(model, graph, type(model).__name__)
     except Exception as e:  # tracing failures come as many exception types
+        if out_of_memory(e):  # a forward that allocates while traced: the machine's memory, not the code
+            raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UnsupportedModelError(
             f"torch.fx cannot trace {type(model).__name__}: {first}. Make the forward free of "
@@ -350,6 +352,8 @@ def _propagate_shapes(gm: fx.GraphModule, model: nn.Module, example: torch.Tenso
         try:  # run it plainly first: ShapeProp prints a traceback of its own before raising
             gm(example)
         except Exception as e:
+            if out_of_memory(e):  # the network is too large for this machine, not the input wrong
+                raise
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UnsupportedModelError(
                 f"{type(model).__name__} does not run on an input of shape {tuple(example.shape)} "

@@ -87,3 +87,29 @@ def test_supported_operations_have_one_handler_each():
     # a subclass takes its base's handler (timm's BatchNormAct2d, Conv2dSame)
     bn_act = type("BatchNormAct2d", (nn.BatchNorm2d,), {})
     assert next(h for t, h in graph._MODULE_HANDLERS.items() if issubclass(bn_act, t)) is graph._on_norm
+
+
+def test_a_network_too_large_for_memory_is_not_called_a_wrong_input_shape():
+    """The fuzz audit's ``--set model.args.width=1_000`` failed its trial forward on memory and was
+    told "does not run on an input of shape ...: give the input shape it takes". An allocation
+    that fails passes through, to the tools' one line about memory."""
+
+    class Huge(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            # traced as an op; run, a real failure of the CPU allocator
+            return self.conv(x) + x.new_empty(2**62, dtype=torch.uint8).sum()
+
+    with pytest.raises(RuntimeError, match="can't allocate memory") as e:
+        graph.analyze(Huge(), torch.zeros(1, 3, 8, 8))
+    assert not isinstance(e.value, UnsupportedModelError)
+
+    class Wrong(nn.Module):
+        def forward(self, x):
+            return x.view(7, -1)
+
+    with pytest.raises(UnsupportedModelError, match="does not run on an input of shape"):
+        graph.analyze(Wrong(), torch.zeros(1, 3, 8, 8))

@@ -15,7 +15,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from dan.config import Config
-from dan.errors import UserError
+from dan.errors import UserError, out_of_memory
 
 # OSErrors a user causes (a path, a permission, a full disk): one line, exit 2; others are bugs.
 _USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
@@ -169,20 +169,15 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
     sys.exit(code or 0)
 
 
-def out_of_memory(e: BaseException) -> bool:
-    """An allocation that failed: Python's MemoryError, PyTorch's OutOfMemoryError (CUDA), or the
-    CPU allocator's RuntimeError ("DefaultCPUAllocator: can't allocate memory")."""
-    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or \
-        "can't allocate memory" in str(e) or "out of memory" in str(e).lower()
-
-
 def memory_message(e: BaseException) -> str:
     """One line for an allocation that failed: how much, and what to lower. (The fuzz audit's
-    ``--set data.image_size=1000`` on a width-8 ResNet-18 at batch 16 wanted more than 11 GB.)"""
+    ``--set data.image_size=1000`` or ``model.args.width=1000`` on its ResNet-18 at batch 16 each
+    wanted more than 11 GB.)"""
     m = re.search(r"allocate (\d+) bytes", str(e)) or re.search(r"allocate ([\d.]+ [KMGT]iB)", str(e))
     size = ""
     if m:
-        size = f" ({m.group(1)} requested)" if "iB" in m.group(1) else f" ({int(m.group(1)) / 2**20:,.0f} MiB requested)"
+        asked = m.group(1) if "iB" in m.group(1) else f"{int(m.group(1)) / 2**20:,.0f} MiB"
+        size = f" ({asked} requested)"
     return (f"out of memory{size}: lower the batch size (--batch-size), the image size (--image-size) or "
             "the network's width; a run's finished epochs are in its checkpoints/last.pt (--resume continues)")
 
