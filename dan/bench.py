@@ -28,6 +28,7 @@ from dan.cost import count
 from dan.layers import channels_last_safe
 from dan.loss import adjoint_loss
 from dan.monitor import Monitor
+from dan.timing import proc_kb
 
 
 def interleaved_medians(fns: dict, rounds: int, warmup: int = 2) -> dict:
@@ -186,7 +187,7 @@ def _memory_child(space: str, kind: str, steps: int, kw: dict) -> int:
     carries the parent's peak across fork+exec; VmHWM of /proc/self/status is per address space
     and is reset first (writing 5 to /proc/self/clear_refs)."""
     step = make_steps(space, kinds=(kind,), **kw)[kind]
-    before = _status_kb("VmRSS")
+    before = proc_kb("VmRSS")
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -194,15 +195,7 @@ def _memory_child(space: str, kind: str, steps: int, kw: dict) -> int:
         pass
     for _ in range(steps):
         step()
-    return (_status_kb("VmHWM") - before) * 1024
-
-
-def _status_kb(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{key} not in /proc/self/status")
+    return (proc_kb("VmHWM") - before) * 1024
 
 
 def _copy(m):

@@ -77,15 +77,10 @@ def cap_memory(fraction: float = 0.75) -> int | None:
     contract covers, instead of the kernel's out-of-memory killer ending the whole audit (24.4 GB)."""
     import resource
 
-    def field(path: str, key: str) -> int:
-        with open(path) as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024  # kB
-        raise OSError(f"{key} not in {path}")
+    from dan.timing import proc_kb
 
     try:
-        limit = field("/proc/self/status", "VmSize") + int(fraction * field("/proc/meminfo", "MemAvailable"))
+        limit = 1024 * (proc_kb("VmSize") + int(fraction * proc_kb("MemAvailable", "/proc/meminfo")))
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         if hard != resource.RLIM_INFINITY:
             limit = min(limit, hard)

@@ -1,5 +1,6 @@
 """Wall-clock timing shared by every latency number the package reports (PyTorch and ONNX Runtime):
-one median loop, and where a network's tensors live."""
+one median loop, and where a network's tensors live; and the kernel's memory counters that the
+benchmarks and the fuzz audit read."""
 
 from __future__ import annotations
 
@@ -36,3 +37,14 @@ def device_of(model: nn.Module) -> torch.device:
     for p in list(model.parameters()) + list(model.buffers()):
         return p.device
     return torch.device("cpu")
+
+
+def proc_kb(key: str, path: str = "/proc/self/status") -> int:
+    """A ``kB`` field of a Linux ``/proc`` file: ``VmRSS``, ``VmHWM``, ``VmSize`` of this process
+    (``/proc/self/status``) or ``MemAvailable`` of the machine (``/proc/meminfo``). OSError where
+    there is none (not Linux, or no such field)."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{key} not in {path}")

@@ -61,8 +61,8 @@ def _run(argv: list, module: str | None, cwd: str, timeout: int, fresh: bool):
 class Launcher:
     """This worker's connection to ``tests/launcher.py``: a Python that imported PyTorch once and
     forks a child per tool run (that module says what a child shares with it, and why). Started
-    at the first run; a run whose environment differs from the one it started with (beyond the
-    running test's name), a second run at once (another thread), or a launcher that refuses or
+    at the first run; a run whose environment differs from the one it started with (beyond
+    :attr:`_IGNORED`), a second run at once (another thread), or a launcher that refuses or
     died before forking, takes a fresh Python instead."""
 
     _one = None

@@ -14,8 +14,9 @@ half-way; it refuses to fork (the test then starts a fresh Python) when it has m
 
 What a child does not get that a fresh Python would: a different environment at import time (the
 caller starts a fresh Python whenever the environment differs from the server's in more than
-variables nothing reads at import: ``helpers.Launcher._IGNORED``), and modules the server imported are already in ``sys.modules`` (the ones
-a tool run imports anyway). A test about the interpreter's start itself uses ``fresh=True``.
+variables nothing reads at import: ``helpers.Launcher._IGNORED``), and modules the server
+imported are already in ``sys.modules`` (the ones a tool run imports anyway). A test about the
+interpreter's start itself uses ``fresh=True``.
 
 Protocol: one JSON request per line on stdin; on the file descriptor named by the first argument,
 one JSON line ``{"pid": n}`` per started child (or ``{"refused": why}``), then ``{"status": code}``,
