@@ -6,7 +6,8 @@
 * :func:`inference_speedup` — latency of the extracted small network against the big one in every
   runtime form of :mod:`dan.runtimes`, and best form against best form, next to their FLOPs ratio.
 * :func:`peak_memory` — peak resident memory added by training steps, each kind of step measured
-  in a fresh subprocess (the only clean way to get a peak on the CPU).
+  in a fresh subprocess (the only clean way to get a peak on the CPU), beside
+  :func:`estimate_memory`, the lower bound :mod:`dan.memory` checks before a run.
 """
 
 from __future__ import annotations
@@ -46,12 +47,12 @@ def interleaved_medians(fns: dict, rounds: int, warmup: int = 2) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def make_steps(space: str, *, width: int = 64, batch: int = 64, image: int = 32, channels: int = 3,
-               classes: int = 10, alpha: float = 4, channels_last: bool | None = None,
-               kinds=("standard", "adjoint")) -> dict[str, Callable[[], None]]:
-    """One closure per kind of training step, all on the same base network and batch, in the
-    memory layout the trainer would use for it on this CPU (``channels_last=None``:
-    :func:`dan.layers.channels_last_safe`)."""
+def step_models(space: str, *, width: int = 64, batch: int = 64, image: int = 32, channels: int = 3,
+                classes: int = 10, alpha: float = 4, channels_last: bool | None = None,
+                kinds=("standard", "adjoint")) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """``(models, x, y)``: one network per kind of training step, all from the same base network,
+    in the memory layout the trainer would use for it on this CPU (``channels_last=None``:
+    :func:`dan.layers.channels_last_safe`), and the batch they train on."""
     torch.manual_seed(0)
     base = search_spaces.create(space, num_classes=classes, in_channels=channels, width=width)
     if channels_last is None:
@@ -60,22 +61,29 @@ def make_steps(space: str, *, width: int = 64, batch: int = 64, image: int = 32,
     y = torch.randint(0, classes, (batch,))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = x.contiguous(memory_format=fmt)
-    steps = {}
+    models = {}
     for kind in kinds:
         if kind == "standard":
-            model = _copy(base).to(memory_format=fmt)
-            opt = torch.optim.Adam(model.parameters())
+            models[kind] = _copy(base).to(memory_format=fmt)
+        else:
+            model = zeroed_adjoint(base, alpha, x.shape) if kind == "zeroed" else \
+                to_adjoint(base, alpha=alpha, input_shape=(1,) + tuple(x.shape[1:]))
+            models[kind] = model.to(memory_format=fmt)
+    return models, x, y
 
+
+def make_steps(space: str, *, kinds=("standard", "adjoint"), **kw) -> dict[str, Callable[[], None]]:
+    """One closure per kind of training step (Adam) on :func:`step_models`' networks and batch."""
+    models, x, y = step_models(space, kinds=kinds, **kw)
+    steps = {}
+    for kind, model in models.items():
+        opt = torch.optim.Adam(model.parameters())
+        if kind == "standard":
             def step(model=model, opt=opt):
                 opt.zero_grad(set_to_none=True)
                 F.cross_entropy(model(x), y).backward()
                 opt.step()
         else:
-            model = zeroed_adjoint(base, alpha, x.shape) if kind == "zeroed" else \
-                to_adjoint(base, alpha=alpha, input_shape=(1,) + tuple(x.shape[1:]))
-            model = model.to(memory_format=fmt)
-            opt = torch.optim.Adam(model.parameters())
-
             def step(model=model, opt=opt):
                 opt.zero_grad(set_to_none=True)
                 big, small = model(x)
@@ -180,6 +188,17 @@ def peak_memory(space: str, kind: str, steps: int = 3, repeats: int = 3, **kw) -
         res = subprocess.run([sys.executable, "-c", code], input=arg, capture_output=True, text=True, check=True)
         readings.append(int(json.loads(res.stdout.strip().splitlines()[-1])))
     return int(statistics.median(readings))
+
+
+def estimate_memory(space: str, kind: str, **kw) -> int:
+    """What :mod:`dan.memory` computes, before a run, as the least those steps add: the bytes kept
+    for the backward pass and Adam's two state tensors per parameter (the bench shows it beside
+    :func:`peak_memory`, which it should never exceed)."""
+    from dan.memory import activation_bytes, optimizer_state_bytes
+
+    models, x, _ = step_models(space, kinds=(kind,), **kw)
+    saved, _ = activation_bytes(models[kind], tuple(x.shape))
+    return saved + optimizer_state_bytes(models[kind], "adam", 0.0)
 
 
 def _memory_child(space: str, kind: str, steps: int, kw: dict) -> int:

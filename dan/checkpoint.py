@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from dan.errors import UserError
+from dan.errors import UserError, out_of_memory
 
 
 def load_sliced(model: torch.nn.Module, path: str) -> int:
@@ -100,6 +100,8 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated / foreign files
+        if out_of_memory(e):  # a good checkpoint too large for the memory left: never "delete it"
+            raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise UserError(f"checkpoint {path} is corrupt or not a DAN checkpoint ({first}): "
                         f"delete it to start over, or restore a good copy") from e

@@ -46,7 +46,7 @@ from torch.fx.experimental.optimization import fuse
 
 from dan.checkpoint import atomic_write, write_json
 from dan.cost import count, set_mode
-from dan.errors import UserError
+from dan.errors import UserError, out_of_memory
 from dan.timing import device_of, median_ms, sync
 
 
@@ -119,6 +119,8 @@ def load_deployable(path: str) -> nn.Module:
         except UserError:
             raise
         except Exception as e:  # truncated or foreign archives raise many types
+            if out_of_memory(e):  # a good network too large for the memory left
+                raise
             raise UserError(f"{path} is not a readable torch.export network ({_first_line(e)}): "
                             f"re-export it with dan (tools/train.py or tools/retrain.py)") from e
     try:
@@ -126,6 +128,8 @@ def load_deployable(path: str) -> nn.Module:
             warnings.simplefilter("ignore", FutureWarning)
             return torch.jit.load(path, map_location="cpu")
     except Exception as e:
+        if out_of_memory(e):
+            raise
         raise UserError(f"{path} is not a readable TorchScript network ({_first_line(e)}): pass the "
                         f"small.pt or small.pt2 of a run folder") from e
 

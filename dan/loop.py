@@ -22,6 +22,7 @@ weights are checked for finiteness before a checkpoint is kept), ``steps_per_epo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -131,17 +132,37 @@ def remove_stale_temporaries(run_dir: str) -> None:
                     pass
 
 
-def start(cfg: Config, resume: bool, build):
+def start(cfg: Config, resume: bool, build, least=None):
     """Start or resume a run: every check (folder, then ``build()``'s own checks of config and data,
-    then the checkpoint's compatibility) before the first file is written. ``build()`` returns the
-    task; returns it restored when ``resume``."""
+    then memory, then the checkpoint's compatibility) before the first file is written. ``build()``
+    returns the task; returns it restored when ``resume``. ``least(task)``: a context in which the
+    task's model takes its least memory (see :func:`check_memory`)."""
     cfg.validate()
     check_run_dir(cfg, resume)
     task = build()
+    with least(task) if least is not None else contextlib.nullcontext():
+        check_memory(task)
     if resume:
         task.restore()
     prepare_run_dir(cfg, resume)
     return task
+
+
+def check_memory(task) -> None:
+    """Refuse a task whose training step cannot fit in this machine's memory (:mod:`dan.memory`),
+    before its folder is written or a checkpoint's optimizer state is loaded. The estimate is of
+    ``task.model``'s forward as it stands: a task whose steps vary it (a search's sampled widths)
+    sets it to its least first (``start``'s ``least``), so that the check stays a lower bound."""
+    from dan.memory import check_training
+    from dan.models import input_shape
+
+    t, data = task.cfg.train, task.data
+    train = data.train
+    shape = (min(train.batch_size, train.num_samples),) + tuple(input_shape(data.info)[1:])
+    evals = [min(d.batch_size, d.num_samples) for d in (data.test, data.holdout_eval) if d is not None]
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if task.dist.enabled else 1
+    check_training(task.model, shape, eval_batch=max(evals, default=1), optimizer=t.optimizer,
+                   momentum=t.momentum, amp=task.amp, processes=ranks)
 
 
 def start_managed(cfg: Config, build):

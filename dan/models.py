@@ -76,7 +76,13 @@ def create(space: str, args: dict | None = None, *, num_classes: int, in_channel
         raise UserError(f"this network was searched as a Python object ({space[8:-1]}): rebuild it with "
                         f"dan.build_adjoint(arch, model=your_model)")
     if k == "registered":
-        return search_spaces.create(space, num_classes=num_classes, in_channels=in_channels, **args)
+        from dan.memory import check_weights
+
+        def build():
+            return search_spaces.create(space, num_classes=num_classes, in_channels=in_channels, **args)
+
+        check_weights(build, f"{space}({', '.join(f'{key}={v}' for key, v in args.items())})")
+        return build()
     if k == "torchvision":
         import torchvision
 

@@ -62,6 +62,7 @@ order is a function of (seed, epoch); a checkpoint after each epoch holds weight
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
@@ -364,7 +365,22 @@ def search(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
     """Run DAN search in ``cfg.run_dir`` and write ``arch.json``; see the module docstring.
     ``model``: search this network object instead of the one ``cfg.model`` names."""
     cfg = cfg.resolve("search")  # a new config: config.yaml and the checkpoint hold this one
-    return start(cfg, resume, lambda: Searcher(cfg, monitor, data=data, model=model)).fit()  # checks before any file
+    return start(cfg, resume, lambda: Searcher(cfg, monitor, data=data, model=model),  # checks before any file
+                 least=narrowest).fit()
+
+
+@contextlib.contextmanager
+def narrowest(sr: Searcher):
+    """The supernet's small path at its narrowest widths, then as it was: the memory check's
+    estimate (``dan.loop.check_memory``) is then the least of any weight step, whose widths are
+    drawn at or above them."""
+    was = [(g.width, g.mask) for g in sr.sn.groups]
+    sr.sn.set_widths(sr.sn.extreme_choices()[0])
+    try:
+        yield
+    finally:
+        for g, (width, mask) in zip(sr.sn.groups, was):
+            g.width, g.mask = width, mask
 
 
 def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config | None = None,

@@ -64,13 +64,16 @@ def main(argv, prog: str = PROG) -> int:
     machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
     res.setdefault("dates", {})
-    res.update({"machine": machine,
-                "setting": {"width": 64, "image": 32, "batch": 64, "alpha": 4,
-                            # the CPU steps' layout (bench.make_steps asks dan.layers.channels_last_safe,
-                            # which for these width-64 networks comes down to the CPU: NCHW without AVX-512)
-                            "channels_last": cpu_has_avx512()},
-                "targets": {"adjoint_over_standard": TARGET_STEP, "speedup_over_flops_ratio": TARGET_SPEEDUP,
-                            "search_over_standard": TARGET_SEARCH}})
+    # the CPU steps' layout (bench.make_steps asks dan.layers.channels_last_safe, which for these
+    # width-64 networks comes down to the CPU: NCHW without AVX-512)
+    setting = {"width": 64, "image": 32, "batch": 64, "alpha": 4, "channels_last": cpu_has_avx512()}
+    if args.only and "machine" in res:  # the page's header stays the other parts' machine; each
+        res.setdefault("remeasured", {}).update({part: dict(machine, channels_last=setting["channels_last"])
+                                                 for part in parts})  # part re-measured says its own
+    else:
+        res.update({"machine": machine, "setting": setting, "remeasured": {}})
+    res["targets"] = {"adjoint_over_standard": TARGET_STEP, "speedup_over_flops_ratio": TARGET_SPEEDUP,
+                      "search_over_standard": TARGET_SEARCH}
     for part in parts:
         res[part] = []
         res["dates"][part] = machine["date"]
@@ -86,6 +89,7 @@ def main(argv, prog: str = PROG) -> int:
             mem = {"space": space}
             for kind in ("standard", "adjoint"):
                 mem[f"{kind}_bytes"] = bench.peak_memory(space, kind)
+                mem[f"{kind}_estimate_bytes"] = bench.estimate_memory(space, kind)
             mem["adjoint_over_standard"] = mem["adjoint_bytes"] / mem["standard_bytes"]
             res["memory"].append(mem)
     if "search" in parts:
@@ -179,12 +183,31 @@ def _inference_lines(res: dict) -> list:
 def _memory_lines(res: dict) -> list:
     lines = []
     lines += ["", "## Peak memory of a training step", "",
-              "Peak resident memory added by three steps, each kind in a fresh process.", "",
-              "| network | standard (MB) | adjoint (MB) | adjoint / standard |", "|---|---|---|---|"]
+              _remeasured(res, "memory") +
+              "Peak resident memory added by three steps, each kind in a fresh process; in brackets the "
+              "least the memory check before a run (`dan/memory.py`) computes for the same step without "
+              "allocating it (the bytes kept for the backward pass and Adam's state; it leaves out the "
+              "gradients and the backward pass's transient buffers, so it must not exceed the measured peak).", "",
+              "| network | standard (MB) | adjoint (MB) | adjoint / standard | estimate / measured |",
+              "|---|---|---|---|---|"]
     for r in res["memory"]:
-        lines.append(f"| {r['space']} | {r['standard_bytes'] / 2**20:.0f} | {r['adjoint_bytes'] / 2**20:.0f} | "
-                     f"{r['adjoint_over_standard']:.2f} |")
+        est = [r.get(f"{k}_estimate_bytes") for k in ("standard", "adjoint")]
+        shown = [f"{r[f'{k}_bytes'] / 2**20:.0f}" + (f" ({e / 2**20:.0f})" if e else "")
+                 for k, e in zip(("standard", "adjoint"), est)]
+        ratio = " / ".join(f"{e / r[f'{k}_bytes']:.2f}" for k, e in zip(("standard", "adjoint"), est) if e)
+        lines.append(f"| {r['space']} | {shown[0]} | {shown[1]} | {r['adjoint_over_standard']:.2f} | "
+                     f"{ratio or '-'} |")
     return lines
+
+
+def _remeasured(res: dict, part: str) -> str:
+    """The sentence for a part measured again on its own (``--only``), on another day or CPU than
+    the page's header says."""
+    m = res.get("remeasured", {}).get(part)
+    if not m:
+        return ""
+    layout = "channels-last" if m["channels_last"] else "NCHW"
+    return f"Measured again on its own on {m['date']} ({m['cpu']}, {m['threads']} threads, {layout}). "
 
 
 def _search_lines(res: dict) -> list:

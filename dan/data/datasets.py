@@ -35,7 +35,7 @@ from dan.config import DataConfig
 from dan.data.augment import CIFAR_RECIPE, FASHION_MNIST_RECIPE, SYNTHETIC_RECIPE, AugmentRecipe
 from dan.data.info import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, apply_overrides, register_dataset
 from dan.data.splits import generator
-from dan.errors import UserError
+from dan.errors import UserError, out_of_memory
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -123,6 +123,8 @@ def load_cifar(name: str, root: str, download: bool) -> tuple[np.ndarray, np.nda
     try:
         tr, te = (cls(root=root, train=t, download=download) for t in (True, False))
     except RuntimeError as e:
+        if out_of_memory(e):
+            raise
         raise UserError(f"{name} not found or corrupt in {root} ({e.args[0].split('.')[0]}): pass --download "
                         f"(needs the network) or --data DIR holding torchvision's extracted {name} batches")
     except OSError as e:  # network errors while downloading

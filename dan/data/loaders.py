@@ -35,7 +35,7 @@ from dan.data.augment import AugmentRecipe, augment_batch, folder_transforms, pi
 from dan.data.datasets import ArraySplits, FolderSplits
 from dan.data.info import DatasetInfo, dataset_info, get_dataset
 from dan.data.splits import SPLIT_IDS, generator, mixed_seed, split_indices
-from dan.errors import UserError
+from dan.errors import UserError, out_of_memory
 
 
 class Loader(Protocol):
@@ -193,6 +193,8 @@ class _FolderSplit(torch.utils.data.Dataset):
         try:
             img = self.folder.loader(path)
         except Exception as e:  # truncated, corrupt or unreadable: name the file (one line)
+            if out_of_memory(e):  # a good image the memory left cannot hold is not to be deleted
+                raise
             raise UserError(f"cannot read image {path} ({type(e).__name__}: {' '.join(str(e).split())[:120]}): "
                             f"delete or replace it") from None
         if not self.random:

@@ -1,0 +1,180 @@
+"""The memory check before a run (dan/memory.py): what it computes is what autograd keeps, it
+changes nothing, and it refuses exactly what does not fit, with a batch that does."""
+
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+from dan import memory
+from dan.errors import UserError
+
+
+def tiny_adjoint(width: int = 8):
+    import search_spaces
+    from dan.adjoint import to_adjoint
+
+    torch.manual_seed(0)
+    base = search_spaces.create("resnet18_small", num_classes=4, in_channels=3, width=width)
+    return to_adjoint(base, alpha=4, input_shape=(1, 3, 16, 16))
+
+
+def saved_for_real(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd keeps in a real forward (parameters excluded)."""
+    kept = {}
+
+    def pack(t):
+        base = t if t._base is None else t._base
+        if not (base.is_leaf and base.requires_grad):
+            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(kept.values())
+
+
+def test_the_estimate_is_what_a_real_forward_keeps_for_the_backward_pass():
+    """By hand for a conv, a ReLU and a linear layer: the conv keeps its input (6·3·8·8 floats),
+    the ReLU its output (6·4·8·8), the linear layer a view of that output (counted once); and on
+    the adjoint ResNet the fake forward's total equals a real forward's, storage for storage."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
+    saved, largest = memory.activation_bytes(net, (6, 3, 8, 8))
+    assert saved == 4 * (6 * 3 * 8 * 8 + 6 * 4 * 8 * 8)
+    assert largest == 4 * (2 * 4 * 8 * 8)  # the ReLU's input and output, per image (the conv's: 3+4 channels)
+    model = tiny_adjoint().train()
+    saved, _ = memory.activation_bytes(model, (4, 3, 16, 16))
+    assert saved == saved_for_real(model, torch.randn(4, 3, 16, 16))
+    double, _ = memory.activation_bytes(model, (8, 3, 16, 16))
+    assert double == pytest.approx(2 * saved, rel=0.01)  # per image: the batch scales it
+
+
+def test_the_check_changes_nothing_and_allocates_nothing():
+    """Weights, BatchNorm statistics and their counters, the random generator and the train/eval
+    flag are as before; a batch of 10^12 bytes of activations is computed, not allocated."""
+    model = tiny_adjoint().eval()
+    x = torch.randn(2, 3, 16, 16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        out = model(x)
+    rng = torch.get_rng_state()
+    saved, _ = memory.activation_bytes(model, (4096, 3, 1024, 1024))
+    assert saved > 10**12
+    assert not model.training
+    assert torch.equal(rng, torch.get_rng_state())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with torch.no_grad():  # no fake tensor left behind on a module: the real forward is the same
+        for a, b in zip(out, model(x)):
+            assert torch.equal(a, b)
+
+
+def test_it_refuses_exactly_what_does_not_fit_and_names_a_batch_that_does():
+    model = tiny_adjoint()
+    shape = (32, 3, 16, 16)
+    saved, largest = memory.activation_bytes(model, shape)
+    state = memory.optimizer_state_bytes(model, "adam", 0.0)
+    assert state == 2 * sum(p.numel() * 4 for p in model.parameters())
+    need = saved + state
+    memory.check_training(model, shape, eval_batch=64, available=need)  # fits: no error
+    with pytest.raises(UserError, match=r"lower data\.batch_size to (\d+) or less") as e:
+        memory.check_training(model, shape, eval_batch=64, available=need - 1)
+    fits = int(e.value.args[0].split("lower data.batch_size to ")[1].split()[0])
+    assert 1 <= fits < 32
+    at_fits, _ = memory.activation_bytes(model, (fits,) + shape[1:])
+    assert at_fits + state <= need - 1  # the batch it names fits
+    with pytest.raises(UserError, match="2 processes"):  # two ranks on one machine need twice as much
+        memory.check_training(model, shape, eval_batch=64, processes=2, available=2 * need - 1)
+    with pytest.raises(UserError, match="even batch 1 does not fit"):
+        memory.check_training(model, shape, eval_batch=64, available=state)
+    sgd = memory.optimizer_state_bytes(model, "sgd", 0.9)
+    assert sgd == state // 2 and memory.optimizer_state_bytes(model, "sgd", 0.0) == 0
+    with pytest.raises(UserError, match=r"evaluation needs .* set data\.eval_batch_size to \d+ or less"):
+        memory.check_training(model, shape, eval_batch=int(need // largest) + 1, available=need)
+
+
+def test_weights_too_large_are_refused_before_they_are_allocated():
+    import search_spaces
+
+    def build(width):
+        return lambda: search_spaces.create("resnet18_small", num_classes=10, in_channels=3, width=width)
+
+    with pytest.raises(UserError, match=r"resnet18_small\(width=3000\) has 9\d\.\d GiB of weights"):
+        memory.check_weights(build(3000), "resnet18_small(width=3000)", available=20 << 30)
+    memory.check_weights(build(8), "resnet18_small(width=8)", available=20 << 30)
+
+
+def test_the_check_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv(memory.ENV, "0")
+    assert memory.available_bytes() is None
+    monkeypatch.setenv(memory.ENV, "1")
+    assert (memory.available_bytes() or 0) > 0 or not os.path.exists("/proc/meminfo")
+
+
+@pytest.mark.parametrize("tool", ["train.py", "search.py"])
+def test_a_run_that_cannot_fit_is_one_line_and_leaves_no_folder(tool, tmp_path, monkeypatch):
+    """The tools as a user runs them, on a machine with 20 MiB available (faked): exit 2, one line
+    naming the need and the batch that fits, and no run folder."""
+    from dan.fuzz import TINY, run_in_process
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 20 << 20)
+    out = tmp_path / "runs"
+    extra = ["--budget-flops", "25%", "--set", "search.warmup_epochs=0"] if tool == "search.py" else []
+    code, err = run_in_process(tool, TINY + ["--image-size", "64"] + extra + ["--out", str(out)], time_limit=None)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: training needs at least") and "lower data.batch_size to" in lines[0], lines
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_file_too_large_for_the_memory_left_is_not_called_corrupt(tmp_path, monkeypatch):
+    """Loading a good checkpoint or TorchScript network fails for want of memory: the allocation
+    error goes on to the tools' one line about memory, never to "corrupt: delete it"; a real
+    read error is still the user's one line."""
+    from dan.checkpoint import load_checkpoint
+    from dan.deploy import load_deployable
+
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"not read")
+    for name, fn in (("load", load_checkpoint), ("jit.load", load_deployable)):
+        target = torch.jit if name == "jit.load" else torch
+
+        def hungry(*args, **kw):
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 4096 bytes.")
+
+        monkeypatch.setattr(target, "load", hungry)
+        with pytest.raises(RuntimeError, match="can't allocate memory") as e:
+            fn(str(path))
+        assert not isinstance(e.value, UserError)
+
+        def broken(*args, **kw):
+            raise RuntimeError("PytorchStreamReader failed reading zip archive")
+
+        monkeypatch.setattr(target, "load", broken)
+        with pytest.raises(UserError, match="PytorchStreamReader"):
+            fn(str(path))
+
+
+def test_a_search_is_estimated_at_its_narrowest_small_path_then_left_as_it_was(tmp_path):
+    """A weight step's widths are drawn at or above every group's narrowest candidate, so the
+    search's check is made there (a lower bound), and the supernet's widths are restored after."""
+    import copy
+
+    from dan.config import Config
+    from dan.fuzz import TINY_CONFIG
+    from dan.search import Searcher, narrowest
+
+    d = copy.deepcopy(TINY_CONFIG)
+    d["out"] = str(tmp_path)
+    d["search"]["budget_flops"] = "25%"
+    sr = Searcher(Config.from_dict(d))
+    shape = (16, 3, 16, 16)
+    widths = [(g.width, g.mask) for g in sr.sn.groups]
+    built, _ = memory.activation_bytes(sr.anet, shape)
+    with narrowest(sr):
+        least, _ = memory.activation_bytes(sr.anet, shape)
+        sr.sn.set_widths(sr.sn.sample_hard(uniform=True))
+        drawn, _ = memory.activation_bytes(sr.anet, shape)
+    assert least < built and least <= drawn
+    assert [(g.width, g.mask) for g in sr.sn.groups] == widths
