@@ -17,12 +17,15 @@ with ``MemAvailable``:
 * **evaluation**: the largest single operation's input and output at the evaluation batch (no
   gradients kept), scaled from the same pass.
 
-Each is a lower bound (transient buffers of the backward pass, the data loader's workers and the
-export are left out), so a refusal is certain to be right and a run that passes may still need
-more: measured on a width-8 ResNet-18 under adjoint training at batch 16 (peak resident memory by
-``/usr/bin/time -f %M`` minus the same run at 16 pixels), the estimate was 0.85 GB for 0.85 GB
-measured at 256 pixels, and the search's 1.21 GB for 1.18 GB. On the CPU only: a GPU's allocator
-raises an error the tools already report in one line (``dan.errors.out_of_memory``).
+Each is a lower bound (transient buffers of the backward pass, gradients, the data loader's
+workers and the export are left out; a search is estimated at its narrowest small path): a
+refused run could not fit in the memory available then, and a run that passes may need more. Measured on 2026-12-06
+(peak resident memory by ``/usr/bin/time -f %M`` of a 1-batch run at batch 16 of a width-8
+ResNet-18, minus the same run's at 16 pixels; estimate / measured): ``tools/train.py`` 0.90 at
+128 pixels, 0.99 at 256, 0.95 at 384, 0.99 at 512 (3.39 GB of 3.41); ``tools/search.py`` 0.57 to
+0.66 at the same sizes. ``tools/bench.py`` shows it beside the measured peak of its steps. On
+the CPU only: a GPU's allocator raises an error the tools already report in one line
+(``dan.errors.out_of_memory``).
 ``DAN_MEMORY_CHECK=0`` skips the check (e.g. where swap would carry a run that RAM cannot).
 """
 
