@@ -158,7 +158,7 @@ def check_memory(task) -> None:
 
     t, data = task.cfg.train, task.data
     train = data.train
-    shape = (min(train.batch_size, train.num_samples),) + tuple(input_shape(data.info)[1:])
+    shape = (max(1, min(train.batch_size, train.num_samples)),) + tuple(input_shape(data.info)[1:])
     evals = [min(d.batch_size, d.num_samples) for d in (data.test, data.holdout_eval) if d is not None]
     ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if task.dist.enabled else 1
     check_training(task.model, shape, eval_batch=max(evals, default=1), optimizer=t.optimizer,
