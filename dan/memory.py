@@ -70,6 +70,22 @@ def optimizer_state_bytes(model: nn.Module, optimizer: str, momentum: float) -> 
     return tensors * parameter_bytes(model)
 
 
+@contextlib.contextmanager
+def kept_for_backward(into: dict):
+    """Within it, every tensor autograd saves for the backward pass is recorded as ``into[storage]
+    = bytes``, each storage once (a view shares its base's); parameters and their views (a
+    transposed weight) are left out, being resident already. Real or fake tensors alike."""
+    def pack(t):
+        base = t if t._base is None else t._base
+        if not (base.is_leaf and base.requires_grad):
+            s = t.untyped_storage()
+            into[s._cdata] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield into
+
+
 def activation_bytes(model: nn.Module, batch_shape: tuple, *, amp=None) -> tuple[int, float] | None:
     """``(saved, largest)``: bytes autograd keeps for the backward pass of one training forward at
     ``batch_shape``, and the largest one operation's input plus output per image (for the
@@ -82,13 +98,6 @@ def activation_bytes(model: nn.Module, batch_shape: tuple, *, amp=None) -> tuple
     batch = batch_shape[0]
     saved: dict = {}
     largest = [0]
-
-    def pack(t):
-        base = t if t._base is None else t._base
-        if not (base.is_leaf and base.requires_grad):  # parameters (and their views, as a transposed
-            s = t.untyped_storage()                     # weight) are resident already
-            saved[s._cdata] = s.nbytes()
-        return t
 
     def per_sample(t) -> int:  # bytes of a tensor with the batch's images (not a weight)
         return t.untyped_storage().nbytes() if isinstance(t, torch.Tensor) and t.ndim and \
@@ -112,7 +121,7 @@ def activation_bytes(model: nn.Module, batch_shape: tuple, *, amp=None) -> tuple
             x = torch.empty(batch_shape)
             autocast = torch.autocast(device_type, dtype=amp) if amp is not None else contextlib.nullcontext()
             model.train()
-            with autocast, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), Largest():
+            with autocast, kept_for_backward(saved), Largest():
                 model(x)
     except Exception:  # noqa: BLE001 - an operation fake tensors lack, data-dependent control flow, ...
         return None

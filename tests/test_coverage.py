@@ -163,9 +163,11 @@ def test_coverage_of_a_fast_subset_of_the_torchvision_zoo():
         r = rows[name]
         assert r.status == "pass", (name, r.reason)
         assert r.max_rel_err <= coverage.RTOL and r.flops_ratio > 2.0, (name, r)
+        assert r.memory_estimate == pytest.approx(1.0, abs=1e-3), (name, r)  # dan.memory is exact here
     assert rows["swin_t"].status == "refused" and rows["swin_t"].reason  # a clear reason, not a crash
     page = coverage.markdown(list(rows.values()))
     assert f"{len(FAST)} of {len(FAST) + 1} pass" in page and "| torchvision | swin_t | refused |" in page
+    assert f"Memory estimate exact on {len(FAST)} of {len(FAST)} passing models." in page
 
 
 TIMM_FAST = ["mixnet_s", "ghostnet_100", "convnext_atto", "efficientnet_b0", "dpn68"]

@@ -22,15 +22,7 @@ def tiny_adjoint(width: int = 8):
 
 def saved_for_real(model: nn.Module, x: torch.Tensor) -> int:
     """Bytes of the distinct storages autograd keeps in a real forward (parameters excluded)."""
-    kept = {}
-
-    def pack(t):
-        base = t if t._base is None else t._base
-        if not (base.is_leaf and base.requires_grad):
-            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with memory.kept_for_backward({}) as kept:
         model(x)
     return sum(kept.values())
 
