@@ -99,16 +99,19 @@ def activation_bytes(model: nn.Module, batch_shape: tuple, *, amp=None) -> tuple
     saved: dict = {}
     largest = [0]
 
-    def per_sample(t) -> int:  # bytes of a tensor with the batch's images (not a weight)
-        return t.untyped_storage().nbytes() if isinstance(t, torch.Tensor) and t.ndim and \
-            t.shape[0] == batch else 0
+    def per_sample(ts) -> dict:  # the storages of tensors with the batch's images (not weights)
+        return {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in ts
+                if isinstance(t, torch.Tensor) and t.ndim and t.shape[0] == batch}
 
     class Largest(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
-            outs = out if isinstance(out, (tuple, list)) else (out,)
-            need = max((per_sample(a) for a in args), default=0) + sum(per_sample(o) for o in outs)
-            largest[0] = max(largest[0], need)
+            live = per_sample(out if isinstance(out, (tuple, list)) else (out,))
+            inputs = per_sample(args)
+            if inputs:  # the largest input, counted once if the output is it (an in-place ReLU)
+                key = max(inputs, key=inputs.get)
+                live[key] = inputs[key]
+            largest[0] = max(largest[0], sum(live.values()))
             return out
 
     training = model.training

@@ -35,6 +35,8 @@ def test_the_estimate_is_what_a_real_forward_keeps_for_the_backward_pass():
     saved, largest = memory.activation_bytes(net, (6, 3, 8, 8))
     assert saved == 4 * (6 * 3 * 8 * 8 + 6 * 4 * 8 * 8)
     assert largest == 4 * (2 * 4 * 8 * 8)  # the ReLU's input and output, per image (the conv's: 3+4 channels)
+    net[1].inplace = True  # an in-place ReLU's output is its input: the conv's 3+4 channels are the most
+    assert memory.activation_bytes(net, (6, 3, 8, 8))[1] == 4 * (3 * 8 * 8 + 4 * 8 * 8)
     model = tiny_adjoint().train()
     saved, _ = memory.activation_bytes(model, (4, 3, 16, 16))
     assert saved == saved_for_real(model, torch.randn(4, 3, 16, 16))
