@@ -80,7 +80,9 @@ def kept_for_backward(into: dict):
         if not (base.is_leaf and base.requires_grad):
             s = t.untyped_storage()
             into[s._cdata] = s.nbytes()
-        return t
+        # detached: a saved output returned as itself would hold its own grad_fn, a cycle through
+        # autograd's C++ that Python's collector cannot see (every network it ran would be leaked)
+        return t.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         yield into

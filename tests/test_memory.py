@@ -62,6 +62,13 @@ def test_the_check_changes_nothing_and_allocates_nothing():
     with torch.no_grad():  # no fake tensor left behind on a module: the real forward is the same
         for a, b in zip(out, model(x)):
             assert torch.equal(a, b)
+    import gc
+    import weakref
+
+    weight = weakref.ref(next(model.parameters()))
+    del model, before
+    gc.collect()
+    assert weight() is None  # nothing holds the network afterwards (a tuning run checks one per trial)
 
 
 def test_it_refuses_exactly_what_does_not_fit_and_names_a_batch_that_does():
