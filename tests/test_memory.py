@@ -179,3 +179,27 @@ def test_a_search_is_estimated_at_its_narrowest_small_path_then_left_as_it_was(t
         drawn, _ = memory.activation_bytes(sr.anet, shape)
     assert least < built and least <= drawn
     assert [(g.width, g.mask) for g in sr.sn.groups] == widths
+
+
+def test_count_tells_the_memory_a_training_batch_needs(tmp_path):
+    """``count.py --batch-size``: the least a training step at that batch needs, before any run;
+    for ``--alpha`` the adjoint network's (what adjoint training trains), as the run's check
+    computes it; a deployed file, which does not train, is the user's one line."""
+    import json
+
+    from tests.helpers import assert_user_error, run_tool
+
+    proc = run_tool("count.py", "resnet18_small", "--arg", "width=8", "--input-size", "16", "--num-classes", "4",
+                    "--alpha", "4", "--batch-size", "32", "--json")
+    assert proc.returncode == 0, proc.stderr
+    mem = json.loads(proc.stdout)["training_memory"]["adjoint"]
+    saved, _ = memory.activation_bytes(tiny_adjoint(), (32, 3, 16, 16))
+    assert mem["batch"] == 32 and mem["kept_for_backward"] == saved
+    assert mem["least"] == saved + mem["adam_state"] and mem["adam_state"] == 2 * mem["weights"]
+    proc = run_tool("count.py", "resnet18_small", "--arg", "width=8", "--input-size", "16", "--batch-size", "64")
+    assert proc.returncode == 0 and "training memory (network, batch 64): at least" in proc.stdout, proc.stderr
+    net = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.script(nn.Linear(3, 2)), str(net))
+    assert_user_error(run_tool("count.py", str(net), "--batch-size", "8"), "does not train")
+    # counted at the default 224x224, which a deployed network may not take: its shape, in one line
+    assert_user_error(run_tool("count.py", str(net)), "does not run on input 1x3x224x224", "--input-size")

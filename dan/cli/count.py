@@ -8,9 +8,12 @@ Usage:
     python tools/count.py runs/demo/checkpoints/last.pt    # every network of a training run
     python tools/count.py resnet50 --json                  # machine-readable
     python tools/count.py resnet50 --alpha 4               # big and small network of an adjoint conversion
+    python tools/count.py resnet50 --alpha 4 --batch-size 128   # and the memory its adjoint training needs
 
 FLOPs are multiply-accumulates of conv and linear layers (K, M, G = powers of 10); "nonzero"
-counts parameters that are not exactly zero (r_beta masks make it differ).
+counts parameters that are not exactly zero (r_beta masks make it differ). With --batch-size, the
+least memory one training step at that batch needs (what autograd keeps for the backward pass and
+Adam's state, computed without allocating it: dan/memory.py, the check every run makes first).
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from dan.errors import UserError
 PROG = "count.py"  # the tool's name in usage and error lines (tools/count.py)
 
 
-def load_networks(args) -> tuple[dict, tuple]:
-    """Resolve the target into {name: module} and the input shape."""
+def load_networks(args) -> tuple[dict, tuple, dict]:
+    """Resolve the target into {name: module}, the input shape and {name: the module that trains}
+    (the adjoint network of ``--alpha`` or of a checkpoint; none for a deployed file)."""
     import torch
     import torchvision
 
@@ -40,7 +44,7 @@ def load_networks(args) -> tuple[dict, tuple]:
             meta = _sidecar(target)
             shape = tuple(meta["input_shape"]) if meta and not (size or args.in_channels) else \
                 (1, args.in_channels or 3, size or 224, size or 224)
-            return {"network": load_deployable(target)}, shape
+            return {"network": load_deployable(target)}, shape, {}
         return _from_checkpoint(target)
     if target in search_spaces.list_spaces():
         kw = dict(num_classes=args.num_classes, in_channels=args.in_channels, **_kv(args.arg))
@@ -61,9 +65,9 @@ def load_networks(args) -> tuple[dict, tuple]:
         import dan
 
         anet = dan.to_adjoint(model, alpha=args.alpha, beta=args.beta or 0.0, input_shape=shape).eval()
-        return {"big": anet.big, "small": dan.extract_small(anet)}, shape
+        return {"big": anet.big, "small": dan.extract_small(anet)}, shape, {"adjoint": anet}
     del torch
-    return {"network": model}, shape
+    return {"network": model}, shape, {"network": model}
 
 
 def _is_torchscript(path: str) -> bool:
@@ -107,7 +111,7 @@ def _from_checkpoint(path: str):
     method.model.load_state_dict(state["model"])
     method.load_extra_state(state.get("method", {}))
     method.model.eval()
-    return method.networks(), method.input_shape
+    return method.networks(), method.input_shape, {cfg.train.method: method.model}
 
 
 def _kv(items):
@@ -132,18 +136,60 @@ def get_args_parser(prog: str = PROG):
     p.add_argument("--alpha", type=number(1.0), help="also convert to adjoint and show big and small")
     p.add_argument("--beta", type=number(0.0, 1.0, hi_open=True))
     p.add_argument("--top", type=positive_int, help="only the N layers with most FLOPs")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="also the least memory a training step at this batch needs (Adam)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return p
+
+
+def count_at(net, shape: tuple, target: str):
+    """``dan.count`` of ``net`` at ``shape``; a network that does not run on that input (a
+    deployed file counted at the default 224x224) is the user's to give its shape."""
+    import dan
+    from dan.errors import out_of_memory
+
+    try:
+        return dan.count(net, shape)
+    except (RuntimeError, ValueError) as e:
+        if out_of_memory(e):
+            raise
+        lines = [l.strip() for l in str(e).splitlines() if l.strip() and "Traceback" not in l]
+        raise UserError(f"{target} does not run on input {'x'.join(map(str, shape))} "
+                        f"({(lines or [type(e).__name__])[-1][:160]}): pass its --input-size and --in-channels") from e
+
+
+def training_memory(trains: dict, shape: tuple, batch: int) -> dict:
+    """{name: the least bytes one training step at ``batch`` needs, by part}, for each module that
+    trains (:mod:`dan.memory`); a network that cannot run on fake tensors is left out."""
+    from dan import memory
+
+    out = {}
+    for name, model in trains.items():
+        acts = memory.activation_bytes(model, (batch,) + tuple(shape[1:]))
+        if acts is None:
+            continue
+        state = memory.optimizer_state_bytes(model, "adam", 0.0)
+        out[name] = {"batch": batch, "kept_for_backward": acts[0], "adam_state": state,
+                     "weights": memory.parameter_bytes(model), "least": acts[0] + state,
+                     "available": memory.available_bytes()}
+    return out
 
 
 def main(argv, prog: str = PROG) -> int:
     args = get_args_parser(prog).parse_args(argv)
     import dan
 
-    nets, shape = load_networks(args)
-    costs = {name: dan.count(net, shape) for name, net in nets.items()}
+    nets, shape, trains = load_networks(args)
+    if args.batch_size and not trains:
+        raise UserError(f"{args.target} is a deployed network, which does not train: --batch-size needs a "
+                        f"model name or a run's checkpoint")
+    costs = {name: count_at(net, shape, args.target) for name, net in nets.items()}
+    mem = training_memory(trains, shape, args.batch_size) if args.batch_size else {}
     if args.json:
-        print(json.dumps({name: c.to_dict() for name, c in costs.items()}, indent=2))
+        out = {name: c.to_dict() for name, c in costs.items()}
+        if mem:
+            out["training_memory"] = mem
+        print(json.dumps(out, indent=2))
         return 0
     for name, c in costs.items():
         print(f"== {name}: {dan.format_count(c.flops)} FLOPs (MACs), {dan.format_count(c.params)} params "
@@ -155,4 +201,11 @@ def main(argv, prog: str = PROG) -> int:
         for name, c in costs.items():
             if name != "big":
                 print(f"big/{name}: {b.flops / c.flops:.2f}x fewer FLOPs, {b.params / c.params:.2f}x fewer params")
+    from dan.memory import gib
+
+    for name, m in mem.items():
+        have = f"; this machine has {gib(m['available'])} available" if m["available"] is not None else ""
+        print(f"training memory ({name}, batch {m['batch']}): at least {gib(m['least'])} "
+              f"({gib(m['kept_for_backward'])} kept for the backward pass, {gib(m['adam_state'])} of Adam state) "
+              f"beside its {gib(m['weights'])} of weights{have}")
     return 0
