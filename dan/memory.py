@@ -163,8 +163,9 @@ def check_training(model: nn.Module, batch_shape: tuple, *, eval_batch: int, opt
     if need_train > available:
         fixed = processes * state
         fits = math.floor((available - fixed) / (processes * saved / batch)) if available > fixed else 0
-        fix = (f"lower data.batch_size to {fits} or less" if fits >= 1 else
-               "even batch 1 does not fit: lower data.image_size or the network's width")
+        # half the most that could fit: measured peaks were up to 1.75 times this lower bound (a search)
+        fix = (f"lower data.batch_size to {max(1, fits // 2)} (above {fits} it cannot fit; this estimate is a "
+               f"lower bound)" if fits >= 1 else "even batch 1 does not fit: lower data.image_size or the network's width")
         raise UserError(f"training needs at least {gib(need_train)} of memory at batch {batch} of {where} "
                         f"({gib(processes * saved)} kept for the backward pass, {gib(fixed)} of {optimizer} "
                         f"state) and this machine has {gib(available)} available: {fix}, or free memory "

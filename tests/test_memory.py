@@ -79,10 +79,11 @@ def test_it_refuses_exactly_what_does_not_fit_and_names_a_batch_that_does():
     assert state == 2 * sum(p.numel() * 4 for p in model.parameters())
     need = saved + state
     memory.check_training(model, shape, eval_batch=64, available=need)  # fits: no error
-    with pytest.raises(UserError, match=r"lower data\.batch_size to (\d+) or less") as e:
+    with pytest.raises(UserError, match=r"lower data\.batch_size to (\d+) \(above (\d+) it cannot fit") as e:
         memory.check_training(model, shape, eval_batch=64, available=need - 1)
-    fits = int(e.value.args[0].split("lower data.batch_size to ")[1].split()[0])
-    assert 1 <= fits < 32
+    told = int(e.value.args[0].split("lower data.batch_size to ")[1].split()[0])
+    fits = int(e.value.args[0].split("(above ")[1].split()[0])
+    assert 1 <= fits < 32 and told == fits // 2
     at_fits, _ = memory.activation_bytes(model, (fits,) + shape[1:])
     assert at_fits + state <= need - 1  # the batch it names fits
     with pytest.raises(UserError, match="2 processes"):  # two ranks on one machine need twice as much
@@ -126,6 +127,7 @@ def test_a_run_that_cannot_fit_is_one_line_and_leaves_no_folder(tool, tmp_path, 
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("error: training needs at least") and "lower data.batch_size to" in lines[0], lines
+    assert len(lines[0]) < 400, lines[0]
     assert not out.exists() or not any(out.iterdir())
 
 
