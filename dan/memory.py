@@ -8,14 +8,14 @@ with the epoch's work lost. So before a run starts (:func:`check_training`, call
 search space's weights are allocated (:func:`check_weights`), the need is computed and compared
 with ``MemAvailable``:
 
-* **saved activations**: one forward of the training model at the real batch under PyTorch's
-  ``FakeTensorMode``, which computes every shape and allocates nothing; a saved-tensors hook sums
-  the distinct storages autograd keeps for the backward pass (what a training step holds at the
-  end of its forward), parameters excluded;
+* **saved activations**: one forward of the training model at the real batch on PyTorch's meta
+  device (or under ``FakeTensorMode``), which computes every shape and allocates nothing; a
+  saved-tensors hook sums the distinct storages autograd keeps for the backward pass (what a
+  training step holds at the end of its forward), parameters excluded;
 * **optimizer state**: Adam and AdamW keep two tensors per parameter, SGD with momentum one
   (gradients are freed before each forward: ``zero_grad(set_to_none=True)``);
-* **evaluation**: the largest single operation's input and output at the evaluation batch (no
-  gradients kept), scaled from the same pass.
+* **evaluation**: the largest of those tensors at the evaluation batch (no gradients are kept,
+  but each tensor is made once), scaled from the same pass.
 
 Each is a lower bound (transient buffers of the backward pass, gradients, the data loader's
 workers and the export are left out; a search is estimated at its narrowest small path): a
@@ -90,52 +90,60 @@ def kept_for_backward(into: dict):
 
 def activation_bytes(model: nn.Module, batch_shape: tuple, *, amp=None) -> tuple[int, float] | None:
     """``(saved, largest)``: bytes autograd keeps for the backward pass of one training forward at
-    ``batch_shape``, and the largest one operation's input plus output per image (for the
-    evaluation bound). Nothing is allocated and the model's state (weights, BatchNorm statistics,
-    random generators) is left as it was. None when the model cannot run on fake tensors (the
-    check is then skipped: it refuses only what it can show)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.utils._python_dispatch import TorchDispatchMode
+    ``batch_shape``, and the largest of those tensors per image (for the evaluation bound). Nothing
+    is allocated and the model's state (weights, BatchNorm statistics, random generators) is left
+    as it was. None when the model cannot run without real tensors (the check is then skipped: it
+    refuses only what it can show).
 
-    batch = batch_shape[0]
+    On the meta device first (the parameters and buffers swapped for meta copies by
+    ``torch.func.functional_call``: 3-5 times faster than fake tensors, which matters as every run
+    makes this check), then, for a model holding other tensors or under ``amp`` (autocast does not
+    reach the meta device), under ``FakeTensorMode``; the two agree on every zoo model tried."""
     saved: dict = {}
-    largest = [0]
-
-    def per_sample(ts) -> dict:  # the storages of tensors with the batch's images (not weights)
-        return {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in ts
-                if isinstance(t, torch.Tensor) and t.ndim and t.shape[0] == batch}
-
-    class Largest(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            live = per_sample(out if isinstance(out, (tuple, list)) else (out,))
-            inputs = per_sample(args)
-            if inputs:  # the largest input, counted once if the output is it (an in-place ReLU)
-                key = max(inputs, key=inputs.get)
-                live[key] = inputs[key]
-            largest[0] = max(largest[0], sum(live.values()))
-            return out
-
     training = model.training
-    device_type = "cuda" if any(p.is_cuda for p in model.parameters()) else "cpu"
-    # a buffer updated in Python (BatchNorm's num_batches_tracked += 1) is the real tensor under
-    # allow_non_fake_inputs; the kernels' own updates (running statistics) are faked
+    # fake tensors: a buffer updated in Python (BatchNorm's num_batches_tracked += 1) is the real
+    # tensor under allow_non_fake_inputs (the kernels' own updates are faked)
     buffers = [(b, b.clone()) for b in model.buffers()]
     try:
-        with torch.random.fork_rng(devices=[]), FakeTensorMode(allow_non_fake_inputs=True):
-            x = torch.empty(batch_shape)
-            autocast = torch.autocast(device_type, dtype=amp) if amp is not None else contextlib.nullcontext()
+        with torch.random.fork_rng(devices=[]):
             model.train()
-            with autocast, kept_for_backward(saved), Largest():
-                model(x)
-    except Exception:  # noqa: BLE001 - an operation fake tensors lack, data-dependent control flow, ...
+            if amp is None:
+                try:
+                    return _on_meta(model, batch_shape, saved)
+                except Exception:  # noqa: BLE001 - a tensor that is not a parameter or buffer, ...
+                    saved.clear()
+            return _on_fake(model, batch_shape, saved, amp)
+    except Exception:  # noqa: BLE001 - an operation without a meta kernel, data-dependent control flow, ...
         return None
     finally:
         model.train(training)
         with torch.no_grad():
             for b, was in buffers:
                 b.copy_(was)
-    return sum(saved.values()), largest[0] / batch
+
+
+def _totals(saved: dict, batch: int) -> tuple[int, float]:
+    return sum(saved.values()), max(saved.values(), default=0) / batch
+
+
+def _on_meta(model: nn.Module, batch_shape: tuple, saved: dict) -> tuple[int, float]:
+    named = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
+    meta = {n: torch.empty_like(t, device="meta").requires_grad_(t.requires_grad) for n, t in named}
+    with kept_for_backward(saved):
+        torch.func.functional_call(model, meta, (torch.empty(batch_shape, device="meta"),))
+    return _totals(saved, batch_shape[0])
+
+
+def _on_fake(model: nn.Module, batch_shape: tuple, saved: dict, amp) -> tuple[int, float]:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    device_type = "cuda" if any(p.is_cuda for p in model.parameters()) else "cpu"
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        x = torch.empty(batch_shape)
+        autocast = torch.autocast(device_type, dtype=amp) if amp is not None else contextlib.nullcontext()
+        with autocast, kept_for_backward(saved):
+            model(x)
+    return _totals(saved, batch_shape[0])
 
 
 def gib(n: float) -> str:

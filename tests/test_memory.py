@@ -34,14 +34,36 @@ def test_the_estimate_is_what_a_real_forward_keeps_for_the_backward_pass():
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
     saved, largest = memory.activation_bytes(net, (6, 3, 8, 8))
     assert saved == 4 * (6 * 3 * 8 * 8 + 6 * 4 * 8 * 8)
-    assert largest == 4 * (2 * 4 * 8 * 8)  # the ReLU's input and output, per image (the conv's: 3+4 channels)
-    net[1].inplace = True  # an in-place ReLU's output is its input: the conv's 3+4 channels are the most
-    assert memory.activation_bytes(net, (6, 3, 8, 8))[1] == 4 * (3 * 8 * 8 + 4 * 8 * 8)
+    assert largest == 4 * (4 * 8 * 8)  # the ReLU's output, per image
+    net[1].inplace = True  # the conv's output, then the ReLU's in place: one storage, counted once
+    assert memory.activation_bytes(net, (6, 3, 8, 8)) == (saved, largest)
     model = tiny_adjoint().train()
     saved, _ = memory.activation_bytes(model, (4, 3, 16, 16))
     assert saved == saved_for_real(model, torch.randn(4, 3, 16, 16))
     double, _ = memory.activation_bytes(model, (8, 3, 16, 16))
     assert double == pytest.approx(2 * saved, rel=0.01)  # per image: the batch scales it
+
+
+class Scaled(nn.Module):
+    """A conv whose output is scaled by a plain tensor attribute (neither parameter nor buffer),
+    which the meta device cannot swap: the estimate falls back to fake tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.scale = torch.full((1, 4, 1, 1), 2.0)
+
+    def forward(self, x):
+        return (self.conv(x) * self.scale).relu()
+
+
+def test_a_model_the_meta_device_cannot_run_is_estimated_on_fake_tensors():
+    model = Scaled().train()
+    saved, _ = memory.activation_bytes(model, (5, 3, 8, 8))
+    assert saved == saved_for_real(model, torch.randn(5, 3, 8, 8)) > 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast (fake tensors), as for real
+        real = saved_for_real(model, torch.randn(5, 3, 8, 8))
+    assert memory.activation_bytes(model, (5, 3, 8, 8), amp=torch.bfloat16)[0] == real < saved
 
 
 def test_the_check_changes_nothing_and_allocates_nothing():
