@@ -75,7 +75,7 @@ class Outcome:
     max_rel_err: float = float("nan")
     seconds: float = 0.0
     # dan.memory's estimate of what the training forward keeps for the backward pass, over what a
-    # real forward kept (1.0: exact); nan where the estimate could not be made (fake tensors)
+    # real forward kept (1.0: exact); nan where the estimate could not be made (neither meta nor fake tensors)
     memory_estimate: float = float("nan")
 
     def to_dict(self) -> dict:
@@ -222,7 +222,7 @@ def markdown(rows: list[Outcome], *, header: str = "") -> str:
              f"(α = {ALPHA}; the big path must equal the original model) → one adjoint training step → "
              f"extract → the extracted network equals the small path in eval mode (relative error ≤ "
              f"{RTOL:g}) → count. Random weights, batch 4, the input side in the table. Memory "
-             "estimate: what the check before a run (`dan/memory.py`, on fake tensors) computes the "
+             "estimate: what the check before a run (`dan/memory.py`, allocating nothing) computes the "
              "training forward keeps for the backward pass, over what the real forward kept.", ""]
     if header:
         lines += [header, ""]

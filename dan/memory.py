@@ -74,7 +74,7 @@ def optimizer_state_bytes(model: nn.Module, optimizer: str, momentum: float) -> 
 def kept_for_backward(into: dict):
     """Within it, every tensor autograd saves for the backward pass is recorded as ``into[storage]
     = bytes``, each storage once (a view shares its base's); parameters and their views (a
-    transposed weight) are left out, being resident already. Real or fake tensors alike."""
+    transposed weight) are left out, being resident already. Real, meta or fake tensors alike."""
     def pack(t):
         base = t if t._base is None else t._base
         if not (base.is_leaf and base.requires_grad):

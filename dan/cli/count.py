@@ -160,7 +160,7 @@ def count_at(net, shape: tuple, target: str):
 
 def training_memory(trains: dict, shape: tuple, batch: int) -> dict:
     """{name: the least bytes one training step at ``batch`` needs, by part}, for each module that
-    trains (:mod:`dan.memory`); a network that cannot run on fake tensors is left out."""
+    trains (:mod:`dan.memory`); a network that cannot run without real tensors is left out."""
     from dan import memory
 
     out = {}
