@@ -194,11 +194,10 @@ def estimate_memory(space: str, kind: str, **kw) -> int:
     """What :mod:`dan.memory` computes, before a run, as the least those steps add: the bytes kept
     for the backward pass and Adam's two state tensors per parameter (the bench shows it beside
     :func:`peak_memory`, which it should never exceed)."""
-    from dan.memory import activation_bytes, optimizer_state_bytes
+    from dan.memory import training_need
 
     models, x, _ = step_models(space, kinds=(kind,), **kw)
-    saved, _ = activation_bytes(models[kind], tuple(x.shape))
-    return saved + optimizer_state_bytes(models[kind], "adam", 0.0)
+    return training_need(models[kind], tuple(x.shape)).least
 
 
 def _memory_child(space: str, kind: str, steps: int, kw: dict) -> int:

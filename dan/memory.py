@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -147,6 +148,30 @@ def _on_fake(model: nn.Module, batch_shape: tuple, saved: dict, amp) -> tuple[in
     return _totals(saved, batch_shape[0])
 
 
+@dataclass
+class Need:
+    """The least one training step needs beside its weights, by part (bytes)."""
+
+    kept: int  # kept for the backward pass (at the end of the forward)
+    state: int  # the optimizer's per-parameter state
+    per_image: float  # the largest kept tensor, per image (the evaluation bound)
+
+    @property
+    def least(self) -> int:
+        return self.kept + self.state
+
+
+def training_need(model: nn.Module, batch_shape: tuple, *, optimizer: str = "adam", momentum: float = 0.0,
+                  amp=None) -> Need | None:
+    """:class:`Need` of one training step of ``model`` at ``batch_shape`` with ``optimizer``
+    (``train.optimizer``, ``train.momentum``): what the check before a run, ``count.py
+    --batch-size`` and the benchmark report. None where :func:`activation_bytes` cannot tell."""
+    acts = activation_bytes(model, batch_shape, amp=amp)
+    if acts is None:
+        return None
+    return Need(acts[0], optimizer_state_bytes(model, optimizer, momentum), acts[1])
+
+
 def gib(n: float) -> str:
     return f"{n / GIB:.1f} GiB" if n >= 0.1 * GIB else f"{n / (1 << 20):.0f} MiB"
 
@@ -160,12 +185,11 @@ def check_training(model: nn.Module, batch_shape: tuple, *, eval_batch: int, opt
     available = available_bytes() if available is None else available
     if available is None or any(p.is_cuda for p in model.parameters()):
         return
-    acts = activation_bytes(model, batch_shape, amp=amp)
-    if acts is None:
+    need = training_need(model, batch_shape, optimizer=optimizer, momentum=momentum, amp=amp)
+    if need is None:
         return
-    saved, largest = acts
-    state = optimizer_state_bytes(model, optimizer, momentum)
-    need_train = processes * (saved + state)
+    saved, largest, state = need.kept, need.per_image, need.state
+    need_train = processes * need.least
     need_eval = processes * largest * eval_batch
     batch = batch_shape[0]
     where = f"{'x'.join(map(str, batch_shape[1:]))} inputs" + (f", {processes} processes" if processes > 1 else "")

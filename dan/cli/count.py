@@ -165,13 +165,11 @@ def training_memory(trains: dict, shape: tuple, batch: int) -> dict:
 
     out = {}
     for name, model in trains.items():
-        acts = memory.activation_bytes(model, (batch,) + tuple(shape[1:]))
-        if acts is None:
-            continue
-        state = memory.optimizer_state_bytes(model, "adam", 0.0)
-        out[name] = {"batch": batch, "kept_for_backward": acts[0], "adam_state": state,
-                     "weights": memory.parameter_bytes(model), "least": acts[0] + state,
-                     "available": memory.available_bytes()}
+        need = memory.training_need(model, (batch,) + tuple(shape[1:]))
+        if need is not None:
+            out[name] = {"batch": batch, "kept_for_backward": need.kept, "adam_state": need.state,
+                         "weights": memory.parameter_bytes(model), "least": need.least,
+                         "available": memory.available_bytes()}
     return out
 
 
