@@ -275,10 +275,18 @@ def _two_path_graphs(graph: fx.Graph, an: GraphAnalysis, slices: dict):
     return body, small
 
 
+def _conv_like(m: AdjointConv2d, cin: int, cout: int, groups: int, **kw) -> nn.Conv2d:
+    """A conv of the converted one's own class (nn.Conv2d, or timm's Conv2dSame, whose padding is
+    computed from the input as it runs) with these sizes."""
+    if m.same_padding:
+        return m.original_class(cin, cout, m.kernel_size, m.stride, 0, m.dilation, groups, m.bias is not None, **kw)
+    return nn.Conv2d(cin, cout, m.kernel_size, m.stride, m.padding, m.dilation, groups, m.bias is not None,
+                     m.padding_mode, **kw)
+
+
 def _plain_conv(m: AdjointConv2d) -> nn.Conv2d:
     w = m.small_weight().detach()
-    conv = nn.Conv2d(w.shape[1] * m.small_groups(), w.shape[0], m.kernel_size, m.stride, m.padding,
-                     m.dilation, m.small_groups(), m.bias is not None, device=w.device, dtype=w.dtype)
+    conv = _conv_like(m, w.shape[1] * m.small_groups(), w.shape[0], m.small_groups(), device=w.device, dtype=w.dtype)
     with torch.no_grad():
         conv.weight.copy_(w)
         if m.bias is not None:
@@ -334,8 +342,7 @@ def _plain_big(m: nn.Module) -> nn.Module:
         new = m.original_class(m.normalized_shape, m.eps, m.elementwise_affine, bias=m.bias is not None,
                                device="meta")
     elif isinstance(m, AdjointConv2d):
-        new = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
-                        m.groups, m.bias is not None, m.padding_mode, device="meta")
+        new = _conv_like(m, m.in_channels, m.out_channels, m.groups, device="meta")
     else:
         new = nn.Linear(m.in_features, m.out_features, m.bias is not None, device="meta")
     state = {k: v.detach().clone() for k, v in m.state_dict().items()

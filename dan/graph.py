@@ -18,6 +18,7 @@ the module or the operation, instead of silently producing a wrong small network
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import operator
@@ -186,8 +187,9 @@ _ELEMENTWISE_FUNCTIONS = {
 # in eval; in an adjoint network each path draws its own noise, as each would with dropout.
 _ELEMENTWISE_FOREIGN_MODULES = {"StochasticDepth", "DropPath"}
 _ELEMENTWISE_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone", "detach"}
+# elementwise arithmetic of feature maps and per-channel attributes (addcmul: a + b·c, timm's GRN)
 _BINARY = {operator.add, operator.iadd, operator.mul, operator.imul, operator.sub, operator.truediv,
-           torch.add, torch.mul, torch.sub}
+           torch.add, torch.mul, torch.sub, torch.addcmul}
 _BINARY_METHODS = {"add", "mul", "sub", "add_", "mul_"}
 _FLATTEN_FUNCTIONS = {torch.flatten}
 _CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
@@ -255,8 +257,16 @@ class GraphAnalysis:
 
 # Modules of other packages traced as one call (leaves), by class name: their forward is known and
 # handled as a whole (a LayerNorm2d permutes, normalizes the channels and permutes back; stochastic
-# depth and drop path read ``self.training`` when they run).
-_LEAF_CLASS_NAMES = {"LayerNorm2d", "StochasticDepth", "DropPath", "BatchNormAct2d"}
+# depth and drop path read ``self.training`` when they run; timm's TensorFlow-style "same" conv and
+# pools pad by an amount computed from the input's size in Python, which fx cannot trace: a conv
+# with that padding is an ordinary conv here, see ``SAME_PADDING_CONVS``).
+_LEAF_CLASS_NAMES = {"LayerNorm2d", "StochasticDepth", "DropPath", "BatchNormAct2d", "Conv2dSame",
+                     "MaxPool2dSame", "AvgPool2dSame", "BlurPool2d", "SpaceToDepth"}
+# Conv2d subclasses (by class name) whose forward pads the input as TensorFlow's "SAME" does (the
+# output size ceil(input / stride), the odd pixel on the bottom / right) and then convolves without
+# padding; the adjoint conv pads so too (:func:`dan.layers.same_padding`) and extraction rebuilds
+# the original class.
+SAME_PADDING_CONVS = {"Conv2dSame"}
 # ... and by qualified name: subclasses whose forward is their base class's (timm's Linear casts
 # dtypes for TorchScript only)
 _LEAF_QUALNAMES = {"timm.layers.linear.Linear"}
@@ -616,6 +626,40 @@ def _on_flatten_module(w: _Walk, n: fx.Node) -> TensorInfo:
     return _flatten(w.x, w.s, m.start_dim, m.end_dim, w.where)
 
 
+def _on_blur_pool(w: _Walk, n: fx.Node) -> TensorInfo:
+    """timm's BlurPool2d: one fixed binomial filter per channel, depthwise, strided (anti-aliased
+    downsampling). Built for ``channels`` it stores that many copies of the one filter, which the
+    small network cannot use; the converted network holds one copy expanded to the input's
+    channels, which is what BlurPool2d(channels=None) computes, the same sums."""
+    m = w.modules[n.target]
+    if getattr(m, "channels", None) is not None:
+        filt = m.filt
+        if filt.ndim != 4 or not torch.equal(filt, filt[:1].expand_as(filt)):
+            raise UnsupportedModelError(f"module {n.target} (BlurPool2d): its channels' filters differ")
+        new = copy.deepcopy(m)
+        new.channels, new.filt = None, filt[:1].clone()
+        owner, _, leaf = n.target.rpartition(".")
+        setattr(w.gm.get_submodule(owner) if owner else w.gm, leaf, new)
+        w.modules[n.target] = new
+    if w.x.cdim != 1 or w.x.mult != 1:
+        raise UnsupportedModelError(f"module {n.target} (BlurPool2d) reads a flattened or permuted tensor")
+    w.layer_io[n.target] = [w.x.parts, w.x.parts, 1]  # a depthwise conv: its MACs scale with the width
+    return _same_as_first(w, n)
+
+
+def _on_space_to_depth(w: _Walk, n: fx.Node) -> TensorInfo:
+    """timm's SpaceToDepth (TResNet's stem): pixels rearranged into channels. Only where both networks
+    share the tensor (the input, the stem), before any layer with a small path: its channels are a
+    new fixed group, computed once."""
+    s = w.shapes[n.name]
+    if not w.all_shared or s is None or len(s) != 4 or w.x.cdim != 1:
+        raise UnsupportedModelError(f"module {n.target} (SpaceToDepth): only where both networks share the "
+                                    f"tensor (the input image, the stem's output)")
+    gid = w.uf.new(s[1], "input")
+    w.producers.setdefault(gid, []).append(n.target)  # names the group
+    return _one(gid)
+
+
 # --- handlers of functions and methods
 
 def _same_as_first(w: _Walk, n: fx.Node) -> Optional[TensorInfo]:
@@ -689,18 +733,77 @@ def _on_reshape(w: _Walk, n: fx.Node) -> TensorInfo:
     shuffled = _shuffle_view(w.x, src, dst, w.uf, w.where)
     if shuffled is not None:
         return shuffled
-    if src is None or dst is None or len(dst) != 2 or dst[0] != src[0]:
-        raise UnsupportedModelError(f"{w.where}: only (N, -1) reshapes and channel shuffles are supported")
-    return _flatten(w.x, src, 1, -1, w.where)
+    if src is not None and dst is not None and len(dst) == 2 and dst[0] == src[0] and w.x.cdim == 1:
+        return _flatten(w.x, src, 1, -1, w.where)
+    moved = _unit_view(n, w.x, src, dst, w.where) if n.target in ("view", "reshape") else None
+    if moved is None:
+        raise UnsupportedModelError(f"{w.where}: only (N, -1) reshapes, channel shuffles and views that add or "
+                                    f"drop dims of size 1 are supported")
+    return moved
+
+
+def _unit_view(n: fx.Node, x: TensorInfo, src, dst, where) -> Optional[TensorInfo]:
+    """A view that only adds or drops dims of size 1, so the channels keep their order and move to
+    another dim: ECA's ``x.mean((2, 3)).view(N, 1, -1)`` (a Conv1d along the channels) and its
+    ``.view(N, -1, 1, 1)`` back. ``None`` for other views. The channel count must be read from
+    the tensor (``-1`` or a size of it), so that the small network's view fits its width."""
+    if src is None or dst is None or x.mult != 1 or x.split or len(src) == len(dst):
+        return None
+    kept_src = [i for i, d in enumerate(src) if d != 1]
+    kept_dst = [i for i, d in enumerate(dst) if d != 1]
+    if [src[i] for i in kept_src] != [dst[i] for i in kept_dst] or x.cdim not in kept_src:
+        return None
+    cdim = kept_dst[kept_src.index(x.cdim)]
+    sizes = list(n.args[1:])
+    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+        sizes = list(sizes[0])
+    if len(sizes) != len(dst) or not (sizes[cdim] == -1 or isinstance(sizes[cdim], fx.Node)):
+        raise UnsupportedModelError(f"{where}: a view that writes the channel count as a constant (use -1)")
+    return dataclasses.replace(x, cdim=cdim)
+
+
+def _on_conv1d(w: _Walk, n: fx.Node) -> TensorInfo:
+    """A one-channel Conv1d along the channels (ECA: attention weights from each channel's
+    neighbours), its output as long as its input. It is shared by the two networks like an
+    activation: the small network runs it over its own channels (zero-padded at its last one), so
+    its small path is an ordinary network that extraction reproduces exactly."""
+    m, x, s = w.modules[n.target], w.x, w.s
+    out = w.shapes[n.name]
+    if s is None or len(s) != 3 or x.cdim != 2 or x.mult != 1 or m.in_channels != 1 or m.out_channels != 1 \
+            or out is None or tuple(out) != tuple(s):
+        raise UnsupportedModelError(f"conv {n.target}: only a one-channel Conv1d along the channels that keeps "
+                                    f"their number (ECA) is supported")
+    if m.padding_mode != "zeros":
+        raise UnsupportedModelError(f"conv {n.target}: padding_mode {m.padding_mode!r}")
+    w.layer_io[n.target] = [x.parts, x.parts, 1]  # its MACs scale with the width (the cost table)
+    return x.copy()
 
 
 def _on_mean(w: _Walk, n: fx.Node) -> Optional[TensorInfo]:
-    dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
-    dims = [dims] if isinstance(dims, int) else list(dims or [])
-    rank = len(w.s)
-    if not dims or any(d % rank in (0, w.x.cdim) for d in dims):
-        raise UnsupportedModelError(f"{w.where}: mean over the channel or batch dimension")
+    """A mean over other dims than the batch and the channels: the same channels. A mean over the
+    channels alone that keeps the dim (timm's GRN divides by it) carries no channels: the small
+    network averages its own, as a LayerNorm does."""
+    dims = _reduced_dims(n, w.s)
+    if dims == [w.x.cdim] and _arg(n, 2, "keepdim", False) and w.x.mult == 1 and not w.x.split:
+        return None
+    if not dims or any(d in (0, w.x.cdim) for d in dims):
+        raise UnsupportedModelError(f"{w.where}: mean over the channel or batch dimension (other than over the "
+                                    f"channels alone, keeping the dim)")
     return _same_as_first(w, n)
+
+
+def _on_norm_method(w: _Walk, n: fx.Node) -> TensorInfo:
+    """``x.norm(p, dim)`` over other dims than the batch and the channels (GRN's spatial norm)."""
+    dims = _reduced_dims(n, w.s, pos=2)
+    if not dims or any(d in (0, w.x.cdim) for d in dims):
+        raise UnsupportedModelError(f"{w.where}: a norm over the channel or batch dimension")
+    return _same_as_first(w, n)
+
+
+def _reduced_dims(n: fx.Node, s, pos: int = 1) -> list:
+    dims = _arg(n, pos, "dim", None)
+    dims = [dims] if isinstance(dims, int) else list(dims or [])
+    return sorted(d % len(s) for d in dims) if s is not None else []
 
 
 def _table(*entries) -> dict:
@@ -716,9 +819,12 @@ def _table(*entries) -> dict:
 _GRAPH_HANDLERS = {"placeholder": _on_placeholder, "output": _on_output, "get_attr": _on_get_attr}
 # by module type: a module takes the first entry it is an instance of (subclasses included)
 _MODULE_HANDLERS = _table(
-    ([nn.Conv2d], _on_conv), ([nn.BatchNorm2d, nn.LayerNorm], _on_norm), ([nn.Linear], _on_linear),
+    ([nn.Conv2d], _on_conv), ([nn.Conv1d], _on_conv1d), ([nn.BatchNorm2d, nn.LayerNorm], _on_norm),
+    ([nn.Linear], _on_linear),
     ([nn.Flatten], _on_flatten_module), (_ELEMENTWISE_MODULES, _same_as_first))
-_FOREIGN_MODULE_HANDLERS = _table((_ELEMENTWISE_FOREIGN_MODULES, _same_as_first))  # by class name
+_FOREIGN_MODULE_HANDLERS = _table(  # by class name
+    (_ELEMENTWISE_FOREIGN_MODULES, _same_as_first), (["BlurPool2d"], _on_blur_pool),
+    (["SpaceToDepth"], _on_space_to_depth))
 _FUNCTION_HANDLERS = _table(
     (_ELEMENTWISE_FUNCTIONS, _same_as_first), (_BINARY, _on_binary), (_CAT_FUNCTIONS, _on_cat),
     ([F.pad], _on_pad), ([torch.chunk], _on_chunk), ([operator.getitem], _on_getitem), ([torch.split], _on_split),
@@ -727,7 +833,7 @@ _FUNCTION_HANDLERS = _table(
 _METHOD_HANDLERS = _table(
     (_ELEMENTWISE_METHODS, _same_as_first), (_BINARY_METHODS, _on_binary), (_RESHAPE_METHODS, _on_reshape),
     (["split"], _on_split), (["chunk"], _on_chunk), (["transpose"], _on_transpose), (["permute"], _on_permute),
-    (["mean"], _on_mean), (_SHAPE_METHODS, _no_tensor))
+    (["mean"], _on_mean), (["norm"], _on_norm_method), (["expand_as"], _on_binary), (_SHAPE_METHODS, _no_tensor))
 
 
 def _flatten(x: TensorInfo, s, start, end, where) -> TensorInfo:
@@ -739,14 +845,17 @@ def _flatten(x: TensorInfo, s, start, end, where) -> TensorInfo:
 def _binary(n, ins, info, shapes, uf, where, attr_nodes, attrs) -> TensorInfo:
     chan = []
     if not ins:
-        raise UnsupportedModelError(f"{where}: combines tensors read from attributes only")
+        if any(a in attr_nodes for a in n.all_input_nodes):
+            raise UnsupportedModelError(f"{where}: combines tensors read from attributes only")
+        return None  # arithmetic on tensors without channels (a mean over the channels, + eps)
     for a in n.all_input_nodes:
         if a in attr_nodes:  # a per-channel factor or term: its channels are the feature map's
             x, s = info[ins[0]], shapes[ins[0].name]
             attrs[attr_nodes[a].target] = _attr_channels(attr_nodes[a], x, s, where)
     for a in ins:
         s = shapes[a.name]
-        if s is not None and len(s) >= 2 and s[1] == 1 and s != shapes[n.name]:
+        cdim = info[a].cdim
+        if s is not None and len(s) > cdim and s[cdim] == 1 and s != shapes[n.name]:
             continue  # broadcast along channels: carries no channel group
         chan.append(a)
     if not chan:

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dan.graph import Segments, WidthGroup
+from dan.graph import SAME_PADDING_CONVS, Segments, WidthGroup
 
 
 def rbeta_mask(shape: tuple, beta: float, seed: int, name: str) -> Optional[torch.Tensor]:
@@ -52,6 +52,8 @@ def rbeta_mask(shape: tuple, beta: float, seed: int, name: str) -> Optional[torc
 class AdjointConv2d(nn.Conv2d):
     in_group: WidthGroup
     out_group: WidthGroup
+    same_padding = False
+    original_class = nn.Conv2d
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, in_group: WidthGroup, out_group: WidthGroup,
@@ -63,6 +65,10 @@ class AdjointConv2d(nn.Conv2d):
         new.train(conv.training)
         new.in_group, new.out_group = in_group, out_group
         new.apply_mask = apply_mask
+        # TensorFlow-style "same" padding computed from the input's size (timm's Conv2dSame): both
+        # paths pad so; extraction rebuilds the original class (``original_class``)
+        if type(conv).__name__ in SAME_PADDING_CONVS:
+            new.same_padding, new.original_class = True, type(conv)
         new.register_buffer("rbeta", rbeta_mask(new.small_weight_shape(), beta, seed, name))
         return new
 
@@ -102,6 +108,8 @@ class AdjointConv2d(nn.Conv2d):
                 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last))
 
     def forward(self, x: torch.Tensor, small: bool = False) -> torch.Tensor:
+        if self.same_padding:
+            x = same_padding(x, self.kernel_size, self.stride, self.dilation)
         stride, subsampled = self.stride, self._oneDNN_workaround(x)
         if subsampled:
             # Subsample, then a 1×1 convolution at stride 1: the same sums, and it avoids a
@@ -120,6 +128,16 @@ class AdjointConv2d(nn.Conv2d):
         if self.apply_mask and self.out_group.mask is not None:
             y = y * self.out_group.mask.view(1, -1, 1, 1)
         return y
+
+
+def same_padding(x: torch.Tensor, kernel: tuple, stride: tuple, dilation: tuple) -> torch.Tensor:
+    """Pad ``x`` as TensorFlow's "SAME" convolution does: zeros so that the output has
+    ``ceil(size / stride)`` pixels, half of them before, the odd one after (timm's ``pad_same``)."""
+    pads = []
+    for size, k, s, d in zip(reversed(x.shape[-2:]), reversed(kernel), reversed(stride), reversed(dilation)):
+        total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads) if any(pads) else x
 
 
 def pointwise_stride(conv: nn.Conv2d) -> bool:

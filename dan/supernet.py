@@ -94,6 +94,7 @@ class CostTable:
             parts = tuple((index.get(n, -1), float(c), groups[n].full) for n, c in named)
             return parts, int(sum(c * groups[n].full for n, c in named))
 
+        modules = dict(anet.body.named_modules())
         for l in big.layers:
             if l.name not in anet.layer_groups:  # parameters outside any width group: constant
                 self.layers.append(_Layer(l.name, FIXED, (), (), 0, 0, 0, l.flops, l.params))
@@ -101,6 +102,9 @@ class CostTable:
             gi_names, go_names, mult = anet.layer_groups[l.name]
             gi, fin = side(gi_names)
             go, fout = side(go_names)
+            if isinstance(modules.get(l.name), nn.Conv1d):  # along the channels (ECA): MACs per channel
+                self.layers.append(_Layer(l.name, TIED, _UNIT, go, l.flops / fout, 0, 0, const_params=l.params))
+                continue
             if l.kind in ("bn", "other"):  # per-channel parameters (BN and LN affine, layer scale)
                 self.layers.append(_Layer(l.name, DENSE, _UNIT, go, 0, 0, l.params / fout))
                 continue
@@ -130,7 +134,7 @@ class CostTable:
             b = _side(widths, l.gout)
             if l.kind == TIED:
                 flops += l.flops_unit * b
-                params += l.params_unit * b + l.bias_unit * b
+                params += l.params_unit * b + l.bias_unit * b + l.const_params
                 continue
             a = _side(widths, l.gin)
             flops += l.flops_unit * a * b
@@ -152,7 +156,7 @@ class CostTable:
             b = _side(mean, l.gout)
             if l.kind == TIED:
                 flops = flops + l.flops_unit * b
-                params = params + (l.params_unit + l.bias_unit) * b
+                params = params + (l.params_unit + l.bias_unit) * b + l.const_params
                 continue
             # E[a·b] = sum over input and output parts of E[a_i·b_j]: independent groups multiply
             # their means; the same group on both sides gives E[w²], not E[w]²

@@ -2,6 +2,8 @@
 with LayerNorm and layer scale (ConvNeXt), stochastic depth, functional dropout;
 the coverage tool on a fast subset of the torchvision zoo."""
 
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -62,6 +64,151 @@ class SplitNet(nn.Module):
         return self.fc(z.mean((2, 3))) + self.fc2(u.mean((2, 3)))
 
 
+class Conv2dSame(nn.Conv2d):
+    """timm's TensorFlow-style "same" conv, written as timm writes it: the padding is computed in
+    Python from the input's size (``math.ceil``, ``max``), which torch.fx cannot trace."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, device=None, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, 0, dilation, groups, bias,
+                         device=device, dtype=dtype)
+
+    def forward(self, x):
+        return F.conv2d(_pad_same(x, self.kernel_size, self.stride), self.weight, self.bias, self.stride, 0,
+                        self.dilation, self.groups)
+
+
+class MaxPool2dSame(nn.MaxPool2d):
+    def forward(self, x):
+        k, s = (self.kernel_size,) * 2, (self.stride,) * 2
+        return F.max_pool2d(_pad_same(x, k, s, -float("inf")), self.kernel_size, self.stride)
+
+
+def _pad_same(x, k, s, value=0.0):
+    ih, iw = x.size()[-2:]
+    ph = max((math.ceil(ih / s[0]) - 1) * s[0] + k[0] - ih, 0)
+    pw = max((math.ceil(iw / s[1]) - 1) * s[1] + k[1] - iw, 0)
+    return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=value)
+
+
+class SameNet(nn.Module):
+    """TensorFlow-ported networks (timm's ``tf_*``): strided "same" convs and pools whose padding is
+    uneven (the odd pixel after), a depthwise one among them."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.down, self.bn = Conv2dSame(8, 16, 3, stride=2), nn.BatchNorm2d(16)
+        self.dw, self.pw = Conv2dSame(16, 16, 5, stride=2, groups=16, bias=False), Conv2dSame(16, 12, 1)
+        self.pool, self.fc = MaxPool2dSame(3, 2), nn.Linear(12, 5)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.down(F.relu(self.stem(x)))))
+        x = self.pool(F.relu(self.pw(self.dw(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+class EcaModule(nn.Module):
+    """timm's ECA channel attention: a Conv1d along the channels of their means."""
+
+    def __init__(self, k=3):
+        super().__init__()
+        self.conv, self.gate = nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False), nn.Sigmoid()
+
+    def forward(self, x):
+        y = x.mean((2, 3)).view(x.shape[0], 1, -1)
+        y = self.gate(self.conv(y)).view(x.shape[0], -1, 1, 1)
+        return x * y.expand_as(x)
+
+
+class EcaNet(nn.Module):
+    """ECA-ResNet's block: ECA on a conv's output, added to the block's input."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.expand = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 1)
+        self.conv, self.bn, self.eca = nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), EcaModule(5)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = F.relu(self.expand(F.relu(self.stem(x))))
+        x = F.relu(x + self.eca(self.bn(self.conv(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+class GlobalResponseNorm(nn.Module):
+    """timm's GRN (ConvNeXt-V2), channels-last: each channel's spatial norm over their mean."""
+
+    def __init__(self, dim, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.linspace(-0.5, 0.5, dim))
+        self.bias = nn.Parameter(torch.linspace(0.1, 0.3, dim))
+
+    def forward(self, x):
+        x_g = x.norm(p=2, dim=(1, 2), keepdim=True)
+        x_n = x_g / (x_g.mean(dim=-1, keepdim=True) + self.eps)
+        return x + torch.addcmul(self.bias.view(1, 1, 1, -1), self.weight.view(1, 1, 1, -1), x * x_n)
+
+
+class GrnNet(nn.Module):
+    """ConvNeXt-V2's block: depthwise conv, channels-last LayerNorm, Linear, GELU, GRN, Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.dw = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.norm, self.fc1, self.fc2 = nn.LayerNorm(8), nn.Linear(8, 32), nn.Linear(32, 8)
+        self.grn = GlobalResponseNorm(32)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.norm(self.dw(x).permute(0, 2, 3, 1))
+        y = self.fc2(self.grn(F.gelu(self.fc1(y)))).permute(0, 3, 1, 2)
+        return self.head((x + y).mean((2, 3)))
+
+
+class BlurPool2d(nn.Module):
+    """timm's anti-aliased downsampling: a fixed binomial filter, depthwise, stride 2; built for
+    ``channels`` it stores one copy of the filter per channel."""
+
+    def __init__(self, channels=None):
+        super().__init__()
+        self.channels = channels
+        f = torch.tensor([1.0, 2.0, 1.0]) / 4
+        self.register_buffer("filt", (f[:, None] * f[None, :])[None, None].repeat(channels or 1, 1, 1, 1),
+                             persistent=False)
+
+    def forward(self, x):
+        x = F.pad(x, [1, 1, 1, 1], mode="reflect")
+        if self.channels is None:
+            return F.conv2d(x, self.filt.expand(x.shape[1], 1, 3, 3), stride=2, groups=x.shape[1])
+        return F.conv2d(x, self.filt, stride=2, groups=self.channels)
+
+
+class SpaceToDepth(nn.Module):
+    def forward(self, x):
+        n, c, h, w = x.size()
+        x = x.view(n, c, h // 4, 4, w // 4, 4).permute(0, 3, 5, 1, 2, 4).contiguous()
+        return x.view(n, c * 16, h // 4, w // 4)
+
+
+class BlurNet(nn.Module):
+    """TResNet's stem (space to depth) and blur pools, built with and without their channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.s2d, self.stem = SpaceToDepth(), nn.Conv2d(48, 8, 3, padding=1)
+        self.a, self.blur_a = nn.Conv2d(8, 16, 3, padding=1), BlurPool2d(16)
+        self.b, self.blur_b = nn.Conv2d(16, 16, 3, padding=1), BlurPool2d()
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = F.relu(self.stem(self.s2d(x)))
+        x = self.blur_b(F.relu(self.b(self.blur_a(F.relu(self.a(x))))))
+        return self.fc(x.mean((2, 3)))
+
+
 def _one_step(anet, x, y):
     anet.train()
     big, small = anet(x)
@@ -78,7 +225,12 @@ def _one_step(anet, x, y):
     (lambda: torchvision.models.shufflenet_v2_x0_5(num_classes=5), (1, 3, 64, 64)),
     (lambda: torchvision.models.convnext_tiny(num_classes=5), (1, 3, 32, 32)),
     (SplitNet, (1, 3, 8, 8)),
-], ids=["custom", "densenet121", "squeezenet1_1", "googlenet", "shufflenet_v2", "convnext_tiny", "splits"])
+    (SameNet, (1, 3, 12, 12)),
+    (EcaNet, (1, 3, 8, 8)),
+    (GrnNet, (1, 3, 8, 8)),
+    (BlurNet, (1, 3, 32, 32)),
+], ids=["custom", "densenet121", "squeezenet1_1", "googlenet", "shufflenet_v2", "convnext_tiny", "splits",
+        "same_padding", "eca", "grn", "blur_pool"])
 def test_concatenations_and_shuffles_extract_exactly_and_cost_exactly_at_any_widths(build, shape):
     torch.manual_seed(0)
     base = build()
@@ -100,6 +252,43 @@ def test_concatenations_and_shuffles_extract_exactly_and_cost_exactly_at_any_wid
         one_hot = [F.one_hot(torch.tensor(k), len(c)).double() for k, c in zip(choice, sn.cands)]
         ef, ep = sn.table.expected(one_hot, sn.cand_tensors)
         assert (round(float(ef)), round(float(ep))) == (real.flops, real.params)
+
+
+def test_same_padding_follows_the_input_size_in_both_networks_and_after_extraction():
+    torch.manual_seed(0)
+    model = SameNet().eval()
+    anet = to_adjoint(model, alpha=2, input_shape=(1, 3, 12, 12)).eval()
+    net = extract_small(anet)
+    assert type(net.get_submodule("down")) is Conv2dSame  # the original class: it pads as it runs
+    for side in (12, 13, 17):  # the padding of each side differs (even, odd, another size)
+        x = torch.randn(2, 3, side, side)
+        with torch.no_grad():
+            big, small = anet(x)
+            assert torch.allclose(big, model(x), atol=1e-5) and torch.allclose(net(x), small, atol=1e-5)
+
+
+def test_a_view_that_writes_the_channel_count_as_a_constant_is_refused():
+    class Constant(EcaModule):
+        def forward(self, x):
+            y = self.gate(self.conv(x.mean((2, 3)).view(x.shape[0], 1, -1)))
+            return x * y.view(x.shape[0], 16, 1, 1)  # 16: the small network has fewer
+
+    model = EcaNet()
+    model.eca = Constant()
+    with pytest.raises(dan.UnsupportedModelError, match="channel count as a constant"):
+        to_adjoint(model, input_shape=(1, 3, 8, 8))
+
+
+def test_blur_pools_follow_the_small_width_and_space_to_depth_stays_on_the_input():
+    model = BlurNet().eval()
+    anet = to_adjoint(model, input_shape=(1, 3, 32, 32)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(anet(x)[0], model(x))  # the filter expanded: the same sums, bit for bit
+    assert model.blur_a.filt.shape[0] == 16  # the user's model is left as it was
+    late = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 3), SpaceToDepth(), nn.Flatten(), nn.Linear(256, 5))
+    with pytest.raises(dan.UnsupportedModelError, match="only where both networks share"):
+        to_adjoint(late, input_shape=(1, 3, 12, 12))  # after a conv with a small path
 
 
 def test_a_concatenation_of_soft_masked_parts_runs_and_backpropagates_to_the_logits():
@@ -170,7 +359,8 @@ def test_coverage_of_a_fast_subset_of_the_torchvision_zoo():
     assert f"Memory estimate exact on {len(FAST)} of {len(FAST)} passing models." in page
 
 
-TIMM_FAST = ["mixnet_s", "ghostnet_100", "convnext_atto", "efficientnet_b0", "dpn68"]
+TIMM_FAST = ["mixnet_s", "ghostnet_100", "convnext_atto", "efficientnet_b0", "dpn68",
+             "tf_efficientnet_b0", "ecaresnet26t", "convnextv2_atto", "tresnet_m"]  # same padding, ECA, GRN, blur
 
 
 def test_coverage_of_a_fast_subset_of_the_timm_list():
