@@ -357,7 +357,23 @@ def extract_big(anet: AdjointNet) -> fx.GraphModule:
     for name, m in list(root.named_modules()):
         if isinstance(m, _ADJOINT_LAYERS):
             _set_submodule(root, name, _plain_big(m))
+    _fixed_blur_pools(anet, root, big=True)
     return fx.GraphModule(root, copy.deepcopy(anet.__dict__["_big_graph"])).eval()
+
+
+def _fixed_blur_pools(anet: AdjointNet, root: nn.Module, *, big: bool) -> None:
+    """The converted network's blur pools expand one filter to their input's channels (see
+    ``dan.graph._on_blur_pool``), a kernel whose shape the TorchScript ONNX exporter cannot know;
+    an extracted network knows its widths, so each holds one copy per channel again, as timm's
+    BlurPool2d(channels=c) does."""
+    for name, (_, names, _) in anet.layer_groups.items():
+        m = root.get_submodule(name)
+        if type(m).__name__ != "BlurPool2d" or getattr(m, "channels", 0) is not None:
+            continue
+        c = anet.channels(names).full if big else anet.channels(names).width
+        new = copy.deepcopy(m)
+        new.channels, new.filt = c, m.filt[:1].repeat(c, 1, 1, 1)
+        _set_submodule(root, name, new)
 
 
 def extract_small(anet: AdjointNet) -> fx.GraphModule:
@@ -389,6 +405,7 @@ def extract_small(anet: AdjointNet) -> fx.GraphModule:
             value = nn.Parameter(value)
         delattr(holder, leaf)
         setattr(holder, leaf, value)
+    _fixed_blur_pools(anet, root, big=False)
     graph = copy.deepcopy(anet.__dict__["_big_graph"])
     for n in graph.nodes:  # splits and channel slices: the small network's sizes
         if n.name not in anet.ranges:

@@ -286,6 +286,11 @@ def test_blur_pools_follow_the_small_width_and_space_to_depth_stays_on_the_input
     with torch.no_grad():
         assert torch.equal(anet(x)[0], model(x))  # the filter expanded: the same sums, bit for bit
     assert model.blur_a.filt.shape[0] == 16  # the user's model is left as it was
+    net = extract_small(anet)  # one filter per channel again: a kernel of known shape (ONNX export)
+    assert [(net.get_submodule(b).channels, net.get_submodule(b).filt.shape[0]) for b in ("blur_a", "blur_b")] \
+        == [(anet.group(g).width,) * 2 for g in ("a", "b")]
+    with torch.no_grad():
+        assert torch.equal(net(x), anet(x)[1])
     late = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 3), SpaceToDepth(), nn.Flatten(), nn.Linear(256, 5))
     with pytest.raises(dan.UnsupportedModelError, match="only where both networks share"):
         to_adjoint(late, input_shape=(1, 3, 12, 12))  # after a conv with a small path
