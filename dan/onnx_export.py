@@ -8,7 +8,10 @@ dynamic batch dimension, at opset :data:`OPSET`. The exporter is PyTorch's Torch
 (``dynamo=False``): it needs nothing beyond ``onnx`` and takes a fraction of a second; where a
 PyTorch release no longer ships it, the ``torch.export``-based exporter is used instead (it needs
 ``onnxscript``). Every file is checked right after it is written: ONNX Runtime's output on random
-inputs at batch 1 and 2 against the PyTorch network's, max absolute difference ≤ :data:`TOLERANCE`.
+inputs at batch 1 and 2 against the PyTorch network's, max absolute difference ≤ :data:`TOLERANCE`
+times the largest logit's magnitude when that is above 1 (float32 sums taken in another order differ
+in their last bits, relative to the values: a network with logits in the thousands, which short or
+diverged training gives, differs by 1e-1 in absolute terms while every logit agrees to 1e-4).
 """
 
 from __future__ import annotations
@@ -80,21 +83,28 @@ def session(path: str, threads: int | None = None):
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
-@torch.no_grad()
 def verify(model: nn.Module, path: str, input_shape: tuple, *, seed: int = 0) -> float:
     """Max absolute difference between ONNX Runtime on ``path`` and ``model`` on random inputs
     (batch 1 and 2)."""
+    return compare(model, path, input_shape, seed=seed)[0]
+
+
+@torch.no_grad()
+def compare(model: nn.Module, path: str, input_shape: tuple, *, seed: int = 0) -> tuple[float, float]:
+    """(max absolute difference, largest magnitude of the PyTorch outputs) on the inputs of
+    :func:`verify`."""
     model = model.eval()
     sess = session(path)
     name = sess.get_inputs()[0].name
     gen = torch.Generator().manual_seed(seed)
-    worst = 0.0
+    worst = scale = 0.0
     for b in (1, 2):
         x = torch.randn((b,) + tuple(input_shape[1:]), generator=gen)
         ours = model(x.to(device_of(model))).float().cpu()
         theirs = torch.from_numpy(sess.run(None, {name: x.numpy()})[0])
         worst = max(worst, float((ours - theirs).abs().max()))
-    return worst
+        scale = max(scale, float(ours.abs().max()))
+    return worst, scale
 
 
 def latency(path: str, input_shape: tuple, *, warmup: int = 3, repeats: int = 10,
@@ -110,7 +120,8 @@ def latency(path: str, input_shape: tuple, *, warmup: int = 3, repeats: int = 10
 
 def save_and_check(model: nn.Module, folder: str, input_shape: tuple, name: str = "small") -> dict | None:
     """Export ``model`` to ``<folder>/<name>.onnx`` and check it; returns what ``<name>.json``
-    records under ``"onnx"`` (file, opset, max_abs_diff, verified), or None without the extra.
+    records under ``"onnx"`` (file, opset, max_abs_diff, max_abs_logit, verified), or None without the
+    extra.
     A file that fails its check is kept (it may still be useful) and said so in a warning."""
     if not available():
         return None
@@ -121,12 +132,13 @@ def save_and_check(model: nn.Module, folder: str, input_shape: tuple, name: str 
         warnings.warn(f"{path} not written: the ONNX export failed ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                       f"{name}.pt2 and {name}.pt are written", stacklevel=2)
         return None
-    diff = verify(model, path, input_shape)
-    ok = diff <= TOLERANCE
+    diff, scale = compare(model, path, input_shape)
+    allowed = TOLERANCE * max(1.0, scale)
+    ok = diff <= allowed
     if not ok:
-        warnings.warn(f"{path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {TOLERANCE:g}); "
-                      f"use {name}.pt2 or {name}.pt instead", stacklevel=2)
+        warnings.warn(f"{path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {allowed:.2g}, {TOLERANCE:g} of "
+                      f"the largest logit); use {name}.pt2 or {name}.pt instead", stacklevel=2)
     import onnxruntime
 
-    return {"file": f"{name}.onnx", "opset": OPSET, "max_abs_diff": diff, "verified": ok,
+    return {"file": f"{name}.onnx", "opset": OPSET, "max_abs_diff": diff, "max_abs_logit": scale, "verified": ok,
             "onnxruntime": onnxruntime.__version__}

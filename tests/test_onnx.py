@@ -46,6 +46,22 @@ def test_a_wrong_file_is_caught_by_the_check(tmp_path):
     assert onnx_export.verify(net, path, (1, 3, 12, 12)) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_the_check_is_relative_to_the_logits_scale(tmp_path):
+    """Logits in the thousands (short or diverged training) differ between runtimes by more than
+    1e-4 in absolute terms from float32 rounding alone: the check allows 1e-4 of the largest one,
+    and still catches a file that is wrong by more."""
+    net = _net()
+    with torch.no_grad():
+        net[-1].weight.mul_(1e5)
+    meta = save_deployable(net, str(tmp_path), (1, 3, 12, 12))["onnx"]
+    assert meta["max_abs_logit"] > 1e3 and meta["verified"]
+    assert meta["max_abs_diff"] <= onnx_export.TOLERANCE * meta["max_abs_logit"]
+    with torch.no_grad():
+        net[-1].bias += 1e-3 * meta["max_abs_logit"]  # wrong by a thousandth of the largest logit
+    diff, scale = onnx_export.compare(net, str(tmp_path / "small.onnx"), (1, 3, 12, 12))
+    assert diff > onnx_export.TOLERANCE * scale
+
+
 def test_without_the_extra_one_warning_and_the_run_goes_on(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
     monkeypatch.setattr(onnx_export, "_warned", [False])
