@@ -9,13 +9,16 @@ dynamic batch dimension, at opset :data:`OPSET`. The exporter is PyTorch's Torch
 PyTorch release no longer ships it, the ``torch.export``-based exporter is used instead (it needs
 ``onnxscript``). Every file is checked right after it is written: ONNX Runtime's output on random
 inputs at batch 1 and 2 against the PyTorch network's, max absolute difference ≤ :data:`TOLERANCE`
-times the largest logit's magnitude when that is above 1 (float32 sums taken in another order differ
-in their last bits, relative to the values: a network with logits in the thousands, which short or
-diverged training gives, differs by 1e-1 in absolute terms while every logit agrees to 1e-4).
+times the largest logit's magnitude when that is above 1, or twice PyTorch's own float32 error (its
+difference from the same network in float64), whichever is larger: float32 sums taken in another
+order differ relative to the values, and an ill-conditioned network (a short or diverged training:
+logits in the thousands) is as far from exact in PyTorch as in ONNX Runtime (a 2-epoch
+tf_efficientnet_b0: 0.155 from ONNX Runtime, 0.88 from float64, at logits near 1900).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 
@@ -90,21 +93,33 @@ def verify(model: nn.Module, path: str, input_shape: tuple, *, seed: int = 0) ->
 
 
 @torch.no_grad()
-def compare(model: nn.Module, path: str, input_shape: tuple, *, seed: int = 0) -> tuple[float, float]:
-    """(max absolute difference, largest magnitude of the PyTorch outputs) on the inputs of
-    :func:`verify`."""
+def compare(model: nn.Module, path: str, input_shape: tuple, *, seed: int = 0) -> tuple[float, float, float]:
+    """On the inputs of :func:`verify`: (max absolute difference, largest magnitude of the PyTorch
+    outputs, PyTorch's own float32 error: its max absolute difference from the same network in
+    float64, or 0 where the network cannot run in float64)."""
     model = model.eval()
     sess = session(path)
     name = sess.get_inputs()[0].name
     gen = torch.Generator().manual_seed(seed)
-    worst = scale = 0.0
+    exact = _float64(model)
+    worst = scale = own = 0.0
     for b in (1, 2):
         x = torch.randn((b,) + tuple(input_shape[1:]), generator=gen)
         ours = model(x.to(device_of(model))).float().cpu()
         theirs = torch.from_numpy(sess.run(None, {name: x.numpy()})[0])
         worst = max(worst, float((ours - theirs).abs().max()))
         scale = max(scale, float(ours.abs().max()))
-    return worst, scale
+        if exact is not None:
+            own = max(own, float((exact(x.double()) - ours.double()).abs().max()))
+    return worst, scale, own
+
+
+def _float64(model: nn.Module):
+    """A float64 copy of ``model`` on the CPU, or None."""
+    try:
+        return copy.deepcopy(model).cpu().double()
+    except Exception:  # modules that refuse a copy or a dtype change: no reference, the plain check
+        return None
 
 
 def latency(path: str, input_shape: tuple, *, warmup: int = 3, repeats: int = 10,
@@ -120,8 +135,8 @@ def latency(path: str, input_shape: tuple, *, warmup: int = 3, repeats: int = 10
 
 def save_and_check(model: nn.Module, folder: str, input_shape: tuple, name: str = "small") -> dict | None:
     """Export ``model`` to ``<folder>/<name>.onnx`` and check it; returns what ``<name>.json``
-    records under ``"onnx"`` (file, opset, max_abs_diff, max_abs_logit, verified), or None without the
-    extra.
+    records under ``"onnx"`` (file, opset, max_abs_diff, max_abs_logit, float32_error, verified), or
+    None without the extra.
     A file that fails its check is kept (it may still be useful) and said so in a warning."""
     if not available():
         return None
@@ -132,13 +147,14 @@ def save_and_check(model: nn.Module, folder: str, input_shape: tuple, name: str 
         warnings.warn(f"{path} not written: the ONNX export failed ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                       f"{name}.pt2 and {name}.pt are written", stacklevel=2)
         return None
-    diff, scale = compare(model, path, input_shape)
-    allowed = TOLERANCE * max(1.0, scale)
+    diff, scale, own = compare(model, path, input_shape)
+    allowed = max(TOLERANCE * max(1.0, scale), 2 * own)
     ok = diff <= allowed
     if not ok:
-        warnings.warn(f"{path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {allowed:.2g}, {TOLERANCE:g} of "
-                      f"the largest logit); use {name}.pt2 or {name}.pt instead", stacklevel=2)
+        warnings.warn(f"{path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {allowed:.2g}: {TOLERANCE:g} of "
+                      f"the largest logit, or twice PyTorch's own float32 error); use {name}.pt2 or {name}.pt "
+                      f"instead", stacklevel=2)
     import onnxruntime
 
-    return {"file": f"{name}.onnx", "opset": OPSET, "max_abs_diff": diff, "max_abs_logit": scale, "verified": ok,
-            "onnxruntime": onnxruntime.__version__}
+    return {"file": f"{name}.onnx", "opset": OPSET, "max_abs_diff": diff, "max_abs_logit": scale,
+            "float32_error": own, "verified": ok, "onnxruntime": onnxruntime.__version__}

@@ -58,8 +58,22 @@ def test_the_check_is_relative_to_the_logits_scale(tmp_path):
     assert meta["max_abs_diff"] <= onnx_export.TOLERANCE * meta["max_abs_logit"]
     with torch.no_grad():
         net[-1].bias += 1e-3 * meta["max_abs_logit"]  # wrong by a thousandth of the largest logit
-    diff, scale = onnx_export.compare(net, str(tmp_path / "small.onnx"), (1, 3, 12, 12))
-    assert diff > onnx_export.TOLERANCE * scale
+    diff, scale, own = onnx_export.compare(net, str(tmp_path / "small.onnx"), (1, 3, 12, 12))
+    assert diff > onnx_export.TOLERANCE * scale and diff > 100 * own
+
+
+@pytest.mark.parametrize("diff,scale,own,verified", [
+    (5e-5, 0.5, 0.0, True), (2e-4, 0.5, 0.0, False),  # small logits: 1e-4 absolute
+    (0.1, 1500.0, 0.0, True), (0.2, 1500.0, 0.0, False),  # large ones: 1e-4 of the largest
+    (0.15, 1400.0, 0.17, True), (0.4, 1400.0, 0.17, False),  # ill-conditioned: PyTorch's own error
+])
+def test_what_the_check_accepts(tmp_path, monkeypatch, diff, scale, own, verified):
+    monkeypatch.setattr(onnx_export, "compare", lambda *a, **k: (diff, scale, own))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        meta = save_deployable(_net(), str(tmp_path), (1, 3, 12, 12))["onnx"]
+    assert meta["verified"] is verified and meta["float32_error"] == own
+    assert any("differs from PyTorch" in str(w.message) for w in caught) is not verified
 
 
 def test_without_the_extra_one_warning_and_the_run_goes_on(tmp_path, monkeypatch):
