@@ -571,10 +571,19 @@ def _on_conv(w: _Walk, n: fx.Node) -> TensorInfo:
         if is_stem:
             for g, _ in x.parts:
                 uf.fix(g, "stem")
+    elif m.out_channels % m.in_channels == 0 and len(x.parts) == 1 and not x.split:
+        # a channel multiplier (FastViT's depthwise convs with twice the outputs): group g's outputs
+        # are k·g .. k·g + k - 1 for k = out / in, so whole groups of leading inputs make the leading
+        # k times as many outputs: one part of k times the input's
+        gid, coef = x.parts[0]
+        _divisible(uf, gid, coef, m.in_channels // m.groups)
+        out_parts = ((gid, coef * (m.out_channels // m.in_channels)),)
+        if is_stem:
+            uf.fix(gid, "stem")
     else:
         raise UnsupportedModelError(
-            f"conv {n.target}: grouped conv with {m.in_channels} inputs and "
-            f"{m.out_channels} outputs (a channel multiplier) is not supported")
+            f"conv {n.target}: grouped conv with {m.in_channels} inputs and {m.out_channels} outputs "
+            f"(fewer outputs than inputs, or a channel multiplier reading a concatenation) is not supported")
     out = TensorInfo(out_parts) if out_parts else _one(gid)
     prev = w.layer_io.get(n.target)
     if prev is not None:  # a conv called twice: both calls share its groups

@@ -109,9 +109,11 @@ class CostTable:
                 self.layers.append(_Layer(l.name, DENSE, _UNIT, go, 0, 0, l.params / fout))
                 continue
             tied = l.groups > 1
-            if tied:  # grouped conv tied to one group: per-group input width q stays
-                q = l.c_in // l.groups
-                flops_unit = l.flops / (q * fout)
+            if tied:  # grouped conv tied to one group: q inputs per group stay, the groups narrow;
+                # MACs and weights per output channel are constant (q·k²·H·W and q·k²). (Until
+                # 2026-12-06 the MACs were divided by q too: every grouped conv with q > 1 —
+                # ResNeXt, RegNet — was counted at 1/q of its MACs; depthwise convs, q = 1, were right.)
+                flops_unit = l.flops / fout
                 params_unit = l.weight_params / fout
                 self.layers.append(_Layer(l.name, TIED, _UNIT, go, flops_unit, params_unit,
                                           l.bias_params / fout))

@@ -209,6 +209,24 @@ class BlurNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class MultiplierNet(nn.Module):
+    """FastViT's downsampling: depthwise convs with twice the outputs, one reading the other's."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16)
+        self.up1, self.bn1 = nn.Conv2d(16, 32, 3, padding=1, groups=16), nn.BatchNorm2d(32)
+        self.mix = nn.Conv2d(32, 32, 3, padding=1, groups=16)  # two channels per group, over the doubled
+        self.up2, self.pw = nn.Conv2d(32, 64, 3, stride=2, padding=1, groups=32, bias=False), nn.Conv2d(64, 16, 1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(F.relu(self.stem(x)))))
+        x = F.relu(self.bn1(self.up1(x)))
+        x = F.relu(self.pw(self.up2(x + self.mix(x))))
+        return self.fc(x.mean((2, 3)))
+
+
 def _one_step(anet, x, y):
     anet.train()
     big, small = anet(x)
@@ -229,8 +247,9 @@ def _one_step(anet, x, y):
     (EcaNet, (1, 3, 8, 8)),
     (GrnNet, (1, 3, 8, 8)),
     (BlurNet, (1, 3, 32, 32)),
+    (MultiplierNet, (1, 3, 8, 8)),
 ], ids=["custom", "densenet121", "squeezenet1_1", "googlenet", "shufflenet_v2", "convnext_tiny", "splits",
-        "same_padding", "eca", "grn", "blur_pool"])
+        "same_padding", "eca", "grn", "blur_pool", "multiplier"])
 def test_concatenations_and_shuffles_extract_exactly_and_cost_exactly_at_any_widths(build, shape):
     torch.manual_seed(0)
     base = build()

@@ -27,8 +27,8 @@ class Net(nn.Module):
 
 REFUSALS = [
     (lambda s, y: torch.cat([y, y], 2), {}, r"node cat \(call_function cat\): concatenation along dim 2"),
-    (lambda s, y: s.n(s.m(y)), {"m": nn.Conv2d(8, 16, 3, groups=8), "n": nn.Conv2d(16, 8, 1)},
-     r"conv m: grouped conv with 8 inputs and 16 outputs \(a channel multiplier\)"),
+    (lambda s, y: s.n(s.m(y)), {"m": nn.Conv2d(8, 4, 3, groups=4), "n": nn.Conv2d(4, 8, 1)},
+     r"conv m: grouped conv with 8 inputs and 4 outputs \(fewer outputs than inputs"),
     (lambda s, y: s.m(y), {"m": nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect")}, r"padding_mode 'reflect'"),
     (lambda s, y: s.m(y), {"m": nn.GroupNorm(2, 8)}, r"module m \(GroupNorm\) is not supported"),
     (lambda s, y: s.m(y), {"m": nn.LayerNorm([8, 8])}, r"node m \(call_module m\): a LayerNorm over more"),
