@@ -42,7 +42,8 @@ import zipfile
 
 import torch
 import torch.nn as nn
-from torch.fx.experimental.optimization import fuse
+import torch.fx as fx
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from dan.checkpoint import atomic_write, write_json
 from dan.cost import count, set_mode
@@ -61,7 +62,7 @@ def deploy_form(model: nn.Module, memory_format: str = "channels_last") -> nn.Mo
     model = copy.deepcopy(model)
     set_mode(model, False)
     try:
-        model = fuse(model)  # conv+BN folding on the fx graph (needs a traceable model)
+        model = fold_batchnorms(model)
     except Exception:  # not traceable: keep the BatchNorms
         pass
     if memory_format not in MEMORY_FORMATS:
@@ -69,6 +70,53 @@ def deploy_form(model: nn.Module, memory_format: str = "channels_last") -> nn.Mo
     if any(p.ndim == 4 for p in model.parameters()):  # (a network trained channels-last keeps it)
         model = model.to(memory_format=MEMORY_FORMATS[memory_format])
     return model
+
+
+def fold_batchnorms(model: nn.Module) -> nn.Module:
+    """``model`` (in eval mode) with every BatchNorm that follows a conv alone folded into the conv's
+    weights and bias, on its fx graph (an extracted network's own, or one traced with
+    :func:`dan.graph.trace`, which keeps timm's layers whole).
+
+    Folded: ``nn.BatchNorm2d`` and timm's ``BatchNormAct2d`` (its dropout and activation stay, as a
+    ``Sequential``) after an ``nn.Conv2d`` or a "same"-padding conv (``dan.graph.SAME_PADDING_CONVS``,
+    whose forward convolves with the same weight and bias). torch's own ``fuse`` retraces the model
+    with the default tracer and matches exact classes, so it folded neither timm's BatchNormAct2d
+    (traced into a functional batch norm) nor anything in a network with a "same" conv (untraceable).
+    Other conv subclasses (weight standardization...) are left alone."""
+    from dan.graph import SAME_PADDING_CONVS, trace
+
+    gm = model if isinstance(model, fx.GraphModule) else trace(model)
+    modules = dict(gm.named_modules())
+    calls: dict = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            calls[n.target] = calls.get(n.target, 0) + 1
+    for node in list(gm.graph.nodes):
+        bn = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(bn, nn.BatchNorm2d) or type(bn).__name__ not in ("BatchNorm2d", "BatchNormAct2d") \
+                or bn.running_mean is None or bn.training or not node.args:
+            continue
+        src = node.args[0]
+        conv = modules.get(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
+        if conv is None or not (type(conv) is nn.Conv2d or type(conv).__name__ in SAME_PADDING_CONVS) \
+                or len(src.users) != 1 or calls[src.target] != 1 or calls[node.target] != 1:
+            continue
+        _set_module(gm, src.target, fuse_conv_bn_eval(conv, bn))
+        post = [getattr(bn, k) for k in ("drop", "act") if isinstance(getattr(bn, k, None), nn.Module)]
+        if post:  # BatchNormAct2d: what it runs after normalizing stays
+            _set_module(gm, node.target, nn.Sequential(*post))
+        else:
+            node.replace_all_uses_with(src)
+            gm.graph.erase_node(node)
+    gm.graph.lint()
+    gm.recompile()
+    gm.delete_all_unused_submodules()
+    return gm
+
+
+def _set_module(root: nn.Module, target: str, module: nn.Module) -> None:
+    owner, _, leaf = target.rpartition(".")
+    setattr(root.get_submodule(owner) if owner else root, leaf, module)
 
 
 def save_deployable(model: nn.Module, folder: str, input_shape: tuple, *, name: str = "small",

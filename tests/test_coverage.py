@@ -286,6 +286,39 @@ def test_same_padding_follows_the_input_size_in_both_networks_and_after_extracti
             assert torch.allclose(big, model(x), atol=1e-5) and torch.allclose(net(x), small, atol=1e-5)
 
 
+class BatchNormAct2d(nn.BatchNorm2d):
+    """timm's BatchNorm with its activation inside."""
+
+    def __init__(self, n):
+        super().__init__(n)
+        self.drop, self.act = nn.Identity(), nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.drop(super().forward(x)))
+
+
+def test_deploy_form_folds_timm_batchnorms_and_those_after_same_convs():
+    """torch's fuse retraced the network with its default tracer and matched exact classes: it
+    folded no BatchNormAct2d (traced into a functional batch norm) and nothing at all in a network
+    with a "same" conv (untraceable)."""
+    from dan.deploy import deploy_form
+
+    torch.manual_seed(0)
+    model = SameNet()
+    model.bn, model.pw = BatchNormAct2d(16), nn.Sequential(Conv2dSame(16, 12, 1), nn.BatchNorm2d(12))
+    with torch.no_grad():  # statistics that are not the identity, so folding matters
+        for bn in (model.bn, model.pw[1]):
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+    net = extract_small(to_adjoint(model.eval(), alpha=2, input_shape=(1, 3, 12, 12)).eval())
+    folded = deploy_form(net, "contiguous")
+    assert not [m for m in folded.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert not [n for n in folded.graph.nodes if n.op == "call_function" and "batch_norm" in str(n.target)]
+    assert type(folded.get_submodule("down")) is Conv2dSame and isinstance(folded.get_submodule("bn"), nn.Sequential)
+    x = torch.randn(2, 3, 13, 13)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), net(x), atol=1e-5)
+
+
 def test_a_view_that_writes_the_channel_count_as_a_constant_is_refused():
     class Constant(EcaModule):
         def forward(self, x):
