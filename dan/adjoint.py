@@ -276,21 +276,31 @@ def _two_path_graphs(graph: fx.Graph, an: GraphAnalysis, slices: dict):
 
 
 def _conv_like(m: AdjointConv2d, cin: int, cout: int, groups: int, **kw) -> nn.Conv2d:
-    """A conv of the converted one's own class (nn.Conv2d, or timm's Conv2dSame, whose padding is
-    computed from the input as it runs) with these sizes."""
+    """A conv of the converted one's own class with these sizes: nn.Conv2d, timm's Conv2dSame (its
+    padding computed from the input as it runs), or a weight-standardized conv (timm's StdConv2d,
+    ScaledStdConv2d and their "Same" variants, which derive their padding from "SAME" again)."""
+    bias = m.bias is not None
+    if m.standardize:
+        name = m.original_class.__name__
+        padding = "SAME" if name.endswith("Same") else m.padding
+        extra = {"gamma": m.gamma} if m.standardize == "scaled" else {}
+        return m.original_class(cin, cout, m.kernel_size, m.stride, padding, m.dilation, groups, bias,
+                                eps=m.eps, **extra, **kw)
     if m.same_padding:
-        return m.original_class(cin, cout, m.kernel_size, m.stride, 0, m.dilation, groups, m.bias is not None, **kw)
-    return nn.Conv2d(cin, cout, m.kernel_size, m.stride, m.padding, m.dilation, groups, m.bias is not None,
-                     m.padding_mode, **kw)
+        return m.original_class(cin, cout, m.kernel_size, m.stride, 0, m.dilation, groups, bias, **kw)
+    return nn.Conv2d(cin, cout, m.kernel_size, m.stride, m.padding, m.dilation, groups, bias, m.padding_mode, **kw)
 
 
 def _plain_conv(m: AdjointConv2d) -> nn.Conv2d:
-    w = m.small_weight().detach()
+    w = m.small_raw_weight().detach()  # a standardized conv standardizes it again as it runs
     conv = _conv_like(m, w.shape[1] * m.small_groups(), w.shape[0], m.small_groups(), device=w.device, dtype=w.dtype)
     with torch.no_grad():
         conv.weight.copy_(w)
         if m.bias is not None:
             conv.bias.copy_(m.bias[m.out_index()])
+        if m.standardize == "scaled":
+            conv.gain.copy_(m.gain[m.out_index()])
+            conv.scale = m.small_scale(w)  # the very expression the small path uses
     return conv
 
 
@@ -348,6 +358,8 @@ def _plain_big(m: nn.Module) -> nn.Module:
     state = {k: v.detach().clone() for k, v in m.state_dict().items()
              if not k.startswith("small.") and k != "rbeta"}
     new.load_state_dict(state, assign=True)
+    if isinstance(m, AdjointConv2d) and m.standardize == "scaled":
+        new.scale = m.scale  # the original's, not one derived again from gamma
     return new.train(m.training)
 
 

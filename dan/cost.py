@@ -198,8 +198,10 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
         l = layers.setdefault(name, LayerCost(name, kind))
         l.params += sum(p.numel() for p in direct)
         l.nonzero += sum(int(torch.count_nonzero(p)) for p in direct)
-        bias = getattr(m, "bias", None)
+        bias, gain = getattr(m, "bias", None), getattr(m, "gain", None)
         l.bias_params = bias.numel() if isinstance(bias, torch.Tensor) and kind != "bn" else 0
+        if kind == "conv" and isinstance(gain, torch.Tensor) and gain.numel() == getattr(m, "out_channels", -1):
+            l.bias_params += gain.numel()  # a scaled standardized conv's gain: one per output, as a bias
         l.weight_params = l.params - l.bias_params
     order = {name: i for i, name in enumerate(n for n, _ in model.named_modules())}
     ordered = sorted(layers.values(), key=lambda l: order.get(l.name, len(order)))

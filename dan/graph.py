@@ -261,12 +261,19 @@ class GraphAnalysis:
 # pools pad by an amount computed from the input's size in Python, which fx cannot trace: a conv
 # with that padding is an ordinary conv here, see ``SAME_PADDING_CONVS``).
 _LEAF_CLASS_NAMES = {"LayerNorm2d", "StochasticDepth", "DropPath", "BatchNormAct2d", "Conv2dSame",
-                     "MaxPool2dSame", "AvgPool2dSame", "BlurPool2d", "SpaceToDepth"}
+                     "MaxPool2dSame", "AvgPool2dSame", "BlurPool2d", "SpaceToDepth", "StdConv2d",
+                     "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame"}
 # Conv2d subclasses (by class name) whose forward pads the input as TensorFlow's "SAME" does (the
 # output size ceil(input / stride), the odd pixel on the bottom / right) and then convolves without
 # padding; the adjoint conv pads so too (:func:`dan.layers.same_padding`) and extraction rebuilds
 # the original class.
 SAME_PADDING_CONVS = {"Conv2dSame"}
+# Conv2d subclasses (by class name) that convolve with their weight standardized per output channel
+# (timm's StdConv2d for BiT ResNets; ScaledStdConv2d, times gain · gamma / sqrt(fan-in), for
+# NFNets); their "Same" variants pad as TensorFlow does when their ``same_pad`` is set. The adjoint
+# conv standardizes its small weight over the small fan-in (:class:`dan.layers.AdjointConv2d`).
+STANDARDIZED_CONVS = {"StdConv2d": "std", "StdConv2dSame": "std", "ScaledStdConv2d": "scaled",
+                      "ScaledStdConv2dSame": "scaled"}
 # ... and by qualified name: subclasses whose forward is their base class's (timm's Linear casts
 # dtypes for TorchScript only)
 _LEAF_QUALNAMES = {"timm.layers.linear.Linear"}
@@ -656,6 +663,14 @@ def _on_blur_pool(w: _Walk, n: fx.Node) -> TensorInfo:
     return _same_as_first(w, n)
 
 
+def _on_pad_module(w: _Walk, n: fx.Node) -> TensorInfo:
+    """``nn.ConstantPad2d`` and its kin (BiT ResNets' stem): padding of the two spatial dims."""
+    if w.x.cdim != 1 or w.s is None or len(w.s) != 4:
+        raise UnsupportedModelError(f"module {n.target} ({type(w.modules[n.target]).__name__}) pads a tensor "
+                                    f"whose last two dims are not spatial")
+    return _same_as_first(w, n)
+
+
 def _on_space_to_depth(w: _Walk, n: fx.Node) -> TensorInfo:
     """timm's SpaceToDepth (TResNet's stem): pixels rearranged into channels. Only where both networks
     share the tensor (the input, the stem), before any layer with a small path: its channels are a
@@ -830,7 +845,8 @@ _GRAPH_HANDLERS = {"placeholder": _on_placeholder, "output": _on_output, "get_at
 _MODULE_HANDLERS = _table(
     ([nn.Conv2d], _on_conv), ([nn.Conv1d], _on_conv1d), ([nn.BatchNorm2d, nn.LayerNorm], _on_norm),
     ([nn.Linear], _on_linear),
-    ([nn.Flatten], _on_flatten_module), (_ELEMENTWISE_MODULES, _same_as_first))
+    ([nn.Flatten], _on_flatten_module), (_ELEMENTWISE_MODULES, _same_as_first),
+    ([nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d], _on_pad_module))
 _FOREIGN_MODULE_HANDLERS = _table(  # by class name
     (_ELEMENTWISE_FOREIGN_MODULES, _same_as_first), (["BlurPool2d"], _on_blur_pool),
     (["SpaceToDepth"], _on_space_to_depth))
@@ -858,6 +874,8 @@ def _binary(n, ins, info, shapes, uf, where, attr_nodes, attrs) -> TensorInfo:
             raise UnsupportedModelError(f"{where}: combines tensors read from attributes only")
         return None  # arithmetic on tensors without channels (a mean over the channels, + eps)
     for a in n.all_input_nodes:
+        if a in attr_nodes and all(d == 1 for d in attr_nodes[a].shape):
+            continue  # a scalar (NFNet's skipinit gain): the same factor for every channel, nothing to cut
         if a in attr_nodes:  # a per-channel factor or term: its channels are the feature map's
             x, s = info[ins[0]], shapes[ins[0].name]
             attrs[attr_nodes[a].target] = _attr_channels(attr_nodes[a], x, s, where)

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dan.graph import SAME_PADDING_CONVS, Segments, WidthGroup
+from dan.graph import SAME_PADDING_CONVS, STANDARDIZED_CONVS, Segments, WidthGroup
 
 
 def rbeta_mask(shape: tuple, beta: float, seed: int, name: str) -> Optional[torch.Tensor]:
@@ -54,6 +54,12 @@ class AdjointConv2d(nn.Conv2d):
     out_group: WidthGroup
     same_padding = False
     original_class = nn.Conv2d
+    # weight standardization (timm's StdConv2d: "std"; ScaledStdConv2d: "scaled", with a gain per
+    # output channel and gamma / sqrt(fan-in)); the small path standardizes its slice of the weight
+    # over its own fan-in, as a standardized conv of its size would
+    standardize = ""
+    eps = 0.0
+    gamma = 1.0
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, in_group: WidthGroup, out_group: WidthGroup,
@@ -67,8 +73,16 @@ class AdjointConv2d(nn.Conv2d):
         new.apply_mask = apply_mask
         # TensorFlow-style "same" padding computed from the input's size (timm's Conv2dSame): both
         # paths pad so; extraction rebuilds the original class (``original_class``)
-        if type(conv).__name__ in SAME_PADDING_CONVS:
-            new.same_padding, new.original_class = True, type(conv)
+        name_of_class = type(conv).__name__
+        if name_of_class in SAME_PADDING_CONVS or (name_of_class in STANDARDIZED_CONVS and conv.__dict__.get("same_pad")):
+            new.same_padding = True
+        if name_of_class in SAME_PADDING_CONVS or name_of_class in STANDARDIZED_CONVS:
+            new.original_class = type(conv)
+        if name_of_class in STANDARDIZED_CONVS:
+            new.standardize, new.eps = STANDARDIZED_CONVS[name_of_class], conv.eps
+            if new.standardize == "scaled":
+                new.gain, new.scale = conv.gain, conv.scale
+                new.gamma = conv.scale * conv.weight[0].numel() ** 0.5
         new.register_buffer("rbeta", rbeta_mask(new.small_weight_shape(), beta, seed, name))
         return new
 
@@ -88,7 +102,9 @@ class AdjointConv2d(nn.Conv2d):
         over a concatenation) each part's leading ones."""
         return self.out_group.index(self.weight.device)
 
-    def small_weight(self) -> torch.Tensor:
+    def small_raw_weight(self) -> torch.Tensor:
+        """The small conv's stored weight: the big one's slice, r_β applied (before any
+        standardization, so that an extracted standardized conv holding it computes the same)."""
         if self.groups > 1:
             w = self.weight[self.out_index()]
         else:
@@ -99,6 +115,32 @@ class AdjointConv2d(nn.Conv2d):
                                    f"widths {tuple(w.shape)}: masks and changing widths don't mix")
             w = w * self.rbeta
         return w
+
+    def small_weight(self) -> torch.Tensor:
+        """The weight the small conv convolves with."""
+        w = self.small_raw_weight()
+        if not self.standardize:
+            return w
+        gain = self.gain[self.out_index()] if self.standardize == "scaled" else None
+        return self._standardized(w, gain, self.small_scale(w))
+
+    def small_scale(self, w: torch.Tensor) -> float:
+        """ScaledStdConv2d's gamma / sqrt(fan-in), for the small weight's own fan-in."""
+        return self.gamma * w[0].numel() ** -0.5
+
+    def big_weight(self) -> torch.Tensor:
+        if not self.standardize:
+            return self.weight
+        if self.standardize == "scaled":
+            return self._standardized(self.weight, self.gain, self.scale)
+        return self._standardized(self.weight, None, 1.0)
+
+    def _standardized(self, w: torch.Tensor, gain: Optional[torch.Tensor], scale: float) -> torch.Tensor:
+        """timm's weight standardization: each output channel's weights to zero mean and unit
+        (biased) variance, times gain · scale for ScaledStdConv2d."""
+        factor = (gain * scale).view(-1) if gain is not None else None
+        return F.batch_norm(w.reshape(1, w.shape[0], -1), None, None, weight=factor, training=True,
+                            momentum=0.0, eps=self.eps).reshape_as(w)
 
     def _oneDNN_workaround(self, x: torch.Tensor) -> bool:
         """Where the bug below bites: a strided 1×1 conv, a gradient to compute, a channels-last
@@ -120,8 +162,8 @@ class AdjointConv2d(nn.Conv2d):
             x, stride = x[:, :, :: self.stride[0], :: self.stride[1]], 1
         if not small:
             if subsampled:  # a pointwise conv without padding, so no padding mode either
-                return F.conv2d(x, self.weight, self.bias, 1, 0, self.dilation, self.groups)
-            return self._conv_forward(x, self.weight, self.bias)
+                return F.conv2d(x, self.big_weight(), self.bias, 1, 0, self.dilation, self.groups)
+            return self._conv_forward(x, self.big_weight(), self.bias)
         b = self.bias[self.out_index()] if self.bias is not None else None
         y = F.conv2d(x, self.small_weight(), b, stride, self.padding, self.dilation,
                      self.small_groups())

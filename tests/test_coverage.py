@@ -227,6 +227,62 @@ class MultiplierNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class StdConv2d(nn.Conv2d):
+    """timm's weight-standardized conv (BiT ResNets)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1,
+                 bias=False, eps=1e-6, device=None, dtype=None):
+        padding = (kernel_size - 1) // 2 if padding is None else padding
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         device=device, dtype=dtype)
+        self.eps = eps
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True, momentum=0.0,
+                         eps=self.eps).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class ScaledStdConv2d(nn.Conv2d):
+    """timm's scaled weight-standardized conv (NFNets): times gain · gamma / sqrt(fan-in)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1,
+                 bias=True, gamma=1.0, eps=1e-6, gain_init=1.0, device=None, dtype=None):
+        padding = (kernel_size - 1) // 2 if padding is None else padding
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         device=device, dtype=dtype)
+        self.scale, self.eps = gamma * self.weight[0].numel() ** -0.5, eps
+        self.gain = nn.Parameter(torch.full((out_channels, 1, 1, 1), gain_init, device=device, dtype=dtype))
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                         weight=(self.gain * self.scale).view(-1), training=True, momentum=0.0,
+                         eps=self.eps).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class NormFreeNet(nn.Module):
+    """NFNet's block: scaled standardized convs (one grouped), a zero-padded stem, a scalar gain on
+    the residual branch, no BatchNorm; a BiT-style standardized conv beside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.pad, self.stem = nn.ZeroPad2d(1), ScaledStdConv2d(3, 8, 3, padding=0, gamma=1.7)
+        self.conv1, self.conv2 = ScaledStdConv2d(8, 16, 1, gamma=1.7), ScaledStdConv2d(16, 16, 3, groups=4)
+        self.conv3, self.bit = ScaledStdConv2d(16, 8, 1), StdConv2d(8, 8, 3)
+        self.skipinit_gain = nn.Parameter(torch.tensor(0.5))
+        self.fc = nn.Linear(8, 5)
+        with torch.no_grad():
+            for c in (self.conv1, self.conv2, self.conv3):
+                c.gain.uniform_(0.5, 1.5)
+
+    def forward(self, x):
+        x = F.gelu(self.stem(self.pad(x)))
+        y = self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
+        x = x + y * self.skipinit_gain
+        return self.fc(F.relu(self.bit(x)).mean((2, 3)))
+
+
 def _one_step(anet, x, y):
     anet.train()
     big, small = anet(x)
@@ -248,8 +304,9 @@ def _one_step(anet, x, y):
     (GrnNet, (1, 3, 8, 8)),
     (BlurNet, (1, 3, 32, 32)),
     (MultiplierNet, (1, 3, 8, 8)),
+    (NormFreeNet, (1, 3, 8, 8)),
 ], ids=["custom", "densenet121", "squeezenet1_1", "googlenet", "shufflenet_v2", "convnext_tiny", "splits",
-        "same_padding", "eca", "grn", "blur_pool", "multiplier"])
+        "same_padding", "eca", "grn", "blur_pool", "multiplier", "standardized"])
 def test_concatenations_and_shuffles_extract_exactly_and_cost_exactly_at_any_widths(build, shape):
     torch.manual_seed(0)
     base = build()
@@ -317,6 +374,21 @@ def test_deploy_form_folds_timm_batchnorms_and_those_after_same_convs():
     x = torch.randn(2, 3, 13, 13)
     with torch.no_grad():
         assert torch.allclose(folded(x), net(x), atol=1e-5)
+
+
+def test_standardized_convs_keep_the_big_network_and_standardize_the_small_weight_over_its_fan_in():
+    torch.manual_seed(0)
+    model = NormFreeNet().eval()
+    anet = to_adjoint(model, alpha=2, input_shape=(1, 3, 8, 8)).eval()
+    x = torch.randn(2, 3, 8, 8)
+    net = extract_small(anet)
+    with torch.no_grad():
+        big, small = anet(x)
+        assert torch.allclose(big, model(x), atol=1e-6) and torch.allclose(net(x), small, atol=1e-6)
+        assert torch.allclose(dan.adjoint.extract_big(anet)(x), big, atol=1e-6)
+    conv3 = net.get_submodule("conv3")  # 16 -> 8 in the big network; reads 8 of the 16 in the small
+    assert type(conv3) is ScaledStdConv2d and conv3.in_channels == 8 and conv3.gain.shape[0] == 8
+    assert conv3.scale == pytest.approx(8 ** -0.5) and model.conv3.scale == pytest.approx(16 ** -0.5)
 
 
 def test_a_view_that_writes_the_channel_count_as_a_constant_is_refused():
@@ -417,7 +489,7 @@ def test_coverage_of_a_fast_subset_of_the_torchvision_zoo():
 
 
 TIMM_FAST = ["mixnet_s", "ghostnet_100", "convnext_atto", "efficientnet_b0", "dpn68",
-             "tf_efficientnet_b0", "ecaresnet26t", "convnextv2_atto", "tresnet_m"]  # same padding, ECA, GRN, blur
+             "tf_efficientnet_b0", "ecaresnet26t", "convnextv2_atto", "tresnet_m", "nf_resnet26"]
 
 
 def test_coverage_of_a_fast_subset_of_the_timm_list():
