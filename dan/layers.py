@@ -74,7 +74,8 @@ class AdjointConv2d(nn.Conv2d):
         # TensorFlow-style "same" padding computed from the input's size (timm's Conv2dSame): both
         # paths pad so; extraction rebuilds the original class (``original_class``)
         name_of_class = type(conv).__name__
-        if name_of_class in SAME_PADDING_CONVS or (name_of_class in STANDARDIZED_CONVS and conv.__dict__.get("same_pad")):
+        dynamic_same = name_of_class in STANDARDIZED_CONVS and conv.__dict__.get("same_pad")
+        if name_of_class in SAME_PADDING_CONVS or dynamic_same:
             new.same_padding = True
         if name_of_class in SAME_PADDING_CONVS or name_of_class in STANDARDIZED_CONVS:
             new.original_class = type(conv)
