@@ -27,10 +27,10 @@ import torch.nn as nn
 
 from dan.errors import UserError
 from dan.graph import GraphAnalysis, Segments, WidthGroup, analyze
-from dan.layers import (AdjointBatchNorm2d, AdjointConv2d, AdjointLayerNorm, AdjointLinear, ChannelRange,
-                        ChannelSlice, cut_bounds)
+from dan.layers import (AdjointBatchNorm2d, AdjointConv2d, AdjointGroupNorm, AdjointLayerNorm, AdjointLinear,
+                        ChannelRange, ChannelSlice, cut_bounds)
 
-_ADJOINT_LAYERS = (AdjointConv2d, AdjointBatchNorm2d, AdjointLinear, AdjointLayerNorm)
+_ADJOINT_LAYERS = (AdjointConv2d, AdjointBatchNorm2d, AdjointLinear, AdjointLayerNorm, AdjointGroupNorm)
 
 
 def alpha_width(full: int, alpha: float, quantum: int = 1) -> int:
@@ -181,6 +181,8 @@ def _make_layers_adjoint(an: GraphAnalysis, beta: float, mask_seed: int) -> None
             new = AdjointBatchNorm2d.from_bn(m, go, apply_mask=True)
         elif isinstance(m, nn.LayerNorm):
             new = AdjointLayerNorm.from_ln(m, go, channels_first=type(m).__name__ == "LayerNorm2d")
+        elif isinstance(m, nn.GroupNorm):
+            new = AdjointGroupNorm.from_gn(m, go)
         else:
             new = AdjointLinear.from_linear(m, gi, go, mult, beta=beta, seed=mask_seed, name=name,
                                             apply_mask=True)
@@ -348,6 +350,8 @@ def _plain_big(m: nn.Module) -> nn.Module:
     if isinstance(m, AdjointBatchNorm2d):
         state = {k: v for k, v in m.state_dict().items() if "." not in k}  # not small.*, act.*
         return _bn_like(m, m.num_features, state)
+    if isinstance(m, AdjointGroupNorm):
+        return _gn_like(m, m.num_channels, {k: v for k, v in m.state_dict().items() if "." not in k})
     if isinstance(m, AdjointLayerNorm):
         new = m.original_class(m.normalized_shape, m.eps, m.elementwise_affine, bias=m.bias is not None,
                                device="meta")
@@ -410,6 +414,10 @@ def extract_small(anet: AdjointNet) -> fx.GraphModule:
             _set_submodule(root, name, _plain_linear(m))
         elif isinstance(m, AdjointLayerNorm):
             _set_submodule(root, name, _plain_ln(m))
+        elif isinstance(m, AdjointGroupNorm):
+            i = m.group.index(m.weight.device if m.weight is not None else None)
+            _set_submodule(root, name, _gn_like(m, m.group.width, {k: v[i] for k, v in m.state_dict().items()
+                                                                  if "." not in k}))
     for target, (names, dim) in anet.attrs.items():  # per-channel attributes: their small entries
         owner, _, leaf = target.rpartition(".")
         holder = root.get_submodule(owner) if owner else root
@@ -431,6 +439,19 @@ def extract_small(anet: AdjointNet) -> fx.GraphModule:
         else:
             n.args = (n.args[0], (slice(None),) * dim + (slice(*cuts[0]),))
     return fx.GraphModule(root, graph).eval()
+
+
+def _gn_like(m: AdjointGroupNorm, n: int, tensors: dict) -> nn.GroupNorm:
+    """An instance of the converted GroupNorm's own class (nn.GroupNorm, timm's GroupNormAct) over
+    ``n`` channels in groups of the original size, holding ``tensors``, with its dropout and
+    activation."""
+    gn = copy.deepcopy(m.template)
+    gn.num_channels, gn.num_groups = n, n // m.group_size
+    for k, v in tensors.items():
+        gn._parameters[k] = nn.Parameter(v.detach().clone())
+    for k in m.post:
+        setattr(gn, k, copy.deepcopy(getattr(m, k)))
+    return gn.train(m.training)
 
 
 def _plain_ln(m: AdjointLayerNorm) -> nn.LayerNorm:

@@ -260,7 +260,7 @@ class GraphAnalysis:
 # depth and drop path read ``self.training`` when they run; timm's TensorFlow-style "same" conv and
 # pools pad by an amount computed from the input's size in Python, which fx cannot trace: a conv
 # with that padding is an ordinary conv here, see ``SAME_PADDING_CONVS``).
-_LEAF_CLASS_NAMES = {"LayerNorm2d", "StochasticDepth", "DropPath", "BatchNormAct2d", "Conv2dSame",
+_LEAF_CLASS_NAMES = {"LayerNorm2d", "StochasticDepth", "DropPath", "BatchNormAct2d", "GroupNormAct", "Conv2dSame",
                      "MaxPool2dSame", "AvgPool2dSame", "BlurPool2d", "SpaceToDepth", "StdConv2d",
                      "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame"}
 # Conv2d subclasses (by class name) whose forward pads the input as TensorFlow's "SAME" does (the
@@ -624,6 +624,23 @@ def _on_norm(w: _Walk, n: fx.Node) -> TensorInfo:
     return x.copy()
 
 
+def _on_group_norm(w: _Walk, n: fx.Node) -> TensorInfo:
+    """GroupNorm over the channels (dim 1): the small network keeps the group size, so its width is a
+    multiple of it (whole groups)."""
+    m, x = w.modules[n.target], w.x
+    if x.cdim != 1 or x.mult != 1 or len(x.parts) != 1 or x.split:
+        raise UnsupportedModelError(f"{w.where}: a GroupNorm over a permuted, flattened or concatenated tensor")
+    gid, coef = x.parts[0]
+    _divisible(w.uf, gid, coef, m.num_channels // m.num_groups)
+    prev = w.layer_io.get(n.target)
+    if prev is not None:
+        _union_parts(w.uf, prev[0], x.parts, w.where)
+    w.layer_io[n.target] = [x.parts, x.parts, 1]
+    if not w.all_shared:
+        w.adjoint.add(n.target)
+    return x.copy()
+
+
 def _on_linear(w: _Walk, n: fx.Node) -> TensorInfo:
     m, x, s = w.modules[n.target], w.x, w.s
     if s is None or x.cdim != len(s) - 1 or (x.mult != 1 and len(s) != 2):
@@ -844,6 +861,7 @@ _GRAPH_HANDLERS = {"placeholder": _on_placeholder, "output": _on_output, "get_at
 # by module type: a module takes the first entry it is an instance of (subclasses included)
 _MODULE_HANDLERS = _table(
     ([nn.Conv2d], _on_conv), ([nn.Conv1d], _on_conv1d), ([nn.BatchNorm2d, nn.LayerNorm], _on_norm),
+    ([nn.GroupNorm], _on_group_norm),
     ([nn.Linear], _on_linear),
     ([nn.Flatten], _on_flatten_module), (_ELEMENTWISE_MODULES, _same_as_first),
     ([nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d], _on_pad_module))

@@ -369,6 +369,45 @@ class AdjointLayerNorm(nn.LayerNorm):
         return y.permute(0, 3, 1, 2) if self.channels_first else y
 
 
+class AdjointGroupNorm(nn.GroupNorm):
+    """GroupNorm (BiT ResNets; timm's GroupNormAct, whose dropout and activation it keeps). The small
+    path keeps the group *size* (the graph makes its width a multiple of it), so each of its groups
+    is one of the big network's, normalized over the same channels, with the leading entries of
+    the same affine parameters; nothing needs a small twin."""
+
+    group: WidthGroup
+
+    @classmethod
+    def from_gn(cls, gn: nn.GroupNorm, group, *, apply_mask: bool = True):
+        new = cls(gn.num_groups, gn.num_channels, gn.eps, gn.affine, device="meta")
+        new.weight, new.bias = gn.weight, gn.bias
+        new.train(gn.training)
+        new.group, new.apply_mask = group, apply_mask
+        new.post = [k for k in ("drop", "act") if isinstance(getattr(gn, k, None), nn.Module)]
+        for k in new.post:
+            new.add_module(k, getattr(gn, k))
+        new.__dict__["template"] = copy.deepcopy(gn).to("meta")  # what extraction rebuilds
+        return new
+
+    @property
+    def group_size(self) -> int:
+        return self.num_channels // self.num_groups
+
+    def forward(self, x: torch.Tensor, small: bool = False) -> torch.Tensor:
+        if small:
+            w = self.group.width
+            i = self.group.index(self.weight.device if self.weight is not None else None)
+            y = F.group_norm(x, w // self.group_size, self.weight[i] if self.weight is not None else None,
+                             self.bias[i] if self.bias is not None else None, self.eps)
+            if self.apply_mask and self.group.mask is not None:
+                y = y * self.group.mask.view(1, -1, 1, 1)
+        else:
+            y = F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        for k in self.post:
+            y = getattr(self, k)(y)
+        return y
+
+
 class ChannelSlice(nn.Module):
     """The small path's view of a per-channel tensor read from an attribute (ConvNeXt's layer
     scale): its entries for the small channels along ``dim``. Lives in the adjoint network only;

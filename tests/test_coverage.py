@@ -283,6 +283,36 @@ class NormFreeNet(nn.Module):
         return self.fc(F.relu(self.bit(x)).mean((2, 3)))
 
 
+class GroupNormAct(nn.GroupNorm):
+    """timm's GroupNorm with its activation inside (channels first in its signature)."""
+
+    def __init__(self, num_channels, num_groups=32, eps=1e-5):
+        super().__init__(num_groups, num_channels, eps)
+        self.drop, self.act = nn.Identity(), nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.drop(F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)))
+
+
+class BitNet(nn.Module):
+    """BiT's pre-activation ResNet block: weight-standardized convs, GroupNorms of group size 4 and 2."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = StdConv2d(3, 8, 3)
+        self.norm1, self.conv1 = GroupNormAct(8, 2), StdConv2d(8, 16, 1)
+        self.norm2, self.conv2 = GroupNormAct(16, 4), StdConv2d(16, 8, 3)
+        self.norm, self.fc = nn.GroupNorm(4, 8), nn.Linear(8, 5)
+        with torch.no_grad():
+            for gn in (self.norm1, self.norm2, self.norm):
+                gn.weight.uniform_(0.5, 1.5), gn.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.conv2(self.norm2(self.conv1(self.norm1(x))))
+        return self.fc(F.relu(self.norm(x)).mean((2, 3)))
+
+
 def _one_step(anet, x, y):
     anet.train()
     big, small = anet(x)
@@ -305,8 +335,9 @@ def _one_step(anet, x, y):
     (BlurNet, (1, 3, 32, 32)),
     (MultiplierNet, (1, 3, 8, 8)),
     (NormFreeNet, (1, 3, 8, 8)),
+    (BitNet, (1, 3, 8, 8)),
 ], ids=["custom", "densenet121", "squeezenet1_1", "googlenet", "shufflenet_v2", "convnext_tiny", "splits",
-        "same_padding", "eca", "grn", "blur_pool", "multiplier", "standardized"])
+        "same_padding", "eca", "grn", "blur_pool", "multiplier", "standardized", "group_norm"])
 def test_concatenations_and_shuffles_extract_exactly_and_cost_exactly_at_any_widths(build, shape):
     torch.manual_seed(0)
     base = build()
@@ -386,6 +417,11 @@ def test_standardized_convs_keep_the_big_network_and_standardize_the_small_weigh
         big, small = anet(x)
         assert torch.allclose(big, model(x), atol=1e-6) and torch.allclose(net(x), small, atol=1e-6)
         assert torch.allclose(dan.adjoint.extract_big(anet)(x), big, atol=1e-6)
+    bit = BitNet().eval()
+    anet = to_adjoint(bit, alpha=2, input_shape=(1, 3, 8, 8)).eval()
+    with torch.no_grad():  # the GroupNorms keep their group size: 16 channels in 4 groups -> 8 in 2
+        assert torch.allclose(anet(x)[0], bit(x), atol=1e-6) and torch.allclose(extract_small(anet)(x), anet(x)[1])
+    assert extract_small(anet).get_submodule("norm2").num_groups == 2
     conv3 = net.get_submodule("conv3")  # 16 -> 8 in the big network; reads 8 of the 16 in the small
     assert type(conv3) is ScaledStdConv2d and conv3.in_channels == 8 and conv3.gain.shape[0] == 8
     assert conv3.scale == pytest.approx(8 ** -0.5) and model.conv3.scale == pytest.approx(16 ** -0.5)
