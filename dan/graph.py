@@ -257,11 +257,13 @@ class GraphAnalysis:
 
 # Modules of other packages traced as one call (leaves), by class name: their forward is known and
 # handled as a whole (a LayerNorm2d permutes, normalizes the channels and permutes back; stochastic
-# depth and drop path read ``self.training`` when they run; timm's TensorFlow-style "same" conv and
-# pools pad by an amount computed from the input's size in Python, which fx cannot trace: a conv
-# with that padding is an ordinary conv here, see ``SAME_PADDING_CONVS``).
-_LEAF_CLASS_NAMES = {"LayerNorm2d", "StochasticDepth", "DropPath", "BatchNormAct2d", "GroupNormAct", "Conv2dSame",
-                     "MaxPool2dSame", "AvgPool2dSame", "BlurPool2d", "SpaceToDepth", "StdConv2d",
+# depth and drop path read ``self.training`` when they run; timm's norm-and-activation layers run
+# their norm, dropout and activation; its TensorFlow-style "same" conv and pools pad by an amount
+# computed from the input's size in Python, which fx cannot trace: a conv with that padding is an
+# ordinary conv here, see ``SAME_PADDING_CONVS``; its weight-standardized convs, see
+# ``STANDARDIZED_CONVS``; BlurPool2d and SpaceToDepth, see their handlers).
+_LEAF_CLASS_NAMES = {"LayerNorm2d", "StochasticDepth", "DropPath", "BatchNormAct2d", "GroupNormAct",
+                     "Conv2dSame", "MaxPool2dSame", "AvgPool2dSame", "BlurPool2d", "SpaceToDepth", "StdConv2d",
                      "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame"}
 # Conv2d subclasses (by class name) whose forward pads the input as TensorFlow's "SAME" does (the
 # output size ceil(input / stride), the odd pixel on the bottom / right) and then convolves without
@@ -461,8 +463,8 @@ def _handler(w: _Walk, n: fx.Node):
             or _FOREIGN_MODULE_HANDLERS.get(type(m).__name__)
         if handler is None:
             raise UnsupportedModelError(
-                f"module {n.target} ({type(m).__name__}) is not supported by the adjoint "
-                f"conversion (supported: Conv2d, BatchNorm2d, Linear, activations, pooling, "
+                f"module {n.target} ({type(m).__name__}) is not supported by the adjoint conversion "
+                f"(supported: Conv2d, BatchNorm2d, LayerNorm, GroupNorm, Linear, activations, pooling, "
                 f"dropout, flatten, add/mul)")
         return handler
     if n.op == "call_function":

@@ -149,10 +149,10 @@ def test_state_dict_round_trip():
         assert torch.equal(u, v)
 
 
-class WithGroupNorm(nn.Module):
+class WithInstanceNorm(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv, self.norm, self.fc = nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.Linear(4, 2)
+        self.conv, self.norm, self.fc = nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4, affine=True), nn.Linear(4, 2)
 
     def forward(self, x):
         return self.fc(self.norm(self.conv(x)).mean((2, 3)))
@@ -170,8 +170,8 @@ class DataDependent(nn.Module):
 
 
 def test_unsupported_models_name_the_op_or_module():
-    with pytest.raises(dan.UnsupportedModelError, match="norm.*GroupNorm"):
-        dan.to_adjoint(WithGroupNorm(), input_shape=(1, 3, 8, 8))
+    with pytest.raises(dan.UnsupportedModelError, match="norm.*InstanceNorm2d"):
+        dan.to_adjoint(WithInstanceNorm(), input_shape=(1, 3, 8, 8))
     with pytest.raises(dan.UnsupportedModelError, match="DataDependent"):
         dan.to_adjoint(DataDependent(), input_shape=(1, 3, 8, 8))
 
