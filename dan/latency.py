@@ -197,6 +197,8 @@ def geometry(sn) -> list[dict]:
     """The conv / linear layers of the supernet's cost table with what rebuilding them needs:
     module hyper-parameters and the input size, recorded by a forward pass of the big network."""
     from dan.adjoint import extract_big
+    from dan.graph import SAME_PADDING_CONVS
+    from dan.layers import same_padding
     from dan.supernet import FIXED, TIED
 
     big = extract_big(sn.anet)
@@ -224,9 +226,14 @@ def geometry(sn) -> list[dict]:
              "tied": l.kind == TIED, "in_full": m.in_features if isinstance(m, nn.Linear) else m.in_channels,
              "out_full": m.out_features if isinstance(m, nn.Linear) else m.out_channels}
         if isinstance(m, nn.Conv2d):
+            in_hw = list(xin[2:])
+            if type(m).__name__ in SAME_PADDING_CONVS or m.__dict__.get("same_pad"):
+                # it pads inside its forward (after the hook saw its input): time the conv on the
+                # padded input, so the rebuilt layer (padding 0) makes the output it makes
+                in_hw = list(same_padding(torch.empty((1, 1, *in_hw)), m.kernel_size, m.stride, m.dilation).shape[2:])
             g.update(kind="conv", kernel=list(m.kernel_size), stride=list(m.stride), padding=list(m.padding)
                      if not isinstance(m.padding, str) else m.padding, dilation=list(m.dilation),
-                     groups=m.groups, in_hw=list(xin[2:]), hw=int(math.prod(yout[2:])))
+                     groups=m.groups, in_hw=in_hw, hw=int(math.prod(yout[2:])))
         else:
             g.update(kind="linear", hw=int(math.prod(yout[1:-1])) if len(yout) > 2 else 1,
                      rows=list(xin[1:-1]), mult=max(1, int(round(m.in_features / side_full))))

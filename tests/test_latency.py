@@ -216,3 +216,21 @@ def test_an_onnxruntime_latency_model_is_measured_in_onnxruntime(monkeypatch, tm
     (found,), level = latency.measure_networks(sn, [[0] * len(sn.cands)], 1, runtime="onnxruntime", threads=1,
                                                rounds=3)
     assert found > 0 and level > 0
+
+
+def test_layers_with_same_padding_are_timed_at_the_size_they_convolve():
+    """timm's Conv2dSame pads inside its forward: each layer rebuilt for the latency tables (padding
+    as recorded) must make the output size the network makes."""
+    from test_coverage import SameNet
+
+    from dan.adjoint import to_adjoint
+    from dan.latency import geometry
+    from dan.supernet import Supernet
+
+    shape = (1, 3, 12, 12)
+    sn = Supernet(to_adjoint(SameNet(), alpha=1, input_shape=shape), (0.5, 1.0), shape)
+    geo = {g["name"]: g for g in geometry(sn) if g["kind"] == "conv"}
+    assert geo["down"]["in_hw"] == [13, 13] and geo["down"]["padding"] == [0, 0]  # one pixel after
+    for g in geo.values():
+        conv = torch.nn.Conv2d(1, 1, g["kernel"], g["stride"], g["padding"], g["dilation"])
+        assert conv(torch.zeros(1, 1, *g["in_hw"])).shape[2:].numel() == g["hw"], g["name"]
