@@ -7,7 +7,10 @@ the groups of their inputs (channels that meet at a residual add must be equally
 or grouped conv with as many outputs as inputs ties its output to its input group. ``flatten``
 turns channels into features: the tensor keeps its group with a multiplier (features per channel),
 because flattening NCHW is channel-major and the leading ``w·H·W`` features are exactly the leading
-``w`` channels.
+``w`` channels. A grouped conv with k times as many outputs as inputs (FastViT) makes one part of k
+times its input's group. Norms over the channels (LayerNorm, GroupNorm at its group size, GRN's
+channel mean) are computed over the small network's own channels; a view that only adds or drops
+dims of size 1 moves the channels to another dim (ECA's Conv1d along them).
 
 Groups that touch the network input or output, or the output of the stem convs (which the paper
 leaves shared and unmasked, §5), are *fixed*: their small width is their full width.
