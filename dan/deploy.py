@@ -101,10 +101,10 @@ def fold_batchnorms(model: nn.Module) -> nn.Module:
         if conv is None or not (type(conv) is nn.Conv2d or type(conv).__name__ in SAME_PADDING_CONVS) \
                 or len(src.users) != 1 or calls[src.target] != 1 or calls[node.target] != 1:
             continue
-        _set_module(gm, src.target, fuse_conv_bn_eval(conv, bn))
+        gm.set_submodule(src.target, fuse_conv_bn_eval(conv, bn))
         post = [getattr(bn, k) for k in ("drop", "act") if isinstance(getattr(bn, k, None), nn.Module)]
         if post:  # BatchNormAct2d: what it runs after normalizing stays
-            _set_module(gm, node.target, nn.Sequential(*post))
+            gm.set_submodule(node.target, nn.Sequential(*post))
         else:
             node.replace_all_uses_with(src)
             gm.graph.erase_node(node)
@@ -112,11 +112,6 @@ def fold_batchnorms(model: nn.Module) -> nn.Module:
     gm.recompile()
     gm.delete_all_unused_submodules()
     return gm
-
-
-def _set_module(root: nn.Module, target: str, module: nn.Module) -> None:
-    owner, _, leaf = target.rpartition(".")
-    setattr(root.get_submodule(owner) if owner else root, leaf, module)
 
 
 def save_deployable(model: nn.Module, folder: str, input_shape: tuple, *, name: str = "small",

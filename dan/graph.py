@@ -620,11 +620,19 @@ def _on_norm(w: _Walk, n: fx.Node) -> TensorInfo:
             raise UnsupportedModelError(f"{w.where}: normalizes a permuted tensor")
     elif x.cdim != rank - 1 or len(m.normalized_shape) != 1:
         raise UnsupportedModelError(f"{w.where}: a LayerNorm over more than the channels (the last dim)")
+    return _per_channel_layer(w, n, small_path=True)
+
+
+def _per_channel_layer(w: _Walk, n: fx.Node, *, small_path: bool) -> TensorInfo:
+    """A layer whose output has its input's channels and whose cost scales with their width (norms;
+    a Conv1d along the channels and blur pools, which both networks share: ``small_path`` False).
+    A module called twice normalizes the same channels both times."""
+    x = w.x
     prev = w.layer_io.get(n.target)
     if prev is not None:
         _union_parts(w.uf, prev[0], x.parts, w.where)
     w.layer_io[n.target] = [x.parts, x.parts, 1]
-    if not w.all_shared:
+    if small_path and not w.all_shared:
         w.adjoint.add(n.target)
     return x.copy()
 
@@ -637,13 +645,7 @@ def _on_group_norm(w: _Walk, n: fx.Node) -> TensorInfo:
         raise UnsupportedModelError(f"{w.where}: a GroupNorm over a permuted, flattened or concatenated tensor")
     gid, coef = x.parts[0]
     _divisible(w.uf, gid, coef, m.num_channels // m.num_groups)
-    prev = w.layer_io.get(n.target)
-    if prev is not None:
-        _union_parts(w.uf, prev[0], x.parts, w.where)
-    w.layer_io[n.target] = [x.parts, x.parts, 1]
-    if not w.all_shared:
-        w.adjoint.add(n.target)
-    return x.copy()
+    return _per_channel_layer(w, n, small_path=True)
 
 
 def _on_linear(w: _Walk, n: fx.Node) -> TensorInfo:
@@ -676,13 +678,11 @@ def _on_blur_pool(w: _Walk, n: fx.Node) -> TensorInfo:
             raise UnsupportedModelError(f"module {n.target} (BlurPool2d): its channels' filters differ")
         new = copy.deepcopy(m)
         new.channels, new.filt = None, filt[:1].clone()
-        owner, _, leaf = n.target.rpartition(".")
-        setattr(w.gm.get_submodule(owner) if owner else w.gm, leaf, new)
+        w.gm.set_submodule(n.target, new)
         w.modules[n.target] = new
     if w.x.cdim != 1 or w.x.mult != 1:
         raise UnsupportedModelError(f"module {n.target} (BlurPool2d) reads a flattened or permuted tensor")
-    w.layer_io[n.target] = [w.x.parts, w.x.parts, 1]  # a depthwise conv: its MACs scale with the width
-    return _same_as_first(w, n)
+    return _per_channel_layer(w, n, small_path=False)  # a depthwise conv: its MACs scale with the width
 
 
 def _on_pad_module(w: _Walk, n: fx.Node) -> TensorInfo:
@@ -821,8 +821,7 @@ def _on_conv1d(w: _Walk, n: fx.Node) -> TensorInfo:
                                     f"their number (ECA) is supported")
     if m.padding_mode != "zeros":
         raise UnsupportedModelError(f"conv {n.target}: padding_mode {m.padding_mode!r}")
-    w.layer_io[n.target] = [x.parts, x.parts, 1]  # its MACs scale with the width (the cost table)
-    return x.copy()
+    return _per_channel_layer(w, n, small_path=False)  # its MACs scale with the width (the cost table)
 
 
 def _on_mean(w: _Walk, n: fx.Node) -> Optional[TensorInfo]:
