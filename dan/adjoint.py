@@ -28,7 +28,7 @@ import torch.nn as nn
 from dan.errors import UserError
 from dan.graph import GraphAnalysis, Segments, WidthGroup, analyze
 from dan.layers import (AdjointBatchNorm2d, AdjointConv2d, AdjointGroupNorm, AdjointLayerNorm, AdjointLinear,
-                        ChannelRange, ChannelSlice, cut_bounds)
+                        ChannelMean, ChannelRange, ChannelSlice, cut_bounds)
 
 _ADJOINT_LAYERS = (AdjointConv2d, AdjointBatchNorm2d, AdjointLinear, AdjointLayerNorm, AdjointGroupNorm)
 
@@ -198,12 +198,17 @@ def _add_channel_cuts(an: GraphAnalysis) -> dict:
     # per-channel attributes (layer scale): the small path reads them through a ChannelSlice
     for k, (target, (names, dim)) in enumerate(sorted(an.attrs.items())):
         slices[target] = f"dan_slice_{k}"
-        gm.add_submodule(slices[target], ChannelSlice(_channels(names, by_name), dim))
+        gm.add_submodule(slices[target], ChannelSlice(_channels(names, by_name), dim, target in an.additive))
     # splits and channel slices with sizes in the graph: the small path cuts at the same fractions
+    # and means over the channels: over the small tensor's own (ChannelMean, for soft masks)
     for k, (node, (kind, cuts, dim, names, by_parts)) in enumerate(sorted(an.ranges.items())):
         slices[node] = f"dan_range_{k}"
+        if kind == "mean":
+            gm.add_submodule(slices[node], ChannelMean(_channels(names, by_name), dim))
+            continue
+        source = by_name[names[0][0]] if not by_parts and len(names) == 1 and names[0][1] == 1 else None
         gm.add_submodule(slices[node], ChannelRange(cuts, dim, kind == "split",
-                                                    _channels(names, by_name) if by_parts else None))
+                                                    _channels(names, by_name) if by_parts else None, source))
     return slices
 
 
@@ -429,7 +434,7 @@ def extract_small(anet: AdjointNet) -> fx.GraphModule:
     _fixed_blur_pools(anet, root, big=False)
     graph = copy.deepcopy(anet.__dict__["_big_graph"])
     for n in graph.nodes:  # splits and channel slices: the small network's sizes
-        if n.name not in anet.ranges:
+        if n.name not in anet.ranges or anet.ranges[n.name][0] == "mean":  # a mean stays as traced
             continue
         kind, cuts, dim, names, by_parts = anet.ranges[n.name]
         channels = anet.channels(names)

@@ -21,6 +21,7 @@ runs the torchvision zoo and a fixed list of timm models and writes ``docs/cover
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -77,6 +78,9 @@ class Outcome:
     # dan.memory's estimate of what the training forward keeps for the backward pass, over what a
     # real forward kept (1.0: exact); nan where the estimate could not be made (neither meta nor fake tensors)
     memory_estimate: float = float("nan")
+    # DAN search's relaxation at a 0/1 point: the small path at the quarter widths against every group
+    # at full width under channel masks keeping those widths (relative error; see vertex_error)
+    vertex_rel_err: float = float("nan")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -129,10 +133,38 @@ def check_model(model: nn.Module, input_shape: tuple, *, alpha: float = ALPHA, s
     shape = (1,) + tuple(input_shape[1:])
     cb, cs = count(extract_big(anet), shape), count(net, shape)
     ok = math.isfinite(err) and err <= RTOL
+    widths = {grp.name: grp.width for grp in anet.groups if not grp.fixed}
     return {"status": "pass" if ok else "wrong",
             "reason": "" if ok else f"extracted network differs from the small path (relative error {err:.2e})",
             "flops_ratio": cb.flops / max(1, cs.flops), "params_ratio": cb.params / max(1, cs.params),
-            "max_rel_err": err, "memory_estimate": memory_estimate}
+            "max_rel_err": err, "memory_estimate": memory_estimate,
+            "vertex_rel_err": vertex_error(model, widths, x, seed=seed)}
+
+
+def vertex_error(model: nn.Module, widths: dict, x: torch.Tensor, *, seed: int = 0) -> float:
+    """How far DAN search's soft channel masks are from the network they stand for, at a 0/1 point
+    (where an architecture step's Gumbel-softmax tends as τ falls): the small path at ``widths``
+    against every searchable group at full width under masks that keep those widths, in eval mode,
+    as the largest absolute difference over the largest absolute logit. The weights are the model's
+    plus small noise, so that no zero-initialised term (a bias, GRN's γ and β) hides a channel the
+    mask should have removed. 0 up to rounding where the relaxation is exact at its vertices."""
+    from dan.adjoint import to_adjoint
+
+    g = torch.Generator().manual_seed(seed)
+    noisy = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for p in noisy.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g).to(p))
+    anet = to_adjoint(noisy, alpha=1, input_shape=(1,) + tuple(x.shape[1:]), copy_model=False).eval()
+    groups = [grp for grp in anet.groups if grp.name in widths]
+    with torch.no_grad():
+        for grp in groups:
+            grp.width = widths[grp.name]
+        hard = anet.small(x)
+        for grp in groups:
+            grp.width, grp.mask = grp.full, (torch.arange(grp.full) < widths[grp.name]).float()
+        soft = anet.small(x)
+    return float((soft - hard).abs().max()) / (float(hard.abs().max()) or 1.0)
 
 
 def run_one(source: str, name: str, build: Callable[[], nn.Module], input_shape: tuple) -> Outcome:
@@ -215,6 +247,14 @@ def _memory_summary(rows: list[Outcome]) -> str:
     return text
 
 
+def _vertex_summary(rows: list[Outcome]) -> str:
+    """On how many passing models DAN search's soft masks at a 0/1 point are the network they stand for."""
+    errs = [r.vertex_rel_err for r in rows if math.isfinite(r.vertex_rel_err)]
+    off = sorted(r.name for r in rows if math.isfinite(r.vertex_rel_err) and r.vertex_rel_err > RTOL)
+    text = f"at 0/1 exact on {len(errs) - len(off)} of {len(rows)} passing models"
+    return text + (f" (not on {', '.join(off)})" if off else "")
+
+
 def markdown(rows: list[Outcome], *, header: str = "") -> str:
     """The coverage page: a summary per source, then one row per model."""
     lines = ["# Model-zoo coverage of the adjoint conversion", "",
@@ -223,7 +263,10 @@ def markdown(rows: list[Outcome], *, header: str = "") -> str:
              f"extract → the extracted network equals the small path in eval mode (relative error ≤ "
              f"{RTOL:g}) → count. Random weights, batch 4, the input side in the table. Memory "
              "estimate: what the check before a run (`dan/memory.py`, allocating nothing) computes the "
-             "training forward keeps for the backward pass, over what the real forward kept.", ""]
+             "training forward keeps for the backward pass, over what the real forward kept. Soft masks "
+             "at 0/1: DAN search's relaxation (every group at full width, channel masks) against the "
+             "small path at the quarter widths it stands for (`dan.coverage.vertex_error`, relative "
+             f"error; exact when ≤ {RTOL:g}).", ""]
     if header:
         lines += [header, ""]
     for source in sorted({r.source for r in rows}):
@@ -231,14 +274,16 @@ def markdown(rows: list[Outcome], *, header: str = "") -> str:
         n = {s: sum(r.status == s for r in rs) for s in ("pass", "refused", "wrong", "crash")}
         lines.append(f"- **{source}**: {n['pass']} of {len(rs)} pass; {n['refused']} refused with a clear "
                      f"reason; {n['wrong']} wrong extractions; {n['crash']} crashes. Memory estimate "
-                     f"{_memory_summary([r for r in rs if r.status == 'pass'])}.")
+                     f"{_memory_summary([r for r in rs if r.status == 'pass'])}. Soft masks "
+                     f"{_vertex_summary([r for r in rs if r.status == 'pass'])}.")
     lines += ["", "| source | model | outcome | FLOPs big/small | params big/small | rel. error | memory estimate "
-              "| input | s | reason |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| soft masks at 0/1 | input | s | reason |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = lambda v: f"{v:.2f}×" if r.status in ("pass", "wrong") else ""
         err = f"{r.max_rel_err:.1e}" if r.status in ("pass", "wrong") else ""
         mem = f"{r.memory_estimate:.3f}" if math.isfinite(r.memory_estimate) else ""
+        vertex = f"{r.vertex_rel_err:.1e}" if math.isfinite(r.vertex_rel_err) else ""
         reason = r.reason.replace("|", "\\|")
         lines.append(f"| {r.source} | {r.name} | {r.status} | {ratio(r.flops_ratio)} | {ratio(r.params_ratio)} "
-                     f"| {err} | {mem} | {r.input_size} | {r.seconds:.1f} | {reason} |")
+                     f"| {err} | {mem} | {vertex} | {r.input_size} | {r.seconds:.1f} | {reason} |")
     return "\n".join(lines) + "\n"

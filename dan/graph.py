@@ -254,8 +254,12 @@ class GraphAnalysis:
     attrs: dict = field(default_factory=dict)
     # channel ranges cut with sizes baked into the graph (split, x[:, a:b]): node name ->
     # (kind "split" | "slice", cuts, dim, channels read); cuts are [(start, end)] as fractions of
-    # the channels, or as part indices ("parts": the cuts fall between parts of a concatenation)
+    # the channels, or as part indices ("parts": the cuts fall between parts of a concatenation);
+    # kind "mean": a mean over the channels (no cuts), which the small path takes over its own
     ranges: dict = field(default_factory=dict)
+    # per-channel attributes added to a feature map (GRN's bias), not multiplied: the search's soft
+    # masks must reach them, or a masked channel would carry the term into the next layer
+    additive: set = field(default_factory=set)
 
 
 # Modules of other packages traced as one call (leaves), by class name: their forward is known and
@@ -408,6 +412,7 @@ class _Walk:
     attr_nodes: dict = field(default_factory=dict)  # node -> _Attr
     attrs: dict = field(default_factory=dict)  # attribute target -> [parts, dim]
     ranges: dict = field(default_factory=dict)  # node name -> (kind, cuts, dim, parts read, by parts?)
+    additive: set = field(default_factory=set)  # attribute targets added to a feature map
     # the node being walked: how errors name it, its inputs that carry channels, whether all its
     # inputs are shared, and whether its result is (a handler of a layer decides for itself)
     where: str = ""
@@ -516,7 +521,7 @@ def _result(w: _Walk) -> GraphAnalysis:
     range_groups = {k: (kind, cuts, dim, tuple((roots[uf.find(g)].name, c) for g, c in parts), by_parts)
                     for k, (kind, cuts, dim, parts, by_parts) in w.ranges.items()}
     return GraphAnalysis(w.gm, groups, layer_groups, w.adjoint, w.shared, w.stem_convs, w.shapes, attr_groups,
-                         range_groups)
+                         range_groups, set(w.additive))
 
 
 def _attr_owners(w: _Walk) -> None:
@@ -718,7 +723,18 @@ def _no_tensor(w: _Walk, n: fx.Node) -> None:
 
 
 def _on_binary(w: _Walk, n: fx.Node) -> TensorInfo:
+    for a in n.all_input_nodes:
+        if a in w.attr_nodes and _adds(n, a):
+            w.additive.add(w.attr_nodes[a].target)
     return _binary(n, w.ins, w.info, w.shapes, w.uf, w.where, w.attr_nodes, w.attrs)
+
+
+def _adds(n: fx.Node, a: fx.Node) -> bool:
+    """Whether ``n`` adds (or subtracts) its input ``a`` rather than multiplying or dividing by it:
+    ``torch.addcmul(a, b, c)`` adds its first argument only."""
+    if n.target is torch.addcmul:
+        return bool(n.args) and n.args[0] is a
+    return n.target in (operator.add, operator.iadd, operator.sub, torch.add, torch.sub, "add", "sub", "add_")
 
 
 def _on_cat(w: _Walk, n: fx.Node) -> TensorInfo:
@@ -827,9 +843,11 @@ def _on_conv1d(w: _Walk, n: fx.Node) -> TensorInfo:
 def _on_mean(w: _Walk, n: fx.Node) -> Optional[TensorInfo]:
     """A mean over other dims than the batch and the channels: the same channels. A mean over the
     channels alone that keeps the dim (timm's GRN divides by it) carries no channels: the small
-    network averages its own, as a LayerNorm does."""
+    network averages its own, as a LayerNorm does (through :class:`dan.layers.ChannelMean`, which
+    divides by the soft mask's sum in the search's architecture steps)."""
     dims = _reduced_dims(n, w.s)
     if dims == [w.x.cdim] and _arg(n, 2, "keepdim", False) and w.x.mult == 1 and not w.x.split:
+        w.ranges[n.name] = ("mean", [], w.x.cdim, w.x.parts, False)
         return None
     if not dims or any(d in (0, w.x.cdim) for d in dims):
         raise UnsupportedModelError(f"{w.where}: mean over the channel or batch dimension (other than over the "

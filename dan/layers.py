@@ -123,11 +123,29 @@ class AdjointConv2d(nn.Conv2d):
         if not self.standardize:
             return w
         gain = self.gain[self.out_index()] if self.standardize == "scaled" else None
+        mask = self.in_group.mask if self.groups == 1 else None
+        if mask is not None:
+            return self._masked_standardized(w, mask, gain)
         return self._standardized(w, gain, self.small_scale(w))
 
     def small_scale(self, w: torch.Tensor) -> float:
         """ScaledStdConv2d's gamma / sqrt(fan-in), for the small weight's own fan-in."""
         return self.gamma * w[0].numel() ** -0.5
+
+    def _masked_standardized(self, w: torch.Tensor, mask: torch.Tensor, gain: Optional[torch.Tensor]) -> torch.Tensor:
+        """Weight standardization under a soft mask on the input channels (DAN's architecture
+        step): each input channel's weights count in the statistics and in the fan-in as much as
+        its mask keeps of it, so at a 0/1 mask the weight is standardized over the kept inputs
+        alone, as the extracted conv does; unweighted, the masked inputs' weights would shift the
+        statistics of a conv the search will never extract."""
+        m = mask.to(w.dtype).view(1, -1, 1, 1)
+        fan_in = mask.sum() * (w[0, 0].numel())
+        mean = (w * m).sum((1, 2, 3), keepdim=True) / fan_in
+        var = (m * (w - mean) ** 2).sum((1, 2, 3), keepdim=True) / fan_in
+        w = (w - mean) * torch.rsqrt(var + self.eps)
+        if gain is None:
+            return w
+        return w * (gain * self.gamma * fan_in.rsqrt()).view(-1, 1, 1, 1)
 
     def big_weight(self) -> torch.Tensor:
         if not self.standardize:
@@ -339,7 +357,8 @@ class AdjointLayerNorm(nn.LayerNorm):
     """LayerNorm over the channels: the last dimension (ConvNeXt's blocks, channels-last), or dim 1
     for a ``LayerNorm2d`` (``channels_first``: permute, normalize, permute back). The small path
     normalizes over its own channels with the leading entries of the same affine parameters: a
-    LayerNorm keeps no running statistics, so nothing needs a small twin."""
+    LayerNorm keeps no running statistics, so nothing needs a small twin. Under a soft channel
+    mask it weights the statistics by the mask (:func:`masked_layer_norm`)."""
 
     group: WidthGroup
 
@@ -360,13 +379,34 @@ class AdjointLayerNorm(nn.LayerNorm):
             x = x.permute(0, 2, 3, 1)
         if small:
             i = self.index()
-            y = F.layer_norm(x, (self.group.width,), self.weight[i] if self.weight is not None else None,
-                             self.bias[i] if self.bias is not None else None, self.eps)
-            if self.apply_mask and self.group.mask is not None:
-                y = y * self.group.mask
+            weight = self.weight[i] if self.weight is not None else None
+            bias = self.bias[i] if self.bias is not None else None
+            mask = self.group.mask
+            if mask is None:
+                y = F.layer_norm(x, (self.group.width,), weight, bias, self.eps)
+            else:
+                y = masked_layer_norm(x, mask, weight, bias, self.eps)
+                if self.apply_mask:
+                    y = y * mask
         else:
             y = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return y.permute(0, 3, 1, 2) if self.channels_first else y
+
+
+def masked_layer_norm(x: torch.Tensor, mask: torch.Tensor, weight: Optional[torch.Tensor],
+                      bias: Optional[torch.Tensor], eps: float) -> torch.Tensor:
+    """LayerNorm over the last dim with each channel's statistics weighted by its soft mask (DAN's
+    architecture step): the mean and the variance of the channels the mask keeps. At a 0/1 mask
+    it is the LayerNorm of the kept channels alone, which the extracted network computes; an
+    unweighted LayerNorm over the mask's width would count the masked channels' zeros and so
+    normalize a network the search will never extract (ConvNeXt's logits 35 % off at a vertex)."""
+    total = mask.sum()
+    mean = (x * mask).sum(-1, keepdim=True) / total
+    var = (mask * (x - mean) ** 2).sum(-1, keepdim=True) / total
+    y = (x - mean) * torch.rsqrt(var + eps)
+    if weight is not None:
+        y = y * weight
+    return y + bias if bias is not None else y
 
 
 class AdjointGroupNorm(nn.GroupNorm):
@@ -410,15 +450,39 @@ class AdjointGroupNorm(nn.GroupNorm):
 
 class ChannelSlice(nn.Module):
     """The small path's view of a per-channel tensor read from an attribute (ConvNeXt's layer
-    scale): its entries for the small channels along ``dim``. Lives in the adjoint network only;
-    extraction stores the sliced tensor in the attribute itself."""
+    scale): its entries for the small channels along ``dim``. One that is added to a feature map
+    (``masked``: GRN's bias) is multiplied by the channels' soft mask when they carry one, so a
+    masked channel stays zero, as the extracted network, which has no such channel, computes.
+    Lives in the adjoint network only; extraction stores the sliced tensor in the attribute itself."""
 
-    def __init__(self, group, dim: int):
+    def __init__(self, group, dim: int, masked: bool = False):
         super().__init__()
-        self.group, self.dim = group, dim
+        self.group, self.dim, self.masked = group, dim, masked
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return t[(slice(None),) * self.dim + (self.group.index(t.device),)]
+        t = t[(slice(None),) * self.dim + (self.group.index(t.device),)]
+        mask = self.group.mask if self.masked else None
+        if mask is None:
+            return t
+        return t * mask.view([-1 if d == self.dim else 1 for d in range(t.ndim)])
+
+
+class ChannelMean(nn.Module):
+    """The small path's mean over the channels, keeping the dim (ConvNeXt-V2's GRN divides by it):
+    under a soft channel mask, the sum over the channels divided by the mask's sum, so that at a
+    0/1 mask it is the mean of the kept channels (the masked ones are zeros), as in the extracted
+    network; the plain mean otherwise. Lives in the adjoint network only; extraction keeps the
+    traced mean."""
+
+    def __init__(self, channels, dim: int):
+        super().__init__()
+        self.channels, self.dim = channels, dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.channels.mask
+        if mask is None:
+            return x.mean(self.dim, keepdim=True)
+        return x.sum(self.dim, keepdim=True) / mask.sum()
 
 
 class ChannelRange(nn.Module):
@@ -426,19 +490,45 @@ class ChannelRange(nn.Module):
     big network (``torch.split(x, [48, 48, 96], 1)``, ``x[:, :c]``): the small tensor is cut at
     the same fractions of its own width (whole channels: the groups' quanta see to it), or, when
     the cuts fall between the parts of a concatenation, after each part's small width. Lives in
-    the adjoint network only; extraction writes the small sizes into the graph."""
+    the adjoint network only; extraction writes the small sizes into the graph.
 
-    def __init__(self, cuts: list, dim: int, pieces: bool, channels: Optional["Segments"] = None):
+    ``source``: the group whose channels a cut at fractions reads (one part, coefficient 1). Under
+    its soft channel mask (DAN's architecture step: ``mask[c]`` is the probability that the width
+    exceeds ``c``) each piece is the expectation over the widths of the piece a network of that
+    width cuts, padded to the piece's width here: at a 0/1 mask exactly the extracted network's
+    piece. Cut at fractions of the full width instead, a piece would hold other channels than any
+    extracted network's (Res2Net's scales: logits 3-14 % off at a vertex)."""
+
+    def __init__(self, cuts: list, dim: int, pieces: bool, channels: Optional["Segments"] = None,
+                 source: Optional["WidthGroup"] = None):
         super().__init__()
         self.cuts, self.dim, self.pieces, self.channels = list(cuts), dim, pieces, channels
+        self.source = source
 
     def bounds(self, width: int) -> list:
         """(start, end) of every piece in a small tensor ``width`` channels wide."""
         return cut_bounds(self.cuts, width, self.channels)
 
     def forward(self, x: torch.Tensor):
-        out = [x.narrow(self.dim, a, b - a) for a, b in self.bounds(x.shape[self.dim])]
+        mask = self.source.mask if self.source is not None else None
+        if mask is None:
+            out = [x.narrow(self.dim, a, b - a) for a, b in self.bounds(x.shape[self.dim])]
+        else:
+            out = self._expected_pieces(x, mask)
         return tuple(out) if self.pieces else out[0]
+
+    def _expected_pieces(self, x: torch.Tensor, mask: torch.Tensor) -> list:
+        chance = mask - F.pad(mask[1:], (0, 1))  # P(width == c + 1)
+        widths = (torch.nonzero(chance.detach()).flatten() + 1).tolist()
+        out = []
+        for (lo, hi), cut in zip(self.bounds(x.shape[self.dim]), self.cuts):
+            piece = 0
+            for w in widths:
+                a, b = cut_bounds([cut], w)[0]
+                pad = [0, 0] * (x.ndim - 1 - self.dim) + [0, (hi - lo) - (b - a)]
+                piece = piece + chance[w - 1] * F.pad(x.narrow(self.dim, a, b - a), pad)
+            out.append(piece)
+        return out
 
 
 def cut_bounds(cuts: list, width: int, channels: Optional["Segments"] = None) -> list:
