@@ -258,6 +258,10 @@ class SearchConfig:
     # the hold it landed at 1.022 B. Off by default: on the suite's network no search it was tried on
     # needed it (of 7 seeds whose recorded search never landed past the deadline, 6 landed before it
     # on another CPU and the seventh landed both ways on the same widths; ablation "settle-hold").
+    # Measured both ways on the demo's search, seeds 1-8 on one machine (forty-third session,
+    # docs/search-history.md): of the 5 that reached the deadline the default landed 4, the hold 3; the
+    # held coarse groups are also the counterweight that brings an argmax back up when the penalty
+    # overshoots below the band (seed 2: 0.97 landed without, 0.71 and repaired with the hold).
     settle_hold: bool = False
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
     # "expected" control only: a proportional term, so the penalty weight is mu + p·(E[cost]/B - target).
