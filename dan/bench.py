@@ -100,8 +100,7 @@ def zeroed_adjoint(base, alpha: float, shape):
     sliced = to_adjoint(base, alpha=alpha, input_shape=(1,) + tuple(shape[1:]))
     for g in anet.groups:
         if not g.fixed:
-            w = sliced.group(g.name).width
-            g.mask = (torch.arange(g.full) < w).float()
+            g.mask_to(sliced.group(g.name).width)
     return anet
 
 

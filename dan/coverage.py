@@ -162,7 +162,7 @@ def vertex_error(model: nn.Module, widths: dict, x: torch.Tensor, *, seed: int =
             grp.width = widths[grp.name]
         hard = anet.small(x)
         for grp in groups:
-            grp.width, grp.mask = grp.full, (torch.arange(grp.full) < widths[grp.name]).float()
+            grp.mask_to(widths[grp.name])
         soft = anet.small(x)
     return float((soft - hard).abs().max()) / (float(hard.abs().max()) or 1.0)
 

@@ -57,6 +57,12 @@ class WidthGroup:
     producers: list = field(default_factory=list)  # convs / linears writing these channels
     mask: Optional[torch.Tensor] = None
 
+    def mask_to(self, width: int, device=None) -> None:
+        """Full width with a 0/1 mask keeping the leading ``width`` channels: DAN search's
+        relaxation at a vertex (and the paper code's zeroed small path), which computes what the
+        small path at ``width`` computes."""
+        self.width, self.mask = self.full, (torch.arange(self.full, device=device) < width).float()
+
     def index(self, device=None, *, mult: int = 1, layout: str = "full") -> slice:
         """Positions of the small channels: the leading ``width`` (times ``mult`` features each).
         The same call as :meth:`Segments.index`, so layers index either alike."""

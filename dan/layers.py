@@ -138,10 +138,8 @@ class AdjointConv2d(nn.Conv2d):
         its mask keeps of it, so at a 0/1 mask the weight is standardized over the kept inputs
         alone, as the extracted conv does; unweighted, the masked inputs' weights would shift the
         statistics of a conv the search will never extract."""
-        m = mask.to(w.dtype).view(1, -1, 1, 1)
         fan_in = mask.sum() * (w[0, 0].numel())
-        mean = (w * m).sum((1, 2, 3), keepdim=True) / fan_in
-        var = (m * (w - mean) ** 2).sum((1, 2, 3), keepdim=True) / fan_in
+        mean, var = masked_moments(w, mask.to(w.dtype).view(1, -1, 1, 1), (1, 2, 3), fan_in)
         w = (w - mean) * torch.rsqrt(var + self.eps)
         if gain is None:
             return w
@@ -393,6 +391,13 @@ class AdjointLayerNorm(nn.LayerNorm):
         return y.permute(0, 3, 1, 2) if self.channels_first else y
 
 
+def masked_moments(x: torch.Tensor, weight: torch.Tensor, dims: tuple, total: torch.Tensor):
+    """Mean and (biased) variance of ``x`` over ``dims``, each entry counted ``weight`` times (a soft
+    channel mask, broadcast against ``x``), ``total`` the weights' sum over those dims."""
+    mean = (x * weight).sum(dims, keepdim=True) / total
+    return mean, (weight * (x - mean) ** 2).sum(dims, keepdim=True) / total
+
+
 def masked_layer_norm(x: torch.Tensor, mask: torch.Tensor, weight: Optional[torch.Tensor],
                       bias: Optional[torch.Tensor], eps: float) -> torch.Tensor:
     """LayerNorm over the last dim with each channel's statistics weighted by its soft mask (DAN's
@@ -400,9 +405,7 @@ def masked_layer_norm(x: torch.Tensor, mask: torch.Tensor, weight: Optional[torc
     it is the LayerNorm of the kept channels alone, which the extracted network computes; an
     unweighted LayerNorm over the mask's width would count the masked channels' zeros and so
     normalize a network the search will never extract (ConvNeXt's logits 35 % off at a vertex)."""
-    total = mask.sum()
-    mean = (x * mask).sum(-1, keepdim=True) / total
-    var = (mask * (x - mean) ** 2).sum(-1, keepdim=True) / total
+    mean, var = masked_moments(x, mask, (-1,), mask.sum())
     y = (x - mean) * torch.rsqrt(var + eps)
     if weight is not None:
         y = y * weight

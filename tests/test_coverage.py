@@ -407,7 +407,7 @@ def _assert_exact_at_a_vertex(sn: Supernet, choice: list, x: torch.Tensor) -> No
             sn.set_widths(choice)
             hard = sn.anet.small(x)
             for grp, w in zip(sn.groups, sn.widths_of(choice)):
-                grp.width, grp.mask = grp.full, (torch.arange(grp.full) < w).float()
+                grp.mask_to(w)
             soft = sn.anet.small(x)
         sn.clear_masks()
         assert torch.allclose(soft, hard, rtol=1e-4, atol=1e-5 * float(hard.abs().max())), \
