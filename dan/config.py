@@ -263,6 +263,11 @@ class SearchConfig:
     # held coarse groups are also the counterweight that brings an argmax back up when the penalty
     # overshoots below the band (seed 2: 0.97 landed without, 0.71 and repaired with the hold).
     settle_hold: bool = False
+    # When the hold acts: "always" (past the deadline, as above) or "above": only at the steps whose
+    # argmax network is above the band, so that held coarse groups cannot widen an argmax that is
+    # already too large (seed 0's case) but are free to bring back one the penalty pushed below the
+    # band (seed 2's). Measured in the forty-fourth session (docs/search-history.md).
+    settle_hold_while: str = "always"
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
     # "expected" control only: a proportional term, so the penalty weight is mu + p·(E[cost]/B - target).
     # Off by default: p = 5 held E[cost] at the target but kept the distributions mixed (mean largest
@@ -481,6 +486,7 @@ SEARCH_HOLDOUT = 1 / 3
 _SEARCH_CHOICES = {"tau_anneal": ("step", "epoch"), "arch_objective": ("ce+kl", "kl"),
                    "budget_control": ("expected", "blend", "argmax"), "arch_lambda": ("full", "schedule"),
                    "weight_sampling": ("distribution", "uniform", "sandwich"), "settle_until": ("landed", "end", "guarded"),
+                   "settle_hold_while": ("always", "above"),
                    "latency_runtime": ("torch", "onnxruntime")}
 
 

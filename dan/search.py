@@ -43,7 +43,8 @@ made on the logits (:func:`settle_snap`), and the guarded steps go on around it.
 cost penalty reaching only the groups whose one-candidate moves cannot jump over the band
 (:func:`penalty_frozen`) and the settle steps restarted at full size; with ``settle_hold`` (off
 by default) those other groups also take no architecture step, where otherwise the accuracy
-objective alone moves them, with no cost against it. Ablations: ``landed`` stops the architecture
+objective alone moves them, with no cost against it (``settle_hold_while: above``: only while the
+argmax is above the band). Ablations: ``landed`` stops the architecture
 steps at the landing (the default until the fifteenth session: it committed less, 0.63 against 0.71
 at 25 %), ``end`` keeps them going unguarded, the multiplier moving only while the argmax is outside
 the band (it left the band again in 3 of 3 seeds).
@@ -193,9 +194,9 @@ class Searcher:
         e_norm = self.cost.expected_over(frozen)
         weight = self.control.penalty_weight(self.step, float(e_norm.detach()))
         loss = ce + lam * kl + weight * e_norm.float()
-        params = list(self.sn.arch.parameters())
+        params, held = list(self.sn.arch.parameters()), held_groups(self, frozen)
         for i, (prm, g) in enumerate(zip(params, torch.autograd.grad(loss, params))):
-            prm.grad = None if s.settle_hold and i in frozen else g  # settle_hold: Adam skips a held group
+            prm.grad = None if i in held else g  # settle_hold: Adam skips a held group
         distributed.average_gradients(params)  # the same logits on every rank
         logit_step(self)
         self.a_opt.zero_grad(set_to_none=True)
@@ -454,6 +455,18 @@ def penalty_frozen(sr: Searcher) -> set[int]:
     if not sr.control.fine_only(sr.step):
         return set()
     return sr.cost.coarse_groups(sr.sn.arch.argmax(), sr.cfg.search.band)
+
+
+def held_groups(sr: Searcher, frozen: set[int]) -> set[int]:
+    """The groups no architecture step moves (``search.settle_hold``): those the penalty does not
+    reach (``frozen``), always or (``settle_hold_while: above``) only while the argmax network
+    costs more than the band's upper edge; otherwise none."""
+    s = sr.cfg.search
+    if not (s.settle_hold and frozen):
+        return set()
+    if s.settle_hold_while == "above" and sr.cost.of(sr.sn.arch.argmax()) <= sr.budget.hi:
+        return set()
+    return frozen
 
 
 def settle_snap(sr: Searcher) -> None:

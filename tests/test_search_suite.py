@@ -1125,6 +1125,39 @@ def test_settle_hold_moves_no_logit_of_a_group_the_penalty_does_not_reach(tmp_pa
     assert moved == set(range(len(s.sn.arch.logits)))
 
 
+def test_settle_hold_above_holds_only_while_the_argmax_is_above_the_band(tmp_path):
+    """search.settle_hold_while=above: past the deadline the groups the penalty does not reach are
+    held at a step whose argmax costs more than the band's upper edge (as with "always"), and free
+    at one whose argmax is inside or below the band (where "always" still holds them)."""
+    import torch
+
+    from dan.search import Searcher, held_groups, penalty_frozen
+
+    def searcher(when: str):
+        cfg = tiny_config(str(tmp_path / when), **{"search.budget_flops": "30%", "search.settle_fine": True,
+                                                   "search.settle_vernier": 1.0, "search.settle_hold": True,
+                                                   "search.settle_hold_while": when})
+        s = Searcher(cfg, monitor=Monitor(None))
+        _coarse_and_fine(s)
+        s.step = s.total_steps - 1
+        return s
+
+    s = searcher("above")
+    frozen = penalty_frozen(s)
+    assert frozen and s.cost.of(s.sn.arch.argmax()) > s.budget.hi  # the set-up: above the band
+    before = [t.detach().clone() for t in s.sn.arch.logits]
+    x, y = next(iter(s.data.train))
+    s.arch_step(s.prep(x), y, 1.0, 0.1)
+    moved = {i for i, (a, t) in enumerate(zip(before, s.sn.arch.logits)) if not torch.equal(a, t.detach())}
+    assert moved == set(range(len(before))) - frozen
+    for value in (s.cost.of(s.sn.arch.argmax()), 10 * s.cost.of(s.sn.arch.argmax())):  # in, below the band
+        s.budget.value = value
+        assert held_groups(s, frozen) == set()
+        always = searcher("always")
+        always.budget.value = value
+        assert held_groups(always, frozen) == frozen
+
+
 def test_a_new_generation_of_the_default_search_has_its_own_folders_and_the_other_is_still_reported(tmp_path):
     """The 6-epoch default search: its runs live in their own folder under each budget (a finished run
     is recorded by its folder, so the 3-epoch runs are not mistaken for its own), every retrain keeps
