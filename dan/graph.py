@@ -128,14 +128,26 @@ class Segments:
 
     @property
     def mask(self) -> Optional[torch.Tensor]:
-        """The parts' soft channel masks side by side, or None. A part with a coefficient other
-        than 1 gets ones: its channels are a rearrangement, already masked where they were made."""
-        masks = [g.mask if c == 1 else None for g, c in self.parts]
-        if all(m is None for m in masks):
+        """The parts' soft channel masks side by side, or None. A group's mask is the expected
+        step ``m[j] = P(width > j)``; a part of coefficient ``c`` keeps the leading ``c · width``
+        channels (what :meth:`index` cuts, for a multiplier conv's outputs as for a split piece), so
+        its mask is ``P(c · width > j) = m[⌊j / c⌋]``: each channel repeated ``c`` times, or every
+        ``1/c``-th one. It is the network at a 0/1 point wherever that cut is the small network's
+        (not inside a channel shuffle's chunks: the small network shuffles a smaller tensor)."""
+        if all(g.mask is None for g in self.groups):
             return None
-        ref = next(m for m in masks if m is not None)
-        return torch.cat([m if m is not None else ref.new_ones(int(c * g.width))
-                          for m, (g, c) in zip(masks, self.parts)])
+        ref = next(g.mask for g in self.groups if g.mask is not None)
+        out = []
+        for g, c in self.parts:
+            n = int(c * g.width)
+            if g.mask is None:
+                out.append(ref.new_ones(n))
+            elif c == 1:
+                out.append(g.mask)
+            else:
+                at = torch.arange(n, device=g.mask.device) * c.denominator // c.numerator
+                out.append(g.mask[at])
+        return torch.cat(out)
 
     def __repr__(self) -> str:
         return f"Segments({self.name!r}, {self.width}/{self.full})"
