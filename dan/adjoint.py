@@ -206,9 +206,10 @@ def _add_channel_cuts(an: GraphAnalysis) -> dict:
         if kind == "mean":
             gm.add_submodule(slices[node], ChannelMean(_channels(names, by_name), dim))
             continue
-        source = by_name[names[0][0]] if not by_parts and len(names) == 1 and names[0][1] == 1 else None
+        one = not by_parts and len(names) == 1
         gm.add_submodule(slices[node], ChannelRange(cuts, dim, kind == "split",
-                                                    _channels(names, by_name) if by_parts else None, source))
+                                                    _channels(names, by_name) if by_parts else None,
+                                                    by_name[names[0][0]] if one else None, names[0][1] if one else 1))
     return slices
 
 
@@ -439,8 +440,9 @@ def extract_small(anet: AdjointNet) -> fx.GraphModule:
         kind, cuts, dim, names, by_parts = anet.ranges[n.name]
         channels = anet.channels(names)
         cuts = cut_bounds(cuts, channels.width, channels if by_parts else None)
-        if kind == "split":
+        if kind == "split":  # a chunk too: the pieces are equal, written as sizes
             n.args, n.kwargs = (n.args[0], [b - a for a, b in cuts], dim), {}
+            n.target = {"chunk": "split", torch.chunk: torch.split}.get(n.target, n.target)
         else:
             n.args = (n.args[0], (slice(None),) * dim + (slice(*cuts[0]),))
     return fx.GraphModule(root, graph).eval()

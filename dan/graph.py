@@ -768,7 +768,7 @@ def _on_pad(w: _Walk, n: fx.Node) -> Optional[TensorInfo]:
 
 
 def _on_chunk(w: _Walk, n: fx.Node) -> None:
-    w.pieces[n] = _chunk(n, w.x, w.s, w.uf, w.where)
+    w.pieces[n] = _chunk(n, w.x, w.s, w.uf, w.ranges, w.where)
 
 
 def _on_split(w: _Walk, n: fx.Node) -> None:
@@ -1082,16 +1082,19 @@ def _divisible(uf, gid: int, coef: Fraction, k: int) -> None:
     uf.quantum[r] = math.lcm(uf.quantum[r], need)
 
 
-def _chunk(n, x: TensorInfo, s, uf, where) -> list:
+def _chunk(n, x: TensorInfo, s, uf, ranges, where) -> list:
     """``x.chunk(k, 1)``: k equal pieces of the channels. The small network chunks the small
     tensor (equal pieces: the widths are made multiples that divide), so each piece is ``1/k`` of
-    the whole, whatever its parts were."""
+    the whole, whatever its parts were. Recorded as a split at fractions (``ranges``), so that
+    under soft masks each piece is the one a network of each width cuts (ShuffleNet's chunks of a
+    shuffled tensor: at fractions of the full width a piece holds other channels)."""
     k = n.args[1] if len(n.args) > 1 else n.kwargs.get("chunks")
     dim = n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)
     if s is None or not isinstance(k, int) or dim % len(s) != x.cdim or x.mult != 1 or s[x.cdim] % k or x.split:
         raise UnsupportedModelError(f"{where}: only chunks of the channels (dim 1) into equal pieces are supported")
     gid, coef = _merge_all(x, uf, where)
     _divisible(uf, gid, coef, k)
+    ranges[n.name] = ("split", [(Fraction(i, k), Fraction(i + 1, k)) for i in range(k)], x.cdim, ((gid, coef),), False)
     return [TensorInfo(((gid, coef / k),), cdim=x.cdim) for _ in range(k)]
 
 

@@ -495,18 +495,18 @@ class ChannelRange(nn.Module):
     the cuts fall between the parts of a concatenation, after each part's small width. Lives in
     the adjoint network only; extraction writes the small sizes into the graph.
 
-    ``source``: the group whose channels a cut at fractions reads (one part, coefficient 1). Under
-    its soft channel mask (DAN's architecture step: ``mask[c]`` is the probability that the width
+    ``source``: the group whose channels a cut at fractions reads (one part, of ``coef`` times the
+    group's width: 2 for a chunk of ShuffleNet's shuffled concatenation). Under its soft channel mask (DAN's architecture step: ``mask[c]`` is the probability that the width
     exceeds ``c``) each piece is the expectation over the widths of the piece a network of that
     width cuts, padded to the piece's width here: at a 0/1 mask exactly the extracted network's
     piece. Cut at fractions of the full width instead, a piece would hold other channels than any
     extracted network's (Res2Net's scales: logits 3-14 % off at a vertex)."""
 
     def __init__(self, cuts: list, dim: int, pieces: bool, channels: Optional["Segments"] = None,
-                 source: Optional["WidthGroup"] = None):
+                 source: Optional["WidthGroup"] = None, coef=1):
         super().__init__()
         self.cuts, self.dim, self.pieces, self.channels = list(cuts), dim, pieces, channels
-        self.source = source
+        self.source, self.coef = source, coef
 
     def bounds(self, width: int) -> list:
         """(start, end) of every piece in a small tensor ``width`` channels wide."""
@@ -527,7 +527,7 @@ class ChannelRange(nn.Module):
         for (lo, hi), cut in zip(self.bounds(x.shape[self.dim]), self.cuts):
             piece = 0
             for w in widths:
-                a, b = cut_bounds([cut], w)[0]
+                a, b = cut_bounds([cut], int(self.coef * w))[0]
                 pad = [0, 0] * (x.ndim - 1 - self.dim) + [0, (hi - lo) - (b - a)]
                 piece = piece + chance[w - 1] * F.pad(x.narrow(self.dim, a, b - a), pad)
             out.append(piece)

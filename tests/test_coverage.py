@@ -358,7 +358,7 @@ def _one_step(anet, x, y):
     (BitNet, (1, 3, 8, 8)),
 ], ids=["custom", "densenet121", "squeezenet1_1", "googlenet", "shufflenet_v2", "convnext_tiny", "splits",
         "scales", "same_padding", "eca", "grn", "blur_pool", "multiplier", "standardized", "group_norm"])
-def test_concatenations_and_shuffles_extract_exactly_and_cost_exactly_at_any_widths(build, shape, request):
+def test_concatenations_and_shuffles_extract_exactly_and_cost_exactly_at_any_widths(build, shape):
     torch.manual_seed(0)
     base = build()
     sn = Supernet(to_adjoint(base, alpha=1, input_shape=shape), FRACTIONS, shape)
@@ -379,14 +379,9 @@ def test_concatenations_and_shuffles_extract_exactly_and_cost_exactly_at_any_wid
         one_hot = [F.one_hot(torch.tensor(k), len(c)).double() for k, c in zip(choice, sn.cands)]
         ef, ep = sn.table.expected(one_hot, sn.cand_tensors)
         assert (round(float(ef)), round(float(ep))) == (real.flops, real.params)
-        if request.node.callspec.id not in INEXACT_AT_VERTICES:
-            _assert_exact_at_a_vertex(sn, choice, x)
+        _assert_exact_at_a_vertex(sn, choice, x)
 
 
-# Where the search's soft masks are not the extracted network even at a 0/1 point: channels
-# rearranged inside one width group (ShuffleNet's chunks of a shuffled tensor: the small network
-# shuffles a smaller tensor, which no mask of the full-width one reproduces).
-INEXACT_AT_VERTICES = {"shufflenet_v2"}
 
 
 def _assert_exact_at_a_vertex(sn: Supernet, choice: list, x: torch.Tensor) -> None:
