@@ -496,8 +496,9 @@ class ChannelRange(nn.Module):
     the adjoint network only; extraction writes the small sizes into the graph.
 
     ``source``: the group whose channels a cut at fractions reads (one part, of ``coef`` times the
-    group's width: 2 for a chunk of ShuffleNet's shuffled concatenation). Under its soft channel mask (DAN's architecture step: ``mask[c]`` is the probability that the width
-    exceeds ``c``) each piece is the expectation over the widths of the piece a network of that
+    group's width: 2 for a chunk of ShuffleNet's shuffled concatenation). Under its soft channel
+    mask (DAN's architecture step: ``mask[c]`` is the probability that the width exceeds ``c``)
+    each piece is the expectation over the widths of the piece a network of that
     width cuts, padded to the piece's width here: at a 0/1 mask exactly the extracted network's
     piece. Cut at fractions of the full width instead, a piece would hold other channels than any
     extracted network's (Res2Net's scales: logits 3-14 % off at a vertex)."""
