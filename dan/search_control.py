@@ -140,6 +140,8 @@ class SearchControl:
                     self.mu += s.multiplier_lr / self.steps_per_epoch * viol
             elif abs(viol) > s.band:  # settling: the band, steps in proportion to mu
                 side = 1 if viol > 0 else -1
+                if s.settle_sign_reset and self.vernier_from is not None and self.mu * side < 0:
+                    self.mu = 0.0  # the penalty pushed the argmax further out: start from none
                 if self.settle_side and side != self.settle_side:
                     self.settle_scale /= 2  # jumped over the band: come back more slowly (bisection)
                 elif self.settle_side:  # still on the same side: regrow (off at settle_regrow 1)

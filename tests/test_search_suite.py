@@ -888,6 +888,38 @@ def test_settle_regrow_restores_the_halved_steps_on_the_same_side(regrow):
     assert c.mu > mu
 
 
+@pytest.mark.parametrize("reset", [False, True])
+def test_settle_sign_reset_zeroes_a_multiplier_that_pushes_the_argmax_further_out(reset):
+    """settle_sign_reset: past the vernier's deadline, mu < 0 with the argmax above the band (or mu > 0
+    below it) is set to 0 before the step, so the step leaves it with the violation's sign; without it
+    mu only moves towards zero by a step; a mu of the right sign, or one inside the band, is not
+    reset, and neither is one before the deadline."""
+    from dan.config import SearchConfig
+    from dan.search_control import SearchControl
+
+    s = SearchConfig(settle=0.5, band=0.03, settle_sign_reset=reset, warmup_epochs=1)
+    c = SearchControl(s, steps_per_epoch=100, total_steps=300)  # settle steps of about 1 % of mu
+    step = 299
+    assert c.settling(step)
+    c.mu = -0.08
+    c.update(step, expected=lambda: 9.0, argmax=lambda: 1.3, committed=lambda: 1.0)  # before the deadline
+    assert -0.08 < c.mu < 0
+    c.vernier_from = step
+    for mu, cost in ((-0.08, 1.3), (0.49, 0.8)):
+        c.mu = mu
+        c.update(step, expected=lambda: 9.0, argmax=lambda: cost, committed=lambda: 1.0)
+        if reset:
+            assert c.mu * (cost - 1) > 0  # the violation's sign
+        else:
+            assert c.mu * mu > 0 and abs(c.mu) < abs(mu)  # one step towards zero, still the wrong sign
+    c.mu = 0.3
+    c.update(step, expected=lambda: 9.0, argmax=lambda: 1.3, committed=lambda: 1.0)  # right sign: a step
+    assert c.mu > 0.3
+    c.mu = -0.2
+    c.update(step, expected=lambda: 9.0, argmax=lambda: 1.01, committed=lambda: 1.0)  # in the band
+    assert c.mu == -0.2
+
+
 def test_settle_regrow_below_one_is_refused():
     from dan.config import SearchConfig, check_search_config
 
