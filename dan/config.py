@@ -274,7 +274,10 @@ class SearchConfig:
     # When the hold acts: "always" (past the deadline, as above) or "above": only at the steps whose
     # argmax network is above the band, so that held coarse groups cannot widen an argmax that is
     # already too large (seed 0's case) but are free to bring back one the penalty pushed below the
-    # band (seed 2's). Measured in the forty-fourth session (docs/search-history.md).
+    # band (seed 2's). Measured (forty-fourth session, docs/search-history.md: the demo's search, the 7
+    # of seeds 1-14 that reached the deadline): it landed 4, as the default did (seed 4 instead of 2),
+    # on the same widths as "always" on every seed both ran, and retrained -0.25 points (se 0.12) on
+    # the 3 seeds whose widths differ: opt-in. The misses come from the multiplier's sign (below).
     settle_hold_while: str = "always"
     multiplier_lr: float = 2.0  # Lagrange multiplier change per epoch per unit of relative violation
     # "expected" control only: a proportional term, so the penalty weight is mu + p·(E[cost]/B - target).
