@@ -183,8 +183,10 @@ class SearchConfig:
     # search that lands before the deadline is not changed). Without
     # it mu must first cross zero at the settle steps' size, and the penalty keeps pushing the wrong
     # way meanwhile (`make demo`'s search, forty-fourth session: seed 11 climbed 0.94 -> 1.44 B with
-    # mu at -0.08; seed 2 fell 1.19 -> 0.71 B with mu at +0.49 to +0.16). Off by default; measured on
-    # the landing only (docs/search-history.md, forty-fourth session).
+    # mu at -0.08; seed 2 fell 1.19 -> 0.71 B with mu at +0.49 to +0.16). Off by default: measured on
+    # the landing (docs/search-history.md, forty-fourth session: the demo's search, the 7 of seeds
+    # 1-14 that reached the deadline) it landed 4, as the default did (seed 4 instead of 2); its misses
+    # ended nearer the band (1.06-1.13 B against 1.22-1.45), retrains not measured.
     settle_sign_reset: bool = False
     # Each jump of the argmax over the band halves the settle steps (a bisection on mu); with
     # settle_regrow > 1 a settle step that finds the argmax outside the band on the same side as the
