@@ -178,11 +178,10 @@ class SearchConfig:
     # at tau_min a group's cost gradient is scaled by p(1-p), so landing needs mu to move in
     # proportion to itself (seed 1 at 10 %: mu fell 0.16 -> 0.12 and the argmax stayed at 0.938 B).
     settle_gain: float = 20.0
-    # Past the vernier's deadline, an argmax outside the band with mu of the sign that pushes it further
-    # out (mu < 0 above the band, mu > 0 below) first has mu set to 0, then takes the usual step (a
-    # search that lands before the deadline is not changed). Without
-    # it mu must first cross zero at the settle steps' size, and the penalty keeps pushing the wrong
-    # way meanwhile (`make demo`'s search, forty-fourth session: seed 11 climbed 0.94 -> 1.44 B with
+    # Past the vernier's deadline, an argmax outside the band with mu of the sign that pushes it
+    # further out (mu < 0 above the band, mu > 0 below) first has mu set to 0, then takes the usual
+    # step (a search that lands before the deadline is not changed). Without it mu must first cross
+    # zero at the settle steps' size, and the penalty keeps pushing the wrong way meanwhile (`make demo`'s search, forty-fourth session: seed 11 climbed 0.94 -> 1.44 B with
     # mu at -0.08; seed 2 fell 1.19 -> 0.71 B with mu at +0.49 to +0.16). Off by default: measured on
     # the landing (docs/search-history.md, forty-fourth session: the demo's search, the 7 of seeds
     # 1-14 that reached the deadline) it landed 4, as the default did (seed 4 instead of 2); its misses

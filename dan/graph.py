@@ -132,8 +132,8 @@ class Segments:
         step ``m[j] = P(width > j)``; a part of coefficient ``c`` keeps the leading ``c · width``
         channels (what :meth:`index` cuts, for a multiplier conv's outputs as for a split piece), so
         its mask is ``P(c · width > j) = m[⌊j / c⌋]``: each channel repeated ``c`` times, or every
-        ``1/c``-th one. It is the network at a 0/1 point wherever that cut is the small network's
-        (not inside a channel shuffle's chunks: the small network shuffles a smaller tensor)."""
+        ``1/c``-th one: at a 0/1 point, the small network's channels (a chunk of a shuffled tensor
+        is cut per width by :class:`dan.layers.ChannelRange`, as the small network cuts it)."""
         if all(g.mask is None for g in self.groups):
             return None
         ref = next(g.mask for g in self.groups if g.mask is not None)
