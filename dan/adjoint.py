@@ -206,10 +206,10 @@ def _add_channel_cuts(an: GraphAnalysis) -> dict:
         if kind == "mean":
             gm.add_submodule(slices[node], ChannelMean(_channels(names, by_name), dim))
             continue
-        one = not by_parts and len(names) == 1
+        # one part cut at fractions: its group (and coefficient) weights the pieces under soft masks
+        source, coef = (by_name[names[0][0]], names[0][1]) if not by_parts and len(names) == 1 else (None, 1)
         gm.add_submodule(slices[node], ChannelRange(cuts, dim, kind == "split",
-                                                    _channels(names, by_name) if by_parts else None,
-                                                    by_name[names[0][0]] if one else None, names[0][1] if one else 1))
+                                                    _channels(names, by_name) if by_parts else None, source, coef))
     return slices
 
 
