@@ -138,8 +138,9 @@ class AdjointConv2d(nn.Conv2d):
         its mask keeps of it, so at a 0/1 mask the weight is standardized over the kept inputs
         alone, as the extracted conv does; unweighted, the masked inputs' weights would shift the
         statistics of a conv the search will never extract."""
+        mask = mask.to(w.dtype)  # a float32 mask's fan_in.rsqrt() was off by 3e-8 on a float64 weight
         fan_in = mask.sum() * (w[0, 0].numel())
-        mean, var = masked_moments(w, mask.to(w.dtype).view(1, -1, 1, 1), (1, 2, 3), fan_in)
+        mean, var = masked_moments(w, mask.view(1, -1, 1, 1), (1, 2, 3), fan_in)
         w = (w - mean) * torch.rsqrt(var + self.eps)
         if gain is None:
             return w

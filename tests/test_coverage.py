@@ -581,7 +581,7 @@ def test_coverage_of_a_fast_subset_of_the_timm_list():
     assert [(r.name, r.status) for r in rows] == [(n, "pass") for n in TIMM_FAST], [r.reason for r in rows]
     # DAN's soft masks at a 0/1 point are the network they stand for: LayerNorms (ConvNeXt), GRN
     # (ConvNeXt-V2), weight standardization (NFNet), splits (MixNet), ...
-    assert {r.name: r.vertex_rel_err for r in rows if not r.vertex_rel_err <= coverage.RTOL} == {}
+    assert {r.name: r.vertex_rel_err for r in rows if not r.vertex_rel_err <= coverage.VERTEX_RTOL} == {}
 
 
 def test_a_wrong_extraction_is_reported_as_wrong_not_as_a_pass(monkeypatch):
