@@ -152,6 +152,10 @@ class SearchConfig:
     # held-out split. A few logits per group need less data per step than the weights, and it
     # keeps one search step under 2x a standard step (docs/benchmarks.md).
     arch_batch_size: Optional[int] = None
+    # Which images an architecture step scores widths on: "holdout" (default) a held-out batch the
+    # weights never train on (bilevel, as TAS, FBNet); "train" the first arch_batch_size images of
+    # the weight step's own batch (single-level; the held-out third still stays out of the weights).
+    arch_data: str = "holdout"
     arch_lambda: str = "full"  # weight of KL in the architecture loss: full (= c) | schedule
     # What the architecture minimises besides the cost: "ce+kl" (default) the small network's
     # cross-entropy on the held-out labels plus c·KL(p‖q); "kl" the KL alone (the first design).
@@ -498,7 +502,7 @@ SEARCH_HOLDOUT = 1 / 3
 _SEARCH_CHOICES = {"tau_anneal": ("step", "epoch"), "arch_objective": ("ce+kl", "kl"),
                    "budget_control": ("expected", "blend", "argmax"), "arch_lambda": ("full", "schedule"),
                    "weight_sampling": ("distribution", "uniform", "sandwich"), "settle_until": ("landed", "end", "guarded"),
-                   "settle_hold_while": ("always", "above"),
+                   "settle_hold_while": ("always", "above"), "arch_data": ("holdout", "train"),
                    "latency_runtime": ("torch", "onnxruntime")}
 
 

@@ -250,7 +250,7 @@ class Searcher:
         progress = self.step / max(1, self.total_steps)
         logs = {f"weights/{k}": v for k, v in self.weight_step(self.prep(x), y, progress).items()}
         if self._active and not self.control.arch_steps_over():
-            xh, yh = next(self._holdout)
+            xh, yh = arch_batch(self, x, y)
             self._tau = self.control.tau(self.epoch, self.step)
             logs.update({f"arch/{k}": v for k, v in self.arch_step(self.prep(xh), yh, progress, self._tau).items()})
         return logs
@@ -455,6 +455,16 @@ def penalty_frozen(sr: Searcher) -> set[int]:
     if not sr.control.fine_only(sr.step):
         return set()
     return sr.cost.coarse_groups(sr.sn.arch.argmax(), sr.cfg.search.band)
+
+
+def arch_batch(sr: Searcher, x, y):
+    """The images the next architecture step scores widths on (``search.arch_data``): the first
+    ``arch_batch_size`` of the weight step's own batch ``x, y`` ("train"), or the held-out split's
+    next batch ("holdout", the default)."""
+    s = sr.cfg.search
+    if s.arch_data == "train":
+        return x[: s.arch_batch_size], y[: s.arch_batch_size]
+    return next(sr._holdout)
 
 
 def held_groups(sr: Searcher, frozen: set[int]) -> set[int]:

@@ -256,3 +256,26 @@ def test_sandwich_weight_step_adds_the_narrowest_network_distilled_from_the_big_
     assert sand["loss"] == pytest.approx(uni["loss"] + uni["lambda"] * kl_min, rel=1e-4)
     with pytest.raises(dan.UserError, match="weight_sampling"):
         _search_cfg(str(tmp_path / "bad"), **{"search.weight_sampling": "sandwich-rule"}).resolve("search")
+
+
+@pytest.mark.parametrize("arch_data", ["holdout", "train"])
+def test_architecture_steps_score_the_chosen_images(tmp_path, arch_data):
+    """search.arch_data: "train" scores each architecture step on the first arch_batch_size images
+    of the weight step's own batch; "holdout" (the default) on a batch of the held-out third, which
+    no weight step trains on."""
+    from dan.search import Searcher
+
+    cfg = _search_cfg(str(tmp_path / "s"), **{"search.arch_data": arch_data}).resolve("search")
+    s = Searcher(cfg, monitor=Monitor(None))
+    seen = []
+    real = s.arch_step
+    s.arch_step = lambda x, y, *a: seen.append((x.clone(), y.clone())) or real(x, y, *a)
+    s.begin_epoch(1)
+    assert s._active
+    x, y = next(iter(s.data.train))
+    s.train_step(x, y)
+    (xa, ya), = seen
+    k = cfg.search.arch_batch_size
+    assert xa.shape[0] == k < x.shape[0]
+    own = torch.equal(xa, s.prep(x[:k])) and torch.equal(ya, y[:k])
+    assert own == (arch_data == "train")

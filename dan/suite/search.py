@@ -77,6 +77,12 @@ ABLATIONS = [
     # changes only searches not landed half-way through the settle phase: its runs are those seeds'.
     ("settle-hold", "default, but past the vernier deadline the groups the cost penalty does not reach "
                     "are held (no architecture step moves them)", ["search.settle_hold=true"]),
+    # Issue 9's candidate "architecture steps on the weights' own batch vs the held-out split"
+    # (forty-fifth session): the weight steps are the default's (the held-out third stays out of
+    # them), only the images the architecture steps score the widths on change.
+    ("arch-on-weight-batch", "default, but each architecture step scores the widths on the weight step's own "
+                             "batch (its first half) instead of a held-out batch (single-level)",
+     ["search.arch_data=train"]),
     # The sixth and tenth sessions found the supernet's ranking of good widths does not survive
     # retraining; its small networks score 76-80 % held-out after 3 search epochs against 88 % retrained.
     # A supernet trained twice as long (OFA and BigNAS train theirs far longer than one network) is
