@@ -184,12 +184,11 @@ class SearchConfig:
     settle_gain: float = 20.0
     # Past the vernier's deadline, an argmax outside the band with mu of the sign that pushes it
     # further out (mu < 0 above the band, mu > 0 below) first has mu set to 0, then takes the usual
-    # step (a search that lands before the deadline is not changed). Without it mu must first cross
-    # zero at the settle steps' size, and the penalty keeps pushing the wrong way meanwhile (`make demo`'s search, forty-fourth session: seed 11 climbed 0.94 -> 1.44 B with
-    # mu at -0.08; seed 2 fell 1.19 -> 0.71 B with mu at +0.49 to +0.16). Off by default: measured on
-    # the landing (docs/search-history.md, forty-fourth session: the demo's search, the 7 of seeds
-    # 1-14 that reached the deadline) it landed 4, as the default did (seed 4 instead of 2); its misses
-    # ended nearer the band (1.06-1.13 B against 1.22-1.45), retrains not measured.
+    # step. Without it mu crosses zero at the settle steps' size while the penalty pushes the wrong
+    # way (`make demo`'s search: seed 11 climbed 0.94 -> 1.44 B with mu at -0.08). Off by default:
+    # on the demo's search (docs/search-history.md), the 7 of seeds 1-14 that reach the deadline, it
+    # landed 4 as the default did (forty-fourth session), and with settle_hold also 4 (forty-fifth:
+    # then several fine groups jump over the band together); its misses end nearer the band.
     settle_sign_reset: bool = False
     # Each jump of the argmax over the band halves the settle steps (a bisection on mu); with
     # settle_regrow > 1 a settle step that finds the argmax outside the band on the same side as the
