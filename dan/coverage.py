@@ -10,7 +10,11 @@ Every model goes through what a user's run does with it, on a random batch:
 4. **equality**: in eval mode the extracted network's logits must equal the small path's
    (largest absolute difference over the largest absolute logit ≤ ``RTOL``): a wrong extraction is
    a failure, never a pass;
-5. **count** the big and the small network's FLOPs and parameters (:func:`dan.count`).
+5. **count** the big and the small network's FLOPs and parameters (:func:`dan.count`);
+6. **deploy** it as a run does (:func:`dan.deploy.save_deployable`): ``small.pt`` and ``small.pt2``
+   loaded back must give the extracted network's logits (relative error ≤ ``RTOL``), and
+   ``small.onnx`` must pass its ONNX Runtime check (with the ``dan[onnx]`` extra). A deploy failure
+   is a column of its own, not a change of the outcome: the network converted and extracted exactly.
 
 The outcome of a model is ``pass``, ``refused`` (a clear :class:`~dan.errors.UnsupportedModelError`,
 whose first line is the reason), ``wrong`` (extraction differs from the small path) or ``crash``
@@ -85,6 +89,11 @@ class Outcome:
     # DAN search's relaxation at a 0/1 point: the small path at the quarter widths against every group
     # at full width under channel masks keeping those widths (relative error; see vertex_error)
     vertex_rel_err: float = float("nan")
+    # the deployable files (step 6): small.pt / small.pt2 loaded back against the extracted network
+    # (largest relative error of the two; nan: not made), and small.onnx: the exporter that wrote it
+    # ("torchscript" or "torch.export"), "not verified", "not written: <reason>" or "" (no extra)
+    deploy_rel_err: float = float("nan")
+    onnx: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,10 +104,11 @@ def _first_line(e: BaseException) -> str:
     return (text.splitlines()[0] if text else type(e).__name__)[:300]
 
 
-def check_model(model: nn.Module, input_shape: tuple, *, alpha: float = ALPHA, seed: int = 0) -> dict:
-    """Convert, train one adjoint step, extract, compare and count ``model`` (see the module
-    docstring). Returns the measured fields of an :class:`Outcome` (``status`` ``pass`` or
-    ``wrong``); conversion errors propagate."""
+def check_model(model: nn.Module, input_shape: tuple, *, alpha: float = ALPHA, seed: int = 0,
+                deploy: bool = True) -> dict:
+    """Convert, train one adjoint step, extract, compare, count and (``deploy``) deploy ``model``
+    (see the module docstring). Returns the measured fields of an :class:`Outcome` (``status``
+    ``pass`` or ``wrong``); conversion errors propagate."""
     from dan.adjoint import extract_big, extract_small, to_adjoint
     from dan.cost import count
     from dan.loss import adjoint_loss
@@ -138,11 +148,41 @@ def check_model(model: nn.Module, input_shape: tuple, *, alpha: float = ALPHA, s
     cb, cs = count(extract_big(anet), shape), count(net, shape)
     ok = math.isfinite(err) and err <= RTOL
     widths = {grp.name: grp.width for grp in anet.groups if not grp.fixed}
-    return {"status": "pass" if ok else "wrong",
+    deployed = deploy_check(net, input_shape, x) if ok and deploy else {}
+    return {**deployed, "status": "pass" if ok else "wrong",
             "reason": "" if ok else f"extracted network differs from the small path (relative error {err:.2e})",
             "flops_ratio": cb.flops / max(1, cs.flops), "params_ratio": cb.params / max(1, cs.params),
             "max_rel_err": err, "memory_estimate": memory_estimate,
             "vertex_rel_err": vertex_error(model, widths, x, seed=seed)}
+
+
+def deploy_check(net: nn.Module, input_shape: tuple, x: torch.Tensor) -> dict:
+    """Step 6 of the module docstring on the extracted network ``net`` (eval mode) and the batch
+    ``x``: the :class:`Outcome` fields ``deploy_rel_err`` and ``onnx``. An exception while writing
+    or loading the files is recorded in ``onnx``'s place as ``deploy failed: <reason>``."""
+    import tempfile
+    import warnings
+
+    from dan.deploy import load_deployable, save_deployable
+
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            meta = save_deployable(copy.deepcopy(net), folder, input_shape)
+            with torch.no_grad():
+                ref = net(x)
+                scale = float(ref.abs().max()) or 1.0
+                err = max(float((load_deployable(f"{folder}/small.{ext}")(x) - ref).abs().max()) / scale
+                          for ext in ("pt", "pt2"))
+        except Exception as e:  # a bug of the deploy step: recorded, the zoo run goes on
+            return {"onnx": f"deploy failed: {type(e).__name__}: {_first_line(e)}"}
+    if "onnx" in meta:
+        onnx = meta["onnx"]["exporter"] if meta["onnx"]["verified"] else "not verified"
+    else:
+        said = [str(w.message) for w in caught if "not written" in str(w.message)]
+        onnx = said[0].split("not written: ", 1)[1][:300] if said else ""
+        onnx = f"not written: {onnx}" if said else ""
+    return {"deploy_rel_err": err, "onnx": onnx}
 
 
 def vertex_error(model: nn.Module, widths: dict, x: torch.Tensor, *, seed: int = 0) -> float:
@@ -175,14 +215,15 @@ def vertex_error(model: nn.Module, widths: dict, x: torch.Tensor, *, seed: int =
     return float((soft - hard).abs().max()) / (float(hard.abs().max()) or 1.0)
 
 
-def run_one(source: str, name: str, build: Callable[[], nn.Module], input_shape: tuple) -> Outcome:
+def run_one(source: str, name: str, build: Callable[[], nn.Module], input_shape: tuple, *,
+            deploy: bool = True) -> Outcome:
     """:func:`check_model` with the outcome classified; never raises for the model's sake."""
     start = time.perf_counter()
     row = Outcome(source, name, "crash", input_size=input_shape[-1])
     try:
         torch.manual_seed(0)
         model = build()
-        row.__dict__.update(check_model(model, input_shape))
+        row.__dict__.update(check_model(model, input_shape, deploy=deploy))
     except UnsupportedModelError as e:
         row.status, row.reason = "refused", _first_line(e)
     except Exception as e:  # a bug of the conversion: recorded with its type, the run goes on
@@ -230,12 +271,12 @@ def timm_models(names: Iterable[str] = TIMM_MODELS) -> list[tuple[str, Callable[
 
 
 def run_zoo(entries: list, source: str, log: Optional[Callable[[str], None]] = None,
-            only: Optional[set] = None) -> list[Outcome]:
+            only: Optional[set] = None, *, deploy: bool = True) -> list[Outcome]:
     rows = []
     for name, build, shape in entries:
         if only and name not in only:
             continue
-        row = run_one(source, name, build, shape)
+        row = run_one(source, name, build, shape, deploy=deploy)
         rows.append(row)
         if log:
             log(f"{source}.{name}: {row.status} {row.reason} ({row.seconds:.1f}s)")
@@ -263,6 +304,20 @@ def _vertex_summary(rows: list[Outcome]) -> str:
     return text + (f" (not on {', '.join(off)})" if off else "")
 
 
+def _deploy_summary(rows: list[Outcome]) -> str:
+    """How the deployable files did on the passing models (step 6 of the module docstring)."""
+    made = [r for r in rows if math.isfinite(r.deploy_rel_err)]
+    equal = sum(r.deploy_rel_err <= RTOL for r in made)
+    by = {e: sum(r.onnx == e for r in rows) for e in ("torchscript", "torch.export")}
+    text = (f"`small.pt` and `small.pt2` loaded back equal the extracted network on {equal} of {len(rows)} "
+            f"passing models; `small.onnx` verified in ONNX Runtime on {sum(by.values())} of {len(rows)}")
+    if by["torch.export"]:
+        text += f" ({by['torch.export']} by the torch.export-based exporter, which the TorchScript-based one refused)"
+    if not any(r.onnx for r in rows):
+        text += " (the `dan[onnx]` extra is not installed here)"
+    return text
+
+
 def markdown(rows: list[Outcome], *, header: str = "") -> str:
     """The coverage page: a summary per source, then one row per model."""
     lines = ["# Model-zoo coverage of the adjoint conversion", "",
@@ -274,7 +329,10 @@ def markdown(rows: list[Outcome], *, header: str = "") -> str:
              "training forward keeps for the backward pass, over what the real forward kept. Soft masks "
              "at 0/1: DAN search's relaxation (every group at full width, channel masks) against the "
              "small path at the quarter widths it stands for (`dan.coverage.vertex_error`, in float64, so "
-             f"that rounding is not counted; relative error; exact when ≤ {VERTEX_RTOL:g}).", ""]
+             f"that rounding is not counted; relative error; exact when ≤ {VERTEX_RTOL:g}). Deploy: the "
+             "files a run writes (`dan.deploy.save_deployable`) for the extracted network, `small.pt` "
+             "(TorchScript) and `small.pt2` (torch.export) loaded back against it (relative error), and "
+             "`small.onnx` checked in ONNX Runtime (which exporter wrote it).", ""]
     if header:
         lines += [header, ""]
     for source in sorted({r.source for r in rows}):
@@ -283,15 +341,18 @@ def markdown(rows: list[Outcome], *, header: str = "") -> str:
         lines.append(f"- **{source}**: {n['pass']} of {len(rs)} pass; {n['refused']} refused with a clear "
                      f"reason; {n['wrong']} wrong extractions; {n['crash']} crashes. Memory estimate "
                      f"{_memory_summary([r for r in rs if r.status == 'pass'])}. Soft masks "
-                     f"{_vertex_summary([r for r in rs if r.status == 'pass'])}.")
+                     f"{_vertex_summary([r for r in rs if r.status == 'pass'])}. Deploy: "
+                     f"{_deploy_summary([r for r in rs if r.status == 'pass'])}.")
     lines += ["", "| source | model | outcome | FLOPs big/small | params big/small | rel. error | memory estimate "
-              "| soft masks at 0/1 | input | s | reason |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| soft masks at 0/1 | deploy rel. error | ONNX | input | s | reason |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = lambda v: f"{v:.2f}×" if r.status in ("pass", "wrong") else ""
         err = f"{r.max_rel_err:.1e}" if r.status in ("pass", "wrong") else ""
         mem = f"{r.memory_estimate:.3f}" if math.isfinite(r.memory_estimate) else ""
         vertex = f"{r.vertex_rel_err:.1e}" if math.isfinite(r.vertex_rel_err) else ""
-        reason = r.reason.replace("|", "\\|")
+        deployed = f"{r.deploy_rel_err:.1e}" if math.isfinite(r.deploy_rel_err) else ""
+        reason, onnx = (t.replace("|", "\\|") for t in (r.reason, r.onnx))
         lines.append(f"| {r.source} | {r.name} | {r.status} | {ratio(r.flops_ratio)} | {ratio(r.params_ratio)} "
-                     f"| {err} | {mem} | {vertex} | {r.input_size} | {r.seconds:.1f} | {reason} |")
+                     f"| {err} | {mem} | {vertex} | {deployed} | {onnx} | {r.input_size} | {r.seconds:.1f} | {reason} |")
     return "\n".join(lines) + "\n"

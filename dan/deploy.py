@@ -13,7 +13,7 @@ big and the small network alike.
   PyTorch's successor format (``torch.export.load("small.pt2").module()``);
 * ``small_state.pt`` — the state dict of the network as extracted (BatchNorm not folded, so it can
   be fine-tuned; plain tensors, loads with ``weights_only=True``);
-* ``small.onnx`` — the same network in ONNX (opset 17, dynamic batch), checked against PyTorch with
+* ``small.onnx`` — the same network in ONNX (opset 17; 18 from the fallback exporter; dynamic batch), checked against PyTorch with
   ONNX Runtime (:mod:`dan.onnx_export`; needs the ``dan[onnx]`` extra, else skipped with one warning);
 * ``small.json`` — what it is: input shape, FLOPs, parameters, widths, the ONNX check.
 

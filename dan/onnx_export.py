@@ -4,10 +4,14 @@
 says once how to get them (a warning) and goes on without the file.
 
 The network exported is :func:`dan.deploy.deploy_form` (BatchNorm folded into the convs), with a
-dynamic batch dimension, at opset :data:`OPSET`. The exporter is PyTorch's TorchScript-based one
-(``dynamo=False``): it needs nothing beyond ``onnx`` and takes a fraction of a second; where a
-PyTorch release no longer ships it, the ``torch.export``-based exporter is used instead (it needs
-``onnxscript``). Every file is checked right after it is written: ONNX Runtime's output on random
+dynamic batch dimension. The exporter is PyTorch's TorchScript-based one (``dynamo=False``, opset
+:data:`OPSET`): it takes a fraction of a second. Where it fails, the ``torch.export``-based exporter
+(``onnxscript``, part of the extra) writes the file at opset :data:`OPSET_TORCH_EXPORT`: e.g. an
+adaptive pooling to an output size that does not divide its input (torchvision's VGG and AlexNet
+on inputs under 224 pixels: their 7×7 or 6×6 pooling then upsamples a 1×1 or 2×2 map), which the
+TorchScript exporter refuses (coverage run of the forty-sixth session: 9 of 68 torchvision models at
+64 pixels), or a PyTorch release without the old exporter. ``<name>.json`` records the exporter and
+the opset the file has. Every file is checked right after it is written: ONNX Runtime's output on random
 inputs at batch 1 and 2 against the PyTorch network's, max absolute difference ≤ :data:`TOLERANCE`
 times the largest logit's magnitude when that is above 1, or twice PyTorch's own float32 error (its
 difference from the same network in float64), whichever is larger: float32 sums taken in another
@@ -18,8 +22,11 @@ tf_efficientnet_b0: 0.155 from ONNX Runtime, 0.88 from float64, at logits near 1
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import os
+import sys
 import warnings
 
 import torch
@@ -29,8 +36,11 @@ from dan.checkpoint import atomic_write
 from dan.timing import device_of, median_ms
 
 OPSET = 17
+# the torch.export-based exporter's lowest opset: asked for 17 it converts its opset-18 graph down,
+# which fails on some graphs (AlexNet's: "No initializer or constant input") and keeps 18 anyway
+OPSET_TORCH_EXPORT = 18
 TOLERANCE = 1e-4
-INSTALL_HINT = "pip install 'dan[onnx]' (or: pip install onnx onnxruntime)"
+INSTALL_HINT = "pip install 'dan[onnx]' (or: pip install onnx onnxruntime onnxscript)"
 _warned = [False]
 
 
@@ -48,25 +58,96 @@ def available() -> bool:
         return False
 
 
-def export(model: nn.Module, path: str, input_shape: tuple) -> None:
-    """Write ``model`` (eval mode, as given) to ``path`` as ONNX with a dynamic batch dimension."""
+def export(model: nn.Module, path: str, input_shape: tuple) -> str:
+    """Write ``model`` (eval mode, as given) to ``path`` as ONNX with a dynamic batch dimension;
+    returns the exporter that wrote it, ``"torchscript"`` or ``"torch.export"`` (see the module
+    docstring). Raises RuntimeError naming both exporters' failures when neither can."""
     model = model.eval()
     example = torch.zeros((2,) + tuple(input_shape[1:]), device=device_of(model))
+    used = []
 
     def write(tmp):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the deprecation notice of the TorchScript exporter
-            try:
+        try:
+            with warnings.catch_warnings(), _native_output_silenced():
+                warnings.simplefilter("ignore")  # the deprecation notice of the TorchScript exporter
                 torch.onnx.export(model, (example,), tmp, dynamo=False, opset_version=OPSET,
                                   input_names=["input"], output_names=["logits"],
                                   dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-            except (TypeError, RuntimeError, NotImplementedError, AttributeError):
-                batch = torch.export.Dim("batch", min=1, max=65536)
-                torch.onnx.export(model, (example,), tmp, dynamo=True, opset_version=OPSET,
-                                  input_names=["input"], output_names=["logits"],
-                                  dynamic_shapes=({0: batch},))
+            used.append("torchscript")
+            return
+        except (TypeError, RuntimeError, NotImplementedError, AttributeError) as e:
+            first = _first_line(e, 200)
+        try:
+            import onnxscript  # noqa: F401  (what the torch.export-based exporter needs)
+        except ImportError:
+            raise RuntimeError(f"the TorchScript exporter failed ({first}) and the torch.export-based one "
+                               f"needs onnxscript: {INSTALL_HINT}") from None
+        batch = torch.export.Dim("batch", min=1, max=65536)
+        with warnings.catch_warnings(), _logger_level("torch.onnx", logging.ERROR):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), tmp, dynamo=True, opset_version=OPSET_TORCH_EXPORT,
+                              input_names=["input"], output_names=["logits"], dynamic_shapes=({0: batch},),
+                              verbose=False)
+        used.append("torch.export")
 
     atomic_write(write, path, ".onnx")
+    return used[-1]
+
+
+def file_opset(path: str) -> int | None:
+    """The default-domain opset an ONNX file declares (None if it declares none)."""
+    import onnx
+
+    proto = onnx.load(path, load_external_data=False)
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _first_line(e: BaseException, limit: int = 400) -> str:
+    """The reason an exception gives: its first line, without PyTorch's "Please ... request support"
+    tail, at most ``limit`` characters."""
+    text = str(e).strip()
+    line = text.splitlines()[0].split(" Please ")[0] if text else type(e).__name__
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+@contextlib.contextmanager
+def _native_output_silenced():
+    """Standard output and error closed at the file-descriptor level for the block: when the
+    TorchScript exporter fails, its C++ side prints the whole TorchScript graph to standard output
+    (hundreds of lines for a network the fallback then exports fine); the exception keeps the reason."""
+    saved = {}
+    try:
+        for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+            if stream is not None:
+                stream.flush()
+            saved[fd] = os.dup(fd)
+    except (OSError, ValueError, AttributeError):  # no usable descriptors: nothing to silence
+        for fd in saved.values():
+            os.close(fd)
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            for fd in saved:
+                os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        for fd, copy_ in saved.items():
+            os.dup2(copy_, fd)
+            os.close(copy_)
+
+
+@contextlib.contextmanager
+def _logger_level(name: str, level: int):
+    """``logging.getLogger(name)`` at ``level`` for the block (the torch.export-based exporter logs
+    its opset choice and progress as warnings)."""
+    logger = logging.getLogger(name)
+    old = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
 
 
 def session(path: str, threads: int | None = None):
@@ -135,16 +216,17 @@ def latency(path: str, input_shape: tuple, *, warmup: int = 3, repeats: int = 10
 
 def save_and_check(model: nn.Module, folder: str, input_shape: tuple, name: str = "small") -> dict | None:
     """Export ``model`` to ``<folder>/<name>.onnx`` and check it; returns what ``<name>.json``
-    records under ``"onnx"`` (file, opset, max_abs_diff, max_abs_logit, float32_error, verified), or
+    records under ``"onnx"`` (file, opset, exporter, max_abs_diff, max_abs_logit, float32_error,
+    verified, onnxruntime), or
     None without the extra.
     A file that fails its check is kept (it may still be useful) and said so in a warning."""
     if not available():
         return None
     path = os.path.join(folder, f"{name}.onnx")
     try:
-        export(model, path, input_shape)
+        exporter = export(model, path, input_shape)
     except Exception as e:  # an operator ONNX lacks: the run's other files stand
-        warnings.warn(f"{path} not written: the ONNX export failed ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+        warnings.warn(f"{path} not written: the ONNX export failed ({_first_line(e)}); "
                       f"{name}.pt2 and {name}.pt are written", stacklevel=2)
         return None
     diff, scale, own = compare(model, path, input_shape)
@@ -156,5 +238,5 @@ def save_and_check(model: nn.Module, folder: str, input_shape: tuple, name: str 
                       f"instead", stacklevel=2)
     import onnxruntime
 
-    return {"file": f"{name}.onnx", "opset": OPSET, "max_abs_diff": diff, "max_abs_logit": scale,
-            "float32_error": own, "verified": ok, "onnxruntime": onnxruntime.__version__}
+    return {"file": f"{name}.onnx", "opset": file_opset(path), "exporter": exporter, "max_abs_diff": diff,
+            "max_abs_logit": scale, "float32_error": own, "verified": ok, "onnxruntime": onnxruntime.__version__}

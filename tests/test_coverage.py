@@ -565,10 +565,13 @@ def test_coverage_of_a_fast_subset_of_the_torchvision_zoo():
         assert r.status == "pass", (name, r.reason)
         assert r.max_rel_err <= coverage.RTOL and r.flops_ratio > 2.0, (name, r)
         assert r.memory_estimate == pytest.approx(1.0, abs=1e-3), (name, r)  # dan.memory is exact here
+        assert r.deploy_rel_err <= coverage.RTOL and r.onnx == "torchscript", (name, r)  # files a run writes
     assert rows["swin_t"].status == "refused" and rows["swin_t"].reason  # a clear reason, not a crash
     page = coverage.markdown(list(rows.values()))
     assert f"{len(FAST)} of {len(FAST) + 1} pass" in page and "| torchvision | swin_t | refused |" in page
     assert f"Memory estimate exact on {len(FAST)} of {len(FAST)} passing models." in page
+    assert (f"`small.pt2` loaded back equal the extracted network on {len(FAST)} of {len(FAST)} passing models; "
+            f"`small.onnx` verified in ONNX Runtime on {len(FAST)} of {len(FAST)}.") in page
 
 
 TIMM_FAST = ["mixnet_s", "ghostnet_100", "convnext_atto", "efficientnet_b0", "dpn68",
@@ -577,11 +580,25 @@ TIMM_FAST = ["mixnet_s", "ghostnet_100", "convnext_atto", "efficientnet_b0", "dp
 
 def test_coverage_of_a_fast_subset_of_the_timm_list():
     pytest.importorskip("timm")
-    rows = coverage.run_zoo(coverage.timm_models(TIMM_FAST), "timm")
+    rows = coverage.run_zoo(coverage.timm_models(TIMM_FAST), "timm", deploy=False)  # deploy: tools/coverage.py
     assert [(r.name, r.status) for r in rows] == [(n, "pass") for n in TIMM_FAST], [r.reason for r in rows]
     # DAN's soft masks at a 0/1 point are the network they stand for: LayerNorms (ConvNeXt), GRN
     # (ConvNeXt-V2), weight standardization (NFNet), splits (MixNet), ...
     assert {r.name: r.vertex_rel_err for r in rows if not r.vertex_rel_err <= coverage.VERTEX_RTOL} == {}
+
+
+def test_a_deploy_failure_is_its_own_column_and_the_conversion_still_passes(monkeypatch):
+    import dan.deploy
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no exporter for this op")
+
+    monkeypatch.setattr(dan.deploy, "save_deployable", broken)
+    row = coverage.run_one("torchvision", "resnet18", lambda: torchvision.models.resnet18(num_classes=10),
+                           (1, 3, 64, 64))
+    assert row.status == "pass" and row.onnx == "deploy failed: RuntimeError: no exporter for this op"
+    page = coverage.markdown([row])
+    assert "equal the extracted network on 0 of 1 passing models" in page and "deploy failed" in page
 
 
 def test_a_wrong_extraction_is_reported_as_wrong_not_as_a_pass(monkeypatch):

@@ -89,6 +89,36 @@ def test_without_the_extra_one_warning_and_the_run_goes_on(tmp_path, monkeypatch
     assert os.path.isfile(tmp_path / "a" / "small.pt2") and not os.path.exists(tmp_path / "a" / "small.onnx")
 
 
+def _upsampling_net():
+    """An adaptive pooling to a size that does not divide its input (torchvision's VGG and AlexNet
+    below 224 pixels): PyTorch's TorchScript-based ONNX exporter refuses it."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(3), nn.Flatten(),
+                         nn.Linear(36, 5)).eval()
+
+
+def test_a_network_the_torchscript_exporter_refuses_is_exported_by_the_other_quietly(tmp_path, capfd):
+    meta = save_deployable(_upsampling_net(), str(tmp_path), (1, 3, 6, 6))["onnx"]
+    assert meta["verified"] and meta["exporter"] == "torch.export"
+    assert meta["opset"] == onnx_export.OPSET_TORCH_EXPORT == onnx_export.file_opset(str(tmp_path / "small.onnx"))
+    out, err = capfd.readouterr()
+    assert "graph" not in out + err and "[torch.onnx]" not in out + err  # no exporter's dump or progress
+    # the usual network still takes the TorchScript-based exporter, and the file says its opset
+    meta = save_deployable(_net(), str(tmp_path / "b"), (1, 3, 12, 12))["onnx"]
+    assert meta["exporter"] == "torchscript" and meta["opset"] == onnx_export.OPSET
+
+
+def test_without_onnxscript_a_refused_network_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import raises ImportError
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        meta = save_deployable(_upsampling_net(), str(tmp_path), (1, 3, 6, 6))
+    said = [str(w.message) for w in caught if "not written" in str(w.message)]
+    assert len(said) == 1 and "onnxscript" in said[0] and "dan[onnx]" in said[0] and "adaptive" in said[0]
+    assert "onnx" not in meta and os.path.isfile(tmp_path / "small.pt2")
+    assert not os.path.exists(tmp_path / "small.onnx")
+
+
 def test_every_runtime_form_is_timed_and_best_is_the_fastest_of_each_network():
     from dan.bench import inference_speedup
 
