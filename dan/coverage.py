@@ -236,6 +236,8 @@ def torchvision_models() -> list[tuple[str, Callable[[], nn.Module], tuple]]:
     """Every classification builder of ``torchvision.models``: (name, build, input shape)."""
     import torchvision
 
+    from dan.models import create
+
     out = []
     for name in torchvision.models.list_models(module=torchvision.models):
         size = MIN_SIZE
@@ -246,12 +248,10 @@ def torchvision_models() -> list[tuple[str, Callable[[], nn.Module], tuple]]:
             pass
         if name.startswith(("vit_", "maxvit")):  # fixed-size position embeddings / windows
             size = 224
-        kw = {"num_classes": 10}
-        if name in ("googlenet", "inception_v3"):
-            # their auxiliary classifiers make training-mode forwards return a tuple; a compressed
-            # network is deployed without them (as their pretrained weights are evaluated)
-            kw.update(aux_logits=False, init_weights=True)
-        out.append((name, lambda n=name, kw=kw: torchvision.models.get_model(n, **kw), (1, 3, size, size)))
+        # built as `--model torchvision.<name>` builds it (dan.models: GoogLeNet and Inception v3
+        # without their auxiliary classifiers)
+        out.append((name, lambda n=name: create(f"torchvision.{n}", num_classes=10, in_channels=3),
+                    (1, 3, size, size)))
     return out
 
 

@@ -4,7 +4,8 @@
 
 * a search space of the ``search_spaces`` registry (``resnet18_small``, ``resnet50``...);
 * ``torchvision.<name>``: any torchvision classification builder (``model.args`` are passed on,
-  e.g. ``weights: IMAGENET1K_V2``);
+  e.g. ``weights: IMAGENET1K_V2``; GoogLeNet and Inception v3 without their auxiliary classifiers
+  unless ``aux_logits: true``, which the conversion refuses);
 * ``timm.<name>``: a timm model (the optional extra ``pip install 'dan[timm]'``), built with
   ``pretrained=False`` unless ``model.args`` says ``pretrained: true``;
 * ``package.module:factory``: the user's own builder. It is called with ``model.args`` plus
@@ -28,6 +29,9 @@ import torch.nn as nn
 
 import search_spaces
 from dan.errors import UserError
+
+# torchvision models built without their auxiliary classifiers unless model.args says otherwise
+AUX_CLASSIFIERS = ("googlenet", "inception_v3")
 
 _CODE = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 _TIMM = re.compile(r"timm\.[\w.\-]+")
@@ -94,6 +98,13 @@ def create(space: str, args: dict | None = None, *, num_classes: int, in_channel
                             f"grey images with --set data.channels=3")
         if args.get("weights") is None:
             args.setdefault("num_classes", num_classes)
+        if name in AUX_CLASSIFIERS:
+            # their auxiliary classifiers make a training-mode forward return a named tuple, which
+            # the adjoint conversion refuses; a compressed network is deployed without them, as their
+            # pretrained weights are evaluated (the coverage page builds them so as well)
+            args.setdefault("aux_logits", False)
+            if args.get("weights") is None:
+                args.setdefault("init_weights", True)  # torchvision's default, said without its warning
         try:
             return torchvision.models.get_model(name, **args)
         except (TypeError, ValueError, KeyError) as e:

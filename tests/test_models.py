@@ -129,3 +129,18 @@ def test_grey_images_feed_a_torchvision_model_and_its_search_lands_in_the_band(t
     p = run_tool("search.py", "--dataset", "fashion_mnist", "--model", "torchvision.mobilenet_v2", "--epochs", "1",
                  "--limit-batches", "1", "--quiet", "--budget-flops", "25%", "--out", str(tmp_path / "t"))
     assert_user_error(p, "data.channels=3")
+
+
+def test_googlenet_and_inception_are_built_without_auxiliary_classifiers_unless_asked():
+    """`--model torchvision.googlenet` converts as the coverage page says: their auxiliary
+    classifiers (a named tuple out of a training-mode forward) are left out by default."""
+    for name, size in (("googlenet", 64), ("inception_v3", 96)):
+        net = models.create(f"torchvision.{name}", num_classes=4, in_channels=3)
+        assert net.aux_logits is False
+        anet = dan.to_adjoint(net, input_shape=(1, 3, size, size))
+        big, small = anet.train()(torch.randn(2, 3, size, size))
+        assert big.shape == small.shape == (2, 4)
+    net = models.create("torchvision.googlenet", {"aux_logits": True}, num_classes=4, in_channels=3)
+    assert net.aux_logits is True  # what the user asks for is kept (and refused by the conversion)
+    with pytest.raises(dan.UnsupportedModelError):
+        dan.to_adjoint(net, input_shape=(1, 3, 64, 64))
