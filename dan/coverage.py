@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Optional
 import torch
 import torch.nn as nn
 
-from dan.errors import UnsupportedModelError
+from dan.errors import UnsupportedModelError, first_line
 
 RTOL = 1e-4  # extracted vs small path, relative to the largest logit
 # soft masks at a 0/1 point vs the small path, both in float64 (vertex_error): rounding reaches
@@ -97,11 +97,6 @@ class Outcome:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:300]
 
 
 def check_model(model: nn.Module, input_shape: tuple, *, alpha: float = ALPHA, seed: int = 0,
@@ -175,7 +170,7 @@ def deploy_check(net: nn.Module, input_shape: tuple, x: torch.Tensor) -> dict:
                 err = max(float((load_deployable(f"{folder}/small.{ext}")(x) - ref).abs().max()) / scale
                           for ext in ("pt", "pt2"))
         except Exception as e:  # a bug of the deploy step: recorded, the zoo run goes on
-            return {"onnx": f"deploy failed: {type(e).__name__}: {_first_line(e)}"}
+            return {"onnx": f"deploy failed: {type(e).__name__}: {first_line(e)}"}
     if "onnx" in meta:
         onnx = meta["onnx"]["exporter"] if meta["onnx"]["verified"] else "not verified"
     else:
@@ -225,9 +220,9 @@ def run_one(source: str, name: str, build: Callable[[], nn.Module], input_shape:
         model = build()
         row.__dict__.update(check_model(model, input_shape, deploy=deploy))
     except UnsupportedModelError as e:
-        row.status, row.reason = "refused", _first_line(e)
+        row.status, row.reason = "refused", first_line(e)
     except Exception as e:  # a bug of the conversion: recorded with its type, the run goes on
-        row.status, row.reason = "crash", f"{type(e).__name__}: {_first_line(e)}"
+        row.status, row.reason = "crash", f"{type(e).__name__}: {first_line(e)}"
     row.seconds = time.perf_counter() - start
     return row
 

@@ -47,7 +47,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from dan.checkpoint import atomic_write, write_json
 from dan.cost import count, set_mode
-from dan.errors import UserError, out_of_memory
+from dan.errors import UserError, first_line, out_of_memory
 from dan.timing import device_of, median_ms, sync
 
 
@@ -164,7 +164,7 @@ def load_deployable(path: str) -> nn.Module:
         except Exception as e:  # truncated or foreign archives raise many types
             if out_of_memory(e):  # a good network too large for the memory left
                 raise
-            raise UserError(f"{path} is not a readable torch.export network ({_first_line(e)}): "
+            raise UserError(f"{path} is not a readable torch.export network ({first_line(e, 160)}): "
                             f"re-export it with dan (tools/train.py or tools/retrain.py)") from e
     try:
         with warnings.catch_warnings():
@@ -173,7 +173,7 @@ def load_deployable(path: str) -> nn.Module:
     except Exception as e:
         if out_of_memory(e):
             raise
-        raise UserError(f"{path} is not a readable TorchScript network ({_first_line(e)}): pass the "
+        raise UserError(f"{path} is not a readable TorchScript network ({first_line(e, 160)}): pass the "
                         f"small.pt or small.pt2 of a run folder") from e
 
 
@@ -256,10 +256,6 @@ def _no_code_unpickling():
     finally:
         for obj, name, value in saved:
             setattr(obj, name, value)
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
 
 
 @torch.no_grad()

@@ -25,3 +25,12 @@ def out_of_memory(e: BaseException) -> bool:
     exceptions into other messages lets these through, to the tools' one line about memory."""
     return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or \
         "can't allocate memory" in str(e) or "out of memory" in str(e).lower()
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """What an exception says, in one line for a message of ours: its first line (its type's name
+    when it says nothing), without PyTorch's "Please feel free to request support..." tail, at most
+    ``limit`` characters."""
+    text = str(e).strip()
+    line = text.splitlines()[0].split(" Please feel free")[0] if text else type(e).__name__
+    return line if len(line) <= limit else line[:limit - 1] + "…"

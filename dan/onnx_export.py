@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from dan.checkpoint import atomic_write
+from dan.errors import first_line, out_of_memory
 from dan.timing import device_of, median_ms
 
 OPSET = 17
@@ -76,18 +77,24 @@ def export(model: nn.Module, path: str, input_shape: tuple) -> str:
             used.append("torchscript")
             return
         except (TypeError, RuntimeError, NotImplementedError, AttributeError) as e:
-            first = _first_line(e, 200)
+            first = first_line(e, 200)
         try:
             import onnxscript  # noqa: F401  (what the torch.export-based exporter needs)
         except ImportError:
             raise RuntimeError(f"the TorchScript exporter failed ({first}) and the torch.export-based one "
                                f"needs onnxscript: {INSTALL_HINT}") from None
         batch = torch.export.Dim("batch", min=1, max=65536)
-        with warnings.catch_warnings(), _logger_level("torch.onnx", logging.ERROR):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), tmp, dynamo=True, opset_version=OPSET_TORCH_EXPORT,
-                              input_names=["input"], output_names=["logits"], dynamic_shapes=({0: batch},),
-                              verbose=False)
+        try:
+            with warnings.catch_warnings(), _logger_level("torch.onnx", logging.ERROR):
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (example,), tmp, dynamo=True, opset_version=OPSET_TORCH_EXPORT,
+                                  input_names=["input"], output_names=["logits"], dynamic_shapes=({0: batch},),
+                                  verbose=False)
+        except Exception as e:
+            if out_of_memory(e):
+                raise
+            raise RuntimeError(f"the TorchScript exporter failed ({first}), and the torch.export-based one "
+                               f"({first_line(e, 200)})") from e
         used.append("torch.export")
 
     atomic_write(write, path, ".onnx")
@@ -100,14 +107,6 @@ def file_opset(path: str) -> int | None:
 
     proto = onnx.load(path, load_external_data=False)
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-
-
-def _first_line(e: BaseException, limit: int = 400) -> str:
-    """The reason an exception gives: its first line, without PyTorch's "Please ... request support"
-    tail, at most ``limit`` characters."""
-    text = str(e).strip()
-    line = text.splitlines()[0].split(" Please ")[0] if text else type(e).__name__
-    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 @contextlib.contextmanager
@@ -226,7 +225,7 @@ def save_and_check(model: nn.Module, folder: str, input_shape: tuple, name: str 
     try:
         exporter = export(model, path, input_shape)
     except Exception as e:  # an operator ONNX lacks: the run's other files stand
-        warnings.warn(f"{path} not written: the ONNX export failed ({_first_line(e)}); "
+        warnings.warn(f"{path} not written: the ONNX export failed ({first_line(e, 400)}); "
                       f"{name}.pt2 and {name}.pt are written", stacklevel=2)
         return None
     diff, scale, own = compare(model, path, input_shape)

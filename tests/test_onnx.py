@@ -119,6 +119,19 @@ def test_without_onnxscript_a_refused_network_says_what_to_install(tmp_path, mon
     assert not os.path.exists(tmp_path / "small.onnx")
 
 
+def test_when_both_exporters_fail_the_warning_gives_both_reasons_and_the_run_goes_on(tmp_path, monkeypatch):
+    def refuse(model, args, path, *, dynamo, **kw):
+        raise RuntimeError(f"refused by the {'new' if dynamo else 'old'} one\nmore lines")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        meta = save_deployable(_net(), str(tmp_path), (1, 3, 12, 12))
+    said = [str(w.message) for w in caught if "not written" in str(w.message)]
+    assert len(said) == 1 and "(refused by the old one), and the torch.export-based one (refused by the new one)" in said[0]
+    assert "onnx" not in meta and os.path.isfile(tmp_path / "small.pt2") and not os.path.exists(tmp_path / "small.onnx")
+
+
 def test_every_runtime_form_is_timed_and_best_is_the_fastest_of_each_network():
     from dan.bench import inference_speedup
 
