@@ -211,6 +211,15 @@ def test_a_study_whose_trials_fail_with_a_user_error_stops_at_the_first(tmp_path
     assert st == [TrialState.FAIL]  # one trial, told FAIL, none left RUNNING
 
 
+def test_a_tuning_file_setting_the_data_cannot_take_is_named_in_the_error(tmp_path):
+    """A train_subset larger than the data comes from the tuning file, not from the command line:
+    the error says what the trial ran with."""
+    with pytest.raises(dan.UserError, match=r"train_subset must be in 1\.\.\d+ .*got 100000 \(the trial ran with "
+                                            r"the tuning file's .*train_subset=100000, validation=0\.25 and the "
+                                            r"sampled search\.arch_lr="):
+        tune(base(str(tmp_path / "tune")), spec_from_dict(dict(SPEC, train_subset=100000)), "big", 3)
+
+
 def test_failed_trials_count_towards_the_trials(tmp_path, monkeypatch):
     """After a success, failing trials still count: 3 trials means 3 attempts, not 3 successes."""
     import dan.tune.sweep as tune_mod

@@ -94,7 +94,8 @@ def run_trials(study, base: Config, spec: TuneSpec, trials: int, run_dir: str, l
             succeeded = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
             if not isinstance(e, FloatingPointError) and not succeeded:
                 # nothing has worked yet and this is the user's to fix: stop now, not after N trials
-                raise UserError(f"trial {trial.number} failed and no trial has succeeded: {e}") from e
+                raise UserError(f"trial {trial.number} failed and no trial has succeeded: {e} "
+                                f"({trial_settings(spec, trial.params)})") from e
             raise _Failed(str(e)) from e
         except KeyboardInterrupt:
             _queue_again(study, trial, spec)  # Optuna fails it; the next run resumes its folder
@@ -104,6 +105,16 @@ def run_trials(study, base: Config, spec: TuneSpec, trials: int, run_dir: str, l
 
     # any other exception is a bug: Optuna tells the trial FAIL (none is left RUNNING) and raises it
     study.optimize(run_one, catch=(_Surplus, _Failed))
+
+
+def trial_settings(spec: TuneSpec, params: dict) -> str:
+    """What a trial ran with beyond the base config, for the message of a failure that is the
+    user's to fix (it may come from the tuning file, not from the command line): the file's epochs,
+    training subset and validation part, and the values sampled for the trial."""
+    sampled = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    return (f"the trial ran with the tuning file's search_epochs={spec.search_epochs}, retrain_epochs="
+            f"{spec.retrain_epochs}, train_subset={spec.train_subset}, validation={spec.validation}"
+            + (f" and the sampled {sampled}" if sampled else ""))
 
 
 def _counted_before(study, number: int) -> int:
