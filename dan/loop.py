@@ -98,10 +98,31 @@ def check_run_dir(cfg: Config, resume: bool) -> None:
 
 def held_run(run_dir: str) -> str | None:
     """The first file that says ``run_dir`` holds a run a new one must not overwrite (its last
-    checkpoint, else a finished file: :data:`FINISHED_FILES`, event files), or None."""
+    checkpoint, else a finished file: :data:`FINISHED_FILES`, event files), or None.
+
+    A run that stopped before its first epoch ended (a corrupt image in its first batches, an
+    interrupt) leaves an empty ``metrics.jsonl`` and no checkpoint: it finished nothing, and
+    ``--resume`` has nothing to resume, so it does not hold the folder (else the user could neither
+    resume nor start again there). Its event files are not written over (a new run's have new
+    names) and stay beside the new run's."""
     if os.path.isfile(os.path.join(run_dir, "checkpoints", "last.pt")):
         return os.path.join("checkpoints", "last.pt")
-    return next(iter(finished_files(run_dir)), None)
+    found = finished_files(run_dir)
+    if _no_epoch_finished(run_dir):
+        found = [n for n in found if n != "metrics.jsonl" and not n.startswith("events.out.tfevents.")]
+    return next(iter(found), None)
+
+
+def _no_epoch_finished(run_dir: str) -> bool:
+    """``run_dir``'s ``metrics.jsonl`` exists and holds no row (only whitespace)."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    try:
+        if os.path.getsize(path) > 4096:
+            return False
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return not f.read().strip()
+    except OSError:
+        return False
 
 
 def prepare_run_dir(cfg: Config, resume: bool) -> str:

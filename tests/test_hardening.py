@@ -4,6 +4,7 @@ and never changes a folder that holds earlier work."""
 import json
 import os
 
+import numpy as np
 import pytest
 
 from dan.monitor import Monitor
@@ -88,6 +89,43 @@ def test_a_folder_with_finished_results_is_never_written_into(tmp_path):
     assert_user_error(run_tool("baseline.py", "uniform", *TINY, "--budget-flops", "30%", "--out", str(mine)),
                       "config.yaml")
     assert os.listdir(mine) == ["config.yaml"] and (mine / "config.yaml").read_text() == "name: mine\n"
+
+
+def test_a_run_that_stopped_before_its_first_epoch_can_be_started_again_in_its_folder(tmp_path):
+    """A corrupt image met after the first logged steps stops a search with nothing finished (an
+    empty metrics.jsonl, no checkpoint); after the user replaces the image, the same command runs:
+    there is nothing to --resume and nothing to lose."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    for split, n in (("train", 12), ("val", 2)):
+        for c in ("cat", "dog"):
+            os.makedirs(root / split / c)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+    out = str(tmp_path / "s")
+    args = ["search.py", "--dataset", "imagefolder", "--data", str(root), "--image-size", "16", "--epochs", "1",
+            "--batch-size", "2", "--set", "model.args.width=8", "--set", "search.warmup_epochs=0", "--set",
+            "train.log_every=1", "--quiet", "--no-tensorboard", "--set", "train.latency_batches=[1]",
+            "--budget-flops", "50%", "--out", out]
+    assert run_tool(*args).returncode == 0
+    order = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert order  # the run logs; now the same images, one of them corrupt, in a new folder
+    out2 = str(tmp_path / "s2")
+    args[-1] = out2
+    bad = root / "train" / "dog" / "11.png"
+    good = bad.read_bytes()
+    bad.write_bytes(good[:40])
+    assert_user_error(run_tool(*args), "cannot read image", "11.png")
+    assert os.path.isfile(os.path.join(out2, "metrics.jsonl")), "the corrupt image must be met after a logged step"
+    assert not open(os.path.join(out2, "metrics.jsonl")).read().strip()
+    assert not os.path.exists(os.path.join(out2, "checkpoints", "last.pt"))
+    bad.write_bytes(good)
+    p = run_tool(*args)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert os.path.isfile(os.path.join(out2, "arch.json"))
+    assert_user_error(run_tool(*args), "already holds a run")  # a finished run holds its folder again
 
 
 def test_a_refused_resume_leaves_the_folder_as_it_was(tmp_path):
