@@ -163,7 +163,7 @@ def deploy_check(net: nn.Module, input_shape: tuple, x: torch.Tensor) -> dict:
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            meta = save_deployable(copy.deepcopy(net), folder, input_shape)
+            meta = save_deployable(net, folder, input_shape)  # writes a folded copy; net stays as it is
             with torch.no_grad():
                 ref = net(x)
                 scale = float(ref.abs().max()) or 1.0
@@ -174,9 +174,8 @@ def deploy_check(net: nn.Module, input_shape: tuple, x: torch.Tensor) -> dict:
     if "onnx" in meta:
         onnx = meta["onnx"]["exporter"] if meta["onnx"]["verified"] else "not verified"
     else:
-        said = [str(w.message) for w in caught if "not written" in str(w.message)]
-        onnx = said[0].split("not written: ", 1)[1][:300] if said else ""
-        onnx = f"not written: {onnx}" if said else ""
+        said = [str(w.message) for w in caught if "not written: " in str(w.message)]
+        onnx = "not written: " + said[0].split("not written: ", 1)[1][:300] if said else ""
     return {"deploy_rel_err": err, "onnx": onnx}
 
 

@@ -114,13 +114,10 @@ def held_run(run_dir: str) -> str | None:
 
 
 def _no_epoch_finished(run_dir: str) -> bool:
-    """``run_dir``'s ``metrics.jsonl`` exists and holds no row (only whitespace)."""
-    path = os.path.join(run_dir, "metrics.jsonl")
+    """``run_dir``'s ``metrics.jsonl`` exists and is empty (the monitor opens it at the first logged
+    step and writes a row only when an epoch ends)."""
     try:
-        if os.path.getsize(path) > 4096:
-            return False
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return not f.read().strip()
+        return os.path.getsize(os.path.join(run_dir, "metrics.jsonl")) == 0
     except OSError:
         return False
 
