@@ -220,6 +220,41 @@ def test_a_tuning_file_setting_the_data_cannot_take_is_named_in_the_error(tmp_pa
         tune(base(str(tmp_path / "tune")), spec_from_dict(dict(SPEC, train_subset=100000)), "big", 3)
 
 
+def test_a_study_stopped_on_a_tuning_file_setting_runs_again_once_the_file_is_fixed(tmp_path):
+    """The study exists in its storage before its first trial fails on the file's setting; rerun
+    with the fixed file under the same --study name it runs (it was refused as "created with other
+    settings"), and the trial that stopped it does not count towards --trials."""
+    out = str(tmp_path / "tune")
+    with pytest.raises(dan.UserError, match="train_subset must be in"):
+        tune(base(out), spec_from_dict(dict(SPEC, train_subset=100000)), "fix", 1)
+    result = tune(base(out), spec_from_dict(dict(SPEC, train_subset=40)), "fix", 1)
+    _, study = states(out, "fix")
+    assert [t.state for t in study.trials if not t.user_attrs.get("surplus")] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert result["best"]["trial"] == 1 and study.trials[0].user_attrs["stopped_study"]
+    # a study that holds a result is still refused another tuning file
+    with pytest.raises(dan.UserError, match="other settings and holds 1 finished"):
+        tune(base(out), spec_from_dict(dict(SPEC, train_subset=30)), "fix", 2)
+
+
+def test_a_study_stopped_on_a_command_line_error_gets_its_full_count_when_rerun(tmp_path, monkeypatch):
+    import dan.tune.sweep as tune_mod
+
+    calls = []
+
+    def objective(trial, *a, **k):
+        calls.append(trial.number)
+        if trial.number == 0:
+            raise dan.UserError("infeasible budget")
+        return 0.5
+
+    monkeypatch.setattr(tune_mod, "objective", objective)
+    monkeypatch.setattr(tune_mod, "write_best", lambda study, run_dir, multi: {})
+    with pytest.raises(dan.UserError, match="trial 0 failed"):
+        tune(base(str(tmp_path / "t")), spec_from_dict(SPEC), "cli", 2)
+    tune(base(str(tmp_path / "t")), spec_from_dict(SPEC), "cli", 2)
+    assert calls == [0, 1, 2]
+
+
 def test_failed_trials_count_towards_the_trials(tmp_path, monkeypatch):
     """After a success, failing trials still count: 3 trials means 3 attempts, not 3 successes."""
     import dan.tune.sweep as tune_mod

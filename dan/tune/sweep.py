@@ -66,10 +66,27 @@ def open_study(storage, name: str, spec: TuneSpec):
     except ValueError as e:
         raise UserError(f"study {name}: {e}") from e
     if study.user_attrs.get("spec") not in (None, spec.key()):
-        raise UserError(f"study {name} in this storage was created with other settings: "
-                        f"use another --study name or the same tuning file")
+        _adopt_settings(study, name, spec, directions)
     study.set_user_attr("spec", spec.key())
     return study
+
+
+def _adopt_settings(study, name: str, spec: TuneSpec, directions: list) -> None:
+    """A study made by another tuning file continues under this one only if it holds no result
+    (no trial complete, pruned, running or waiting): the usual case is a study whose first trial
+    stopped it on a setting of the file, which the user has now fixed. Its earlier trials stay in
+    the storage but stop counting towards ``--trials`` (``counted_from``)."""
+    from optuna.trial import TrialState
+
+    held = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                     TrialState.RUNNING, TrialState.WAITING))
+    wanted = [d.name.lower() for d in study.directions] == directions
+    if held or not wanted:
+        raise UserError(f"study {name} in this storage was created with other settings"
+                        + (f" and holds {len(held)} finished or running trial(s)" if held else
+                           " (another number of objectives)")
+                        + ": use another --study name or the same tuning file")
+    study.set_user_attr("counted_from", len(study.get_trials(deepcopy=False)))
 
 
 def run_trials(study, base: Config, spec: TuneSpec, trials: int, run_dir: str, log) -> None:
@@ -93,7 +110,9 @@ def run_trials(study, base: Config, spec: TuneSpec, trials: int, run_dir: str, l
             log(f"[trial {trial.number}] failed: {e}")
             succeeded = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
             if not isinstance(e, FloatingPointError) and not succeeded:
-                # nothing has worked yet and this is the user's to fix: stop now, not after N trials
+                # nothing has worked yet and this is the user's to fix: stop now, not after N trials;
+                # the trial that stopped the study does not count once it is run again, fixed
+                trial.set_user_attr("stopped_study", True)
                 raise UserError(f"trial {trial.number} failed and no trial has succeeded: {e} "
                                 f"({trial_settings(spec, trial.params)})") from e
             raise _Failed(str(e)) from e
@@ -118,13 +137,16 @@ def trial_settings(spec: TuneSpec, params: dict) -> str:
 
 
 def _counted_before(study, number: int) -> int:
-    """Trials before ``number`` that count: all but the surplus ones and those of a dead or
-    interrupted worker (retried under a new number); a trial that failed with an error counts, so a
-    study whose trials keep failing still ends."""
+    """Trials before ``number`` that count: all but the surplus ones, those of a dead or
+    interrupted worker (retried under a new number), one that stopped the study on the user's
+    error, and those from before the study took other settings (:func:`_adopt_settings`); a trial
+    that failed with an error otherwise counts, so a study whose trials keep failing still ends."""
     from optuna.trial import TrialState
 
+    first = study.user_attrs.get("counted_from", 0)
     return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.number < number and (t.state != TrialState.FAIL or "error" in t.user_attrs))
+               if first <= t.number < number and not t.user_attrs.get("stopped_study")
+               and (t.state != TrialState.FAIL or "error" in t.user_attrs))
 
 
 def _queue_again(study, trial, spec: TuneSpec) -> None:
