@@ -67,6 +67,9 @@ FINAL = {"rounds": 60, "inner": 5}
 SLOW_SPELL = 1.10  # a final reading whose reference ran this much slower than the tables' is retaken
 SIDE_POINTS = 8  # grid points of a side that is not one width group
 CALIBRATION = 16  # sampled architectures the correction is fitted on (plus narrowest and widest)
+# bytes of timed layers or networks held at once (weights and input, float32): entries beyond it
+# are timed in further phases (:func:`time_bounded`)
+PHASE_BYTES = 1 << 30
 VERSION = 3  # 2: three-network reference; 3: a table per memory format, the faster one counts
 
 
@@ -354,25 +357,80 @@ def measure_tables(sn, batch: int = 1, *, rounds: int = 15, inner: int = 3, prog
                    runtime: str = "torch", threads: int | None = None,
                    formats: tuple | None = None) -> tuple[dict, float]:
     """Time every table layer at every pair of its grid widths (see the module docstring), in each
-    memory format of ``formats`` (default: the runtime's :data:`FORMATS`), all in one interleaved
-    phase; returns ``{format: [LayerTable]}`` and the reference level of the phase (:func:`reference`)."""
+    memory format of ``formats`` (default: the runtime's :data:`FORMATS`), interleaved in phases
+    of bounded memory (:func:`time_bounded`); returns ``{format: [LayerTable]}`` and the reference
+    level of the measurement (:func:`reference`). A linear layer's input is not an image, so the
+    memory format does not change it: it is built and timed once for all formats."""
     formats = formats or FORMATS[runtime]
-    fns, where, tables = [], [], {f: [] for f in formats}
+    makers, sizes, where, tables = [], [], [], {f: [] for f in formats}
     for g in geometry(sn):
         ain, ei = _grid(sn, g["gin"], g["in_full"]) if not g["tied"] else ([1], -1)
         bout, eo = _grid(sn, g["gout"], g["out_full"])
         for fmt in formats:
             tables[fmt].append(LayerTable(g["name"], g["kind"], g["gin"], g["gout"], ain, bout,
                                           [[0.0] * len(bout) for _ in ain], g["hw"], ei, eo))
-            for i, a in enumerate(ain):
-                for j, b in enumerate(bout):
-                    fns.append(_layer_fn(g, a, b, batch, runtime, threads, fmt))
-                    where.append((fmt, len(tables[fmt]) - 1, i, j))
-    ms, level = time_calls(fns, rounds=rounds, inner=inner, progress="latency tables" if progress else None,
-                           reference=reference(sn, batch, runtime, threads))
-    for (fmt, t, i, j), v in zip(where, ms):
-        tables[fmt][t].ms[i][j] = v
+        t = len(tables[formats[0]]) - 1
+        timed = (formats[0],) if g["kind"] == "linear" else formats
+        for i, a in enumerate(ain):
+            for j, b in enumerate(bout):
+                for fmt in timed:
+                    makers.append(lambda g=g, a=a, b=b, fmt=fmt: _layer_fn(g, a, b, batch, runtime, threads, fmt))
+                    sizes.append(_layer_bytes(g, a, b, batch))
+                    where.append([(f, t, i, j) for f in (formats if len(timed) == 1 else (fmt,))])
+    ms, level = time_bounded(makers, sizes, rounds=rounds, inner=inner, reference=reference(sn, batch, runtime, threads),
+                             progress="latency tables" if progress else None)
+    for cells, v in zip(where, ms):
+        for fmt, t, i, j in cells:
+            tables[fmt][t].ms[i][j] = v
     return tables, level
+
+
+def _layer_bytes(g: dict, a: int, b: int, batch: int) -> int:
+    """Bytes of the weights and the input of the layer :func:`_layer_fn` builds (float32)."""
+    if g["kind"] == "linear":
+        cin = g["in_full"] if g["tied"] else int(a) * g["mult"]
+        return 4 * (cin * (b + 1) + batch * math.prod(g["rows"]) * cin)
+    if g["tied"]:
+        cin, per_in = max(1, b // (g["out_full"] // g["groups"])) * (g["in_full"] // g["groups"]), g["in_full"] // g["groups"]
+    else:
+        cin = per_in = int(a)
+    return 4 * (b * (per_in * math.prod(g["kernel"]) + 1) + batch * cin * math.prod(g["in_hw"]))
+
+
+def time_bounded(makers: list, sizes: list, *, budget: int | None = None, reference=None,
+                 progress: str | None = None, **kw) -> tuple[list[float], float | None]:
+    """:func:`time_calls` on the closures ``maker()`` builds, holding at most ``budget`` bytes of
+    them (by ``sizes``) at once: the makers, in order, are split into phases that each fit (one too
+    large for the budget is a phase of its own), each phase's closures built, timed and freed
+    before the next. Every entry is scaled to the median of the phases' reference levels, so a
+    slow phase does not bias its entries. Small spaces are one phase, as one interleaved
+    :func:`time_calls`.
+
+    Holding every entry at once does not fit everywhere: VGG-11 at 64 pixels has 64 entries of its
+    first classifier layer (up to 25088 x 4096) and its PyTorch table took 22.8 GB of memory to
+    build; a phase at a time bounds it near ``budget`` (default :data:`PHASE_BYTES`)."""
+    import gc
+
+    budget = PHASE_BYTES if budget is None else budget
+    phases, used = [[]], 0
+    for k, size in enumerate(sizes):
+        if phases[-1] and used + size > budget:
+            phases.append([])
+            used = 0
+        phases[-1].append(k)
+        used += size
+    if len(phases) == 1:
+        return time_calls([m() for m in makers], reference=reference, progress=progress, **kw)
+    results = []
+    for n, phase in enumerate(phases):
+        fns = [makers[k]() for k in phase]
+        results.append(time_calls(fns, reference=reference, progress=progress and f"{progress} ({n + 1}/"
+                                  f"{len(phases)})", **kw))
+        del fns
+        gc.collect()
+    levels = [lv for _, lv in results if lv is not None]
+    common = statistics.median(levels) if levels else None
+    return [t * (common / lv if common else 1.0) for ms, lv in results for t in ms], common
 
 
 def reference(sn, batch: int = 1, runtime: str = "torch", threads: int | None = None):
@@ -423,12 +481,20 @@ def measure_formats(sn, choices: list, batch: int = 1, *, rounds: int = 15, inne
     every network in every format timed in one interleaved phase; and the phase's reference level."""
     formats = formats or FORMATS[runtime]
     shape = (batch,) + tuple(sn.input_shape[1:])
-    fns = []
+    last = {}  # the network of the latest choice: its formats' makers run one after another
+
+    def make(c, fmt):
+        if last.get("choice") != c:
+            last.update(choice=c, net=small_network(sn, c))
+        return runnable(last["net"], shape, runtime, threads, fmt)  # runnable copies before converting
+
+    makers, sizes = [], []
     for c in choices:
-        net = small_network(sn, c)
-        fns += [runnable(net, shape, runtime, threads, fmt) for fmt in formats]
-    ms, level = time_calls(fns, rounds=rounds, inner=inner, progress=progress,
-                           reference=reference(sn, batch, runtime, threads))
+        for fmt in formats:
+            makers.append(lambda c=c, fmt=fmt: make(c, fmt))
+            sizes.append(4 * (sn.cost_of(c)[1] + math.prod(shape)))
+    ms, level = time_bounded(makers, sizes, rounds=rounds, inner=inner, progress=progress,
+                             reference=reference(sn, batch, runtime, threads))
     k = len(formats)
     return {fmt: ms[i::k] for i, fmt in enumerate(formats)}, level
 

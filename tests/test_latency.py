@@ -99,6 +99,55 @@ def test_the_final_check_keeps_the_median_reading_and_retakes_slow_spells(monkey
     assert r["measured_ms"] == pytest.approx(0.25)
 
 
+def test_timing_in_phases_holds_at_most_the_budget_and_scales_each_phase_to_one_level(monkeypatch):
+    """VGG-11's table at 64 pixels took 22.8 GB when every entry was held at once; entries are now
+    built, timed and freed phase by phase within a byte budget, each phase scaled to the median
+    reference level."""
+    alive, peak, phases = set(), [0], []
+
+    class Entry:
+        def __init__(self, k):
+            self.k = k
+            alive.add(k)
+            peak[0] = max(peak[0], len(alive))
+
+        def __del__(self):
+            alive.discard(self.k)
+
+    def fake(fns, reference=None, **kw):
+        phases.append([f.k for f in fns])
+        level = [1.0, 2.0, 4.0, 2.0][len(phases) - 1]
+        return [float(f.k) * level for f in fns], level  # a phase at level L reads L times slower
+    monkeypatch.setattr(latency, "time_calls", fake)
+    sizes = [3, 3, 3, 9, 1, 1]
+    ms, level = latency.time_bounded([lambda k=k: Entry(k) for k in range(6)], sizes, budget=6, reference=object())
+    assert phases == [[0, 1], [2], [3], [4, 5]]  # the entry beyond the budget is a phase of its own
+    assert peak[0] == 2 and level == 2.0  # the median of the phases' levels 1, 2, 4, 2
+    assert ms == pytest.approx([2.0 * k for k in range(6)])  # every entry read at the median level
+    phases.clear()
+    ms, level = latency.time_bounded([lambda k=k: Entry(k) for k in range(6)], sizes, reference=object())
+    assert phases == [list(range(6))] and level == 1.0  # within the default budget: one phase
+
+
+def test_a_table_measured_in_phases_fills_every_entry(monkeypatch, tmp_path):
+    calls = []
+    real = latency.time_calls
+
+    def counted(fns, **kw):
+        calls.append(len(fns))
+        return real(fns, **kw)
+    monkeypatch.setattr(latency, "time_calls", counted)
+    monkeypatch.setattr(latency, "PHASE_BYTES", 3_000_000)  # of about 9 MB: 3 or 4 phases
+    _, sn = supernet("resnet18_small", (1, 3, 16, 16), width=4)
+    tables, level = latency.measure_tables(sn, rounds=1, inner=1, progress=False)
+    assert len(calls) >= 3 and level > 0
+    for fmt, layers in tables.items():
+        assert all(v > 0 for l in layers for row in l.ms for v in row), fmt
+    # a linear layer's entry is timed once and serves both memory formats
+    linear = [k for k, l in enumerate(tables["channels_last"]) if l.kind == "linear"]
+    assert linear and all(tables["channels_last"][k].ms == tables["contiguous"][k].ms for k in linear)
+
+
 def test_tables_are_cached_per_device_threads_and_batch(monkeypatch, tmp_path):
     monkeypatch.setenv("DAN_CACHE", str(tmp_path))
     _, sn = supernet("resnet18_small", (1, 3, 16, 16), width=4)
