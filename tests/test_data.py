@@ -307,6 +307,47 @@ def test_imagefolder(tmp_path):
     assert set(ho.train.ds.indices).isdisjoint(ho.holdout.ds.indices)
 
 
+def test_imagefolder_reads_16_bit_and_float_images_at_their_precision(tmp_path):
+    """torchvision's loader clips a 16-bit PNG to 8 bits (99.6 % white) and a float TIFF to black;
+    here 12-bit content in 16-bit PNGs arrives as values/65535 with its levels, on 3 channels."""
+    import warnings
+
+    from PIL import Image
+
+    root = tmp_path / "deep"
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            os.makedirs(root / split / c)
+            for i in range(2):
+                Image.fromarray(rng.integers(0, 4096, (24, 24), dtype=np.uint16)).save(root / split / c / f"{i}.png")
+    assert Image.open(root / "val" / "a" / "0.png").mode == "I;16"
+    cfg = DataConfig(dataset="imagefolder", data=str(root), image_size=24, batch_size=2, augment=False)
+    d = build_data(cfg, seed=0)
+    x = torch.cat([xb for xb, _ in d.test])
+    mean, std = torch.tensor(d.info.mean).view(1, 3, 1, 1), torch.tensor(d.info.std).view(1, 3, 1, 1)
+    raw = x * std + mean
+    assert raw.max() <= 4095 / 65535 + 1e-4 and raw.min() >= -1e-4  # not clipped to white
+    assert torch.allclose(raw[:, 0], raw[:, 1], atol=1e-5) and torch.allclose(raw[:, 0], raw[:, 2], atol=1e-5)
+    assert len(torch.unique((raw[:, 0] * 65535).round())) > 256  # more levels than 8 bits hold
+    assert [tuple(xb.shape) for xb, _ in d.train] == [(2, 3, 24, 24)] * 2
+    # a float image outside [0, 1] has no one right scaling: refused, naming the file
+    bad = root / "train" / "b" / "1.tif"
+    Image.fromarray(np.full((24, 24), 300.0, np.float32)).save(bad)
+    with pytest.raises(UserError, match=r"image .*1\.tif holds floats in \[300, 300\], not \[0, 1\]"):
+        for _ in build_data(cfg, seed=0).train:
+            pass
+    # a palette image with transparency: read through RGBA, without Pillow's warning per image
+    from dan.data import load_image
+    pal = Image.fromarray(rng.integers(0, 4, (8, 8), dtype=np.uint8), "P")
+    pal.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9])
+    pal.info["transparency"] = b"\x00\xff\xff\xff"
+    pal.save(tmp_path / "p.png", transparency=b"\x00\xff\xff\xff")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(str(tmp_path / "p.png")).mode == "RGB"
+
+
 def test_imagefolder_workers_do_not_change_batches(tmp_path):
     root = write_image_folder(tmp_path / "imgs")
     a, b = (build_data(DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=2, workers=w),

@@ -23,13 +23,13 @@ from dan.data.augment import (CIFAR_RECIPE, FASHION_MNIST_RECIPE, SYNTHETIC_RECI
                               random_homographies, random_lighting)
 from dan.data.splits import split_indices
 from dan.data.datasets import (FASHION_MNIST_DIR, FASHION_MNIST_FILES, ArraySplits, FolderSplits, load_cifar,
-                               load_fashion_mnist, read_idx, synthetic_arrays)
+                               load_fashion_mnist, load_image, read_idx, synthetic_arrays)
 from dan.data.loaders import Data, FolderLoader, Loader, TensorLoader, build_data
 
 __all__ = [
     "ArraySplits", "AugmentRecipe", "CIFAR_RECIPE", "Data", "DatasetInfo", "DatasetSpec", "FASHION_MNIST_DIR",
     "FASHION_MNIST_FILES", "FASHION_MNIST_RECIPE", "FolderLoader", "FolderSplits", "IMAGENET_MEAN",
     "IMAGENET_STD", "Loader", "SYNTHETIC_RECIPE", "TensorLoader", "augment_batch", "build_data", "dataset_info",
-    "get_dataset", "list_datasets", "load_cifar", "load_fashion_mnist", "random_homographies",
+    "get_dataset", "list_datasets", "load_cifar", "load_fashion_mnist", "load_image", "random_homographies",
     "random_lighting", "read_idx", "register_dataset", "split_indices", "synthetic_arrays",
 ]

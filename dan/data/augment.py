@@ -111,6 +111,12 @@ def augment_batch(x: torch.Tensor, recipe: AugmentRecipe, g: torch.Generator,
     return ((out - mean) * contrast + mean + bright * 255.0).clamp_(0.0, 255.0)
 
 
+def _three_channels(x: torch.Tensor) -> torch.Tensor:
+    """A one-channel image (a high-bit-depth one, :func:`dan.data.datasets.load_image`) repeated to
+    three channels, as Pillow's ``convert("RGB")`` does for 8-bit greyscale."""
+    return x if x.shape[0] == 3 else x.repeat(3, 1, 1)
+
+
 def folder_transforms(size: int, mean: tuple, std: tuple, augment: bool):
     """(train, eval) torchvision transforms of an image folder, PIL image -> normalized tensor.
 
@@ -120,6 +126,6 @@ def folder_transforms(size: int, mean: tuple, std: tuple, augment: bool):
     from torchvision import transforms as T
     norm = T.Normalize(mean, std)
     train_tf = T.Compose([T.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)),
-                          T.RandomHorizontalFlip(), T.ToTensor(), norm])
-    eval_tf = T.Compose([T.Resize(int(size / 0.875)), T.CenterCrop(size), T.ToTensor(), norm])
+                          T.RandomHorizontalFlip(), T.ToTensor(), _three_channels, norm])
+    eval_tf = T.Compose([T.Resize(int(size / 0.875)), T.CenterCrop(size), T.ToTensor(), _three_channels, norm])
     return (train_tf if augment else eval_tf), eval_tf

@@ -151,6 +151,43 @@ def synthetic_arrays(n_train: int, n_test: int, num_classes: int, size: int
     return (*split(n_train, 1), *split(n_test, 2))
 
 
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def load_image(path: str):
+    """An image file as a PIL image for :func:`dan.data.augment.folder_transforms`: 8-bit RGB, or
+    for a high-bit-depth image one float channel (mode ``F``) in [0, 1] at its full precision.
+
+    torchvision's default loader calls ``convert("RGB")``, which clips instead of scaling: a 16-bit
+    greyscale PNG (mode ``I;16``: scientific and medical images) came out 99.6 % pure white and a
+    float TIFF in [0, 1] all black, and the network trained on that without a word. Here 16-bit
+    images (and 32-bit integer ones within 0..65535, as older Pillow opens 16-bit PNGs) are divided
+    by 65535 and float images in [0, 1] kept as they are, in float, so 12-bit content keeps its
+    4096 levels; other integer or float ranges are refused with a :class:`UserError` naming the
+    file, since no one scaling of them is right for every set. A palette image with transparency
+    goes through RGBA (the same pixels, without Pillow's warning per image)."""
+    from PIL import Image
+
+    with open(path, "rb") as f:
+        img = Image.open(f)
+        img.load()
+    if img.mode in _SIXTEEN_BIT or img.mode in ("I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if img.mode == "F":
+            if not (np.isfinite(a).all() and lo >= 0.0 and hi <= 1.0):
+                raise UserError(f"image {path} holds floats in [{lo:.4g}, {hi:.4g}], not [0, 1]: "
+                                f"save it as 8- or 16-bit, or scaled to [0, 1]")
+            return img
+        if lo < 0 or hi > 65535:
+            raise UserError(f"image {path} holds {img.mode} values in [{lo:.0f}, {hi:.0f}], beyond 16 bits: "
+                            f"save it as 8- or 16-bit")
+        return Image.fromarray((a / 65535.0).astype(np.float32), "F")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
 def _folder_classes(cfg: DataConfig) -> tuple[str, list[str]]:
     """(root, sorted class names) of the image folder ``cfg.data``, after checking its layout."""
     root = cfg.data
@@ -240,7 +277,8 @@ def imagefolder(cfg: DataConfig, info: DatasetInfo) -> FolderSplits:
         raise UserError(f"{root}/train and {root}/val hold different class folders "
                         f"({len(classes)} vs {len(val_classes)}): make them the same")
     try:
-        return FolderSplits(ImageFolder(os.path.join(root, "train")), ImageFolder(os.path.join(root, "val")))
+        return FolderSplits(ImageFolder(os.path.join(root, "train"), loader=load_image),
+                            ImageFolder(os.path.join(root, "val"), loader=load_image))
     except (FileNotFoundError, RuntimeError) as e:
         raise UserError(f"cannot read image folder {root} ({str(e).splitlines()[0]}): fix its layout")
 

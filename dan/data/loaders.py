@@ -192,6 +192,8 @@ class _FolderSplit(torch.utils.data.Dataset):
         path, y = self.folder.samples[self.indices[i]]
         try:
             img = self.folder.loader(path)
+        except UserError:  # a readable image the loader refuses says why itself
+            raise
         except Exception as e:  # truncated, corrupt or unreadable: name the file (one line)
             if out_of_memory(e):  # a good image the memory left cannot hold is not to be deleted
                 raise
