@@ -230,7 +230,7 @@ def test_a_study_stopped_on_a_tuning_file_setting_runs_again_once_the_file_is_fi
     result = tune(base(out), spec_from_dict(dict(SPEC, train_subset=40)), "fix", 1)
     _, study = states(out, "fix")
     assert [t.state for t in study.trials if not t.user_attrs.get("surplus")] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert result["best"]["trial"] == 1 and study.trials[0].user_attrs["stopped_study"]
+    assert result["best"]["trial"] == 1 and study.trials[0].user_attrs["stopped_study"] and result["counted"] == 1
     # a study that holds a result is still refused another tuning file
     with pytest.raises(dan.UserError, match="other settings and holds 1 finished"):
         tune(base(out), spec_from_dict(dict(SPEC, train_subset=30)), "fix", 2)

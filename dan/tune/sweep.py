@@ -194,7 +194,9 @@ def write_best(study, run_dir: str, multi: bool) -> dict:
     from optuna.trial import TrialState
 
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
-    out = {"study": study.study_name, "trials": len(study.trials), "complete_feasible": len(complete)}
+    # "trials": every trial in the storage; "counted": those --trials counts (:func:`_counted_before`)
+    out = {"study": study.study_name, "trials": len(study.trials),
+           "counted": _counted_before(study, len(study.trials)), "complete_feasible": len(complete)}
     if not complete:
         return out
     if multi:
