@@ -25,7 +25,9 @@ module measures what the device does instead:
 
 **Measuring on a noisy shared machine.** Every timing is the median over ``rounds`` rounds; in
 each round the entries are visited in a fresh random order (so a burst of load hits entries alike,
-not one table in a row), each entry called ``inner`` times back to back after a warm-up. The thread
+not one table in a row), each entry called ``inner`` times back to back after a warm-up. A space
+whose entries would hold more than :data:`PHASE_BYTES` at once is timed in several such phases,
+each scaled by the reference to one level (:func:`time_bounded`). The thread
 count is pinned for the measurement (``torch.set_num_threads``, ONNX Runtime's intra-op threads)
 and restored after. Runtimes: ``torch`` — eager PyTorch on :func:`dan.deploy.deploy_form` networks
 (BatchNorm folded; channels-last or NCHW, whichever is faster); ``onnxruntime`` — every layer and
@@ -407,8 +409,9 @@ def time_bounded(makers: list, sizes: list, *, budget: int | None = None, refere
     :func:`time_calls`.
 
     Holding every entry at once does not fit everywhere: VGG-11 at 64 pixels has 64 entries of its
-    first classifier layer (up to 25088 x 4096) and its PyTorch table took 22.8 GB of memory to
-    build; a phase at a time bounds it near ``budget`` (default :data:`PHASE_BYTES`)."""
+    first classifier layer (up to 25088 x 4096) and its PyTorch table took 22.9 GB of memory to
+    build; a phase at a time bounds what the entries hold near ``budget`` (default
+    :data:`PHASE_BYTES`): 5.7 GB in all, the supernet's 2.1 GB included (docs/latency.md)."""
     import gc
 
     budget = PHASE_BYTES if budget is None else budget
@@ -478,7 +481,8 @@ def measure_formats(sn, choices: list, batch: int = 1, *, rounds: int = 15, inne
                     progress: str | None = None, runtime: str = "torch", threads: int | None = None,
                     formats: tuple | None = None) -> tuple[dict, float]:
     """``{format: [ms per choice]}`` for each memory format (default the runtime's :data:`FORMATS`),
-    every network in every format timed in one interleaved phase; and the phase's reference level."""
+    every network in every format timed interleaved, in phases of bounded memory
+    (:func:`time_bounded`); and the reference level they are scaled to."""
     formats = formats or FORMATS[runtime]
     shape = (batch,) + tuple(sn.input_shape[1:])
     last = {}  # the network of the latest choice: its formats' makers run one after another
