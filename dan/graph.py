@@ -588,9 +588,7 @@ def _on_conv(w: _Walk, n: fx.Node) -> TensorInfo:
     if len(x.parts) > 1 and m.groups != 1 and m.in_channels // m.groups != 1:
         raise UnsupportedModelError(f"conv {n.target}: a grouped conv reading a concatenation "
                                     f"is not supported (depthwise is)")
-    if m.padding_mode != "zeros":
-        raise UnsupportedModelError(f"conv {n.target}: padding_mode {m.padding_mode!r}")
-    is_stem = len(w.stem_convs) < w.stem and w.all_shared
+    is_stem = len(w.stem_convs) < w.stem and w.all_shared  # any padding_mode: both paths pad per channel
     out_parts = None
     if m.groups == 1:
         gid = uf.new(m.out_channels, "stem" if is_stem else "")

@@ -239,6 +239,8 @@ def geometry(sn) -> list[dict]:
             g.update(kind="conv", kernel=list(m.kernel_size), stride=list(m.stride), padding=list(m.padding)
                      if not isinstance(m.padding, str) else m.padding, dilation=list(m.dilation),
                      groups=m.groups, in_hw=in_hw, hw=int(math.prod(yout[2:])))
+            if m.padding_mode != "zeros":  # only then: the cache keys of zero-padded spaces stay
+                g["padding_mode"] = m.padding_mode
         else:
             g.update(kind="linear", hw=int(math.prod(yout[1:-1])) if len(yout) > 2 else 1,
                      rows=list(xin[1:-1]), mult=max(1, int(round(m.in_features / side_full))))
@@ -274,7 +276,8 @@ def _layer_fn(g: dict, a: int, b: int, batch: int, runtime: str = "torch", threa
         else:
             groups, cin = 1, int(a)
         m = nn.Conv2d(cin, b, tuple(g["kernel"]), tuple(g["stride"]), g["padding"] if isinstance(g["padding"], str)
-                      else tuple(g["padding"]), tuple(g["dilation"]), groups=groups, bias=True)
+                      else tuple(g["padding"]), tuple(g["dilation"]), groups=groups, bias=True,
+                      padding_mode=g.get("padding_mode", "zeros"))
         shape = (batch, cin) + tuple(g["in_hw"])
     return runnable(m.eval().requires_grad_(False), shape, runtime, threads, memory_format)
 

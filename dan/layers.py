@@ -183,8 +183,10 @@ class AdjointConv2d(nn.Conv2d):
                 return F.conv2d(x, self.big_weight(), self.bias, 1, 0, self.dilation, self.groups)
             return self._conv_forward(x, self.big_weight(), self.bias)
         b = self.bias[self.out_index()] if self.bias is not None else None
-        y = F.conv2d(x, self.small_weight(), b, stride, self.padding, self.dilation,
-                     self.small_groups())
+        padding = self.padding
+        if self.padding_mode != "zeros":  # reflect / replicate / circular: pad, then convolve (as nn.Conv2d)
+            x, padding = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
+        y = F.conv2d(x, self.small_weight(), b, stride, padding, self.dilation, self.small_groups())
         if self.apply_mask and self.out_group.mask is not None:
             y = y * self.out_group.mask.view(1, -1, 1, 1)
         return y

@@ -332,6 +332,24 @@ class BitNet(nn.Module):
         return self.fc(F.relu(self.norm(x)).mean((2, 3)))
 
 
+class PaddingModesNet(nn.Module):
+    """Reflect, replicate and circular padding (a depthwise conv among them): each pads a channel
+    from that channel alone, so a sliced conv pads its slice as the extracted conv does."""
+
+    def __init__(self, num_classes=5):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, padding_mode="reflect"), nn.BatchNorm2d(16), nn.ReLU())
+        self.a = nn.Sequential(nn.Conv2d(16, 24, 3, padding=2, dilation=2, padding_mode="replicate"),
+                               nn.BatchNorm2d(24), nn.ReLU())
+        self.dw = nn.Conv2d(24, 24, 3, padding=1, groups=24, padding_mode="reflect")
+        self.b = nn.Sequential(nn.Conv2d(24, 16, 3, stride=2, padding=1, padding_mode="circular"), nn.BatchNorm2d(16))
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.fc(F.relu(self.b(F.relu(self.dw(self.a(x))))).mean((2, 3)))
+
+
 def _one_step(anet, x, y):
     anet.train()
     big, small = anet(x)
@@ -356,8 +374,10 @@ def _one_step(anet, x, y):
     (MultiplierNet, (1, 3, 8, 8)),
     (NormFreeNet, (1, 3, 8, 8)),
     (BitNet, (1, 3, 8, 8)),
+    (PaddingModesNet, (1, 3, 8, 8)),
 ], ids=["custom", "densenet121", "squeezenet1_1", "googlenet", "shufflenet_v2", "convnext_tiny", "splits",
-        "scales", "same_padding", "eca", "grn", "blur_pool", "multiplier", "standardized", "group_norm"])
+        "scales", "same_padding", "eca", "grn", "blur_pool", "multiplier", "standardized", "group_norm",
+        "padding_modes"])
 def test_concatenations_and_shuffles_extract_exactly_and_cost_exactly_at_any_widths(build, shape):
     torch.manual_seed(0)
     base = build()

@@ -29,7 +29,6 @@ REFUSALS = [
     (lambda s, y: torch.cat([y, y], 2), {}, r"node cat \(call_function cat\): concatenation along dim 2"),
     (lambda s, y: s.n(s.m(y)), {"m": nn.Conv2d(8, 4, 3, groups=4), "n": nn.Conv2d(4, 8, 1)},
      r"conv m: grouped conv with 8 inputs and 4 outputs \(fewer outputs than inputs"),
-    (lambda s, y: s.m(y), {"m": nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect")}, r"padding_mode 'reflect'"),
     (lambda s, y: s.m(y), {"m": nn.LocalResponseNorm(2)}, r"module m \(LocalResponseNorm\) is not supported"),
     (lambda s, y: s.m(y), {"m": nn.LayerNorm([8, 8])}, r"node m \(call_module m\): a LayerNorm over more"),
     (lambda s, y: torch.stack([y, y], 0).sum(0), {}, r"node stack \(call_function stack\): the operation stack"),
