@@ -382,7 +382,8 @@ def measure_tables(sn, batch: int = 1, *, rounds: int = 15, inner: int = 3, prog
                     makers.append(lambda g=g, a=a, b=b, fmt=fmt: _layer_fn(g, a, b, batch, runtime, threads, fmt))
                     sizes.append(_layer_bytes(g, a, b, batch))
                     where.append([(f, t, i, j) for f in (formats if len(timed) == 1 else (fmt,))])
-    ms, level = time_bounded(makers, sizes, rounds=rounds, inner=inner, reference=reference(sn, batch, runtime, threads),
+    ms, level = time_bounded(makers, sizes, rounds=rounds, inner=inner,
+                             reference=reference(sn, batch, runtime, threads),
                              progress="latency tables" if progress else None)
     for cells, v in zip(where, ms):
         for fmt, t, i, j in cells:
@@ -395,8 +396,9 @@ def _layer_bytes(g: dict, a: int, b: int, batch: int) -> int:
     if g["kind"] == "linear":
         cin = g["in_full"] if g["tied"] else int(a) * g["mult"]
         return 4 * (cin * (b + 1) + batch * math.prod(g["rows"]) * cin)
-    if g["tied"]:
-        cin, per_in = max(1, b // (g["out_full"] // g["groups"])) * (g["in_full"] // g["groups"]), g["in_full"] // g["groups"]
+    if g["tied"]:  # as _layer_fn: groups follow the output width, each reads per_in channels
+        per_in = g["in_full"] // g["groups"]
+        cin = max(1, b // (g["out_full"] // g["groups"])) * per_in
     else:
         cin = per_in = int(a)
     return 4 * (b * (per_in * math.prod(g["kernel"]) + 1) + batch * cin * math.prod(g["in_hw"]))
