@@ -375,13 +375,13 @@ def measure_tables(sn, batch: int = 1, *, rounds: int = 15, inner: int = 3, prog
             tables[fmt].append(LayerTable(g["name"], g["kind"], g["gin"], g["gout"], ain, bout,
                                           [[0.0] * len(bout) for _ in ain], g["hw"], ei, eo))
         t = len(tables[formats[0]]) - 1
-        timed = (formats[0],) if g["kind"] == "linear" else formats
+        shared = g["kind"] == "linear"  # one entry fills every format's cell
         for i, a in enumerate(ain):
             for j, b in enumerate(bout):
-                for fmt in timed:
+                for fmt in formats[:1] if shared else formats:
                     makers.append(lambda g=g, a=a, b=b, fmt=fmt: _layer_fn(g, a, b, batch, runtime, threads, fmt))
                     sizes.append(_layer_bytes(g, a, b, batch))
-                    where.append([(f, t, i, j) for f in (formats if len(timed) == 1 else (fmt,))])
+                    where.append([(f, t, i, j) for f in (formats if shared else (fmt,))])
     ms, level = time_bounded(makers, sizes, rounds=rounds, inner=inner,
                              reference=reference(sn, batch, runtime, threads),
                              progress="latency tables" if progress else None)
@@ -427,13 +427,11 @@ def time_bounded(makers: list, sizes: list, *, budget: int | None = None, refere
             used = 0
         phases[-1].append(k)
         used += size
-    if len(phases) == 1:
-        return time_calls([m() for m in makers], reference=reference, progress=progress, **kw)
     results = []
-    for n, phase in enumerate(phases):
+    for n, phase in enumerate(phases):  # one phase: one time_calls, its level the common one
         fns = [makers[k]() for k in phase]
-        results.append(time_calls(fns, reference=reference, progress=progress and f"{progress} ({n + 1}/"
-                                  f"{len(phases)})", **kw))
+        label = f"{progress} ({n + 1}/{len(phases)})" if progress and len(phases) > 1 else progress
+        results.append(time_calls(fns, reference=reference, progress=label, **kw))
         del fns
         gc.collect()
     levels = [lv for _, lv in results if lv is not None]
