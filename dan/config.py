@@ -337,7 +337,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        return _build(cls, d or {}, "")
+        return _build(cls, {} if d is None else d, "")
 
     @classmethod
     def from_file(cls, path: str) -> "Config":
@@ -599,7 +599,9 @@ def _build(cls, d: dict, prefix: str):
     for name, value in d.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value or {}, f"{prefix}{name}.")
+            # an empty section (`data:` in YAML) takes the defaults; an empty list, string, 0 or
+            # false is a typo for a mapping, refused as any other non-mapping is
+            kwargs[name] = _build(hint, {} if value is None else value, f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(hint, value, prefix + name)
     return cls(**kwargs)

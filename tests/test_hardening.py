@@ -46,6 +46,21 @@ def test_bad_config_values_are_one_line_and_write_nothing(tmp_path, key, value, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("value", [[], "", 0, False, [1]])
+def test_a_config_section_that_is_not_a_mapping_is_refused(value):
+    """`data:` (null) is an empty section and takes the defaults; an empty list or string, 0 or
+    false was once taken the same way, and a config reading `data: []` trained ten epochs of the
+    default Fashion-MNIST (found by tools/fuzz.py --seed 4848, config property)."""
+    from dan.config import Config
+    from dan.errors import UserError
+
+    assert Config.from_dict({"data": None}).data == Config().data
+    with pytest.raises(UserError, match="config section 'data' must be a mapping"):
+        Config.from_dict({"data": value})
+    with pytest.raises(UserError, match="config section 'top' must be a mapping"):
+        Config.from_dict(value)
+
+
 def test_yaml_alias_bomb_and_non_utf8_configs(tmp_path):
     bomb = tmp_path / "bomb.yaml"
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]

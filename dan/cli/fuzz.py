@@ -1,13 +1,14 @@
 """Fuzz the tools with corrupted inputs for longer than CI does (dan/fuzz.py; needs hypothesis).
 
 Usage:
-    python tools/fuzz.py --examples 2000               # split over the four properties
+    python tools/fuzz.py --examples 2000               # split over the five properties
     python tools/fuzz.py --examples 200 --case budget  # one property
 
 Each example runs train.py / search.py / retrain.py in-process on a tiny synthetic task with a
 corrupted arch.json, config, --set value or budget, and checks: exit 0, or exit 2 with exactly one
 'error:' line; a finished run's folder unchanged. Prints one line per failing property (the
-smallest failing example hypothesis found) and a summary line; exits 1 when any failed.
+smallest failing example hypothesis found), the valid runs stopped at the time limit (for a reader
+to judge that each was a legitimate long run, not a hang) and a summary line; exits 1 when any failed.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def main(argv, prog: str = PROG) -> int:
         print(f"fuzz: address space capped at {capped / 2**30:.1f} GiB (an oversized setting fails as an "
               "allocation, not by the kernel's out-of-memory killer)", flush=True)
     ws = fuzz.Workspace()
-    failures, t0, ran = 0, time.time(), 0
+    failures, t0, ran, stopped = 0, time.time(), 0, 0
     try:
         for case in cases:
             count = {"n": 0}
@@ -68,6 +69,9 @@ def main(argv, prog: str = PROG) -> int:
                 for sub in getattr(e, "exceptions", ()):  # a flaky failure holds the first failure
                     print(f"  {type(sub).__name__}: {' '.join(str(sub).split())[:1500]}", flush=True)
             ran += count["n"]
+            for what in fuzz.STOPPED[stopped:]:
+                print(f"  stopped at the {fuzz.TIME_LIMIT:g} s limit (a valid run, training): {what[:300]}", flush=True)
+            stopped = len(fuzz.STOPPED)
     finally:
         ws.close()
     print(f"fuzz: {ran} examples over {len(cases)} properties, {failures} failing properties, "
