@@ -3,7 +3,8 @@ hangs, runs code or changes earlier work.
 
 The strategies (hypothesis, a test dependency) corrupt valid inputs: an ``arch.json``, a YAML
 config, ``--set`` values and budgets — wrong types, NaN/inf, negatives, huge numbers, missing and
-extra keys, non-UTF-8 bytes. Each example runs the real tool in-process (``train.py``,
+extra keys, non-UTF-8 bytes — and an image folder (a user's own data: broken, truncated or empty
+files, images of every mode, size and format, stray files and folders, missing classes and splits). Each example runs the real tool in-process (``train.py``,
 ``search.py``, ``retrain.py``: the ``main`` of :mod:`dan.cli.train` etc. through
 :func:`dan.cli.run_tool`) on a tiny synthetic task and checks the contract of the README:
 
@@ -335,5 +336,142 @@ def widths_case(ws: Workspace, data) -> None:
     ws.check_finished_unchanged()
 
 
+# ----------------------------------------------------------------------------- image folders
+# The image folder every example edits: three classes, 12x12 RGB PNGs (train 3 per class, val 2).
+FOLDER_CLASSES = ("a", "b", "c")
+FOLDER_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "I;16", "F")
+FOLDER_FORMATS = ("png", "jpg", "bmp", "gif", "tif", "webp", "ppm")
+
+
+def write_folder(root: str) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("val", 2)):
+        for c in FOLDER_CLASSES:
+            os.makedirs(os.path.join(root, split, c))
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(
+                    os.path.join(root, split, c, f"{i}.png"))
+
+
+@st.composite
+def odd_image(draw) -> bytes:
+    """An image file of a drawn mode, size and format (values of a float image drawn anywhere,
+    NaN and infinities included; a format that cannot hold the mode falls back to PNG, then TIFF)."""
+    import numpy as np
+    from PIL import Image
+
+    mode = draw(st.sampled_from(FOLDER_MODES))
+    h, w = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    if mode == "F":
+        special = draw(st.sampled_from([None, float("nan"), float("inf"), -1.0, 2.0, 255.0]))
+        a = rng.random((h, w), dtype=np.float32)
+        if special is not None:
+            a[rng.integers(0, h), rng.integers(0, w)] = special
+        img = Image.fromarray(a)  # float32: mode F
+    elif mode in ("I", "I;16"):
+        top = draw(st.sampled_from([255, 4095, 65535, 70000, 2**31 - 1]))
+        low = draw(st.sampled_from([0, 0, -5]))
+        a = rng.integers(low, top + 1, (h, w)).astype(np.int32)
+        # int32 opens as mode I, uint16 as I;16
+        img = Image.fromarray(a if mode == "I" else np.clip(a, 0, 65535).astype(np.uint16))
+    else:
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(mode)
+    fmt = draw(st.sampled_from(FOLDER_FORMATS))
+    for f in (fmt, "png", "tiff"):
+        buf = io.BytesIO()
+        try:
+            img.save(buf, format={"jpg": "jpeg", "tif": "tiff"}.get(f, f))
+            return buf.getvalue()
+        except (OSError, ValueError, KeyError):
+            continue
+    return b""
+
+
+def _edit_folder(root: str, data) -> str:
+    """One edit of the image folder at ``root``; returns what it did."""
+    files = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+    split = data.draw(st.sampled_from(["train", "val"]))
+    cls = data.draw(st.sampled_from(FOLDER_CLASSES))
+    edit = data.draw(st.sampled_from(["junk", "truncate", "empty", "odd", "odd", "odd", "delete", "empty class",
+                                      "no split", "extra class", "stray file", "nested", "broken link",
+                                      "file as class"]))
+    path = os.path.join(root, data.draw(st.sampled_from(files))) if files else None
+    if edit in ("junk", "truncate", "empty", "odd", "delete") and path is None:
+        return "nothing to edit"
+    if edit == "junk":
+        with open(path, "wb") as f:
+            f.write(data.draw(st.binary(max_size=64)))
+    elif edit == "truncate":
+        with open(path, "rb") as f:
+            raw = f.read()
+        with open(path, "wb") as f:
+            f.write(raw[:data.draw(st.integers(0, max(0, len(raw) - 1)))])
+    elif edit == "empty":
+        open(path, "wb").close()
+    elif edit == "odd":
+        raw = data.draw(odd_image())
+        ext = data.draw(st.sampled_from(FOLDER_FORMATS + ("jpeg", "JPG", "tiff")))
+        os.remove(path)
+        path = os.path.splitext(path)[0] + "." + ext
+        with open(path, "wb") as f:
+            f.write(raw)
+    elif edit == "delete":
+        os.remove(path)
+    elif edit == "empty class":
+        shutil.rmtree(os.path.join(root, split, cls), ignore_errors=True)
+        os.makedirs(os.path.join(root, split, cls))
+    elif edit == "no split":
+        shutil.rmtree(os.path.join(root, split), ignore_errors=True)
+    elif edit == "extra class":
+        name = data.draw(st.sampled_from(["d", "zz", "é", " ", ".hidden"]))
+        os.makedirs(os.path.join(root, split, name), exist_ok=True)
+        if data.draw(st.booleans()):
+            with open(os.path.join(root, split, name, "0.png"), "wb") as f:
+                f.write(data.draw(odd_image()))
+    elif edit == "stray file":
+        name = data.draw(st.sampled_from(["notes.txt", ".DS_Store", "Thumbs.db", "x.png.bak", "y.PNG", "z"]))
+        where = data.draw(st.sampled_from([root, os.path.join(root, split), os.path.join(root, split, cls)]))
+        if os.path.isdir(where):
+            with open(os.path.join(where, name), "wb") as f:
+                f.write(data.draw(st.binary(max_size=32)))
+    elif edit == "nested":
+        sub = os.path.join(root, split, cls, "sub")
+        if os.path.isdir(os.path.dirname(sub)):
+            os.makedirs(sub, exist_ok=True)
+            with open(os.path.join(sub, "0.png"), "wb") as f:
+                f.write(data.draw(odd_image()))
+    elif edit == "broken link":
+        where = os.path.join(root, split, cls)
+        if os.path.isdir(where) and not os.path.lexists(os.path.join(where, "gone.png")):
+            os.symlink(os.path.join(root, "nowhere.png"), os.path.join(where, "gone.png"))
+    elif edit == "file as class":
+        with open(os.path.join(root, split, "e.png") if os.path.isdir(os.path.join(root, split)) else
+                  os.path.join(root, "e.png"), "wb") as f:
+            f.write(data.draw(odd_image()))
+    return f"{edit} {os.path.relpath(path, root) if path else split + '/' + cls}"
+
+
+def image_folder_case(ws: Workspace, data) -> None:
+    """train.py --dataset imagefolder on an edited image folder (one to three edits)."""
+    root = os.path.join(ws.root, f"images{ws.n}")
+    shutil.rmtree(root, ignore_errors=True)
+    write_folder(root)
+    edits = [_edit_folder(root, data) for _ in range(data.draw(st.integers(1, 3)))]
+    argv = ["--dataset", "imagefolder", "--data", root, "--image-size", "16", "--epochs", "1", "--limit-batches",
+            "1", "--batch-size", "4", "--set", "model.args.width=8", "--quiet", "--no-tensorboard",
+            "--set", "train.latency_batches=[1]"]
+    if data.draw(st.booleans()):
+        argv += ["--set", f"data.holdout={data.draw(st.sampled_from(['0.2', '0.5']))}"]
+    out = ws.finished if data.draw(st.integers(0, 4)) == 0 else ws.fresh()
+    code, err = run_in_process("train.py", argv + ["--out", out])
+    check_contract(code, err, f"train.py --dataset imagefolder after {edits} {argv[12:]}")
+    ws.check_finished_unchanged()
+    shutil.rmtree(root, ignore_errors=True)
+
+
 CASES = {"arch_json": arch_json_case, "config": config_case, "set": set_case, "budget": budget_case,
-         "widths": widths_case}
+         "widths": widths_case, "image_folder": image_folder_case}

@@ -348,6 +348,35 @@ def test_imagefolder_reads_16_bit_and_float_images_at_their_precision(tmp_path):
         assert load_image(str(tmp_path / "p.png")).mode == "RGB"
 
 
+def test_imagefolder_skips_hidden_files_and_folders_and_names_what_is_wrong(tmp_path, monkeypatch):
+    """A Jupyter ``.ipynb_checkpoints`` folder is not a class (torchvision's ImageFolder counts it:
+    pytorch/vision#2831) and macOS's ``._name.jpg`` metadata files are not images; a leading ``~`` in
+    a config's path is the home folder (the README's API example); an empty class and a class in one
+    split only are refused by name."""
+    import shutil
+
+    root = tmp_path / "imgs"
+    write_image_folder(root)
+    for split in ("train", "val"):
+        (root / split / ".ipynb_checkpoints").mkdir()
+        (root / split / "cat" / ".ipynb_checkpoints").mkdir()
+        shutil.copy(root / "train" / "cat" / "0.png", root / split / "cat" / ".ipynb_checkpoints" / "0-checkpoint.png")
+        (root / split / "dog" / "._0.png").write_bytes(b"\x00\x05\x16\x07 Mac OS X metadata")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = DataConfig(dataset="imagefolder", data="~/imgs", image_size=16, batch_size=2, augment=False)
+    assert dataset_info(cfg).num_classes == 2
+    d = build_data(cfg, seed=0)
+    assert (d.train.num_samples, d.test.num_samples) == (6, 4)
+    assert sum(len(y) for _, y in d.test) == 4  # every image read, none of the hidden ones
+    for f in (root / "val" / "dog").glob("*.png"):
+        f.unlink()
+    with pytest.raises(UserError, match="class folder .*val/dog holds no image .*add images, or remove the class"):
+        build_data(cfg, seed=0)
+    shutil.rmtree(root / "val" / "dog")
+    with pytest.raises(UserError, match="different class folders .*train/dog has no counterpart"):
+        build_data(cfg, seed=0)
+
+
 def test_imagefolder_workers_do_not_change_batches(tmp_path):
     root = write_image_folder(tmp_path / "imgs")
     a, b = (build_data(DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=2, workers=w),

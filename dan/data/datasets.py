@@ -188,19 +188,62 @@ def load_image(path: str):
     return img.convert("RGB")
 
 
+def data_dir(cfg: DataConfig, default: str | None = None) -> str | None:
+    """The data folder ``cfg.data`` (else ``default``), a leading ``~`` expanded: a YAML config or the
+    Python API (``{"data": "~/pets"}``) gets no shell to expand it."""
+    path = cfg.data or default
+    return os.path.expanduser(path) if path else path
+
+
+def _hidden(name: str) -> bool:
+    """A name no one means as a class or an image: ``.ipynb_checkpoints`` (Jupyter), ``.DS_Store`` and
+    ``._photo.jpg`` (macOS metadata beside each file copied to a non-Mac disk), ``.git``..."""
+    return name.startswith(".")
+
+
+def _class_folders(folder: str) -> list[str]:
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not _hidden(e.name))
+
+
 def _folder_classes(cfg: DataConfig) -> tuple[str, list[str]]:
-    """(root, sorted class names) of the image folder ``cfg.data``, after checking its layout."""
-    root = cfg.data
+    """(root, sorted class names) of the image folder ``cfg.data``, after checking its layout.
+    Hidden folders (a leading dot) are not classes: torchvision's ImageFolder takes a Jupyter
+    ``.ipynb_checkpoints`` folder for one (pytorch/vision#2831), and the class count is then wrong."""
+    root = data_dir(cfg)
     if not root:
         raise UserError("dataset imagefolder needs --data DIR holding train/ and val/ class folders")
     for sub in ("train", "val"):
         if not os.path.isdir(os.path.join(root, sub)):
             raise UserError(f"image folder {os.path.join(root, sub)} does not exist: pass --data DIR "
                             "holding train/<class>/*.jpg and val/<class>/*.jpg")
-    classes = sorted(e.name for e in os.scandir(os.path.join(root, "train")) if e.is_dir())
+    classes = _class_folders(os.path.join(root, "train"))
     if not classes:
         raise UserError(f"{os.path.join(root, 'train')} holds no class folders: expected train/<class>/*.jpg")
     return root, classes
+
+
+def _image_folder(folder: str, classes: list[str]):
+    """torchvision's ImageFolder over ``folder``'s ``classes``, hidden files and folders skipped, with
+    an empty class refused by name (torchvision's own error names neither the split nor what to do)."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    def is_image(path: str) -> bool:
+        parts = os.path.relpath(path, folder).split(os.sep)
+        return path.lower().endswith(IMG_EXTENSIONS) and not any(_hidden(p) for p in parts)
+
+    class Folder(ImageFolder):
+        def find_classes(self, directory):
+            return classes, {c: i for i, c in enumerate(classes)}
+
+    ds = Folder(folder, loader=load_image, is_valid_file=is_image, allow_empty=True)
+    counts = np.bincount(np.asarray(ds.targets, dtype=np.int64), minlength=len(classes))
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if empty:
+        raise UserError(f"class folder {os.path.join(folder, empty[0])} holds no image "
+                        f"({', '.join(IMG_EXTENSIONS)})" + (f", nor do {len(empty) - 1} more" if len(empty) > 1 else "")
+                        + ": add images, or remove the class from train/ and val/")
+    return ds
 
 
 # --------------------------------------------------------------------------- descriptions
@@ -245,12 +288,12 @@ def _synthetic_info(cfg: DataConfig) -> DatasetInfo:
 def fashion_mnist(cfg: DataConfig, info: DatasetInfo) -> ArraySplits:
     """Fashion-MNIST: 60k/10k grey 28x28 garments, 10 classes, from the IDX files in ``--data``
     (default: the ``dataset-fashion-mnist`` package's folder)."""
-    xtr, ytr, xte, yte = load_fashion_mnist(cfg.data or FASHION_MNIST_DIR)
+    xtr, ytr, xte, yte = load_fashion_mnist(data_dir(cfg, FASHION_MNIST_DIR))
     return ArraySplits(xtr[:, None], ytr, xte[:, None], yte, FASHION_MNIST_RECIPE)
 
 
 def _cifar(name: str, cfg: DataConfig) -> ArraySplits:
-    xtr, ytr, xte, yte = load_cifar(name, cfg.data or os.path.join("data", name), cfg.download)
+    xtr, ytr, xte, yte = load_cifar(name, data_dir(cfg, os.path.join("data", name)), cfg.download)
     return ArraySplits(xtr.transpose(0, 3, 1, 2), ytr, xte.transpose(0, 3, 1, 2), yte, CIFAR_RECIPE)
 
 
@@ -270,16 +313,18 @@ def cifar100(cfg: DataConfig, info: DatasetInfo) -> ArraySplits:
 @register_dataset("imagefolder", info=_folder_info)
 def imagefolder(cfg: DataConfig, info: DatasetInfo) -> FolderSplits:
     """Any image set as ``--data DIR`` holding train/<class>/*.jpg and val/<class>/*.jpg."""
-    from torchvision.datasets import ImageFolder
     root, classes = _folder_classes(cfg)
-    val_classes = sorted(e.name for e in os.scandir(os.path.join(root, "val")) if e.is_dir())
+    val_classes = _class_folders(os.path.join(root, "val"))
     if val_classes != classes:
-        raise UserError(f"{root}/train and {root}/val hold different class folders "
-                        f"({len(classes)} vs {len(val_classes)}): make them the same")
+        only = [f"train/{c}" for c in classes if c not in val_classes] + [f"val/{c}" for c in val_classes
+                                                                           if c not in classes]
+        raise UserError(f"{root}/train and {root}/val hold different class folders ({len(classes)} vs "
+                        f"{len(val_classes)}: {', '.join(only[:3])}{' ...' if len(only) > 3 else ''} has no "
+                        f"counterpart): make them the same")
     try:
-        return FolderSplits(ImageFolder(os.path.join(root, "train"), loader=load_image),
-                            ImageFolder(os.path.join(root, "val"), loader=load_image))
-    except (FileNotFoundError, RuntimeError) as e:
+        return FolderSplits(_image_folder(os.path.join(root, "train"), classes),
+                            _image_folder(os.path.join(root, "val"), classes))
+    except (FileNotFoundError, RuntimeError, OSError) as e:
         raise UserError(f"cannot read image folder {root} ({str(e).splitlines()[0]}): fix its layout")
 
 
