@@ -407,10 +407,8 @@ def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config 
     cfg = copy.deepcopy(cfg) if cfg is not None else Config()
     if isinstance(data, str):
         data = {"dataset": data}
-    if isinstance(data, dict):
-        d = cfg.data.__dict__.copy()
-        d.update(data)
-        data = DataConfig(**d)
+    if isinstance(data, dict):  # checked as a config's data section: a misspelt key names the known ones
+        data = Config.from_dict({"data": {**cfg.data.__dict__, **data}}).data
     if not isinstance(data, DataConfig):
         raise UserError("data must be a DataConfig, a dict of its fields or a dataset name")
     cfg.data = data

@@ -111,6 +111,10 @@ def test_the_python_api_searches_retrains_and_extracts_a_model_object(tmp_path):
     assert arch.budget["flops"] * (1 - band) <= arch.small["flops"] <= arch.budget["flops"] * (1 + band)
     with pytest.raises(dan.UserError, match="build_adjoint"):  # no name to build it from
         dan.build_adjoint(dan.load_arch(str(tmp_path / "api" / "arch.json")))
+    # the data dict is a config's data section: a misspelt key is named (it was a TypeError)
+    with pytest.raises(dan.UserError, match="unknown config key 'data.dta'"):
+        dan.search(model, {"dataset": "synthetic", "dta": "x"}, out=str(tmp_path / "typo"))
+    assert not os.path.exists(tmp_path / "typo")
 
 
 def test_grey_images_feed_a_torchvision_model_and_its_search_lands_in_the_band(tmp_path):
