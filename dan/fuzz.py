@@ -3,7 +3,7 @@ hangs, runs code or changes earlier work.
 
 The strategies (hypothesis, a test dependency) corrupt valid inputs: an ``arch.json``, a YAML
 config, ``--set`` values and budgets — wrong types, NaN/inf, negatives, huge numbers, missing and
-extra keys, non-UTF-8 bytes — and an image folder (a user's own data: broken, truncated or empty
+extra keys, non-UTF-8 bytes — a tuning file, and an image folder (a user's own data: broken, truncated or empty
 files, images of every mode, size and format, stray files and folders, missing classes and splits). Each example runs the real tool in-process (``train.py``,
 ``search.py``, ``retrain.py``: the ``main`` of :mod:`dan.cli.train` etc. through
 :func:`dan.cli.run_tool`) on a tiny synthetic task and checks the contract of the README:
@@ -473,5 +473,32 @@ def image_folder_case(ws: Workspace, data) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
+# ----------------------------------------------------------------------------- tuning files
+# A tuning file every example edits: one random-sampled trial of a 1-epoch search and retrain.
+TINY_TUNE = {
+    "search_epochs": 1, "retrain_epochs": 1, "validation": 0.25, "objectives": ["accuracy"],
+    "sampler": "random", "pruner": "none", "seed": 0,
+    "params": {"train.lr": {"type": "float", "low": 0.001, "high": 0.01, "log": True},
+               "adjoint.schedule": {"type": "categorical", "choices": ["quadratic", "linear"]},
+               "search.warmup_epochs": {"type": "int", "low": 0, "high": 1}},
+}
+
+
+def tune_file_case(ws: Workspace, data) -> None:
+    """tune.py --tune on a corrupted tuning file (one trial; into a fresh folder, or the finished run's)."""
+    if data.draw(st.integers(0, 9)) == 0:
+        content = data.draw(corrupt_bytes())
+    else:
+        content = _dump_yaml(data.draw(mutated_dict(TINY_TUNE)))
+    path = os.path.join(ws.root, f"tune{ws.n}.yaml")
+    with open(path, "wb") as f:
+        f.write(content)
+    out = ws.finished if data.draw(st.integers(0, 4)) == 0 else ws.fresh()
+    code, err = run_in_process("tune.py", TINY + ["--tune", path, "--study", "fuzz", "--trials", "1",
+                                                  "--budget-flops", "30%", "--out", out])
+    check_contract(code, err, f"tune.py --tune {content[:300]!r}")
+    ws.check_finished_unchanged()
+
+
 CASES = {"arch_json": arch_json_case, "config": config_case, "set": set_case, "budget": budget_case,
-         "widths": widths_case, "image_folder": image_folder_case}
+         "widths": widths_case, "image_folder": image_folder_case, "tune_file": tune_file_case}

@@ -1,6 +1,7 @@
 """Optuna tuning: a pruned study, continuing it, two workers on one storage, a killed trial."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -140,6 +141,26 @@ def test_bad_tuning_files(tmp_path):
         spec_from_dict({**SPEC, "trails": 3})
     p = run_tool("tune.py", "--study", "x", "--trials", "2", "--tune", str(tmp_path / "none.yaml"))
     assert_user_error(p, "does not exist")
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    ({"objectives": 5}, "objectives must be"),  # was a TypeError
+    ({"search_epochs": "abc"}, "search_epochs must be an integer"),
+    ({"retrain_epochs": 0}, "retrain_epochs must be an integer"),
+    ({"train_subset": 0.5}, "train_subset must be an integer"),
+    ({"validation": 0}, "validation must be a fraction in (0, 1)"),  # 0 scored trials on the test split
+    ({"validation": 2.0}, "validation must be a fraction in (0, 1)"),
+    ({"seed": "x"}, "seed must be an integer"),
+    ({"params": {"adjoint.schedule": {"type": "categorical", "choices": {"a": 1}}}}, "needs choices: a list"),  # KeyError
+    ({"params": {"adjoint.schedule": {"type": "categorical", "choices": ["cos", "bogus"]}}}, "choice 'bogus'"),
+    ({"params": {"adjoint.schedule": {"type": "categorical", "choices": ["cos"], "low": 1}}}, "unknown field 'low'"),
+])
+def test_a_tuning_file_s_own_settings_are_checked_before_the_study(edit, fragment):
+    """Each of these was taken by spec_from_dict (or crashed it), and the first trial, or the first
+    to draw the bad choice, then stopped a study already created (found by tools/fuzz.py's
+    tune_file property and by reading its refusals)."""
+    with pytest.raises(dan.UserError, match=re.escape(fragment)):
+        spec_from_dict({**SPEC, **edit})
 
 
 def test_multi_objective_writes_the_pareto_front(tmp_path):

@@ -64,8 +64,18 @@ def spec_from_dict(d: dict, where: str = "tuning file") -> TuneSpec:
     for key, r in d["params"].items():
         _check_param(key, r, where)
     spec = TuneSpec(**d)
-    if not set(spec.objectives) <= {"accuracy", "flops"} or "accuracy" not in spec.objectives:
-        raise UserError(f"{where}: objectives must be [accuracy] or [accuracy, flops]")
+    if spec.objectives not in (["accuracy"], ["accuracy", "flops"], ["flops", "accuracy"]):
+        raise UserError(f"{where}: objectives must be [accuracy] or [accuracy, flops], got {spec.objectives!r}")
+    # the study's own settings, checked here and not by the first trial, which would stop the study
+    # after building it (search_epochs: 'abc' and validation: 2 were taken)
+    for name, lo, hi in (("search_epochs", 1, 100_000), ("retrain_epochs", 1, 100_000), ("seed", 0, 2**32 - 1)):
+        _check_int(where, name, getattr(spec, name), lo, hi)
+    if spec.train_subset is not None:
+        _check_int(where, "train_subset", spec.train_subset, 1, 10**9)
+    v = spec.validation
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < 1:
+        raise UserError(f"{where}: validation must be a fraction in (0, 1) of the training split (each trial is "
+                        f"scored on it, never on the test split), got {v!r}")
     if spec.sampler not in ("tpe", "nsga2", "random") or spec.pruner not in ("median", "hyperband", "none"):
         raise UserError(f"{where}: sampler is tpe|nsga2|random, pruner is median|hyperband|none")
     for name, least in (("heartbeat", 1), ("grace", 1), ("max_retry", 0)):  # seconds, seconds, retries
@@ -75,12 +85,29 @@ def spec_from_dict(d: dict, where: str = "tuning file") -> TuneSpec:
     return spec
 
 
+def _check_int(where: str, name: str, v, lo: int, hi: int) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise UserError(f"{where}: {name} must be an integer in [{lo}, {hi}], got {v!r}")
+
+
 def _check_param(key: str, r, where: str) -> None:
     """One entry of ``params``: a known config key and a range every value of which it accepts."""
     if not isinstance(r, dict) or r.get("type") not in _TYPES:
         raise UserError(f"{where}: params.{key} needs type: float, int or categorical")
-    if r["type"] == "categorical" and not r.get("choices"):
-        raise UserError(f"{where}: params.{key} needs choices")
+    if r["type"] == "categorical":
+        choices = r.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise UserError(f"{where}: params.{key} needs choices: a list of values")
+        extra = sorted(set(r) - {"type", "choices"}, key=str)
+        if extra:
+            raise UserError(f"{where}: params.{key}: unknown field '{extra[0]}' (type, choices)")
+        for c in choices:  # every choice, not the first only: a bad one would stop the study when drawn
+            try:
+                cfg = Config()
+                cfg.set(key, c)
+                cfg.validate()
+            except UserError as e:
+                raise UserError(f"{where}: params.{key} choice {c!r}: {e}") from e
     if r["type"] != "categorical":
         lo, hi = r.get("low"), r.get("high")
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi))
