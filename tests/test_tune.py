@@ -163,6 +163,21 @@ def test_a_tuning_file_s_own_settings_are_checked_before_the_study(edit, fragmen
         spec_from_dict({**SPEC, **edit})
 
 
+def test_a_study_is_not_written_into_another_tool_s_run_folder(tmp_path):
+    """tune.py --out at a finished training wrote study.db, trials/ and best/ beside its results
+    (tools/fuzz.py, tune_file property); a study's own folder is continued by the same command."""
+    done = tmp_path / "done"
+    (done / "checkpoints").mkdir(parents=True)
+    (done / "summary.json").write_text("{}")
+    before = sorted(p.relative_to(done) for p in done.rglob("*"))
+    with pytest.raises(dan.UserError, match="already holds another tool's run .*summary.json.*not a study"):
+        tune(base(str(done)), spec_from_dict(SPEC), "s", 1)
+    assert sorted(p.relative_to(done) for p in done.rglob("*")) == before
+    (done / "checkpoints" / "last.pt").write_bytes(b"x")
+    p = run_tool("tune.py", "--study", "s", "--trials", "1", "--budget-flops", "40%", "--out", str(done))
+    assert_user_error(p, "checkpoints/last.pt", "not a study")
+
+
 def test_multi_objective_writes_the_pareto_front(tmp_path):
     out = str(tmp_path / "pareto")
     spec = {**SPEC, "objectives": ["accuracy", "flops"], "sampler": "nsga2", "pruner": "none",

@@ -46,11 +46,28 @@ def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url
         raise UserError("give a budget (--budget-flops or --budget-params) or tune it in a "
                         "multi-objective study")
     run_dir = base.run_dir
+    check_study_dir(run_dir)
     study = open_study(make_storage(storage_url, run_dir, spec), study_name, spec)
     # the trials' own lines go through ``log``; Optuna would repeat each failure with a traceback
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     run_trials(study, base, spec, trials, run_dir, log)
     return write_best(study, run_dir, spec.multi)
+
+
+def check_study_dir(run_dir: str) -> None:
+    """Refuse a folder that holds another tool's run (a training, search or retrain: its checkpoint
+    or a finished file, :func:`dan.loop.held_run`): a study writes its storage, ``trials/``, ``best/``
+    and ``tune.json`` into its folder (tools/fuzz.py's tune_file property found a study written into
+    a finished training's folder). A study's own folder holds none of those at its top and is
+    continued by the same command."""
+    from dan.loop import held_run
+
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise UserError(f"--out {run_dir} is a file: pass a folder")
+    held = held_run(run_dir)
+    if held:
+        raise UserError(f"{run_dir} already holds another tool's run ({held}), not a study: choose another "
+                        f"--out (nothing was written)")
 
 
 def open_study(storage, name: str, spec: TuneSpec):
