@@ -37,6 +37,7 @@ def test_the_contract_check_can_fail():
     with pytest.raises(fuzz.ContractError):
         fuzz.check_contract(2, "error: one\nerror: two\n", "x")
     fuzz.check_contract(2, "error: budget 'x' cannot be read: write e.g. 25%\n", "x")
+    fuzz.check_contract(2, "error: cannot read the count 'Traceback': write a number\n", "x")  # the user's word
     fuzz.check_contract(0, "", "x")
 
 
