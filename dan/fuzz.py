@@ -273,36 +273,41 @@ def corrupt_bytes():
 
 
 # ---------------------------------------------------------------------------- the properties
-def arch_json_case(ws: Workspace, data) -> None:
-    """retrain.py on a corrupted arch.json (into a fresh folder, or the finished run's)."""
+def _corrupted_file(ws: Workspace, data, base: dict, dump, name: str) -> tuple[str, bytes]:
+    """``base`` with a few edits (:func:`mutated_dict`) or, one time in ten, corrupt bytes, written
+    to a new file ``<name>`` (numbered) in the workspace; returns its path and content."""
     if data.draw(st.integers(0, 9)) == 0:
         content = data.draw(corrupt_bytes())
     else:
-        content = _dump_json(data.draw(mutated_dict(ws.arch)))
-    path = os.path.join(ws.root, f"arch{ws.n}.json")
+        content = dump(data.draw(mutated_dict(base)))
+    stem, ext = os.path.splitext(name)
+    path = os.path.join(ws.root, f"{stem}{ws.n}{ext}")
     with open(path, "wb") as f:
         f.write(content)
+    return path, content
+
+
+def _run_checked(ws: Workspace, data, tool: str, argv: list, what: str) -> None:
+    """Run ``tool`` on ``argv`` into a fresh folder or, one time in five, the finished run's; check
+    the contract (:func:`check_contract`) and that the finished run is unchanged."""
     out = ws.finished if data.draw(st.integers(0, 4)) == 0 else ws.fresh()
-    code, err = run_in_process("retrain.py", [path, "--epochs", "1", "--limit-batches", "1", "--quiet",
-                                              "--no-tensorboard", "--set", "train.latency_batches=[1]",
-                                              "--out", out])
-    check_contract(code, err, f"retrain.py {content[:300]!r}")
+    code, err = run_in_process(tool, argv + ["--out", out])
+    check_contract(code, err, what)
     ws.check_finished_unchanged()
+
+
+def arch_json_case(ws: Workspace, data) -> None:
+    """retrain.py on a corrupted arch.json."""
+    path, content = _corrupted_file(ws, data, ws.arch, _dump_json, "arch.json")
+    _run_checked(ws, data, "retrain.py", [path, "--epochs", "1", "--limit-batches", "1", "--quiet", "--no-tensorboard",
+                                          "--set", "train.latency_batches=[1]"], f"retrain.py {content[:300]!r}")
 
 
 def config_case(ws: Workspace, data) -> None:
     """train.py --config on a corrupted YAML config."""
-    if data.draw(st.integers(0, 9)) == 0:
-        content = data.draw(corrupt_bytes())
-    else:
-        content = _dump_yaml(data.draw(mutated_dict(TINY_CONFIG)))
-    path = os.path.join(ws.root, f"config{ws.n}.yaml")
-    with open(path, "wb") as f:
-        f.write(content)
-    out = ws.finished if data.draw(st.integers(0, 4)) == 0 else ws.fresh()
-    code, err = run_in_process("train.py", ["--config", path, "--quiet", "--no-tensorboard", "--out", out])
-    check_contract(code, err, f"train.py --config {content[:300]!r}")
-    ws.check_finished_unchanged()
+    path, content = _corrupted_file(ws, data, TINY_CONFIG, _dump_yaml, "config.yaml")
+    _run_checked(ws, data, "train.py", ["--config", path, "--quiet", "--no-tensorboard"],
+                 f"train.py --config {content[:300]!r}")
 
 
 def set_case(ws: Workspace, data) -> None:
@@ -310,10 +315,7 @@ def set_case(ws: Workspace, data) -> None:
     argv = list(TINY)
     for _ in range(data.draw(st.integers(1, 2))):
         argv += ["--set", f"{data.draw(st.sampled_from(SET_KEYS))}={data.draw(TEXT_VALUES)}"]
-    out = ws.finished if data.draw(st.integers(0, 4)) == 0 else ws.fresh()
-    code, err = run_in_process("train.py", argv + ["--out", out])
-    check_contract(code, err, f"train.py {argv[len(TINY):]}")
-    ws.check_finished_unchanged()
+    _run_checked(ws, data, "train.py", argv, f"train.py {argv[len(TINY):]}")
 
 
 def budget_case(ws: Workspace, data) -> None:
@@ -326,26 +328,14 @@ def budget_case(ws: Workspace, data) -> None:
     argv = list(TINY) + [flag, value]
     if data.draw(st.booleans()):
         argv += ["--band", data.draw(TEXT_VALUES)]
-    out = ws.finished if data.draw(st.integers(0, 4)) == 0 else ws.fresh()
-    code, err = run_in_process("search.py", argv + ["--out", out])
-    check_contract(code, err, f"search.py {argv[len(TINY):]}")
-    ws.check_finished_unchanged()
+    _run_checked(ws, data, "search.py", argv, f"search.py {argv[len(TINY):]}")
 
 
 def widths_case(ws: Workspace, data) -> None:
     """baseline.py fixed on a corrupted widths file (the uniform arch.json's widths, edited)."""
-    if data.draw(st.integers(0, 9)) == 0:
-        content = data.draw(corrupt_bytes())
-    else:
-        content = _dump_json(data.draw(mutated_dict(ws.arch["widths"])))
-    path = os.path.join(ws.root, f"widths{ws.n}.json")
-    with open(path, "wb") as f:
-        f.write(content)
-    out = ws.finished if data.draw(st.integers(0, 4)) == 0 else ws.fresh()
-    code, err = run_in_process("baseline.py", ["fixed"] + TINY + ["--budget-flops", "30%", "--widths", path,
-                                                                  "--out", out])
-    check_contract(code, err, f"baseline.py fixed --widths {content[:300]!r}")
-    ws.check_finished_unchanged()
+    path, content = _corrupted_file(ws, data, ws.arch["widths"], _dump_json, "widths.json")
+    _run_checked(ws, data, "baseline.py", ["fixed"] + TINY + ["--budget-flops", "30%", "--widths", path],
+                 f"baseline.py fixed --widths {content[:300]!r}")
 
 
 # ----------------------------------------------------------------------------- image folders
@@ -479,10 +469,7 @@ def image_folder_case(ws: Workspace, data) -> None:
             "--set", "train.latency_batches=[1]"]
     if data.draw(st.booleans()):
         argv += ["--set", f"data.holdout={data.draw(st.sampled_from(['0.2', '0.5']))}"]
-    out = ws.finished if data.draw(st.integers(0, 4)) == 0 else ws.fresh()
-    code, err = run_in_process("train.py", argv + ["--out", out])
-    check_contract(code, err, f"train.py --dataset imagefolder after {edits} {argv[12:]}")
-    ws.check_finished_unchanged()
+    _run_checked(ws, data, "train.py", argv, f"train.py --dataset imagefolder after {edits} {argv[12:]}")
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -498,19 +485,10 @@ TINY_TUNE = {
 
 
 def tune_file_case(ws: Workspace, data) -> None:
-    """tune.py --tune on a corrupted tuning file (one trial; into a fresh folder, or the finished run's)."""
-    if data.draw(st.integers(0, 9)) == 0:
-        content = data.draw(corrupt_bytes())
-    else:
-        content = _dump_yaml(data.draw(mutated_dict(TINY_TUNE)))
-    path = os.path.join(ws.root, f"tune{ws.n}.yaml")
-    with open(path, "wb") as f:
-        f.write(content)
-    out = ws.finished if data.draw(st.integers(0, 4)) == 0 else ws.fresh()
-    code, err = run_in_process("tune.py", TINY + ["--tune", path, "--study", "fuzz", "--trials", "1",
-                                                  "--budget-flops", "30%", "--out", out])
-    check_contract(code, err, f"tune.py --tune {content[:300]!r}")
-    ws.check_finished_unchanged()
+    """tune.py --tune on a corrupted tuning file (one trial)."""
+    path, content = _corrupted_file(ws, data, TINY_TUNE, _dump_yaml, "tune.yaml")
+    _run_checked(ws, data, "tune.py", TINY + ["--tune", path, "--study", "fuzz", "--trials", "1", "--budget-flops", "30%"],
+                 f"tune.py --tune {content[:300]!r}")
 
 
 CASES = {"arch_json": arch_json_case, "config": config_case, "set": set_case, "budget": budget_case,

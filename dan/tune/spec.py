@@ -90,49 +90,47 @@ def _check_int(where: str, name: str, v, lo: int, hi: int) -> None:
         raise UserError(f"{where}: {name} must be an integer in [{lo}, {hi}], got {v!r}")
 
 
+_FIELDS = {"categorical": ("type", "choices"), "float": ("type", "low", "high", "log", "step"),
+           "int": ("type", "low", "high", "log", "step")}
+
+
 def _check_param(key: str, r, where: str) -> None:
     """One entry of ``params``: a known config key and a range every value of which it accepts."""
     if not isinstance(r, dict) or r.get("type") not in _TYPES:
         raise UserError(f"{where}: params.{key} needs type: float, int or categorical")
+    extra = sorted(set(r) - set(_FIELDS[r["type"]]), key=str)
+    if extra:
+        raise UserError(f"{where}: params.{key}: unknown field '{extra[0]}' ({', '.join(_FIELDS[r['type']])})")
     if r["type"] == "categorical":
         choices = r.get("choices")
         if not isinstance(choices, list) or not choices:
             raise UserError(f"{where}: params.{key} needs choices: a list of values")
-        extra = sorted(set(r) - {"type", "choices"}, key=str)
-        if extra:
-            raise UserError(f"{where}: params.{key}: unknown field '{extra[0]}' (type, choices)")
         for c in choices:  # every choice, not the first only: a bad one would stop the study when drawn
-            try:
-                cfg = Config()
-                cfg.set(key, c)
-                cfg.validate()
-            except UserError as e:
-                raise UserError(f"{where}: params.{key} choice {c!r}: {e}") from e
-    if r["type"] != "categorical":
-        lo, hi = r.get("low"), r.get("high")
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi))
-        if not numeric or lo > hi:
-            raise UserError(f"{where}: params.{key} needs finite numbers low <= high, got {lo!r}, {hi!r}")
-        if r["type"] == "int" and not all(isinstance(v, int) for v in (lo, hi)):
-            raise UserError(f"{where}: params.{key} is an int range: low and high must be integers")
-        if r.get("log") and lo <= 0:
-            raise UserError(f"{where}: params.{key} has log: true, so low must be > 0, got {lo!r}")
-        step = r.get("step")
-        if step is not None and (not isinstance(step, (int, float)) or isinstance(step, bool) or not step > 0):
-            raise UserError(f"{where}: params.{key}: step must be a positive number, got {step!r}")
-        if step is not None and r.get("log"):
-            raise UserError(f"{where}: params.{key}: a range is either log: true or has a step, not both")
-        extra = sorted(set(r) - {"type", "low", "high", "log", "step"})
-        if extra:
-            raise UserError(f"{where}: params.{key}: unknown field '{extra[0]}' (type, low, high, log, step)")
-        for v in (lo, hi):  # every value of the range must be valid for the key
-            try:
-                c = Config()
-                c.set(key, v)
-                c.validate()
-            except UserError as e:
-                raise UserError(f"{where}: params.{key} range [{lo}, {hi}]: {e}") from e
-    try:  # the key must be a config key that takes such values
-        Config().set(key, r["choices"][0] if r["type"] == "categorical" else r["low"])
+            _check_value(key, c, f"{where}: params.{key} choice {c!r}")
+        return
+    lo, hi = r.get("low"), r.get("high")
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi))
+    if not numeric or lo > hi:
+        raise UserError(f"{where}: params.{key} needs finite numbers low <= high, got {lo!r}, {hi!r}")
+    if r["type"] == "int" and not all(isinstance(v, int) for v in (lo, hi)):
+        raise UserError(f"{where}: params.{key} is an int range: low and high must be integers")
+    if r.get("log") and lo <= 0:
+        raise UserError(f"{where}: params.{key} has log: true, so low must be > 0, got {lo!r}")
+    step = r.get("step")
+    if step is not None and (not isinstance(step, (int, float)) or isinstance(step, bool) or not step > 0):
+        raise UserError(f"{where}: params.{key}: step must be a positive number, got {step!r}")
+    if step is not None and r.get("log"):
+        raise UserError(f"{where}: params.{key}: a range is either log: true or has a step, not both")
+    for v in (lo, hi):  # every value of the range must be valid for the key
+        _check_value(key, v, f"{where}: params.{key} range [{lo}, {hi}]")
+
+
+def _check_value(key: str, value, what: str) -> None:
+    """``value`` set at the config key ``key`` of a default config that then validates; else a
+    :class:`UserError` that starts with ``what`` (an unknown key, a value of the wrong type or range)."""
+    try:
+        cfg = Config()
+        cfg.set(key, value)
+        cfg.validate()
     except UserError as e:
-        raise UserError(f"{where}: params.{key}: {e}") from e
+        raise UserError(f"{what}: {e}") from e
