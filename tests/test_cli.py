@@ -37,6 +37,8 @@ def test_train_smoke_prints_the_summary(tmp_path):
     (["--set", "train.nope=1"], ["unknown config key", "train.nope"]),
     (["--set", "train.epochs=many"], ["train.epochs"]),
     (["--config", "/nonexistent.yaml"], ["/nonexistent.yaml"]),
+    (["--alpha", "-4"], ["--alpha"]),  # a plain negative number is a value to argparse
+    (["--set", "-x"], ["expected one argument", "write --set=-x"]),  # any other '-' value it takes for an option
 ])
 def test_bad_flags(tmp_path, args, fragments):
     p = run_tool("train.py", *SMOKE, "--out", str(tmp_path / "r"), *args)

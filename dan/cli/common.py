@@ -27,7 +27,19 @@ FLOPS_NOTE = "FLOPs are multiply-accumulates of conv and linear layers (K, M, G 
 class Parser(argparse.ArgumentParser):
     """argparse with a one-line error message and exit status 2."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):
+        # argparse takes a value that starts with '-' (and is not a plain negative number) for an
+        # option: `--budget-flops -5%` reads "expected one argument", which hides what happened
+        m = re.match(r"argument (\S+?)(?:/\S+)?: expected one argument$", message)
+        argv = getattr(self, "_argv", [])
+        taken = [v for flag, v in zip(argv, argv[1:]) if m and flag == m.group(1) and v.startswith("-")
+                 and v not in self._option_string_actions]
+        if taken:
+            message += f"; argparse reads {taken[0]!r} as an option: write {m.group(1)}={taken[0]}"
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
