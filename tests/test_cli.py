@@ -128,6 +128,17 @@ def test_every_tool_is_a_thin_wrapper_of_its_command():
         assert doc.strip().splitlines()[0] == summary, name
 
 
+def test_every_command_s_help_shows_its_usage_lines_as_written():
+    """Each command's description is its module's docstring, laid out by hand (one example per
+    line): --help prints every line of it unchanged (argparse's default formatter reflowed seven of
+    them into one paragraph)."""
+    for name in COMMANDS:
+        mod = importlib.import_module(f"dan.cli.{name}")
+        text = mod.get_args_parser().format_help()
+        for line in mod.__doc__.strip().splitlines():
+            assert line.rstrip() in text, (name, line)
+
+
 def test_module_and_console_script_show_a_commands_help(tmp_path):
     p = run_dan("count", "--help")
     assert p.returncode == 0, p.stderr

@@ -25,7 +25,13 @@ FLOPS_NOTE = "FLOPs are multiply-accumulates of conv and linear layers (K, M, G 
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with a one-line error message and exit status 2."""
+    """argparse with a one-line error message and exit status 2, and the description printed as
+    written (the tools' docstrings are laid out by hand: one usage example per line; argparse's
+    default reflowed seven tools' examples into one paragraph)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def parse_known_args(self, args=None, namespace=None):
         self._argv = list(sys.argv[1:] if args is None else args)

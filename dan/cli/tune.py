@@ -1,7 +1,7 @@
 """Optuna tuning of DAN's outer hyperparameters (search + short retrain per trial).
 
 Usage:
-    python tools/tune.py --config configs/fashion_mnist_resnet18.yaml --tune configs/tune_fashion_mnist.yaml \
+    python tools/tune.py --config configs/fashion_mnist_resnet18.yaml --tune configs/tune_fashion_mnist.yaml \\
         --budget-flops 25% --study fm25 --trials 20
     python tools/tune.py ... --study fm25 --trials 30          # the same command again: continue to 30 trials
     python tools/tune.py ... --storage postgresql://user@host/db   # workers on several machines share it
