@@ -368,6 +368,8 @@ def test_imagefolder_skips_hidden_files_and_folders_and_names_what_is_wrong(tmp_
     d = build_data(cfg, seed=0)
     assert (d.train.num_samples, d.test.num_samples) == (6, 4)
     assert sum(len(y) for _, y in d.test) == 4  # every image read, none of the hidden ones
+    # what DataLoader workers started by spawn (macOS, Windows) receive: a module-level class
+    assert pickle.loads(pickle.dumps(d.train.ds)).folder.samples == d.train.ds.folder.samples
     for f in (root / "val" / "dog").glob("*.png"):
         f.unlink()
     with pytest.raises(UserError, match="class folder .*val/dog holds no image .*add images, or remove the class"):

@@ -11,8 +11,8 @@ itself loads the splits, as one of two kinds that :func:`dan.data.build_data` wr
 
 * :class:`ArraySplits` (``fashion_mnist``, ``cifar10/100``, ``synthetic``): uint8 NCHW arrays and
   the dataset's :class:`AugmentRecipe`; they are put on the device whole.
-* :class:`FolderSplits` (``imagefolder``): torchvision ``ImageFolder`` objects, decoded per image
-  by a DataLoader.
+* :class:`FolderSplits` (``imagefolder``): :class:`ImageFiles` (torchvision ImageFolder's listing,
+  hidden files skipped), decoded per image by a DataLoader.
 
 Every error a user can cause (missing or corrupt files, a bad folder layout) is a one-line
 UserError that says how to fix it.
@@ -56,8 +56,8 @@ class ArraySplits:
 
 @dataclass
 class FolderSplits:
-    """An image-folder dataset: torchvision ``ImageFolder`` objects of ``train/`` and ``val/``
-    (the test split), with the same classes."""
+    """An image-folder dataset: the :class:`ImageFiles` of ``train/`` and ``val/`` (the test split),
+    with the same classes."""
 
     train: Any
     test: Any
@@ -222,28 +222,42 @@ def _folder_classes(cfg: DataConfig) -> tuple[str, list[str]]:
     return root, classes
 
 
-def _image_folder(folder: str, classes: list[str]):
-    """torchvision's ImageFolder over ``folder``'s ``classes``, hidden files and folders skipped, with
-    an empty class refused by name (torchvision's own error names neither the split nor what to do)."""
-    from torchvision.datasets import ImageFolder
-    from torchvision.datasets.folder import IMG_EXTENSIONS
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 
-    def is_image(path: str) -> bool:
-        parts = os.path.relpath(path, folder).split(os.sep)
-        return path.lower().endswith(IMG_EXTENSIONS) and not any(_hidden(p) for p in parts)
 
-    class Folder(ImageFolder):
-        def find_classes(self, directory):
-            return classes, {c: i for i, c in enumerate(classes)}
+@dataclass
+class ImageFiles:
+    """The images of one split of an image folder, as torchvision's ImageFolder lists them
+    (``samples``: (path, class index) pairs, classes in sorted order, each class's folder walked in
+    sorted order, links followed) but with hidden files and folders skipped; read by ``loader``. A
+    module-level class, not a subclass made where it is used: DataLoader workers started by spawn
+    (macOS, Windows) must unpickle it."""
 
-    ds = Folder(folder, loader=load_image, is_valid_file=is_image, allow_empty=True)
-    counts = np.bincount(np.asarray(ds.targets, dtype=np.int64), minlength=len(classes))
-    empty = [c for c, n in zip(classes, counts) if n == 0]
-    if empty:
-        raise UserError(f"class folder {os.path.join(folder, empty[0])} holds no image "
-                        f"({', '.join(IMG_EXTENSIONS)})" + (f", nor do {len(empty) - 1} more" if len(empty) > 1 else "")
-                        + ": add images, or remove the class from train/ and val/")
-    return ds
+    samples: list
+    classes: list
+    loader: Any = load_image
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def _image_files(folder: str, classes: list[str]) -> ImageFiles:
+    """The images under ``folder/<class>/`` for each of ``classes``; an empty class is refused by
+    name (torchvision's own error names neither the split nor what to do)."""
+    samples = []
+    for i, c in enumerate(classes):
+        found, walk = [], []
+        for d, subs, files in os.walk(os.path.join(folder, c), followlinks=True):
+            subs[:] = [x for x in subs if not _hidden(x)]
+            walk.append((d, files))
+        for d, files in sorted(walk):  # torchvision's order: folders by path, then files by name
+            found += [(os.path.join(d, f), i) for f in sorted(files)
+                      if not _hidden(f) and f.lower().endswith(IMAGE_EXTENSIONS)]
+        if not found:
+            raise UserError(f"class folder {os.path.join(folder, c)} holds no image ({', '.join(IMAGE_EXTENSIONS)}): "
+                            f"add images, or remove the class from train/ and val/")
+        samples += found
+    return ImageFiles(samples, list(classes))
 
 
 # --------------------------------------------------------------------------- descriptions
@@ -322,9 +336,9 @@ def imagefolder(cfg: DataConfig, info: DatasetInfo) -> FolderSplits:
                         f"{len(val_classes)}: {', '.join(only[:3])}{' ...' if len(only) > 3 else ''} has no "
                         f"counterpart): make them the same")
     try:
-        return FolderSplits(_image_folder(os.path.join(root, "train"), classes),
-                            _image_folder(os.path.join(root, "val"), classes))
-    except (FileNotFoundError, RuntimeError, OSError) as e:
+        return FolderSplits(_image_files(os.path.join(root, "train"), classes),
+                            _image_files(os.path.join(root, "val"), classes))
+    except OSError as e:
         raise UserError(f"cannot read image folder {root} ({str(e).splitlines()[0]}): fix its layout")
 
 
