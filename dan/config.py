@@ -346,7 +346,10 @@ class Config:
         d = load_yaml_file(path, "config file")
         if d is not None and not isinstance(d, dict):
             raise UserError(f"config file {path} must hold a mapping at the top level")
-        cfg = cls.from_dict(d or {})
+        if not d:  # named on purpose but sets nothing: an editor's empty save, a template left commented out
+            raise UserError(f"config file {path} holds no settings (it is empty or all comments): write them, "
+                            f"or drop --config to run with the defaults")
+        cfg = cls.from_dict(d)
         if cfg.name == "run":
             cfg.name = os.path.splitext(os.path.basename(path))[0]
         return cfg

@@ -61,6 +61,20 @@ def test_a_config_section_that_is_not_a_mapping_is_refused(value):
         Config.from_dict(value)
 
 
+@pytest.mark.parametrize("text", ["", "# every setting commented out\n# train: {epochs: 3}\n", "{}\n"])
+def test_a_config_file_that_sets_nothing_is_refused(tmp_path, text):
+    """`--config` names a file on purpose: one that sets nothing (an editor's empty save, a template
+    left commented out) trained the defaults, ten epochs of Fashion-MNIST (fuzz seed 4850 stopped
+    three such runs at its time limit)."""
+    from dan.config import Config
+    from dan.errors import UserError
+
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match="holds no settings .*drop --config"):
+        Config.from_file(str(path))
+
+
 def test_yaml_alias_bomb_and_non_utf8_configs(tmp_path):
     bomb = tmp_path / "bomb.yaml"
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
