@@ -128,6 +128,16 @@ def test_every_tool_is_a_thin_wrapper_of_its_command():
         assert doc.strip().splitlines()[0] == summary, name
 
 
+@pytest.mark.parametrize("args,fragments", [
+    (["resnet18_small", "--arg", "width=abc"], ["model.args.width", "'abc'"]),  # was a TypeError in the builder
+    (["resnet18_small", "--arg", "nope=1"], ["has no argument 'nope'"]),
+    (["/nonexistent/small.pt"], ["does not exist"]),  # was "unknown torchvision model"
+    (["resnet18_small", "--alpha", "0"], ["expected a number >= 1"]),  # was "in [1.0, None]"
+])
+def test_count_refuses_bad_targets_and_arguments_in_one_line(args, fragments):
+    assert_user_error(run_tool("count.py", *args), *fragments)
+
+
 def test_every_command_s_help_shows_its_usage_lines_as_written():
     """Each command's description is its module's docstring, laid out by hand (one example per
     line): --help prints every line of it unchanged (argparse's default formatter reflowed seven of

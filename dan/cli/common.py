@@ -73,8 +73,13 @@ def number(lo: float | None = None, hi: float | None = None, *, hi_open: bool = 
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
         if (lo is not None and v < lo) or (hi is not None and (v >= hi if hi_open else v > hi)):
-            rng = f"[{lo}, {hi}{')' if hi_open else ']'}"
-            raise argparse.ArgumentTypeError(f"expected a number in {rng}, got {text!r}")
+            if hi is None:
+                rng = f">= {lo:g}"
+            elif lo is None:
+                rng = f"{'<' if hi_open else '<='} {hi:g}"
+            else:
+                rng = f"in [{lo:g}, {hi:g}{')' if hi_open else ']'}"
+            raise argparse.ArgumentTypeError(f"expected a number {rng}, got {text!r}")
         return v
 
     return parse

@@ -37,6 +37,8 @@ def load_networks(args) -> tuple[dict, tuple, dict]:
 
     target = args.target
     size = args.input_size
+    if not os.path.isfile(target) and (os.sep in target or target.endswith((".pt", ".pt2", ".pth", ".onnx"))):
+        raise UserError(f"{target} does not exist: pass a checkpoint, small.pt or small.pt2, or a model name")
     if os.path.isfile(target):
         if target.endswith((".pt2",)) or _is_torchscript(target):
             from dan.deploy import load_deployable
@@ -47,7 +49,7 @@ def load_networks(args) -> tuple[dict, tuple, dict]:
             return {"network": load_deployable(target)}, shape, {}
         return _from_checkpoint(target)
     if target in search_spaces.list_spaces():
-        kw = dict(num_classes=args.num_classes, in_channels=args.in_channels, **_kv(args.arg))
+        kw = dict(num_classes=args.num_classes, in_channels=args.in_channels, **_kv(args.arg, target))
         model = search_spaces.create(target, **kw)
         default = 32 if target.endswith("_small") else 224
         shape = (1, args.in_channels or 3, size or default, size or default)
@@ -59,7 +61,7 @@ def load_networks(args) -> tuple[dict, tuple, dict]:
             name = f"torchvision.{target}"  # a bare torchvision name (resnet50)
         models.trust(name)  # typed on this command line
         channels = args.in_channels or 3
-        model = models.create(name, _kv(args.arg), num_classes=args.num_classes or 1000, in_channels=channels)
+        model = models.create(name, _kv(args.arg, name), num_classes=args.num_classes or 1000, in_channels=channels)
         shape = (1, channels, size or 224, size or 224)
     if args.alpha:
         import dan
@@ -114,15 +116,23 @@ def _from_checkpoint(path: str):
     return method.networks(), method.input_shape, {cfg.train.method: method.model}
 
 
-def _kv(items):
+def _kv(items, space: str) -> dict:
+    """``--arg NAME=VALUE`` items (values read as YAML), checked as a config's ``model.args`` of
+    ``space`` would be (``--arg width=abc`` reached the builder and ended in a TypeError)."""
     import yaml
+
+    from dan.config import Config
 
     out = {}
     for item in items or []:
         if "=" not in item:
             raise UserError(f"--arg takes NAME=VALUE, got {item!r}")
         k, v = item.split("=", 1)
-        out[k] = yaml.safe_load(v)
+        try:
+            out[k] = yaml.safe_load(v)
+        except yaml.YAMLError:
+            out[k] = v  # a plain word, as --set reads it
+    Config.from_dict({"model": {"space": space, "args": out}}).validate()
     return out
 
 
