@@ -138,6 +138,13 @@ def test_count_refuses_bad_targets_and_arguments_in_one_line(args, fragments):
     assert_user_error(run_tool("count.py", *args), *fragments)
 
 
+def test_the_less_used_tools_refuse_in_one_line_what_to_fix():
+    # the list of suites left out "search", the one docs/search.md is made by
+    assert_user_error(run_tool("reproduce.py", "--suite", "nope", "--dry-run"), "unknown suite 'nope'", "or search")
+    # a negative seed was refused by the first search, quoted inside a long "... failed:" line
+    assert_user_error(run_tool("latency_compare.py", "--seeds", "1", "-2"), "--seeds must be >= 0, got -2")
+
+
 def test_every_command_s_help_shows_its_usage_lines_as_written():
     """Each command's description is its module's docstring, laid out by hand (one example per
     line): --help prints every line of it unchanged (argparse's default formatter reflowed seven of

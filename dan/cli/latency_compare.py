@@ -102,6 +102,8 @@ def main(argv, prog: str = PROG) -> int:
     args = get_args_parser(prog).parse_args(argv)
     if min(args.search_epochs, args.retrain_epochs, args.train_subset) < 1 or not 0 < args.match < 0.5:
         raise UserError("--search-epochs, --retrain-epochs and --train-subset must be >= 1, --match in (0, 0.5)")
+    if min(args.seeds) < 0:  # else the first search refuses it, quoted inside a long "failed:" line
+        raise UserError(f"--seeds must be >= 0, got {min(args.seeds)}")
     from dan.arch import load_arch
     from dan.latency import measure_archs, write_docs
 

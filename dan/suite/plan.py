@@ -85,7 +85,8 @@ def alpha4_flops(config_path: str) -> int:
 def plan(suite: str, out: str, seeds: int | None = None, extra: list | None = None) -> list[Run]:
     """The runs of a suite, in an order that respects dependencies (teachers first)."""
     if suite not in SUITES:
-        raise UserError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)}")
+        # "search" is planned by dan.suite.search (tools/reproduce.py sends it there): named here too
+        raise UserError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)} or search")
     spec = SUITES[suite]
     config = os.path.join(ROOT, spec["config"])
     out = os.path.abspath(out)  # runs start in the repository root, teachers are found by path
