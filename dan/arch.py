@@ -118,8 +118,18 @@ def arch_from_dict(d, where: str = "arch.json") -> Arch:
     return Arch(**{k: d[k] for k in list(_REQUIRED) + [k for k in _OPTIONAL if k in d]})
 
 
+def arch_file(path: str) -> str:
+    """``path``, or the ``arch.json`` inside it when it names a search's folder (``retrain.py runs/s``
+    for ``retrain.py runs/s/arch.json``: the folder is what a user has in hand)."""
+    inside = os.path.join(path, "arch.json")
+    return inside if os.path.isdir(path) and os.path.isfile(inside) else path
+
+
 def load_arch(path: str) -> Arch:
     """Read and validate ``arch.json``."""
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder without an arch.json: pass the arch.json a search wrote "
+                        f"(runs/<search>/arch.json)")
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist: pass the arch.json a search wrote (runs/<search>/arch.json)")
     return arch_from_dict(read_json(path, "fix the file or pass the arch.json a search wrote"), path)

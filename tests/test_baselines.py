@@ -111,7 +111,8 @@ def test_baseline_tool_writes_an_arch_that_retrains(tmp_path):
     assert_user_error(run_tool("baseline.py", "uniform", *common, "--out", u), "exists")
     assert open(os.path.join(u, "arch.json")).read() == before
     r = str(tmp_path / "r")
-    p = run_tool("retrain.py", os.path.join(u, "arch.json"), "--epochs", "1", "--limit-batches", "2", "--quiet",
+    # retrained as `retrain.py <folder>`: the folder's arch.json
+    p = run_tool("retrain.py", u, "--epochs", "1", "--limit-batches", "2", "--quiet",
                  "--no-tensorboard", "--set", "train.latency_batches=[1]", "--out", r)
     assert p.returncode == 0, p.stderr
     assert json.load(open(os.path.join(r, "summary.json")))["networks"]["small"]["flops"] == arch.small["flops"]

@@ -91,6 +91,8 @@ def test_search_and_retrain_errors(tmp_path):
     bad.write_text('{"version": 1, "space": "resnet18_small"}')
     assert_user_error(run_tool("retrain.py", str(bad)), "'space_args'")
     assert_user_error(run_tool("retrain.py", str(tmp_path / "none.json")), "does not exist")
+    (tmp_path / "empty").mkdir()
+    assert_user_error(run_tool("retrain.py", str(tmp_path / "empty")), "is a folder without an arch.json")
 
 
 # ---------------------------------------------------------------- the entry points: dan <command>

@@ -48,12 +48,12 @@ def main(argv, prog: str = PROG) -> int:
     if args.repeats < 1:
         raise UserError("--repeats must be >= 1")
     if args.arch:
-        from dan.arch import load_arch
+        from dan.arch import arch_file, load_arch
         from dan.latency import remeasure
 
         # independent readings, the median one reported (dan.latency.measure_found): one slow spell
         # of a shared machine moves one reading by up to 20 %, rarely two of three
-        r = remeasure(load_arch(args.arch), args.repeats)
+        r = remeasure(load_arch(arch_file(args.arch)), args.repeats)
         print(f"measured {r['measured_ms']:.3g} ms: {100 * r['measured_over_budget']:.1f}% of the budget "
               f"({r['budget_ms']:.3g} ms), {'inside' if r['in_band'] else 'OUTSIDE'} its band"
               + ("" if r["same_device"] else " (this machine differs from the one that searched)"))

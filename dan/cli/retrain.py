@@ -5,6 +5,7 @@ Usage:
     python tools/retrain.py runs/<search>/arch.json --method standard    # the found small network alone
     python tools/retrain.py runs/<search>/arch.json --epochs 30 --out runs/r --resume
     python tools/retrain.py runs/<search>/arch.json --init scratch      # the paper's recipe
+    python tools/retrain.py runs/<search>                               # the folder: its arch.json
 
 The weights start from the search's supernet (its checkpoint beside arch.json, cut to the found
 widths) when it is there (--init auto, the default), else from scratch.
@@ -44,10 +45,10 @@ def get_args_parser(prog: str = PROG):
 
 def main(argv, prog: str = PROG) -> int:
     args = get_args_parser(prog).parse_args(argv)
-    from dan.arch import load_arch
+    from dan.arch import arch_file, load_arch
     from dan.retrain import retrain_base, retrain_config
 
-    arch_path = os.path.abspath(args.arch)
+    arch_path = os.path.abspath(arch_file(args.arch))
     arch = load_arch(arch_path)
     # the search's own config (or --config), then the flags; the architecture decides the model
     cfg = resolve_config(args, {"lr": "train.lr", "lam_scale": "adjoint.c"},
