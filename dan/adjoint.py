@@ -140,7 +140,10 @@ def _prepare(model: nn.Module, alpha: float, beta: float, input_shape: Optional[
              copy_model: bool) -> tuple:
     """Check the options; the model to convert (a copy unless ``copy_model`` is False, in-place
     ops turned off), the input shape and a zero example input on the model's device."""
-    if alpha < 1:
+    if not isinstance(model, nn.Module):
+        raise UserError(f"to_adjoint converts a torch.nn.Module, got a {type(model).__name__}: build the model "
+                        f"first (e.g. torchvision.models.resnet18())")
+    if not alpha >= 1:  # NaN too (it reached ceil() and a ValueError)
         raise UserError(f"alpha must be >= 1 (the small network keeps 1/alpha of a width), got {alpha}")
     if not 0.0 <= beta < 1.0:
         raise UserError(f"beta must be in [0, 1) (the fraction of weights r_beta zeroes), got {beta}")

@@ -194,11 +194,17 @@ def build_base(arch: Arch):
         raise UserError(f"arch.json: {arch.space} with space_args {args} cannot be built: {e}") from e
 
 
-def build_adjoint(arch: Arch, *, mask_seed: int = 0, model=None) -> AdjointNet:
+def build_adjoint(arch: Arch | str, *, mask_seed: int = 0, model=None) -> AdjointNet:
     """A fresh adjoint network whose small path has exactly ``arch.widths``: of the network the
     architecture names, or of a copy of ``model`` (a network searched as a Python object, or any
-    network with the same width groups)."""
+    network with the same width groups). ``arch`` may be the path of an ``arch.json`` (or of the
+    search's folder)."""
     import copy
+
+    if isinstance(arch, (str, os.PathLike)):
+        arch = load_arch(arch_file(os.fspath(arch)))
+    elif not isinstance(arch, Arch):
+        raise UserError(f"build_adjoint takes an Arch (dan.load_arch) or an arch.json path, got a {type(arch).__name__}")
 
     base = copy.deepcopy(model) if model is not None else build_base(arch)
     adj = arch.adjoint or {}

@@ -115,6 +115,14 @@ def test_the_python_api_searches_retrains_and_extracts_a_model_object(tmp_path):
     with pytest.raises(dan.UserError, match="unknown config key 'data.dta'"):
         dan.search(model, {"dataset": "synthetic", "dta": "x"}, out=str(tmp_path / "typo"))
     assert not os.path.exists(tmp_path / "typo")
+    # an arch.json's path (or its folder) is taken for the Arch; a wrong argument is named, not an
+    # AttributeError deep inside
+    again = dan.build_adjoint(str(tmp_path / "api"), model=model)
+    assert {g.name: g.width for g in again.groups} == {g.name: g.width for g in anet.groups}
+    with pytest.raises(dan.UserError, match="torch.nn.Module, got a str"):
+        dan.to_adjoint("resnet18", alpha=4)
+    with pytest.raises(dan.UserError, match="alpha must be >= 1 .*got nan"):  # was a ValueError in ceil()
+        dan.to_adjoint(model, alpha=float("nan"))
 
 
 def test_grey_images_feed_a_torchvision_model_and_its_search_lands_in_the_band(tmp_path):
