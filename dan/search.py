@@ -392,8 +392,10 @@ def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config 
         model: any ``nn.Module`` the conversion supports (it is copied, never changed).
         data: the data section of a config: a :class:`~dan.config.DataConfig`, a dict of its
             fields (``{"dataset": "imagefolder", "data": "~/pets"}``) or a dataset name.
-        budget: ``"25%"`` of the widest small network, or an absolute count (``"1.6G"``, ``5e8``).
-        kind: ``"flops"`` (multiply-accumulates) or ``"params"``.
+        budget: ``"25%"`` of the widest small network, or an absolute count (``"1.6G"``, ``5e8``;
+            a latency: ``"2.5ms"``).
+        kind: ``"flops"`` (multiply-accumulates), ``"params"`` or ``"latency"`` (batch-1 time on
+            this machine, as ``tools/search.py --budget-latency``).
         cfg: the other settings (training, search); default :class:`~dan.config.Config`.
         out: the run folder (default ``runs/search-<class name>``).
     Returns:
@@ -402,8 +404,8 @@ def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config 
     """
     from dan.config import DataConfig
 
-    if kind not in ("flops", "params"):
-        raise UserError(f"kind must be 'flops' or 'params', got {kind!r}")
+    if kind not in ("flops", "params", "latency"):
+        raise UserError(f"kind must be 'flops', 'params' or 'latency', got {kind!r}")
     cfg = copy.deepcopy(cfg) if cfg is not None else Config()
     if isinstance(data, str):
         data = {"dataset": data}
@@ -415,6 +417,7 @@ def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config 
     cfg.model.space, cfg.model.args = models.object_space(model), {}
     cfg.search.budget_flops = budget if kind == "flops" else None
     cfg.search.budget_params = budget if kind == "params" else None
+    cfg.search.budget_latency = budget if kind == "latency" else None
     cfg.out = out or cfg.out or os.path.join("runs", f"search-{type(model).__name__}")
     cfg.validate()
     return search(cfg, monitor, resume=resume, model=model)

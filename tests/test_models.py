@@ -125,6 +125,23 @@ def test_the_python_api_searches_retrains_and_extracts_a_model_object(tmp_path):
         dan.to_adjoint(model, alpha=float("nan"))
 
 
+def test_the_python_api_searches_under_a_latency_budget(tmp_path, monkeypatch):
+    """``dan.search(..., kind="latency")`` as ``tools/search.py --budget-latency`` (the API took only
+    FLOPs and params). What the latency lands at is tested alone in tests/test_latency.py; here the
+    budget reaches the search and the measurement is recorded."""
+    monkeypatch.setenv("DAN_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = ConcatResNet(num_classes=4, width=8)
+    cfg = tiny_config(str(tmp_path / "unused"), **{"train.epochs": 1, "train.limit_batches": 2,
+                                                  "search.warmup_epochs": 0})
+    arch = dan.search(model, {"dataset": "synthetic", "image_size": 16, "num_classes": 4, "synthetic_size": 64,
+                              "batch_size": 16}, budget="85%", kind="latency", cfg=cfg, out=str(tmp_path / "s"))
+    assert arch.budget["relative"] == 0.85 and arch.budget["latency"] > 0
+    assert arch.latency["measured_ms"] > 0 and arch.latency["device"]["batch"] == 1
+    with pytest.raises(dan.UserError, match="'flops', 'params' or 'latency'"):
+        dan.search(model, "synthetic", kind="energy", out=str(tmp_path / "e"))
+
+
 def test_grey_images_feed_a_torchvision_model_and_its_search_lands_in_the_band(tmp_path):
     """Fashion-MNIST (one channel, 28x28) with torchvision's MobileNetV2: channels repeated to 3."""
     s = tmp_path / "s"
