@@ -430,45 +430,45 @@ class Config:
         """Check every field's range and choice (a :class:`UserError` names the key and what it
         accepts); :meth:`resolve` calls it. Returns the config, unchanged."""
         t, d, a, m = self.train, self.data, self.adjoint, self.model
-        _int_range("seed", self.seed, 0, 2**63 - 1)
-        _int_range("train.epochs", t.epochs, 1, 100_000)
-        _num_range("train.lr", t.lr, 0.0, 1e3, lo_open=True)
-        _num_range("train.min_lr", t.min_lr, 0.0, 1e3)
-        _num_range("train.weight_decay", t.weight_decay, 0.0, 10.0)
-        _num_range("train.momentum", t.momentum, 0.0, 1.0, hi_open=True)
-        _num_range("train.warmup_epochs", t.warmup_epochs, 0.0, 100_000.0)
-        _num_range("train.label_smoothing", t.label_smoothing, 0.0, 1.0, hi_open=True)
+        int_range("seed", self.seed, 0, 2**63 - 1)
+        int_range("train.epochs", t.epochs, 1, 100_000)
+        num_range("train.lr", t.lr, 0.0, 1e3, lo_open=True)
+        num_range("train.min_lr", t.min_lr, 0.0, 1e3)
+        num_range("train.weight_decay", t.weight_decay, 0.0, 10.0)
+        num_range("train.momentum", t.momentum, 0.0, 1.0, hi_open=True)
+        num_range("train.warmup_epochs", t.warmup_epochs, 0.0, 100_000.0)
+        num_range("train.label_smoothing", t.label_smoothing, 0.0, 1.0, hi_open=True)
         if t.grad_clip is not None:
-            _num_range("train.grad_clip", t.grad_clip, 0.0, 1e9, lo_open=True)
+            num_range("train.grad_clip", t.grad_clip, 0.0, 1e9, lo_open=True)
         if t.limit_batches is not None:
-            _int_range("train.limit_batches", t.limit_batches, 1, 10**9)
-        _int_range("train.eval_every", t.eval_every, 1, 100_000)
-        _int_range("train.log_every", t.log_every, 1, 10**9)
+            int_range("train.limit_batches", t.limit_batches, 1, 10**9)
+        int_range("train.eval_every", t.eval_every, 1, 100_000)
+        int_range("train.log_every", t.log_every, 1, 10**9)
         for b in t.latency_batches:
-            _int_range("train.latency_batches", b, 1, 65536)
+            int_range("train.latency_batches", b, 1, 65536)
         _choice("train.optimizer", t.optimizer, ("adam", "adamw", "sgd"))
         _choice("train.eval_split", t.eval_split, ("test", "holdout"))
         _choice("train.amp", t.amp, ("auto", "bf16", "fp16", "off"))
         if t.deploy_memory_format is not None:
             _choice("train.deploy_memory_format", t.deploy_memory_format, MEMORY_FORMATS)
-        _int_range("data.batch_size", d.batch_size, 1, 1 << 20)
+        int_range("data.batch_size", d.batch_size, 1, 1 << 20)
         if d.eval_batch_size is not None:
-            _int_range("data.eval_batch_size", d.eval_batch_size, 1, 1 << 20)
-        _int_range("data.workers", d.workers, 0, 1024)
+            int_range("data.eval_batch_size", d.eval_batch_size, 1, 1 << 20)
+        int_range("data.workers", d.workers, 0, 1024)
         if d.image_size is not None:
-            _int_range("data.image_size", d.image_size, 4, 4096)
+            int_range("data.image_size", d.image_size, 4, 4096)
         if d.channels not in (None, 1, 3):
             raise UserError(f"data.channels must be 1 or 3 (or left unset), got {d.channels!r}")
         if d.num_classes is not None:
-            _int_range("data.num_classes", d.num_classes, 2, 1_000_000)
-        _int_range("data.synthetic_size", d.synthetic_size, 2, 10**8)
+            int_range("data.num_classes", d.num_classes, 2, 1_000_000)
+        int_range("data.synthetic_size", d.synthetic_size, 2, 10**8)
         if d.train_subset is not None:
-            _int_range("data.train_subset", d.train_subset, 1, 10**9)
-        _num_range("data.holdout", d.holdout, 0.0, 1.0, hi_open=True)
-        _num_range("adjoint.alpha", a.alpha, 1.0, 1e6)
-        _num_range("adjoint.beta", a.beta, 0.0, 1.0, hi_open=True)
-        _num_range("adjoint.c", a.c, 0.0, 1e6)
-        _int_range("adjoint.stem", a.stem, 0, 10_000)
+            int_range("data.train_subset", d.train_subset, 1, 10**9)
+        num_range("data.holdout", d.holdout, 0.0, 1.0, hi_open=True)
+        num_range("adjoint.alpha", a.alpha, 1.0, 1e6)
+        num_range("adjoint.beta", a.beta, 0.0, 1.0, hi_open=True)
+        num_range("adjoint.c", a.c, 0.0, 1e6)
+        int_range("adjoint.stem", a.stem, 0, 10_000)
         from dan.loss import SCHEDULES
 
         _choice("adjoint.schedule", a.schedule, SCHEDULES)
@@ -477,18 +477,18 @@ class Config:
         kind(m.space)  # a model name it can build (its form; nothing is imported)
         for key in ("width", "in_channels", "num_classes"):  # the search spaces' size arguments
             if key in m.args:
-                _int_range(f"model.args.{key}", m.args[key], 1, 8192)
+                int_range(f"model.args.{key}", m.args[key], 1, 8192)
         s = self.search
-        _num_range("search.band", s.band, 0.0, 0.5, lo_open=True, hi_open=True)
+        num_range("search.band", s.band, 0.0, 0.5, lo_open=True, hi_open=True)
         if s.fractions is not None:
             for f in s.fractions:
-                _num_range("search.fractions", f, 0.0, 1.0, lo_open=True)
+                num_range("search.fractions", f, 0.0, 1.0, lo_open=True)
         if s.arch_batch_size is not None:
-            _int_range("search.arch_batch_size", s.arch_batch_size, 1, 1 << 20)
-        _int_range("search.arch_samples", s.arch_samples, 0, 1024)
-        _int_range("search.bn_recalibrate_batches", s.bn_recalibrate_batches, 0, 10**6)
-        _num_range("search.tau_decay", s.tau_decay, 0.0, 1.0, lo_open=True)
-        _num_range("search.arch_weight_decay", s.arch_weight_decay, 0.0, 10.0)
+            int_range("search.arch_batch_size", s.arch_batch_size, 1, 1 << 20)
+        int_range("search.arch_samples", s.arch_samples, 0, 1024)
+        int_range("search.bn_recalibrate_batches", s.bn_recalibrate_batches, 0, 10**6)
+        num_range("search.tau_decay", s.tau_decay, 0.0, 1.0, lo_open=True)
+        num_range("search.arch_weight_decay", s.arch_weight_decay, 0.0, 10.0)
         check_search_config(s)
         return self
 
@@ -512,35 +512,38 @@ def check_search_config(s: SearchConfig) -> None:
     """The search section's choices and ranges (part of :meth:`Config.validate`)."""
     for key, allowed in _SEARCH_CHOICES.items():
         _choice(f"search.{key}", getattr(s, key), allowed)
-    _num_range("search.multiplier_p", s.multiplier_p, 0.0, math.inf)
+    num_range("search.multiplier_p", s.multiplier_p, 0.0, math.inf)
     for key in ("tau0", "tau_min", "arch_lr", "multiplier_lr", "multiplier_max", "settle_gain"):
-        _num_range(f"search.{key}", getattr(s, key), 0.0, math.inf, lo_open=True)
-    _num_range("search.settle", s.settle, 0.0, 1.0, hi_open=True)
-    _num_range("search.settle_regrow", s.settle_regrow, 1.0, math.inf)
-    _num_range("search.settle_snap", s.settle_snap, 0.0, 1.0)
-    _num_range("search.settle_vernier", s.settle_vernier, 0.0, 1.0)
-    _num_range("search.warmup_epochs", s.warmup_epochs, 0.0, math.inf)
-    _int_range("search.refine_rounds", s.refine_rounds, 0, 10_000)
-    _int_range("search.refine_batches", s.refine_batches, 1, 10_000)
-    _int_range("search.refine_recal_batches", s.refine_recal_batches, 0, 10_000)
-    _int_range("search.shortlist", s.shortlist, 0, 1_000)
-    _int_range("search.shortlist_steps", s.shortlist_steps, 1, 10**9)
+        num_range(f"search.{key}", getattr(s, key), 0.0, math.inf, lo_open=True)
+    num_range("search.settle", s.settle, 0.0, 1.0, hi_open=True)
+    num_range("search.settle_regrow", s.settle_regrow, 1.0, math.inf)
+    num_range("search.settle_snap", s.settle_snap, 0.0, 1.0)
+    num_range("search.settle_vernier", s.settle_vernier, 0.0, 1.0)
+    num_range("search.warmup_epochs", s.warmup_epochs, 0.0, math.inf)
+    int_range("search.refine_rounds", s.refine_rounds, 0, 10_000)
+    int_range("search.refine_batches", s.refine_batches, 1, 10_000)
+    int_range("search.refine_recal_batches", s.refine_recal_batches, 0, 10_000)
+    int_range("search.shortlist", s.shortlist, 0, 1_000)
+    int_range("search.shortlist_steps", s.shortlist_steps, 1, 10**9)
     if s.shortlist > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # under torchrun
         raise UserError("search.shortlist fine-tunes its candidates in one process: search without torchrun, "
                         "or shortlist a finished search with tools/baseline.py shortlist --supernet ...")
 
 
-def _num_range(key, v, lo, hi, *, lo_open=False, hi_open=False) -> None:
+def num_range(key, v, lo, hi, *, lo_open=False, hi_open=False, label: str | None = None) -> None:
+    """A finite number (not a bool) in the range, else a :class:`UserError` naming ``label``
+    (default "config key '<key>'"; a tuning file names its own settings)."""
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and \
         (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
     if not ok:
         rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-        raise UserError(f"config key '{key}' must be a finite number in {rng}, got {v!r}")
+        raise UserError(f"{label or f'config key {key!r}'} must be a finite number in {rng}, got {v!r}")
 
 
-def _int_range(key, v, lo, hi) -> None:
+def int_range(key, v, lo, hi, *, label: str | None = None) -> None:
+    """An integer (not a bool) in [lo, hi], else a :class:`UserError` naming ``label`` (as :func:`num_range`)."""
     if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
-        raise UserError(f"config key '{key}' must be an integer in [{lo}, {hi}], got {v!r}")
+        raise UserError(f"{label or f'config key {key!r}'} must be an integer in [{lo}, {hi}], got {v!r}")
 
 
 def _choice(key, v, allowed) -> None:

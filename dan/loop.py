@@ -84,8 +84,7 @@ def check_run_dir(cfg: Config, resume: bool) -> None:
     run_dir = cfg.run_dir
     if not distributed.info().main:
         return
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise UserError(f"--out {run_dir} is a file: pass a folder")
+    check_not_a_file(run_dir)
     last = os.path.join(run_dir, "checkpoints", "last.pt")
     if resume and not os.path.isfile(last):
         raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last.pt): drop --resume "
@@ -94,6 +93,12 @@ def check_run_dir(cfg: Config, resume: bool) -> None:
     if not resume and what:
         raise UserError(f"{run_dir} already holds a run ({what}): pass --resume to continue it, or "
                         f"choose another --out (nothing was overwritten)")
+
+
+def check_not_a_file(run_dir: str) -> None:
+    """The run folder a tool is given (``--out``) may be missing or a folder, not a file."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise UserError(f"--out {run_dir} is a file: pass a folder")
 
 
 def held_run(run_dir: str) -> str | None:

@@ -148,8 +148,8 @@ def test_bad_tuning_files(tmp_path):
     ({"search_epochs": "abc"}, "search_epochs must be an integer"),
     ({"retrain_epochs": 0}, "retrain_epochs must be an integer"),
     ({"train_subset": 0.5}, "train_subset must be an integer"),
-    ({"validation": 0}, "validation must be a fraction in (0, 1)"),  # 0 scored trials on the test split
-    ({"validation": 2.0}, "validation must be a fraction in (0, 1)"),
+    ({"validation": 0}, "validation must be a finite number in (0, 1)"),  # 0 scored trials on the test split
+    ({"validation": 2.0}, "validation must be a finite number in (0, 1)"),
     ({"seed": "x"}, "seed must be an integer"),
     ({"params": {"adjoint.schedule": {"type": "categorical", "choices": {"a": 1}}}}, "needs choices: a list"),  # KeyError
     ({"params": {"adjoint.schedule": {"type": "categorical", "choices": ["cos", "bogus"]}}}, "choice 'bogus'"),

@@ -72,10 +72,9 @@ def _refuse_a_run_folder(out: str) -> None:
     unfinished work (``shortlist/`` beside its config.yaml: the fine-tunes it finished are reused).
     tools/fuzz.py found this: a valid widths file with --out naming a finished training's folder
     overwrote its config.yaml."""
-    from dan.loop import held_run
+    from dan.loop import check_not_a_file, held_run
 
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError(f"--out {out} is a file: pass a folder")
+    check_not_a_file(out)
     shortlist_own = os.path.isdir(os.path.join(out, "shortlist"))
     if not shortlist_own and os.path.isfile(os.path.join(out, "config.yaml")):
         held = "config.yaml"  # named first: it is the file this tool would overwrite

@@ -8,7 +8,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from dan.config import Config, load_yaml_file
+from dan.config import Config, int_range, load_yaml_file, num_range
 from dan.errors import UserError
 
 _TYPES = ("float", "int", "categorical")
@@ -68,26 +68,16 @@ def spec_from_dict(d: dict, where: str = "tuning file") -> TuneSpec:
         raise UserError(f"{where}: objectives must be [accuracy] or [accuracy, flops], got {spec.objectives!r}")
     # the study's own settings, checked here and not by the first trial, which would stop the study
     # after building it (search_epochs: 'abc' and validation: 2 were taken)
-    for name, lo, hi in (("search_epochs", 1, 100_000), ("retrain_epochs", 1, 100_000), ("seed", 0, 2**32 - 1)):
-        _check_int(where, name, getattr(spec, name), lo, hi)
+    for name, lo, hi in (("search_epochs", 1, 100_000), ("retrain_epochs", 1, 100_000), ("seed", 0, 2**32 - 1),
+                         ("heartbeat", 1, 10**6), ("grace", 1, 10**6), ("max_retry", 0, 1000)):  # s, s, retries
+        int_range(name, getattr(spec, name), lo, hi, label=f"{where}: {name}")
     if spec.train_subset is not None:
-        _check_int(where, "train_subset", spec.train_subset, 1, 10**9)
-    v = spec.validation
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < 1:
-        raise UserError(f"{where}: validation must be a fraction in (0, 1) of the training split (each trial is "
-                        f"scored on it, never on the test split), got {v!r}")
+        int_range("train_subset", spec.train_subset, 1, 10**9, label=f"{where}: train_subset")
+    # the part of the training split each trial is scored on (never the test split: not 0)
+    num_range("validation", spec.validation, 0, 1, lo_open=True, hi_open=True, label=f"{where}: validation")
     if spec.sampler not in ("tpe", "nsga2", "random") or spec.pruner not in ("median", "hyperband", "none"):
         raise UserError(f"{where}: sampler is tpe|nsga2|random, pruner is median|hyperband|none")
-    for name, least in (("heartbeat", 1), ("grace", 1), ("max_retry", 0)):  # seconds, seconds, retries
-        v = getattr(spec, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < least:
-            raise UserError(f"{where}: {name} must be an integer >= {least}, got {v!r}")
     return spec
-
-
-def _check_int(where: str, name: str, v, lo: int, hi: int) -> None:
-    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        raise UserError(f"{where}: {name} must be an integer in [{lo}, {hi}], got {v!r}")
 
 
 _FIELDS = {"categorical": ("type", "choices"), "float": ("type", "low", "high", "log", "step"),

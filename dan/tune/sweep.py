@@ -60,10 +60,9 @@ def check_study_dir(run_dir: str) -> None:
     and ``tune.json`` into its folder (tools/fuzz.py's tune_file property found a study written into
     a finished training's folder). A study's own folder holds none of those at its top and is
     continued by the same command."""
-    from dan.loop import held_run
+    from dan.loop import check_not_a_file, held_run
 
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise UserError(f"--out {run_dir} is a file: pass a folder")
+    check_not_a_file(run_dir)
     held = held_run(run_dir)
     if held:
         raise UserError(f"{run_dir} already holds another tool's run ({held}), not a study: choose another "
