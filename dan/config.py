@@ -43,7 +43,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "fashion_mnist"  # fashion_mnist | cifar10 | cifar100 | imagefolder | synthetic
+    dataset: str = "fashion_mnist"  # fashion_mnist | cifar10 | cifar100 | imagefolder | synthetic | package.module:function
+    args: dict = field(default_factory=dict)  # keyword arguments of your package.module:function dataset
     data: Optional[str] = None  # folder with the files; each dataset has a default
     batch_size: int = 128
     eval_batch_size: Optional[int] = None  # defaults to 2 x batch_size

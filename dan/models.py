@@ -71,6 +71,24 @@ def trust(*names: str) -> None:
     _TRUSTED.update(n for n in names if isinstance(n, str) and ":" in n)
 
 
+def user_function(name: str, what: str, flag: str):
+    """The function a ``package.module:function`` name points to (a ``what``: "model" or "dataset"),
+    imported only if the user trusted the name (:func:`trust`; ``flag`` is the option that names it)."""
+    if name not in _TRUSTED:
+        raise UserError(f"{what} '{name}' would import and run the module {name.split(':')[0]}, which you did not "
+                        f"name: pass {flag} {name} (or put it in your --config) if you trust it")
+    module, _, func = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), func)
+    except ImportError as e:
+        raise UserError(f"{what} '{name}': cannot import {module} ({e}): is it on PYTHONPATH?") from e
+    except AttributeError:
+        raise UserError(f"{what} '{name}': {module} has no '{func}'") from None
+    if not callable(fn):
+        raise UserError(f"{what} '{name}': {module}.{func} is a {type(fn).__name__}, not a function")
+    return fn
+
+
 def create(space: str, args: dict | None = None, *, num_classes: int, in_channels: int) -> nn.Module:
     """The network ``space`` names (see the module docstring), for ``num_classes`` classes and
     ``in_channels`` input channels."""
@@ -124,16 +142,7 @@ def create(space: str, args: dict | None = None, *, num_classes: int, in_channel
             return timm.create_model(name, num_classes=num_classes, in_chans=in_channels, **args)
         except (TypeError, ValueError, RuntimeError) as e:
             raise UserError(f"{space}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-    if space not in _TRUSTED:
-        raise UserError(f"model '{space}' would import and run the module {space.split(':')[0]}, which you did not "
-                        f"name: pass --model {space} (or put it in your --config) if you trust it")
-    module, _, func = space.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module), func)
-    except ImportError as e:
-        raise UserError(f"model '{space}': cannot import {module} ({e}): is it on PYTHONPATH?") from e
-    except AttributeError:
-        raise UserError(f"model '{space}': {module} has no '{func}'") from None
+    factory = user_function(space, "model", "--model")
     try:
         params = inspect.signature(factory).parameters
         takes_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())

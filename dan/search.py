@@ -78,7 +78,8 @@ from dan.budget import Budget, resolve_budget  # noqa: F401 (re-exported: dan.se
 from dan.cost import format_count
 from dan.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dan.config import SEARCH_HOLDOUT, Config, check_search_config  # noqa: F401 (dan.search.check_search_config)
-from dan.data import build_data, dataset_info
+from dan.data import build_data, build_user_data, dataset_info
+from dan.data.code import as_splits, object_name
 from dan.engine import amp_dtype, build_optimizer, build_scheduler, evaluate, resolve_device
 from dan.loop import (load_states, optimizer_step, read_run_checkpoint, reconcile_metrics, run_epochs, start,
                       steps_per_epoch)
@@ -391,7 +392,10 @@ def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config 
     Args:
         model: any ``nn.Module`` the conversion supports (it is copied, never changed).
         data: the data section of a config: a :class:`~dan.config.DataConfig`, a dict of its
-            fields (``{"dataset": "imagefolder", "data": "~/pets"}``) or a dataset name.
+            fields (``{"dataset": "imagefolder", "data": "~/pets"}``) or a dataset name (your own
+            ``"package.module:function"`` among them); or your own ``(train, test)`` torch Datasets
+            (:mod:`dan.data.code` says what their items are; the other data settings are
+            ``cfg.data``'s, and ``resume=True`` needs the same objects again).
         budget: ``"25%"`` of the widest small network, or an absolute count (``"1.6G"``, ``5e8``;
             a latency: ``"2.5ms"``).
         kind: ``"flops"`` (multiply-accumulates), ``"params"`` or ``"latency"`` (batch-1 time on
@@ -407,6 +411,10 @@ def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config 
     if kind not in ("flops", "params", "latency"):
         raise UserError(f"kind must be 'flops', 'params' or 'latency', got {kind!r}")
     cfg = copy.deepcopy(cfg) if cfg is not None else Config()
+    splits = None
+    if isinstance(data, (tuple, list)):  # your own Datasets, as objects
+        splits = as_splits(data, object_name(data[0]) if len(data) == 2 else "data")
+        data = {"dataset": splits.name}
     if isinstance(data, str):
         data = {"dataset": data}
     if isinstance(data, dict):  # checked as a config's data section: a misspelt key names the known ones
@@ -420,7 +428,12 @@ def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config 
     cfg.search.budget_latency = budget if kind == "latency" else None
     cfg.out = out or cfg.out or os.path.join("runs", f"search-{type(model).__name__}")
     cfg.validate()
-    return search(cfg, monitor, resume=resume, model=model)
+    models.trust(cfg.data.dataset)  # a package.module:function dataset named in this call
+    built = None
+    if splits is not None:  # loaders over them, as the search's resolved config says
+        rcfg = cfg.resolve("search")
+        built = build_user_data(splits, rcfg.data, seed=rcfg.seed, device=resolve_device(rcfg.device))
+    return search(cfg, monitor, resume=resume, model=model, data=built)
 
 
 def logit_step(sr: Searcher) -> None:

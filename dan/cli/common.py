@@ -85,6 +85,17 @@ def number(lo: float | None = None, hi: float | None = None, *, hi_open: bool = 
     return parse
 
 
+def dataset_name(text: str) -> str:
+    """``--dataset``: a registered name or a ``package.module:function`` (its form is checked when it is
+    built: :func:`dan.data.get_dataset`)."""
+    from dan.data.info import list_datasets
+
+    if text in list_datasets() or ":" in text:
+        return text
+    raise argparse.ArgumentTypeError(f"unknown dataset {text!r}: choose one of {', '.join(list_datasets())}, or "
+                                     f"your package.module:function")
+
+
 def common_parser(prog: str, description: str) -> Parser:
     """A parser with the flags every tool takes (the README's "Command line" section)."""
     from dan.data.info import list_datasets
@@ -93,14 +104,16 @@ def common_parser(prog: str, description: str) -> Parser:
                formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("common")
     g.add_argument("--config", help="YAML experiment file (configs/*.yaml)")
-    g.add_argument("--dataset", choices=list_datasets())
+    g.add_argument("--dataset", type=dataset_name, metavar="NAME",
+                   help=f"{', '.join(list_datasets())}, or your package.module:function returning (train, test) "
+                        f"torch Datasets (imported because you name it here)")
     g.add_argument("--data", help="folder holding the dataset files")
     g.add_argument("--download", action="store_true", help="download torchvision datasets when missing")
     g.add_argument("--epochs", type=positive_int)
     g.add_argument("--batch-size", type=positive_int)
     g.add_argument("--limit-batches", type=positive_int,
                    help="at most N batches per epoch and per evaluation (smoke runs)")
-    g.add_argument("--image-size", type=positive_int, help="synthetic/imagefolder input size")
+    g.add_argument("--image-size", type=positive_int, help="input size (synthetic, image folders, your own dataset)")
     g.add_argument("--num-classes", type=positive_int, help="synthetic: number of classes")
     g.add_argument("--workers", type=nonnegative_int, help="data-loader processes (image folders)")
     g.add_argument("--out", help="run folder (default runs/<config name>)")
@@ -131,12 +144,12 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
     """Config file (or ``base``), then flags (a flag left unset keeps the file's value), then
     ``--set``."""
     cfg = Config.from_file(args.config) if args.config else (base or Config())
-    # the model names the user typed (flag, their own config file, --set) may import their code;
-    # a name that came with ``base`` (an arch.json's stored config) may not (dan.models: trust)
-    named = [cfg.model.space] if args.config else []
-    named += [getattr(args, "space", None)]
+    # the model and dataset names the user typed (flag, their own config file, --set) may import
+    # their code; a name that came with ``base`` (an arch.json's stored config) may not (dan.models: trust)
+    named = [cfg.model.space, cfg.data.dataset] if args.config else []
+    named += [getattr(args, "space", None), getattr(args, "dataset", None)]
     named += [item.split("=", 1)[1].strip() for item in args.set
-              if "=" in item and item.split("=", 1)[0].strip() == "model.space"]
+              if "=" in item and item.split("=", 1)[0].strip() in ("model.space", "data.dataset")]
     from dan import models
 
     models.trust(*[n for n in named if n])

@@ -10,6 +10,8 @@ The package, one concept per module:
 * :mod:`dan.data.info`: :class:`DatasetInfo`, ``dataset_info`` and the registry of datasets by name
   (imports no torch, for code that only needs the type).
 * :mod:`dan.data.datasets`: file readers and one ``@register_dataset("name")`` loader per dataset.
+* :mod:`dan.data.code`: your own dataset (``package.module:function`` returning torch Datasets, or
+  the Datasets themselves from Python).
 * :mod:`dan.data.augment`: the batched in-memory augmentation and the image-folder transforms.
 * :mod:`dan.data.splits`: the seeded train/held-out split and the data's random streams.
 * :mod:`dan.data.loaders`: :class:`TensorLoader`, :class:`FolderLoader` and ``build_data``.
@@ -24,12 +26,13 @@ from dan.data.augment import (CIFAR_RECIPE, FASHION_MNIST_RECIPE, SYNTHETIC_RECI
 from dan.data.splits import split_indices
 from dan.data.datasets import (FASHION_MNIST_DIR, FASHION_MNIST_FILES, ArraySplits, FolderSplits, load_cifar,
                                load_fashion_mnist, load_image, read_idx, synthetic_arrays)
-from dan.data.loaders import Data, FolderLoader, Loader, TensorLoader, build_data
+from dan.data.code import DatasetSplits
+from dan.data.loaders import Data, FolderLoader, Loader, TensorLoader, build_data, build_user_data
 
 __all__ = [
-    "ArraySplits", "AugmentRecipe", "CIFAR_RECIPE", "Data", "DatasetInfo", "DatasetSpec", "FASHION_MNIST_DIR",
+    "ArraySplits", "AugmentRecipe", "DatasetSplits", "CIFAR_RECIPE", "Data", "DatasetInfo", "DatasetSpec", "FASHION_MNIST_DIR",
     "FASHION_MNIST_FILES", "FASHION_MNIST_RECIPE", "FolderLoader", "FolderSplits", "IMAGENET_MEAN",
-    "IMAGENET_STD", "Loader", "SYNTHETIC_RECIPE", "TensorLoader", "augment_batch", "build_data", "dataset_info",
+    "IMAGENET_STD", "Loader", "SYNTHETIC_RECIPE", "TensorLoader", "augment_batch", "build_data", "build_user_data", "dataset_info",
     "get_dataset", "list_datasets", "load_cifar", "load_fashion_mnist", "load_image", "random_homographies",
     "random_lighting", "read_idx", "register_dataset", "split_indices", "synthetic_arrays",
 ]

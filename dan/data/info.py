@@ -3,8 +3,9 @@
 :class:`DatasetInfo` holds the shapes, class count and normalization of a dataset;
 ``dataset_info(cfg)`` gives them for ``cfg.dataset`` without loading any image. The registry
 (:func:`register_dataset`, :func:`get_dataset`, :func:`list_datasets`) maps a name to a
-:class:`DatasetSpec`; the datasets themselves register in :mod:`dan.data.datasets`, which
-``dan/data/__init__.py`` imports, so every name is known once ``dan.data`` is imported:
+:class:`DatasetSpec`; the datasets themselves register in :mod:`dan.data.datasets`, and
+:mod:`dan.data.code` resolves ``package.module:function`` names (your own datasets), both imported
+by ``dan/data/__init__.py``, so every name is known once ``dan.data`` is imported:
 
 >>> from dan.config import DataConfig
 >>> from dan.data import dataset_info, list_datasets
@@ -80,14 +81,32 @@ def list_datasets() -> list[str]:
     return list(_REGISTRY)
 
 
+# Functions from a name outside the registry to its spec (None: not theirs): ``dan.data.code`` adds
+# the one for ``package.module:function`` names, your own datasets.
+_RESOLVERS: list[Callable[[str], "DatasetSpec | None"]] = []
+
+
+def register_resolver(resolve: Callable[[str], "DatasetSpec | None"]) -> None:
+    """Let ``resolve(name)`` give the spec of names the registry does not hold."""
+    _RESOLVERS.append(resolve)
+
+
 def get_dataset(name: str) -> DatasetSpec:
-    if name not in _REGISTRY:
-        raise UserError(f"unknown dataset '{name}': choose one of {', '.join(list_datasets())}")
-    return _REGISTRY[name]
+    if not isinstance(name, str):
+        raise UserError(f"data.dataset must be a name, got {name!r}")
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    for resolve in _RESOLVERS:
+        spec = resolve(name)
+        if spec is not None:
+            return spec
+    raise UserError(f"unknown dataset '{name}': choose one of {', '.join(list_datasets())}, or your own "
+                    f"package.module:function returning (train, test) torch Datasets")
 
 
 def dataset_info(cfg: DataConfig) -> DatasetInfo:
-    """Shapes, class count and normalization of ``cfg.dataset`` without loading any image."""
+    """Shapes, class count and normalization of ``cfg.dataset`` without loading any image (your own
+    dataset, :mod:`dan.data.code`: from its first training item)."""
     return get_dataset(cfg.dataset).info(cfg)
 
 

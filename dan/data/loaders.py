@@ -9,9 +9,9 @@ Two kinds of loader, one interface (:class:`Loader`: iterable over ``(x, y)``, `
 
 * :class:`TensorLoader` (in-memory sets): the whole split is a uint8 NCHW tensor on the device. A
   batch is an index gather plus, when augmenting, one batched ``augment_batch``; no worker processes.
-* :class:`FolderLoader` (``imagefolder``): a ``torch.utils.data.DataLoader`` with ``workers``
-  processes and torchvision transforms. Batches are moved to the device by the loader, so both
-  kinds deliver device tensors.
+* :class:`FolderLoader` (``imagefolder``, and your own Datasets: :mod:`dan.data.code`): a
+  ``torch.utils.data.DataLoader`` with ``workers`` processes and torchvision transforms (or yours).
+  Batches are moved to the device by the loader, so both kinds deliver device tensors.
 
 Determinism: the order and the augmentation of an epoch are a pure function of (seed, epoch,
 split) through a private ``torch.Generator`` (:func:`dan.data.splits.generator`); folder transforms
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from dan.config import DataConfig
 from dan.data.augment import AugmentRecipe, augment_batch, folder_transforms, pixel_grid
+from dan.data.code import DatasetSplits, UserSplit, splits_info
 from dan.data.datasets import ArraySplits, FolderSplits
 from dan.data.info import DatasetInfo, dataset_info, get_dataset
 from dan.data.splits import SPLIT_IDS, generator, mixed_seed, split_indices
@@ -207,9 +208,10 @@ class _FolderSplit(torch.utils.data.Dataset):
 
 
 class FolderLoader(_Sharded):
-    """A DataLoader over an image folder; batches are moved to ``device`` by the loader."""
+    """A DataLoader over an image folder or your own Dataset (``ds``: :class:`_FolderSplit` or
+    :class:`~dan.data.code.UserSplit`); batches are moved to ``device`` by the loader."""
 
-    def __init__(self, ds: _FolderSplit, batch_size: int, *, seed: int, split: str, shuffle: bool,
+    def __init__(self, ds: torch.utils.data.Dataset, batch_size: int, *, seed: int, split: str, shuffle: bool,
                  drop_last: bool, workers: int, device: torch.device):
         self.ds, self.batch_size, self.num_samples = ds, batch_size, len(ds)
         self.seed, self.split, self.epoch = seed, SPLIT_IDS[split], 0
@@ -239,20 +241,54 @@ def _folder_data(folders: FolderSplits, cfg: DataConfig, info: DatasetInfo, seed
                  device: torch.device) -> Data:
     """Wrap an image folder's splits in :class:`FolderLoader` s (``val/`` is the test split)."""
     train_tf, eval_tf = folder_transforms(info.image_size, info.mean, info.std, cfg.augment)
+
+    def split(folder, idx, name, train):
+        return _FolderSplit(folder, idx, train_tf if train else eval_tf, random=train and cfg.augment)
+
+    return _worker_data(folders.train, folders.test, split, cfg, info, seed, device)
+
+
+def _user_data(splits: DatasetSplits, cfg: DataConfig, info: DatasetInfo, seed: int,
+               device: torch.device) -> Data:
+    """Wrap your own Datasets (:mod:`dan.data.code`) in :class:`FolderLoader` s."""
+
+    def split(ds, idx, name, train):
+        return UserSplit(ds, idx, info, "test" if name == "test" else "train", random=train,
+                         resize=cfg.image_size is not None)
+
+    return _worker_data(splits.train, splits.test, split, cfg, info, seed, device)
+
+
+def _worker_data(train, test, split, cfg: DataConfig, info: DatasetInfo, seed: int, device: torch.device) -> Data:
+    """:class:`FolderLoader` s over ``split(source, indices, split name, shuffled)`` of the
+    ``train`` and ``test`` sources: the training split less its held-out part, the test split, and
+    (``cfg.holdout``) the held-out part, shuffled and in order."""
     eval_bs = cfg.eval_batch_size or 2 * cfg.batch_size
 
-    def loader(folder, idx, split, train):
-        ds = _FolderSplit(folder, idx, train_tf if train else eval_tf, random=train and cfg.augment)
-        bs = _batch_size(cfg, split, eval_bs)
-        return FolderLoader(ds, bs, seed=seed, split=split, shuffle=train, workers=cfg.workers,
-                            drop_last=train and _drop_last(len(ds), bs), device=device)
+    def loader(source, idx, name, train_):
+        ds = split(source, idx, name, train_)
+        bs = _batch_size(cfg, name, eval_bs)
+        return FolderLoader(ds, bs, seed=seed, split=name, shuffle=train_, workers=cfg.workers,
+                            drop_last=train_ and _drop_last(len(ds), bs), device=device)
 
-    tr_idx, ho_idx = split_indices(len(folders.train), cfg, seed)
-    data = Data(info, loader(folders.train, tr_idx, "train", True), loader(folders.test, None, "test", False))
+    tr_idx, ho_idx = split_indices(len(train), cfg, seed)
+    data = Data(info, loader(train, tr_idx, "train", True), loader(test, None, "test", False))
     if ho_idx is not None:
-        data.holdout = loader(folders.train, ho_idx, "holdout", True)
-        data.holdout_eval = loader(folders.train, ho_idx, "holdout_eval", False)
+        data.holdout = loader(train, ho_idx, "holdout", True)
+        data.holdout_eval = loader(train, ho_idx, "holdout_eval", False)
     return data
+
+
+def build_user_data(splits: DatasetSplits, cfg: DataConfig, *, seed: int,
+                    device: Union[torch.device, str] = "cpu") -> Data:
+    """:func:`build_data` for your own Datasets given as objects (``dan.search(model, (train, test))``)."""
+    _check_batches(cfg)
+    return _user_data(splits, cfg, splits_info(splits, cfg), seed, torch.device(device))
+
+
+def _check_batches(cfg: DataConfig) -> None:
+    if cfg.batch_size < 1 or (cfg.eval_batch_size is not None and cfg.eval_batch_size < 1) or cfg.workers < 0:
+        raise UserError("batch_size and eval_batch_size must be positive and workers >= 0: fix the data config")
 
 
 # --------------------------------------------------------------------------- building
@@ -269,10 +305,11 @@ def build_data(cfg: DataConfig, *, seed: int, device: Union[torch.device, str] =
         ``holdout_eval`` loaders.
     """
     info = dataset_info(cfg)
-    if cfg.batch_size < 1 or (cfg.eval_batch_size is not None and cfg.eval_batch_size < 1) or cfg.workers < 0:
-        raise UserError("batch_size and eval_batch_size must be positive and workers >= 0: fix the data config")
+    _check_batches(cfg)
     device = torch.device(device)
     splits = get_dataset(cfg.dataset).load(cfg, info)
     if isinstance(splits, FolderSplits):
         return _folder_data(splits, cfg, info, seed, device)
+    if isinstance(splits, DatasetSplits):
+        return _user_data(splits, cfg, info, seed, device)
     return _tensor_data(splits, cfg, info, seed, device)

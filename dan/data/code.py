@@ -1,0 +1,228 @@
+"""Your own dataset: ``data.dataset: package.module:function``, or Dataset objects from Python.
+
+``data.dataset: mypkg.data:splits`` (in your config, ``--dataset mypkg.data:splits`` or ``--set
+data.dataset=...``; ``data.args`` are its keyword arguments) names a function that returns
+``(train, test)``: two map-style ``torch.utils.data.Dataset`` s (``len(ds)`` and ``ds[i]``). From
+Python, ``dan.search(model, (train, test))`` takes the two objects themselves.
+
+An item is ``(image, label)``:
+
+* ``image``: a tensor ``C x H x W`` (or ``H x W``), float as the network should see it (your
+  transform normalizes and augments; DAN adds nothing) or uint8 (scaled to [0, 1]); or a PIL image
+  or an ``H x W x C`` array (converted as ``torchvision.transforms.ToTensor`` does). Every image of
+  both splits has the first training image's channels and size, or, with ``data.image_size``, is
+  resized to that square (non-square images need it). ``data.channels: 3`` repeats grey images.
+* ``label``: an integer in ``[0, num_classes)``. The class count is ``data.num_classes``, else the
+  length of the training set's ``classes`` (torchvision's datasets have one), else the largest of
+  its ``targets`` plus one; a dataset with neither needs ``data.num_classes``.
+
+Items are checked as they are read; a wrong one stops the run with one line naming the split, the
+index and the fix. The training split's items are read under a torch generator seeded per (seed,
+epoch, position), so transforms that draw from torch's generator (torchvision's do) give the same
+epoch for the same seed whatever ``data.workers``. ``data.augment`` does not apply (the transforms
+are yours); ``train_subset`` and ``holdout`` do, and ``data.data`` is not used (pass a folder in
+``data.args``).
+
+**Trust.** The function is imported only if you named it (on the command line or in your own
+config: :func:`dan.models.trust`); a name read from an ``arch.json`` is not trusted by being there.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import re
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from dan.config import DataConfig
+from dan.data.info import DatasetInfo, DatasetSpec, register_resolver
+from dan.data.splits import mixed_seed
+from dan.errors import UserError
+
+_CODE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+_OBJECT = re.compile(r"<object [\w.]+>")
+
+
+@dataclass
+class DatasetSplits:
+    """Your own dataset: its ``train`` and ``test`` map-style Datasets, and the name it goes by
+    (``data.dataset``)."""
+
+    train: Any
+    test: Any
+    name: str
+
+
+def object_name(train) -> str:
+    """What ``data.dataset`` records for a dataset passed to :func:`dan.search` as objects."""
+    return f"<object {type(train).__name__}>"
+
+
+def as_splits(out, name: str) -> DatasetSplits:
+    """``(train, test)`` checked: two non-empty map-style Datasets."""
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise UserError(f"dataset '{name}' is a {type(out).__name__}: give (train, test), two torch Datasets")
+    for split, ds in zip(("train", "test"), out):
+        stream = isinstance(ds, torch.utils.data.IterableDataset)
+        if stream or not (hasattr(ds, "__len__") and hasattr(ds, "__getitem__")):
+            raise UserError(f"dataset '{name}': its {split} split is a {type(ds).__name__}, not a map-style "
+                            f"Dataset (len(ds) and ds[i]; an IterableDataset cannot be split or shuffled by seed)")
+        if len(ds) < (2 if split == "train" else 1):
+            raise UserError(f"dataset '{name}': its {split} split has {len(ds)} items: give it "
+                            f"{'at least two' if split == 'train' else 'at least one'}")
+    return DatasetSplits(out[0], out[1], name)
+
+
+_LAST: dict = {}  # the last function's splits by (name, args): describing and loading call it once
+
+
+def call_splits(cfg: DataConfig) -> DatasetSplits:
+    """Call the function ``cfg.dataset`` names with ``cfg.args`` (once per process for the same
+    name and arguments) and check what it returns."""
+    from dan.models import user_function
+
+    key = (cfg.dataset, repr(cfg.args))
+    if key not in _LAST:
+        fn = user_function(cfg.dataset, "dataset", "--dataset")
+        args = dict(cfg.args or {})
+        try:
+            inspect.signature(fn).bind(**args)
+        except TypeError as e:
+            raise UserError(f"dataset '{cfg.dataset}' cannot take data.args {args} ({e}): fix data.args") from None
+        except ValueError:  # no signature to read (a builtin): let the call say
+            pass
+        splits = as_splits(fn(**args), cfg.dataset)
+        _LAST.clear()
+        _LAST[key] = splits
+    return _LAST[key]
+
+
+def to_image(x, where: str) -> torch.Tensor:
+    """An item's image as a float ``C x H x W`` tensor (see the module docstring)."""
+    if not isinstance(x, torch.Tensor):
+        try:
+            from torchvision.transforms.functional import to_tensor
+
+            x = to_tensor(x)
+        except TypeError:
+            raise UserError(f"{where}: its image is a {type(x).__name__}: give a tensor C x H x W (e.g. with "
+                            f"torchvision.transforms.ToTensor()), a PIL image or an H x W x C array") from None
+    if x.ndim == 2:
+        x = x.unsqueeze(0)
+    if x.ndim != 3 or min(x.shape) < 1:
+        raise UserError(f"{where}: its image has shape {tuple(x.shape)}: give C x H x W")
+    if x.dtype == torch.uint8:
+        return x.float().div_(255)
+    if not x.is_floating_point():
+        raise UserError(f"{where}: its image is {x.dtype}: give float (as the network sees it) or uint8 pixels")
+    return x.float()
+
+
+def to_label(y, num_classes: int, where: str) -> int:
+    """An item's label as an int in ``[0, num_classes)``."""
+    if isinstance(y, torch.Tensor) and y.numel() == 1 and not (y.is_floating_point() or y.is_complex()
+                                                               or y.dtype == torch.bool):
+        y = int(y)
+    elif isinstance(y, numbers.Integral) and not isinstance(y, bool):
+        y = int(y)
+    else:
+        raise UserError(f"{where}: its label {y!r:.60} is not an integer class index: give an int")
+    if not 0 <= y < num_classes:
+        raise UserError(f"{where}: its label {y} is outside 0..{num_classes - 1} ({num_classes} classes): fix "
+                        f"the labels, or set data.num_classes")
+    return y
+
+
+def _count_classes(ds, name: str) -> int:
+    """The training set's class count: ``classes``, else ``targets``; looks through wrappers
+    with a ``dataset`` attribute (``torch.utils.data.Subset``)."""
+    seen = 0
+    while ds is not None and seen < 8:
+        classes, targets = getattr(ds, "classes", None), getattr(ds, "targets", None)
+        if isinstance(classes, (list, tuple)) and classes:
+            return len(classes)
+        if targets is not None and len(targets):
+            return int(torch.as_tensor(targets).max()) + 1
+        ds, seen = getattr(ds, "dataset", None), seen + 1
+    raise UserError(f"dataset '{name}': its training set has no `classes` or `targets` to count the classes "
+                    f"from: set data.num_classes")
+
+
+def splits_info(splits: DatasetSplits, cfg: DataConfig) -> DatasetInfo:
+    """Shapes and class count of your dataset, from its first training image (and ``cfg``)."""
+    name = splits.name
+    x = to_image(_item(splits.train, 0, f"dataset '{name}', train item 0")[0], f"dataset '{name}', train item 0")
+    c, h, w = x.shape
+    if h != w and cfg.image_size is None:
+        raise UserError(f"dataset '{name}': its images are {h}x{w}, the networks take square ones: set "
+                        f"data.image_size (every image is resized to it) or crop in your transform")
+    k = cfg.num_classes or _count_classes(splits.train, name)
+    if k < 2:
+        raise UserError(f"dataset '{name}' has {k} class: a classifier needs at least two")
+    if cfg.channels not in (None, c) and not (cfg.channels == 3 and c == 1):
+        raise UserError(f"data.channels {cfg.channels}: only grey images can be given 3 channels (repeated), "
+                        f"and {name}'s have {c}; drop data.channels")
+    c = cfg.channels or c
+    return DatasetInfo(name, k, c, cfg.image_size or h, (0.0,) * c, (1.0,) * c)
+
+
+def _item(ds, j: int, where: str):
+    item = ds[j]
+    if not (isinstance(item, (tuple, list)) and len(item) >= 2):
+        raise UserError(f"{where} is a {type(item).__name__}: give (image, label)")
+    return item
+
+
+class UserSplit(torch.utils.data.Dataset):
+    """Items ``indices`` of your Dataset ``ds``, each read under a torch generator seeded per
+    (epoch seed, position) when ``random``, converted and checked (the module docstring)."""
+
+    def __init__(self, ds, indices: Optional[torch.Tensor], info: DatasetInfo, split: str, random: bool,
+                 resize: bool):
+        self.ds, self.info, self.split, self.random, self.resize, self.epoch_seed = ds, info, split, random, resize, 0
+        self.indices = indices.tolist() if indices is not None else list(range(len(ds)))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        j, info = self.indices[i], self.info
+        where = f"dataset '{info.name}', {self.split} item {j}"
+        if self.random:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(mixed_seed(self.epoch_seed, i))
+                item = _item(self.ds, j, where)
+        else:
+            item = _item(self.ds, j, where)
+        x = to_image(item[0], where)
+        s = info.image_size
+        if self.resize and tuple(x.shape[1:]) != (s, s):
+            x = F.interpolate(x[None], size=(s, s), mode="bilinear", antialias=True, align_corners=False)[0]
+        if x.shape[0] == 1 and info.in_channels == 3:
+            x = x.expand(3, -1, -1)
+        if tuple(x.shape) != (info.in_channels, s, s):
+            raise UserError(f"{where}: its image is {'x'.join(map(str, x.shape))}, the first training image "
+                            f"{info.in_channels}x{s}x{s}: give every image one shape (or set data.image_size: "
+                            f"each is resized to it)")
+        return x.contiguous(), to_label(item[1], info.num_classes, where)
+
+
+def _spec(name: str) -> Optional[DatasetSpec]:
+    """The :class:`DatasetSpec` of a ``package.module:function`` name; None for other names."""
+    if _OBJECT.fullmatch(name):
+        raise UserError(f"this run's data was given to dan.search as Python objects ({name[8:-1]}): continue "
+                        f"or retrain it from Python with the same objects, or name a function returning them "
+                        f"(--dataset package.module:function)")
+    if ":" not in name:
+        return None
+    if not _CODE.fullmatch(name):
+        raise UserError(f"dataset '{name}': write your dataset as package.module:function")
+    return DatasetSpec(name, lambda cfg: splits_info(call_splits(cfg), cfg),
+                       lambda cfg, info: call_splits(cfg), "your own dataset (dan.data.code)")
+
+
+register_resolver(_spec)

@@ -1,0 +1,192 @@
+"""Your own dataset (dan/data/code.py): ``data.dataset: package.module:function`` returning
+(train, test) torch Datasets, imported only when the user names it, or the Datasets as objects
+from ``dan.search``. Items are converted and checked as they are read."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dan
+from dan import models
+from dan.config import Config, DataConfig
+from dan.data import build_data, build_user_data, dataset_info
+from dan.data.code import as_splits
+from tests.helpers import assert_user_error, run_tool, tiny_config
+from tests.zoo_data import Blobs
+
+FN = "tests.zoo_data:blobs"
+TINY = ["--epochs", "1", "--limit-batches", "2", "--batch-size", "16", "--quiet", "--no-tensorboard",
+        "--set", "train.latency_batches=[1]", "--set", "model.args.width=8"]
+
+
+def _data(fn=FN, **fields) -> DataConfig:
+    models.trust(fn)
+    return Config.from_dict({"data": {"dataset": fn, "batch_size": 16, **fields}}).data
+
+
+def _batches(loader, n=3):
+    loader.set_epoch(1)
+    return [(x.clone(), y.clone()) for (x, y), _ in zip(loader, range(n))]
+
+
+def test_a_function_dataset_is_described_and_loaded_reproducibly_whatever_the_workers():
+    cfg = _data(args={"n": 64}, holdout=0.25)
+    info = dataset_info(cfg)
+    assert (info.num_classes, info.in_channels, info.image_size) == (4, 3, 16)  # from `classes`, first image
+    assert info.mean == (0.0,) * 3 and info.std == (1.0,) * 3  # the user's transform normalizes
+    data = build_data(cfg, seed=3)
+    assert data.train.num_samples == 48 and data.holdout.num_samples == 16 and data.test.num_samples == 16
+    a = _batches(data.train)
+    cfg1 = _data(args={"n": 64}, holdout=0.25, workers=1)
+    b = _batches(build_data(cfg1, seed=3).train)
+    for (xa, ya), (xb, yb) in zip(a, b):  # the random flips and noise, drawn per (seed, epoch, position)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    c = _batches(build_data(cfg, seed=4).train)
+    assert not torch.equal(a[0][0], c[0][0])
+    x, y = next(iter(data.test))
+    assert x.shape == (16, 3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
+
+
+class Items(torch.utils.data.Dataset):
+    """Items given as a list (one may be wrong); ``classes`` unless ``no_classes``."""
+
+    def __init__(self, items, no_classes=False):
+        self.items = items
+        if not no_classes:
+            self.classes = ["a", "b", "c"]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+class Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        yield torch.zeros(3, 6, 6), 0
+
+    def __len__(self):
+        return 1
+
+
+def _read_all(train, test=None, **fields):
+    splits = as_splits((train, test or Items(train.items[:2])), "<object Items>")
+    cfg = DataConfig(dataset=splits.name, batch_size=2, **fields)
+    data = build_user_data(splits, cfg, seed=0)
+    return [b for loader in (data.train, data.test) for b in loader], data.info
+
+
+def test_images_are_converted_from_uint8_pil_and_arrays_and_resized_when_asked():
+    grey = np.full((6, 6), 255, np.uint8)
+    items = [(torch.full((1, 6, 6), 255, dtype=torch.uint8), 0), (Image.fromarray(grey), np.int64(1)),
+             (grey[:, :, None], torch.tensor(2)), (torch.ones(6, 6), 1)]
+    batches, info = _read_all(Items(items))
+    assert info.in_channels == 1 and info.image_size == 6
+    assert all(torch.allclose(x, torch.ones_like(x)) for x, _ in batches)  # uint8 scaled to [0, 1]
+    batches, info = _read_all(Items(items), image_size=4, channels=3)
+    assert info.in_channels == 3 and all(x.shape[1:] == (3, 4, 4) for x, _ in batches)
+
+
+@pytest.mark.parametrize("bad, fields, fragments", [
+    ((torch.zeros(3, 6, 6), 3), {}, ["train item 1", "label 3 is outside 0..2", "data.num_classes"]),
+    ((torch.zeros(3, 6, 6), 1.0), {}, ["train item 1", "not an integer class index"]),
+    ((torch.zeros(3, 5, 6), 1), {}, ["train item 1", "3x5x6", "3x6x6", "data.image_size"]),
+    ((torch.zeros(3, 6, 6, dtype=torch.int32), 1), {}, ["train item 1", "torch.int32", "uint8"]),
+    (("not an image", 1), {}, ["train item 1", "str", "ToTensor"]),
+    (torch.zeros(3, 6, 6), {}, ["train item 1 is a Tensor", "(image, label)"]),
+])
+def test_a_wrong_item_stops_the_run_naming_split_index_and_fix(bad, fields, fragments):
+    items = [(torch.zeros(3, 6, 6), 0), bad] + [(torch.zeros(3, 6, 6), 2)] * 2
+    with pytest.raises(dan.UserError) as e:
+        _read_all(Items(items), **fields)
+    assert all(f in str(e.value) for f in fragments), str(e.value)
+
+
+@pytest.mark.parametrize("out, fields, fragment", [
+    (lambda: Items([(torch.zeros(3, 6, 8), 0)] * 4), {}, "is a Items: give (train, test)"),
+    (lambda: (Items([(torch.zeros(3, 6, 8), 0)] * 4), Items([(torch.zeros(3, 6, 8), 0)])), {}, "6x8"),
+    (lambda: (Items([(torch.zeros(3, 6, 6), 0)] * 4, no_classes=True), Items([])), {}, "test split has 0 items"),
+    (lambda: (Items([(torch.zeros(3, 6, 6), 0)] * 4, no_classes=True), Items([(torch.zeros(3, 6, 6), 0)])), {},
+     "set data.num_classes"),
+    (lambda: (Stream(), Items([(torch.zeros(3, 6, 6), 0)])), {}, "not a map-style"),
+    (lambda: (Items([(torch.zeros(3, 6, 6), 0)] * 4), Items([(torch.zeros(3, 6, 6), 0)])), {"channels": 1},
+     "data.channels 1"),
+])
+def test_what_a_dataset_function_returns_is_checked(tmp_path, monkeypatch, out, fields, fragment):
+    mod = tmp_path / "my_sets.py"
+    mod.write_text("def make():\n    return OUT()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    import my_sets
+
+    importlib.reload(my_sets)
+    my_sets.OUT = out
+    from dan.data import code
+
+    code._LAST.clear()
+    with pytest.raises(dan.UserError) as e:
+        dataset_info(_data("my_sets:make", **fields))
+    assert fragment in str(e.value), str(e.value)
+
+
+def test_bad_names_and_arguments_are_refused_before_anything_runs():
+    with pytest.raises(dan.UserError, match="data.args"):
+        dataset_info(_data(args={"nope": 1}))
+    with pytest.raises(dan.UserError, match="cannot import"):
+        dataset_info(_data("no_such_pkg.sets:make"))
+    with pytest.raises(dan.UserError, match="has no 'nope'"):
+        dataset_info(_data("tests.zoo_data:nope"))
+    with pytest.raises(dan.UserError, match="package.module:function"):
+        dataset_info(DataConfig(dataset="fashion-mnist"))  # unknown: the message names your own route
+    with pytest.raises(dan.UserError, match="as Python objects"):
+        dataset_info(DataConfig(dataset="<object Blobs>"))  # a search run from Python, resumed elsewhere
+    with pytest.raises(dan.UserError, match="would import and run the module evil"):
+        dataset_info(DataConfig(dataset="evil.sets:make"))  # never named by the user: not imported
+
+
+def test_a_function_dataset_searches_and_retrains_from_the_command_line_named_each_time(tmp_path):
+    s, r = tmp_path / "s", tmp_path / "r"
+    p = run_tool("search.py", "--dataset", FN, "--set", "data.args.n=96", *TINY, "--budget-flops", "40%",
+                 "--out", str(s))
+    assert p.returncode == 0, p.stderr[-2000:]
+    arch = json.loads((s / "arch.json").read_text())
+    assert arch["config"]["data"]["dataset"] == FN and arch["input_shape"] == [1, 3, 16, 16]
+    assert arch["num_classes"] == 4
+    # the arch.json alone does not make the name trusted: retrain names it again
+    p = run_tool("retrain.py", str(s), *TINY, "--out", str(r))
+    assert_user_error(p, "tests.zoo_data", f"--dataset {FN}")
+    assert not r.exists()
+    p = run_tool("retrain.py", str(s), "--dataset", FN, *TINY, "--out", str(r))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads((r / "small.json").read_text())["flops"] == arch["small"]["flops"]
+
+
+def _net():
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 4))
+
+
+def test_the_python_api_searches_on_dataset_objects_and_on_a_function_it_names(tmp_path):
+    cfg = tiny_config(str(tmp_path / "unused"), **{"train.epochs": 1, "train.limit_batches": 3,
+                                                  "search.warmup_epochs": 0, "data.batch_size": 16})
+    train, test = Blobs(96, jitter=True), Blobs(24, seed=1)
+    arch = dan.search(_net(), (train, test), budget="40%", cfg=cfg, out=str(tmp_path / "api"))
+    assert arch.num_classes == 4 and list(arch.input_shape) == [1, 3, 16, 16]
+    assert "<object Blobs>" in (tmp_path / "api" / "config.yaml").read_text()
+    again = dan.search(_net(), (train, test), budget="40%", cfg=cfg, out=str(tmp_path / "api"), resume=True)
+    assert again.widths == arch.widths
+    # a tool cannot rebuild the objects: it says how to go on
+    p = run_tool("retrain.py", str(tmp_path / "api"), "--epochs", "1", "--quiet", "--out", str(tmp_path / "r"))
+    assert_user_error(p, "as Python objects", "dan.search")
+    # a function named in the call is trusted by that call
+    named = dan.search(_net(), "tests.zoo_data:blobs", budget="40%", cfg=cfg, out=str(tmp_path / "named"))
+    assert named.num_classes == 4
+    with pytest.raises(dan.UserError, match="give \\(train, test\\)"):
+        dan.search(_net(), (train,), cfg=cfg, out=str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
