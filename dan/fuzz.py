@@ -491,5 +491,116 @@ def tune_file_case(ws: Workspace, data) -> None:
                  f"tune.py --tune {content[:300]!r}")
 
 
+# ------------------------------------------------------------------------------- your own data
+# The module a user_dataset example imports: a dataset function that builds what its JSON spec
+# (beside it) describes, the way a user's code can go wrong: the wrong thing returned, items of the
+# wrong kind, shape, dtype or value, labels that are not class indices, odd `classes`/`targets`.
+USER_DATA_MODULE = """
+import json, numpy as np, torch
+from PIL import Image
+SPEC = json.load(open(__file__[:-3] + ".json"))
+
+def _image(s):
+    if s["kind"] in ("str", "none", "list"):
+        return {"str": "pixels", "none": None, "list": [[0.5] * 4] * 4}[s["kind"]]
+    with np.errstate(all="ignore"):  # NaN cast to integers: no warning line of the user's own
+        a = np.full(s["shape"], s["fill"]).astype(s["dtype"])
+    if s["kind"] == "pil":  # 8-bit grey or RGB of the same pixels
+        img = np.clip(np.nan_to_num(a.astype(np.float64)), 0, 255).astype(np.uint8)
+        if img.size == 0:
+            img = np.zeros((1, 1), np.uint8)
+        rgb = img.ndim == 3 and img.shape[-1] == 3
+        return Image.fromarray(img if rgb else img.reshape(1, -1) if img.ndim < 2 else img[(0,) * (img.ndim - 2)])
+    return a if s["kind"] == "numpy" else torch.from_numpy(a)
+
+def _label(v):
+    kind, x = v
+    return {"int": lambda: x, "float": lambda: float(x), "bool": lambda: bool(x), "str": lambda: str(x),
+            "none": lambda: None, "tensor": lambda: torch.tensor(x), "pair": lambda: torch.tensor([x, x]),
+            "np": lambda: np.int64(x)}[kind]()
+
+class Split(torch.utils.data.Dataset):
+    def __init__(self, s):
+        self.s = s
+        for attr in ("classes", "targets"):
+            if attr in s:
+                setattr(self, attr, s[attr])
+    def __len__(self):
+        return {"float": 2.5, "negative": -1}.get(self.s["len"], self.s["len"])
+    def __getitem__(self, i):
+        item = self.s["items"][i % len(self.s["items"])]
+        x, y = _image(item["image"]), _label(item["label"])
+        return {"pair": (x, y), "triple": (x, y, 0), "image": x, "dict": {"image": x, "label": y}}[item["form"]]
+
+def make(**kw):
+    train, test = Split(SPEC["train"]), Split(SPEC["test"])
+    return {"pair": (train, test), "list": [train, test], "single": train, "triple": (train, test, test),
+            "dict": {"train": train, "test": test}, "none": None}[SPEC["returns"]]
+"""
+
+
+@st.composite
+def user_split(draw):
+    """The spec of one split of a drawn user dataset (:data:`USER_DATA_MODULE`): three items in four
+    valid (3 x 8 x 8 float images, labels 0-3), the others with one aspect drawn wrong, and each
+    attribute wrong one time in five, so that runs get past the first item and into training too."""
+
+    def pick(valid, wrong):
+        return valid if draw(st.integers(0, 4)) else draw(st.sampled_from(wrong))
+
+    wrongs = {"kind": ["numpy", "pil", "pil", "str", "none", "list"],
+              "shape": [[1, 8, 8], [8, 8], [8, 8, 3], [3, 8, 6], [3, 0, 8], [8], [1, 3, 8, 8], [3, 4, 4], [2, 8, 8]],
+              "dtype": ["uint8", "float64", "float16", "int32", "bool"],
+              "fill": [0.0, 1.0, 200.0, float("nan"), float("inf"), -1e30],
+              "label": ["float", "bool", "str", "none", "tensor", "pair", "np"], "value": [-1, 4, 10**12],
+              "form": ["triple", "image", "dict"]}
+
+    def item():
+        it = {"kind": "tensor", "shape": [3, 8, 8], "dtype": "float32", "fill": 0.5, "label": "int",
+              "value": draw(st.integers(0, 3)), "form": "pair"}
+        if not draw(st.integers(0, 3)):
+            aspect = draw(st.sampled_from(sorted(wrongs)))
+            it[aspect] = draw(st.sampled_from(wrongs[aspect]))
+        return {"image": {k: it[k] for k in ("kind", "shape", "dtype", "fill")}, "label": [it["label"], it["value"]],
+                "form": it["form"]}
+
+    split = {"items": [item() for _ in range(draw(st.integers(1, 3)))],
+             "len": pick(24, [8, 2, 1, 0, "float", "negative"])}
+    if draw(st.integers(0, 2)):
+        split["classes"] = pick(["a", "b", "c", "d"], [["a"], [], "abcd", 4, ["a", "b"]])
+    if draw(st.booleans()):
+        split["targets"] = pick([0, 1, 2, 3], [[0.5, 2.0], [], "xyz", 5, [[0, 1], [2]], [-3], [10**12]])
+    return split
+
+
+def user_dataset_case(ws: Workspace, data) -> None:
+    """train.py --dataset package.module:function on a drawn user dataset (:data:`USER_DATA_MODULE`)."""
+    import sys
+
+    pkgs = os.path.join(ws.root, "pkgs")
+    os.makedirs(pkgs, exist_ok=True)
+    if pkgs not in sys.path:
+        sys.path.insert(0, pkgs)
+    ws.n += 1
+    name = f"fuzz_data{ws.n}"  # a new module each time: nothing cached from an earlier example
+    returns = "pair" if data.draw(st.integers(0, 9)) else data.draw(st.sampled_from(["list", "single", "triple",
+                                                                                      "dict", "none"]))
+    spec = {"returns": returns,
+            "train": data.draw(user_split()), "test": data.draw(user_split())}
+    with open(os.path.join(pkgs, f"{name}.py"), "w") as f:
+        f.write(USER_DATA_MODULE)
+    with open(os.path.join(pkgs, f"{name}.json"), "w") as f:
+        json.dump(spec, f)
+    argv = ["--dataset", f"{name}:make", "--epochs", "1", "--limit-batches", "1", "--batch-size", "4",
+            "--set", "model.args.width=8", "--quiet", "--no-tensorboard", "--set", "train.latency_batches=[1]"]
+    for flag, values in (("--image-size", ["8", "12"]), ("--num-classes", ["2", "4"])):
+        if data.draw(st.booleans()):
+            argv += [flag, data.draw(st.sampled_from(values))]
+    if data.draw(st.integers(0, 3)) == 0:
+        argv += ["--set", f"data.channels={data.draw(st.sampled_from(['1', '3']))}"]
+    _run_checked(ws, data, "train.py", argv, f"train.py {argv} on {json.dumps(spec)[:600]}")
+
+
 CASES = {"arch_json": arch_json_case, "config": config_case, "set": set_case, "budget": budget_case,
-         "widths": widths_case, "image_folder": image_folder_case, "tune_file": tune_file_case}
+         "widths": widths_case, "image_folder": image_folder_case, "tune_file": tune_file_case,
+         "user_dataset": user_dataset_case}

@@ -65,6 +65,21 @@ class Items(torch.utils.data.Dataset):
         return self.items[i]
 
 
+def _with(ds, **attrs):
+    for k, v in attrs.items():
+        setattr(ds, k, v)
+    return ds
+
+
+class Sized(Items):
+    def __init__(self, n):
+        super().__init__([(torch.zeros(3, 6, 6), 0)])
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+
 class Stream(torch.utils.data.IterableDataset):
     def __iter__(self):
         yield torch.zeros(3, 6, 6), 0
@@ -115,6 +130,12 @@ def test_a_wrong_item_stops_the_run_naming_split_index_and_fix(bad, fields, frag
     (lambda: (Stream(), Items([(torch.zeros(3, 6, 6), 0)])), {}, "not a map-style"),
     (lambda: (Items([(torch.zeros(3, 6, 6), 0)] * 4), Items([(torch.zeros(3, 6, 6), 0)])), {"channels": 1},
      "data.channels 1"),
+    (lambda: (_with(Items([(torch.zeros(3, 6, 6), 0)] * 4, no_classes=True), targets="xyz"),
+              Items([(torch.zeros(3, 6, 6), 0)])), {}, "`targets` are not a list of class indices"),
+    (lambda: (_with(Items([(torch.zeros(3, 6, 6), 0)] * 4, no_classes=True), targets=[0, 10**9]),
+              Items([(torch.zeros(3, 6, 6), 0)])), {}, "1000000001 classes"),
+    (lambda: (Sized(2.5), Items([(torch.zeros(3, 6, 6), 0)])), {}, "len() of its train split fails"),
+    (lambda: (Items([(np.zeros(8), 0)] * 4), Items([(torch.zeros(3, 6, 6), 0)])), {}, "ndarray of shape (8,)"),
 ])
 def test_what_a_dataset_function_returns_is_checked(tmp_path, monkeypatch, out, fields, fragment):
     mod = tmp_path / "my_sets.py"

@@ -1,7 +1,7 @@
 """Fuzz the tools with corrupted inputs for longer than CI does (dan/fuzz.py; needs hypothesis).
 
 Usage:
-    python tools/fuzz.py --examples 2000               # split over the seven properties
+    python tools/fuzz.py --examples 2000               # split over the eight properties
     python tools/fuzz.py --examples 200 --case budget  # one property
 
 Each example runs train.py / search.py / retrain.py in-process on a tiny synthetic task with a
@@ -24,7 +24,7 @@ PROG = "fuzz.py"  # the tool's name in usage and error lines (tools/fuzz.py)
 def get_args_parser(prog: str = PROG):
     p = Parser(prog=prog, description=__doc__)
     p.add_argument("--examples", type=positive_int, default=400, help="examples in all (default 400)")
-    p.add_argument("--case", action="append", help="arch_json, config, set, budget, widths, image_folder or tune_file (default: all)")
+    p.add_argument("--case", action="append", help="arch_json, config, set, budget, widths, image_folder, tune_file or user_dataset (default: all)")
     p.add_argument("--seed", type=int, default=0)
     return p
 

@@ -71,8 +71,13 @@ def as_splits(out, name: str) -> DatasetSplits:
         if stream or not (hasattr(ds, "__len__") and hasattr(ds, "__getitem__")):
             raise UserError(f"dataset '{name}': its {split} split is a {type(ds).__name__}, not a map-style "
                             f"Dataset (len(ds) and ds[i]; an IterableDataset cannot be split or shuffled by seed)")
-        if len(ds) < (2 if split == "train" else 1):
-            raise UserError(f"dataset '{name}': its {split} split has {len(ds)} items: give it "
+        try:
+            n = len(ds)
+        except (TypeError, ValueError, OverflowError) as e:  # __len__ gave no size
+            raise UserError(f"dataset '{name}': len() of its {split} split fails ({e}): return the number "
+                            f"of items") from None
+        if n < (2 if split == "train" else 1):
+            raise UserError(f"dataset '{name}': its {split} split has {n} items: give it "
                             f"{'at least two' if split == 'train' else 'at least one'}")
     return DatasetSplits(out[0], out[1], name)
 
@@ -108,9 +113,11 @@ def to_image(x, where: str) -> torch.Tensor:
             from torchvision.transforms.functional import to_tensor
 
             x = to_tensor(x)
-        except TypeError:
-            raise UserError(f"{where}: its image is a {type(x).__name__}: give a tensor C x H x W (e.g. with "
-                            f"torchvision.transforms.ToTensor()), a PIL image or an H x W x C array") from None
+        except (TypeError, ValueError) as e:  # neither an image nor an array of one
+            why = f" of shape {x.shape}" if hasattr(x, "shape") else ""
+            raise UserError(f"{where}: its image is a {type(x).__name__}{why} ({str(e).splitlines()[0][:80]}): "
+                            f"give a tensor C x H x W (e.g. with torchvision.transforms.ToTensor()), a PIL image "
+                            f"or an H x W x C array") from None
     if x.ndim == 2:
         x = x.unsqueeze(0)
     if x.ndim != 3 or min(x.shape) < 1:
@@ -145,11 +152,24 @@ def _count_classes(ds, name: str) -> int:
         classes, targets = getattr(ds, "classes", None), getattr(ds, "targets", None)
         if isinstance(classes, (list, tuple)) and classes:
             return len(classes)
-        if targets is not None and len(targets):
-            return int(torch.as_tensor(targets).max()) + 1
+        if targets is not None:
+            return _count_targets(targets, name)
         ds, seen = getattr(ds, "dataset", None), seen + 1
     raise UserError(f"dataset '{name}': its training set has no `classes` or `targets` to count the classes "
                     f"from: set data.num_classes")
+
+
+def _count_targets(targets, name: str) -> int:
+    """The largest of ``targets`` (integer class indices) plus one."""
+    try:
+        t = torch.as_tensor(targets)
+        ok = t.ndim == 1 and t.numel() > 0 and not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        ok = False
+    if not ok or int(t.min()) < 0:
+        raise UserError(f"dataset '{name}': its training set's `targets` are not a list of class indices (ints "
+                        f">= 0) to count the classes from: fix them or set data.num_classes")
+    return int(t.max()) + 1
 
 
 def splits_info(splits: DatasetSplits, cfg: DataConfig) -> DatasetInfo:
@@ -161,8 +181,9 @@ def splits_info(splits: DatasetSplits, cfg: DataConfig) -> DatasetInfo:
         raise UserError(f"dataset '{name}': its images are {h}x{w}, the networks take square ones: set "
                         f"data.image_size (every image is resized to it) or crop in your transform")
     k = cfg.num_classes or _count_classes(splits.train, name)
-    if k < 2:
-        raise UserError(f"dataset '{name}' has {k} class: a classifier needs at least two")
+    if not 2 <= k <= 1_000_000:
+        raise UserError(f"dataset '{name}' has {k} classes (counted from its training set): a classifier needs "
+                        f"2 to 1,000,000; fix the labels or set data.num_classes")
     if cfg.channels not in (None, c) and not (cfg.channels == 3 and c == 1):
         raise UserError(f"data.channels {cfg.channels}: only grey images can be given 3 channels (repeated), "
                         f"and {name}'s have {c}; drop data.channels")
