@@ -178,6 +178,7 @@ def test_a_function_dataset_searches_and_retrains_from_the_command_line_named_ea
     arch = json.loads((s / "arch.json").read_text())
     assert arch["config"]["data"]["dataset"] == FN and arch["input_shape"] == [1, 3, 16, 16]
     assert arch["num_classes"] == 4
+    assert f"next:       python tools/retrain.py {s}/arch.json --dataset {FN}" in p.stdout  # the command that works
     # the arch.json alone does not make the name trusted: retrain names it again
     p = run_tool("retrain.py", str(s), *TINY, "--out", str(r))
     assert_user_error(p, "tests.zoo_data", f"--dataset {FN}")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 
-from dan.cli.common import common_parser, positive_int, resolve_config
+from dan.cli.common import common_parser, positive_int, resolve_config, retrain_hint
 from dan.errors import UserError
 
 PROG = "baseline.py"  # the tool's name in usage and error lines (tools/baseline.py)
@@ -117,7 +117,7 @@ def main(argv, prog: str = PROG) -> int:
         f" (predicted {arch.search['over_budget_after']:.3f} of the latency budget)"
     print(f"{args.method} widths: {format_count(arch.small['flops'])} FLOPs, {format_count(arch.small['params'])} "
           f"params{share}")
-    print(f"arch.json:  {path}\nnext:       python tools/retrain.py {path}")
+    print(f"arch.json:  {path}\nnext:       {retrain_hint(path, Config.from_dict(arch.config))}")
     return 0
 
 

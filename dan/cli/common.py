@@ -167,6 +167,14 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
     return cfg.validate()
 
 
+def retrain_hint(arch_path: str, cfg: Config) -> str:
+    """The retrain command to print after a search: your own model's and dataset's names added, since
+    an ``arch.json`` alone does not let the retrain import them (:func:`dan.models.trust`)."""
+    named = [(flag, name) for flag, name in (("--model", cfg.model.space), ("--dataset", cfg.data.dataset))
+             if ":" in name and not name.startswith("<object")]
+    return " ".join(["python tools/retrain.py", arch_path] + [f"{flag} {name}" for flag, name in named])
+
+
 def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]] = None) -> None:
     """Run a tool's ``main`` and exit: 0 on success, 2 with one line for a user error.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from dan.cli.common import (common_parser, number, positive_int, resolve_config, run_monitored,
+from dan.cli.common import (common_parser, number, positive_int, resolve_config, retrain_hint, run_monitored,
                             tensorboard_hint)
 
 PROG = "search.py"  # the tool's name in usage and error lines (tools/search.py)
@@ -90,6 +90,6 @@ def main(argv, prog: str = PROG) -> int:
         print(f"budget {format_count(b[kind])} {kind}: small network at {100 * arch.small[kind] / b[kind]:.1f}% of it"
               + moved)
     path = os.path.join(cfg.run_dir, "arch.json")
-    print(f"arch.json:  {path}\nnext:       python tools/retrain.py {path}")
+    print(f"arch.json:  {path}\nnext:       {retrain_hint(path, cfg)}")
     print(f"monitor:    {tensorboard_hint(cfg.run_dir)}")
     return 0

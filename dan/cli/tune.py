@@ -20,7 +20,7 @@ import json
 import os
 import sys
 
-from dan.cli.common import common_parser, positive_int, resolve_config, tensorboard_hint
+from dan.cli.common import common_parser, positive_int, resolve_config, retrain_hint, tensorboard_hint
 
 PROG = "tune.py"  # the tool's name in usage and error lines (tools/tune.py)
 
@@ -51,6 +51,6 @@ def main(argv, prog: str = PROG) -> int:
     result = tune(cfg, spec, args.study, args.trials, args.storage, log=lambda m: print(m, flush=True))
     print(json.dumps(result, indent=2))
     if "best" in result:
-        print(f"next:    python tools/retrain.py {result['best']['arch']}")
+        print(f"next:    {retrain_hint(result['best']['arch'], cfg)}")
     print(f"monitor: {tensorboard_hint(os.path.join(cfg.run_dir, 'trials', 'x'))}")
     return 0
