@@ -48,6 +48,9 @@ def test_a_function_dataset_is_described_and_loaded_reproducibly_whatever_the_wo
     assert not torch.equal(a[0][0], c[0][0])
     x, y = next(iter(data.test))
     assert x.shape == (16, 3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
+    # the held-out part is read from the training Dataset, random transform and all: seeded too
+    ev = [x for x, _ in data.holdout_eval], [x for x, _ in build_data(cfg1, seed=3).holdout_eval]
+    assert all(torch.equal(a, b) for a, b in zip(*ev))
 
 
 class Items(torch.utils.data.Dataset):

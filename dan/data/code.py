@@ -17,9 +17,10 @@ An item is ``(image, label)``:
   its ``targets`` plus one; a dataset with neither needs ``data.num_classes``.
 
 Items are checked as they are read; a wrong one stops the run with one line naming the split, the
-index and the fix. The training split's items are read under a torch generator seeded per (seed,
-epoch, position), so transforms that draw from torch's generator (torchvision's do) give the same
-epoch for the same seed whatever ``data.workers``. ``data.augment`` does not apply (the transforms
+index and the fix. Every item (of every split: the held-out part comes from the training Dataset,
+random transform and all) is read under a torch generator seeded per (seed, epoch, split,
+position), so transforms that draw from torch's generator (torchvision's do) give the same run for
+the same seed whatever ``data.workers``. ``data.augment`` does not apply (the transforms
 are yours); ``train_subset`` and ``holdout`` do, and ``data.data`` is not used (pass a folder in
 ``data.args``).
 
@@ -200,11 +201,12 @@ def _item(ds, j: int, where: str):
 
 class UserSplit(torch.utils.data.Dataset):
     """Items ``indices`` of your Dataset ``ds``, each read under a torch generator seeded per
-    (epoch seed, position) when ``random``, converted and checked (the module docstring)."""
+    (epoch seed, position), converted and checked (the module docstring). Every split is read so,
+    the evaluated ones too: the held-out part comes from the training Dataset, whose transform is
+    usually random, and an unseeded draw there would make the same seed score widths differently."""
 
-    def __init__(self, ds, indices: Optional[torch.Tensor], info: DatasetInfo, split: str, random: bool,
-                 resize: bool):
-        self.ds, self.info, self.split, self.random, self.resize, self.epoch_seed = ds, info, split, random, resize, 0
+    def __init__(self, ds, indices: Optional[torch.Tensor], info: DatasetInfo, split: str, resize: bool):
+        self.ds, self.info, self.split, self.resize, self.epoch_seed = ds, info, split, resize, 0
         self.indices = indices.tolist() if indices is not None else list(range(len(ds)))
 
     def __len__(self) -> int:
@@ -213,11 +215,8 @@ class UserSplit(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         j, info = self.indices[i], self.info
         where = f"dataset '{info.name}', {self.split} item {j}"
-        if self.random:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(mixed_seed(self.epoch_seed, i))
-                item = _item(self.ds, j, where)
-        else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mixed_seed(self.epoch_seed, i))
             item = _item(self.ds, j, where)
         x = to_image(item[0], where)
         s = info.image_size

@@ -253,8 +253,7 @@ def _user_data(splits: DatasetSplits, cfg: DataConfig, info: DatasetInfo, seed: 
     """Wrap your own Datasets (:mod:`dan.data.code`) in :class:`FolderLoader` s."""
 
     def split(ds, idx, name, train):
-        return UserSplit(ds, idx, info, "test" if name == "test" else "train", random=train,
-                         resize=cfg.image_size is not None)
+        return UserSplit(ds, idx, info, "test" if name == "test" else "train", resize=cfg.image_size is not None)
 
     return _worker_data(splits.train, splits.test, split, cfg, info, seed, device)
 
