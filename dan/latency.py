@@ -640,20 +640,29 @@ def measure_found(sn, model: LatencyModel, choice: list[int], relative: bool, re
     return dict(runs[len(runs) // 2], readings_ms=[r["measured_ms"] for r in runs], slow_readings_retaken=retaken)
 
 
+def arch_supernet(arch):
+    """The search space an ``arch.json`` was found in, built from what it records of its data
+    (input shape, class count) rather than from the data itself: a network is timed on a machine
+    that need not hold the dataset, nor import a dataset function (``dan.data.code``) it names."""
+    from dan.config import Config
+    from dan.data import DatasetInfo
+    from dan.supernet import build_supernet
+
+    cfg = Config.from_dict(arch.config)
+    _, c, size, _ = arch.input_shape
+    return build_supernet(cfg, DatasetInfo(cfg.data.dataset, arch.num_classes, c, size, (0.0,) * c, (1.0,) * c))
+
+
 def remeasure(arch, repeats: int = 1) -> dict:
     """Measure again the network of an ``arch.json`` found under a latency budget, on this machine
     in this process, as the search did (:func:`measure_found`; a relative budget is re-read
     against this machine's widest network, as a search here would):
     ``{"measured_ms", "measured_over_budget", "in_band", "same_device", ...}``."""
-    from dan.config import Config
-    from dan.data import dataset_info
     from dan.errors import UserError
-    from dan.supernet import build_supernet
 
     if "latency" not in arch.budget or not arch.latency:
         raise UserError("this arch.json was not searched under a latency budget (--budget-latency)")
-    cfg = Config.from_dict(arch.config)
-    sn = build_supernet(cfg, dataset_info(cfg.data))
+    sn = arch_supernet(arch)
     try:
         choice = [c.index(arch.widths[g.name]) for g, c in zip(sn.groups, sn.cands)]
     except (KeyError, ValueError):
@@ -672,12 +681,7 @@ def remeasure(arch, repeats: int = 1) -> dict:
 def measure_archs(archs: list, *, batch: int = 1, threads: int = 1, runtime: str = "torch") -> list[float]:
     """Measured ms of the small networks of several ``arch.json`` of one search space, timed
     together (interleaved, with the reference) and scaled to the speed of this device's tables."""
-    from dan.config import Config
-    from dan.data import dataset_info
-    from dan.supernet import build_supernet
-
-    cfg = Config.from_dict(archs[0].config)
-    sn = build_supernet(cfg, dataset_info(cfg.data))
+    sn = arch_supernet(archs[0])
     choices = []
     for a in archs:
         try:

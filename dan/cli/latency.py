@@ -48,9 +48,11 @@ def main(argv, prog: str = PROG) -> int:
     if args.repeats < 1:
         raise UserError("--repeats must be >= 1")
     if args.arch:
+        from dan import models
         from dan.arch import arch_file, load_arch
         from dan.latency import remeasure
 
+        models.trust(args.space)  # your own model's builder, named here (as retrain.py takes it)
         # independent readings, the median one reported (dan.latency.measure_found): one slow spell
         # of a shared machine moves one reading by up to 20 %, rarely two of three
         r = remeasure(load_arch(arch_file(args.arch)), args.repeats)
