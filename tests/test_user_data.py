@@ -3,6 +3,7 @@
 from ``dan.search``. Items are converted and checked as they are read."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from PIL import Image
 import dan
 from dan import models
 from dan.config import Config, DataConfig
-from dan.data import build_data, build_user_data, dataset_info
+from dan.data import FASHION_MNIST_DIR, FASHION_MNIST_FILES, build_data, build_user_data, dataset_info
 from dan.data.code import as_splits
 from tests.helpers import assert_user_error, run_tool, tiny_config
 from tests.zoo_data import Blobs
@@ -215,3 +216,20 @@ def test_the_python_api_searches_on_dataset_objects_and_on_a_function_it_names(t
     with pytest.raises(dan.UserError, match="give \\(train, test\\)"):
         dan.search(_net(), (train,), cfg=cfg, out=str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(not all(os.path.isfile(os.path.join(FASHION_MNIST_DIR, f)) for f in FASHION_MNIST_FILES),
+                    reason="dataset-fashion-mnist is not installed")
+def test_real_images_through_a_function_batch_as_the_built_in_reader_does():
+    """The same 300 Fashion-MNIST images, no augmentation, the same seed: the user's Dataset route
+    gives the built-in route's batches (same order, same held-out part, same values to float error)."""
+    fields = {"train_subset": 300, "holdout": 0.25, "augment": False, "batch_size": 32}
+    ours = build_data(DataConfig(dataset="fashion_mnist", **fields), seed=5)
+    yours = build_data(_data("tests.zoo_data:fashion_mnist", **fields), seed=5)
+    assert yours.info.num_classes == 10 and yours.info.image_size == 28 and yours.info.in_channels == 1
+    for a, b in ((ours.train, yours.train), (ours.holdout, yours.holdout), (ours.test, yours.test)):
+        a.set_epoch(2)
+        b.set_epoch(2)
+        for (xa, ya), (xb, yb), _ in zip(a, b, range(3)):
+            assert torch.equal(ya, yb)
+            assert torch.allclose(xa, xb, atol=1e-5)

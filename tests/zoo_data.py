@@ -31,3 +31,25 @@ class Blobs(torch.utils.data.Dataset):
 def blobs(n: int = 192, size: int = 16, classes: int = 4):
     """(train, test): ``n`` training images with random jitter, a quarter as many test images."""
     return Blobs(n, size, classes, jitter=True, seed=0), Blobs(max(1, n // 4), size, classes, seed=1)
+
+
+class Arrays(torch.utils.data.Dataset):
+    """uint8 N x C x H x W images and labels, normalized as the network sees them: a user's own reader."""
+
+    def __init__(self, images, labels, mean: float, std: float):
+        self.images, self.targets, self.mean, self.std = images, labels, mean, std
+        self.classes = [str(c) for c in range(int(labels.max()) + 1)]
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return (torch.tensor(self.images[i]).float() / 255 - self.mean) / self.std, int(self.targets[i])
+
+
+def fashion_mnist(folder: str = "/usr/share/datasets/fashion-mnist"):
+    """Debian's Fashion-MNIST files read as a user would (normalized with dan's statistics, no augmentation)."""
+    from dan.data import load_fashion_mnist
+
+    xtr, ytr, xte, yte = load_fashion_mnist(folder)
+    return Arrays(xtr, ytr, 0.2860, 0.3530), Arrays(xte, yte, 0.2860, 0.3530)

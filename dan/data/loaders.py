@@ -221,14 +221,13 @@ class FolderLoader(_Sharded):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.ds.epoch_seed = mixed_seed(self.seed, self.epoch, self.split)
         cuda = self.device.type == "cuda"
-        if self.world > 1:
-            dl = torch.utils.data.DataLoader(
-                self.ds, self.batch_size, sampler=self._order().tolist(),
-                num_workers=self.workers, pin_memory=cuda, drop_last=self.drop_last)
-        else:
-            dl = torch.utils.data.DataLoader(
-                self.ds, self.batch_size, shuffle=self.shuffle, num_workers=self.workers, pin_memory=cuda,
-                drop_last=self.drop_last, generator=generator(self.seed, self.epoch, self.split))
+        # the epoch's order is the in-memory loader's (_order): the same images in the same order as
+        # TensorLoader gives them (a shuffling DataLoader would first draw its workers' base seed from
+        # the generator, and then another order); the generator only seeds the workers
+        order = self._order()
+        dl = torch.utils.data.DataLoader(
+            self.ds, self.batch_size, sampler=None if order is None else order.tolist(), num_workers=self.workers,
+            pin_memory=cuda, drop_last=self.drop_last, generator=generator(self.seed, self.epoch, self.split))
         try:
             for x, y in dl:
                 yield x.to(self.device, non_blocking=cuda), y.to(self.device, non_blocking=cuda)
