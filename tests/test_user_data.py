@@ -15,7 +15,10 @@ from dan import models
 from dan.config import Config, DataConfig
 from dan.data import FASHION_MNIST_DIR, FASHION_MNIST_FILES, build_data, build_user_data, dataset_info
 from dan.data.code import as_splits
+from dan.monitor import Monitor
+from dan.search import search
 from tests.helpers import assert_user_error, run_tool, tiny_config
+from tests.test_engine import KillAt
 from tests.zoo_data import Blobs
 
 FN = "tests.zoo_data:blobs"
@@ -233,3 +236,23 @@ def test_real_images_through_a_function_batch_as_the_built_in_reader_does():
         for (xa, ya), (xb, yb), _ in zip(a, b, range(3)):
             assert torch.equal(ya, yb)
             assert torch.allclose(xa, xb, atol=1e-5)
+
+
+def test_a_search_on_a_function_dataset_killed_and_resumed_ends_as_one_never_stopped(tmp_path):
+    """Random transforms (the training Dataset's flips and noise) drawn per (seed, epoch, split,
+    position): a resumed search reads the same images as an uninterrupted one."""
+    models.trust(FN)
+
+    def cfg(out):
+        return tiny_config(out, **{"train.epochs": 3, "train.limit_batches": 4, "search.budget_flops": "35%",
+                                   "search.warmup_epochs": 1, "data.dataset": FN, "data.args": {"n": 96},
+                                   "data.image_size": None, "data.num_classes": None})
+
+    a, c = str(tmp_path / "a"), str(tmp_path / "c")
+    search(cfg(a), Monitor(a, tensorboard=False))
+    with pytest.raises(KeyboardInterrupt):
+        search(cfg(c), KillAt(c, 4 + 2))
+    search(cfg(c), Monitor(c, tensorboard=False), resume=True)
+    ja, jc = (json.load(open(os.path.join(d, "arch.json"))) for d in (a, c))
+    ja["config"].pop("out"), jc["config"].pop("out")
+    assert ja == jc
