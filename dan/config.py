@@ -456,6 +456,9 @@ class Config:
         if d.eval_batch_size is not None:
             int_range("data.eval_batch_size", d.eval_batch_size, 1, 1 << 20)
         int_range("data.workers", d.workers, 0, 1024)
+        if d.args and not (isinstance(d.dataset, str) and ":" in d.dataset):
+            raise UserError(f"data.args are the keyword arguments of your own dataset function (data.dataset: "
+                            f"package.module:function), and data.dataset is {d.dataset!r}: drop data.args")
         if d.image_size is not None:
             int_range("data.image_size", d.image_size, 4, 4096)
         if d.channels not in (None, 1, 3):

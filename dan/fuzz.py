@@ -48,6 +48,7 @@ SET_KEYS = ["train.epochs", "train.lr", "train.min_lr", "train.weight_decay", "t
             "train.warmup_epochs", "train.label_smoothing", "train.grad_clip", "train.limit_batches",
             "train.eval_every", "train.log_every", "train.latency_batches", "train.optimizer", "train.amp",
             "data.batch_size", "data.synthetic_size", "data.holdout", "data.train_subset", "data.image_size",
+            "data.dataset", "data.args", "data.args.n", "data.channels", "data.num_classes",
             "model.args.width", "adjoint.alpha", "adjoint.beta", "adjoint.c", "adjoint.schedule",
             "adjoint.stem", "search.band", "search.tau0", "search.arch_lr", "search.fractions", "seed",
             "methods.kd.temperature", "nonsense.key"]

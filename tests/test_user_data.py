@@ -173,6 +173,8 @@ def test_bad_names_and_arguments_are_refused_before_anything_runs():
         dataset_info(DataConfig(dataset="fashion-mnist"))  # unknown: the message names your own route
     with pytest.raises(dan.UserError, match="as Python objects"):
         dataset_info(DataConfig(dataset="<object Blobs>"))  # a search run from Python, resumed elsewhere
+    with pytest.raises(dan.UserError, match="drop data.args"):  # arguments a built-in dataset would ignore
+        Config.from_dict({"data": {"dataset": "synthetic", "args": {"n": 3}}}).validate()
     with pytest.raises(dan.UserError, match="would import and run the module evil"):
         dataset_info(DataConfig(dataset="evil.sets:make"))  # never named by the user: not imported
 
