@@ -30,7 +30,7 @@ from dan.checkpoint import (atomic_write, load_checkpoint, rng_state, save_check
                             write_json)
 from dan.config import Config
 from dan.cost import count, format_count
-from dan.data import Data, build_data, dataset_info
+from dan.data import Data, build_data, data_info_dict, dataset_info
 from dan.deploy import deploy_form, measure_latency, save_deployable
 from dan.errors import UserError
 from dan.loop import (RESUMABLE_CHANGES, check_run_dir, check_same_config, optimizer_step,  # noqa: F401
@@ -196,7 +196,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "step": self.step,
                 "best": self.best, "last_eval": self.last_eval, "rng": rng_state(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                "last_row": self.last_row, "config": self.cfg.to_dict()}
+                "last_row": self.last_row, "config": self.cfg.to_dict(), "data_info": data_info_dict(self.data.info)}
 
     def _write_checkpoints(self, best: bool = False) -> None:
         if not self.dist.main:
@@ -204,9 +204,8 @@ class Trainer:
         state = self.state()
         save_checkpoint(state, os.path.join(self.ckpt_dir, "last.pt"))
         if best:
-            save_checkpoint({"version": CHECKPOINT_VERSION, "model": state["model"],
-                             "method": state["method"], "epoch": self.epoch, "best": self.best,
-                             "config": state["config"]}, os.path.join(self.ckpt_dir, "best.pt"))
+            keep = ("version", "model", "method", "epoch", "best", "config", "data_info")  # no optimizer
+            save_checkpoint({k: state[k] for k in keep}, os.path.join(self.ckpt_dir, "best.pt"))
 
     def restore(self, path: str | None = None) -> None:
         path = path or os.path.join(self.ckpt_dir, "last.pt")

@@ -195,6 +195,10 @@ def test_a_function_dataset_searches_and_retrains_from_the_command_line_named_ea
     p = run_tool("retrain.py", str(s), "--dataset", FN, *TINY, "--out", str(r))
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads((r / "small.json").read_text())["flops"] == arch["small"]["flops"]
+    # the checkpoint says what its networks were built for: counted without the dataset's code
+    p = run_tool("count.py", str(r / "checkpoints" / "last.pt"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "small" in p.stdout
 
 
 def _net():

@@ -102,12 +102,12 @@ def _from_checkpoint(path: str):
 
     from dan.checkpoint import load_checkpoint
     from dan.config import Config
-    from dan.data import dataset_info
+    from dan.data import checkpoint_info
     from dan.methods import get_method
 
     state = load_checkpoint(path)
     cfg = Config.from_dict(state["config"])
-    info = dataset_info(cfg.data)
+    info = checkpoint_info(state, cfg.data)  # the data itself need not be on this machine
     method = get_method(cfg.train.method)(cfg, info, torch.device("cpu"))
     method.build()
     method.model.load_state_dict(state["model"])

@@ -19,8 +19,8 @@ The package, one concept per module:
 Every name below is importable from ``dan.data`` directly.
 """
 
-from dan.data.info import (IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, DatasetSpec, dataset_info, get_dataset,
-                           list_datasets, register_dataset)
+from dan.data.info import (IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, DatasetSpec, checkpoint_info, data_info_dict,
+                           dataset_info, get_dataset, list_datasets, register_dataset)
 from dan.data.augment import (CIFAR_RECIPE, FASHION_MNIST_RECIPE, SYNTHETIC_RECIPE, AugmentRecipe, augment_batch,
                               random_homographies, random_lighting)
 from dan.data.splits import split_indices
@@ -32,7 +32,8 @@ from dan.data.loaders import Data, FolderLoader, Loader, TensorLoader, build_dat
 __all__ = [
     "ArraySplits", "AugmentRecipe", "DatasetSplits", "CIFAR_RECIPE", "Data", "DatasetInfo", "DatasetSpec", "FASHION_MNIST_DIR",
     "FASHION_MNIST_FILES", "FASHION_MNIST_RECIPE", "FolderLoader", "FolderSplits", "IMAGENET_MEAN",
-    "IMAGENET_STD", "Loader", "SYNTHETIC_RECIPE", "TensorLoader", "augment_batch", "build_data", "build_user_data", "dataset_info",
+    "IMAGENET_STD", "Loader", "SYNTHETIC_RECIPE", "TensorLoader", "augment_batch", "build_data", "build_user_data",
+    "checkpoint_info", "data_info_dict", "dataset_info",
     "get_dataset", "list_datasets", "load_cifar", "load_fashion_mnist", "load_image", "random_homographies",
     "random_lighting", "read_idx", "register_dataset", "split_indices", "synthetic_arrays",
 ]

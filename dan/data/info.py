@@ -110,6 +110,24 @@ def dataset_info(cfg: DataConfig) -> DatasetInfo:
     return get_dataset(cfg.dataset).info(cfg)
 
 
+def data_info_dict(info: DatasetInfo) -> dict:
+    """``info`` as plain values, as a checkpoint keeps it (``"data_info"``): what a run's networks
+    are built for, read back by :func:`checkpoint_info` without the data."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(info).items()}
+
+
+def checkpoint_info(state: dict, cfg: DataConfig) -> DatasetInfo:
+    """What a checkpoint's networks were built for: its ``"data_info"`` (written since the
+    forty-ninth session), else :func:`dataset_info` of its config (which may need the data)."""
+    d = state.get("data_info")
+    if isinstance(d, dict):
+        try:
+            return DatasetInfo(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+        except TypeError:  # another version's fields: read it from the config
+            pass
+    return dataset_info(cfg)
+
+
 def apply_overrides(info: DatasetInfo, cfg: DataConfig) -> DatasetInfo:
     """Check ``cfg.num_classes`` against a dataset's own class count and apply ``cfg.channels``
     (3: grey images repeated to 3 channels, with the statistics repeated to match)."""
