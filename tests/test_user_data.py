@@ -129,7 +129,7 @@ def test_a_wrong_item_stops_the_run_naming_split_index_and_fix(bad, fields, frag
 
 
 @pytest.mark.parametrize("out, fields, fragment", [
-    (lambda: Items([(torch.zeros(3, 6, 8), 0)] * 4), {}, "is a Items: give (train, test)"),
+    (lambda: Items([(torch.zeros(3, 6, 8), 0)] * 4), {}, "gave a Items: give (train, test)"),
     (lambda: (Items([(torch.zeros(3, 6, 8), 0)] * 4), Items([(torch.zeros(3, 6, 8), 0)])), {}, "6x8"),
     (lambda: (Items([(torch.zeros(3, 6, 6), 0)] * 4, no_classes=True), Items([])), {}, "test split has 0 items"),
     (lambda: (Items([(torch.zeros(3, 6, 6), 0)] * 4, no_classes=True), Items([(torch.zeros(3, 6, 6), 0)])), {},

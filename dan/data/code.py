@@ -66,7 +66,7 @@ def object_name(train) -> str:
 def as_splits(out, name: str) -> DatasetSplits:
     """``(train, test)`` checked: two non-empty map-style Datasets."""
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
-        raise UserError(f"dataset '{name}' is a {type(out).__name__}: give (train, test), two torch Datasets")
+        raise UserError(f"dataset '{name}' gave a {type(out).__name__}: give (train, test), two torch Datasets")
     for split, ds in zip(("train", "test"), out):
         stream = isinstance(ds, torch.utils.data.IterableDataset)
         if stream or not (hasattr(ds, "__len__") and hasattr(ds, "__getitem__")):
