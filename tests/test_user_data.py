@@ -120,6 +120,8 @@ def test_images_are_converted_from_uint8_pil_and_arrays_and_resized_when_asked()
     ((torch.zeros(3, 6, 6, dtype=torch.int32), 1), {}, ["train item 1", "torch.int32", "uint8"]),
     (("not an image", 1), {}, ["train item 1", "str", "ToTensor"]),
     (torch.zeros(3, 6, 6), {}, ["train item 1 is a Tensor", "(image, label)"]),
+    ({"image": torch.zeros(3, 6, 6), "label": 1}, {}, ["train item 1 is a dict with keys image, label",
+                                                        "(d['image'], d['label'])"]),
 ])
 def test_a_wrong_item_stops_the_run_naming_split_index_and_fix(bad, fields, fragments):
     items = [(torch.zeros(3, 6, 6), 0), bad] + [(torch.zeros(3, 6, 6), 2)] * 2

@@ -33,6 +33,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -194,6 +195,10 @@ def splits_info(splits: DatasetSplits, cfg: DataConfig) -> DatasetInfo:
 
 def _item(ds, j: int, where: str):
     item = ds[j]
+    if isinstance(item, Mapping):  # Hugging Face datasets give {"image": ..., "label": ...}
+        keys = ", ".join(map(str, list(item)[:6]))
+        raise UserError(f"{where} is a dict with keys {keys}: give (image, label), e.g. from a Dataset whose "
+                        f"__getitem__ returns (d['image'], d['label']) of your dataset's d = ds[i]")
     if not (isinstance(item, (tuple, list)) and len(item) >= 2):
         raise UserError(f"{where} is a {type(item).__name__}: give (image, label)")
     return item
