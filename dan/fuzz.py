@@ -599,6 +599,8 @@ def user_dataset_case(ws: Workspace, data) -> None:
             argv += [flag, data.draw(st.sampled_from(values))]
     if data.draw(st.integers(0, 3)) == 0:
         argv += ["--set", f"data.channels={data.draw(st.sampled_from(['1', '3']))}"]
+    if data.draw(st.integers(0, 4)) == 0:  # items read in a worker process: its errors come back as one line
+        argv += ["--workers", "1"]
     _run_checked(ws, data, "train.py", argv, f"train.py {argv} on {json.dumps(spec)[:600]}")
 
 
