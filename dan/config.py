@@ -43,12 +43,12 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "fashion_mnist"  # fashion_mnist | cifar10 | cifar100 | imagefolder | synthetic | package.module:function
+    dataset: str = "fashion_mnist"  # fashion_mnist, cifar10, cifar100, imagefolder, synthetic or pkg.module:function
     args: dict = field(default_factory=dict)  # keyword arguments of your package.module:function dataset
     data: Optional[str] = None  # folder with the files; each dataset has a default
     batch_size: int = 128
     eval_batch_size: Optional[int] = None  # defaults to 2 x batch_size
-    workers: int = 0  # data-loader processes for image folders (in-memory sets need none)
+    workers: int = 0  # data-loader processes for image folders and your own datasets (in-memory sets need none)
     augment: bool = True  # the paper's appendix-B augmentations on the training split
     download: bool = False  # torchvision datasets: download when missing (needs the network)
     image_size: Optional[int] = None  # side of the square input (other sets: batches resized to it)

@@ -115,7 +115,7 @@ def common_parser(prog: str, description: str) -> Parser:
                    help="at most N batches per epoch and per evaluation (smoke runs)")
     g.add_argument("--image-size", type=positive_int, help="input size (synthetic, image folders, your own dataset)")
     g.add_argument("--num-classes", type=positive_int, help="synthetic: number of classes")
-    g.add_argument("--workers", type=nonnegative_int, help="data-loader processes (image folders)")
+    g.add_argument("--workers", type=nonnegative_int, help="data-loader processes (image folders, your own dataset)")
     g.add_argument("--out", help="run folder (default runs/<config name>)")
     g.add_argument("--name", help="run name (default: the config file's name)")
     g.add_argument("--seed", type=int)
