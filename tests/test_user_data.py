@@ -264,3 +264,17 @@ def test_a_search_on_a_function_dataset_killed_and_resumed_ends_as_one_never_sto
     ja, jc = (json.load(open(os.path.join(d, "arch.json"))) for d in (a, c))
     ja["config"].pop("out"), jc["config"].pop("out")
     assert ja == jc
+
+
+def test_a_tuning_file_may_choose_among_your_own_datasets(tmp_path):
+    """Named in the user's own tuning file (a command-line argument, as --config), a choice of
+    data.dataset is imported by the trials."""
+    spec = tmp_path / "tune.yaml"
+    spec.write_text(f"search_epochs: 1\nretrain_epochs: 1\nparams:\n  data.dataset: {{type: categorical, "
+                    f"choices: ['{FN}']}}\n")
+    p = run_tool("tune.py", "--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--limit-batches",
+                 "2", "--batch-size", "16", "--set", "model.args.width=8", "--set", "train.latency_batches=[]",
+                 "--budget-flops", "40%", "--out", str(tmp_path / "t"), "--study", "s", "--trials", "1",
+                 "--tune", str(spec), "--quiet")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert FN in (tmp_path / "t" / "best" / "arch.json").read_text()

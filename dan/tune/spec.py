@@ -48,7 +48,16 @@ def load_spec(path: str) -> TuneSpec:
     if not os.path.isfile(path):
         raise UserError(f"tuning file {path} does not exist: pass configs/tune_*.yaml")
     d = load_yaml_file(path, "tuning file") or {}
-    return spec_from_dict(d, path)
+    spec = spec_from_dict(d, path)
+    # the user's own file, named on the command line as a --config is: the models and datasets its
+    # choices name may import their code (dan.models: trust)
+    from dan import models
+
+    for key in ("model.space", "data.dataset"):
+        r = spec.params.get(key)
+        if isinstance(r, dict) and r.get("type") == "categorical":
+            models.trust(*r.get("choices", []))
+    return spec
 
 
 def spec_from_dict(d: dict, where: str = "tuning file") -> TuneSpec:
