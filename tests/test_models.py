@@ -44,6 +44,12 @@ def test_a_users_factory_searches_retrains_and_extracts_from_the_command_line(tm
     assert p.returncode == 0, p.stderr[-2000:]
     meta = json.loads((r / "small.json").read_text())
     assert meta["flops"] == arch["small"]["flops"] and (r / "small.pt2").exists()
+    # so does counting the run's checkpoint (count.py had no way to name it)
+    ckpt = str(r / "checkpoints" / "last.pt")
+    assert_user_error(run_tool("count.py", ckpt), "--model " + FACTORY)
+    p = run_tool("count.py", ckpt, "--model", FACTORY)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "small" in p.stdout
 
 
 def test_an_arch_json_naming_a_module_the_user_did_not_allow_is_refused_without_importing_it(tmp_path):

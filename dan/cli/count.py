@@ -6,6 +6,7 @@ Usage:
     python tools/count.py resnet18_small --arg width=16 --in-channels 1 --input-size 28
     python tools/count.py runs/demo/small.pt --input-size 28 --in-channels 1   # extracted network
     python tools/count.py runs/demo/checkpoints/last.pt    # every network of a training run
+    python tools/count.py runs/x/checkpoints/last.pt --model my_pkg.nets:build   # a run on your own builder
     python tools/count.py resnet50 --json                  # machine-readable
     python tools/count.py resnet50 --alpha 4               # big and small network of an adjoint conversion
     python tools/count.py resnet50 --alpha 4 --batch-size 128   # and the memory its adjoint training needs
@@ -47,6 +48,9 @@ def load_networks(args) -> tuple[dict, tuple, dict]:
             shape = tuple(meta["input_shape"]) if meta and not (size or args.in_channels) else \
                 (1, args.in_channels or 3, size or 224, size or 224)
             return {"network": load_deployable(target)}, shape, {}
+        from dan import models
+
+        models.trust(args.space)  # named on this command line
         return _from_checkpoint(target)
     if target in search_spaces.list_spaces():
         kw = dict(num_classes=args.num_classes, in_channels=args.in_channels, **_kv(args.arg, target))
@@ -143,6 +147,9 @@ def get_args_parser(prog: str = PROG):
     p.add_argument("--in-channels", type=positive_int)
     p.add_argument("--num-classes", type=positive_int)
     p.add_argument("--arg", action="append", default=[], help="builder argument NAME=VALUE (repeatable)")
+    p.add_argument("--model", "--space", dest="space", metavar="NAME",
+                   help="with a checkpoint of a run on your own model builder (package.module:function): name it "
+                        "again to allow importing it, as for retrain.py")
     p.add_argument("--alpha", type=number(1.0), help="also convert to adjoint and show big and small")
     p.add_argument("--beta", type=number(0.0, 1.0, hi_open=True))
     p.add_argument("--top", type=positive_int, help="only the N layers with most FLOPs")
