@@ -67,12 +67,8 @@ def _retrain(arch: str, out: str, seed: int, epochs: int) -> float:
 def _elasticity(arch, threads: int, batch: int, runtime: str) -> float:
     """d log(predicted ms) / d log(FLOPs) over uniform-width networks around ``arch``'s FLOPs."""
     from dan import latency
-    from dan.config import Config
-    from dan.data import dataset_info
-    from dan.supernet import build_supernet
 
-    cfg = Config.from_dict(arch.config)
-    sn = build_supernet(cfg, dataset_info(cfg.data))
+    sn = latency.arch_supernet(arch)  # from what the arch.json records, as latency.py --arch does
     model = latency.build(sn, batch=batch, threads=threads, runtime=runtime, progress=False)
     pts = []
     for k in range(min(len(c) for c in sn.cands)):
