@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from dan.config import DataConfig
 from dan.data.info import DatasetInfo, DatasetSpec, register_resolver
-from dan.data.splits import mixed_seed
+from dan.data.splits import seeded
 from dan.errors import UserError
 
 _CODE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
@@ -220,8 +220,7 @@ class UserSplit(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         j, info = self.indices[i], self.info
         where = f"dataset '{info.name}', {self.split} item {j}"
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mixed_seed(self.epoch_seed, i))
+        with seeded(self.epoch_seed, i):
             item = _item(self.ds, j, where)
         x = to_image(item[0], where)
         s = info.image_size

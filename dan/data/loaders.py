@@ -35,7 +35,7 @@ from dan.data.augment import AugmentRecipe, augment_batch, folder_transforms, pi
 from dan.data.code import DatasetSplits, UserSplit, splits_info
 from dan.data.datasets import ArraySplits, FolderSplits
 from dan.data.info import DatasetInfo, dataset_info, get_dataset
-from dan.data.splits import SPLIT_IDS, generator, mixed_seed, split_indices
+from dan.data.splits import SPLIT_IDS, generator, mixed_seed, seeded, split_indices
 from dan.errors import UserError, out_of_memory
 
 
@@ -202,8 +202,7 @@ class _FolderSplit(torch.utils.data.Dataset):
                             f"delete or replace it") from None
         if not self.random:
             return self.transform(img), y
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mixed_seed(self.epoch_seed, i))
+        with seeded(self.epoch_seed, i):
             return self.transform(img), y
 
 

@@ -8,6 +8,7 @@ purpose, ...); the global RNG is never used for data. The purposes are numbered 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import numpy as np
@@ -23,6 +24,21 @@ def mixed_seed(*parts: int) -> int:
     """A 63-bit seed mixed from integers (``np.random.SeedSequence`` hashing)."""
     words = [w for p in parts for w in (int(p) & 0xFFFFFFFF, (int(p) >> 32) & 0xFFFFFFFF)]
     return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+@contextlib.contextmanager
+def seeded(*parts: int):
+    """Inside, torch's CPU generator is seeded with :func:`mixed_seed` of ``parts``; after, it is as it
+    was. What ``torch.random.fork_rng(devices=[])`` plus ``manual_seed`` do, for one image's random
+    transform, at 2 µs instead of 75 (that cost was half the per-image overhead of a user's
+    Dataset: 60k images a Fashion-MNIST epoch)."""
+    g = torch.default_generator
+    state = g.get_state()
+    g.manual_seed(mixed_seed(*parts))
+    try:
+        yield
+    finally:
+        g.set_state(state)
 
 
 def generator(*parts: int) -> torch.Generator:
