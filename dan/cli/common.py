@@ -171,7 +171,7 @@ def retrain_hint(arch_path: str, cfg: Config) -> str:
     """The retrain command to print after a search: your own model's and dataset's names added, since
     an ``arch.json`` alone does not let the retrain import them (:func:`dan.models.trust`)."""
     named = [(flag, name) for flag, name in (("--model", cfg.model.space), ("--dataset", cfg.data.dataset))
-             if ":" in name and not name.startswith("<object")]
+             if ":" in name]  # "<object Class>" (searched from Python) has none: no tool rebuilds it
     return " ".join(["python tools/retrain.py", arch_path] + [f"{flag} {name}" for flag, name in named])
 
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from dan.config import DataConfig
 from dan.data.info import DatasetInfo, DatasetSpec, register_resolver
-from dan.data.splits import seeded
+from dan.data.splits import IndexedSplit, seeded
 from dan.errors import UserError
 
 _CODE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
@@ -176,8 +176,9 @@ def _count_targets(targets, name: str) -> int:
 
 def splits_info(splits: DatasetSplits, cfg: DataConfig) -> DatasetInfo:
     """Shapes and class count of your dataset, from its first training image (and ``cfg``)."""
-    name = splits.name
-    x = to_image(_item(splits.train, 0, f"dataset '{name}', train item 0")[0], f"dataset '{name}', train item 0")
+    name, where = splits.name, f"dataset '{splits.name}', train item 0"
+    with seeded(0):  # a random transform draws here without moving the run's own generator
+        x = to_image(_item(splits.train, 0, where)[0], where)
     c, h, w = x.shape
     if h != w and cfg.image_size is None:
         raise UserError(f"dataset '{name}': its images are {h}x{w}, the networks take square ones: set "
@@ -204,18 +205,16 @@ def _item(ds, j: int, where: str):
     return item
 
 
-class UserSplit(torch.utils.data.Dataset):
-    """Items ``indices`` of your Dataset ``ds``, each read under a torch generator seeded per
-    (epoch seed, position), converted and checked (the module docstring). Every split is read so,
-    the evaluated ones too: the held-out part comes from the training Dataset, whose transform is
-    usually random, and an unseeded draw there would make the same seed score widths differently."""
+class UserSplit(IndexedSplit):
+    """Items ``indices`` of your Dataset ``ds``, each read under the generator seeded per (epoch
+    seed, position) (:class:`~dan.data.splits.IndexedSplit`), converted and checked (the module
+    docstring). Every split is read so, the evaluated ones too: the held-out part comes from the
+    training Dataset, whose transform is usually random, and an unseeded draw there would make the
+    same seed score widths differently."""
 
     def __init__(self, ds, indices: Optional[torch.Tensor], info: DatasetInfo, split: str, resize: bool):
-        self.ds, self.info, self.split, self.resize, self.epoch_seed = ds, info, split, resize, 0
-        self.indices = indices.tolist() if indices is not None else list(range(len(ds)))
-
-    def __len__(self) -> int:
-        return len(self.indices)
+        super().__init__(indices, len(ds))
+        self.ds, self.info, self.split, self.resize = ds, info, split, resize
 
     def __getitem__(self, i: int):
         j, info = self.indices[i], self.info

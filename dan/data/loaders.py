@@ -35,7 +35,7 @@ from dan.data.augment import AugmentRecipe, augment_batch, folder_transforms, pi
 from dan.data.code import DatasetSplits, UserSplit, splits_info
 from dan.data.datasets import ArraySplits, FolderSplits
 from dan.data.info import DatasetInfo, dataset_info, get_dataset
-from dan.data.splits import SPLIT_IDS, generator, mixed_seed, seeded, split_indices
+from dan.data.splits import SPLIT_IDS, IndexedSplit, generator, mixed_seed, seeded, split_indices
 from dan.errors import UserError, out_of_memory
 
 
@@ -178,16 +178,13 @@ def _tensor_data(arrays: ArraySplits, cfg: DataConfig, info: DatasetInfo, seed: 
 
 # --------------------------------------------------------------------------- image folders
 
-class _FolderSplit(torch.utils.data.Dataset):
-    """Images ``indices`` of an ImageFolder; random transforms run under an RNG seeded per
-    (epoch seed, position), so an epoch is reproducible whatever the number of workers."""
+class _FolderSplit(IndexedSplit):
+    """Images ``indices`` of an image folder; random transforms run under the generator seeded per
+    (epoch seed, position) (:class:`~dan.data.splits.IndexedSplit`)."""
 
     def __init__(self, folder, indices: Optional[torch.Tensor], transform, random: bool):
-        self.folder, self.transform, self.random, self.epoch_seed = folder, transform, random, 0
-        self.indices = indices.tolist() if indices is not None else list(range(len(folder)))
-
-    def __len__(self) -> int:
-        return len(self.indices)
+        super().__init__(indices, len(folder))
+        self.folder, self.transform, self.random = folder, transform, random
 
     def __getitem__(self, i: int):
         path, y = self.folder.samples[self.indices[i]]
@@ -207,10 +204,10 @@ class _FolderSplit(torch.utils.data.Dataset):
 
 
 class FolderLoader(_Sharded):
-    """A DataLoader over an image folder or your own Dataset (``ds``: :class:`_FolderSplit` or
-    :class:`~dan.data.code.UserSplit`); batches are moved to ``device`` by the loader."""
+    """A DataLoader over an image folder or your own Dataset (``ds``: an
+    :class:`~dan.data.splits.IndexedSplit`); batches are moved to ``device`` by the loader."""
 
-    def __init__(self, ds: torch.utils.data.Dataset, batch_size: int, *, seed: int, split: str, shuffle: bool,
+    def __init__(self, ds: IndexedSplit, batch_size: int, *, seed: int, split: str, shuffle: bool,
                  drop_last: bool, workers: int, device: torch.device):
         self.ds, self.batch_size, self.num_samples = ds, batch_size, len(ds)
         self.seed, self.split, self.epoch = seed, SPLIT_IDS[split], 0

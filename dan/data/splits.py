@@ -67,3 +67,17 @@ def split_indices(n: int, cfg: DataConfig, seed: int) -> tuple[torch.Tensor, Opt
                         "change holdout or use more training images")
     perm = idx[torch.randperm(len(idx), generator=generator(seed, SPLIT_IDS["split"]))]
     return perm[n_hold:].sort().values, perm[:n_hold].sort().values
+
+
+class IndexedSplit(torch.utils.data.Dataset):
+    """Items ``indices`` (all ``n`` when None) of a split's source, read by a
+    :class:`~dan.data.loaders.FolderLoader`, which sets ``epoch_seed`` before each epoch: random
+    draws of the item at position ``i`` run under :func:`seeded` ``(epoch_seed, i)``, so an epoch is
+    the same whatever the number of worker processes. Image folders and your own Datasets subclass it."""
+
+    def __init__(self, indices: Optional[torch.Tensor], n: int):
+        self.indices = indices.tolist() if indices is not None else list(range(n))
+        self.epoch_seed = 0
+
+    def __len__(self) -> int:
+        return len(self.indices)
