@@ -45,6 +45,9 @@ class ModelConfig:
 class DataConfig:
     dataset: str = "fashion_mnist"  # fashion_mnist, cifar10, cifar100, imagefolder, synthetic or pkg.module:function
     args: dict = field(default_factory=dict)  # keyword arguments of your package.module:function dataset
+    # your own dataset's dict items (Hugging Face datasets): [image key, label key]; unset, the
+    # image is "image", "img" or "pixel_values" and the label "label" or "labels", whichever one is there
+    item_keys: Optional[list] = None
     data: Optional[str] = None  # folder with the files; each dataset has a default
     batch_size: int = 128
     eval_batch_size: Optional[int] = None  # defaults to 2 x batch_size
@@ -459,6 +462,8 @@ class Config:
         if d.args and not (isinstance(d.dataset, str) and ":" in d.dataset):
             raise UserError(f"data.args are the keyword arguments of your own dataset function (data.dataset: "
                             f"package.module:function), and data.dataset is {d.dataset!r}: drop data.args")
+        if d.item_keys is not None:
+            _item_keys(d)
         if d.image_size is not None:
             int_range("data.image_size", d.image_size, 4, 4096)
         if d.channels not in (None, 1, 3):
@@ -548,6 +553,18 @@ def int_range(key, v, lo, hi, *, label: str | None = None) -> None:
     """An integer (not a bool) in [lo, hi], else a :class:`UserError` naming ``label`` (as :func:`num_range`)."""
     if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
         raise UserError(f"{label or f'config key {key!r}'} must be an integer in [{lo}, {hi}], got {v!r}")
+
+
+def _item_keys(d: DataConfig) -> None:
+    """``data.item_keys``: two different non-empty strings, for your own dataset only."""
+    k = d.item_keys
+    if not (isinstance(k, list) and len(k) == 2 and all(isinstance(x, str) and x for x in k) and k[0] != k[1]):
+        raise UserError(f"data.item_keys must be the two keys of your dataset's dict items, image first "
+                        f"(e.g. [img, label]), got {k!r:.80}")
+    own = isinstance(d.dataset, str) and (":" in d.dataset or d.dataset.startswith("<object "))
+    if not own:
+        raise UserError(f"data.item_keys name the keys of your own dataset's dict items (data.dataset: "
+                        f"package.module:function), and data.dataset is {d.dataset!r}: drop data.item_keys")
 
 
 def _choice(key, v, allowed) -> None:

@@ -48,7 +48,7 @@ SET_KEYS = ["train.epochs", "train.lr", "train.min_lr", "train.weight_decay", "t
             "train.warmup_epochs", "train.label_smoothing", "train.grad_clip", "train.limit_batches",
             "train.eval_every", "train.log_every", "train.latency_batches", "train.optimizer", "train.amp",
             "data.batch_size", "data.synthetic_size", "data.holdout", "data.train_subset", "data.image_size",
-            "data.dataset", "data.args", "data.args.n", "data.channels", "data.num_classes",
+            "data.dataset", "data.args", "data.args.n", "data.item_keys", "data.channels", "data.num_classes",
             "model.args.width", "adjoint.alpha", "adjoint.beta", "adjoint.c", "adjoint.schedule",
             "adjoint.stem", "search.band", "search.tau0", "search.arch_lr", "search.fractions", "seed",
             "methods.kd.temperature", "nonsense.key"]
@@ -531,7 +531,8 @@ class Split(torch.utils.data.Dataset):
     def __getitem__(self, i):
         item = self.s["items"][i % len(self.s["items"])]
         x, y = _image(item["image"]), _label(item["label"])
-        return {"pair": (x, y), "triple": (x, y, 0), "image": x, "dict": {"image": x, "label": y}}[item["form"]]
+        return {"pair": (x, y), "triple": (x, y, 0), "image": x, "dict": {"image": x, "label": y},
+                "hf": {"img": x, "fine_label": y, "coarse_label": 0}}[item["form"]]
 
 def make(**kw):
     train, test = Split(SPEC["train"]), Split(SPEC["test"])
@@ -554,7 +555,7 @@ def user_split(draw):
               "dtype": ["uint8", "float64", "float16", "int32", "bool"],
               "fill": [0.0, 1.0, 200.0, float("nan"), float("inf"), -1e30],
               "label": ["float", "bool", "str", "none", "tensor", "pair", "np"], "value": [-1, 4, 10**12],
-              "form": ["triple", "image", "dict"]}
+              "form": ["triple", "image", "dict", "hf"]}
 
     def item():
         it = {"kind": "tensor", "shape": [3, 8, 8], "dtype": "float32", "fill": 0.5, "label": "int",
@@ -599,6 +600,8 @@ def user_dataset_case(ws: Workspace, data) -> None:
             argv += [flag, data.draw(st.sampled_from(values))]
     if data.draw(st.integers(0, 3)) == 0:
         argv += ["--set", f"data.channels={data.draw(st.sampled_from(['1', '3']))}"]
+    if data.draw(st.integers(0, 4)) == 0:  # the keys of dict items
+        argv += ["--set", f"data.item_keys={data.draw(st.sampled_from(['[img,fine_label]', '[image,label]', '[img]']))}"]
     if data.draw(st.integers(0, 4)) == 0:  # items read in a worker process: its errors come back as one line
         argv += ["--workers", "1"]
     _run_checked(ws, data, "train.py", argv, f"train.py {argv} on {json.dumps(spec)[:600]}")

@@ -120,14 +120,53 @@ def test_images_are_converted_from_uint8_pil_and_arrays_and_resized_when_asked()
     ((torch.zeros(3, 6, 6, dtype=torch.int32), 1), {}, ["train item 1", "torch.int32", "uint8"]),
     (("not an image", 1), {}, ["train item 1", "str", "ToTensor"]),
     (torch.zeros(3, 6, 6), {}, ["train item 1 is a Tensor", "(image, label)"]),
-    ({"image": torch.zeros(3, 6, 6), "label": 1}, {}, ["train item 1 is a dict with keys image, label",
-                                                        "(d['image'], d['label'])"]),
+    ({"img": torch.zeros(3, 6, 6), "fine_label": 1, "coarse_label": 0}, {},
+     ["train item 1 is a dict with keys img, fine_label, coarse_label", "data.item_keys=[img,fine_label]"]),
+    ({"image": torch.zeros(3, 6, 6), "label": 1}, {"item_keys": ["image", "y"]},
+     ["train item 1 is a dict without y", "its keys: image, label"]),
+    ((torch.zeros(6, 6, 3, dtype=torch.uint8), 1), {}, ["train item 1", "6x6x3, channels last", "permute(2, 0, 1)"]),
 ])
 def test_a_wrong_item_stops_the_run_naming_split_index_and_fix(bad, fields, fragments):
     items = [(torch.zeros(3, 6, 6), 0), bad] + [(torch.zeros(3, 6, 6), 2)] * 2
     with pytest.raises(dan.UserError) as e:
         _read_all(Items(items), **fields)
     assert all(f in str(e.value) for f in fragments), str(e.value)
+
+
+class HFLike(torch.utils.data.Dataset):
+    """A Hugging Face dataset's shape: dict items and a ``features`` mapping whose label feature
+    has ``num_classes`` (a ``ClassLabel``); no ``classes`` or ``targets``."""
+
+    def __init__(self, items, image="image", label="label", k=3):
+        self.items = [{image: x, label: y, "id": i} for i, (x, y) in enumerate(items)]
+        self.features = {image: object(), label: type("ClassLabel", (), {"num_classes": k})(), "id": object()}
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_dict_items_are_read_by_key_as_the_same_tuples_are():
+    items = [(torch.rand(3, 6, 6), i % 3) for i in range(6)]
+    want, info = _read_all(Items(items))
+    got, hf = _read_all(HFLike(items), HFLike(items[:2]))
+    assert hf == info  # the class count from the label feature (num_classes 3), as from `classes`
+    assert all(torch.equal(a, b) for pa, pb in zip(want, got) for a, b in zip(pa, pb))
+    got, _ = _read_all(HFLike(items, "img", "fine_label"), HFLike(items[:2], "img", "fine_label"),
+                       item_keys=["img", "fine_label"])
+    assert all(torch.equal(a, b) for pa, pb in zip(want, got) for a, b in zip(pa, pb))
+    pil = [({"pixel_values": Image.fromarray(np.full((6, 6), 51 * i, np.uint8)), "labels": i % 3}) for i in range(4)]
+    batches, info = _read_all(_with(Items(pil), classes=None, features={"labels": type("C", (), {"num_classes": 5})()}))
+    assert info.num_classes == 5 and info.in_channels == 1
+    seen = {round(float(x[j].mean()), 4) for x, _ in batches for j in range(len(x))}
+    assert seen == {0.0, 0.2, 0.4, 0.6}  # each PIL image as ToTensor reads it (the splits shuffle)
+    for bad in (["image"], ["image", "image"], ["image", ""], "image,label"):
+        with pytest.raises(dan.UserError, match="data.item_keys.? must be"):
+            Config.from_dict({"data": {"dataset": FN, "item_keys": bad}}).validate()
+    with pytest.raises(dan.UserError, match="drop data.item_keys"):  # keys a built-in dataset would ignore
+        Config.from_dict({"data": {"dataset": "synthetic", "item_keys": ["img", "label"]}}).validate()
 
 
 @pytest.mark.parametrize("out, fields, fragment", [

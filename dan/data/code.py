@@ -5,7 +5,9 @@ data.dataset=...``; ``data.args`` are its keyword arguments) names a function th
 ``(train, test)``: two map-style ``torch.utils.data.Dataset`` s (``len(ds)`` and ``ds[i]``). From
 Python, ``dan.search(model, (train, test))`` takes the two objects themselves.
 
-An item is ``(image, label)``:
+An item is ``(image, label)``, or a dict holding both (Hugging Face datasets): ``data.item_keys``
+names the image's and the label's keys; unset, the image is whichever one of ``image``, ``img`` and
+``pixel_values`` the item has and the label ``label`` or ``labels``:
 
 * ``image``: a tensor ``C x H x W`` (or ``H x W``), float as the network should see it (your
   transform normalizes and augments; DAN adds nothing) or uint8 (scaled to [0, 1]); or a PIL image
@@ -13,8 +15,9 @@ An item is ``(image, label)``:
   both splits has the first training image's channels and size, or, with ``data.image_size``, is
   resized to that square (non-square images need it). ``data.channels: 3`` repeats grey images.
 * ``label``: an integer in ``[0, num_classes)``. The class count is ``data.num_classes``, else the
-  length of the training set's ``classes`` (torchvision's datasets have one), else the largest of
-  its ``targets`` plus one; a dataset with neither needs ``data.num_classes``.
+  length of the training set's ``classes`` (torchvision's datasets have one), else its label
+  feature's ``num_classes`` (a Hugging Face ``ClassLabel``), else the largest of its ``targets``
+  plus one; a dataset with none of them needs ``data.num_classes``.
 
 Items are checked as they are read; a wrong one stops the run with one line naming the split, the
 index and the fix. Every item (of every split: the held-out part comes from the training Dataset,
@@ -47,6 +50,8 @@ from dan.errors import UserError
 
 _CODE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 _OBJECT = re.compile(r"<object [\w.]+>")
+IMAGE_KEYS = ("image", "img", "pixel_values")  # a dict item's image and label, unless data.item_keys
+LABEL_KEYS = ("label", "labels")                # names them (Hugging Face datasets' names)
 
 
 @dataclass
@@ -124,6 +129,9 @@ def to_image(x, where: str) -> torch.Tensor:
         x = x.unsqueeze(0)
     if x.ndim != 3 or min(x.shape) < 1:
         raise UserError(f"{where}: its image has shape {tuple(x.shape)}: give C x H x W")
+    if x.shape[-1] in (1, 3, 4) and min(x.shape[:2]) > 4:  # e.g. Hugging Face's with_format("torch")
+        raise UserError(f"{where}: its image tensor is {'x'.join(map(str, x.shape))}, channels last: give C x H "
+                        f"x W (x.permute(2, 0, 1)), or the PIL image or array itself (converted as ToTensor does)")
     if x.dtype == torch.uint8:
         return x.float().div_(255)
     if not x.is_floating_point():
@@ -146,19 +154,34 @@ def to_label(y, num_classes: int, where: str) -> int:
     return y
 
 
-def _count_classes(ds, name: str) -> int:
-    """The training set's class count: ``classes``, else ``targets``; looks through wrappers
-    with a ``dataset`` attribute (``torch.utils.data.Subset``)."""
+def _count_classes(ds, name: str, keys: Optional[list] = None) -> int:
+    """The training set's class count: ``classes``, else a Hugging Face dataset's label feature
+    (``features[label key].num_classes``), else ``targets``; looks through wrappers with a
+    ``dataset`` attribute (``torch.utils.data.Subset``)."""
     seen = 0
     while ds is not None and seen < 8:
         classes, targets = getattr(ds, "classes", None), getattr(ds, "targets", None)
         if isinstance(classes, (list, tuple)) and classes:
             return len(classes)
+        n = _feature_classes(getattr(ds, "features", None), keys)
+        if n:
+            return n
         if targets is not None:
             return _count_targets(targets, name)
         ds, seen = getattr(ds, "dataset", None), seen + 1
     raise UserError(f"dataset '{name}': its training set has no `classes` or `targets` to count the classes "
                     f"from: set data.num_classes")
+
+
+def _feature_classes(features, keys: Optional[list]) -> Optional[int]:
+    """The class count of a Hugging Face ``ClassLabel`` feature under the label key, if there is one."""
+    if not isinstance(features, Mapping):
+        return None
+    for key in [keys[1]] if keys else [k for k in LABEL_KEYS if k in features]:
+        n = getattr(features.get(key), "num_classes", None)
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            return n
+    return None
 
 
 def _count_targets(targets, name: str) -> int:
@@ -178,12 +201,12 @@ def splits_info(splits: DatasetSplits, cfg: DataConfig) -> DatasetInfo:
     """Shapes and class count of your dataset, from its first training image (and ``cfg``)."""
     name, where = splits.name, f"dataset '{splits.name}', train item 0"
     with seeded(0):  # a random transform draws here without moving the run's own generator
-        x = to_image(_item(splits.train, 0, where)[0], where)
+        x = to_image(_item(splits.train, 0, where, cfg.item_keys)[0], where)
     c, h, w = x.shape
     if h != w and cfg.image_size is None:
         raise UserError(f"dataset '{name}': its images are {h}x{w}, the networks take square ones: set "
                         f"data.image_size (every image is resized to it) or crop in your transform")
-    k = cfg.num_classes or _count_classes(splits.train, name)
+    k = cfg.num_classes or _count_classes(splits.train, name, cfg.item_keys)
     if not 2 <= k <= 1_000_000:
         raise UserError(f"dataset '{name}' has {k} classes (counted from its training set): a classifier needs "
                         f"2 to 1,000,000; fix the labels or set data.num_classes")
@@ -194,15 +217,30 @@ def splits_info(splits: DatasetSplits, cfg: DataConfig) -> DatasetInfo:
     return DatasetInfo(name, k, c, cfg.image_size or h, (0.0,) * c, (1.0,) * c)
 
 
-def _item(ds, j: int, where: str):
+def _item(ds, j: int, where: str, keys: Optional[list] = None):
+    """Item ``j`` of ``ds`` as ``(image, label)``: a tuple's first two, or a dict's by ``keys``
+    (``data.item_keys``), else by the one of :data:`IMAGE_KEYS` and of :data:`LABEL_KEYS` it has."""
     item = ds[j]
     if isinstance(item, Mapping):  # Hugging Face datasets give {"image": ..., "label": ...}
-        keys = ", ".join(map(str, list(item)[:6]))
-        raise UserError(f"{where} is a dict with keys {keys}: give (image, label), e.g. from a Dataset whose "
-                        f"__getitem__ returns (d['image'], d['label']) of your dataset's d = ds[i]")
+        return _from_dict(item, keys, where)
     if not (isinstance(item, (tuple, list)) and len(item) >= 2):
         raise UserError(f"{where} is a {type(item).__name__}: give (image, label)")
     return item
+
+
+def _from_dict(item: Mapping, keys: Optional[list], where: str):
+    have = ", ".join(map(str, list(item)[:8])) or "none"
+    if keys:
+        missing = [k for k in keys if k not in item]
+        if missing:
+            raise UserError(f"{where} is a dict without {', '.join(missing)} (data.item_keys; its keys: {have}): "
+                            f"set data.item_keys to [image key, label key]")
+        return item[keys[0]], item[keys[1]]
+    image, label = ([k for k in names if k in item] for names in (IMAGE_KEYS, LABEL_KEYS))
+    if len(image) != 1 or len(label) != 1:
+        raise UserError(f"{where} is a dict with keys {have}: name its image and its label key, e.g. "
+                        f"--set data.item_keys=[img,fine_label]")
+    return item[image[0]], item[label[0]]
 
 
 class UserSplit(IndexedSplit):
@@ -212,15 +250,16 @@ class UserSplit(IndexedSplit):
     training Dataset, whose transform is usually random, and an unseeded draw there would make the
     same seed score widths differently."""
 
-    def __init__(self, ds, indices: Optional[torch.Tensor], info: DatasetInfo, split: str, resize: bool):
+    def __init__(self, ds, indices: Optional[torch.Tensor], info: DatasetInfo, split: str, resize: bool,
+                 keys: Optional[list] = None):
         super().__init__(indices, len(ds))
-        self.ds, self.info, self.split, self.resize = ds, info, split, resize
+        self.ds, self.info, self.split, self.resize, self.keys = ds, info, split, resize, keys
 
     def __getitem__(self, i: int):
         j, info = self.indices[i], self.info
         where = f"dataset '{info.name}', {self.split} item {j}"
         with seeded(self.epoch_seed, i):
-            item = _item(self.ds, j, where)
+            item = _item(self.ds, j, where, self.keys)
         x = to_image(item[0], where)
         s = info.image_size
         if self.resize and tuple(x.shape[1:]) != (s, s):

@@ -248,7 +248,8 @@ def _user_data(splits: DatasetSplits, cfg: DataConfig, info: DatasetInfo, seed: 
     """Wrap your own Datasets (:mod:`dan.data.code`) in :class:`FolderLoader` s."""
 
     def split(ds, idx, name, train):
-        return UserSplit(ds, idx, info, "test" if name == "test" else "train", resize=cfg.image_size is not None)
+        return UserSplit(ds, idx, info, "test" if name == "test" else "train", resize=cfg.image_size is not None,
+                         keys=cfg.item_keys)
 
     return _worker_data(splits.train, splits.test, split, cfg, info, seed, device)
 
