@@ -26,6 +26,7 @@ import copy
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -328,9 +329,12 @@ def repair(choice: list[int], cands: list, logp: list, cost_fn, lo: float, hi: f
 
     A move sets one group to another of its candidates. When one move can land inside the band,
     the most probable such move is taken; otherwise the move that brings the cost closest to the
-    band's middle per unit of log-probability lost is taken, and the search goes on.
+    band's middle per unit of log-probability lost is taken, and the search goes on. Where no one
+    move lands or comes closer (coarse candidates: a space of a few groups can have in-band
+    networks that no single move reaches), two groups are moved at once (:func:`_pair_move`).
     ``logp[i][k]`` is the log-probability of candidate k of group i. Returns the new choice (the
-    input choice when it is already inside the band).
+    input choice when it is already inside the band; every move that does not land brings the cost
+    closer to the band's middle, so where none is left the choice is the nearest reached).
     """
     choice = list(choice)
     target = 0.5 * (lo + hi)
@@ -340,12 +344,14 @@ def repair(choice: list[int], cands: list, logp: list, cost_fn, lo: float, hi: f
             break
         landing, landing_dlp = None, -math.inf
         step, step_score = None, 0.0
+        moves = []  # (group, candidate, cost change, log-probability change) of every single move
         for i, c in enumerate(cands):
             for k in range(len(c)):
                 if k == choice[i]:
                     continue
                 new = cost_fn(choice[:i] + [k] + choice[i + 1:])
                 dlp = logp[i][k] - logp[i][choice[i]]
+                moves.append((i, k, new - cur, dlp))
                 if lo <= new <= hi:
                     if dlp > landing_dlp:
                         landing, landing_dlp = (i, k), dlp
@@ -354,8 +360,37 @@ def repair(choice: list[int], cands: list, logp: list, cost_fn, lo: float, hi: f
                 score = gain / (1e-6 + max(0.0, -dlp))
                 if gain > 0 and score > step_score:
                     step, step_score = (i, k), score
-        move = landing or step
-        if move is None:
+        move = [landing or step] if landing or step else _pair_move(choice, moves, cost_fn, lo, hi)
+        if not move:
             break
-        choice[move[0]] = move[1]
+        for i, k in move:
+            choice[i] = k
     return choice
+
+
+def _pair_move(choice: list[int], moves: list, cost_fn, lo: float, hi: float, exact: int = 256) -> list:
+    """Two single moves of different groups made together: the most probable pair that lands in
+    the band, else the one that brings the cost closest to the band's middle (if any comes closer).
+    Pairs are ranked by their costs' sum (a conv between two moved groups makes the true cost
+    differ from it), and the ``exact`` best-ranked are costed exactly."""
+    cur, target = cost_fn(choice), 0.5 * (lo + hi)
+    if not moves:
+        return []
+    g, d, lp = (np.array([m[j] for m in moves], dtype=np.float64) for j in (0, 2, 3))
+    i, j = np.triu_indices(len(moves), 1)
+    keep = g[i] != g[j]
+    i, j = i[keep], j[keep]
+    far = np.abs(cur + d[i] + d[j] - target)  # the estimated distance from the band's middle
+    ranked = np.lexsort((-(lp[i] + lp[j]), far))[:exact]  # nearest estimate first, then the more probable
+    best, best_far = [], abs(cur - target)
+    landing, landing_lp = [], -math.inf
+    for r in ranked:
+        a, b = moves[i[r]], moves[j[r]]
+        trial = list(choice)
+        trial[a[0]], trial[b[0]] = a[1], b[1]
+        new = cost_fn(trial)
+        if lo <= new <= hi and a[3] + b[3] > landing_lp:
+            landing, landing_lp = [(a[0], a[1]), (b[0], b[1])], a[3] + b[3]
+        elif abs(new - target) < best_far:
+            best, best_far = [(a[0], a[1]), (b[0], b[1])], abs(new - target)
+    return landing or best

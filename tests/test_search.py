@@ -1,5 +1,6 @@
 """DAN search: exact cost model, budget band, arch.json, determinism, resume, monitoring."""
 
+import itertools
 import json
 import os
 
@@ -13,7 +14,7 @@ from dan.arch import arch_from_dict, build_adjoint, load_arch
 from dan.monitor import Monitor
 from dan.search import search
 from dan.supernet import Supernet, candidate_widths, repair
-from tests.helpers import tiny_config
+from tests.helpers import run_tool, tiny_config
 from tests.test_engine import KillAt
 
 SPACES = [("resnet18_small", (1, 3, 16, 16)), ("resnet34_small", (1, 3, 16, 16)),
@@ -78,6 +79,27 @@ def test_repair_lands_in_the_band_for_budgets_10_to_90_percent(space, shape):
         b = rel * widest
         choice = repair(sn.arch.argmax(), sn.cands, logp, lambda c: sn.cost_of(c)[0], 0.97 * b, 1.03 * b)
         assert 0.97 * b <= sn.cost_of(choice)[0] <= 1.03 * b, (space, rel)
+
+
+def test_repair_moves_two_groups_at_once_where_no_single_move_lands_or_comes_closer():
+    # A space of three coarse groups (a user's small model, the band 1885-2001): from [1, 0, 2] at
+    # 1776 one move reaches [1, 0, 3] at 2104, from where no one move lands or comes nearer the
+    # band's middle, and the repair stopped there, outside the band (a search then reported its
+    # network at 94 % of the budget). Two groups moved together land; the more probable pair wins.
+    cands = [[4, 8, 12, 16], [8, 16, 24, 32], [4, 8, 12, 16]]
+
+    def cost(ch):
+        a, b, c = (cands[i][k] for i, k in enumerate(ch))
+        return 27 * a + 9 * a * b + 9 * b * c + 10 * c  # convs reading and writing the groups
+
+    lo, hi, flat = 1885, 2001, [[0.0] * 4] * 3
+    assert cost([1, 0, 2]) == 1776 and cost([1, 0, 3]) == 2104
+    assert lo <= cost(repair([1, 0, 2], cands, flat, cost, lo, hi)) <= hi
+    assert repair([1, 0, 2], cands, [[0.0] * 4, [0.0, -5.0, 0.0, 0.0], [0.0] * 4], cost, lo, hi) == [3, 0, 0]
+    assert repair([1, 0, 2], cands, [[0.0, 0.0, 0.0, -5.0], [0.0] * 4, [0.0] * 4], cost, lo, hi) == [1, 1, 0]
+    # nowhere to land: the nearest choice reached, not a worse one
+    far = repair([1, 0, 2], cands, flat, cost, 10_000, 10_100)
+    assert cost(far) == max(cost(list(ch)) for ch in itertools.product(range(4), repeat=3))
 
 
 BAND_CASES = [("resnet18_small", "10%"), ("resnet18_small", "50%"), ("resnet18_small", "90%"),
@@ -279,3 +301,16 @@ def test_architecture_steps_score_the_chosen_images(tmp_path, arch_data):
     assert xa.shape[0] == k < x.shape[0]
     own = torch.equal(xa, s.prep(x[:k])) and torch.equal(ya, y[:k])
     assert own == (arch_data == "train")
+
+
+def test_a_search_that_cannot_land_says_so(tmp_path):
+    # three coarse groups: no network of the space within 0.3 % of 30 % of the widest's FLOPs
+    model = "tests.zoo_models:three_convs"
+    argv = ["--model", model, "--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--epochs", "2",
+            "--limit-batches", "2", "--batch-size", "8", "--quiet", "--no-tensorboard", "--set",
+            "train.latency_batches=[1]"]
+    p = run_tool("search.py", *argv, "--budget-flops", "30%", "--set", "search.band=0.003", "--out", str(tmp_path / "a"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "OUTSIDE the ±0.3% band" in p.stdout and "search.band" in p.stdout
+    p = run_tool("search.py", *argv, "--budget-flops", "30%", "--out", str(tmp_path / "b"))
+    assert p.returncode == 0 and "OUTSIDE" not in p.stdout, p.stdout + p.stderr[-2000:]

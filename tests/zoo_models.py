@@ -27,3 +27,13 @@ class ConcatResNet(nn.Module):
 
 def concat_resnet(num_classes: int = 10, in_channels: int = 3, width: int = 16) -> nn.Module:
     return ConcatResNet(num_classes, in_channels, width)
+
+
+def three_convs(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    """Three convs, three coarse width groups of 8 candidates each: a user's small model, where
+    one group's move changes the cost by more than the budget's band."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1, stride=2), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))

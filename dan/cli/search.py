@@ -87,8 +87,11 @@ def main(argv, prog: str = PROG) -> int:
               f"({100 * lat['measured_over_budget']:.1f}% of it, {'inside' if lat['in_band'] else 'OUTSIDE'} the "
               f"±{100 * b['band']:g}% band){moved}")
     else:
-        print(f"budget {format_count(b[kind])} {kind}: small network at {100 * arch.small[kind] / b[kind]:.1f}% of it"
-              + moved)
+        ratio = arch.small[kind] / b[kind]
+        outside = "" if abs(ratio - 1) <= b["band"] * (1 + 1e-9) else (
+            f", OUTSIDE the ±{100 * b['band']:g}% band: repair found no network of this space inside it "
+            f"(coarse widths; widen --set search.band= or move the budget)")
+        print(f"budget {format_count(b[kind])} {kind}: small network at {100 * ratio:.1f}% of it{moved}{outside}")
     path = os.path.join(cfg.run_dir, "arch.json")
     print(f"arch.json:  {path}\nnext:       {retrain_hint(path, cfg)}")
     print(f"monitor:    {tensorboard_hint(cfg.run_dir)}")
