@@ -92,9 +92,13 @@ def save_checkpoint(state: dict, path: str) -> None:
     atomic_write(lambda p: torch.save(state, p), path)
 
 
-def load_checkpoint(path: str, map_location="cpu") -> dict:
+RESUME_FIX = "delete it to start over, or restore a good copy"
+
+
+def load_checkpoint(path: str, map_location="cpu", fix: str = RESUME_FIX) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint`; a missing or corrupt file is a
-    :class:`UserError`."""
+    :class:`UserError` ending in ``fix`` (a run's: delete it to start over; a tool that only
+    reads the file names what it reads instead)."""
     if not os.path.isfile(path):
         raise UserError(f"checkpoint {path} does not exist: start without --resume or pass the right --out")
     try:
@@ -103,11 +107,9 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
         if out_of_memory(e):  # a good checkpoint too large for the memory left: never "delete it"
             raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise UserError(f"checkpoint {path} is corrupt or not a DAN checkpoint ({first}): "
-                        f"delete it to start over, or restore a good copy") from e
+        raise UserError(f"checkpoint {path} is corrupt or not a DAN checkpoint ({first}): {fix}") from e
     if not isinstance(state, dict) or "model" not in state:
-        raise UserError(f"checkpoint {path} is not a DAN checkpoint (no model state): delete it "
-                        f"to start over")
+        raise UserError(f"checkpoint {path} is not a DAN checkpoint (no model state): {fix}")
     return state
 
 

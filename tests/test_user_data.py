@@ -240,6 +240,18 @@ def test_a_function_dataset_searches_and_retrains_from_the_command_line_named_ea
     p = run_tool("count.py", str(r / "checkpoints" / "last.pt"))
     assert p.returncode == 0, p.stderr[-2000:]
     assert "small" in p.stdout
+    # a search's checkpoint (its supernet: a traceback), its arch.json and its folder (both "does
+    # not exist" or "corrupt: delete it") count the found network; small.onnx is named as such
+    for target in (s / "checkpoints" / "last.pt", s / "arch.json", s):
+        p = run_tool("count.py", str(target), "--json")
+        assert p.returncode == 0, (target, p.stderr[-2000:])
+        assert json.loads(p.stdout)["small"]["flops"] == arch["small"]["flops"]
+    assert_user_error(run_tool("count.py", str(r / "small.onnx")), "ONNX file", "small.pt")
+    p = run_tool("count.py", str(s / "config.yaml"))
+    assert_user_error(p, "not a DAN checkpoint", "arch.json, small.pt")
+    assert "delete" not in p.stderr
+    os.remove(s / "arch.json")  # a search stopped before its end: nothing chosen to count yet
+    assert_user_error(run_tool("count.py", str(s / "checkpoints" / "last.pt")), "unfinished search", "--resume")
 
 
 def _net():

@@ -6,6 +6,8 @@ Usage:
     python tools/count.py resnet18_small --arg width=16 --in-channels 1 --input-size 28
     python tools/count.py runs/demo/small.pt --input-size 28 --in-channels 1   # extracted network
     python tools/count.py runs/demo/checkpoints/last.pt    # every network of a training run
+    python tools/count.py runs/search/arch.json            # big and found small network of a search
+    python tools/count.py runs/x                           # a run folder: its arch.json, checkpoint or small.pt
     python tools/count.py runs/x/checkpoints/last.pt --model my_pkg.nets:build   # a run on your own builder
     python tools/count.py resnet50 --json                  # machine-readable
     python tools/count.py resnet50 --alpha 4               # big and small network of an adjoint conversion
@@ -36,10 +38,14 @@ def load_networks(args) -> tuple[dict, tuple, dict]:
 
     import search_spaces
 
-    target = args.target
+    target = run_file(args.target) if os.path.isdir(args.target) else args.target
     size = args.input_size
-    if not os.path.isfile(target) and (os.sep in target or target.endswith((".pt", ".pt2", ".pth", ".onnx"))):
-        raise UserError(f"{target} does not exist: pass a checkpoint, small.pt or small.pt2, or a model name")
+    if target.endswith(".onnx"):
+        raise UserError(f"{target} is an ONNX file: count.py reads PyTorch networks; count small.pt or small.pt2 "
+                        f"beside it (the same network)")
+    if not os.path.isfile(target) and (os.sep in target or target.endswith((".pt", ".pt2", ".pth", ".json"))):
+        raise UserError(f"{target} does not exist: pass a run folder, its arch.json or checkpoint, small.pt or "
+                        f"small.pt2, or a model name")
     if os.path.isfile(target):
         if target.endswith((".pt2",)) or _is_torchscript(target):
             from dan.deploy import load_deployable
@@ -51,6 +57,8 @@ def load_networks(args) -> tuple[dict, tuple, dict]:
         from dan import models
 
         models.trust(args.space)  # named on this command line
+        if target.endswith(".json"):
+            return _from_arch(target)
         return _from_checkpoint(target)
     if target in search_spaces.list_spaces():
         kw = dict(num_classes=args.num_classes, in_channels=args.in_channels, **_kv(args.arg, target))
@@ -101,6 +109,29 @@ def _sidecar(path: str):
     return data
 
 
+# what count.py reads in a run folder, in this order: a search's answer, a run's networks, a
+# deployed network
+RUN_FILES = ("arch.json", os.path.join("checkpoints", "last.pt"), "small.pt", "model.pt")
+
+
+def run_file(folder: str) -> str:
+    """The file of a run folder count.py reads (:data:`RUN_FILES`)."""
+    for name in RUN_FILES:
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    raise UserError(f"{folder} holds none of {', '.join(RUN_FILES)}: pass a run folder, a file, or a model name")
+
+
+def _from_arch(path: str):
+    """The big network and the found small network of a search's ``arch.json``."""
+    import dan
+    from dan.arch import build_adjoint, load_arch
+
+    arch = load_arch(path)
+    anet = build_adjoint(arch).eval()
+    return {"big": anet.big, "small": dan.extract_small(anet)}, tuple(arch.input_shape), {"adjoint": anet}
+
+
 def _from_checkpoint(path: str):
     import torch
 
@@ -109,7 +140,13 @@ def _from_checkpoint(path: str):
     from dan.data import checkpoint_info
     from dan.methods import get_method
 
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, fix="count.py reads a run's checkpoint, a search's arch.json, small.pt or small.pt2")
+    if state.get("kind") == "search":  # a supernet: its small path has every candidate width
+        arch = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), "arch.json")
+        if os.path.isfile(arch):
+            return _from_arch(arch)
+        raise UserError(f"{path} is an unfinished search's supernet, whose widths are not chosen yet: count the "
+                        f"arch.json the search writes when it ends (or --resume it)")
     cfg = Config.from_dict(state["config"])
     info = checkpoint_info(state, cfg.data)  # the data itself need not be on this machine
     method = get_method(cfg.train.method)(cfg, info, torch.device("cpu"))
@@ -142,7 +179,8 @@ def _kv(items, space: str) -> dict:
 
 def get_args_parser(prog: str = PROG):
     p = Parser(prog=prog, description=__doc__)
-    p.add_argument("target", help="torchvision model name, search space, checkpoint (.pt) or small.pt/.pt2")
+    p.add_argument("target", help="torchvision model name, search space, run folder, arch.json, checkpoint (.pt) or "
+                                  "small.pt/.pt2")
     p.add_argument("--input-size", type=positive_int, help="input height = width (default 224, 32 for *_small)")
     p.add_argument("--in-channels", type=positive_int)
     p.add_argument("--num-classes", type=positive_int)
