@@ -67,8 +67,19 @@ def resolve_budget(scfg, extremes: dict, what: str = "this search space") -> Bud
         raise UserError(
             f"budget {fmt(value)} is infeasible: the small network of {what} ranges from {fmt(lo)} "
             f"to {fmt(hi)} ({100 * lo / hi:.1f}% to 100% of the widest)"
-            + (" as predicted on this device" if kind == "latency" else "") + "; choose a budget in that range")
+            + (" as predicted on this device" if kind == "latency" else "") + "; choose a budget in that range"
+            + (_share_hint(text) if relative is None and kind != "latency" and value <= 100 else ""))
     return Budget(kind, value, relative, scfg.band)
+
+
+def _share_hint(text) -> str:
+    """A bare number up to 100 given as a FLOPs or params budget: the share of the widest it may mean."""
+    try:
+        x = float(text)
+    except (TypeError, ValueError):
+        return ""
+    share = 100 * x if 0 < x <= 1 else x
+    return f" (a share of the widest is written with %: {share:g}%)" if 0 < share <= 100 else ""
 
 
 def parse_ms(text) -> float:

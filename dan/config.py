@@ -422,6 +422,11 @@ class Config:
             d.holdout_batch_size = s.arch_batch_size
         cfg.validate()
         t, d = cfg.train, cfg.data
+        warm = math.ceil(cfg.search.warmup_epochs)
+        if kind == "search" and warm >= t.epochs:  # the search would end on its uniform start, repaired
+            raise UserError(f"search.warmup_epochs {cfg.search.warmup_epochs:g} takes all {t.epochs} epoch(s) of the "
+                            f"search: no architecture step would run; give --epochs {warm + 1} or more, or --set "
+                            f"search.warmup_epochs=0")
         if kind in ("train", "retrain") and t.eval_split == "holdout" and not d.holdout:
             raise UserError("train.eval_split=holdout needs data.holdout > 0 (the part of the training "
                             "split it evaluates on)")

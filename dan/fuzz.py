@@ -32,10 +32,12 @@ import tempfile
 
 from hypothesis import strategies as st
 
-# A seconds-long run on 16x16 synthetic images: what every example starts from.
+# A seconds-long run on 16x16 synthetic images: what every example starts from (a search and a
+# tuning trial's search of one epoch that searches: no weight-only warm-up).
 TINY = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--epochs", "1",
         "--limit-batches", "1", "--batch-size", "16", "--set", "model.args.width=8", "--set",
-        "data.synthetic_size=32", "--quiet", "--no-tensorboard", "--set", "train.latency_batches=[1]"]
+        "data.synthetic_size=32", "--quiet", "--no-tensorboard", "--set", "train.latency_batches=[1]",
+        "--set", "search.warmup_epochs=0"]
 TINY_CONFIG = {
     "name": "fuzz", "seed": 0,
     "model": {"space": "resnet18_small", "args": {"width": 8}},

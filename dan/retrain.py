@@ -61,7 +61,8 @@ def retrain_config(arch: str, method: str, base: Config, *, validation: float = 
         validation: 0 evaluates on the test split; a fraction in (0, 1) holds that part of the
             training split out and evaluates on it (``train.eval_split: holdout``, batches of
             ``data.batch_size``: tuning, which never sees the test split).
-        out: the run folder; default ``<folder of arch.json>/retrain-<method>``.
+        out: the run folder; default ``<folder of arch.json>/retrain-<method>`` (``retrain-adjoint-scratch``
+            for ``init="scratch"``).
         init: ``"auto"`` (an adjoint retrain starts from the supernet when the search's
             checkpoint is beside ``arch``, else from scratch), ``"scratch"`` or ``"supernet"``
             (:data:`dan.config.RETRAIN_INITS`); a ``train.init_from`` already in ``base`` (the
@@ -95,5 +96,7 @@ def retrain_config(arch: str, method: str, base: Config, *, validation: float = 
     cfg.train.eval_split = "holdout" if validation else "test"
     if validation:  # the search's held-out batches were its architecture batches: not these
         cfg.data.holdout_batch_size = None
-    cfg.out = out or os.path.join(os.path.dirname(arch), f"retrain-{method}")
+    # the paper's recipe beside the default one: README's two commands one after the other
+    scratch = "-scratch" if method == "adjoint" and init == "scratch" else ""
+    cfg.out = out or os.path.join(os.path.dirname(arch), f"retrain-{method}{scratch}")
     return cfg.resolve("retrain")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.helpers import ROOT, assert_user_error, run_dan, run_tool
 
@@ -72,7 +73,8 @@ def test_corrupt_checkpoint_and_bad_config(tmp_path):
 
 
 SEARCH = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--epochs", "1", "--limit-batches",
-          "2", "--batch-size", "16", "--set", "model.args.width=8", "--quiet", "--no-tensorboard"]
+          "2", "--batch-size", "16", "--set", "model.args.width=8", "--quiet", "--no-tensorboard",
+          "--set", "search.warmup_epochs=0"]  # a 1-epoch search that searches
 
 
 def test_search_and_retrain_errors(tmp_path):
@@ -80,6 +82,11 @@ def test_search_and_retrain_errors(tmp_path):
     assert_user_error(p, "infeasible", "ranges from")
     p = run_tool("search.py", *SEARCH, "--out", str(tmp_path / "b"))
     assert_user_error(p, "exactly one budget")
+    # the default warm-up (1 epoch) takes a 1-epoch search whole: it would end where it started
+    p = run_tool("search.py", *SEARCH, "--set", "search.warmup_epochs=1", "--budget-flops", "25%",
+                 "--out", str(tmp_path / "w"))
+    assert_user_error(p, "search.warmup_epochs 1 takes all 1 epoch", "--epochs 2", "search.warmup_epochs=0")
+    assert not os.path.exists(tmp_path / "w")
     p = run_tool("search.py", *SEARCH, "--out", str(tmp_path / "c"), "--budget-flops", "25%", "--budget-params", "1M")
     assert_user_error(p, "--budget-params")
     p = run_tool("search.py", *SEARCH, "--out", str(tmp_path / "d"), "--budget-flops", "lots")
@@ -177,3 +184,16 @@ def test_a_user_error_through_python_m_dan_is_one_line(tmp_path):
     assert_user_error(run_dan("search", "--epochs", "0"), "--epochs", "(see python -m dan search --help)")
     assert_user_error(run_dan("serch", "--epochs", "1"), "unknown command 'serch'", "search")
     assert_user_error(run_dan(), "give a command")
+
+
+def test_threads_sets_pytorchs_thread_count_for_the_run():
+    # a 2-core machine busy with another job: the default (one thread per core) ran a search 20x slower
+    from dan.cli.common import common_parser, resolve_config
+
+    before = torch.get_num_threads()
+    try:
+        resolve_config(common_parser("x", "").parse_args(["--threads", "1", "--dataset", "synthetic"]))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert_user_error(run_tool("train.py", "--threads", "0"), "--threads", "positive integer")

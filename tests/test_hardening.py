@@ -13,7 +13,8 @@ from tests.helpers import assert_user_error, run_tool, tiny_config
 
 TINY = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--epochs", "1", "--limit-batches",
         "2", "--batch-size", "16", "--set", "model.args.width=8", "--set", "data.synthetic_size=64", "--quiet",
-        "--no-tensorboard", "--set", "train.latency_batches=[1]"]
+        "--no-tensorboard", "--set", "train.latency_batches=[1]",
+        "--set", "search.warmup_epochs=0"]  # a 1-epoch search that searches
 
 
 def _snapshot(folder) -> dict:

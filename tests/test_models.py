@@ -13,7 +13,8 @@ from tests.helpers import assert_user_error, run_tool, tiny_config
 from tests.zoo_models import ConcatResNet
 
 TINY = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--epochs", "1", "--limit-batches",
-        "2", "--batch-size", "16", "--quiet", "--no-tensorboard", "--set", "train.latency_batches=[1]"]
+        "2", "--batch-size", "16", "--quiet", "--no-tensorboard", "--set", "train.latency_batches=[1]",
+        "--set", "search.warmup_epochs=0"]  # a 1-epoch search that searches
 FACTORY = "tests.zoo_models:concat_resnet"
 
 
@@ -35,8 +36,12 @@ def test_a_users_factory_searches_retrains_and_extracts_from_the_command_line(tm
     assert p.returncode == 0, p.stderr[-2000:]
     arch = json.loads((s / "arch.json").read_text())
     assert arch["space"] == FACTORY and set(arch["candidates"]) <= set(arch["widths"])
-    lo = arch["budget"]["flops"] * (1 - arch["budget"]["band"])
-    assert lo <= arch["small"]["flops"] <= arch["budget"]["flops"]
+    lo, hi = (arch["budget"]["flops"] * (1 + sign * arch["budget"]["band"]) for sign in (-1, 1))
+    assert lo <= arch["small"]["flops"] <= hi
+    # another model named: refused, not silently replaced by the searched one
+    p = run_tool("retrain.py", str(s / "arch.json"), "--model", "resnet18_small", "--out", str(tmp_path / "x"))
+    assert_user_error(p, "--model resnet18_small", f"widths of {FACTORY}")
+    assert not (tmp_path / "x").exists()
     # retrain names the model again: the user trusts it (an arch.json alone would not be enough)
     r = tmp_path / "r"
     p = run_tool("retrain.py", str(s / "arch.json"), "--model", FACTORY, "--epochs", "1", "--limit-batches", "2",
@@ -153,7 +158,8 @@ def test_grey_images_feed_a_torchvision_model_and_its_search_lands_in_the_band(t
     s = tmp_path / "s"
     p = run_tool("search.py", "--dataset", "fashion_mnist", "--set", "data.channels=3", "--set", "data.train_subset=600",
                  "--model", "torchvision.mobilenet_v2", "--epochs", "1", "--limit-batches", "4", "--batch-size", "32",
-                 "--quiet", "--no-tensorboard", "--budget-flops", "25%", "--out", str(s))
+                 "--quiet", "--no-tensorboard", "--budget-flops", "25%", "--set", "search.warmup_epochs=0",
+                 "--out", str(s))
     assert p.returncode == 0, p.stderr[-2000:]
     arch = json.loads((s / "arch.json").read_text())
     assert arch["input_shape"] == [1, 3, 28, 28] and arch["space"] == "torchvision.mobilenet_v2"
@@ -161,7 +167,7 @@ def test_grey_images_feed_a_torchvision_model_and_its_search_lands_in_the_band(t
     anet = dan.build_adjoint(dan.load_arch(str(s / "arch.json")))
     assert dan.count(dan.extract_small(anet), (1, 3, 28, 28)).flops == arch["small"]["flops"]
     # without the channel option the refusal says how
-    p = run_tool("search.py", "--dataset", "fashion_mnist", "--model", "torchvision.mobilenet_v2", "--epochs", "1",
+    p = run_tool("search.py", "--dataset", "fashion_mnist", "--model", "torchvision.mobilenet_v2", "--epochs", "2",
                  "--limit-batches", "1", "--quiet", "--budget-flops", "25%", "--out", str(tmp_path / "t"))
     assert_user_error(p, "data.channels=3")
 

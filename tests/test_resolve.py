@@ -100,6 +100,8 @@ def test_retrain_config_of_the_tool_is_what_the_tool_built(arch_path):
     old.out = os.path.join(os.path.dirname(arch_path), "retrain-adjoint")
     assert new.to_dict() == old.to_dict()
     assert new.data.train_subset is None and new.train.eval_split == "test"
+    # the paper's recipe has a folder of its own: README's two commands run one after the other
+    assert retrain_config(arch_path, "adjoint", base, init="scratch").out == old.out + "-scratch"
     std = retrain_config(arch_path, "standard", base, out="elsewhere")
     assert (std.model.arch, std.adjoint.arch, std.out) == (arch_path, None, "elsewhere")
     assert base.to_dict() == retrain_base(arch).to_dict()  # the base is not changed

@@ -130,6 +130,10 @@ def test_infeasible_budget(tmp_path):
     cfg = tiny_config(str(tmp_path / "x"), **{"search.budget_flops": "1K"})
     with pytest.raises(dan.UserError, match="infeasible.*ranges from"):
         search(cfg)
+    for text, share in (("25", "25%"), ("0.25", "25%")):  # a share typed without its %: read as FLOPs
+        cfg = tiny_config(str(tmp_path / "x"), **{"search.budget_flops": text})
+        with pytest.raises(dan.UserError, match=f"infeasible.*written with %: {share}"):
+            search(cfg)
     cfg = tiny_config(str(tmp_path / "y"), **{"search.budget_flops": "150%"})
     with pytest.raises(dan.UserError, match=r"percentage in \(0%, 100%\]"):
         search(cfg)

@@ -22,7 +22,8 @@ SPEC = {"search_epochs": 2, "retrain_epochs": 1, "validation": 0.25, "pruner": "
 
 
 def base(out):
-    return tiny_config(out, **{"train.limit_batches": 2, "search.budget_flops": "40%", "train.latency_batches": []})
+    return tiny_config(out, **{"train.limit_batches": 2, "search.budget_flops": "40%", "train.latency_batches": [],
+                               "search.warmup_epochs": 0})  # 1-epoch searches that search
 
 
 def states(out, name):

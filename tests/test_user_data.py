@@ -23,7 +23,8 @@ from tests.zoo_data import Blobs
 
 FN = "tests.zoo_data:blobs"
 TINY = ["--epochs", "1", "--limit-batches", "2", "--batch-size", "16", "--quiet", "--no-tensorboard",
-        "--set", "train.latency_batches=[1]", "--set", "model.args.width=8"]
+        "--set", "train.latency_batches=[1]", "--set", "model.args.width=8",
+        "--set", "search.warmup_epochs=0"]  # a 1-epoch search that searches
 
 
 def _data(fn=FN, **fields) -> DataConfig:
@@ -325,7 +326,8 @@ def test_a_tuning_file_may_choose_among_your_own_datasets(tmp_path):
                     f"choices: ['{FN}']}}\n")
     p = run_tool("tune.py", "--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--limit-batches",
                  "2", "--batch-size", "16", "--set", "model.args.width=8", "--set", "train.latency_batches=[]",
-                 "--budget-flops", "40%", "--out", str(tmp_path / "t"), "--study", "s", "--trials", "1",
+                 "--set", "search.warmup_epochs=0", "--budget-flops", "40%", "--out", str(tmp_path / "t"),
+                 "--study", "s", "--trials", "1",
                  "--tune", str(spec), "--quiet")
     assert p.returncode == 0, p.stderr[-2000:]
     assert FN in (tmp_path / "t" / "best" / "arch.json").read_text()

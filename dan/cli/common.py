@@ -114,13 +114,17 @@ def common_parser(prog: str, description: str) -> Parser:
     g.add_argument("--limit-batches", type=positive_int,
                    help="at most N batches per epoch and per evaluation (smoke runs)")
     g.add_argument("--image-size", type=positive_int, help="input size (synthetic, image folders, your own dataset)")
-    g.add_argument("--num-classes", type=positive_int, help="synthetic: number of classes")
+    g.add_argument("--num-classes", type=positive_int,
+                   help="number of classes: synthetic data, or your own dataset without classes, targets or a ClassLabel")
     g.add_argument("--workers", type=nonnegative_int, help="data-loader processes (image folders, your own dataset)")
     g.add_argument("--out", help="run folder (default runs/<config name>)")
     g.add_argument("--name", help="run name (default: the config file's name)")
     g.add_argument("--seed", type=int)
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    g.add_argument("--threads", type=positive_int,
+                   help="CPU threads of PyTorch (default: one per core; on a machine busy with other jobs, fewer "
+                        "threads than cores avoid a many-fold slow-down; results can differ with the count)")
     g.add_argument("--model", "--space", dest="space",
                    help="base network: a search space name, torchvision.<name>, timm.<name> or your "
                         "package.module:function (imported because you name it here)")
@@ -143,6 +147,10 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
                    base: Optional[Config] = None) -> Config:
     """Config file (or ``base``), then flags (a flag left unset keeps the file's value), then
     ``--set``."""
+    if getattr(args, "threads", None):  # a machine setting, not the experiment's: not in the config
+        import torch
+
+        torch.set_num_threads(args.threads)
     cfg = Config.from_file(args.config) if args.config else (base or Config())
     # the model and dataset names the user typed (flag, their own config file, --set) may import
     # their code; a name that came with ``base`` (an arch.json's stored config) may not (dan.models: trust)

@@ -12,8 +12,8 @@ widths) when it is there (--init auto, the default), else from scratch.
 
 The search's own config (stored in arch.json) is the starting point: same data, model and
 training settings, but the whole training split (no held-out part). Flags override it as in
-train.py. Writes the same run folder as train.py (default: <search folder>/retrain-<method>) and
-prints the summary table with the budget.
+train.py. Writes the same run folder as train.py (default: <search folder>/retrain-<method>, and
+retrain-adjoint-scratch with --init scratch) and prints the summary table with the budget.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import os
 
 from dan.cli.common import common_parser, number, print_run_end, resolve_config, run_monitored
 from dan.config import DEFAULT_RETRAIN_INIT, RETRAIN_INITS
+from dan.errors import UserError
 
 PROG = "retrain.py"  # the tool's name in usage and error lines (tools/retrain.py)
 
@@ -50,6 +51,9 @@ def main(argv, prog: str = PROG) -> int:
 
     arch_path = os.path.abspath(arch_file(args.arch))
     arch = load_arch(arch_path)
+    if args.space and args.space != arch.space:  # the widths are the groups of the network searched
+        raise UserError(f"--model {args.space}: {args.arch} holds widths of {arch.space}, the network it searched; "
+                        f"drop --model, or pass --model {arch.space} (needed when it is your own code)")
     # the search's own config (or --config), then the flags; the architecture decides the model
     cfg = resolve_config(args, {"lr": "train.lr", "lam_scale": "adjoint.c"},
                          base=None if args.config else retrain_base(arch))
