@@ -227,3 +227,6 @@ def test_count_tells_the_memory_a_training_batch_needs(tmp_path):
     assert_user_error(run_tool("count.py", str(net), "--batch-size", "8"), "does not train")
     # counted at the default 224x224, which a deployed network may not take: its shape, in one line
     assert_user_error(run_tool("count.py", str(net)), "does not run on input 1x3x224x224", "--input-size")
+    # its small.json's shape, a flag replacing only its own part (--in-channels dropped the size)
+    (tmp_path / "net.json").write_text(json.dumps({"input_shape": [1, 1, 28, 28]}))
+    assert_user_error(run_tool("count.py", str(net), "--in-channels", "2"), "does not run on input 1x2x28x28")

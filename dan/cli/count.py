@@ -50,9 +50,9 @@ def load_networks(args) -> tuple[dict, tuple, dict]:
         if target.endswith((".pt2",)) or _is_torchscript(target):
             from dan.deploy import load_deployable
 
-            meta = _sidecar(target)
-            shape = tuple(meta["input_shape"]) if meta and not (size or args.in_channels) else \
-                (1, args.in_channels or 3, size or 224, size or 224)
+            meta = _sidecar(target)  # its small.json's shape; a flag given replaces its part only
+            _, c, h, w = meta["input_shape"] if meta else (1, 3, 224, 224)
+            shape = (1, args.in_channels or c, size or h, size or w)
             return {"network": load_deployable(target)}, shape, {}
         from dan import models
 
