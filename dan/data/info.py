@@ -137,7 +137,9 @@ def apply_overrides(info: DatasetInfo, cfg: DataConfig) -> DatasetInfo:
                         "drop num_classes (it is for synthetic data)")
     if cfg.channels not in (None, info.in_channels):
         if cfg.channels != 3 or info.in_channels != 1 or name == "imagefolder":
+            grey = (" (colour images made grey: your own dataset function, --dataset package.module:function, "
+                    "e.g. torchvision's ImageFolder with transforms.Grayscale())") if cfg.channels == 1 else ""
             raise UserError(f"data.channels {cfg.channels}: only grey images can be given 3 channels "
-                            f"(repeated), and {name} has {info.in_channels}; drop data.channels")
+                            f"(repeated), and {name} has {info.in_channels}; drop data.channels{grey}")
         info = dataclasses.replace(info, in_channels=3, mean=info.mean * 3, std=info.std * 3)
     return info
