@@ -55,7 +55,7 @@ class DataConfig:
     augment: bool = True  # the paper's appendix-B augmentations on the training split
     download: bool = False  # torchvision datasets: download when missing (needs the network)
     image_size: Optional[int] = None  # side of the square input (other sets: batches resized to it)
-    channels: Optional[int] = None  # 3: grey images repeated to 3 channels (torchvision and timm models)
+    channels: Optional[int] = None  # 3: grey images repeated (torchvision, timm models); 1: colour made grey
     num_classes: Optional[int] = None  # synthetic: number of classes
     synthetic_size: int = 512  # synthetic: number of training images (test: a quarter)
     train_subset: Optional[int] = None  # use only the first N training images (seeded choice)

@@ -412,8 +412,11 @@ def test_bad_names_and_shapes():
     with pytest.raises(UserError, match="--data DIR"):
         dataset_info(DataConfig(dataset="imagefolder"))
     assert dataset_info(DataConfig(dataset="cifar10", image_size=64)).image_size == 64  # resized batches
-    with pytest.raises(UserError, match="data.channels"):
-        dataset_info(DataConfig(dataset="cifar10", channels=1))
+    from dan.data.info import IMAGENET_MEAN
+
+    grey = dataset_info(DataConfig(dataset="cifar10", channels=1))  # colour made grey: luma statistics
+    mean = 0.299 * IMAGENET_MEAN[0] + 0.587 * IMAGENET_MEAN[1] + 0.114 * IMAGENET_MEAN[2]
+    assert grey.in_channels == 1 and grey.mean == pytest.approx((mean,)) and len(grey.std) == 1
     with pytest.raises(UserError, match="num_classes"):
         dataset_info(DataConfig(dataset="fashion_mnist", num_classes=5))
     assert dataset_info(DataConfig(dataset="cifar100")).num_classes == 100
@@ -428,6 +431,44 @@ def test_grey_images_repeated_to_three_channels_and_resized():
     plain = next(iter(build_data(DataConfig(train_subset=64, batch_size=16, augment=False), seed=0).test))[0]
     resized = torch.nn.functional.interpolate(plain, size=(32, 32), mode="bilinear", align_corners=False)
     assert torch.allclose(x[:, :1], resized, atol=1e-5)
+
+
+def test_colour_images_made_grey_for_a_one_channel_model(tmp_path):
+    """data.channels: 1 on colour data (a 1-channel model on an image folder was refused with no way
+    round): every route gives one channel, the luma of Pillow's convert("L") and torchvision."""
+    from PIL import Image
+
+    from dan.data.datasets import ArraySplits
+    from dan.data.info import DatasetInfo, apply_overrides
+    from dan.data.loaders import _tensor_data
+
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (200, 120, 40)]
+    luma = [round(0.299 * r + 0.587 * g + 0.114 * b) for r, g, b in colours]
+    # in memory (CIFAR's route): uint8 colour arrays made grey once, as 8 bits
+    x = np.stack([np.broadcast_to(np.array(c, np.uint8)[:, None, None], (3, 8, 8)) for c in colours])
+    info = apply_overrides(DatasetInfo("cifar10", 4, 3, 8, (0.0,) * 3, (1 / 255,) * 3), DataConfig(channels=1))
+    y = np.arange(4)
+    d = _tensor_data(ArraySplits(x, y, x, y, None), DataConfig(batch_size=4, augment=False), info, 0,
+                     torch.device("cpu"))
+    xb, yb = next(iter(d.test))
+    assert xb.shape == (4, 1, 8, 8)
+    assert [round(float(v)) for v in xb[:, 0, 0, 0]] == luma  # mean 0, std 1/255 sum back to 0..255
+    # an image folder: the transform's last channel step makes them grey before normalizing
+    root = tmp_path / "imgs"
+    for split in ("train", "val"):
+        for k, c in enumerate(colours[:2]):
+            os.makedirs(root / split / f"c{k}")
+            for i in range(2):
+                Image.fromarray(np.full((12, 12, 3), c, np.uint8)).save(root / split / f"c{k}" / f"{i}.png")
+    cfg = DataConfig(dataset="imagefolder", data=str(root), image_size=8, batch_size=4, augment=False, channels=1)
+    d = build_data(cfg, seed=0)
+    assert d.info.in_channels == 1 and len(d.info.mean) == 1
+    xb, yb = next(iter(d.test))
+    raw = xb * d.info.std[0] + d.info.mean[0]  # back to [0, 1]
+    assert xb.shape == (4, 1, 8, 8)
+    for img, label in zip(raw, yb):
+        assert torch.allclose(img, torch.full_like(img, sum(w * v for w, v in zip((0.299, 0.587, 0.114),
+                                                                                      colours[label])) / 255), atol=1e-5)
 
 
 def test_rotation_keeps_a_dot_at_its_distance_from_the_centre_and_within_the_angle():

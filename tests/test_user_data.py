@@ -112,6 +112,9 @@ def test_images_are_converted_from_uint8_pil_and_arrays_and_resized_when_asked()
     assert all(torch.allclose(x, torch.ones_like(x)) for x, _ in batches)  # uint8 scaled to [0, 1]
     batches, info = _read_all(Items(items), image_size=4, channels=3)
     assert info.in_channels == 3 and all(x.shape[1:] == (3, 4, 4) for x, _ in batches)
+    red = [(torch.tensor([1.0, 0.0, 0.0])[:, None, None].expand(3, 6, 6), i % 3) for i in range(4)]
+    batches, info = _read_all(Items(red), channels=1)  # colour made grey: its luma
+    assert info.in_channels == 1 and all(torch.allclose(x, torch.full_like(x, 0.299)) for x, _ in batches)
 
 
 @pytest.mark.parametrize("bad, fields, fragments", [

@@ -111,6 +111,21 @@ def augment_batch(x: torch.Tensor, recipe: AugmentRecipe, g: torch.Generator,
     return ((out - mean) * contrast + mean + bright * 255.0).clamp_(0.0, 255.0)
 
 
+# ITU-R 601-2 luma: the weights of Pillow's convert("L") and torchvision's rgb_to_grayscale
+GREY = (0.299, 0.587, 0.114)
+
+
+def to_grey(x: torch.Tensor) -> torch.Tensor:
+    """Colour images (``3 x H x W``, or a batch ``N x 3 x H x W``) as one luma channel (:data:`GREY`)."""
+    w = torch.tensor(GREY, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    return (x * w).sum(-3, keepdim=True)
+
+
+def _one_channel(x: torch.Tensor) -> torch.Tensor:
+    """An image as one channel (``data.channels: 1``): colour made grey, grey kept."""
+    return x if x.shape[0] == 1 else to_grey(x)
+
+
 def _three_channels(x: torch.Tensor) -> torch.Tensor:
     """A one-channel image (a high-bit-depth one, :func:`dan.data.datasets.load_image`) repeated to
     three channels, as Pillow's ``convert("RGB")`` does for 8-bit greyscale."""
@@ -118,14 +133,16 @@ def _three_channels(x: torch.Tensor) -> torch.Tensor:
 
 
 def folder_transforms(size: int, mean: tuple, std: tuple, augment: bool):
-    """(train, eval) torchvision transforms of an image folder, PIL image -> normalized tensor.
+    """(train, eval) torchvision transforms of an image folder, PIL image -> normalized tensor with
+    as many channels as ``mean`` has (3, or 1: ``data.channels: 1``, colour made grey).
 
     Training: RandomResizedCrop(size) + horizontal flip (the eval transform when not ``augment``);
     evaluation: Resize(size / 0.875) + CenterCrop(size).
     """
     from torchvision import transforms as T
     norm = T.Normalize(mean, std)
+    channels = _one_channel if len(mean) == 1 else _three_channels
     train_tf = T.Compose([T.RandomResizedCrop(size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)),
-                          T.RandomHorizontalFlip(), T.ToTensor(), _three_channels, norm])
-    eval_tf = T.Compose([T.Resize(int(size / 0.875)), T.CenterCrop(size), T.ToTensor(), _three_channels, norm])
+                          T.RandomHorizontalFlip(), T.ToTensor(), channels, norm])
+    eval_tf = T.Compose([T.Resize(int(size / 0.875)), T.CenterCrop(size), T.ToTensor(), channels, norm])
     return (train_tf if augment else eval_tf), eval_tf

@@ -13,7 +13,8 @@ names the image's and the label's keys; unset, the image is whichever one of ``i
   transform normalizes and augments; DAN adds nothing) or uint8 (scaled to [0, 1]); or a PIL image
   or an ``H x W x C`` array (converted as ``torchvision.transforms.ToTensor`` does). Every image of
   both splits has the first training image's channels and size, or, with ``data.image_size``, is
-  resized to that square (non-square images need it). ``data.channels: 3`` repeats grey images.
+  resized to that square (non-square images need it). ``data.channels: 3`` repeats grey images,
+  ``data.channels: 1`` makes colour ones grey (luma, :data:`dan.data.augment.GREY`).
 * ``label``: an integer in ``[0, num_classes)``. The class count is ``data.num_classes``, else the
   length of the training set's ``classes`` (torchvision's datasets have one), else its label
   feature's ``num_classes`` (a Hugging Face ``ClassLabel``), else the largest of its ``targets``
@@ -44,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from dan.config import DataConfig
+from dan.data.augment import to_grey
 from dan.data.info import DatasetInfo, DatasetSpec, register_resolver
 from dan.data.splits import IndexedSplit, seeded
 from dan.errors import UserError
@@ -210,9 +212,9 @@ def splits_info(splits: DatasetSplits, cfg: DataConfig) -> DatasetInfo:
     if not 2 <= k <= 1_000_000:
         raise UserError(f"dataset '{name}' has {k} classes (counted from its training set): a classifier needs "
                         f"2 to 1,000,000; fix the labels or set data.num_classes")
-    if cfg.channels not in (None, c) and not (cfg.channels == 3 and c == 1):
-        raise UserError(f"data.channels {cfg.channels}: only grey images can be given 3 channels (repeated), "
-                        f"and {name}'s have {c}; drop data.channels")
+    if cfg.channels not in (None, c) and (cfg.channels, c) not in ((3, 1), (1, 3)):
+        raise UserError(f"data.channels {cfg.channels}: grey images can be given 3 channels (repeated) and colour "
+                        f"ones 1 (made grey), and {name}'s have {c}; drop data.channels")
     c = cfg.channels or c
     return DatasetInfo(name, k, c, cfg.image_size or h, (0.0,) * c, (1.0,) * c)
 
@@ -266,6 +268,8 @@ class UserSplit(IndexedSplit):
             x = F.interpolate(x[None], size=(s, s), mode="bilinear", antialias=True, align_corners=False)[0]
         if x.shape[0] == 1 and info.in_channels == 3:
             x = x.expand(3, -1, -1)
+        elif x.shape[0] == 3 and info.in_channels == 1:  # data.channels: 1
+            x = to_grey(x)
         if tuple(x.shape) != (info.in_channels, s, s):
             raise UserError(f"{where}: its image is {'x'.join(map(str, x.shape))}, the first training image "
                             f"{info.in_channels}x{s}x{s}: give every image one shape (or set data.image_size: "

@@ -130,16 +130,22 @@ def checkpoint_info(state: dict, cfg: DataConfig) -> DatasetInfo:
 
 def apply_overrides(info: DatasetInfo, cfg: DataConfig) -> DatasetInfo:
     """Check ``cfg.num_classes`` against a dataset's own class count and apply ``cfg.channels``
-    (3: grey images repeated to 3 channels, with the statistics repeated to match)."""
+    (3: grey images repeated to 3 channels, with the statistics repeated to match; 1: colour
+    images made grey, the statistics weighted as the channels are)."""
     name = info.name
     if cfg.num_classes not in (None, info.num_classes):
         raise UserError(f"{name} has {info.num_classes} classes but num_classes is {cfg.num_classes}: "
                         "drop num_classes (it is for synthetic data)")
     if cfg.channels not in (None, info.in_channels):
-        if cfg.channels != 3 or info.in_channels != 1 or name == "imagefolder":
-            grey = (" (colour images made grey: your own dataset function, --dataset package.module:function, "
-                    "e.g. torchvision's ImageFolder with transforms.Grayscale())") if cfg.channels == 1 else ""
-            raise UserError(f"data.channels {cfg.channels}: only grey images can be given 3 channels "
-                            f"(repeated), and {name} has {info.in_channels}; drop data.channels{grey}")
-        info = dataclasses.replace(info, in_channels=3, mean=info.mean * 3, std=info.std * 3)
+        if cfg.channels == 3 and info.in_channels == 1 and name != "imagefolder":
+            return dataclasses.replace(info, in_channels=3, mean=info.mean * 3, std=info.std * 3)
+        if cfg.channels == 1 and info.in_channels == 3:  # colour made grey (luma, dan.data.augment.GREY)
+            from dan.data.augment import GREY
+
+            # the luma's mean is exact; its std is the weighted sum of the channels' (exact for
+            # channels that move together, as a natural image's nearly do)
+            mean, std = (sum(w * v for w, v in zip(GREY, t)) for t in (info.mean, info.std))
+            return dataclasses.replace(info, in_channels=1, mean=(mean,), std=(std,))
+        raise UserError(f"data.channels {cfg.channels}: grey images can be given 3 channels (repeated) and "
+                        f"colour ones 1 (made grey), and {name} has {info.in_channels}; drop data.channels")
     return info

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from dan.config import DataConfig
-from dan.data.augment import AugmentRecipe, augment_batch, folder_transforms, pixel_grid
+from dan.data.augment import AugmentRecipe, augment_batch, folder_transforms, pixel_grid, to_grey
 from dan.data.code import DatasetSplits, UserSplit, splits_info
 from dan.data.datasets import ArraySplits, FolderSplits
 from dan.data.info import DatasetInfo, dataset_info, get_dataset
@@ -155,7 +155,10 @@ def _tensor_data(arrays: ArraySplits, cfg: DataConfig, info: DatasetInfo, seed: 
     def tensors(x, y, idx=None):  # writable C-contiguous copies (the cached arrays are read-only)
         x, y = (x[idx.numpy()], y[idx.numpy()]) if idx is not None else (x, y)
         x, y = np.array(x, order="C"), np.array(y, np.int64)
-        return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        x = torch.from_numpy(x)
+        if info.in_channels == 1 and x.shape[1] == 3:  # data.channels: 1, colour made grey once, as 8 bits
+            x = torch.cat([to_grey(c.float()).round_().to(torch.uint8) for c in x.split(4096)])
+        return x.to(device), torch.from_numpy(y).to(device)
 
     eval_bs = cfg.eval_batch_size or 2 * cfg.batch_size
     aug = arrays.recipe if cfg.augment else None
