@@ -371,3 +371,18 @@ def test_an_interrupted_trial_is_queued_again_with_its_values(tmp_path, monkeypa
     assert st[0] == TrialState.FAIL and "error" not in study.trials[0].user_attrs
     assert study.trials[1].system_attrs["failed_trial"] == 0 and seen[1] == (1, seen[0][1])
     assert sum(s == TrialState.COMPLETE for s in st) == 2
+
+
+def test_a_tuning_file_whose_warmup_takes_a_trials_search_is_refused_before_any_trial(tmp_path):
+    # fuzz seed 5001: search.warmup_epochs sampled in [0, 1] with search_epochs 1 stopped the study
+    # at the trial that drew 1, after Optuna's own "A new study created" line
+    out = str(tmp_path / "t")
+    spec = spec_from_dict({**SPEC, "search_epochs": 1, "params": {"search.warmup_epochs": {"type": "int", "low": 0,
+                                                                                          "high": 1}}})
+    with pytest.raises(dan.UserError, match="largest search.warmup_epochs 1 takes all search_epochs 1"):
+        tune(base(out), spec, "w", 1)
+    cfg = base(out)
+    cfg.search.warmup_epochs = 2
+    with pytest.raises(dan.UserError, match="search.warmup_epochs 2 takes all search_epochs 2"):
+        tune(cfg, spec_from_dict(SPEC), "w", 1)
+    assert not os.path.exists(os.path.join(out, "study.db"))

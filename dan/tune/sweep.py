@@ -3,6 +3,7 @@ and its best trial (or Pareto front) written into the run folder."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 
@@ -45,13 +46,32 @@ def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url
     if not spec.multi and base.search.budget_flops is None and base.search.budget_params is None:
         raise UserError("give a budget (--budget-flops or --budget-params) or tune it in a "
                         "multi-objective study")
+    check_warmup(base, spec)
     run_dir = base.run_dir
     check_study_dir(run_dir)
-    study = open_study(make_storage(storage_url, run_dir, spec), study_name, spec)
-    # the trials' own lines go through ``log``; Optuna would repeat each failure with a traceback
+    # the trials' own lines go through ``log``; Optuna would repeat each failure with a traceback,
+    # and its "A new study created" line came before a user error's one line (fuzz seed 5001)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = open_study(make_storage(storage_url, run_dir, spec), study_name, spec)
     run_trials(study, base, spec, trials, run_dir, log)
     return write_best(study, run_dir, spec.multi)
+
+
+def check_warmup(base: Config, spec: TuneSpec) -> None:
+    """Every trial's search must search: its weight-only warm-up (the config's, or the largest the
+    tuning file may sample) shorter than ``search_epochs`` (:meth:`Config.resolve` refuses a search
+    whose warm-up takes all its epochs; found by a trial, it would stop the study part-way)."""
+    r = spec.params.get("search.warmup_epochs")
+    if isinstance(r, dict):
+        values = r.get("choices") or [r.get("high")]
+        warm = max(float(v) for v in values)
+        where = "the tuning file's largest search.warmup_epochs"
+    else:
+        warm, where = base.search.warmup_epochs, "search.warmup_epochs"
+    if math.ceil(warm) >= spec.search_epochs:
+        raise UserError(f"{where} {warm:g} takes all search_epochs {spec.search_epochs} of a trial's search: no "
+                        f"architecture step would run; raise search_epochs in the tuning file or lower the "
+                        f"warm-up (--set search.warmup_epochs=0)")
 
 
 def check_study_dir(run_dir: str) -> None:
