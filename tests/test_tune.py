@@ -386,3 +386,19 @@ def test_a_tuning_file_whose_warmup_takes_a_trials_search_is_refused_before_any_
     with pytest.raises(dan.UserError, match="search.warmup_epochs 2 takes all search_epochs 2"):
         tune(cfg, spec_from_dict(SPEC), "w", 1)
     assert not os.path.exists(os.path.join(out, "study.db"))
+
+
+def test_a_continued_study_draws_new_values_and_keeps_its_budget(tmp_path):
+    # the file's seed in every invocation made a continued study (or a second worker) repeat trial
+    # 0's values; a continued study under another budget mixed both in its best
+    out = str(tmp_path / "t")
+    spec = spec_from_dict({**SPEC, "sampler": "random", "pruner": "none", "search_epochs": 1})
+    tune(base(out), spec, "c", 1)
+    tune(base(out), spec, "c", 2)
+    _, study = states(out, "c")
+    done = [t for t in study.trials if t.params]
+    assert len(done) == 2 and done[0].params != done[1].params
+    other = base(out)
+    other.search.budget_flops = "50%"
+    with pytest.raises(dan.UserError, match=r"study c ran its trials at budget \{'flops': '40%'"):
+        tune(other, spec, "c", 3)

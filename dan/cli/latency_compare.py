@@ -2,7 +2,7 @@
 
 Usage:
     python tools/latency_compare.py                         # 3 seeds, the demo network -> docs/latency.md
-    python tools/latency_compare.py --seeds 0 --search-epochs 1 --retrain-epochs 1 --out /tmp/lc --page /tmp/l.md
+    python tools/latency_compare.py --seeds 0 --search-epochs 2 --retrain-epochs 1 --out /tmp/lc --page /tmp/l.md
 
 Per seed: (1) `tools/search.py --budget-latency B`; (2) `tools/search.py --budget-flops F` with F the
 FLOPs of (1)'s network; its network and (1)'s are timed together, and if the FLOPs search's network is
@@ -96,8 +96,11 @@ def get_args_parser(prog: str = PROG):
 
 def main(argv, prog: str = PROG) -> int:
     args = get_args_parser(prog).parse_args(argv)
-    if min(args.search_epochs, args.retrain_epochs, args.train_subset) < 1 or not 0 < args.match < 0.5:
-        raise UserError("--search-epochs, --retrain-epochs and --train-subset must be >= 1, --match in (0, 0.5)")
+    if args.search_epochs < 2:  # the first epoch is the searches' weight-only warm-up
+        raise UserError(f"--search-epochs must be >= 2 (a search's first epoch trains weights only), got "
+                        f"{args.search_epochs}")
+    if min(args.retrain_epochs, args.train_subset) < 1 or not 0 < args.match < 0.5:
+        raise UserError("--retrain-epochs and --train-subset must be >= 1, --match in (0, 0.5)")
     if min(args.seeds) < 0:  # else the first search refuses it, quoted inside a long "failed:" line
         raise UserError(f"--seeds must be >= 0, got {min(args.seeds)}")
     from dan.arch import load_arch

@@ -3,6 +3,7 @@ and its best trial (or Pareto front) written into the run folder."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -53,6 +54,7 @@ def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url
     # and its "A new study created" line came before a user error's one line (fuzz seed 5001)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = open_study(make_storage(storage_url, run_dir, spec), study_name, spec)
+    check_budget(study, study_name, base)
     run_trials(study, base, spec, trials, run_dir, log)
     return write_best(study, run_dir, spec.multi)
 
@@ -104,7 +106,24 @@ def open_study(storage, name: str, spec: TuneSpec):
     if study.user_attrs.get("spec") not in (None, spec.key()):
         _adopt_settings(study, name, spec, directions)
     study.set_user_attr("spec", spec.key())
+    before = len(study.get_trials(deepcopy=False))
+    if before:  # a continued study, or a second worker: the file's seed would replay the first draws
+        study.sampler = _sampler(spec, before)
     return study
+
+
+def check_budget(study, name: str, base: Config) -> None:
+    """A study's trials are compared with each other: one continued under another budget (band
+    included) than its trials ran at is refused, else the best could be a network of the other."""
+    s = base.search
+    budget = json.dumps({"flops": s.budget_flops, "params": s.budget_params, "band": s.band})
+    held = study.user_attrs.get("budget")
+    if held not in (None, budget) and study.get_trials(deepcopy=False):
+        was = {k: v for k, v in json.loads(held).items() if v is not None}
+        raise UserError(f"study {name} ran its trials at budget {was}; this command asks "
+                        f"{ {k: v for k, v in json.loads(budget).items() if v is not None} }: give the same budget, "
+                        f"or another --study")
+    study.set_user_attr("budget", budget)
 
 
 def _adopt_settings(study, name: str, spec: TuneSpec, directions: list) -> None:
@@ -198,15 +217,19 @@ def _queue_again(study, trial, spec: TuneSpec) -> None:
         RetryHeartbeatStaleTrialCallback(max_retry=spec.max_retry)(study, frozen)
 
 
-def _sampler(spec: TuneSpec):
+def _sampler(spec: TuneSpec, offset: int = 0):
+    """The tuning file's sampler, seeded by its ``seed`` plus ``offset`` (the trials already in the
+    study: a continued study or a second worker draws on from there instead of repeating trial 0's
+    values; a study run in one go is seeded as before)."""
     import optuna
 
+    seed = spec.seed + offset
     # feasibility reaches the samplers through trial.set_constraint("budget", ...) (Optuna 5)
     if spec.sampler == "nsga2" or spec.multi:
-        return optuna.samplers.NSGAIISampler(seed=spec.seed)
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
-    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=5)
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
 
 
 def _pruner(spec: TuneSpec, n_steps: int):
