@@ -30,7 +30,7 @@ from dan.checkpoint import (atomic_write, load_checkpoint, rng_state, save_check
                             write_json)
 from dan.config import Config
 from dan.cost import count, format_count
-from dan.data import Data, build_data, data_info_dict, dataset_info
+from dan.data import Data, build_data, checkpoint_info, data_info_dict
 from dan.deploy import deploy_form, measure_latency, save_deployable
 from dan.errors import UserError
 from dan.loop import (RESUMABLE_CHANGES, check_run_dir, check_same_config, optimizer_step,  # noqa: F401
@@ -174,6 +174,7 @@ class Trainer:
         if t.eval_split == "holdout" and self.data.holdout_eval is None:
             raise UserError("train.eval_split=holdout needs data.holdout > 0")
         self.eval_loader = self.data.test if t.eval_split == "test" else self.data.holdout_eval
+        self.teacher = given_teacher(self.method, self.device, self.data.info.num_classes)
         self.epoch = 0  # next epoch to run
         self.step = 0
         self.best = -1.0
@@ -226,8 +227,8 @@ class Trainer:
         if self.cfg.train.init_from and self.step == 0:  # weight inheritance, on a fresh start only:
             start_from(self.model, self.cfg.train.init_from, self.run_dir if self.dist.main else None)
         request = self.method.teacher_request()
-        teacher = None if request is None else resolve_teacher(request, self.cfg, self.data, self.monitor,
-                                                                self.device)
+        teacher = self.teacher if self.teacher is not None or request is None else \
+            resolve_teacher(request, self.cfg, self.data, self.monitor, self.device)
         self.method.prepare(self.data, self.monitor, teacher)
         run_epochs(self, seed_tag="epoch", desc="epoch")
         return self.finish()
@@ -348,6 +349,14 @@ def train(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
     return start(cfg, resume, lambda: Trainer(cfg, monitor, data=data)).fit()
 
 
+def given_teacher(method, device: torch.device, num_classes: int) -> nn.Module | None:
+    """The finished run ``method`` names to teach with (``methods.kd.teacher``), loaded while the
+    run is set up, before its first file: a wrong one is refused with nothing written. None when it
+    names none (the teacher is then trained in the run's folder: :func:`resolve_teacher`)."""
+    request = method.teacher_request()
+    return load_teacher(request.path, device, num_classes) if request is not None and request.path else None
+
+
 def load_teacher(path: str, device: torch.device, num_classes: int | None = None) -> nn.Module:
     """The big network of a finished run, frozen and in eval mode, to teach with.
 
@@ -358,18 +367,27 @@ def load_teacher(path: str, device: torch.device, num_classes: int | None = None
             number is a :class:`UserError`.
     """
     ckpt = os.path.join(path, "checkpoints", "last.pt") if os.path.isdir(path) else path
-    state = load_checkpoint(ckpt, map_location=device)
+    fix = "methods.kd.teacher takes a finished training run's folder or its checkpoints/last.pt"
+    if not os.path.isfile(ckpt):
+        raise UserError(f"teacher {path}: no checkpoint at {ckpt}: {fix}")
+    state = load_checkpoint(ckpt, map_location=device, fix=fix)
+    if state.get("kind") == "search":  # a supernet: its small path holds every candidate width
+        raise UserError(f"teacher {path} is a search's supernet: {fix} (a retrain of it, or train.py's)")
     tcfg = Config.from_dict(state["config"])
-    info = dataset_info(tcfg.data)
+    info = checkpoint_info(state, tcfg.data)
     if num_classes is not None and info.num_classes != num_classes:
         raise UserError(f"teacher {path} has {info.num_classes} classes, the data {num_classes}")
     m = get_method(tcfg.train.method)(tcfg, info, device)
     m.build()
-    m.model.load_state_dict(state["model"])
+    try:
+        m.model.load_state_dict(state["model"])
+    except RuntimeError as e:  # another network's weights under this config
+        raise UserError(f"teacher {ckpt} does not load into the network its config builds "
+                        f"({str(e).splitlines()[0][:120]}): {fix}") from None
     m.load_extra_state(state.get("method", {}))
     nets = m.networks()
-    if "big" not in nets:
-        raise UserError(f"{ckpt} holds no big network to teach with (method {tcfg.train.method})")
+    if nets.get("big") is None:  # a kd run's own "big" is its teacher, not kept in its checkpoint
+        raise UserError(f"{ckpt} holds no big network to teach with (method {tcfg.train.method}): {fix}")
     teacher = nets["big"].to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)

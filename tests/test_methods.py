@@ -252,3 +252,16 @@ def test_results_page_keeps_hand_written_notes(tmp_path):
     write_results(runs, str(md), str(tmp_path / "fig"), "# R again")
     text = md.read_text()
     assert text.startswith("# R again") and text.count(NOTES_MARK) == 1 and "What we chose and why." in text
+
+
+def test_a_wrong_teacher_or_methods_section_is_refused_before_any_file(tmp_path):
+    # a typo's section was kept and never read (a teacher trained from scratch instead), methods.kd=5
+    # was a TypeError, a missing teacher said "start without --resume" and left a folder behind
+    for methods, match in (({"dk": {"teacher": "x"}}, "unknown config section 'methods.dk'"),
+                           ({"kd": 5}, "'methods.kd' must be a mapping"),
+                           ({"kd": {"teacher": str(tmp_path / "none")}}, "no checkpoint at .*none.*finished training run")):
+        cfg = tiny_config(str(tmp_path / "r"), **{"train.method": "kd", "train.limit_batches": 1})
+        cfg.methods = methods
+        with pytest.raises(dan.UserError, match=match):
+            train(cfg)
+        assert not (tmp_path / "r").exists()

@@ -10,6 +10,8 @@ import torch.nn as nn
 
 from dan.config import Config
 from dan.data import DatasetInfo
+from dan.errors import UserError
+from dan.methods.registry import list_methods
 from dan.models import build_model, input_shape
 
 
@@ -44,6 +46,7 @@ class Method:
     final_eval: tuple = ()  # networks evaluated again at the end (they change when finished)
 
     def __init__(self, cfg: Config, info: DatasetInfo, device: torch.device):
+        check_sections(cfg.methods)
         self.cfg, self.info, self.device = cfg, info, device
         self.input_shape = input_shape(info)
         self.model: nn.Module | None = None
@@ -110,3 +113,17 @@ class Method:
 
     def load_extra_state(self, state: dict) -> None:
         pass
+
+
+def check_sections(methods) -> None:
+    """``methods``: a section per known method, each a mapping of its options (each method checks
+    their names and types). A typo's section (``methods.dk.teacher``) was kept and never read, and
+    ``methods.kd=5`` ended in a TypeError."""
+    if not isinstance(methods, dict):
+        raise UserError(f"config key 'methods' must be a mapping of method sections, got {methods!r:.60}")
+    for name, section in methods.items():
+        if name not in list_methods():
+            raise UserError(f"unknown config section 'methods.{name}' (the methods: {', '.join(list_methods())})")
+        if section is not None and not isinstance(section, dict):
+            raise UserError(f"config key 'methods.{name}' must be a mapping of its options (e.g. "
+                            f"methods.{name}.<option>=...), got {section!r:.60}")
