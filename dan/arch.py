@@ -126,7 +126,9 @@ def arch_file(path: str) -> str:
 
 
 def load_arch(path: str) -> Arch:
-    """Read and validate ``arch.json``."""
+    """Read and validate ``arch.json`` (or the one in the search's folder ``path``, as
+    :func:`build_adjoint` and the tools take it)."""
+    path = arch_file(path)
     if os.path.isdir(path):
         raise UserError(f"{path} is a folder without an arch.json: pass the arch.json a search wrote "
                         f"(runs/<search>/arch.json)")

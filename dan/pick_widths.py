@@ -133,7 +133,12 @@ def _restore(method: str, supernet: str | None, cfg: Config | None = None):
 
     if not supernet:
         raise UserError(f"{method} needs a trained supernet: pass the checkpoints/last.pt of a DAN search")
-    state = load_checkpoint(supernet)
+    inside = os.path.join(supernet, "checkpoints", "last.pt")
+    supernet = inside if os.path.isdir(supernet) and os.path.isfile(inside) else supernet  # the search's folder
+    fix = "pass a DAN search's checkpoints/last.pt (or its folder)"
+    if not os.path.isfile(supernet):
+        raise UserError(f"--supernet {supernet} does not exist: {fix}")
+    state = load_checkpoint(supernet, fix=fix)
     if state.get("kind") != "search":
         raise UserError(f"{supernet} is not a search checkpoint: pass runs/<search>/checkpoints/last.pt")
     scfg = Config.from_dict(state["config"])

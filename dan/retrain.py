@@ -27,10 +27,13 @@ from dan.errors import UserError
 METHODS = ("adjoint", "standard")
 
 
-def supernet_checkpoint(arch: str, required: bool = True) -> str | None:
-    """The search's supernet checkpoint beside ``arch.json``; without one a :class:`UserError`
-    (``required``) or None."""
+def supernet_checkpoint(arch: str, required: bool = True, recorded: str | None = None) -> str | None:
+    """The search's supernet checkpoint beside ``arch.json``, else the one the architecture records
+    (``recorded``: greedy, refine and shortlist widths name the supernet they were picked on, so
+    their retrain starts where DAN's does); without one a :class:`UserError` (``required``) or None."""
     path = os.path.join(os.path.dirname(os.path.abspath(arch)), "checkpoints", "last.pt")
+    if not os.path.isfile(path) and recorded and os.path.isfile(recorded):
+        path = recorded
     if not os.path.isfile(path):
         if not required:
             return None
@@ -80,7 +83,8 @@ def retrain_config(arch: str, method: str, base: Config, *, validation: float = 
         raise UserError("--init supernet starts the adjoint network (big + found small) from the search's "
                         "supernet: use it with --method adjoint, or --init scratch")
     if init != "scratch" and method == "adjoint" and not cfg.train.init_from:
-        cfg.train.init_from = supernet_checkpoint(arch, required=init == "supernet")
+        cfg.train.init_from = supernet_checkpoint(arch, required=init == "supernet",
+                                                  recorded=(found.search or {}).get("supernet"))
     if cfg.train.deploy_memory_format is None and (found.latency or {}).get("memory_format"):
         # the layout the latency search measured this network fastest in (dan.latency)
         cfg.train.deploy_memory_format = found.latency["memory_format"]

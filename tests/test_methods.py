@@ -259,8 +259,13 @@ def test_a_wrong_teacher_or_methods_section_is_refused_before_any_file(tmp_path)
     # was a TypeError, a missing teacher said "start without --resume" and left a folder behind
     for methods, match in (({"dk": {"teacher": "x"}}, "unknown config section 'methods.dk'"),
                            ({"kd": 5}, "'methods.kd' must be a mapping"),
-                           ({"kd": {"teacher": str(tmp_path / "none")}}, "no checkpoint at .*none.*finished training run")):
-        cfg = tiny_config(str(tmp_path / "r"), **{"train.method": "kd", "train.limit_batches": 1})
+                           ({"kd": {"teacher": str(tmp_path / "none")}}, "no checkpoint at .*none.*finished training run"),
+                           ({"kd": {"teacher_epochs": 0}}, "methods.kd.teacher_epochs"),
+                           ({"ksanc": {"disc_hidden": 0}}, "methods.ksanc.disc_hidden"),  # an IndexError after
+                           ({"ksanc": {"disc_lr": -1.0}}, "methods.ksanc.disc_lr"),       # the teacher trained
+                           ({"ksanc": {"lambda_b": -1.0}}, "methods.ksanc.lambda_b")):
+        cfg = tiny_config(str(tmp_path / "r"), **{"train.method": next(iter(methods)).replace("dk", "kd"),
+                                                  "train.limit_batches": 1})
         cfg.methods = methods
         with pytest.raises(dan.UserError, match=match):
             train(cfg)

@@ -107,6 +107,24 @@ def test_retrain_config_of_the_tool_is_what_the_tool_built(arch_path):
     assert base.to_dict() == retrain_base(arch).to_dict()  # the base is not changed
 
 
+def test_widths_picked_on_a_supernet_retrain_from_it_as_dans_do(arch_path, tmp_path):
+    # greedy/refine/shortlist record the supernet they were picked on; their arch.json is written
+    # elsewhere, and the retrain started from scratch while DAN's own started from that supernet
+    arch = dan.load_arch(arch_path)
+    supernet = tmp_path / "search" / "checkpoints" / "last.pt"
+    supernet.parent.mkdir(parents=True)
+    supernet.write_bytes(b"a checkpoint")
+    arch.search = {"method": "greedy", "supernet": str(supernet)}
+    path = str(tmp_path / "greedy" / "arch.json")
+    os.makedirs(os.path.dirname(path))
+    arch.save(path)
+    base = retrain_base(arch)
+    assert retrain_config(path, "adjoint", base).train.init_from == str(supernet)
+    assert retrain_config(path, "adjoint", base, init="scratch").train.init_from is None
+    os.remove(supernet)  # gone: from scratch, as before (--init supernet says it is missing)
+    assert retrain_config(path, "adjoint", base).train.init_from is None
+
+
 def test_retrain_config_of_a_trial_is_what_tuning_built(arch_path):
     """A tuning trial's retrain, old hand-built config (dan/tune.py) against the library."""
     from dan.tune.objective import trial_retrain_config

@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from dan.config import int_range
 from dan.errors import UserError
 from dan.methods.base import Method, TeacherRequest
 from dan.methods.common import method_config, student_network, top1_accuracy
@@ -47,6 +48,8 @@ class KD(Method):
         self.kcfg = method_config(self.cfg, "kd", KDConfig)
         if self.kcfg.temperature <= 0 or not 0 <= self.kcfg.alpha <= 1:
             raise UserError("methods.kd.temperature must be > 0 and methods.kd.alpha in [0, 1]")
+        if self.kcfg.teacher_epochs is not None:  # 0 silently meant train.epochs
+            int_range("methods.kd.teacher_epochs", self.kcfg.teacher_epochs, 1, 100_000)
         self.model = student_network(self).to(self.device)
         self.teacher = None
         return self.model

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
+from dan.config import int_range, num_range
 from dan.errors import UserError
 from dan.methods.base import Method, TeacherRequest
 from dan.methods.common import method_config, student_network, top1_accuracy, traced
@@ -118,7 +119,14 @@ class KSANC(Method):
         if distributed.info().enabled:
             raise UserError("ksanc runs in one process (its discriminator and attention modules are "
                             "not distributed): start it without torchrun")
-        self.kcfg = method_config(self.cfg, "ksanc", KSANCConfig)
+        self.kcfg = k = method_config(self.cfg, "ksanc", KSANCConfig)
+        # checked here, not when the discriminator is built after the teacher has trained
+        for key in ("lambda_b", "lambda_adv", "lambda_is", "ce"):
+            num_range(f"methods.ksanc.{key}", getattr(k, key), 0.0, 1e6)
+        int_range("methods.ksanc.disc_hidden", k.disc_hidden, 1, 1 << 16)
+        num_range("methods.ksanc.disc_lr", k.disc_lr, 0.0, 10.0, lo_open=True)
+        if k.teacher_epochs is not None:
+            int_range("methods.ksanc.teacher_epochs", k.teacher_epochs, 1, 100_000)
         self.student = traced(student_network(self)).to(self.device)
         self.model = self.student
         self.teacher = None

@@ -154,7 +154,7 @@ def run_trials(study, base: Config, spec: TuneSpec, trials: int, run_dir: str, l
             trial.set_user_attr("surplus", True)
             study.stop()
             raise _Surplus()
-        log(f"[trial {trial.number}] {trial.params or ''}")
+        log(f"[trial {trial.number}] " + (f"{trial.params}" if trial.params else "started"))  # a retry has its values
         try:
             value = objective(trial, base, spec, run_dir, study)
         except optuna.TrialPruned as e:
