@@ -169,6 +169,8 @@ def test_every_registered_method_is_trained_by_a_test():
 
 
 def test_reproduce_dry_run_lists_the_suite(tmp_path):
+    from PIL import Image
+
     from tests.helpers import run_tool
 
     p = run_tool("reproduce.py", "--suite", "fashion-mnist", "--dry-run", "--out", str(tmp_path / "suite"))
@@ -188,6 +190,15 @@ def test_reproduce_dry_run_lists_the_suite(tmp_path):
     # the paper's comparison: DAN's retrain starts from scratch like every other row
     assert all("--init scratch" in c for c in commands if c.startswith("python -m dan retrain "))
     assert "tools/" not in p.stdout
+    # a suite on an image folder plans with the folder given (its classes are read there), not the
+    # config's own path: `--suite imagenet --data DIR` refused even its dry run
+    root = tmp_path / "imgs"
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(root / split / c / "0.png")
+    p = run_tool("reproduce.py", "--suite", "imagenet", "--dry-run", "--data", str(root), "--out", str(tmp_path / "in"))
+    assert p.returncode == 0 and f"--data {root}" in p.stdout, p.stderr[-2000:]
     assert not os.path.exists(tmp_path / "suite")  # a dry run starts nothing
 
 

@@ -65,8 +65,9 @@ SUITES = {
 }
 
 
-def alpha4_flops(config_path: str) -> int:
-    """FLOPs of the small network AN extracts at α = 4 from the config's base network."""
+def alpha4_flops(config_path: str, data: str | None = None) -> int:
+    """FLOPs of the small network AN extracts at α = 4 from the config's base network (its data
+    folder ``data``, the runs' ``--data``, when given: an image folder's classes are read there)."""
     from dan.adjoint import extract_small, to_adjoint
     from dan.config import Config
     from dan.cost import count
@@ -74,6 +75,8 @@ def alpha4_flops(config_path: str) -> int:
     from dan.models import build_model, input_shape
 
     cfg = Config.from_file(config_path)
+    if data:
+        cfg.data.data = data
     info = dataset_info(cfg.data)
     shape = input_shape(info)
     a = cfg.adjoint
@@ -92,7 +95,7 @@ def plan(suite: str, out: str, seeds: int | None = None, extra: list | None = No
     out = os.path.abspath(out)  # runs start in the repository root, teachers are found by path
     n = seeds or spec["seeds"]
     extra = list(extra or [])
-    budget = alpha4_flops(config)
+    budget = alpha4_flops(config, extra[extra.index("--data") + 1] if "--data" in extra[:-1] else None)
     runs: list[Run] = []
     for seed in range(n):
         base = ["--config", config, "--seed", str(seed), "--quiet", *extra]
