@@ -268,7 +268,7 @@ class Trainer:
     def save(self, row: dict) -> None:
         """The checkpoint of the epoch that just ended (``best.pt`` too when it improved)."""
         self.last_row = {"epoch": self.epoch, **row}
-        score = self.last_eval.get(self.method.deployed, {}).get("top1", -1.0)
+        score = deployed_top1(self.last_eval, self.method.deployed)
         improved = score > self.best
         self.best = max(self.best, score)
         self._write_checkpoints(best=improved)
@@ -347,6 +347,13 @@ def train(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
     Every check (folder, config, data, resume compatibility) runs before the first file is
     written, so a refused run leaves nothing behind."""
     return start(cfg, resume, lambda: Trainer(cfg, monitor, data=data)).fit()
+
+
+def deployed_top1(last_eval: dict, deployed: str) -> float:
+    """The top-1 ``best.pt`` follows: the deployed network's, or for a deployable made only at the
+    end (lowrank's truncation) the network it comes from, the first evaluated (lowrank wrote no
+    ``best.pt`` and a best top-1 of -1); -1 before any evaluation."""
+    return last_eval.get(deployed, next(iter(last_eval.values()), {})).get("top1", -1.0)
 
 
 def given_teacher(method, device: torch.device, num_classes: int) -> nn.Module | None:

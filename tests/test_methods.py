@@ -160,6 +160,8 @@ def test_lowrank_says_when_nothing_was_compressed(tmp_path):
     with pytest.warns(UserWarning, match="lowrank: no conv became smaller"):  # a warning, not a print
         summary = train(cfg, Monitor(out, tensorboard=False))
     assert summary.rows["lowrank"]["params"] == summary.rows["big"]["params"]
+    # best.pt follows the network the deployable is cut from (there was none, and best_top1 -1)
+    assert os.path.isfile(os.path.join(out, "checkpoints", "best.pt")) and summary.extra["best_top1"] >= 0
 
 
 def test_every_registered_method_is_trained_by_a_test():
