@@ -436,7 +436,8 @@ def format_summary(summary: Summary | dict) -> str:
         "".join(f" {'ms@b' + b:>9s}" for b in batches)
     lines = [f"{d['method']} — input {'x'.join(map(str, d['input_shape']))}; FLOPs = multiply-accumulates; "
              f"latency = median ms per forward, eval, BN folded, channels-last"
-             + ("; 'ort' = ONNX Runtime on small.onnx" if any(r.get("latency_ms_onnxruntime") for r in nets.values()) else ""),
+             + ("; 'ort' = ONNX Runtime on the .onnx file" if any(r.get("latency_ms_onnxruntime") for r in nets.values())
+                else ""),
              head, "-" * len(head)]
     for name, r in nets.items():
         top1 = f"{100 * r['top1']:6.2f}%" if r["top1"] is not None else "     - "

@@ -1,4 +1,4 @@
-"""DAN search: find the small network's widths under a FLOPs or params budget -> arch.json.
+"""DAN search: find the small network's widths under a FLOPs, params or latency budget -> arch.json.
 
 Usage: python tools/search.py --help   (the same as: dan search --help)
 The command's code and its full usage text: dan/cli/search.py.

@@ -1,4 +1,4 @@
-"""DAN search: find the small network's widths under a FLOPs or params budget -> arch.json.
+"""DAN search: find the small network's widths under a FLOPs, params or latency budget -> arch.json.
 
 Usage:
     python tools/search.py --budget-flops 1.6G          # the paper's setting: configs/imagenet_resnet50.yaml

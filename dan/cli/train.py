@@ -7,8 +7,9 @@ Usage:
     python tools/train.py --config ... --out runs/x --resume      # continue an interrupted run
 
 Writes runs/<name>/: config.yaml, TensorBoard events, metrics.jsonl, checkpoints/{last,best}.pt,
-small.pt (TorchScript; model.pt when the method deploys the base network itself), small.pt2
-(torch.export), small_state.pt, summary.json; prints a summary
+small.pt (TorchScript; model.* when the method deploys the base network itself), small.pt2
+(torch.export), small.onnx (with onnx and onnxruntime installed), small_state.pt, small.json,
+summary.json; prints a summary
 table (top-1, FLOPs, params, latency of the big and the deployable network).
 """
 
