@@ -342,7 +342,7 @@ def test_unusable_tune_storage_is_one_line_and_leaves_no_run_folder(tmp_path, st
     (tmp_path / "a-file").write_text("not a folder")
     out = tmp_path / "tune"
     proc = run_tool("tune.py", "--dataset", "synthetic", "--image-size", "16", "--num-classes", "4",
-                    "--epochs", "1", "--limit-batches", "1", "--tune", "configs/tune_fashion_mnist.yaml",
+                    "--limit-batches", "1", "--tune", "configs/tune_fashion_mnist.yaml",
                     "--budget-flops", "50%", "--study", "s", "--trials", "1", "--quiet",
                     "--storage", storage.format(tmp=tmp_path), "--out", str(out))
     assert_user_error(proc, fragment)

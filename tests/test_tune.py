@@ -155,6 +155,7 @@ def test_bad_tuning_files(tmp_path):
     ({"params": {"adjoint.schedule": {"type": "categorical", "choices": {"a": 1}}}}, "needs choices: a list"),  # KeyError
     ({"params": {"adjoint.schedule": {"type": "categorical", "choices": ["cos", "bogus"]}}}, "choice 'bogus'"),
     ({"params": {"adjoint.schedule": {"type": "categorical", "choices": ["cos"], "low": 1}}}, "unknown field 'low'"),
+    ({"params": {"train.epochs": {"type": "int", "low": 1, "high": 3}}}, "search_epochs and retrain_epochs"),  # dropped
 ])
 def test_a_tuning_file_s_own_settings_are_checked_before_the_study(edit, fragment):
     """Each of these was taken by spec_from_dict (or crashed it), and the first trial, or the first
@@ -402,3 +403,10 @@ def test_a_continued_study_draws_new_values_and_keeps_its_budget(tmp_path):
     other.search.budget_flops = "50%"
     with pytest.raises(dan.UserError, match=r"study c ran its trials at budget \{'flops': '40%'"):
         tune(other, spec, "c", 3)
+
+
+def test_tune_refuses_epochs_it_would_drop(tmp_path):
+    p = run_tool("tune.py", "--dataset", "synthetic", "--epochs", "7", "--tune", "configs/tune_fashion_mnist.yaml",
+                 "--budget-flops", "50%", "--study", "s", "--trials", "1", "--out", str(tmp_path / "t"))
+    assert_user_error(p, "search_epochs, retrain_epochs", "drop --epochs")
+    assert not (tmp_path / "t").exists()

@@ -21,6 +21,7 @@ import os
 import sys
 
 from dan.cli.common import common_parser, positive_int, resolve_config, retrain_hint, tensorboard_hint
+from dan.errors import UserError
 
 PROG = "tune.py"  # the tool's name in usage and error lines (tools/tune.py)
 
@@ -42,6 +43,9 @@ def main(argv, prog: str = PROG) -> int:
     args = get_args_parser(prog).parse_args(argv)
     if args.resume:
         print("note: a study always continues from its storage; --resume is implied", file=sys.stderr)
+    if args.epochs is not None:  # was silently dropped: each trial sets its own
+        raise UserError("tune.py takes a trial's epochs from the tuning file (search_epochs, retrain_epochs): "
+                        "drop --epochs")
     cfg = resolve_config(args, {"budget_flops": "search.budget_flops", "budget_params": "search.budget_params"})
     if not args.out:
         cfg.out = os.path.join("runs", f"tune-{args.study}")

@@ -93,8 +93,14 @@ _FIELDS = {"categorical": ("type", "choices"), "float": ("type", "low", "high", 
            "int": ("type", "low", "high", "log", "step")}
 
 
+_SET_BY_TRIALS = ("train.epochs",)
+
+
 def _check_param(key: str, r, where: str) -> None:
     """One entry of ``params``: a known config key and a range every value of which it accepts."""
+    if key in _SET_BY_TRIALS:  # each trial sets it from the tuning file: a sampled value was dropped
+        raise UserError(f"{where}: params.{key}: a trial's epochs are the tuning file's search_epochs and "
+                        f"retrain_epochs; tune those instead")
     if not isinstance(r, dict) or r.get("type") not in _TYPES:
         raise UserError(f"{where}: params.{key} needs type: float, int or categorical")
     extra = sorted(set(r) - set(_FIELDS[r["type"]]), key=str)
