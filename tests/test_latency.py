@@ -169,6 +169,8 @@ def test_tables_are_cached_per_device_threads_and_batch(monkeypatch, tmp_path):
 def test_the_tool_refuses_bad_flags_in_one_line():
     assert_user_error(run_tool("latency.py", "--samples", "1"), "--samples")
     assert_user_error(run_tool("latency.py", "--arch", "arch.json", "--repeats", "0"), "--repeats")
+    # the search's own settings are used: another runtime was ignored, its reading eager PyTorch's
+    assert_user_error(run_tool("latency.py", "--arch", "arch.json", "--runtime", "onnxruntime"), "drop --runtime")
 
 
 @needs_fashion

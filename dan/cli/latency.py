@@ -52,6 +52,11 @@ def main(argv, prog: str = PROG) -> int:
         from dan.arch import arch_file, load_arch
         from dan.latency import remeasure
 
+        given = [f for f, v, d in (("--batch", args.batch, 1), ("--threads", args.threads, 1),
+                                     ("--runtime", args.runtime, "torch")) if v != d]
+        if given:  # they were silently ignored: an onnxruntime reading printed eager PyTorch's
+            raise UserError(f"--arch times the network as its search did (the batch, threads and runtime in its "
+                            f"arch.json): drop {', '.join(given)}")
         models.trust(args.space)  # your own model's builder, named here (as retrain.py takes it)
         # independent readings, the median one reported (dan.latency.measure_found): one slow spell
         # of a shared machine moves one reading by up to 20 %, rarely two of three
