@@ -180,8 +180,8 @@ def test_dict_items_are_read_by_key_as_the_same_tuples_are():
     (lambda: (Items([(torch.zeros(3, 6, 6), 0)] * 4, no_classes=True), Items([(torch.zeros(3, 6, 6), 0)])), {},
      "set data.num_classes"),
     (lambda: (Stream(), Items([(torch.zeros(3, 6, 6), 0)])), {}, "not a map-style"),
-    (lambda: (Items([(torch.zeros(3, 6, 6), 0)] * 4), Items([(torch.zeros(3, 6, 6), 0)])), {"channels": 1},
-     "data.channels 1"),
+    (lambda: (Items([(torch.zeros(2, 6, 6), 0)] * 4), Items([(torch.zeros(2, 6, 6), 0)])), {"channels": 1},
+     "data.channels 1"),  # two channels are neither grey nor colour (3 made grey is data.channels 1's job)
     (lambda: (_with(Items([(torch.zeros(3, 6, 6), 0)] * 4, no_classes=True), targets="xyz"),
               Items([(torch.zeros(3, 6, 6), 0)])), {}, "`targets` are not a list of class indices"),
     (lambda: (_with(Items([(torch.zeros(3, 6, 6), 0)] * 4, no_classes=True), targets=[0, 10**9]),
