@@ -320,6 +320,8 @@ def test_a_fresh_sample_fixed_in_advance_gets_a_verdict_only_when_every_seed_is_
     assert sum("flops25/dan search" in l for l in planned) == 32 and not any("flops10" in l for l in planned)
     p = run_tool("reproduce.py", "--suite", "fashion-mnist", "--confirmation", "--dry-run")
     assert_user_error(p, "--suite search")
+    p = run_tool("reproduce.py", "--suite", "fashion-mnist", "--budgets", "flops10", "--dry-run")  # was ignored
+    assert_user_error(p, "--budgets is for the search suite")
 
 
 def test_the_page_estimates_the_comparisons_time_from_the_recorded_runs(tmp_path):

@@ -96,8 +96,13 @@ def main(argv, prog: str = PROG) -> int:
                                  **chosen)
         confirm = suite.search.confirmation_plan(out, extra, args.generation)
     else:
-        if args.confirmation:
-            raise UserError("--confirmation is for the search suite: add --suite search")
+        only = [flag for flag, given in (("--confirmation", args.confirmation), ("--no-ablations", args.no_ablations),
+                                         ("--ablations", args.ablations), ("--recipe", args.recipe != "inherit"),
+                                         ("--budgets", args.budgets), ("--methods", args.methods),
+                                         ("--generation", args.generation != GENERATION),
+                                         ("--first-seed", args.first_seed)) if given]
+        if only:  # each was accepted and ignored
+            raise UserError(f"{only[0]} is for the search suite: add --suite search, or drop it")
         runs, confirm = suite.plan(args.suite, out, args.seeds, extra), {}
     todo = [r for rs in confirm.values() for r in rs] if args.confirmation else runs
     default = {"fashion-mnist": "docs/results.md", "search": "docs/search.md"}.get(args.suite)
