@@ -99,7 +99,7 @@ def main(argv, prog: str = PROG) -> int:
         only = [flag for flag, given in (("--confirmation", args.confirmation), ("--no-ablations", args.no_ablations),
                                          ("--ablations", args.ablations), ("--recipe", args.recipe != "inherit"),
                                          ("--budgets", args.budgets), ("--methods", args.methods),
-                                         ("--generation", args.generation != GENERATION),
+                                         ("--generation", args.generation != suite.search.GENERATION),
                                          ("--first-seed", args.first_seed)) if given]
         if only:  # each was accepted and ignored
             raise UserError(f"{only[0]} is for the search suite: add --suite search, or drop it")
