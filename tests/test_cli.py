@@ -152,6 +152,9 @@ def test_the_less_used_tools_refuse_in_one_line_what_to_fix():
     assert_user_error(run_tool("reproduce.py", "--suite", "nope", "--dry-run"), "unknown suite 'nope'", "or search")
     # a negative seed was refused by the first search, quoted inside a long "... failed:" line
     assert_user_error(run_tool("latency_compare.py", "--seeds", "1", "-2"), "--seeds must be >= 0, got -2")
+    # refine keeps its search's budget: one given was ignored
+    assert_user_error(run_tool("baseline.py", "refine", "--supernet", "x.pt", "--budget-flops", "50%", "--out", "y"),
+                      "drop --budget-flops")
 
 
 def test_every_command_s_help_shows_its_usage_lines_as_written():

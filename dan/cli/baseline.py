@@ -89,6 +89,9 @@ def main(argv, prog: str = PROG) -> int:
     cfg = resolve_config(args, {"budget_flops": "search.budget_flops", "budget_params": "search.budget_params"})
     if not args.out:
         raise UserError("give --out DIR: the folder that receives arch.json")
+    if args.method in ("refine", "shortlist") and (args.budget_flops or args.budget_params):  # was ignored
+        raise UserError(f"{args.method} moves the search's own widths within its budget: drop --budget-flops/"
+                        f"--budget-params (greedy slims a supernet to a budget you give)")
     path = os.path.join(args.out, "arch.json")
     if os.path.exists(path):
         raise UserError(f"{path} exists: choose another --out or delete it")
