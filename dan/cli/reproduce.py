@@ -115,15 +115,23 @@ def main(argv, prog: str = PROG) -> int:
 
         runs = todo
         make, restore = needed_folders(runs, ledger)
+        states = []
         for r in runs:
             state = ("done" if r.done else "restore" if r in restore else "todo" if r in make
                      else "recorded")
+            states.append(state)
             # a restored folder's arch.json is written from its record, not by the run's own command
             line = " ".join(["python", *restore_command(r, runs)[1:]]) if r in restore else r.command_line()
             print(f"[{state}] {r.key:22s} seed {r.seed}: {line}")
-        recorded = sum(not r.done and ledger is not None and ledger.done(r) for r in runs)
-        print(f"{len(runs)} runs, {sum(r.done for r in runs)} finished"
-              + (f", {recorded} more recorded in {ledger.path} (folders gone)" if recorded else ""))
+        # each state counted as listed ("102 more recorded" counted 6 recorded runs listed as todo,
+        # made again because a run to be made needs their folder)
+        again = sum(s == "todo" and ledger is not None and ledger.done(r) for s, r in zip(states, runs))
+        parts = [f"{states.count('todo')} to make" + (f" ({again} of them recorded, made again for a folder a "
+                                                       f"run to be made needs)" if again else ""),
+                 f"{states.count('restore')} restored from their records",
+                 f"{states.count('recorded')} recorded" + (f" in {ledger.path} (folders gone)" if ledger else ""),
+                 f"{states.count('done')} finished"]
+        print(f"{len(runs)} runs: " + ", ".join(p for p in parts if not p.startswith("0 ")))
         return 0
     if not args.report_only:
         suite.run(todo, log=lambda m: print(m, flush=True), jobs=args.jobs, ledger=ledger)
