@@ -251,6 +251,8 @@ def test_a_function_dataset_searches_and_retrains_from_the_command_line_named_ea
         assert p.returncode == 0, (target, p.stderr[-2000:])
         assert json.loads(p.stdout)["small"]["flops"] == arch["small"]["flops"]
     assert_user_error(run_tool("count.py", str(r / "small.onnx")), "ONNX file", "small.pt")
+    p = run_tool("count.py", str(r / "small.pt"))  # folded BatchNorm: fewer params than small.json says, said
+    assert p.returncode == 0 and "small.json beside it says" in p.stdout, p.stderr[-2000:]
     p = run_tool("count.py", str(s / "config.yaml"))
     assert_user_error(p, "not a DAN checkpoint", "arch.json, small.pt")
     assert "delete" not in p.stderr

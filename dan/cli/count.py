@@ -249,6 +249,10 @@ def main(argv, prog: str = PROG) -> int:
               f"({dan.format_count(c.nonzero_params)} nonzero), input {'x'.join(map(str, shape))}")
         print(c.table(top=args.top))
         print()
+    meta = _sidecar(args.target) if not trains and os.path.isfile(args.target) else None
+    if meta and isinstance(meta.get("params"), int) and meta["params"] != costs["network"].params:
+        print(f"{os.path.splitext(os.path.basename(args.target))[0]}.json beside it says {meta['params']:,} params: "
+              f"it counts the network before its BatchNorms were folded into the convs, as this file has them")
     if "big" in costs and len(costs) > 1:
         b = costs["big"]
         for name, c in costs.items():
