@@ -113,6 +113,16 @@ def load_checkpoint(path: str, map_location="cpu", fix: str = RESUME_FIX) -> dic
     return state
 
 
+def load_named(path: str, what: str, fix: str, map_location="cpu") -> tuple[str, dict]:
+    """A checkpoint a user names for a tool to read (a kd teacher, a baseline's supernet): the file,
+    or a run folder's ``checkpoints/last.pt``; missing or unreadable, a :class:`UserError` ending in
+    ``fix`` (never "delete it": the file is the user's). Returns its path and its state."""
+    ckpt = os.path.join(path, "checkpoints", "last.pt") if os.path.isdir(path) else path
+    if not os.path.isfile(ckpt):
+        raise UserError(f"{what} {path}: no checkpoint at {ckpt}: {fix}")
+    return ckpt, load_checkpoint(ckpt, map_location, fix)
+
+
 def rng_state() -> dict:
     """The state of every random generator a run uses, as plain tensors and Python values."""
     key, keys, pos, has_gauss, cached = np.random.get_state()

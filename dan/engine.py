@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dan import distributed, onnx_export
-from dan.checkpoint import (atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state, start_from,
+from dan.checkpoint import (atomic_write, load_named, rng_state, save_checkpoint, set_rng_state, start_from,
                             write_json)
 from dan.config import Config
 from dan.cost import count, format_count
@@ -373,11 +373,8 @@ def load_teacher(path: str, device: torch.device, num_classes: int | None = None
         num_classes: when given, the classes the student's data has; a teacher with another
             number is a :class:`UserError`.
     """
-    ckpt = os.path.join(path, "checkpoints", "last.pt") if os.path.isdir(path) else path
     fix = "methods.kd.teacher takes a finished training run's folder or its checkpoints/last.pt"
-    if not os.path.isfile(ckpt):
-        raise UserError(f"teacher {path}: no checkpoint at {ckpt}: {fix}")
-    state = load_checkpoint(ckpt, map_location=device, fix=fix)
+    ckpt, state = load_named(path, "teacher", fix, map_location=device)
     if state.get("kind") == "search":  # a supernet: its small path holds every candidate width
         raise UserError(f"teacher {path} is a search's supernet: {fix} (a retrain of it, or train.py's)")
     tcfg = Config.from_dict(state["config"])

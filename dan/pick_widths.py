@@ -127,18 +127,13 @@ def fixed_widths(sn, given) -> list[int]:
 def _restore(method: str, supernet: str | None, cfg: Config | None = None):
     """The DAN search whose ``checkpoints/last.pt`` is ``supernet``, restored (its own config; the
     budget of ``cfg`` when it names one). Returns ``(searcher, budget)``."""
-    from dan.checkpoint import load_checkpoint
+    from dan.checkpoint import load_named
     from dan.monitor import Monitor
     from dan.search import Searcher, describe_model
 
     if not supernet:
         raise UserError(f"{method} needs a trained supernet: pass the checkpoints/last.pt of a DAN search")
-    inside = os.path.join(supernet, "checkpoints", "last.pt")
-    supernet = inside if os.path.isdir(supernet) and os.path.isfile(inside) else supernet  # the search's folder
-    fix = "pass a DAN search's checkpoints/last.pt (or its folder)"
-    if not os.path.isfile(supernet):
-        raise UserError(f"--supernet {supernet} does not exist: {fix}")
-    state = load_checkpoint(supernet, fix=fix)
+    supernet, state = load_named(supernet, "--supernet", "pass a DAN search's checkpoints/last.pt (or its folder)")
     if state.get("kind") != "search":
         raise UserError(f"{supernet} is not a search checkpoint: pass runs/<search>/checkpoints/last.pt")
     scfg = Config.from_dict(state["config"])
