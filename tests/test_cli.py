@@ -200,3 +200,27 @@ def test_threads_sets_pytorchs_thread_count_for_the_run():
     finally:
         torch.set_num_threads(before)
     assert_user_error(run_tool("train.py", "--threads", "0"), "--threads", "positive integer")
+
+
+@pytest.mark.parametrize("command, fragment", [("train", "checkpoints/last.pt; continue with --resume"),
+                                               ("tune", "run the same command to continue"),
+                                               ("reproduce", "half-done run is resumed"),
+                                               ("count", "nothing to continue")])
+def test_ctrl_c_says_what_each_command_keeps_and_how_to_go_on(monkeypatch, capsys, command, fragment):
+    # tune said "continue with --resume" (the same command continues a study) and the tools that keep
+    # no run folder spoke of checkpoints; the line is the command's, as a tool and through `dan`
+    from dan.cli import main as dan_main
+    from dan.cli.common import run_tool as run
+
+    def interrupt(argv, prog=""):
+        raise KeyboardInterrupt
+
+    module = dan_main.command_module(command)
+    interrupt.__module__ = module.__name__  # as the command's own main
+    monkeypatch.setattr(module, "main", interrupt)
+    for call in (lambda: run(module.main, []), lambda: dan_main.main([command])):
+        with pytest.raises(SystemExit) as e:
+            call()
+        assert e.value.code == 130
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0], err

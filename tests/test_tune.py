@@ -43,10 +43,15 @@ def test_study_with_pruner_then_continue(tmp_path):
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert all(len(t.intermediate_values) == 3 for t in complete)  # 2 search + 1 retrain epochs reported
     assert all(t.user_attrs["constraint"] <= 0 for t in complete)
+    # no trial beyond the count: each command used to end by asking one more and telling it FAIL
+    assert len(st) == result["trials"] == result["counted"] == 3 and result["surplus"] == 0
     # the same call with more trials continues the study
-    tune(base(out), spec_from_dict(SPEC), "s", 4)
+    result = tune(base(out), spec_from_dict(SPEC), "s", 4)
     st, _ = states(out, "s")
     assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in st) == 4
+    assert len(st) == result["trials"] == result["counted"] == 4
+    # a study that holds its count already adds nothing
+    assert tune(base(out), spec_from_dict(SPEC), "s", 4)["trials"] == 4
     with pytest.raises(dan.UserError, match="other settings"):
         tune(base(out), spec_from_dict({**SPEC, "retrain_epochs": 2}), "s", 5)
 

@@ -29,6 +29,8 @@ import time
 from dan.cli.common import Parser, positive_int
 
 PROG = "bench.py"  # the tool's name in usage and error lines (tools/bench.py)
+# what Ctrl-C leaves and how to go on (dan.cli.common.interrupted_line)
+INTERRUPTED = "interrupted: nothing to continue; run the command again"
 
 TARGET_STEP = 1.25
 TARGET_SPEEDUP = 0.8  # best form / best form, batch 1 and 64 (issue 12; eager at batch 64 was 0.6)

@@ -209,9 +209,10 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
             e.errno, "check the path and its permissions")
         print(f"error: cannot write or read{where}: {e.strerror}: {hint}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: finished epochs are in the run folder's checkpoints/last.pt; "
-              "continue with --resume", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # a command whose work is not a run folder's epochs says its own (:func:`interrupted_line`)
+        print(str(e) if e.args else interrupted_line(sys.modules.get(getattr(main, "__module__", ""))),
+              file=sys.stderr)
         sys.exit(130)
     except (MemoryError, RuntimeError) as e:
         if not out_of_memory(e):
@@ -219,6 +220,17 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
         print(f"error: {one_line(memory_message(e))}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)
+
+
+INTERRUPTED = ("interrupted: finished epochs are in the run folder's checkpoints/last.pt; "
+               "continue with --resume")
+
+
+def interrupted_line(module) -> str:
+    """What Ctrl-C leaves and how to go on, for the command in ``module``: its ``INTERRUPTED``
+    line, else the run folder's (train, search, retrain). Tuning said ``--resume`` where the same
+    command continues, and the tools that keep no run folder spoke of checkpoints they never write."""
+    return getattr(module, "INTERRUPTED", INTERRUPTED)
 
 
 def memory_message(e: BaseException) -> str:

@@ -28,6 +28,8 @@ from dan.cli.common import Parser, number, positive_int
 from dan.errors import UserError
 
 PROG = "count.py"  # the tool's name in usage and error lines (tools/count.py)
+# what Ctrl-C leaves and how to go on (dan.cli.common.interrupted_line)
+INTERRUPTED = "interrupted: nothing to continue; run the command again"
 
 
 def load_networks(args) -> tuple[dict, tuple, dict]:

@@ -22,6 +22,8 @@ from dan.cli.common import Parser
 from dan.errors import UserError
 
 PROG = "coverage.py"  # the tool's name in usage and error lines (tools/coverage.py)
+# what Ctrl-C leaves and how to go on (dan.cli.common.interrupted_line)
+INTERRUPTED = "interrupted: nothing to continue; run the command again"
 
 
 def get_args_parser(prog: str = PROG):

@@ -19,6 +19,8 @@ from dan.cli.common import Parser, positive_int
 from dan.errors import UserError
 
 PROG = "fuzz.py"  # the tool's name in usage and error lines (tools/fuzz.py)
+# what Ctrl-C leaves and how to go on (dan.cli.common.interrupted_line)
+INTERRUPTED = "interrupted: nothing to continue; run the command again"
 
 
 def get_args_parser(prog: str = PROG):

@@ -28,6 +28,8 @@ from dan.cli.common import Parser
 from dan.errors import UserError
 
 PROG = "latency_compare.py"  # the tool's name in usage and error lines (tools/latency_compare.py)
+# what Ctrl-C leaves and how to go on (dan.cli.common.interrupted_line)
+INTERRUPTED = "interrupted: finished steps are kept: run the same command to continue"
 
 
 def _run(command: str, *args: str) -> None:

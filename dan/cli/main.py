@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from typing import Optional, Sequence
 
-from dan.cli.common import run_tool
+from dan.cli.common import interrupted_line, run_tool
 from dan.errors import UserError
 
 # The commands, in the order ``dan --help`` lists them; each is the module dan.cli.<name> and the
@@ -54,7 +54,13 @@ def dispatch(argv: Sequence[str], prog: str = "dan") -> int:
     name = first.replace("-", "_")
     if name not in COMMANDS:
         raise UserError(f"unknown command {first!r}: choose from {', '.join(COMMANDS)} (see {prog} --help)")
-    return command_module(name).main(list(argv[1:]), prog=f"{prog} {first}")
+    module = command_module(name)
+    try:
+        return module.main(list(argv[1:]), prog=f"{prog} {first}")
+    except KeyboardInterrupt as e:
+        if e.args:
+            raise
+        raise KeyboardInterrupt(interrupted_line(module)) from None
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "dan") -> None:

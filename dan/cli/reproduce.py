@@ -30,6 +30,9 @@ from dan.cli.common import Parser, nonnegative_int, positive_int
 from dan.errors import UserError
 
 PROG = "reproduce.py"  # the tool's name in usage and error lines (tools/reproduce.py)
+# what Ctrl-C leaves and how to go on (dan.cli.common.interrupted_line)
+INTERRUPTED = ("interrupted: finished runs are recorded and a half-done run is resumed: run the same command "
+               "to continue")
 
 
 def get_args_parser(prog: str = PROG):

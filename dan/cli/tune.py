@@ -24,6 +24,9 @@ from dan.cli.common import common_parser, positive_int, resolve_config, retrain_
 from dan.errors import UserError
 
 PROG = "tune.py"  # the tool's name in usage and error lines (tools/tune.py)
+# what Ctrl-C leaves and how to go on (dan.cli.common.interrupted_line)
+INTERRUPTED = ("interrupted: the study's finished trials are in its storage (a trial cut short runs again "
+               "first): run the same command to continue")
 
 
 def get_args_parser(prog: str = PROG):

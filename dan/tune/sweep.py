@@ -177,8 +177,19 @@ def run_trials(study, base: Config, spec: TuneSpec, trials: int, run_dir: str, l
         log(f"[trial {trial.number}] value {value}")
         return value
 
+    def enough(study, _trial):
+        if _done(study) >= trials:
+            study.stop()
+
+    # Stop once the study holds its count, before asking another trial: the ticket check in
+    # run_one is what keeps concurrent workers within the count, but on its own it ended every
+    # invocation by asking one trial more and telling it FAIL (a study run in one go held a
+    # surplus FAIL trial per command, and tune.json counted them)
+    _fail_stale(study)
+    if _done(study) >= trials:
+        return
     # any other exception is a bug: Optuna tells the trial FAIL (none is left RUNNING) and raises it
-    study.optimize(run_one, catch=(_Surplus, _Failed))
+    study.optimize(run_one, catch=(_Surplus, _Failed), callbacks=[enough])
 
 
 def trial_settings(spec: TuneSpec, params: dict) -> str:
@@ -202,6 +213,31 @@ def _counted_before(study, number: int) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False)
                if first <= t.number < number and not t.user_attrs.get("stopped_study")
                and (t.state != TrialState.FAIL or "error" in t.user_attrs))
+
+
+def _done(study) -> int:
+    """Counted trials finished or running (another worker's, alive once :func:`_fail_stale` has
+    run): a trial queued to run again (WAITING) is still to be done, so a study holding one goes on."""
+    from optuna.trial import TrialState
+
+    first = study.user_attrs.get("counted_from", 0)
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.number >= first and not t.user_attrs.get("stopped_study")
+               and (t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+                    or (t.state == TrialState.FAIL and "error" in t.user_attrs)))
+
+
+def _fail_stale(study) -> None:
+    """Fail (and queue again) the trials of dead workers, as ``Study.optimize`` does before each
+    trial, so that :func:`_done` does not count them as running."""
+    import warnings
+
+    import optuna
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def _queue_again(study, trial, spec: TuneSpec) -> None:
@@ -253,9 +289,12 @@ def write_best(study, run_dir: str, multi: bool) -> dict:
     from optuna.trial import TrialState
 
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
-    # "trials": every trial in the storage; "counted": those --trials counts (:func:`_counted_before`)
+    # "trials": every trial in the storage; "counted": those --trials counts (:func:`_counted_before`);
+    # "surplus": trials a worker asked for after the count was reached by others (told FAIL, no work)
     out = {"study": study.study_name, "trials": len(study.trials),
-           "counted": _counted_before(study, len(study.trials)), "complete_feasible": len(complete)}
+           "counted": _counted_before(study, len(study.trials)),
+           "surplus": sum(1 for t in study.trials if t.user_attrs.get("surplus")),
+           "complete_feasible": len(complete)}
     if not complete:
         return out
     if multi:
