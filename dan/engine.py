@@ -40,6 +40,7 @@ from dan.layers import channels_last_safe
 from dan.methods import TeacherRequest, get_method
 from dan.monitor import Monitor
 from dan.seed import seed_everything
+from dan.timing import OtherLoad
 
 CHECKPOINT_VERSION = 1
 
@@ -276,20 +277,6 @@ class Trainer:
     def after_epoch(self) -> None:
         pass
 
-    def _onnx_latency(self, fast, path: str | None, shape: tuple) -> dict:
-        """Median ms per batch size in ONNX Runtime of ``path``, or of ``fast`` exported to a
-        temporary file when ``path`` is None."""
-        with tempfile.TemporaryDirectory() as tmp:
-            if path is None:
-                path = os.path.join(tmp, "net.onnx")
-                try:
-                    onnx_export.export(fast, path, shape)
-                except Exception:  # not exportable (only the deployed network must be): not timed
-                    return {}
-            sess = onnx_export.session(path)
-            return {str(b): onnx_export.latency(None, (int(b),) + tuple(shape[1:]), sess=sess, min_time=0.25)
-                    for b in self.cfg.train.latency_batches}
-
     def finish(self) -> Summary:
         """Save the deployable network, count and time every network, write ``summary.json``."""
         cfg = self.cfg
@@ -317,20 +304,10 @@ class Trainer:
         if "onnx" in meta:
             summary.files["onnx"] = os.path.join(self.run_dir, meta["onnx"]["file"])
             summary.extra["onnx"] = meta["onnx"]
-        for name, net in nets.items():
-            c = count(net, shape)
-            row = {"top1": self.last_eval.get(name, {}).get("top1"), "ce": self.last_eval.get(name, {}).get("ce"),
-                   "flops": c.flops, "params": c.params, "nonzero_params": c.nonzero_params, "latency_ms": {}}
-            fmt = "channels_last"
-            if name == self.method.deployed:  # timed in the layout its files store
-                fmt = cfg.train.deploy_memory_format or fmt
-            fast = deploy_form(net, fmt)
-            for b in cfg.train.latency_batches:
-                row["latency_ms"][str(b)] = measure_latency(fast, (int(b),) + tuple(shape[1:]), min_time=0.25)
-            if "onnx" in summary.files:  # every network in ONNX Runtime too (small: small.onnx itself)
-                row["latency_ms_onnxruntime"] = self._onnx_latency(
-                    fast, summary.files["onnx"] if name == self.method.deployed else None, shape)
-            summary.rows[name] = row
+        with OtherLoad() as load:
+            summary.rows = measure_networks(nets, self.last_eval, self.method.deployed, cfg, shape,
+                                            summary.files.get("onnx"))
+        summary.extra["timing_load"] = load.to_dict()
         summary.extra["best_top1"] = self.best
         summary.extra["epochs"] = self.epoch
         summary.extra.update(self.method.summary_extra())
@@ -338,6 +315,45 @@ class Trainer:
         self.monitor.flush()
         distributed.barrier()
         return summary
+
+
+def measure_networks(nets: dict, last_eval: dict, deployed: str, cfg: Config, shape: tuple,
+                     onnx_path: str | None) -> dict:
+    """The summary's row of every network: top-1 and CE of its last evaluation, its counts, and its
+    median ms per batch size of ``train.latency_batches`` (eager, in the layout the deployed files
+    store for ``deployed``, channels-last for the others; and in ONNX Runtime when ``onnx_path``,
+    the deployed network's file, was written)."""
+    rows = {}
+    for name, net in nets.items():
+        c = count(net, shape)
+        row = {"top1": last_eval.get(name, {}).get("top1"), "ce": last_eval.get(name, {}).get("ce"),
+               "flops": c.flops, "params": c.params, "nonzero_params": c.nonzero_params, "latency_ms": {}}
+        fmt = "channels_last"
+        if name == deployed:  # timed in the layout its files store
+            fmt = cfg.train.deploy_memory_format or fmt
+        fast = deploy_form(net, fmt)
+        for b in cfg.train.latency_batches:
+            row["latency_ms"][str(b)] = measure_latency(fast, (int(b),) + tuple(shape[1:]), min_time=0.25)
+        if onnx_path:  # every network in ONNX Runtime too (the deployed one: its .onnx file itself)
+            row["latency_ms_onnxruntime"] = onnx_latency(fast, onnx_path if name == deployed else None, shape,
+                                                         cfg.train.latency_batches)
+        rows[name] = row
+    return rows
+
+
+def onnx_latency(fast: nn.Module, path: str | None, shape: tuple, batches) -> dict:
+    """Median ms per batch size in ONNX Runtime of ``path``, or of ``fast`` exported to a
+    temporary file when ``path`` is None (not exportable: ``{}``, only the deployed network must be)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if path is None:
+            path = os.path.join(tmp, "net.onnx")
+            try:
+                onnx_export.export(fast, path, shape)
+            except Exception:  # not exportable (only the deployed network must be): not timed
+                return {}
+        sess = onnx_export.session(path)
+        return {str(b): onnx_export.latency(None, (int(b),) + tuple(shape[1:]), sess=sess, min_time=0.25)
+                for b in batches}
 
 
 def train(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
@@ -460,4 +476,9 @@ def format_summary(summary: Summary | dict) -> str:
             if bo and ro:
                 lines.append(f"{'  ort':10s} {'':>7s} {'':>9s} {'':>9s} {'':>9s}" +
                              "".join(f" {bo[k] / ro[k]:8.2f}x" for k in batches if k in bo and ro.get(k)))
+    load = d.get("timing_load") or {}
+    if load.get("busy"):  # the numbers stand as measured; the reader is told what they are worth
+        lines.append(f"note: other processes used {load['other_processes_cores']:.1f} of the {load['cpus']} CPUs "
+                     f"while these were timed ({load['threads']} thread(s) here): the latencies are unreliable; "
+                     "time the deployed file on an idle machine (tools/latency.py --arch, or --threads 1)")
     return "\n".join(lines)

@@ -277,3 +277,41 @@ def test_a_retrain_can_start_from_the_search_supernet(tmp_path):
     with pytest.raises(dan.UserError, match="no search checkpoint at .* --init scratch"):
         retrain_config(a, "adjoint", retrain_base(arch), init="supernet")
     assert retrain_config(a, "adjoint", retrain_base(arch)).train.init_from is None  # auto: scratch
+
+
+def test_the_table_says_when_other_processes_took_the_cpus_its_latencies_were_timed_on(tmp_path, monkeypatch):
+    import time
+
+    from dan import timing
+
+    # real readings: two processes spinning on this machine's CPUs while a block times, one thread here
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        time.sleep(0.3)
+        with timing.OtherLoad(threads=1) as load:
+            time.sleep(0.6)
+    finally:
+        for p in spinners:
+            p.kill()
+    if load.cores is None:
+        pytest.skip("no /proc here")
+    assert load.cores > 1.25  # the two spinners' CPU, less what the machine's scheduler gave others
+    assert load.busy or len(load.cpus) > 2  # on 2 CPUs with one thread here: more than the free one
+    # the rule on given readings (wall s, busy ticks, own ticks): others at 0.2 core quiet, at 1.5 busy
+    hz = os.sysconf("SC_CLK_TCK")
+    for others, busy in ((0.2, False), (1.5, True)):
+        samples = iter([(0.0, 0, 0), (1.0, int((1 + others) * hz), hz)])
+        monkeypatch.setattr(timing, "_cpu_sample", lambda cpus: next(samples))
+        with timing.OtherLoad(threads=1) as load:
+            load.cpus = [0, 1]
+        assert load.busy is busy and load.cores == pytest.approx(others, abs=0.02)
+    # the table: the same numbers either way, and the note only when busy
+    monkeypatch.undo()
+    out = str(tmp_path / "run")
+    summary = train(tiny_config(out, **{"train.epochs": 1, "train.latency_batches": [1]}), Monitor(out)).to_dict()
+    assert set(summary["timing_load"]) == {"other_processes_cores", "cpus", "threads", "busy"}
+    quiet = format_summary({**summary, "timing_load": {**summary["timing_load"], "busy": False}})
+    loaded = format_summary({**summary, "timing_load": {**summary["timing_load"], "busy": True,
+                                                        "other_processes_cores": 1.7}})
+    assert "unreliable" not in quiet and loaded.startswith(quiet + "\n")
+    assert "other processes used 1.7 of the" in loaded.splitlines()[-1]
