@@ -21,7 +21,7 @@ from dan.errors import UserError, out_of_memory
 _USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
                 errno.ENOENT, errno.EROFS, errno.ENAMETOOLONG, errno.EEXIST}
 
-FLOPS_NOTE = "FLOPs are multiply-accumulates of conv and linear layers (K, M, G = powers of 10)."
+FLOPS_NOTE = "FLOPs are multiply-accumulates of conv, linear and matmul layers (K, M, G = powers of 10)."
 
 
 class Parser(argparse.ArgumentParser):

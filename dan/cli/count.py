@@ -13,7 +13,7 @@ Usage:
     python tools/count.py resnet50 --alpha 4               # big and small network of an adjoint conversion
     python tools/count.py resnet50 --alpha 4 --batch-size 128   # and the memory its adjoint training needs
 
-FLOPs are multiply-accumulates of conv and linear layers (K, M, G = powers of 10); "nonzero"
+FLOPs are multiply-accumulates of conv, linear and matmul layers (K, M, G = powers of 10); "nonzero"
 counts parameters that are not exactly zero (r_beta masks make it differ). With --batch-size, the
 least memory one training step at that batch needs (what autograd keeps for the backward pass and
 Adam's state, computed without allocating it: dan/memory.py, the check every run makes first).
