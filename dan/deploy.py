@@ -15,7 +15,8 @@ big and the small network alike.
   be fine-tuned; plain tensors, loads with ``weights_only=True``);
 * ``small.onnx`` — the same network in ONNX (opset 17; 18 from the fallback exporter; dynamic batch), checked against PyTorch with
   ONNX Runtime (:mod:`dan.onnx_export`; needs the ``dan[onnx]`` extra, else skipped with one warning);
-* ``small.json`` — what it is: input shape, FLOPs, parameters, widths, the ONNX check.
+* ``small.json`` — what it is: input shape, FLOPs, parameters, the layout, the run's method and space, the
+  input it takes (``preprocess``: the evaluation's steps, mean and std, class names), the ONNX check.
 
 TorchScript is deprecated upstream but still the format most serving stacks read; both are written
 so that users of either world can deploy without this package.

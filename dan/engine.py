@@ -30,7 +30,7 @@ from dan.checkpoint import (atomic_write, load_named, rng_state, save_checkpoint
                             write_json)
 from dan.config import Config
 from dan.cost import count, format_count
-from dan.data import Data, build_data, checkpoint_info, data_info_dict
+from dan.data import Data, build_data, checkpoint_info, data_info_dict, deploy_preprocess
 from dan.deploy import deploy_form, measure_latency, save_deployable
 from dan.errors import UserError
 from dan.loop import (RESUMABLE_CHANGES, check_run_dir, check_same_config, optimizer_step,  # noqa: F401
@@ -297,7 +297,8 @@ class Trainer:
         # itself (standard and dropout training deploy the network they trained)
         stem = deploy_name(self.method.deployed)
         meta = save_deployable(deployed, self.run_dir, shape, name=stem,
-                               extra={"method": cfg.train.method, "space": cfg.model.space},
+                               extra={"method": cfg.train.method, "space": cfg.model.space,
+                                      "preprocess": deploy_preprocess(self.data.info, cfg.data)},
                                memory_format=cfg.train.deploy_memory_format or "channels_last")
         summary.files = {k: os.path.join(self.run_dir, stem + suffix) for k, suffix in
                          [("torchscript", ".pt"), ("export", ".pt2"), ("state_dict", "_state.pt"), ("meta", ".json")]}

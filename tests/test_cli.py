@@ -224,3 +224,23 @@ def test_ctrl_c_says_what_each_command_keeps_and_how_to_go_on(monkeypatch, capsy
         assert e.value.code == 130
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and fragment in err[0], err
+
+
+def test_count_of_an_adjoint_conversion_gives_the_big_networks_own_params(tmp_path):
+    import json
+
+    # the big path's module also held the small path's BatchNorms: 11,692,072 against torchvision's 11,689,512
+    proc = run_tool("count.py", "resnet18", "--alpha", "4", "--input-size", "64", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["big"]["params"] == 11_689_512
+    # a model's own shape check (a ViT's assert) is the user's input size, in one line
+    assert_user_error(run_tool("count.py", "vit_b_32", "--input-size", "32"), "does not run on input 1x3x32x32",
+                      "--input-size")
+    # flags a file makes count.py ignore are refused, not dropped
+    net = tmp_path / "small.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(3, 2)), str(net))
+    assert_user_error(run_tool("count.py", str(net), "--alpha", "4"), "deployed network", "drop --alpha")
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"kind": "train"}, tmp_path / "checkpoints" / "last.pt")
+    assert_user_error(run_tool("count.py", str(tmp_path / "checkpoints" / "last.pt"), "--input-size", "32"),
+                      "drop --input-size")

@@ -505,3 +505,35 @@ def test_lighting_is_a_contrast_around_the_mean_then_a_brightness_shift():
     assert torch.allclose(y, expect, atol=1e-3)
     assert ((contrast - 1).abs() <= 0.2).all() and (bright.abs() <= 0.1).all()
     assert (contrast != 1).all() and (bright != 0).all()  # p_lighting 1: every image changed
+
+
+def test_the_deployed_networks_preprocess_as_recorded_gives_the_evaluation_inputs(tmp_path):
+    # small.json's "preprocess" is what a user applies to an image before small.onnx: applied by
+    # hand as written, it must give the inputs the run evaluated on (an audit fed x / 255 and got 11 %)
+    from PIL import Image
+
+    from dan.data import deploy_preprocess
+
+    root = write_image_folder(tmp_path / "imgs")
+    cfg = DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=4)
+    pre = deploy_preprocess(dataset_info(cfg), cfg)
+    assert pre["class_names"] == ["cat", "dog"] and pre["image_size"] == 16 and "resized to 18" in pre["steps"]
+    (x, _), = batches(build_data(cfg, seed=0).test, 0)
+    for i, path in enumerate(sorted((tmp_path / "imgs" / "val").glob("*/*.png"))):
+        img = Image.open(path).convert("RGB")
+        w, h = img.size
+        size = (18, int(18 * h / w)) if w <= h else (int(18 * w / h), 18)  # the longer side truncated
+        img = img.resize(size, Image.BILINEAR)
+        left, top = round((img.size[0] - 16) / 2), round((img.size[1] - 16) / 2)
+        arr = np.asarray(img.crop((left, top, left + 16, top + 16)), np.float32) / 255
+        mine = (torch.from_numpy(arr).permute(2, 0, 1) - torch.tensor(pre["mean"])[:, None, None]) \
+            / torch.tensor(pre["std"])[:, None, None]
+        assert torch.allclose(mine, x[i], atol=1e-5), i
+    # built-in arrays: x / 255, normalized; grey statistics for a grey dataset
+    cfg = DataConfig(dataset="synthetic", image_size=8, num_classes=3, synthetic_size=64, batch_size=16)
+    pre = deploy_preprocess(dataset_info(cfg), cfg)
+    d = build_data(cfg, seed=0)
+    (x, _), = batches(d.test, 0)[:1]
+    raw = d.test.images[:len(x)].float() / 255
+    mine = (raw - torch.tensor(pre["mean"])[:, None, None]) / torch.tensor(pre["std"])[:, None, None]
+    assert torch.allclose(mine, x, atol=1e-5) and pre["class_names"] is None and pre["channels"] == 3

@@ -34,6 +34,7 @@ def test_adjoint_run_writes_everything_and_small_pt_runs_without_the_package(tmp
     assert "big/small" in format_summary(summary) and "small ort" in format_summary(summary)
     meta = json.load(open(os.path.join(out, "small.json")))
     assert meta["onnx"]["verified"] and meta["onnx"]["max_abs_diff"] <= 1e-4 and meta["onnx"]["opset"] == 17
+    assert meta["preprocess"]["mean"] == [0.5] * 3 and meta["preprocess"]["num_classes"] == 4  # the input it takes
 
     # small.pt and small.pt2 load and run with PyTorch alone, and agree with the extracted network
     x = torch.randn(3, 3, 16, 16)

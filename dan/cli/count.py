@@ -49,7 +49,9 @@ def load_networks(args) -> tuple[dict, tuple, dict]:
         raise UserError(f"{target} does not exist: pass a run folder, its arch.json or checkpoint, small.pt or "
                         f"small.pt2, or a model name")
     if os.path.isfile(target):
-        if target.endswith((".pt2",)) or _is_torchscript(target):
+        deployed = target.endswith((".pt2",)) or _is_torchscript(target)
+        refuse_unused(args, target, deployed)
+        if deployed:
             from dan.deploy import load_deployable
 
             meta = _sidecar(target)  # its small.json's shape; a flag given replaces its part only
@@ -81,9 +83,24 @@ def load_networks(args) -> tuple[dict, tuple, dict]:
         import dan
 
         anet = dan.to_adjoint(model, alpha=args.alpha, beta=args.beta or 0.0, input_shape=shape).eval()
-        return {"big": anet.big, "small": dan.extract_small(anet)}, shape, {"adjoint": anet}
+        return {"big": dan.extract_big(anet), "small": dan.extract_small(anet)}, shape, {"adjoint": anet}
     del torch
     return {"network": model}, shape, {"network": model}
+
+
+def refuse_unused(args, target: str, deployed: bool) -> None:
+    """Refuse a flag the file ``target`` makes count.py ignore (they were dropped silently: a
+    checkpoint counted at its recorded 28 px under ``--input-size 32``): a run's checkpoint or
+    arch.json records its networks and their input; a deployed file is one network, whose recorded
+    input ``--input-size``/``--in-channels`` may replace."""
+    flags = {"--alpha": args.alpha, "--beta": args.beta, "--arg": args.arg, "--num-classes": args.num_classes}
+    if not deployed:
+        flags.update({"--input-size": args.input_size, "--in-channels": args.in_channels})
+    given = [flag for flag, value in flags.items() if value]
+    if given:
+        what = "a deployed network (its own widths and classes)" if deployed else \
+            "a run's networks at the input they were built for"
+        raise UserError(f"{target} is {what}: drop {', '.join(given)}, which count.py would ignore")
 
 
 def _is_torchscript(path: str) -> bool:
@@ -131,7 +148,7 @@ def _from_arch(path: str):
 
     arch = load_arch(path)
     anet = build_adjoint(arch).eval()
-    return {"big": anet.big, "small": dan.extract_small(anet)}, tuple(arch.input_shape), {"adjoint": anet}
+    return {"big": dan.extract_big(anet), "small": dan.extract_small(anet)}, tuple(arch.input_shape), {"adjoint": anet}
 
 
 def _from_checkpoint(path: str):
@@ -207,7 +224,7 @@ def count_at(net, shape: tuple, target: str):
 
     try:
         return dan.count(net, shape)
-    except (RuntimeError, ValueError) as e:
+    except (RuntimeError, ValueError, AssertionError) as e:  # a model's own shape asserts (a ViT's)
         if out_of_memory(e):
             raise
         lines = [l.strip() for l in str(e).splitlines() if l.strip() and "Traceback" not in l]

@@ -24,16 +24,16 @@ from dan.data.info import (IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, DatasetSpec
 from dan.data.augment import (CIFAR_RECIPE, FASHION_MNIST_RECIPE, SYNTHETIC_RECIPE, AugmentRecipe, augment_batch,
                               random_homographies, random_lighting)
 from dan.data.splits import split_indices
-from dan.data.datasets import (FASHION_MNIST_DIR, FASHION_MNIST_FILES, ArraySplits, FolderSplits, load_cifar,
-                               load_fashion_mnist, load_image, read_idx, synthetic_arrays)
+from dan.data.datasets import (CLASS_NAMES, FASHION_MNIST_DIR, FASHION_MNIST_FILES, ArraySplits, FolderSplits,
+                               deploy_preprocess, load_cifar, load_fashion_mnist, load_image, read_idx, synthetic_arrays)
 from dan.data.code import DatasetSplits
 from dan.data.loaders import Data, FolderLoader, Loader, TensorLoader, build_data, build_user_data
 
 __all__ = [
-    "ArraySplits", "AugmentRecipe", "DatasetSplits", "CIFAR_RECIPE", "Data", "DatasetInfo", "DatasetSpec", "FASHION_MNIST_DIR",
+    "ArraySplits", "AugmentRecipe", "CLASS_NAMES", "DatasetSplits", "CIFAR_RECIPE", "Data", "DatasetInfo", "DatasetSpec", "FASHION_MNIST_DIR",
     "FASHION_MNIST_FILES", "FASHION_MNIST_RECIPE", "FolderLoader", "FolderSplits", "IMAGENET_MEAN",
     "IMAGENET_STD", "Loader", "SYNTHETIC_RECIPE", "TensorLoader", "augment_batch", "build_data", "build_user_data",
-    "checkpoint_info", "data_info_dict", "dataset_info",
+    "checkpoint_info", "data_info_dict", "dataset_info", "deploy_preprocess",
     "get_dataset", "list_datasets", "load_cifar", "load_fashion_mnist", "load_image", "random_homographies",
     "random_lighting", "read_idx", "register_dataset", "split_indices", "synthetic_arrays",
 ]

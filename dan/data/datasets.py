@@ -276,6 +276,46 @@ def fixed_info(num_classes: int, in_channels: int, image_size: int, mean: tuple,
     return info
 
 
+# The built-in datasets' class names, in label order (torchvision's and Zalando's)
+CLASS_NAMES = {
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
+
+
+def deploy_preprocess(info: DatasetInfo, cfg: DataConfig) -> dict:
+    """How an image becomes the input a run's deployed network was trained and evaluated on (the
+    ``"preprocess"`` of ``small.json``): the steps of the evaluation route, the per-channel
+    ``mean`` and ``std`` of ``(x - mean) / std``, the side and channels, and the class names
+    where the dataset has them (the image folder's, in label order). Found missing by an audit:
+    ``small.onnx`` fed ``x / 255`` scored 11 % where the run measured 60 % (normalized: 59 %), and
+    nothing beside the deployed files said so."""
+    size, name = info.image_size, info.name
+    grey = {1: "grey", 3: "RGB"}.get(info.in_channels, f"{info.in_channels}-channel")
+    if name == "imagefolder":
+        steps = (f"{grey} image (Pillow), shorter side resized to {int(size / 0.875)} keeping the aspect (bilinear), center crop "
+                 f"{size}x{size}, values / 255")
+    elif ":" in name:  # your own dataset: its items as it gives them
+        steps = "your dataset's items as it gives them (C, H, W)" + (
+            f", resized to {size}x{size} (bilinear, antialiased)" if cfg.image_size else "")
+    else:
+        steps = (f"8-bit {grey} image, values / 255, resized to {size}x{size} if it is another size (bilinear, "
+                 "antialiased when smaller)")
+    if cfg.channels is not None:
+        steps += (f"; with data.channels {cfg.channels}, a colour image is made grey first as Pillow's convert('L') "
+                  "does and a grey one repeated to 3 channels")
+    classes = list(CLASS_NAMES.get(name, ())) or None
+    if name == "imagefolder":
+        try:
+            classes = _folder_classes(cfg)[1]
+        except UserError:  # the data is gone since the run: the count is still right
+            classes = None
+    return {"input": "NCHW float32, (x - mean) / std per channel after the steps",
+            "steps": steps, "mean": list(info.mean), "std": list(info.std), "image_size": size,
+            "channels": info.in_channels, "num_classes": info.num_classes, "class_names": classes}
+
+
 def _folder_info(cfg: DataConfig) -> DatasetInfo:
     """Classes from the folder names under ``train/``; side ``cfg.image_size`` (default 224)."""
     k, size = len(_folder_classes(cfg)[1]), cfg.image_size or 224
