@@ -114,7 +114,8 @@ def to_adjoint(model: nn.Module, alpha: float = 4, beta: float = 0.0, *,
         stem: number of leading convs that stay shared by both networks (not adjoint). 0 makes
             every conv adjoint.
         unmasked: module-name prefixes whose output widths stay full in the small network (the
-            paper's ResNet-50 left ``layer1`` unmasked).
+            paper's ResNet-50 left ``layer1`` unmasked); a single string is one prefix. A prefix
+            that names no conv or linear layer is refused (a typo).
         input_shape: an input shape used to trace shapes (default ``(1, C, 224, 224)``); only
             flatten sizes depend on it.
         mask_seed: seed of the r_β masks.
@@ -123,8 +124,12 @@ def to_adjoint(model: nn.Module, alpha: float = 4, beta: float = 0.0, *,
     Returns:
         An :class:`AdjointNet`; ``anet(x)`` returns ``(big_logits, small_logits)``.
     """
+    unmasked = (unmasked,) if isinstance(unmasked, str) else tuple(unmasked)  # one prefix: not its letters
+    if isinstance(stem, bool) or not isinstance(stem, int) or stem < 0:
+        raise UserError(f"stem must be a whole number >= 0 (the leading convs both networks share), got {stem!r}")
     model, input_shape, example = _prepare(model, alpha, beta, input_shape, copy_model)
-    an = analyze(model, example, stem=stem, unmasked=tuple(unmasked))
+    an = analyze(model, example, stem=stem, unmasked=unmasked)
+    _check_options(an, model, stem, unmasked)
     _set_widths(an.groups, alpha, widths, max_widths)
     _make_layers_adjoint(an, beta, mask_seed)
     slices = _add_channel_cuts(an)
@@ -136,6 +141,22 @@ def to_adjoint(model: nn.Module, alpha: float = 4, beta: float = 0.0, *,
     return AdjointNet(an, body, copy.deepcopy(graph), small_graph, options)
 
 
+def _check_options(an: GraphAnalysis, model: nn.Module, stem: int, unmasked: tuple) -> None:
+    """Refuse what would convert silently into something the user did not ask for (an audit's
+    ``unmasked=('layerX',)``, a typo, left every width searched; ``stem=100`` shared every conv,
+    so the small network was the big one)."""
+    layers = [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for p in unmasked:
+        if not isinstance(p, str) or not any(n == p or n.startswith(p + ".") for n in layers):
+            tops = sorted({n.split(".")[0] for n in layers}, key=[n.split(".")[0] for n in layers].index)
+            raise UserError(f"unmasked {p!r} names no conv or linear layer of {type(model).__name__} (nor a module "
+                            f"holding one): give module-name prefixes such as {', '.join(tops[:6])}")
+    if not an.adjoint or all(g.fixed for g in an.groups):
+        why = sorted({g.fixed for g in an.groups if g.fixed not in ("input", "output")})
+        raise UserError(f"every width group of {type(model).__name__} stays at full width ({', '.join(why)}): the small "
+                        f"network would be the big one; lower stem (now {stem}) or unmask fewer layers")
+
+
 def _prepare(model: nn.Module, alpha: float, beta: float, input_shape: Optional[tuple],
              copy_model: bool) -> tuple:
     """Check the options; the model to convert (a copy unless ``copy_model`` is False, in-place
@@ -143,6 +164,11 @@ def _prepare(model: nn.Module, alpha: float, beta: float, input_shape: Optional[
     if not isinstance(model, nn.Module):
         raise UserError(f"to_adjoint converts a torch.nn.Module, got a {type(model).__name__}: build the model "
                         f"first (e.g. torchvision.models.resnet18())")
+    wrapped = {"DataParallel": "module", "DistributedDataParallel": "module", "OptimizedModule": "_orig_mod"}
+    if type(model).__name__ in wrapped and isinstance(getattr(model, wrapped[type(model).__name__], None), nn.Module):
+        what = "torch.compile" if type(model).__name__ == "OptimizedModule" else type(model).__name__
+        raise UserError(f"to_adjoint converts the network itself, not a {what} wrapper of it: pass "
+                        f"model.{wrapped[type(model).__name__]} (and wrap or compile the adjoint network after)")
     if not alpha >= 1:  # NaN too (it reached ceil() and a ValueError)
         raise UserError(f"alpha must be >= 1 (the small network keeps 1/alpha of a width), got {alpha}")
     if not 0.0 <= beta < 1.0:
@@ -157,8 +183,10 @@ def _prepare(model: nn.Module, alpha: float, beta: float, input_shape: Optional[
         raise UserError(f"{type(model).__name__} has no Conv2d: nothing to make adjoint")
     if input_shape is None:
         input_shape = (1, first.in_channels, 224, 224)
-    device = next(model.parameters()).device
-    return model, input_shape, torch.zeros(tuple(input_shape), device=device)
+    first_param = next(model.parameters())
+    # in the model's own floating type: a float64 model was refused "on an input of shape ..."
+    dtype = first_param.dtype if first_param.is_floating_point() else torch.float32
+    return model, input_shape, torch.zeros(tuple(input_shape), device=first_param.device, dtype=dtype)
 
 
 def _make_layers_adjoint(an: GraphAnalysis, beta: float, mask_seed: int) -> None:
@@ -376,8 +404,21 @@ def _plain_big(m: nn.Module) -> nn.Module:
     return new.train(m.training)
 
 
+def _check_adjoint(anet, what: str) -> None:
+    """A wrapped adjoint network or a plain model is the caller's to fix (they raised TypeError and
+    AttributeError from inside)."""
+    if isinstance(anet, AdjointNet):
+        return
+    inner = getattr(anet, "module", None) or getattr(anet, "_orig_mod", None)
+    hint = (f"pass the adjoint network it wraps ({'model.module' if hasattr(anet, 'module') else 'model._orig_mod'})"
+            if isinstance(inner, AdjointNet) else "convert the model first: dan.to_adjoint(model)")
+    raise UserError(f"{what} takes an adjoint network (dan.to_adjoint, dan.build_adjoint), got a "
+                    f"{type(anet).__name__}: {hint}")
+
+
 def extract_big(anet: AdjointNet) -> fx.GraphModule:
     """A plain ``torch.nn`` copy of the big network (no small BatchNorms, no masks), eval mode."""
+    _check_adjoint(anet, "extract_big")
     root = copy.deepcopy(anet.body)
     for name, m in list(root.named_modules()):
         if isinstance(m, _ADJOINT_LAYERS):
@@ -410,6 +451,7 @@ def extract_small(anet: AdjointNet) -> fx.GraphModule:
     It holds only the small network's weights (sliced, r_β zeros included), so ``dan.count``
     shows the real reduction; no class of this package is needed to run it.
     """
+    _check_adjoint(anet, "extract_small")
     for g in anet.groups:
         if g.mask is not None:
             raise ValueError(f"group {g.name} carries a soft channel mask: fix the widths first")

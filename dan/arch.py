@@ -12,6 +12,9 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
+
+import torch.nn as nn
+
 from dan import models
 from dan.adjoint import AdjointNet, to_adjoint
 from dan.errors import UserError
@@ -67,6 +70,10 @@ def arch_from_dict(d, where: str = "arch.json") -> Arch:
 
     if not isinstance(d, dict):
         raise UserError(f"{where}: must hold a JSON object")
+    if "widths" not in d and "version" not in d:  # "field 'version' is missing" for a small.json
+        what = "a deployed network's small.json" if "input_shape" in d and "flops" in d else "another file"
+        raise UserError(f"{where} is {what}, not an arch.json: pass the arch.json a search wrote "
+                        f"(runs/<search>/arch.json)")
     for k, t in _REQUIRED.items():
         if k not in d:
             bad(k, "is missing")
@@ -128,7 +135,11 @@ def arch_file(path: str) -> str:
 def load_arch(path: str) -> Arch:
     """Read and validate ``arch.json`` (or the one in the search's folder ``path``, as
     :func:`build_adjoint` and the tools take it)."""
-    path = arch_file(path)
+    if not isinstance(path, (str, os.PathLike)):  # a raw TypeError from os.path
+        raise UserError(f"load_arch takes the path of an arch.json or of a search's folder, got a "
+                        f"{type(path).__name__}" + (" (a parsed file: dan.arch.arch_from_dict)" if isinstance(path, dict)
+                                                    else ""))
+    path = arch_file(os.fspath(path))
     if os.path.isdir(path):
         raise UserError(f"{path} is a folder without an arch.json: pass the arch.json a search wrote "
                         f"(runs/<search>/arch.json)")
@@ -208,6 +219,9 @@ def build_adjoint(arch: Arch | str, *, mask_seed: int = 0, model=None) -> Adjoin
     elif not isinstance(arch, Arch):
         raise UserError(f"build_adjoint takes an Arch (dan.load_arch) or an arch.json path, got a {type(arch).__name__}")
 
+    if model is not None and not isinstance(model, nn.Module):  # was blamed on the file's widths
+        raise UserError(f"build_adjoint's model is the network object the architecture was searched on, got a "
+                        f"{type(model).__name__}: pass the nn.Module, or leave model out to build {arch.space}")
     base = copy.deepcopy(model) if model is not None else build_base(arch)
     adj = arch.adjoint or {}
     try:
@@ -215,7 +229,9 @@ def build_adjoint(arch: Arch | str, *, mask_seed: int = 0, model=None) -> Adjoin
                           unmasked=tuple(adj.get("unmasked", [])), input_shape=tuple(arch.input_shape),
                           mask_seed=mask_seed, copy_model=False)
     except UserError as e:
-        raise UserError(f"arch.json: field 'widths' does not fit {arch.space}: {e}") from e
+        on = f"the model given ({type(model).__name__})" if model is not None else arch.space
+        raise UserError(f"arch.json's 'widths' (of {arch.space}, input {'x'.join(map(str, arch.input_shape))}) do "
+                        f"not fit {on}: {e}") from e
     require_every_group(anet, arch.widths, "arch.json")
     return anet
 

@@ -438,6 +438,7 @@ class Config:
     def validate(self) -> "Config":
         """Check every field's range and choice (a :class:`UserError` names the key and what it
         accepts); :meth:`resolve` calls it. Returns the config, unchanged."""
+        _paths_to_str(self)  # a pathlib.Path from Python (dan.search(out=Path(...))) failed to save as YAML
         t, d, a, m = self.train, self.data, self.adjoint, self.model
         int_range("seed", self.seed, 0, 2**63 - 1)
         int_range("train.epochs", t.epochs, 1, 100_000)
@@ -664,7 +665,19 @@ def _coerce(hint, value, where: str):
     raise UserError(f"config key '{where}' must be {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
+def _paths_to_str(obj) -> None:
+    """Replace every ``os.PathLike`` value of a config dataclass (nested) by its string."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, os.PathLike):
+            setattr(obj, f.name, os.fspath(v))
+        elif dataclasses.is_dataclass(v):
+            _paths_to_str(v)
+
+
 def _plain(x):
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
     if isinstance(x, dict):
         return {k: _plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):

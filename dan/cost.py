@@ -154,6 +154,12 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
     Returns:
         :class:`Cost` with totals (``flops``, ``params``, ``nonzero_params``) and ``layers``.
     """
+    if not isinstance(model, nn.Module):
+        raise UserError(f"dan.count counts a torch.nn.Module, got a {type(model).__name__}: build the model first")
+    if isinstance(input_shape, torch.Tensor) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                        for v in input_shape):
+        raise UserError(f"input_shape must be whole numbers >= 1, the batch first (e.g. (1, 3, 224, 224)), got "
+                        f"{tuple(input_shape) if not isinstance(input_shape, torch.Tensor) else 'a tensor'}")
     params = list({id(p): p for p in model.parameters()}.values())
     if device is None:
         device = params[0].device if params else "cpu"
@@ -177,7 +183,7 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
     set_mode(model, False)
     try:
         with torch.no_grad():
-            _trace(model, tuple(input_shape), device, rec)
+            _trace(model, tuple(input_shape), device, rec, _input_dtype(model))
     finally:
         for h in handles:
             h.remove()
@@ -215,7 +221,16 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
     return Cost(flops, total_params, nonzero, tuple(input_shape), ordered)
 
 
-def _trace(model: nn.Module, input_shape: tuple, device, rec: _Recorder) -> None:
+def _input_dtype(model: nn.Module) -> torch.dtype:
+    """The floating type of the model's first floating parameter or buffer (float32 without one):
+    a float64 or bfloat16 model refused a float32 input."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def _trace(model: nn.Module, input_shape: tuple, device, rec: _Recorder, dtype=torch.float32) -> None:
     """Run ``model`` once under ``rec``: on PyTorch's meta device where it can (its parameters and
     buffers swapped for meta copies, as :func:`dan.memory.activation_bytes` does: every shape,
     nothing allocated, so a large input is counted at once instead of allocated, which took 107 s
@@ -228,13 +243,13 @@ def _trace(model: nn.Module, input_shape: tuple, device, rec: _Recorder) -> None
         meta = {n: torch.empty_like(t, device="meta") for n, t in named}
         try:
             with rec:
-                torch.func.functional_call(model, meta, (torch.empty(input_shape, device="meta"),))
+                torch.func.functional_call(model, meta, (torch.empty(input_shape, device="meta", dtype=dtype),))
             return
         except Exception:  # noqa: BLE001 - whatever stops a meta run: count it for real
             rec.records.clear()
             rec.where.clear()
     with rec:
-        model(torch.zeros(input_shape, device=device))
+        model(torch.zeros(input_shape, device=device, dtype=dtype))
 
 
 def set_mode(model: nn.Module, training: bool) -> None:

@@ -270,9 +270,10 @@ class AdjointBatchNorm2d(nn.BatchNorm2d):
         new.__dict__["template"] = copy.deepcopy(bn).to("meta")
         # The small network's own BN starts as a copy of the big one's leading entries: a fresh BN
         # for a fresh model, the pretrained statistics when a trained model is converted.
-        device = next(iter(list(bn.parameters()) + list(bn.buffers()))).device
+        ref = next(t for t in list(bn.parameters()) + list(bn.buffers()) if t.is_floating_point())
+        device = ref.device  # and its floating type: a float64 model's small BN was float32
         small = nn.BatchNorm2d(group.max_width, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
-                               device=device)
+                               device=device, dtype=ref.dtype)
         with torch.no_grad():
             # the leading max_width entries of each part (one part: a leading slice)
             w = group.max_index(device) if isinstance(group, Segments) else slice(0, group.max_width)

@@ -133,6 +133,26 @@ def test_options_widths_unmasked_and_stem():
         dan.to_adjoint(torchvision.models.resnet18(), widths={"conv1": 8}, input_shape=(1, 3, 64, 64))
     with pytest.raises(dan.UserError):
         dan.to_adjoint(torchvision.models.resnet18(), alpha=0.5)
+    # a single prefix is one prefix (it was read letter by letter and matched nothing)
+    one = dan.to_adjoint(torchvision.models.resnet18(num_classes=10), unmasked="layer1", input_shape=(1, 3, 64, 64))
+    assert one.group(one.layer_groups["layer1.0.conv1"][1]).width == 64
+    # what converted silently into something not asked for: a typo, a negative stem, a stem sharing every conv
+    small = torchvision.models.resnet18(num_classes=10)
+    with pytest.raises(dan.UserError, match="'layerX' names no conv or linear layer of ResNet.*layer1"):
+        dan.to_adjoint(small, unmasked=("layerX",), input_shape=(1, 3, 64, 64))
+    with pytest.raises(dan.UserError, match="stem must be a whole number >= 0"):
+        dan.to_adjoint(small, stem=-1, input_shape=(1, 3, 64, 64))
+    with pytest.raises(dan.UserError, match="the small network would be the big one; lower stem"):
+        dan.to_adjoint(small, stem=100, input_shape=(1, 3, 64, 64))
+    # a wrapper names what to pass instead of torch.fx's "Proxy object cannot be iterated"
+    with pytest.raises(dan.UserError, match="not a DataParallel wrapper of it: pass model.module"):
+        dan.to_adjoint(nn.DataParallel(small))
+    with pytest.raises(dan.UserError, match="not a torch.compile wrapper of it: pass model._orig_mod"):
+        dan.to_adjoint(torch.compile(small))
+    with pytest.raises(dan.UserError, match="got a ResNet: convert the model first"):
+        dan.extract_small(small)
+    with pytest.raises(dan.UserError, match="got a DataParallel: pass the adjoint network it wraps .model.module."):
+        dan.extract_big(nn.DataParallel(one))
 
 
 def test_state_dict_round_trip():
@@ -237,3 +257,12 @@ def test_a_width_8_resnet_trains_where_its_downsample_crashed_onednn(tmp_path, m
     path.write_text(yaml.safe_dump(cfg))
     p = run_tool("train.py", "--config", str(path), "--quiet", "--no-tensorboard", "--out", str(tmp_path / "run"))
     assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_a_float64_model_converts_and_runs_in_its_own_type():
+    # the example input was float32 ("does not run on an input of shape ...") and the small BatchNorms too
+    model = torchvision.models.resnet18(num_classes=10).double()
+    anet = dan.to_adjoint(model, input_shape=(1, 3, 32, 32)).train()
+    big, small = anet(torch.randn(2, 3, 32, 32, dtype=torch.float64))
+    assert big.dtype == small.dtype == torch.float64
+    assert dan.extract_small(anet).eval()(torch.zeros(1, 3, 32, 32, dtype=torch.float64)).dtype == torch.float64

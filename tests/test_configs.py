@@ -38,3 +38,18 @@ def test_tuning_files_load(path):
 
     spec = load_spec(path)
     assert spec.params and spec.search_epochs >= 1
+
+
+def test_paths_from_python_are_kept_as_strings(tmp_path):
+    # dan.search(..., out=pathlib.Path(...)) failed saving config.yaml (a YAML RepresenterError), its
+    # folder left behind
+    import pathlib
+
+    import yaml
+
+    cfg = Config.from_dict({"data": {"dataset": "synthetic"}})
+    cfg.out, cfg.data.data = tmp_path / "run", pathlib.Path("~/pets")
+    cfg.validate()
+    assert cfg.out == str(tmp_path / "run") and cfg.data.data == "~/pets"
+    cfg.save(str(tmp_path / "config.yaml"))
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["out"] == str(tmp_path / "run")

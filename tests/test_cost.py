@@ -54,9 +54,9 @@ def test_meta_and_real_runs_record_the_same_layers(monkeypatch):
     # torchvision models but the ViTs agreed, and 61 timm ones; the ViTs' fused attention is below)
     from dan import cost
 
-    def real(model, shape, device, rec):
+    def real(model, shape, device, rec, dtype):
         with rec:
-            model(torch.zeros(shape, device=device))
+            model(torch.zeros(shape, device=device, dtype=dtype))
 
     for build, side in ((torchvision.models.mobilenet_v3_small, 64), (torchvision.models.densenet121, 32),
                         (torchvision.models.googlenet, 64)):
@@ -68,6 +68,19 @@ def test_meta_and_real_runs_record_the_same_layers(monkeypatch):
         assert [(l.name, l.flops, l.detail, l.calls) for l in meta.layers] == \
             [(l.name, l.flops, l.detail, l.calls) for l in zero.layers]
         assert (meta.flops, meta.params, meta.nonzero_params) == (zero.flops, zero.params, zero.nonzero_params)
+
+
+def test_count_takes_the_models_dtype_and_refuses_what_is_not_a_model_or_a_shape():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
+    expect = dan.count(net, (1, 3, 6, 6)).flops
+    for dtype in (torch.float64, torch.bfloat16):  # a float32 input was refused by the model
+        assert dan.count(net.to(dtype), (1, 3, 6, 6)).flops == expect
+    for shape, fragment in (((0, 3, 6, 6), "whole numbers >= 1"), ((1, 3, 6.0, 6), "whole numbers >= 1"),
+                            (torch.zeros(1, 3, 6, 6), "got a tensor")):  # batch 0 was a ZeroDivisionError
+        with pytest.raises(dan.UserError, match=fragment):
+            dan.count(net, shape)
+    with pytest.raises(dan.UserError, match="counts a torch.nn.Module, got a str"):
+        dan.count("resnet18", (1, 3, 6, 6))
 
 
 def test_a_large_input_is_counted_without_allocating_it(monkeypatch):

@@ -318,3 +318,19 @@ def test_a_search_that_cannot_land_says_so(tmp_path):
     assert "OUTSIDE the ±0.3% band" in p.stdout and "search.band" in p.stdout
     p = run_tool("search.py", *argv, "--budget-flops", "30%", "--out", str(tmp_path / "b"))
     assert p.returncode == 0 and "OUTSIDE" not in p.stdout, p.stdout + p.stderr[-2000:]
+
+
+def test_arch_files_and_objects_that_are_not_an_arch_are_named(tmp_path):
+    import torchvision
+
+    (tmp_path / "small.json").write_text(json.dumps({"input_shape": [1, 1, 28, 28], "flops": 5, "params": 3}))
+    with pytest.raises(dan.UserError, match="is a deployed network's small.json, not an arch.json"):
+        load_arch(str(tmp_path / "small.json"))  # was "field 'version' is missing"
+    with pytest.raises(dan.UserError, match="load_arch takes the path .* got a dict"):
+        load_arch({"widths": {}})  # was a TypeError from os.path
+    out = str(tmp_path / "s")
+    arch = search(_search_cfg(out, **{"train.epochs": 2}), Monitor(out, tensorboard=False))
+    with pytest.raises(dan.UserError, match="model is the network object .* got a str"):
+        build_adjoint(arch, model="resnet18")  # was blamed on the file's widths
+    with pytest.raises(dan.UserError, match="do not fit the model given \\(ResNet\\)"):
+        build_adjoint(arch, model=torchvision.models.resnet18())
