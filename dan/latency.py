@@ -661,7 +661,8 @@ def remeasure(arch, repeats: int = 1) -> dict:
     from dan.errors import UserError
 
     if "latency" not in arch.budget or not arch.latency:
-        raise UserError("this arch.json was not searched under a latency budget (--budget-latency)")
+        raise UserError("this arch.json was not searched under a latency budget: --arch re-times the network of a "
+                        "search.py --budget-latency run (its FLOPs or params budget needs no timing)")
     sn = arch_supernet(arch)
     try:
         choice = [c.index(arch.widths[g.name]) for g, c in zip(sn.groups, sn.cands)]

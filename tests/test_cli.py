@@ -244,3 +244,20 @@ def test_count_of_an_adjoint_conversion_gives_the_big_networks_own_params(tmp_pa
     torch.save({"kind": "train"}, tmp_path / "checkpoints" / "last.pt")
     assert_user_error(run_tool("count.py", str(tmp_path / "checkpoints" / "last.pt"), "--input-size", "32"),
                       "drop --input-size")
+
+
+def test_a_model_flag_leaves_out_the_builder_arguments_of_the_config_s_model(capsys):
+    # latency.py's default config (width=16 for resnet18_small) reached torchvision's MobileNetV2
+    # as "unexpected keyword argument 'width'"
+    import argparse
+
+    from dan.cli.common import resolve_config
+
+    args = argparse.Namespace(config=os.path.join(ROOT, "configs", "fashion_mnist_resnet18.yaml"),
+                              space="torchvision.mobilenet_v2", set=[])
+    assert resolve_config(args).model.args == {}
+    assert "are for resnet18_small, not torchvision.mobilenet_v2: left out" in capsys.readouterr().err
+    args.set = ["model.args.width_mult=0.5"]  # the new model's own, given after
+    assert resolve_config(args).model.args == {"width_mult": 0.5}
+    args.space, args.set = "resnet18_small", []  # the same model keeps them
+    assert resolve_config(args).model.args == {"width": 16}

@@ -161,6 +161,13 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
     from dan import models
 
     models.trust(*[n for n in named if n])
+    space = getattr(args, "space", None)
+    if space and space != cfg.model.space and cfg.model.args:
+        # the file's builder arguments are its model's: the demo config's width=16 reached
+        # torchvision's MobileNetV2 ("unexpected keyword argument 'width'")
+        print(f"note: model.args {cfg.model.args} of the config are for {cfg.model.space}, not {space}: left out "
+              f"(--set model.args.NAME=VALUE gives {space}'s)", file=sys.stderr)
+        cfg.model.args = {}
     for attr, key in {**_COMMON_KEYS, **(extra_keys or {})}.items():
         value = getattr(args, attr, None)
         if value is not None:

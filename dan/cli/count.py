@@ -251,11 +251,20 @@ def main(argv, prog: str = PROG) -> int:
     args = get_args_parser(prog).parse_args(argv)
     import dan
 
-    nets, shape, trains = load_networks(args)
-    if args.batch_size and not trains:
-        raise UserError(f"{args.target} is a deployed network, which does not train: --batch-size needs a "
-                        f"model name or a run's checkpoint")
-    costs = {name: count_at(net, shape, args.target) for name, net in nets.items()}
+    from dan.errors import out_of_memory
+
+    try:
+        nets, shape, trains = load_networks(args)
+        if args.batch_size and not trains:
+            raise UserError(f"{args.target} is a deployed network, which does not train: --batch-size needs a "
+                            f"model name or a run's checkpoint")
+        costs = {name: count_at(net, shape, args.target) for name, net in nets.items()}
+    except (MemoryError, RuntimeError) as e:  # the run tools' line named --image-size and checkpoints
+        if not out_of_memory(e):
+            raise
+        raise UserError(f"out of memory counting {args.target}"
+                        + (f" at input size {args.input_size}: lower --input-size" if args.input_size else
+                           ": the network is too large for this machine's memory")) from e
     mem = training_memory(trains, shape, args.batch_size) if args.batch_size else {}
     if args.json:
         out = {name: c.to_dict() for name, c in costs.items()}

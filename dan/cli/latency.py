@@ -59,6 +59,9 @@ def main(argv, prog: str = PROG) -> int:
         if given:  # they were silently ignored: an onnxruntime reading printed eager PyTorch's
             raise UserError(f"--arch times the network as its search did (the batch, threads and runtime in its "
                             f"arch.json): drop {', '.join(given)}")
+        if args.arch.endswith((".pt", ".pt2", ".onnx", ".pth")):  # was "is not UTF-8 text"
+            raise UserError(f"{args.arch} is a network file: --arch re-times a latency search's arch.json (time a "
+                            f"deployed network with the run's summary, or count it with count.py)")
         models.trust(args.space)  # your own model's builder, named here (as retrain.py takes it)
         # independent readings, the median one reported (dan.latency.measure_found): one slow spell
         # of a shared machine moves one reading by up to 20 %, rarely two of three
