@@ -89,10 +89,50 @@ def atomic_write(write: Callable[[str], None], path: str, suffix: str = "") -> N
 
 
 def save_checkpoint(state: dict, path: str) -> None:
-    atomic_write(lambda p: torch.save(state, p), path)
+    atomic_write(lambda p: write_through_python(lambda f: torch.save(state, f), p), path)
+
+
+def write_through_python(save: Callable, path: str) -> None:
+    """``save(file)`` into ``path`` through a Python file object, so that a full disk is the
+    ``OSError`` (ENOSPC) the tools report in one line: given a path, ``torch.save`` raised
+    "RuntimeError: unexpected pos" (an audit's full disk, exit 1 with a traceback). Its writes go
+    through here and the first OSError is raised in place of what PyTorch made of it."""
+    failed: list = []
+    with open(path, "wb") as f:
+        class Writer:
+            def write(self, b):
+                try:
+                    return f.write(b)
+                except OSError as e:
+                    failed.append(e)
+                    raise
+
+            def flush(self):
+                f.flush()
+
+        try:
+            save(Writer())
+        except RuntimeError:
+            if failed:
+                raise failed[0] from None
+            raise
+
+
+def write_bytes(save: Callable, path: str) -> None:
+    """``save(buffer)`` into memory, then the bytes into ``path``: for TorchScript's and
+    torch.export's writers, which on a full disk abort the process from C++ ("terminate called
+    after throwing an instance of 'c10::Error'", exit 134) whether given a path or a file object.
+    The deployed network is held twice in memory for the moment."""
+    import io
+
+    buf = io.BytesIO()
+    save(buf)
+    with open(path, "wb") as f:
+        f.write(buf.getbuffer())
 
 
 RESUME_FIX = "delete it to start over, or restore a good copy"
+READ_VERSION = 1  # the newest checkpoint format (``"version"``) this code reads: dan.engine's and dan.search's
 
 
 def load_checkpoint(path: str, map_location="cpu", fix: str = RESUME_FIX) -> dict:
@@ -110,6 +150,11 @@ def load_checkpoint(path: str, map_location="cpu", fix: str = RESUME_FIX) -> dic
         raise UserError(f"checkpoint {path} is corrupt or not a DAN checkpoint ({first}): {fix}") from e
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"checkpoint {path} is not a DAN checkpoint (no model state): {fix}")
+    version = state.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version > READ_VERSION:
+        # written but never read: a newer DAN's checkpoint was taken as this one's
+        raise UserError(f"checkpoint {path} has format version {version!r}, newer than this DAN reads "
+                        f"({READ_VERSION}): update DAN (pip install -U dan) to read it")
     return state
 
 

@@ -268,7 +268,7 @@ def parse_count(text: str | int | float) -> int:
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         if not math.isfinite(text):
             raise UserError(f"cannot read the count {text!r}: write a finite number, e.g. 1.6G or 500M")
-        return int(text)
+        return int(round(text))  # as a written "1.5" is: 1.5 was 1, "1.5" 2
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KkMmGgTt]?)\s*", str(text))
     if not m:
         raise UserError(f"cannot read the count '{text}': write a number with an optional K, M or G "
@@ -282,6 +282,7 @@ def parse_count(text: str | int | float) -> int:
 def format_count(n: float) -> str:
     """``1_600_000_000`` → ``"1.60G"`` (powers of 10)."""
     for suffix in ("T", "G", "M", "K"):
-        if abs(n) >= _SUFFIX[suffix]:
+        # from where two decimals round up to the next suffix (999_999 was "1000.00K")
+        if abs(n) >= _SUFFIX[suffix] - _SUFFIX[suffix] / 2e5:
             return f"{n / _SUFFIX[suffix]:.2f}{suffix}"
     return str(int(n))

@@ -46,7 +46,7 @@ import torch.nn as nn
 import torch.fx as fx
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from dan.checkpoint import atomic_write, write_json
+from dan.checkpoint import atomic_write, write_bytes, write_json, write_through_python
 from dan.cost import count, set_mode
 from dan.errors import UserError, first_line, out_of_memory
 from dan.timing import device_of, median_ms, sync
@@ -130,13 +130,14 @@ def save_deployable(model: nn.Module, folder: str, input_shape: tuple, *, name: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.trace(model, example, check_trace=False)
-        atomic_write(lambda p: torch.jit.save(scripted, p), os.path.join(folder, f"{name}.pt"))
+        atomic_write(lambda p: write_bytes(lambda f: torch.jit.save(scripted, f), p), os.path.join(folder, f"{name}.pt"))
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     with warnings.catch_warnings():  # channels-last weights make torch.export chatty, not wrong
         warnings.simplefilter("ignore", UserWarning)
-        atomic_write(lambda p: torch.export.save(program, p), os.path.join(folder, f"{name}.pt2"), ".pt2")
-    atomic_write(lambda p: torch.save(state, p), os.path.join(folder, f"{name}_state.pt"))
+        atomic_write(lambda p: write_bytes(lambda f: torch.export.save(program, f), p),
+                     os.path.join(folder, f"{name}.pt2"), ".pt2")
+    atomic_write(lambda p: write_through_python(lambda f: torch.save(state, f), p), os.path.join(folder, f"{name}_state.pt"))
     meta = {"input_shape": [1] + list(input_shape[1:]), "flops": cost.flops, "params": cost.params,
             "nonzero_params": cost.nonzero_params, "memory_format": memory_format, **(extra or {})}
     from dan import onnx_export  # it uses this module's timing loop

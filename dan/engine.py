@@ -35,7 +35,7 @@ from dan.deploy import deploy_form, measure_latency, save_deployable
 from dan.errors import UserError
 from dan.loop import (RESUMABLE_CHANGES, check_run_dir, check_same_config, optimizer_step,  # noqa: F401
                       prepare_run_dir, read_run_checkpoint, load_states, reconcile_metrics, run_epochs, start,
-                      start_managed, steps_per_epoch)
+                      managed_fit, start_and_fit, start_managed, steps_per_epoch)
 from dan.layers import channels_last_safe
 from dan.methods import TeacherRequest, get_method
 from dan.monitor import Monitor
@@ -204,10 +204,10 @@ class Trainer:
         if not self.dist.main:
             return
         state = self.state()
-        save_checkpoint(state, os.path.join(self.ckpt_dir, "last.pt"))
-        if best:
+        if best:  # before last.pt, which records the best score: a stop between them lost best.pt's epoch
             keep = ("version", "model", "method", "epoch", "best", "config", "data_info")  # no optimizer
             save_checkpoint({k: state[k] for k in keep}, os.path.join(self.ckpt_dir, "best.pt"))
+        save_checkpoint(state, os.path.join(self.ckpt_dir, "last.pt"))
 
     def restore(self, path: str | None = None) -> None:
         path = path or os.path.join(self.ckpt_dir, "last.pt")
@@ -363,7 +363,7 @@ def train(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
 
     Every check (folder, config, data, resume compatibility) runs before the first file is
     written, so a refused run leaves nothing behind."""
-    return start(cfg, resume, lambda: Trainer(cfg, monitor, data=data)).fit()
+    return start_and_fit(cfg, resume, lambda: Trainer(cfg, monitor, data=data))
 
 
 def deployed_top1(last_eval: dict, deployed: str) -> float:
@@ -431,7 +431,7 @@ def resolve_teacher(request: TeacherRequest, cfg: Config, data: Data, monitor: M
     tcfg.methods = {}
     if not os.path.isfile(os.path.join(tcfg.out, "summary.json")):
         mon = Monitor(tcfg.out, console=monitor.console, tensorboard=monitor.tensorboard)
-        start_managed(tcfg, lambda: Trainer(tcfg, mon, data=data)).fit()
+        managed_fit(tcfg, lambda: Trainer(tcfg, mon, data=data))
     return load_teacher(tcfg.out, device)
 
 

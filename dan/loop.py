@@ -38,6 +38,9 @@ from dan.seed import derive, seed_everything
 # Keys a resumed run may change: how long, where, and how fast it runs; not what it computes.
 RESUMABLE_CHANGES = ("train.epochs", "device", "data.workers", "out", "train.latency_batches", "train.amp",
                      "train.compile",
+                     # read at a fresh start only (a resumed run's weights are its checkpoint's): a
+                     # retrain's supernet is named by its path, which moves with the search folder
+                     "train.init_from",
                      # the search's last step only (dan/refine.py, dan/shortlist.py): the trained supernet is the same
                      "search.refine_rounds", "search.refine_batches", "search.refine_recal_batches",
                      "search.shortlist", "search.shortlist_steps")
@@ -56,10 +59,27 @@ def check_same_config(saved: dict, current: dict, path: str) -> None:
     for key in sorted(set(flat_saved) | set(flat_now)):
         if key in RESUMABLE_CHANGES or key.startswith("tune."):
             continue
+        if key == "adjoint.arch" and _moved(flat_saved.get(key), flat_now.get(key)):
+            continue
         if flat_saved.get(key, defaults.get(key)) != flat_now.get(key):
             raise UserError(f"{path} was written with {key}={flat_saved.get(key, defaults.get(key))!r}, not "
                             f"{flat_now.get(key)!r}: resume with the same config and flags, or pick "
                             f"another --out")
+
+
+def _moved(saved, now) -> bool:
+    """The arch.json a retrain was started on, named now by another path: the search folder was
+    moved or renamed (the old path is gone) or the file copied (the same bytes). An audit's
+    retrain could not be resumed after ``mv runs/s runs/moved``, by any flag."""
+    if not (isinstance(saved, str) and isinstance(now, str)) or not os.path.isfile(now):
+        return False
+    if not os.path.exists(saved):
+        return True
+    try:
+        with open(saved, "rb") as a, open(now, "rb") as b:
+            return a.read() == b.read()
+    except OSError:
+        return False
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -85,6 +105,11 @@ def check_run_dir(cfg: Config, resume: bool) -> None:
     if not distributed.info().main:
         return
     check_not_a_file(run_dir)
+    study = next((n for n in ("study.db", "tune.json") if os.path.isfile(os.path.join(run_dir, n))), None)
+    if study:  # a run written into it stopped the study from continuing (tune refuses run folders)
+        raise UserError(f"{run_dir} holds a tuning study ({study}): choose another --out (its trials' runs are in "
+                        f"trials/, and tune.py continues the study there)")
+    check_run_lock(run_dir)
     last = os.path.join(run_dir, "checkpoints", "last.pt")
     if resume and not os.path.isfile(last):
         raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last.pt): drop --resume "
@@ -93,6 +118,86 @@ def check_run_dir(cfg: Config, resume: bool) -> None:
     if not resume and what:
         raise UserError(f"{run_dir} already holds a run ({what}): pass --resume to continue it, or "
                         f"choose another --out (nothing was overwritten)")
+
+
+# run folders this process holds: their lock files' descriptors (:func:`lock_run_dir`)
+_HELD: dict = {}
+
+
+def _lock_path(run_dir: str) -> str:
+    return os.path.join(run_dir, ".lock")
+
+
+def lock_run_dir(run_dir: str) -> None:
+    """Hold ``run_dir`` for this process: an exclusive ``flock`` on its ``.lock`` until
+    :func:`release_run_dir` or the process's end (the kernel drops it even after SIGKILL). An audit
+    started a second run into a folder whose first had not finished an epoch: both exited 0, their
+    metrics rows interleaved, and the first printed a top-1 whose small.pt was the second's."""
+    key = os.path.abspath(run_dir)
+    if key in _HELD:
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (the held-run checks still apply)
+        return
+    path = _lock_path(run_dir)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # a holder that released and removed the file between our open and lock: ours is a dead inode
+        if os.fstat(fd).st_ino != os.stat(path).st_ino:
+            raise BlockingIOError
+    except (BlockingIOError, FileNotFoundError):
+        os.close(fd)
+        raise UserError(_in_use(run_dir)) from None
+    except OSError:  # a file system without locks: the held-run checks still apply
+        os.close(fd)
+        return
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _HELD[key] = fd
+
+
+def release_run_dir(run_dir: str) -> None:
+    """Give up the lock of :func:`lock_run_dir` (the run has ended) and remove its file."""
+    fd = _HELD.pop(os.path.abspath(run_dir), None)
+    if fd is None:
+        return
+    try:
+        os.remove(_lock_path(run_dir))
+    except OSError:
+        pass
+    os.close(fd)
+
+
+def check_run_lock(run_dir: str) -> None:
+    """Refuse a folder another process's run holds (:func:`lock_run_dir`), before any work."""
+    if os.path.abspath(run_dir) in _HELD or not os.path.isfile(_lock_path(run_dir)):
+        return
+    try:
+        import fcntl
+
+        fd = os.open(_lock_path(run_dir), os.O_RDONLY)
+    except (ImportError, OSError):
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UserError(_in_use(run_dir)) from None
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _in_use(run_dir: str) -> str:
+    try:
+        with open(_lock_path(run_dir), encoding="utf-8") as f:
+            pid = f.read().strip()
+    except OSError:
+        pid = ""
+    return (f"{run_dir} is in use by another run" + (f" (process {pid})" if pid.isdigit() else "")
+            + ": wait for it to end, or choose another --out")
 
 
 def check_not_a_file(run_dir: str) -> None:
@@ -135,6 +240,7 @@ def prepare_run_dir(cfg: Config, resume: bool) -> str:
         return run_dir
     check_run_dir(cfg, resume)
     os.makedirs(run_dir, exist_ok=True)
+    lock_run_dir(run_dir)  # after every check: a refused run leaves no folder
     remove_stale_temporaries(run_dir)
     atomic_write(cfg.save, os.path.join(run_dir, "config.yaml"))
     distributed.barrier()
@@ -171,6 +277,28 @@ def start(cfg: Config, resume: bool, build, least=None):
     return task
 
 
+def start_and_fit(cfg: Config, resume: bool, build, least=None):
+    """:func:`start` the task, run its ``fit()`` and return what it returns; the run folder's
+    lock (:func:`lock_run_dir`) is given up when the run ends, however it ends."""
+    try:
+        return start(cfg, resume, build, least).fit()
+    except KeyboardInterrupt as e:
+        raise interrupted(cfg.run_dir) if not e.args else e from None
+    finally:
+        release_run_dir(cfg.run_dir)
+
+
+def interrupted(run_dir: str) -> KeyboardInterrupt:
+    """Ctrl-C's line for a run (:func:`dan.cli.common.run_tool` prints it): where its finished
+    epochs are, or that none finished (the generic line sent users to a ``--resume`` that then
+    said "nothing to resume")."""
+    if os.path.isfile(os.path.join(run_dir, "checkpoints", "last.pt")):
+        return KeyboardInterrupt(f"interrupted: finished epochs are in {os.path.join(run_dir, 'checkpoints', 'last.pt')}"
+                                 f"; continue with --resume")
+    return KeyboardInterrupt("interrupted before the first epoch ended: nothing to resume; run the same command "
+                             "again (without --resume)")
+
+
 def check_memory(task) -> None:
     """Refuse a task whose training step cannot fit in this machine's memory (:mod:`dan.memory`),
     before its folder is written or a checkpoint's optimizer state is loaded. The estimate is of
@@ -196,8 +324,17 @@ def start_managed(cfg: Config, build):
 
     resume = os.path.isfile(os.path.join(cfg.run_dir, "checkpoints", "last.pt"))
     if not resume and os.path.isdir(cfg.run_dir) and distributed.info().main:
+        check_run_lock(cfg.run_dir)  # another worker's attempt at it, alive: not ours to remove
         shutil.rmtree(cfg.run_dir)
     return start(cfg, resume, build)
+
+
+def managed_fit(cfg: Config, build):
+    """:func:`start_managed` the task and run its ``fit()``, the folder's lock given up after."""
+    try:
+        return start_managed(cfg, build).fit()
+    finally:
+        release_run_dir(cfg.run_dir)
 
 
 def reconcile_metrics(run_dir: str, epoch: int, row: dict | None) -> None:
@@ -231,10 +368,20 @@ def read_run_checkpoint(path: str, cfg: Config, device, kind: str | None = None)
     """The checkpoint a run resumes from: of ``kind`` (when given), written with a config that
     computes the same thing as ``cfg`` (:func:`check_same_config`)."""
     st = load_checkpoint(path, map_location=device)
-    if kind is not None and st.get("kind") != kind:
-        raise UserError(f"{path} is not a {kind} checkpoint: resume it with the tool that wrote it")
+    wrote, now = _tool(st.get("kind"), st.get("config", {})), _tool(kind, cfg.to_dict())
+    if wrote != now:  # was a config key's difference ("written with adjoint.arch=None, not ...")
+        raise UserError(f"{path} is a {wrote} run's checkpoint, and this is {now}: resume it with {wrote}, "
+                        f"or choose another --out")
     check_same_config(st.get("config", {}), cfg.to_dict(), path)
     return st
+
+
+def _tool(kind, config) -> str:
+    """The tool whose run a checkpoint (its ``kind`` and config) or a starting run is."""
+    if kind == "search":
+        return "search.py"
+    arch = (config.get("adjoint") or {}).get("arch") if isinstance(config, dict) else None
+    return "retrain.py" if arch else "train.py"
 
 
 def load_states(path: str, st: dict, targets: dict) -> None:

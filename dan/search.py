@@ -82,7 +82,7 @@ from dan.data import build_data, build_user_data, data_info_dict, dataset_info
 from dan.data.code import as_splits, object_name
 from dan.engine import amp_dtype, build_optimizer, build_scheduler, evaluate, resolve_device
 from dan.loop import (load_states, optimizer_step, read_run_checkpoint, reconcile_metrics, run_epochs, start,
-                      steps_per_epoch)
+                      start_and_fit, steps_per_epoch)
 from dan.errors import UserError
 from dan.layers import channels_last_safe
 from dan.loss import adjoint_loss, kl_divergence, schedule
@@ -367,8 +367,44 @@ def search(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
     """Run DAN search in ``cfg.run_dir`` and write ``arch.json``; see the module docstring.
     ``model``: search this network object instead of the one ``cfg.model`` names."""
     cfg = cfg.resolve("search")  # a new config: config.yaml and the checkpoint hold this one
-    return start(cfg, resume, lambda: Searcher(cfg, monitor, data=data, model=model),  # checks before any file
-                 least=narrowest).fit()
+    if resume:
+        check_extension(cfg)
+    return start_and_fit(cfg, resume, lambda: Searcher(cfg, monitor, data=data, model=model),  # checks first
+                         least=narrowest)
+
+
+# The resumable changes that give a finished search another answer (its arch.json rewritten)
+ANSWER_CHANGES = ("train.epochs", "search.refine_rounds", "search.refine_batches", "search.refine_recal_batches",
+                  "search.shortlist", "search.shortlist_steps")
+
+
+def check_extension(cfg: Config) -> None:
+    """Refuse to give a finished search another answer (more epochs, another last step) while a
+    retrain inside its folder was made from the present one: an audit's ``--resume --epochs 4``
+    rewrote the arch.json and supernet a finished ``retrain-adjoint/`` came from, without a word."""
+    run_dir = cfg.run_dir
+    if not os.path.isfile(os.path.join(run_dir, "arch.json")):
+        return
+    retrains = sorted(n for n in os.listdir(run_dir) if n.startswith("retrain-")
+                      and os.path.isdir(os.path.join(run_dir, n, "checkpoints")))
+    if not retrains:
+        return
+    try:
+        saved = Config.from_file(os.path.join(run_dir, "config.yaml")).to_dict()
+    except UserError:
+        return  # the checkpoint's own check names what differs
+    now = cfg.to_dict()
+    changed = [k for k in ANSWER_CHANGES if _get(saved, k) != _get(now, k)]
+    if changed:
+        raise UserError(f"{run_dir} holds {', '.join(retrains)}, made from this search's arch.json, which "
+                        f"resuming with another {changed[0]} would rewrite: copy the search folder and resume the "
+                        f"copy, or move the retrain out first")
+
+
+def _get(d: dict, key: str):
+    for part in key.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
 
 
 @contextlib.contextmanager

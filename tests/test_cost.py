@@ -136,5 +136,7 @@ def test_parse_and_format():
     assert parse_count("250K") == 250_000
     assert parse_count("1234") == 1234
     assert format_count(1_600_000_000) == "1.60G"
+    assert format_count(999_999) == "1.00M" and format_count(999_994) == "999.99K"  # was "1000.00K"
+    assert parse_count(1.6) == parse_count("1.6") == 2  # a float was truncated, a string rounded
     with pytest.raises(dan.UserError):
         parse_count("lots")

@@ -90,6 +90,19 @@ def test_resume_after_a_kill_gives_the_same_model(tmp_path):
     assert sa["last_eval"] == sb["last_eval"]
 
 
+def test_best_pt_is_written_before_last_pt_records_its_score(tmp_path, monkeypatch):
+    # an audit's Ctrl-C between the two writes: last.pt held the new best score, so the resumed run
+    # never wrote best.pt again and kept the epoch before's
+    import dan.engine as engine
+
+    written, save = [], engine.save_checkpoint
+    monkeypatch.setattr(engine, "save_checkpoint", lambda state, path: (written.append(os.path.basename(path)),
+                                                                         save(state, path)))
+    out = str(tmp_path / "run")
+    train(tiny_config(out, **{"train.epochs": 1, "train.latency_batches": []}), Monitor(out, tensorboard=False))
+    assert written[-2:] == ["best.pt", "last.pt"]
+
+
 def test_refuses_to_overwrite_and_to_resume_a_different_config(tmp_path):
     out = str(tmp_path / "run")
     train(tiny_config(out, **{"train.epochs": 1}), Monitor(out, tensorboard=False))
@@ -316,3 +329,65 @@ def test_the_table_says_when_other_processes_took_the_cpus_its_latencies_were_ti
                                                         "other_processes_cores": 1.7}})
     assert "unreliable" not in quiet and loaded.startswith(quiet + "\n")
     assert "other processes used 1.7 of the" in loaded.splitlines()[-1]
+
+
+def test_ctrl_c_says_whether_an_epoch_finished(tmp_path):
+    # the generic line sent a run stopped in its first epoch to a --resume that said "nothing to resume"
+    out = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt, match="before the first epoch ended: nothing to resume"):
+        train(tiny_config(out, **{"train.epochs": 2}), KillAt(out, 3))
+    train(tiny_config(out, **{"train.epochs": 2}), Monitor(out, tensorboard=False))  # the same command again
+    later = str(tmp_path / "later")
+    with pytest.raises(KeyboardInterrupt, match="checkpoints/last.pt; continue with --resume"):
+        train(tiny_config(later, **{"train.epochs": 2}), KillAt(later, 8 + 3))
+
+
+def test_a_run_folder_in_use_by_another_process_is_refused(tmp_path):
+    import time
+
+    from dan import loop
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from dan.loop import lock_run_dir; "
+                               f"lock_run_dir({str(out)!r}); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(dan.UserError, match=f"is in use by another run \\(process {holder.pid}\\)"):
+            train(tiny_config(str(out), **{"train.epochs": 1}), Monitor(str(out), tensorboard=False))
+        assert os.listdir(out) == [".lock"]  # refused before writing anything
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    # its holder gone (killed: the kernel drops the lock), the folder is free; a finished run removes its lock
+    train(tiny_config(str(out), **{"train.epochs": 1, "train.latency_batches": []}), Monitor(str(out), tensorboard=False))
+    assert not os.path.exists(out / ".lock") and not loop._HELD
+
+
+def test_runs_are_not_written_into_a_study_or_resumed_by_another_tool(tmp_path):
+    from dan.loop import check_same_config, read_run_checkpoint
+
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "study.db").write_bytes(b"")
+    with pytest.raises(dan.UserError, match="holds a tuning study \\(study.db\\): choose another --out"):
+        train(tiny_config(str(study)), Monitor(str(study), tensorboard=False))
+    out = str(tmp_path / "run")
+    train(tiny_config(out, **{"train.epochs": 1, "train.latency_batches": []}), Monitor(out, tensorboard=False))
+    retrain_cfg = tiny_config(out, **{"train.epochs": 2})
+    retrain_cfg.adjoint.arch = str(tmp_path / "arch.json")  # was "written with adjoint.arch=None, not ..."
+    with pytest.raises(dan.UserError, match="is a train.py run's checkpoint, and this is retrain.py: resume it with"):
+        read_run_checkpoint(os.path.join(out, "checkpoints", "last.pt"), retrain_cfg, "cpu")
+    with pytest.raises(dan.UserError, match="is a train.py run's checkpoint, and this is search.py"):
+        read_run_checkpoint(os.path.join(out, "checkpoints", "last.pt"), tiny_config(out), "cpu", kind="search")
+    # a retrain's arch.json named by a new path: its search folder moved (old path gone) or a copy
+    new = tmp_path / "moved.json"
+    new.write_text("{}")
+    check_same_config({"adjoint": {"arch": str(tmp_path / "gone.json")}}, {"adjoint": {"arch": str(new)}}, "p")
+    (tmp_path / "copy.json").write_text("{}")
+    check_same_config({"adjoint": {"arch": str(tmp_path / "copy.json")}}, {"adjoint": {"arch": str(new)}}, "p")
+    (tmp_path / "other.json").write_text("{ }")
+    with pytest.raises(dan.UserError, match="adjoint.arch"):
+        check_same_config({"adjoint": {"arch": str(tmp_path / "other.json")}}, {"adjoint": {"arch": str(new)}}, "p")

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+import dan
 from dan.monitor import Monitor
 from dan.engine import train
 from tests.helpers import assert_user_error, run_tool, tiny_config
@@ -286,19 +287,23 @@ def test_stale_temporary_files_of_a_killed_write_are_removed_on_resume(tmp_path)
     assert not os.path.exists(stale)
 
 
-def test_a_full_disk_is_one_line_that_says_so(tmp_path, monkeypatch):
-    import errno
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+@pytest.mark.parametrize("which", [".last.pt", ".small.pt.", ".small.pt2", ".small_state.pt"])
+def test_a_full_disk_is_one_line_that_says_so(tmp_path, monkeypatch, which):
+    # the files a run writes are opened on /dev/full, whose writes fail with ENOSPC as a full disk's:
+    # given a path, torch.save raised "RuntimeError: unexpected pos" (exit 1, a traceback), and
+    # TorchScript's and torch.export's writers aborted the process (exit 134)
+    import builtins
 
     import dan.checkpoint
     from dan.fuzz import TINY, run_in_process
 
-    def full(state, path):
-        raise OSError(errno.ENOSPC, "No space left on device", path)
+    def on_full_disk(path, mode="r", *a, **k):
+        if "w" in mode and str(tmp_path) in str(path) and which in os.path.basename(str(path)):
+            return builtins.open("/dev/full", mode, *a, **k)
+        return builtins.open(path, mode, *a, **k)
 
-    monkeypatch.setattr(dan.checkpoint, "save_checkpoint", full)
-    import dan.engine
-
-    monkeypatch.setattr(dan.engine, "save_checkpoint", full)
+    monkeypatch.setattr(dan.checkpoint, "open", on_full_disk, raising=False)
     code, err = run_in_process("train.py", TINY + ["--out", str(tmp_path / "d")])
     assert code == 2, err
     lines = err.strip().splitlines()
@@ -407,3 +412,28 @@ def test_an_allocation_that_fails_is_one_line_and_a_bug_keeps_its_traceback(tmp_
     monkeypatch.setattr(F, "cross_entropy", broken)
     with pytest.raises(RuntimeError, match="shapes"):
         run_in_process("train.py", TINY + ["--out", str(tmp_path / "b")], time_limit=None)
+
+
+def test_an_unwritable_file_is_named_as_the_user_knows_it(capsys):
+    # the line named the temporary being written (F/.metrics.jsonl.tmp5693), not metrics.jsonl
+    import errno
+
+    from dan.cli.common import run_tool as run
+
+    def main(argv):
+        raise OSError(errno.EACCES, "Permission denied", "/runs/x/.metrics.jsonl.tmp5693")
+
+    with pytest.raises(SystemExit) as e:
+        run(main, [])
+    assert e.value.code == 2
+    assert "cannot write or read /runs/x/metrics.jsonl: Permission denied" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_a_newer_format_is_named(tmp_path):
+    import torch
+
+    from dan.checkpoint import load_checkpoint
+
+    torch.save({"version": 99, "model": {}}, tmp_path / "last.pt")  # read as this version's before
+    with pytest.raises(dan.UserError, match="format version 99, newer than this DAN reads \\(1\\): update DAN"):
+        load_checkpoint(str(tmp_path / "last.pt"))

@@ -334,3 +334,14 @@ def test_arch_files_and_objects_that_are_not_an_arch_are_named(tmp_path):
         build_adjoint(arch, model="resnet18")  # was blamed on the file's widths
     with pytest.raises(dan.UserError, match="do not fit the model given \\(ResNet\\)"):
         build_adjoint(arch, model=torchvision.models.resnet18())
+
+
+def test_a_finished_search_with_a_retrain_inside_is_not_given_another_answer(tmp_path):
+    out = str(tmp_path / "s")
+    search(_search_cfg(out, **{"train.epochs": 2}), Monitor(out, tensorboard=False))
+    os.makedirs(os.path.join(out, "retrain-adjoint", "checkpoints"))  # a retrain made from its arch.json
+    before = open(os.path.join(out, "arch.json")).read()
+    with pytest.raises(dan.UserError, match="holds retrain-adjoint, made from this search's arch.json.*train.epochs"):
+        search(_search_cfg(out, **{"train.epochs": 3}), Monitor(out, tensorboard=False), resume=True)
+    assert open(os.path.join(out, "arch.json")).read() == before
+    search(_search_cfg(out, **{"train.epochs": 2}), Monitor(out, tensorboard=False), resume=True)  # the same answer

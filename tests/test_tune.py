@@ -415,3 +415,34 @@ def test_tune_refuses_epochs_it_would_drop(tmp_path):
                  "--budget-flops", "50%", "--study", "s", "--trials", "1", "--out", str(tmp_path / "t"))
     assert_user_error(p, "search_epochs, retrain_epochs", "drop --epochs")
     assert not (tmp_path / "t").exists()
+    # --resume of a study that is not there started a new one in silence
+    p = run_tool("tune.py", "--dataset", "synthetic", "--resume", "--tune", "configs/tune_fashion_mnist.yaml",
+                 "--budget-flops", "50%", "--study", "s", "--trials", "1", "--out", str(tmp_path / "t"))
+    assert_user_error(p, "nothing to resume", "holds no study.db; drop --resume")
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_storage_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    # a full disk under a study: SQLite's "database or disk is full", Optuna's StorageInternalError,
+    # then its "AssertionError: Should not reach" (exit 1, three tracebacks)
+    import sqlite3
+
+    from optuna.exceptions import StorageInternalError
+
+    import dan.tune.sweep as sweep
+
+    def full(*a, **k):
+        try:
+            try:
+                raise sqlite3.OperationalError("database or disk is full")
+            except sqlite3.OperationalError as e:
+                raise StorageInternalError("An exception is raised during the commit.") from e
+        except StorageInternalError:
+            raise AssertionError("Should not reach.")
+
+    monkeypatch.setattr(sweep, "run_trials", full)
+    with pytest.raises(dan.UserError, match="storage could not be written \\(database or disk is full\\): free disk"):
+        tune(base(str(tmp_path / "t")), spec_from_dict(SPEC), "s", 2)
+    monkeypatch.setattr(sweep, "run_trials", lambda *a, **k: 1 / 0)  # a bug keeps its traceback
+    with pytest.raises(ZeroDivisionError):
+        tune(base(str(tmp_path / "t")), spec_from_dict(SPEC), "s", 2)

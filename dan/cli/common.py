@@ -210,7 +210,8 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
     except OSError as e:
         if e.errno not in _USER_ERRNOS:
             raise  # not the user's: a bug keeps its traceback
-        where = f" {e.filename}" if e.filename else ""
+        # the file being written, not its temporary (.metrics.jsonl.tmp5693: dan.checkpoint.atomic_write)
+        where = " " + re.sub(r"(^|/)[.]([^/]+)[.]tmp[0-9]+[^/]*$", r"\1\2", str(e.filename)) if e.filename else ""
         hint = {errno.ENOSPC: "free some disk space (finished epochs are in checkpoints/; --resume continues)",
                 errno.EDQUOT: "free some disk space (finished epochs are in checkpoints/; --resume continues)"}.get(
             e.errno, "check the path and its permissions")

@@ -44,14 +44,17 @@ def get_args_parser(prog: str = PROG):
 
 def main(argv, prog: str = PROG) -> int:
     args = get_args_parser(prog).parse_args(argv)
-    if args.resume:
-        print("note: a study always continues from its storage; --resume is implied", file=sys.stderr)
     if args.epochs is not None:  # was silently dropped: each trial sets its own
         raise UserError("tune.py takes a trial's epochs from the tuning file (search_epochs, retrain_epochs): "
                         "drop --epochs")
     cfg = resolve_config(args, {"budget_flops": "search.budget_flops", "budget_params": "search.budget_params"})
     if not args.out:
         cfg.out = os.path.join("runs", f"tune-{args.study}")
+    if args.resume and not args.storage and not os.path.isfile(os.path.join(cfg.run_dir, "study.db")):
+        # it started a new study in silence, where train, search and retrain refuse
+        raise UserError(f"nothing to resume: {cfg.run_dir} holds no study.db; drop --resume to start the study")
+    if args.resume:
+        print("note: a study always continues from its storage; --resume is implied", file=sys.stderr)
     from dan.tune import load_spec, tune
 
     spec = load_spec(args.tune)

@@ -90,12 +90,12 @@ def trial_retrain_config(search_cfg: Config, spec: TuneSpec, arch_path: str, fol
 
 def _run(cfg: Config, build, reporter, hparams=None):
     """Start or resume the run of ``cfg`` in its folder, reporting to the trial each epoch."""
-    from dan.loop import start_managed
+    from dan.loop import managed_fit
     from dan.monitor import Monitor
 
     mon = Monitor(cfg.out, epoch_hook=reporter)
     try:
-        result = start_managed(cfg, lambda: build(cfg, mon)).fit()
+        result = managed_fit(cfg, lambda: build(cfg, mon))
         if hparams is not None:
             mon.hparams(*hparams(result))
         return result

@@ -55,8 +55,37 @@ def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = open_study(make_storage(storage_url, run_dir, spec), study_name, spec)
     check_budget(study, study_name, base)
-    run_trials(study, base, spec, trials, run_dir, log)
+    try:
+        run_trials(study, base, spec, trials, run_dir, log)
+    except Exception as e:  # noqa: BLE001 - only a storage that cannot be written is turned into a line
+        cause = storage_failure(e)
+        if cause is None:
+            raise
+        raise UserError(f"the study's storage could not be written ({cause}): free disk space (or fix the "
+                        f"storage), then run the same command; the trial it cut short runs again once silent "
+                        f"for {spec.grace:g} s (the grace of Optuna's heartbeat)") from e
     return write_best(study, run_dir, spec.multi)
+
+
+def storage_failure(e: BaseException) -> str | None:
+    """The first line of a full disk or a failing storage in ``e``'s chain, or None. An audit's
+    full disk under a study ended in SQLite's "database or disk is full", Optuna's
+    StorageInternalError and then its "AssertionError: Should not reach" (exit 1, three tracebacks)."""
+    import errno
+
+    from optuna.exceptions import StorageInternalError
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return text
+        if isinstance(e, StorageInternalError) or "disk is full" in text or "disk I/O error" in text:
+            inner = e.__cause__ or e.__context__
+            return (str(inner).strip().splitlines() or [text])[0] if inner is not None else text
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def check_warmup(base: Config, spec: TuneSpec) -> None:
