@@ -130,15 +130,16 @@ class _Recorder(TorchDispatchMode):
             detail += f" g{groups}" if groups > 1 else ""
             detail += f" @{out.shape[-2]}×{out.shape[-1]}"
             unit = out.numel() // (out.shape[0] * out.shape[1]) * math.prod(w.shape[2:]) * out.shape[0]
-            self.records.append((name, "conv", int(flops), detail, (cin, cout, groups, unit)))
+            self.records.append((name, "conv", int(flops), detail, (cin, cout, groups, unit), tuple(w.shape)))
         elif pkt in (aten.mm, aten.addmm):
             a, b = (args[0], args[1]) if pkt is aten.mm else (args[1], args[2])
             self.records.append((name, "linear", a.shape[0] * a.shape[1] * b.shape[1],
-                                 f"{a.shape[1]}→{b.shape[1]}", (a.shape[1], b.shape[1], 1, a.shape[0])))
+                                 f"{a.shape[1]}→{b.shape[1]}", (a.shape[1], b.shape[1], 1, a.shape[0]),
+                                 (b.shape[1], a.shape[1])))
         elif pkt in (aten.bmm, aten.baddbmm):
             a, b = (args[0], args[1]) if pkt is aten.bmm else (args[1], args[2])
             self.records.append((name, "matmul", a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2],
-                                 f"bmm {tuple(a.shape)}@{tuple(b.shape)}", None))
+                                 f"bmm {tuple(a.shape)}@{tuple(b.shape)}", None, None))
         return out
 
 
@@ -191,7 +192,10 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
 
     layers: dict[str, LayerCost] = {}
     unnamed = 0
-    for name, kind, flops, detail, shape in rec.records:
+    owners = _weight_owners(per_module)
+    for name, kind, flops, detail, shape, weight in rec.records:
+        if name is None:  # no hooks ran (TorchScript, torch.export): the module holding that weight
+            name = _owner(owners, weight)
         if name is None:
             name, unnamed = f"{kind}#{unnamed}", unnamed + 1
         l = layers.setdefault(name, LayerCost(name, kind, detail=detail))
@@ -219,6 +223,27 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
     nonzero = sum(int(torch.count_nonzero(p)) for p in params)
     flops = sum(l.flops for l in ordered)
     return Cost(flops, total_params, nonzero, tuple(input_shape), ordered)
+
+
+def _weight_owners(per_module: dict) -> list:
+    """[module name, its 2-D-or-more ``weight``'s shape], in the order of ``named_modules``."""
+    out = []
+    for name, m in per_module.items():
+        w = getattr(m, "weight", None)
+        if isinstance(w, torch.Tensor) and w.dim() >= 2:
+            out.append([name, tuple(w.shape)])
+    return out
+
+
+def _owner(owners: list, weight) -> str | None:
+    """The first module of ``owners`` not yet matched whose weight has the shape ``weight``: a
+    TorchScript or exported network runs its layers in the order it holds them. Without it the
+    table listed each layer twice: its parameters under its name, its FLOPs as ``conv#i``."""
+    for i, (name, shape) in enumerate(owners):
+        if weight is not None and shape == tuple(weight):
+            del owners[i]
+            return name
+    return None
 
 
 def _input_dtype(model: nn.Module) -> torch.dtype:

@@ -127,6 +127,9 @@ def test_counts_torchscript_and_export(tmp_path):
     assert dan.count(scripted, (1, 3, 8, 8)).flops == expect
     exported = torch.export.export(model, (torch.zeros(1, 3, 8, 8),)).module()
     assert dan.count(exported, (1, 3, 8, 8)).flops == expect
+    # each layer once, under its name (its FLOPs were a second row "conv#0" with no parameters)
+    rows = lambda m: [(l.name, l.flops, l.params) for l in dan.count(m, (1, 3, 8, 8)).layers]
+    assert rows(scripted) == rows(exported) == rows(model)
 
 
 def test_parse_and_format():
