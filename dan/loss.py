@@ -67,6 +67,8 @@ def adjoint_loss(big_logits: torch.Tensor, small_logits: torch.Tensor, target: t
     Returns:
         A scalar tensor (and the terms when asked).
     """
+    if isinstance(lam, (int, float)) and not (math.isfinite(lam) and lam >= 0):  # NaN made a NaN loss silently
+        raise UserError(f"adjoint_loss: lam must be a finite weight >= 0 (the KL term's lambda(t)), got {lam}")
     ce = F.cross_entropy(big_logits, target, label_smoothing=label_smoothing)
     kl = kl_divergence(big_logits, small_logits, eps, detach_teacher)
     loss = ce + lam * kl

@@ -59,3 +59,10 @@ def test_schedules():
     assert set(SCHEDULES) == {"quadratic", "cos", "linear", "exp", "constant"}
     with pytest.raises(dan.UserError):
         schedule("sigmoid")
+
+
+@pytest.mark.parametrize("lam", [float("nan"), float("inf"), -1.0])
+def test_a_lambda_that_is_not_a_weight_is_refused(lam):
+    logits = torch.randn(4, 3)
+    with pytest.raises(dan.UserError, match="lam must be a finite weight >= 0"):
+        dan.adjoint_loss(logits, logits, torch.zeros(4, dtype=torch.long), lam)
