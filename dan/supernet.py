@@ -296,22 +296,24 @@ class Supernet:
                     num_classes=info.num_classes, widths=all_widths, small={"flops": flops, "params": params},
                     big={"flops": self.table.big_flops, "params": self.table.big_params},
                     budget={budget.kind: budget.value, "relative": budget.relative, "band": budget.band},
-                    seed=cfg.seed, adjoint={"stem": cfg.search.stem, "unmasked": []},
+                    seed=cfg.seed, adjoint={"stem": cfg.search.stem, "unmasked": list(cfg.adjoint.unmasked)},
                     candidates={g.name: c for g, c in zip(self.groups, self.cands)},
                     config=cfg.to_dict(), **fields)
 
 
 def build_supernet(cfg, info, model=None) -> Supernet:
     """The supernet of a search config: the base network of ``cfg.model`` (or a copy of ``model``)
-    converted to an adjoint network (stem ``cfg.search.stem``), candidate fractions from the
-    config or the space."""
+    converted to an adjoint network (stem ``cfg.search.stem``; the groups ``cfg.adjoint.unmasked``
+    names kept at full width, unsearched: an audit found them searched, the paper's ResNet-50
+    setting ``unmasked: [layer1]`` among them), candidate fractions from the config or the space."""
     import search_spaces
     from dan.adjoint import to_adjoint
     from dan.models import build_model, input_shape
 
     shape = input_shape(info)
     base = copy.deepcopy(model) if model is not None else build_model(cfg.model, info)
-    anet = to_adjoint(base, alpha=1, stem=cfg.search.stem, input_shape=shape, copy_model=False)
+    anet = to_adjoint(base, alpha=1, stem=cfg.search.stem, unmasked=tuple(cfg.adjoint.unmasked), input_shape=shape,
+                      copy_model=False)
     fractions = tuple(cfg.search.fractions or search_spaces.space_fractions(cfg.model.space))
     if not fractions or any(not (isinstance(f, (int, float)) and 0 < f <= 1) for f in fractions):
         raise UserError(f"search.fractions must be numbers in (0, 1], got {list(fractions)}")

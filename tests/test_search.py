@@ -345,3 +345,15 @@ def test_a_finished_search_with_a_retrain_inside_is_not_given_another_answer(tmp
         search(_search_cfg(out, **{"train.epochs": 3}), Monitor(out, tensorboard=False), resume=True)
     assert open(os.path.join(out, "arch.json")).read() == before
     search(_search_cfg(out, **{"train.epochs": 2}), Monitor(out, tensorboard=False), resume=True)  # the same answer
+
+
+def test_the_search_keeps_unmasked_layers_at_full_width(tmp_path):
+    # adjoint.unmasked was ignored by the search (the paper's ResNet-50 setting unmasks layer1): its
+    # groups were narrowed, and arch.json recorded "unmasked": [] beside a config saying [layer1]
+    out = str(tmp_path / "s")
+    arch = search(_search_cfg(out, **{"train.epochs": 2, "adjoint.unmasked": ["layer1"]}),
+                  Monitor(out, tensorboard=False))
+    anet = build_adjoint(load_arch(os.path.join(out, "arch.json")))
+    layer1 = {anet.layer_groups[n][1] for n in anet.layer_groups if n.startswith("layer1.")}
+    assert layer1 and all(anet.group(g).width == anet.group(g).full for g in layer1)
+    assert arch.adjoint["unmasked"] == ["layer1"] and not set(arch.candidates) & layer1
