@@ -538,33 +538,68 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
             pass  # a damaged cache entry is rebuilt
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    from dan.timing import OtherLoad
+
     try:
-        tables, level = measure_tables(sn, batch, rounds=rounds, progress=progress, runtime=runtime, threads=threads)
-        calib = sample_choices(sn, CALIBRATION, seed=12345)
-        calib += sn.extreme_choices()
-        per, now = measure_formats(sn, calib, batch, progress="latency calibration" if progress else None,
-                                   runtime=runtime, threads=threads)
-        models = []
-        for fmt, layers in tables.items():  # one table and one correction per memory format
-            m = LatencyModel(layers, device=dev, reference_ms=level, memory_format=fmt)
-            measured = [t * level / now for t in per[fmt]]  # at the tables' machine speed
-            m.w_lut, m.w_act, m.w_0 = _fit([m.features(sn.widths_of(c)) for c in calib], measured)
-            models.append(m)
-        model = models[0]
-        if len(models) > 1:
-            model.other = models[1]
-        measured = [min(ms) * level / now for ms in zip(*per.values())]
-        resid = [abs(model.predict(sn.widths_of(c)) - m) / m for c, m in zip(calib, measured)]
-        model.fit = {"architectures": len(calib), "median_abs_rel_error": statistics.median(resid),
-                     "max_abs_rel_error": max(resid),
-                     # how many calibration networks ran faster in each format
-                     "fastest_format": {f: sum(1 for ms in zip(*per.values()) if ms[i] == min(ms))
-                                        for i, f in enumerate(per)}}
+        with OtherLoad(threads) as load:
+            model = _measure_model(sn, dev, batch, threads, runtime, rounds, progress)
+        model.fit["timing_load"] = load.to_dict()
     finally:
         torch.set_num_threads(before)
     if cache:
         os.makedirs(cache_dir(), exist_ok=True)
         atomic_write(lambda p: write_json(model.to_dict(), p, indent=None), path)
+    return model
+
+
+# a table fitted worse than this (median relative error over its calibration networks) is named
+POOR_FIT = 0.05
+
+
+def table_note(model: LatencyModel) -> str | None:
+    """Why a latency table's times are not to be trusted, or None: measured while other processes
+    took the CPUs (its ``fit["timing_load"]``), or fitted poorly. An audit's table, built while
+    other jobs used 1.7 of 2 CPUs, timed the reference 2.5 times slower than a quiet machine did
+    and fitted with a median error of 16 % (1.4 % quiet); it was cached, and a later absolute budget
+    was read on its slow scale without a word. The search records it in arch.json
+    (``latency.table_note``) and prints it after its result (not before a user error's one line)."""
+    load = model.fit.get("timing_load") or {}
+    err = model.fit.get("median_abs_rel_error")
+    why = []
+    if load.get("busy"):
+        why.append(f"other processes used {load['other_processes_cores']:.1f} of the {load['cpus']} CPUs while it "
+                   f"was measured")
+    if isinstance(err, (int, float)) and err > POOR_FIT:
+        why.append(f"its fit is poor (median error {100 * err:.0f} % on its calibration networks)")
+    if not why:
+        return None
+    return (f"the latency table's times are unreliable ({'; '.join(why)}): delete it from {cache_dir()} and "
+            f"search again on a quiet machine")
+
+
+def _measure_model(sn, dev: dict, batch: int, threads: int, runtime: str, rounds: int, progress: bool):
+    """Measure the tables and fit the whole-network correction (see :func:`build`)."""
+    tables, level = measure_tables(sn, batch, rounds=rounds, progress=progress, runtime=runtime, threads=threads)
+    calib = sample_choices(sn, CALIBRATION, seed=12345)
+    calib += sn.extreme_choices()
+    per, now = measure_formats(sn, calib, batch, progress="latency calibration" if progress else None,
+                               runtime=runtime, threads=threads)
+    models = []
+    for fmt, layers in tables.items():  # one table and one correction per memory format
+        m = LatencyModel(layers, device=dev, reference_ms=level, memory_format=fmt)
+        measured = [t * level / now for t in per[fmt]]  # at the tables' machine speed
+        m.w_lut, m.w_act, m.w_0 = _fit([m.features(sn.widths_of(c)) for c in calib], measured)
+        models.append(m)
+    model = models[0]
+    if len(models) > 1:
+        model.other = models[1]
+    measured = [min(ms) * level / now for ms in zip(*per.values())]
+    resid = [abs(model.predict(sn.widths_of(c)) - m) / m for c, m in zip(calib, measured)]
+    model.fit = {"architectures": len(calib), "median_abs_rel_error": statistics.median(resid),
+                 "max_abs_rel_error": max(resid),
+                 # how many calibration networks ran faster in each format
+                 "fastest_format": {f: sum(1 for ms in zip(*per.values()) if ms[i] == min(ms))
+                                    for i, f in enumerate(per)}}
     return model
 
 

@@ -28,7 +28,7 @@ def measured_latency(searcher, choice) -> dict:
     return {"budget_ms": b.value, "relative": b.relative, "band": b.band,
             "predicted_ms": lat.predict(searcher.sn.widths_of(choice)), **m,
             "measured_over_budget": m["measured_ms"] / b.value, "in_band": bool(b.lo <= m["measured_ms"] <= b.hi),
-            "device": lat.device}
+            "device": lat.device, "table_note": latency.table_note(lat)}
 
 
 def repaired_argmax(searcher) -> tuple[list, list, list[int], list[int]]:

@@ -295,3 +295,16 @@ def test_layers_with_same_padding_are_timed_at_the_size_they_convolve():
     for g in geo.values():
         conv = torch.nn.Conv2d(1, 1, g["kernel"], g["stride"], g["padding"], g["dilation"])
         assert conv(torch.zeros(1, 1, *g["in_hw"])).shape[2:].numel() == g["hw"], g["name"]
+
+
+def test_a_latency_table_measured_on_a_busy_machine_or_fitted_poorly_is_named():
+    # an audit's table, built while other jobs used 1.7 of 2 CPUs, was cached and read a later
+    # absolute budget on its slow scale without a word
+    from dan.latency import LatencyModel, table_note
+
+    quiet = LatencyModel([], fit={"median_abs_rel_error": 0.014, "timing_load": {"busy": False}})
+    assert table_note(quiet) is None
+    busy = LatencyModel([], fit={"median_abs_rel_error": 0.16, "timing_load": {
+        "busy": True, "other_processes_cores": 1.7, "cpus": 2, "threads": 1}})
+    note = table_note(busy)
+    assert "other processes used 1.7 of the 2 CPUs" in note and "median error 16 %" in note and "delete it" in note

@@ -68,7 +68,8 @@ def main(argv, prog: str = PROG) -> int:
     deployed = summary.rows["small"]
     if "latency" in arch.budget:  # times at the search's batch are in the summary table above
         print(f"budget: {arch.budget['latency']:.3g} ms (searched on {arch.latency.get('device', {}).get('cpu', '?')}); "
-              f"the search measured {arch.latency.get('measured_ms', float('nan')):.3g} ms for this network")
+              f"the search measured {arch.latency.get('measured_ms', float('nan')):.3g} ms for this network on its "
+              f"latency table's scale ({arch.latency.get('measured_raw_ms', float('nan')):.3g} ms as timed then)")
     else:
         kind = "flops" if "flops" in arch.budget else "params"
         print(f"budget: {format_count(arch.budget[kind])} {kind}; deployable network: "
