@@ -20,12 +20,17 @@ import torch
 from dan.errors import UserError, out_of_memory
 
 
-def load_sliced(model: torch.nn.Module, path: str) -> int:
+def load_sliced(model: torch.nn.Module, path: str, expect: dict | None = None) -> int:
     """Start ``model`` from the model weights of the checkpoint at ``path``, each tensor cut to the
     model's shape by its leading entries (a supernet's full-width weights give any narrower
     network of the same structure its leading channels, as the small path slices them). Returns
-    the number of tensors copied; a missing or wider-than-stored tensor is a :class:`UserError`."""
-    state = load_checkpoint(path)["model"]
+    the number of tensors copied; a missing or wider-than-stored tensor is a :class:`UserError`,
+    and so is a checkpoint of another network or task than ``expect`` says (``space``,
+    ``num_classes``, ``in_channels``): a 1000-class, 3-channel search's supernet started a
+    10-class grey network, cut to its first classes and channel, without a word."""
+    full = load_checkpoint(path)
+    check_same_task(full, expect or {}, path)
+    state = full["model"]
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     if missing:
@@ -46,12 +51,25 @@ def load_sliced(model: torch.nn.Module, path: str) -> int:
 INIT_FROM = "init_from.json"
 
 
-def start_from(model: torch.nn.Module, path: str, run_dir: str | None = None) -> int:
+def check_same_task(state: dict, expect: dict, path: str) -> None:
+    """Refuse a checkpoint whose recorded model space, class count or input channels differ from
+    ``expect`` (what it does not record is not checked)."""
+    cfg = state.get("config") if isinstance(state.get("config"), dict) else {}
+    info = state.get("data_info") if isinstance(state.get("data_info"), dict) else {}
+    had = {"space": (cfg.get("model") or {}).get("space"), "num_classes": info.get("num_classes"),
+           "in_channels": info.get("in_channels")}
+    for key, want in expect.items():
+        if had.get(key) is not None and want is not None and had[key] != want:
+            raise UserError(f"{path} is a checkpoint of {key} {had[key]!r}, this network has {want!r}: start from a "
+                            f"checkpoint of the same network and data (train.init_from)")
+
+
+def start_from(model: torch.nn.Module, path: str, run_dir: str | None = None, expect: dict | None = None) -> int:
     """Weight inheritance (``train.init_from``): :func:`load_sliced`, and in ``run_dir`` (when
     given) :data:`INIT_FROM`, naming the checkpoint by content, so a run can be told apart from
     one started from another checkpoint written to the same path (the search suite's ledger pairs
     a retrain with its search's supernet by it)."""
-    copied = load_sliced(model, path)
+    copied = load_sliced(model, path, expect)
     if run_dir is not None:
         write_json({"path": os.path.abspath(path), "sha256": file_digest(path)}, os.path.join(run_dir, INIT_FROM))
     return copied

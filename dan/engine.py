@@ -226,7 +226,9 @@ class Trainer:
     # --- the loop (dan.loop.run_epochs calls these) ------------------------------------------
     def fit(self) -> Summary:
         if self.cfg.train.init_from and self.step == 0:  # weight inheritance, on a fresh start only:
-            start_from(self.model, self.cfg.train.init_from, self.run_dir if self.dist.main else None)
+            start_from(self.model, self.cfg.train.init_from, self.run_dir if self.dist.main else None,
+                       {"space": self.cfg.model.space, "num_classes": self.data.info.num_classes,
+                        "in_channels": self.data.info.in_channels})
         request = self.method.teacher_request()
         teacher = self.teacher if self.teacher is not None or request is None else \
             resolve_teacher(request, self.cfg, self.data, self.monitor, self.device)

@@ -391,3 +391,17 @@ def test_runs_are_not_written_into_a_study_or_resumed_by_another_tool(tmp_path):
     (tmp_path / "other.json").write_text("{ }")
     with pytest.raises(dan.UserError, match="adjoint.arch"):
         check_same_config({"adjoint": {"arch": str(tmp_path / "other.json")}}, {"adjoint": {"arch": str(new)}}, "p")
+
+
+def test_weights_are_not_inherited_from_another_network_or_task(tmp_path):
+    # a 1000-class 3-channel search's supernet started a 10-class grey network, cut to fit, silently
+    from dan.checkpoint import load_sliced
+
+    out = str(tmp_path / "run")
+    train(tiny_config(out, **{"train.epochs": 1, "train.latency_batches": []}), Monitor(out, tensorboard=False))
+    ckpt = os.path.join(out, "checkpoints", "last.pt")
+    model = Trainer(tiny_config(str(tmp_path / "x"))).model
+    assert load_sliced(model, ckpt, {"space": "resnet18_small", "num_classes": 4, "in_channels": 3}) > 0
+    for key, value in (("num_classes", 10), ("in_channels", 1), ("space", "torchvision.resnet18")):
+        with pytest.raises(dan.UserError, match=f"is a checkpoint of {key} .*, this network has {value!r}"):
+            load_sliced(model, ckpt, {"space": "resnet18_small", "num_classes": 4, "in_channels": 3, key: value})
