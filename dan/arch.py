@@ -105,6 +105,13 @@ def arch_from_dict(d, where: str = "arch.json") -> Arch:
     for name, w in d["widths"].items():
         if not isinstance(w, int) or isinstance(w, bool) or w < 1:
             bad(f"widths.{name}", f"must be a positive integer, got {w!r}")
+    # keys inside these objects are checked as the top level's: "unmaskd" or "relatve" passed silently
+    for part, allowed in (("small", ("flops", "params")), ("big", ("flops", "params")),
+                          ("budget", ("flops", "params", "latency", "relative", "band")),
+                          ("adjoint", ("stem", "unmasked"))):
+        odd = sorted(set(d.get(part, {})) - set(allowed))
+        if odd:
+            bad(f"{part}.{odd[0]}", f"is not part of the schema (it takes {', '.join(allowed)}: docs/arch-json.md)")
     for part in ("small", "big"):
         for k in ("flops", "params"):
             v = d[part].get(k)

@@ -95,7 +95,24 @@ def baseline_arch(cfg: Config, method: str, *, supernet: str | None = None, reca
                         f"{budget.hi:,.0f}]: give widths inside it, or the budget they were chosen for")
     stats = {"method": method, "in_band": bool(budget.lo <= cost <= budget.hi),
              "over_budget": round(cost / budget.value, 6), **extra}
+    if supernet is not None:  # its retrain starts from it, as DAN's does (it was accepted and ignored)
+        stats["supernet"] = _inherited_supernet(supernet, cfg, info)
     return sn.make_arch(widths, budget, cfg, info, search=stats)
+
+
+def _inherited_supernet(supernet: str, cfg: Config, info) -> str:
+    """The search checkpoint a uniform, random or fixed architecture's retrain starts from (its
+    ``search.supernet``, as greedy's): a DAN search of the same model and data, else a UserError."""
+    import os
+
+    from dan.checkpoint import check_same_task, load_named
+
+    path, state = load_named(supernet, "--supernet", "pass runs/<search>/checkpoints/last.pt of a DAN search")
+    if state.get("kind") != "search":
+        raise UserError(f"{path} is not a search checkpoint: pass runs/<search>/checkpoints/last.pt")
+    check_same_task(state, {"space": cfg.model.space, "num_classes": info.num_classes,
+                            "in_channels": info.in_channels}, path)
+    return os.path.abspath(path)
 
 
 def fixed_widths(sn, given) -> list[int]:

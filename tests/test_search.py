@@ -184,6 +184,8 @@ def test_arch_json_round_trip_and_validation(tmp_path):
         "budget": lambda d: d.__setitem__("budget", {"band": 0.03}),
         "seed": lambda d: d.pop("seed"),
         "colour": lambda d: d.__setitem__("colour", "blue"),
+        "adjoint.unmaskd": lambda d: d.__setitem__("adjoint", {"stem": 0, "unmaskd": ["layer1"]}),  # passed before
+        "budget.relatve": lambda d: d["budget"].__setitem__("relatve", 0.25),
     }
     for field, breaks in cases.items():
         bad = json.loads(json.dumps(d))

@@ -44,7 +44,9 @@ def get_args_parser(prog: str = PROG):
     b.add_argument("--budget-flops", help="FLOPs (MACs) budget of the small network: 1.6G, 500M or 25%%")
     b.add_argument("--budget-params", help="parameter budget of the small network: 1.8M or 40%%")
     g.add_argument("--widths", help="fixed: a JSON file of group name -> channels, or an arch.json (its widths)")
-    g.add_argument("--supernet", help="greedy, refine, shortlist: checkpoints/last.pt of a DAN search")
+    g.add_argument("--supernet", help="greedy, refine, shortlist: checkpoints/last.pt of the DAN search they pick "
+                                      "from; uniform, random, fixed: the one their retrain starts from, as a DAN "
+                                      "search's retrain does (without it they retrain from scratch)")
     g.add_argument("--recal-batches", type=positive_int,
                    help="greedy, refine: training batches that re-estimate BatchNorm statistics per trial "
                         "(default 4; refine: search.refine_recal_batches' default)")
