@@ -169,3 +169,15 @@ def test_greedy_from_a_search_checkpoint(tmp_path):
     assert arch.config["data"] == searched.config["data"]  # same recipe when retrained
     assert not os.path.exists(os.path.join(s, "arch.json.tmp"))
     assert_user_error(run_tool("baseline.py", "greedy", "--out", str(tmp_path / "x")), "supernet")
+    # uniform --supernet: its retrain starts from that supernet, as DAN's does (it was accepted and ignored)
+    from dan.pick_widths import baseline_arch
+    from dan.retrain import retrain_base, retrain_config
+
+    ckpt = os.path.join(s, "checkpoints", "last.pt")
+    u = baseline_arch(cfg, "uniform", supernet=ckpt)
+    assert u.search["supernet"] == os.path.abspath(ckpt)
+    u.save(str(tmp_path / "u.json"))
+    assert retrain_config(str(tmp_path / "u.json"), "adjoint", retrain_base(u)).train.init_from == os.path.abspath(ckpt)
+    other = tiny_config(s, **{"data.num_classes": 7, "search.budget_flops": "30%"})
+    with pytest.raises(dan.UserError, match="checkpoint of num_classes 4, this network has 7"):
+        baseline_arch(other, "uniform", supernet=ckpt)
