@@ -535,6 +535,13 @@ def check_search_config(s: SearchConfig) -> None:
     num_range("search.settle_snap", s.settle_snap, 0.0, 1.0)
     num_range("search.settle_vernier", s.settle_vernier, 0.0, 1.0)
     num_range("search.warmup_epochs", s.warmup_epochs, 0.0, math.inf)
+    if s.warmup_epochs != math.floor(s.warmup_epochs):  # 0.01, 0.5 and 1 searched alike (rounded up)
+        raise UserError(f"search.warmup_epochs counts whole epochs of weight-only training (architecture steps start "
+                        f"at an epoch's start), got {s.warmup_epochs:g}: give 0, 1, 2, ...")
+    if s.arch_samples == 1:  # one candidate per group: the labels' CE and the KL give the logits no gradient
+        raise UserError("search.arch_samples 1 mixes one candidate per group, which gives the architecture "
+                        "logits no gradient from the data (the cost penalty alone would steer them): give 2 or "
+                        "more, or 0 (all)")
     int_range("search.refine_rounds", s.refine_rounds, 0, 10_000)
     int_range("search.refine_batches", s.refine_batches, 1, 10_000)
     int_range("search.refine_recal_batches", s.refine_recal_batches, 0, 10_000)

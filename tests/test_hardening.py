@@ -40,6 +40,8 @@ def _snapshot(folder) -> dict:
     ("adjoint.alpha", ".inf", "adjoint.alpha"),
     ("data.holdout", "1.5", "data.holdout"),
     ("train.lr", "[1, {", "not valid YAML"),
+    ("search.warmup_epochs", "0.5", "counts whole epochs"),  # 0.01, 0.5 and 1 searched alike
+    ("search.arch_samples", "1", "no gradient from the data"),  # the cost penalty alone steered the logits
 ])
 def test_bad_config_values_are_one_line_and_write_nothing(tmp_path, key, value, fragment):
     out = tmp_path / "run"

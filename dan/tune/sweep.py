@@ -93,6 +93,9 @@ def check_warmup(base: Config, spec: TuneSpec) -> None:
     tuning file may sample) shorter than ``search_epochs`` (:meth:`Config.resolve` refuses a search
     whose warm-up takes all its epochs; found by a trial, it would stop the study part-way)."""
     r = spec.params.get("search.warmup_epochs")
+    if isinstance(r, dict) and r.get("type") == "float":
+        raise UserError("the tuning file samples search.warmup_epochs as a float: it counts whole epochs; "
+                        "give it type: int")
     if isinstance(r, dict):
         values = r.get("choices") or [r.get("high")]
         warm = max(float(v) for v in values)
