@@ -10,6 +10,8 @@ import sys
 import pytest
 import torch
 
+import dan
+
 from tests.helpers import ROOT, assert_user_error, run_dan, run_tool
 
 BASE = ["--epochs", "1", "--limit-batches", "2", "--batch-size", "16", "--set", "model.args.width=8",
@@ -261,3 +263,17 @@ def test_a_model_flag_leaves_out_the_builder_arguments_of_the_config_s_model(cap
     assert resolve_config(args).model.args == {"width_mult": 0.5}
     args.space, args.set = "resnet18_small", []  # the same model keeps them
     assert resolve_config(args).model.args == {"width": 16}
+
+
+def test_a_temperature_decay_that_would_change_nothing_is_refused():
+    # the default anneals per step: --tau-decay (and the shipped tuning file's tau_decay) did nothing
+    assert_user_error(run_tool("search.py", "--dataset", "synthetic", "--budget-flops", "25%", "--tau-decay", "0.5"),
+                      "--tau-decay", "search.tau_anneal=epoch")
+    from dan.config import Config
+    from dan.tune import spec_from_dict
+    from dan.tune.sweep import check_sampled_settings
+
+    spec = spec_from_dict({"search_epochs": 2, "retrain_epochs": 1,
+                           "params": {"search.tau_decay": {"type": "float", "low": 0.3, "high": 0.9}}})
+    with pytest.raises(dan.UserError, match="samples search.tau_decay, which acts only with search.tau_anneal"):
+        check_sampled_settings(Config().resolve("tune"), spec)

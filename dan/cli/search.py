@@ -19,6 +19,7 @@ import os
 
 from dan.cli.common import (common_parser, number, positive_int, resolve_config, retrain_hint, run_monitored,
                             tensorboard_hint)
+from dan.errors import UserError
 
 PROG = "search.py"  # the tool's name in usage and error lines (tools/search.py)
 
@@ -39,7 +40,9 @@ def get_args_parser(prog: str = PROG):
     g.add_argument("--warmup-epochs", type=number(0.0), help="weight-only epochs before architecture steps")
     g.add_argument("--arch-lr", type=number(0.0), help="Adam learning rate of the architecture logits")
     g.add_argument("--tau0", type=number(0.0), help="initial Gumbel-softmax temperature")
-    g.add_argument("--tau-decay", type=number(0.0, 1.0), help="temperature decay per epoch")
+    g.add_argument("--tau-decay", type=number(0.0, 1.0),
+                   help="temperature decay per epoch, with --set search.tau_anneal=epoch (the default anneals "
+                        "per step from --tau0 to search.tau_min)")
     g.add_argument("--arch-samples", type=int, help="candidates mixed per group in an architecture step (0: all)")
     g.add_argument("--lr", type=number(0.0), help="peak learning rate of the weights")
     g.add_argument("--lam-scale", type=number(0.0), help="scale c of lambda(t)")
@@ -65,6 +68,9 @@ def main(argv, prog: str = PROG) -> int:
     if bare:
         args.config = os.path.join(ROOT, PAPER_CONFIG)
     cfg = resolve_config(args, EXTRA)
+    if args.tau_decay is not None and cfg.search.tau_anneal != "epoch":  # it changed nothing, silently
+        raise UserError("--tau-decay decays the temperature per epoch, with --set search.tau_anneal=epoch; the "
+                        "default anneals per step from --tau0 to search.tau_min: set that instead")
     from dan.cost import format_count
     from dan.search import check_paper_setting, search
 

@@ -47,7 +47,7 @@ def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url
     if not spec.multi and base.search.budget_flops is None and base.search.budget_params is None:
         raise UserError("give a budget (--budget-flops or --budget-params) or tune it in a "
                         "multi-objective study")
-    check_warmup(base, spec)
+    check_sampled_settings(base, spec)
     run_dir = base.run_dir
     check_study_dir(run_dir)
     # the trials' own lines go through ``log``; Optuna would repeat each failure with a traceback,
@@ -88,10 +88,15 @@ def storage_failure(e: BaseException) -> str | None:
     return None
 
 
-def check_warmup(base: Config, spec: TuneSpec) -> None:
-    """Every trial's search must search: its weight-only warm-up (the config's, or the largest the
-    tuning file may sample) shorter than ``search_epochs`` (:meth:`Config.resolve` refuses a search
-    whose warm-up takes all its epochs; found by a trial, it would stop the study part-way)."""
+def check_sampled_settings(base: Config, spec: TuneSpec) -> None:
+    """Refuse, before any trial, a tuning file whose sampled settings cannot do what they say:
+    ``search.tau_decay`` under the default per-step anneal (it acts only per epoch: the shipped
+    file tuned it, to no effect); a float ``search.warmup_epochs``; a warm-up (the config's, or the
+    largest the file may sample) as long as ``search_epochs`` (:meth:`Config.resolve` refuses such a
+    search; found by a trial, it would stop the study part-way)."""
+    if "search.tau_decay" in spec.params and base.search.tau_anneal != "epoch":  # a tuned dimension with no effect
+        raise UserError("the tuning file samples search.tau_decay, which acts only with search.tau_anneal: epoch; "
+                        "the default anneals per step from tau0 to search.tau_min: sample that instead")
     r = spec.params.get("search.warmup_epochs")
     if isinstance(r, dict) and r.get("type") == "float":
         raise UserError("the tuning file samples search.warmup_epochs as a float: it counts whole epochs; "
