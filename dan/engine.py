@@ -304,6 +304,7 @@ class Trainer:
                                memory_format=cfg.train.deploy_memory_format or "channels_last")
         summary.files = {k: os.path.join(self.run_dir, stem + suffix) for k, suffix in
                          [("torchscript", ".pt"), ("export", ".pt2"), ("state_dict", "_state.pt"), ("meta", ".json")]}
+        summary.extra["deploy_memory_format"] = meta["memory_format"]  # the layout its files and timing use
         if "onnx" in meta:
             summary.files["onnx"] = os.path.join(self.run_dir, meta["onnx"]["file"])
             summary.extra["onnx"] = meta["onnx"]
@@ -451,7 +452,9 @@ def format_summary(summary: Summary | dict) -> str:
     head = f"{'network':10s} {'top-1':>7s} {'FLOPs':>9s} {'params':>9s} {'nonzero':>9s}" + \
         "".join(f" {'ms@b' + b:>9s}" for b in batches)
     lines = [f"{d['method']} — input {'x'.join(map(str, d['input_shape']))}; FLOPs = multiply-accumulates; "
-             f"latency = median ms per forward, eval, BN folded, channels-last"
+             f"latency = median ms per forward, eval, BN folded, "
+             + ("channels-last" if d.get("deploy_memory_format", "channels_last") == "channels_last" else
+                f"the deployed network {d['deploy_memory_format']} (as its files), the others channels-last")
              + ("; 'ort' = ONNX Runtime on the .onnx file" if any(r.get("latency_ms_onnxruntime") for r in nets.values())
                 else ""),
              head, "-" * len(head)]

@@ -277,3 +277,10 @@ def test_a_temperature_decay_that_would_change_nothing_is_refused():
                            "params": {"search.tau_decay": {"type": "float", "low": 0.3, "high": 0.9}}})
     with pytest.raises(dan.UserError, match="samples search.tau_decay, which acts only with search.tau_anneal"):
         check_sampled_settings(Config().resolve("tune"), spec)
+
+
+def test_tools_that_do_not_name_their_folder_by_name_refuse_it():
+    # retrain.py wrote into <search>/retrain-adjoint whatever --name said
+    for tool, rest in (("tune.py", ["--study", "s", "--trials", "1", "--budget-flops", "25%"]),
+                       ("baseline.py", ["uniform", "--budget-flops", "25%", "--out", "x"])):
+        assert_user_error(run_tool(tool, "--dataset", "synthetic", "--name", "foo", *rest), "--name does not choose")

@@ -329,6 +329,10 @@ def test_the_table_says_when_other_processes_took_the_cpus_its_latencies_were_ti
                                                         "other_processes_cores": 1.7}})
     assert "unreliable" not in quiet and loaded.startswith(quiet + "\n")
     assert "other processes used 1.7 of the" in loaded.splitlines()[-1]
+    # the header names the layout the deployed network was timed in (it said channels-last always)
+    assert "BN folded, channels-last" in quiet and summary["deploy_memory_format"] == "channels_last"
+    nchw = format_summary({**summary, "deploy_memory_format": "contiguous"})
+    assert "the deployed network contiguous (as its files), the others channels-last" in nchw
 
 
 def test_ctrl_c_says_whether_an_epoch_finished(tmp_path):

@@ -35,7 +35,8 @@ PROG = "baseline.py"  # the tool's name in usage and error lines (tools/baseline
 
 
 def get_args_parser(prog: str = PROG):
-    p = common_parser(prog, __doc__)
+    p = common_parser(prog, __doc__, out_help="the folder that receives arch.json and config.yaml (required)",
+                      name_help=None)
     from dan.pick_widths import METHODS
 
     p.add_argument("method", choices=METHODS)

@@ -96,8 +96,11 @@ def dataset_name(text: str) -> str:
                                      f"your package.module:function")
 
 
-def common_parser(prog: str, description: str) -> Parser:
-    """A parser with the flags every tool takes (the README's "Command line" section)."""
+def common_parser(prog: str, description: str, out_help: str = "run folder (default runs/<config name>)",
+                  name_help: str | None = "run name (default: the config file's name)") -> Parser:
+    """A parser with the flags every tool takes (the README's "Command line" section); a tool whose
+    run folder is found otherwise says so in ``out_help``, and one without a run name passes
+    ``name_help=None`` (its ``--name`` is then refused: retrain.py ignored it)."""
     from dan.data.info import list_datasets
 
     p = Parser(prog=prog, description=description, epilog=FLOPS_NOTE,
@@ -117,8 +120,9 @@ def common_parser(prog: str, description: str) -> Parser:
     g.add_argument("--num-classes", type=positive_int,
                    help="number of classes: synthetic data, or your own dataset without classes, targets or a ClassLabel")
     g.add_argument("--workers", type=nonnegative_int, help="data-loader processes (image folders, your own dataset)")
-    g.add_argument("--out", help="run folder (default runs/<config name>)")
-    g.add_argument("--name", help="run name (default: the config file's name)")
+    g.add_argument("--out", help=out_help)
+    g.add_argument("--name", help=name_help or "not used by this tool (give --out)")
+    p.set_defaults(name_unused=name_help is None)
     g.add_argument("--seed", type=int)
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
@@ -151,6 +155,8 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
         import torch
 
         torch.set_num_threads(args.threads)
+    if getattr(args, "name_unused", False) and args.name:  # retrain.py ignored it in silence
+        raise UserError("--name does not choose this tool's folder: give --out DIR")
     cfg = Config.from_file(args.config) if args.config else (base or Config())
     # the model and dataset names the user typed (flag, their own config file, --set) may import
     # their code; a name that came with ``base`` (an arch.json's stored config) may not (dan.models: trust)

@@ -28,7 +28,8 @@ PROG = "retrain.py"  # the tool's name in usage and error lines (tools/retrain.p
 
 
 def get_args_parser(prog: str = PROG):
-    p = common_parser(prog, __doc__)
+    p = common_parser(prog, __doc__, out_help="run folder (default <the search's folder>/retrain-<method>)",
+                      name_help=None)
     p.add_argument("arch", help="arch.json written by tools/search.py")
     g = p.add_argument_group("retrain")
     g.add_argument("--method", choices=["adjoint", "standard"], default="adjoint",

@@ -30,7 +30,7 @@ INTERRUPTED = ("interrupted: the study's finished trials are in its storage (a t
 
 
 def get_args_parser(prog: str = PROG):
-    p = common_parser(prog, __doc__)
+    p = common_parser(prog, __doc__, out_help="the study's folder (default runs/tune-<study>)", name_help=None)
     g = p.add_argument_group("tuning")
     g.add_argument("--tune", default="configs/tune_fashion_mnist.yaml", help="study file (ranges, trial budget)")
     g.add_argument("--study", required=True, help="study name (the same name continues the study)")
