@@ -202,6 +202,10 @@ def test_reproduce_dry_run_lists_the_suite(tmp_path):
     p = run_tool("reproduce.py", "--suite", "imagenet", "--dry-run", "--data", str(root), "--out", str(tmp_path / "in"))
     assert p.returncode == 0 and f"--data {root}" in p.stdout, p.stderr[-2000:]
     assert not os.path.exists(tmp_path / "suite")  # a dry run starts nothing
+    # without the data its dry run lists the runs too (the search's budget counted when it runs)
+    p = run_tool("reproduce.py", "--suite", "imagenet", "--dry-run", "--out", str(tmp_path / "in2"), cwd=str(tmp_path))
+    assert p.returncode == 0 and "counted from the data when the suite runs" in p.stdout, p.stderr[-2000:]
+    assert not os.path.exists(tmp_path / "in2")
 
 
 def test_standard_rejects_an_unknown_network(tmp_path):

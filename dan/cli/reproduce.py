@@ -106,7 +106,7 @@ def main(argv, prog: str = PROG) -> int:
                                          ("--first-seed", args.first_seed)) if given]
         if only:  # each was accepted and ignored
             raise UserError(f"{only[0]} is for the search suite: add --suite search, or drop it")
-        runs, confirm = suite.plan(args.suite, out, args.seeds, extra), {}
+        runs, confirm = suite.plan(args.suite, out, args.seeds, extra, dry_run=args.dry_run), {}
     todo = [r for rs in confirm.values() for r in rs] if args.confirmation else runs
     default = {"fashion-mnist": "docs/results.md", "search": "docs/search.md"}.get(args.suite)
     results = args.results or default or os.path.join(out, "results.md")

@@ -85,8 +85,11 @@ def alpha4_flops(config_path: str, data: str | None = None) -> int:
     return count(extract_small(anet), shape).flops
 
 
-def plan(suite: str, out: str, seeds: int | None = None, extra: list | None = None) -> list[Run]:
-    """The runs of a suite, in an order that respects dependencies (teachers first)."""
+def plan(suite: str, out: str, seeds: int | None = None, extra: list | None = None,
+         dry_run: bool = False) -> list[Run]:
+    """The runs of a suite, in an order that respects dependencies (teachers first). A ``dry_run``
+    plans without the data: the DAN search's budget (the α = 4 network's FLOPs, which an image
+    folder's class count changes) is then shown as counted when the suite runs."""
     if suite not in SUITES:
         # "search" is planned by dan.suite.search (tools/reproduce.py sends it there): named here too
         raise UserError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)} or search")
@@ -95,7 +98,12 @@ def plan(suite: str, out: str, seeds: int | None = None, extra: list | None = No
     out = os.path.abspath(out)  # runs start in the repository root, teachers are found by path
     n = seeds or spec["seeds"]
     extra = list(extra or [])
-    budget = alpha4_flops(config, extra[extra.index("--data") + 1] if "--data" in extra[:-1] else None)
+    try:
+        budget = alpha4_flops(config, extra[extra.index("--data") + 1] if "--data" in extra[:-1] else None)
+    except UserError:
+        if not dry_run:
+            raise
+        budget = "<the α = 4 network's FLOPs, counted from the data when the suite runs>"  # its dry run refused
     runs: list[Run] = []
     for seed in range(n):
         base = ["--config", config, "--seed", str(seed), "--quiet", *extra]
