@@ -62,10 +62,14 @@ def resolve_budget(scfg, extremes: dict, what: str = "this search space") -> Bud
         value = parse_count(text)
     if not (isinstance(scfg.band, (int, float)) and 0 < scfg.band < 0.5):
         raise UserError(f"search.band must be in (0, 0.5), got {scfg.band}")
-    if value < lo or value > hi:
+    # feasible when its band reaches the space's range: a budget just below the narrowest network
+    # (118,303 against 118,304 FLOPs) was refused though the narrowest lands inside its band
+    if value * (1 + scfg.band) < lo or value * (1 - scfg.band) > hi:
         fmt = (lambda v: f"{v:.3g} ms") if kind == "latency" else (lambda v: f"{format_count(v)} {kind}")
+        if kind != "latency" and format_count(value) in (format_count(lo), format_count(hi)):
+            fmt = lambda v: f"{int(v):,} {kind}"  # "118.30K is infeasible: ranges from 118.30K" said nothing
         raise UserError(
-            f"budget {fmt(value)} is infeasible: the small network of {what} ranges from {fmt(lo)} "
+            f"budget {fmt(value)} is infeasible (±{100 * scfg.band:g}% band): the small network of {what} ranges from {fmt(lo)} "
             f"to {fmt(hi)} ({100 * lo / hi:.1f}% to 100% of the widest)"
             + (" as predicted on this device" if kind == "latency" else "") + "; choose a budget in that range"
             + (_share_hint(text) if relative is None and kind != "latency" and value <= 100 else ""))

@@ -187,3 +187,20 @@ def test_the_deployable_files_store_the_weights_in_the_chosen_layout(tmp_path, f
         convs = [p for p in loaded.state_dict().values() if p.ndim == 4]
         assert convs and all(p.is_contiguous(memory_format=torch.channels_last if fmt == "channels_last"
                                                  else torch.contiguous_format) for p in convs)
+
+
+def test_a_budget_whose_band_reaches_the_space_is_feasible_and_a_refusal_tells_the_numbers_apart():
+    from types import SimpleNamespace
+
+    from dan.budget import resolve_budget
+
+    def scfg(flops, band=0.03):
+        return SimpleNamespace(budget_flops=flops, budget_params=None, budget_latency=None, band=band)
+
+    # just below the narrowest network: its band holds it (was refused)
+    assert resolve_budget(scfg(118_000), {"flops": (118_304, 500_000)}).value == 118_000
+    with pytest.raises(dan.UserError, match="infeasible"):
+        resolve_budget(scfg(110_000), {"flops": (118_304, 500_000)})
+    # a refusal whose rounded numbers would read alike gives them whole
+    with pytest.raises(dan.UserError, match="budget 118,303 flops is infeasible .* ranges from 118,304 flops"):
+        resolve_budget(scfg(118_303, band=1e-6), {"flops": (118_304, 500_000)})

@@ -86,6 +86,11 @@ def main(argv, prog: str = PROG) -> int:
           f"{format_count(arch.small['params'])} params; big network {format_count(arch.big['flops'])} FLOPs, "
           f"{format_count(arch.big['params'])} params")
     moved = f" (repair moved {len(arch.repaired)} group(s))" if arch.repaired else ""
+    step = next((k for k in ("shortlist", "refine") if (arch.search or {}).get(k)), None)
+    if step and arch.probabilities and arch.candidates:  # the last step moves groups too: say how many
+        away = sum(1 for g, p in arch.probabilities.items()
+                   if arch.widths.get(g) != arch.candidates[g][max(range(len(p)), key=p.__getitem__)])
+        moved = f" ({away} group(s) away from the argmax: repair moved {len(arch.repaired)}, the {step} step the rest)"
     if "latency" in b:
         lat = arch.latency
         # "measured" is on the latency table's scale (the machine's speed when the table was made);
