@@ -170,9 +170,9 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
     space = getattr(args, "space", None)
     if space and space != cfg.model.space and cfg.model.args:
         # the file's builder arguments are its model's: the demo config's width=16 reached
-        # torchvision's MobileNetV2 ("unexpected keyword argument 'width'")
-        print(f"note: model.args {cfg.model.args} of the config are for {cfg.model.space}, not {space}: left out "
-              f"(--set model.args.NAME=VALUE gives {space}'s)", file=sys.stderr)
+        # torchvision's MobileNetV2 ("unexpected keyword argument 'width'"). Left out without a
+        # note (a line before a later error's would break its one line); the run's config.yaml
+        # and the README say so
         cfg.model.args = {}
     for attr, key in {**_COMMON_KEYS, **(extra_keys or {})}.items():
         value = getattr(args, attr, None)
