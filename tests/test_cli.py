@@ -248,7 +248,7 @@ def test_count_of_an_adjoint_conversion_gives_the_big_networks_own_params(tmp_pa
                       "drop --input-size")
 
 
-def test_a_model_flag_leaves_out_the_builder_arguments_of_the_config_s_model(capsys):
+def test_a_model_flag_leaves_out_the_builder_arguments_of_the_config_s_model():
     # latency.py's default config (width=16 for resnet18_small) reached torchvision's MobileNetV2
     # as "unexpected keyword argument 'width'"
     import argparse
