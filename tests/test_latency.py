@@ -308,3 +308,19 @@ def test_a_latency_table_measured_on_a_busy_machine_or_fitted_poorly_is_named():
         "busy": True, "other_processes_cores": 1.7, "cpus": 2, "threads": 1}})
     note = table_note(busy)
     assert "other processes used 1.7 of the 2 CPUs" in note and "median error 16 %" in note and "delete it" in note
+
+
+def test_the_least_predicted_latency_is_searched_beyond_the_narrowest_network():
+    # latency is not monotone in width: a budget under the narrowest network's time was refused
+    # while the search had found a faster network
+    from types import SimpleNamespace
+
+    from dan.search import least_latency
+
+    cands = [[2, 4, 6, 8], [2, 4, 6, 8]]
+    sn = SimpleNamespace(cands=cands, extreme_choices=lambda: [[0, 0], [3, 3]],
+                         widths_of=lambda c: [cands[g][k] for g, k in enumerate(c)])
+    # the first group runs fastest at 4 channels (a kernel's sweet spot), the second grows with width
+    model = SimpleNamespace(predict=lambda w: {2: 1.0, 4: 0.6, 6: 0.9, 8: 1.2}[w[0]] + 0.1 * w[1])
+    assert model.predict([2, 2]) == pytest.approx(1.2)
+    assert least_latency(model, sn) == pytest.approx(0.8)
