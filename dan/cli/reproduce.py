@@ -118,13 +118,15 @@ def main(argv, prog: str = PROG) -> int:
 
         runs = todo
         make, restore = needed_folders(runs, ledger)
+        # by identity: `r in make` compared runs field by field, 24M comparisons for --seeds 60
+        make, restore = {id(r) for r in make}, {id(r) for r in restore}
         states = []
         for r in runs:
-            state = ("done" if r.done else "restore" if r in restore else "todo" if r in make
+            state = ("done" if r.done else "restore" if id(r) in restore else "todo" if id(r) in make
                      else "recorded")
             states.append(state)
             # a restored folder's arch.json is written from its record, not by the run's own command
-            line = " ".join(["python", *restore_command(r, runs)[1:]]) if r in restore else r.command_line()
+            line = " ".join(["python", *restore_command(r, runs)[1:]]) if id(r) in restore else r.command_line()
             print(f"[{state}] {r.key:22s} seed {r.seed}: {line}")
         # each state counted as listed ("102 more recorded" counted 6 recorded runs listed as todo,
         # made again because a run to be made needs their folder)
