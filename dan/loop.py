@@ -59,7 +59,7 @@ def check_same_config(saved: dict, current: dict, path: str) -> None:
     for key in sorted(set(flat_saved) | set(flat_now)):
         if key in RESUMABLE_CHANGES or key.startswith("tune."):
             continue
-        if key == "adjoint.arch" and _moved(flat_saved.get(key), flat_now.get(key)):
+        if key in ("adjoint.arch", "model.arch") and _moved(flat_saved.get(key), flat_now.get(key)):
             continue
         if flat_saved.get(key, defaults.get(key)) != flat_now.get(key):
             raise UserError(f"{path} was written with {key}={flat_saved.get(key, defaults.get(key))!r}, not "
@@ -141,20 +141,30 @@ def lock_run_dir(run_dir: str) -> None:
     except ImportError:  # not POSIX: no lock (the held-run checks still apply)
         return
     path = _lock_path(run_dir)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    for attempt in range(3):
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # a holder that released and removed the file between our open and lock: ours is a
+            # dead inode; open the new file and try again
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+            os.close(fd)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(_in_use(run_dir)) from None
+        except FileNotFoundError:
+            os.close(fd)
+        except OSError:  # a file system without locks: the held-run checks still apply
+            os.close(fd)
+            return
+    else:
+        raise UserError(_in_use(run_dir))
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # a holder that released and removed the file between our open and lock: ours is a dead inode
-        if os.fstat(fd).st_ino != os.stat(path).st_ino:
-            raise BlockingIOError
-    except (BlockingIOError, FileNotFoundError):
-        os.close(fd)
-        raise UserError(_in_use(run_dir)) from None
-    except OSError:  # a file system without locks: the held-run checks still apply
-        os.close(fd)
-        return
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # for the refusal's line only
+    except OSError:
+        pass
     _HELD[key] = fd
 
 
@@ -277,24 +287,45 @@ def start(cfg: Config, resume: bool, build, least=None):
     return task
 
 
+# runs in progress in this process (a search's shortlist fine-tunes run inside it)
+_DEPTH = [0]
+
+
 def start_and_fit(cfg: Config, resume: bool, build, least=None):
     """:func:`start` the task, run its ``fit()`` and return what it returns; the run folder's
-    lock (:func:`lock_run_dir`) is given up when the run ends, however it ends."""
+    lock (:func:`lock_run_dir`) is given up when the run ends, however it ends. Ctrl-C becomes
+    the line of the outermost run only (a shortlist's fine-tune spoke for the search around it)."""
+    with _own_run(cfg.run_dir):
+        try:
+            return start(cfg, resume, build, least).fit()
+        except KeyboardInterrupt as e:
+            if e.args or _DEPTH[0] > 1:
+                raise
+            raise interrupted(cfg.run_dir) from None
+
+
+@contextlib.contextmanager
+def _own_run(run_dir: str):
+    """A run of this process in ``run_dir``: refused when another run of this process holds it
+    (it was let through, and a refused second call released the first's lock); the lock is
+    released after only when this run took it."""
+    if os.path.abspath(run_dir) in _HELD and distributed.info().main:
+        raise UserError(_in_use(run_dir))
+    _DEPTH[0] += 1
     try:
-        return start(cfg, resume, build, least).fit()
-    except KeyboardInterrupt as e:
-        raise interrupted(cfg.run_dir) if not e.args else e from None
+        yield
     finally:
-        release_run_dir(cfg.run_dir)
+        _DEPTH[0] -= 1
+        release_run_dir(run_dir)
 
 
 def interrupted(run_dir: str) -> KeyboardInterrupt:
     """Ctrl-C's line for a run (:func:`dan.cli.common.run_tool` prints it): where its finished
     epochs are, or that none finished (the generic line sent users to a ``--resume`` that then
     said "nothing to resume")."""
-    if os.path.isfile(os.path.join(run_dir, "checkpoints", "last.pt")):
-        return KeyboardInterrupt(f"interrupted: finished epochs are in {os.path.join(run_dir, 'checkpoints', 'last.pt')}"
-                                 f"; continue with --resume")
+    last = os.path.join(run_dir, "checkpoints", "last.pt")
+    if os.path.isfile(last):
+        return KeyboardInterrupt(f"interrupted: finished epochs are in {last}; continue with --resume")
     return KeyboardInterrupt("interrupted before the first epoch ended: nothing to resume; run the same command "
                              "again (without --resume)")
 
@@ -331,10 +362,8 @@ def start_managed(cfg: Config, build):
 
 def managed_fit(cfg: Config, build):
     """:func:`start_managed` the task and run its ``fit()``, the folder's lock given up after."""
-    try:
+    with _own_run(cfg.run_dir):
         return start_managed(cfg, build).fit()
-    finally:
-        release_run_dir(cfg.run_dir)
 
 
 def reconcile_metrics(run_dir: str, epoch: int, row: dict | None) -> None:

@@ -207,6 +207,7 @@ def test_threads_sets_pytorchs_thread_count_for_the_run():
 @pytest.mark.parametrize("command, fragment", [("train", "checkpoints/last.pt; continue with --resume"),
                                                ("tune", "run the same command to continue"),
                                                ("reproduce", "half-done run is resumed"),
+                                               ("baseline", "nothing was written"),
                                                ("count", "nothing to continue")])
 def test_ctrl_c_says_what_each_command_keeps_and_how_to_go_on(monkeypatch, capsys, command, fragment):
     # tune said "continue with --resume" (the same command continues a study) and the tools that keep
@@ -276,6 +277,11 @@ def test_a_temperature_decay_that_would_change_nothing_is_refused():
                            "params": {"search.tau_decay": {"type": "float", "low": 0.3, "high": 0.9}}})
     with pytest.raises(dan.UserError, match="samples search.tau_decay, which acts only with search.tau_anneal"):
         check_sampled_settings(Config().resolve("tune"), spec)
+    # sampled beside the anneal it acts under, it is kept
+    spec = spec_from_dict({"search_epochs": 2, "retrain_epochs": 1,
+                           "params": {"search.tau_decay": {"type": "float", "low": 0.3, "high": 0.9},
+                                      "search.tau_anneal": {"type": "categorical", "choices": ["step", "epoch"]}}})
+    check_sampled_settings(Config().resolve("tune"), spec)
 
 
 def test_tools_that_do_not_name_their_folder_by_name_refuse_it():

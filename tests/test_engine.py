@@ -390,6 +390,7 @@ def test_runs_are_not_written_into_a_study_or_resumed_by_another_tool(tmp_path):
     new = tmp_path / "moved.json"
     new.write_text("{}")
     check_same_config({"adjoint": {"arch": str(tmp_path / "gone.json")}}, {"adjoint": {"arch": str(new)}}, "p")
+    check_same_config({"model": {"arch": str(tmp_path / "gone.json")}}, {"model": {"arch": str(new)}}, "p")  # standard
     (tmp_path / "copy.json").write_text("{}")
     check_same_config({"adjoint": {"arch": str(tmp_path / "copy.json")}}, {"adjoint": {"arch": str(new)}}, "p")
     (tmp_path / "other.json").write_text("{ }")
@@ -409,3 +410,30 @@ def test_weights_are_not_inherited_from_another_network_or_task(tmp_path):
     for key, value in (("num_classes", 10), ("in_channels", 1), ("space", "torchvision.resnet18")):
         with pytest.raises(dan.UserError, match=f"is a checkpoint of {key} .*, this network has {value!r}"):
             load_sliced(model, ckpt, {"space": "resnet18_small", "num_classes": 4, "in_channels": 3, key: value})
+
+
+def test_a_second_run_of_this_process_into_a_held_folder_is_refused_and_keeps_the_first_s_lock(tmp_path):
+    # a refused second call released the running run's lock (a review found it)
+    from dan import loop
+    from dan.tune.sweep import check_study_dir
+
+    out = str(tmp_path / "run")
+    os.makedirs(out)
+    loop.lock_run_dir(out)
+    try:
+        with pytest.raises(dan.UserError, match="is in use by another run"):
+            train(tiny_config(out), Monitor(out, tensorboard=False), resume=True)
+        assert os.path.abspath(out) in loop._HELD and os.path.isfile(os.path.join(out, ".lock"))
+    finally:
+        loop.release_run_dir(out)
+    # another process's run in its first epoch: a study is not written beside it
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from dan.loop import lock_run_dir; "
+                               f"lock_run_dir({out!r}); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(dan.UserError, match="is in use by another run"):
+            check_study_dir(out)
+    finally:
+        holder.kill()
+        holder.wait()

@@ -359,3 +359,19 @@ def test_the_search_keeps_unmasked_layers_at_full_width(tmp_path):
     layer1 = {anet.layer_groups[n][1] for n in anet.layer_groups if n.startswith("layer1.")}
     assert layer1 and all(anet.group(g).width == anet.group(g).full for g in layer1)
     assert arch.adjoint["unmasked"] == ["layer1"] and not set(arch.candidates) & layer1
+
+
+def test_ctrl_c_in_a_shortlist_fine_tune_speaks_for_the_search(tmp_path, monkeypatch):
+    # the fine-tune's own run said "before the first epoch ended: nothing to resume" for a search
+    # whose epochs had all finished (a review found it)
+    import dan.engine
+
+    out = str(tmp_path / "s")
+    cfg = _search_cfg(out, **{"train.epochs": 2, "search.shortlist": 2, "search.shortlist_steps": 1})
+
+    def interrupt(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dan.engine.Trainer, "fit", interrupt)
+    with pytest.raises(KeyboardInterrupt, match="finished epochs are in .*s/checkpoints/last.pt; continue with"):
+        search(cfg, Monitor(out, tensorboard=False))

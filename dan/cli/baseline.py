@@ -32,6 +32,9 @@ from dan.cli.common import common_parser, positive_int, resolve_config, retrain_
 from dan.errors import UserError
 
 PROG = "baseline.py"  # the tool's name in usage and error lines (tools/baseline.py)
+# what Ctrl-C leaves and how to go on (dan.cli.common.interrupted_line): arch.json is written at the end
+INTERRUPTED = ("interrupted: nothing was written; run the same command again (a shortlist reuses the "
+               "fine-tunes it finished)")
 
 
 def get_args_parser(prog: str = PROG):

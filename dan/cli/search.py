@@ -90,7 +90,7 @@ def main(argv, prog: str = PROG) -> int:
     if step and arch.probabilities and arch.candidates:  # the last step moves groups too: say how many
         away = sum(1 for g, p in arch.probabilities.items()
                    if arch.widths.get(g) != arch.candidates[g][max(range(len(p)), key=p.__getitem__)])
-        moved = f" ({away} group(s) away from the argmax: repair moved {len(arch.repaired)}, the {step} step the rest)"
+        moved = f" ({away} group(s) away from the argmax after the {step} step; repair had moved {len(arch.repaired)})"
     if "latency" in b:
         lat = arch.latency
         # "measured" is on the latency table's scale (the machine's speed when the table was made);

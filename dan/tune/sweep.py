@@ -94,7 +94,10 @@ def check_sampled_settings(base: Config, spec: TuneSpec) -> None:
     file tuned it, to no effect); a float ``search.warmup_epochs``; a warm-up (the config's, or the
     largest the file may sample) as long as ``search_epochs`` (:meth:`Config.resolve` refuses such a
     search; found by a trial, it would stop the study part-way)."""
-    if "search.tau_decay" in spec.params and base.search.tau_anneal != "epoch":  # a tuned dimension with no effect
+    anneal = spec.params.get("search.tau_anneal")
+    per_epoch = base.search.tau_anneal == "epoch" or (isinstance(anneal, dict)
+                                                      and "epoch" in (anneal.get("choices") or []))
+    if "search.tau_decay" in spec.params and not per_epoch:  # a tuned dimension with no effect
         raise UserError("the tuning file samples search.tau_decay, which acts only with search.tau_anneal: epoch; "
                         "the default anneals per step from tau0 to search.tau_min: sample that instead")
     r = spec.params.get("search.warmup_epochs")
@@ -119,9 +122,10 @@ def check_study_dir(run_dir: str) -> None:
     and ``tune.json`` into its folder (tools/fuzz.py's tune_file property found a study written into
     a finished training's folder). A study's own folder holds none of those at its top and is
     continued by the same command."""
-    from dan.loop import check_not_a_file, held_run
+    from dan.loop import check_not_a_file, check_run_lock, held_run
 
     check_not_a_file(run_dir)
+    check_run_lock(run_dir)  # a run still in its first epoch holds nothing else yet (a review found it)
     held = held_run(run_dir)
     if held:
         raise UserError(f"{run_dir} already holds another tool's run ({held}), not a study: choose another "
@@ -215,6 +219,7 @@ def run_trials(study, base: Config, spec: TuneSpec, trials: int, run_dir: str, l
         return value
 
     def enough(study, _trial):
+        _fail_stale(study)  # a dead worker's trial is not one running
         if _done(study) >= trials:
             study.stop()
 
