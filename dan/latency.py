@@ -513,9 +513,11 @@ def sample_choices(sn, n: int, seed: int) -> list[list[int]]:
 
 
 def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "torch", cache: bool = True,
-          progress: bool = True, rounds: int = 15) -> LatencyModel:
+          progress: bool = True, rounds: int = 15, remeasure_busy: bool = False) -> LatencyModel:
     """The latency model of the supernet's space on this device (from the cache when it holds one
-    for the same device, runtime, threads, batch, PyTorch and network)."""
+    for the same device, runtime, threads, batch, PyTorch and network). ``remeasure_busy``: a
+    cached table measured while other processes took the CPUs is measured again when the machine
+    is quiet now (a search does so; a busy table otherwise stays, named by :func:`table_note`)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"latency runtime '{runtime}': choose one of {', '.join(RUNTIMES)}")
     if runtime == "onnxruntime":
@@ -532,7 +534,7 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
         try:
             with open(path) as f:
                 model = LatencyModel.from_dict(json.load(f))
-            if model.version == VERSION:
+            if model.version == VERSION and not (remeasure_busy and _busy_then_quiet_now(model, threads)):
                 return model
         except (OSError, ValueError, TypeError, KeyError):
             pass  # a damaged cache entry is rebuilt
@@ -550,6 +552,17 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
         os.makedirs(cache_dir(), exist_ok=True)
         atomic_write(lambda p: write_json(model.to_dict(), p, indent=None), path)
     return model
+
+
+def _busy_then_quiet_now(model: LatencyModel, threads: int, seconds: float = 0.5) -> bool:
+    """Whether ``model`` was measured on a busy machine and this one is quiet for ``seconds``."""
+    if not (model.fit.get("timing_load") or {}).get("busy"):
+        return False
+    from dan.timing import OtherLoad
+
+    with OtherLoad(threads) as now:
+        time.sleep(seconds)
+    return now.busy is False
 
 
 # a table fitted worse than this (median relative error over its calibration networks) is named

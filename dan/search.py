@@ -329,7 +329,7 @@ def latency_model(s, sn, extremes: dict, progress: bool):
     from dan import latency
 
     model = latency.build(sn, batch=s.latency_batch, threads=s.latency_threads, runtime=s.latency_runtime,
-                          progress=progress)
+                          progress=progress, remeasure_busy=True)
     narrowest, widest = (model.predict(sn.widths_of(c)) for c in sn.extreme_choices())
     # the least predicted latency: not always the narrowest network's (latency is not monotone in
     # width; an audit's 0.65 ms budget was refused while the search had found a 0.645 ms network).

@@ -164,6 +164,24 @@ def test_tables_are_cached_per_device_threads_and_batch(monkeypatch, tmp_path):
         latency.build(sn, threads=2, progress=False)  # another thread count: another table
     with pytest.raises(AssertionError, match="measured again"):
         latency.build(sn, threads=1, batch=4, progress=False)
+    # a table measured on a busy machine is measured again by a search once the machine is quiet
+    # (an audit's busy table was cached and read a later budget on its slow scale); busy now, kept
+    from dan import timing
+
+    busy = latency.LatencyModel.from_dict({**first.to_dict(), "fit": {**first.fit, "timing_load": {
+        "busy": True, "other_processes_cores": 1.7, "cpus": 2, "threads": 1}}})
+    for name in os.listdir(latency.cache_dir()):  # the one table cached above, now a busy one
+        with open(os.path.join(latency.cache_dir(), name), "w") as f:
+            json.dump(busy.to_dict(), f)
+    for quiet_now, measured in ((False, False), (True, True)):
+        monkeypatch.setattr(timing.OtherLoad, "__exit__",
+                            lambda self, *e, q=quiet_now: setattr(self, "busy", not q))
+        if measured:
+            with pytest.raises(AssertionError, match="measured again"):
+                latency.build(sn, threads=1, progress=False, remeasure_busy=True)
+        else:
+            assert latency.build(sn, threads=1, progress=False, remeasure_busy=True).fit["timing_load"]["busy"]
+    assert latency.build(sn, threads=1, progress=False).fit["timing_load"]["busy"]  # the default keeps it
 
 
 def test_the_tool_refuses_bad_flags_in_one_line():
