@@ -289,3 +289,18 @@ def test_tools_that_do_not_name_their_folder_by_name_refuse_it():
     for tool, rest in (("tune.py", ["--study", "s", "--trials", "1", "--budget-flops", "25%"]),
                        ("baseline.py", ["uniform", "--budget-flops", "25%", "--out", "x"])):
         assert_user_error(run_tool(tool, "--dataset", "synthetic", "--name", "foo", *rest), "--name does not choose")
+
+
+def test_count_keeps_the_traceback_of_its_own_asserts(monkeypatch):
+    # a model's shape assert is the user's input size; one of DAN's own is a bug, not a user error
+    from dan.cli import count as count_cli
+
+    scope: dict = {}  # a function whose code is a file of the package, as an assert of DAN's own is
+    exec(compile("def own(*a, **k):\n    assert False, \"dan's own invariant\"\n",
+                 os.path.join(os.path.dirname(dan.__file__), "cost.py"), "exec"), scope)
+    monkeypatch.setattr(dan, "count", scope["own"])
+    with pytest.raises(AssertionError, match="dan's own invariant"):
+        count_cli.count_at(torch.nn.Linear(2, 2), (1, 2), "net")
+    monkeypatch.setattr(dan, "count", lambda *a, **k: exec("assert False, 'Wrong image height!'"))  # a model's
+    with pytest.raises(dan.UserError, match="does not run on input 1x2"):
+        count_cli.count_at(torch.nn.Linear(2, 2), (1, 2), "net")

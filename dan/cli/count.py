@@ -225,11 +225,22 @@ def count_at(net, shape: tuple, target: str):
     try:
         return dan.count(net, shape)
     except (RuntimeError, ValueError, AssertionError) as e:  # a model's own shape asserts (a ViT's)
-        if out_of_memory(e):
-            raise
+        if out_of_memory(e) or (isinstance(e, AssertionError) and _raised_in_dan(e)):
+            raise  # the machine's memory, or DAN's own assert: a bug keeps its traceback
         lines = [l.strip() for l in str(e).splitlines() if l.strip() and "Traceback" not in l]
         raise UserError(f"{target} does not run on input {'x'.join(map(str, shape))} "
                         f"({(lines or [type(e).__name__])[-1][:160]}): pass its --input-size and --in-channels") from e
+
+
+def _raised_in_dan(e: BaseException) -> bool:
+    """Whether ``e`` was raised by this package's own code (its innermost frame under dan/)."""
+    import traceback
+
+    import dan
+
+    frames = traceback.extract_tb(e.__traceback__)
+    home = os.path.dirname(os.path.abspath(dan.__file__))
+    return bool(frames) and os.path.abspath(frames[-1].filename).startswith(home)
 
 
 def training_memory(trains: dict, shape: tuple, batch: int) -> dict:
