@@ -114,14 +114,15 @@ def write_through_python(save: Callable, path: str) -> None:
     """``save(file)`` into ``path`` through a Python file object, so that a full disk is the
     ``OSError`` (ENOSPC) the tools report in one line: given a path, ``torch.save`` raised
     "RuntimeError: unexpected pos" (an audit's full disk, exit 1 with a traceback). Its writes go
-    through here and the first OSError is raised in place of what PyTorch made of it."""
+    through here and the first OSError is raised in place of what PyTorch made of it; so is a
+    KeyboardInterrupt that struck during a write (PyTorch would make it a RuntimeError too)."""
     failed: list = []
     with open(path, "wb") as f:
         class Writer:
             def write(self, b):
                 try:
                     return f.write(b)
-                except OSError as e:
+                except BaseException as e:  # a full disk, and Ctrl-C (or an alarm) while writing
                     failed.append(e)
                     raise
 

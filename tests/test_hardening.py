@@ -439,3 +439,35 @@ def test_a_checkpoint_of_a_newer_format_is_named(tmp_path):
     torch.save({"version": 99, "model": {}}, tmp_path / "last.pt")  # read as this version's before
     with pytest.raises(dan.UserError, match="format version 99, newer than this DAN reads \\(1\\): update DAN"):
         load_checkpoint(str(tmp_path / "last.pt"))
+
+
+def test_ctrl_c_while_a_checkpoint_is_written_stays_an_interrupt(tmp_path, monkeypatch):
+    # written through Python's file writes, a Ctrl-C inside one became PyTorch's "RuntimeError:
+    # unexpected pos" (the fuzz harness's time limit found it)
+    import builtins
+
+    import torch
+
+    import dan.checkpoint
+
+    class Interrupting:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, b):
+            raise KeyboardInterrupt
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *e):
+            self.f.close()
+
+    monkeypatch.setattr(dan.checkpoint, "open", lambda p, m="r", *a, **k: Interrupting(builtins.open(p, m, *a, **k)),
+                        raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        dan.checkpoint.save_checkpoint({"model": {"w": torch.zeros(1000)}}, str(tmp_path / "last.pt"))
+    assert os.listdir(tmp_path) == []  # no temporary left, no checkpoint half-written
