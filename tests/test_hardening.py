@@ -450,12 +450,15 @@ def test_ctrl_c_while_a_checkpoint_is_written_stays_an_interrupt(tmp_path, monke
 
     import dan.checkpoint
 
-    class Interrupting:
+    class Interrupting:  # Ctrl-C in one write, the later writes going on (the writer's cleanup)
         def __init__(self, f):
-            self.f = f
+            self.f, self.calls = f, 0
 
         def write(self, b):
-            raise KeyboardInterrupt
+            self.calls += 1
+            if self.calls == 3:
+                raise KeyboardInterrupt
+            return self.f.write(b)
 
         def __getattr__(self, name):
             return getattr(self.f, name)
