@@ -326,6 +326,10 @@ def interrupted(run_dir: str) -> KeyboardInterrupt:
     last = os.path.join(run_dir, "checkpoints", "last.pt")
     if os.path.isfile(last):
         return KeyboardInterrupt(f"interrupted: finished epochs are in {last}; continue with --resume")
+    teacher = os.path.join(run_dir, "teacher", "checkpoints", "last.pt")  # a kd run's own teacher
+    if os.path.isfile(teacher):
+        return KeyboardInterrupt(f"interrupted while the teacher trained: its finished epochs are in {teacher}; "
+                                 f"run the same command again (without --resume) to continue it")
     return KeyboardInterrupt("interrupted before the first epoch ended: nothing to resume; run the same command "
                              "again (without --resume)")
 

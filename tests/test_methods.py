@@ -287,3 +287,40 @@ def test_a_wrong_teacher_or_methods_section_is_refused_before_any_file(tmp_path)
         with pytest.raises(dan.UserError, match=match):
             train(cfg)
         assert not (tmp_path / "r").exists()
+
+
+def test_method_options_that_would_change_nothing_are_refused_or_applied(tmp_path):
+    import torch.nn.functional as F
+
+    from dan.methods.expandnet import expand
+    from dan.methods.kd import kd_loss
+    from dan.errors import UserError
+
+    # methods.adjoint.alpha=8 was kept and never read (the run trained alpha 4)
+    cfg = tiny_config(str(tmp_path / "a"))
+    cfg.methods = {"adjoint": {"alpha": 8}}
+    with pytest.raises(UserError, match="methods.adjoint takes no options .*--alpha"):
+        train(cfg, Monitor(str(tmp_path / "a"), tensorboard=False))
+    # kd's CE takes train.label_smoothing as every other method's does
+    s, t, y = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    _, ce, _ = kd_loss(s, t, y, 4.0, 0.9, label_smoothing=0.3)
+    assert torch.isclose(ce, F.cross_entropy(s, y, label_smoothing=0.3))
+    # expandnet's ck mode on a network of 3x3 convs expanded nothing, silently
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    net(torch.zeros(1, 3, 8, 8))
+    with pytest.raises(UserError, match="expands convs with kernels above 3x3, and this network has none"):
+        expand(net, 4, "ck")
+
+
+def test_count_reads_a_kd_run_whose_teacher_lives_elsewhere(tmp_path):
+    from tests.helpers import run_tool
+
+    teacher = str(tmp_path / "t")
+    train(tiny_config(teacher, **{"train.method": "standard", "train.epochs": 1, "train.latency_batches": []}),
+          Monitor(teacher, tensorboard=False))
+    kd = str(tmp_path / "kd")
+    cfg = tiny_config(kd, **{"train.method": "kd", "train.epochs": 1, "train.latency_batches": []})
+    cfg.methods = {"kd": {"teacher": teacher}}
+    train(cfg, Monitor(kd, tensorboard=False))
+    p = run_tool("count.py", kd)  # was "dan.count counts a torch.nn.Module, got a NoneType"
+    assert p.returncode == 0 and "== small:" in p.stdout, p.stderr

@@ -173,7 +173,9 @@ def _from_checkpoint(path: str):
     method.model.load_state_dict(state["model"])
     method.load_extra_state(state.get("method", {}))
     method.model.eval()
-    return method.networks(), method.input_shape, {cfg.train.method: method.model}
+    # a kd or ksanc run's teacher lives in its own run, not in this checkpoint (it was a NoneType error)
+    nets = {name: net for name, net in method.networks().items() if net is not None}
+    return nets, method.input_shape, {cfg.train.method: method.model}
 
 
 def _kv(items, space: str) -> dict:

@@ -28,8 +28,12 @@ def get_args_parser(prog: str = PROG):
     p = common_parser(prog, __doc__)
     g = p.add_argument_group("training")
     g.add_argument("--method", choices=list_methods(), help="training method (default: the config's)")
-    g.add_argument("--alpha", type=number(1.0), help="adjoint: small network keeps 1/alpha of each width")
-    g.add_argument("--beta", type=number(0.0, 1.0, hi_open=True), help="adjoint: fraction of r_beta zeros")
+    g.add_argument("--alpha", type=number(1.0),
+                   help="the small network keeps 1/alpha of each width (adjoint, and the student of kd, ksanc, "
+                        "expandnet, standard network=small)")
+    g.add_argument("--beta", type=number(0.0, 1.0, hi_open=True),
+                   help="adjoint: fraction of the small network's weights r_beta zeros (the other methods' "
+                        "students are dense)")
     g.add_argument("--schedule", choices=SCHEDULES, help="adjoint: lambda(t) schedule")
     g.add_argument("--lam-scale", type=number(0.0), help="adjoint: scale c of lambda(t)")
     g.add_argument("--lr", type=number(0.0), help="peak learning rate")

@@ -127,3 +127,6 @@ def check_sections(methods) -> None:
         if section is not None and not isinstance(section, dict):
             raise UserError(f"config key 'methods.{name}' must be a mapping of its options (e.g. "
                             f"methods.{name}.<option>=...), got {section!r:.60}")
+        if name == "adjoint" and section:  # its options were kept and never read (alpha=8 trained 4)
+            raise UserError(f"methods.adjoint takes no options (got {', '.join(map(str, section))}): the adjoint "
+                            f"settings are adjoint.* (--alpha, --beta, --set adjoint.c=...)")

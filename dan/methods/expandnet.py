@@ -125,6 +125,7 @@ def expand(net: nn.Module, ratio: int = 4, mode: str = "cl+fc") -> nn.Module:
     net = copy.deepcopy(traced(net))
     convs = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
     first = convs[0][0] if convs else None
+    expanded = 0
     for name, m in convs:
         if m.groups != 1 or m.dilation != (1, 1) or m.kernel_size[0] != m.kernel_size[1] or m.kernel_size[0] < 3:
             continue
@@ -137,6 +138,10 @@ def expand(net: nn.Module, ratio: int = 4, mode: str = "cl+fc") -> nn.Module:
         else:
             continue
         _replace(net, name, new.to(m.weight.device))
+        expanded += 1
+    if "ck" in kinds and not expanded:  # it trained the plain small network, and called it ExpandNet
+        raise UserError(f"methods.expandnet.mode {mode} expands convs with kernels above 3x3, and this network has "
+                        f"none: use cl or cl+fc")
     if "fc" in kinds:
         for name, m in [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]:
             _replace(net, name, expand_linear(m, ratio).to(m.weight.device))

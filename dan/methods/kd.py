@@ -32,8 +32,10 @@ class KDConfig:
     alpha: float = 0.9
 
 
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, T: float, a: float):
-    ce = F.cross_entropy(student, target)
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, T: float, a: float,
+            label_smoothing: float = 0.0):
+    # train.label_smoothing as every other method's CE takes it (it was left out here and in ksanc)
+    ce = F.cross_entropy(student, target, label_smoothing=label_smoothing)
     kl = F.kl_div(F.log_softmax(student / T, 1), F.log_softmax(teacher / T, 1), reduction="batchmean",
                   log_target=True)
     return (1 - a) * ce + a * T * T * kl, ce.detach(), kl.detach()
@@ -66,7 +68,7 @@ class KD(Method):
         with torch.no_grad():
             t = self.teacher(x)
         s = self.fwd(x)
-        loss, ce, kl = kd_loss(s, t, y, self.kcfg.temperature, self.kcfg.alpha)
+        loss, ce, kl = kd_loss(s, t, y, self.kcfg.temperature, self.kcfg.alpha, self.cfg.train.label_smoothing)
         return loss, {"loss": loss.detach(), "ce": ce, "kl": kl, "top1_small": top1_accuracy(s, y)}
 
     @torch.no_grad()

@@ -199,7 +199,7 @@ class KSANC(Method):
         l_is = sum((a - b).pow(2).sum(1).mean() for a, b in zip(ds, dt))
         loss = k.lambda_b * l_b + k.lambda_adv * l_adv + k.lambda_is * l_is
         if k.ce:
-            loss = loss + k.ce * F.cross_entropy(ls, y)
+            loss = loss + k.ce * F.cross_entropy(ls, y, label_smoothing=self.cfg.train.label_smoothing)
         return loss, {"loss": loss.detach(), "logit_l2": l_b.detach(), "adv": l_adv.detach(),
                       "intermediate": l_is.detach(), "disc": d_loss.detach(), "top1_small": top1_accuracy(ls, y)}
 
