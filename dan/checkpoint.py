@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 import random
 from typing import Callable
 
@@ -161,10 +162,14 @@ def load_checkpoint(path: str, map_location="cpu", fix: str = RESUME_FIX) -> dic
     if not os.path.isfile(path):
         raise UserError(f"checkpoint {path} does not exist: start without --resume or pass the right --out")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a TorchScript file's "dispatching to torch.jit.load" line
+            warnings.simplefilter("ignore", UserWarning)  # came before the one error line below
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated / foreign files
         if out_of_memory(e):  # a good checkpoint too large for the memory left: never "delete it"
             raise
+        if _is_torchscript_zip(path):
+            raise UserError(f"{path} is a deployed TorchScript network, not a run's checkpoint: {fix}") from e
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise UserError(f"checkpoint {path} is corrupt or not a DAN checkpoint ({first}): {fix}") from e
     if not isinstance(state, dict) or "model" not in state:
@@ -175,6 +180,16 @@ def load_checkpoint(path: str, map_location="cpu", fix: str = RESUME_FIX) -> dic
         raise UserError(f"checkpoint {path} has format version {version!r}, newer than this DAN reads "
                         f"({READ_VERSION}): update DAN (pip install -U dan) to read it")
     return state
+
+
+def _is_torchscript_zip(path: str) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def load_named(path: str, what: str, fix: str, map_location="cpu") -> tuple[str, dict]:

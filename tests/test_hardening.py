@@ -474,3 +474,19 @@ def test_ctrl_c_while_a_checkpoint_is_written_stays_an_interrupt(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         dan.checkpoint.save_checkpoint({"model": {"w": torch.zeros(1000)}}, str(tmp_path / "last.pt"))
     assert os.listdir(tmp_path) == []  # no temporary left, no checkpoint half-written
+
+
+def test_a_torchscript_file_named_as_a_checkpoint_is_one_line(tmp_path):
+    # a kd teacher given as model.pt: PyTorch's "dispatching to torch.jit.load" warning came first
+    import warnings
+
+    import torch
+
+    from dan.checkpoint import load_checkpoint
+
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(tmp_path / "model.pt"))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(dan.UserError, match="is a deployed TorchScript network, not a run's checkpoint"):
+            load_checkpoint(str(tmp_path / "model.pt"), fix="pass the teacher's run folder")
+    assert not [w for w in seen if "torch.jit.load" in str(w.message)]
