@@ -669,6 +669,10 @@ def _coerce(hint, value, where: str):
         return value
     if hint in (list, tuple) and isinstance(value, (list, tuple)):
         return hint(value)
+    if hint in (int, float) and isinstance(value, str) and value.strip().lower().lstrip("+-") in ("inf", "nan",
+                                                                                                   "infinity"):
+        # "must be float, got 'inf'" read as if inf were not a float: YAML spells it .inf
+        raise UserError(f"config key '{where}' must be a finite number, got {value!r}")
     raise UserError(f"config key '{where}' must be {getattr(hint, '__name__', hint)}, got {value!r}")
 
 

@@ -490,3 +490,13 @@ def test_a_torchscript_file_named_as_a_checkpoint_is_one_line(tmp_path):
         with pytest.raises(dan.UserError, match="is a deployed TorchScript network, not a run's checkpoint"):
             load_checkpoint(str(tmp_path / "model.pt"), fix="pass the teacher's run folder")
     assert not [w for w in seen if "torch.jit.load" in str(w.message)]
+
+
+def test_an_infinite_number_read_as_text_is_named_as_such():
+    # "--set methods.kd.temperature=inf" was refused with "must be float, got 'inf'"
+    from dan.config import _coerce
+
+    with pytest.raises(dan.UserError, match="'methods.kd.temperature' must be a finite number, got 'inf'"):
+        _coerce(float, "inf", "methods.kd.temperature")
+    with pytest.raises(dan.UserError, match="must be float, got 'abc'"):
+        _coerce(float, "abc", "x")
