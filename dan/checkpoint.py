@@ -168,7 +168,7 @@ def load_checkpoint(path: str, map_location="cpu", fix: str = RESUME_FIX) -> dic
     except Exception as e:  # torch raises many types for truncated / foreign files
         if out_of_memory(e):  # a good checkpoint too large for the memory left: never "delete it"
             raise
-        if _is_torchscript_zip(path):
+        if is_torchscript(path):
             raise UserError(f"{path} is a deployed TorchScript network, not a run's checkpoint: {fix}") from e
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise UserError(f"checkpoint {path} is corrupt or not a DAN checkpoint ({first}): {fix}") from e
@@ -182,7 +182,8 @@ def load_checkpoint(path: str, map_location="cpu", fix: str = RESUME_FIX) -> dic
     return state
 
 
-def _is_torchscript_zip(path: str) -> bool:
+def is_torchscript(path: str) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip holding compiled code), read as a zip only."""
     import zipfile
 
     try:

@@ -246,6 +246,14 @@ def _owner(owners: list, weight) -> str | None:
     return None
 
 
+def meta_state(model: nn.Module) -> dict:
+    """Every parameter and buffer of ``model`` (tied ones under each name) as an empty tensor of
+    its shape on PyTorch's meta device, for ``torch.func.functional_call``: a forward that computes
+    every shape and allocates nothing (this counting, and :mod:`dan.memory`'s estimate)."""
+    named = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
+    return {n: torch.empty_like(t, device="meta").requires_grad_(t.requires_grad) for n, t in named}
+
+
 def _input_dtype(model: nn.Module) -> torch.dtype:
     """The floating type of the model's first floating parameter or buffer (float32 without one):
     a float64 or bfloat16 model refused a float32 input."""
@@ -264,11 +272,10 @@ def _trace(model: nn.Module, input_shape: tuple, device, rec: _Recorder, dtype=t
     kernel, control flow on the input's values). Both record the same operations: checked equal on
     every model of the conversion's zoo (tests/test_cost.py)."""
     if not isinstance(model, torch.jit.ScriptModule):
-        named = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
-        meta = {n: torch.empty_like(t, device="meta") for n, t in named}
         try:
             with rec:
-                torch.func.functional_call(model, meta, (torch.empty(input_shape, device="meta", dtype=dtype),))
+                torch.func.functional_call(model, meta_state(model),
+                                           (torch.empty(input_shape, device="meta", dtype=dtype),))
             return
         except Exception:  # noqa: BLE001 - whatever stops a meta run: count it for real
             rec.records.clear()

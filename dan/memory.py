@@ -129,10 +129,10 @@ def _totals(saved: dict, batch: int) -> tuple[int, float]:
 
 
 def _on_meta(model: nn.Module, batch_shape: tuple, saved: dict) -> tuple[int, float]:
-    named = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
-    meta = {n: torch.empty_like(t, device="meta").requires_grad_(t.requires_grad) for n, t in named}
+    from dan.cost import meta_state
+
     with kept_for_backward(saved):
-        torch.func.functional_call(model, meta, (torch.empty(batch_shape, device="meta"),))
+        torch.func.functional_call(model, meta_state(model), (torch.empty(batch_shape, device="meta"),))
     return _totals(saved, batch_shape[0])
 
 

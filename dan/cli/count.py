@@ -49,7 +49,9 @@ def load_networks(args) -> tuple[dict, tuple, dict]:
         raise UserError(f"{target} does not exist: pass a run folder, its arch.json or checkpoint, small.pt or "
                         f"small.pt2, or a model name")
     if os.path.isfile(target):
-        deployed = target.endswith((".pt2",)) or _is_torchscript(target)
+        from dan.checkpoint import is_torchscript
+
+        deployed = target.endswith((".pt2",)) or is_torchscript(target)
         refuse_unused(args, target, deployed)
         if deployed:
             from dan.deploy import load_deployable
@@ -101,15 +103,6 @@ def refuse_unused(args, target: str, deployed: bool) -> None:
         what = "a deployed network (its own widths and classes)" if deployed else \
             "a run's networks at the input they were built for"
         raise UserError(f"{target} is {what}: drop {', '.join(given)}, which count.py would ignore")
-
-
-def _is_torchscript(path: str) -> bool:
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith("constants.pkl") or n.endswith("code/__torch__.py") or "/code/" in n for n in z.namelist())
 
 
 def _sidecar(path: str):
