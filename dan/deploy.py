@@ -80,9 +80,11 @@ def fold_batchnorms(model: nn.Module) -> nn.Module:
 
     Folded: ``nn.BatchNorm2d`` and timm's ``BatchNormAct2d`` (its dropout and activation stay, as a
     ``Sequential``) after an ``nn.Conv2d`` or a "same"-padding conv (``dan.graph.SAME_PADDING_CONVS``,
-    whose forward convolves with the same weight and bias). torch's own ``fuse`` retraces the model
-    with the default tracer and matches exact classes, so it folded neither timm's BatchNormAct2d
-    (traced into a functional batch norm) nor anything in a network with a "same" conv (untraceable).
+    whose forward convolves with the same weight and bias), or after a ``Sequential`` that ends in one
+    (lowrank's factorized convs: the BatchNorm folds into their last, 1×1 conv). torch's own ``fuse``
+    retraces the model with the default tracer and matches exact classes, so it folded neither timm's
+    BatchNormAct2d (traced into a functional batch norm) nor anything in a network with a "same" conv
+    (untraceable).
     Other conv subclasses (weight standardization...) are left alone."""
     from dan.graph import SAME_PADDING_CONVS, trace
 
@@ -99,10 +101,13 @@ def fold_batchnorms(model: nn.Module) -> nn.Module:
             continue
         src = node.args[0]
         conv = modules.get(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
+        target = src.target if conv is not None else None
+        while isinstance(conv, nn.Sequential) and len(conv):  # e.g. lowrank's Factorized: its last conv
+            target, conv = f"{target}.{len(conv) - 1}", conv[len(conv) - 1]
         if conv is None or not (type(conv) is nn.Conv2d or type(conv).__name__ in SAME_PADDING_CONVS) \
                 or len(src.users) != 1 or calls[src.target] != 1 or calls[node.target] != 1:
             continue
-        gm.set_submodule(src.target, fuse_conv_bn_eval(conv, bn))
+        gm.set_submodule(target, fuse_conv_bn_eval(conv, bn))
         post = [getattr(bn, k) for k in ("drop", "act") if isinstance(getattr(bn, k, None), nn.Module)]
         if post:  # BatchNormAct2d: what it runs after normalizing stays
             gm.set_submodule(node.target, nn.Sequential(*post))

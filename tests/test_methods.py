@@ -101,6 +101,23 @@ def test_lowrank_truncation_respects_the_energy_bound_and_shrinks():
     assert torch.allclose(after, (before - 0.5).clamp_min(0), atol=1e-4)
 
 
+def test_the_batchnorm_after_a_factorized_conv_folds_on_deploy():
+    # before, lowrank's deployed network kept every BatchNorm after a factorized conv (the folding
+    # matched plain convs only), so its latency was measured with them
+    from dan.deploy import deploy_form
+    from dan.methods.common import traced
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-1, 1), net[1].running_var.uniform_(0.5, 2), net[1].weight.uniform_(0.5, 2)
+    small, _ = truncate(traced(net).eval(), 0.5)  # as the method does: its network is traced
+    assert any(type(m).__name__ == "Factorized" for m in small.modules())
+    folded = deploy_form(small, "contiguous")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 8, 6, 6)
+    assert torch.allclose(folded(x), small(x), atol=1e-5)
+
+
 def test_dropout_inserts_classifier_and_channel_dropout():
     import search_spaces
 
