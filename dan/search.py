@@ -86,6 +86,7 @@ from dan.loop import (load_states, optimizer_step, read_run_checkpoint, reconcil
 from dan.errors import UserError
 from dan.layers import channels_last_safe
 from dan.loss import adjoint_loss, kl_divergence, schedule
+from dan.methods.base import check_sections
 from dan.models import input_shape
 from dan.monitor import Monitor
 from dan.search_control import SETTLE_MU_FLOOR, BudgetCost, SearchControl  # noqa: F401 (dan.search.SETTLE_MU_FLOOR)
@@ -389,6 +390,7 @@ def search(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
     """Run DAN search in ``cfg.run_dir`` and write ``arch.json``; see the module docstring.
     ``model``: search this network object instead of the one ``cfg.model`` names."""
     cfg = cfg.resolve("search")  # a new config: config.yaml and the checkpoint hold this one
+    check_sections(cfg.methods)  # saved with the search and read by a later train.py --method
     if resume:
         check_extension(cfg)
     return start_and_fit(cfg, resume, lambda: Searcher(cfg, monitor, data=data, model=model),  # checks first

@@ -306,6 +306,24 @@ def test_a_wrong_teacher_or_methods_section_is_refused_before_any_file(tmp_path)
         assert not (tmp_path / "r").exists()
 
 
+def test_a_section_of_a_method_not_run_is_checked_too(tmp_path):
+    # a config kept for a later --method kd (methods.kd.temprature, lowrank's energy 2) trained the
+    # adjoint method without a word and failed only in the later run
+    from dan.search import search
+    for methods, match in (({"kd": {"temprature": 2.0}}, "unknown config key 'methods.kd.temprature'"),
+                           ({"lowrank": {"energy": 2.0}}, "methods.lowrank: .*energy in"),
+                           ({"expandnet": {"mode": "cl+ck"}}, "methods.expandnet.mode"),
+                           ({"standard": {"network": "mid"}}, "methods.standard.network")):
+        cfg = tiny_config(str(tmp_path / "r"), **{"train.limit_batches": 1})
+        cfg.methods = methods
+        with pytest.raises(dan.UserError, match=match):
+            train(cfg)
+        cfg.search.budget_flops = "50%"
+        with pytest.raises(dan.UserError, match=match):
+            search(cfg)
+        assert not (tmp_path / "r").exists()
+
+
 def test_method_options_that_would_change_nothing_are_refused_or_applied(tmp_path):
     import torch.nn.functional as F
 

@@ -11,7 +11,8 @@ import torch.nn as nn
 from dan.config import Config
 from dan.data import DatasetInfo
 from dan.errors import UserError
-from dan.methods.registry import list_methods
+from dan.methods.common import read_section
+from dan.methods.registry import get_method, list_methods
 from dan.models import build_model, input_shape
 
 
@@ -41,6 +42,7 @@ class Method:
     """
 
     name = "base"
+    config = None  # the dataclass of its ``methods.<name>`` options (None: it takes none)
     outputs: tuple = ("big",)
     deployed: str = "big"
     final_eval: tuple = ()  # networks evaluated again at the end (they change when finished)
@@ -116,9 +118,11 @@ class Method:
 
 
 def check_sections(methods) -> None:
-    """``methods``: a section per known method, each a mapping of its options (each method checks
-    their names and types). A typo's section (``methods.dk.teacher``) was kept and never read, and
-    ``methods.kd=5`` ended in a TypeError."""
+    """``methods``: a section per known method, each a mapping of its options, every one read with
+    its method's config class whether or not that method is the one run. A typo's section
+    (``methods.dk.teacher``) was kept and never read, ``methods.kd=5`` ended in a TypeError, and a
+    wrong option of a method not run (``methods.kd.temprature`` in a config for the adjoint method,
+    kept for a later ``--method kd``) was accepted until the later run."""
     if not isinstance(methods, dict):
         raise UserError(f"config key 'methods' must be a mapping of method sections, got {methods!r:.60}")
     for name, section in methods.items():
@@ -130,3 +134,8 @@ def check_sections(methods) -> None:
         if name == "adjoint" and section:  # its options were kept and never read (alpha=8 trained 4)
             raise UserError(f"methods.adjoint takes no options (got {', '.join(map(str, section))}): the adjoint "
                             f"settings are adjoint.* (--alpha, --beta, --set adjoint.c=...)")
+        cls = get_method(name).config
+        if cls is not None:
+            read_section(name, section, cls)
+        elif section:
+            raise UserError(f"methods.{name} takes no options (got {', '.join(map(str, section))})")

@@ -17,7 +17,14 @@ from dan.errors import UserError
 def method_config(cfg, name: str, cls):
     """``cfg.methods[name]`` (a dict in the YAML file) as the dataclass ``cls``; unknown keys are
     errors that name the key."""
-    raw = dict(cfg.methods.get(name) or {})
+    return read_section(name, cfg.methods.get(name), cls)
+
+
+def read_section(name: str, section, cls):
+    """The options of ``methods.<name>`` (a mapping or None) as the dataclass ``cls``: unknown keys,
+    wrong types and, through ``cls.check()`` when it has one, values out of range are
+    :class:`UserError` lines that name the key."""
+    raw = dict(section or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
@@ -32,7 +39,10 @@ def method_config(cfg, name: str, cls):
         if v is not None and base in (int, float, str, bool) and not isinstance(v, base):
             raise UserError(f"config key 'methods.{name}.{k}' must be {base.__name__}, got {v!r}")
         out[k] = v
-    return cls(**out)
+    config = cls(**out)
+    if hasattr(config, "check"):
+        config.check()
+    return config
 
 
 def reinit(net: nn.Module) -> nn.Module:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch.fx as fx
 import torch.nn as nn
 
+from dan.errors import UserError
 from dan.methods.common import method_config, traced
 from dan.methods.registry import register_method
 from dan.methods.standard import Standard
@@ -24,6 +25,10 @@ _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish)
 class DropoutConfig:
     rate: float = 0.2
     channel_rate: float = 0.0
+
+    def check(self):
+        if not (0 <= self.rate < 1 and 0 <= self.channel_rate < 1):
+            raise UserError("methods.dropout.rate and channel_rate must be in [0, 1)")
 
 
 def add_dropout(net: nn.Module, rate: float, channel_rate: float) -> fx.GraphModule:
@@ -58,12 +63,10 @@ def add_dropout(net: nn.Module, rate: float, channel_rate: float) -> fx.GraphMod
 
 @register_method("dropout")
 class Dropout(Standard):
+    config = DropoutConfig
+
     def build(self):
         c = method_config(self.cfg, "dropout", DropoutConfig)
-        if not (0 <= c.rate < 1 and 0 <= c.channel_rate < 1):
-            from dan.errors import UserError
-
-            raise UserError("methods.dropout.rate and channel_rate must be in [0, 1)")
         if self.cfg.model.arch:
             self.outputs, self.deployed = ("small",), "small"
         self.model = add_dropout(self.base_network(), c.rate, c.channel_rate).to(self.device)

@@ -39,6 +39,11 @@ class ExpandNetConfig:
     ratio: int = 4
     mode: str = "cl+fc"
 
+    def check(self):
+        if self.ratio < 1:
+            raise UserError("methods.expandnet.ratio must be >= 1")
+        check_mode(self.mode)
+
 
 def merge_convs(a: nn.Conv2d, b: nn.Conv2d) -> nn.Conv2d:
     """One conv equal to ``b(a(x))``: b unpadded, and a unstrided unless b is a 1×1 stride-1 conv."""
@@ -117,11 +122,17 @@ def expand_linear(lin: nn.Linear, r: int) -> ExpandedLinear:
     return ExpandedLinear(nn.Linear(m, r * m), nn.Linear(r * m, r * n), nn.Linear(r * n, n))
 
 
-def expand(net: nn.Module, ratio: int = 4, mode: str = "cl+fc") -> nn.Module:
-    """A copy of ``net`` with its k×k convs (k ≥ 3, groups 1, dilation 1) and linears expanded."""
+def check_mode(mode: str) -> set:
+    """The kinds of layer ``mode`` expands (``cl``, ``ck``, ``fc``), or a :class:`UserError`."""
     kinds = set(mode.split("+"))
     if not kinds <= {"cl", "ck", "fc"} or ("cl" in kinds and "ck" in kinds):
         raise UserError(f"methods.expandnet.mode must be cl, ck, cl+fc, ck+fc or fc, got {mode!r}")
+    return kinds
+
+
+def expand(net: nn.Module, ratio: int = 4, mode: str = "cl+fc") -> nn.Module:
+    """A copy of ``net`` with its k×k convs (k ≥ 3, groups 1, dilation 1) and linears expanded."""
+    kinds = check_mode(mode)
     net = copy.deepcopy(traced(net))
     convs = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
     first = convs[0][0] if convs else None
@@ -163,14 +174,13 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
 
 @register_method("expandnet")
 class ExpandNet(Standard):
+    config = ExpandNetConfig
     outputs = ("small",)
     deployed = "small"
     final_eval = ("small",)  # the contracted network is evaluated again at the end
 
     def build(self):
         c = method_config(self.cfg, "expandnet", ExpandNetConfig)
-        if c.ratio < 1:
-            raise UserError("methods.expandnet.ratio must be >= 1")
         self.model = expand(student_network(self), c.ratio, c.mode).to(self.device)
         return self.model
 

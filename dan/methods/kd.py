@@ -31,6 +31,12 @@ class KDConfig:
     temperature: float = 4.0
     alpha: float = 0.9
 
+    def check(self):
+        if self.temperature <= 0 or not 0 <= self.alpha <= 1:
+            raise UserError("methods.kd.temperature must be > 0 and methods.kd.alpha in [0, 1]")
+        if self.teacher_epochs is not None:  # 0 silently meant train.epochs
+            int_range("methods.kd.teacher_epochs", self.teacher_epochs, 1, 100_000)
+
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, T: float, a: float,
             label_smoothing: float = 0.0):
@@ -43,15 +49,12 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, 
 
 @register_method("kd")
 class KD(Method):
+    config = KDConfig
     outputs = ("small",)
     deployed = "small"
 
     def build(self):
         self.kcfg = method_config(self.cfg, "kd", KDConfig)
-        if self.kcfg.temperature <= 0 or not 0 <= self.kcfg.alpha <= 1:
-            raise UserError("methods.kd.temperature must be > 0 and methods.kd.alpha in [0, 1]")
-        if self.kcfg.teacher_epochs is not None:  # 0 silently meant train.epochs
-            int_range("methods.kd.teacher_epochs", self.kcfg.teacher_epochs, 1, 100_000)
         self.model = student_network(self).to(self.device)
         self.teacher = None
         return self.model

@@ -48,6 +48,15 @@ class KSANCConfig:
     disc_hidden: int = 256
     disc_lr: float = 2e-4
 
+    def check(self):
+        # checked before the teacher trains, not when the discriminator is built after it
+        for key in ("lambda_b", "lambda_adv", "lambda_is", "ce"):
+            num_range(f"methods.ksanc.{key}", getattr(self, key), 0.0, 1e6)
+        int_range("methods.ksanc.disc_hidden", self.disc_hidden, 1, 1 << 16)
+        num_range("methods.ksanc.disc_lr", self.disc_lr, 0.0, 10.0, lo_open=True)
+        if self.teacher_epochs is not None:
+            int_range("methods.ksanc.teacher_epochs", self.teacher_epochs, 1, 100_000)
+
 
 def stage_nodes(gm: fx.GraphModule, example: torch.Tensor) -> list[str]:
     """Names of the nodes ending each stage: the last 4-D feature map before each spatial
@@ -110,6 +119,7 @@ def discriminator(num_classes: int, hidden: int) -> nn.Sequential:
 
 @register_method("ksanc")
 class KSANC(Method):
+    config = KSANCConfig
     outputs = ("small",)
     deployed = "small"
 
@@ -119,14 +129,7 @@ class KSANC(Method):
         if distributed.info().enabled:
             raise UserError("ksanc runs in one process (its discriminator and attention modules are "
                             "not distributed): start it without torchrun")
-        self.kcfg = k = method_config(self.cfg, "ksanc", KSANCConfig)
-        # checked here, not when the discriminator is built after the teacher has trained
-        for key in ("lambda_b", "lambda_adv", "lambda_is", "ce"):
-            num_range(f"methods.ksanc.{key}", getattr(k, key), 0.0, 1e6)
-        int_range("methods.ksanc.disc_hidden", k.disc_hidden, 1, 1 << 16)
-        num_range("methods.ksanc.disc_lr", k.disc_lr, 0.0, 10.0, lo_open=True)
-        if k.teacher_epochs is not None:
-            int_range("methods.ksanc.teacher_epochs", k.teacher_epochs, 1, 100_000)
+        self.kcfg = method_config(self.cfg, "ksanc", KSANCConfig)
         self.student = traced(student_network(self)).to(self.device)
         self.model = self.student
         self.teacher = None

@@ -43,6 +43,10 @@ class LowRankConfig:
     prox_every: int = 10
     min_size: int = 0
 
+    def check(self):
+        if self.tau < 0 or not 0 < self.energy <= 1 or self.prox_every < 1 or self.min_size < 0:
+            raise UserError("methods.lowrank: tau >= 0, energy in (0, 1], prox_every >= 1, min_size >= 0")
+
 
 def _convs(net: nn.Module, min_size: int = 0):
     return [(n, m) for n, m in net.named_modules()
@@ -99,14 +103,12 @@ def truncate(net: nn.Module, energy: float, min_size: int = 0) -> tuple[nn.Modul
 
 @register_method("lowrank")
 class LowRank(Standard):
+    config = LowRankConfig
     outputs = ("big",)
     deployed = "lowrank"
 
     def build(self):
         self.lcfg = method_config(self.cfg, "lowrank", LowRankConfig)
-        c = self.lcfg
-        if c.tau < 0 or not 0 < c.energy <= 1 or c.prox_every < 1:
-            raise UserError("methods.lowrank: tau >= 0, energy in (0, 1], prox_every >= 1")
         self.outputs, self.deployed = ("big",), "lowrank"
         self.model = traced(self.base_network()).to(self.device)
         return self.model

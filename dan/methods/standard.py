@@ -22,16 +22,19 @@ from dan.methods.registry import register_method
 class StandardConfig:
     network: str = "big"  # big | small (the AN small network at adjoint.alpha, freshly initialised)
 
+    def check(self):
+        if self.network not in ("big", "small"):
+            raise UserError(f"methods.standard.network must be big or small, got {self.network!r}")
+
 
 @register_method("standard")
 class Standard(Method):
+    config = StandardConfig
     outputs = ("big",)
     deployed = "big"
 
     def build(self):
         network = method_config(self.cfg, "standard", StandardConfig).network
-        if network not in ("big", "small"):
-            raise UserError(f"methods.standard.network must be big or small, got {network!r}")
         if self.cfg.model.arch or network == "small":  # a small network trained alone
             self.outputs, self.deployed = ("small",), "small"
         self.model = (student_network(self) if network == "small" else self.base_network()).to(self.device)
