@@ -70,6 +70,21 @@ class AdjointNet(nn.Module):
     def forward(self, x: torch.Tensor):
         return self.body(x)
 
+    # torch.save(anet) failed ("cannot pickle 'module' object": the two path graphs, pickled with the
+    # GraphModule that owns them). They travel as node lists and are rebuilt node for node, names
+    # included (``ranges`` and the extraction look nodes up by name); the views are made again.
+    def __getstate__(self):
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_big", "_small")}
+        state["_big_graph"], state["_small_graph"] = _graph_nodes(self._big_graph), _graph_nodes(self._small_graph)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        big, small = _graph_from_nodes(state.pop("_big_graph")), _graph_from_nodes(state.pop("_small_graph"))
+        super().__setstate__(state)
+        self.__dict__.update(_big_graph=big, _small_graph=small, _big=fx.GraphModule(self.body, big),
+                             _small=fx.GraphModule(self.body, small))
+
     @property
     def big(self) -> nn.Module:
         return self.__dict__["_big"]
@@ -94,6 +109,39 @@ class AdjointNet(nn.Module):
 
     def searchable_groups(self) -> list[WidthGroup]:
         return [g for g in self.groups if not g.fixed]
+
+
+class _NodeRef(str):
+    """A node named in another node's arguments, in :func:`_graph_nodes`' list."""
+
+
+def _graph_nodes(graph: fx.Graph) -> list:
+    """``graph`` as a picklable list: (name, op, target, args, kwargs) per node, nodes in arguments
+    as :class:`_NodeRef`. The nodes' ``meta`` (shapes recorded while converting; torch's
+    TensorMetadata does not pickle) is left out: nothing reads it after the conversion."""
+    ref = (lambda n: _NodeRef(n.name))
+    return [(n.name, n.op, n.target, fx.node.map_arg(n.args, ref), fx.node.map_arg(n.kwargs, ref))
+            for n in graph.nodes]
+
+
+def _graph_from_nodes(nodes: list) -> fx.Graph:
+    """The graph :func:`_graph_nodes` listed, with the same node names."""
+    graph, made = fx.Graph(), {}
+
+    def node(a):
+        if isinstance(a, _NodeRef):
+            return made[str(a)]
+        if isinstance(a, (tuple, list)):
+            return type(a)(node(x) for x in a) if not hasattr(a, "_fields") else type(a)(*map(node, a))
+        if isinstance(a, dict):
+            return {k: node(v) for k, v in a.items()}
+        if isinstance(a, slice):
+            return slice(node(a.start), node(a.stop), node(a.step))
+        return a
+
+    for name, op, target, args, kwargs in nodes:
+        made[name] = graph.create_node(op, target, node(args), node(kwargs), name=name)
+    return graph
 
 
 def to_adjoint(model: nn.Module, alpha: float = 4, beta: float = 0.0, *,

@@ -169,6 +169,26 @@ def test_state_dict_round_trip():
         assert torch.equal(u, v)
 
 
+@pytest.mark.parametrize("make", [lambda: search_spaces.create("resnet18_small", width=8),
+                                  lambda: torchvision.models.shufflenet_v2_x0_5(num_classes=10)],
+                         ids=["resnet18_small", "shufflenet_v2 (channel splits)"])
+def test_torch_save_of_an_adjoint_network_round_trips(tmp_path, make):
+    # torch.save(anet) was "cannot pickle 'module' object" (the path graphs' shape records)
+    torch.manual_seed(0)
+    anet = dan.to_adjoint(make(), alpha=4, input_shape=(1, 3, 32, 32))
+    torch.save(anet, tmp_path / "anet.pt")
+    loaded = torch.load(tmp_path / "anet.pt", weights_only=False)
+    anet.eval(), loaded.eval()
+    x = torch.randn(2, 3, 32, 32)
+    for u, v in zip(anet(x), loaded(x)):
+        assert torch.equal(u, v)
+    assert torch.equal(dan.extract_small(loaded)(x), dan.extract_small(anet)(x))
+    assert torch.equal(loaded.small(x), anet.small(x)) and torch.equal(loaded.big(x), anet.big(x))
+    with torch.no_grad():  # the views still share the loaded network's weights
+        next(loaded.parameters()).add_(1.0)
+    assert not torch.equal(loaded.small(x), anet.small(x)) and torch.equal(loaded.small(x), loaded(x)[1])
+
+
 class WithInstanceNorm(nn.Module):
     def __init__(self):
         super().__init__()
