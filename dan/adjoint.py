@@ -472,7 +472,26 @@ def extract_big(anet: AdjointNet) -> fx.GraphModule:
         if isinstance(m, _ADJOINT_LAYERS):
             _set_submodule(root, name, _plain_big(m))
     _fixed_blur_pools(anet, root, big=True)
+    _tie_again(anet.body, root)
     return fx.GraphModule(root, copy.deepcopy(anet.__dict__["_big_graph"])).eval()
+
+
+def _tie_again(source: nn.Module, root: nn.Module) -> None:
+    """Parameters one object in ``source`` (weight tying: ``b.weight = a.weight``) made one again in
+    the extracted ``root`` wherever their copies are equal: each layer's copy made two, and the
+    extracted network counted, stored and trained them twice."""
+    owner: dict = {}
+    for name, p in source.named_parameters(remove_duplicate=False):
+        first = owner.setdefault(id(p), name)
+        if first == name:
+            continue
+        try:
+            kept, copied = root.get_parameter(first), root.get_parameter(name)
+        except AttributeError:  # not in the extracted network
+            continue
+        if kept is not copied and kept.shape == copied.shape and torch.equal(kept, copied):
+            parent, _, leaf = name.rpartition(".")
+            setattr(root.get_submodule(parent) if parent else root, leaf, kept)
 
 
 def _fixed_blur_pools(anet: AdjointNet, root: nn.Module, *, big: bool) -> None:
@@ -526,6 +545,7 @@ def extract_small(anet: AdjointNet) -> fx.GraphModule:
         delattr(holder, leaf)
         setattr(holder, leaf, value)
     _fixed_blur_pools(anet, root, big=False)
+    _tie_again(anet.body, root)
     graph = copy.deepcopy(anet.__dict__["_big_graph"])
     for n in graph.nodes:  # splits and channel slices: the small network's sizes
         if n.name not in anet.ranges or anet.ranges[n.name][0] == "mean":  # a mean stays as traced

@@ -189,6 +189,33 @@ def test_torch_save_of_an_adjoint_network_round_trips(tmp_path, make):
     assert not torch.equal(loaded.small(x), anet.small(x)) and torch.equal(loaded.small(x), loaded(x)[1])
 
 
+class TiedConvs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.c1 = nn.Conv2d(16, 32, 3, padding=1)
+        self.a, self.b = nn.Conv2d(32, 32, 3, padding=1), nn.Conv2d(32, 32, 3, padding=1)
+        self.b.weight = self.a.weight  # weight tying: one parameter, two layers
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.c1(torch.relu(self.bn(self.stem(x)))))
+        return self.fc(torch.relu(self.b(torch.relu(self.a(x)))).mean((2, 3)))
+
+
+def test_extraction_keeps_tied_weights_tied():
+    # each extracted layer copied its weight, so the big network held (and counted) 23,946 params
+    # against the model's 14,730
+    torch.manual_seed(0)
+    model = TiedConvs().eval()
+    anet = dan.to_adjoint(model, alpha=2, input_shape=(1, 3, 16, 16)).eval()
+    big, small = dan.extract_big(anet), dan.extract_small(anet)
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(big(x), model(x)) and torch.equal(small(x), anet(x)[1])
+    assert big.a.weight is big.b.weight and small.a.weight is small.b.weight
+    assert dan.count(big, (1, 3, 16, 16)).params == dan.count(model, (1, 3, 16, 16)).params
+
+
 class WithInstanceNorm(nn.Module):
     def __init__(self):
         super().__init__()
