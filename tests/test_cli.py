@@ -227,6 +227,10 @@ def test_ctrl_c_says_what_each_command_keeps_and_how_to_go_on(monkeypatch, capsy
         assert e.value.code == 130
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and fragment in err[0], err
+    monkeypatch.setenv("RANK", "1")  # under torchrun every rank is interrupted; rank 0 alone says so
+    with pytest.raises(SystemExit) as e:
+        run(module.main, [])
+    assert e.value.code == 130 and capsys.readouterr().err == ""
 
 
 def test_count_of_an_adjoint_conversion_gives_the_big_networks_own_params(tmp_path):

@@ -224,9 +224,11 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
         print(f"error: cannot write or read{where}: {e.strerror}: {hint}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:
-        # a command whose work is not a run folder's epochs says its own (:func:`interrupted_line`)
-        print(str(e) if e.args else interrupted_line(sys.modules.get(getattr(main, "__module__", ""))),
-              file=sys.stderr)
+        # a command whose work is not a run folder's epochs says its own (:func:`interrupted_line`);
+        # under torchrun, Ctrl-C reaches every rank and the line was printed once per rank: rank 0 says it
+        if os.environ.get("RANK", "0") == "0":
+            print(str(e) if e.args else interrupted_line(sys.modules.get(getattr(main, "__module__", ""))),
+                  file=sys.stderr)
         sys.exit(130)
     except (MemoryError, RuntimeError) as e:
         if not out_of_memory(e):
