@@ -4,7 +4,7 @@
 
 * a search space of the ``search_spaces`` registry (``resnet18_small``, ``resnet50``...);
 * ``torchvision.<name>``: any torchvision classification builder (``model.args`` are passed on,
-  e.g. ``weights: IMAGENET1K_V2``; GoogLeNet and Inception v3 without their auxiliary classifiers
+  e.g. ``weights: IMAGENET1K_V2``, whose classifier is then replaced for the data's classes; GoogLeNet and Inception v3 without their auxiliary classifiers
   unless ``aux_logits: true``, which the conversion refuses);
 * ``timm.<name>``: a timm model (the optional extra ``pip install 'dan[timm]'``), built with
   ``pretrained=False`` unless ``model.args`` says ``pretrained: true``;
@@ -25,6 +25,7 @@ import importlib
 import inspect
 import re
 
+import torch
 import torch.nn as nn
 
 import search_spaces
@@ -114,7 +115,8 @@ def create(space: str, args: dict | None = None, *, num_classes: int, in_channel
         if in_channels != 3:
             raise UserError(f"torchvision.{name} takes 3 input channels, the data has {in_channels}: repeat "
                             f"grey images with --set data.channels=3")
-        if args.get("weights") is None:
+        pretrained = args.get("weights") is not None
+        if not pretrained:
             args.setdefault("num_classes", num_classes)
         if name in AUX_CLASSIFIERS:
             # their auxiliary classifiers make a training-mode forward return a named tuple, which
@@ -124,11 +126,20 @@ def create(space: str, args: dict | None = None, *, num_classes: int, in_channel
             if args.get("weights") is None:
                 args.setdefault("init_weights", True)  # torchvision's default, said without its warning
         try:
-            return torchvision.models.get_model(name, **args)
+            model = torchvision.models.get_model(name, **args)
         except (TypeError, ValueError, KeyError) as e:
             what = f"unknown weights {e}" if isinstance(e, KeyError) else str(e)
             raise UserError(f"torchvision.{name}: {what} (see torchvision.models.get_model_weights"
                             f"('{name}'))") from e
+        except OSError as e:  # urllib's URLError: no network, or the download failed
+            raise UserError(f"torchvision.{name}: cannot download weights {args['weights']} ({(str(e).splitlines() or [type(e).__name__])[0]}): "
+                            f"connect to the network once, or put the file in torch hub's cache "
+                            f"({torch.hub.get_dir()}/checkpoints)") from e
+        if pretrained and "num_classes" not in args:
+            # pretrained weights come with their own classifier (ImageNet's 1000 classes): it kept
+            # them, and a 10-class dataset trained and deployed a 1000-logit network without a word
+            model = new_head(model, num_classes, f"torchvision.{name}")
+        return model
     if k == "timm":
         try:
             import timm
@@ -140,7 +151,7 @@ def create(space: str, args: dict | None = None, *, num_classes: int, in_channel
         args.setdefault("pretrained", False)
         try:
             return timm.create_model(name, num_classes=num_classes, in_chans=in_channels, **args)
-        except (TypeError, ValueError, RuntimeError) as e:
+        except (TypeError, ValueError, RuntimeError, OSError) as e:  # OSError: pretrained weights not downloadable
             raise UserError(f"{space}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     factory = user_function(space, "model", "--model")
     try:
@@ -157,9 +168,55 @@ def create(space: str, args: dict | None = None, *, num_classes: int, in_channel
     return model
 
 
+def new_head(model: nn.Module, num_classes: int, what: str) -> nn.Module:
+    """``model`` with its classifier, the last ``Linear`` (or, as SqueezeNet's, the last 1×1 conv
+    when no ``Linear`` follows it), replaced by a freshly initialised one for ``num_classes``: the
+    usual fine-tuning of a pretrained network on other classes."""
+    last = None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)):
+            last = (name, m)
+    if last is None:
+        raise UserError(f"{what}: no Linear classifier found to give {num_classes} outputs: build it with "
+                        f"num_classes={num_classes} and without pretrained weights")
+    name, m = last
+    if (m.out_features if isinstance(m, nn.Linear) else m.out_channels) == num_classes:
+        return model
+    if isinstance(m, nn.Linear):
+        new = nn.Linear(m.in_features, num_classes, bias=m.bias is not None)
+    else:
+        new = nn.Conv2d(m.in_channels, num_classes, 1, bias=m.bias is not None)
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, new.to(m.weight.dtype))
+    return model
+
+
+def check_classes(model: nn.Module, info, what: str) -> None:
+    """Refuse a network whose logits do not match the data's classes (one forward on PyTorch's
+    meta device, nothing allocated): ``model.args.num_classes=5`` on 10-class data ended in an
+    IndexError from the loss, and 1000 logits trained on it without a word. A network that does
+    not run on the meta device is left to the run's own checks."""
+    from dan.cost import meta_state
+
+    was = model.training
+    try:
+        with torch.no_grad():
+            out = torch.func.functional_call(model.eval(), meta_state(model), (torch.empty(input_shape(info), device="meta"),))
+    except Exception:  # noqa: BLE001 (not runnable on the meta device: the run says what is wrong)
+        return
+    finally:
+        model.train(was)
+    if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] != info.num_classes:
+        raise UserError(f"{what} gives {out.shape[1]} logits and the data has {info.num_classes} classes: build it "
+                        f"for {info.num_classes} (drop model.args.num_classes, or your factory's own number)")
+
+
 def build_model(cfg, info) -> nn.Module:
-    """The base network of a model config (``ModelConfig``) for the data ``info``."""
-    return create(cfg.space, cfg.args, num_classes=info.num_classes, in_channels=info.in_channels)
+    """The base network of a model config (``ModelConfig``) for the data ``info``; its logits must
+    match the data's classes."""
+    model = create(cfg.space, cfg.args, num_classes=info.num_classes, in_channels=info.in_channels)
+    check_classes(model, info, cfg.space)
+    return model
 
 
 def input_shape(info) -> tuple:

@@ -308,10 +308,12 @@ def build_supernet(cfg, info, model=None) -> Supernet:
     setting ``unmasked: [layer1]`` among them), candidate fractions from the config or the space."""
     import search_spaces
     from dan.adjoint import to_adjoint
-    from dan.models import build_model, input_shape
+    from dan.models import build_model, check_classes, input_shape
 
     shape = input_shape(info)
     base = copy.deepcopy(model) if model is not None else build_model(cfg.model, info)
+    if model is not None:
+        check_classes(base, info, f"the model ({type(model).__name__})")
     anet = to_adjoint(base, alpha=1, stem=cfg.search.stem, unmasked=tuple(cfg.adjoint.unmasked), input_shape=shape,
                       copy_model=False)
     fractions = tuple(cfg.search.fractions or search_spaces.space_fractions(cfg.model.space))

@@ -185,3 +185,35 @@ def test_googlenet_and_inception_are_built_without_auxiliary_classifiers_unless_
     assert net.aux_logits is True  # what the user asks for is kept (and refused by the conversion)
     with pytest.raises(dan.UnsupportedModelError):
         dan.to_adjoint(net, input_shape=(1, 3, 64, 64))
+
+
+def test_pretrained_torchvision_weights_get_a_head_for_the_data_and_a_wrong_head_is_refused(tmp_path, monkeypatch):
+    # weights=... kept ImageNet's 1000-class classifier on 10-class data (trained and deployed without
+    # a word), a failed download was a urllib traceback, and num_classes=5 on 10-class data an IndexError
+    import torchvision
+
+    def offline(*args, **kwargs):  # as this machine is
+        raise OSError("<urlopen error [Errno -2] Name or service not known>")
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+    with pytest.raises(dan.UserError, match="cannot download weights IMAGENET1K_V1 .*torch hub's cache"):
+        models.create("torchvision.resnet18", {"weights": "IMAGENET1K_V1"}, num_classes=10, in_channels=3)
+    torch.manual_seed(0)
+    pretrained = torchvision.models.resnet18()  # stands for the downloaded file
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url",
+                        lambda *a, **k: pretrained.state_dict())
+    net = models.create("torchvision.resnet18", {"weights": "IMAGENET1K_V1"}, num_classes=10, in_channels=3)
+    assert net.fc.out_features == 10 and torch.equal(net.conv1.weight, pretrained.conv1.weight)
+    squeeze = models.new_head(torchvision.models.squeezenet1_1(), 7, "squeezenet")
+    assert squeeze(torch.randn(1, 3, 64, 64)).shape == (1, 7)  # its classifier is a 1x1 conv
+
+    info = dan.data.DatasetInfo("synthetic", 10, 3, 32, (0.5,) * 3, (0.25,) * 3)
+    from dan.config import Config
+
+    cfg = Config.from_dict({"model": {"space": "torchvision.mobilenet_v3_small", "args": {"num_classes": 5}}})
+    with pytest.raises(dan.UserError, match="gives 5 logits and the data has 10 classes"):
+        models.build_model(cfg.model, info)
+    proc = run_tool("train.py", *TINY, "--model", "torchvision.mobilenet_v3_small", "--set", "model.args.num_classes=1000",
+                    "--out", str(tmp_path / "r"))
+    assert_user_error(proc, "gives 1000 logits and the data has 4 classes")
+    assert not (tmp_path / "r").exists()
