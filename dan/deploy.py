@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import os
 import re
@@ -71,6 +72,28 @@ def deploy_form(model: nn.Module, memory_format: str = "channels_last") -> nn.Mo
     if any(p.ndim == 4 for p in model.parameters()):  # (a network trained channels-last keeps it)
         model = model.to(memory_format=MEMORY_FORMATS[memory_format])
     return model
+
+
+def layout_for(model: nn.Module, input_shape: tuple, memory_format: str = "channels_last") -> str:
+    """``memory_format``, or ``contiguous`` where ``model`` cannot run channels-last: a forward that
+    flattens with ``x.view(x.size(0), -1)`` needs a contiguous tensor, and an audit's LeNet trained,
+    deployed and was timed channels-last into "view size is not compatible" tracebacks, with no
+    setting that avoided all three. Probed with one forward of a copy on zeros (eval mode)."""
+    if memory_format != "channels_last" or not any(p.ndim == 4 for p in model.parameters()):
+        return memory_format
+    probe = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    set_mode(probe, False)
+    x = torch.zeros((2,) + tuple(input_shape[1:]), device=device_of(model),
+                    dtype=next(model.parameters()).dtype).contiguous(memory_format=torch.channels_last)
+    try:  # (an fx module prints its own traceback before raising: not for a probe)
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+            probe(x)
+    except RuntimeError as e:
+        if "view size is not compatible" in str(e):
+            return "contiguous"
+    except Exception:  # noqa: BLE001 (not the layout's: the run itself says what is wrong)
+        pass
+    return memory_format
 
 
 def fold_batchnorms(model: nn.Module) -> nn.Module:
@@ -130,6 +153,7 @@ def save_deployable(model: nn.Module, folder: str, input_shape: tuple, *, name: 
     set_mode(model, False)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     cost = count(model, (1,) + tuple(input_shape[1:]))  # as extracted: BatchNorm parameters count
+    memory_format = layout_for(model, input_shape, memory_format)
     model = deploy_form(model, memory_format)
     example = torch.zeros((2,) + tuple(input_shape[1:]), device=device_of(model))
     with warnings.catch_warnings():

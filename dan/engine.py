@@ -31,12 +31,12 @@ from dan.checkpoint import (atomic_write, load_named, rng_state, save_checkpoint
 from dan.config import Config
 from dan.cost import count, format_count
 from dan.data import Data, build_data, checkpoint_info, data_info_dict, deploy_preprocess
-from dan.deploy import deploy_form, measure_latency, save_deployable
+from dan.deploy import deploy_form, layout_for, measure_latency, save_deployable
 from dan.errors import UserError
 from dan.loop import (RESUMABLE_CHANGES, check_run_dir, check_same_config, optimizer_step,  # noqa: F401
                       prepare_run_dir, read_run_checkpoint, load_states, reconcile_metrics, run_epochs, start,
                       managed_fit, start_and_fit, start_managed, steps_per_epoch)
-from dan.layers import channels_last_safe
+from dan.layers import channels_last_runs
 from dan.methods import TeacherRequest, get_method
 from dan.monitor import Monitor
 from dan.seed import seed_everything
@@ -156,7 +156,8 @@ class Trainer:
         self.method.build()
         self.model = self.method.model
         # channels-last unless it would meet PyTorch 2.14's oneDNN bug (AVX2-only CPUs; dan.layers)
-        self.channels_last = cfg.train.channels_last and channels_last_safe(self.model, self.device)
+        self.channels_last = cfg.train.channels_last and channels_last_runs(self.model, self.method.input_shape,
+                                                                              self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.method.wrapped = distributed.wrap(self.model, self.device) if self.dist.enabled else None
@@ -335,7 +336,7 @@ def measure_networks(nets: dict, last_eval: dict, deployed: str, cfg: Config, sh
         fmt = "channels_last"
         if name == deployed:  # timed in the layout its files store
             fmt = cfg.train.deploy_memory_format or fmt
-        fast = deploy_form(net, fmt)
+        fast = deploy_form(net, layout_for(net, shape, fmt))
         for b in cfg.train.latency_batches:
             row["latency_ms"][str(b)] = measure_latency(fast, (int(b),) + tuple(shape[1:]), min_time=0.25)
         if onnx_path:  # every network in ONNX Runtime too (the deployed one: its .onnx file itself)

@@ -456,10 +456,11 @@ def reference(sn, batch: int = 1, runtime: str = "torch", threads: int | None = 
 def small_network(sn, choice: list[int]) -> nn.Module:
     """The deploy form of the small network with candidate ``choice`` per group."""
     from dan.adjoint import extract_small
-    from dan.deploy import deploy_form
+    from dan.deploy import deploy_form, layout_for
 
     sn.set_widths(choice)
-    return deploy_form(extract_small(sn.anet))
+    net = extract_small(sn.anet)
+    return deploy_form(net, layout_for(net, sn.input_shape))
 
 
 def measure_networks(sn, choices: list, batch: int = 1, *, rounds: int = 15, inner: int = 3,

@@ -244,6 +244,14 @@ def channels_last_safe(model: nn.Module, device: torch.device | str | None = Non
                    and m.weight.requires_grad for m in model.modules())
 
 
+def channels_last_runs(model: nn.Module, input_shape: tuple, device=None) -> bool:
+    """Whether to train ``model`` channels-last: :func:`channels_last_safe`, and the model runs in
+    that layout at all (:func:`dan.deploy.layout_for`: a ``view`` flatten does not)."""
+    from dan.deploy import layout_for
+
+    return channels_last_safe(model, device) and layout_for(model, input_shape) == "channels_last"
+
+
 def cpu_has_avx512() -> bool:
     """Whether PyTorch's CPU kernels run with AVX-512 here (``AVX512``, ``AVX512_VNNI``, ...)."""
     return torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from dan import onnx_export
-from dan.deploy import deploy_form
+from dan.deploy import deploy_form, layout_for
 
 FORMS = ("eager", "eager_nchw", "torchscript", "onnxruntime")
 
@@ -37,7 +37,7 @@ def forms(net: nn.Module, input_shape: tuple, folder: str | None = None, only=FO
     the returned closures)."""
     x = torch.randn(tuple(input_shape))
     out = {}
-    fast = deploy_form(net)
+    fast = deploy_form(net, layout_for(net, input_shape))  # (NCHW where channels-last cannot run)
     nchw = deploy_form(net, "contiguous")
     if "eager" in only:
         xc = x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x

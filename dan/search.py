@@ -84,7 +84,7 @@ from dan.engine import amp_dtype, build_optimizer, build_scheduler, evaluate, re
 from dan.loop import (load_states, optimizer_step, read_run_checkpoint, reconcile_metrics, run_epochs, start,
                       start_and_fit, steps_per_epoch)
 from dan.errors import UserError
-from dan.layers import channels_last_safe
+from dan.layers import channels_last_runs
 from dan.loss import adjoint_loss, kl_divergence, schedule
 from dan.methods.base import check_sections
 from dan.models import input_shape
@@ -134,7 +134,7 @@ class Searcher:
             self.data.shard(self.dist.rank, self.dist.world)
         self.anet = self.sn.anet.to(self.device)
         self.sn.arch.to(self.device)
-        self.cl = cfg.train.channels_last and channels_last_safe(self.anet, self.device)  # see dan.layers
+        self.cl = cfg.train.channels_last and channels_last_runs(self.anet, self.sn.input_shape, self.device)
         if self.cl:
             self.anet.to(memory_format=torch.channels_last)
         self.train_anet = distributed.wrap(self.anet, self.device)  # DDP when distributed

@@ -437,3 +437,22 @@ def test_a_second_run_of_this_process_into_a_held_folder_is_refused_and_keeps_th
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("method", ["adjoint", "standard"])
+def test_a_network_that_flattens_with_view_trains_deploys_and_is_timed_nchw(tmp_path, method):
+    # x.view(x.size(0), -1) cannot read a channels-last tensor: an audit's LeNet failed in training,
+    # then (with train.channels_last=false) in the deploy files, then in the timing
+    from dan import models
+    from dan.deploy import layout_for
+    from tests.zoo_models import view_flatten
+
+    models.trust("tests.zoo_models:view_flatten")
+    assert layout_for(view_flatten(), (1, 3, 16, 16)) == "contiguous"
+    assert layout_for(view_flatten(), (1, 3, 16, 16), "contiguous") == "contiguous"
+    cfg = tiny_config(str(tmp_path / "r"), **{"train.epochs": 1, "train.limit_batches": 2, "train.method": method,
+                                              "model.space": "tests.zoo_models:view_flatten", "model.args": {}})
+    summary = train(cfg)
+    assert summary.extra["deploy_memory_format"] == "contiguous"
+    deployed = json.load(open(tmp_path / "r" / ("small.json" if method == "adjoint" else "model.json")))
+    assert deployed["memory_format"] == "contiguous"

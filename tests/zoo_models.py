@@ -37,3 +37,23 @@ def three_convs(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
         nn.Conv2d(16, 32, 3, padding=1, stride=2), nn.BatchNorm2d(32), nn.ReLU(),
         nn.Conv2d(32, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))
+
+
+class ViewFlatten(nn.Module):
+    """A LeNet-style network that flattens with ``x.view(x.size(0), -1)``: a view needs a contiguous
+    tensor, so it cannot run channels-last."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(in_channels, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16 * 4 * 4, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(torch.relu(self.c1(x)), 2)
+        x = F.adaptive_avg_pool2d(torch.relu(self.bn(self.c2(x))), 4)
+        return self.fc(x.view(x.size(0), -1))
+
+
+def view_flatten(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    return ViewFlatten(num_classes, in_channels)
