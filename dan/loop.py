@@ -459,6 +459,19 @@ def optimizer_step(loss: torch.Tensor, optimizer, scheduler, params, grad_clip=N
 
 
 # ------------------------------------------------------------------------------------ epochs
+def _train_step(task, x, y) -> dict:
+    """``task.train_step``; a batch too small for the network's BatchNorm is the user's to fix (a
+    batch of 1 through a ResNet's last 1×1 stage was PyTorch's ValueError and its traceback)."""
+    try:
+        return task.train_step(x, y)
+    except ValueError as e:
+        if "Expected more than 1 value per channel when training" not in str(e):
+            raise
+        raise UserError(f"a training batch of {x.shape[0]} image{'s' * (x.shape[0] != 1)} leaves a BatchNorm one "
+                        f"value per channel ({str(e).split('got input size ')[-1]}), and it needs 2 or more: raise "
+                        f"--batch-size (data.batch_size) to 2 or more, or train on more images") from None
+
+
 def run_epochs(task, *, seed_tag: str, desc: str) -> None:
     """Run ``task`` from ``task.epoch`` to ``cfg.train.epochs`` (see the module docstring)."""
     cfg, t, mon = task.cfg, task.cfg.train, task.monitor
@@ -473,7 +486,7 @@ def run_epochs(task, *, seed_tag: str, desc: str) -> None:
         for i, (x, y) in enumerate(bar):
             if i >= task.steps_per_epoch:
                 break
-            logs = task.train_step(x, y)
+            logs = _train_step(task, x, y)
             task.step += 1
             images += x.shape[0]
             for k, v in logs.items():
