@@ -308,3 +308,17 @@ def test_count_keeps_the_traceback_of_its_own_asserts(monkeypatch):
     monkeypatch.setattr(dan, "count", lambda *a, **k: exec("assert False, 'Wrong image height!'"))  # a model's
     with pytest.raises(dan.UserError, match="does not run on input 1x2"):
         count_cli.count_at(torch.nn.Linear(2, 2), (1, 2), "net")
+
+
+def test_a_relative_data_folder_is_recorded_as_an_absolute_path(tmp_path, monkeypatch):
+    # a search with --data base kept "base" in its config and arch.json; its retrain, started in
+    # another folder, looked for ./base there
+    import argparse
+
+    from dan.cli.common import resolve_config
+
+    monkeypatch.chdir(tmp_path)
+    for flags in ({"data": "base"}, {"set": ["data.data=base"]}):
+        args = argparse.Namespace(**{"config": None, "set": [], **flags})
+        assert resolve_config(args).data.data == str(tmp_path / "base")
+    assert resolve_config(argparse.Namespace(config=None, set=[])).data.data is None

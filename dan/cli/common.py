@@ -185,6 +185,11 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
             raise UserError(f"--set takes KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         cfg.set(key.strip(), value)
+    typed = getattr(args, "data", None) is not None or any(i.split("=", 1)[0].strip() == "data.data" for i in args.set)
+    if typed and isinstance(cfg.data.data, str) and cfg.data.data:
+        # as an absolute path: a relative --data was kept relative in the run's config and arch.json,
+        # and a retrain started in another folder looked for the data there
+        cfg.data.data = os.path.abspath(os.path.expanduser(cfg.data.data))
     return cfg.validate()
 
 
