@@ -23,7 +23,8 @@ def test_train_smoke_prints_the_summary(tmp_path):
     out = str(tmp_path / "run")
     p = run_tool("train.py", *SMOKE, "--out", out)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "big/small" in p.stdout and "tensorboard --logdir" in p.stdout
+    assert "big/small" in p.stdout and "tensorboard --logdir" not in p.stdout  # --no-tensorboard: nothing to show
+    assert f"monitor:    {out}/metrics.jsonl (no TensorBoard files" in p.stdout
     assert os.path.isfile(os.path.join(out, "small.pt"))
     # the same command again must not overwrite the finished run
     again = run_tool("train.py", *SMOKE, "--out", out)
@@ -322,3 +323,14 @@ def test_a_relative_data_folder_is_recorded_as_an_absolute_path(tmp_path, monkey
         args = argparse.Namespace(**{"config": None, "set": [], **flags})
         assert resolve_config(args).data.data == str(tmp_path / "base")
     assert resolve_config(argparse.Namespace(config=None, set=[])).data.data is None
+
+
+def test_the_monitor_line_names_tensorboard_only_when_the_run_wrote_its_files(tmp_path):
+    from dan.cli.common import tensorboard_hint
+
+    run = tmp_path / "runs" / "a"
+    run.mkdir(parents=True)
+    assert tensorboard_hint(str(run)).startswith(f"{run}/metrics.jsonl (no TensorBoard files")
+    (run / "events.out.tfevents.1.host").write_bytes(b"")
+    assert tensorboard_hint(str(run)).startswith("tensorboard --logdir ")
+    assert tensorboard_hint(str(run / "trials" / "x")).startswith("the metrics.jsonl of each folder in")

@@ -308,7 +308,18 @@ def print_run_end(cfg: Config, summary) -> None:
 
 
 def tensorboard_hint(run_dir: str) -> str:
-    """The command that shows this run beside its siblings (the run folder's parent)."""
+    """The command that shows this run beside its siblings (the run folder's parent); a run that
+    wrote no TensorBoard files (``--no-tensorboard``) names its metrics.jsonl instead: the command
+    was printed for runs that had nothing to show in it."""
     parent = os.path.dirname(os.path.abspath(run_dir))
+    if os.path.isdir(run_dir) and not _has_events(run_dir):
+        return f"{os.path.join(run_dir, 'metrics.jsonl')} (no TensorBoard files: --no-tensorboard)"
+    if not os.path.isdir(run_dir) and not _has_events(parent):  # (tune: its trials' folders)
+        return f"the metrics.jsonl of each folder in {parent} (no TensorBoard files: --no-tensorboard)"
     rel = os.path.relpath(parent)
     return f"tensorboard --logdir {parent if rel.startswith('..') else rel}"
+
+
+def _has_events(folder: str) -> bool:
+    """Whether TensorBoard event files are in ``folder`` or its sub-folders."""
+    return any(name.startswith("events.out.tfevents") for _, _, names in os.walk(folder) for name in names)
