@@ -129,7 +129,34 @@ def arch_from_dict(d, where: str = "arch.json") -> Arch:
     adj = d.get("adjoint", {"stem": 1, "unmasked": []})
     if not isinstance(adj.get("stem", 1), int) or not isinstance(adj.get("unmasked", []), list):
         bad("adjoint", "must be {\"stem\": int, \"unmasked\": [prefixes]}")
+    _check_choices(d, bad)
     return Arch(**{k: d[k] for k in list(_REQUIRED) + [k for k in _OPTIONAL if k in d]})
+
+
+def _check_choices(d: dict, bad) -> None:
+    """``candidates``, ``probabilities`` and ``repaired`` name groups of ``widths`` and agree with
+    each other; probabilities are a distribution. An audit's arch.json with probabilities
+    ``[0.9] * 8``, a list longer than its candidates and a repaired group that does not exist
+    loaded without a word. (A width need not be a candidate: uniform and fixed widths are not.)"""
+    widths, cands = d["widths"], d.get("candidates", {})
+    for name, c in cands.items():
+        if name not in widths:
+            bad(f"candidates.{name}", "names no group of 'widths'")
+        if not (isinstance(c, list) and c and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in c)):
+            bad(f"candidates.{name}", f"must be a list of positive integers, got {c!r:.80}")
+    for name, p in d.get("probabilities", {}).items():
+        if name not in widths:
+            bad(f"probabilities.{name}", "names no group of 'widths'")
+        if not (isinstance(p, list) and p and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                  and math.isfinite(v) and 0 <= v <= 1 for v in p)):
+            bad(f"probabilities.{name}", f"must be a list of numbers in [0, 1], got {p!r:.80}")
+        if name in cands and len(p) != len(cands[name]):
+            bad(f"probabilities.{name}", f"has {len(p)} entries for {len(cands[name])} candidates")
+        if abs(sum(p) - 1) > 1e-3:
+            bad(f"probabilities.{name}", f"must sum to 1 (a distribution over the candidates), sums to {sum(p):.4g}")
+    for name in d.get("repaired", []):
+        if not isinstance(name, str) or name not in widths:
+            bad("repaired", f"names {name!r}, which is no group of 'widths'")
 
 
 def arch_file(path: str) -> str:

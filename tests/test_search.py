@@ -186,6 +186,12 @@ def test_arch_json_round_trip_and_validation(tmp_path):
         "colour": lambda d: d.__setitem__("colour", "blue"),
         "adjoint.unmaskd": lambda d: d.__setitem__("adjoint", {"stem": 0, "unmaskd": ["layer1"]}),  # passed before
         "budget.relatve": lambda d: d["budget"].__setitem__("relatve", 0.25),
+        # these four loaded without a word
+        "probabilities.layer1.0.conv1": lambda d: d["probabilities"].__setitem__(
+            "layer1.0.conv1", [0.9] * len(d["candidates"]["layer1.0.conv1"])),
+        "probabilities.conv1": lambda d: d["probabilities"]["conv1"].extend([0.0, 0.0]),
+        "candidates.conv1": lambda d: d["candidates"].__setitem__("conv1", [0, 4]),
+        "repaired": lambda d: d.__setitem__("repaired", ["no.such.group"]),
     }
     for field, breaks in cases.items():
         bad = json.loads(json.dumps(d))
