@@ -134,7 +134,9 @@ def common_parser(prog: str, description: str, out_help: str = "run folder (defa
                         "package.module:function (imported because you name it here)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set model.args.width=32 (repeatable)")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bars, per-epoch lines or run notes on the console (the files record them; "
+                        "the end-of-run result and errors are still printed)")
     g.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard files")
     return p
 
