@@ -204,13 +204,17 @@ def load_named(path: str, what: str, fix: str, map_location="cpu") -> tuple[str,
 
 
 def rng_state() -> dict:
-    """The state of every random generator a run uses, as plain tensors and Python values."""
+    """The state of every random generator a run uses, as plain tensors and Python values, and
+    the number of CPU threads, on which a CPU run's numbers depend as well (``"threads"``: a resume
+    with another ``--threads`` continued with other numbers without a word; see
+    :func:`dan.loop.read_run_checkpoint`)."""
     key, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
         "numpy": {"key": key, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached": float(cached)},
         "python": random.getstate(),
+        "threads": torch.get_num_threads(),
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()

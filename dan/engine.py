@@ -314,7 +314,7 @@ class Trainer:
                                             summary.files.get("onnx"))
         summary.extra["timing_load"] = load.to_dict()
         summary.extra["best_top1"] = self.best
-        summary.extra["epochs"] = self.epoch
+        summary.extra["epochs"], summary.extra["threads"] = self.epoch, torch.get_num_threads()
         summary.extra.update(self.method.summary_extra())
         atomic_write(lambda p: write_json(summary.to_dict(), p), os.path.join(self.run_dir, "summary.json"))
         self.monitor.flush()

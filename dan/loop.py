@@ -406,6 +406,12 @@ def read_run_checkpoint(path: str, cfg: Config, device, kind: str | None = None)
         raise UserError(f"{path} is a {wrote} run's checkpoint, and this is {now}: resume it with {wrote}, "
                         f"or choose another --out")
     check_same_config(st.get("config", {}), cfg.to_dict(), path)
+    threads = (st.get("rng") or {}).get("threads") if isinstance(st.get("rng"), dict) else None
+    if threads and threads != torch.get_num_threads() and os.environ.get("RANK", "0") == "0":
+        # on stdout: a note, not an error (a resumed run's numbers differ from an uninterrupted one's)
+        print(f"note: {path} was written with {threads} CPU threads and this run has {torch.get_num_threads()}: "
+              f"on a CPU its numbers will differ from an uninterrupted run's (--threads {threads} keeps them)",
+              flush=True)
     return st
 
 

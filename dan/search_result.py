@@ -115,6 +115,7 @@ def finish(searcher) -> Arch:
         "max_prob": {g.name: round(v, 6) for g, v in zip(searcher.sn.groups, stats["max_prob"])},
         "entropy": {g.name: round(v, 6) for g, v in zip(searcher.sn.groups, stats["entropy"])},
         "epochs": searcher.epoch, "multiplier": searcher.control.mu,
+        "threads": torch.get_num_threads(),  # a CPU search's answer depends on it (--threads)
         # the step at which the settle phase found the argmax inside the band and stopped the
         # architecture steps (None: it never did, and repair had the last word)
         "settled_at_step": searcher.control.settled_at,

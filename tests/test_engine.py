@@ -456,3 +456,20 @@ def test_a_network_that_flattens_with_view_trains_deploys_and_is_timed_nchw(tmp_
     assert summary.extra["deploy_memory_format"] == "contiguous"
     deployed = json.load(open(tmp_path / "r" / ("small.json" if method == "adjoint" else "model.json")))
     assert deployed["memory_format"] == "contiguous"
+
+
+def test_a_resume_with_another_thread_count_says_so_and_runs_record_theirs(tmp_path, capsys):
+    # the numbers of a CPU run depend on its threads; a resume with another --threads continued
+    # with other numbers without a word, and no file said how many a run had
+    threads = torch.get_num_threads()
+    cfg = tiny_config(str(tmp_path / "r"), **{"train.epochs": 1, "train.limit_batches": 2})
+    summary = train(cfg)
+    assert summary.extra["threads"] == threads
+    cfg.train.epochs = 2
+    try:
+        torch.set_num_threads(threads + 1)
+        train(cfg, resume=True)
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr()
+    assert f"written with {threads} CPU threads and this run has {threads + 1}" in out.out and "note:" not in out.err
