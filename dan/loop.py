@@ -28,6 +28,7 @@ import os
 import time
 
 import torch
+import yaml
 
 from dan import distributed
 from dan.checkpoint import atomic_write, load_checkpoint
@@ -252,9 +253,31 @@ def prepare_run_dir(cfg: Config, resume: bool) -> str:
     os.makedirs(run_dir, exist_ok=True)
     lock_run_dir(run_dir)  # after every check: a refused run leaves no folder
     remove_stale_temporaries(run_dir)
+    if resume:
+        keep_earlier_config(cfg, run_dir)
     atomic_write(cfg.save, os.path.join(run_dir, "config.yaml"))
     distributed.barrier()
     return run_dir
+
+
+def keep_earlier_config(cfg: Config, run_dir: str) -> None:
+    """Before a resume that changes the config (``--resume --epochs 4``, the changes a resume
+    allows), its ``config.yaml`` is kept as ``config.before-resume-<n>.yaml``: it was overwritten,
+    and a run extended from 2 to 3 epochs (its first two on a 2-epoch schedule) read as if made
+    from the 3-epoch config, which, run again, scored 50 % where the folder had 41 %."""
+    path = os.path.join(run_dir, "config.yaml")
+    try:
+        with open(path, encoding="utf-8") as f:
+            before = f.read()
+    except OSError:
+        return
+    if yaml.safe_dump(cfg.to_dict(), sort_keys=False) == before:  # as Config.save writes it
+        return
+    n = 1
+    while os.path.exists(os.path.join(run_dir, f"config.before-resume-{n}.yaml")):
+        n += 1
+    atomic_write(lambda p: open(p, "w", encoding="utf-8").write(before),
+                 os.path.join(run_dir, f"config.before-resume-{n}.yaml"))
 
 
 def remove_stale_temporaries(run_dir: str) -> None:

@@ -88,6 +88,7 @@ def test_resume_after_a_kill_gives_the_same_model(tmp_path):
     for k in sa["model"]:
         assert torch.equal(sa["model"][k], sb["model"][k]), k
     assert sa["last_eval"] == sb["last_eval"]
+    assert not [n for n in os.listdir(b) if n.startswith("config.before-resume")]  # the same config: none kept
 
 
 def test_best_pt_is_written_before_last_pt_records_its_score(tmp_path, monkeypatch):
@@ -473,3 +474,6 @@ def test_a_resume_with_another_thread_count_says_so_and_runs_record_theirs(tmp_p
         torch.set_num_threads(threads)
     out = capsys.readouterr()
     assert f"written with {threads} CPU threads and this run has {threads + 1}" in out.out and "note:" not in out.err
+    # the config the first epoch ran with is kept: config.yaml now says 2 epochs
+    earlier = dan.config.Config.from_file(str(tmp_path / "r" / "config.before-resume-1.yaml"))
+    assert earlier.train.epochs == 1 and dan.config.Config.from_file(str(tmp_path / "r" / "config.yaml")).train.epochs == 2
