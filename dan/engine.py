@@ -122,7 +122,7 @@ def evaluate(logits_fn, loader, limit: int | None = None, names: tuple = ()) -> 
     keys = sorted(correct)
     sums = distributed.all_reduce_sum([float(n)] + [correct[k] for k in keys] + [ce[k] for k in keys], device)
     n, c, e = sums[0], sums[1:1 + len(keys)], sums[1 + len(keys):]
-    return {k: {"top1": c[i] / max(n, 1), "ce": e[i] / max(n, 1)} for i, k in enumerate(keys)}
+    return {k: {"top1": c[i] / max(n, 1), "ce": e[i] / max(n, 1), "images": int(n)} for i, k in enumerate(keys)}
 
 
 @dataclass
@@ -324,14 +324,17 @@ class Trainer:
 
 def measure_networks(nets: dict, last_eval: dict, deployed: str, cfg: Config, shape: tuple,
                      onnx_path: str | None) -> dict:
-    """The summary's row of every network: top-1 and CE of its last evaluation, its counts, and its
+    """The summary's row of every network: top-1 and CE of its last evaluation (on ``eval_images``
+    images of the ``eval_split``: with ``--limit-batches`` a part of it), its counts, and its
     median ms per batch size of ``train.latency_batches`` (eager, in the layout the deployed files
     store for ``deployed``, channels-last for the others; and in ONNX Runtime when ``onnx_path``,
     the deployed network's file, was written)."""
     rows = {}
     for name, net in nets.items():
         c = count(net, shape)
-        row = {"top1": last_eval.get(name, {}).get("top1"), "ce": last_eval.get(name, {}).get("ce"),
+        ev = last_eval.get(name, {})
+        row = {"top1": ev.get("top1"), "ce": ev.get("ce"), "eval_split": cfg.train.eval_split,
+               "eval_images": ev.get("images"),
                "flops": c.flops, "params": c.params, "nonzero_params": c.nonzero_params, "latency_ms": {}}
         fmt = "channels_last"
         if name == deployed:  # timed in the layout its files store

@@ -466,6 +466,8 @@ def test_a_resume_with_another_thread_count_says_so_and_runs_record_theirs(tmp_p
     cfg = tiny_config(str(tmp_path / "r"), **{"train.epochs": 1, "train.limit_batches": 2})
     summary = train(cfg)
     assert summary.extra["threads"] == threads
+    # and which images its top-1 is of (a --limit-batches run's top-1 read as the whole test split's)
+    assert summary.rows["small"]["eval_split"] == "test" and summary.rows["small"]["eval_images"] == 64
     cfg.train.epochs = 2
     try:
         torch.set_num_threads(threads + 1)
