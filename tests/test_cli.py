@@ -334,3 +334,14 @@ def test_the_monitor_line_names_tensorboard_only_when_the_run_wrote_its_files(tm
     (run / "events.out.tfevents.1.host").write_bytes(b"")
     assert tensorboard_hint(str(run)).startswith("tensorboard --logdir ")
     assert tensorboard_hint(str(run / "trials" / "x")).startswith("the metrics.jsonl of each folder in")
+
+
+def test_count_shows_nonzero_params_for_trained_networks_only(tmp_path):
+    # a fresh network's zero BatchNorm biases read as pruning ("56,090 nonzero" of 56,447)
+    fresh = run_tool("count.py", "resnet18_small", "--arg", "width=8")
+    assert fresh.returncode == 0, fresh.stderr
+    assert "params, input" in fresh.stdout and "nonzero)" not in fresh.stdout
+    out = str(tmp_path / "run")
+    assert run_tool("train.py", *SMOKE, "--out", out).returncode == 0
+    trained = run_tool("count.py", os.path.join(out, "checkpoints", "last.pt"))
+    assert trained.returncode == 0 and "nonzero), input" in trained.stdout, trained.stderr

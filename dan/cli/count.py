@@ -14,7 +14,8 @@ Usage:
     python tools/count.py resnet50 --alpha 4 --batch-size 128   # and the memory its adjoint training needs
 
 FLOPs are multiply-accumulates of conv, linear and matmul layers (K, M, G = powers of 10); "nonzero"
-counts parameters that are not exactly zero (r_beta masks make it differ). With --batch-size, the
+counts parameters that are not exactly zero (r_beta masks make it differ), shown for trained networks
+(a checkpoint, a deployed file) only. With --batch-size, the
 least memory one training step at that batch needs (what autograd keeps for the backward pass and
 Adam's state, computed without allocating it: dan/memory.py, the check every run makes first).
 """
@@ -85,9 +86,9 @@ def load_networks(args) -> tuple[dict, tuple, dict]:
         import dan
 
         anet = dan.to_adjoint(model, alpha=args.alpha, beta=args.beta or 0.0, input_shape=shape).eval()
-        return {"big": dan.extract_big(anet), "small": dan.extract_small(anet)}, shape, {"adjoint": anet}
+        return _fresh({"big": dan.extract_big(anet), "small": dan.extract_small(anet)}), shape, {"adjoint": anet}
     del torch
-    return {"network": model}, shape, {"network": model}
+    return _fresh({"network": model}), shape, {"network": model}
 
 
 def refuse_unused(args, target: str, deployed: bool) -> None:
@@ -141,7 +142,17 @@ def _from_arch(path: str):
 
     arch = load_arch(path)
     anet = build_adjoint(arch).eval()
-    return {"big": dan.extract_big(anet), "small": dan.extract_small(anet)}, tuple(arch.input_shape), {"adjoint": anet}
+    return _fresh({"big": dan.extract_big(anet), "small": dan.extract_small(anet)}), tuple(arch.input_shape), \
+        {"adjoint": anet}
+
+
+def _fresh(nets: dict) -> dict:
+    """``nets``, marked as freshly initialised: their "nonzero" count would only count the zeros
+    an initialisation sets (BatchNorm biases: 56,090 of 56,447 read as if pruned), so it is not
+    printed for them."""
+    for net in nets.values():
+        net._dan_fresh = True
+    return nets
 
 
 def _from_checkpoint(path: str):
@@ -279,8 +290,9 @@ def main(argv, prog: str = PROG) -> int:
         print(json.dumps(out, indent=2))
         return 0
     for name, c in costs.items():
-        print(f"== {name}: {dan.format_count(c.flops)} FLOPs (MACs), {dan.format_count(c.params)} params "
-              f"({dan.format_count(c.nonzero_params)} nonzero), input {'x'.join(map(str, shape))}")
+        nonzero = "" if getattr(nets[name], "_dan_fresh", False) else f" ({dan.format_count(c.nonzero_params)} nonzero)"
+        print(f"== {name}: {dan.format_count(c.flops)} FLOPs (MACs), {dan.format_count(c.params)} params{nonzero}, "
+              f"input {'x'.join(map(str, shape))}")
         print(c.table(top=args.top))
         print()
     meta = _sidecar(args.target) if not trains and os.path.isfile(args.target) else None
