@@ -385,6 +385,7 @@ def analyze(model: nn.Module, example: torch.Tensor, *, stem: int = 1,
         if any(name == p or name.startswith(p + ".") for p in unmasked):
             for gid, _ in go:
                 w.uf.fix(gid, "unmasked")
+    _check_constant_features(w)
     return _result(w)
 
 
@@ -431,6 +432,7 @@ class _Walk:
     attrs: dict = field(default_factory=dict)  # attribute target -> [parts, dim]
     ranges: dict = field(default_factory=dict)  # node name -> (kind, cuts, dim, parts read, by parts?)
     additive: set = field(default_factory=set)  # attribute targets added to a feature map
+    constant_features: list = field(default_factory=list)  # flattens to a constant count: (what, count, parts)
     # the node being walked: how errors name it, its inputs that carry channels, whether all its
     # inputs are shared, and whether its result is (a handler of a layer decides for itself)
     where: str = ""
@@ -812,12 +814,40 @@ def _on_reshape(w: _Walk, n: fx.Node) -> TensorInfo:
     if shuffled is not None:
         return shuffled
     if src is not None and dst is not None and len(dst) == 2 and dst[0] == src[0] and w.x.cdim == 1:
+        if n.target in ("view", "reshape"):
+            _constant_features(n, w)
         return _flatten(w.x, src, 1, -1, w.where)
     moved = _unit_view(n, w.x, src, dst, w.where) if n.target in ("view", "reshape") else None
     if moved is None:
         raise UnsupportedModelError(f"{w.where}: only (N, -1) reshapes, channel shuffles and views that add or "
                                     f"drop dims of size 1 are supported")
     return moved
+
+
+def _view_sizes(n: fx.Node) -> list:
+    """The sizes of ``x.view(a, b)`` or ``x.view((a, b))``."""
+    sizes = list(n.args[1:]) or list(n.kwargs.get("shape", n.kwargs.get("size", ())))
+    return list(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)) else sizes
+
+
+def _constant_features(n: fx.Node, w: "_Walk") -> None:
+    """A flatten by ``view`` / ``reshape`` should read its feature count from the tensor (``-1``):
+    ``x.view(-1, 32*8*8)`` bakes the big network's count into the graph, which the narrower small
+    tensor does not have (the small path, extraction and training then failed deep in fx; at batch
+    1 the view looked like an (N, -1) one). Recorded, and refused by :func:`_check_constant_features`
+    unless its channels all keep their full width (fixed, unmasked included)."""
+    sizes = _view_sizes(n)
+    if len(sizes) == 2 and sizes[1] != -1 and not isinstance(sizes[1], fx.Node):
+        shown = ", ".join(a.name if isinstance(a, fx.Node) else repr(a) for a in sizes)
+        w.constant_features.append((f"{w.where}: x.{n.target}({shown})", sizes[1], w.x.parts))
+
+
+def _check_constant_features(w: "_Walk") -> None:
+    for what, count, parts in w.constant_features:
+        if not all(w.uf.fixed[w.uf.find(g)] for g, _ in parts):
+            raise UnsupportedModelError(f"{what} writes the feature count as a constant ({count}), which the small "
+                                        f"network's narrower tensor does not have: flatten with torch.flatten(x, 1) "
+                                        f"or x.view(x.size(0), -1)")
 
 
 def _unit_view(n: fx.Node, x: TensorInfo, src, dst, where) -> Optional[TensorInfo]:
@@ -832,9 +862,7 @@ def _unit_view(n: fx.Node, x: TensorInfo, src, dst, where) -> Optional[TensorInf
     if [src[i] for i in kept_src] != [dst[i] for i in kept_dst] or x.cdim not in kept_src:
         return None
     cdim = kept_dst[kept_src.index(x.cdim)]
-    sizes = list(n.args[1:])
-    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
-        sizes = list(sizes[0])
+    sizes = _view_sizes(n)
     if len(sizes) != len(dst) or not (sizes[cdim] == -1 or isinstance(sizes[cdim], fx.Node)):
         raise UnsupportedModelError(f"{where}: a view that writes the channel count as a constant (use -1)")
     return dataclasses.replace(x, cdim=cdim)

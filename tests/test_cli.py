@@ -345,3 +345,16 @@ def test_count_shows_nonzero_params_for_trained_networks_only(tmp_path):
     assert run_tool("train.py", *SMOKE, "--out", out).returncode == 0
     trained = run_tool("count.py", os.path.join(out, "checkpoints", "last.pt"))
     assert trained.returncode == 0 and "nonzero), input" in trained.stdout, trained.stderr
+
+
+def test_count_does_not_blame_the_input_size_for_a_network_whose_sibling_ran_at_it(monkeypatch):
+    # an extracted small network that failed where its big network ran was "does not run on input
+    # 1x3x32x32 ...: pass its --input-size" (LeNet's constant flatten, which ran at 32)
+    from dan.cli import count as count_cli
+
+    monkeypatch.setattr(dan, "count", lambda *a, **k: exec("raise RuntimeError(\"shape '[1, 400]' is invalid\")"))
+    with pytest.raises(dan.UserError, match="does not run on input 1x2"):
+        count_cli.count_at(torch.nn.Linear(2, 2), (1, 2), "net")
+    with pytest.raises(RuntimeError, match="is invalid") as e:
+        count_cli.count_at(torch.nn.Linear(2, 2), (1, 2), "net", others_ran=True)
+    assert not isinstance(e.value, dan.UserError)

@@ -112,3 +112,39 @@ def test_a_network_too_large_for_memory_is_not_called_a_wrong_input_shape():
 
     with pytest.raises(UnsupportedModelError, match="does not run on an input of shape"):
         graph.analyze(Wrong(), torch.zeros(1, 3, 8, 8))
+
+
+class _HardFlatten(nn.Module):
+    """LeNet's head: the flatten's feature count written as a constant (or read from the tensor)."""
+
+    def __init__(self, flatten):
+        super().__init__()
+        self.stem, self.a = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.c, self.fc, self.flatten = nn.Conv2d(8, 16, 3, padding=1), nn.Linear(16 * 4 * 4, 4), flatten
+
+    def forward(self, x):
+        return self.fc(self.flatten(F.max_pool2d(self.c(F.relu(self.a(F.relu(self.stem(x))))), 2)))
+
+
+@pytest.mark.parametrize("flatten", [lambda x: x.view(-1, 16 * 4 * 4), lambda x: x.reshape(x.shape[0], 256),
+                                     lambda x: x.view(x.size(0), 16 * 4 * 4), lambda x: x.view((x.size(0), 256))])
+def test_a_flatten_with_a_constant_feature_count_is_refused_at_conversion(flatten):
+    """It converted (at batch 1 it looked like an (N, -1) flatten) and the small path, extraction
+    and training then failed deep in fx: the small tensor has fewer features."""
+    with pytest.raises(UnsupportedModelError, match=r"writes the feature count as a constant \(256\).*"
+                                                    r"torch.flatten\(x, 1\) or x.view\(x.size\(0\), -1\)"):
+        graph.analyze(_HardFlatten(flatten), torch.zeros(1, 3, 8, 8))
+
+
+def test_a_flatten_reading_its_feature_count_from_the_tensor_converts():
+    import dan
+
+    for flatten in (lambda x: x.view(x.size(0), -1), lambda x: x.reshape(-1, x.size(1) * x.size(2) * x.size(3))):
+        anet = dan.to_adjoint(_HardFlatten(flatten), input_shape=(1, 3, 8, 8)).eval()
+        x = torch.randn(2, 3, 8, 8)
+        with torch.no_grad():
+            assert torch.allclose(dan.extract_small(anet)(x), anet(x)[1], atol=1e-6)
+    # channels that keep their full width (unmasked) keep their count: the constant is theirs
+    anet = dan.to_adjoint(_HardFlatten(lambda x: x.view(-1, 256)), input_shape=(1, 3, 8, 8), unmasked="c").eval()
+    with torch.no_grad():
+        assert torch.allclose(dan.extract_small(anet)(x), anet(x)[1], atol=1e-6)

@@ -222,17 +222,20 @@ def get_args_parser(prog: str = PROG):
     return p
 
 
-def count_at(net, shape: tuple, target: str):
+def count_at(net, shape: tuple, target: str, *, others_ran: bool = False):
     """``dan.count`` of ``net`` at ``shape``; a network that does not run on that input (a
-    deployed file counted at the default 224x224) is the user's to give its shape."""
+    deployed file counted at the default 224x224) is the user's to give its shape. When another
+    network of the same target already ran at ``shape`` (the big network before the small one),
+    the input is not what is wrong: the failure keeps its traceback (an extracted small network
+    that failed where its big one ran was blamed on --input-size)."""
     import dan
     from dan.errors import out_of_memory
 
     try:
         return dan.count(net, shape)
     except (RuntimeError, ValueError, AssertionError) as e:  # a model's own shape asserts (a ViT's)
-        if out_of_memory(e) or (isinstance(e, AssertionError) and _raised_in_dan(e)):
-            raise  # the machine's memory, or DAN's own assert: a bug keeps its traceback
+        if out_of_memory(e) or others_ran or (isinstance(e, AssertionError) and _raised_in_dan(e)):
+            raise  # the machine's memory, or a bug (DAN's own assert, a network its sibling ran beside)
         lines = [l.strip() for l in str(e).splitlines() if l.strip() and "Traceback" not in l]
         raise UserError(f"{target} does not run on input {'x'.join(map(str, shape))} "
                         f"({(lines or [type(e).__name__])[-1][:160]}): pass its --input-size and --in-channels") from e
@@ -275,7 +278,9 @@ def main(argv, prog: str = PROG) -> int:
         if args.batch_size and not trains:
             raise UserError(f"{args.target} is a deployed network, which does not train: --batch-size needs a "
                             f"model name or a run's checkpoint")
-        costs = {name: count_at(net, shape, args.target) for name, net in nets.items()}
+        costs = {}
+        for name, net in nets.items():
+            costs[name] = count_at(net, shape, args.target, others_ran=bool(costs))
     except (MemoryError, RuntimeError) as e:  # the run tools' line named --image-size and checkpoints
         if not out_of_memory(e):
             raise
