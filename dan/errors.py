@@ -6,6 +6,8 @@ one line on stderr and exit status 2; library callers get an ordinary exception 
 Internal bugs raise whatever they raise, with a traceback.
 """
 
+import contextlib
+
 
 class UserError(Exception):
     """A mistake the user can fix; the message says what was wrong and how to fix it."""
@@ -34,3 +36,31 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     text = str(e).strip()
     line = text.splitlines()[0].split(" Please feel free")[0] if text else type(e).__name__
     return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+@contextlib.contextmanager
+def quiet_fx_errors():
+    """For the block, torch.fx does not print its own traceback to stderr when a traced module's
+    generated forward raises (``torch.fx.graph_module._WrappedCall`` prints "Call using an
+    FX-traced Module, line ..." and then raises). Where DAN runs a traced network to probe the
+    input it takes, that exception becomes the one line of a user error, and the print came
+    before it; elsewhere the print stays (it locates the line of a real bug). The exception itself
+    is raised as before."""
+    import builtins
+    import sys
+
+    import torch.fx.graph_module as fx_module
+
+    def print_but_not_to_stderr(*args, file=None, **kwargs):
+        if file is not sys.stderr:  # print_readable() and the like, as before
+            builtins.print(*args, file=file, **kwargs)
+
+    before = fx_module.__dict__.get("print")
+    fx_module.print = print_but_not_to_stderr  # the module's global shadows the builtin it calls
+    try:
+        yield
+    finally:
+        if before is None:
+            del fx_module.print
+        else:
+            fx_module.print = before

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
 from dan.cost import ROOT
-from dan.errors import UnsupportedModelError, out_of_memory
+from dan.errors import UnsupportedModelError, out_of_memory, quiet_fx_errors
 
 
 @dataclass(eq=False)
@@ -395,7 +395,8 @@ def _propagate_shapes(gm: fx.GraphModule, model: nn.Module, example: torch.Tenso
     gm.eval()
     with torch.no_grad():
         try:  # run it plainly first: ShapeProp prints a traceback of its own before raising
-            gm(example)
+            with quiet_fx_errors():  # the failure is the user's one line (the input size)
+                gm(example)
         except Exception as e:
             if out_of_memory(e):  # the network is too large for this machine, not the input wrong
                 raise

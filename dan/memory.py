@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from dan.errors import UserError
+from dan.errors import UserError, quiet_fx_errors
 from dan.timing import proc_kb
 
 ENV = "DAN_MEMORY_CHECK"
@@ -106,8 +106,8 @@ def activation_bytes(model: nn.Module, batch_shape: tuple, *, amp=None) -> tuple
     # fake tensors: a buffer updated in Python (BatchNorm's num_batches_tracked += 1) is the real
     # tensor under allow_non_fake_inputs (the kernels' own updates are faked)
     buffers = [(b, b.clone()) for b in model.buffers()]
-    try:
-        with torch.random.fork_rng(devices=[]):
+    try:  # a failure is an answer here (None), not the user's error: no fx traceback printed
+        with torch.random.fork_rng(devices=[]), quiet_fx_errors():
             model.train()
             if amp is None:
                 try:

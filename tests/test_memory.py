@@ -230,3 +230,14 @@ def test_count_tells_the_memory_a_training_batch_needs(tmp_path):
     # its small.json's shape, a flag replacing only its own part (--in-channels dropped the size)
     (tmp_path / "net.json").write_text(json.dumps({"input_shape": [1, 1, 28, 28]}))
     assert_user_error(run_tool("count.py", str(net), "--in-channels", "2"), "does not run on input 1x2x28x28")
+
+
+def test_a_traced_network_the_estimate_cannot_run_prints_nothing(capfd):
+    # a failed probe is an answer (None: the check is skipped); torch.fx printed a traceback of it
+    class FixedBatch(nn.Module):
+        def forward(self, x):
+            return x.view(7, -1)  # runs at batch 7 only
+
+    gm = torch.fx.symbolic_trace(FixedBatch())
+    assert memory.activation_bytes(gm, (2, 3, 8, 8)) is None
+    assert capfd.readouterr().err == ""
