@@ -409,7 +409,7 @@ def _bn_like(m: AdjointBatchNorm2d, n: int, tensors: dict) -> nn.BatchNorm2d:
 
 def _plain_bn(m: AdjointBatchNorm2d) -> nn.BatchNorm2d:
     s, n = m.small, m.group.width
-    device = next(iter(list(s.parameters()) + list(s.buffers()))).device
+    device = next(iter(list(s.parameters()) + list(s.buffers())), torch.empty(0)).device  # none: nothing to cut
     w = m.group.index(device, layout="max")
     tensors = {}
     if s.affine:

@@ -278,10 +278,13 @@ class AdjointBatchNorm2d(nn.BatchNorm2d):
         new.__dict__["template"] = copy.deepcopy(bn).to("meta")
         # The small network's own BN starts as a copy of the big one's leading entries: a fresh BN
         # for a fresh model, the pretrained statistics when a trained model is converted.
-        ref = next(t for t in list(bn.parameters()) + list(bn.buffers()) if t.is_floating_point())
-        device = ref.device  # and its floating type: a float64 model's small BN was float32
+        # on its device and in its floating type (a float64 model's small BN was float32); one with
+        # neither affine parameters nor running statistics holds no tensor (a bare StopIteration
+        # here): it normalizes each batch by its own statistics, and so does its small twin
+        ref = next((t for t in list(bn.parameters()) + list(bn.buffers()) if t.is_floating_point()), None)
+        device, dtype = (ref.device, ref.dtype) if ref is not None else (None, None)
         small = nn.BatchNorm2d(group.max_width, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
-                               device=device, dtype=ref.dtype)
+                               device=device, dtype=dtype)
         with torch.no_grad():
             # the leading max_width entries of each part (one part: a leading slice)
             w = group.max_index(device) if isinstance(group, Segments) else slice(0, group.max_width)

@@ -313,3 +313,25 @@ def test_a_float64_model_converts_and_runs_in_its_own_type():
     big, small = anet(torch.randn(2, 3, 32, 32, dtype=torch.float64))
     assert big.dtype == small.dtype == torch.float64
     assert dan.extract_small(anet).eval()(torch.zeros(1, 3, 32, 32, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("affine,track", [(False, False), (True, False), (False, True)])
+def test_a_batchnorm_without_affine_parameters_or_running_statistics_converts_exactly(affine, track):
+    # BatchNorm2d(c, affine=False, track_running_stats=False) holds no tensor: conversion stopped on a
+    # bare StopIteration. It normalizes each batch by its own statistics, in eval mode too, and so
+    # do its small twin and the extracted network's BatchNorm
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1),
+                          nn.BatchNorm2d(16, affine=affine, track_running_stats=track), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4)).eval()
+    x = torch.randn(3, 3, 8, 8)
+    anet = dan.to_adjoint(model, input_shape=(1, 3, 8, 8))
+    with torch.no_grad():
+        for mode in (True, False):
+            anet.train(mode)
+            big, small = anet(x)
+            assert torch.allclose(big, model.train(mode)(x), atol=1e-6)
+        anet.eval()
+        big, small = anet(x)
+        assert torch.allclose(dan.extract_small(anet)(x), small, atol=1e-6)
+    assert anet.group("2").width == 4
