@@ -386,7 +386,17 @@ def analyze(model: nn.Module, example: torch.Tensor, *, stem: int = 1,
             for gid, _ in go:
                 w.uf.fix(gid, "unmasked")
     _check_constant_features(w)
+    _share_attributes(w)
     return _result(w)
+
+
+def _share_attributes(w: "_Walk") -> None:
+    """Attributes read only by nodes both networks share (an input normalization's mean and std)
+    are read once too, at full width (a small copy, cut to the small channels, would go unused).
+    Users first: a reshaped attribute decides before the attribute it reshapes."""
+    for n in reversed(list(w.gm.graph.nodes)):
+        if n in w.attr_nodes and n.users and all(u.name in w.shared for u in n.users):
+            w.shared.add(n.name)
 
 
 def _propagate_shapes(gm: fx.GraphModule, model: nn.Module, example: torch.Tensor) -> None:
@@ -470,7 +480,9 @@ def _visit(w: _Walk, n: fx.Node) -> None:
         raise UnsupportedModelError(f"{w.where}: a tensor read from an attribute is used other than as a "
                                     f"per-channel factor or term")
     w.ins = [a for a in n.all_input_nodes if w.info.get(a) is not None]
-    w.all_shared = w.share = all(a.name in w.shared for a in n.all_input_nodes)
+    # an attribute is the same tensor for both networks: arithmetic of the input with buffers or
+    # constants (``(x - self.mean) / self.std``) is shared as the input is, and the stem follows it
+    w.all_shared = w.share = all(a.name in w.shared or a in w.attr_nodes for a in n.all_input_nodes)
     if n.op in ("call_function", "call_method") and not w.ins and w.shapes[n.name] is None \
             and not any(a in w.pieces for a in n.all_input_nodes):
         w.info[n] = None  # arithmetic on sizes (x.size(1) // 2): no tensor

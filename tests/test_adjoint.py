@@ -335,3 +335,41 @@ def test_a_batchnorm_without_affine_parameters_or_running_statistics_converts_ex
         big, small = anet(x)
         assert torch.allclose(dan.extract_small(anet)(x), small, atol=1e-6)
     assert anet.group("2").width == 4
+
+
+class _Normalized(nn.Module):
+    """A network that normalizes its input with registered buffers (or constants) first."""
+
+    def __init__(self, normalize):
+        super().__init__()
+        self.normalize = normalize
+        self.register_buffer("mean", torch.tensor([0.5, 0.4, 0.3]))
+        self.register_buffer("std", torch.tensor([0.2, 0.3, 0.25]).view(1, 3, 1, 1))
+        self.stem, self.bn = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.c, self.fc = nn.Conv2d(16, 32, 3, padding=1), nn.Linear(32, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.stem(self.normalize(self, x))))
+        return self.fc(self.c(x).mean((2, 3)))
+
+
+@pytest.mark.parametrize("normalize", [
+    lambda s, x: (x - s.mean.view(1, 3, 1, 1)) / s.std,
+    lambda s, x: x.sub(s.mean.reshape(1, -1, 1, 1)).mul(1 / s.std) * 2.0 + torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1),
+], ids=["buffers", "methods-and-constant"])
+def test_an_input_normalized_by_buffers_keeps_the_shared_stem(normalize):
+    # the stem was lost (anet.stem == []) and the first conv narrowed: the subtraction read an
+    # attribute, which was not counted as shared with the input
+    torch.manual_seed(0)
+    model = _Normalized(normalize).eval()
+    plain = _Normalized(lambda s, x: x)
+    anet = dan.to_adjoint(model, input_shape=(1, 3, 8, 8))
+    assert anet.stem == ["stem"] == dan.to_adjoint(plain, input_shape=(1, 3, 8, 8)).stem
+    assert anet.widths() == {"input": 3, "stem": 16, "c": 8, "fc": 4}
+    x = torch.randn(2, 3, 8, 8)
+    anet.eval()
+    with torch.no_grad():
+        big, small = anet(x)
+        assert torch.allclose(big, model(x), atol=1e-6)
+        assert torch.allclose(dan.extract_small(anet)(x), small, atol=1e-6)
+        assert torch.allclose(anet.small(x), small, atol=1e-6)
