@@ -25,6 +25,7 @@ import copy
 import dataclasses
 import math
 import operator
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Optional
@@ -376,6 +377,9 @@ def analyze(model: nn.Module, example: torch.Tensor, *, stem: int = 1,
     :data:`_METHOD_HANDLERS` by its target); anything without a handler is refused."""
     gm = trace(model)
     _dynamic_training(gm)
+    out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    if isinstance(out, fx.Node) and _returns_several(out):  # before the input size, which is then moot
+        raise UnsupportedModelError(_returns_several(out))
     _propagate_shapes(gm, model, example)
     w = _Walk(gm, stem, dict(gm.named_modules()))
     for n in gm.graph.nodes:
@@ -410,12 +414,55 @@ def _propagate_shapes(gm: fx.GraphModule, model: nn.Module, example: torch.Tenso
         except Exception as e:
             if out_of_memory(e):  # the network is too large for this machine, not the input wrong
                 raise
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UnsupportedModelError(
-                f"{type(model).__name__} does not run on an input of shape {tuple(example.shape)} "
-                f"({first[:200]}): give the input shape it takes") from e
+            raise UnsupportedModelError(_wrong_input(gm, model, example, e)) from e
         ShapeProp(gm).propagate(example)
     gm.train(was_training)
+
+
+def _wrong_input(gm: fx.GraphModule, model: nn.Module, example: torch.Tensor, e: Exception) -> str:
+    """What is wrong with ``example`` and how to give another input: the option and the flags
+    that set it, and the smallest square size the network runs on when there is one above."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    # a message formatted while tracing shows a traced size as "Proxy(getitem_2)" (ViT's "Wrong
+    # image height! Expected 224 but got Proxy(getitem_2)!"): the expected size is what helps
+    first = re.sub(r",? but got Proxy\([^)]*\)", "", first)
+    first = re.sub(r"Proxy\([^)]*\)", "a traced size", first)
+    side = _smallest_side(gm, example)
+    size = f"the smallest it takes is {side}x{side}; " if side else ""
+    return (f"{type(model).__name__} does not run on an input of shape {tuple(example.shape)} ({first[:200]}): "
+            f"{size}give an input size it takes (--image-size on the tools, --input-size on count.py, "
+            f"input_shape in dan.to_adjoint)")
+
+
+def _smallest_side(gm: fx.GraphModule, example: torch.Tensor, limit: int = 4096) -> Optional[int]:
+    """The smallest square side above ``example``'s on which ``gm`` runs, or None (none up to
+    ``limit``, or the network does not run on the meta device): sides doubled, then bisected, each
+    a forward on PyTorch's meta device (every shape computed, nothing allocated)."""
+    if example.dim() != 4:
+        return None
+    from dan.cost import meta_state
+
+    state = meta_state(gm)
+
+    def runs(side: int) -> bool:
+        x = torch.empty(tuple(example.shape[:2]) + (side, side), device="meta", dtype=example.dtype)
+        try:
+            with quiet_fx_errors():
+                torch.func.functional_call(gm, state, (x,))
+            return True
+        except Exception:  # noqa: BLE001 - any failure: not this side
+            return False
+
+    lo = max(example.shape[2:])
+    hi = 2 * lo
+    while not runs(hi):
+        lo, hi = hi, 2 * hi
+        if hi > limit:
+            return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if runs(mid) else (mid, hi)
+    return hi
 
 
 def _shape(n: fx.Node) -> Optional[tuple]:
@@ -477,8 +524,7 @@ def _visit(w: _Walk, n: fx.Node) -> None:
         return
     if any(a in w.attr_nodes for a in n.all_input_nodes) and not (
             (n.op == "call_function" and n.target in _BINARY) or (n.op == "call_method" and n.target in _BINARY_METHODS)):
-        raise UnsupportedModelError(f"{w.where}: a tensor read from an attribute is used other than as a "
-                                    f"per-channel factor or term")
+        _refuse_attribute_use(w, n)
     w.ins = [a for a in n.all_input_nodes if w.info.get(a) is not None]
     # an attribute is the same tensor for both networks: arithmetic of the input with buffers or
     # constants (``(x - self.mean) / self.std``) is shared as the input is, and the stem follows it
@@ -493,6 +539,33 @@ def _visit(w: _Walk, n: fx.Node) -> None:
         w.info[n] = _handler(w, n)(w, n)
     if w.share:  # computed from the input and the stem only: one copy serves both networks
         w.shared.add(n.name)
+
+
+def _refuse_attribute_use(w: _Walk, n: fx.Node) -> None:
+    """Refuse a tensor attribute used other than as a per-channel factor or term, saying what it
+    is: a tensor made in forward from constants (``torch.arange(31, -1, -1)``) is stored by the
+    trace as an attribute ``_tensor_constant<i>``, which the user never wrote."""
+    a = next(a for a in n.all_input_nodes if a in w.attr_nodes)
+    target = w.attr_nodes[a].target
+    what = ("a constant tensor made in forward (torch.arange, torch.tensor, ...)"
+            if target.rpartition(".")[2].startswith("_tensor_constant") else f"the tensor attribute {target}")
+    if n.op == "call_function" and n.target is operator.getitem and a is not n.args[0]:
+        raise UnsupportedModelError(f"{w.where}: indexes a tensor with {what}, which the small network cannot "
+                                    f"cut to its channels: index the channels by a range (x[:, a:b])")
+    raise UnsupportedModelError(f"{w.where}: {what} is used other than as a per-channel factor or term")
+
+
+def _returns_several(n: fx.Node) -> str:
+    """The refusal of an output built as a tuple class (GoogLeNet's and Inception's auxiliary
+    outputs in training mode), saying how to build the model with one output; "" for other nodes."""
+    if not isinstance(n.target, type) or not any(u.op == "output" for u in n.users):
+        return ""
+    fields = getattr(n.target, "_fields", ())
+    fix = ("build it without the auxiliary classifiers: aux_logits=False (with the tools, drop "
+           "model.args.aux_logits or set it to false)") if any("aux" in f for f in fields) \
+        else "make its forward return the logits alone"
+    return (f"the model returns a {n.target.__name__}{' (' + ', '.join(fields) + ')' if fields else ''} where one "
+            f"tensor of logits is expected: {fix}")
 
 
 def _handler(w: _Walk, n: fx.Node):
@@ -510,6 +583,8 @@ def _handler(w: _Walk, n: fx.Node):
         return handler
     if n.op == "call_function":
         handler = _FUNCTION_HANDLERS.get(n.target)
+        if handler is None and _returns_several(n):
+            raise UnsupportedModelError(_returns_several(n))
         if handler is None:
             raise UnsupportedModelError(
                 f"{w.where}: the operation {getattr(n.target, '__name__', n.target)} is not supported by the "

@@ -1,6 +1,7 @@
 """dan.graph.analyze: each node kind's handler refuses what it cannot convert, naming it; the
 handler tables give every supported operation exactly one handler."""
 
+import collections
 import operator
 
 import pytest
@@ -40,7 +41,11 @@ REFUSALS = [
     (lambda s, y: F.relu(y.view(1, 2, 4, 8, 8)).view(1, 8, 8, 8), {}, r"node relu .*may use a 5-D view"),
     (lambda s, y: y.reshape(1, 8, 64).reshape(1, 8, 8, 8), {}, r"only \(N, -1\) reshapes, channel shuffles and views"),
     (lambda s, y: F.conv2d(y, s.w, padding=1), {"w": nn.Parameter(torch.ones(8, 8, 3, 3))},
-     r"node conv2d \(call_function conv2d\): a tensor read from an attribute is used other than"),
+     r"node conv2d \(call_function conv2d\): the tensor attribute w is used other than"),
+    # torch.arange of constants is stored by the trace as an attribute the user never wrote
+    (lambda s, y: y[:, torch.arange(7, -1, -1)], {},
+     r"node getitem \(call_function getitem\): indexes a tensor with a constant tensor made in forward "
+     r"\(torch.arange, torch.tensor, ...\), which the small network cannot cut .*: index the channels by a range"),
     (lambda s, y: y * s.g.reshape(1, 8, 1, 1), {"g": nn.Parameter(torch.ones(2, 4))}, r"reshaped from \(2, 4\)"),
     (lambda s, y: y + y.permute(0, 2, 3, 1), {}, r"node add \(call_function add\): combines tensors of different"),
     (lambda s, y: s.a(y) * s.a.bias.reshape(1, -1, 1, 1), {}, r"module a holds parameters besides"),
@@ -168,3 +173,55 @@ def test_a_model_failing_on_the_input_size_is_one_line_without_fx_s_traceback(ca
     with pytest.raises(RuntimeError, match="Output size is too small"):
         graph.trace(_PoolTooLarge())(torch.zeros(1, 3, 8, 8))
     assert "Call using an FX-traced Module" in capfd.readouterr().err
+
+
+def test_a_model_too_small_for_the_input_is_told_the_smallest_size_and_the_flags_that_set_it():
+    # "give the input shape it takes" named neither the option nor the size (inception_v3 at 16 px)
+    with pytest.raises(UnsupportedModelError, match=r"\(1, 3, 8, 8\) \(.*Output size is too small\): the smallest it "
+                                                    r"takes is 64x64; give an input size it takes \(--image-size on "
+                                                    r"the tools, --input-size on count.py, input_shape in dan"):
+        graph.analyze(_PoolTooLarge(), torch.zeros(1, 3, 8, 8))
+
+
+class _FixedSize(nn.Module):
+    """torchvision's ViT: the input size checked against a constant in forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = x.shape[2]
+        torch._assert(h == 8, f"Wrong image height! Expected 8 but got {h}!")
+        return self.fc(self.stem(x).mean((2, 3)))
+
+
+def test_a_size_checked_in_forward_says_the_size_it_expects_without_the_trace_s_proxy_text():
+    # "(Wrong image height! Expected 224 but got Proxy(getitem_2)!)" (ViT at 64 px)
+    with pytest.raises(UnsupportedModelError) as e:
+        graph.analyze(_FixedSize(), torch.zeros(1, 3, 16, 16))
+    assert "(Wrong image height! Expected 8!): give an input size it takes" in str(e.value)
+    assert "Proxy" not in str(e.value) and "smallest" not in str(e.value)  # no size above 16 runs
+
+
+class _AuxOutputs(nn.Module):
+    Outputs = collections.namedtuple("Outputs", "logits aux_logits")
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.fc, self.aux = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4), nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.stem(x).mean((2, 3))
+        return self.Outputs(self.fc(y), self.aux(y))
+
+
+def test_auxiliary_outputs_are_refused_with_the_option_that_drops_them():
+    # GoogLeNet(aux_logits=True): "the operation GoogLeNetOutputs is not supported"
+    with pytest.raises(UnsupportedModelError, match=r"^the model returns a Outputs \(logits, aux_logits\) where one "
+                                                    r"tensor of logits is expected: .*aux_logits=False \(with the "
+                                                    r"tools, drop model.args.aux_logits or set it to false\)$"):
+        graph.analyze(_AuxOutputs(), torch.zeros(1, 3, 8, 8))
+    # said before the input size: inception_v3(aux_logits=True) at 96 px was told to take 299 px first
+    with pytest.raises(UnsupportedModelError, match=r"^the model returns a Outputs"):
+        graph.analyze(_AuxOutputs(), torch.zeros(1, 2, 8, 8))  # 2 channels: does not run either
