@@ -19,6 +19,7 @@ load into it before conversion, and ``anet.big`` is a module that runs the big n
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Optional
 
 import torch
@@ -179,6 +180,7 @@ def to_adjoint(model: nn.Module, alpha: float = 4, beta: float = 0.0, *,
     an = analyze(model, example, stem=stem, unmasked=unmasked)
     _check_options(an, model, stem, unmasked)
     _set_widths(an.groups, alpha, widths, max_widths)
+    _warn_full_width(an, alpha, widths)
     _make_layers_adjoint(an, beta, mask_seed)
     slices = _add_channel_cuts(an)
     graph = an.gm.graph
@@ -290,6 +292,24 @@ def _add_channel_cuts(an: GraphAnalysis) -> dict:
         gm.add_submodule(slices[node], ChannelRange(cuts, dim, kind == "split",
                                                     _channels(names, by_name) if by_parts else None, source, coef))
     return slices
+
+
+def _warn_full_width(an: GraphAnalysis, alpha: float, widths: Optional[dict]) -> None:
+    """Warn of a group that ``alpha`` would narrow but that stays at full width because its widths
+    must be multiples of its full width (``torch.split(x, [5, 27], 1)``: a narrower tensor cannot be
+    cut at the same fractions). It was left at 32/32 without a word."""
+    for g in an.groups:
+        if g.fixed or g.name in (widths or {}) or g.width < g.full or alpha_width(g.full, alpha) == g.full:
+            continue
+        cuts = []
+        for node, (kind, fractions, _, names, by_parts) in sorted(an.ranges.items()):
+            if kind != "mean" and not by_parts and names[0][0] == g.name:
+                total = names[0][1] * g.full
+                cuts.append(f"node {node} cuts it into {' + '.join(str(int((b - a) * total)) for a, b in fractions)}")
+        why = (f" ({', '.join(cuts)} channels, which no narrower width can be cut into in the same proportions); "
+               f"split it into pieces that scale (torch.chunk, or sizes with a common factor)") if cuts else ""
+        warnings.warn(f"width group '{g.name}' stays at its full {g.full} channels at alpha={alpha:g}: its widths must "
+                      f"be multiples of {g.quantum}{why}", stacklevel=3)
 
 
 def _set_widths(groups, alpha, widths, max_widths) -> None:

@@ -373,3 +373,28 @@ def test_an_input_normalized_by_buffers_keeps_the_shared_stem(normalize):
         assert torch.allclose(big, model(x), atol=1e-6)
         assert torch.allclose(dan.extract_small(anet)(x), small, atol=1e-6)
         assert torch.allclose(anet.small(x), small, atol=1e-6)
+
+
+class _Split(nn.Module):
+    def __init__(self, sizes):
+        super().__init__()
+        self.sizes = sizes
+        self.stem, self.c = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1)
+        self.fc = nn.Linear(32, 4)
+
+    def forward(self, x):
+        a, b = torch.split(self.c(torch.relu(self.stem(x))), self.sizes, 1)
+        return self.fc(torch.cat([torch.relu(a), b], 1).mean((2, 3)))
+
+
+def test_a_group_that_alpha_cannot_narrow_is_named_in_a_warning(recwarn):
+    # torch.split(x, [5, 27], 1) left its group at 32/32 with alpha=4 and no word
+    with pytest.warns(UserWarning, match=r"width group 'c' stays at its full 32 channels at alpha=4: its widths must "
+                                         r"be multiples of 32 \(node split cuts it into 5 \+ 27 channels.*torch.chunk"):
+        anet = dan.to_adjoint(_Split([5, 27]), alpha=4, input_shape=(1, 3, 8, 8))
+    assert anet.group("c").width == 32
+    recwarn.clear()
+    # sizes that scale are cut in the same proportions (8 + 24 of 32 -> 2 + 6 of 8): no warning
+    assert dan.to_adjoint(_Split([8, 24]), alpha=4, input_shape=(1, 3, 8, 8)).group("c").width == 8
+    dan.to_adjoint(_Split([5, 27]), alpha=1, input_shape=(1, 3, 8, 8))  # nothing asked narrower
+    assert not [w for w in recwarn if "stays at its full" in str(w.message)]
