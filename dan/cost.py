@@ -190,19 +190,7 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
             h.remove()
         set_mode(model, training)
 
-    layers: dict[str, LayerCost] = {}
-    unnamed = 0
-    owners = _weight_owners(per_module)
-    for name, kind, flops, detail, shape, weight in rec.records:
-        if name is None:  # no hooks ran (TorchScript, torch.export): the module holding that weight
-            name = _owner(owners, weight)
-        if name is None:
-            name, unnamed = f"{kind}#{unnamed}", unnamed + 1
-        l = layers.setdefault(name, LayerCost(name, kind, detail=detail))
-        l.flops += flops
-        l.calls += 1
-        if shape is not None:
-            l.c_in, l.c_out, l.groups, l.unit = shape
+    layers = _operation_rows(rec.records, per_module)
     for name, m in per_module.items():
         direct = list(m.parameters(recurse=False))
         if not direct:
@@ -223,6 +211,27 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
     nonzero = sum(int(torch.count_nonzero(p)) for p in params)
     flops = sum(l.flops for l in ordered)
     return Cost(flops, total_params, nonzero, tuple(input_shape), ordered)
+
+
+def _operation_rows(records: list, per_module: dict) -> dict:
+    """The layer table's rows of the recorded convolutions and matrix multiplies, by module name."""
+    layers: dict[str, LayerCost] = {}
+    unnamed = 0
+    owners = _weight_owners(per_module)
+    hooked = any(r[0] is not None for r in records)
+    for name, kind, flops, detail, shape, weight in records:
+        if name is None and not hooked:  # no hooks ran (TorchScript, torch.export): the module holding that weight
+            name = _owner(owners, weight)
+        elif name is None and kind == "linear":  # a matrix multiply outside any module (torch.matmul): a row of
+            kind = "matmul"  # its own; it went to the Linear whose weight had its shape
+        if name is None:
+            name, unnamed = f"{kind}#{unnamed}", unnamed + 1
+        l = layers.setdefault(name, LayerCost(name, kind, detail=detail))
+        l.flops += flops
+        l.calls += 1
+        if shape is not None:
+            l.c_in, l.c_out, l.groups, l.unit = shape
+    return layers
 
 
 def _weight_owners(per_module: dict) -> list:

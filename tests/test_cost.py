@@ -143,3 +143,19 @@ def test_parse_and_format():
     assert parse_count(1.6) == parse_count("1.6") == 2  # a float was truncated, a string rounded
     with pytest.raises(dan.UserError):
         parse_count("lots")
+
+
+def test_a_free_standing_matmul_has_a_row_of_its_own():
+    # its MACs went to the row of the Linear whose weight had the shape of its right operand
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.w = nn.Linear(16, 16), nn.Parameter(torch.ones(16, 16))
+
+        def forward(self, x):
+            return torch.matmul(self.fc(x), self.w)
+
+    c = dan.count(Head(), (2, 16))
+    rows = {l.name: (l.kind, l.flops) for l in c.layers}
+    assert rows["fc"] == ("linear", 2 * 16 * 16) and rows["matmul#0"] == ("matmul", 2 * 16 * 16)
+    assert c.flops == 2 * 2 * 16 * 16 and "matmul#0  matmul" in c.table()
