@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import json
 import os
 import re
@@ -49,7 +48,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from dan.checkpoint import atomic_write, write_bytes, write_json, write_through_python
 from dan.cost import count, set_mode
-from dan.errors import UserError, first_line, out_of_memory
+from dan.errors import UserError, first_line, out_of_memory, quiet_fx_errors
 from dan.timing import device_of, median_ms, sync
 
 
@@ -86,7 +85,7 @@ def layout_for(model: nn.Module, input_shape: tuple, memory_format: str = "chann
     x = torch.zeros((2,) + tuple(input_shape[1:]), device=device_of(model),
                     dtype=next(model.parameters()).dtype).contiguous(memory_format=torch.channels_last)
     try:  # (an fx module prints its own traceback before raising: not for a probe)
-        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+        with torch.no_grad(), quiet_fx_errors():
             probe(x)
     except RuntimeError as e:
         if "view size is not compatible" in str(e):
