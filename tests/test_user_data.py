@@ -117,6 +117,25 @@ def test_images_are_converted_from_uint8_pil_and_arrays_and_resized_when_asked()
     assert info.in_channels == 1 and all(torch.allclose(x, torch.full_like(x, 0.299)) for x, _ in batches)
 
 
+def test_the_input_channels_come_from_items_spread_over_the_split_and_a_colour_one_is_never_made_grey_unasked():
+    # an audit's dataset whose item 0 was grey and the rest colour got a 1-channel network, and every
+    # colour image was made grey without a word
+    grey, colour = (torch.full((1, 6, 6), 0.5), 0), (torch.rand(3, 6, 6), 1)
+    batches, info = _read_all(Items([grey] + [colour] * 15))
+    assert info.in_channels == 3 and all(x.shape[1] == 3 for x, _ in batches)
+    assert torch.equal(batches[-1][0][0], torch.full((3, 6, 6), 0.5))  # test item 0, grey, repeated
+    # a colour image the sample missed, under a network sized grey: one line naming data.channels
+    rare = Items([grey] * 4 + [colour] + [grey] * 15)  # item 4: not among the 8 read of 20
+    with pytest.raises(dan.UserError, match="train item 4: its image is colour, .*data.channels=3"):
+        _read_all(rare)
+    batches, info = _read_all(rare, channels=1)  # asked for: made grey
+    assert info.in_channels == 1 and all(x.shape[1] == 1 for x, _ in batches)
+    with pytest.raises(dan.UserError, match=r"different channel counts \(item 0: 3, item 1: 4.*convert\('RGB'\)"):
+        _read_all(Items([colour, (torch.rand(4, 6, 6), 0)] * 4))
+    with pytest.raises(dan.UserError, match="its image has 4 channels, the network takes 3 .*convert"):
+        _read_all(Items([colour] * 4 + [(torch.rand(4, 6, 6), 0)] + [colour] * 15))  # not data.image_size
+
+
 @pytest.mark.parametrize("bad, fields, fragments", [
     ((torch.zeros(3, 6, 6), 3), {}, ["train item 1", "label 3 is outside 0..2", "data.num_classes"]),
     ((torch.zeros(3, 6, 6), 1.0), {}, ["train item 1", "not an integer class index"]),

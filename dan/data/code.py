@@ -12,9 +12,12 @@ names the image's and the label's keys; unset, the image is whichever one of ``i
 * ``image``: a tensor ``C x H x W`` (or ``H x W``), float as the network should see it (your
   transform normalizes and augments; DAN adds nothing) or uint8 (scaled to [0, 1]); or a PIL image
   or an ``H x W x C`` array (converted as ``torchvision.transforms.ToTensor`` does). Every image of
-  both splits has the first training image's channels and size, or, with ``data.image_size``, is
-  resized to that square (non-square images need it). ``data.channels: 3`` repeats grey images,
-  ``data.channels: 1`` makes colour ones grey (luma, :data:`dan.data.augment.GREY`).
+  both splits has the first training image's size, or, with ``data.image_size``, is resized to that
+  square (non-square images need it). The network's channels come from :data:`SAMPLED_ITEMS`
+  training images spread over the split: colour if any of them is (grey images are repeated), else
+  theirs; a colour image met later by a network sized grey is refused, naming ``data.channels``.
+  ``data.channels: 3`` repeats grey images, ``data.channels: 1`` makes colour ones grey (luma,
+  :data:`dan.data.augment.GREY`).
 * ``label``: an integer in ``[0, num_classes)``. The class count is ``data.num_classes``, else the
   length of the training set's ``classes`` (torchvision's datasets have one), else its label
   feature's ``num_classes`` (a Hugging Face ``ClassLabel``), else the largest of its ``targets``
@@ -199,12 +202,44 @@ def _count_targets(targets, name: str) -> int:
     return int(t.max()) + 1
 
 
+# Training items read to decide the input channels. An audit's dataset whose item 0 was grey and
+# the rest colour got a 1-channel network and every colour image silently made grey.
+SAMPLED_ITEMS = 8
+
+
+def sampled_positions(n: int, k: int = SAMPLED_ITEMS) -> list[int]:
+    """Up to ``k`` positions spread evenly over ``n`` items, the first and the last among them."""
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if n > 1 else [0]
+
+
+def _input_channels(seen: dict, cfg: DataConfig, name: str) -> int:
+    """The network's input channels from ``seen`` (training position -> image channels): colour
+    when any sampled image is (grey ones are then repeated), else what they all have; or
+    ``cfg.channels`` when it can be made from them."""
+    counts = sorted(set(seen.values()))
+    if len(counts) > 1 and counts != [1, 3]:
+        first = {c: j for j, c in reversed(list(seen.items()))}  # the first item of each count
+        at = ", ".join(f"item {first[c]}: {c}" for c in counts)
+        raise UserError(f"dataset '{name}': its training images have different channel counts ({at}): give "
+                        f"every image the same, e.g. image.convert('RGB') in your transform")
+    c = counts[-1]
+    if cfg.channels not in (None, c) and (cfg.channels, c) not in ((3, 1), (1, 3)):
+        raise UserError(f"data.channels {cfg.channels}: grey images can be given 3 channels (repeated) and colour "
+                        f"ones 1 (made grey), and {name}'s have {c}; drop data.channels")
+    return cfg.channels or c
+
+
 def splits_info(splits: DatasetSplits, cfg: DataConfig) -> DatasetInfo:
-    """Shapes and class count of your dataset, from its first training image (and ``cfg``)."""
-    name, where = splits.name, f"dataset '{splits.name}', train item 0"
-    with seeded(0):  # a random transform draws here without moving the run's own generator
-        x = to_image(_item(splits.train, 0, where, cfg.item_keys)[0], where)
-    c, h, w = x.shape
+    """Shapes and class count of your dataset: the side from its first training image, the
+    channels from :data:`SAMPLED_ITEMS` training images spread over the split (and ``cfg``)."""
+    name, seen = splits.name, {}
+    for j in sampled_positions(len(splits.train)):
+        where = f"dataset '{name}', train item {j}"
+        with seeded(0, j):  # a random transform draws here without moving the run's own generator
+            x = to_image(_item(splits.train, j, where, cfg.item_keys)[0], where)
+        seen[j] = x.shape[0]
+        if j == 0:
+            h, w = x.shape[1:]
     if h != w and cfg.image_size is None:
         raise UserError(f"dataset '{name}': its images are {h}x{w}, the networks take square ones: set "
                         f"data.image_size (every image is resized to it) or crop in your transform")
@@ -212,10 +247,7 @@ def splits_info(splits: DatasetSplits, cfg: DataConfig) -> DatasetInfo:
     if not 2 <= k <= 1_000_000:
         raise UserError(f"dataset '{name}' has {k} classes (counted from its training set): a classifier needs "
                         f"2 to 1,000,000; fix the labels or set data.num_classes")
-    if cfg.channels not in (None, c) and (cfg.channels, c) not in ((3, 1), (1, 3)):
-        raise UserError(f"data.channels {cfg.channels}: grey images can be given 3 channels (repeated) and colour "
-                        f"ones 1 (made grey), and {name}'s have {c}; drop data.channels")
-    c = cfg.channels or c
+    c = _input_channels(seen, cfg, name)
     return DatasetInfo(name, k, c, cfg.image_size or h, (0.0,) * c, (1.0,) * c)
 
 
@@ -253,9 +285,10 @@ class UserSplit(IndexedSplit):
     same seed score widths differently."""
 
     def __init__(self, ds, indices: Optional[torch.Tensor], info: DatasetInfo, split: str, resize: bool,
-                 keys: Optional[list] = None):
+                 keys: Optional[list] = None, grey: bool = False):
         super().__init__(indices, len(ds))
         self.ds, self.info, self.split, self.resize, self.keys = ds, info, split, resize, keys
+        self.grey = grey  # data.channels: 1, colour images are made grey (else a colour one is refused)
 
     def __getitem__(self, i: int):
         j, info = self.indices[i], self.info
@@ -266,15 +299,26 @@ class UserSplit(IndexedSplit):
         s = info.image_size
         if self.resize and tuple(x.shape[1:]) != (s, s):
             x = F.interpolate(x[None], size=(s, s), mode="bilinear", antialias=True, align_corners=False)[0]
-        if x.shape[0] == 1 and info.in_channels == 3:
+        return self._channels(x, where), to_label(item[1], info.num_classes, where)
+
+    def _channels(self, x: torch.Tensor, where: str) -> torch.Tensor:
+        """``x`` with the network's channels and checked against its input shape."""
+        c, s = self.info.in_channels, self.info.image_size
+        if x.shape[0] == 1 and c == 3:
             x = x.expand(3, -1, -1)
-        elif x.shape[0] == 3 and info.in_channels == 1:  # data.channels: 1
+        elif x.shape[0] == 3 and c == 1:
+            if not self.grey:  # made grey in silence, the colour a class differs by was lost
+                raise UserError(f"{where}: its image is colour, and the training images read to size the network "
+                                f"were grey (1 channel): set data.channels=3 (grey images repeated) or "
+                                f"data.channels=1 (colour ones made grey)")
             x = to_grey(x)
-        if tuple(x.shape) != (info.in_channels, s, s):
+        if x.shape[0] != c:
+            raise UserError(f"{where}: its image has {x.shape[0]} channels, the network takes {c} (from the training "
+                            f"images): give every image the same, e.g. image.convert('RGB') in your transform")
+        if tuple(x.shape[1:]) != (s, s):
             raise UserError(f"{where}: its image is {'x'.join(map(str, x.shape))}, the first training image "
-                            f"{info.in_channels}x{s}x{s}: give every image one shape (or set data.image_size: "
-                            f"each is resized to it)")
-        return x.contiguous(), to_label(item[1], info.num_classes, where)
+                            f"{c}x{s}x{s}: give every image one size (or set data.image_size: each is resized to it)")
+        return x.contiguous()
 
 
 def _spec(name: str) -> Optional[DatasetSpec]:

@@ -106,7 +106,7 @@ def get_dataset(name: str) -> DatasetSpec:
 
 def dataset_info(cfg: DataConfig) -> DatasetInfo:
     """Shapes, class count and normalization of ``cfg.dataset`` without loading any image (your own
-    dataset, :mod:`dan.data.code`: from its first training item)."""
+    dataset, :mod:`dan.data.code`: from a few of its training items)."""
     return get_dataset(cfg.dataset).info(cfg)
 
 

@@ -252,7 +252,7 @@ def _user_data(splits: DatasetSplits, cfg: DataConfig, info: DatasetInfo, seed: 
 
     def split(ds, idx, name, train):
         return UserSplit(ds, idx, info, "test" if name == "test" else "train", resize=cfg.image_size is not None,
-                         keys=cfg.item_keys)
+                         keys=cfg.item_keys, grey=cfg.channels == 1)
 
     return _worker_data(splits.train, splits.test, split, cfg, info, seed, device)
 
