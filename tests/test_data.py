@@ -392,6 +392,26 @@ def test_imagefolder_class_mismatch(tmp_path):
         build_data(DataConfig(dataset="imagefolder", data=root, image_size=16), seed=0)
 
 
+def test_imagefolder_refuses_a_link_loop_and_follows_a_link_elsewhere(tmp_path):
+    # an audit's `ln -s .. train/cat/loop` added every image of train/ 81 times, all as cat
+    root = write_image_folder(tmp_path / "imgs")
+    cfg = DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=2)
+    extra = write_image_folder(tmp_path / "more")
+    os.symlink(os.path.join(extra, "train", "cat"), os.path.join(root, "train", "cat", "more"))  # not a loop
+    assert build_data(cfg, seed=0).train.num_samples == 9
+    os.symlink("..", os.path.join(root, "train", "cat", "loop"))
+    with pytest.raises(UserError, match=r"train/cat/loop is a link to .*imgs/train, a folder that holds it: .*"
+                                        r"class cat; remove the link"):
+        build_data(cfg, seed=0)
+    os.remove(os.path.join(root, "train", "cat", "loop"))
+    a, b = os.path.join(extra, "train", "cat"), os.path.join(extra, "val", "cat")
+    os.symlink(b, os.path.join(a, "b"))
+    assert build_data(cfg, seed=0).train.num_samples == 11  # more/b: two images more
+    os.symlink(a, os.path.join(b, "a"))  # a loop of two links, neither to a folder holding it
+    with pytest.raises(UserError, match=r"train/cat/more/b/a is a link to .*more/train/cat, a folder that holds"):
+        build_data(cfg, seed=0)
+
+
 # --------------------------------------------------------------------------- user errors
 
 @pytest.mark.parametrize("cfg, match", [

@@ -229,9 +229,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 class ImageFiles:
     """The images of one split of an image folder, as torchvision's ImageFolder lists them
     (``samples``: (path, class index) pairs, classes in sorted order, each class's folder walked in
-    sorted order, links followed) but with hidden files and folders skipped; read by ``loader``. A
-    module-level class, not a subclass made where it is used: DataLoader workers started by spawn
-    (macOS, Windows) must unpickle it."""
+    sorted order, links followed, a loop refused) but with hidden files and folders skipped; read
+    by ``loader``. A module-level class, not a subclass made where it is used: DataLoader workers
+    started by spawn (macOS, Windows) must unpickle it."""
 
     samples: list
     classes: list
@@ -241,14 +241,31 @@ class ImageFiles:
         return len(self.samples)
 
 
+def _refuse_link_loops(top: str, d: str, subs: list, c: str) -> None:
+    """Refuse a link among ``d``'s sub-folders ``subs`` (``d`` walked from ``top``) to a folder the
+    walk is inside of: followed, it walks the same images again at every level until the system's
+    limit on links (an audit's ``ln -s .. train/cat/loop`` gave every image of train/ 81 times, all
+    as ``cat``). A link to a folder elsewhere is followed."""
+    rel = os.path.relpath(d, top).split(os.sep)
+    inside = [os.path.realpath(os.path.join(top, *rel[:i])) for i in range(len(rel) + 1)]
+    for x in subs:
+        link = os.path.join(d, x)
+        target = os.path.realpath(link)
+        if os.path.islink(link) and any(p == target or p.startswith(target.rstrip(os.sep) + os.sep) for p in inside):
+            raise UserError(f"{link} is a link to {target}, a folder that holds it: its images would be read again "
+                            f"and again as class {c}; remove the link, or link the folder it should add")
+
+
 def _image_files(folder: str, classes: list[str]) -> ImageFiles:
     """The images under ``folder/<class>/`` for each of ``classes``; an empty class is refused by
     name (torchvision's own error names neither the split nor what to do)."""
     samples = []
     for i, c in enumerate(classes):
         found, walk = [], []
-        for d, subs, files in os.walk(os.path.join(folder, c), followlinks=True):
+        top = os.path.join(folder, c)
+        for d, subs, files in os.walk(top, followlinks=True):
             subs[:] = [x for x in subs if not _hidden(x)]
+            _refuse_link_loops(top, d, subs, c)
             walk.append((d, files))
         for d, files in sorted(walk):  # torchvision's order: folders by path, then files by name
             found += [(os.path.join(d, f), i) for f in sorted(files)
