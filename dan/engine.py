@@ -148,7 +148,8 @@ class Trainer:
         self.monitor = monitor or Monitor(self.run_dir, console=False)
         self.device = resolve_device(cfg.device)
         self.dist = distributed.info()
-        self.data = data if data is not None else build_data(cfg.data, seed=cfg.seed, device=self.device)
+        self.data = data if data is not None else build_data(cfg.data, seed=cfg.seed, device=self.device,
+                                                             log=self.monitor.info)
         if self.dist.enabled:
             self.data.shard(self.dist.rank, self.dist.world)
         seed_everything(cfg.seed)

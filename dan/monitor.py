@@ -100,6 +100,15 @@ class Monitor:
 
         tqdm.write(line, file=sys.stderr)
 
+    def info(self, line: str) -> None:
+        """A line about the run on stdout, beside its results (when the console sink is on): what
+        it is run on, not its progress, which goes to stderr with the epochs."""
+        if not self.console:
+            return
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stdout)
+
     def progress(self, iterable: Iterable, total: int, desc: str) -> Iterable:
         if not self.console:
             return iterable

@@ -128,7 +128,8 @@ class Searcher:
         if s.budget_latency is not None:  # this device's latency model (cached; built once here)
             self.latency = latency_model(s, self.sn, extremes, self.monitor.console)
         self.budget = resolve_budget(s, extremes, describe_model(cfg))
-        self.data = data if data is not None else build_data(cfg.data, seed=cfg.seed, device=self.device)
+        self.data = data if data is not None else build_data(cfg.data, seed=cfg.seed, device=self.device,
+                                                             log=self.monitor.info)
         self.dist = distributed.info()
         if self.dist.enabled:
             self.data.shard(self.dist.rank, self.dist.world)
@@ -151,8 +152,7 @@ class Searcher:
         self.lam = schedule(cfg.adjoint.schedule, cfg.adjoint.c)
         self.control = SearchControl(s, self.steps_per_epoch, self.total_steps)  # tau, mu, settle phase
         self.cost = BudgetCost(self.budget, self.sn, self.latency)
-        self.epoch = 0
-        self.step = 0
+        self.epoch, self.step = 0, 0
         self.history: list[list[int]] = []  # argmax widths per epoch
         self.last_eval: dict = {}
         self.last_row: dict | None = None

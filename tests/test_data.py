@@ -392,6 +392,36 @@ def test_imagefolder_class_mismatch(tmp_path):
         build_data(DataConfig(dataset="imagefolder", data=root, image_size=16), seed=0)
 
 
+def test_imagefolder_reads_gif_and_a_run_says_on_stdout_what_it_found(tmp_path, capsys):
+    # an audit's .gif files were left out without a word, and no count of images was ever shown
+    from PIL import Image
+
+    from dan.config import Config
+    from dan.data import load_image
+    from dan.engine import Trainer
+    from dan.monitor import Monitor
+
+    root = write_image_folder(tmp_path / "imgs")
+    gif = os.path.join(root, "train", "cat", "anim.gif")
+    frames = [Image.new("RGB", (20, 20), c) for c in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    assert tuple(np.asarray(load_image(gif))[5, 5]) == (255, 0, 0)  # the first frame
+    (tmp_path / "imgs" / "train" / "dog" / "notes.txt").write_text("not an image")
+    (tmp_path / "imgs" / "val" / "dog" / "scan.heic").write_bytes(b"HEIC")
+    cfg = Config.from_dict({"out": str(tmp_path / "run"), "model": {"space": "resnet18_small", "args": {"width": 8}},
+                            "data": {"dataset": "imagefolder", "data": root, "image_size": 16, "batch_size": 2}})
+    line = (f"imagefolder {root}: 7 training images in 2 classes, 4 validation images (2 other files skipped: "
+            f".heic, .txt)")
+    said = []
+    build_data(cfg.data, seed=0, log=said.append)
+    assert said == [line]
+    Trainer(cfg, Monitor(None, console=True))
+    out, err = capsys.readouterr()
+    assert out == line + "\n" and line not in err
+    Trainer(cfg, Monitor(None, console=False))  # --quiet
+    assert capsys.readouterr().out == ""
+
+
 def test_imagefolder_refuses_a_link_loop_and_follows_a_link_elsewhere(tmp_path):
     # an audit's `ln -s .. train/cat/loop` added every image of train/ 81 times, all as cat
     root = write_image_folder(tmp_path / "imgs")

@@ -57,10 +57,22 @@ class ArraySplits:
 @dataclass
 class FolderSplits:
     """An image-folder dataset: the :class:`ImageFiles` of ``train/`` and ``val/`` (the test split),
-    with the same classes."""
+    with the same classes, under ``root``."""
 
     train: Any
     test: Any
+    root: str = ""
+
+    def summary(self) -> str:
+        """What was found, in one line: images per split, classes, and the files that are not
+        images (no count was ever shown, and an audit's GIFs were left out unseen)."""
+        skipped = self.train.skipped + self.test.skipped
+        kinds = sorted({os.path.splitext(f)[1].lower() or os.path.basename(f) for f in skipped})
+        other = f"{len(skipped)} other file{'s' * (len(skipped) != 1)} skipped"
+        if kinds:
+            other += ": " + ", ".join(kinds[:4]) + (", ..." if len(kinds) > 4 else "")
+        return (f"imagefolder {self.root}: {len(self.train)} training images in {len(self.train.classes)} classes, "
+                f"{len(self.test)} validation images ({other})")
 
 
 # --------------------------------------------------------------------------- file formats
@@ -222,7 +234,9 @@ def _folder_classes(cfg: DataConfig) -> tuple[str, list[str]]:
     return root, classes
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
+# torchvision's, and GIF (the first frame), which Pillow always reads: an audit's .gif files were
+# left out without a word
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
 
 @dataclass
@@ -236,6 +250,7 @@ class ImageFiles:
     samples: list
     classes: list
     loader: Any = load_image
+    skipped: list = dataclasses.field(default_factory=list)  # the files that are not images
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -259,7 +274,7 @@ def _refuse_link_loops(top: str, d: str, subs: list, c: str) -> None:
 def _image_files(folder: str, classes: list[str]) -> ImageFiles:
     """The images under ``folder/<class>/`` for each of ``classes``; an empty class is refused by
     name (torchvision's own error names neither the split nor what to do)."""
-    samples = []
+    samples, skipped = [], []
     for i, c in enumerate(classes):
         found, walk = [], []
         top = os.path.join(folder, c)
@@ -270,11 +285,12 @@ def _image_files(folder: str, classes: list[str]) -> ImageFiles:
         for d, files in sorted(walk):  # torchvision's order: folders by path, then files by name
             found += [(os.path.join(d, f), i) for f in sorted(files)
                       if not _hidden(f) and f.lower().endswith(IMAGE_EXTENSIONS)]
+            skipped += [os.path.join(d, f) for f in files if not (_hidden(f) or f.lower().endswith(IMAGE_EXTENSIONS))]
         if not found:
             raise UserError(f"class folder {os.path.join(folder, c)} holds no image ({', '.join(IMAGE_EXTENSIONS)}): "
                             f"add images, or remove the class from train/ and val/")
         samples += found
-    return ImageFiles(samples, list(classes))
+    return ImageFiles(samples, list(classes), skipped=skipped)
 
 
 # --------------------------------------------------------------------------- descriptions
@@ -394,7 +410,7 @@ def imagefolder(cfg: DataConfig, info: DatasetInfo) -> FolderSplits:
                         f"counterpart): make them the same")
     try:
         return FolderSplits(_image_files(os.path.join(root, "train"), classes),
-                            _image_files(os.path.join(root, "val"), classes))
+                            _image_files(os.path.join(root, "val"), classes), root)
     except OSError as e:
         raise UserError(f"cannot read image folder {root} ({str(e).splitlines()[0]}): fix its layout")
 

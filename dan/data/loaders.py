@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Optional, Protocol, Union
+from typing import Callable, Iterator, Optional, Protocol, Union
 
 import numpy as np
 import torch
@@ -291,13 +291,15 @@ def _check_batches(cfg: DataConfig) -> None:
 
 # --------------------------------------------------------------------------- building
 
-def build_data(cfg: DataConfig, *, seed: int, device: Union[torch.device, str] = "cpu") -> Data:
+def build_data(cfg: DataConfig, *, seed: int, device: Union[torch.device, str] = "cpu",
+               log: Optional[Callable[[str], None]] = None) -> Data:
     """Load ``cfg.dataset`` and wrap its splits in loaders (see the module docstring).
 
     Args:
         cfg: the data section of the run's config.
         seed: the run seed; subset, holdout split, shuffling and augmentation derive from it.
         device: where batches are delivered (in-memory sets live there entirely).
+        log: given a line saying what was found (an image folder's image and class counts).
     Returns:
         :class:`Data` with ``train``, ``test`` and, when ``cfg.holdout > 0``, ``holdout`` and
         ``holdout_eval`` loaders.
@@ -307,6 +309,8 @@ def build_data(cfg: DataConfig, *, seed: int, device: Union[torch.device, str] =
     device = torch.device(device)
     splits = get_dataset(cfg.dataset).load(cfg, info)
     if isinstance(splits, FolderSplits):
+        if log is not None:
+            log(splits.summary())
         return _folder_data(splits, cfg, info, seed, device)
     if isinstance(splits, DatasetSplits):
         return _user_data(splits, cfg, info, seed, device)
