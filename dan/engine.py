@@ -302,7 +302,8 @@ class Trainer:
         stem = deploy_name(self.method.deployed)
         meta = save_deployable(deployed, self.run_dir, shape, name=stem,
                                extra={"method": cfg.train.method, "space": cfg.model.space,
-                                      "preprocess": deploy_preprocess(self.data.info, cfg.data)},
+                                      "preprocess": deploy_preprocess(self.data.info, cfg.data,
+                                                                       self.data.class_names)},
                                memory_format=cfg.train.deploy_memory_format or "channels_last")
         summary.files = {k: os.path.join(self.run_dir, stem + suffix) for k, suffix in
                          [("torchscript", ".pt"), ("export", ".pt2"), ("state_dict", "_state.pt"), ("meta", ".json")]}

@@ -226,6 +226,28 @@ def test_what_a_dataset_function_returns_is_checked(tmp_path, monkeypatch, out, 
     assert fragment in str(e.value), str(e.value)
 
 
+def test_train_and_test_splits_naming_their_classes_differently_are_refused_and_the_names_recorded():
+    # an audit's torchvision ImageFolders: val/ spelt a class `Dog`, which sorted first, and the cat
+    # and dog test labels were swapped without a word (the built-in imagefolder refuses such a pair)
+    from dan.data import deploy_preprocess
+
+    item = (torch.zeros(3, 6, 6), 0)
+    _, info = _read_all(Items([item] * 4), Items([item] * 2))
+    for test_classes, fragment in ((["a", "c", "b"], "train 'b' vs test 'c'"), (["a", "b"], "3 vs 2 classes")):
+        with pytest.raises(dan.UserError, match=f"train and test splits name different classes .*{fragment}.*"
+                                                f"give both splits the same classes"):
+            _read_all(Items([item] * 4), _with(Items([item] * 2), classes=test_classes))
+    # through a Subset, and a Hugging Face label feature's names
+    hf = _with(Items([item] * 2, no_classes=True), features={"label": _with(Items([]), names=["a", "b", "d"])})
+    with pytest.raises(dan.UserError, match="train 'c' vs test 'd'"):
+        _read_all(Items([item] * 4), torch.utils.data.Subset(hf, [0, 1]))
+    splits = as_splits((Items([item] * 4), Items([item] * 2)), "<object Items>")
+    cfg = DataConfig(dataset=splits.name, batch_size=2)
+    data = build_user_data(splits, cfg, seed=0)
+    assert data.class_names == ["a", "b", "c"]
+    assert deploy_preprocess(data.info, cfg, data.class_names)["class_names"] == ["a", "b", "c"]
+
+
 def test_bad_names_and_arguments_are_refused_before_anything_runs():
     with pytest.raises(dan.UserError, match="data.args"):
         dataset_info(_data(args={"nope": 1}))
@@ -258,7 +280,9 @@ def test_a_function_dataset_searches_and_retrains_from_the_command_line_named_ea
     assert not r.exists()
     p = run_tool("retrain.py", str(s), "--dataset", FN, *TINY, "--out", str(r))
     assert p.returncode == 0, p.stderr[-2000:]
-    assert json.loads((r / "small.json").read_text())["flops"] == arch["small"]["flops"]
+    meta = json.loads((r / "small.json").read_text())
+    assert meta["flops"] == arch["small"]["flops"]
+    assert meta["preprocess"]["class_names"] == ["c0", "c1", "c2", "c3"]  # its `classes` (recorded null before)
     # the checkpoint says what its networks were built for: counted without the dataset's code
     p = run_tool("count.py", str(r / "checkpoints" / "last.pt"))
     assert p.returncode == 0, p.stderr[-2000:]

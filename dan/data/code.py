@@ -178,6 +178,40 @@ def _count_classes(ds, name: str, keys: Optional[list] = None) -> int:
                     f"from: set data.num_classes")
 
 
+def class_names(ds, keys: Optional[list] = None) -> Optional[list]:
+    """A split's class names in label order, where it has them: ``classes`` (torchvision's
+    datasets), else a Hugging Face label feature's ``names``; looks through wrappers with a
+    ``dataset`` attribute (``torch.utils.data.Subset``). None when it has neither."""
+    seen = 0
+    while ds is not None and seen < 8:
+        classes = getattr(ds, "classes", None)
+        if isinstance(classes, (list, tuple)) and classes:
+            return list(classes)
+        features = getattr(ds, "features", None)
+        if isinstance(features, Mapping):
+            for key in [keys[1]] if keys else [k for k in LABEL_KEYS if k in features]:
+                names = getattr(features.get(key), "names", None)
+                if isinstance(names, (list, tuple)) and names:
+                    return list(names)
+        ds, seen = getattr(ds, "dataset", None), seen + 1
+    return None
+
+
+def split_class_names(splits: DatasetSplits, keys: Optional[list]) -> Optional[list]:
+    """The training split's class names, after checking that the test split, when it names its
+    classes too, names the same ones in the same order: an audit's torchvision ImageFolders whose
+    val/ spelt a class ``Dog`` sorted it first, and the test labels of cat and dog were swapped
+    without a word (the built-in imagefolder refuses such a pair)."""
+    train, test = class_names(splits.train, keys), class_names(splits.test, keys)
+    if train is not None and test is not None and train != test:
+        diff = [f"train {a!r} vs test {b!r}" for a, b in zip(train, test) if a != b][:2] or \
+            [f"{len(train)} vs {len(test)} classes"]
+        raise UserError(f"dataset '{splits.name}': its train and test splits name different classes for the same "
+                        f"labels ({'; '.join(diff)}): a label would mean one class in training and another in "
+                        f"testing; give both splits the same classes (for ImageFolder: the same class folders)")
+    return train
+
+
 def _feature_classes(features, keys: Optional[list]) -> Optional[int]:
     """The class count of a Hugging Face ``ClassLabel`` feature under the label key, if there is one."""
     if not isinstance(features, Mapping):
@@ -248,6 +282,7 @@ def splits_info(splits: DatasetSplits, cfg: DataConfig) -> DatasetInfo:
         raise UserError(f"dataset '{name}' has {k} classes (counted from its training set): a classifier needs "
                         f"2 to 1,000,000; fix the labels or set data.num_classes")
     c = _input_channels(seen, cfg, name)
+    split_class_names(splits, cfg.item_keys)
     return DatasetInfo(name, k, c, cfg.image_size or h, (0.0,) * c, (1.0,) * c)
 
 

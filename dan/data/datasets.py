@@ -317,11 +317,13 @@ CLASS_NAMES = {
 }
 
 
-def deploy_preprocess(info: DatasetInfo, cfg: DataConfig) -> dict:
+def deploy_preprocess(info: DatasetInfo, cfg: DataConfig, class_names: list | None = None) -> dict:
     """How an image becomes the input a run's deployed network was trained and evaluated on (the
     ``"preprocess"`` of ``small.json``): the steps of the evaluation route, the per-channel
     ``mean`` and ``std`` of ``(x - mean) / std``, the side and channels, and the class names
-    where the dataset has them (the image folder's, in label order). Found missing by an audit:
+    where the dataset has them, in label order: ``class_names`` (the loaded data's, :class:`Data`;
+    your own dataset's ``classes``, which an audit found recorded as null), else the built-in
+    dataset's or the image folder's. Found missing by an audit:
     ``small.onnx`` fed ``x / 255`` scored 11 % where the run measured 60 % (normalized: 59 %), and
     nothing beside the deployed files said so."""
     size, name = info.image_size, info.name
@@ -338,8 +340,8 @@ def deploy_preprocess(info: DatasetInfo, cfg: DataConfig) -> dict:
     if cfg.channels is not None:
         steps += (f"; with data.channels {cfg.channels}, a colour image is made grey first as Pillow's convert('L') "
                   "does and a grey one repeated to 3 channels")
-    classes = list(CLASS_NAMES.get(name, ())) or None
-    if name == "imagefolder":
+    classes = [str(c) for c in class_names] if class_names else list(CLASS_NAMES.get(name, ())) or None
+    if name == "imagefolder" and not classes:
         try:
             classes = _folder_classes(cfg)[1]
         except UserError:  # the data is gone since the run: the count is still right

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from dan.config import DataConfig
 from dan.data.augment import AugmentRecipe, augment_batch, folder_transforms, pixel_grid, to_grey
-from dan.data.code import DatasetSplits, UserSplit, splits_info
+from dan.data.code import DatasetSplits, UserSplit, split_class_names, splits_info
 from dan.data.datasets import ArraySplits, FolderSplits
 from dan.data.info import DatasetInfo, dataset_info, get_dataset
 from dan.data.splits import SPLIT_IDS, IndexedSplit, generator, mixed_seed, seeded, split_indices
@@ -56,6 +56,7 @@ class Data:
     test: Loader
     holdout: Optional[Loader] = None
     holdout_eval: Optional[Loader] = None
+    class_names: Optional[list] = None  # in label order, where the dataset names its classes
 
     def shard(self, rank: int, world: int) -> "Data":
         """Give this process its share of every split (distributed training)."""
@@ -243,7 +244,9 @@ def _folder_data(folders: FolderSplits, cfg: DataConfig, info: DatasetInfo, seed
     def split(folder, idx, name, train):
         return _FolderSplit(folder, idx, train_tf if train else eval_tf, random=train and cfg.augment)
 
-    return _worker_data(folders.train, folders.test, split, cfg, info, seed, device)
+    data = _worker_data(folders.train, folders.test, split, cfg, info, seed, device)
+    data.class_names = list(folders.train.classes)
+    return data
 
 
 def _user_data(splits: DatasetSplits, cfg: DataConfig, info: DatasetInfo, seed: int,
@@ -254,7 +257,9 @@ def _user_data(splits: DatasetSplits, cfg: DataConfig, info: DatasetInfo, seed: 
         return UserSplit(ds, idx, info, "test" if name == "test" else "train", resize=cfg.image_size is not None,
                          keys=cfg.item_keys, grey=cfg.channels == 1)
 
-    return _worker_data(splits.train, splits.test, split, cfg, info, seed, device)
+    data = _worker_data(splits.train, splits.test, split, cfg, info, seed, device)
+    data.class_names = split_class_names(splits, cfg.item_keys)  # small.json records them
+    return data
 
 
 def _worker_data(train, test, split, cfg: DataConfig, info: DatasetInfo, seed: int, device: torch.device) -> Data:
