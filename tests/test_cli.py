@@ -43,6 +43,8 @@ def test_train_smoke_prints_the_summary(tmp_path):
     (["--config", "/nonexistent.yaml"], ["/nonexistent.yaml"]),
     (["--alpha", "-4"], ["--alpha"]),  # a plain negative number is a value to argparse
     (["--set", "-x"], ["expected one argument", "write --set=-x"]),  # any other '-' value it takes for an option
+    (["--data", "/nope"], ["--data (data.data) does nothing for dataset synthetic", "drop it"]),  # ran, ignored
+    (["--download"], ["--download (data.download) does nothing for dataset synthetic"]),
 ])
 def test_bad_flags(tmp_path, args, fragments):
     p = run_tool("train.py", *SMOKE, "--out", str(tmp_path / "r"), *args)

@@ -21,7 +21,7 @@ def test_config_loads_and_model_converts(path):
     cfg = Config.from_file(path)
     assert cfg.name == os.path.splitext(os.path.basename(path))[0]
     if cfg.data.dataset == "imagefolder":  # the class count comes from the folder: stand in
-        cfg.data.dataset, cfg.data.num_classes = "synthetic", 1000
+        cfg.data.dataset, cfg.data.num_classes, cfg.data.data = "synthetic", 1000, None  # synthetic reads no folder
     if cfg.data.dataset in ("cifar10", "cifar100"):
         cfg.data.data = "/nonexistent"  # dataset_info must not need the files
     info = dataset_info(cfg.data)

@@ -456,6 +456,21 @@ def test_missing_data(tmp_path, cfg, match):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("fields, message", [
+    (dict(dataset="synthetic", data="/nope"), "--data (data.data) does nothing for dataset synthetic (only "
+                                              "fashion_mnist, cifar10, cifar100, imagefolder read it): drop it"),
+    (dict(dataset="imagefolder", data="/nope", download=True), "--download (data.download) does nothing for dataset "
+                                                               "imagefolder (only cifar10, cifar100 read it): drop it"),
+    (dict(dataset="fashion_mnist", download=True), "--download (data.download) does nothing for dataset fashion_mnist"),
+    (dict(dataset="synthetic", download=True), "--download (data.download) does nothing for dataset synthetic"),
+])
+def test_a_data_flag_the_dataset_does_not_read_is_refused(fields, message):
+    # an audit's `--dataset synthetic --data /nope` and `--dataset imagefolder --download` ran as if not given
+    with pytest.raises(UserError) as e:
+        build_data(DataConfig(**fields), seed=0)
+    assert str(e.value).startswith(message), str(e.value)
+
+
 def test_bad_names_and_shapes():
     with pytest.raises(UserError, match="synthetic"):
         dataset_info(DataConfig(dataset="mnist"))

@@ -259,6 +259,10 @@ def test_bad_names_and_arguments_are_refused_before_anything_runs():
         dataset_info(DataConfig(dataset="fashion-mnist"))  # unknown: the message names your own route
     with pytest.raises(dan.UserError, match="as Python objects"):
         dataset_info(DataConfig(dataset="<object Blobs>"))  # a search run from Python, resumed elsewhere
+    with pytest.raises(dan.UserError, match=r"--data \(data.data\) does nothing for dataset tests.zoo_data:blobs "
+                                            r"\(your own dataset takes its folder .* in data.args, e.g. --set "
+                                            r"data.args.root=DIR\): drop it"):
+        dataset_info(_data(data="/data/blobs"))  # a folder your function never sees
     with pytest.raises(dan.UserError, match="drop data.args"):  # arguments a built-in dataset would ignore
         Config.from_dict({"data": {"dataset": "synthetic", "args": {"n": 3}}}).validate()
     with pytest.raises(dan.UserError, match="would import and run the module evil"):

@@ -28,8 +28,8 @@ index and the fix. Every item (of every split: the held-out part comes from the 
 random transform and all) is read under a torch generator seeded per (seed, epoch, split,
 position), so transforms that draw from torch's generator (torchvision's do) give the same run for
 the same seed whatever ``data.workers``. ``data.augment`` does not apply (the transforms
-are yours); ``train_subset`` and ``holdout`` do, and ``data.data`` is not used (pass a folder in
-``data.args``).
+are yours); ``train_subset`` and ``holdout`` do, and ``data.data`` and ``data.download`` are refused
+(pass a folder in ``data.args``).
 
 **Trust.** The function is imported only if you named it (on the command line or in your own
 config: :func:`dan.models.trust`); a name read from an ``arch.json`` is not trusted by being there.

@@ -2,7 +2,7 @@
 
 Each dataset is a function registered with its description, timm-style::
 
-    @register_dataset("cifar10", info=fixed_info(10, 3, 32, IMAGENET_MEAN, IMAGENET_STD))
+    @register_dataset("cifar10", info=fixed_info(10, 3, 32, IMAGENET_MEAN, IMAGENET_STD), reads=("data", "download"))
     def cifar10(cfg, info):
         return _cifar("cifar10", cfg)
 
@@ -373,7 +373,7 @@ def _synthetic_info(cfg: DataConfig) -> DatasetInfo:
 # Registration order is the order of ``list_datasets()``, of ``--dataset``'s choices and of the
 # unknown-dataset message.
 
-@register_dataset("fashion_mnist", info=fixed_info(10, 1, 28, (0.2860,), (0.3530,)))
+@register_dataset("fashion_mnist", info=fixed_info(10, 1, 28, (0.2860,), (0.3530,)), reads=("data",))
 def fashion_mnist(cfg: DataConfig, info: DatasetInfo) -> ArraySplits:
     """Fashion-MNIST: 60k/10k grey 28x28 garments, 10 classes, from the IDX files in ``--data``
     (default: the ``dataset-fashion-mnist`` package's folder)."""
@@ -387,19 +387,19 @@ def _cifar(name: str, cfg: DataConfig) -> ArraySplits:
 
 
 # CIFAR is normalized with ImageNet statistics, as in the paper.
-@register_dataset("cifar10", info=fixed_info(10, 3, 32, IMAGENET_MEAN, IMAGENET_STD))
+@register_dataset("cifar10", info=fixed_info(10, 3, 32, IMAGENET_MEAN, IMAGENET_STD), reads=("data", "download"))
 def cifar10(cfg: DataConfig, info: DatasetInfo) -> ArraySplits:
     """CIFAR-10: 50k/10k colour 32x32 images, 10 classes (``--data``, default data/cifar10)."""
     return _cifar("cifar10", cfg)
 
 
-@register_dataset("cifar100", info=fixed_info(100, 3, 32, IMAGENET_MEAN, IMAGENET_STD))
+@register_dataset("cifar100", info=fixed_info(100, 3, 32, IMAGENET_MEAN, IMAGENET_STD), reads=("data", "download"))
 def cifar100(cfg: DataConfig, info: DatasetInfo) -> ArraySplits:
     """CIFAR-100: 50k/10k colour 32x32 images, 100 classes (``--data``, default data/cifar100)."""
     return _cifar("cifar100", cfg)
 
 
-@register_dataset("imagefolder", info=_folder_info)
+@register_dataset("imagefolder", info=_folder_info, reads=("data",))
 def imagefolder(cfg: DataConfig, info: DatasetInfo) -> FolderSplits:
     """Any image set as ``--data DIR`` holding train/<class>/*.jpg and val/<class>/*.jpg."""
     root, classes = _folder_classes(cfg)

@@ -53,24 +53,27 @@ class DatasetSpec:
         load: ``load(cfg, info)`` -> the loaded splits (:class:`dan.data.datasets.ArraySplits` or
             :class:`dan.data.datasets.FolderSplits`), which :func:`dan.data.build_data` wraps in loaders.
         doc: the loader's docstring.
+        reads: which of :data:`OPTIONAL_KEYS` it reads; the others are refused when set.
     """
 
     name: str
     info: Callable[[DataConfig], DatasetInfo]
     load: Callable[[DataConfig, DatasetInfo], object]
     doc: str
+    reads: tuple = ()
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
 
 
-def register_dataset(name: str, *, info: Callable[[DataConfig], DatasetInfo]):
-    """Decorator: register ``load(cfg, info)`` as the dataset ``name``, described by ``info(cfg)``."""
+def register_dataset(name: str, *, info: Callable[[DataConfig], DatasetInfo], reads: tuple = ()):
+    """Decorator: register ``load(cfg, info)`` as the dataset ``name``, described by ``info(cfg)``,
+    reading the ``reads`` of :data:`OPTIONAL_KEYS`."""
 
     def wrap(fn):
         if name in _REGISTRY:
             raise ValueError(f"dataset {name} registered twice")
-        _REGISTRY[name] = DatasetSpec(name, info, fn, (fn.__doc__ or "").strip())
+        _REGISTRY[name] = DatasetSpec(name, info, fn, (fn.__doc__ or "").strip(), tuple(reads))
         return fn
 
     return wrap
@@ -107,7 +110,26 @@ def get_dataset(name: str) -> DatasetSpec:
 def dataset_info(cfg: DataConfig) -> DatasetInfo:
     """Shapes, class count and normalization of ``cfg.dataset`` without loading any image (your own
     dataset, :mod:`dan.data.code`: from a few of its training items)."""
-    return get_dataset(cfg.dataset).info(cfg)
+    spec = get_dataset(cfg.dataset)
+    check_reads(spec, cfg)
+    return spec.info(cfg)
+
+
+# The data keys only some datasets read (DatasetSpec.reads), by the flag that sets each. Set for
+# another dataset, they did nothing without a word: an audit's `--dataset synthetic --data /nope`
+# and `--dataset imagefolder --download` ran as if not given (data.args are refused likewise).
+OPTIONAL_KEYS = {"data": "--data", "download": "--download"}
+
+
+def check_reads(spec: DatasetSpec, cfg: DataConfig) -> None:
+    """Refuse a key of :data:`OPTIONAL_KEYS` set for a dataset that does not read it."""
+    for key, flag in OPTIONAL_KEYS.items():
+        if getattr(cfg, key) and key not in spec.reads:
+            if ":" in spec.name:  # your own dataset (dan.data.code)
+                why = "your own dataset takes its folder and options in data.args, e.g. --set data.args.root=DIR"
+            else:
+                why = f"only {', '.join(n for n, s in _REGISTRY.items() if key in s.reads)} read it"
+            raise UserError(f"{flag} (data.{key}) does nothing for dataset {spec.name} ({why}): drop it")
 
 
 def data_info_dict(info: DatasetInfo) -> dict:
