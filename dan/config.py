@@ -61,6 +61,9 @@ class DataConfig:
     train_subset: Optional[int] = None  # use only the first N training images (seeded choice)
     holdout: float = 0.0  # fraction of the training split held out (architecture search)
     holdout_batch_size: Optional[int] = None  # batches of the held-out split (default batch_size)
+    # image folders: larger images are refused before they are decoded (Pillow's guard against
+    # decompression bombs, 2 x its MAX_IMAGE_PIXELS); raise it for satellite or pathology images
+    max_image_pixels: int = 178_956_970
 
 
 @dataclass
@@ -477,6 +480,7 @@ class Config:
         if d.num_classes is not None:
             int_range("data.num_classes", d.num_classes, 2, 1_000_000)
         int_range("data.synthetic_size", d.synthetic_size, 2, 10**8)
+        int_range("data.max_image_pixels", d.max_image_pixels, 1, 10**12)
         if d.train_subset is not None:
             int_range("data.train_subset", d.train_subset, 1, 10**9)
         num_range("data.holdout", d.holdout, 0.0, 1.0, hi_open=True)

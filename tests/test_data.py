@@ -422,6 +422,40 @@ def test_imagefolder_reads_gif_and_a_run_says_on_stdout_what_it_found(tmp_path, 
     assert capsys.readouterr().out == ""
 
 
+def test_the_image_size_limit_is_a_setting_named_when_met_and_pillow_warns_nothing(tmp_path, monkeypatch):
+    # an audit: over Pillow's limit (179 Mpx) the error said "delete or replace it", wrong for
+    # satellite and pathology images, and no setting raised it; from 89 Mpx Pillow's two-line
+    # DecompressionBombWarning came on stderr. Pillow's limit is lowered here to stand for them.
+    import warnings
+
+    from PIL import Image
+
+    from dan.config import Config
+    from dan.data import load_image
+
+    path = str(tmp_path / "a.png")
+    Image.new("RGB", (30, 20)).save(path)  # 600 pixels
+    for pillow_limit in (400, 250):  # Pillow would warn, then refuse
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow_limit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert load_image(path).size == (30, 20)
+        assert Image.MAX_IMAGE_PIXELS == pillow_limit  # put back
+    with pytest.raises(UserError, match=r"a.png is 30x20, 600 pixels, above data.max_image_pixels \(599, .*"
+                                        r"--set data.max_image_pixels=600\), or downscale"):
+        load_image(path, max_pixels=599)
+    root = write_image_folder(tmp_path / "imgs")  # 480 to 528 pixels
+    cfg = DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(batches(build_data(cfg, seed=0).train, 0)) == 3  # RandomResizedCrop's crops: Pillow checks them
+    cfg.max_image_pixels = 500
+    with pytest.raises(UserError, match="above data.max_image_pixels"):
+        batches(build_data(cfg, seed=0).test, 0)
+    with pytest.raises(UserError, match="data.max_image_pixels"):
+        Config.from_dict({"data": {"max_image_pixels": 0}}).validate()
+
+
 def test_imagefolder_refuses_a_link_loop_and_follows_a_link_elsewhere(tmp_path):
     # an audit's `ln -s .. train/cat/loop` added every image of train/ 81 times, all as cat
     root = write_image_folder(tmp_path / "imgs")

@@ -20,7 +20,9 @@ UserError that says how to fix it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import gzip
 import os
 import zlib
@@ -164,9 +166,25 @@ def synthetic_arrays(n_train: int, n_test: int, num_classes: int, size: int
 
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+MAX_IMAGE_PIXELS = DataConfig.max_image_pixels  # Pillow's own limit: 2 x PIL.Image.MAX_IMAGE_PIXELS
 
 
-def load_image(path: str):
+@contextlib.contextmanager
+def pillow_limit_off():
+    """Pillow's size check off inside (its opening, decoding and crops check): :func:`load_image`
+    makes its own. Pillow's printed a two-line DecompressionBombWarning per image between 89 and
+    179 Mpx and refused larger ones, which an audit's message followed with "delete or replace it"
+    (wrong for satellite and pathology images); its limit is a module global no setting reached."""
+    from PIL import Image
+
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def load_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS):
     """An image file as a PIL image for :func:`dan.data.augment.folder_transforms`: 8-bit RGB, or
     for a high-bit-depth image one float channel (mode ``F``) in [0, 1] at its full precision.
 
@@ -177,11 +195,18 @@ def load_image(path: str):
     by 65535 and float images in [0, 1] kept as they are, in float, so 12-bit content keeps its
     4096 levels; other integer or float ranges are refused with a :class:`UserError` naming the
     file, since no one scaling of them is right for every set. A palette image with transparency
-    goes through RGBA (the same pixels, without Pillow's warning per image)."""
+    goes through RGBA (the same pixels, without Pillow's warning per image). An image of more than
+    ``max_pixels`` pixels (``data.max_image_pixels``) is refused, naming the setting, before it is
+    decoded."""
     from PIL import Image
 
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, pillow_limit_off():
         img = Image.open(f)
+        w, h = img.size
+        if w * h > max_pixels:
+            raise UserError(f"image {path} is {w}x{h}, {w * h:,} pixels, above data.max_image_pixels ({max_pixels:,}, "
+                            f"a guard against decompression bombs): if you trust it, raise the limit "
+                            f"(--set data.max_image_pixels={w * h}), or downscale the image")
         img.load()
     if img.mode in _SIXTEEN_BIT or img.mode in ("I", "F"):
         a = np.asarray(img, dtype=np.float64)
@@ -271,7 +296,7 @@ def _refuse_link_loops(top: str, d: str, subs: list, c: str) -> None:
                             f"and again as class {c}; remove the link, or link the folder it should add")
 
 
-def _image_files(folder: str, classes: list[str]) -> ImageFiles:
+def _image_files(folder: str, classes: list[str], loader=load_image) -> ImageFiles:
     """The images under ``folder/<class>/`` for each of ``classes``; an empty class is refused by
     name (torchvision's own error names neither the split nor what to do)."""
     samples, skipped = [], []
@@ -290,7 +315,7 @@ def _image_files(folder: str, classes: list[str]) -> ImageFiles:
             raise UserError(f"class folder {os.path.join(folder, c)} holds no image ({', '.join(IMAGE_EXTENSIONS)}): "
                             f"add images, or remove the class from train/ and val/")
         samples += found
-    return ImageFiles(samples, list(classes), skipped=skipped)
+    return ImageFiles(samples, list(classes), loader, skipped)
 
 
 # --------------------------------------------------------------------------- descriptions
@@ -410,9 +435,10 @@ def imagefolder(cfg: DataConfig, info: DatasetInfo) -> FolderSplits:
         raise UserError(f"{root}/train and {root}/val hold different class folders ({len(classes)} vs "
                         f"{len(val_classes)}: {', '.join(only[:3])}{' ...' if len(only) > 3 else ''} has no "
                         f"counterpart): make them the same")
+    loader = functools.partial(load_image, max_pixels=cfg.max_image_pixels)  # module-level: pickles for workers
     try:
-        return FolderSplits(_image_files(os.path.join(root, "train"), classes),
-                            _image_files(os.path.join(root, "val"), classes), root)
+        return FolderSplits(_image_files(os.path.join(root, "train"), classes, loader),
+                            _image_files(os.path.join(root, "val"), classes, loader), root)
     except OSError as e:
         raise UserError(f"cannot read image folder {root} ({str(e).splitlines()[0]}): fix its layout")
 

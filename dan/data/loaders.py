@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from dan.config import DataConfig
 from dan.data.augment import AugmentRecipe, augment_batch, folder_transforms, pixel_grid, to_grey
 from dan.data.code import DatasetSplits, UserSplit, split_class_names, splits_info
-from dan.data.datasets import ArraySplits, FolderSplits
+from dan.data.datasets import ArraySplits, FolderSplits, pillow_limit_off
 from dan.data.info import DatasetInfo, dataset_info, get_dataset
 from dan.data.splits import SPLIT_IDS, IndexedSplit, generator, mixed_seed, seeded, split_indices
 from dan.errors import UserError, out_of_memory
@@ -191,6 +191,10 @@ class _FolderSplit(IndexedSplit):
         self.folder, self.transform, self.random = folder, transform, random
 
     def __getitem__(self, i: int):
+        with pillow_limit_off():  # a random crop of a large image is checked too (data.max_image_pixels decides)
+            return self._read(i)
+
+    def _read(self, i: int):
         path, y = self.folder.samples[self.indices[i]]
         try:
             img = self.folder.loader(path)
