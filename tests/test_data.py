@@ -456,6 +456,29 @@ def test_the_image_size_limit_is_a_setting_named_when_met_and_pillow_warns_nothi
         Config.from_dict({"data": {"max_image_pixels": 0}}).validate()
 
 
+def test_an_image_folder_without_val_class_folders_is_told_the_fix_for_its_layout(tmp_path):
+    # an audit's train/ + test/ folder was told only that val/ did not exist, and ImageNet's flat
+    # val/ that train/ and val/ "hold different class folders (2 vs 0 ...)"
+    import shutil
+
+    root = write_image_folder(tmp_path / "imgs")
+    cfg = DataConfig(dataset="imagefolder", data=root, image_size=16)
+    os.rename(os.path.join(root, "val"), os.path.join(root, "test"))
+    with pytest.raises(UserError, match=rf"{root} has test/ but no val/, .*rename test/ to val/, or link it "
+                                        rf"\(ln -s test {root}/val\)"):
+        build_data(cfg, seed=0)
+    shutil.rmtree(os.path.join(root, "test"))
+    with pytest.raises(UserError, match="val does not exist: the test split is read from val/<class>/.*make it"):
+        build_data(cfg, seed=0)
+    shutil.copytree(os.path.join(root, "train", "cat"), os.path.join(root, "val"))  # images, no class folders
+    with pytest.raises(UserError, match=r"val holds 3 images directly, not in class folders: sort them into class "
+                                        r"folders named as train/'s \(val/<class>/\*.jpg\)$"):
+        build_data(cfg, seed=0)
+    open(os.path.join(root, "LOC_val_solution.csv"), "w").close()  # ImageNet's
+    with pytest.raises(UserError, match="LOC_val_solution.csv beside it gives each image's class"):
+        build_data(cfg, seed=0)
+
+
 def test_imagefolder_refuses_a_link_loop_and_follows_a_link_elsewhere(tmp_path):
     # an audit's `ln -s .. train/cat/loop` added every image of train/ 81 times, all as cat
     root = write_image_folder(tmp_path / "imgs")

@@ -242,6 +242,34 @@ def _class_folders(folder: str) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not _hidden(e.name))
 
 
+def _missing_split(root: str, sub: str) -> UserError:
+    """The error for an image folder without ``train/`` or ``val/``, with the fix for the layouts met
+    (an audit's train/ + test/ folder was told only that val/ did not exist)."""
+    path = os.path.join(root, sub)
+    if sub == "val":
+        for other in ("test", "validation", "valid"):
+            if os.path.isdir(os.path.join(root, other)):
+                return UserError(f"image folder {root} has {other}/ but no val/, which the test split is read from: "
+                                 f"rename {other}/ to val/, or link it (ln -s {other} {path})")
+        return UserError(f"image folder {path} does not exist: the test split is read from val/<class>/*.jpg, with the "
+                         f"class folders of train/; make it (e.g. move a fifth of each class's images there)")
+    return UserError(f"image folder {path} does not exist: pass --data DIR holding train/<class>/*.jpg and "
+                     f"val/<class>/*.jpg")
+
+
+def _flat_val(root: str) -> None:
+    """Refuse a ``val/`` that holds its images directly, as ImageNet's comes, naming the fix (it was
+    "different class folders (1000 vs 0 ...)")."""
+    val = os.path.join(root, "val")
+    n = sum(1 for e in os.scandir(val) if e.is_file() and not _hidden(e.name)
+            and e.name.lower().endswith(IMAGE_EXTENSIONS))
+    if n:
+        how = "; LOC_val_solution.csv beside it gives each image's class" \
+            if os.path.isfile(os.path.join(root, "LOC_val_solution.csv")) else ""
+        raise UserError(f"{val} holds {n} images directly, not in class folders: sort them into class folders "
+                        f"named as train/'s (val/<class>/*.jpg){how}")
+
+
 def _folder_classes(cfg: DataConfig) -> tuple[str, list[str]]:
     """(root, sorted class names) of the image folder ``cfg.data``, after checking its layout.
     Hidden folders (a leading dot) are not classes: torchvision's ImageFolder takes a Jupyter
@@ -251,8 +279,7 @@ def _folder_classes(cfg: DataConfig) -> tuple[str, list[str]]:
         raise UserError("dataset imagefolder needs --data DIR holding train/ and val/ class folders")
     for sub in ("train", "val"):
         if not os.path.isdir(os.path.join(root, sub)):
-            raise UserError(f"image folder {os.path.join(root, sub)} does not exist: pass --data DIR "
-                            "holding train/<class>/*.jpg and val/<class>/*.jpg")
+            raise _missing_split(root, sub)
     classes = _class_folders(os.path.join(root, "train"))
     if not classes:
         raise UserError(f"{os.path.join(root, 'train')} holds no class folders: expected train/<class>/*.jpg")
@@ -429,6 +456,8 @@ def imagefolder(cfg: DataConfig, info: DatasetInfo) -> FolderSplits:
     """Any image set as ``--data DIR`` holding train/<class>/*.jpg and val/<class>/*.jpg."""
     root, classes = _folder_classes(cfg)
     val_classes = _class_folders(os.path.join(root, "val"))
+    if not val_classes:
+        _flat_val(root)
     if val_classes != classes:
         only = [f"train/{c}" for c in classes if c not in val_classes] + [f"val/{c}" for c in val_classes
                                                                            if c not in classes]
