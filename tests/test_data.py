@@ -659,3 +659,42 @@ def test_the_deployed_networks_preprocess_as_recorded_gives_the_evaluation_input
     raw = d.test.images[:len(x)].float() / 255
     mine = (raw - torch.tensor(pre["mean"])[:, None, None]) / torch.tensor(pre["std"])[:, None, None]
     assert torch.allclose(mine, x, atol=1e-5) and pre["class_names"] is None and pre["channels"] == 3
+
+
+def test_the_recorded_steps_are_those_of_each_route(tmp_path):
+    # an audit: a 16-bit image folder, divided by 65535 in training, was said to be "RGB image
+    # (Pillow) ... values / 255" (Pillow's convert('RGB') clips it white); Fashion-MNIST with
+    # data.channels 3 an "8-bit RGB image"; an image folder with data.channels 1 "and a grey one
+    # repeated to 3 channels"
+    from PIL import Image
+
+    from dan.data import deploy_preprocess
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "deep"
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            os.makedirs(root / split / c)
+            Image.fromarray(rng.integers(0, 65536, (20, 24), dtype=np.uint16)).save(root / split / c / "0.png")
+    cfg = DataConfig(dataset="imagefolder", data=str(root), image_size=16, batch_size=4)
+    pre = deploy_preprocess(dataset_info(cfg), cfg)
+    assert "a 16-bit one (mode I;16) as one float channel divided by 65535" in pre["steps"]
+    (x, _), = batches(build_data(cfg, seed=0).test, 0)
+    for i, path in enumerate(sorted((root / "val").glob("*/*.png"))):  # the steps applied by hand
+        img = Image.fromarray((np.asarray(Image.open(path), np.float64) / 65535).astype(np.float32), "F")
+        img = img.resize((21, 18), Image.BILINEAR).crop((2, 1, 18, 17))  # shorter side 18, center crop 16
+        mine = torch.from_numpy(np.array(img)).expand(3, 16, 16)  # "repeated to 3 channels"
+        mine = (mine - torch.tensor(pre["mean"])[:, None, None]) / torch.tensor(pre["std"])[:, None, None]
+        assert torch.allclose(mine, x[i], atol=1e-5), i
+    cfg.channels = 1
+    steps = deploy_preprocess(dataset_info(cfg), cfg)["steps"]
+    assert steps.endswith("made one channel: the luma 0.299 R + 0.587 G + 0.114 B of an RGB image, a one-channel "
+                          "image kept") and "repeated" not in steps
+    grey3 = DataConfig(dataset="fashion_mnist", channels=3)
+    assert deploy_preprocess(dataset_info(grey3), grey3)["steps"].startswith(
+        "8-bit grey image, values / 255, repeated to 3 channels, resized to 28x28")
+    colour1 = DataConfig(dataset="cifar10", channels=1)
+    assert deploy_preprocess(dataset_info(colour1), colour1)["steps"].startswith(
+        "8-bit RGB image made grey as Pillow's convert('L') does (the luma 0.299 R + 0.587 G + 0.114 B, rounded")
+    same = DataConfig(dataset="cifar10", channels=3)  # nothing to convert: nothing said
+    assert deploy_preprocess(dataset_info(same), same)["steps"].startswith("8-bit RGB image, values / 255, resized")

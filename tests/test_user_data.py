@@ -245,7 +245,12 @@ def test_train_and_test_splits_naming_their_classes_differently_are_refused_and_
     cfg = DataConfig(dataset=splits.name, batch_size=2)
     data = build_user_data(splits, cfg, seed=0)
     assert data.class_names == ["a", "b", "c"]
-    assert deploy_preprocess(data.info, cfg, data.class_names)["class_names"] == ["a", "b", "c"]
+    pre = deploy_preprocess(data.info, cfg, data.class_names)
+    assert pre["class_names"] == ["a", "b", "c"]
+    # the steps of this route (a dataset given as objects was said to be "8-bit RGB image ...")
+    assert pre["steps"] == ("your dataset's items as it gives them (a C x H x W float tensor; uint8 values / 255; a "
+                            "PIL image or an H x W x C array as torchvision's ToTensor converts it), a one-channel "
+                            "image repeated to 3 channels")
 
 
 def test_bad_names_and_arguments_are_refused_before_anything_runs():

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from dan.config import DataConfig
-from dan.data.augment import CIFAR_RECIPE, FASHION_MNIST_RECIPE, SYNTHETIC_RECIPE, AugmentRecipe
-from dan.data.info import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, apply_overrides, register_dataset
+from dan.data.augment import CIFAR_RECIPE, FASHION_MNIST_RECIPE, GREY, SYNTHETIC_RECIPE, AugmentRecipe
+from dan.data.info import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, apply_overrides, get_dataset, register_dataset
 from dan.data.splits import generator
 from dan.errors import UserError, out_of_memory
 
@@ -379,19 +379,12 @@ def deploy_preprocess(info: DatasetInfo, cfg: DataConfig, class_names: list | No
     ``small.onnx`` fed ``x / 255`` scored 11 % where the run measured 60 % (normalized: 59 %), and
     nothing beside the deployed files said so."""
     size, name = info.image_size, info.name
-    grey = {1: "grey", 3: "RGB"}.get(info.in_channels, f"{info.in_channels}-channel")
     if name == "imagefolder":
-        steps = (f"{grey} image (Pillow), shorter side resized to {int(size / 0.875)} keeping the aspect (bilinear), center crop "
-                 f"{size}x{size}, values / 255")
-    elif ":" in name:  # your own dataset: its items as it gives them
-        steps = "your dataset's items as it gives them (C, H, W)" + (
-            f", resized to {size}x{size} (bilinear, antialiased)" if cfg.image_size else "")
+        steps = _folder_steps(info)
+    elif ":" in name or name.startswith("<object "):  # your own dataset: its items as it gives them
+        steps = _user_steps(info, cfg)
     else:
-        steps = (f"8-bit {grey} image, values / 255, resized to {size}x{size} if it is another size (bilinear, "
-                 "antialiased when smaller)")
-    if cfg.channels is not None:
-        steps += (f"; with data.channels {cfg.channels}, a colour image is made grey first as Pillow's convert('L') "
-                  "does and a grey one repeated to 3 channels")
+        steps = _array_steps(info, cfg)
     classes = [str(c) for c in class_names] if class_names else list(CLASS_NAMES.get(name, ())) or None
     if name == "imagefolder" and not classes:
         try:
@@ -401,6 +394,52 @@ def deploy_preprocess(info: DatasetInfo, cfg: DataConfig, class_names: list | No
     return {"input": "NCHW float32, (x - mean) / std per channel after the steps",
             "steps": steps, "mean": list(info.mean), "std": list(info.std), "image_size": size,
             "channels": info.in_channels, "num_classes": info.num_classes, "class_names": classes}
+
+
+# The steps of small.json's "preprocess", one route each, as the loaders do them. An audit found
+# them untrue: an image folder's 16-bit images, divided by 65535 in training, were said to be
+# "RGB image (Pillow) ... values / 255" (Pillow's convert('RGB') clips them to white), Fashion-MNIST
+# with data.channels 3 an "8-bit RGB image", and an image folder with data.channels 1 was told of
+# "a grey one repeated to 3 channels".
+_LUMA = "the luma " + " + ".join(f"{w} {c}" for w, c in zip(GREY, "RGB"))
+
+
+def _folder_steps(info: DatasetInfo) -> str:
+    """An image folder's evaluation route: :func:`load_image`, then ``folder_transforms``' eval."""
+    size = info.image_size
+    steps = ("read by Pillow: an 8-bit image converted to RGB (convert('RGB'); a palette image with transparency "
+             "through RGBA), a 16-bit one (mode I;16) as one float channel divided by 65535, a float one (mode F, "
+             f"in [0, 1]) as it is; shorter side resized to {int(size / 0.875)} keeping the aspect (bilinear), "
+             f"center crop {size}x{size}; 8-bit values / 255")
+    if info.in_channels == 1:  # data.channels: 1
+        return steps + f"; made one channel: {_LUMA} of an RGB image, a one-channel image kept"
+    return steps + "; a one-channel image repeated to 3 channels"
+
+
+def _array_steps(info: DatasetInfo, cfg: DataConfig) -> str:
+    """A built-in in-memory dataset's route (``TensorLoader``): 8-bit images of its own channels,
+    made grey first for ``data.channels: 1``, repeated to 3 channels for ``data.channels: 3``."""
+    own = get_dataset(info.name).info(dataclasses.replace(cfg, channels=None)).in_channels
+    steps = f"8-bit {'grey' if own == 1 else 'RGB'} image"
+    if own == 3 and info.in_channels == 1:
+        steps += f" made grey as Pillow's convert('L') does ({_LUMA}, rounded to 8 bits)"
+    steps += ", values / 255"
+    if own == 1 and info.in_channels == 3:
+        steps += ", repeated to 3 channels"
+    return steps + (f", resized to {info.image_size}x{info.image_size} if it is another size (bilinear, antialiased "
+                    f"when smaller)")
+
+
+def _user_steps(info: DatasetInfo, cfg: DataConfig) -> str:
+    """Your own dataset's route (:class:`dan.data.code.UserSplit`): its items, converted and resized."""
+    size = info.image_size
+    steps = ("your dataset's items as it gives them (a C x H x W float tensor; uint8 values / 255; a PIL image or "
+             "an H x W x C array as torchvision's ToTensor converts it)")
+    if cfg.image_size:
+        steps += f", resized to {size}x{size} (bilinear, antialiased)"
+    if info.in_channels == 1:
+        return steps + (f", a colour image made grey ({_LUMA})" if cfg.channels == 1 else "")
+    return steps + ", a one-channel image repeated to 3 channels"
 
 
 def _folder_info(cfg: DataConfig) -> DatasetInfo:
