@@ -307,6 +307,16 @@ def test_imagefolder(tmp_path):
     assert set(ho.train.ds.indices).isdisjoint(ho.holdout.ds.indices)
 
 
+def test_an_unreadable_evaluation_image_is_refused_before_training(tmp_path):
+    # found at the first evaluation, it lost the training epoch before it (the evaluation comes
+    # before the checkpoint)
+    root = write_image_folder(tmp_path / "imgs")
+    bad = os.path.join(root, "val", sorted(os.listdir(os.path.join(root, "val")))[1], "1.png")
+    open(bad, "wb").write(b"garbage")
+    with pytest.raises(UserError, match=f"cannot read image {bad} .*delete or replace it"):
+        build_data(DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=4), seed=0)
+
+
 def test_imagefolder_reads_16_bit_and_float_images_at_their_precision(tmp_path):
     """torchvision's loader clips a 16-bit PNG to 8 bits (99.6 % white) and a float TIFF to black;
     here 12-bit content in 16-bit PNGs arrives as values/65535 with its levels, on 3 channels."""

@@ -203,10 +203,7 @@ def load_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS):
     with open(path, "rb") as f, pillow_limit_off():
         img = Image.open(f)
         w, h = img.size
-        if w * h > max_pixels:
-            raise UserError(f"image {path} is {w}x{h}, {w * h:,} pixels, above data.max_image_pixels ({max_pixels:,}, "
-                            f"a guard against decompression bombs): if you trust it, raise the limit "
-                            f"(--set data.max_image_pixels={w * h}), or downscale the image")
+        refuse_too_large(path, w, h, max_pixels)
         img.load()
     if img.mode in _SIXTEEN_BIT or img.mode in ("I", "F"):
         a = np.asarray(img, dtype=np.float64)
@@ -505,10 +502,36 @@ def imagefolder(cfg: DataConfig, info: DatasetInfo) -> FolderSplits:
                         f"counterpart): make them the same")
     loader = functools.partial(load_image, max_pixels=cfg.max_image_pixels)  # module-level: pickles for workers
     try:
-        return FolderSplits(_image_files(os.path.join(root, "train"), classes, loader),
-                            _image_files(os.path.join(root, "val"), classes, loader), root)
+        val = _image_files(os.path.join(root, "val"), classes, loader)
+        check_headers(val, cfg.max_image_pixels)
+        return FolderSplits(_image_files(os.path.join(root, "train"), classes, loader), val, root)
     except OSError as e:
         raise UserError(f"cannot read image folder {root} ({str(e).splitlines()[0]}): fix its layout")
+
+
+def refuse_too_large(path: str, w: int, h: int, max_pixels: int) -> None:
+    """An image of more than ``max_pixels`` (``data.max_image_pixels``) is refused, naming the key."""
+    if w * h > max_pixels:
+        raise UserError(f"image {path} is {w}x{h}, {w * h:,} pixels, above data.max_image_pixels ({max_pixels:,}, "
+                        f"a guard against decompression bombs): if you trust it, raise the limit "
+                        f"(--set data.max_image_pixels={w * h}), or downscale the image")
+
+
+def check_headers(files: ImageFiles, max_pixels: int) -> None:
+    """Open the header of every image of ``files`` (the evaluation split: a few percent of an
+    epoch's reading, without decoding): an unreadable one is refused before training. Found first
+    at the end of epoch 1's training, it lost that epoch (the evaluation comes before the
+    checkpoint); a training image is read in the first epoch's first pass anyway."""
+    from PIL import Image, UnidentifiedImageError
+
+    for path, _ in files.samples:
+        try:
+            with open(path, "rb") as f, pillow_limit_off():
+                w, h = Image.open(f).size
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise UserError(f"cannot read image {path} ({type(e).__name__}: {' '.join(str(e).split())[:120]}): "
+                            f"delete or replace it") from None
+        refuse_too_large(path, w, h, max_pixels)
 
 
 @register_dataset("synthetic", info=_synthetic_info)
