@@ -29,6 +29,7 @@ def load_sliced(model: torch.nn.Module, path: str, expect: dict | None = None) -
     and so is a checkpoint of another network or task than ``expect`` says (``space``,
     ``num_classes``, ``in_channels``): a 1000-class, 3-channel search's supernet started a
     10-class grey network, cut to its first classes and channel, without a word."""
+    path = init_path(path)
     full = load_checkpoint(path)
     check_same_task(full, expect or {}, path)
     state = full["model"]
@@ -58,11 +59,28 @@ def check_same_task(state: dict, expect: dict, path: str) -> None:
     cfg = state.get("config") if isinstance(state.get("config"), dict) else {}
     info = state.get("data_info") if isinstance(state.get("data_info"), dict) else {}
     had = {"space": (cfg.get("model") or {}).get("space"), "num_classes": info.get("num_classes"),
-           "in_channels": info.get("in_channels")}
+           "in_channels": info.get("in_channels"), "class_names": info.get("class_names")}
     for key, want in expect.items():
-        if had.get(key) is not None and want is not None and had[key] != want:
-            raise UserError(f"{path} is a checkpoint of {key} {had[key]!r}, this network has {want!r}: start from a "
-                            f"checkpoint of the same network and data (train.init_from)")
+        if had.get(key) is None or want is None or had[key] == want:
+            continue
+        if key == "class_names":  # the same count, other names or order: its labels mean other classes
+            diff = next(f"label {i} was {a!r}, now {b!r}" for i, (a, b) in enumerate(zip(had[key], want)) if a != b) \
+                if len(had[key]) == len(want) else f"{len(had[key])} classes, now {len(want)}"
+            raise UserError(f"{path} was trained on other classes ({diff}): use the data it was trained on, "
+                            f"or start a new run")
+        raise UserError(f"{path} is a checkpoint of {key} {had[key]!r}, this network has {want!r}: start from a "
+                        f"checkpoint of the same network and data (train.init_from)")
+
+
+def init_path(path: str) -> str:
+    """The checkpoint ``train.init_from`` names: the file, or a run folder's ``checkpoints/last.pt``
+    (a folder was "does not exist: start without --resume or pass the right --out", which is about
+    another setting)."""
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "checkpoints", "last.pt")):
+        return os.path.join(path, "checkpoints", "last.pt")
+    if not os.path.isfile(path):
+        raise UserError(f"train.init_from {path} is no checkpoint: give a run folder or its checkpoints/last.pt")
+    return path
 
 
 def start_from(model: torch.nn.Module, path: str, run_dir: str | None = None, expect: dict | None = None) -> int:
@@ -70,6 +88,7 @@ def start_from(model: torch.nn.Module, path: str, run_dir: str | None = None, ex
     given) :data:`INIT_FROM`, naming the checkpoint by content, so a run can be told apart from
     one started from another checkpoint written to the same path (the search suite's ledger pairs
     a retrain with its search's supernet by it)."""
+    path = init_path(path)
     copied = load_sliced(model, path, expect)
     if run_dir is not None:
         write_json({"path": os.path.abspath(path), "sha256": file_digest(path)}, os.path.join(run_dir, INIT_FROM))

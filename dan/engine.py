@@ -26,11 +26,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dan import distributed, onnx_export
-from dan.checkpoint import (atomic_write, load_named, rng_state, save_checkpoint, set_rng_state, start_from,
+from dan.checkpoint import (atomic_write, init_path, load_named, rng_state, save_checkpoint, set_rng_state, start_from,
                             write_json)
 from dan.config import Config
 from dan.cost import count, format_count
-from dan.data import Data, build_data, checkpoint_info, data_info_dict, deploy_preprocess
+from dan.data import Data, build_data, checkpoint_info, deploy_preprocess
 from dan.deploy import deploy_form, layout_for, measure_latency, save_deployable
 from dan.errors import UserError
 from dan.loop import (RESUMABLE_CHANGES, check_run_dir, check_same_config, optimizer_step,  # noqa: F401
@@ -143,8 +143,9 @@ class Trainer:
     """Runs one method's training; see the module docstring."""
 
     def __init__(self, cfg: Config, monitor: Monitor | None = None, *, data: Data | None = None):
-        self.cfg = cfg
-        self.run_dir = cfg.run_dir
+        self.cfg, self.run_dir = cfg, cfg.run_dir
+        if cfg.train.init_from:  # before any file is written
+            init_path(cfg.train.init_from)
         self.monitor = monitor or Monitor(self.run_dir, console=False)
         self.device = resolve_device(cfg.device)
         self.dist = distributed.info()
@@ -200,7 +201,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "step": self.step,
                 "best": self.best, "last_eval": self.last_eval, "rng": rng_state(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                "last_row": self.last_row, "config": self.cfg.to_dict(), "data_info": data_info_dict(self.data.info)}
+                "last_row": self.last_row, "config": self.cfg.to_dict(), "data_info": self.data.record()}
 
     def _write_checkpoints(self, best: bool = False) -> None:
         if not self.dist.main:
@@ -213,7 +214,7 @@ class Trainer:
 
     def restore(self, path: str | None = None) -> None:
         path = path or os.path.join(self.ckpt_dir, "last.pt")
-        state = read_run_checkpoint(path, self.cfg, self.device)
+        state = read_run_checkpoint(path, self.cfg, self.device, classes=self.data.class_names)
         load_states(path, state, {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler})
         self.method.load_extra_state(state.get("method", {}))
         if self.scaler is not None and state.get("scaler"):
@@ -230,7 +231,7 @@ class Trainer:
         if self.cfg.train.init_from and self.step == 0:  # weight inheritance, on a fresh start only:
             start_from(self.model, self.cfg.train.init_from, self.run_dir if self.dist.main else None,
                        {"space": self.cfg.model.space, "num_classes": self.data.info.num_classes,
-                        "in_channels": self.data.info.in_channels})
+                        "in_channels": self.data.info.in_channels, "class_names": self.data.class_names})
         request = self.method.teacher_request()
         teacher = self.teacher if self.teacher is not None or request is None else \
             resolve_teacher(request, self.cfg, self.data, self.monitor, self.device)

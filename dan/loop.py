@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from dan import distributed
-from dan.checkpoint import atomic_write, load_checkpoint
+from dan.checkpoint import atomic_write, check_same_task, load_checkpoint
 from dan.config import Config
 from dan.errors import DivergedError, UserError
 from dan.seed import derive, seed_everything
@@ -420,10 +420,12 @@ def reconcile_metrics(run_dir: str, epoch: int, row: dict | None) -> None:
 
 
 # ------------------------------------------------------------------------------------- steps
-def read_run_checkpoint(path: str, cfg: Config, device, kind: str | None = None) -> dict:
+def read_run_checkpoint(path: str, cfg: Config, device, kind: str | None = None, classes: list | None = None) -> dict:
     """The checkpoint a run resumes from: of ``kind`` (when given), written with a config that
-    computes the same thing as ``cfg`` (:func:`check_same_config`)."""
+    computes the same thing as ``cfg`` (:func:`check_same_config`), for the same ``classes`` where
+    both name them (a class folder renamed between epochs swapped the labels of the rest)."""
     st = load_checkpoint(path, map_location=device)
+    check_same_task(st, {"class_names": classes}, path)
     wrote, now = _tool(st.get("kind"), st.get("config", {})), _tool(kind, cfg.to_dict())
     if wrote != now:  # was a config key's difference ("written with adjoint.arch=None, not ...")
         raise UserError(f"{path} is a {wrote} run's checkpoint, and this is {now}: resume it with {wrote}, "

@@ -78,7 +78,7 @@ from dan.budget import Budget, resolve_budget  # noqa: F401 (re-exported: dan.se
 from dan.cost import format_count
 from dan.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dan.config import SEARCH_HOLDOUT, Config, check_search_config  # noqa: F401 (dan.search.check_search_config)
-from dan.data import build_data, build_user_data, data_info_dict, dataset_info
+from dan.data import build_data, build_user_data, dataset_info
 from dan.data.code import as_splits, object_name
 from dan.engine import amp_dtype, build_optimizer, build_scheduler, evaluate, resolve_device
 from dan.loop import (load_states, optimizer_step, read_run_checkpoint, reconcile_metrics, run_epochs, start,
@@ -285,7 +285,7 @@ class Searcher:
                 "arch_optimizer": self.a_opt.state_dict(), "scheduler": self.sched.state_dict(),
                 **self.control.state(), "tau": self.control.tau(self.epoch), "epoch": self.epoch, "step": self.step,
                 "history": self.history, "last_eval": self.last_eval, "rng": rng_state(),
-                "last_row": self.last_row, "config": self.cfg.to_dict(), "data_info": data_info_dict(self.data.info)}
+                "last_row": self.last_row, "config": self.cfg.to_dict(), "data_info": self.data.record()}
 
     def save(self, row: dict | None = None) -> None:
         """The checkpoint of the epoch that just ended, holding its metrics row."""
@@ -296,7 +296,7 @@ class Searcher:
 
     def restore(self) -> None:
         path = os.path.join(self.run_dir, "checkpoints", "last.pt")
-        st = read_run_checkpoint(path, self.cfg, self.device, kind="search")
+        st = read_run_checkpoint(path, self.cfg, self.device, kind="search", classes=self.data.class_names)
         load_states(path, st, {"model": self.anet, "arch": self.sn.arch, "optimizer": self.w_opt,
                                "arch_optimizer": self.a_opt, "scheduler": self.sched})
         self.control.load(st)

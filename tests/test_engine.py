@@ -479,3 +479,34 @@ def test_a_resume_with_another_thread_count_says_so_and_runs_record_theirs(tmp_p
     # the config the first epoch ran with is kept: config.yaml now says 2 epochs
     earlier = dan.config.Config.from_file(str(tmp_path / "r" / "config.before-resume-1.yaml"))
     assert earlier.train.epochs == 1 and dan.config.Config.from_file(str(tmp_path / "r" / "config.yaml")).train.epochs == 2
+
+
+def test_a_resume_or_an_inheritance_on_renamed_classes_is_refused(tmp_path):
+    # a class folder renamed between epochs (cat -> zcat) swapped the labels of the rest on --resume,
+    # and a retrain inherited a supernet's classifier for other classes, both without a word
+    import shutil
+
+    from tests.test_data import write_image_folder
+
+    root = tmp_path / "imgs"
+    write_image_folder(root)
+    folder = {"data.dataset": "imagefolder", "data.data": str(root), "data.num_classes": None, "data.batch_size": 2,
+              "train.latency_batches": [1]}
+    cfg = tiny_config(str(tmp_path / "r"), **{"train.epochs": 1, **folder})
+    train(cfg)
+    for split in ("train", "val"):
+        shutil.move(str(root / split / "cat"), str(root / split / "zcat"))
+    cfg.train.epochs = 2
+    with pytest.raises(dan.UserError, match="was trained on other classes \\(label 0 was 'cat', now 'dog'\\)"):
+        train(cfg, resume=True)
+    other = tiny_config(str(tmp_path / "o"), **{"train.epochs": 1, **folder, "train.init_from": str(tmp_path / "r")})  # a folder: its last.pt
+    with pytest.raises(dan.UserError, match="was trained on other classes"):
+        train(other)
+
+
+def test_train_init_from_takes_a_run_folder_and_a_missing_one_is_refused_before_any_file(tmp_path):
+    cfg = tiny_config(str(tmp_path / "o"), **{"train.epochs": 1, "train.limit_batches": 1,
+                                              "train.init_from": str(tmp_path / "nowhere")})
+    with pytest.raises(dan.UserError, match="train.init_from .*nowhere is no checkpoint: give a run folder"):
+        train(cfg)
+    assert not (tmp_path / "o").exists()

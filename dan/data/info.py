@@ -132,10 +132,15 @@ def check_reads(spec: DatasetSpec, cfg: DataConfig) -> None:
             raise UserError(f"{flag} (data.{key}) does nothing for dataset {spec.name} ({why}): drop it")
 
 
-def data_info_dict(info: DatasetInfo) -> dict:
+def data_info_dict(info: DatasetInfo, class_names: list | None = None) -> dict:
     """``info`` as plain values, as a checkpoint keeps it (``"data_info"``): what a run's networks
-    are built for, read back by :func:`checkpoint_info` without the data."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(info).items()}
+    are built for, read back by :func:`checkpoint_info` without the data; with the class names in
+    label order where the dataset has them (a resume or an inheritance whose classes were renamed
+    or reordered is refused: :func:`dan.checkpoint.check_same_task`)."""
+    d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(info).items()}
+    if class_names is not None:
+        d["class_names"] = list(class_names)
+    return d
 
 
 def checkpoint_info(state: dict, cfg: DataConfig) -> DatasetInfo:
@@ -144,7 +149,8 @@ def checkpoint_info(state: dict, cfg: DataConfig) -> DatasetInfo:
     d = state.get("data_info")
     if isinstance(d, dict):
         try:
-            return DatasetInfo(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+            fields = {f.name for f in dataclasses.fields(DatasetInfo)}  # (not its class names)
+            return DatasetInfo(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in fields})
         except TypeError:  # another version's fields: read it from the config
             pass
     return dataset_info(cfg)

@@ -34,7 +34,7 @@ from dan.config import DataConfig
 from dan.data.augment import AugmentRecipe, augment_batch, folder_transforms, pixel_grid, to_grey
 from dan.data.code import DatasetSplits, UserSplit, split_class_names, splits_info
 from dan.data.datasets import ArraySplits, FolderSplits, pillow_limit_off
-from dan.data.info import DatasetInfo, dataset_info, get_dataset
+from dan.data.info import DatasetInfo, data_info_dict, dataset_info, get_dataset
 from dan.data.splits import SPLIT_IDS, IndexedSplit, generator, mixed_seed, seeded, split_indices
 from dan.errors import UserError, out_of_memory
 
@@ -64,6 +64,11 @@ class Data:
             if loader is not None:
                 loader.shard(rank, world)
         return self
+
+    def record(self) -> dict:
+        """What a checkpoint keeps of the data (``"data_info"``): :func:`dan.data.data_info_dict`
+        of its info and class names."""
+        return data_info_dict(self.info, self.class_names)
 
 
 def _num_batches(n: int, batch_size: int, drop_last: bool) -> int:
