@@ -8,10 +8,12 @@ one step and one epoch's end are; :func:`run_epochs` does the rest the same way 
   that epoch, so a resumed run replays exactly what an uninterrupted one runs;
 * steps are counted, their scalars summed for the epoch's row and written to TensorBoard every
   ``log_every`` steps with the throughput of that window;
-* at the end of an epoch the task evaluates and returns the rest of the row; the checkpoint is
-  written **before** the row reaches ``metrics.jsonl`` and holds the row, so a run killed between
-  the two neither loses the row (a resume writes it) nor repeats it (rows of epochs after the
-  checkpoint are dropped on resume: :func:`reconcile_metrics`).
+* at the end of an epoch the task evaluates and returns the rest of the row; its TensorBoard
+  values and the task's figures (``after_epoch``) are written and flushed, then the checkpoint,
+  which holds the row, then the row in ``metrics.jsonl``: a run killed between checkpoint and row
+  neither loses the row (a resume writes it) nor repeats it (rows of epochs after the checkpoint
+  are dropped on resume: :func:`reconcile_metrics`), and a resumed run's TensorBoard hides what
+  was written after the checkpoint's step (:meth:`dan.monitor.Monitor.resume_at`).
 
 The task interface (duck-typed): ``cfg``, ``monitor``, ``data``, ``run_dir``, ``model`` (its
 weights are checked for finiteness before a checkpoint is kept), ``steps_per_epoch``,
@@ -306,6 +308,7 @@ def start(cfg: Config, resume: bool, build, least=None):
         check_memory(task)
     if resume:
         task.restore()
+        task.monitor.resume_at(task.step)
     prepare_run_dir(cfg, resume)
     return task
 
@@ -393,11 +396,17 @@ def managed_fit(cfg: Config, build):
         return start_managed(cfg, build).fit()
 
 
-def reconcile_metrics(run_dir: str, epoch: int, row: dict | None) -> None:
-    """After a resume from the checkpoint of ``epoch``: ``metrics.jsonl`` holds exactly one row per
-    epoch up to ``epoch`` (rows of later epochs, written before a kill, are dropped; the row of
-    ``epoch``, if the kill came between checkpoint and row, is written from the checkpoint)."""
+def reconcile_metrics(run_dir: str, epoch: int, row: dict | None, step: int | None = None) -> None:
+    """After a resume from the checkpoint of ``epoch`` (global step ``step``): ``metrics.jsonl``
+    holds exactly one row per epoch up to ``epoch`` (rows of later epochs, written before a kill,
+    are dropped; the row of ``epoch``, if the kill came between checkpoint and row, is written from
+    the checkpoint, with every key a row has: a checkpoint written before its row held the time and
+    step gets its file's time, a few seconds later than the row's would be, and ``step``)."""
     path = os.path.join(run_dir, "metrics.jsonl")
+    if row is not None and "time" not in row:
+        when = os.path.getmtime(os.path.join(run_dir, "checkpoints", "last.pt"))
+        row = {"epoch": row.get("epoch", epoch), "time": round(when, 3),
+               **({"step": step} if step is not None else {}), **row}
     rows = []
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
@@ -534,6 +543,12 @@ def run_epochs(task, *, seed_tag: str, desc: str) -> None:
                                 f"epoch: lower the lr and start again")
         row = {k: v / max(1, task.steps_per_epoch) for k, v in sums.items()}
         row.update(task.end_epoch())
-        task.save(row)  # the checkpoint first: a row in metrics.jsonl always has its checkpoint
-        mon.epoch(task.epoch, row, step=task.step)
+        # TensorBoard's part of the epoch (its values, the task's figures) is on disk before the
+        # checkpoint: a run killed before it redoes the epoch, the events of its steps purged
+        # (Monitor.resume_at); one killed after it has them all
+        mon.epoch_scalars(task.step, row, means=sums)
         task.after_epoch()
+        mon.flush()
+        record = mon.row(task.epoch, row, task.step)
+        task.save(record)  # the checkpoint first: a row in metrics.jsonl always has its checkpoint
+        mon.epoch(task.epoch, row, row=record)

@@ -5,7 +5,8 @@ The library reports through a :class:`Monitor`; which sinks are on is the caller
 written to the run folder itself, so ``tensorboard --logdir runs`` shows every run.
 
 * ``scalars(step, {...})`` — TensorBoard scalars (loss terms, λ, lr, throughput...).
-* ``epoch(epoch, {...})`` — one JSON line per epoch in ``metrics.jsonl`` + a console line.
+* ``epoch_scalars(step, {...}, means)`` — an epoch's values in TensorBoard, at the epoch's last step.
+* ``epoch(epoch, {...}, step)`` — one JSON line per epoch in ``metrics.jsonl`` + a console line.
 * ``progress(iterable, total, desc)`` — a progress bar on the terminal (tqdm), or the iterable.
 * ``histogram``, ``image``, ``hparams`` — for search and tuning.
 """
@@ -34,6 +35,8 @@ class Monitor:
         self._want_tb = enabled and bool(run_dir) and tensorboard
         self._want_jsonl = enabled and bool(run_dir) and jsonl
         self._opened = not (self._want_tb or self._want_jsonl)
+        self._purge_step: Optional[int] = None
+        self._at: tuple = (None, set())  # (step, the TensorBoard tags written at it)
 
     @property
     def tensorboard(self) -> bool:
@@ -47,27 +50,58 @@ class Monitor:
         os.makedirs(self.run_dir, exist_ok=True)
         if self._want_tb:
             from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: keep it lazy
-            self._tb = SummaryWriter(log_dir=self.run_dir)
+            # a resumed run hides the events a killed one wrote after its checkpoint (resume_at)
+            self._tb = SummaryWriter(log_dir=self.run_dir, purge_step=self._purge_step)
         if self._want_jsonl:
             self._jsonl = open(os.path.join(self.run_dir, "metrics.jsonl"), "a")
+
+    def resume_at(self, step: int) -> None:
+        """The run resumes from its checkpoint of global step ``step``: TensorBoard hides the events
+        of later steps that the interrupted run wrote (``SummaryWriter(purge_step=step + 1)``), which
+        the resumed run writes again; without it every such step held two values per tag."""
+        self._purge_step = step + 1 if step > 0 else None
+        if self._tb is not None:  # already writing (a monitor handed to a second run): a new file purges
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb.close()
+            self._tb = SummaryWriter(log_dir=self.run_dir, purge_step=self._purge_step)
 
     # --- sinks -----------------------------------------------------------------------------
     def scalars(self, step: int, values: dict, prefix: str = "") -> None:
         self._open()
         if self._tb is None:
             return
+        if self._at[0] != step:
+            self._at = (step, set())
         for k, v in values.items():
             if v is not None and isinstance(v, (int, float)) and math.isfinite(v):
                 self._tb.add_scalar(prefix + k, v, step)
+                self._at[1].add(prefix + k)
 
-    def epoch(self, epoch: int, values: dict, step: Optional[int] = None) -> None:
-        row = {"epoch": epoch, "time": round(time.time(), 3), **values}
+    def epoch_scalars(self, step: int, values: dict, means=()) -> None:
+        """An epoch's values (the keys with a ``/``) in TensorBoard at the epoch's last step
+        ``step``, but for ``means`` (epoch means of per-step scalars, which TensorBoard holds per
+        logging step: the mean under the same tag gave it two values at this step) and the tags
+        already written at this step (the last logging window's, which the epoch's end repeats)."""
+        written = self._at[1] if self._at[0] == step else set()
+        self.scalars(step, {k: v for k, v in values.items() if "/" in k and k not in means and k not in written})
+
+    @staticmethod
+    def row(epoch: int, values: dict, step: Optional[int] = None) -> dict:
+        """The ``metrics.jsonl`` row of an epoch: its number, the time, the global step at its end
+        (TensorBoard's step of its values) and ``values``."""
+        return {"epoch": epoch, "time": round(time.time(), 3), **({"step": step} if step is not None else {}),
+                **values}
+
+    def epoch(self, epoch: int, values: dict, step: Optional[int] = None, row: Optional[dict] = None) -> None:
+        """``row`` (default :meth:`row` of the arguments) in ``metrics.jsonl``, a console line and the
+        epoch hook. TensorBoard gets the values from :meth:`epoch_scalars`, which the training loop
+        calls before the checkpoint."""
+        row = row or self.row(epoch, values, step)
         self._open()
         if self._jsonl is not None:
             self._jsonl.write(json.dumps(row) + "\n")
             self._jsonl.flush()
-        if step is not None:
-            self.scalars(step, {k: v for k, v in values.items() if "/" in k})
         if self.console:
             shown = "  ".join(f"{k}={_fmt(v)}" for k, v in values.items()
                               if isinstance(v, (int, float)) and not k.startswith("time"))

@@ -305,7 +305,7 @@ class Searcher:
         self.last_eval, self.last_row = st["last_eval"], st.get("last_row")
         set_rng_state(st["rng"])
         if self.dist.main:
-            reconcile_metrics(self.run_dir, self.epoch, self.last_row)
+            reconcile_metrics(self.run_dir, self.epoch, self.last_row, self.step)
 
     def finish(self) -> Arch:
         return finish(self)

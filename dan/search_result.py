@@ -162,34 +162,39 @@ def finish(searcher) -> Arch:
 
 
 def log_step(searcher, logs: dict, tau: float, ips: float) -> None:
-    """A logging window's scalars: the step's losses, τ, μ, and the argmax and expected costs."""
+    """A logging window's scalars: the step's losses, τ, μ, and the argmax and expected costs.
+    The budget and the argmax cost over it have the tags of their ``metrics.jsonl`` keys (they
+    were also logged as ``cost/budget_<kind>`` and ``cost/argmax_<kind>_over_budget``: two tags
+    for one quantity)."""
     mon = searcher.monitor
-    mon.scalars(searcher.step, logs)
-    mon.scalars(searcher.step, {"search/tau": tau, "search/lr": searcher.w_opt.param_groups[0]["lr"],
-                            "search/images_per_s": ips, "arch/multiplier": searcher.control.mu})
+    # μ now, also in the warm-up (the architecture step's logs hold it once it runs: one write)
+    mon.scalars(searcher.step, {**logs, "search/tau": tau, "search/lr": searcher.w_opt.param_groups[0]["lr"],
+                                "search/images_per_s": ips, "arch/multiplier": searcher.control.mu})
     flops, params = searcher.sn.cost_of(searcher.sn.arch.argmax())
     with torch.no_grad():
         ef, ep = searcher.sn.expected_cost()
     b = searcher.budget
     mon.scalars(searcher.step, {"cost/argmax_flops": flops, "cost/argmax_params": params,
-                            "cost/expected_flops": float(ef), "cost/expected_params": float(ep),
-                            f"cost/budget_{b.kind}": b.value,
-                            f"cost/argmax_{b.kind}_over_budget": searcher.cost.over(searcher.sn.arch.argmax())})
+                                "cost/expected_flops": float(ef), "cost/expected_params": float(ep),
+                                "cost/budget": b.value,
+                                "cost/argmax_over_budget": searcher.cost.over(searcher.sn.arch.argmax())})
     if b.kind == "latency":
         with torch.no_grad():
             mon.scalars(searcher.step, {"cost/argmax_latency_ms": searcher.cost.of(searcher.sn.arch.argmax()),
                                     "cost/expected_latency_ms": float(searcher.cost.expected_over()) * b.value})
 
 def log_epoch(searcher) -> None:
-    """An epoch's per-group entropy, largest probability and width histograms, and the width image."""
+    """An epoch's per-group entropy, largest probability and width histograms, and the width image,
+    at the epoch's last global step, as its other values (histograms and image were at the epoch's
+    number, a step of the first epoch's scalars)."""
     mon = searcher.monitor
     stats = distribution_stats(searcher.sn.arch.probs())
     mon.scalars(searcher.step, {f"entropy/{g.name}": e for g, e in zip(searcher.sn.groups, stats["entropy"])})
     mon.scalars(searcher.step, {f"max_prob/{g.name}": m for g, m in zip(searcher.sn.groups, stats["max_prob"])})
     for g, c, p in zip(searcher.sn.groups, searcher.sn.cands, searcher.sn.arch.probs()):
         counts = np.maximum(0, np.round(p.detach().cpu().numpy() * 1000)).astype(int)
-        mon.histogram(f"widths/{g.name}", np.repeat(np.array(c, dtype=np.float64), counts), searcher.epoch)
-    mon.image("widths/argmax_by_epoch", width_image(searcher.history, searcher.sn), searcher.epoch)
+        mon.histogram(f"widths/{g.name}", np.repeat(np.array(c, dtype=np.float64), counts), searcher.step)
+    mon.image("widths/argmax_by_epoch", width_image(searcher.history, searcher.sn), searcher.step)
 
 
 def distribution_stats(probs) -> dict:

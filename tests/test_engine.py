@@ -91,6 +91,39 @@ def test_resume_after_a_kill_gives_the_same_model(tmp_path):
     assert not [n for n in os.listdir(b) if n.startswith("config.before-resume")]  # the same config: none kept
 
 
+def test_training_records_one_value_per_tag_and_step_and_rows_with_their_step(tmp_path):
+    """TensorBoard: the epoch means of the train/* scalars are metrics.jsonl's alone (written at the
+    epoch's last step too, they gave that step two values of train/loss); every row has the global
+    step of its epoch's end, the TensorBoard step of its values."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = str(tmp_path / "run")
+    train(tiny_config(out, **{"train.log_every": 3, "train.latency_batches": []}), Monitor(out))
+    acc = EventAccumulator(out, size_guidance={"scalars": 0})
+    acc.Reload()
+    twice = {t: steps for t in acc.Tags()["scalars"] for steps in [[e.step for e in acc.Scalars(t)]]
+             if len(steps) != len(set(steps))}
+    assert twice == {}
+    assert [e.step for e in acc.Scalars("train/loss")] == [3, 6, 8, 9, 12, 15, 16]
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert [r["step"] for r in rows] == [e.step for e in acc.Scalars("val/top1_small")] == [8, 16]
+
+
+def test_a_row_restored_from_an_older_checkpoint_gets_its_time_and_step(tmp_path):
+    """A checkpoint's row written before rows held "step" (and one that never held "time"): the
+    row a resume restores has every key the others have."""
+    from dan.loop import reconcile_metrics
+
+    os.makedirs(tmp_path / "checkpoints")
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"")
+    os.utime(tmp_path / "checkpoints" / "last.pt", (1000.0, 1000.0))
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "time": 900.0, "step": 8, "lr": 0.1}) + "\n")
+    reconcile_metrics(str(tmp_path), 2, {"epoch": 2, "lr": 0.05}, 16)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert rows[1] == {"epoch": 2, "time": 1000.0, "step": 16, "lr": 0.05}
+    assert list(rows[1]) == list(rows[0])
+
+
 def test_best_pt_is_written_before_last_pt_records_its_score(tmp_path, monkeypatch):
     # an audit's Ctrl-C between the two writes: last.pt held the new best score, so the resumed run
     # never wrote best.pt again and kept the epoch before's

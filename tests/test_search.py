@@ -221,11 +221,70 @@ def test_event_files_hold_the_width_image_and_scalars(tmp_path):
     tags = acc.Tags()
     assert "widths/argmax_by_epoch" in tags["images"]
     for tag in ["arch/kl", "arch/penalty", "arch/multiplier", "weights/ce", "weights/kl", "weights/lambda",
-                "search/tau", "cost/expected_flops", "cost/argmax_flops", "cost/budget_flops",
+                "search/tau", "cost/expected_flops", "cost/argmax_flops", "cost/budget", "cost/argmax_over_budget",
                 "val/top1_big", "val/top1_small_argmax"]:
         assert tag in tags["scalars"], tag
+    # one tag per quantity: the budget and the argmax cost over it were logged under two each
+    assert "cost/budget_flops" not in tags["scalars"] and "cost/argmax_flops_over_budget" not in tags["scalars"]
     assert any(t.startswith("widths/layer") for t in tags["histograms"])
     assert os.path.isfile(os.path.join(out, "widths.png"))
+
+
+class _Stop(Monitor):
+    """Interrupted (Ctrl-C) at a logging step, or between an epoch's checkpoint and its row."""
+
+    def __init__(self, run_dir, step=None, epoch=None):
+        super().__init__(run_dir)
+        self.stop_step, self.stop_epoch = step, epoch
+
+    def scalars(self, step, values, prefix=""):
+        if step == self.stop_step:
+            raise KeyboardInterrupt
+        super().scalars(step, values, prefix)
+
+    def epoch(self, epoch, values, *args, **kw):
+        if epoch == self.stop_epoch:
+            raise KeyboardInterrupt
+        super().epoch(epoch, values, *args, **kw)
+
+
+def _events(out):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(out, size_guidance={"images": 0, "scalars": 0, "histograms": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.mark.parametrize("stop", [{"step": 4 + 4}, {"epoch": 2}], ids=["mid-epoch", "checkpoint-then-row"])
+def test_tensorboard_holds_one_value_per_tag_and_step_across_a_resume(tmp_path, stop):
+    """Every scalar tag has one value per step: the epoch means of the per-step scalars were
+    written at each epoch's last step after its last logging window's value (arch/multiplier
+    there meant μ and then the epoch mean of μ), and a resume wrote the steps after its checkpoint
+    again. The figures of an epoch are at its last global step, as its scalars and its row's
+    ``step``, once each, also when the stop came between the epoch's checkpoint and its row; the
+    row a resume restores has the keys of the others."""
+    out = str(tmp_path / "s")
+    stopping = _Stop(out, **stop)
+    with pytest.raises(KeyboardInterrupt):  # mid-epoch: step 6 logged after the checkpoint of step 4
+        search(_search_cfg(out, **{"train.log_every": 3}), stopping)
+    stopping.close()  # as the tools do on Ctrl-C: its events are on disk
+    mon = Monitor(out)
+    search(_search_cfg(out, **{"train.log_every": 3}), mon, resume=True)
+    mon.close()
+    acc = _events(out)
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert [r["step"] for r in rows] == [4, 8, 12]
+    assert all(r.keys() >= {"epoch", "time", "step", "val/top1_big"} for r in rows)
+    assert rows[1].keys() == rows[2].keys()  # epoch 2's row came from the checkpoint after the stop
+    twice = {t: steps for t in acc.Tags()["scalars"] for steps in [[e.step for e in acc.Scalars(t)]]
+             if len(steps) != len(set(steps))}
+    assert twice == {}
+    assert [e.step for e in acc.Images("widths/argmax_by_epoch")] == [4, 8, 12]
+    assert [e.step for e in acc.Histograms("widths/conv1")] == [4, 8, 12]
+    mu = {e.step: e.value for e in acc.Scalars("arch/multiplier")}
+    for r in rows:  # TensorBoard's arch/multiplier is μ now; the epoch mean of μ is the row's alone
+        assert mu[r["step"]] == pytest.approx(r["multiplier"])
 
 
 def test_search_step_benchmark_runs():
