@@ -6,8 +6,9 @@ one step and one epoch's end are; :func:`run_epochs` does the rest the same way 
 
 * every epoch re-seeds all generators from ``(seed, seed_tag, epoch)`` and sets the data order of
   that epoch, so a resumed run replays exactly what an uninterrupted one runs;
-* steps are counted, their scalars summed for the epoch's row and written to TensorBoard every
-  ``log_every`` steps with the throughput of that window;
+* steps are counted, their scalars averaged for the epoch's row (each over the steps that
+  returned it) and written to TensorBoard every ``log_every`` steps with the throughput of that
+  window;
 * at the end of an epoch the task evaluates and returns the rest of the row; its TensorBoard
   values and the task's figures (``after_epoch``) are written and flushed, then the checkpoint,
   which holds the row, then the row in ``metrics.jsonl``: a run killed between checkpoint and row
@@ -520,7 +521,7 @@ def run_epochs(task, *, seed_tag: str, desc: str) -> None:
         seed_everything(derive(cfg.seed, seed_tag, epoch))
         task.data.train.set_epoch(epoch)
         task.begin_epoch(epoch)
-        sums: dict = {}
+        sums, counts = {}, {}
         images, t0 = 0, time.perf_counter()
         bar = mon.progress(task.data.train, task.steps_per_epoch, f"{desc} {epoch + 1}/{t.epochs}")
         for i, (x, y) in enumerate(bar):
@@ -531,6 +532,7 @@ def run_epochs(task, *, seed_tag: str, desc: str) -> None:
             images += x.shape[0]
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
+                counts[k] = counts.get(k, 0) + 1
             if task.step % t.log_every == 0 or i == task.steps_per_epoch - 1:
                 dt = time.perf_counter() - t0
                 task.log_window(logs, images / dt if dt > 0 else 0.0, bar)
@@ -541,7 +543,9 @@ def run_epochs(task, *, seed_tag: str, desc: str) -> None:
             raise DivergedError(f"training diverged: {len(bad)} weight tensors (e.g. {bad[0]}) are not finite "
                                 f"after epoch {task.epoch}; checkpoints/last.pt still holds the last finite "
                                 f"epoch: lower the lr and start again")
-        row = {k: v / max(1, task.steps_per_epoch) for k, v in sums.items()}
+        # each over the steps that logged it: a search's architecture steps stop at the landing
+        # (search.settle_until: landed), and dividing by every step of the epoch understated them
+        row = {k: v / counts[k] for k, v in sums.items()}
         row.update(task.end_epoch())
         # TensorBoard's part of the epoch (its values, the task's figures) is on disk before the
         # checkpoint: a run killed before it redoes the epoch, the events of its steps purged

@@ -91,8 +91,8 @@ from dan.models import input_shape
 from dan.monitor import Monitor
 from dan.search_control import SETTLE_MU_FLOOR, BudgetCost, SearchControl  # noqa: F401 (dan.search.SETTLE_MU_FLOOR)
 from dan.seed import seed_everything
-from dan.search_result import (distribution_stats, finish, log_epoch, log_step, repaired_argmax,  # noqa: F401
-                               width_figure, width_png)
+from dan.search_result import (distribution_stats, epoch_row, finish, log_epoch, log_step,  # noqa: F401
+                               repaired_argmax, width_figure, width_png)
 from dan.supernet import Supernet, build_supernet
 
 CHECKPOINT_VERSION = 1
@@ -261,19 +261,7 @@ class Searcher:
         log_step(self, logs, self._tau, images_per_s)
 
     def end_epoch(self) -> dict:
-        choice = self.sn.arch.argmax()
-        self.history.append(self.sn.widths_of(choice))
-        self.last_eval = self.evaluate(choice)
-        flops, params = self.sn.cost_of(choice)
-        stats = distribution_stats(self.sn.arch.probs())
-        return {"val/top1_big": self.last_eval["big"]["top1"],
-                "val/top1_small_argmax": self.last_eval["small"]["top1"],
-                "cost/argmax_flops": flops, "cost/argmax_params": params,
-                "cost/argmax_over_budget": self.cost.over(choice),
-                "cost/expected_over_budget": float(self.cost.expected_over().detach()),
-                "cost/budget": self.budget.value, "tau": self._tau, "multiplier": self.control.mu,
-                "arch/mean_max_prob": stats["mean_max_prob"], "arch/mean_entropy": stats["mean_entropy"],
-                "arch/settled": float(self.control.settled_at is not None)}
+        return epoch_row(self)
 
     def after_epoch(self) -> None:
         log_epoch(self)

@@ -183,6 +183,28 @@ def log_step(searcher, logs: dict, tau: float, ips: float) -> None:
             mon.scalars(searcher.step, {"cost/argmax_latency_ms": searcher.cost.of(searcher.sn.arch.argmax()),
                                     "cost/expected_latency_ms": float(searcher.cost.expected_over()) * b.value})
 
+
+def epoch_row(searcher) -> dict:
+    """The end of an epoch: the argmax network's widths into the history, its held-out evaluation
+    and cost, and the rest of the epoch's ``metrics.jsonl`` row. ``arch/undone`` is the count of
+    architecture steps undone so far (``search.settle_until: guarded``): each step logs that running
+    total, and its epoch mean, the row's value before, was neither a count nor a rate."""
+    choice = searcher.sn.arch.argmax()
+    searcher.history.append(searcher.sn.widths_of(choice))
+    searcher.last_eval = searcher.evaluate(choice)
+    flops, params = searcher.sn.cost_of(choice)
+    stats = distribution_stats(searcher.sn.arch.probs())
+    control = searcher.control
+    return {"val/top1_big": searcher.last_eval["big"]["top1"],
+            "val/top1_small_argmax": searcher.last_eval["small"]["top1"],
+            "cost/argmax_flops": flops, "cost/argmax_params": params,
+            "cost/argmax_over_budget": searcher.cost.over(choice),
+            "cost/expected_over_budget": float(searcher.cost.expected_over().detach()),
+            "cost/budget": searcher.budget.value, "tau": searcher._tau, "multiplier": control.mu,
+            "arch/mean_max_prob": stats["mean_max_prob"], "arch/mean_entropy": stats["mean_entropy"],
+            "arch/settled": float(control.settled_at is not None), "arch/undone": control.undone}
+
+
 def log_epoch(searcher) -> None:
     """An epoch's per-group entropy, largest probability and width histograms, and the width image,
     at the epoch's last global step, as its other values (histograms and image were at the epoch's

@@ -287,6 +287,42 @@ def test_tensorboard_holds_one_value_per_tag_and_step_across_a_resume(tmp_path, 
         assert mu[r["step"]] == pytest.approx(r["multiplier"])
 
 
+def test_an_epoch_s_architecture_values_are_over_the_steps_that_ran(tmp_path, monkeypatch):
+    """Architecture steps that stop part-way through an epoch (``search.settle_until: landed``, at
+    the landing): the row's arch/* values average the steps that ran (an audit's landed search
+    recorded arch/expected_flops 1.44M for an epoch whose logged values were all 2.00-2.32M: the
+    sum over the steps that ran divided by all the epoch's steps). ``arch/undone`` is the running
+    total of undone steps at the epoch's end (it was that total's epoch mean)."""
+    import importlib
+
+    from dan.search_control import SearchControl
+
+    dsearch = importlib.import_module("dan.search")  # the module: dan.search is also the function
+
+    asked, logit_step = [0], dsearch.logit_step
+
+    def lands_after_two(control):  # the architecture steps at global steps 5 and 6 only
+        asked[0] += 1
+        return asked[0] > 2
+
+    def undoing(sr):  # as if every architecture step were undone after it ran
+        logit_step(sr)
+        sr.control.undone += 1
+
+    monkeypatch.setattr(SearchControl, "arch_steps_over", lands_after_two)
+    monkeypatch.setattr(dsearch, "logit_step", undoing)
+    out = str(tmp_path / "s")
+    mon = Monitor(out)
+    search(_search_cfg(out), mon)
+    mon.close()
+    logged = {e.step: e.value for e in _events(out).Scalars("arch/expected_flops")}
+    assert sorted(logged) == [5, 6]
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert rows[1]["arch/expected_flops"] == pytest.approx((logged[5] + logged[6]) / 2)
+    assert "arch/expected_flops" not in rows[2]  # no architecture step in that epoch
+    assert [r["arch/undone"] for r in rows] == [0, 2, 2]
+
+
 def test_search_step_benchmark_runs():
     """tools/bench.py's search-step measurement drives the real weight and architecture steps
     (a signature change must not break it silently); the ratio itself is measured by the tool."""
