@@ -140,6 +140,53 @@ def test_a_retry_resumes_a_retrain_that_was_killed_after_its_checkpoint(tmp_path
     assert os.path.isfile(os.path.join(retrain, "summary.json"))
 
 
+def _hparams(run_dir):
+    """The HPARAMS a run's TensorBoard files hold (name -> value)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(run_dir)
+    acc.Reload()
+    data = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content)
+    return {k: v.number_value for k, v in data.session_start_info.hparams.items() if v.HasField("number_value")}
+
+
+def test_a_retried_trial_goes_by_its_first_number_in_every_record(tmp_path, monkeypatch):
+    """Trial 1, interrupted (Ctrl+C) and run again as Optuna's trial 2 in trials/trial-0001: its
+    console lines and HPARAMS said trial 2, and tune.json said "trials": 3 for --trials 2 without
+    saying what it counted."""
+    import json
+
+    from dan.tune import sweep
+
+    out = str(tmp_path / "tune")
+    spec = spec_from_dict({**SPEC, "pruner": "none", "search_epochs": 1})
+    real, calls, logs = sweep.objective, [], []
+
+    def interrupted_once(trial, *args):
+        calls.append(trial.number)
+        if len(calls) == 2:  # trial 1, before it does any work
+            raise KeyboardInterrupt
+        return real(trial, *args)
+
+    monkeypatch.setattr(sweep, "objective", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        tune(base(out), spec, "n", 2, log=logs.append)
+    result = tune(base(out), spec, "n", 2, log=logs.append)
+    _, study = states(out, "n")
+    assert study.trials[2].system_attrs["failed_trial"] == 1 and calls == [0, 1, 2]
+    assert [line.split("]")[0] for line in logs] == ["[trial 0"] * 2 + ["[trial 1"] * 3
+    assert logs[3].startswith("[trial 1] again (Optuna's trial 2) ")
+    assert study.trials[2].user_attrs["folder"] == os.path.join(out, "trials", "trial-0001")
+    hp = _hparams(os.path.join(out, "trials", "trial-0001", "retrain"))
+    assert (hp["trial"], hp["optuna_trial"]) == (1, 2)
+    assert json.load(open(os.path.join(out, "tune.json"))) == result
+    assert (result["trials"], result["counted"], result["retries"]) == (3, 2, 1)
+    assert set(result["about"]) >= {"trials", "counted", "retries", "trial"}
+    assert result["best"]["trial"] == (0 if study.trials[0].value >= study.trials[2].value else 1)
+
+
 def test_bad_tuning_files(tmp_path):
     with pytest.raises(dan.UserError, match="params.nope.key"):
         spec_from_dict({"params": {"nope.key": {"type": "float", "low": 0, "high": 1}}})

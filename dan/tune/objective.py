@@ -2,7 +2,8 @@
 
 A trial works in ``<run>/trials/trial-NNNN/{search,retrain}``; a retry of a dead or interrupted
 trial (Optuna records the first attempt's number as its ``failed_trial`` system attribute) works in
-the first attempt's folder and resumes its checkpoints. Both configs are functions of the base
+the first attempt's folder and resumes its checkpoints; its records go by that number too
+(:func:`trial_number`), Optuna's own is ``optuna_trial``. Both configs are functions of the base
 config, the spec and the sampled values alone, so a retry builds the same ones and its resume is
 never refused as a config change.
 """
@@ -53,11 +54,22 @@ class _Reporter:
             raise optuna.TrialPruned(f"pruned at step {self.offset + epoch} ({self.key}={self.last:.4f})")
 
 
+def first_attempt(frozen) -> int:
+    """The number a trial (a ``FrozenTrial``) goes by in its records (folder, HPARAMS, console
+    lines, ``tune.json``): Optuna's number of its first attempt. A retry is a new Optuna trial, and
+    its own number named the console lines and HPARAMS of a run in the first attempt's folder."""
+    origin = frozen.system_attrs.get("failed_trial")
+    return frozen.number if origin is None else int(origin)
+
+
+def trial_number(study, trial) -> int:
+    """:func:`first_attempt` of a running ``trial`` (whose system attributes are the storage's)."""
+    return first_attempt(next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number))
+
+
 def trial_folder(study, trial, run_dir: str) -> str:
     """The folder of ``trial``: its own, or the first attempt's for a retry."""
-    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
-    origin = frozen.system_attrs.get("failed_trial")
-    return os.path.join(run_dir, "trials", f"trial-{trial.number if origin is None else int(origin):04d}")
+    return os.path.join(run_dir, "trials", f"trial-{trial_number(study, trial):04d}")
 
 
 def search_config(base: Config, spec: TuneSpec, values: dict, folder: str) -> Config:
@@ -137,7 +149,7 @@ def objective(trial, base: Config, spec: TuneSpec, run_dir: str, study):
     summary_path = os.path.join(rcfg.out, "summary.json")
     if not os.path.isfile(summary_path):
         _run(rcfg, Trainer, _Reporter(trial, "val/top1_small", spec.search_epochs, spec.multi),
-             hparams=lambda s: ({**values, "trial": trial.number},
+             hparams=lambda s: ({**values, "trial": trial_number(study, trial), "optuna_trial": trial.number},
                                 {"hparam/top1_small": s.rows["small"]["top1"],
                                  "hparam/flops_small": s.rows["small"]["flops"]}))
     with open(summary_path) as f:

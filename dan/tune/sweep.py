@@ -11,7 +11,7 @@ import shutil
 from dan.checkpoint import atomic_write, write_json
 from dan.config import Config
 from dan.errors import UserError
-from dan.tune.objective import objective
+from dan.tune.objective import first_attempt, objective, trial_number
 from dan.tune.spec import TuneSpec
 from dan.tune.storage import make_storage, retry_schema_race
 
@@ -195,27 +195,29 @@ def run_trials(study, base: Config, spec: TuneSpec, trials: int, run_dir: str, l
             trial.set_user_attr("surplus", True)
             study.stop()
             raise _Surplus()
-        log(f"[trial {trial.number}] " + (f"{trial.params}" if trial.params else "started"))  # a retry has its values
+        n = trial_number(study, trial)  # a retry goes by its first attempt's number, as its folder
+        again = f" again (Optuna's trial {trial.number})" if n != trial.number else ""
+        log(f"[trial {n}]{again} " + (f"{trial.params}" if trial.params else "started"))  # a retry has its values
         try:
             value = objective(trial, base, spec, run_dir, study)
         except optuna.TrialPruned as e:
-            log(f"[trial {trial.number}] {e}")
+            log(f"[trial {n}] {e}")
             raise
         except (FloatingPointError, UserError) as e:
             trial.set_user_attr("error", str(e))
-            log(f"[trial {trial.number}] failed: {e}")
+            log(f"[trial {n}] failed: {e}")
             succeeded = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
             if not isinstance(e, FloatingPointError) and not succeeded:
                 # nothing has worked yet and this is the user's to fix: stop now, not after N trials;
                 # the trial that stopped the study does not count once it is run again, fixed
                 trial.set_user_attr("stopped_study", True)
-                raise UserError(f"trial {trial.number} failed and no trial has succeeded: {e} "
+                raise UserError(f"trial {n} failed and no trial has succeeded: {e} "
                                 f"({trial_settings(spec, trial.params)})") from e
             raise _Failed(str(e)) from e
         except KeyboardInterrupt:
             _queue_again(study, trial, spec)  # Optuna fails it; the next run resumes its folder
             raise
-        log(f"[trial {trial.number}] value {value}")
+        log(f"[trial {n}] value {value}")
         return value
 
     def enough(study, _trial):
@@ -324,6 +326,19 @@ def _feasible(t) -> bool:
     return t.user_attrs.get("constraint", 1.0) <= 0
 
 
+# What tune.json's numbers mean, written into it: a study with a retried trial said "trials": 3
+# for --trials 2, and numbered the retry's records three ways
+TUNE_JSON_ABOUT = {
+    "trials": "Optuna trials in the storage: every attempt, retries and surplus ones included",
+    "counted": "trials --trials counts (not a retried attempt, a surplus one, one that stopped the study "
+               "on a user error, or one from before the study took another tuning file)",
+    "surplus": "trials asked for after other workers had reached the count (no work done)",
+    "retries": "trials that ran again an attempt cut short (Ctrl+C, a dead worker), in its folder",
+    "trial": "a trial's number: Optuna's number of its first attempt, as its folder trials/trial-NNNN, "
+             "its console lines and its HPARAMS' trial; optuna_trial is the number of the attempt that finished",
+}
+
+
 def write_best(study, run_dir: str, multi: bool) -> dict:
     """Copy the best feasible trial's ``arch.json`` and ``config.yaml`` to ``<run_dir>/best/``
     (multi-objective: the Pareto front's ``arch.json`` files to ``pareto/``) and write
@@ -331,12 +346,11 @@ def write_best(study, run_dir: str, multi: bool) -> dict:
     from optuna.trial import TrialState
 
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _feasible(t)]
-    # "trials": every trial in the storage; "counted": those --trials counts (:func:`_counted_before`);
-    # "surplus": trials a worker asked for after the count was reached by others (told FAIL, no work)
     out = {"study": study.study_name, "trials": len(study.trials),
            "counted": _counted_before(study, len(study.trials)),
            "surplus": sum(1 for t in study.trials if t.user_attrs.get("surplus")),
-           "complete_feasible": len(complete)}
+           "retries": sum(1 for t in study.trials if "failed_trial" in t.system_attrs),
+           "complete_feasible": len(complete), "about": TUNE_JSON_ABOUT}
     if not complete:
         return out
     if multi:
@@ -344,17 +358,17 @@ def write_best(study, run_dir: str, multi: bool) -> dict:
         os.makedirs(folder, exist_ok=True)
         out["pareto"] = []
         for t in (t for t in study.best_trials if _feasible(t)):
-            dst = os.path.join(folder, f"trial-{t.number:04d}.arch.json")
+            dst = os.path.join(folder, f"trial-{first_attempt(t):04d}.arch.json")
             shutil.copyfile(os.path.join(t.user_attrs["folder"], "search", "arch.json"), dst)
-            out["pareto"].append({"trial": t.number, "top1": t.values[0], "flops": t.values[1],
-                                  "params": t.params, "arch": dst})
+            out["pareto"].append({"trial": first_attempt(t), "optuna_trial": t.number, "top1": t.values[0],
+                                  "flops": t.values[1], "params": t.params, "arch": dst})
     else:
         best = max(complete, key=lambda t: t.value)
         folder = os.path.join(run_dir, "best")
         os.makedirs(folder, exist_ok=True)
         for name in ("arch.json", "config.yaml"):
             shutil.copyfile(os.path.join(best.user_attrs["folder"], "search", name), os.path.join(folder, name))
-        out["best"] = {"trial": best.number, "top1": best.value, "params": best.params,
-                       "arch": os.path.join(folder, "arch.json")}
+        out["best"] = {"trial": first_attempt(best), "optuna_trial": best.number, "top1": best.value,
+                       "params": best.params, "arch": os.path.join(folder, "arch.json")}
     atomic_write(lambda p: write_json(out, p), os.path.join(run_dir, "tune.json"))
     return out
