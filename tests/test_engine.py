@@ -107,6 +107,20 @@ def test_training_records_one_value_per_tag_and_step_and_rows_with_their_step(tm
     assert [e.step for e in acc.Scalars("train/loss")] == [3, 6, 8, 9, 12, 15, 16]
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     assert [r["step"] for r in rows] == [e.step for e in acc.Scalars("val/top1_small")] == [8, 16]
+    assert undocumented_keys(rows) == []
+
+
+def undocumented_keys(rows) -> list:
+    """The keys of ``rows`` (metrics.jsonl) that docs/metrics.md does not name (``val/top1_small``
+    as itself or as ``val/top1_<net>``)."""
+    import re
+
+    from tests.helpers import ROOT
+
+    with open(os.path.join(ROOT, "docs", "metrics.md"), encoding="utf-8") as f:
+        text = f.read()
+    keys = sorted({k for r in rows for k in r})
+    return [k for k in keys if f"`{k}`" not in text and f"`{re.sub(r'_(big|small)$', '_<net>', k)}`" not in text]
 
 
 def test_a_row_restored_from_an_older_checkpoint_gets_its_time_and_step(tmp_path):

@@ -15,7 +15,7 @@ from dan.monitor import Monitor
 from dan.search import search
 from dan.supernet import Supernet, candidate_widths, repair
 from tests.helpers import run_tool, tiny_config
-from tests.test_engine import KillAt
+from tests.test_engine import KillAt, undocumented_keys
 
 SPACES = [("resnet18_small", (1, 3, 16, 16)), ("resnet34_small", (1, 3, 16, 16)),
           ("resnet50_small", (1, 3, 16, 16)), ("resnet18", (1, 3, 64, 64)), ("resnet50", (1, 3, 64, 64))]
@@ -321,6 +321,7 @@ def test_an_epoch_s_architecture_values_are_over_the_steps_that_ran(tmp_path, mo
     assert rows[1]["arch/expected_flops"] == pytest.approx((logged[5] + logged[6]) / 2)
     assert "arch/expected_flops" not in rows[2]  # no architecture step in that epoch
     assert [r["arch/undone"] for r in rows] == [0, 2, 2]
+    assert undocumented_keys(rows) == []  # docs/metrics.md names every key
 
 
 def test_search_step_benchmark_runs():
