@@ -80,11 +80,11 @@ def layout_for(model: nn.Module, input_shape: tuple, memory_format: str = "chann
     setting that avoided all three. Probed with one forward of a copy on zeros (eval mode)."""
     if memory_format != "channels_last" or not any(p.ndim == 4 for p in model.parameters()):
         return memory_format
-    probe = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    set_mode(probe, False)
-    x = torch.zeros((2,) + tuple(input_shape[1:]), device=device_of(model),
-                    dtype=next(model.parameters()).dtype).contiguous(memory_format=torch.channels_last)
     try:  # (an fx module prints its own traceback before raising: not for a probe)
+        probe = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        set_mode(probe, False)
+        x = torch.zeros((2,) + tuple(input_shape[1:]), device=device_of(model),
+                        dtype=next(model.parameters()).dtype).contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), quiet_fx_errors():
             probe(x)
     except RuntimeError as e:
@@ -124,7 +124,9 @@ def fold_batchnorms(model: nn.Module) -> nn.Module:
         src = node.args[0]
         conv = modules.get(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
         target = src.target if conv is not None else None
-        while isinstance(conv, nn.Sequential) and len(conv):  # e.g. lowrank's Factorized: its last conv
+        # a plain Sequential or lowrank's Factorized (a subclass may override forward: a residual
+        # x + super().forward(x) must not have the BatchNorm after it folded into its last conv)
+        while (type(conv) is nn.Sequential or type(conv).__name__ == "Factorized") and len(conv):
             target, conv = f"{target}.{len(conv) - 1}", conv[len(conv) - 1]
         if conv is None or not (type(conv) is nn.Conv2d or type(conv).__name__ in SAME_PADDING_CONVS) \
                 or len(src.users) != 1 or calls[src.target] != 1 or calls[node.target] != 1:

@@ -144,8 +144,8 @@ class Trainer:
 
     def __init__(self, cfg: Config, monitor: Monitor | None = None, *, data: Data | None = None):
         self.cfg, self.run_dir = cfg, cfg.run_dir
-        if cfg.train.init_from:  # before any file is written
-            init_path(cfg.train.init_from)
+        if cfg.train.init_from and not os.path.isfile(os.path.join(cfg.run_dir, "checkpoints", "last.pt")):
+            init_path(cfg.train.init_from)  # read on a fresh start only: checked before any file is written
         self.monitor = monitor or Monitor(self.run_dir, console=False)
         self.device = resolve_device(cfg.device)
         self.dist = distributed.info()
@@ -214,7 +214,7 @@ class Trainer:
 
     def restore(self, path: str | None = None) -> None:
         path = path or os.path.join(self.ckpt_dir, "last.pt")
-        state = read_run_checkpoint(path, self.cfg, self.device, classes=self.data.class_names)
+        state = read_run_checkpoint(path, self.cfg, self.device, None, self.data.class_names, self.monitor.info)
         load_states(path, state, {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler})
         self.method.load_extra_state(state.get("method", {}))
         if self.scaler is not None and state.get("scaler"):

@@ -430,7 +430,8 @@ def reconcile_metrics(run_dir: str, epoch: int, row: dict | None, step: int | No
 
 
 # ------------------------------------------------------------------------------------- steps
-def read_run_checkpoint(path: str, cfg: Config, device, kind: str | None = None, classes: list | None = None) -> dict:
+def read_run_checkpoint(path: str, cfg: Config, device, kind: str | None = None, classes: list | None = None,
+                        say=None) -> dict:
     """The checkpoint a run resumes from: of ``kind`` (when given), written with a config that
     computes the same thing as ``cfg`` (:func:`check_same_config`), for the same ``classes`` where
     both name them (a class folder renamed between epochs swapped the labels of the rest)."""
@@ -442,11 +443,11 @@ def read_run_checkpoint(path: str, cfg: Config, device, kind: str | None = None,
                         f"or choose another --out")
     check_same_config(st.get("config", {}), cfg.to_dict(), path)
     threads = (st.get("rng") or {}).get("threads") if isinstance(st.get("rng"), dict) else None
-    if threads and threads != torch.get_num_threads() and os.environ.get("RANK", "0") == "0":
-        # on stdout: a note, not an error (a resumed run's numbers differ from an uninterrupted one's)
-        print(f"note: {path} was written with {threads} CPU threads and this run has {torch.get_num_threads()}: "
-              f"on a CPU its numbers will differ from an uninterrupted run's (--threads {threads} keeps them)",
-              flush=True)
+    if say is not None and threads and threads != torch.get_num_threads() and torch.device(device).type == "cpu":
+        # a note through the run's monitor (stdout, silent with --quiet): its numbers differ from an
+        # uninterrupted run's
+        say(f"note: {path} was written with {threads} CPU threads and this run has {torch.get_num_threads()}: "
+            f"its numbers will differ from an uninterrupted run's (--threads {threads} keeps them)")
     return st
 
 
@@ -508,9 +509,9 @@ def _train_step(task, x, y) -> dict:
     except ValueError as e:
         if "Expected more than 1 value per channel when training" not in str(e):
             raise
-        raise UserError(f"a training batch of {x.shape[0]} image{'s' * (x.shape[0] != 1)} leaves a BatchNorm one "
-                        f"value per channel ({str(e).split('got input size ')[-1]}), and it needs 2 or more: raise "
-                        f"--batch-size (data.batch_size) to 2 or more, or train on more images") from None
+        raise UserError(f"a batch leaves a BatchNorm one value per channel ({str(e).split('got input size ')[-1]}), "
+                        f"and it needs 2 or more: raise --batch-size (data.batch_size; a search's held-out "
+                        f"batches: data.holdout_batch_size) to 2 or more, or train on more images") from None
 
 
 def run_epochs(task, *, seed_tag: str, desc: str) -> None:

@@ -99,13 +99,7 @@ def create(space: str, args: dict | None = None, *, num_classes: int, in_channel
         raise UserError(f"this network was searched as a Python object ({space[8:-1]}): rebuild it with "
                         f"dan.build_adjoint(arch, model=your_model)")
     if k == "registered":
-        from dan.memory import check_weights
-
-        def build():
-            return search_spaces.create(space, num_classes=num_classes, in_channels=in_channels, **args)
-
-        check_weights(build, f"{space}({', '.join(f'{key}={v}' for key, v in args.items())})")
-        return build()
+        return _registered(space, args, num_classes, in_channels)
     if k == "torchvision":
         import torchvision
 
@@ -209,6 +203,24 @@ def check_classes(model: nn.Module, info, what: str) -> None:
     if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] != info.num_classes:
         raise UserError(f"{what} gives {out.shape[1]} logits and the data has {info.num_classes} classes: build it "
                         f"for {info.num_classes} (drop model.args.num_classes, or your factory's own number)")
+
+
+def _registered(space: str, args: dict, num_classes: int, in_channels: int) -> nn.Module:
+    """A network of the ``search_spaces`` registry; its size is checked before it is allocated."""
+    from dan.memory import check_weights
+
+    for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if key in args:  # a TypeError ("got multiple values for keyword argument") before
+            if args[key] != value:
+                raise UserError(f"model.args.{key} is {args[key]!r} and the data gives {value}: drop "
+                                f"model.args.{key} (the data sets it)")
+            del args[key]
+
+    def build():
+        return search_spaces.create(space, num_classes=num_classes, in_channels=in_channels, **args)
+
+    check_weights(build, f"{space}({', '.join(f'{key}={v}' for key, v in args.items())})")
+    return build()
 
 
 def build_model(cfg, info) -> nn.Module:

@@ -284,7 +284,7 @@ class Searcher:
 
     def restore(self) -> None:
         path = os.path.join(self.run_dir, "checkpoints", "last.pt")
-        st = read_run_checkpoint(path, self.cfg, self.device, kind="search", classes=self.data.class_names)
+        st = read_run_checkpoint(path, self.cfg, self.device, "search", self.data.class_names, self.monitor.info)
         load_states(path, st, {"model": self.anet, "arch": self.sn.arch, "optimizer": self.w_opt,
                                "arch_optimizer": self.a_opt, "scheduler": self.sched})
         self.control.load(st)

@@ -360,3 +360,15 @@ def test_count_does_not_blame_the_input_size_for_a_network_whose_sibling_ran_at_
     with pytest.raises(RuntimeError, match="is invalid") as e:
         count_cli.count_at(torch.nn.Linear(2, 2), (1, 2), "net", others_ran=True)
     assert not isinstance(e.value, dan.UserError)
+
+
+def test_another_dataset_on_the_command_line_drops_the_config_files_dataset_settings():
+    # configs/cifar10_resnet18.yaml --dataset synthetic (a smoke test) was refused: its data: data/cifar10
+    import argparse
+
+    from dan.cli.common import resolve_config
+
+    cfg = resolve_config(argparse.Namespace(config="configs/cifar10_resnet18.yaml", set=[], dataset="synthetic"))
+    assert cfg.data.dataset == "synthetic" and cfg.data.data is None
+    kept = resolve_config(argparse.Namespace(config="configs/cifar10_resnet18.yaml", set=[], dataset="cifar10"))
+    assert kept.data.data == "data/cifar10"

@@ -518,7 +518,7 @@ def test_a_resume_with_another_thread_count_says_so_and_runs_record_theirs(tmp_p
     cfg.train.epochs = 2
     try:
         torch.set_num_threads(threads + 1)
-        train(cfg, resume=True)
+        train(cfg, Monitor(cfg.run_dir, console=True, tensorboard=False), resume=True)
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr()
@@ -526,6 +526,13 @@ def test_a_resume_with_another_thread_count_says_so_and_runs_record_theirs(tmp_p
     # the config the first epoch ran with is kept: config.yaml now says 2 epochs
     earlier = dan.config.Config.from_file(str(tmp_path / "r" / "config.before-resume-1.yaml"))
     assert earlier.train.epochs == 1 and dan.config.Config.from_file(str(tmp_path / "r" / "config.yaml")).train.epochs == 2
+    cfg.train.epochs = 3  # with --quiet (no console), no note
+    try:
+        torch.set_num_threads(threads + 1)
+        train(cfg, Monitor(cfg.run_dir, console=False, tensorboard=False), resume=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert "CPU threads" not in capsys.readouterr().out
 
 
 def test_a_resume_or_an_inheritance_on_renamed_classes_is_refused(tmp_path):
@@ -549,6 +556,20 @@ def test_a_resume_or_an_inheritance_on_renamed_classes_is_refused(tmp_path):
     other = tiny_config(str(tmp_path / "o"), **{"train.epochs": 1, **folder, "train.init_from": str(tmp_path / "r")})  # a folder: its last.pt
     with pytest.raises(dan.UserError, match="was trained on other classes"):
         train(other)
+
+
+def test_a_resume_does_not_need_the_init_from_checkpoint_any_more(tmp_path):
+    # init_from is read on a fresh start only; the early check refused a resume whose init_from had
+    # moved
+    import shutil
+
+    a = str(tmp_path / "a")
+    train(tiny_config(a, **{"train.epochs": 1, "train.limit_batches": 1}))
+    cfg = tiny_config(str(tmp_path / "b"), **{"train.epochs": 1, "train.limit_batches": 1, "train.init_from": a})
+    train(cfg)
+    shutil.move(a, str(tmp_path / "moved"))
+    cfg.train.epochs = 2
+    train(cfg, resume=True)
 
 
 def test_train_init_from_takes_a_run_folder_and_a_missing_one_is_refused_before_any_file(tmp_path):

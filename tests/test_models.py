@@ -217,3 +217,13 @@ def test_pretrained_torchvision_weights_get_a_head_for_the_data_and_a_wrong_head
                     "--out", str(tmp_path / "r"))
     assert_user_error(proc, "gives 1000 logits and the data has 4 classes")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_registered_space_given_num_classes_or_in_channels_in_its_args_says_what_to_do(tmp_path):
+    # model.args.num_classes on resnet18_small was a TypeError ("multiple values for keyword argument")
+    assert models.create("resnet18_small", {"num_classes": 4, "width": 8}, num_classes=4, in_channels=3)
+    with pytest.raises(dan.UserError, match="model.args.num_classes is 5 and the data gives 4: drop model.args.num_classes"):
+        models.create("resnet18_small", {"num_classes": 5}, num_classes=4, in_channels=3)
+    with pytest.raises(dan.UserError, match="model.args.in_channels is 1 and the data gives 3"):
+        models.create("resnet18", {"in_channels": 1}, num_classes=4, in_channels=3)
+    assert_user_error(run_tool("count.py", "resnet18", "--arg", "num_classes=5"), "give it as --num-classes 5")

@@ -247,6 +247,14 @@ def test_train_and_test_splits_naming_their_classes_differently_are_refused_and_
     assert data.class_names == ["a", "b", "c"]
     pre = deploy_preprocess(data.info, cfg, data.class_names)
     assert pre["class_names"] == ["a", "b", "c"]
+    # numpy names (list(np.unique(labels))) are kept as plain strings: in a checkpoint they made it
+    # one weights_only loading refuses
+    import numpy as np
+
+    splits = as_splits((_with(Items([item] * 4), classes=list(np.unique(np.array([10, 11, 12])))),
+                        _with(Items([item] * 2), classes=list(np.array([10, 11, 12])))), "<object Items>")
+    names = build_user_data(splits, cfg, seed=0).class_names
+    assert names == ["10", "11", "12"] and all(type(n) is str for n in names)
     # the steps of this route (a dataset given as objects was said to be "8-bit RGB image ...")
     assert pre["steps"] == ("your dataset's items as it gives them (a C x H x W float tensor; uint8 values / 255; a "
                             "PIL image or an H x W x C array as torchvision's ToTensor converts it), a one-channel "

@@ -176,6 +176,11 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
         # note (a line before a later error's would break its one line); the run's config.yaml
         # and the README say so
         cfg.model.args = {}
+    dataset = getattr(args, "dataset", None)
+    if dataset and dataset != cfg.data.dataset:
+        # likewise the file's dataset's own settings: configs/cifar10_resnet18.yaml with --dataset
+        # synthetic (a smoke test) was refused for its data: data/cifar10, which synthetic does not read
+        cfg.data.data, cfg.data.download, cfg.data.args, cfg.data.item_keys = None, False, {}, None
     for attr, key in {**_COMMON_KEYS, **(extra_keys or {})}.items():
         value = getattr(args, attr, None)
         if value is not None:

@@ -194,6 +194,9 @@ def _kv(items, space: str) -> dict:
         if "=" not in item:
             raise UserError(f"--arg takes NAME=VALUE, got {item!r}")
         k, v = item.split("=", 1)
+        flag = {"num_classes": "--num-classes", "in_channels": "--in-channels"}.get(k.strip())
+        if flag:  # a TypeError ("multiple values for keyword argument") for a registered space
+            raise UserError(f"--arg {k.strip()}=...: give it as {flag} {v}")
         try:
             out[k] = yaml.safe_load(v)
         except yaml.YAMLError:

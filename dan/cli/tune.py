@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from dan.cli.common import common_parser, positive_int, resolve_config, retrain_hint, tensorboard_hint
 from dan.errors import UserError
@@ -54,11 +53,12 @@ def main(argv, prog: str = PROG) -> int:
         # it started a new study in silence, where train, search and retrain refuse
         raise UserError(f"nothing to resume: {cfg.run_dir} holds no study.db; drop --resume to start the study")
     if args.resume:
-        print("note: a study always continues from its storage; --resume is implied", file=sys.stderr)
+        print("note: a study always continues from its storage; --resume is implied")  # stdout: not before an error
     from dan.tune import load_spec, tune
 
     spec = load_spec(args.tune)
-    result = tune(cfg, spec, args.study, args.trials, args.storage, log=lambda m: print(m, flush=True))
+    result = tune(cfg, spec, args.study, args.trials, args.storage, log=lambda m: print(m, flush=True),
+                  tensorboard=not args.no_tensorboard)
     print(json.dumps(result, indent=2))
     if "best" in result:
         print(f"next:    {retrain_hint(result['best']['arch'], cfg)}")

@@ -519,9 +519,10 @@ def refuse_too_large(path: str, w: int, h: int, max_pixels: int) -> None:
 
 def check_headers(files: ImageFiles, max_pixels: int) -> None:
     """Open the header of every image of ``files`` (the evaluation split: a few percent of an
-    epoch's reading, without decoding): an unreadable one is refused before training. Found first
-    at the end of epoch 1's training, it lost that epoch (the evaluation comes before the
-    checkpoint); a training image is read in the first epoch's first pass anyway."""
+    epoch's reading, without decoding): one that is no image (empty, garbage, a wrong header) or
+    too large is refused before training. Found first at the end of epoch 1's training, it lost
+    that epoch (the evaluation comes before the checkpoint); a training image is read in the
+    first epoch's first pass anyway. A truncated image passes: it is found when decoded."""
     from PIL import Image, UnidentifiedImageError
 
     for path, _ in files.samples:

@@ -267,7 +267,9 @@ def _user_data(splits: DatasetSplits, cfg: DataConfig, info: DatasetInfo, seed: 
                          keys=cfg.item_keys, grey=cfg.channels == 1)
 
     data = _worker_data(splits.train, splits.test, split, cfg, info, seed, device)
-    data.class_names = split_class_names(splits, cfg.item_keys)  # small.json records them
+    names = split_class_names(splits, cfg.item_keys)  # small.json and the checkpoints record them, as
+    # plain strings: numpy ones (list(np.unique(labels))) made checkpoints weights_only cannot read
+    data.class_names = None if names is None else [str(n.item() if hasattr(n, "item") else n) for n in names]
     return data
 
 

@@ -100,12 +100,12 @@ def trial_retrain_config(search_cfg: Config, spec: TuneSpec, arch_path: str, fol
                           out=os.path.join(folder, "retrain"), init="scratch")
 
 
-def _run(cfg: Config, build, reporter, hparams=None):
+def _run(cfg: Config, build, reporter, hparams=None, tensorboard: bool = True):
     """Start or resume the run of ``cfg`` in its folder, reporting to the trial each epoch."""
     from dan.loop import managed_fit
     from dan.monitor import Monitor
 
-    mon = Monitor(cfg.out, epoch_hook=reporter)
+    mon = Monitor(cfg.out, epoch_hook=reporter, tensorboard=tensorboard)  # (tune.py's --no-tensorboard was ignored)
     try:
         result = managed_fit(cfg, lambda: build(cfg, mon))
         if hparams is not None:
@@ -126,7 +126,7 @@ def _record_arch(trial, arch) -> None:
     trial.set_user_attr("small_params", arch.small["params"])
 
 
-def objective(trial, base: Config, spec: TuneSpec, run_dir: str, study):
+def objective(trial, base: Config, spec: TuneSpec, run_dir: str, study, tensorboard: bool = True):
     """Run one trial (see the module docstring); returns the retrained small network's validation
     top-1, and its FLOPs in the multi-objective mode."""
     from dan.arch import load_arch
@@ -141,7 +141,7 @@ def objective(trial, base: Config, spec: TuneSpec, run_dir: str, study):
     scfg = search_config(base, spec, values, folder)
     arch_path = os.path.join(scfg.out, "arch.json")
     if not os.path.isfile(arch_path):
-        _run(scfg, Searcher, _Reporter(trial, "val/top1_small_argmax", 0, spec.multi))
+        _run(scfg, Searcher, _Reporter(trial, "val/top1_small_argmax", 0, spec.multi), tensorboard=tensorboard)
     arch = load_arch(arch_path)
     _record_arch(trial, arch)
     # 2. retrain on the training data minus a validation part
@@ -151,7 +151,7 @@ def objective(trial, base: Config, spec: TuneSpec, run_dir: str, study):
         _run(rcfg, Trainer, _Reporter(trial, "val/top1_small", spec.search_epochs, spec.multi),
              hparams=lambda s: ({**values, "trial": trial_number(study, trial), "optuna_trial": trial.number},
                                 {"hparam/top1_small": s.rows["small"]["top1"],
-                                 "hparam/flops_small": s.rows["small"]["flops"]}))
+                                 "hparam/flops_small": s.rows["small"]["flops"]}), tensorboard=tensorboard)
     with open(summary_path) as f:
         top1 = json.load(f)["networks"]["small"]["top1"]
     trial.set_user_attr("top1_small", top1)

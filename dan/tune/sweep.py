@@ -26,7 +26,7 @@ class _Failed(Exception):
 
 
 def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url: str | None = None,
-         log=lambda m: None) -> dict:
+         log=lambda m: None, tensorboard: bool = True) -> dict:
     """Run (or continue) a study until it holds ``trials`` trials (trials that failed with an error
     count; those of a dead or interrupted worker are retried and do not); write the best trial's
     (or the Pareto front's) ``arch.json`` and config into ``base.run_dir``. A user error in a trial
@@ -56,7 +56,7 @@ def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url
     study = open_study(make_storage(storage_url, run_dir, spec), study_name, spec)
     check_budget(study, study_name, base)
     try:
-        run_trials(study, base, spec, trials, run_dir, log)
+        run_trials(study, base, spec, trials, run_dir, log, tensorboard)
     except Exception as e:  # noqa: BLE001 - only a storage that cannot be written is turned into a line
         cause = storage_failure(e)
         if cause is None:
@@ -185,8 +185,9 @@ def _adopt_settings(study, name: str, spec: TuneSpec, directions: list) -> None:
     study.set_user_attr("counted_from", len(study.get_trials(deepcopy=False)))
 
 
-def run_trials(study, base: Config, spec: TuneSpec, trials: int, run_dir: str, log) -> None:
-    """Run trials of ``study`` in this worker until the study holds ``trials`` counted ones."""
+def run_trials(study, base: Config, spec: TuneSpec, trials: int, run_dir: str, log, tensorboard: bool = True) -> None:
+    """Run trials of ``study`` in this worker until the study holds ``trials`` counted ones (their
+    runs write TensorBoard files unless ``tensorboard`` is False: ``--no-tensorboard``)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -199,7 +200,7 @@ def run_trials(study, base: Config, spec: TuneSpec, trials: int, run_dir: str, l
         again = f" again (Optuna's trial {trial.number})" if n != trial.number else ""
         log(f"[trial {n}]{again} " + (f"{trial.params}" if trial.params else "started"))  # a retry has its values
         try:
-            value = objective(trial, base, spec, run_dir, study)
+            value = objective(trial, base, spec, run_dir, study, tensorboard)
         except optuna.TrialPruned as e:
             log(f"[trial {n}] {e}")
             raise
