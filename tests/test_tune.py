@@ -493,3 +493,11 @@ def test_a_storage_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "run_trials", lambda *a, **k: 1 / 0)  # a bug keeps its traceback
     with pytest.raises(ZeroDivisionError):
         tune(base(str(tmp_path / "t")), spec_from_dict(SPEC), "s", 2)
+
+
+def test_no_tensorboard_reaches_the_trials_runs(tmp_path):
+    # tune.py --no-tensorboard still wrote every trial's search and retrain event files
+    out = str(tmp_path / "tune")
+    tune(base(out), spec_from_dict({**SPEC, "pruner": "none"}), "s", 1, tensorboard=False)
+    events = [n for _, _, names in os.walk(out) for n in names if n.startswith("events.out.tfevents")]
+    assert not events and any(n == "metrics.jsonl" for _, _, names in os.walk(out) for n in names)
