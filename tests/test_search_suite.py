@@ -1353,3 +1353,43 @@ def test_the_runner_restores_a_greedy_architecture_with_a_real_baseline_fixed(tm
     assert os.path.isfile(os.path.join(g, RESTORED)) and not greedy.done and not os.path.exists(search.out)
     assert ledger.done(scratch) and json.dumps(
         {k: v for k, v in ledger.runs.items() if k != "greedy-s0"}, sort_keys=True) == recorded
+
+
+def test_the_runner_holds_its_folder_keeps_what_is_not_a_runs_and_says_why_a_run_failed(tmp_path):
+    # an audit: a second runner on the same --out cleared the first's live run folder; a folder at a
+    # planned path holding a user's notes was deleted; a failed run said only "see its .log"; a
+    # SIGINT to the runner alone left its run training
+    import fcntl
+    import importlib
+    import subprocess
+    import sys
+
+    from dan import suite
+
+    runner = importlib.import_module("dan.suite.run")  # (dan.suite.run is also the function's name)
+
+    out = tmp_path / "suite" / "r"
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    args = ["--dataset", "synthetic", "--image-size", "16", "--num-classes", "4", "--epochs", "1",
+            "--limit-batches", "1", "--quiet", "--no-tensorboard", "--set", "model.args.width=8", "--out", str(out)]
+    bad = suite.Run("k", 0, "train", args, str(out), root=str(tmp_path / "suite"))
+    with pytest.raises(dan.UserError, match="holds notes.txt, which no run writes"):
+        suite.run([bad], log=lambda line: None)
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    fd = os.open(str(tmp_path / "suite" / runner.SUITE_LOCK), os.O_CREAT | os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another runner
+    try:
+        with pytest.raises(dan.UserError, match="in use by another reproduce.py"):
+            suite.run([bad], log=lambda line: None)
+    finally:
+        os.close(fd)
+    failing = suite.Run("k", 0, "train", args[:-2] + ["--set", "train.lr=-1", "--out", str(out)], str(out),
+                        root=str(tmp_path / "suite"))
+    with pytest.raises(dan.UserError, match=r"run failed \(exit 2\): config key 'train.lr' must be"):
+        suite.run([failing], log=lambda line: None)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    log = open(tmp_path / "child.log", "w")
+    runner._stop_children([(None, child, log, 0.0)])
+    assert child.returncode is not None and log.closed

@@ -83,7 +83,7 @@ def main(argv, prog: str = PROG) -> int:
     out = args.out or os.path.join("runs", f"suite-{args.suite}")
     extra = []
     if args.data:
-        extra += ["--data", args.data]
+        extra += ["--data", os.path.abspath(os.path.expanduser(args.data))]  # the runs start in the repository
     if args.download:
         extra.append("--download")
     if args.device:

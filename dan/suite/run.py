@@ -8,6 +8,7 @@ stops a suite between runs: nothing new starts, the running ones finish and are 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,6 +32,45 @@ def run(runs: list[Run], log=print, jobs: int = 1, ledger=None) -> None:
     (:class:`dan.suite.ledger.Ledger`) whose folder is gone is skipped too, unless a run to be
     made needs its folder; every run that finishes is recorded there at once (and the ledger
     saved), so an interrupted suite loses no finished run's record."""
+    with _suite_lock(suite_root(runs)):
+        _run_all(runs, log, jobs, ledger)
+
+
+SUITE_LOCK = ".suite-lock"  # in the suite's folder, held by its runner (a run's own is .lock)
+
+
+@contextlib.contextmanager
+def _suite_lock(root: str | None):
+    """One runner per suite folder (an exclusive ``flock`` on :data:`SUITE_LOCK`, dropped by the
+    kernel however the runner ends): a second one cleared the first's live run folder as "killed
+    before its first checkpoint", and both wrote the same records."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        fcntl = None
+    if root is None or fcntl is None:
+        yield
+        return
+    os.makedirs(root, exist_ok=True)
+    fd = os.open(os.path.join(root, SUITE_LOCK), os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode(errors="replace").strip()
+            raise UserError(f"{root} is in use by another reproduce.py" + (f" (process {pid})" if pid.isdigit() else "")
+                            + ": wait for it to end, or give another --out") from None
+        except OSError:  # a file system without locks
+            pass
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def _run_all(runs: list[Run], log, jobs: int, ledger) -> None:
+    """:func:`run` inside the suite folder's lock."""
     pending, restored = needed_folders(runs, ledger)
     for r in runs:
         if r.done:
@@ -52,8 +92,33 @@ def run(runs: list[Run], log=print, jobs: int = 1, ledger=None) -> None:
     started = time.time()
     try:
         _run_loop(pending, active, env, jobs, log, ledger, runs)
+    except KeyboardInterrupt:
+        _stop_children(active)
+        raise
     finally:
         add_elapsed(runs, time.time() - started)
+
+
+def _stop_children(active: list) -> None:
+    """After Ctrl-C, the runs in progress end too before the runner does: a SIGINT sent to the runner
+    alone left its run training, and the next invocation started the same run beside it. A Ctrl-C
+    at the terminal reached them already; the others are interrupted (each keeps its finished
+    epochs) and waited for."""
+    import signal
+
+    deadline = time.time() + 2.0
+    for _, p, _, _ in active:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGINT)
+    for _, p, f, _ in active:
+        try:
+            p.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        f.close()
 
 
 def missing_folders(runs: list[Run], ledger=None) -> list[Run]:
@@ -259,7 +324,19 @@ def _run_loop(pending: list, active: list, env, jobs: int, log, ledger, everythi
                 failed = (r, p.returncode)
     if failed is not None:
         r, code = failed
-        raise UserError(f"run failed (exit {code}): see {r.out}.log; fix it and run again (finished runs are kept)")
+        said = _last_error(r.out.rstrip("/") + ".log")  # the run's own line says what to fix
+        raise UserError(f"run failed (exit {code}){': ' + said if said else ''}: see {r.out}.log; fix it and run "
+                        f"again (finished runs are kept)")
+
+
+def _last_error(log_path: str) -> str:
+    """The last ``error:`` line of a run's log, without the prefix ('' when there is none)."""
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f if line.startswith("error: ")]
+    except OSError:
+        return ""
+    return lines[-1][len("error: "):] if lines else ""
 
 
 def _start(r: Run, env, log) -> tuple:
@@ -276,12 +353,32 @@ def _start(r: Run, env, log) -> tuple:
         # width baseline restored earlier whose search is made again now
         why = ("restored from the ledger; now made again" if os.path.isfile(os.path.join(r.out, RESTORED))
                else "killed before its first checkpoint")
+        check_clearable(r.out)
         log(f"[restart] {r.out} ({why})")
         shutil.rmtree(r.out)
     log(f"[run] {' '.join(cmd)}")
     os.makedirs(os.path.dirname(os.path.abspath(r.out)) or ".", exist_ok=True)
     f = open(r.out.rstrip("/") + ".log", "a")
     return r, subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env), f, time.time()
+
+
+# what an interrupted run (or a restored search) leaves in its folder; anything else is not the suite's
+_RUN_FILES = ("config.yaml", "metrics.jsonl", "suite_time.json", "init_from.json", "checkpoints", "teacher", RESTORED)
+
+
+def check_clearable(folder: str) -> None:
+    """Refuse to clear a folder that holds a file no run writes (a user's notes were deleted with
+    it) or that a live run holds (its ``.lock``: an interrupted runner's run still training)."""
+    from dan.loop import check_run_lock
+
+    check_run_lock(folder)
+    if os.path.isfile(os.path.join(folder, RESTORED)):  # the suite's own: the arch.json it restored
+        return
+    for name in os.listdir(folder):
+        if name in _RUN_FILES or name.startswith(("events.out.tfevents", "config.before-resume-", ".")):
+            continue
+        raise UserError(f"{folder} holds {name}, which no run writes, and the suite would clear the folder to "
+                        f"make its run again: move {name} away, or give another --out")
 
 
 def _add_seconds(run: Run, seconds: float) -> None:
