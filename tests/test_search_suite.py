@@ -1393,3 +1393,23 @@ def test_the_runner_holds_its_folder_keeps_what_is_not_a_runs_and_says_why_a_run
     log = open(tmp_path / "child.log", "w")
     runner._stop_children([(None, child, log, 0.0)])
     assert child.returncode is not None and log.closed
+
+
+def test_two_runners_on_one_ledger_keep_each_others_records_and_a_broken_ledger_is_one_line(tmp_path):
+    # each runner loaded the ledger once and the last save dropped the other's records; a truncated
+    # ledger (or a merge conflict in it) was a traceback
+    from dan.suite.ledger import Ledger
+
+    path = str(tmp_path / "search-runs.json")
+    a, b = Ledger(path, str(tmp_path)), Ledger(path, str(tmp_path))
+    a.runs["flops25/dan-search-s0"] = {"arch": {"widths": {"conv1": 4}}}
+    a.save()
+    b.runs["flops50/dan-search-s0"] = {"arch": {"widths": {"conv1": 8}}}
+    b.elapsed["x"] = 3.0
+    b.save()
+    again = Ledger(path, str(tmp_path))
+    assert set(again.runs) == {"flops25/dan-search-s0", "flops50/dan-search-s0"} and again.elapsed == {"x": 3.0}
+    for text in ('{"version": 1, "runs": {', '{"version": 1, "runs": []}'):
+        (tmp_path / "search-runs.json").write_text(text)
+        with pytest.raises(dan.UserError, match="search-runs.json is not a"):
+            Ledger(path, str(tmp_path))

@@ -31,6 +31,7 @@ included, which could not be made again without its search's checkpoint).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -53,10 +54,20 @@ def ledger_path(md_path: str) -> str:
 
 
 def _load_json(path: str):
+    """The ledger's JSON (None when there is no file); an unreadable one is one line that names it
+    (a truncated file, or a merge conflict in docs/search-runs.json, was a traceback)."""
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not a readable ledger ({str(e).splitlines()[0][:100]}): restore it "
+                        f"(git checkout {path}) or move it away to start a new one") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k, {}), dict) for k in ("runs", "elapsed", "superseded")):
+        raise UserError(f"{path} is not a ledger (an object with the objects runs, elapsed, superseded): restore it "
+                        f"or move it away to start a new one")
+    return data
 
 
 class Ledger:
@@ -138,12 +149,30 @@ class Ledger:
         return dropped
 
     def save(self) -> None:
-        """Write the ledger, one run per line (a new run is a one-line diff), atomically."""
+        """Write the ledger, one run per line (a new run is a one-line diff), atomically, with the
+        records another runner wrote since this one read it (two suites on one ledger, e.g. two
+        budgets at once, each loaded it once and the last save dropped the other's records)."""
         os.makedirs(os.path.dirname(os.path.abspath(self.path)) or ".", exist_ok=True)
+        with _locked(self.path):
+            self._merge(_load_json(self.path) or {})
+            self._write()
+
+    def _merge(self, data: dict) -> None:
+        """Take the records of ``data`` (the file as it is now) this ledger does not hold: another
+        runner's. What this one holds, or moved to ``superseded``, stays as it is here."""
+        for key, rec in (data.get("runs") or {}).items():
+            if key not in self.runs and key not in self.superseded:
+                self.runs[key] = rec
+        for key, rec in (data.get("superseded") or {}).items():
+            self.superseded.setdefault(key, rec)
+        for key, seconds in (data.get("elapsed") or {}).items():
+            self.elapsed.setdefault(key, seconds)
+
+    def _write(self) -> None:
         old = f',\n "superseded": {{\n{_lines(self.superseded)}\n }}' if self.superseded else ""
         text = (f'{{"version": {LEDGER_VERSION},\n "elapsed": {json.dumps(self.elapsed, sort_keys=True)},\n'
                 f' "runs": {{\n{_lines(self.runs)}\n }}{old}\n}}\n')
-        tmp = self.path + ".tmp"
+        tmp = f"{self.path}.tmp{os.getpid()}"  # (two runners wrote one .tmp)
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, self.path)
@@ -181,6 +210,27 @@ def _replaced(old: dict, new: dict) -> bool:
     another checkpoint (a search made again can end on the same widths with other weights)."""
     a, b = old.get("checkpoint_sha256"), new.get("checkpoint_sha256")
     return old.get("arch") != new.get("arch") or (a is not None and b is not None and a != b)
+
+
+@contextlib.contextmanager
+def _locked(path: str):
+    """An exclusive ``flock`` on ``.<name>.lock`` beside ``path`` while a ledger is merged and
+    written (the file itself is replaced, so it cannot hold the lock); waits for the other runner."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    folder, name = os.path.split(os.path.abspath(path))
+    fd = os.open(os.path.join(folder, f".{name}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks
+            pass
+        yield
+    finally:
+        os.close(fd)
 
 
 def snapshot(r: Run, seconds: float | None) -> dict:
