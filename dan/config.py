@@ -391,9 +391,13 @@ class Config:
     def run_dir(self) -> str:
         return self.out or os.path.join("runs", self.name)
 
+    def to_yaml(self) -> str:
+        """The config as ``config.yaml`` holds it."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def save(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as f:
-            yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+            f.write(self.to_yaml())
 
     def resolve(self, kind: str) -> "Config":
         """This config as a run of ``kind`` runs it: a new :class:`Config` (``self`` is not changed)

@@ -460,7 +460,9 @@ def small_network(sn, choice: list[int]) -> nn.Module:
 
     sn.set_widths(choice)
     net = extract_small(sn.anet)
-    return deploy_form(net, layout_for(net, sn.input_shape))
+    if sn.deploy_layout is None:  # the same for every width: probed once, not per network
+        sn.deploy_layout = layout_for(net, sn.input_shape)
+    return deploy_form(net, sn.deploy_layout)
 
 
 def measure_networks(sn, choices: list, batch: int = 1, *, rounds: int = 15, inner: int = 3,

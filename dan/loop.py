@@ -31,7 +31,6 @@ import os
 import time
 
 import torch
-import yaml
 
 from dan import distributed
 from dan.checkpoint import atomic_write, check_same_task, load_checkpoint
@@ -274,7 +273,7 @@ def keep_earlier_config(cfg: Config, run_dir: str) -> None:
             before = f.read()
     except OSError:
         return
-    if yaml.safe_dump(cfg.to_dict(), sort_keys=False) == before:  # as Config.save writes it
+    if cfg.to_yaml() == before:
         return
     n = 1
     while os.path.exists(os.path.join(run_dir, f"config.before-resume-{n}.yaml")):

@@ -202,6 +202,7 @@ class Supernet:
         self.arch = ArchParams([len(c) for c in self.cands])
         self.table = CostTable(anet, input_shape, self.groups)
         self.input_shape = input_shape
+        self.deploy_layout = None  # the layout its extracted networks deploy in (dan.latency.small_network)
 
     # -- widths of the small path --------------------------------------------------------------
     def set_widths(self, choice: list[int]) -> None:
