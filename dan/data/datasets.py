@@ -519,20 +519,46 @@ def refuse_too_large(path: str, w: int, h: int, max_pixels: int) -> None:
 
 def check_headers(files: ImageFiles, max_pixels: int) -> None:
     """Open the header of every image of ``files`` (the evaluation split: a few percent of an
-    epoch's reading, without decoding): one that is no image (empty, garbage, a wrong header) or
-    too large is refused before training. Found first at the end of epoch 1's training, it lost
-    that epoch (the evaluation comes before the checkpoint); a training image is read in the
-    first epoch's first pass anyway. A truncated image passes: it is found when decoded."""
+    epoch's reading, without decoding): one that is no image (empty, garbage, a wrong header), too
+    large or cut short is refused before training. Found first at the end of epoch 1's training, it
+    lost that epoch (the evaluation comes before the checkpoint); a training image is read in the
+    first epoch's first pass anyway. A cut-short file is told by its last bytes (:func:`_ends_whole`);
+    only a file whose end does not look whole is decoded, and refused if that fails."""
     from PIL import Image, UnidentifiedImageError
 
     for path, _ in files.samples:
         try:
             with open(path, "rb") as f, pillow_limit_off():
-                w, h = Image.open(f).size
-        except (OSError, UnidentifiedImageError, ValueError) as e:
+                img = Image.open(f)
+                w, h = img.size
+                refuse_too_large(path, w, h, max_pixels)
+                if not _ends_whole(f, img.format):
+                    img.load()  # a cut-short file raises here ("image file is truncated")
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
             raise UserError(f"cannot read image {path} ({type(e).__name__}: {' '.join(str(e).split())[:120]}): "
                             f"delete or replace it") from None
-        refuse_too_large(path, w, h, max_pixels)
+
+
+# the bytes a whole file of each format ends with (within its last 64: a camera may append a few)
+_TRAILERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82", "GIF": b";"}
+
+
+def _ends_whole(f, fmt: str | None) -> bool:
+    """Whether an opened image file's end looks whole: its format's trailer in its last 64 bytes
+    (JPEG, PNG, GIF), or as many bytes as its header's size field says (BMP, WebP); other formats
+    are taken as whole (TIFF and the rest have no cheap test). A file that fails is decoded by the
+    caller, so a whole file with a strange end is accepted, only more slowly."""
+    size = f.seek(0, os.SEEK_END)
+    if fmt in _TRAILERS:
+        f.seek(max(0, size - 64))
+        return _TRAILERS[fmt] in f.read()
+    f.seek(0)
+    head = f.read(12)
+    if fmt == "BMP":  # bytes 2-5: the file's size
+        return int.from_bytes(head[2:6], "little") <= size
+    if fmt == "WEBP":  # RIFF: bytes 4-7 the size after the first 8
+        return int.from_bytes(head[4:8], "little") + 8 <= size
+    return True
 
 
 @register_dataset("synthetic", info=_synthetic_info)
