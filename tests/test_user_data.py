@@ -396,3 +396,29 @@ def test_a_tuning_file_may_choose_among_your_own_datasets(tmp_path):
                  "--tune", str(spec), "--quiet")
     assert p.returncode == 0, p.stderr[-2000:]
     assert FN in (tmp_path / "t" / "best" / "arch.json").read_text()
+
+
+def test_a_dataset_is_described_once_however_often_its_run_asks(tmp_path, monkeypatch):
+    # a search described it up to three times (the search, its data, its retrain): 24 item reads
+    # where 8 tell the shapes, felt by a slow remote dataset
+    mod = tmp_path / "counted_sets.py"
+    mod.write_text("import torch\nREADS = []\n"
+                   "class Counted(torch.utils.data.Dataset):\n"
+                   "    classes = ['a', 'b']\n"
+                   "    def __len__(self):\n        return 40\n"
+                   "    def __getitem__(self, i):\n        READS.append(i)\n        return torch.zeros(3, 6, 6), i % 2\n"
+                   "def make():\n    return Counted(), Counted()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import counted_sets
+
+    from dan.data import code
+    from dan.data.code import SAMPLED_ITEMS
+
+    code._LAST.clear()
+    cfg = _data("counted_sets:make")
+    first = dataset_info(cfg)
+    assert len(counted_sets.READS) == SAMPLED_ITEMS
+    assert dataset_info(cfg) == first and build_data(cfg, seed=0).info == first
+    assert len(counted_sets.READS) == SAMPLED_ITEMS
+    assert dataset_info(_data("counted_sets:make", image_size=4)).image_size == 4  # other settings: read again
+    assert len(counted_sets.READS) == 2 * SAMPLED_ITEMS

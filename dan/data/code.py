@@ -41,7 +41,7 @@ import inspect
 import numbers
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
@@ -67,6 +67,10 @@ class DatasetSplits:
     train: Any
     test: Any
     name: str
+    # splits_info's answers by the settings it reads: a search described the same dataset up to
+    # three times (dataset_info in the search, its data and its retrain), reading its 8 sampled
+    # items each time, which a slow remote dataset felt
+    described: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def object_name(train) -> str:
@@ -265,7 +269,15 @@ def _input_channels(seen: dict, cfg: DataConfig, name: str) -> int:
 
 def splits_info(splits: DatasetSplits, cfg: DataConfig) -> DatasetInfo:
     """Shapes and class count of your dataset: the side from its first training image, the
-    channels from :data:`SAMPLED_ITEMS` training images spread over the split (and ``cfg``)."""
+    channels from :data:`SAMPLED_ITEMS` training images spread over the split (and ``cfg``); read
+    once per splits and settings."""
+    key = (cfg.num_classes, cfg.channels, cfg.image_size, repr(cfg.item_keys))
+    if key not in splits.described:
+        splits.described[key] = _describe(splits, cfg)
+    return splits.described[key]
+
+
+def _describe(splits: DatasetSplits, cfg: DataConfig) -> DatasetInfo:
     name, seen = splits.name, {}
     for j in sampled_positions(len(splits.train)):
         where = f"dataset '{name}', train item {j}"
