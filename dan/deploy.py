@@ -57,7 +57,8 @@ MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.cont
 
 
 def deploy_form(model: nn.Module, memory_format: str = "channels_last") -> nn.Module:
-    """A copy of ``model`` for inference: eval mode, BatchNorm folded into convs, 4-d weights in
+    """A copy of ``model`` for inference: eval mode, BatchNorm folded into convs (one without running
+    statistics spelt out: :class:`BatchStatsNorm`), 4-d weights in
     ``memory_format`` (``channels_last``, or ``contiguous``: NCHW, which thin networks at batch 1
     can run faster on some CPUs, see :mod:`dan.latency`)."""
     model = copy.deepcopy(model)
@@ -66,11 +67,43 @@ def deploy_form(model: nn.Module, memory_format: str = "channels_last") -> nn.Mo
         model = fold_batchnorms(model)
     except Exception:  # not traceable: keep the BatchNorms
         pass
+    _spell_out_batch_stats(model)
     if memory_format not in MEMORY_FORMATS:
         raise ValueError(f"memory format '{memory_format}': choose {' or '.join(MEMORY_FORMATS)}")
     if any(p.ndim == 4 for p in model.parameters()):  # (a network trained channels-last keeps it)
         model = model.to(memory_format=MEMORY_FORMATS[memory_format])
     return model
+
+
+class BatchStatsNorm(nn.Module):
+    """A BatchNorm without running statistics (``track_running_stats=False``: it normalizes by the
+    batch's own, in evaluation too) in plain tensor operations, as the deployed files hold it: the
+    TorchScript ONNX exporter refused the module ("batch_size and channel_size must be non-None", an
+    AssertionError that ended a successful run in a Python warning and no small.onnx), and tracing
+    it warned of a size check taken as a constant."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm):
+        super().__init__()
+        self.eps, self.weight, self.bias = bn.eps, bn.weight, bn.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = [0] + list(range(2, x.ndim))  # every dimension but the channels'
+        y = (x - x.mean(dims, keepdim=True)) / torch.sqrt(x.var(dims, unbiased=False, keepdim=True) + self.eps)
+        if self.weight is None:
+            return y
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return y * self.weight.reshape(shape) + self.bias.reshape(shape)
+
+
+def _spell_out_batch_stats(model: nn.Module) -> None:
+    """Make ``model``'s plain BatchNorms without running statistics :class:`BatchStatsNorm` (the
+    same outputs), in place (timm's BatchNormAct2d, which also runs its activation, is left)."""
+    plain = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    names = [n for n, m in model.named_modules() if type(m) in plain and m.running_mean is None]
+    for name in names:
+        parent, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(parent)
+        setattr(owner, leaf, BatchStatsNorm(getattr(owner, leaf)))
 
 
 def layout_for(model: nn.Module, input_shape: tuple, memory_format: str = "channels_last") -> str:

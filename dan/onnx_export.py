@@ -76,7 +76,7 @@ def export(model: nn.Module, path: str, input_shape: tuple) -> str:
                                   dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
             used.append("torchscript")
             return
-        except (TypeError, RuntimeError, NotImplementedError, AttributeError) as e:
+        except (TypeError, RuntimeError, NotImplementedError, AttributeError, AssertionError) as e:
             first = first_line(e, 200)
         try:
             import onnxscript  # noqa: F401  (what the torch.export-based exporter needs)

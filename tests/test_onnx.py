@@ -143,3 +143,25 @@ def test_every_runtime_form_is_timed_and_best_is_the_fastest_of_each_network():
     assert best["big_ms"] == min(v["big_ms"] for v in b["runtimes"].values())
     assert best["small_ms"] == min(v["small_ms"] for v in b["runtimes"].values())
     assert best["speedup_over_flops_ratio"] == pytest.approx(best["speedup"] / r["flops_ratio"])
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_a_batchnorm_without_running_statistics_exports_and_matches(tmp_path, affine):
+    # it normalizes by the batch's own statistics, in evaluation too; the TorchScript exporter
+    # refused the module (an AssertionError): no small.onnx, and a Python warning after a good run
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6, affine=affine, track_running_stats=False),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)).eval()
+    if affine:
+        with torch.no_grad():
+            net[1].weight.uniform_(0.5, 2)
+            net[1].bias.uniform_(-1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        meta = save_deployable(net, str(tmp_path), (1, 3, 12, 12))
+    assert meta["onnx"]["verified"] and meta["onnx"]["exporter"] == "torchscript"
+    sess = onnx_export.session(str(tmp_path / "small.onnx"))
+    x = torch.randn(5, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(sess.run(None, {"input": x.numpy()})[0]), net(x), atol=1e-5)
+    assert isinstance(net[1], nn.BatchNorm2d)  # the network given is left as it was
