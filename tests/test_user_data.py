@@ -422,3 +422,19 @@ def test_a_dataset_is_described_once_however_often_its_run_asks(tmp_path, monkey
     assert len(counted_sets.READS) == SAMPLED_ITEMS
     assert dataset_info(_data("counted_sets:make", image_size=4)).image_size == 4  # other settings: read again
     assert len(counted_sets.READS) == 2 * SAMPLED_ITEMS
+
+
+class _Raises(Items):
+    def __getitem__(self, i):
+        if i == 3:
+            raise KeyError("missing file")
+        return super().__getitem__(i)
+
+
+def test_a_dataset_that_raises_keeps_its_traceback_and_says_which_item_it_was():
+    # the error is in the user's code (its traceback finds it), but nothing said which split and
+    # item it was, nor that a run's finished epochs were kept
+    with pytest.raises(KeyError) as e:
+        _read_all(_Raises([(torch.zeros(3, 6, 6), i % 2) for i in range(6)]))
+    notes = getattr(e.value, "__notes__", [])
+    assert notes and "reading dataset '<object Items>', train item 3" in notes[0] and "same command" in notes[0]

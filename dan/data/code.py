@@ -301,7 +301,14 @@ def _describe(splits: DatasetSplits, cfg: DataConfig) -> DatasetInfo:
 def _item(ds, j: int, where: str, keys: Optional[list] = None):
     """Item ``j`` of ``ds`` as ``(image, label)``: a tuple's first two, or a dict's by ``keys``
     (``data.item_keys``), else by the one of :data:`IMAGE_KEYS` and of :data:`LABEL_KEYS` it has."""
-    item = ds[j]
+    try:
+        item = ds[j]
+    except Exception as e:
+        # the error is in the dataset's own code, and its traceback is what finds it; the note says
+        # which item of which split it was reading (and that a run's finished epochs are kept)
+        e.add_note(f"(raised while reading {where}: the lines above are your dataset's code; a run's finished "
+                   f"epochs are kept: fix it and run the same command to go on)")
+        raise
     if isinstance(item, Mapping):  # Hugging Face datasets give {"image": ..., "label": ...}
         return _from_dict(item, keys, where)
     if not (isinstance(item, (tuple, list)) and len(item) >= 2):
