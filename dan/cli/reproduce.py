@@ -20,6 +20,13 @@ widths beat uniform, random and greedy widths at the same cost: FLOPs budgets of
 params budget of 25 %, 3 seeds, every architecture retrained with the same recipe (--recipe: from
 that seed's supernet, the default, from scratch, or both); then the ablations of the search.
 --no-ablations leaves those out; --confirmation runs the fresh samples fixed in advance instead.
+
+Where the page goes: --results, else docs/results.md (fashion-mnist) or docs/search.md (search) when
+the runs are in the suite's default folder (no --out, or --out runs/suite-<suite>), else
+<out>/results.md or <out>/search.md. The search suite's ledger of finished runs sits beside its
+page (docs/search-runs.json, or <out>/search-runs.json). A suite tried under another --out (a
+smoke run in /tmp) wrote over the committed page and its records; to update docs/ from runs kept
+elsewhere, give --results docs/search.md (or docs/results.md).
 """
 
 from __future__ import annotations
@@ -68,19 +75,42 @@ def get_args_parser(prog: str = PROG):
                         "instead of the planned runs; the page is written as the other flags say")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their commands, run nothing")
     p.add_argument("--report-only", action="store_true", help="only write the results page")
-    p.add_argument("--results", help="results page (default docs/results.md for fashion-mnist, "
-                                     "else <out>/results.md)")
+    p.add_argument("--results", help="results page (default: docs/results.md for fashion-mnist and docs/search.md "
+                                     "for search when the runs are in the default folder runs/suite-<suite>, "
+                                     "else <out>/results.md or <out>/search.md); the search suite's ledger of "
+                                     "finished runs is kept beside it (<page>-runs.json)")
     p.add_argument("--data", help="dataset folder, passed to every run")
     p.add_argument("--download", action="store_true", help="passed to every run")
     p.add_argument("--device", help="passed to every run")
     return p
 
 
+# The suites whose page is committed in docs/ (the search suite's ledger beside it: docs/search-runs.json)
+COMMITTED_PAGES = {"fashion-mnist": "docs/results.md", "search": "docs/search.md"}
+
+
+def default_out(suite: str) -> str:
+    """The suite's default folder of runs."""
+    return os.path.join("runs", f"suite-{suite}")
+
+
+def page_path(suite: str, out: str, results: str | None) -> str:
+    """The results page: ``results`` when given; the committed page in docs/ only when the runs are
+    in the suite's default folder (the page and the search suite's ledger are the committed record
+    of those runs: a smoke suite under ``--out /tmp/x`` overwrote them); else beside the runs."""
+    if results:
+        return results
+    committed = COMMITTED_PAGES.get(suite)
+    if committed and os.path.abspath(out) == os.path.abspath(default_out(suite)):
+        return committed
+    return os.path.join(out, os.path.basename(committed or "results.md"))
+
+
 def main(argv, prog: str = PROG) -> int:
     args = get_args_parser(prog).parse_args(argv)
     from dan import suite
 
-    out = args.out or os.path.join("runs", f"suite-{args.suite}")
+    out = args.out or default_out(args.suite)
     extra = []
     if args.data:
         extra += ["--data", os.path.abspath(os.path.expanduser(args.data))]  # the runs start in the repository
@@ -108,8 +138,7 @@ def main(argv, prog: str = PROG) -> int:
             raise UserError(f"{only[0]} is for the search suite: add --suite search, or drop it")
         runs, confirm = suite.plan(args.suite, out, args.seeds, extra, dry_run=args.dry_run), {}
     todo = [r for rs in confirm.values() for r in rs] if args.confirmation else runs
-    default = {"fashion-mnist": "docs/results.md", "search": "docs/search.md"}.get(args.suite)
-    results = args.results or default or os.path.join(out, "results.md")
+    results = page_path(args.suite, out, args.results)
     # the search suite's ledger (beside its page) keeps every finished run's record: a run recorded
     # there is not made again unless a run to be made needs its folder
     ledger = suite.search_report.suite_ledger(runs, results) if args.suite == "search" else None
