@@ -19,7 +19,14 @@ another run) whose own folder is not here is moved out of the tables into ``supe
 the file, not counted) and is made again by the next run of the suite. A search made again can
 also end on the same widths with other weights: a search's record keeps its checkpoint's SHA-256
 and an inherited retrain's the one it started from (``init_from.json``), so a retrain recorded from
-another supernet than its search's is superseded too, whether its folder is here or not.
+another supernet than its search's is superseded too, whether its folder is here or not. A run
+that reads only its search's widths (a retrain from scratch) is built on the widths, not the
+weights: a search made again on the same widths with other weights leaves its record. The runs
+looked at are the command's plan and :attr:`Ledger.related`, every run of the suite at the same
+seeds (every row, recipe and ablation): a search made again under ``--methods dan`` left greedy's
+records from the old supernet in the tables, to be paired with the new one by the next full page.
+A record of another seed or budget is never built on a planned run (each seed and budget has its
+own searches; uniform widths depend on none), so it is neither kept nor dropped for it.
 
 A run recorded but whose folder is gone is not run again by the suite runner unless a run to be
 made needs its folder (a retrain needs its search's checkpoint): :func:`dan.suite.run.missing_folders`.
@@ -79,6 +86,9 @@ class Ledger:
         self.runs: dict = {}
         self.elapsed: dict = {}  # suite folder id -> the runner's wall time in that folder
         self.superseded: dict = {}  # records taken out of the tables: built on a replaced answer
+        # runs outside the command's plan whose records may be built on its runs: looked at, with the
+        # plan, when an answer is replaced (dan.suite.search.related_runs; module doc)
+        self.related: list[Run] = []
         data = _load_json(path)
         if data:
             if data.get("version") != LEDGER_VERSION:
@@ -97,18 +107,22 @@ class Ledger:
         in ``context`` (default ``runs``) built on a search or baseline whose record was just
         replaced by a different answer (module doc), and those of retrains whose folders say they
         started from another checkpoint than their search's recorded one (:meth:`_foreign`)."""
-        changed = set()
+        changed: dict = {}  # folder -> what changed in its answer: "widths" or "weights" (the checkpoint only)
         for r in runs:
             if r.done:
                 key, rec = self.key(r.out), snapshot(r, run_seconds(r))
                 old = self.runs.get(key)
-                if old is not None and "arch" in rec and _replaced(old, rec):
-                    changed.add(os.path.abspath(r.out))
+                what = _replaced(old, rec) if old is not None and "arch" in rec else None
+                if what:
+                    changed[os.path.abspath(r.out)] = what
                 self.runs[key] = rec
         info = elapsed_info(runs)
         if info and info.get("id"):
             self.elapsed[info["id"]] = info["seconds"]
         context = runs if context is None else context
+        if self.related:
+            planned = {os.path.abspath(r.out) for r in context}
+            context = list(context) + [r for r in self.related if os.path.abspath(r.out) not in planned]
         return self._supersede(context, changed) + self._foreign(context)
 
     def _foreign(self, runs: list[Run]) -> list[str]:
@@ -119,7 +133,7 @@ class Ledger:
         for r in runs:
             key = self.key(r.out)
             started = (self.runs.get(key) or {}).get("init_sha256")
-            if not r.done or started is None:
+            if started is None or not r.done:  # the record first: a file system look per related run otherwise
                 continue
             sources = [(self.runs.get(self.key(a)) or {}).get("checkpoint_sha256")
                        for a in r.after if a not in r.arch_only]
@@ -128,19 +142,21 @@ class Ledger:
                 dropped.append(key)
         return dropped
 
-    def _supersede(self, runs: list[Run], changed: set) -> list[str]:
+    def _supersede(self, runs: list[Run], changed: dict) -> list[str]:
         """Move the records of the runs built on a folder in ``changed`` (transitively) whose own
         folders are not here into ``superseded``; a run whose folder is here was just recorded
-        from it and stays."""
+        from it (or, outside the plan, is the folder a next run records) and stays. A run that
+        reads only the arch.json of a folder whose weights alone changed is not built on them."""
         dropped: list[str] = []
         grew = bool(changed)
         while grew:
             grew = False
             for r in runs:
                 out = os.path.abspath(r.out)
-                if out in changed or r.done or not any(os.path.abspath(a) in changed for a in r.after):
+                if out in changed or not any(changed.get(os.path.abspath(a)) == "widths" or (
+                        os.path.abspath(a) in changed and a not in r.arch_only) for a in r.after) or r.done:
                     continue
-                changed.add(out)
+                changed[out] = "widths"  # made again: what is built on it is built on another answer
                 grew = True
                 key = self.key(r.out)
                 if key in self.runs:
@@ -205,11 +221,14 @@ def _lines(records: dict) -> str:
     return ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(records.items()))
 
 
-def _replaced(old: dict, new: dict) -> bool:
-    """A search or baseline recorded again with another answer: other widths, or (both known)
-    another checkpoint (a search made again can end on the same widths with other weights)."""
+def _replaced(old: dict, new: dict) -> str | None:
+    """How a search or baseline recorded again has another answer: ``"widths"`` (other widths),
+    ``"weights"`` (the same widths, but another checkpoint, both known, or another search record: a
+    search made again can end on the same widths with other weights), None (the same answer)."""
     a, b = old.get("checkpoint_sha256"), new.get("checkpoint_sha256")
-    return old.get("arch") != new.get("arch") or (a is not None and b is not None and a != b)
+    if (old.get("arch") or {}).get("widths") != (new.get("arch") or {}).get("widths"):
+        return "widths"
+    return "weights" if old.get("arch") != new.get("arch") or (a is not None and b is not None and a != b) else None
 
 
 @contextlib.contextmanager

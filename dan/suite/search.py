@@ -229,6 +229,20 @@ def confirmation_plan(out: str, extra: list | None = None, generation: str = GEN
             for tag, c in CONFIRMATIONS.items()}
 
 
+def related_runs(out: str, runs: list[Run], extra: list | None = None) -> list[Run]:
+    """Every run of the suite at the seeds of the searches in ``runs`` (every budget, row, recipe
+    and ablation, under every generation of the default search): the runs whose records may be
+    built on one of ``runs``, planned this time or not (:attr:`dan.suite.ledger.Ledger.related`)."""
+    seeds = sorted({r.seed for r in runs if r.kind == "search"})  # (uniform's arch is seed 0 whatever is planned)
+    if not seeds:
+        return []
+    found: dict = {}
+    for g in GENERATIONS:
+        for r in plan(out, seeds[-1] + 1, extra, generation=g, first_seed=seeds[0]):
+            found.setdefault(os.path.abspath(r.out), r)  # uniform and random widths are every generation's
+    return list(found.values())
+
+
 def _generation(name: str, config: str) -> dict:
     """A search generation's folder, its default search's flags and the retrains' flags."""
     folder, sets, _ = GENERATIONS[name]

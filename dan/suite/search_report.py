@@ -129,15 +129,18 @@ def suite_ledger(runs: list[Run], md_path: str) -> Ledger:
 
 
 def write_report(runs: list[Run], md_path: str, fig_dir: str, settings: str,
-                 others: dict | None = None, confirmations: dict | None = None) -> str:
+                 others: dict | None = None, confirmations: dict | None = None, related: list | None = None) -> str:
     """Write the search suite's page (``docs/search.md``) and its plots; returns the Markdown text.
     Every finished run folder is first recorded in the page's ledger (:mod:`dan.suite.ledger`), and
     the page is computed from the ledger, so runs whose folders are gone still count. ``others``
     ({generation: its runs}) are the other generations of the default search, each shown in a
     section of its own after the plots; ``confirmations`` ({budget tag: its runs},
     :func:`dan.suite.search.confirmation_plan`) the fresh samples fixed in advance, each in a section
-    after the tables. Hand-written text below :data:`dan.report.NOTES_MARK` in an existing page is kept."""
+    after the tables; ``related`` the runs outside them whose records may be built on them
+    (:attr:`dan.suite.ledger.Ledger.related`). Hand-written text below :data:`dan.report.NOTES_MARK`
+    in an existing page is kept."""
     ledger = suite_ledger(runs, md_path)
+    ledger.related = list(related or [])
     for rs in [runs, *(others or {}).values(), *(confirmations or {}).values()]:
         ledger.record(rs)
     ledger.save()
