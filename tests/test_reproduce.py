@@ -5,6 +5,8 @@ modules behind it (dan/suite/): corrupt files, superseded records, one-seed verd
 import hashlib
 import os
 
+import pytest
+
 from tests.helpers import ROOT, assert_user_error, run_tool
 
 
@@ -101,3 +103,93 @@ def test_a_search_made_again_supersedes_the_records_built_on_it_planned_or_not(t
     assert {"flops10/search6/dan-s1", "flops10/search6/uniform-s0", "flops10/search6/random-s1",
             "flops10/uniform-arch", "flops10/random-arch-s0"} <= kept
     assert set(ledger.runs) == kept and set(ledger.superseded) == dropped
+
+
+_SEARCH = ("--suite", "search", "--seeds", "1", "--budgets", "flops10", "--methods", "dan", "--recipe", "inherit",
+           "--no-ablations")
+
+
+@pytest.mark.parametrize("where, text, said", [
+    ("search/dan-inherit-s0/summary.json", '{"networks": {"small": {"top1": 0.9', "is not valid JSON"),
+    ("search/dan-inherit-s0/summary.json", "[1, 2]", "has no object 'networks'"),
+    ("search/dan-inherit-s0/summary.json", '{"networks": {"small": {"top1": "high", "flops": 1, "params": 1}}}',
+     "'networks.small.top1' is not a number"),
+    ("search/dan-inherit-s0/summary.json", '{"networks": {"big": {"top1": 0.9}}}', "has no network 'small'"),
+    ("search/dan-search-s0/arch.json", '{"widths": {"g": 4}, "cand', "is not valid JSON"),
+    ("search/dan-search-s0/arch.json", '{"widths": [4]}', "'widths' is not an object of channel counts"),
+    ("search/dan-search-s0/arch.json", '{"widths": {"g": 4}, "search": {"mean_max_prob": "0.8"}}',
+     "'search.mean_max_prob' is not a number"),
+    ("search/dan-inherit-s0/init_from.json", '{"sha256": 5}', "not an object with a text 'sha256'"),
+    ("search/dan-inherit-s0/suite_time.json", '{"seconds": "ten"}', "not an object with a number 'seconds'"),
+    ("suite_elapsed.json", '{"sec', "is not valid JSON"),
+])
+def test_a_corrupt_run_folder_file_is_one_line_naming_it_and_the_fix(tmp_path, where, text, said):
+    # a truncated or hand-edited file of a run folder ended the page (and the runner) in a traceback
+    from dan.errors import UserError
+    from dan.suite import search as search_suite
+    from dan.suite import search_report as search_page
+
+    out = str(tmp_path / "suite")
+    runs = search_suite.plan(out, seeds=1, ablations=False, budgets=["flops10"], methods=("dan",),
+                             recipes=("inherit",))
+    search, retrain = runs
+    _fake_arch(search)
+    _fake_retrain(retrain)
+    path = os.path.join(out, where.replace("search/", "flops10/search6/"))
+    with open(path, "w") as f:
+        f.write(text)
+    with pytest.raises(UserError) as e:
+        search_page.write_report(runs, str(tmp_path / "search.md"), str(tmp_path / "fig"), "Settings.")
+    message = str(e.value)
+    assert "\n" not in message and path in message and said in message, message
+    fix = "delete it" if where.endswith(("suite_time.json", "suite_elapsed.json")) else \
+        f"move the run folder {os.path.dirname(path)} away"
+    assert fix in message, message
+    if where == "search/dan-inherit-s0/summary.json" and said == "is not valid JSON":  # as a user meets it
+        p = run_tool("reproduce.py", *_SEARCH, "--out", out, "--report-only")
+        assert_user_error(p, path, "is not valid JSON", "move the run folder")
+
+
+@pytest.mark.parametrize("record, said", [
+    ({"label": "flops10/dan inherited", "seconds": 60.0}, "neither an object 'small'"),
+    ({"small": {"top1": "0.9", "flops": 1, "params": 1}}, "'small.top1' is not a number"),
+    ({"small": {"top1": 0.9, "flops": 1, "params": 1, "latency_ms": [1.0]}}, "'small.latency_ms' is not an object"),
+    ({"arch": {"candidates": {"g": [2, 4]}}}, "'arch.widths' is not an object of channel counts"),
+    ({"small": {"top1": 0.9, "flops": 1, "params": 1}, "seconds": "1 h"}, "'seconds' is not a number"),
+    ([0.9], "not an object"),
+])
+def test_a_hand_edited_ledger_record_is_one_line_naming_it(tmp_path, record, said):
+    import json
+
+    from dan.errors import UserError
+    from dan.suite.ledger import Ledger
+
+    path = tmp_path / "search-runs.json"
+    path.write_text(json.dumps({"version": 1, "elapsed": {}, "runs": {"flops10/search6/dan-inherit-s0": record}}))
+    with pytest.raises(UserError) as e:
+        Ledger(str(path), str(tmp_path))
+    message = str(e.value)
+    assert "\n" not in message and said in message, message
+    assert f"{path}: the record 'flops10/search6/dan-inherit-s0'" in message and "git checkout" in message
+    if said.startswith("neither"):  # as a user meets it: the dry run reads the ledger too
+        p = run_tool("reproduce.py", *_SEARCH, "--out", str(tmp_path), "--dry-run")
+        assert_user_error(p, "the record 'flops10/search6/dan-inherit-s0'", "delete that entry")
+
+
+def test_a_corrupt_file_of_the_fashion_mnist_suite_is_one_line(tmp_path):
+    from dan.errors import UserError
+    from dan.suite import plan, write_results
+
+    runs = plan("fashion-mnist", str(tmp_path / "suite"), seeds=1)
+    std = next(r for r in runs if r.key == "standard")
+    os.makedirs(std.out)
+    with open(os.path.join(std.out, "metrics.jsonl"), "w") as f:
+        f.write('{"val/ce_big": 0.5}\n{"val/ce_b')  # cut mid-line
+    with pytest.raises(UserError, match=r"metrics.jsonl line 2 is not JSON .*: move the run folder"):
+        write_results(runs, str(tmp_path / "r.md"), str(tmp_path / "fig"), "# R")
+    os.remove(os.path.join(std.out, "metrics.jsonl"))
+    with open(os.path.join(std.out, "summary.json"), "w") as f:  # a network without its latencies
+        f.write('{"method": "standard", "networks": {"model": {"top1": 0.9, "flops": 1, "params": 1, '
+                '"nonzero_params": 1}, "small": {"top1": 0.9, "flops": 1, "params": 1, "nonzero_params": 1}}}')
+    with pytest.raises(UserError, match=r"summary.json: 'networks.\w+.latency_ms' is not an object of numbers"):
+        write_results(runs, str(tmp_path / "r.md"), str(tmp_path / "fig"), "# R")

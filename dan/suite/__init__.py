@@ -11,7 +11,8 @@ Modules: :mod:`~dan.suite.plan` (the :class:`Run` record, ``SUITES``, the plans)
 :mod:`~dan.suite.run` (the runner and its time bookkeeping), :mod:`~dan.suite.report` (the
 results page, the papers' claims, the curves), :mod:`~dan.suite.search` (the search suite's plan),
 :mod:`~dan.suite.search_report` (its page), :mod:`~dan.suite.ledger` (the search suite's committed record of every finished run,
-from which its page is computed: run folders do not outlive the machine that made them). The
+from which its page is computed: run folders do not outlive the machine that made them),
+:mod:`~dan.suite.files` (reading and checking the run folders' files the runner and the pages read). The
 names ``plan`` and ``run`` below are the functions; reach the modules with
 ``from dan.suite.plan import ...`` / ``from dan.suite.run import ...``.
 """

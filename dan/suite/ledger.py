@@ -44,6 +44,7 @@ import os
 
 from dan.checkpoint import INIT_FROM, file_digest
 from dan.errors import UserError
+from dan.suite.files import arch_problem, is_number, network, read_arch, read_init_from, read_summary
 from dan.suite.plan import Run
 from dan.suite.run import elapsed_info, run_seconds
 
@@ -74,7 +75,42 @@ def _load_json(path: str):
     if not isinstance(data, dict) or not all(isinstance(data.get(k, {}), dict) for k in ("runs", "elapsed", "superseded")):
         raise UserError(f"{path} is not a ledger (an object with the objects runs, elapsed, superseded): restore it "
                         f"or move it away to start a new one")
+    # each record as the pages read it (a hand-edited record without its top-1 was a TypeError in a table)
+    fix = f"restore the file (git checkout {path}) or delete that entry (a run whose record is gone is made again)"
+    for key, rec in data.get("runs", {}).items():
+        problem = record_problem(rec)
+        if problem:
+            raise UserError(f"{path}: the record '{key}': {problem}: {fix}")
+    bad = next((k for k, v in data.get("elapsed", {}).items() if not is_number(v)), None)
+    if bad is not None:
+        raise UserError(f"{path}: 'elapsed' of '{bad}' is not a number of seconds: {fix}")
+    bad = next((k for k, v in data.get("superseded", {}).items() if not isinstance(v, dict)), None)
+    if bad is not None:
+        raise UserError(f"{path}: the superseded record '{bad}' is not an object: {fix}")
     return data
+
+
+def record_problem(rec) -> str | None:
+    """What is wrong with a ledger record for the pages that read it (None: nothing): a retrain's
+    ``small`` (top-1, FLOPs, params, latencies) or a search's or width baseline's ``arch``."""
+    if not isinstance(rec, dict):
+        return "not an object"
+    if rec.get("seconds") is not None and not is_number(rec["seconds"]):
+        return "'seconds' is not a number"
+    if not all(isinstance(rec.get(k, ""), str) for k in ("label", "checkpoint_sha256", "init_sha256")):
+        return "'label' or a digest is not text"
+    if "arch" in rec:
+        return arch_problem(rec["arch"], "arch.")
+    small = rec.get("small")
+    if not isinstance(small, dict):
+        return "neither an object 'small' (a retrain's network) nor 'arch' (a search's widths)"
+    bad = next((k for k in ("top1", "flops", "params") if not is_number(small.get(k))), None)
+    if bad:
+        return f"'small.{bad}' is not a number"
+    lat = small.get("latency_ms")
+    if lat is not None and not (isinstance(lat, dict) and all(v is None or is_number(v) for v in lat.values())):
+        return "'small.latency_ms' is not an object of numbers"
+    return None
 
 
 class Ledger:
@@ -257,16 +293,15 @@ def snapshot(r: Run, seconds: float | None) -> dict:
     is or started from (SHA-256: a search's ``checkpoints/last.pt``, a retrain's ``init_from.json``)."""
     rec: dict = {"label": r.key, "seed": r.seed, "seconds": seconds}
     if r.kind in ("search", "arch"):
-        a = _load_json(os.path.join(r.out, "arch.json")) or {}
+        a = read_arch(r.out)  # (a truncated or hand-edited run file is one line naming it: dan.suite.files)
         rec["arch"] = {k: a[k] for k in ARCH_KEYS if k in a}
         last = os.path.join(r.out, "checkpoints", "last.pt")
         if r.kind == "search" and os.path.isfile(last):
             rec["checkpoint_sha256"] = file_digest(last)
     else:
-        s = _load_json(os.path.join(r.out, "summary.json")) or {}
-        small = s.get("networks", {}).get("small", {})
+        small = network(read_summary(r.out) or {"networks": {}}, r.out, "small")
         rec["small"] = {k: small.get(k) for k in ("top1", "flops", "params", "latency_ms")}
-        init = _load_json(os.path.join(r.out, INIT_FROM)) or {}
+        init = read_init_from(r.out, INIT_FROM)
         if init.get("sha256"):
             rec["init_sha256"] = init["sha256"]
     return rec

@@ -5,7 +5,6 @@ validation cross-entropy curves (the paper's Figs. 3–4) as PNG files.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -13,24 +12,13 @@ import statistics
 from dan.errors import UserError
 from dan.methods import get_method
 from dan.report import mean_std, median, verdict, write_page
+from dan.suite.files import network, read_curve, read_summary
 from dan.suite.plan import ROOT, SUITES, Run, alpha4_flops
 from dan.suite.run import run_seconds
 
 
-def _summary(run: Run) -> dict | None:
-    path = os.path.join(run.out, "summary.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def _curve(run: Run, key: str) -> list:
-    path = os.path.join(run.out, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line).get(key) for line in f]
+    return read_curve(run.out, key)
 
 
 def _ms(values) -> str:
@@ -55,14 +43,14 @@ def collect(runs: list[Run]) -> dict:
     for r in runs:
         if r.kind == "search":
             continue
-        s = _summary(r)
+        s = read_summary(r.out)  # (a truncated or hand-edited file is one line naming it: dan.suite.files)
         if s is None:
             continue
         nets = s["networks"]
-        method = s["method"]
+        method = s.get("method", "")
         row = table.setdefault(r.key, {"top1": [], "flops": [], "params": [], "nonzero": [], "lat1": [],
                                        "lat64": [], "big_top1": [], "big_ce": [], "seconds": [], "runs": []})
-        d = nets[_deployed(method, nets)]
+        d = network(s, r.out, _deployed(method, nets), ("top1", "flops", "params", "nonzero_params"), latency=True)
         row["top1"].append(d["top1"])
         row["flops"].append(d["flops"])
         row["params"].append(d["params"])
@@ -70,8 +58,9 @@ def collect(runs: list[Run]) -> dict:
         row["lat1"].append(d["latency_ms"].get("1"))
         row["lat64"].append(d["latency_ms"].get("64"))
         if "big" in nets and method in ("adjoint", "standard", "dropout"):  # big networks trained here
-            row["big_top1"].append(nets["big"]["top1"])
-            row["big_ce"].append(nets["big"].get("ce"))
+            big = network(s, r.out, "big", ("top1",), optional=("ce",))
+            row["big_top1"].append(big["top1"])
+            row["big_ce"].append(big.get("ce"))
         row["seconds"].append(run_seconds(r))
         row["runs"].append(r.out)
     return table

@@ -9,7 +9,6 @@ stops a suite between runs: nothing new starts, the running ones finish and are 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ import uuid
 
 from dan.checkpoint import write_json
 from dan.errors import UserError
+from dan.suite.files import read_seconds
 from dan.suite.plan import RESTORED, ROOT, Run
 
 STOP_FILE = "suite_stop"  # in the suite's folder: start no new run, let the running ones finish
@@ -225,9 +225,9 @@ def elapsed_info(runs: list[Run]) -> dict | None:
     folders written before the id existed have none)."""
     path = _elapsed_path(runs)
     if path and os.path.isfile(path):
-        with open(path) as f:
-            data = json.load(f)
-        return {"seconds": float(data.get("seconds", 0.0)), "id": data.get("id")}
+        data = read_seconds(path, "delete it (the runner's time in that folder then counts from 0; a ledger keeps "
+                                  "what it recorded)")
+        return {"seconds": float(data["seconds"]), "id": data.get("id") if isinstance(data.get("id"), str) else None}
     return None
 
 
@@ -395,8 +395,7 @@ def run_seconds(run: Run) -> float | None:
     recorded times) from the first TensorBoard event file's creation to the run's last file."""
     path = os.path.join(run.out, "suite_time.json")
     if os.path.isfile(path):
-        with open(path) as f:
-            return float(json.load(f)["seconds"])
+        return float(read_seconds(path, "delete it (the run's time is then taken from its files)")["seconds"])
     marker = os.path.join(run.out, "arch.json" if run.kind in ("search", "arch") else "summary.json")
     if not os.path.isfile(marker):
         return None
