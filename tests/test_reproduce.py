@@ -193,3 +193,30 @@ def test_a_corrupt_file_of_the_fashion_mnist_suite_is_one_line(tmp_path):
                 '"nonzero_params": 1}, "small": {"top1": 0.9, "flops": 1, "params": 1, "nonzero_params": 1}}}')
     with pytest.raises(UserError, match=r"summary.json: 'networks.\w+.latency_ms' is not an object of numbers"):
         write_results(runs, str(tmp_path / "r.md"), str(tmp_path / "fig"), "# R")
+
+
+def test_the_dry_run_says_which_runs_are_resumed_and_which_folders_are_cleared(tmp_path):
+    # every unfinished run was "[todo]": a half-done run (resumed from its checkpoint) and a folder
+    # killed before its first checkpoint (cleared by the runner) looked like new runs
+    out = tmp_path / "suite"
+    gen = out / "flops10" / "search6"
+    (gen / "dan-search-s0" / "checkpoints").mkdir(parents=True)
+    (gen / "dan-search-s0" / "checkpoints" / "last.pt").write_bytes(b"")
+    (gen / "dan-inherit-s0").mkdir()
+    (gen / "dan-inherit-s0" / "metrics.jsonl").write_text("")
+    (out / "flops10" / "uniform-arch").mkdir()
+    (out / "flops10" / "uniform-arch" / "notes.txt").write_text("mine")  # not the suite's to clear
+    p = run_tool("reproduce.py", "--suite", "search", "--seeds", "1", "--budgets", "flops10", "--methods", "dan,uniform",
+                 "--no-ablations", "--out", str(out), "--dry-run")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    state = {l.split("] ", 1)[1].split(" seed ")[0].strip(): l for l in lines if l.startswith("[")}
+    assert state["flops10/dan search"].startswith("[resume]") and state["flops10/dan search"].endswith(" --resume")
+    assert state["flops10/dan inherited"].startswith("[clear]") and "killed before its first checkpoint" in \
+        state["flops10/dan inherited"]
+    assert state["flops10/uniform arch"].startswith("[clear]") and "the runner will stop here" in \
+        state["flops10/uniform arch"] and "holds notes.txt" in state["flops10/uniform arch"]
+    assert state["flops10/uniform inherited"].startswith("[todo]")
+    assert lines[-1] == ("4 runs: 1 to make, 1 to resume from their last checkpoint, 2 to clear and start again "
+                         "(killed before their first checkpoint, or restored)")
+    assert (out / "flops10" / "uniform-arch" / "notes.txt").read_text() == "mine"  # a dry run changes nothing

@@ -339,13 +339,22 @@ def _last_error(log_path: str) -> str:
     return lines[-1][len("error: "):] if lines else ""
 
 
+def start_state(r: Run) -> str:
+    """How :func:`_start` starts an unfinished run: ``resume`` (its folder holds a checkpoint),
+    ``clear`` (a folder without one: cleared first) or ``new`` (no folder); ``--dry-run`` says it."""
+    if os.path.isfile(os.path.join(r.out, "checkpoints", "last.pt")):
+        return "resume"
+    return "clear" if os.path.isdir(r.out) else "new"
+
+
 def _start(r: Run, env, log) -> tuple:
     """Start one run (resumed from its last checkpoint when it has one); returns
     (run, process, log file, start time)."""
     cmd = r.command()
-    if os.path.isfile(os.path.join(r.out, "checkpoints", "last.pt")):
+    state = start_state(r)
+    if state == "resume":
         cmd.append("--resume")
-    elif os.path.isdir(r.out):
+    elif state == "clear":
         # an attempt killed before its first checkpoint: nothing finished is in it (finished
         # runs were skipped), and the tools refuse a new run over its events and
         # metrics.jsonl, so the suite clears its own folder (as loop.start_managed does); the
