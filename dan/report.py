@@ -19,6 +19,11 @@ import statistics
 NOTES_MARK = "<!-- notes: everything below this line is written by hand and kept when the page is regenerated -->"
 
 
+# The verdict of a comparison with one seed on a side: its difference is shown, but one seed has no
+# spread to test it against (the pages said "supported (one seed)" for any positive difference).
+ONE_SEED = "cannot be tested (one seed: no standard error)"
+
+
 def verdict(a: list, b: list, higher: bool, margin: float) -> tuple[float, float, str]:
     """Compare two lists of per-seed results.
 
@@ -31,7 +36,8 @@ def verdict(a: list, b: list, higher: bool, margin: float) -> tuple[float, float
         The difference of means (in the better direction, plus the margin), its standard error
         over seeds, and the verdict: supported when the difference exceeds two standard errors,
         not supported when it is below minus two, else within seed noise ("not run" when either
-        side has no value, "(one seed)" verdicts without a standard error).
+        side has no value; "cannot be tested (one seed...)" when a side has one value: without a
+        standard error a difference is no verdict, and "supported (one seed)" read as one).
     """
     a = [x for x in a if x is not None]
     b = [x for x in b if x is not None]
@@ -39,7 +45,7 @@ def verdict(a: list, b: list, higher: bool, margin: float) -> tuple[float, float
         return math.nan, math.nan, "not run"
     d = (statistics.mean(a) - statistics.mean(b)) * (1 if higher else -1) + margin
     if len(a) < 2 or len(b) < 2:
-        return d, math.nan, ("supported (one seed)" if d > 0 else "not supported (one seed)")
+        return d, math.nan, ONE_SEED
     se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
     if d > 2 * se:
         return d, se, "**supported**"
@@ -57,7 +63,7 @@ def paired_verdict(diffs: list) -> tuple[float, float, str]:
         return math.nan, math.nan, "not run"
     d = statistics.mean(diffs)
     if len(diffs) < 2:
-        return d, math.nan, ("supported (one seed)" if d > 0 else "not supported (one seed)")
+        return d, math.nan, ONE_SEED
     se = statistics.stdev(diffs) / math.sqrt(len(diffs))
     if d > 2 * se:
         return d, se, "**supported**"

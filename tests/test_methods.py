@@ -256,7 +256,9 @@ def test_paired_verdicts_use_the_spread_of_the_differences():
     assert verdict([88.3, 87.2, 89.4], [88.0, 87.0, 89.0], True, 0.0)[2] == "within seed noise"
     assert paired_verdict([0.3, -0.2, 0.4])[2] == "within seed noise"  # mean 0.167, se 0.186
     assert paired_verdict([-0.3, -0.2, -0.4])[2] == "**not supported**"
-    assert paired_verdict([0.1])[2] == "supported (one seed)" and paired_verdict([])[2] == "not run"
+    # one seed has no spread to test a difference against: no verdict ("supported (one seed)" read as one)
+    assert paired_verdict([0.1])[2] == "cannot be tested (one seed: no standard error)"
+    assert paired_verdict([])[2] == "not run"
 
 
 def test_a_compression_claim_is_not_tested_when_nothing_was_compressed():

@@ -220,3 +220,33 @@ def test_the_dry_run_says_which_runs_are_resumed_and_which_folders_are_cleared(t
     assert lines[-1] == ("4 runs: 1 to make, 1 to resume from their last checkpoint, 2 to clear and start again "
                          "(killed before their first checkpoint, or restored)")
     assert (out / "flops10" / "uniform-arch" / "notes.txt").read_text() == "mine"  # a dry run changes nothing
+
+
+def test_a_one_seed_page_draws_no_verdict_and_says_when_the_runs_saw_part_of_the_data(tmp_path):
+    # a page of one seed said "supported (one seed)" for any positive difference, and called runs
+    # limited to a few batches "the full training split"
+    import json
+
+    from dan.report import ONE_SEED, verdict
+    from dan.suite import plan, suite_settings, write_results
+    from dan.suite.search_report import settings_text
+
+    assert verdict([0.9], [0.8, 0.81], True, 0.0)[2] == ONE_SEED and verdict([0.9], [0.8], True, 0.0)[2] == ONE_SEED
+    runs = plan("fashion-mnist", str(tmp_path / "suite"), seeds=1)
+    net = {"top1": 0.9, "flops": 1, "params": 1, "nonzero_params": 1, "latency_ms": {"1": 1.0, "64": 2.0}}
+    for r in runs:
+        if r.key in ("adjoint a=4", "small alone (a=4 net)"):
+            os.makedirs(r.out)
+            with open(os.path.join(r.out, "summary.json"), "w") as f:
+                json.dump({"method": "adjoint" if r.key == "adjoint a=4" else "standard",
+                           "networks": {"small": dict(net, top1=0.9 if r.key == "adjoint a=4" else 0.8)}}, f)
+    text = write_results(runs, str(tmp_path / "r.md"), str(tmp_path / "fig"), "# R")
+    claim = [l for l in text.splitlines() if l.startswith("| The adjoint-trained small network beats the same")][0]
+    assert claim.endswith(f"| +10.00 | {ONE_SEED} |") and "supported" not in claim
+    assert "full training split" in suite_settings("fashion-mnist", 1)
+    limited = suite_settings("fashion-mnist", 1, sets=("train.limit_batches=2", "train.epochs=1"))
+    assert "full training split" not in limited and "only part of each split: at most 2 batches" in limited
+    assert "1 epochs per run" in limited
+    assert "the full 60k training images" in settings_text(1)
+    limited = settings_text(1, sets=("train.limit_batches=2",))
+    assert "full 60k" not in limited and "at most 2 batches per epoch of the 60k training images (only part" in limited

@@ -65,16 +65,28 @@ SUITES = {
 }
 
 
-def alpha4_flops(config_path: str, data: str | None = None) -> int:
-    """FLOPs of the small network AN extracts at α = 4 from the config's base network (its data
-    folder ``data``, the runs' ``--data``, when given: an image folder's classes are read there)."""
-    from dan.adjoint import extract_small, to_adjoint
+def suite_config(config_path: str, sets: tuple = ()):
+    """The suite's config file with the ``KEY=VALUE`` overrides ``sets`` every run is given (a
+    smoke suite's ``--set``, ``--epochs``): what its runs and its page's settings are."""
     from dan.config import Config
+
+    cfg = Config.from_file(config_path)
+    for kv in sets:
+        key, _, value = kv.partition("=")
+        cfg.set(key.strip(), value)
+    return cfg
+
+
+def alpha4_flops(config_path: str, data: str | None = None, sets: tuple = ()) -> int:
+    """FLOPs of the small network AN extracts at α = 4 from the config's base network (its data
+    folder ``data``, the runs' ``--data``, when given: an image folder's classes are read there;
+    with the runs' ``--set`` overrides ``sets``)."""
+    from dan.adjoint import extract_small, to_adjoint
     from dan.cost import count
     from dan.data import dataset_info
     from dan.models import build_model, input_shape
 
-    cfg = Config.from_file(config_path)
+    cfg = suite_config(config_path, sets)
     if data:
         cfg.data.data = data
     info = dataset_info(cfg.data)

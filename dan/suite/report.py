@@ -13,7 +13,7 @@ from dan.errors import UserError
 from dan.methods import get_method
 from dan.report import mean_std, median, verdict, write_page
 from dan.suite.files import network, read_curve, read_summary
-from dan.suite.plan import ROOT, SUITES, Run, alpha4_flops
+from dan.suite.plan import ROOT, SUITES, Run, alpha4_flops, suite_config
 from dan.suite.run import run_seconds
 
 
@@ -66,19 +66,28 @@ def collect(runs: list[Run]) -> dict:
     return table
 
 
-def suite_settings(suite: str, seeds: int | None = None) -> str:
-    """One paragraph that says what the suite's runs are: network, data, epochs, batch, seeds."""
-    from dan.config import Config
+def split_text(limit_batches: int | None) -> str:
+    """How much of the data the runs saw: the whole splits, or (``train.limit_batches``) at most that
+    many batches of each (the page called such runs "the full training split")."""
+    if not limit_batches:
+        return "full training split, evaluation on the test split"
+    return (f"only part of each split: at most {limit_batches} batches of the training split per epoch and of the "
+            f"test split per evaluation (train.limit_batches)")
 
+
+def suite_settings(suite: str, seeds: int | None = None, sets: tuple = ()) -> str:
+    """One paragraph that says what the suite's runs are: network, data, epochs, batch, seeds (with
+    the ``KEY=VALUE`` overrides ``sets`` every run was given)."""
     spec = SUITES[suite]
-    cfg = Config.from_file(os.path.join(ROOT, spec["config"]))
+    config = os.path.join(ROOT, spec["config"])
+    cfg = suite_config(config, sets)
     args = ", ".join(f"{k}={v}" for k, v in (cfg.model.args or {}).items())
     return (f"Settings (`{spec['config']}`): base network `{cfg.model.space}`({args}), dataset "
-            f"`{cfg.data.dataset}` (full training split, evaluation on the test split), "
+            f"`{cfg.data.dataset}` ({split_text(cfg.train.limit_batches)}), "
             f"{cfg.train.epochs} epochs per run, batch {cfg.data.batch_size}, {cfg.train.optimizer} "
             f"lr {cfg.train.lr} with cosine decay, {seeds or spec['seeds']} seeds (0, 1, 2, …) per method; "
             f"DAN searches for {cfg.train.epochs} epochs ({cfg.search.warmup_epochs:g} weight-only) at the FLOPs of the α = 4 "
-            f"small network ({alpha4_flops(os.path.join(ROOT, spec['config'])):,} FLOPs), then retrains "
+            f"small network ({alpha4_flops(config, sets=sets):,} FLOPs), then retrains "
             f"for {cfg.train.epochs}.")
 
 
@@ -157,7 +166,8 @@ def write_results(runs: list[Run], md_path: str, fig_dir: str, header: str, sett
                      f"{format_count(med(row['params']))} | {format_count(med(row['nonzero']))} | "
                      f"{med(row['lat1']):.2f} | {med(row['lat64']):.2f} | {med(row['seconds']) / 60:.1f} | "
                      f"{len(row['top1'])} |")
-    lines += ["", "Top-1: mean ± standard deviation over seeds on the 10k test images; FLOPs and params by "
+    lines += ["", "Top-1: mean ± standard deviation over seeds on the test split (the settings above say how much of it); "
+              "FLOPs and params by "
               "`dan.count`; latency: median over seeds of the measured CPU time of the saved network.",
               "", "## Big networks (regularization)", "",
               "| network | top-1 (%) | final validation CE | seeds |", "|---|---|---|---|"]
@@ -171,7 +181,8 @@ def write_results(runs: list[Run], md_path: str, fig_dir: str, header: str, sett
               "cross-entropy where lower is better) against two standard errors over seeds "
               "(`sqrt(var_A/n_A + var_B/n_B)`): above is **supported**, below minus two is "
               "**not supported**, between is within seed noise. \"Within one point\" claims add one "
-              "point to the difference before the test. Computed by `dan/suite/report.py` from the "
+              "point to the difference before the test; with one seed there is no standard error and no "
+              "verdict. Computed by `dan/suite/report.py` from the "
               "table above, so it stays true when the suite is re-run.", ""]
     lines += claims_table(table)
     figs = plot_curves(runs, fig_dir)

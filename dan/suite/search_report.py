@@ -17,7 +17,7 @@ import statistics
 
 from dan.report import mean_std, median, paired_verdict, verdict, write_page
 from dan.suite.ledger import Ledger, ledger_path
-from dan.suite.plan import ROOT, Run
+from dan.suite.plan import ROOT, Run, suite_config
 from dan.suite.run import schedule_seconds, suite_root
 from dan.suite.search import (ABLATION_OWN_BASELINES, ABLATIONS, ALL_ABLATION_BUDGETS, BUDGETS, CONFIG,
                               CONFIRMATIONS, FINISH_ABLATIONS, GENERATION, GENERATIONS, METHODS, RECIPES, SEEDS,
@@ -249,7 +249,8 @@ def _budget_lines(table: dict) -> list[str]:
              "**not supported** (DAN worse), between is within seed noise. Paired verdict: the mean of "
              "the per-seed differences (both retrained with the same seed; under the inherit recipe also "
              "from the same supernet, so a seed's supernet quality cancels) against two standard errors "
-             "of that mean (`stdev(d)/sqrt(n)`). With 3 to 5 seeds both tests are weak; both are shown.", ""]
+             "of that mean (`stdev(d)/sqrt(n)`). With 3 to 5 seeds both tests are weak; both are shown. With one "
+             "seed there is no standard error: the difference is shown, no verdict.", ""]
     for tag, _, _ in BUDGETS:
         rows = table.get(tag, {})
         if not any(rows.get(m, {}).get("top1") for m in rows):
@@ -496,19 +497,24 @@ def _deadline_text(s) -> str:
     return text
 
 
-def settings_text(seeds: int | None = None, generation: str = GENERATION) -> str:
-    from dan.config import Config
-
-    cfg = Config.from_file(os.path.join(ROOT, CONFIG))
+def settings_text(seeds: int | None = None, generation: str = GENERATION, sets: tuple = ()) -> str:
+    """The page's settings paragraph, with the ``KEY=VALUE`` overrides ``sets`` every run was given
+    (after the runs' own settings, as their commands give them)."""
+    cfg = suite_config(os.path.join(ROOT, CONFIG), sets)
     epochs = cfg.train.epochs  # the retrain's
-    for kv in GENERATIONS[generation][1]:  # the default search's own settings
+    for kv in [*GENERATIONS[generation][1], *sets]:  # the default search's own settings
         cfg.set(*kv.split("=", 1))
     args = ", ".join(f"{k}={v}" for k, v in (cfg.model.args or {}).items())
     s = cfg.search
+    # runs limited to a few batches saw part of each split (the page said "the full 60k" of them too)
+    n = cfg.train.limit_batches
+    train, test = (("the full 60k training images", "the 10k test images") if not n else
+                   (f"at most {n} batches per epoch of the 60k training images (only part of them: "
+                    f"train.limit_batches)", f"at most {n} batches of the 10k test images"))
     return (f"Settings (`{CONFIG}`): base network `{cfg.model.space}`({args}) on `{cfg.data.dataset}` "
             f"(28×28, 10 classes). Every architecture is retrained by `tools/retrain.py` for "
-            f"{epochs} epochs on the full 60k training images (adjoint loss, {cfg.train.optimizer} lr "
-            f"{cfg.train.lr}, batch {cfg.data.batch_size}) and tested on the 10k test images, under each retrain "
+            f"{epochs} epochs on {train} (adjoint loss, {cfg.train.optimizer} lr "
+            f"{cfg.train.lr}, batch {cfg.data.batch_size}) and tested on {test}, under each retrain "
             f"recipe the tables name: from random weights (scratch, the paper's recipe) or from that seed's DAN "
             f"supernet cut to its widths (inherited: `--set train.init_from=<search>/checkpoints/last.pt`, "
             f"the same supernet for all four methods); "
