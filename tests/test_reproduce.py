@@ -250,3 +250,20 @@ def test_a_one_seed_page_draws_no_verdict_and_says_when_the_runs_saw_part_of_the
     assert "the full 60k training images" in settings_text(1)
     limited = settings_text(1, sets=("train.limit_batches=2",))
     assert "full 60k" not in limited and "at most 2 batches per epoch of the 60k training images (only part" in limited
+
+
+@pytest.mark.parametrize("args, said", [
+    (("--methods", ""), "--methods is empty"),
+    (("--budgets", ""), "--budgets is empty"),
+    (("--ablations", ""), "--ablations is empty"),
+    (("--methods", "dan,,uniform"), "has an empty name"),
+    (("--out", ""), "--out is empty"),
+])
+def test_an_empty_list_is_refused_not_read_as_all(tmp_path, args, said):
+    # `--methods ""` (a shell variable left empty) planned every method, `--ablations ""` every ablation
+    out = () if args[0] == "--out" else ("--out", str(tmp_path / "suite"))
+    p = run_tool("reproduce.py", "--suite", "search", *out, *args, "--dry-run")
+    assert_user_error(p, said)
+    if args == ("--budgets", ""):  # given to another suite it is refused too (it was ignored)
+        p = run_tool("reproduce.py", "--suite", "fashion-mnist", "--out", str(tmp_path / "f"), *args, "--dry-run")
+        assert_user_error(p, "--budgets is for the search suite")

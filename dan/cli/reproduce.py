@@ -106,36 +106,68 @@ def page_path(suite: str, out: str, results: str | None) -> str:
     return os.path.join(out, os.path.basename(committed or "results.md"))
 
 
+def names(flag: str, value: str | None) -> tuple | None:
+    """A comma-separated flag's names (None: not given, all of them). An empty list is refused, not
+    read as "all": `--methods ""` (a shell variable left empty) planned every method."""
+    if value is None:
+        return None
+    found = tuple(n.strip() for n in value.split(","))
+    if not any(found):
+        raise UserError(f"{flag} is empty: give comma-separated names, or leave {flag} out for all of them")
+    if not all(found):
+        raise UserError(f"{flag} {value!r} has an empty name: separate the names by single commas")
+    return found
+
+
+def _run_flags(args) -> list:
+    """The flags every run is given: --data (absolute: the runs start in the repository), --download, --device."""
+    for flag, value in (("--out", args.out), ("--results", args.results), ("--data", args.data),
+                        ("--device", args.device)):
+        if value is not None and not value.strip():  # "" was read as "not given"
+            raise UserError(f"{flag} is empty: give a value, or leave {flag} out")
+    extra = ["--data", os.path.abspath(os.path.expanduser(args.data))] if args.data else []
+    return extra + (["--download"] if args.download else []) + (["--device", args.device] if args.device else [])
+
+
+def _search_choice(args) -> dict:
+    """The search suite's rows, recipes, budgets and ablations, as :func:`dan.suite.search.plan` takes them."""
+    from dan.suite.search import METHODS
+
+    if args.ablations is not None and args.no_ablations:
+        raise UserError("give --ablations or --no-ablations, not both")
+    ablations = names("--ablations", args.ablations)
+    budgets, methods = names("--budgets", args.budgets), names("--methods", args.methods)
+    return dict(ablations=ablations if ablations is not None else not args.no_ablations,
+                recipes=("scratch", "inherit") if args.recipe == "both" else (args.recipe,),
+                budgets=list(budgets) if budgets is not None else None, methods=methods or METHODS)
+
+
+def _refuse_search_flags(args) -> None:
+    """The search suite's flags given to another suite: each was accepted and ignored."""
+    from dan.suite.search import GENERATION
+
+    only = [flag for flag, given in (("--confirmation", args.confirmation), ("--no-ablations", args.no_ablations),
+                                     ("--ablations", args.ablations is not None), ("--recipe", args.recipe != "inherit"),
+                                     ("--budgets", args.budgets is not None), ("--methods", args.methods is not None),
+                                     ("--generation", args.generation != GENERATION),
+                                     ("--first-seed", args.first_seed)) if given]
+    if only:
+        raise UserError(f"{only[0]} is for the search suite: add --suite search, or drop it")
+
+
 def main(argv, prog: str = PROG) -> int:
     args = get_args_parser(prog).parse_args(argv)
     from dan import suite
 
     out = args.out or default_out(args.suite)
-    extra = []
-    if args.data:
-        extra += ["--data", os.path.abspath(os.path.expanduser(args.data))]  # the runs start in the repository
-    if args.download:
-        extra.append("--download")
-    if args.device:
-        extra += ["--device", args.device]
+    extra = _run_flags(args)
     if args.suite == "search":
-        recipes = ("scratch", "inherit") if args.recipe == "both" else (args.recipe,)
-        ablations = (not args.no_ablations) if not args.ablations else tuple(args.ablations.split(","))
-        if args.ablations and args.no_ablations:
-            raise UserError("give --ablations or --no-ablations, not both")
-        chosen = dict(ablations=ablations, recipes=recipes, budgets=args.budgets.split(",") if args.budgets else None,
-                      methods=tuple(args.methods.split(",")) if args.methods else suite.search.METHODS)
+        chosen = _search_choice(args)
         runs = suite.search.plan(out, args.seeds, extra, generation=args.generation, first_seed=args.first_seed,
                                  **chosen)
         confirm = suite.search.confirmation_plan(out, extra, args.generation)
     else:
-        only = [flag for flag, given in (("--confirmation", args.confirmation), ("--no-ablations", args.no_ablations),
-                                         ("--ablations", args.ablations), ("--recipe", args.recipe != "inherit"),
-                                         ("--budgets", args.budgets), ("--methods", args.methods),
-                                         ("--generation", args.generation != suite.search.GENERATION),
-                                         ("--first-seed", args.first_seed)) if given]
-        if only:  # each was accepted and ignored
-            raise UserError(f"{only[0]} is for the search suite: add --suite search, or drop it")
+        _refuse_search_flags(args)
         runs, confirm = suite.plan(args.suite, out, args.seeds, extra, dry_run=args.dry_run), {}
     todo = [r for rs in confirm.values() for r in rs] if args.confirmation else runs
     results = page_path(args.suite, out, args.results)
