@@ -267,3 +267,49 @@ def test_an_empty_list_is_refused_not_read_as_all(tmp_path, args, said):
     if args == ("--budgets", ""):  # given to another suite it is refused too (it was ignored)
         p = run_tool("reproduce.py", "--suite", "fashion-mnist", "--out", str(tmp_path / "f"), *args, "--dry-run")
         assert_user_error(p, "--budgets is for the search suite")
+
+
+def test_smoke_flags_reach_every_run_and_keep_its_runs_page_and_ledger_apart(tmp_path):
+    # reproduce.py had no smoke-size flags; a run made with them must not be taken for a full run's
+    # folder or record (a 1-epoch summary.json in the suite's folder would be "finished")
+    out = tmp_path / "suite"
+    smoke = ("--epochs", "1", "--set", "search.warmup_epochs=0", "--set", "train.limit_batches=2")
+    base = ("--suite", "search", "--seeds", "1", "--budgets", "flops10", "--no-ablations", "--out", str(out))
+    full = run_tool("reproduce.py", *base, "--dry-run")
+    small = run_tool("reproduce.py", *base, *smoke, "--dry-run")
+    assert full.returncode == 0 and small.returncode == 0, small.stderr
+    listed = lambda p: [l for l in p.stdout.splitlines() if l.startswith("[")]  # noqa: E731
+    assert len(listed(small)) == len(listed(full)) == 8  # 4 widths, 4 inherited retrains
+    folder = small.stdout.splitlines()[0].rsplit(" in ", 1)[1]
+    assert os.path.dirname(folder) == str(out) and os.path.basename(folder).startswith("smoke-")
+    flags = "--set train.epochs=1 --set search.warmup_epochs=0 --set train.limit_batches=2"
+    for plain, line in zip(listed(full), listed(small)):
+        where = plain.rsplit(" --out ", 1)[1]
+        # the same command with the overrides last (they win over a search generation's epochs), in its own folder
+        assert line == plain.replace(str(out), folder).replace(" --out ", f" {flags} --out "), (plain, line)
+        assert line.rsplit(" --out ", 1)[1] == where.replace(str(out), folder) != where
+    again = run_tool("reproduce.py", *base, *smoke, "--dry-run")
+    assert again.stdout == small.stdout  # the same flags, the same folder: a smoke suite resumes
+    p = run_tool("reproduce.py", *base, *smoke, "--report-only")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().endswith(f"results: {folder}/search.md")
+    page = open(os.path.join(folder, "search.md")).read()
+    assert "**Smoke runs, not the suite's:**" in page and "at most 2 batches per epoch" in page
+    assert os.path.isfile(os.path.join(folder, "search-runs.json")) and not (out / "search-runs.json").exists()
+    assert_user_error(run_tool("reproduce.py", *base, *smoke, "--results", str(tmp_path / "s.md"), "--dry-run"),
+                      "drop --results")
+    assert_user_error(run_tool("reproduce.py", *base, "--set", "train.epoch=1", "--dry-run"),
+                      "unknown config key 'train.epoch'")
+    assert_user_error(run_tool("reproduce.py", *base, "--set", "epochs", "--dry-run"), "--set takes KEY=VALUE")
+    assert_user_error(run_tool("reproduce.py", *base, "--epochs", "0", "--dry-run"), "--epochs")
+
+
+def test_the_fashion_mnist_suite_counts_its_dan_budget_with_the_smoke_overrides(tmp_path):
+    from dan.suite import alpha4_flops, plan
+    from dan.suite.plan import ROOT, SUITES
+
+    config = os.path.join(ROOT, SUITES["fashion-mnist"]["config"])
+    narrow = ("model.args.width=4",)
+    budget = lambda runs: next(r for r in runs if r.kind == "search").args  # noqa: E731
+    args = budget(plan("fashion-mnist", str(tmp_path), seeds=1, sets=narrow))
+    assert args[args.index("--budget-flops") + 1] == str(alpha4_flops(config, sets=narrow)) != str(alpha4_flops(config))

@@ -27,6 +27,17 @@ the runs are in the suite's default folder (no --out, or --out runs/suite-<suite
 page (docs/search-runs.json, or <out>/search-runs.json). A suite tried under another --out (a
 smoke run in /tmp) wrote over the committed page and its records; to update docs/ from runs kept
 elsewhere, give --results docs/search.md (or docs/results.md).
+
+Smoke runs: --epochs N and --set KEY=VALUE (repeatable) are given to every run, after its own
+settings (as --set train.epochs=N and --set KEY=VALUE: the last --set of a key wins, so they override
+a search generation's own epochs too), to try a suite small, e.g. (one command)
+    python tools/reproduce.py --suite search --seeds 1 --budgets flops10 --methods dan,uniform
+        --no-ablations --epochs 1 --set search.warmup_epochs=0 --set train.limit_batches=2 --out /tmp/smoke
+Their runs are not the suite's: they go in a folder of their own named by those flags,
+<out>/smoke-<digest>/, with their own page and ledger there, and --results is refused with them (a
+finished 1-epoch run in the suite's folder was taken for a full run's, and its record in the
+suite's ledger would have replaced the full run's record under the same key). The same flags find
+the same folder again, so a smoke suite resumes like any other.
 """
 
 from __future__ import annotations
@@ -79,6 +90,13 @@ def get_args_parser(prog: str = PROG):
                                      "for search when the runs are in the default folder runs/suite-<suite>, "
                                      "else <out>/results.md or <out>/search.md); the search suite's ledger of "
                                      "finished runs is kept beside it (<page>-runs.json)")
+    p.add_argument("--epochs", type=positive_int,
+                   help="smoke runs: every run trains (and searches) N epochs (--set train.epochs=N after its own "
+                        "settings); the runs, page and ledger go in <out>/smoke-<digest>/, apart from the suite's")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="smoke runs: a config override given to every run as its own --set, after its settings "
+                        "(repeatable; e.g. train.limit_batches=2, search.warmup_epochs=0); in <out>/smoke-<digest>/ "
+                        "like --epochs")
     p.add_argument("--data", help="dataset folder, passed to every run")
     p.add_argument("--download", action="store_true", help="passed to every run")
     p.add_argument("--device", help="passed to every run")
@@ -147,7 +165,8 @@ def _refuse_search_flags(args) -> None:
     from dan.suite.search import GENERATION
 
     only = [flag for flag, given in (("--confirmation", args.confirmation), ("--no-ablations", args.no_ablations),
-                                     ("--ablations", args.ablations is not None), ("--recipe", args.recipe != "inherit"),
+                                     ("--ablations", args.ablations is not None),
+                                     ("--recipe", args.recipe != "inherit"),
                                      ("--budgets", args.budgets is not None), ("--methods", args.methods is not None),
                                      ("--generation", args.generation != GENERATION),
                                      ("--first-seed", args.first_seed)) if given]
@@ -155,11 +174,44 @@ def _refuse_search_flags(args) -> None:
         raise UserError(f"{only[0]} is for the search suite: add --suite search, or drop it")
 
 
+def smoke_sets(args) -> list:
+    """The ``KEY=VALUE`` overrides of a smoke suite (--epochs, then every --set), checked against the
+    suite's config before any run starts (a typo failed in the first run, after the plan was made)."""
+    from dan.suite.plan import ROOT, SUITES, suite_config
+    from dan.suite.search import CONFIG
+
+    sets = ([f"train.epochs={args.epochs}"] if args.epochs else []) + [kv.strip() for kv in args.set]
+    bad = next((kv for kv in sets if "=" not in kv or not kv.split("=", 1)[0].strip()), None)
+    if bad is not None:
+        raise UserError(f"--set takes KEY=VALUE, got {bad!r}")
+    if sets and args.results is not None:
+        raise UserError("--epochs and --set make smoke runs, whose page and ledger stay beside them in "
+                        "<out>/smoke-<digest>/ (their records would replace the full runs' in another ledger): "
+                        "drop --results")
+    if sets and args.suite in (*SUITES, "search"):
+        config = CONFIG if args.suite == "search" else SUITES[args.suite]["config"]
+        suite_config(os.path.join(ROOT, config), tuple(sets)).validate()
+    return sets
+
+
+def smoke_folder(sets: list) -> str:
+    """The folder, under --out, of the runs made with the overrides ``sets``: named by a digest of
+    them, so runs made with other flags, or none, are never taken for these (module doc)."""
+    import hashlib
+
+    return "smoke-" + hashlib.sha256("\n".join(sets).encode()).hexdigest()[:10]
+
+
 def main(argv, prog: str = PROG) -> int:
     args = get_args_parser(prog).parse_args(argv)
     from dan import suite
+    from dan.suite.plan import add_sets
 
+    sets = smoke_sets(args)
     out = args.out or default_out(args.suite)
+    if sets:
+        out = os.path.join(out, smoke_folder(sets))
+        print(f"smoke runs ({' '.join('--set ' + kv for kv in sets)}): their folders, page and ledger in {out}")
     extra = _run_flags(args)
     if args.suite == "search":
         chosen = _search_choice(args)
@@ -168,7 +220,8 @@ def main(argv, prog: str = PROG) -> int:
         confirm = suite.search.confirmation_plan(out, extra, args.generation)
     else:
         _refuse_search_flags(args)
-        runs, confirm = suite.plan(args.suite, out, args.seeds, extra, dry_run=args.dry_run), {}
+        runs, confirm = suite.plan(args.suite, out, args.seeds, extra, dry_run=args.dry_run, sets=tuple(sets)), {}
+    add_sets([*runs, *(r for rs in confirm.values() for r in rs)], sets)
     todo = [r for rs in confirm.values() for r in rs] if args.confirmation else runs
     results = page_path(args.suite, out, args.results)
     # the search suite's ledger (beside its page) keeps every finished run's record: a run recorded
@@ -183,17 +236,26 @@ def main(argv, prog: str = PROG) -> int:
     fig_dir = os.path.join(os.path.dirname(results) or ".", "figures")
     if args.suite == "search":
         # the default search's other generations are reported (never run) beside the current one
-        others = {g: suite.search.plan(out, args.seeds, extra, generation=g, **chosen)
+        others = {g: add_sets(suite.search.plan(out, args.seeds, extra, generation=g, **chosen), sets)
                   for g in suite.search.GENERATIONS if g != args.generation}
         page = suite.search_report
-        page.write_report(runs, results, fig_dir, page.settings_text(args.seeds, args.generation), others, confirm,
-                          related=ledger.related)
+        settings = _smoke_note(sets) + page.settings_text(args.seeds, args.generation, tuple(sets))
+        page.write_report(runs, results, fig_dir, settings, others, confirm, related=ledger.related)
         print(f"results: {results}")
         return 0
     header = f"# Results: {args.suite} suite\n\nGenerated by `python tools/reproduce.py --suite {args.suite}`."
-    suite.write_results(runs, results, fig_dir, header, suite.suite_settings(args.suite, args.seeds))
+    settings = _smoke_note(sets) + suite.suite_settings(args.suite, args.seeds, tuple(sets))
+    suite.write_results(runs, results, fig_dir, header, settings)
     print(f"results: {results}")
     return 0
+
+
+def _smoke_note(sets: list) -> str:
+    """The page's warning that its runs are smoke runs ('' for the suite's own)."""
+    if not sets:
+        return ""
+    return (f"**Smoke runs, not the suite's:** every run was given `{' '.join('--set ' + kv for kv in sets)}` after "
+            "its own settings; these numbers say nothing about the methods at the suite's size. ")
 
 
 def dry_run(runs: list, ledger) -> int:
@@ -229,7 +291,8 @@ def dry_run(runs: list, ledger) -> int:
         print(f"[{state}] {r.key:22s} seed {r.seed}: {line}")
     # each state counted as listed ("102 more recorded" counted 6 recorded runs listed as todo,
     # made again because a run to be made needs their folder)
-    again = sum(s in ("todo", "resume", "clear") and ledger is not None and ledger.done(r) for s, r in zip(states, runs))
+    again = sum(s in ("todo", "resume", "clear") and ledger is not None and ledger.done(r)
+                for s, r in zip(states, runs))
     parts = [f"{states.count('todo')} to make" + (f" ({again} of the runs to make recorded, made again for a "
                                                    f"folder a run to be made needs)" if again else ""),
              f"{states.count('resume')} to resume from their last checkpoint",

@@ -97,11 +97,24 @@ def alpha4_flops(config_path: str, data: str | None = None, sets: tuple = ()) ->
     return count(extract_small(anet), shape).flops
 
 
+def add_sets(runs: list[Run], sets: list) -> list[Run]:
+    """Give every run the ``KEY=VALUE`` overrides ``sets`` (a smoke suite's) as ``--set`` flags after
+    its own, just before its ``--out``: the last ``--set`` of a key wins, so they override the run's
+    own settings (a search generation's ``train.epochs=6`` too). Returns ``runs``."""
+    flags = [a for kv in sets for a in ("--set", kv)]
+    for r in runs if flags else ():
+        if r.args[-2:-1] != ["--out"]:  # every plan ends a run's flags with its folder
+            raise ValueError(f"{r.key}: its arguments do not end with --out: {r.args}")
+        r.args = r.args[:-2] + flags + r.args[-2:]
+    return runs
+
+
 def plan(suite: str, out: str, seeds: int | None = None, extra: list | None = None,
-         dry_run: bool = False) -> list[Run]:
+         dry_run: bool = False, sets: tuple = ()) -> list[Run]:
     """The runs of a suite, in an order that respects dependencies (teachers first). A ``dry_run``
     plans without the data: the DAN search's budget (the α = 4 network's FLOPs, which an image
-    folder's class count changes) is then shown as counted when the suite runs."""
+    folder's class count changes) is then shown as counted when the suite runs. ``sets``: the
+    overrides the runs will be given (:func:`add_sets`), which the budget is counted with."""
     if suite not in SUITES:
         # "search" is planned by dan.suite.search (tools/reproduce.py sends it there): named here too
         raise UserError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)} or search")
@@ -111,7 +124,7 @@ def plan(suite: str, out: str, seeds: int | None = None, extra: list | None = No
     n = seeds or spec["seeds"]
     extra = list(extra or [])
     try:
-        budget = alpha4_flops(config, extra[extra.index("--data") + 1] if "--data" in extra[:-1] else None)
+        budget = alpha4_flops(config, extra[extra.index("--data") + 1] if "--data" in extra[:-1] else None, sets)
     except UserError:
         if not dry_run:
             raise
