@@ -224,6 +224,11 @@ def _operation_rows(records: list, per_module: dict) -> dict:
             name = _owner(owners, weight)
         elif name is None and kind == "linear":  # a matrix multiply outside any module (torch.matmul): a row of
             kind = "matmul"  # its own; it went to the Linear whose weight had its shape
+        if name is None and kind == "conv" and weight is not None and ROOT in per_module and tuple(weight) in {
+                tuple(p.shape) for p in per_module[ROOT].parameters(recurse=False)}:
+            # the model's own forward convolving its own weight (standardized, say): one row, not
+            # its FLOPs as conv#i and its params as <root> (a matmul's right operand may be any tensor)
+            name = ROOT
         if name is None:
             name, unnamed = f"{kind}#{unnamed}", unnamed + 1
         l = layers.setdefault(name, LayerCost(name, kind, detail=detail))

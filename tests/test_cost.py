@@ -159,3 +159,25 @@ def test_a_free_standing_matmul_has_a_row_of_its_own():
     rows = {l.name: (l.kind, l.flops) for l in c.layers}
     assert rows["fc"] == ("linear", 2 * 16 * 16) and rows["matmul#0"] == ("matmul", 2 * 16 * 16)
     assert c.flops == 2 * 2 * 16 * 16 and "matmul#0  matmul" in c.table()
+
+
+def test_a_model_convolving_its_own_weight_in_its_forward_has_one_row_for_it():
+    # the FLOPs went to a row of their own, `conv#0`, and the weight's params to `<root>`
+    import torch.nn.functional as F
+
+    from dan.cost import ROOT
+
+    class Standardized(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(8, 3, 3, 3))
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            w = self.w - self.w.mean((1, 2, 3), keepdim=True)
+            return self.fc(F.conv2d(x, w, padding=1).mean((2, 3)))
+
+    rows = {l.name: l for l in dan.count(Standardized(), (1, 3, 8, 8)).layers}
+    assert set(rows) == {"fc", ROOT}
+    assert (rows[ROOT].kind, rows[ROOT].flops, rows[ROOT].params, rows[ROOT].c_in, rows[ROOT].c_out) == \
+        ("conv", 8 * 27 * 64, 216, 3, 8)
