@@ -272,6 +272,14 @@ def test_a_model_flag_leaves_out_the_builder_arguments_of_the_config_s_model():
     assert resolve_config(args).model.args == {"width": 16}
 
 
+@pytest.mark.parametrize("flag,value", [("--latency-batch", "8"), ("--latency-runtime", "onnxruntime"),
+                                        ("--latency-threads", "2")])
+def test_a_latency_measurement_flag_without_a_latency_budget_is_refused(flag, value):
+    # an audit: each was accepted under a FLOPs budget and did nothing (exit 0, not a word)
+    assert_user_error(run_tool("search.py", "--dataset", "synthetic", "--budget-flops", "25%", flag, value),
+                      flag, "--budget-latency")
+
+
 def test_a_temperature_decay_that_would_change_nothing_is_refused():
     # the default anneals per step: --tau-decay (and the shipped tuning file's tau_decay) did nothing
     assert_user_error(run_tool("search.py", "--dataset", "synthetic", "--budget-flops", "25%", "--tau-decay", "0.5"),
