@@ -88,6 +88,11 @@ def retrain_config(arch: str, method: str, base: Config, *, validation: float = 
     if cfg.train.deploy_memory_format is None and (found.latency or {}).get("memory_format"):
         # the layout the latency search measured this network fastest in (dan.latency)
         cfg.train.deploy_memory_format = found.latency["memory_format"]
+    batch = ((found.latency or {}).get("device") or {}).get("batch")
+    if "latency" in found.budget and isinstance(batch, int) and batch not in cfg.train.latency_batches:
+        # the summary times the batch the budget is for too: a --latency-batch 4 search's network
+        # was timed at batches 1 and 64 only, beside a budget that did not say it was batch 4's
+        cfg.train.latency_batches = tuple(sorted((*cfg.train.latency_batches, batch)))
     cfg.model.space = found.space
     # the class count and input channels come from the data, as in any run
     cfg.model.args = {k: v for k, v in found.space_args.items() if k not in ("num_classes", "in_channels")}

@@ -342,3 +342,21 @@ def test_the_least_predicted_latency_is_searched_beyond_the_narrowest_network():
     model = SimpleNamespace(predict=lambda w: {2: 1.0, 4: 0.6, 6: 0.9, 8: 1.2}[w[0]] + 0.1 * w[1])
     assert model.predict([2, 2]) == pytest.approx(1.2)
     assert least_latency(model, sn) == pytest.approx(0.8)
+
+
+def test_the_latency_page_of_another_network_or_setting_does_not_go_over_the_projects_page():
+    # an audit's `latency.py --model torchvision.mobilenet_v2 ...` rewrote docs/latency.md, its JSON
+    # and figure (about 2000 lines of measured rows)
+    from dan.cli.latency import get_args_parser, page_path
+
+    def where(*argv):
+        return page_path(get_args_parser().parse_args(list(argv)))
+
+    assert where() == os.path.join("docs", "latency.md") and where("--samples", "10") == where()
+    assert where("--model", "torchvision.mobilenet_v2") == os.path.join("runs", "latency-mobilenet_v2", "latency.md")
+    assert where("--config", "configs/cifar10_resnet18.yaml") == os.path.join("runs", "latency-cifar10_resnet18",
+                                                                            "latency.md")
+    for other in (["--set", "data.image_size=32"], ["--batch", "8"], ["--threads", "2"], ["--runtime", "onnxruntime"],
+                  ["--model", "my_pkg.nets:build"]):
+        assert where(*other).startswith("runs" + os.sep), other
+    assert get_args_parser().parse_args(["--out", "x.md"]).out == "x.md"

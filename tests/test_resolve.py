@@ -204,3 +204,21 @@ def test_a_budget_whose_band_reaches_the_space_is_feasible_and_a_refusal_tells_t
     # a refusal whose rounded numbers would read alike gives them whole
     with pytest.raises(dan.UserError, match="budget 118,303 flops is infeasible .* ranges from 118,304 flops"):
         resolve_budget(scfg(118_303, band=1e-6), {"flops": (118_304, 500_000)})
+
+
+def test_a_retrain_of_a_latency_search_times_the_batch_its_budget_is_for(arch_path, tmp_path):
+    # an audit's --latency-batch 4 search: its retrain timed batches 1 and 64 only, beside a budget
+    # line that did not say it was batch 4's
+    rec = json.load(open(arch_path))
+    rec["budget"] = {"latency": 3.2, "band": 0.03}
+    rec["latency"] = {"device": {"cpu": "x", "machine": "x86_64", "runtime": "torch", "threads": 1, "batch": 4},
+                      "budget_ms": 3.2, "predicted_ms": 3.1, "measured_ms": 3.2, "measured_raw_ms": 3.3,
+                      "measured_over_budget": 1.0, "in_band": True}
+    path = tmp_path / "lat" / "arch.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(rec))
+    arch = dan.load_arch(str(path))
+    base = retrain_base(arch)
+    base.train.latency_batches = (1, 64)  # the default (the tiny config times batch 1 only)
+    assert retrain_config(str(path), "adjoint", base).train.latency_batches == (1, 4, 64)
+    assert retrain_config(arch_path, "adjoint", base).train.latency_batches == (1, 64)  # a FLOPs search's

@@ -4,13 +4,17 @@ Usage:
     python tools/latency.py                                        # the demo network -> docs/latency.md
     python tools/latency.py --config configs/fashion_mnist_resnet18.yaml --threads 1 --samples 50
     python tools/latency.py --config C --no-cache --out /tmp/latency.md
+    python tools/latency.py --model torchvision.mobilenet_v2 --set data.image_size=32   # -> runs/latency-mobilenet_v2/
     python tools/latency.py --arch runs/s/arch.json                # re-measure a latency-budget search's result
 
 Measures every conv / linear layer of the space's small network at every pair of candidate widths,
 fits the whole-network correction, then checks predicted against measured latency on --samples
 architectures drawn from the space (--checks independent draws), with FLOPs as the baseline
 predictor (dan/latency.py). The table is cached per device, runtime, threads, batch and PyTorch
-version; the page and a JSON of every measured row are written.
+version; the page and a JSON of every measured row are written: docs/latency.md is the project's
+page of the demo network at its settings (no --config, --model, --set, --batch, --threads or
+--runtime given); any other network's or setting's page goes to runs/latency-<model>/latency.md
+unless --out says where (it wrote over the project's measured page and its JSON).
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ from dan.errors import UserError
 PROG = "latency.py"  # the tool's name in usage and error lines (tools/latency.py)
 # what Ctrl-C leaves and how to go on (dan.cli.common.interrupted_line)
 INTERRUPTED = "interrupted: nothing to continue; run the command again"
+DEFAULT_CONFIG = os.path.join("configs", "fashion_mnist_resnet18.yaml")  # the demo network: docs/latency.md's
 
 
 def get_args_parser(prog: str = PROG):
     p = Parser(prog=prog, description=__doc__)
-    p.add_argument("--config", default=os.path.join("configs", "fashion_mnist_resnet18.yaml"))
+    p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument("--model", "--space", dest="space", help="base network (as in tools/search.py)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--batch", type=int, default=1, help="batch size the latency is for (default 1)")
@@ -38,7 +43,8 @@ def get_args_parser(prog: str = PROG):
     p.add_argument("--samples", type=int, default=50, help="architectures per check (default 50)")
     p.add_argument("--checks", type=int, default=2, help="independent checks (default 2)")
     p.add_argument("--no-cache", action="store_true", help="measure afresh even if a table is cached")
-    p.add_argument("--out", default=os.path.join("docs", "latency.md"), help="page to write")
+    p.add_argument("--out", help="page to write (default docs/latency.md for the demo network at its settings, "
+                                 "else runs/latency-<model>/latency.md)")
     p.add_argument("--arch", help="instead: measure again the network of an arch.json searched with --budget-latency")
     p.add_argument("--repeats", type=int, default=3, help="with --arch: independent measurements, the median "
                                                           "reported (default 3)")
@@ -80,6 +86,7 @@ def main(argv, prog: str = PROG) -> int:
     from dan.supernet import build_supernet
 
     cfg = resolve_config(args)
+    out = args.out or page_path(args)
     sn = build_supernet(cfg, dataset_info(cfg.data))
     start = time.perf_counter()
     model = latency.build(sn, batch=args.batch, threads=args.threads, runtime=args.runtime,
@@ -93,15 +100,30 @@ def main(argv, prog: str = PROG) -> int:
         print(f"check {k + 1}: Spearman {c['spearman']:.3f} (FLOPs {c['spearman_flops']:.3f}), median error "
               f"{100 * c['median_abs_rel_error']:.1f} %, 90th percentile {100 * c['p90_abs_rel_error']:.1f} %")
     seconds = time.perf_counter() - start
-    folder = os.path.dirname(os.path.abspath(args.out))
-    stem = os.path.splitext(args.out)[0]
+    folder = os.path.dirname(os.path.abspath(out))
+    stem = os.path.splitext(out)[0]
     figure = os.path.join(folder, "figures", os.path.basename(stem) + "_predictor.png")
     latency.plot(checks, figure)
-    pred = {"what": f"{describe_model(cfg)} (`{args.config}`), input {'x'.join(map(str, sn.input_shape[1:]))}",
+    given = f"`{args.config}`" + (f", --model {args.space}" if args.space else "") + "".join(
+        f", --set {kv}" for kv in args.set)  # the config alone named another network than --model's
+    pred = {"what": f"{describe_model(cfg)} ({given}), input {'x'.join(map(str, sn.input_shape[1:]))}",
             "seconds": seconds, "model": latency.summary(model), "checks": checks}
+    os.makedirs(folder, exist_ok=True)
     with open(stem + ".json", "w") as f:
         json.dump(pred, f, indent=1)
         f.write("\n")
-    latency.write_docs(args.out)
-    print(f"wrote {args.out}")
+    latency.write_docs(out)
+    print(f"wrote {out}")
     return 0
+
+
+def page_path(args) -> str:
+    """Where the page goes without --out: docs/latency.md for the demo network at the page's own
+    settings, else ``runs/latency-<model>/latency.md`` (module docstring)."""
+    demo = (args.config == DEFAULT_CONFIG and not args.space and not args.set
+            and (args.batch, args.threads, args.runtime) == (1, 1, "torch"))
+    if demo:
+        return os.path.join("docs", "latency.md")
+    name = args.space or os.path.splitext(os.path.basename(args.config))[0]
+    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in name.rsplit(".", 1)[-1].rsplit(":", 1)[-1])
+    return os.path.join("runs", f"latency-{slug}", "latency.md")

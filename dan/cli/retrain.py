@@ -67,8 +67,10 @@ def main(argv, prog: str = PROG) -> int:
         return 0
     print(format_summary(summary))
     deployed = summary.rows["small"]
-    if "latency" in arch.budget:  # times at the search's batch are in the summary table above
-        print(f"budget: {arch.budget['latency']:.3g} ms (searched on {arch.latency.get('device', {}).get('cpu', '?')}); "
+    if "latency" in arch.budget:  # times at the search's batch are in the summary table above (retrain_config)
+        dev = arch.latency.get("device", {})
+        print(f"budget: {arch.budget['latency']:.3g} ms at batch {dev.get('batch', '?')}, {dev.get('threads', '?')} "
+              f"thread(s), {dev.get('runtime', '?')} (searched on {dev.get('cpu', '?')}); "
               f"the search measured {arch.latency.get('measured_ms', float('nan')):.3g} ms for this network on its "
               f"latency table's scale ({arch.latency.get('measured_raw_ms', float('nan')):.3g} ms as timed then)")
     else:
