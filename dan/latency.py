@@ -691,30 +691,44 @@ def measure_found(sn, model: LatencyModel, choice: list[int], relative: bool, re
     return dict(runs[len(runs) // 2], readings_ms=[r["measured_ms"] for r in runs], slow_readings_retaken=retaken)
 
 
-def arch_supernet(arch):
-    """The search space an ``arch.json`` was found in, built from what it records of its data
-    (input shape, class count) rather than from the data itself: a network is timed on a machine
-    that need not hold the dataset, nor import a dataset function (``dan.data.code``) it names."""
+def arch_supernet(arch, model=None):
+    """The search space an ``arch.json`` was found in (on a copy of ``model``, the network object
+    it was searched on, when given), built from what it records of its data (input shape, class
+    count) rather than from the data itself: a network is timed on a machine that need not hold the
+    dataset, nor import a dataset function (``dan.data.code``) it names."""
     from dan.config import Config
     from dan.data import DatasetInfo
     from dan.supernet import build_supernet
 
     cfg = Config.from_dict(arch.config)
     _, c, size, _ = arch.input_shape
-    return build_supernet(cfg, DatasetInfo(cfg.data.dataset, arch.num_classes, c, size, (0.0,) * c, (1.0,) * c))
+    return build_supernet(cfg, DatasetInfo(cfg.data.dataset, arch.num_classes, c, size, (0.0,) * c, (1.0,) * c),
+                          model=model)
 
 
-def remeasure(arch, repeats: int = 1) -> dict:
+def remeasure(arch, repeats: int = 1, *, model=None) -> dict:
     """Measure again the network of an ``arch.json`` found under a latency budget, on this machine
     in this process, as the search did (:func:`measure_found`; a relative budget is re-read
     against this machine's widest network, as a search here would):
-    ``{"measured_ms", "measured_over_budget", "in_band", "same_device", ...}``."""
+    ``{"measured_ms", "measured_over_budget", "in_band", "same_device", ...}``. ``model``: the
+    network object a search was given as a Python object (``dan.search(model, ...)``), which the
+    arch.json cannot rebuild (as for :func:`dan.build_adjoint`)."""
+    import torch.nn as nn
+
     from dan.errors import UserError
+    from dan.models import kind
+
+    if model is not None and not isinstance(model, nn.Module):
+        raise UserError(f"remeasure's model is the network object the architecture was searched on, got a "
+                        f"{type(model).__name__}: pass the nn.Module")
+    if model is None and kind(arch.space) == "object":  # the tool cannot rebuild it: say how to time it
+        raise UserError(f"this network was searched as a Python object ({arch.space[8:-1]}): time it from Python "
+                        f"with dan.latency.remeasure(dan.load_arch(path), model=your_model)")
 
     if "latency" not in arch.budget or not arch.latency:
         raise UserError("this arch.json was not searched under a latency budget: --arch re-times the network of a "
                         "search.py --budget-latency run (its FLOPs or params budget needs no timing)")
-    sn = arch_supernet(arch)
+    sn = arch_supernet(arch, model)
     try:
         choice = [c.index(arch.widths[g.name]) for g, c in zip(sn.groups, sn.cands)]
     except (KeyError, ValueError):

@@ -149,6 +149,14 @@ def test_the_python_api_searches_under_a_latency_budget(tmp_path, monkeypatch):
                               "batch_size": 16}, budget="85%", kind="latency", cfg=cfg, out=str(tmp_path / "s"))
     assert arch.budget["relative"] == 0.85 and arch.budget["latency"] > 0
     assert arch.latency["measured_ms"] > 0 and arch.latency["device"]["batch"] == 1
+    # re-timed on the network object (an audit: tools/latency.py --arch said to rebuild it with
+    # dan.build_adjoint, which times nothing, and remeasure took no model)
+    from dan.latency import remeasure
+
+    again = remeasure(dan.load_arch(str(tmp_path / "s" / "arch.json")), model=model)
+    assert again["measured_ms"] > 0 and again["budget_ms"] > 0
+    assert_user_error(run_tool("latency.py", "--arch", str(tmp_path / "s" / "arch.json")),
+                      "dan.latency.remeasure(dan.load_arch(path), model=your_model)")
     with pytest.raises(dan.UserError, match="'flops', 'params' or 'latency'"):
         dan.search(model, "synthetic", kind="energy", out=str(tmp_path / "e"))
 
