@@ -326,6 +326,23 @@ class SearchConfig:
     shortlist_steps: int = 150
 
 
+# What a run written by an older DAN computes, for the keys a newer one added or whose default it
+# changed (dan.loop.adopt_run_settings): a resume that filled them with today's defaults switched
+# on behaviour the run never had (an upgrade audit: an old search resumed with the vernier and the
+# guarded settle on, and recorded them as if it had run with them throughout), and one whose saved
+# value was a former default was refused ("written with search.multiplier_p=5.0, not 0.0") although
+# the user typed the same command. Since the first search redesign (commit 2dcf932).
+# A key the saved config lacks: the value that reproduces the code before the key existed.
+BEFORE_KEY = {"search.tau_anneal": "epoch", "search.arch_objective": "kl", "search.budget_control": "argmax",
+              "search.weight_sampling": "distribution", "search.settle": 0.0, "search.settle_until": "landed",
+              "search.settle_vernier": 1.0}
+# A key whose default changed: its former defaults (a saved value among them, with today's default
+# on the command line, is the run's own, kept).
+FORMER_DEFAULTS = {"search.stem": (1,), "search.tau0": (2.0,), "search.tau_min": (0.2,), "search.arch_lr": (0.01,),
+                   "search.multiplier_p": (5.0,), "search.weight_sampling": ("distribution",),
+                   "search.settle_until": ("landed",), "search.settle_vernier": (1.0,)}
+
+
 @dataclass
 class Config:
     name: str = "run"

@@ -34,7 +34,7 @@ import torch
 
 from dan import distributed
 from dan.checkpoint import atomic_write, check_same_task, load_checkpoint
-from dan.config import Config
+from dan.config import BEFORE_KEY, FORMER_DEFAULTS, Config, load_yaml_file
 from dan.errors import DivergedError, UserError
 from dan.seed import derive, seed_everything
 
@@ -55,10 +55,11 @@ FINISHED_FILES = ("summary.json", "small.pt", "small.pt2", "model.pt", "model.pt
 # ------------------------------------------------------------------------------- run folders
 def check_same_config(saved: dict, current: dict, path: str) -> None:
     """A resumed run must compute the same thing: only :data:`RESUMABLE_CHANGES` may differ. A key
-    the saved config lacks (added to the config after the checkpoint was written) counts as its
-    default, so that a newer version resumes an older version's run when the new key is left alone."""
+    the saved config lacks (added to the config after the checkpoint was written) counts as what the
+    code before it did (:data:`dan.config.BEFORE_KEY`), else as its default, so that a newer version
+    resumes an older version's run (:func:`adopt_run_settings` gives the run those values)."""
     flat_saved, flat_now = _flatten(saved), _flatten(current)
-    defaults = _flatten(Config().to_dict())
+    defaults = {**_flatten(Config().to_dict()), **BEFORE_KEY}
     for key in sorted(set(flat_saved) | set(flat_now)):
         if key in RESUMABLE_CHANGES or key.startswith("tune."):
             continue
@@ -68,6 +69,32 @@ def check_same_config(saved: dict, current: dict, path: str) -> None:
             raise UserError(f"{path} was written with {key}={flat_saved.get(key, defaults.get(key))!r}, not "
                             f"{flat_now.get(key)!r}: resume with the same config and flags, or pick "
                             f"another --out")
+
+
+def adopt_run_settings(cfg: Config) -> list[str]:
+    """Before a resume: the keys of ``cfg`` the run's own ``config.yaml`` (an older DAN's) says
+    otherwise where this command left them at today's default: a key it lacks takes what the code
+    before that key did (:data:`~dan.config.BEFORE_KEY`), and a saved value that was a former
+    default (:data:`~dan.config.FORMER_DEFAULTS`) is kept. Returns ``key=value`` of each key
+    changed in ``cfg`` (the run's note); the rest is :func:`check_same_config`'s."""
+    path = os.path.join(cfg.run_dir, "config.yaml")
+    try:
+        saved = _flatten(load_yaml_file(path, "config"))
+    except (UserError, OSError, AttributeError):  # no readable config: the checkpoint's check decides
+        return []
+    defaults, now = _flatten(Config().to_dict()), _flatten(cfg.to_dict())
+    adopted = []
+    for key in sorted(set(BEFORE_KEY) | set(FORMER_DEFAULTS)):
+        if now.get(key) != defaults.get(key):  # set by this command: compared, not changed
+            continue
+        value = BEFORE_KEY.get(key) if key not in saved else saved[key]
+        if key not in saved and key not in BEFORE_KEY or value == now.get(key):
+            continue
+        if key in saved and value not in FORMER_DEFAULTS.get(key, ()):
+            continue  # the run was made with another value on purpose: check_same_config says so
+        cfg.set(key, value)
+        adopted.append(f"{key}={value!r}")
+    return adopted
 
 
 def _moved(saved, now) -> bool:
@@ -303,7 +330,11 @@ def start(cfg: Config, resume: bool, build, least=None):
     task's model takes its least memory (see :func:`check_memory`)."""
     cfg.validate()
     check_run_dir(cfg, resume)
+    adopted = adopt_run_settings(cfg) if resume else []
     task = build()
+    if adopted:  # on stdout (silent with --quiet), as the thread-count note
+        task.monitor.info(f"note: resumed with the run's own settings where this DAN's defaults differ from the "
+                          f"one that wrote it: {', '.join(adopted)}")
     with least(task) if least is not None else contextlib.nullcontext():
         check_memory(task)
     if resume:

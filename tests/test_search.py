@@ -483,3 +483,40 @@ def test_ctrl_c_in_a_shortlist_fine_tune_speaks_for_the_search(tmp_path, monkeyp
     monkeypatch.setattr(dan.engine.Trainer, "fit", interrupt)
     with pytest.raises(KeyboardInterrupt, match="finished epochs are in .*s/checkpoints/last.pt; continue with"):
         search(cfg, Monitor(out, tensorboard=False))
+
+
+def test_a_search_written_by_an_older_dan_resumes_as_it_was_made(tmp_path, capsys):
+    # an upgrade audit: a half-done search of an older DAN, resumed by the same command, ran with
+    # today's defaults of the keys its config lacked (the vernier, the guarded settle) and recorded
+    # them as if it had run with them throughout; one whose config held a former default was
+    # refused ("written with search.multiplier_p=5.0, not 0.0") for the same command
+    import yaml
+
+    from dan.checkpoint import load_checkpoint, save_checkpoint
+
+    out = tmp_path / "s"
+    cfg = tiny_config(str(out), **{"train.epochs": 2, "train.limit_batches": 3, "search.budget_flops": "40%",
+                                   "search.warmup_epochs": 0})
+    search(cfg, Monitor(None))
+    # as an older DAN wrote it: no settle_vernier / settle_until keys, its multiplier_p default 5.0
+    old = yaml.safe_load((out / "config.yaml").read_text())
+    for key in ("settle_vernier", "settle_until"):
+        del old["search"][key]
+    old["search"]["multiplier_p"] = 5.0
+    (out / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    last = str(out / "checkpoints" / "last.pt")
+    st = load_checkpoint(last)
+    st["config"] = old
+    save_checkpoint(st, last)
+    cfg.train.epochs = 3
+    arch = search(cfg, Monitor(None, console=True, tensorboard=False), resume=True)
+    said = capsys.readouterr().out
+    assert "resumed with the run's own settings" in said
+    assert all(f in said for f in ("search.multiplier_p=5.0", "search.settle_until='landed'",
+                                   "search.settle_vernier=1.0"))
+    assert (arch.config["search"]["multiplier_p"], arch.config["search"]["settle_until"],
+            arch.config["search"]["settle_vernier"]) == (5.0, "landed", 1.0)
+    # a value typed on the command line is compared, not replaced
+    cfg.train.epochs, cfg.search.multiplier_p = 4, 2.0
+    with pytest.raises(dan.UserError, match="written with search.multiplier_p=5.0, not 2.0"):
+        search(cfg, Monitor(None), resume=True)
