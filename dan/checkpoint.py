@@ -222,11 +222,37 @@ def load_named(path: str, what: str, fix: str, map_location="cpu") -> tuple[str,
     return ckpt, load_checkpoint(ckpt, map_location, fix)
 
 
+_CODE: list = []  # code_version(), once per process
+
+
+def code_version() -> str:
+    """This DAN: its package version, and the git commit of its source when it runs from a
+    checkout (``0.1.0+g1a2b3c4d5e6f``). The version alone stayed 0.1.0 through hundreds of
+    commits that changed a run's numbers, so nothing could tell a resume across them."""
+    if not _CODE:
+        import subprocess
+        from importlib import metadata
+
+        try:
+            version = metadata.version("dan")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        here = os.path.dirname(os.path.abspath(__file__))
+        try:
+            commit = subprocess.run(["git", "-C", here, "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                    text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            commit = ""
+        _CODE.append(f"{version}+g{commit}" if commit else version)
+    return _CODE[0]
+
+
 def rng_state() -> dict:
     """The state of every random generator a run uses, as plain tensors and Python values, and
-    the number of CPU threads, on which a CPU run's numbers depend as well (``"threads"``: a resume
-    with another ``--threads`` continued with other numbers without a word; see
-    :func:`dan.loop.read_run_checkpoint`)."""
+    the number of CPU threads and the code (:func:`code_version`), on which a CPU run's numbers
+    depend as well (``"threads"``: a resume with another ``--threads`` continued with other numbers
+    without a word; ``"code"``: an upgrade audit's resume across versions gave another arch.json;
+    see :func:`dan.loop.read_run_checkpoint`)."""
     key, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
@@ -234,6 +260,7 @@ def rng_state() -> dict:
                   "has_gauss": int(has_gauss), "cached": float(cached)},
         "python": random.getstate(),
         "threads": torch.get_num_threads(),
+        "code": code_version(),
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()

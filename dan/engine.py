@@ -26,8 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dan import distributed, onnx_export
-from dan.checkpoint import (atomic_write, init_path, load_named, rng_state, save_checkpoint, set_rng_state, start_from,
-                            write_json)
+from dan.checkpoint import (atomic_write, code_version, init_path, load_named, rng_state, save_checkpoint,
+                            set_rng_state, start_from, write_json)
 from dan.config import Config
 from dan.cost import count, format_count
 from dan.data import Data, build_data, checkpoint_info, deploy_preprocess
@@ -318,6 +318,7 @@ class Trainer:
         summary.extra["timing_load"] = load.to_dict()
         summary.extra["best_top1"] = self.best
         summary.extra["epochs"], summary.extra["threads"] = self.epoch, torch.get_num_threads()
+        summary.extra["code"] = code_version()
         summary.extra.update(self.method.summary_extra())
         atomic_write(lambda p: write_json(summary.to_dict(), p), os.path.join(self.run_dir, "summary.json"))
         self.monitor.flush()

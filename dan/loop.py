@@ -33,7 +33,7 @@ import time
 import torch
 
 from dan import distributed
-from dan.checkpoint import atomic_write, check_same_task, load_checkpoint
+from dan.checkpoint import atomic_write, check_same_task, code_version, load_checkpoint
 from dan.config import BEFORE_KEY, FORMER_DEFAULTS, Config, load_yaml_file
 from dan.errors import DivergedError, UserError
 from dan.seed import derive, seed_everything
@@ -472,7 +472,12 @@ def read_run_checkpoint(path: str, cfg: Config, device, kind: str | None = None,
         raise UserError(f"{path} is a {wrote} run's checkpoint, and this is {now}: resume it with {wrote}, "
                         f"or choose another --out")
     check_same_config(st.get("config", {}), cfg.to_dict(), path)
-    threads = (st.get("rng") or {}).get("threads") if isinstance(st.get("rng"), dict) else None
+    rng = st.get("rng") if isinstance(st.get("rng"), dict) else {}
+    code = rng.get("code")
+    if say is not None and isinstance(code, str) and code != code_version():
+        say(f"note: {path} was written by DAN {code} and this is {code_version()}: where the code changed, its "
+            f"numbers will differ from an uninterrupted run's (resume with that version to keep them)")
+    threads = rng.get("threads")
     if say is not None and threads and threads != torch.get_num_threads() and torch.device(device).type == "cpu":
         # a note through the run's monitor (stdout, silent with --quiet): its numbers differ from an
         # uninterrupted run's

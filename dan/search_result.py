@@ -13,7 +13,7 @@ import torch
 
 from dan import distributed
 from dan.arch import Arch
-from dan.checkpoint import write_json
+from dan.checkpoint import code_version, write_json
 from dan.supernet import repair
 
 
@@ -116,6 +116,7 @@ def finish(searcher) -> Arch:
         "entropy": {g.name: round(v, 6) for g, v in zip(searcher.sn.groups, stats["entropy"])},
         "epochs": searcher.epoch, "multiplier": searcher.control.mu,
         "threads": torch.get_num_threads(),  # a CPU search's answer depends on it (--threads)
+        "code": code_version(),  # and on the code (dan.checkpoint.code_version)
         # the step at which the settle phase found the argmax inside the band and stopped the
         # architecture steps (None: it never did, and repair had the last word)
         "settled_at_step": searcher.control.settled_at,

@@ -578,3 +578,21 @@ def test_train_init_from_takes_a_run_folder_and_a_missing_one_is_refused_before_
     with pytest.raises(dan.UserError, match="train.init_from .*nowhere is no checkpoint: give a run folder"):
         train(cfg)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_resume_by_another_dan_says_so_and_runs_record_their_code(tmp_path, capsys):
+    # an upgrade audit: a search resumed by a newer DAN gave another arch.json than the old one's
+    # uninterrupted run, and nothing recorded which code wrote a checkpoint (the version stayed 0.1.0)
+    from dan.checkpoint import code_version, load_checkpoint, save_checkpoint
+
+    cfg = tiny_config(str(tmp_path / "r"), **{"train.epochs": 1, "train.limit_batches": 2})
+    assert train(cfg).extra["code"] == code_version() and code_version().startswith("0.1.0")
+    last = str(tmp_path / "r" / "checkpoints" / "last.pt")
+    st = load_checkpoint(last)
+    assert st["rng"]["code"] == code_version()
+    st["rng"]["code"] = "0.0.9+g0123456789ab"
+    save_checkpoint(st, last)
+    cfg.train.epochs = 2
+    train(cfg, Monitor(cfg.run_dir, console=True, tensorboard=False), resume=True)
+    out = capsys.readouterr().out
+    assert f"was written by DAN 0.0.9+g0123456789ab and this is {code_version()}" in out
