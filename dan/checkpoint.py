@@ -239,10 +239,14 @@ def code_version() -> str:
             version = "unknown"
         here = os.path.dirname(os.path.abspath(__file__))
         try:
-            commit = subprocess.run(["git", "-C", here, "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                                    text=True, timeout=10).stdout.strip()
+            lines = subprocess.run(["git", "-C", here, "rev-parse", "--show-toplevel", "--short=12", "HEAD"],
+                                   capture_output=True, text=True, timeout=10).stdout.split()
         except (OSError, subprocess.SubprocessError):
-            commit = ""
+            lines = []
+        # DAN's own checkout only: installed into a venv inside a user's repository, that one's commit
+        own = len(lines) == 2 and os.path.isdir(os.path.join(lines[0], "dan")) and os.path.samefile(
+            os.path.join(lines[0], "dan"), here)
+        commit = lines[1] if own else ""
         _CODE.append(f"{version}+g{commit}" if commit else version)
     return _CODE[0]
 
