@@ -37,6 +37,10 @@ def test_a_suite_under_another_out_writes_its_page_and_ledger_there_not_in_docs(
     assert page_path("fashion-mnist", "runs/suite-fashion-mnist", None) == "docs/results.md"
     assert page_path("cifar100", "runs/suite-cifar100", None) == os.path.join("runs/suite-cifar100", "results.md")
     assert page_path("search", "/tmp/x", "docs/search.md") == "docs/search.md"  # given: as given
+    # a review: the committed records are not seen from another --out's empty ledger: said, with the fix
+    p = run_tool("reproduce.py", "--suite", "search", "--dry-run", "--no-ablations", "--out", str(tmp_path / "o"))
+    assert p.returncode == 0 and "recorded in docs/search-runs.json" in p.stdout.splitlines()[0], p.stdout[:500]
+    assert "--results docs/search.md" in p.stdout.splitlines()[0]
 
 
 def _fake_arch(run, widths=4, weights=None):
@@ -302,6 +306,12 @@ def test_smoke_flags_reach_every_run_and_keep_its_runs_page_and_ledger_apart(tmp
                       "unknown config key 'train.epoch'")
     assert_user_error(run_tool("reproduce.py", *base, "--set", "epochs", "--dry-run"), "--set takes KEY=VALUE")
     assert_user_error(run_tool("reproduce.py", *base, "--epochs", "0", "--dry-run"), "--epochs")
+    # a review: --epochs 1 passed the check and every search was then refused (its generation's
+    # 2 warm-up epochs took them all); now refused before anything runs
+    assert_user_error(run_tool("reproduce.py", *base, "--epochs", "1", "--dry-run"), "search.warmup_epochs=0")
+    # "k = v" is k=v: the same folder (a spaced key failed on the page and named another folder)
+    spaced = ("--epochs", "1", "--set", "search.warmup_epochs = 0", "--set", " train.limit_batches=2")
+    assert run_tool("reproduce.py", *base, *spaced, "--dry-run").stdout == small.stdout
 
 
 def test_the_fashion_mnist_suite_counts_its_dan_budget_with_the_smoke_overrides(tmp_path):

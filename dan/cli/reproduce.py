@@ -178,12 +178,15 @@ def smoke_sets(args) -> list:
     """The ``KEY=VALUE`` overrides of a smoke suite (--epochs, then every --set), checked against the
     suite's config before any run starts (a typo failed in the first run, after the plan was made)."""
     from dan.suite.plan import ROOT, SUITES, suite_config
-    from dan.suite.search import CONFIG
+    from dan.suite.search import CONFIG, GENERATIONS
 
-    sets = ([f"train.epochs={args.epochs}"] if args.epochs else []) + [kv.strip() for kv in args.set]
+    sets = ([f"train.epochs={args.epochs}"] if args.epochs else []) + list(args.set)
     bad = next((kv for kv in sets if "=" not in kv or not kv.split("=", 1)[0].strip()), None)
     if bad is not None:
         raise UserError(f"--set takes KEY=VALUE, got {bad!r}")
+    # one spelling (the digest names the folder: "k = v" and "k=v" found two folders for one suite;
+    # and the page's settings read the key unstripped)
+    sets = [f"{k.strip()}={v.strip()}" for k, _, v in (kv.partition("=") for kv in sets)]
     if sets and args.results is not None:
         raise UserError("--epochs and --set make smoke runs, whose page and ledger stay beside them in "
                         "<out>/smoke-<digest>/ (their records would replace the full runs' in another ledger): "
@@ -191,6 +194,13 @@ def smoke_sets(args) -> list:
     if sets and args.suite in (*SUITES, "search"):
         config = CONFIG if args.suite == "search" else SUITES[args.suite]["config"]
         suite_config(os.path.join(ROOT, config), tuple(sets)).validate()
+        # and as the suite's searches resolve them, after their generation's own settings: --epochs 1
+        # passed the check above and then every search was refused (its warm-up took all its epochs)
+        own = GENERATIONS[args.generation][1] if args.suite == "search" else []
+        search = suite_config(os.path.join(ROOT, config), (*own, *sets))
+        if all(getattr(search.search, f"budget_{k}") is None for k in ("flops", "params", "latency")):
+            search.search.budget_flops = "25%"  # the suite gives each search its budget
+        search.resolve("search")
     return sets
 
 
@@ -208,11 +218,11 @@ def main(argv, prog: str = PROG) -> int:
     from dan.suite.plan import add_sets
 
     sets = smoke_sets(args)
+    extra = _run_flags(args)  # (checked before the smoke note: it was printed above a refusal)
     out = args.out or default_out(args.suite)
     if sets:
         out = os.path.join(out, smoke_folder(sets))
         print(f"smoke runs ({' '.join('--set ' + kv for kv in sets)}): their folders, page and ledger in {out}")
-    extra = _run_flags(args)
     if args.suite == "search":
         chosen = _search_choice(args)
         runs = suite.search.plan(out, args.seeds, extra, generation=args.generation, first_seed=args.first_seed,
@@ -227,8 +237,12 @@ def main(argv, prog: str = PROG) -> int:
     # the search suite's ledger (beside its page) keeps every finished run's record: a run recorded
     # there is not made again unless a run to be made needs its folder
     ledger = suite.search_report.suite_ledger(runs, results) if args.suite == "search" else None
+    if ledger is not None and not ledger.runs and not sets and results != COMMITTED_PAGES["search"]:
+        _say_committed_records(runs, out)
     if ledger is not None:  # a record not planned this time can be built on a planned search
-        ledger.related = suite.search.related_runs(out, runs + [r for rs in confirm.values() for r in rs], extra)
+        # (the confirmation's seeds only when it runs: else 16k related runs over seeds 0-47 were
+        # scanned for each record)
+        ledger.related = suite.search.related_runs(out, todo if args.confirmation else runs, extra)
     if args.dry_run:
         return dry_run(todo, ledger)
     if not args.report_only:
@@ -248,6 +262,22 @@ def main(argv, prog: str = PROG) -> int:
     suite.write_results(runs, results, fig_dir, header, settings)
     print(f"results: {results}")
     return 0
+
+
+def _say_committed_records(runs: list, out: str) -> None:
+    """A note (stdout) when the committed ledger holds records of the runs planned under another
+    ``--out``, whose own ledger is empty: they would all be made again (hours), silently, where the
+    default folder's command builds on them."""
+    from dan.suite.search_report import suite_ledger
+
+    committed = COMMITTED_PAGES["search"]
+    if not os.path.isfile(committed):
+        return
+    held = sum(suite_ledger(runs, committed).done(r) for r in runs)
+    if held:
+        print(f"note: {held} of these runs are recorded in {os.path.splitext(committed)[0]}-runs.json, and "
+              f"{out} has no ledger yet: they will be made again; give --results {committed} to build on "
+              f"those records (the page and its ledger there are then updated)")
 
 
 def _smoke_note(sets: list) -> str:

@@ -115,7 +115,9 @@ def record_problem(rec) -> str | None:
 
 class Ledger:
     """The records of one suite's runs, keyed by run folder relative to the suite's folder
-    (``flops25/dan-search-s0``), so the same run made under another ``--out`` is the same record."""
+    (``flops25/dan-search-s0``), so the same run made under another ``--out`` is the same record in
+    the same ledger (``reproduce.py --out D --results docs/search.md`` builds on the committed one;
+    with ``--out D`` alone the page and ledger are ``D``'s own)."""
 
     def __init__(self, path: str, root: str):
         self.path, self.root = path, os.path.abspath(root)

@@ -233,13 +233,15 @@ def related_runs(out: str, runs: list[Run], extra: list | None = None) -> list[R
     """Every run of the suite at the seeds of the searches in ``runs`` (every budget, row, recipe
     and ablation, under every generation of the default search): the runs whose records may be
     built on one of ``runs``, planned this time or not (:attr:`dan.suite.ledger.Ledger.related`)."""
-    seeds = sorted({r.seed for r in runs if r.kind == "search"})  # (uniform's arch is seed 0 whatever is planned)
+    seeds = {r.seed for r in runs if r.kind == "search"}  # (uniform's arch is seed 0 whatever is planned)
     if not seeds:
         return []
+    first, last = min(seeds), max(seeds)
     found: dict = {}
     for g in GENERATIONS:
-        for r in plan(out, seeds[-1] + 1, extra, generation=g, first_seed=seeds[0]):
-            found.setdefault(os.path.abspath(r.out), r)  # uniform and random widths are every generation's
+        for r in plan(out, last + 1, extra, generation=g, first_seed=first):
+            if r.seed in seeds:  # the searches' own seeds, not every seed between them
+                found.setdefault(os.path.abspath(r.out), r)  # uniform and random widths are every generation's
     return list(found.values())
 
 
