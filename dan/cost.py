@@ -227,7 +227,9 @@ def _operation_rows(records: list, per_module: dict) -> dict:
         if name is None and kind == "conv" and weight is not None and ROOT in per_module and tuple(weight) in {
                 tuple(p.shape) for p in per_module[ROOT].parameters(recurse=False)}:
             # the model's own forward convolving its own weight (standardized, say): one row, not
-            # its FLOPs as conv#i and its params as <root> (a matmul's right operand may be any tensor)
+            # its FLOPs as conv#i and its params as <root> (a matmul's right operand may be any tensor).
+            # Matched by shape: a computed kernel of a root weight's shape is billed there too, and
+            # two root convs share the row (the totals are right either way)
             name = ROOT
         if name is None:
             name, unnamed = f"{kind}#{unnamed}", unnamed + 1

@@ -88,11 +88,14 @@ class BatchStatsNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dims = [0] + list(range(2, x.ndim))  # every dimension but the channels'
-        y = (x - x.mean(dims, keepdim=True)) / torch.sqrt(x.var(dims, unbiased=False, keepdim=True) + self.eps)
-        if self.weight is None:
-            return y
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        return y * self.weight.reshape(shape) + self.bias.reshape(shape)
+        # the statistics in float32 at least, as nn.BatchNorm's kernel takes them (bfloat16 ones
+        # were 0.016 off)
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        y = (xf - xf.mean(dims, keepdim=True)) / torch.sqrt(xf.var(dims, unbiased=False, keepdim=True) + self.eps)
+        if self.weight is not None:
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            y = y * self.weight.reshape(shape).to(y.dtype) + self.bias.reshape(shape).to(y.dtype)
+        return y.to(x.dtype)
 
 
 def _spell_out_batch_stats(model: nn.Module) -> None:

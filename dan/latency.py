@@ -718,16 +718,15 @@ def remeasure(arch, repeats: int = 1, *, model=None) -> dict:
     from dan.errors import UserError
     from dan.models import kind
 
+    if "latency" not in arch.budget or not arch.latency:  # (first: an object's FLOPs search has nothing to time)
+        raise UserError("this arch.json was not searched under a latency budget: --arch re-times the network of a "
+                        "search.py --budget-latency run (its FLOPs or params budget needs no timing)")
     if model is not None and not isinstance(model, nn.Module):
         raise UserError(f"remeasure's model is the network object the architecture was searched on, got a "
                         f"{type(model).__name__}: pass the nn.Module")
     if model is None and kind(arch.space) == "object":  # the tool cannot rebuild it: say how to time it
         raise UserError(f"this network was searched as a Python object ({arch.space[8:-1]}): time it from Python "
                         f"with dan.latency.remeasure(dan.load_arch(path), model=your_model)")
-
-    if "latency" not in arch.budget or not arch.latency:
-        raise UserError("this arch.json was not searched under a latency budget: --arch re-times the network of a "
-                        "search.py --budget-latency run (its FLOPs or params budget needs no timing)")
     sn = arch_supernet(arch, model)
     try:
         choice = [c.index(arch.widths[g.name]) for g, c in zip(sn.groups, sn.cands)]

@@ -353,10 +353,14 @@ def test_the_latency_page_of_another_network_or_setting_does_not_go_over_the_pro
         return page_path(get_args_parser().parse_args(list(argv)))
 
     assert where() == os.path.join("docs", "latency.md") and where("--samples", "10") == where()
-    assert where("--model", "torchvision.mobilenet_v2") == os.path.join("runs", "latency-mobilenet_v2", "latency.md")
-    assert where("--config", "configs/cifar10_resnet18.yaml") == os.path.join("runs", "latency-cifar10_resnet18",
-                                                                            "latency.md")
-    for other in (["--set", "data.image_size=32"], ["--batch", "8"], ["--threads", "2"], ["--runtime", "onnxruntime"],
-                  ["--model", "my_pkg.nets:build"]):
-        assert where(*other).startswith("runs" + os.sep), other
+    assert where("--config", "./configs/fashion_mnist_resnet18.yaml") == where()
+    assert where("--model", "torchvision.mobilenet_v2") == os.path.join("runs", "latency-torchvision.mobilenet_v2",
+                                                                      "latency.md")
+    assert where("--config", "configs/cifar10_resnet18.yaml").startswith(os.path.join("runs", "latency-cifar10_resnet18-"))
+    # (a review: the last name component alone made two networks, or two settings, share a folder)
+    pages = [where(*other) for other in ([], ["--set", "data.image_size=32"], ["--set", "data.image_size=64"],
+                                          ["--batch", "8"], ["--threads", "2"], ["--runtime", "onnxruntime"],
+                                          ["--model", "my_pkg.nets:build"], ["--model", "timm.mobilenet_v2"],
+                                          ["--model", "torchvision.mobilenet_v2"])]
+    assert len(set(pages)) == len(pages) and all(p.startswith("runs" + os.sep) for p in pages[1:])
     assert get_args_parser().parse_args(["--out", "x.md"]).out == "x.md"

@@ -222,3 +222,15 @@ def test_a_retrain_of_a_latency_search_times_the_batch_its_budget_is_for(arch_pa
     base.train.latency_batches = (1, 64)  # the default (the tiny config times batch 1 only)
     assert retrain_config(str(path), "adjoint", base).train.latency_batches == (1, 4, 64)
     assert retrain_config(arch_path, "adjoint", base).train.latency_batches == (1, 64)  # a FLOPs search's
+
+
+def test_re_timing_a_flops_search_of_a_python_object_says_it_has_no_latency_budget(arch_path, tmp_path):
+    # a review: it said to re-time it with remeasure(model=), which then refused it as a FLOPs search
+    from dan.latency import remeasure
+
+    rec = json.load(open(arch_path))
+    rec["space"] = "<object MobileNetV3>"
+    path = tmp_path / "arch.json"
+    path.write_text(json.dumps(rec))
+    with pytest.raises(dan.UserError, match="not searched under a latency budget"):
+        remeasure(dan.load_arch(str(path)))

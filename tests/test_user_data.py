@@ -437,4 +437,4 @@ def test_a_dataset_that_raises_keeps_its_traceback_and_says_which_item_it_was():
     with pytest.raises(KeyError) as e:
         _read_all(_Raises([(torch.zeros(3, 6, 6), i % 2) for i in range(6)]))
     notes = getattr(e.value, "__notes__", [])
-    assert notes and "reading dataset '<object Items>', train item 3" in notes[0] and "same command" in notes[0]
+    assert notes and "reading dataset '<object Items>', train item 3" in notes[0] and "your dataset's code" in notes[0]

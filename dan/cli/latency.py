@@ -4,7 +4,7 @@ Usage:
     python tools/latency.py                                        # the demo network -> docs/latency.md
     python tools/latency.py --config configs/fashion_mnist_resnet18.yaml --threads 1 --samples 50
     python tools/latency.py --config C --no-cache --out /tmp/latency.md
-    python tools/latency.py --model torchvision.mobilenet_v2 --set data.image_size=32   # -> runs/latency-mobilenet_v2/
+    python tools/latency.py --model torchvision.mobilenet_v2 --set data.image_size=32   # -> runs/latency-.../
     python tools/latency.py --arch runs/s/arch.json                # re-measure a latency-budget search's result
 
 Measures every conv / linear layer of the space's small network at every pair of candidate widths,
@@ -13,7 +13,7 @@ architectures drawn from the space (--checks independent draws), with FLOPs as t
 predictor (dan/latency.py). The table is cached per device, runtime, threads, batch and PyTorch
 version; the page and a JSON of every measured row are written: docs/latency.md is the project's
 page of the demo network at its settings (no --config, --model, --set, --batch, --threads or
---runtime given); any other network's or setting's page goes to runs/latency-<model>/latency.md
+--runtime given); any other network's or setting's page goes to runs/latency-<model>[-<digest>]/latency.md
 unless --out says where (it wrote over the project's measured page and its JSON).
 """
 
@@ -44,7 +44,7 @@ def get_args_parser(prog: str = PROG):
     p.add_argument("--checks", type=int, default=2, help="independent checks (default 2)")
     p.add_argument("--no-cache", action="store_true", help="measure afresh even if a table is cached")
     p.add_argument("--out", help="page to write (default docs/latency.md for the demo network at its settings, "
-                                 "else runs/latency-<model>/latency.md)")
+                                 "else runs/latency-<model>[-<digest of the settings>]/latency.md)")
     p.add_argument("--arch", help="instead: measure again the network of an arch.json searched with --budget-latency")
     p.add_argument("--repeats", type=int, default=3, help="with --arch: independent measurements, the median "
                                                           "reported (default 3)")
@@ -119,11 +119,21 @@ def main(argv, prog: str = PROG) -> int:
 
 def page_path(args) -> str:
     """Where the page goes without --out: docs/latency.md for the demo network at the page's own
-    settings, else ``runs/latency-<model>/latency.md`` (module docstring)."""
-    demo = (args.config == DEFAULT_CONFIG and not args.space and not args.set
-            and (args.batch, args.threads, args.runtime) == (1, 1, "torch"))
-    if demo:
+    settings, else ``runs/latency-<model>[-<digest of the settings>]/latency.md`` (module
+    docstring): the whole model name (torchvision.mobilenet_v2 and timm.mobilenet_v2 are two
+    networks), and the other settings in a digest, so no two pages of different networks or
+    settings share a folder."""
+    import hashlib
+
+    settings = [*args.set, *(f"--{k} {v}" for k, v, d in (("batch", args.batch, 1), ("threads", args.threads, 1),
+                                                            ("runtime", args.runtime, "torch")) if v != d)]
+    demo = os.path.normpath(args.config) == os.path.normpath(DEFAULT_CONFIG)
+    if demo and not args.space and not settings:
         return os.path.join("docs", "latency.md")
     name = args.space or os.path.splitext(os.path.basename(args.config))[0]
-    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in name.rsplit(".", 1)[-1].rsplit(":", 1)[-1])
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    if not demo and not args.space:  # another config: its path in the digest too
+        settings.insert(0, os.path.abspath(args.config))
+    if settings:
+        slug += "-" + hashlib.sha256("\n".join(settings).encode()).hexdigest()[:8]
     return os.path.join("runs", f"latency-{slug}", "latency.md")

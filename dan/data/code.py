@@ -271,7 +271,8 @@ def splits_info(splits: DatasetSplits, cfg: DataConfig) -> DatasetInfo:
     """Shapes and class count of your dataset: the side from its first training image, the
     channels from :data:`SAMPLED_ITEMS` training images spread over the split (and ``cfg``); read
     once per splits and settings."""
-    key = (cfg.num_classes, cfg.channels, cfg.image_size, repr(cfg.item_keys))
+    # (with the split's length: a Dataset changed in place between two runs of a notebook is read again)
+    key = (cfg.num_classes, cfg.channels, cfg.image_size, repr(cfg.item_keys), len(splits.train))
     if key not in splits.described:
         splits.described[key] = _describe(splits, cfg)
     return splits.described[key]
@@ -305,9 +306,10 @@ def _item(ds, j: int, where: str, keys: Optional[list] = None):
         item = ds[j]
     except Exception as e:
         # the error is in the dataset's own code, and its traceback is what finds it; the note says
-        # which item of which split it was reading (and that a run's finished epochs are kept)
-        e.add_note(f"(raised while reading {where}: the lines above are your dataset's code; a run's finished "
-                   f"epochs are kept: fix it and run the same command to go on)")
+        # which item of which split it was reading (Python 3.11's notes; on 3.10 the traceback alone)
+        if hasattr(e, "add_note"):
+            e.add_note(f"(raised while reading {where}: the lines above are your dataset's code; a run's "
+                       f"finished epochs, if any, are kept)")
         raise
     if isinstance(item, Mapping):  # Hugging Face datasets give {"image": ..., "label": ...}
         return _from_dict(item, keys, where)

@@ -57,10 +57,14 @@ def network(summary: dict, folder: str, name: str, numbers: tuple = ("top1", "fl
     if bad:
         raise UserError(f"{path}: 'networks.{name}.{bad}' is not a number: {fix}")
     lat = net.get("latency_ms")
-    if (latency or lat is not None) and not (isinstance(lat, dict) and all(
-            v is None or is_number(v) for v in lat.values())):
+    if (latency or lat is not None) and not latencies(lat):
         raise UserError(f"{path}: 'networks.{name}.latency_ms' is not an object of numbers: {fix}")
     return net
+
+
+def latencies(lat) -> bool:
+    """Whether ``lat`` is a network's ``latency_ms``: an object of numbers (or none, untimed) by batch."""
+    return isinstance(lat, dict) and all(v is None or is_number(v) for v in lat.values())
 
 
 def arch_problem(arch, prefix: str = "") -> str | None:

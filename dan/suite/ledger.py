@@ -44,7 +44,7 @@ import os
 
 from dan.checkpoint import INIT_FROM, file_digest
 from dan.errors import UserError
-from dan.suite.files import arch_problem, is_number, network, read_arch, read_init_from, read_summary
+from dan.suite.files import arch_problem, is_number, latencies, network, read_arch, read_init_from, read_summary
 from dan.suite.plan import Run
 from dan.suite.run import elapsed_info, run_seconds
 
@@ -108,7 +108,7 @@ def record_problem(rec) -> str | None:
     if bad:
         return f"'small.{bad}' is not a number"
     lat = small.get("latency_ms")
-    if lat is not None and not (isinstance(lat, dict) and all(v is None or is_number(v) for v in lat.values())):
+    if lat is not None and not latencies(lat):
         return "'small.latency_ms' is not an object of numbers"
     return None
 
