@@ -300,13 +300,18 @@ def keep_earlier_config(cfg: Config, run_dir: str) -> None:
             before = f.read()
     except OSError:
         return
-    if cfg.to_yaml() == before:
-        return
+    if cfg.to_yaml() != before:
+        keep_numbered(run_dir, "config.before-resume-{}.yaml", before)
+
+
+def keep_numbered(run_dir: str, pattern: str, text: str) -> str:
+    """Write ``text`` to the first free ``pattern.format(n)`` (n = 1, 2, ...) in ``run_dir``; its path."""
     n = 1
-    while os.path.exists(os.path.join(run_dir, f"config.before-resume-{n}.yaml")):
+    while os.path.exists(os.path.join(run_dir, pattern.format(n))):
         n += 1
-    atomic_write(lambda p: open(p, "w", encoding="utf-8").write(before),
-                 os.path.join(run_dir, f"config.before-resume-{n}.yaml"))
+    path = os.path.join(run_dir, pattern.format(n))
+    atomic_write(lambda p: open(p, "w", encoding="utf-8").write(text), path)
+    return path
 
 
 def remove_stale_temporaries(run_dir: str) -> None:

@@ -153,6 +153,7 @@ def finish(searcher) -> Arch:
             write_json({"world": searcher.dist.world, "arch_sha256": digests},
                        os.path.join(searcher.run_dir, "ranks.json"))
     if searcher.dist.main:
+        keep_earlier_answer(searcher.run_dir, arch)
         arch.save(os.path.join(searcher.run_dir, "arch.json"))
         png = width_png(searcher.history, searcher.sn)
         with open(os.path.join(searcher.run_dir, "widths.png"), "wb") as f:
@@ -273,3 +274,22 @@ def width_image(history, sn) -> np.ndarray:
     rgba = np.asarray(fig.canvas.buffer_rgba())
     plt.close(fig)
     return rgba[..., :3].transpose(2, 0, 1).copy()
+
+
+def keep_earlier_answer(run_dir: str, arch) -> None:
+    """Before a resumed search writes its answer over a different one (``--resume`` of a finished
+    search makes its last step again; an upgrade audit's, by a newer DAN, rewrote the arch.json
+    with no copy), the earlier is kept as ``arch.before-resume-<n>.json``."""
+    from dan.loop import keep_numbered
+
+    try:
+        with open(os.path.join(run_dir, "arch.json"), encoding="utf-8", errors="replace") as f:
+            before = f.read()
+    except OSError:  # none yet (a search's first answer)
+        return
+    try:
+        same = json.loads(before) == json.loads(json.dumps(arch.to_dict()))
+    except ValueError:  # not JSON: kept as it is
+        same = False
+    if not same:
+        keep_numbered(run_dir, "arch.before-resume-{}.json", before)

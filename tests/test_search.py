@@ -516,6 +516,9 @@ def test_a_search_written_by_an_older_dan_resumes_as_it_was_made(tmp_path, capsy
                                    "search.settle_vernier=1.0"))
     assert (arch.config["search"]["multiplier_p"], arch.config["search"]["settle_until"],
             arch.config["search"]["settle_vernier"]) == (5.0, "landed", 1.0)
+    # the finished answer the resume wrote over is kept (it was rewritten without a copy)
+    earlier = json.loads((out / "arch.before-resume-1.json").read_text())
+    assert earlier["config"]["train"]["epochs"] == 2 and arch.config["train"]["epochs"] == 3
     # a value typed on the command line is compared, not replaced
     cfg.train.epochs, cfg.search.multiplier_p = 4, 2.0
     with pytest.raises(dan.UserError, match="written with search.multiplier_p=5.0, not 2.0"):
