@@ -384,7 +384,8 @@ def check_clearable(folder: str) -> None:
     if os.path.isfile(os.path.join(folder, RESTORED)):  # the suite's own: the arch.json it restored
         return
     for name in os.listdir(folder):
-        if name in _RUN_FILES or name.startswith(("events.out.tfevents", "config.before-resume-", "arch.before-resume-", ".")):
+        if name in _RUN_FILES or name.startswith(("events.out.tfevents", "config.before-resume-",
+                                                  "arch.before-resume-", ".")):
             continue
         raise UserError(f"{folder} holds {name}, which no run writes, and the suite would clear the folder to "
                         f"make its run again: move {name} away, or give another --out")
