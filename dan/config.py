@@ -451,6 +451,8 @@ class Config:
             raise UserError(f"search.warmup_epochs {cfg.search.warmup_epochs:g} takes all {t.epochs} epoch(s) of the "
                             f"search: no architecture step would run; give --epochs {warm + 1} or more, or --set "
                             f"search.warmup_epochs=0")
+        if kind == "search" and cfg.search.budget_latency is None:
+            _refuse_idle_latency_keys(cfg.search)
         if kind in ("train", "retrain") and t.eval_split == "holdout" and not d.holdout:
             raise UserError("train.eval_split=holdout needs data.holdout > 0 (the part of the training "
                             "split it evaluates on)")
@@ -546,6 +548,16 @@ _SEARCH_CHOICES = {"tau_anneal": ("step", "epoch"), "arch_objective": ("ce+kl", 
                    "weight_sampling": ("distribution", "uniform", "sandwich"), "settle_until": ("landed", "end", "guarded"),
                    "settle_hold_while": ("always", "above"), "arch_data": ("holdout", "train"),
                    "latency_runtime": ("torch", "onnxruntime")}
+
+
+def _refuse_idle_latency_keys(s: SearchConfig) -> None:
+    """A latency measurement setting of a search without a latency budget did nothing (exit 0, not
+    a word: an audit's --latency-batch, a user's pass's --set search.latency_batch)."""
+    for key, default in (("latency_batch", 1), ("latency_runtime", "torch"), ("latency_threads", 1)):
+        if getattr(s, key) != default:
+            flag = "--" + key.replace("_", "-")
+            raise UserError(f"search.{key} ({flag}) sets the latency budget's measurement, and this search has no "
+                            f"latency budget: add --budget-latency (e.g. 2.5ms or 40%), or drop {flag}")
 
 
 def check_search_config(s: SearchConfig) -> None:

@@ -726,7 +726,7 @@ def remeasure(arch, repeats: int = 1, *, model=None) -> dict:
                         f"{type(model).__name__}: pass the nn.Module")
     if model is None and kind(arch.space) == "object":  # the tool cannot rebuild it: say how to time it
         raise UserError(f"this network was searched as a Python object ({arch.space[8:-1]}): time it from Python "
-                        f"with dan.latency.remeasure(dan.load_arch(path), model=your_model)")
+                        f"with dan.latency.remeasure(dan.load_arch(path), model=your_model) (import dan.latency)")
     sn = arch_supernet(arch, model)
     try:
         choice = [c.index(arch.widths[g.name]) for g, c in zip(sn.groups, sn.cands)]

@@ -72,15 +72,21 @@ def check_same_config(saved: dict, current: dict, path: str) -> None:
 
 
 def adopt_run_settings(cfg: Config) -> list[str]:
-    """Before a resume: the keys of ``cfg`` the run's own ``config.yaml`` (an older DAN's) says
+    """Before a resume of a run another DAN wrote (its checkpoint records another ``code``, or
+    none: :func:`dan.checkpoint.code_version`): the keys of ``cfg`` its ``config.yaml`` says
     otherwise where this command left them at today's default: a key it lacks takes what the code
     before that key did (:data:`~dan.config.BEFORE_KEY`), and a saved value that was a former
     default (:data:`~dan.config.FORMER_DEFAULTS`) is kept. Returns ``key=value`` of each key
-    changed in ``cfg`` (the run's note); the rest is :func:`check_same_config`'s."""
-    path = os.path.join(cfg.run_dir, "config.yaml")
+    changed in ``cfg`` (the run's note); the rest is :func:`check_same_config`'s. A run this DAN
+    wrote is left alone: a value typed on its resume is compared, even today's default (taking
+    the run's own then overrode what the user typed)."""
+    run_dir = cfg.run_dir
     try:
-        saved = _flatten(load_yaml_file(path, "config"))
-    except (UserError, OSError, AttributeError):  # no readable config: the checkpoint's check decides
+        saved = _flatten(load_yaml_file(os.path.join(run_dir, "config.yaml"), "config"))
+        rng = load_checkpoint(os.path.join(run_dir, "checkpoints", "last.pt")).get("rng")
+    except (UserError, OSError, AttributeError):  # nothing readable: the checkpoint's own check decides
+        return []
+    if isinstance(rng, dict) and rng.get("code") == code_version():
         return []
     defaults, now = _flatten(Config().to_dict()), _flatten(cfg.to_dict())
     adopted = []
@@ -339,7 +345,7 @@ def start(cfg: Config, resume: bool, build, least=None):
     task = build()
     if adopted:  # on stdout (silent with --quiet), as the thread-count note
         task.monitor.info(f"note: resumed with the run's own settings where this DAN's defaults differ from the "
-                          f"one that wrote it: {', '.join(adopted)}")
+                          f"one that wrote it: {', '.join(adopted)} (to change one, start it anew in another --out)")
     with least(task) if least is not None else contextlib.nullcontext():
         check_memory(task)
     if resume:
@@ -478,9 +484,10 @@ def read_run_checkpoint(path: str, cfg: Config, device, kind: str | None = None,
                         f"or choose another --out")
     check_same_config(st.get("config", {}), cfg.to_dict(), path)
     rng = st.get("rng") if isinstance(st.get("rng"), dict) else {}
-    code = rng.get("code")
-    if say is not None and isinstance(code, str) and code != code_version():
-        say(f"note: {path} was written by DAN {code} and this is {code_version()}: where the code changed, its "
+    code = rng.get("code") if rng else None
+    if say is not None and rng and code != code_version():  # (none: a DAN from before runs recorded it)
+        wrote = f"DAN {code}" if isinstance(code, str) else "an older DAN (before runs recorded their code)"
+        say(f"note: {path} was written by {wrote} and this is {code_version()}: where the code changed, its "
             f"numbers will differ from an uninterrupted run's (resume with that version to keep them)")
     threads = rng.get("threads")
     if say is not None and threads and threads != torch.get_num_threads() and torch.device(device).type == "cpu":

@@ -278,6 +278,9 @@ def test_a_latency_measurement_flag_without_a_latency_budget_is_refused(flag, va
     # an audit: each was accepted under a FLOPs budget and did nothing (exit 0, not a word)
     assert_user_error(run_tool("search.py", "--dataset", "synthetic", "--budget-flops", "25%", flag, value),
                       flag, "--budget-latency")
+    key = "search." + flag[2:].replace("-", "_")  # and as a --set (a user's pass: accepted, did nothing)
+    assert_user_error(run_tool("search.py", "--dataset", "synthetic", "--budget-flops", "25%", "--set", f"{key}={value}"),
+                      key, "--budget-latency")
 
 
 def test_a_temperature_decay_that_would_change_nothing_is_refused():

@@ -507,10 +507,12 @@ def test_a_search_written_by_an_older_dan_resumes_as_it_was_made(tmp_path, capsy
     last = str(out / "checkpoints" / "last.pt")
     st = load_checkpoint(last)
     st["config"] = old
+    del st["rng"]["code"]  # (an older DAN recorded none)
     save_checkpoint(st, last)
     cfg.train.epochs = 3
     arch = search(cfg, Monitor(None, console=True, tensorboard=False), resume=True)
     said = capsys.readouterr().out
+    assert "written by an older DAN (before runs recorded their code)" in said
     assert "resumed with the run's own settings" in said
     assert all(f in said for f in ("search.multiplier_p=5.0", "search.settle_until='landed'",
                                    "search.settle_vernier=1.0"))
@@ -523,3 +525,12 @@ def test_a_search_written_by_an_older_dan_resumes_as_it_was_made(tmp_path, capsy
     cfg.train.epochs, cfg.search.multiplier_p = 4, 2.0
     with pytest.raises(dan.UserError, match="written with search.multiplier_p=5.0, not 2.0"):
         search(cfg, Monitor(None), resume=True)
+    # a run this DAN wrote keeps the usual check, today's default typed included (a user's pass:
+    # `--set search.settle_vernier=1.0`, resumed with 0.5, ran on with 1.0 and a wrong note)
+    mine = tiny_config(str(tmp_path / "mine"), **{"train.epochs": 2, "train.limit_batches": 2,
+                                                  "search.budget_flops": "40%", "search.warmup_epochs": 0,
+                                                  "search.settle_vernier": 1.0})
+    search(mine, Monitor(None))
+    mine.train.epochs, mine.search.settle_vernier = 3, 0.5
+    with pytest.raises(dan.UserError, match="written with search.settle_vernier=1.0, not 0.5"):
+        search(mine, Monitor(None), resume=True)

@@ -4,7 +4,7 @@ Usage:
     python tools/latency.py                                        # the demo network -> docs/latency.md
     python tools/latency.py --config configs/fashion_mnist_resnet18.yaml --threads 1 --samples 50
     python tools/latency.py --config C --no-cache --out /tmp/latency.md
-    python tools/latency.py --model torchvision.mobilenet_v2 --set data.image_size=32   # -> runs/latency-.../
+    python tools/latency.py --model torchvision.mobilenet_v2 --set data.image_size=32 --set data.channels=3
     python tools/latency.py --arch runs/s/arch.json                # re-measure a latency-budget search's result
 
 Measures every conv / linear layer of the space's small network at every pair of candidate widths,

@@ -71,11 +71,6 @@ def main(argv, prog: str = PROG) -> int:
     if args.tau_decay is not None and cfg.search.tau_anneal != "epoch":  # it changed nothing, silently
         raise UserError("--tau-decay decays the temperature per epoch, with --set search.tau_anneal=epoch; the "
                         "default anneals per step from --tau0 to search.tau_min: set that instead")
-    latency_flags = [f"--latency-{k}" for k in ("batch", "runtime", "threads")
-                     if getattr(args, f"latency_{k}") is not None]
-    if latency_flags and cfg.search.budget_latency is None:  # each was accepted and did nothing
-        raise UserError(f"{latency_flags[0]} sets the latency budget's measurement, and this search has no latency "
-                        f"budget: add --budget-latency (e.g. 2.5ms or 40%), or drop {latency_flags[0]}")
     from dan.cost import format_count
     from dan.search import check_paper_setting, search
 
