@@ -276,8 +276,8 @@ def _say_committed_records(runs: list, out: str) -> None:
     held = sum(suite_ledger(runs, committed).done(r) for r in runs)
     if held:
         print(f"note: {held} of these runs are recorded in {os.path.splitext(committed)[0]}-runs.json, and "
-              f"{out} has no ledger yet: they will be made again; give --results {committed} to build on "
-              f"those records (the page and its ledger there are then updated)")
+              f"{out} has no ledger yet: a run of this command makes them again; give --results {committed} to "
+              f"build on those records (the page and its ledger there are then updated)")
 
 
 def _smoke_note(sets: list) -> str:
