@@ -61,6 +61,20 @@ def ledger_path(md_path: str) -> str:
     return stem + "-runs.json"
 
 
+def _restore(path: str) -> str:
+    """How to restore a ledger: ``git checkout`` where git tracks it (the committed one), else from
+    a copy (a smoke suite's, outside any repository, was told to use git)."""
+    import subprocess
+
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        tracked = subprocess.run(["git", "-C", folder, "ls-files", "--error-unmatch", name], capture_output=True,
+                                 timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        tracked = False
+    return f"git checkout {path}" if tracked else "from a copy of it"
+
+
 def _load_json(path: str):
     """The ledger's JSON (None when there is no file); an unreadable one is one line that names it
     (a truncated file, or a merge conflict in docs/search-runs.json, was a traceback)."""
@@ -71,12 +85,12 @@ def _load_json(path: str):
             data = json.load(f)
     except (ValueError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not a readable ledger ({str(e).splitlines()[0][:100]}): restore it "
-                        f"(git checkout {path}) or move it away to start a new one") from None
+                        f"({_restore(path)}) or move it away to start a new one") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k, {}), dict) for k in ("runs", "elapsed", "superseded")):
         raise UserError(f"{path} is not a ledger (an object with the objects runs, elapsed, superseded): restore it "
                         f"or move it away to start a new one")
     # each record as the pages read it (a hand-edited record without its top-1 was a TypeError in a table)
-    fix = f"restore the file (git checkout {path}) or delete that entry (a run whose record is gone is made again)"
+    fix = f"restore the file ({_restore(path)}) or delete that entry (a run whose record is gone is made again)"
     for key, rec in data.get("runs", {}).items():
         problem = record_problem(rec)
         if problem:
