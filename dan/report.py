@@ -72,6 +72,11 @@ def paired_verdict(diffs: list) -> tuple[float, float, str]:
     return d, se, "within seed noise"
 
 
+def counted(n, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1 (a smoke page said "for 1 epochs")."""
+    return f"{n:g} {noun}" + ("" if n == 1 else "s")
+
+
 def median(values) -> float:
     """Median of the values that are not ``None``; NaN when there are none."""
     values = [v for v in values if v is not None]

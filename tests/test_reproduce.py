@@ -251,10 +251,13 @@ def test_a_one_seed_page_draws_no_verdict_and_says_when_the_runs_saw_part_of_the
     assert "full training split" in suite_settings("fashion-mnist", 1)
     limited = suite_settings("fashion-mnist", 1, sets=("train.limit_batches=2", "train.epochs=1"))
     assert "full training split" not in limited and "only part of each split: at most 2 batches" in limited
-    assert "1 epochs per run" in limited
+    assert "1 epoch per run" in limited and "1 seed (0) per method" in limited and "1 epochs" not in limited
+    assert "3 epochs per run" in suite_settings("fashion-mnist", 4) and "4 seeds (0, 1, 2, …)" in suite_settings(
+        "fashion-mnist", 4)
     assert "the full 60k training images" in settings_text(1)
     limited = settings_text(1, sets=("train.limit_batches=2",))
     assert "full 60k" not in limited and "at most 2 batches per epoch of the 60k training images (only part" in limited
+    assert "DAN searches for 1 epoch " in settings_text(1, sets=("train.epochs=1", "search.warmup_epochs=0"))
 
 
 @pytest.mark.parametrize("args, said", [

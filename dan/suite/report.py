@@ -11,7 +11,7 @@ import statistics
 
 from dan.errors import UserError
 from dan.methods import get_method
-from dan.report import mean_std, median, verdict, write_page
+from dan.report import counted, mean_std, median, verdict, write_page
 from dan.suite.files import network, read_curve, read_summary
 from dan.suite.plan import ROOT, SUITES, Run, alpha4_flops, suite_config
 from dan.suite.run import run_seconds
@@ -84,9 +84,12 @@ def suite_settings(suite: str, seeds: int | None = None, sets: tuple = ()) -> st
     args = ", ".join(f"{k}={v}" for k, v in (cfg.model.args or {}).items())
     return (f"Settings (`{spec['config']}`): base network `{cfg.model.space}`({args}), dataset "
             f"`{cfg.data.dataset}` ({split_text(cfg.train.limit_batches)}), "
-            f"{cfg.train.epochs} epochs per run, batch {cfg.data.batch_size}, {cfg.train.optimizer} "
-            f"lr {cfg.train.lr} with cosine decay, {seeds or spec['seeds']} seeds (0, 1, 2, …) per method; "
-            f"DAN searches for {cfg.train.epochs} epochs ({cfg.search.warmup_epochs:g} weight-only) at the FLOPs of the α = 4 "
+            f"{counted(cfg.train.epochs, 'epoch')} per run, batch {cfg.data.batch_size}, {cfg.train.optimizer} "
+            f"lr {cfg.train.lr} with cosine decay, {counted(seeds or spec['seeds'], 'seed')} "
+            f"({', '.join(str(k) for k in range(min(3, seeds or spec['seeds'])))}"
+            f"{', …' if (seeds or spec['seeds']) > 3 else ''}) per method; "
+            f"DAN searches for {counted(cfg.train.epochs, 'epoch')} ({cfg.search.warmup_epochs:g} weight-only) at the "
+            f"FLOPs of the α = 4 "
             f"small network ({alpha4_flops(config, sets=sets):,} FLOPs), then retrains "
             f"for {cfg.train.epochs}.")
 

@@ -15,7 +15,7 @@ import math
 import os
 import statistics
 
-from dan.report import mean_std, median, paired_verdict, verdict, write_page
+from dan.report import counted, mean_std, median, paired_verdict, verdict, write_page
 from dan.suite.ledger import Ledger, ledger_path
 from dan.suite.plan import ROOT, Run, suite_config
 from dan.suite.run import schedule_seconds, suite_root
@@ -513,13 +513,13 @@ def settings_text(seeds: int | None = None, generation: str = GENERATION, sets: 
                     f"train.limit_batches)", f"at most {n} batches of the 10k test images"))
     return (f"Settings (`{CONFIG}`): base network `{cfg.model.space}`({args}) on `{cfg.data.dataset}` "
             f"(28×28, 10 classes). Every architecture is retrained by `tools/retrain.py` for "
-            f"{epochs} epochs on {train} (adjoint loss, {cfg.train.optimizer} lr "
+            f"{counted(epochs, 'epoch')} on {train} (adjoint loss, {cfg.train.optimizer} lr "
             f"{cfg.train.lr}, batch {cfg.data.batch_size}) and tested on {test}, under each retrain "
             f"recipe the tables name: from random weights (scratch, the paper's recipe) or from that seed's DAN "
             f"supernet cut to its widths (inherited: `--set train.init_from=<search>/checkpoints/last.pt`, "
             f"the same supernet for all four methods); "
             f"seeds {', '.join(str(k) for k in range(seeds or SEEDS))} (each table's seeds column says how "
-            f"many of them finished). DAN searches for {cfg.train.epochs} epochs "
+            f"many of them finished). DAN searches for {counted(cfg.train.epochs, 'epoch')} "
             f"({s.warmup_epochs:g} weight-only) on the training split, two thirds for the weights and "
             f"one third held out for the architecture (default search settings: τ {s.tau0:g} → {s.tau_min:g} "
             f"per step, architecture lr {s.arch_lr:g}, objective {s.arch_objective}, multiplier on the "
