@@ -327,3 +327,18 @@ def test_the_fashion_mnist_suite_counts_its_dan_budget_with_the_smoke_overrides(
     budget = lambda runs: next(r for r in runs if r.kind == "search").args  # noqa: E731
     args = budget(plan("fashion-mnist", str(tmp_path), seeds=1, sets=narrow))
     assert args[args.index("--budget-flops") + 1] == str(alpha4_flops(config, sets=narrow)) != str(alpha4_flops(config))
+
+
+def test_a_smoke_suite_runs_end_to_end_and_its_page_says_nothing_of_the_full_suite(tmp_path):
+    # a user's pass: a smoke page estimated the full comparison's time from its smoke runs (0.1 h)
+    # and showed the 32-seed confirmation section it never ran
+    out = tmp_path / "suite"
+    p = run_tool("reproduce.py", "--suite", "search", "--seeds", "1", "--budgets", "flops10", "--methods", "dan,uniform",
+                 "--no-ablations", "--epochs", "1", "--set", "search.warmup_epochs=0", "--set", "train.limit_batches=2",
+                 "--out", str(out), timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    page_path = p.stdout.strip().splitlines()[-1].split("results: ", 1)[1]
+    page = open(page_path).read()
+    assert "**Smoke runs, not the suite's:**" in page and "DAN searches for 1 epoch " in page
+    assert "Time of the comparison" not in page and "fixed in advance" not in page
+    assert "| flops10 |" in page  # its own runs' table

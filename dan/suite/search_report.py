@@ -129,7 +129,8 @@ def suite_ledger(runs: list[Run], md_path: str) -> Ledger:
 
 
 def write_report(runs: list[Run], md_path: str, fig_dir: str, settings: str,
-                 others: dict | None = None, confirmations: dict | None = None, related: list | None = None) -> str:
+                 others: dict | None = None, confirmations: dict | None = None, related: list | None = None,
+                 smoke: bool = False) -> str:
     """Write the search suite's page (``docs/search.md``) and its plots; returns the Markdown text.
     Every finished run folder is first recorded in the page's ledger (:mod:`dan.suite.ledger`), and
     the page is computed from the ledger, so runs whose folders are gone still count. ``others``
@@ -138,7 +139,8 @@ def write_report(runs: list[Run], md_path: str, fig_dir: str, settings: str,
     :func:`dan.suite.search.confirmation_plan`) the fresh samples fixed in advance, each in a section
     after the tables; ``related`` the runs outside them whose records may be built on them
     (:attr:`dan.suite.ledger.Ledger.related`). Hand-written text below :data:`dan.report.NOTES_MARK`
-    in an existing page is kept."""
+    in an existing page is kept. A ``smoke`` page (runs made with reproduce.py's --epochs/--set) has
+    no time line: the full comparison's time estimated from smoke runs said nothing."""
     ledger = suite_ledger(runs, md_path)
     ledger.related = list(related or [])
     for rs in [runs, *(others or {}).values(), *(confirmations or {}).values()]:
@@ -151,7 +153,7 @@ def write_report(runs: list[Run], md_path: str, fig_dir: str, settings: str,
              f"below are computed from the runs' records in `{os.path.basename(ledger.path)}` beside this page "
              "(every finished run folder is recorded there first) each time the page is written.", "", settings, ""]
     lines += _progress_lines(runs, ledger)
-    lines += _time_lines(suite_root(runs) or ".", ledger)
+    lines += [] if smoke else _time_lines(suite_root(runs) or ".", ledger)
     lines += _budget_lines(table)
     for tag, rs in (confirmations or {}).items():
         lines += _confirmation_lines(tag, rs, table.get(tag, {}), ledger)
