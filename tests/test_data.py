@@ -710,7 +710,7 @@ def test_the_recorded_steps_are_those_of_each_route(tmp_path):
     assert deploy_preprocess(dataset_info(same), same)["steps"].startswith("8-bit RGB image, values / 255, resized")
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "MPO", "PNG", "GIF", "BMP"])  # (Pillow refuses a cut WebP when opening it)
+@pytest.mark.parametrize("fmt", ["JPEG", "MPO", "PNG", "GIF", "BMP", "PPM"])  # (Pillow refuses a cut WebP when opening it)
 def test_a_cut_short_evaluation_image_is_refused_before_training_and_a_whole_one_with_a_tail_is_not(tmp_path, fmt):
     # the header check let a truncated image through: it was found when decoded, at the end of
     # epoch 1's training (the evaluation comes before the checkpoint), and lost the epoch

@@ -549,9 +549,10 @@ def _ends_whole(f, fmt: str | None) -> bool:
     """Whether an opened image file's end looks whole: its format's trailer in its last 64 bytes
     (JPEG, MPO, PNG), a GIF's last bytes its block terminator and trailer (0x00 0x3B: a lone 0x3B in
     the last 64 bytes let a cut GIF in 42 of 305 times), a BMP's size field (0, "unknown", is
-    decoded); other formats are taken as whole (TIFF and the rest have no cheap test; Pillow refuses
-    a cut WebP when opening it). A file that fails is decoded by the caller, so a whole file with a
-    strange end is accepted, only more slowly."""
+    decoded), a PPM/PGM decoded (raw samples: as cheap as reading them); other formats are taken as
+    whole (TIFF and the rest have no cheap test; Pillow refuses a cut WebP when opening it). A file
+    that fails is decoded by the caller, so a whole file with a strange end is accepted, only more
+    slowly."""
     size = f.seek(0, os.SEEK_END)
     f.seek(max(0, size - 64))
     tail = f.read()
@@ -559,6 +560,8 @@ def _ends_whole(f, fmt: str | None) -> bool:
         return _TRAILERS[fmt] in tail
     if fmt == "GIF":
         return tail.endswith(b"\x00;")
+    if fmt == "PPM":  # raw samples (PPM, PGM, PBM): decoding them is reading them, so they are read
+        return False
     if fmt == "BMP":  # bytes 2-5: the file's size
         f.seek(2)
         declared = int.from_bytes(f.read(4), "little")
