@@ -78,8 +78,9 @@ def adopt_run_settings(cfg: Config) -> list[str]:
     before that key did (:data:`~dan.config.BEFORE_KEY`), and a saved value that was a former
     default (:data:`~dan.config.FORMER_DEFAULTS`) is kept. Returns ``key=value`` of each key
     changed in ``cfg`` (the run's note); the rest is :func:`check_same_config`'s. A run this DAN
-    wrote is left alone: a value typed on its resume is compared, even today's default (taking
-    the run's own then overrode what the user typed)."""
+    wrote is left alone, and so is a key the command typed (``cfg.typed``: a tool's flags and
+    ``--set``), today's default included: taking the run's own value overrode what the user typed.
+    From the API, which records nothing typed, a key at today's default counts as left."""
     run_dir = cfg.run_dir
     try:
         saved = _flatten(load_yaml_file(os.path.join(run_dir, "config.yaml"), "config"))
@@ -89,9 +90,10 @@ def adopt_run_settings(cfg: Config) -> list[str]:
     if isinstance(rng, dict) and rng.get("code") == code_version():
         return []
     defaults, now = _flatten(Config().to_dict()), _flatten(cfg.to_dict())
+    typed = getattr(cfg, "typed", frozenset())  # the tools' flags and --set (dan.cli.common.resolve_config)
     adopted = []
     for key in sorted(set(BEFORE_KEY) | set(FORMER_DEFAULTS)):
-        if now.get(key) != defaults.get(key):  # set by this command: compared, not changed
+        if key in typed or now.get(key) != defaults.get(key):  # set by this command: compared, not changed
             continue
         value = BEFORE_KEY.get(key) if key not in saved else saved[key]
         if key not in saved and key not in BEFORE_KEY or value == now.get(key):

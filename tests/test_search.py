@@ -534,3 +534,34 @@ def test_a_search_written_by_an_older_dan_resumes_as_it_was_made(tmp_path, capsy
     mine.train.epochs, mine.search.settle_vernier = 3, 0.5
     with pytest.raises(dan.UserError, match="written with search.settle_vernier=1.0, not 0.5"):
         search(mine, Monitor(None), resume=True)
+
+
+def test_a_value_typed_on_the_resume_of_an_older_dans_search_is_compared_not_replaced(tmp_path):
+    # a user's pass: `--resume --set search.settle_vernier=0.5` (today's default) on an older DAN's
+    # run that had 1.0 ran on with 1.0, the typed value taken as "left at the default"
+    import yaml
+
+    from dan.checkpoint import load_checkpoint, save_checkpoint
+
+    out = tmp_path / "s"
+    base = ["--dataset", "synthetic", "--budget-flops", "40%", "--epochs", "2", "--limit-batches", "2",
+            "--set", "search.warmup_epochs=0", "--set", "model.args.width=8", "--set", "data.image_size=16",
+            "--quiet", "--no-tensorboard", "--out", str(out)]
+    p = run_tool("search.py", *base)
+    assert p.returncode == 0, p.stderr[-2000:]
+    old = yaml.safe_load((out / "config.yaml").read_text())
+    del old["search"]["settle_vernier"]  # an older DAN's config: before the key (the vernier off)
+    (out / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    last = str(out / "checkpoints" / "last.pt")
+    st = load_checkpoint(last)
+    st["config"] = old
+    del st["rng"]["code"]
+    save_checkpoint(st, last)
+    longer = [a if a != "2" or i != base.index("--epochs") + 1 else "3" for i, a in enumerate(base)]
+    from tests.helpers import assert_user_error
+
+    assert_user_error(run_tool("search.py", *longer, "--resume", "--set", "search.settle_vernier=0.5"),
+                      "written with search.settle_vernier=1.0, not 0.5")
+    p = run_tool("search.py", *longer, "--resume")  # left out: the run's own
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads((out / "arch.json").read_text())["config"]["search"]["settle_vernier"] == 1.0

@@ -181,10 +181,12 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
         # likewise the file's dataset's own settings: configs/cifar10_resnet18.yaml with --dataset
         # synthetic (a smoke test) was refused for its data: data/cifar10, which synthetic does not read
         cfg.data.data, cfg.data.download, cfg.data.args, cfg.data.item_keys = None, False, {}, None
+    typed_keys = set()
     for attr, key in {**_COMMON_KEYS, **(extra_keys or {})}.items():
         value = getattr(args, attr, None)
         if value is not None:
             cfg.set(key, value)
+            typed_keys.add(key)
     if getattr(args, "download", False):
         cfg.data.download = True
     for item in args.set:
@@ -192,6 +194,10 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
             raise UserError(f"--set takes KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         cfg.set(key.strip(), value)
+        typed_keys.add(key.strip())
+    # the keys this command typed (flags, --set): a resume of another DAN's run compares them and
+    # adopts the run's own values only for the others (dan.loop.adopt_run_settings); not saved
+    cfg.typed = frozenset(typed_keys)
     typed = getattr(args, "data", None) is not None or any(i.split("=", 1)[0].strip() == "data.data" for i in args.set)
     if typed and isinstance(cfg.data.data, str) and cfg.data.data:
         # as an absolute path: a relative --data was kept relative in the run's config and arch.json,
