@@ -9,6 +9,7 @@ so a checkpoint file cannot run code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -220,6 +221,43 @@ def load_named(path: str, what: str, fix: str, map_location="cpu") -> tuple[str,
     if not os.path.isfile(ckpt):
         raise UserError(f"{what} {path}: no checkpoint at {ckpt}: {fix}")
     return ckpt, load_checkpoint(ckpt, map_location, fix)
+
+
+class LockHeld(Exception):
+    """:func:`file_lock` without waiting found the lock held; ``pid``: the holder's, as it wrote it."""
+
+    def __init__(self, pid: str):
+        super().__init__(pid)
+        self.pid = pid
+
+
+@contextlib.contextmanager
+def file_lock(path: str, wait: bool = True):
+    """An exclusive ``flock`` on ``path`` (created) for the block, dropped by the kernel however the
+    process ends; the holder's pid is written in it. ``wait=False`` raises :class:`LockHeld`
+    instead of waiting. Without ``fcntl`` (not POSIX) or on a file system without locks the block
+    runs unlocked. (One mechanism for the suite runner's folder, its ledger and the tuning
+    storage's schema, each written with its own ``flock`` code before; a run folder's lock,
+    :func:`dan.loop.lock_run_dir`, outlives a block and is its own.)"""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise LockHeld(os.read(fd, 32).decode(errors="replace").strip()) from None
+        except OSError:  # a file system without locks
+            pass
+        else:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)
 
 
 _CODE: list = []  # code_version(), once per process

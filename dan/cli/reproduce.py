@@ -270,14 +270,15 @@ def _say_committed_records(runs: list, out: str) -> None:
     """A note (stdout) when the committed ledger holds records of the runs planned under another
     ``--out``, whose own ledger is empty: they would all be made again (hours), silently, where the
     default folder's command builds on them."""
+    from dan.suite.ledger import ledger_path
     from dan.suite.search_report import suite_ledger
 
     committed = COMMITTED_PAGES["search"]
-    if not os.path.isfile(committed):
+    if not os.path.isfile(ledger_path(committed)):
         return
     held = sum(suite_ledger(runs, committed).done(r) for r in runs)
     if held:
-        print(f"note: {held} of these runs are recorded in {os.path.splitext(committed)[0]}-runs.json, and "
+        print(f"note: {held} of these runs are recorded in {ledger_path(committed)}, and "
               f"{out} has no ledger yet: a run of this command makes them again; give --results {committed} to "
               f"build on those records (the page and its ledger there are then updated)")
 
@@ -297,8 +298,7 @@ def dry_run(runs: list, ledger) -> int:
     ``resume`` (a half-done folder with a checkpoint: continued with --resume) and ``clear`` (a
     folder killed before its first checkpoint, or restored from the ledger: the runner clears it and
     starts again; one it would refuse to clear says why). The dry run said "todo" for all three."""
-    from dan.suite.plan import RESTORED
-    from dan.suite.run import check_clearable, needed_folders, restore_command, start_state
+    from dan.suite.run import check_clearable, clear_reason, needed_folders, restore_command, start_state
 
     make, restore = needed_folders(runs, ledger)
     # by identity: `r in make` compared runs field by field, 24M comparisons for --seeds 60
@@ -313,11 +313,9 @@ def dry_run(runs: list, ledger) -> int:
         if state == "resume":
             line += " --resume"
         elif state == "clear":
-            why = ("restored from the ledger, now made again" if os.path.isfile(os.path.join(r.out, RESTORED))
-                   else "killed before its first checkpoint")
             try:
                 check_clearable(r.out)
-                line += f"  (its folder is cleared first: {why})"
+                line += f"  (its folder is cleared first: {clear_reason(r)})"
             except UserError as e:
                 line += f"  (the runner will stop here: {e})"
         print(f"[{state}] {r.key:22s} seed {r.seed}: {line}")

@@ -9,19 +9,13 @@ from __future__ import annotations
 
 import os
 
+from dan.arch import read_json
 from dan.errors import UserError
 
 
 def run_file_fix(folder: str) -> str:
     """What to do about a run folder's unreadable file: the suite makes a run whose folder is gone again."""
     return f"move the run folder {folder} away (the suite makes its run again) or restore the file"
-
-
-def read_run_json(path: str, fix: str):
-    """The JSON of a run or suite folder's file, or one :class:`UserError` line naming it and ``fix``."""
-    from dan.arch import read_json
-
-    return read_json(path, fix)
 
 
 def is_number(x) -> bool:
@@ -34,7 +28,7 @@ def read_summary(folder: str) -> dict | None:
     if not os.path.isfile(path):
         return None
     fix = run_file_fix(folder)
-    s = read_run_json(path, fix)
+    s = read_json(path, fix)
     nets = s.get("networks") if isinstance(s, dict) else None
     if not isinstance(nets, dict) or not nets or not all(isinstance(n, dict) for n in nets.values()):
         raise UserError(f"{path} has no object 'networks' of networks: {fix}")
@@ -95,7 +89,7 @@ def arch_problem(arch, prefix: str = "") -> str | None:
 def read_arch(folder: str) -> dict:
     """A finished search's or width baseline's ``arch.json``, checked for what the pages read."""
     path, fix = os.path.join(folder, "arch.json"), run_file_fix(folder)
-    a = read_run_json(path, fix)
+    a = read_json(path, fix)
     problem = arch_problem(a)
     if problem:
         raise UserError(f"{path}: {problem}: {fix}")
@@ -107,7 +101,7 @@ def read_init_from(folder: str, name: str) -> dict:
     path, fix = os.path.join(folder, name), run_file_fix(folder)
     if not os.path.isfile(path):
         return {}
-    data = read_run_json(path, fix)
+    data = read_json(path, fix)
     if not isinstance(data, dict) or not isinstance(data.get("sha256", ""), str):
         raise UserError(f"{path} is not an object with a text 'sha256': {fix}")
     return data
@@ -115,7 +109,7 @@ def read_init_from(folder: str, name: str) -> dict:
 
 def read_seconds(path: str, fix: str) -> dict:
     """A ``suite_time.json`` or ``suite_elapsed.json``: an object with a number ``seconds``."""
-    data = read_run_json(path, fix)
+    data = read_json(path, fix)
     if not isinstance(data, dict) or not is_number(data.get("seconds")):
         raise UserError(f"{path} is not an object with a number 'seconds': {fix}")
     return data

@@ -38,11 +38,10 @@ included, which could not be made again without its search's checkpoint).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 
-from dan.checkpoint import INIT_FROM, file_digest
+from dan.checkpoint import INIT_FROM, file_digest, file_lock
 from dan.errors import UserError
 from dan.suite.files import arch_problem, is_number, latencies, network, read_arch, read_init_from, read_summary
 from dan.suite.plan import Run
@@ -86,7 +85,8 @@ def _load_json(path: str):
     except (ValueError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not a readable ledger ({str(e).splitlines()[0][:100]}): restore it "
                         f"({_restore(path)}) or move it away to start a new one") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k, {}), dict) for k in ("runs", "elapsed", "superseded")):
+    if not isinstance(data, dict) or not all(isinstance(data.get(k, {}), dict)
+                                             for k in ("runs", "elapsed", "superseded")):
         raise UserError(f"{path} is not a ledger (an object with the objects runs, elapsed, superseded): restore it "
                         f"or move it away to start a new one")
     # each record as the pages read it (a hand-edited record without its top-1 was a TypeError in a table)
@@ -283,25 +283,11 @@ def _replaced(old: dict, new: dict) -> str | None:
     return "weights" if old.get("arch") != new.get("arch") or (a is not None and b is not None and a != b) else None
 
 
-@contextlib.contextmanager
 def _locked(path: str):
-    """An exclusive ``flock`` on ``.<name>.lock`` beside ``path`` while a ledger is merged and
-    written (the file itself is replaced, so it cannot hold the lock); waits for the other runner."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
+    """An exclusive lock on ``.<name>.lock`` beside ``path`` while a ledger is merged and written
+    (the file itself is replaced, so it cannot hold the lock); waits for the other runner."""
     folder, name = os.path.split(os.path.abspath(path))
-    fd = os.open(os.path.join(folder, f".{name}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # a file system without locks
-            pass
-        yield
-    finally:
-        os.close(fd)
+    return file_lock(os.path.join(folder, f".{name}.lock"))
 
 
 def snapshot(r: Run, seconds: float | None) -> dict:

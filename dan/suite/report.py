@@ -17,10 +17,6 @@ from dan.suite.plan import ROOT, SUITES, Run, alpha4_flops, suite_config
 from dan.suite.run import run_seconds
 
 
-def _curve(run: Run, key: str) -> list:
-    return read_curve(run.out, key)
-
-
 def _ms(values) -> str:
     """Top-1 over seeds in percent: mean ± std (one value alone when one seed)."""
     return mean_std(values, 100, 2)
@@ -229,7 +225,7 @@ def plot_curves(runs: list[Run], fig_dir: str) -> list:
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         drawn = False
         for key, metric in series:
-            curves = [c for c in (_curve(r, metric) for r in runs if r.key == key) if c and None not in c]
+            curves = [c for c in (read_curve(r.out, metric) for r in runs if r.key == key) if c and None not in c]
             if not curves:
                 continue
             n = min(len(c) for c in curves)

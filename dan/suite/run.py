@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 
-from dan.checkpoint import write_json
+from dan.checkpoint import LockHeld, file_lock, write_json
 from dan.errors import UserError
 from dan.suite.files import read_seconds
 from dan.suite.plan import RESTORED, ROOT, Run
@@ -41,32 +41,21 @@ SUITE_LOCK = ".suite-lock"  # in the suite's folder, held by its runner (a run's
 
 @contextlib.contextmanager
 def _suite_lock(root: str | None):
-    """One runner per suite folder (an exclusive ``flock`` on :data:`SUITE_LOCK`, dropped by the
-    kernel however the runner ends): a second one cleared the first's live run folder as "killed
-    before its first checkpoint", and both wrote the same records."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        fcntl = None
-    if root is None or fcntl is None:
+    """One runner per suite folder (:func:`dan.checkpoint.file_lock` on :data:`SUITE_LOCK`): a
+    second one cleared the first's live run folder as "killed before its first checkpoint", and
+    both wrote the same records."""
+    if root is None:
         yield
         return
     os.makedirs(root, exist_ok=True)
-    fd = os.open(os.path.join(root, SUITE_LOCK), os.O_CREAT | os.O_RDWR, 0o644)
-    try:
+    with contextlib.ExitStack() as held:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = os.read(fd, 32).decode(errors="replace").strip()
-            raise UserError(f"{root} is in use by another reproduce.py" + (f" (process {pid})" if pid.isdigit() else "")
+            held.enter_context(file_lock(os.path.join(root, SUITE_LOCK), wait=False))
+        except LockHeld as e:
+            raise UserError(f"{root} is in use by another reproduce.py" + (f" (process {e.pid})" if e.pid.isdigit()
+                                                                            else "")
                             + ": wait for it to end, or give another --out") from None
-        except OSError:  # a file system without locks
-            pass
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         yield
-    finally:
-        os.close(fd)
 
 
 def _run_all(runs: list[Run], log, jobs: int, ledger) -> None:
@@ -339,6 +328,13 @@ def _last_error(log_path: str) -> str:
     return lines[-1][len("error: "):] if lines else ""
 
 
+def clear_reason(r: Run) -> str:
+    """Why the runner clears an unfinished run's folder (``start_state`` ``clear``); the dry run says it too."""
+    if os.path.isfile(os.path.join(r.out, RESTORED)):
+        return "restored from the ledger, now made again"
+    return "killed before its first checkpoint"
+
+
 def start_state(r: Run) -> str:
     """How :func:`_start` starts an unfinished run: ``resume`` (its folder holds a checkpoint),
     ``clear`` (a folder without one: cleared first) or ``new`` (no folder); ``--dry-run`` says it."""
@@ -360,10 +356,8 @@ def _start(r: Run, env, log) -> tuple:
         # metrics.jsonl, so the suite clears its own folder (as loop.start_managed does); the
         # same for a search restored from the ledger that a run now needs the checkpoint of, or a
         # width baseline restored earlier whose search is made again now
-        why = ("restored from the ledger; now made again" if os.path.isfile(os.path.join(r.out, RESTORED))
-               else "killed before its first checkpoint")
         check_clearable(r.out)
-        log(f"[restart] {r.out} ({why})")
+        log(f"[restart] {r.out} ({clear_reason(r)})")
         shutil.rmtree(r.out)
     log(f"[run] {' '.join(cmd)}")
     os.makedirs(os.path.dirname(os.path.abspath(r.out)) or ".", exist_ok=True)

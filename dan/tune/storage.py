@@ -83,11 +83,7 @@ def _sqlite_schema_lock(url: str):
     if not path or path == ":memory:" or not os.path.isdir(os.path.dirname(os.path.abspath(path))):
         yield
         return
-    import fcntl
+    from dan.checkpoint import file_lock
 
-    with open(path + ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with file_lock(path + ".lock"):
+        yield
