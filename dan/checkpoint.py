@@ -10,6 +10,7 @@ so a checkpoint file cannot run code.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import warnings
@@ -266,9 +267,11 @@ _CODE: list = []  # code_version(), once per process
 def code_version() -> str:
     """This DAN: its package version, and the git commit of its source when it runs from a
     checkout (``0.1.0+g1a2b3c4d5e6f``). The version alone stayed 0.1.0 through hundreds of
-    commits that changed a run's numbers, so nothing could tell a resume across them."""
+    commits that changed a run's numbers, so nothing could tell a resume across them. A checkout
+    whose code (``dan/``, ``search_spaces/``, ``tools/``, ``configs/``) differs from its commit adds
+    ``.dirty`` and a digest of the difference (``0.1.0+g1a2b3c4d5e6f.dirty9f8e7d6c``): a resume after
+    an uncommitted edit was taken for the same code."""
     if not _CODE:
-        import subprocess
         from importlib import metadata
 
         try:
@@ -276,17 +279,30 @@ def code_version() -> str:
         except metadata.PackageNotFoundError:
             version = "unknown"
         here = os.path.dirname(os.path.abspath(__file__))
-        try:
-            lines = subprocess.run(["git", "-C", here, "rev-parse", "--show-toplevel", "--short=12", "HEAD"],
-                                   capture_output=True, text=True, timeout=10).stdout.split()
-        except (OSError, subprocess.SubprocessError):
-            lines = []
+        lines = _git(here, "rev-parse", "--show-toplevel", "--short=12", "HEAD").split()
         # DAN's own checkout only: installed into a venv inside a user's repository, that one's commit
         own = len(lines) == 2 and os.path.isdir(os.path.join(lines[0], "dan")) and os.path.samefile(
             os.path.join(lines[0], "dan"), here)
-        commit = lines[1] if own else ""
-        _CODE.append(f"{version}+g{commit}" if commit else version)
+        code = f"{version}+g{lines[1]}" if own else version
+        if own:
+            paths = ["--", "dan", "search_spaces", "tools", "configs"]
+            edits = _git(lines[0], "diff", "HEAD", "--no-color", "--no-ext-diff", *paths)
+            new = _git(lines[0], "ls-files", "--others", "--exclude-standard", *paths)
+            if edits or new:  # (new: files git does not track yet, by name)
+                code += ".dirty" + hashlib.sha256((edits + "\0" + new).encode()).hexdigest()[:8]
+        _CODE.append(code)
     return _CODE[0]
+
+
+def _git(where: str, *args: str) -> str:
+    """What ``git -C where args`` prints; empty when git is missing, fails or is slow."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "-C", where, *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout if done.returncode == 0 else ""
 
 
 def rng_state() -> dict:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from dan.checkpoint import file_digest
 from dan.engine import Trainer, format_summary, train
 from dan.monitor import Monitor
 from tests.conftest import FASHION_DIR, needs_fashion
-from tests.helpers import tiny_config
+from tests.helpers import ROOT, tiny_config
 
 
 def test_adjoint_run_writes_everything_and_small_pt_runs_without_the_package(tmp_path):
@@ -596,3 +597,36 @@ def test_a_resume_by_another_dan_says_so_and_runs_record_their_code(tmp_path, ca
     train(cfg, Monitor(cfg.run_dir, console=True, tensorboard=False), resume=True)
     out = capsys.readouterr().out
     assert f"was written by DAN 0.0.9+g0123456789ab and this is {code_version()}" in out
+
+
+def test_code_version_marks_a_checkout_whose_code_differs_from_its_commit(tmp_path):
+    # a resume after an uncommitted edit of dan/ recorded the same code as the commit's, so it said
+    # nothing, though its numbers could differ; the mark carries a digest of the difference
+    import shutil
+
+    repo = tmp_path / "checkout"
+    shutil.copytree(os.path.join(ROOT, "dan"), repo / "dan", ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "dan"], ["commit", "-qm", "c"]):
+        subprocess.run(git + args, check=True, capture_output=True)
+
+    def code():
+        env = {**os.environ, "PYTHONPATH": str(repo)}
+        run = subprocess.run([sys.executable, "-c", "from dan.checkpoint import code_version as c; print(c())"],
+                             env=env, cwd=repo, capture_output=True, text=True, check=True)
+        return run.stdout.strip()
+
+    commit = subprocess.run(git + ["rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert code().endswith(f"+g{commit}")
+    with open(repo / "dan" / "errors.py", "a") as f:
+        f.write("\n# an edit\n")
+    first = code()
+    assert re.fullmatch(rf".*\+g{commit}\.dirty[0-9a-f]{{8}}", first)
+    with open(repo / "dan" / "errors.py", "a") as f:
+        f.write("# another\n")
+    second = code()
+    assert second != first and ".dirty" in second  # another edit: another digest
+    (repo / "docs").mkdir()
+    (repo / "docs" / "x.md").write_text("a note\n")  # not code: no mark of its own
+    subprocess.run(git + ["checkout", "-q", "--", "dan"], check=True)
+    assert code().endswith(f"+g{commit}")
