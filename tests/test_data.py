@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import warnings
 import pickle
 import struct
 import time
@@ -710,7 +711,22 @@ def test_the_recorded_steps_are_those_of_each_route(tmp_path):
     assert deploy_preprocess(dataset_info(same), same)["steps"].startswith("8-bit RGB image, values / 255, resized")
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "MPO", "PNG", "GIF", "BMP", "PPM"])  # (Pillow refuses a cut WebP when opening it)
+def tiled_tiff(pixels) -> bytes:
+    """A 32x32 grey TIFF in four 16x16 tiles, uncompressed, its directory first (Pillow writes strips
+    only)."""
+    import struct
+
+    tags = [(256, 32), (257, 32), (258, 8), (259, 1), (262, 1), (277, 1), (322, 16), (323, 16)]
+    arrays = 8 + 2 + 12 * (len(tags) + 2) + 4  # after the header and the directory: the tiles' offsets, counts
+    out = b"II*\0" + struct.pack("<IH", 8, len(tags) + 2)
+    out += b"".join(struct.pack("<HHIHH", tag, 3, 1, value, 0) for tag, value in tags)
+    out += struct.pack("<HHII", 324, 4, 4, arrays) + struct.pack("<HHII", 325, 4, 4, arrays + 16) + b"\0" * 4
+    out += struct.pack("<4I", *(arrays + 32 + 256 * i for i in range(4))) + struct.pack("<4I", *[256] * 4)
+    return out + b"".join(pixels[r:r + 16, c:c + 16].tobytes() for r in (0, 16) for c in (0, 16))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "MPO", "PNG", "GIF", "BMP", "PPM", "TIFF", "TIFF-deflate", "TIFF-tiled"])  # (Pillow
+# refuses a cut WebP when opening it; a cut TIFF opens when its directory comes first, as uncompressed)
 def test_a_cut_short_evaluation_image_is_refused_before_training_and_a_whole_one_with_a_tail_is_not(tmp_path, fmt):
     # the header check let a truncated image through: it was found when decoded, at the end of
     # epoch 1's training (the evaluation comes before the checkpoint), and lost the epoch
@@ -723,12 +739,17 @@ def test_a_cut_short_evaluation_image_is_refused_before_training_and_a_whole_one
     rng = np.random.default_rng(0)
     buf = io.BytesIO()
     img = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
-    img.save(buf, fmt, **({"save_all": True, "append_images": [img]} if fmt == "MPO" else {}))  # (a phone's 2 pictures)
-    whole = buf.getvalue()
-    assert Image.open(io.BytesIO(whole)).format == fmt
+    options = {"MPO": {"save_all": True, "append_images": [img]},  # (a phone's 2 pictures)
+               "TIFF-deflate": {"compression": "tiff_deflate"}}.get(fmt, {})
+    img.save(buf, fmt.split("-")[0], **options)
+    whole = buf.getvalue() if fmt != "TIFF-tiled" else tiled_tiff(rng.integers(0, 256, (32, 32), dtype=np.uint8))
+    assert Image.open(io.BytesIO(whole)).format == fmt.split("-")[0]
     cfg = DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=4)
     open(bad, "wb").write(whole + b"\0" * 100)  # a whole image with bytes after it (some cameras add them)
     build_data(cfg, seed=0)
     open(bad, "wb").write(whole[:len(whole) // 3])  # (within the first picture of two, for MPO)
-    with pytest.raises(UserError, match=f"cannot read image {bad} .*delete or replace it"):
+    with pytest.raises(UserError, match=f"cannot read image {bad} .*delete or replace it"), \
+            warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
         build_data(cfg, seed=0)
+    assert not said  # the refusal is the one line (a cut TIFF had Pillow's "Corrupt EXIF data" before it)

@@ -26,6 +26,7 @@ import functools
 import gzip
 import os
 import zlib
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -528,11 +529,13 @@ def check_headers(files: ImageFiles, max_pixels: int) -> None:
 
     for path, _ in files.samples:
         try:
-            with open(path, "rb") as f, pillow_limit_off():
+            # Pillow's warnings off: a cut TIFF printed "Corrupt EXIF data" (two lines) before the refusal
+            with open(path, "rb") as f, pillow_limit_off(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", module="PIL")
                 img = Image.open(f)
                 w, h = img.size
                 refuse_too_large(path, w, h, max_pixels)
-                if not _ends_whole(f, img.format):
+                if not _ends_whole(f, img):
                     img.load()  # a cut-short file raises here ("image file is truncated")
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
             raise UserError(f"cannot read image {path} ({type(e).__name__}: {' '.join(str(e).split())[:120]}): "
@@ -545,14 +548,15 @@ def check_headers(files: ImageFiles, max_pixels: int) -> None:
 _TRAILERS = {"JPEG": b"\xff\xd9", "MPO": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
 
 
-def _ends_whole(f, fmt: str | None) -> bool:
+def _ends_whole(f, img) -> bool:
     """Whether an opened image file's end looks whole: its format's trailer in its last 64 bytes
     (JPEG, MPO, PNG), a GIF's last bytes its block terminator and trailer (0x00 0x3B: a lone 0x3B in
     the last 64 bytes let a cut GIF in 42 of 305 times), a BMP's size field (0, "unknown", is
-    decoded), a PPM/PGM decoded (raw samples: as cheap as reading them); other formats are taken as
-    whole (TIFF and the rest have no cheap test; Pillow refuses a cut WebP when opening it). A file
-    that fails is decoded by the caller, so a whole file with a strange end is accepted, only more
-    slowly."""
+    decoded), a TIFF's strips or tiles (of the first picture, the one read) inside the file, a
+    PPM/PGM decoded (raw samples: as cheap as reading them); other formats are taken as whole (Pillow
+    refuses a cut WebP when opening it). A file that fails is decoded by the caller, so a whole file
+    with a strange end is accepted, only more slowly."""
+    fmt = img.format
     size = f.seek(0, os.SEEK_END)
     f.seek(max(0, size - 64))
     tail = f.read()
@@ -566,6 +570,12 @@ def _ends_whole(f, fmt: str | None) -> bool:
         f.seek(2)
         declared = int.from_bytes(f.read(4), "little")
         return 0 < declared <= size
+    if fmt == "TIFF":  # (a cut one was found when decoded, after epoch 1's training)
+        tags = img.tag_v2
+        offsets, counts = tags.get(273) or tags.get(324), tags.get(279) or tags.get(325)  # strips, or tiles
+        if not offsets or not counts or len(offsets) != len(counts):
+            return False  # nothing to tell by: decoded
+        return max(o + c for o, c in zip(offsets, counts)) <= size
     return True
 
 
