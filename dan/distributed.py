@@ -91,5 +91,21 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """``DistributedDataParallel`` around ``model`` when running distributed, else the model."""
     if not (dist.is_available() and dist.is_initialized()):
         return model
+    for p in model.parameters():
+        if 1 in p.shape and p.dim() > 1:
+            p.register_post_accumulate_grad_hook(_strided_like_param)
     ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def _strided_like_param(p: torch.Tensor) -> None:
+    """Give ``p.grad`` the strides of ``p`` where the two differ only on size-1 dims (the same memory:
+    a channels-last 1x1 kernel and its gradient, the one contiguous, the other not, as an adjoint
+    layer's slice or a plain conv leaves it). DDP's buckets copy the parameter's strides and its
+    reducer, which runs after this hook, compares them with the gradient's literally: every
+    distributed run printed "Grad strides do not match bucket view strides" (three lines per rank)
+    at its first step."""
+    g = p.grad
+    if g is not None and g.stride() != p.stride() and all(
+            a == b or n == 1 for a, b, n in zip(g.stride(), p.stride(), p.shape)):
+        p.grad = g.as_strided(p.shape, p.stride(), g.storage_offset())

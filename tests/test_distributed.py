@@ -50,3 +50,34 @@ def test_two_process_training_resumes_in_one_process(tmp_path):
     q = run_tool("train.py", *ARGS, "--epochs", "2", "--set", "train.latency_batches=[1]", "--out", out, "--resume")
     assert q.returncode == 0, q.stderr[-3000:]
     assert torch.load(os.path.join(out, "checkpoints", "last.pt"), weights_only=True)["epoch"] == 2
+
+
+def test_a_channels_last_model_wrapped_for_ddp_gives_no_gradient_stride_warning(tmp_path):
+    # every distributed run printed "Grad strides do not match bucket view strides" (three lines per rank)
+    # at its first step: a channels-last 1x1 kernel's strides differ from its gradient's on size-1 dims
+    import warnings
+
+    import torch.distributed as dist
+
+    from dan.distributed import wrap
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        class Sliced(torch.nn.Conv2d):  # as an adjoint layer's small path: its gradient comes out contiguous
+            def forward(self, x):
+                return torch.nn.functional.conv2d(x, self.weight[:8], self.bias[:8])
+
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 16, 1), Sliced(16, 16, 1),
+                                    torch.nn.Flatten(), torch.nn.LazyLinear(2))
+        model(torch.zeros(1, 3, 6, 6))
+        model.to(memory_format=torch.channels_last)
+        before = [p.detach().clone() for p in model.parameters()]
+        ddp = wrap(model, torch.device("cpu"))
+        assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the same values
+        x = torch.randn(4, 3, 6, 6).contiguous(memory_format=torch.channels_last)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            ddp(x).sum().backward()
+        assert not [w for w in said if "strides" in str(w.message)], [str(w.message) for w in said]
+    finally:
+        dist.destroy_process_group()
