@@ -4,6 +4,7 @@ from ``dan.search``. Items are converted and checked as they are read."""
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -438,3 +439,19 @@ def test_a_dataset_that_raises_keeps_its_traceback_and_says_which_item_it_was():
         _read_all(_Raises([(torch.zeros(3, 6, 6), i % 2) for i in range(6)]))
     notes = getattr(e.value, "__notes__", [])
     assert notes and "reading dataset '<object Items>', train item 3" in notes[0] and "your dataset's code" in notes[0]
+
+
+def test_an_exception_note_is_kept_and_printed_after_the_traceback_on_python_3_10_too(capsys, monkeypatch):
+    # Python 3.10 has no add_note and its printer shows no notes: the note naming the dataset's item was lost
+    from dan.errors import add_note, print_exception_with_notes
+
+    class Old(KeyError):  # as on 3.10: no add_note
+        add_note = property(lambda self: (_ for _ in ()).throw(AttributeError("add_note")))
+
+    for e in (KeyError("k"), Old("k")):
+        add_note(e, "first")
+        add_note(e, "second")
+        assert e.__notes__ == ["first", "second"]
+    monkeypatch.setattr(sys, "__excepthook__", lambda *a: print("Traceback ...", file=sys.stderr))
+    print_exception_with_notes(KeyError, e, None)
+    assert capsys.readouterr().err == "Traceback ...\nfirst\nsecond\n"

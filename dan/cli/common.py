@@ -15,7 +15,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from dan.config import Config
-from dan.errors import UserError, out_of_memory
+from dan.errors import UserError, out_of_memory, print_exception_with_notes
 
 # OSErrors a user causes (a path, a permission, a full disk): one line, exit 2; others are bugs.
 _USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
@@ -221,6 +221,8 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
     does: a ``--model package.module:factory`` the user names is imported from where they are."""
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(1, os.getcwd())
+    if sys.version_info < (3, 11):  # a traceback's notes (which split and item a dataset raised on)
+        sys.excepthook = print_exception_with_notes
     try:
         code = main(sys.argv[1:] if argv is None else argv)
     except UserError as e:

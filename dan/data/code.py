@@ -51,7 +51,7 @@ from dan.config import DataConfig
 from dan.data.augment import to_grey
 from dan.data.info import DatasetInfo, DatasetSpec, register_resolver
 from dan.data.splits import IndexedSplit, seeded
-from dan.errors import UserError
+from dan.errors import UserError, add_note
 
 _CODE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 _OBJECT = re.compile(r"<object [\w.]+>")
@@ -306,10 +306,9 @@ def _item(ds, j: int, where: str, keys: Optional[list] = None):
         item = ds[j]
     except Exception as e:
         # the error is in the dataset's own code, and its traceback is what finds it; the note says
-        # which item of which split it was reading (Python 3.11's notes; on 3.10 the traceback alone)
-        if hasattr(e, "add_note"):
-            e.add_note(f"(raised while reading {where}: the lines above are your dataset's code; a run's "
-                       f"finished epochs, if any, are kept)")
+        # which item of which split it was reading
+        add_note(e, f"(raised while reading {where}: the lines above are your dataset's code; a run's "
+                    f"finished epochs, if any, are kept)")
         raise
     if isinstance(item, Mapping):  # Hugging Face datasets give {"image": ..., "label": ...}
         return _from_dict(item, keys, where)
