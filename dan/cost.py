@@ -33,7 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from dan.errors import UserError
 
 aten = torch.ops.aten
-ROOT = "<root>"  # the layer-table row of parameters held by the model itself (not a submodule)
+ROOT = "<root>"  # the layer-table rows of parameters held by the model itself (not a submodule): <root>.<name>
 
 
 def conv2d_macs(c_in: int, c_out: int, kernel: tuple, out_hw: tuple, groups: int = 1,
@@ -195,6 +195,12 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
         direct = list(m.parameters(recurse=False))
         if not direct:
             continue
+        if name == ROOT:  # a row per parameter: two root convs shared one row before
+            for pname, p in m.named_parameters(recurse=False):
+                l = layers.setdefault(f"{ROOT}.{pname}", LayerCost(f"{ROOT}.{pname}", "other"))
+                l.params, l.nonzero = p.numel(), int(torch.count_nonzero(p))
+                l.bias_params, l.weight_params = 0, p.numel()
+            continue
         kind = ("bn" if isinstance(m, nn.modules.batchnorm._BatchNorm) else
                 "conv" if isinstance(m, nn.Conv2d) else "linear" if isinstance(m, nn.Linear) else "other")
         l = layers.setdefault(name, LayerCost(name, kind))
@@ -218,19 +224,22 @@ def _operation_rows(records: list, per_module: dict) -> dict:
     layers: dict[str, LayerCost] = {}
     unnamed = 0
     owners = _weight_owners(per_module)
+    root_weights = [(f"{ROOT}.{n}", tuple(p.shape)) for n, p in per_module[ROOT].named_parameters(recurse=False)
+                    if p.dim() >= 2] if ROOT in per_module else []
+    root = [list(w) for w in root_weights]  # those not matched yet (_owner)
     hooked = any(r[0] is not None for r in records)
     for name, kind, flops, detail, shape, weight in records:
         if name is None and not hooked:  # no hooks ran (TorchScript, torch.export): the module holding that weight
             name = _owner(owners, weight)
         elif name is None and kind == "linear":  # a matrix multiply outside any module (torch.matmul): a row of
             kind = "matmul"  # its own; it went to the Linear whose weight had its shape
-        if name is None and kind == "conv" and weight is not None and ROOT in per_module and tuple(weight) in {
-                tuple(p.shape) for p in per_module[ROOT].parameters(recurse=False)}:
+        if name is None and kind == "conv" and weight is not None and any(tuple(weight) == s for _, s in root_weights):
             # the model's own forward convolving its own weight (standardized, say): one row, not
             # its FLOPs as conv#i and its params as <root> (a matmul's right operand may be any tensor).
-            # Matched by shape: a computed kernel of a root weight's shape is billed there too, and
-            # two root convs share the row (the totals are right either way)
-            name = ROOT
+            # Matched by shape, to the first root weight of that shape not matched yet (in the order the
+            # model holds them), else to the first: a computed kernel of a root weight's shape is billed
+            # there too, and two root weights of one shape may swap rows (the totals are right either way)
+            name = _owner(root, weight) or next(n for n, s in root_weights if s == tuple(weight))
         if name is None:
             name, unnamed = f"{kind}#{unnamed}", unnamed + 1
         l = layers.setdefault(name, LayerCost(name, kind, detail=detail))
@@ -247,7 +256,7 @@ def _weight_owners(per_module: dict) -> list:
     for name, m in per_module.items():
         w = getattr(m, "weight", None)
         if isinstance(w, torch.Tensor) and w.dim() >= 2:
-            out.append([name, tuple(w.shape)])
+            out.append([f"{ROOT}.weight" if name == ROOT else name, tuple(w.shape)])
     return out
 
 

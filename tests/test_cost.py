@@ -162,7 +162,7 @@ def test_a_free_standing_matmul_has_a_row_of_its_own():
 
 
 def test_a_model_convolving_its_own_weight_in_its_forward_has_one_row_for_it():
-    # the FLOPs went to a row of their own, `conv#0`, and the weight's params to `<root>`
+    # the FLOPs went to a row of their own, `conv#0`, and the weight's params to `<root>`; a row per root weight
     import torch.nn.functional as F
 
     from dan.cost import ROOT
@@ -178,6 +178,23 @@ def test_a_model_convolving_its_own_weight_in_its_forward_has_one_row_for_it():
             return self.fc(F.conv2d(x, w, padding=1).mean((2, 3)))
 
     rows = {l.name: l for l in dan.count(Standardized(), (1, 3, 8, 8)).layers}
-    assert set(rows) == {"fc", ROOT}
-    assert (rows[ROOT].kind, rows[ROOT].flops, rows[ROOT].params, rows[ROOT].c_in, rows[ROOT].c_out) == \
-        ("conv", 8 * 27 * 64, 216, 3, 8)
+    w = f"{ROOT}.w"
+    assert set(rows) == {"fc", w}
+    assert (rows[w].kind, rows[w].flops, rows[w].params, rows[w].c_in, rows[w].c_out) == ("conv", 8 * 27 * 64, 216, 3, 8)
+
+    class Two(nn.Module):  # two root convs shared one row (the totals were right)
+        def __init__(self):
+            super().__init__()
+            self.a, self.scale = nn.Parameter(torch.randn(8, 3, 3, 3)), nn.Parameter(torch.ones(8))
+            self.b = nn.Parameter(torch.randn(8, 8, 1, 1))
+            self.c = nn.Parameter(torch.randn(8, 8, 1, 1))  # the same shape as b: matched in the order held
+
+        def forward(self, x):
+            x = F.conv2d(x, self.a * self.scale[:, None, None, None], padding=1)
+            return F.conv2d(F.conv2d(x, self.b), self.c[:, :4].repeat(1, 2, 1, 1))
+
+    c = dan.count(Two(), (1, 3, 8, 8))
+    rows = {l.name: (l.kind, l.flops, l.params) for l in c.layers}
+    assert rows == {f"{ROOT}.a": ("conv", 8 * 27 * 64, 216), f"{ROOT}.scale": ("other", 0, 8),
+                    f"{ROOT}.b": ("conv", 64 * 64, 64), f"{ROOT}.c": ("conv", 64 * 64, 64)}
+    assert c.flops == sum(f for _, f, _ in rows.values()) and c.params == 216 + 8 + 128
