@@ -317,7 +317,7 @@ def runnable(net: nn.Module, shape: tuple, runtime: str = "torch", threads: int 
 
 
 def time_calls(fns: list, *, rounds: int = 15, inner: int = 3, warmup: int = 2, progress: str | None = None,
-               seed: int = 0, reference=None, chunk: int = 40) -> tuple[list[float], float | None]:
+               seed: int = 0, reference=None, chunk: int = 40, bar=None) -> tuple[list[float], float | None]:
     """Median ms per call of each function, and of ``reference``.
 
     ``rounds`` rounds, each visiting the functions in a new random order and calling each ``inner``
@@ -325,7 +325,8 @@ def time_calls(fns: list, *, rounds: int = 15, inner: int = 3, warmup: int = 2, 
     timed before every ``chunk`` entries, and each entry's time is scaled by the phase's median
     reference time over the latest reference time: a slow spell of the shared machine slows both
     and cancels out. The second value returned is that median reference time (None without one),
-    the level the whole phase ran at.
+    the level the whole phase ran at. ``bar``: a progress bar of the caller's to advance (one per
+    call timed), instead of one of ``progress``'s own.
     """
     rng = random.Random(seed)
     for f in fns + ([reference] if reference else []):
@@ -340,7 +341,8 @@ def time_calls(fns: list, *, rounds: int = 15, inner: int = 3, warmup: int = 2, 
 
     samples = [[] for _ in fns]  # (time, reference time just before)
     refs = []
-    bar = _bar(rounds * len(fns), progress)
+    own = bar is None
+    bar = _bar(rounds * len(fns), progress) if own else bar
     for _ in range(rounds):
         order = list(range(len(fns)))
         rng.shuffle(order)
@@ -350,7 +352,7 @@ def time_calls(fns: list, *, rounds: int = 15, inner: int = 3, warmup: int = 2, 
             samples[i].append((timed(fns[i]), refs[-1] if refs else None))
             if bar is not None:
                 bar.update(1)
-    if bar is not None:
+    if bar is not None and own:
         bar.close()
     if reference is None:
         return [1000.0 * statistics.median(t for t, _ in s) for s in samples], None
@@ -360,7 +362,7 @@ def time_calls(fns: list, *, rounds: int = 15, inner: int = 3, warmup: int = 2, 
 
 def measure_tables(sn, batch: int = 1, *, rounds: int = 15, inner: int = 3, progress: bool = True,
                    runtime: str = "torch", threads: int | None = None,
-                   formats: tuple | None = None) -> tuple[dict, float]:
+                   formats: tuple | None = None, keep: str | None = None) -> tuple[dict, float]:
     """Time every table layer at every pair of its grid widths (see the module docstring), in each
     memory format of ``formats`` (default: the runtime's :data:`FORMATS`), interleaved in phases
     of bounded memory (:func:`time_bounded`); returns ``{format: [LayerTable]}`` and the reference
@@ -384,7 +386,7 @@ def measure_tables(sn, batch: int = 1, *, rounds: int = 15, inner: int = 3, prog
                     where.append([(f, t, i, j) for f in (formats if shared else (fmt,))])
     ms, level = time_bounded(makers, sizes, rounds=rounds, inner=inner,
                              reference=reference(sn, batch, runtime, threads),
-                             progress="latency tables" if progress else None)
+                             progress="latency tables" if progress else None, keep=keep)
     for cells, v in zip(where, ms):
         for fmt, t, i, j in cells:
             tables[fmt][t].ms[i][j] = v
@@ -405,7 +407,7 @@ def _layer_bytes(g: dict, a: int, b: int, batch: int) -> int:
 
 
 def time_bounded(makers: list, sizes: list, *, budget: int | None = None, reference=None,
-                 progress: str | None = None, **kw) -> tuple[list[float], float | None]:
+                 progress: str | None = None, keep: str | None = None, **kw) -> tuple[list[float], float | None]:
     """:func:`time_calls` on the closures ``maker()`` builds, holding at most ``budget`` bytes of
     them (by ``sizes``) at once: the makers, in order, are split into phases that each fit (one too
     large for the budget is a phase of its own), each phase's closures built, timed and freed
@@ -416,7 +418,12 @@ def time_bounded(makers: list, sizes: list, *, budget: int | None = None, refere
     Holding every entry at once does not fit everywhere: VGG-11 at 64 pixels has 64 entries of its
     first classifier layer (up to 25088 x 4096) and its PyTorch table took 22.9 GB of memory to
     build; a phase at a time bounds what the entries hold near ``budget`` (default
-    :data:`PHASE_BYTES`): 5.7 GB in all, the supernet's 2.1 GB included (docs/latency.md)."""
+    :data:`PHASE_BYTES`): 5.7 GB in all, the supernet's 2.1 GB included (docs/latency.md).
+
+    One progress bar counts every phase's calls (a bar per phase left a ResNet-50's user without
+    the whole's time). With ``keep`` (a path without its ending), each finished phase is written to
+    ``<keep>.<n>of<phases>.json`` and read back instead of timed again: an interrupted build of a
+    ResNet-50 table at 224 pixels (15 minutes here) lost every phase."""
     import gc
 
     budget = PHASE_BYTES if budget is None else budget
@@ -428,15 +435,42 @@ def time_bounded(makers: list, sizes: list, *, budget: int | None = None, refere
         phases[-1].append(k)
         used += size
     results = []
-    for n, phase in enumerate(phases):  # one phase: one time_calls, its level the common one
-        fns = [makers[k]() for k in phase]
-        label = f"{progress} ({n + 1}/{len(phases)})" if progress and len(phases) > 1 else progress
-        results.append(time_calls(fns, reference=reference, progress=label, **kw))
-        del fns
-        gc.collect()
+    bar = _bar(kw.get("rounds", 15) * len(makers), progress)
+    try:
+        for n, phase in enumerate(phases):  # one phase: one time_calls, its level the common one
+            part = f"{keep}.{n + 1}of{len(phases)}.json" if keep else None
+            done = _kept_phase(part, len(phase))
+            if done is None:
+                fns = [makers[k]() for k in phase]
+                done = time_calls(fns, reference=reference, bar=bar, **kw)
+                del fns
+                gc.collect()
+                if part:
+                    atomic_write(lambda p, d=done: write_json({"version": VERSION, "entries": len(phase),
+                                                               "ms": d[0], "level": d[1]}, p, indent=None), part)
+            elif bar is not None:
+                bar.update(kw.get("rounds", 15) * len(phase))
+            results.append(done)
+    finally:
+        if bar is not None:
+            bar.close()
     levels = [lv for _, lv in results if lv is not None]
     common = statistics.median(levels) if levels else None
     return [t * (common / lv if common else 1.0) for ms, lv in results for t in ms], common
+
+
+def _kept_phase(part: str | None, entries: int) -> tuple[list[float], float | None] | None:
+    """A phase :func:`time_bounded` wrote before (its times and level), or None."""
+    if not part or not os.path.isfile(part):
+        return None
+    try:
+        with open(part) as f:
+            d = json.load(f)
+        if d["version"] == VERSION and d["entries"] == entries == len(d["ms"]):
+            return [float(v) for v in d["ms"]], (None if d["level"] is None else float(d["level"]))
+    except (OSError, ValueError, TypeError, KeyError):
+        pass  # damaged: timed again
+    return None
 
 
 def reference(sn, batch: int = 1, runtime: str = "torch", threads: int | None = None):
@@ -485,7 +519,7 @@ def fastest(per: dict) -> tuple[list[float], list[str]]:
 
 def measure_formats(sn, choices: list, batch: int = 1, *, rounds: int = 15, inner: int = 3,
                     progress: str | None = None, runtime: str = "torch", threads: int | None = None,
-                    formats: tuple | None = None) -> tuple[dict, float]:
+                    formats: tuple | None = None, keep: str | None = None) -> tuple[dict, float]:
     """``{format: [ms per choice]}`` for each memory format (default the runtime's :data:`FORMATS`),
     every network in every format timed interleaved, in phases of bounded memory
     (:func:`time_bounded`); and the reference level they are scaled to."""
@@ -504,7 +538,7 @@ def measure_formats(sn, choices: list, batch: int = 1, *, rounds: int = 15, inne
             makers.append(lambda c=c, fmt=fmt: make(c, fmt))
             sizes.append(4 * (sn.cost_of(c)[1] + math.prod(shape)))
     ms, level = time_bounded(makers, sizes, rounds=rounds, inner=inner, progress=progress,
-                             reference=reference(sn, batch, runtime, threads))
+                             reference=reference(sn, batch, runtime, threads), keep=keep)
     k = len(formats)
     return {fmt: ms[i::k] for i, fmt in enumerate(formats)}, level
 
@@ -516,11 +550,14 @@ def sample_choices(sn, n: int, seed: int) -> list[list[int]]:
 
 
 def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "torch", cache: bool = True,
-          progress: bool = True, rounds: int = 15, remeasure_busy: bool = False) -> LatencyModel:
+          progress: bool = True, rounds: int = 15, remeasure_busy: bool = False, say=None) -> LatencyModel:
     """The latency model of the supernet's space on this device (from the cache when it holds one
     for the same device, runtime, threads, batch, PyTorch and network). ``remeasure_busy``: a
     cached table measured while other processes took the CPUs is measured again when the machine
-    is quiet now (a search does so; a busy table otherwise stays, named by :func:`table_note`)."""
+    is quiet now (a search does so; a busy table otherwise stays, named by :func:`table_note`).
+    ``say``: where a line announcing a measurement goes (a ResNet-50 at 224 pixels measured for 15
+    minutes with only its phases' bars). The finished phases of an interrupted measurement are kept
+    in the cache and taken up by the next build of the same table."""
     if runtime not in RUNTIMES:
         raise ValueError(f"latency runtime '{runtime}': choose one of {', '.join(RUNTIMES)}")
     if runtime == "onnxruntime":
@@ -541,19 +578,34 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
                 return model
         except (OSError, ValueError, TypeError, KeyError):
             pass  # a damaged cache entry is rebuilt
+    keep = os.path.join(cache_dir(), key) if cache else None
+    if say is not None:
+        say(f"measuring this CPU's latency model of the network ({len(geometry(sn))} layers at every pair of "
+            f"candidate widths, then {CALIBRATION + 2} whole networks; {threads} thread(s), batch {batch}, {runtime})"
+            + (f": kept in {cache_dir()} for later searches of it" if cache else ""))
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     from dan.timing import OtherLoad
 
     try:
+        if keep:
+            os.makedirs(cache_dir(), exist_ok=True)
         with OtherLoad(threads) as load:
-            model = _measure_model(sn, dev, batch, threads, runtime, rounds, progress)
+            model = _measure_model(sn, dev, batch, threads, runtime, rounds, progress, keep)
         model.fit["timing_load"] = load.to_dict()
+    except KeyboardInterrupt:
+        if not keep:
+            raise
+        raise KeyboardInterrupt(f"interrupted while this CPU's latency model was measured: its finished phases "
+                                f"are kept in {cache_dir()}; run the same command again (without --resume) to "
+                                f"go on from them") from None
     finally:
         torch.set_num_threads(before)
     if cache:
-        os.makedirs(cache_dir(), exist_ok=True)
         atomic_write(lambda p: write_json(model.to_dict(), p, indent=None), path)
+        for name in os.listdir(cache_dir()):  # its phases: the whole is kept now
+            if name.startswith(f"{key}.") and name != f"{key}.json":
+                os.remove(os.path.join(cache_dir(), name))
     return model
 
 
@@ -593,13 +645,16 @@ def table_note(model: LatencyModel) -> str | None:
             f"search again on a quiet machine")
 
 
-def _measure_model(sn, dev: dict, batch: int, threads: int, runtime: str, rounds: int, progress: bool):
-    """Measure the tables and fit the whole-network correction (see :func:`build`)."""
-    tables, level = measure_tables(sn, batch, rounds=rounds, progress=progress, runtime=runtime, threads=threads)
+def _measure_model(sn, dev: dict, batch: int, threads: int, runtime: str, rounds: int, progress: bool,
+                   keep: str | None = None):
+    """Measure the tables and fit the whole-network correction (see :func:`build`); ``keep``: where
+    finished phases are kept (:func:`time_bounded`)."""
+    tables, level = measure_tables(sn, batch, rounds=rounds, progress=progress, runtime=runtime, threads=threads,
+                                   keep=keep and f"{keep}.tables")
     calib = sample_choices(sn, CALIBRATION, seed=12345)
     calib += sn.extreme_choices()
     per, now = measure_formats(sn, calib, batch, progress="latency calibration" if progress else None,
-                               runtime=runtime, threads=threads)
+                               runtime=runtime, threads=threads, keep=keep and f"{keep}.calibration")
     models = []
     for fmt, layers in tables.items():  # one table and one correction per memory format
         m = LatencyModel(layers, device=dev, reference_ms=level, memory_format=fmt)

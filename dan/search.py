@@ -123,13 +123,16 @@ class Searcher:
         self.input_shape = input_shape(info)
         seed_everything(cfg.seed)
         self.sn = build_supernet(cfg, info, model=model)
-        extremes = self.sn.extremes()
-        self.latency = None
-        if s.budget_latency is not None:  # this device's latency model (cached; built once here)
-            self.latency = latency_model(s, self.sn, extremes, self.monitor.console)
-        self.budget = resolve_budget(s, extremes, describe_model(cfg))
+        extremes, self.latency = self.sn.extremes(), None
+        # a FLOPs or params budget is checked before any image is loaded; a latency budget needs this
+        # device's latency model (cached; minutes to build for a large network), built after the data's
+        # checks: a broken evaluation image was found after a ResNet-50's 15 minutes of tables
+        self.budget = resolve_budget(s, extremes, describe_model(cfg)) if s.budget_latency is None else None
         self.data = data if data is not None else build_data(cfg.data, seed=cfg.seed, device=self.device,
                                                              log=self.monitor.info)
+        if self.budget is None:
+            self.latency = latency_model(s, self.sn, extremes, self.monitor.console, say=self.monitor.info)
+            self.budget = resolve_budget(s, extremes, describe_model(cfg))
         self.dist = distributed.info()
         if self.dist.enabled:
             self.data.shard(self.dist.rank, self.dist.world)
@@ -309,16 +312,17 @@ def cycle_batches(loader, epoch: int):
         k += 1
 
 
-def latency_model(s, sn, extremes: dict, progress: bool):
+def latency_model(s, sn, extremes: dict, progress: bool, say=None):
     """The latency model of the supernet's space on this device (:mod:`dan.latency`, cached), for
-    the search section ``s``; adds the narrowest and widest networks' predictions to ``extremes``."""
+    the search section ``s``; adds the narrowest and widest networks' predictions to ``extremes``.
+    ``say``: where the line announcing a measurement goes (:func:`dan.latency.build`)."""
     if s.latency_batch < 1 or (s.latency_threads is not None and s.latency_threads < 1):
         raise UserError("search.latency_batch and search.latency_threads must be >= 1")
     resolve_budget(s, {**extremes, "latency": (0.0, math.inf)})  # the text, before measuring
     from dan import latency
 
     model = latency.build(sn, batch=s.latency_batch, threads=s.latency_threads, runtime=s.latency_runtime,
-                          progress=progress, remeasure_busy=True)
+                          progress=progress, remeasure_busy=True, say=say)
     narrowest, widest = (model.predict(sn.widths_of(c)) for c in sn.extreme_choices())
     # the least predicted latency: not always the narrowest network's (latency is not monotone in
     # width; an audit's 0.65 ms budget was refused while the search had found a 0.645 ms network).

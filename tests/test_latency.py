@@ -364,3 +364,53 @@ def test_the_latency_page_of_another_network_or_setting_does_not_go_over_the_pro
                                           ["--model", "torchvision.mobilenet_v2"])]
     assert len(set(pages)) == len(pages) and all(p.startswith("runs" + os.sep) for p in pages[1:])
     assert get_args_parser().parse_args(["--out", "x.md"]).out == "x.md"
+
+
+def test_a_broken_evaluation_image_is_refused_before_the_latency_tables_are_measured(tmp_path, monkeypatch):
+    # a ResNet-50 at 224 px measured its tables for 15 minutes, then refused a garbage image in val/
+    # that a FLOPs-budget search refuses within seconds
+    import sys
+
+    from dan.search import Searcher
+    from tests.helpers import tiny_config
+    from tests.test_data import write_image_folder
+
+    root = write_image_folder(tmp_path / "imgs")
+    with open(os.path.join(root, "val", "cat", "0.png"), "wb") as f:
+        f.write(b"not an image")
+    monkeypatch.setattr(sys.modules["dan.search"], "latency_model", lambda *a: pytest.fail("the tables were measured first"))
+    cfg = tiny_config(str(tmp_path / "s"), **{"data.dataset": "imagefolder", "data.data": root,
+                                              "data.num_classes": None, "search.budget_latency": "50%"})
+    with pytest.raises(dan.UserError, match="cannot read image .*0.png"):
+        Searcher(cfg)
+
+
+def test_an_interrupted_table_keeps_its_finished_phases_and_the_next_build_takes_them_up(monkeypatch, tmp_path):
+    # a ResNet-50's table at 224 px, interrupted after minutes, kept nothing, and Ctrl-C's line said
+    # "interrupted before the first epoch ended"; the build is announced, and one bar counts every phase
+    monkeypatch.setenv("DAN_CACHE", str(tmp_path))
+    monkeypatch.setattr(latency, "PHASE_BYTES", 3_000_000)  # 3 or 4 phases of tables
+    _, sn = supernet("resnet18_small", (1, 3, 16, 16), width=4)
+    real, timed = latency.time_calls, []
+
+    def interrupted_at_the_third(fns, **kw):
+        if len(timed) == 2:
+            raise KeyboardInterrupt
+        timed.append(len(fns))
+        return real(fns, **kw)
+    monkeypatch.setattr(latency, "time_calls", interrupted_at_the_third)
+    said = []
+    with pytest.raises(KeyboardInterrupt, match="latency model was measured: its finished phases are kept in"):
+        latency.build(sn, threads=1, progress=False, rounds=1, say=said.append)
+    assert len(said) == 1 and said[0].startswith("measuring this CPU's latency model") and str(tmp_path) in said[0]
+    kept = sorted(os.listdir(latency.cache_dir()))
+    assert len(kept) == 2 and all(".tables." in k for k in kept)
+    timed.clear()
+    monkeypatch.setattr(latency, "time_calls", lambda fns, **kw: timed.append(len(fns)) or real(fns, **kw))
+    model = latency.build(sn, threads=1, progress=False, rounds=1)
+    assert all(v > 0 for l in model.layers for row in l.ms for v in row)
+    assert os.listdir(latency.cache_dir()) == [f"{latency._key(model.device, sn)}.json"]  # the phases removed
+    taken_up = list(timed)
+    timed.clear()
+    latency.build(sn, threads=1, progress=False, rounds=1, cache=False)  # every phase timed
+    assert len(timed) >= 4 and taken_up == timed[2:]  # the two kept were not timed again

@@ -90,7 +90,7 @@ def main(argv, prog: str = PROG) -> int:
     sn = build_supernet(cfg, dataset_info(cfg.data))
     start = time.perf_counter()
     model = latency.build(sn, batch=args.batch, threads=args.threads, runtime=args.runtime,
-                          cache=not args.no_cache)
+                          cache=not args.no_cache, say=print)
     print(f"latency model: fit on {model.fit['architectures']} architectures, median error "
           f"{100 * model.fit['median_abs_rel_error']:.1f} %")
     checks = []
