@@ -630,3 +630,11 @@ def test_code_version_marks_a_checkout_whose_code_differs_from_its_commit(tmp_pa
     (repo / "docs" / "x.md").write_text("a note\n")  # not code: no mark of its own
     subprocess.run(git + ["checkout", "-q", "--", "dan"], check=True)
     assert code().endswith(f"+g{commit}")
+
+
+def test_the_final_timing_is_announced(tmp_path, capsys):
+    # a ResNet-50's retrain at 224 px printed nothing for 2.5 minutes after its epoch, timing batch 64
+    cfg = tiny_config(str(tmp_path / "r"), **{"train.epochs": 1, "train.limit_batches": 1})
+    train(cfg, Monitor(cfg.run_dir, console=True, tensorboard=False))
+    out = capsys.readouterr().out
+    assert "timing the networks (big, small) at batch 1, 4 (train.latency_batches)" in out
