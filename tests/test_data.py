@@ -753,3 +753,22 @@ def test_a_cut_short_evaluation_image_is_refused_before_training_and_a_whole_one
         warnings.simplefilter("always")
         build_data(cfg, seed=0)
     assert not said  # the refusal is the one line (a cut TIFF had Pillow's "Corrupt EXIF data" before it)
+
+
+def test_more_loader_workers_than_cpus_are_cut_to_the_cpus_with_a_note(tmp_path):
+    # the ImageNet config's 8 workers on a 2-core machine: PyTorch's three-line warning twice an epoch
+    import warnings
+
+    root = write_image_folder(tmp_path / "imgs")
+    cpus = len(os.sched_getaffinity(0))
+    said = []
+    cfg = DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=2, workers=cpus + 6)
+    data = build_data(cfg, seed=0, log=said.append)
+    assert data.train.workers == data.test.workers == cpus and cfg.workers == cpus + 6  # (the caller's kept)
+    assert f"note: data.workers {cpus + 6} is more than the {cpus} CPUs this process may use: {cpus} used" in said
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyTorch's "This DataLoader will create ... worker processes"
+        next(iter(data.train))
+    same = DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=2, workers=cpus)
+    said.clear()
+    assert build_data(same, seed=0, log=said.append).train.workers == cpus and not [s for s in said if "data.workers" in s]

@@ -22,7 +22,9 @@ repeats the same epoch. A train split with at least two batches drops its last p
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Protocol, Union
 
@@ -297,7 +299,7 @@ def build_user_data(splits: DatasetSplits, cfg: DataConfig, *, seed: int,
                     device: Union[torch.device, str] = "cpu") -> Data:
     """:func:`build_data` for your own Datasets given as objects (``dan.search(model, (train, test))``)."""
     _check_batches(cfg)
-    return _user_data(splits, cfg, splits_info(splits, cfg), seed, torch.device(device))
+    return _user_data(splits, _workers_here(cfg, None), splits_info(splits, cfg), seed, torch.device(device))
 
 
 def _check_batches(cfg: DataConfig) -> None:
@@ -327,7 +329,20 @@ def build_data(cfg: DataConfig, *, seed: int, device: Union[torch.device, str] =
     if isinstance(splits, FolderSplits):
         if log is not None:
             log(splits.summary())
-        return _folder_data(splits, cfg, info, seed, device)
+        return _folder_data(splits, _workers_here(cfg, log), info, seed, device)
     if isinstance(splits, DatasetSplits):
-        return _user_data(splits, cfg, info, seed, device)
+        return _user_data(splits, _workers_here(cfg, log), info, seed, device)
     return _tensor_data(splits, cfg, info, seed, device)
+
+
+def _workers_here(cfg: DataConfig, log: Optional[Callable[[str], None]]) -> DataConfig:
+    """``cfg`` with at most as many loader workers as this process may use CPUs: the ImageNet
+    config's 8 on a 2-core machine printed PyTorch's three-line warning twice an epoch (74 lines of
+    stderr in 14 epochs), and more workers than cores only contend. The batches do not depend on
+    the number of workers (the module docstring), so nothing else changes."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cfg.workers <= cpus:
+        return cfg
+    if log is not None:
+        log(f"note: data.workers {cfg.workers} is more than the {cpus} CPUs this process may use: {cpus} used")
+    return dataclasses.replace(cfg, workers=cpus)
