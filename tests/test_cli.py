@@ -396,3 +396,29 @@ def test_a_search_whose_distributions_stayed_near_uniform_says_so():
     assert note.startswith("the width distributions stayed near uniform (mean largest probability 0.135; 0.125 if")
     assert uncommitted(SimpleNamespace(search={"mean_max_prob": 0.25}, candidates=cands)) is None
     assert uncommitted(SimpleNamespace(search={"method": "uniform"}, candidates=cands)) is None  # (no distributions)
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
+    # kill, timeout and a cluster's preemption send SIGTERM: the run ended without a word (its lock
+    # left behind); now it says what it kept and how to go on, and exits 143 as the shell reports it
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import ROOT
+
+    out = tmp_path / "r"
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "tools", "train.py"), "--dataset", "synthetic", "--image-size", "16",
+         "--num-classes", "4", "--batch-size", "32", "--limit-batches", "2", "--set", "model.args.width=8",
+         "--set", "data.synthetic_size=256", "--epochs", "1000", "--quiet", "--no-tensorboard", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == [f"interrupted: finished epochs are in {out}/checkpoints/last.pt; "
+                                        f"continue with --resume"]

@@ -11,7 +11,9 @@ import argparse
 import errno
 import os
 import re
+import signal
 import sys
+import threading
 from typing import Callable, Optional, Sequence
 
 from dan.config import Config
@@ -223,6 +225,7 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
         sys.path.insert(1, os.getcwd())
     if sys.version_info < (3, 11):  # a traceback's notes (which split and item a dataset raised on)
         sys.excepthook = print_exception_with_notes
+    terminated = _sigterm_as_interrupt()
     try:
         code = main(sys.argv[1:] if argv is None else argv)
     except UserError as e:
@@ -249,13 +252,39 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
         if os.environ.get("RANK", "0") == "0":
             print(str(e) if e.args else interrupted_line(sys.modules.get(getattr(main, "__module__", ""))),
                   file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + signal.SIGTERM if terminated else 130)  # as the shell reports each
     except (MemoryError, RuntimeError) as e:
         if not out_of_memory(e):
             raise  # not the machine's memory: a bug keeps its traceback
         print(f"error: {one_line(memory_message(e))}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        if signal.getsignal(signal.SIGTERM) is _stop_on_sigterm:  # (run in a test's process: its own again)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sys.exit(code or 0)
+
+
+def _sigterm_as_interrupt() -> list:
+    """SIGTERM (``kill``, ``timeout``, a cluster's preemption or time limit) taken as Ctrl-C: the
+    run says what it kept and how to go on, and gives up its folder's lock. It ended the process
+    without a word before. Returns a list that holds True once SIGTERM came (exit status 143).
+    A handler set by someone else (an embedding program) is left alone."""
+    got = []
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return got
+
+    _SIGTERMS[:] = [got]
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    return got
+
+
+_SIGTERMS: list = []  # the list _sigterm_as_interrupt returned
+
+
+def _stop_on_sigterm(signum, frame):
+    _SIGTERMS[0].append(True)
+    raise KeyboardInterrupt
 
 
 INTERRUPTED = ("interrupted: finished epochs are in the run folder's checkpoints/last.pt; "
