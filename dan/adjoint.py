@@ -519,7 +519,7 @@ def _fixed_blur_pools(anet: AdjointNet, root: nn.Module, *, big: bool) -> None:
     ``dan.graph._on_blur_pool``), a kernel whose shape the TorchScript ONNX exporter cannot know;
     an extracted network knows its widths, so each holds one copy per channel again, as timm's
     BlurPool2d(channels=c) does."""
-    modules = dict(root.named_modules())  # (layer_groups also names "<root>": the model's own attributes)
+    modules = dict(root.named_modules())  # (layer_groups also names "<root>.<name>": the model's own parameters)
     for name, (_, names, _) in anet.layer_groups.items():
         m = modules.get(name)
         if type(m).__name__ != "BlurPool2d" or getattr(m, "channels", 0) is not None:

@@ -640,7 +640,8 @@ def _attr_owners(w: _Walk) -> None:
         if not direct <= set(w.attrs) or any(w.attrs[t][0] != parts for t in direct):
             raise UnsupportedModelError(f"module {owner or 'the model'} holds parameters besides its per-channel "
                                         f"factors, or factors of different channels")
-        w.layer_io[owner or ROOT] = [parts, parts, 1]
+        for name in ([owner] if owner else [f"{ROOT}.{k}" for k, _ in w.gm.named_parameters(recurse=False)]):
+            w.layer_io[name] = [parts, parts, 1]  # the model's own: a row per parameter in dan.count's table
 
 
 # --- handlers of the graph's inputs, output and attributes (by node op)
