@@ -38,7 +38,7 @@ from dan.loop import (RESUMABLE_CHANGES, check_run_dir, check_same_config, optim
                       managed_fit, start_and_fit, start_managed, steps_per_epoch)
 from dan.layers import channels_last_runs
 from dan.methods import TeacherRequest, get_method
-from dan.monitor import Monitor
+from dan.monitor import Monitor, owned_monitor
 from dan.seed import seed_everything
 from dan.timing import OtherLoad
 
@@ -378,7 +378,8 @@ def train(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
 
     Every check (folder, config, data, resume compatibility) runs before the first file is
     written, so a refused run leaves nothing behind."""
-    return start_and_fit(cfg, resume, lambda: Trainer(cfg, monitor, data=data))
+    with owned_monitor(monitor, cfg.run_dir, console=False) as mon:  # one it makes is closed when the run ends
+        return start_and_fit(cfg, resume, lambda: Trainer(cfg, mon, data=data))
 
 
 def deployed_top1(last_eval: dict, deployed: str) -> float:
@@ -445,8 +446,8 @@ def resolve_teacher(request: TeacherRequest, cfg: Config, data: Data, monitor: M
     tcfg.out = os.path.join(cfg.run_dir, "teacher")
     tcfg.methods = {}
     if not os.path.isfile(os.path.join(tcfg.out, "summary.json")):
-        mon = Monitor(tcfg.out, console=monitor.console, tensorboard=monitor.tensorboard)
-        managed_fit(tcfg, lambda: Trainer(tcfg, mon, data=data))
+        with owned_monitor(None, tcfg.out, console=monitor.console, tensorboard=monitor.tensorboard) as mon:
+            managed_fit(tcfg, lambda: Trainer(tcfg, mon, data=data))  # (its writer was left open too)
     return load_teacher(tcfg.out, device)
 
 

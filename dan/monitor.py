@@ -13,6 +13,7 @@ written to the run folder itself, so ``tensorboard --logdir runs`` shows every r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -161,6 +162,23 @@ class Monitor:
         if self._jsonl is not None:
             self._jsonl.close()
             self._jsonl = None
+
+
+@contextlib.contextmanager
+def owned_monitor(monitor: Optional[Monitor], run_dir: Optional[str], **kwargs):
+    """``monitor``, or when it is None a ``Monitor(run_dir, **kwargs)`` that is closed when the
+    block ends, however it ends. A monitor the caller passed stays open: it is the caller's to close
+    (the tools' :func:`dan.cli.common.run_monitored`). An audit's ``dan.search(...)`` left, per call,
+    a TensorBoard writer thread running and ``metrics.jsonl`` open (a ResourceWarning when
+    collected): only the tools closed the monitor, and the API made its own."""
+    if monitor is not None:
+        yield monitor
+        return
+    own = Monitor(run_dir, **kwargs)
+    try:
+        yield own
+    finally:
+        own.close()
 
 
 def _fmt(v) -> str:

@@ -88,7 +88,7 @@ from dan.layers import channels_last_runs
 from dan.loss import adjoint_loss, kl_divergence, schedule
 from dan.methods.base import check_sections
 from dan.models import input_shape
-from dan.monitor import Monitor
+from dan.monitor import Monitor, owned_monitor
 from dan.search_control import SETTLE_MU_FLOOR, BudgetCost, SearchControl  # noqa: F401 (dan.search.SETTLE_MU_FLOOR)
 from dan.seed import seed_everything
 from dan.search_result import (distribution_stats, epoch_row, finish, log_epoch, log_step,  # noqa: F401
@@ -385,8 +385,9 @@ def search(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
     check_sections(cfg.methods)  # saved with the search and read by a later train.py --method
     if resume:
         check_extension(cfg)
-    return start_and_fit(cfg, resume, lambda: Searcher(cfg, monitor, data=data, model=model),  # checks first
-                         least=narrowest)
+    with owned_monitor(monitor, cfg.run_dir) as mon:  # one it makes is closed when the search ends
+        return start_and_fit(cfg, resume, lambda: Searcher(cfg, mon, data=data, model=model),  # checks first
+                             least=narrowest)
 
 
 # The resumable changes that give a finished search another answer (its arch.json rewritten)

@@ -1,0 +1,64 @@
+"""The Python API as a notebook calls it (``dan.search``, ``dan.to_adjoint``, ``dan.count``,
+``dan.adjoint_loss``, ``dan.latency.remeasure``): what a call leaves behind in the caller's process
+(threads, open files, the global random generators) and what a wrong argument is told."""
+
+import gc
+import threading
+import warnings
+
+import pytest
+import torch
+
+import dan
+from tests.helpers import tiny_config
+
+DATA = {"dataset": "synthetic", "image_size": 16, "num_classes": 4, "synthetic_size": 64, "batch_size": 16}
+
+
+def _net():
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 4))
+
+
+def _cfg(tmp_path, out="unused", **overrides):
+    return tiny_config(str(tmp_path / out), **{"train.epochs": 1, "train.limit_batches": 2,
+                                                   "search.warmup_epochs": 0, **overrides})
+
+
+def _leftovers(before: set, caught: list) -> tuple[list, list]:
+    """The threads started since ``before`` that still run, and the ResourceWarnings ``caught``."""
+    gc.collect()  # an unclosed file warns when it is collected
+    return ([t.name for t in threading.enumerate() if t not in before],
+            [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)])
+
+
+def test_a_search_from_python_closes_the_monitor_it_made_however_it_ends(tmp_path, monkeypatch):
+    from dan.engine import train
+    from dan.search import Searcher
+
+    dan.to_adjoint(_net(), input_shape=(1, 3, 16, 16))  # torch.fx's tqdm monitor thread: one per process
+    before = set(threading.enumerate())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dan.search(_net(), DATA, budget="40%", cfg=_cfg(tmp_path), out=str(tmp_path / "s"))
+        assert _leftovers(before, caught) == ([], [])  # a TensorBoard writer thread and metrics.jsonl were left open
+        train(_cfg(tmp_path, "t", **{"train.latency_batches": []}))  # dan.engine.train too
+        assert _leftovers(before, caught) == ([], [])
+
+        def fails(self):  # after the first steps were logged: both files are open
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(Searcher, "end_epoch", fails)
+        with pytest.raises(RuntimeError, match="boom"):
+            dan.search(_net(), DATA, budget="40%", cfg=_cfg(tmp_path), out=str(tmp_path / "fails"))
+        assert (tmp_path / "fails" / "metrics.jsonl").exists()
+        assert _leftovers(before, caught) == ([], [])
+    # a monitor the caller passes is the caller's: left open
+    from dan.monitor import Monitor
+
+    mine = Monitor(str(tmp_path / "mine"))
+    monkeypatch.undo()
+    dan.search(_net(), DATA, budget="40%", cfg=_cfg(tmp_path), out=str(tmp_path / "mine"), monitor=mine)
+    assert mine._jsonl is not None and not mine._jsonl.closed
+    mine.close()
