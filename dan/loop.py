@@ -36,7 +36,7 @@ from dan import distributed
 from dan.checkpoint import atomic_write, check_same_task, code_version, load_checkpoint
 from dan.config import BEFORE_KEY, FORMER_DEFAULTS, Config, load_yaml_file
 from dan.errors import DivergedError, UserError
-from dan.seed import derive, seed_everything
+from dan.seed import derive, kept_rng_state, seed_everything
 
 # Keys a resumed run may change: how long, where, and how fast it runs; not what it computes.
 RESUMABLE_CHANGES = ("train.epochs", "device", "data.workers", "out", "train.latency_batches", "train.amp",
@@ -364,8 +364,11 @@ _DEPTH = [0]
 def start_and_fit(cfg: Config, resume: bool, build, least=None):
     """:func:`start` the task, run its ``fit()`` and return what it returns; the run folder's
     lock (:func:`lock_run_dir`) is given up when the run ends, however it ends. Ctrl-C becomes
-    the line of the outermost run only (a shortlist's fine-tune spoke for the search around it)."""
-    with _own_run(cfg.run_dir):
+    the line of the outermost run only (a shortlist's fine-tune spoke for the search around it).
+    The outermost run gives the caller's process its random generators back when it ends
+    (:func:`dan.seed.kept_rng_state`); a run inside it (a shortlist's fine-tune) leaves them to it."""
+    keep = kept_rng_state() if _DEPTH[0] == 0 else contextlib.nullcontext()
+    with keep, _own_run(cfg.run_dir):
         try:
             return start(cfg, resume, build, least).fit()
         except KeyboardInterrupt as e:

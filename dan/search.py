@@ -90,7 +90,7 @@ from dan.methods.base import check_sections
 from dan.models import input_shape
 from dan.monitor import Monitor, owned_monitor
 from dan.search_control import SETTLE_MU_FLOOR, BudgetCost, SearchControl  # noqa: F401 (dan.search.SETTLE_MU_FLOOR)
-from dan.seed import seed_everything
+from dan.seed import kept_rng_state, seed_everything
 from dan.search_result import (distribution_stats, epoch_row, finish, log_epoch, log_step,  # noqa: F401
                                repaired_argmax, width_figure, width_png)
 from dan.supernet import Supernet, build_supernet
@@ -482,11 +482,14 @@ def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config 
     cfg.out = out or cfg.out or os.path.join("runs", f"search-{type(model).__name__}")
     cfg.validate()
     models.trust(cfg.data.dataset)  # a package.module:function dataset named in this call
-    built = None
-    if splits is not None:  # loaders over them, as the search's resolved config says
-        rcfg = cfg.resolve("search")
-        built = build_user_data(splits, rcfg.data, seed=rcfg.seed, device=resolve_device(rcfg.device))
-    return search(cfg, monitor, resume=resume, model=model, data=built)
+    # the caller's random generators as they were (the run seeds them; your Datasets' items drawn
+    # while the data is checked may draw from them too)
+    with kept_rng_state():
+        built = None
+        if splits is not None:  # loaders over them, as the search's resolved config says
+            rcfg = cfg.resolve("search")
+            built = build_user_data(splits, rcfg.data, seed=rcfg.seed, device=resolve_device(rcfg.device))
+        return search(cfg, monitor, resume=resume, model=model, data=built)
 
 
 def logit_step(sr: Searcher) -> None:

@@ -62,3 +62,40 @@ def test_a_search_from_python_closes_the_monitor_it_made_however_it_ends(tmp_pat
     dan.search(_net(), DATA, budget="40%", cfg=_cfg(tmp_path), out=str(tmp_path / "mine"), monitor=mine)
     assert mine._jsonl is not None and not mine._jsonl.closed
     mine.close()
+
+
+def _draws() -> tuple:
+    import random
+
+    import numpy as np
+
+    return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+
+def _seed_all(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def test_a_search_from_python_gives_the_caller_its_random_generators_back(tmp_path):
+    """It left them seeded by the run: every network built afterwards without a seed of its own had
+    the same initial weights. The run's own numbers stay its seed's (arch.json's widths below)."""
+    from dan.engine import train
+
+    _seed_all(7)
+    expected = _draws()
+    net, cfg = _net(), _cfg(tmp_path)
+    _seed_all(7)
+    arch = dan.search(net, DATA, budget="40%", cfg=cfg, out=str(tmp_path / "a"))
+    assert _draws() == expected
+    _seed_all(8)  # another caller's state: the same answer
+    assert dan.search(net, DATA, budget="40%", cfg=cfg, out=str(tmp_path / "b")).widths == arch.widths
+    cfg = _cfg(tmp_path, "t", **{"train.latency_batches": []})
+    _seed_all(7)
+    train(cfg)  # dan.engine.train too
+    assert _draws() == expected
