@@ -207,13 +207,42 @@ def _check_options(an: GraphAnalysis, model: nn.Module, stem: int, unmasked: tup
                         f"network would be the big one; lower stem (now {stem}) or unmask fewer layers")
 
 
+def check_network(model, does: str = "to_adjoint converts") -> None:
+    """Refuse, in one line that says what to pass, a ``model`` that is not a network the conversion
+    can take (``does``: the call's own words, "dan.search searches"): no module at all (None, a
+    name, the builder function or class itself), or an adjoint network already. An audit's notebook
+    met ``dan.search(None, data)`` as "this network was searched as a Python object (NoneType):
+    rebuild it with dan.build_adjoint(...)", a name or ``torchvision.models.resnet18`` (not called)
+    as an AttributeError, and an AdjointNet as "torch.fx cannot trace AdjointNet"."""
+    if model is None:
+        raise UserError(f"{does} a model (a torch.nn.Module), got None: build it first, e.g. "
+                        f"torchvision.models.resnet18(num_classes=10)")
+    if isinstance(model, str):
+        raise UserError(f"{does} a torch.nn.Module, got a str ({model!r}): build the model first (e.g. "
+                        f"torchvision.models.resnet18()); the tools take a model by name (--model)")
+    if callable(model) and not isinstance(model, nn.Module):  # the builder itself, not what it builds
+        kind = "class" if isinstance(model, type) else "function"
+        name = getattr(model, "__name__", type(model).__name__)
+        raise UserError(f"{does} a torch.nn.Module, got the {kind} {name} itself: call it to build the model, "
+                        f"e.g. {name}(num_classes=10)")
+    if not isinstance(model, nn.Module):
+        raise UserError(f"{does} a torch.nn.Module, got a {type(model).__name__}: build the model first (e.g. "
+                        f"torchvision.models.resnet18())")
+    if isinstance(model, AdjointNet):
+        raise UserError(f"{does} a network, and this one is already an adjoint network ({type(model).__name__}, "
+                        f"dan.to_adjoint's output): pass the original model (to convert it again, e.g. with another "
+                        f"alpha), or use this one as it is")
+    if any(isinstance(m, _ADJOINT_LAYERS) for m in model.modules()):  # anet.big, anet.small, a wrapper of anet
+        raise UserError(f"{does} a network, and this {type(model).__name__} holds an adjoint network's layers "
+                        f"(anet.big, anet.small or a module around an AdjointNet): pass the original model, or "
+                        f"convert the plain network dan.extract_big(anet) or dan.extract_small(anet) cuts out")
+
+
 def _prepare(model: nn.Module, alpha: float, beta: float, input_shape: Optional[tuple],
              copy_model: bool) -> tuple:
     """Check the options; the model to convert (a copy unless ``copy_model`` is False, in-place
     ops turned off), the input shape and a zero example input on the model's device."""
-    if not isinstance(model, nn.Module):
-        raise UserError(f"to_adjoint converts a torch.nn.Module, got a {type(model).__name__}: build the model "
-                        f"first (e.g. torchvision.models.resnet18())")
+    check_network(model)
     wrapped = {"DataParallel": "module", "DistributedDataParallel": "module", "OptimizedModule": "_orig_mod"}
     if type(model).__name__ in wrapped and isinstance(getattr(model, wrapped[type(model).__name__], None), nn.Module):
         what = "torch.compile" if type(model).__name__ == "OptimizedModule" else type(model).__name__

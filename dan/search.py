@@ -459,8 +459,10 @@ def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config 
         The :class:`~dan.arch.Arch` written to ``<out>/arch.json``. Its ``space`` records the class
         name only: rebuild it with ``dan.build_adjoint(arch, model=model)``.
     """
+    from dan.adjoint import check_network
     from dan.config import DataConfig
 
+    check_network(model, "dan.search searches")  # before the config and the data are read
     if kind not in ("flops", "params", "latency"):
         raise UserError(f"kind must be 'flops', 'params' or 'latency', got {kind!r}")
     cfg = copy.deepcopy(cfg) if cfg is not None else Config()

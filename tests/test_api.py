@@ -99,3 +99,31 @@ def test_a_search_from_python_gives_the_caller_its_random_generators_back(tmp_pa
     _seed_all(7)
     train(cfg)  # dan.engine.train too
     assert _draws() == expected
+
+
+def test_a_wrong_model_is_named_with_what_to_pass(tmp_path):
+    """``dan.search(None, ...)`` said "this network was searched as a Python object (NoneType):
+    rebuild it with dan.build_adjoint(...)"; a name or a builder not called was an AttributeError;
+    an adjoint network was "torch.fx cannot trace AdjointNet"."""
+    import torchvision
+
+    out = str(tmp_path / "s")
+    with pytest.raises(dan.UserError, match="dan.search searches a model .*got None: build it first"):
+        dan.search(None, DATA, out=out)
+    with pytest.raises(dan.UserError, match="torch.nn.Module, got a str \\('resnet18'\\): build the model first"):
+        dan.search("resnet18", DATA, out=out)
+    for call in (dan.search, dan.to_adjoint):
+        with pytest.raises(dan.UserError, match="got the function resnet18 itself: call it"):
+            call(torchvision.models.resnet18, *([DATA] if call is dan.search else []))
+    with pytest.raises(dan.UserError, match="got the class ResNet itself: call it"):
+        dan.to_adjoint(torchvision.models.ResNet)
+    anet = dan.to_adjoint(_net(), input_shape=(1, 3, 16, 16))
+    for call, does in ((dan.to_adjoint, "to_adjoint converts"), (dan.search, "dan.search searches")):
+        with pytest.raises(dan.UserError, match=f"{does} a network, and this one is already an adjoint network "
+                                                f".*pass the original model .*or use this one as it is"):
+            call(anet, *([DATA] if call is dan.search else []))
+    for part in (anet.big, anet.small, torch.nn.Sequential(anet)):
+        with pytest.raises(dan.UserError, match="holds an adjoint network's layers .*dan.extract_small"):
+            dan.to_adjoint(part)
+    assert not (tmp_path / "s").exists()
+    assert dan.to_adjoint(dan.extract_small(anet), input_shape=(1, 3, 16, 16)).groups  # a plain network again
