@@ -438,7 +438,7 @@ def narrowest(sr: Searcher):
             g.width, g.mask = width, mask
 
 
-def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config | None = None,
+def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config | dict | str | None = None,
                  out: str | None = None, monitor: Monitor | None = None, resume: bool = False) -> Arch:
     """DAN search over the widths of a network object: ``dan.search(model, data, budget="25%")``.
 
@@ -453,7 +453,9 @@ def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config 
             a latency: ``"2.5ms"``).
         kind: ``"flops"`` (multiply-accumulates), ``"params"`` or ``"latency"`` (batch-1 time on
             this machine, as ``tools/search.py --budget-latency``).
-        cfg: the other settings (training, search); default :class:`~dan.config.Config`.
+        cfg: the other settings (training, search): a :class:`~dan.config.Config`, a dict of its
+            sections (``{"train": {"epochs": 2}}``) or a YAML config's path (as ``--config``);
+            default :class:`~dan.config.Config`.
         out: the run folder (default ``runs/search-<class name>``).
     Returns:
         The :class:`~dan.arch.Arch` written to ``<out>/arch.json``. Its ``space`` records the class
@@ -465,7 +467,7 @@ def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config 
     check_network(model, "dan.search searches")  # before the config and the data are read
     if kind not in ("flops", "params", "latency"):
         raise UserError(f"kind must be 'flops', 'params' or 'latency', got {kind!r}")
-    cfg = copy.deepcopy(cfg) if cfg is not None else Config()
+    cfg = api_config(cfg)
     splits = None
     if isinstance(data, (tuple, list)):  # your own Datasets, as objects
         splits = as_splits(data, object_name(data[0]) if len(data) == 2 else "data")
@@ -492,6 +494,27 @@ def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config 
             rcfg = cfg.resolve("search")
             built = build_user_data(splits, rcfg.data, seed=rcfg.seed, device=resolve_device(rcfg.device))
         return search(cfg, monitor, resume=resume, model=model, data=built)
+
+
+def api_config(cfg) -> Config:
+    """A new :class:`Config` of what ``dan.search(..., cfg=)`` was given: a config (copied), a dict
+    of its sections (:meth:`Config.from_dict`: a misspelt key is named) or a YAML file's path (read as
+    ``tools/search.py --config`` reads it); the defaults for None. An audit's notebook passed
+    ``cfg={"train": {"epochs": 2}}`` and ``cfg="x.yaml"``: both were AttributeErrors."""
+    if cfg is None:
+        return Config()
+    if isinstance(cfg, Config):
+        return copy.deepcopy(cfg)
+    if isinstance(cfg, dict):
+        return Config.from_dict(copy.deepcopy(cfg))
+    if isinstance(cfg, (str, os.PathLike)):
+        path = os.fspath(cfg)
+        if not os.path.isfile(path):
+            raise UserError(f"cfg {path} is no file: pass a YAML config's path (configs/*.yaml), a dict of its "
+                            f"sections or a dan.config.Config")
+        return Config.from_file(path)
+    raise UserError(f"cfg must be a dan.config.Config, a dict of its sections ({{'train': {{'epochs': 2}}}}) or a "
+                    f"YAML config's path, got a {type(cfg).__name__}")
 
 
 def logit_step(sr: Searcher) -> None:

@@ -127,3 +127,21 @@ def test_a_wrong_model_is_named_with_what_to_pass(tmp_path):
             dan.to_adjoint(part)
     assert not (tmp_path / "s").exists()
     assert dan.to_adjoint(dan.extract_small(anet), input_shape=(1, 3, 16, 16)).groups  # a plain network again
+
+
+def test_a_search_takes_its_settings_as_a_config_a_dict_or_a_yaml_file(tmp_path):
+    """``cfg={"train": {"epochs": 2}}`` and ``cfg="x.yaml"`` were AttributeErrors."""
+    net, cfg = _net(), _cfg(tmp_path)
+    arch = dan.search(net, DATA, budget="40%", cfg=cfg, out=str(tmp_path / "config"))
+    as_dict = dan.search(net, DATA, budget="40%", cfg=cfg.to_dict(), out=str(tmp_path / "dict"))
+    cfg.save(str(tmp_path / "search.yaml"))
+    as_file = dan.search(net, DATA, budget="40%", cfg=tmp_path / "search.yaml", out=str(tmp_path / "file"))
+    assert as_dict.widths == as_file.widths == arch.widths
+    out = str(tmp_path / "refused")
+    with pytest.raises(dan.UserError, match="cfg .*missing.yaml is no file: pass a YAML config's path"):
+        dan.search(net, DATA, cfg=str(tmp_path / "missing.yaml"), out=out)
+    with pytest.raises(dan.UserError, match="unknown config key 'trian'"):
+        dan.search(net, DATA, cfg={"trian": {"epochs": 2}}, out=out)
+    with pytest.raises(dan.UserError, match="cfg must be a dan.config.Config, a dict .*got a list"):
+        dan.search(net, DATA, cfg=[("train", {})], out=out)
+    assert not (tmp_path / "refused").exists()
