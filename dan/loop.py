@@ -143,6 +143,7 @@ def check_run_dir(cfg: Config, resume: bool) -> None:
     if not distributed.info().main:
         return
     check_not_a_file(run_dir)
+    check_creatable(run_dir)
     study = next((n for n in ("study.db", "tune.json") if os.path.isfile(os.path.join(run_dir, n))), None)
     if study:  # a run written into it stopped the study from continuing (tune refuses run folders)
         raise UserError(f"{run_dir} holds a tuning study ({study}): choose another --out (its trials' runs are in "
@@ -254,6 +255,24 @@ def check_not_a_file(run_dir: str) -> None:
         raise UserError(f"--out {run_dir} is a file: pass a folder")
 
 
+def check_creatable(run_dir: str) -> None:
+    """The run folder ``run_dir`` exists or can be made: its nearest existing parent is a folder this
+    process may write into. Checked with the others, before any work: an audit's ``dan.search(...,
+    out="/proc/nope")`` loaded the data and built the network, then raised a bare FileNotFoundError.
+    What this cannot see (a file system that refuses the folder anyway) :func:`prepare_run_dir` says."""
+    if os.path.isdir(run_dir):
+        return
+    parent = os.path.dirname(os.path.abspath(run_dir))
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError(f"cannot create the run folder {run_dir}: {parent} is a file, not a folder: choose another "
+                        f"--out (out= from Python)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create the run folder {run_dir} in {parent} (Permission denied): choose another "
+                        f"--out (out= from Python) in a folder you can write")
+
+
 def held_run(run_dir: str) -> str | None:
     """The first file that says ``run_dir`` holds a run a new one must not overwrite (its last
     checkpoint, else a finished file: :data:`FINISHED_FILES`, event files), or None.
@@ -287,7 +306,11 @@ def prepare_run_dir(cfg: Config, resume: bool) -> str:
         distributed.barrier()
         return run_dir
     check_run_dir(cfg, resume)
-    os.makedirs(run_dir, exist_ok=True)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as e:  # (the tools said it in a line of their own; from Python it was a bare OSError)
+        raise UserError(f"cannot create the run folder {run_dir} ({e.strerror}): choose another --out (out= from "
+                        f"Python) in a folder you can write") from None
     lock_run_dir(run_dir)  # after every check: a refused run leaves no folder
     remove_stale_temporaries(run_dir)
     if resume:

@@ -3,6 +3,7 @@
 (threads, open files, the global random generators) and what a wrong argument is told."""
 
 import gc
+import os
 import threading
 import warnings
 
@@ -145,3 +146,23 @@ def test_a_search_takes_its_settings_as_a_config_a_dict_or_a_yaml_file(tmp_path)
     with pytest.raises(dan.UserError, match="cfg must be a dan.config.Config, a dict .*got a list"):
         dan.search(net, DATA, cfg=[("train", {})], out=out)
     assert not (tmp_path / "refused").exists()
+
+
+def test_a_run_folder_that_cannot_be_made_is_said_before_the_work(tmp_path, monkeypatch):
+    """``out="/proc/nope"`` was a bare FileNotFoundError, after the data was loaded and the network built."""
+    import importlib
+
+    search_module = importlib.import_module("dan.search")  # (dan.search is the function)
+    net, cfg = _net(), _cfg(tmp_path)
+    (tmp_path / "file").write_text("x")
+    built = []
+    real = search_module.build_supernet
+    monkeypatch.setattr(search_module, "build_supernet", lambda *a, **k: built.append(1) or real(*a, **k))
+    with pytest.raises(dan.UserError, match="cannot create the run folder .*file/run: .*file is a file, not a folder: "
+                                            "choose another --out \\(out= from Python\\)"):
+        dan.search(net, DATA, cfg=cfg, out=str(tmp_path / "file" / "run"))
+    assert not built and (tmp_path / "file").read_text() == "x"
+    if os.path.isdir("/proc/self"):  # a folder a file system refuses, whatever its permissions say
+        with pytest.raises(dan.UserError, match="cannot create the run folder /proc/dan-nope \\(No such file or "
+                                                "directory\\): choose another --out"):
+            dan.search(net, DATA, cfg=cfg, out="/proc/dan-nope")
