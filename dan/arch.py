@@ -241,6 +241,16 @@ def build_base(arch: Arch):
         raise UserError(f"arch.json: {arch.space} with space_args {args} cannot be built: {e}") from e
 
 
+def as_arch(arch, who: str) -> Arch:
+    """``arch``, or the one :func:`load_arch` reads from an ``arch.json`` path (or its search's
+    folder); anything else a user error naming ``who`` (the function that takes it)."""
+    if isinstance(arch, (str, os.PathLike)):
+        return load_arch(os.fspath(arch))
+    if not isinstance(arch, Arch):
+        raise UserError(f"{who} takes an Arch (dan.load_arch) or an arch.json path, got a {type(arch).__name__}")
+    return arch
+
+
 def build_adjoint(arch: Arch | str, *, mask_seed: int = 0, model=None) -> AdjointNet:
     """A fresh adjoint network whose small path has exactly ``arch.widths``: of the network the
     architecture names, or of a copy of ``model`` (a network searched as a Python object, or any
@@ -248,10 +258,7 @@ def build_adjoint(arch: Arch | str, *, mask_seed: int = 0, model=None) -> Adjoin
     search's folder)."""
     import copy
 
-    if isinstance(arch, (str, os.PathLike)):
-        arch = load_arch(arch_file(os.fspath(arch)))
-    elif not isinstance(arch, Arch):
-        raise UserError(f"build_adjoint takes an Arch (dan.load_arch) or an arch.json path, got a {type(arch).__name__}")
+    arch = as_arch(arch, "build_adjoint")
 
     if model is not None and not isinstance(model, nn.Module):  # was blamed on the file's widths
         raise UserError(f"build_adjoint's model is the network object the architecture was searched on, got a "

@@ -765,14 +765,18 @@ def remeasure(arch, repeats: int = 1, *, model=None) -> dict:
     """Measure again the network of an ``arch.json`` found under a latency budget, on this machine
     in this process, as the search did (:func:`measure_found`; a relative budget is re-read
     against this machine's widest network, as a search here would):
-    ``{"measured_ms", "measured_over_budget", "in_band", "same_device", ...}``. ``model``: the
-    network object a search was given as a Python object (``dan.search(model, ...)``), which the
-    arch.json cannot rebuild (as for :func:`dan.build_adjoint`)."""
+    ``{"measured_ms", "measured_over_budget", "in_band", "same_device", ...}``. ``arch``: the
+    :class:`~dan.arch.Arch` or its ``arch.json``'s path (or the search's folder), as
+    :func:`dan.build_adjoint` takes it (a path was an AttributeError). ``model``: the network object
+    a search was given as a Python object (``dan.search(model, ...)``), which the arch.json cannot
+    rebuild (as for :func:`dan.build_adjoint`)."""
     import torch.nn as nn
 
+    from dan.arch import as_arch
     from dan.errors import UserError
     from dan.models import kind
 
+    arch = as_arch(arch, "remeasure")
     if "latency" not in arch.budget or not arch.latency:  # (first: an object's FLOPs search has nothing to time)
         raise UserError("this arch.json was not searched under a latency budget: --arch re-times the network of a "
                         "search.py --budget-latency run (its FLOPs or params budget needs no timing)")

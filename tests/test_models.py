@@ -155,6 +155,11 @@ def test_the_python_api_searches_under_a_latency_budget(tmp_path, monkeypatch):
 
     again = remeasure(dan.load_arch(str(tmp_path / "s" / "arch.json")), model=model)
     assert again["measured_ms"] > 0 and again["budget_ms"] > 0
+    # its path, or the search's folder, as dan.build_adjoint takes them (an audit: an AttributeError)
+    assert remeasure(str(tmp_path / "s"), model=model)["budget_ms"] == again["budget_ms"]
+    with pytest.raises(dan.UserError, match=r"remeasure takes an Arch \(dan.load_arch\) or an arch.json path, "
+                                            r"got a dict"):
+        remeasure({"widths": {}}, model=model)
     assert_user_error(run_tool("latency.py", "--arch", str(tmp_path / "s" / "arch.json")),
                       "dan.latency.remeasure(dan.load_arch(path), model=your_model)")
     with pytest.raises(dan.UserError, match="'flops', 'params' or 'latency'"):
