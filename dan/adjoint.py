@@ -19,6 +19,7 @@ load into it before conversion, and ``anet.big`` is a module that runs the big n
 from __future__ import annotations
 
 import copy
+import numbers
 import warnings
 from typing import Optional
 
@@ -248,6 +249,11 @@ def _prepare(model: nn.Module, alpha: float, beta: float, input_shape: Optional[
         what = "torch.compile" if type(model).__name__ == "OptimizedModule" else type(model).__name__
         raise UserError(f"to_adjoint converts the network itself, not a {what} wrapper of it: pass "
                         f"model.{wrapped[type(model).__name__]} (and wrap or compile the adjoint network after)")
+    for name, value, what, e_g in (("alpha", alpha, ">= 1 (the small network keeps 1/alpha of a width)", "4"),
+                                   ("beta", beta, "in [0, 1) (the fraction of weights r_beta zeroes)", "0.5")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):  # alpha="4" was a TypeError of ">="
+            raise UserError(f"{name} must be a number {what}, got a {type(value).__name__} ({value!r}): pass "
+                            f"a number, e.g. {name}={e_g}")
     if not alpha >= 1:  # NaN too (it reached ceil() and a ValueError)
         raise UserError(f"alpha must be >= 1 (the small network keeps 1/alpha of a width), got {alpha}")
     if not 0.0 <= beta < 1.0:

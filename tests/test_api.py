@@ -166,3 +166,14 @@ def test_a_run_folder_that_cannot_be_made_is_said_before_the_work(tmp_path, monk
         with pytest.raises(dan.UserError, match="cannot create the run folder /proc/dan-nope \\(No such file or "
                                                 "directory\\): choose another --out"):
             dan.search(net, DATA, cfg=cfg, out="/proc/dan-nope")
+
+
+def test_to_adjoint_names_an_option_of_the_wrong_type():
+    """``alpha="4"`` was a TypeError from a comparison inside."""
+    net = _net()
+    with pytest.raises(dan.UserError, match="alpha must be a number >= 1 .*got a str \\('4'\\): pass a number, "
+                                            "e.g. alpha=4"):
+        dan.to_adjoint(net, alpha="4")
+    with pytest.raises(dan.UserError, match="beta must be a number in \\[0, 1\\) .*got a NoneType"):
+        dan.to_adjoint(net, beta=None)
+    assert dan.to_adjoint(net, alpha=2, beta=0.5, input_shape=(1, 3, 16, 16)).groups
