@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from dan.errors import UserError
+from dan.errors import UserError, first_line, out_of_memory, raised_in_dan
 
 aten = torch.ops.aten
 ROOT = "<root>"  # the layer-table rows of parameters held by the model itself (not a submodule): <root>.<name>
@@ -185,6 +185,10 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
     try:
         with torch.no_grad():
             _trace(model, tuple(input_shape), device, rec, _input_dtype(model))
+    except (RuntimeError, ValueError, AssertionError) as e:  # (AssertionError: a model's own, a ViT's size check)
+        if out_of_memory(e) or isinstance(e, AssertionError) and raised_in_dan(e):
+            raise  # the machine's memory, or a bug of ours
+        raise UserError(refused_input(model, tuple(input_shape), e)) from e
     finally:
         for h in handles:
             h.remove()
@@ -307,6 +311,18 @@ def _trace(model: nn.Module, input_shape: tuple, device, rec: _Recorder, dtype=t
             rec.where.clear()
     with rec:
         model(torch.zeros(input_shape, device=device, dtype=dtype))
+
+
+def refused_input(model: nn.Module, input_shape: tuple, e: BaseException) -> str:
+    """The line of a ``dan.count`` whose model does not run on ``input_shape`` (it raised ``e``):
+    what it said and the shape to give, with the channels its first conv takes. An audit's
+    ``dan.count(m, (3, 64))`` and a 3-channel ResNet's ``(1, 1, 64, 64)`` were PyTorch's bare
+    RuntimeErrors ("Expected 3D (unbatched) or 4D (batched) input to conv2d ...")."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    example = (f"e.g. (1, {first.in_channels}, 224, 224): its first conv takes {first.in_channels} channels"
+               if first is not None else "e.g. (1, 3, 224, 224)")
+    return (f"{type(model).__name__} does not run on an input of shape {input_shape} ({first_line(e, 200)}): "
+            f"give dan.count the shape of an input it takes, the batch first, {example}")
 
 
 def set_mode(model: nn.Module, training: bool) -> None:

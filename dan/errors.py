@@ -29,6 +29,17 @@ def out_of_memory(e: BaseException) -> bool:
         "can't allocate memory" in str(e) or "out of memory" in str(e).lower()
 
 
+def raised_in_dan(e: BaseException) -> bool:
+    """Whether ``e`` was raised by this package's own code (its innermost frame under dan/): an
+    assert of ours is a bug, a model's own (a ViT's "Wrong image height!") the user's input."""
+    import os
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__)
+    home = os.path.dirname(os.path.abspath(__file__))
+    return bool(frames) and os.path.abspath(frames[-1].filename).startswith(home + os.sep)
+
+
 def add_note(e: BaseException, note: str) -> None:
     """``e.add_note(note)``, on Python 3.10 too: there the note is kept in ``e.__notes__`` as 3.11 keeps
     it, and the tools print it after the traceback (:func:`print_exception_with_notes`), which 3.10's own

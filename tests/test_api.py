@@ -4,6 +4,7 @@
 
 import gc
 import os
+import re
 import threading
 import warnings
 
@@ -177,3 +178,24 @@ def test_to_adjoint_names_an_option_of_the_wrong_type():
     with pytest.raises(dan.UserError, match="beta must be a number in \\[0, 1\\) .*got a NoneType"):
         dan.to_adjoint(net, beta=None)
     assert dan.to_adjoint(net, alpha=2, beta=0.5, input_shape=(1, 3, 16, 16)).groups
+
+
+def test_count_says_which_input_shape_the_model_refused_and_what_to_give():
+    """``dan.count(m, (3, 64))`` and a 3-channel network's ``(1, 1, 64, 64)`` were PyTorch's bare RuntimeErrors."""
+    net = _net()
+    for shape, said in (((3, 64), "Expected 3D \\(unbatched\\) or 4D"), ((1, 1, 16, 16), "to have 3 channels")):
+        with pytest.raises(dan.UserError, match=f"Sequential does not run on an input of shape {re.escape(str(shape))} "
+                                                f"\\(.*{said}.*\\): give dan.count the shape of an input it takes, the "
+                                                f"batch first, e.g. \\(1, 3, 224, 224\\): its first conv takes 3 "
+                                                f"channels") as e:
+            dan.count(net, shape)
+        assert isinstance(e.value.__cause__, RuntimeError)  # PyTorch's own, kept as the cause
+    assert dan.count(net, (1, 3, 16, 16)).params == sum(p.numel() for p in net.parameters())
+    # count.py judges the cause as before: its own flags, and a network whose sibling ran keeps its traceback
+    from dan.cli.count import count_at
+
+    with pytest.raises(dan.UserError, match="net does not run on input 1x1x16x16 .*pass its --input-size"):
+        count_at(net, (1, 1, 16, 16), "net")
+    with pytest.raises(RuntimeError, match="to have 3 channels") as e:
+        count_at(net, (1, 1, 16, 16), "net", others_ran=True)
+    assert not isinstance(e.value, dan.UserError)

@@ -232,27 +232,21 @@ def count_at(net, shape: tuple, target: str, *, others_ran: bool = False):
     the input is not what is wrong: the failure keeps its traceback (an extracted small network
     that failed where its big one ran was blamed on --input-size)."""
     import dan
-    from dan.errors import out_of_memory
+    from dan.errors import out_of_memory, raised_in_dan
 
     try:
-        return dan.count(net, shape)
+        try:
+            return dan.count(net, shape)
+        except UserError as refused:  # dan.count's own line for an input the network refused: the cause
+            if not isinstance(refused.__cause__, (RuntimeError, ValueError, AssertionError)):
+                raise  # not about the input (a shape that is no shape)
+            raise refused.__cause__ from None  # judged here, with the flags that give another input
     except (RuntimeError, ValueError, AssertionError) as e:  # a model's own shape asserts (a ViT's)
-        if out_of_memory(e) or others_ran or (isinstance(e, AssertionError) and _raised_in_dan(e)):
+        if out_of_memory(e) or others_ran or (isinstance(e, AssertionError) and raised_in_dan(e)):
             raise  # the machine's memory, or a bug (DAN's own assert, a network its sibling ran beside)
         lines = [l.strip() for l in str(e).splitlines() if l.strip() and "Traceback" not in l]
         raise UserError(f"{target} does not run on input {'x'.join(map(str, shape))} "
                         f"({(lines or [type(e).__name__])[-1][:160]}): pass its --input-size and --in-channels") from e
-
-
-def _raised_in_dan(e: BaseException) -> bool:
-    """Whether ``e`` was raised by this package's own code (its innermost frame under dan/)."""
-    import traceback
-
-    import dan
-
-    frames = traceback.extract_tb(e.__traceback__)
-    home = os.path.dirname(os.path.abspath(dan.__file__))
-    return bool(frames) and os.path.abspath(frames[-1].filename).startswith(home)
 
 
 def training_memory(trains: dict, shape: tuple, batch: int) -> dict:
