@@ -13,6 +13,7 @@ start (the big network is not yet a reliable teacher) and reaches c at half of t
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable
 
 import torch
@@ -51,6 +52,29 @@ def kl_divergence(big_logits: torch.Tensor, small_logits: torch.Tensor, eps: flo
     return (p * (torch.log(p + eps) - torch.log(q + eps))).sum(dim=1).mean()
 
 
+def check_loss_inputs(big_logits, small_logits, lam) -> None:
+    """Refuse what :func:`adjoint_loss` cannot weigh, in one line that says what to pass: logits that
+    are not two tensors of one shape (an audit's big and small networks of other class counts were
+    PyTorch's "The size of tensor a (10) must match ..."), a ``lam`` that is not a number (``"x"`` was
+    a TypeError from inside the product) or not a finite weight >= 0 (NaN made a NaN loss silently)."""
+    if not (isinstance(big_logits, torch.Tensor) and isinstance(small_logits, torch.Tensor)):
+        raise UserError(f"adjoint_loss takes the logits as tensors, got a {type(big_logits).__name__} and a "
+                        f"{type(small_logits).__name__}: pass the two outputs of an adjoint network "
+                        f"(big, small = anet(x))")
+    if big_logits.shape != small_logits.shape:
+        raise UserError(f"adjoint_loss: big_logits has shape {tuple(big_logits.shape)} and small_logits "
+                        f"{tuple(small_logits.shape)}: the two networks' logits must have one shape (batch, classes): "
+                        f"pass the two outputs of one adjoint network (big, small = anet(x)), whose small network "
+                        f"shares the big one's classifier")
+    if isinstance(lam, torch.Tensor) and lam.numel() == 1:
+        return  # (a tensor's value is not read here: that would wait for the device every step)
+    if not isinstance(lam, numbers.Real):
+        raise UserError(f"adjoint_loss: lam must be a number, the KL term's weight lambda(t) (e.g. "
+                        f"dan.schedule('quadratic')(t)), got a {type(lam).__name__} ({str(lam)[:40]!r})")
+    if not (math.isfinite(lam) and lam >= 0):
+        raise UserError(f"adjoint_loss: lam must be a finite weight >= 0 (the KL term's lambda(t)), got {lam}")
+
+
 def adjoint_loss(big_logits: torch.Tensor, small_logits: torch.Tensor, target: torch.Tensor,
                  lam: float, *, eps: float = EPS, detach_teacher: bool = False,
                  label_smoothing: float = 0.0, return_terms: bool = False):
@@ -67,8 +91,7 @@ def adjoint_loss(big_logits: torch.Tensor, small_logits: torch.Tensor, target: t
     Returns:
         A scalar tensor (and the terms when asked).
     """
-    if isinstance(lam, (int, float)) and not (math.isfinite(lam) and lam >= 0):  # NaN made a NaN loss silently
-        raise UserError(f"adjoint_loss: lam must be a finite weight >= 0 (the KL term's lambda(t)), got {lam}")
+    check_loss_inputs(big_logits, small_logits, lam)
     ce = F.cross_entropy(big_logits, target, label_smoothing=label_smoothing)
     kl = kl_divergence(big_logits, small_logits, eps, detach_teacher)
     loss = ce + lam * kl

@@ -199,3 +199,19 @@ def test_count_says_which_input_shape_the_model_refused_and_what_to_give():
     with pytest.raises(RuntimeError, match="to have 3 channels") as e:
         count_at(net, (1, 1, 16, 16), "net", others_ran=True)
     assert not isinstance(e.value, dan.UserError)
+
+
+def test_adjoint_loss_names_logits_of_two_shapes_and_a_lam_that_is_no_number():
+    """Logits of networks with other class counts were PyTorch's "The size of tensor a (10) must
+    match ..."; ``lam="x"`` a TypeError from inside the product."""
+    g = torch.Generator().manual_seed(0)
+    big, small, y = torch.randn(4, 10, generator=g), torch.randn(4, 5, generator=g), torch.tensor([0, 1, 2, 3])
+    with pytest.raises(dan.UserError, match="big_logits has shape \\(4, 10\\) and small_logits \\(4, 5\\): the two "
+                                            "networks' logits must have one shape .*big, small = anet\\(x\\)"):
+        dan.adjoint_loss(big, small, y, lam=1.0)
+    with pytest.raises(dan.UserError, match="lam must be a number, .*dan.schedule\\('quadratic'\\)\\(t\\)\\), got a "
+                                            "str \\('x'\\)"):
+        dan.adjoint_loss(big, big, y, lam="x")
+    with pytest.raises(dan.UserError, match="takes the logits as tensors, got a list"):
+        dan.adjoint_loss(big.tolist(), big, y, lam=1.0)
+    assert torch.isfinite(dan.adjoint_loss(big, big, y, lam=torch.tensor(0.5)))  # a 0-d tensor is a number too
