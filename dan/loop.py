@@ -495,7 +495,12 @@ def reconcile_metrics(run_dir: str, epoch: int, row: dict | None, step: int | No
     if row is not None and epoch not in seen and epoch > 0:
         unique.append(row)
     text = "".join(json.dumps(r) + "\n" for r in unique)
-    atomic_write(lambda p: open(p, "w", encoding="utf-8").write(text), path)
+
+    def write(p: str) -> None:  # closed here: the file left to the collector was a ResourceWarning at every resume
+        with open(p, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    atomic_write(write, path)
 
 
 # ------------------------------------------------------------------------------------- steps

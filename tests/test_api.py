@@ -215,3 +215,19 @@ def test_adjoint_loss_names_logits_of_two_shapes_and_a_lam_that_is_no_number():
     with pytest.raises(dan.UserError, match="takes the logits as tensors, got a list"):
         dan.adjoint_loss(big.tolist(), big, y, lam=1.0)
     assert torch.isfinite(dan.adjoint_loss(big, big, y, lam=torch.tensor(0.5)))  # a 0-d tensor is a number too
+
+
+def test_a_resume_closes_the_metrics_file_it_rewrites(tmp_path):
+    """``reconcile_metrics`` left the file it wrote to the garbage collector: a ResourceWarning at
+    every resume."""
+    import json
+
+    from dan.loop import reconcile_metrics
+
+    rows = [{"epoch": 1, "time": 1.0, "loss": 0.5}, {"epoch": 2, "time": 2.0, "loss": 0.4}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reconcile_metrics(str(tmp_path), 1, rows[0])  # resumed from epoch 1: the row of epoch 2 goes
+        assert _leftovers(set(threading.enumerate()), caught)[1] == []
+    assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == rows[:1]
