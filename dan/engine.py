@@ -214,7 +214,7 @@ class Trainer:
 
     def restore(self, path: str | None = None) -> None:
         path = path or os.path.join(self.ckpt_dir, "last.pt")
-        state = read_run_checkpoint(path, self.cfg, self.device, None, self.data.class_names, self.monitor.info)
+        state = read_run_checkpoint(path, self.cfg, self.device, None, self.data, self.monitor.info)
         load_states(path, state, {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler})
         self.method.load_extra_state(state.get("method", {}))
         if self.scaler is not None and state.get("scaler"):

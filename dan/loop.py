@@ -504,18 +504,19 @@ def reconcile_metrics(run_dir: str, epoch: int, row: dict | None, step: int | No
 
 
 # ------------------------------------------------------------------------------------- steps
-def read_run_checkpoint(path: str, cfg: Config, device, kind: str | None = None, classes: list | None = None,
-                        say=None) -> dict:
+def read_run_checkpoint(path: str, cfg: Config, device, kind: str | None = None, data=None, say=None) -> dict:
     """The checkpoint a run resumes from: of ``kind`` (when given), written with a config that
-    computes the same thing as ``cfg`` (:func:`check_same_config`), for the same ``classes`` where
-    both name them (a class folder renamed between epochs swapped the labels of the rest)."""
+    computes the same thing as ``cfg`` (:func:`check_same_config`), on the same ``data`` (the run's
+    :class:`~dan.data.Data`, when given): the same class names where both name them (a class folder
+    renamed between epochs swapped the labels of the rest), and :func:`check_same_data`."""
     st = load_checkpoint(path, map_location=device)
-    check_same_task(st, {"class_names": classes}, path)
+    check_same_task(st, {"class_names": data.class_names if data is not None else None}, path)
     wrote, now = _tool(st.get("kind"), st.get("config", {})), _tool(kind, cfg.to_dict())
     if wrote != now:  # was a config key's difference ("written with adjoint.arch=None, not ...")
         raise UserError(f"{path} is a {wrote} run's checkpoint, and this is {now}: resume it with {wrote}, "
                         f"or choose another --out")
     check_same_config(st.get("config", {}), cfg.to_dict(), path)
+    check_same_data(st, data, path)  # after the config: a changed data setting is named as such
     rng = st.get("rng") if isinstance(st.get("rng"), dict) else {}
     code = rng.get("code") if rng else None
     if say is not None and rng and code != code_version():  # (none: a DAN from before runs recorded it)
@@ -529,6 +530,27 @@ def read_run_checkpoint(path: str, cfg: Config, device, kind: str | None = None,
         say(f"note: {path} was written with {threads} CPU threads and this run has {torch.get_num_threads()}: "
             f"its numbers will differ from an uninterrupted run's (--threads {threads} keeps them)")
     return st
+
+
+def check_same_data(st: dict, data, path: str) -> None:
+    """Refuse to resume the checkpoint ``st`` on other data than it was written on, as far as it
+    recorded it (its ``"data_info"``; the class names :func:`dan.checkpoint.check_same_task` compares):
+    another class count or input, or another number of images in the training or the test split. An
+    audit's ``dan.search(model, (train, test), resume=True)`` with other Dataset objects (another
+    length) went on without a word, though the docstring asks for the same objects: the config records
+    your Datasets by their class name only."""
+    if data is None:
+        return
+    had = st.get("data_info") if isinstance(st.get("data_info"), dict) else {}
+    now = data.record()
+    changed = [f"{key} {had[key]}, now {now.get(key)}" for key in ("num_classes", "in_channels", "image_size")
+               if had.get(key) is not None and had[key] != now.get(key)]
+    sizes, now_sizes = had.get("sizes") or {}, now.get("sizes") or {}
+    changed += [f"{n} {split} images, now {now_sizes[split]}" for split, n in sizes.items()
+                if now_sizes.get(split) is not None and n != now_sizes[split]]
+    if changed:
+        raise UserError(f"{path} was written on other data ({'; '.join(changed)}): resume with the data it was "
+                        f"written on (from Python, the same Dataset objects), or start a new run in another --out")
 
 
 def _tool(kind, config) -> str:

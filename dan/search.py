@@ -287,7 +287,7 @@ class Searcher:
 
     def restore(self) -> None:
         path = os.path.join(self.run_dir, "checkpoints", "last.pt")
-        st = read_run_checkpoint(path, self.cfg, self.device, "search", self.data.class_names, self.monitor.info)
+        st = read_run_checkpoint(path, self.cfg, self.device, "search", self.data, self.monitor.info)
         load_states(path, st, {"model": self.anet, "arch": self.sn.arch, "optimizer": self.w_opt,
                                "arch_optimizer": self.a_opt, "scheduler": self.sched})
         self.control.load(st)
@@ -448,7 +448,7 @@ def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config 
             fields (``{"dataset": "imagefolder", "data": "~/pets"}``) or a dataset name (your own
             ``"package.module:function"`` among them); or your own ``(train, test)`` torch Datasets
             (:mod:`dan.data.code` says what their items are; the other data settings are
-            ``cfg.data``'s, and ``resume=True`` needs the same objects again).
+            ``cfg.data``'s, and ``resume=True`` needs the same objects again: one on other lengths is refused).
         budget: ``"25%"`` of the widest small network, or an absolute count (``"1.6G"``, ``5e8``;
             a latency: ``"2.5ms"``).
         kind: ``"flops"`` (multiply-accumulates), ``"params"`` or ``"latency"`` (batch-1 time on

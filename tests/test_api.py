@@ -231,3 +231,21 @@ def test_a_resume_closes_the_metrics_file_it_rewrites(tmp_path):
         reconcile_metrics(str(tmp_path), 1, rows[0])  # resumed from epoch 1: the row of epoch 2 goes
         assert _leftovers(set(threading.enumerate()), caught)[1] == []
     assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == rows[:1]
+
+
+def test_a_resume_on_other_dataset_objects_is_refused(tmp_path):
+    """``dan.search(model, (train, test), resume=True)`` with other Datasets (another length) went on
+    without a word: the config records them by their class name only."""
+    from tests.zoo_data import Blobs
+
+    net, cfg, out = _net(), _cfg(tmp_path, **{"data.batch_size": 16}), str(tmp_path / "s")
+    dan.search(net, (Blobs(96), Blobs(24, seed=1)), budget="40%", cfg=cfg, out=out)
+    last = tmp_path / "s" / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+    for train, test, said in ((Blobs(80), Blobs(24, seed=1), "96 train images, now 80"),
+                              (Blobs(96), Blobs(20, seed=1), "24 test images, now 20")):
+        with pytest.raises(dan.UserError, match=f"last.pt was written on other data \\({said}\\): resume with the "
+                                                f"data it was written on \\(from Python, the same Dataset objects\\)"):
+            dan.search(net, (train, test), budget="40%", cfg=cfg, out=out, resume=True)
+    assert last.read_bytes() == before
+    dan.search(net, (Blobs(96), Blobs(24, seed=1)), budget="40%", cfg=cfg, out=out, resume=True)  # the same data

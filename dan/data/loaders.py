@@ -69,8 +69,14 @@ class Data:
 
     def record(self) -> dict:
         """What a checkpoint keeps of the data (``"data_info"``): :func:`dan.data.data_info_dict`
-        of its info and class names."""
-        return data_info_dict(self.info, self.class_names)
+        of its info and class names, and ``"sizes"``: the images of the training split (its
+        held-out part included) and of the test split, which a resume compares
+        (:func:`dan.loop.check_same_data`)."""
+        d = data_info_dict(self.info, self.class_names)
+        sizes = [getattr(loader, "total", None) for loader in (self.train, self.holdout, self.test)]
+        if sizes[0] is not None and sizes[2] is not None:
+            d["sizes"] = {"train": sizes[0] + (sizes[1] or 0), "test": sizes[2]}
+        return d
 
 
 def _num_batches(n: int, batch_size: int, drop_last: bool) -> int:
