@@ -180,7 +180,8 @@ def test_a_model_convolving_its_own_weight_in_its_forward_has_one_row_for_it():
     rows = {l.name: l for l in dan.count(Standardized(), (1, 3, 8, 8)).layers}
     w = f"{ROOT}.w"
     assert set(rows) == {"fc", w}
-    assert (rows[w].kind, rows[w].flops, rows[w].params, rows[w].c_in, rows[w].c_out) == ("conv", 8 * 27 * 64, 216, 3, 8)
+    row = rows[w]
+    assert (row.kind, row.flops, row.params, row.c_in, row.c_out) == ("conv", 8 * 27 * 64, 216, 3, 8)
 
     class Two(nn.Module):  # two root convs shared one row (the totals were right)
         def __init__(self):

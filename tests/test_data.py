@@ -725,8 +725,8 @@ def tiled_tiff(pixels) -> bytes:
     return out + b"".join(pixels[r:r + 16, c:c + 16].tobytes() for r in (0, 16) for c in (0, 16))
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "MPO", "PNG", "GIF", "BMP", "PPM", "TIFF", "TIFF-deflate", "TIFF-tiled"])  # (Pillow
-# refuses a cut WebP when opening it; a cut TIFF opens when its directory comes first, as uncompressed)
+# (Pillow refuses a cut WebP when opening it; a cut TIFF opens when its directory comes first, as uncompressed)
+@pytest.mark.parametrize("fmt", ["JPEG", "MPO", "PNG", "GIF", "BMP", "PPM", "TIFF", "TIFF-deflate", "TIFF-tiled"])
 def test_a_cut_short_evaluation_image_is_refused_before_training_and_a_whole_one_with_a_tail_is_not(tmp_path, fmt):
     # the header check let a truncated image through: it was found when decoded, at the end of
     # epoch 1's training (the evaluation comes before the checkpoint), and lost the epoch
@@ -771,4 +771,5 @@ def test_more_loader_workers_than_cpus_are_cut_to_the_cpus_with_a_note(tmp_path)
         next(iter(data.train))
     same = DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=2, workers=cpus)
     said.clear()
-    assert build_data(same, seed=0, log=said.append).train.workers == cpus and not [s for s in said if "data.workers" in s]
+    assert build_data(same, seed=0, log=said.append).train.workers == cpus
+    assert not [s for s in said if "data.workers" in s]

@@ -378,7 +378,8 @@ def test_a_broken_evaluation_image_is_refused_before_the_latency_tables_are_meas
     root = write_image_folder(tmp_path / "imgs")
     with open(os.path.join(root, "val", "cat", "0.png"), "wb") as f:
         f.write(b"not an image")
-    monkeypatch.setattr(sys.modules["dan.search"], "latency_model", lambda *a: pytest.fail("the tables were measured first"))
+    monkeypatch.setattr(sys.modules["dan.search"], "latency_model",
+                        lambda *a, **k: pytest.fail("the tables were measured first"))
     cfg = tiny_config(str(tmp_path / "s"), **{"data.dataset": "imagefolder", "data.data": root,
                                               "data.num_classes": None, "search.budget_latency": "50%"})
     with pytest.raises(dan.UserError, match="cannot read image .*0.png"):
