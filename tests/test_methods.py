@@ -299,7 +299,9 @@ def test_a_wrong_teacher_or_methods_section_is_refused_before_any_file(tmp_path)
                            ({"kd": {"teacher_epochs": 0}}, "methods.kd.teacher_epochs"),
                            ({"ksanc": {"disc_hidden": 0}}, "methods.ksanc.disc_hidden"),  # an IndexError after
                            ({"ksanc": {"disc_lr": -1.0}}, "methods.ksanc.disc_lr"),       # the teacher trained
-                           ({"ksanc": {"lambda_b": -1.0}}, "methods.ksanc.lambda_b")):
+                           ({"ksanc": {"lambda_b": -1.0}}, "methods.ksanc.lambda_b"),
+                           # a TypeError in kd's range check (the fuzz audit, seed 5011)
+                           ({"kd": {"temperature": None}}, "'methods.kd.temperature' must be float, got None")):
         cfg = tiny_config(str(tmp_path / "r"), **{"train.method": next(iter(methods)).replace("dk", "kd"),
                                                   "train.limit_batches": 1})
         cfg.methods = methods

@@ -33,10 +33,13 @@ def read_section(name: str, section, cls):
     out = {}
     for k, v in raw.items():
         want = hints[k]
+        optional = typing.get_origin(want) is typing.Union and type(None) in typing.get_args(want)
         base = typing.get_args(want)[0] if typing.get_origin(want) is typing.Union else want
         if base is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
-        if v is not None and base in (int, float, str, bool) and not isinstance(v, base):
+        # None only where the field takes it: --set methods.kd.temperature=null reached kd's range
+        # check as a TypeError (the fuzz audit, seed 5011)
+        if (v is not None or not optional) and base in (int, float, str, bool) and not isinstance(v, base):
             raise UserError(f"config key 'methods.{name}.{k}' must be {base.__name__}, got {v!r}")
         out[k] = v
     config = cls(**out)
