@@ -159,6 +159,8 @@ def run_in_process(tool: str, argv: list, time_limit: float | None = TIME_LIMIT)
                     armed[0] = False
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 1
+                if code == 128 + signal.SIGTERM:  # the fuzz tool itself was sent SIGTERM: it stops
+                    raise KeyboardInterrupt from None
             except _TimeLimit:
                 code = STILL_RUNNING
     finally:

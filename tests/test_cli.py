@@ -422,3 +422,33 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
     assert proc.returncode == 143, err
     assert err.strip().splitlines() == [f"interrupted: finished epochs are in {out}/checkpoints/last.pt; "
                                         f"continue with --resume"]
+
+
+def test_a_tool_run_inside_another_leaves_the_outer_sigterm_handler_in_place():
+    # the fuzz tool runs the tools inside its own run: the inner run's end put SIGTERM back to its
+    # default, and a later SIGTERM ended one case of the fuzz run (exit 143) instead of the run
+    import signal
+
+    from dan.cli.common import run_tool as run
+
+    seen = []
+
+    def inner(argv):
+        seen.append(signal.getsignal(signal.SIGTERM))
+        return 0
+
+    def outer(argv):
+        for _ in range(2):
+            with pytest.raises(SystemExit):
+                run(inner, [])
+        seen.append(signal.getsignal(signal.SIGTERM))
+        return 0
+
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (as in a tool's own process)
+    try:
+        with pytest.raises(SystemExit) as e:
+            run(outer, [])
+        assert e.value.code == 0 and len(set(map(id, seen))) == 1 and seen[0] is not signal.SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # given back when the outer run ends
+    finally:
+        signal.signal(signal.SIGTERM, before)

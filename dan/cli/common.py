@@ -225,7 +225,7 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
         sys.path.insert(1, os.getcwd())
     if sys.version_info < (3, 11):  # a traceback's notes (which split and item a dataset raised on)
         sys.excepthook = print_exception_with_notes
-    terminated = _sigterm_as_interrupt()
+    installed = _sigterm_as_interrupt()
     try:
         code = main(sys.argv[1:] if argv is None else argv)
     except UserError as e:
@@ -252,38 +252,38 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
         if os.environ.get("RANK", "0") == "0":
             print(str(e) if e.args else interrupted_line(sys.modules.get(getattr(main, "__module__", ""))),
                   file=sys.stderr)
-        sys.exit(128 + signal.SIGTERM if terminated else 130)  # as the shell reports each
+        sys.exit(128 + signal.SIGTERM if _TERMINATED[0] else 130)  # as the shell reports each
     except (MemoryError, RuntimeError) as e:
         if not out_of_memory(e):
             raise  # not the machine's memory: a bug keeps its traceback
         print(f"error: {one_line(memory_message(e))}", file=sys.stderr)
         sys.exit(2)
     finally:
-        if signal.getsignal(signal.SIGTERM) is _stop_on_sigterm:  # (run in a test's process: its own again)
+        if installed:  # the process's own handler again (a tool run inside another, or in a test's process)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _TERMINATED[0] = False
     sys.exit(code or 0)
 
 
-def _sigterm_as_interrupt() -> list:
+def _sigterm_as_interrupt() -> bool:
     """SIGTERM (``kill``, ``timeout``, a cluster's preemption or time limit) taken as Ctrl-C: the
-    run says what it kept and how to go on, and gives up its folder's lock. It ended the process
-    without a word before. Returns a list that holds True once SIGTERM came (exit status 143).
-    A handler set by someone else (an embedding program) is left alone."""
-    got = []
-    if threading.current_thread() is not threading.main_thread() or \
+    run says what it kept and how to go on, and gives up its folder's lock; it ended the process
+    without a word before. Whether this call installed the handler: not when one is set already
+    (an outer tool's, as the fuzz tool's runs inside it, or an embedding program's), outside the
+    main thread, or under torchrun, whose agent sends SIGTERM to the other ranks when one fails (a
+    "continue with --resume" line beside its failure report would mislead)."""
+    if threading.current_thread() is not threading.main_thread() or "TORCHELASTIC_RUN_ID" in os.environ or \
             signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return got
-
-    _SIGTERMS[:] = [got]
+        return False
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    return got
+    return True
 
 
-_SIGTERMS: list = []  # the list _sigterm_as_interrupt returned
+_TERMINATED = [False]  # SIGTERM came (exit status 143, not Ctrl-C's 130)
 
 
 def _stop_on_sigterm(signum, frame):
-    _SIGTERMS[0].append(True)
+    _TERMINATED[0] = True
     raise KeyboardInterrupt
 
 
