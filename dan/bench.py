@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 import search_spaces
 from dan.adjoint import extract_small, to_adjoint
-from dan.cost import count
+from dan.cost import count_layers
 from dan.layers import channels_last_safe
 from dan.loss import adjoint_loss
 from dan.monitor import Monitor
@@ -133,7 +133,7 @@ def inference_speedup(space: str, *, width: int = 64, image: int = 32, channels:
     anet = to_adjoint(base, alpha=alpha, input_shape=shape).eval()
     small = extract_small(anet)
     big = fx.symbolic_trace(_copy(base)).eval()
-    cb, cs = count(big, shape), count(small, shape)
+    cb, cs = count_layers(big, shape), count_layers(small, shape)
     ratio = cb.flops / cs.flops
     out = {"space": space, "flops_big": cb.flops, "flops_small": cs.flops,
            "flops_ratio": ratio, "params_ratio": cb.params / cs.params, "batches": {}}

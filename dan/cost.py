@@ -154,7 +154,22 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
 
     Returns:
         :class:`Cost` with totals (``flops``, ``params``, ``nonzero_params``) and ``layers``.
+
+    Raises:
+        UserError: when the model does not run on ``input_shape`` (naming the shape and what to give;
+            PyTorch's error is its cause). DAN's own callers use :func:`count_layers`, which lets
+            that error through: a shape DAN chose that fails is DAN's bug and keeps its traceback.
     """
+    try:
+        return count_layers(model, input_shape, device=device)
+    except (RuntimeError, ValueError, AssertionError) as e:  # (AssertionError: a model's own, a ViT's size check)
+        if out_of_memory(e) or isinstance(e, AssertionError) and raised_in_dan(e):
+            raise  # the machine's memory, or a bug of ours
+        raise UserError(refused_input(model, tuple(input_shape), e)) from e
+
+
+def count_layers(model: nn.Module, input_shape: tuple, *, device: torch.device | str | None = None) -> Cost:
+    """:func:`count`, with the model's own error when it does not run on ``input_shape``."""
     if not isinstance(model, nn.Module):
         raise UserError(f"dan.count counts a torch.nn.Module, got a {type(model).__name__}: build the model first")
     if isinstance(input_shape, torch.Tensor) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
@@ -185,10 +200,6 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
     try:
         with torch.no_grad():
             _trace(model, tuple(input_shape), device, rec, _input_dtype(model))
-    except (RuntimeError, ValueError, AssertionError) as e:  # (AssertionError: a model's own, a ViT's size check)
-        if out_of_memory(e) or isinstance(e, AssertionError) and raised_in_dan(e):
-            raise  # the machine's memory, or a bug of ours
-        raise UserError(refused_input(model, tuple(input_shape), e)) from e
     finally:
         for h in handles:
             h.remove()
@@ -199,7 +210,9 @@ def count(model: nn.Module, input_shape: tuple, *, device: torch.device | str | 
         direct = list(m.parameters(recurse=False))
         if not direct:
             continue
-        if name == ROOT:  # a row per parameter: two root convs shared one row before
+        if name == ROOT and _row_per_parameter(m):
+            # a model's own parameters, a row each: the convs its forward runs on two of them shared
+            # one row. (A model that is itself one layer, nn.Conv2d, keeps one row of its kind.)
             for pname, p in m.named_parameters(recurse=False):
                 l = layers.setdefault(f"{ROOT}.{pname}", LayerCost(f"{ROOT}.{pname}", "other"))
                 l.params, l.nonzero = p.numel(), int(torch.count_nonzero(p))
@@ -228,8 +241,10 @@ def _operation_rows(records: list, per_module: dict) -> dict:
     layers: dict[str, LayerCost] = {}
     unnamed = 0
     owners = _weight_owners(per_module)
-    root_weights = [(f"{ROOT}.{n}", tuple(p.shape)) for n, p in per_module[ROOT].named_parameters(recurse=False)
-                    if p.dim() >= 2] if ROOT in per_module else []
+    model = per_module.get(ROOT)
+    split = model is not None and _row_per_parameter(model)
+    root_weights = [(f"{ROOT}.{n}" if split else ROOT, tuple(p.shape))
+                    for n, p in model.named_parameters(recurse=False) if p.dim() >= 2] if model is not None else []
     root = [list(w) for w in root_weights]  # those not matched yet (_owner)
     hooked = any(r[0] is not None for r in records)
     for name, kind, flops, detail, shape, weight in records:
@@ -254,13 +269,20 @@ def _operation_rows(records: list, per_module: dict) -> dict:
     return layers
 
 
+def _row_per_parameter(model: nn.Module) -> bool:
+    """Whether the parameters ``model`` holds itself get a row each (``<root>.<name>``): unless it
+    is itself one layer of a kind the table names (a conv, linear or batch norm: one row)."""
+    return not isinstance(model, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm))
+
+
 def _weight_owners(per_module: dict) -> list:
     """[module name, its 2-D-or-more ``weight``'s shape], in the order of ``named_modules``."""
     out = []
     for name, m in per_module.items():
         w = getattr(m, "weight", None)
         if isinstance(w, torch.Tensor) and w.dim() >= 2:
-            out.append([f"{ROOT}.weight" if name == ROOT else name, tuple(w.shape)])
+            split = name == ROOT and _row_per_parameter(m)
+            out.append([f"{ROOT}.weight" if split else name, tuple(w.shape)])
     return out
 
 

@@ -105,7 +105,7 @@ def check_model(model: nn.Module, input_shape: tuple, *, alpha: float = ALPHA, s
     (see the module docstring). Returns the measured fields of an :class:`Outcome` (``status``
     ``pass`` or ``wrong``); conversion errors propagate."""
     from dan.adjoint import extract_big, extract_small, to_adjoint
-    from dan.cost import count
+    from dan.cost import count_layers
     from dan.loss import adjoint_loss
     from dan.memory import activation_bytes, kept_for_backward
 
@@ -140,7 +140,7 @@ def check_model(model: nn.Module, input_shape: tuple, *, alpha: float = ALPHA, s
     scale = float(ref.abs().max()) or 1.0
     err = float((out - ref).abs().max()) / scale if out.shape == ref.shape else float("inf")
     shape = (1,) + tuple(input_shape[1:])
-    cb, cs = count(extract_big(anet), shape), count(net, shape)
+    cb, cs = count_layers(extract_big(anet), shape), count_layers(net, shape)
     ok = math.isfinite(err) and err <= RTOL
     widths = {grp.name: grp.width for grp in anet.groups if not grp.fixed}
     deployed = deploy_check(net, input_shape, x) if ok and deploy else {}

@@ -47,7 +47,7 @@ import torch.fx as fx
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from dan.checkpoint import atomic_write, write_bytes, write_json, write_through_python
-from dan.cost import count, set_mode
+from dan.cost import count_layers, set_mode
 from dan.errors import UserError, first_line, out_of_memory, quiet_fx_errors
 from dan.timing import device_of, median_ms, sync
 
@@ -189,7 +189,7 @@ def save_deployable(model: nn.Module, folder: str, input_shape: tuple, *, name: 
     os.makedirs(folder, exist_ok=True)
     set_mode(model, False)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    cost = count(model, (1,) + tuple(input_shape[1:]))  # as extracted: BatchNorm parameters count
+    cost = count_layers(model, (1,) + tuple(input_shape[1:]))  # as extracted: BatchNorm parameters count
     memory_format = layout_for(model, input_shape, memory_format)
     model = deploy_form(model, memory_format)
     example = torch.zeros((2,) + tuple(input_shape[1:]), device=device_of(model))

@@ -29,7 +29,7 @@ from dan import distributed, onnx_export
 from dan.checkpoint import (atomic_write, code_version, init_path, load_named, rng_state, save_checkpoint,
                             set_rng_state, start_from, write_json)
 from dan.config import Config
-from dan.cost import count, format_count
+from dan.cost import count_layers, format_count
 from dan.data import Data, build_data, checkpoint_info, deploy_preprocess
 from dan.deploy import deploy_form, layout_for, measure_latency, save_deployable
 from dan.errors import UserError
@@ -339,7 +339,7 @@ def measure_networks(nets: dict, last_eval: dict, deployed: str, cfg: Config, sh
         say(f"timing the networks ({', '.join(nets)}) at batch {', '.join(map(str, cfg.train.latency_batches))} "
             f"(train.latency_batches){' and in ONNX Runtime' if onnx_path else ''}")
     for name, net in nets.items():
-        c = count(net, shape)
+        c = count_layers(net, shape)
         ev = last_eval.get(name, {})
         row = {"top1": ev.get("top1"), "ce": ev.get("ce"), "eval_split": cfg.train.eval_split,
                "eval_images": ev.get("images"),

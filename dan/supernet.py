@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from dan.adjoint import AdjointNet, extract_big
-from dan.cost import count
+from dan.cost import count_layers
 from dan.errors import UserError
 
 DENSE, TIED, FIXED = "dense", "tied", "fixed"
@@ -87,7 +87,7 @@ class CostTable:
         groups = {g.name: g for g in anet.groups}
         self.searchable = searchable
         self.layers: list[_Layer] = []
-        big = count(extract_big(anet), input_shape)
+        big = count_layers(extract_big(anet), input_shape)
         self.big_flops, self.big_params = big.flops, big.params
 
         def side(names):  # -> (parts, full width)

@@ -194,6 +194,10 @@ def test_a_model_convolving_its_own_weight_in_its_forward_has_one_row_for_it():
             x = F.conv2d(x, self.a * self.scale[:, None, None, None], padding=1)
             return F.conv2d(F.conv2d(x, self.b), self.c[:, :4].repeat(1, 2, 1, 1))
 
+    for layer, kind, bias in ((nn.Conv2d(3, 8, 3, padding=1), "conv", 8), (nn.BatchNorm2d(3), "bn", 0)):
+        one = dan.count(layer, (1, 3, 4, 4)).layers  # a model that is one layer: one row of its kind
+        assert [(l.name, l.kind, l.params, l.bias_params) for l in one] == [(ROOT, kind, layer.weight.numel() + (
+            layer.bias.numel()), bias)]
     c = dan.count(Two(), (1, 3, 8, 8))
     rows = {l.name: (l.kind, l.flops, l.params) for l in c.layers}
     assert rows == {f"{ROOT}.a": ("conv", 8 * 27 * 64, 216), f"{ROOT}.scale": ("other", 0, 8),

@@ -82,7 +82,7 @@ def alpha4_flops(config_path: str, data: str | None = None, sets: tuple = ()) ->
     folder ``data``, the runs' ``--data``, when given: an image folder's classes are read there;
     with the runs' ``--set`` overrides ``sets``)."""
     from dan.adjoint import extract_small, to_adjoint
-    from dan.cost import count
+    from dan.cost import count_layers
     from dan.data import dataset_info
     from dan.models import build_model, input_shape
 
@@ -94,7 +94,7 @@ def alpha4_flops(config_path: str, data: str | None = None, sets: tuple = ()) ->
     a = cfg.adjoint
     anet = to_adjoint(build_model(cfg.model, info), alpha=4, stem=a.stem, unmasked=tuple(a.unmasked),
                       input_shape=shape)
-    return count(extract_small(anet), shape).flops
+    return count_layers(extract_small(anet), shape).flops
 
 
 def add_sets(runs: list[Run], sets: list) -> list[Run]:
