@@ -285,13 +285,29 @@ def code_version() -> str:
             os.path.join(lines[0], "dan"), here)
         code = f"{version}+g{lines[1]}" if own else version
         if own:
-            paths = ["--", "dan", "search_spaces", "tools", "configs"]
-            edits = _git(lines[0], "diff", "HEAD", "--no-color", "--no-ext-diff", *paths)
-            new = _git(lines[0], "ls-files", "--others", "--exclude-standard", *paths)
-            if edits or new:  # (new: files git does not track yet, by name)
-                code += ".dirty" + hashlib.sha256((edits + "\0" + new).encode()).hexdigest()[:8]
+            code += _dirty(lines[0])
         _CODE.append(code)
     return _CODE[0]
+
+
+def _dirty(top: str) -> str:
+    """``.dirty<digest>`` when the checkout's code differs from its commit, else ``""``: a digest of
+    the names and bytes of the files that differ or git does not track yet (not of ``git diff``'s
+    text, which a user's git settings change, nor of a new file's name alone, which missed its edits)."""
+    paths = ["--", "dan", "search_spaces", "tools", "configs"]
+    names = sorted((set(_git(top, "diff", "--name-only", "HEAD", *paths).split("\n")) |
+                    set(_git(top, "ls-files", "--others", "--exclude-standard", *paths).split("\n"))) - {""})
+    if not names:
+        return ""
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode() + b"\0")
+        try:
+            with open(os.path.join(top, name), "rb") as f:
+                digest.update(f.read())
+        except OSError:  # deleted
+            digest.update(b"\1")
+    return ".dirty" + digest.hexdigest()[:8]
 
 
 def _git(where: str, *args: str) -> str:

@@ -40,6 +40,7 @@ geometry and candidates; any change gives another key, so the table is rebuilt.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -597,15 +598,16 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
         if not keep:
             raise
         raise KeyboardInterrupt(f"interrupted while this CPU's latency model was measured: its finished phases "
-                                f"are kept in {cache_dir()}; run the same command again (without --resume) to "
-                                f"go on from them") from None
+                                f"are kept in {cache_dir()}; run the same command again to go on from "
+                                f"them") from None
     finally:
         torch.set_num_threads(before)
     if cache:
         atomic_write(lambda p: write_json(model.to_dict(), p, indent=None), path)
         for name in os.listdir(cache_dir()):  # its phases: the whole is kept now
             if name.startswith(f"{key}.") and name != f"{key}.json":
-                os.remove(os.path.join(cache_dir(), name))
+                with contextlib.suppress(FileNotFoundError):  # (another process building it removed it)
+                    os.remove(os.path.join(cache_dir(), name))
     return model
 
 

@@ -127,10 +127,11 @@ class Searcher:
         # a FLOPs or params budget is checked before any image is loaded; a latency budget needs this
         # device's latency model (cached; minutes to build for a large network), built after the data's
         # checks: a broken evaluation image was found after a ResNet-50's 15 minutes of tables
-        self.budget = resolve_budget(s, extremes, describe_model(cfg)) if s.budget_latency is None else None
+        self.budget = resolve_budget(s, extremes if s.budget_latency is None else {  # a latency's text only
+            **extremes, "latency": (0.0, math.inf)}, describe_model(cfg))
         self.data = data if data is not None else build_data(cfg.data, seed=cfg.seed, device=self.device,
                                                              log=self.monitor.info)
-        if self.budget is None:
+        if s.budget_latency is not None:
             self.latency = latency_model(s, self.sn, extremes, self.monitor.console, say=self.monitor.info)
             self.budget = resolve_budget(s, extremes, describe_model(cfg))
         self.dist = distributed.info()

@@ -392,9 +392,17 @@ def test_a_search_whose_distributions_stayed_near_uniform_says_so():
     from dan.cli.search import uncommitted
 
     cands = {"a": list(range(8)), "b": list(range(8))}
-    note = uncommitted(SimpleNamespace(search={"mean_max_prob": 0.135}, candidates=cands))
+
+    def arch(a, b, c=None):
+        top = {"a": a, "b": b, **({"c": c} if c is not None else {})}
+        return SimpleNamespace(search={"mean_max_prob": sum(top.values()) / len(top), "max_prob": top},
+                               candidates={**cands, **({"c": [1, 2]} if c is not None else {})})
+
+    note = uncommitted(arch(0.13, 0.14))
     assert note.startswith("the width distributions stayed near uniform (mean largest probability 0.135; 0.125 if")
-    assert uncommitted(SimpleNamespace(search={"mean_max_prob": 0.25}, candidates=cands)) is None
+    assert uncommitted(arch(0.3, 0.3)) is None
+    assert uncommitted(arch(0.6, 0.6, 0.9)) is None  # a group of two candidates at 0.9: committed, not "near uniform"
+    assert uncommitted(arch(0.13, 0.13, 0.52)) is not None
     assert uncommitted(SimpleNamespace(search={"method": "uniform"}, candidates=cands)) is None  # (no distributions)
 
 

@@ -760,7 +760,7 @@ def test_more_loader_workers_than_cpus_are_cut_to_the_cpus_with_a_note(tmp_path)
     import warnings
 
     root = write_image_folder(tmp_path / "imgs")
-    cpus = len(os.sched_getaffinity(0))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     said = []
     cfg = DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=2, workers=cpus + 6)
     data = build_data(cfg, seed=0, log=said.append)

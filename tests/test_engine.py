@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -599,15 +600,15 @@ def test_a_resume_by_another_dan_says_so_and_runs_record_their_code(tmp_path, ca
     assert f"was written by DAN 0.0.9+g0123456789ab and this is {code_version()}" in out
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_code_version_marks_a_checkout_whose_code_differs_from_its_commit(tmp_path):
     # a resume after an uncommitted edit of dan/ recorded the same code as the commit's, so it said
     # nothing, though its numbers could differ; the mark carries a digest of the difference
-    import shutil
-
     repo = tmp_path / "checkout"
     shutil.copytree(os.path.join(ROOT, "dan"), repo / "dan", ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / ".gitignore").write_text("__pycache__/\n")  # as the project's
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
-    for args in (["init", "-q"], ["add", "dan"], ["commit", "-qm", "c"]):
+    for args in (["init", "-q"], ["add", "dan", ".gitignore"], ["commit", "-qm", "c"]):
         subprocess.run(git + args, check=True, capture_output=True)
 
     def code():
@@ -626,6 +627,11 @@ def test_code_version_marks_a_checkout_whose_code_differs_from_its_commit(tmp_pa
         f.write("# another\n")
     second = code()
     assert second != first and ".dirty" in second  # another edit: another digest
+    (repo / "dan" / "new.py").write_text("A = 1\n")  # a file git does not track yet: its bytes count
+    third = code()
+    (repo / "dan" / "new.py").write_text("A = 2\n")
+    assert third != second and code() != third
+    (repo / "dan" / "new.py").unlink()
     (repo / "docs").mkdir()
     (repo / "docs" / "x.md").write_text("a note\n")  # not code: no mark of its own
     subprocess.run(git + ["checkout", "-q", "--", "dan"], check=True)

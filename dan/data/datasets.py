@@ -25,8 +25,8 @@ import dataclasses
 import functools
 import gzip
 import os
-import zlib
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -525,21 +525,26 @@ def check_headers(files: ImageFiles, max_pixels: int) -> None:
     lost that epoch (the evaluation comes before the checkpoint); a training image is read in the
     first epoch's first pass anyway. A cut-short file is told by its last bytes (:func:`_ends_whole`);
     only a file whose end does not look whole is decoded, and refused if that fails."""
+    # Pillow's warnings off: a cut TIFF printed "Corrupt EXIF data" (two lines) before the refusal
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="PIL")
+        for path, _ in files.samples:
+            _check_header(path, max_pixels)
+
+
+def _check_header(path: str, max_pixels: int) -> None:
     from PIL import Image, UnidentifiedImageError
 
-    for path, _ in files.samples:
-        try:
-            # Pillow's warnings off: a cut TIFF printed "Corrupt EXIF data" (two lines) before the refusal
-            with open(path, "rb") as f, pillow_limit_off(), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", module="PIL")
-                img = Image.open(f)
-                w, h = img.size
-                refuse_too_large(path, w, h, max_pixels)
-                if not _ends_whole(f, img):
-                    img.load()  # a cut-short file raises here ("image file is truncated")
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-            raise UserError(f"cannot read image {path} ({type(e).__name__}: {' '.join(str(e).split())[:120]}): "
-                            f"delete or replace it") from None
+    try:
+        with open(path, "rb") as f, pillow_limit_off():
+            img = Image.open(f)
+            w, h = img.size
+            refuse_too_large(path, w, h, max_pixels)
+            if not _ends_whole(f, img):
+                img.load()  # a cut-short file raises here ("image file is truncated")
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise UserError(f"cannot read image {path} ({type(e).__name__}: {' '.join(str(e).split())[:120]}): "
+                        f"delete or replace it") from None
 
 
 # the bytes a whole file of each format ends with (JPEG and MPO, Pillow's name for a phone's JPEG
