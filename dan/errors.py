@@ -42,8 +42,8 @@ def raised_in_dan(e: BaseException) -> bool:
 
 def add_note(e: BaseException, note: str) -> None:
     """``e.add_note(note)``, on Python 3.10 too: there the note is kept in ``e.__notes__`` as 3.11 keeps
-    it, and the tools print it after the traceback (:func:`print_exception_with_notes`), which 3.10's own
-    printer does not."""
+    it, and the tools print it after the traceback (:func:`dan.cli.common.print_exception_with_notes`),
+    which 3.10's own printer does not."""
     if hasattr(e, "add_note"):
         e.add_note(note)
     else:
@@ -52,16 +52,6 @@ def add_note(e: BaseException, note: str) -> None:
             e.__notes__ = (notes if isinstance(notes, list) else []) + [note]
         except AttributeError:  # (an exception type that takes no attributes: the traceback alone)
             pass
-
-
-def print_exception_with_notes(kind, e, tb) -> None:
-    """A ``sys.excepthook`` for Python 3.10: the traceback as Python prints it, then the exception's
-    notes (:func:`add_note`), as Python 3.11 prints them."""
-    import sys
-
-    sys.__excepthook__(kind, e, tb)
-    for note in getattr(e, "__notes__", None) or ():
-        print(note, file=sys.stderr)
 
 
 def first_line(e: BaseException, limit: int = 300) -> str:

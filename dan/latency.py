@@ -436,7 +436,8 @@ def time_bounded(makers: list, sizes: list, *, budget: int | None = None, refere
         phases[-1].append(k)
         used += size
     results = []
-    bar = _bar(kw.get("rounds", 15) * len(makers), progress)
+    rounds = kw.get("rounds", 15)  # (time_calls' default)
+    bar = _bar(rounds * len(makers), progress)
     try:
         for n, phase in enumerate(phases):  # one phase: one time_calls, its level the common one
             part = f"{keep}.{n + 1}of{len(phases)}.json" if keep else None
@@ -450,7 +451,7 @@ def time_bounded(makers: list, sizes: list, *, budget: int | None = None, refere
                     atomic_write(lambda p, d=done: write_json({"version": VERSION, "entries": len(phase),
                                                                "ms": d[0], "level": d[1]}, p, indent=None), part)
             elif bar is not None:
-                bar.update(kw.get("rounds", 15) * len(phase))
+                bar.update(rounds * len(phase))
             results.append(done)
     finally:
         if bar is not None:

@@ -443,7 +443,8 @@ def test_a_dataset_that_raises_keeps_its_traceback_and_says_which_item_it_was():
 
 def test_an_exception_note_is_kept_and_printed_after_the_traceback_on_python_3_10_too(capsys, monkeypatch):
     # Python 3.10 has no add_note and its printer shows no notes: the note naming the dataset's item was lost
-    from dan.errors import add_note, print_exception_with_notes
+    from dan.cli.common import print_exception_with_notes
+    from dan.errors import add_note
 
     class Old(KeyError):  # as on 3.10: no add_note
         add_note = property(lambda self: (_ for _ in ()).throw(AttributeError("add_note")))

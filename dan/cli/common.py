@@ -17,7 +17,7 @@ import threading
 from typing import Callable, Optional, Sequence
 
 from dan.config import Config
-from dan.errors import UserError, out_of_memory, print_exception_with_notes
+from dan.errors import UserError, out_of_memory
 
 # OSErrors a user causes (a path, a permission, a full disk): one line, exit 2; others are bugs.
 _USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
@@ -263,6 +263,14 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             _TERMINATED[0] = False
     sys.exit(code or 0)
+
+
+def print_exception_with_notes(kind, e, tb) -> None:
+    """A ``sys.excepthook`` for Python 3.10: the traceback as Python prints it, then the exception's
+    notes (:func:`dan.errors.add_note`), as Python 3.11 prints them."""
+    sys.__excepthook__(kind, e, tb)
+    for note in getattr(e, "__notes__", None) or ():
+        print(note, file=sys.stderr)
 
 
 def _sigterm_as_interrupt() -> bool:
