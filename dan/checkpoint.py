@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from dan.errors import UserError, out_of_memory
+from dan.errors import UserError, out_of_memory, spelt
 
 
 def load_sliced(model: torch.nn.Module, path: str, expect: dict | None = None) -> int:
@@ -181,7 +181,8 @@ def load_checkpoint(path: str, map_location="cpu", fix: str = RESUME_FIX) -> dic
     :class:`UserError` ending in ``fix`` (a run's: delete it to start over; a tool that only
     reads the file names what it reads instead)."""
     if not os.path.isfile(path):
-        raise UserError(f"checkpoint {path} does not exist: start without --resume or pass the right --out")
+        raise UserError(f"checkpoint {path} does not exist: start without {spelt('--resume', 'resume=True')} or "
+                        f"pass the right {spelt('--out', 'out=')}")
     try:
         with warnings.catch_warnings():  # a TorchScript file's "dispatching to torch.jit.load" line
             warnings.simplefilter("ignore", UserWarning)  # came before the one error line below

@@ -7,6 +7,7 @@ Internal bugs raise whatever they raise, with a traceback.
 """
 
 import contextlib
+import contextvars
 
 
 class UserError(Exception):
@@ -19,6 +20,28 @@ class UnsupportedModelError(UserError):
 
 class DivergedError(UserError, FloatingPointError):
     """Training diverged (a non-finite loss or weights); the last finite checkpoint is kept."""
+
+
+_COMMAND_LINE = contextvars.ContextVar("dan_command_line", default=False)
+
+
+def spelt(flag: str, keyword: str) -> str:
+    """How a message names an option: as the command-line tools take it (``--resume``) inside one
+    (:func:`command_line`), else as a Python caller passes it (``resume=True``). An audit's notebook
+    was told "pass --resume to continue it, or choose another --out" by ``dan.search``, whose
+    options are ``resume=`` and ``out=``."""
+    return flag if _COMMAND_LINE.get() else keyword
+
+
+@contextlib.contextmanager
+def command_line():
+    """Within the block, messages name options as the command-line tools take them (:func:`spelt`);
+    :func:`dan.cli.common.run_tool` runs a tool's ``main`` inside it."""
+    token = _COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
 
 
 def out_of_memory(e: BaseException) -> bool:

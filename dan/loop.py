@@ -35,7 +35,7 @@ import torch
 from dan import distributed
 from dan.checkpoint import atomic_write, check_same_task, code_version, load_checkpoint
 from dan.config import BEFORE_KEY, FORMER_DEFAULTS, Config, load_yaml_file
-from dan.errors import DivergedError, UserError
+from dan.errors import DivergedError, UserError, spelt
 from dan.seed import derive, kept_rng_state, seed_everything
 
 # Keys a resumed run may change: how long, where, and how fast it runs; not what it computes.
@@ -68,7 +68,7 @@ def check_same_config(saved: dict, current: dict, path: str) -> None:
         if flat_saved.get(key, defaults.get(key)) != flat_now.get(key):
             raise UserError(f"{path} was written with {key}={flat_saved.get(key, defaults.get(key))!r}, not "
                             f"{flat_now.get(key)!r}: resume with the same config and flags, or pick "
-                            f"another --out")
+                            f"another {spelt('--out', 'out=')}")
 
 
 def adopt_run_settings(cfg: Config) -> list[str]:
@@ -146,17 +146,17 @@ def check_run_dir(cfg: Config, resume: bool) -> None:
     check_creatable(run_dir)
     study = next((n for n in ("study.db", "tune.json") if os.path.isfile(os.path.join(run_dir, n))), None)
     if study:  # a run written into it stopped the study from continuing (tune refuses run folders)
-        raise UserError(f"{run_dir} holds a tuning study ({study}): choose another --out (its trials' runs are in "
-                        f"trials/, and tune.py continues the study there)")
+        raise UserError(f"{run_dir} holds a tuning study ({study}): choose another {spelt('--out', 'out=')} (its "
+                        f"trials' runs are in trials/, and tune.py continues the study there)")
     check_run_lock(run_dir)
     last = os.path.join(run_dir, "checkpoints", "last.pt")
     if resume and not os.path.isfile(last):
-        raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last.pt): drop --resume "
-                        f"to start a new run")
+        raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last.pt): drop "
+                        f"{spelt('--resume', 'resume=True')} to start a new run")
     what = held_run(run_dir)
     if not resume and what:
-        raise UserError(f"{run_dir} already holds a run ({what}): pass --resume to continue it, or "
-                        f"choose another --out (nothing was overwritten)")
+        raise UserError(f"{run_dir} already holds a run ({what}): pass {spelt('--resume', 'resume=True')} to "
+                        f"continue it, or choose another {spelt('--out', 'out=')} (nothing was overwritten)")
 
 
 # run folders this process holds: their lock files' descriptors (:func:`lock_run_dir`)
@@ -246,13 +246,13 @@ def _in_use(run_dir: str) -> str:
     except OSError:
         pid = ""
     return (f"{run_dir} is in use by another run" + (f" (process {pid})" if pid.isdigit() else "")
-            + ": wait for it to end, or choose another --out")
+            + f": wait for it to end, or choose another {spelt('--out', 'out=')}")
 
 
 def check_not_a_file(run_dir: str) -> None:
     """The run folder a tool is given (``--out``) may be missing or a folder, not a file."""
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise UserError(f"--out {run_dir} is a file: pass a folder")
+        raise UserError(f"{spelt('--out', 'out=')} {run_dir} is a file: pass a folder")
 
 
 def check_creatable(run_dir: str) -> None:
@@ -267,10 +267,10 @@ def check_creatable(run_dir: str) -> None:
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         raise UserError(f"cannot create the run folder {run_dir}: {parent} is a file, not a folder: choose another "
-                        f"--out (out= from Python)")
+                        f"{spelt('--out', 'out=')}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"cannot create the run folder {run_dir} in {parent} (Permission denied): choose another "
-                        f"--out (out= from Python) in a folder you can write")
+                        f"{spelt('--out', 'out=')} in a folder you can write")
 
 
 def held_run(run_dir: str) -> str | None:
@@ -309,8 +309,8 @@ def prepare_run_dir(cfg: Config, resume: bool) -> str:
     try:
         os.makedirs(run_dir, exist_ok=True)
     except OSError as e:  # (the tools said it in a line of their own; from Python it was a bare OSError)
-        raise UserError(f"cannot create the run folder {run_dir} ({e.strerror}): choose another --out (out= from "
-                        f"Python) in a folder you can write") from None
+        raise UserError(f"cannot create the run folder {run_dir} ({e.strerror}): choose another "
+                        f"{spelt('--out', 'out=')} in a folder you can write") from None
     lock_run_dir(run_dir)  # after every check: a refused run leaves no folder
     remove_stale_temporaries(run_dir)
     if resume:
@@ -370,7 +370,8 @@ def start(cfg: Config, resume: bool, build, least=None):
     task = build()
     if adopted:  # on stdout (silent with --quiet), as the thread-count note
         task.monitor.info(f"note: resumed with the run's own settings where this DAN's defaults differ from the "
-                          f"one that wrote it: {', '.join(adopted)} (to change one, start it anew in another --out)")
+                          f"one that wrote it: {', '.join(adopted)} (to change one, start it anew in another "
+                          f"{spelt('--out', 'out=')})")
     with least(task) if least is not None else contextlib.nullcontext():
         check_memory(task)
     if resume:
@@ -421,13 +422,15 @@ def interrupted(run_dir: str) -> KeyboardInterrupt:
     said "nothing to resume")."""
     last = os.path.join(run_dir, "checkpoints", "last.pt")
     if os.path.isfile(last):
-        return KeyboardInterrupt(f"interrupted: finished epochs are in {last}; continue with --resume")
+        return KeyboardInterrupt(f"interrupted: finished epochs are in {last}; continue with "
+                                 f"{spelt('--resume', 'resume=True')}")
     teacher = os.path.join(run_dir, "teacher", "checkpoints", "last.pt")  # a kd run's own teacher
     if os.path.isfile(teacher):
         return KeyboardInterrupt(f"interrupted while the teacher trained: its finished epochs are in {teacher}; "
-                                 f"run the same command again (without --resume) to continue it")
-    return KeyboardInterrupt("interrupted before the first epoch ended: nothing to resume; run the same command "
-                             "again (without --resume)")
+                                 f"run the same {spelt('command', 'call')} again (without "
+                                 f"{spelt('--resume', 'resume=True')}) to continue it")
+    return KeyboardInterrupt(f"interrupted before the first epoch ended: nothing to resume; run the same "
+                             f"{spelt('command', 'call')} again (without {spelt('--resume', 'resume=True')})")
 
 
 def check_memory(task) -> None:
@@ -514,7 +517,7 @@ def read_run_checkpoint(path: str, cfg: Config, device, kind: str | None = None,
     wrote, now = _tool(st.get("kind"), st.get("config", {})), _tool(kind, cfg.to_dict())
     if wrote != now:  # was a config key's difference ("written with adjoint.arch=None, not ...")
         raise UserError(f"{path} is a {wrote} run's checkpoint, and this is {now}: resume it with {wrote}, "
-                        f"or choose another --out")
+                        f"or choose another {spelt('--out', 'out=')}")
     check_same_config(st.get("config", {}), cfg.to_dict(), path)
     check_same_data(st, data, path)  # after the config: a changed data setting is named as such
     rng = st.get("rng") if isinstance(st.get("rng"), dict) else {}
@@ -528,7 +531,8 @@ def read_run_checkpoint(path: str, cfg: Config, device, kind: str | None = None,
         # a note through the run's monitor (stdout, silent with --quiet): its numbers differ from an
         # uninterrupted run's
         say(f"note: {path} was written with {threads} CPU threads and this run has {torch.get_num_threads()}: "
-            f"its numbers will differ from an uninterrupted run's (--threads {threads} keeps them)")
+            f"its numbers will differ from an uninterrupted run's "
+            f"({spelt(f'--threads {threads}', f'torch.set_num_threads({threads})')} keeps them)")
     return st
 
 
@@ -550,7 +554,8 @@ def check_same_data(st: dict, data, path: str) -> None:
                 if now_sizes.get(split) is not None and n != now_sizes[split]]
     if changed:
         raise UserError(f"{path} was written on other data ({'; '.join(changed)}): resume with the data it was "
-                        f"written on (from Python, the same Dataset objects), or start a new run in another --out")
+                        f"written on (from Python, the same Dataset objects), or start a new run in another "
+                        f"{spelt('--out', 'out=')}")
 
 
 def _tool(kind, config) -> str:
@@ -576,7 +581,8 @@ def steps_per_epoch(loader, limit_batches: int | None) -> int:
     """Batches an epoch takes from ``loader`` (at most ``limit_batches``); none is a user error."""
     n = len(loader) if limit_batches is None else min(len(loader), limit_batches)
     if n == 0:
-        raise UserError("the training split has no batch: lower --batch-size or use more data")
+        raise UserError(f"the training split has no batch: lower {spelt('--batch-size', 'data.batch_size')} or "
+                        f"use more data")
     return n
 
 
@@ -612,13 +618,14 @@ def _train_step(task, x, y) -> dict:
         if "Expected more than 1 value per channel when training" not in str(e):
             raise
         raise UserError(f"a batch leaves a BatchNorm one value per channel ({str(e).split('got input size ')[-1]}), "
-                        f"and it needs 2 or more: raise --batch-size (data.batch_size; a search's held-out "
-                        f"batches: data.holdout_batch_size) to 2 or more, or train on more images") from None
+                        f"and it needs 2 or more: raise {spelt('--batch-size', 'data.batch_size')} (a search's "
+                        f"held-out batches: data.holdout_batch_size) to 2 or more, or train on more images") from None
 
 
 def run_epochs(task, *, seed_tag: str, desc: str) -> None:
     """Run ``task`` from ``task.epoch`` to ``cfg.train.epochs`` (see the module docstring)."""
     cfg, t, mon = task.cfg, task.cfg.train, task.monitor
+    first, started = task.epoch, time.perf_counter()  # the time left: from this call's epochs alone
     while task.epoch < t.epochs:
         epoch = task.epoch
         seed_everything(derive(cfg.seed, seed_tag, epoch))
@@ -658,4 +665,5 @@ def run_epochs(task, *, seed_tag: str, desc: str) -> None:
         mon.flush()
         record = mon.row(task.epoch, row, task.step)
         task.save(record)  # the checkpoint first: a row in metrics.jsonl always has its checkpoint
-        mon.epoch(task.epoch, row, row=record)
+        per_epoch = (time.perf_counter() - started) / (task.epoch - first)
+        mon.epoch(task.epoch, row, row=record, left=per_epoch * (t.epochs - task.epoch))

@@ -21,6 +21,8 @@ import sys
 import time
 from typing import Iterable, Optional
 
+from dan.errors import UserError
+
 
 class Monitor:
     def __init__(self, run_dir: Optional[str], *, console: bool = False, tensorboard: bool = True,
@@ -94,10 +96,13 @@ class Monitor:
         return {"epoch": epoch, "time": round(time.time(), 3), **({"step": step} if step is not None else {}),
                 **values}
 
-    def epoch(self, epoch: int, values: dict, step: Optional[int] = None, row: Optional[dict] = None) -> None:
+    def epoch(self, epoch: int, values: dict, step: Optional[int] = None, row: Optional[dict] = None,
+              left: Optional[float] = None) -> None:
         """``row`` (default :meth:`row` of the arguments) in ``metrics.jsonl``, a console line and the
         epoch hook. TensorBoard gets the values from :meth:`epoch_scalars`, which the training loop
-        calls before the checkpoint."""
+        calls before the checkpoint. ``left``: the seconds the run's other epochs are expected to
+        take, shown on the console line (an audit's 90 epochs at 224 px showed each epoch's bar and
+        no overall time)."""
         row = row or self.row(epoch, values, step)
         self._open()
         if self._jsonl is not None:
@@ -106,7 +111,7 @@ class Monitor:
         if self.console:
             shown = "  ".join(f"{k}={_fmt(v)}" for k, v in values.items()
                               if isinstance(v, (int, float)) and not k.startswith("time"))
-            self.write(f"epoch {epoch}: {shown}")
+            self.write(f"epoch {epoch}: {shown}" + (f"  ({duration(left)} left)" if left else ""))
         if self.epoch_hook is not None:
             self.flush()
             self.epoch_hook(epoch, values)
@@ -172,6 +177,7 @@ def owned_monitor(monitor: Optional[Monitor], run_dir: Optional[str], **kwargs):
     a TensorBoard writer thread running and ``metrics.jsonl`` open (a ResourceWarning when
     collected): only the tools closed the monitor, and the API made its own."""
     if monitor is not None:
+        check_same_folder(monitor, run_dir)
         yield monitor
         return
     own = Monitor(run_dir, **kwargs)
@@ -179,6 +185,26 @@ def owned_monitor(monitor: Optional[Monitor], run_dir: Optional[str], **kwargs):
         yield own
     finally:
         own.close()
+
+
+def check_same_folder(monitor: Monitor, run_dir: Optional[str]) -> None:
+    """A monitor that writes files writes them to its own folder: one handed to a run in another folder
+    would put that run's metrics.jsonl and TensorBoard events beside another run's (an audit's notebook
+    passed one monitor to two ``dan.search`` calls with two ``out=``: the second run's folder got its
+    checkpoints and arch.json, the first one's its metrics). Refused before the run starts."""
+    if not (monitor.enabled and monitor.run_dir and run_dir):
+        return  # a console-only or switched-off monitor writes no file
+    if os.path.realpath(monitor.run_dir) != os.path.realpath(run_dir):
+        raise UserError(f"the monitor writes to {monitor.run_dir} and this run's folder is {run_dir}: pass "
+                        f"Monitor({run_dir!r}), or no monitor (the run makes its own)")
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as a reader takes a time left: "40 s", "12 min", "3 h 05 min"."""
+    if seconds < 60:
+        return f"{max(seconds, 0):.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _fmt(v) -> str:

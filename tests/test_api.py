@@ -63,6 +63,10 @@ def test_a_search_from_python_closes_the_monitor_it_made_however_it_ends(tmp_pat
     monkeypatch.undo()
     dan.search(_net(), DATA, budget="40%", cfg=_cfg(tmp_path), out=str(tmp_path / "mine"), monitor=mine)
     assert mine._jsonl is not None and not mine._jsonl.closed
+    # handed to a second call in another folder, it would write that run's metrics beside the first's
+    with pytest.raises(dan.UserError, match="the monitor writes to .*mine and this run's folder is .*other"):
+        dan.search(_net(), DATA, budget="40%", cfg=_cfg(tmp_path), out=str(tmp_path / "other"), monitor=mine)
+    assert not (tmp_path / "other").exists()
     mine.close()
 
 
@@ -160,7 +164,7 @@ def test_a_run_folder_that_cannot_be_made_is_said_before_the_work(tmp_path, monk
     real = search_module.build_supernet
     monkeypatch.setattr(search_module, "build_supernet", lambda *a, **k: built.append(1) or real(*a, **k))
     with pytest.raises(dan.UserError, match="cannot create the run folder .*file/run: .*file is a file, not a folder: "
-                                            "choose another --out \\(out= from Python\\)"):
+                                            "choose another out=$"):
         dan.search(net, DATA, cfg=cfg, out=str(tmp_path / "file" / "run"))
     assert not built and (tmp_path / "file").read_text() == "x"
     if os.path.isdir("/proc/self"):  # a folder a file system refuses, whatever its permissions say
@@ -250,3 +254,30 @@ def test_a_resume_on_other_dataset_objects_is_refused(tmp_path):
             dan.search(net, (train, test), budget="40%", cfg=cfg, out=out, resume=True)
     assert last.read_bytes() == before
     dan.search(net, (Blobs(96), Blobs(24, seed=1)), budget="40%", cfg=cfg, out=out, resume=True)  # the same data
+
+
+def test_messages_name_the_options_as_the_caller_passes_them(tmp_path, capsys):
+    # a notebook was told "pass --resume to continue it, or choose another --out" by dan.search
+    from dan.cli.common import run_tool
+    from dan.errors import command_line, spelt
+
+    out = str(tmp_path / "s")
+    dan.search(_net(), DATA, budget="40%", cfg=_cfg(tmp_path), out=out)
+    with pytest.raises(dan.UserError, match=r"already holds a run \(.*\): pass resume=True to continue it, or choose "
+                                            r"another out= \(nothing was overwritten\)$"):
+        dan.search(_net(), DATA, budget="40%", cfg=_cfg(tmp_path), out=out)
+    with pytest.raises(dan.UserError, match=r"nothing to resume in .*: drop resume=True to start a new run$"):
+        dan.search(_net(), DATA, budget="40%", cfg=_cfg(tmp_path), out=str(tmp_path / "new"), resume=True)
+    assert spelt("--out", "out=") == "out="
+    with command_line():  # the tools' spelling, inside a tool alone
+        assert spelt("--out", "out=") == "--out"
+    assert spelt("--out", "out=") == "out="
+
+    def tool(argv):
+        dan.search(_net(), DATA, budget="40%", cfg=_cfg(tmp_path), out=out)
+
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(tool, [])
+    assert exit_.value.code == 2
+    assert "pass --resume to continue it, or choose another --out (nothing" in capsys.readouterr().err
+    assert spelt("--resume", "resume=True") == "resume=True"  # (given back when the tool ended)

@@ -1,9 +1,11 @@
 """Tests of dan/data/: file formats, loaders, determinism, splits, augmentation (CPU, seconds)."""
 
+import dataclasses
 import gzip
 import os
 import warnings
 import pickle
+import signal
 import struct
 import time
 
@@ -773,3 +775,53 @@ def test_more_loader_workers_than_cpus_are_cut_to_the_cpus_with_a_note(tmp_path)
     said.clear()
     assert build_data(same, seed=0, log=said.append).train.workers == cpus
     assert not [s for s in said if "data.workers" in s]
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "imagefolder"])
+def test_a_batch_larger_than_the_training_split_is_said(tmp_path, dataset):
+    # an audit's ResNet-50 on a small folder with the ImageNet config's batch: one step an epoch, unsaid
+    root = write_image_folder(tmp_path / "imgs") if dataset == "imagefolder" else None
+    small = DataConfig(dataset=dataset, data=root, image_size=16, synthetic_size=40, holdout=0.0, batch_size=2)
+    said = []
+    n = build_data(small, seed=0, log=said.append).train.total
+    assert not [s for s in said if "batch_size" in s]
+    large = dataclasses.replace(small, batch_size=n + 1)
+    said.clear()
+    data = build_data(large, seed=0, log=said.append)
+    assert len(data.train) == 1
+    assert [s for s in said if "batch_size" in s] == [
+        f"note: data.batch_size {n + 1} is more than the training split's {n} images: every epoch is one step "
+        f"(lower data.batch_size for more)"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM")
+def test_an_interrupt_while_waiting_for_a_batch_leaves_no_worker_behind():
+    # a notebook's Ctrl-C: the exception it keeps held the DataLoader's iterator, and its workers lived on
+    import multiprocessing as mp
+
+    from dan.data.loaders import FolderLoader
+    from dan.data.splits import IndexedSplit
+
+    class Slow(IndexedSplit):
+        def __getitem__(self, i):
+            time.sleep(1.5)
+            return torch.zeros(3, 4, 4), 0
+
+    loader = FolderLoader(Slow(None, 8), 2, seed=0, split="train", shuffle=False, drop_last=False, workers=2,
+                          device=torch.device("cpu"))
+    before = set(mp.active_children())
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)  # while the first batch is read
+    try:
+        with pytest.raises(KeyboardInterrupt) as held:
+            for _ in loader:
+                pass
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert held.value.__traceback__ is not None  # kept, as a notebook keeps it
+    assert not set(mp.active_children()) - before

@@ -392,7 +392,7 @@ def test_ctrl_c_says_whether_an_epoch_finished(tmp_path):
         train(tiny_config(out, **{"train.epochs": 2}), KillAt(out, 3))
     train(tiny_config(out, **{"train.epochs": 2}), Monitor(out, tensorboard=False))  # the same command again
     later = str(tmp_path / "later")
-    with pytest.raises(KeyboardInterrupt, match="checkpoints/last.pt; continue with --resume"):
+    with pytest.raises(KeyboardInterrupt, match="checkpoints/last.pt; continue with resume=True"):
         train(tiny_config(later, **{"train.epochs": 2}), KillAt(later, 8 + 3))
 
 
@@ -426,7 +426,7 @@ def test_runs_are_not_written_into_a_study_or_resumed_by_another_tool(tmp_path):
     study = tmp_path / "study"
     study.mkdir()
     (study / "study.db").write_bytes(b"")
-    with pytest.raises(dan.UserError, match="holds a tuning study \\(study.db\\): choose another --out"):
+    with pytest.raises(dan.UserError, match="holds a tuning study \\(study.db\\): choose another out="):
         train(tiny_config(str(study)), Monitor(str(study), tensorboard=False))
     out = str(tmp_path / "run")
     train(tiny_config(out, **{"train.epochs": 1, "train.latency_batches": []}), Monitor(out, tensorboard=False))
@@ -644,3 +644,19 @@ def test_the_final_timing_is_announced(tmp_path, capsys):
     train(cfg, Monitor(cfg.run_dir, console=True, tensorboard=False))
     out = capsys.readouterr().out
     assert "timing the networks (big, small) at batch 1, 4 (train.latency_batches)" in out
+
+
+def test_each_epoch_line_says_the_time_left(tmp_path, capsys):
+    # an audit's 90 epochs at 224 px showed each epoch's bar and no overall time
+    from dan.monitor import duration
+
+    assert [duration(s) for s in (0.4, 59, 61, 3599, 3725, 36000)] == [
+        "0 s", "59 s", "1 min", "1 h 00 min", "1 h 02 min", "10 h 00 min"]
+    cfg = tiny_config(str(tmp_path / "r"), **{"train.epochs": 3, "train.limit_batches": 1,
+                                              "train.latency_batches": []})
+    train(cfg, Monitor(cfg.run_dir, console=True, tensorboard=False))
+    lines = [s for s in capsys.readouterr().err.splitlines() if re.match(r"epoch \d+: ", s)]
+    assert [s.split(":")[0] for s in lines] == ["epoch 1", "epoch 2", "epoch 3"]
+    assert all(s.endswith(" left)") for s in lines[:2]) and "left" not in lines[2]
+    rows = [json.loads(r) for r in open(tmp_path / "r" / "metrics.jsonl")]
+    assert not [k for r in rows for k in r if "left" in k]  # the console's alone: metrics.jsonl keeps its keys

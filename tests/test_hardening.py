@@ -506,5 +506,6 @@ def test_a_batch_of_one_through_a_one_by_one_batchnorm_is_a_user_error(tmp_path)
     # batch size 1 on a ResNet whose last stage is 1x1 was PyTorch's ValueError and its traceback
     cfg = tiny_config(str(tmp_path / "r"), **{"model.space": "resnet18", "data.batch_size": 1,
                                               "train.epochs": 1, "train.limit_batches": 2})
-    with pytest.raises(dan.UserError, match="a batch leaves a BatchNorm one value per channel.*raise --batch-size"):
+    with pytest.raises(dan.UserError,
+                       match="a batch leaves a BatchNorm one value per channel.*raise data.batch_size \\(a search"):
         train(cfg)

@@ -17,7 +17,7 @@ import threading
 from typing import Callable, Optional, Sequence
 
 from dan.config import Config
-from dan.errors import UserError, out_of_memory
+from dan.errors import UserError, command_line, out_of_memory
 
 # OSErrors a user causes (a path, a permission, a full disk): one line, exit 2; others are bugs.
 _USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
@@ -227,7 +227,8 @@ def run_tool(main: Callable[[Sequence[str]], int], argv: Optional[Sequence[str]]
         sys.excepthook = print_exception_with_notes
     installed = _sigterm_as_interrupt()
     try:
-        code = main(sys.argv[1:] if argv is None else argv)
+        with command_line():  # messages name the options as flags (--resume), not as keywords (resume=True)
+            code = main(sys.argv[1:] if argv is None else argv)
     except UserError as e:
         print(f"error: {one_line(str(e))}", file=sys.stderr)
         sys.exit(2)

@@ -38,7 +38,7 @@ from dan.data.code import DatasetSplits, UserSplit, split_class_names, splits_in
 from dan.data.datasets import ArraySplits, FolderSplits, pillow_limit_off
 from dan.data.info import DatasetInfo, data_info_dict, dataset_info, get_dataset
 from dan.data.splits import SPLIT_IDS, IndexedSplit, generator, mixed_seed, seeded, split_indices
-from dan.errors import UserError, out_of_memory
+from dan.errors import UserError, out_of_memory, spelt
 
 
 class Loader(Protocol):
@@ -245,12 +245,20 @@ class FolderLoader(_Sharded):
         dl = torch.utils.data.DataLoader(
             self.ds, self.batch_size, sampler=None if order is None else order.tolist(), num_workers=self.workers,
             pin_memory=cuda, drop_last=self.drop_last, generator=generator(self.seed, self.epoch, self.split))
+        batches = iter(dl)
         try:
-            for x, y in dl:
+            for x, y in batches:
                 yield x.to(self.device, non_blocking=cuda), y.to(self.device, non_blocking=cuda)
         except UserError as e:  # from a worker process its text carries the worker's traceback
             raise UserError(next((l.split("UserError: ", 1)[1] for l in str(e).splitlines()
                                   if "UserError: " in l), str(e).splitlines()[0])) from None
+        finally:
+            # the worker processes end with the loop, however it ends: an exception raised while
+            # waiting for a batch (Ctrl-C) holds the DataLoader's iterator in its traceback's frames,
+            # and its workers lived as long as a notebook kept the exception (an audit's)
+            stop = getattr(batches, "_shutdown_workers", None)  # (PyTorch's own, which its __del__ calls)
+            if stop is not None:
+                stop()
 
 
 def _folder_data(folders: FolderSplits, cfg: DataConfig, info: DatasetInfo, seed: int,
@@ -335,10 +343,23 @@ def build_data(cfg: DataConfig, *, seed: int, device: Union[torch.device, str] =
     if isinstance(splits, FolderSplits):
         if log is not None:
             log(splits.summary())
-        return _folder_data(splits, _workers_here(cfg, log), info, seed, device)
-    if isinstance(splits, DatasetSplits):
-        return _user_data(splits, _workers_here(cfg, log), info, seed, device)
-    return _tensor_data(splits, cfg, info, seed, device)
+        data = _folder_data(splits, _workers_here(cfg, log), info, seed, device)
+    elif isinstance(splits, DatasetSplits):
+        data = _user_data(splits, _workers_here(cfg, log), info, seed, device)
+    else:
+        data = _tensor_data(splits, cfg, info, seed, device)
+    _note_one_step(data, cfg, log)
+    return data
+
+
+def _note_one_step(data: Data, cfg: DataConfig, log: Optional[Callable[[str], None]]) -> None:
+    """Say when the batch is larger than the training split: every epoch is then one step (an
+    audit's ResNet-50 on a small image folder with the ImageNet config's batch took one optimizer
+    step per epoch, without a word)."""
+    n = getattr(data.train, "total", None)
+    if log is not None and n is not None and 0 < n < cfg.batch_size:
+        log(f"note: data.batch_size {cfg.batch_size} is more than the training split's {n} images: every epoch is "
+            f"one step (lower {spelt('--batch-size', 'data.batch_size')} for more)")
 
 
 def _workers_here(cfg: DataConfig, log: Optional[Callable[[str], None]]) -> DataConfig:
