@@ -57,6 +57,7 @@ import torch.nn as nn
 
 from dan.checkpoint import atomic_write, write_json
 from dan.supernet import _side  # a side's width: the sum of its parts, as in the cost table
+from dan.timing import OtherLoad
 
 RUNTIMES = ("torch", "onnxruntime")
 # the memory formats a runtime's networks are timed in; a network counts in its fastest. Eager
@@ -441,15 +442,18 @@ def time_bounded(makers: list, sizes: list, *, budget: int | None = None, refere
     try:
         for n, phase in enumerate(phases):  # one phase: one time_calls, its level the common one
             part = f"{keep}.{n + 1}of{len(phases)}.json" if keep else None
-            done = _kept_phase(part, len(phase))
+            how = {"rounds": rounds, "inner": kw.get("inner", 3)}  # a phase timed otherwise is timed again
+            done = _kept_phase(part, len(phase), how)
             if done is None:
                 fns = [makers[k]() for k in phase]
-                done = time_calls(fns, reference=reference, bar=bar, **kw)
+                with OtherLoad() as load:  # (the build set the threads it is measured with)
+                    done = time_calls(fns, reference=reference, bar=bar, **kw)
                 del fns
                 gc.collect()
                 if part:
-                    atomic_write(lambda p, d=done: write_json({"version": VERSION, "entries": len(phase),
-                                                               "ms": d[0], "level": d[1]}, p, indent=None), part)
+                    record = {"version": VERSION, "entries": len(phase), **how, "load": load.to_dict()}
+                    atomic_write(lambda p, d=done: write_json({**record, "ms": d[0], "level": d[1]}, p, indent=None),
+                                 part)
             elif bar is not None:
                 bar.update(rounds * len(phase))
             results.append(done)
@@ -461,14 +465,16 @@ def time_bounded(makers: list, sizes: list, *, budget: int | None = None, refere
     return [t * (common / lv if common else 1.0) for ms, lv in results for t in ms], common
 
 
-def _kept_phase(part: str | None, entries: int) -> tuple[list[float], float | None] | None:
-    """A phase :func:`time_bounded` wrote before (its times and level), or None."""
+def _kept_phase(part: str | None, entries: int, how: dict) -> tuple[list[float], float | None] | None:
+    """A phase :func:`time_bounded` wrote before (its times and level), timed as ``how`` says (its
+    rounds and calls per round), or None."""
     if not part or not os.path.isfile(part):
         return None
     try:
         with open(part) as f:
             d = json.load(f)
-        if d["version"] == VERSION and d["entries"] == entries == len(d["ms"]):
+        if d["version"] == VERSION and d["entries"] == entries == len(d["ms"]) and \
+                all(d.get(k) == v for k, v in how.items()):
             return [float(v) for v in d["ms"]], (None if d["level"] is None else float(d["level"]))
     except (OSError, ValueError, TypeError, KeyError):
         pass  # damaged: timed again
@@ -587,14 +593,12 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
             + (f": kept in {cache_dir()} for later searches of it" if cache else ""))
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    from dan.timing import OtherLoad
-
     try:
         if keep:
             os.makedirs(cache_dir(), exist_ok=True)
         with OtherLoad(threads) as load:
             model = _measure_model(sn, dev, batch, threads, runtime, rounds, progress, keep)
-        model.fit["timing_load"] = load.to_dict()
+        model.fit["timing_load"] = _with_kept_phases(load.to_dict(), key)
     except KeyboardInterrupt:
         if not keep:
             raise
@@ -612,12 +616,27 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
     return model
 
 
+def _with_kept_phases(load: dict, key: str) -> dict:
+    """The busy-machine reading of a table (``load``: this build's), with its phases' as they were
+    kept: a phase an interrupted build timed while other processes took the CPUs makes the table
+    busy too, as if it had been timed in this build (a review found a table built partly on a busy
+    machine read as quiet: only the last build's reading was kept)."""
+    phases = []
+    for name in sorted(os.listdir(cache_dir())):
+        if name.startswith(f"{key}.") and name != f"{key}.json":
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                with open(os.path.join(cache_dir(), name)) as f:
+                    phases.append(json.load(f).get("load") or {})
+    busy = [p for p in phases if p.get("busy")]
+    if not busy or load.get("busy"):
+        return load
+    return {**load, "busy": True, "other_processes_cores": max(p.get("other_processes_cores") or 0.0 for p in busy)}
+
+
 def _busy_then_quiet_now(model: LatencyModel, threads: int, seconds: float = 0.5) -> bool:
     """Whether ``model`` was measured on a busy machine and this one is quiet for ``seconds``."""
     if not (model.fit.get("timing_load") or {}).get("busy"):
         return False
-    from dan.timing import OtherLoad
-
     with OtherLoad(threads) as now:
         time.sleep(seconds)
     return now.busy is False

@@ -415,3 +415,44 @@ def test_an_interrupted_table_keeps_its_finished_phases_and_the_next_build_takes
     timed.clear()
     latency.build(sn, threads=1, progress=False, rounds=1, cache=False)  # every phase timed
     assert len(timed) >= 4 and taken_up == timed[2:]  # the two kept were not timed again
+
+
+def test_a_kept_phase_keeps_its_busy_reading_and_is_taken_up_only_if_timed_alike(monkeypatch, tmp_path):
+    # a review: a table built partly on a busy machine (a phase kept from an interrupted build) read as
+    # quiet, and a phase timed with other rounds was taken up as it was
+    from dan import timing
+
+    monkeypatch.setenv("DAN_CACHE", str(tmp_path))
+    monkeypatch.setattr(latency, "PHASE_BYTES", 3_000_000)
+    _, sn = supernet("resnet18_small", (1, 3, 16, 16), width=4)
+    real, timed = latency.time_calls, []
+
+    def interrupted_at_the_second(fns, **kw):
+        if len(timed) == 1:
+            raise KeyboardInterrupt
+        timed.append(len(fns))
+        return real(fns, **kw)
+
+    class Busy(timing.OtherLoad):  # the first phase's machine: busy
+        def __exit__(self, *exc):
+            self.cores, self.busy = 1.5, True
+
+    monkeypatch.setattr(latency, "OtherLoad", Busy)
+    monkeypatch.setattr(latency, "time_calls", interrupted_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        latency.build(sn, threads=1, progress=False, rounds=1)
+    [kept] = os.listdir(latency.cache_dir())
+    monkeypatch.setattr(latency, "OtherLoad", timing.OtherLoad)
+    monkeypatch.setattr(timing.OtherLoad, "__exit__", lambda self, *exc: setattr(self, "busy", False) or
+                        setattr(self, "cores", 0.0))  # the rest on a quiet machine
+    path = os.path.join(latency.cache_dir(), kept)
+    entries = json.load(open(path))["entries"]
+    assert latency._kept_phase(path, entries, {"rounds": 1, "inner": 3}) is not None
+    assert latency._kept_phase(path, entries, {"rounds": 2, "inner": 3}) is None  # timed again with 2
+    timed.clear()
+    monkeypatch.setattr(latency, "time_calls", lambda fns, **kw: timed.append(len(fns)) or real(fns, **kw))
+    model = latency.build(sn, threads=1, progress=False, rounds=1)  # takes the kept busy phase up
+    load = model.fit["timing_load"]
+    assert load["busy"] is True and load["other_processes_cores"] == 1.5
+    assert "other processes used 1.5 of the" in latency.table_note(model)
+    assert kept not in os.listdir(latency.cache_dir())
