@@ -223,8 +223,6 @@ class Trainer:
         self.last_eval = state.get("last_eval", {})
         self.last_row = state.get("last_row")
         set_rng_state(state["rng"])
-        if self.dist.main:
-            reconcile_metrics(self.run_dir, self.epoch, self.last_row, self.step)
 
     # --- the loop (dan.loop.run_epochs calls these) ------------------------------------------
     def fit(self) -> Summary:

@@ -359,11 +359,12 @@ def remove_stale_temporaries(run_dir: str) -> None:
                     pass
 
 
-def start(cfg: Config, resume: bool, build, least=None):
-    """Start or resume a run: every check (folder, then ``build()``'s own checks of config and data,
-    then memory, then the checkpoint's compatibility) before the first file is written. ``build()``
-    returns the task; returns it restored when ``resume``. ``least(task)``: a context in which the
-    task's model takes its least memory (see :func:`check_memory`)."""
+def checked_start(cfg: Config, resume: bool, build, least=None):
+    """Every check a run makes before its first file is written (folder, then ``build()``'s own
+    checks of config and data, then memory, then the checkpoint's compatibility), writing nothing:
+    :func:`start` runs it first, and a dry run (:mod:`dan.dry_run`) alone. ``build()`` returns the
+    task; returns it restored when ``resume``. ``least(task)``: a context in which the task's model
+    takes its least memory (see :func:`check_memory`)."""
     cfg.validate()
     check_run_dir(cfg, resume)
     adopted = adopt_run_settings(cfg) if resume else []
@@ -376,8 +377,20 @@ def start(cfg: Config, resume: bool, build, least=None):
         check_memory(task)
     if resume:
         task.restore()
+    return task
+
+
+def start(cfg: Config, resume: bool, build, least=None):
+    """Start or resume a run: :func:`checked_start`, then the run folder made and held, and, on a
+    resume, ``metrics.jsonl`` made to agree with the checkpoint (:func:`reconcile_metrics`: the
+    first write of a resume, done here and no longer in the tasks' ``restore``, so that the checks
+    write nothing and the write comes after the folder's lock)."""
+    task = checked_start(cfg, resume, build, least)
+    if resume:
         task.monitor.resume_at(task.step)
     prepare_run_dir(cfg, resume)
+    if resume and task.dist.main:
+        reconcile_metrics(cfg.run_dir, task.epoch, task.last_row, task.step)
     return task
 
 

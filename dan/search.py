@@ -81,7 +81,7 @@ from dan.config import SEARCH_HOLDOUT, Config, check_search_config  # noqa: F401
 from dan.data import build_data, build_user_data, dataset_info
 from dan.data.code import as_splits, object_name
 from dan.engine import amp_dtype, build_optimizer, build_scheduler, evaluate, resolve_device
-from dan.loop import (load_states, optimizer_step, read_run_checkpoint, reconcile_metrics, run_epochs, start,
+from dan.loop import (load_states, optimizer_step, read_run_checkpoint, run_epochs, start,
                       start_and_fit, steps_per_epoch)
 from dan.errors import UserError
 from dan.layers import channels_last_runs
@@ -296,8 +296,6 @@ class Searcher:
         self.history = [list(h) for h in st["history"]]
         self.last_eval, self.last_row = st["last_eval"], st.get("last_row")
         set_rng_state(st["rng"])
-        if self.dist.main:
-            reconcile_metrics(self.run_dir, self.epoch, self.last_row, self.step)
 
     def finish(self) -> Arch:
         return finish(self)
