@@ -566,30 +566,15 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
     ``say``: where a line announcing a measurement goes (a ResNet-50 at 224 pixels measured for 15
     minutes with only its phases' bars). The finished phases of an interrupted measurement are kept
     in the cache and taken up by the next build of the same table."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"latency runtime '{runtime}': choose one of {', '.join(RUNTIMES)}")
-    if runtime == "onnxruntime":
-        from dan import onnx_export
-        from dan.errors import UserError
-
-        if not onnx_export.available():
-            raise UserError(f"a latency model for ONNX Runtime needs onnx and onnxruntime: {onnx_export.INSTALL_HINT}")
+    path, model = cached(sn, batch=batch, threads=threads, runtime=runtime)
     threads = int(threads or torch.get_num_threads())
     dev = device_description(threads, batch, runtime)
-    key = _key(dev, sn)
-    path = os.path.join(cache_dir(), f"{key}.json")
-    if cache and os.path.isfile(path):
-        try:
-            with open(path) as f:
-                model = LatencyModel.from_dict(json.load(f))
-            if model.version == VERSION and not (remeasure_busy and _busy_then_quiet_now(model, threads)):
-                return model
-        except (OSError, ValueError, TypeError, KeyError):
-            pass  # a damaged cache entry is rebuilt
+    if cache and model is not None and not (remeasure_busy and _busy_then_quiet_now(model, threads)):
+        return model
+    key = os.path.basename(path)[: -len(".json")]
     keep = os.path.join(cache_dir(), key) if cache else None
     if say is not None:
-        say(f"measuring this CPU's latency model of the network ({len(geometry(sn))} layers at every pair of "
-            f"candidate widths, then {CALIBRATION + 2} whole networks; {threads} thread(s), batch {batch}, {runtime})"
+        say(f"measuring this CPU's latency model of the network ({measurement(sn, threads, batch, runtime)})"
             + (f": kept in {cache_dir()} for later searches of it" if cache else ""))
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -598,7 +583,7 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
             os.makedirs(cache_dir(), exist_ok=True)
         with OtherLoad(threads) as load:
             model = _measure_model(sn, dev, batch, threads, runtime, rounds, progress, keep)
-        model.fit["timing_load"] = _with_kept_phases(load.to_dict(), key)
+        model.fit["timing_load"] = _with_kept_phases(load.to_dict(), key) if keep else load.to_dict()
     except KeyboardInterrupt:
         if not keep:
             raise
@@ -631,6 +616,40 @@ def _with_kept_phases(load: dict, key: str) -> dict:
     if not busy or load.get("busy"):
         return load
     return {**load, "busy": True, "other_processes_cores": max(p.get("other_processes_cores") or 0.0 for p in busy)}
+
+
+def measurement(sn, threads: int, batch: int, runtime: str) -> str:
+    """What :func:`build` measures when the cache holds no table: the line that announces it, and
+    a search's dry run, which says it would."""
+    return (f"{len(geometry(sn))} layers at every pair of candidate widths, then {CALIBRATION + 2} whole networks; "
+            f"{threads} thread(s), batch {batch}, {runtime}")
+
+
+def cached(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "torch"):
+    """``(path, model)``: the cache file of the supernet ``sn``'s latency model on this device
+    (:func:`build`'s key) and the model it holds, or None when it holds none of this version (a
+    damaged entry is rebuilt). Measures nothing: :func:`build` takes the model from here, and a
+    search's dry run (:mod:`dan.dry_run`) says whether a table would be measured. The runtime is
+    checked first (ONNX Runtime installed)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"latency runtime '{runtime}': choose one of {', '.join(RUNTIMES)}")
+    if runtime == "onnxruntime":
+        from dan import onnx_export
+        from dan.errors import UserError
+
+        if not onnx_export.available():
+            raise UserError(f"a latency model for ONNX Runtime needs onnx and onnxruntime: {onnx_export.INSTALL_HINT}")
+    threads = int(threads or torch.get_num_threads())
+    path = os.path.join(cache_dir(), f"{_key(device_description(threads, batch, runtime), sn)}.json")
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                model = LatencyModel.from_dict(json.load(f))
+            if model.version == VERSION:
+                return path, model
+        except (OSError, ValueError, TypeError, KeyError):
+            pass  # a damaged cache entry is rebuilt
+    return path, None
 
 
 def _busy_then_quiet_now(model: LatencyModel, threads: int, seconds: float = 0.5) -> bool:
