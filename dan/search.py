@@ -110,7 +110,7 @@ def narrowest_kl(sn: Supernet, anet, big: torch.Tensor, x: torch.Tensor) -> torc
 
 
 class Searcher:
-    def __init__(self, cfg: Config, monitor: Monitor | None = None, *, data=None, model=None):
+    def __init__(self, cfg: Config, monitor: Monitor | None = None, *, data=None, model=None, dry_run=False):
         # every field checked and the search's defaults filled, before any data is loaded; a
         # resolved config comes back equal, and the caller's is not changed
         cfg = cfg.resolve("search")
@@ -124,6 +124,7 @@ class Searcher:
         seed_everything(cfg.seed)
         self.sn = build_supernet(cfg, info, model=model)
         extremes, self.latency = self.sn.extremes(), None
+        self.extremes = extremes  # the space's cost range (a latency's added below), which a dry run's plan says
         # a FLOPs or params budget is checked before any image is loaded; a latency budget needs this
         # device's latency model (cached; minutes to build for a large network), built after the data's
         # checks: a broken evaluation image was found after a ResNet-50's 15 minutes of tables
@@ -131,9 +132,10 @@ class Searcher:
             **extremes, "latency": (0.0, math.inf)}, describe_model(cfg))
         self.data = data if data is not None else build_data(cfg.data, seed=cfg.seed, device=self.device,
                                                              log=self.monitor.info)
-        if s.budget_latency is not None:
-            self.latency = latency_model(s, self.sn, extremes, self.monitor.console, say=self.monitor.info)
-            self.budget = resolve_budget(s, extremes, describe_model(cfg))
+        if s.budget_latency is not None:  # a dry run takes a cached table only (None without one)
+            self.latency = latency_model(s, self.sn, extremes, self.monitor.console, self.monitor.info, not dry_run)
+            if self.latency is not None:
+                self.budget = resolve_budget(s, extremes, describe_model(cfg))
         self.dist = distributed.info()
         if self.dist.enabled:
             self.data.shard(self.dist.rank, self.dist.world)
@@ -311,17 +313,23 @@ def cycle_batches(loader, epoch: int):
         k += 1
 
 
-def latency_model(s, sn, extremes: dict, progress: bool, say=None):
+def latency_model(s, sn, extremes: dict, progress: bool, say=None, measure: bool = True):
     """The latency model of the supernet's space on this device (:mod:`dan.latency`, cached), for
     the search section ``s``; adds the narrowest and widest networks' predictions to ``extremes``.
-    ``say``: where the line announcing a measurement goes (:func:`dan.latency.build`)."""
+    ``say``: where the line announcing a measurement goes (:func:`dan.latency.build`). Without
+    ``measure`` (a dry run: :mod:`dan.dry_run`) the cached model only, or None when there is none."""
     if s.latency_batch < 1 or (s.latency_threads is not None and s.latency_threads < 1):
         raise UserError("search.latency_batch and search.latency_threads must be >= 1")
     resolve_budget(s, {**extremes, "latency": (0.0, math.inf)})  # the text, before measuring
     from dan import latency
 
-    model = latency.build(sn, batch=s.latency_batch, threads=s.latency_threads, runtime=s.latency_runtime,
-                          progress=progress, remeasure_busy=True, say=say)
+    if measure:
+        model = latency.build(sn, batch=s.latency_batch, threads=s.latency_threads, runtime=s.latency_runtime,
+                              progress=progress, remeasure_busy=True, say=say)
+    else:
+        model = latency.cached(sn, batch=s.latency_batch, threads=s.latency_threads, runtime=s.latency_runtime)[1]
+        if model is None:
+            return None
     narrowest, widest = (model.predict(sn.widths_of(c)) for c in sn.extreme_choices())
     # the least predicted latency: not always the narrowest network's (latency is not monotone in
     # width; an audit's 0.65 ms budget was refused while the search had found a 0.645 ms network).
@@ -380,13 +388,22 @@ def search(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
            model=None) -> Arch:
     """Run DAN search in ``cfg.run_dir`` and write ``arch.json``; see the module docstring.
     ``model``: search this network object instead of the one ``cfg.model`` names."""
-    cfg = cfg.resolve("search")  # a new config: config.yaml and the checkpoint hold this one
-    check_sections(cfg.methods)  # saved with the search and read by a later train.py --method
-    if resume:
-        check_extension(cfg)
+    cfg = checked_search_config(cfg, resume)
     with owned_monitor(monitor, cfg.run_dir) as mon:  # one it makes is closed when the search ends
         return start_and_fit(cfg, resume, lambda: Searcher(cfg, mon, data=data, model=model),  # checks first
                              least=narrowest)
+
+
+def checked_search_config(cfg: Config, resume: bool) -> Config:
+    """The search's resolved config (a new one: config.yaml and the checkpoint hold it), its
+    ``methods`` sections checked (saved with the search and read by a later ``train.py --method``)
+    and, on a resume, :func:`check_extension`: what :func:`search` and its dry run
+    (:func:`dan.dry_run.plan_search`) check before the run's own checks."""
+    cfg = cfg.resolve("search")
+    check_sections(cfg.methods)
+    if resume:
+        check_extension(cfg)
+    return cfg
 
 
 # The resumable changes that give a finished search another answer (its arch.json rewritten)
