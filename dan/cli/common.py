@@ -99,10 +99,12 @@ def dataset_name(text: str) -> str:
 
 
 def common_parser(prog: str, description: str, out_help: str = "run folder (default runs/<config name>)",
-                  name_help: str | None = "run name (default: the config file's name)") -> Parser:
+                  name_help: str | None = "run name (default: the config file's name)",
+                  dry_run: bool = False) -> Parser:
     """A parser with the flags every tool takes (the README's "Command line" section); a tool whose
     run folder is found otherwise says so in ``out_help``, and one without a run name passes
-    ``name_help=None`` (its ``--name`` is then refused: retrain.py ignored it)."""
+    ``name_help=None`` (its ``--name`` is then refused: retrain.py ignored it). ``dry_run``: the
+    tool takes ``--dry-run`` (:func:`print_plan`)."""
     from dan.data.info import list_datasets
 
     p = Parser(prog=prog, description=description, epilog=FLOPS_NOTE,
@@ -140,7 +142,14 @@ def common_parser(prog: str, description: str, out_help: str = "run folder (defa
                    help="no progress bars, per-epoch lines or run notes on the console (the files record them; "
                         "the end-of-run result and errors are still printed)")
     g.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard files")
+    if dry_run:
+        g.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     return p
+
+
+DRY_RUN_HELP = ("run every check the command makes before its first epoch (config, model, budget, data, run "
+                "folder, resume) and print its plan, writing nothing (no run folder, no latency table); exit 0, or 2 "
+                "with the run's own error (--download still fetches a missing dataset)")
 
 
 _COMMON_KEYS = {
@@ -352,6 +361,17 @@ def run_monitored(cfg: Config, args: argparse.Namespace, task):
     finally:
         monitor.close()
     return result if dist.main else None
+
+
+def print_plan(cfg: Config, args: argparse.Namespace, plan) -> int:
+    """``--dry-run``: ``plan(cfg, monitor, resume=args.resume)`` (:mod:`dan.dry_run`) with the run's
+    monitor (its notes on stdout, silent with ``--quiet``; it writes nothing unless written to), and
+    the plan it returns printed, as a run's result is, with ``--quiet`` too. Returns the exit status."""
+    result = run_monitored(cfg, args, plan)
+    if result is not None:
+        print(result.format())
+        print("dry run: nothing was written; run the same command without --dry-run to start it")
+    return 0
 
 
 def print_run_end(cfg: Config, summary) -> None:

@@ -6,6 +6,7 @@ Usage:
     python tools/retrain.py runs/<search>/arch.json --epochs 30 --out runs/r --resume
     python tools/retrain.py runs/<search>/arch.json --init scratch      # the paper's recipe
     python tools/retrain.py runs/<search>                               # the folder: its arch.json
+    python tools/retrain.py runs/<search> --dry-run                     # check the command, print its plan
 
 The weights start from the search's supernet (its checkpoint beside arch.json, cut to the found
 widths) when it is there (--init auto, the default), else from scratch.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import os
 
-from dan.cli.common import common_parser, number, print_run_end, resolve_config, run_monitored
+from dan.cli.common import common_parser, number, print_plan, print_run_end, resolve_config, run_monitored
 from dan.config import DEFAULT_RETRAIN_INIT, RETRAIN_INITS
 from dan.errors import UserError
 
@@ -29,7 +30,7 @@ PROG = "retrain.py"  # the tool's name in usage and error lines (tools/retrain.p
 
 def get_args_parser(prog: str = PROG):
     p = common_parser(prog, __doc__, out_help="run folder (default <the search's folder>/retrain-<method>)",
-                      name_help=None)
+                      name_help=None, dry_run=True)
     p.add_argument("arch", help="arch.json written by tools/search.py")
     g = p.add_argument_group("retrain")
     g.add_argument("--method", choices=["adjoint", "standard"], default="adjoint",
@@ -59,6 +60,10 @@ def main(argv, prog: str = PROG) -> int:
     cfg = resolve_config(args, {"lr": "train.lr", "lam_scale": "adjoint.c"},
                          base=None if args.config else retrain_base(arch))
     cfg = retrain_config(arch_path, args.method, cfg, out=args.out, init=args.init)
+    if args.dry_run:
+        from dan.dry_run import plan_train
+
+        return print_plan(cfg, args, plan_train)
     from dan.cost import format_count
     from dan.engine import format_summary, train
 

@@ -7,6 +7,7 @@ Usage:
     python tools/search.py --config configs/imagenet_resnet50.yaml --budget-flops 1.6G   # the paper's setting
     python tools/search.py --config ... --budget-params 1.8M --epochs 10
     python tools/search.py --config ... --out runs/s --resume        # continue an interrupted search
+    python tools/search.py --config ... --budget-flops 25% --dry-run # check the command, print its plan, run nothing
 
 A budget is absolute (1.6G, 500M, 1.8M) or relative (25% of the small network at full width).
 Writes runs/<name>/: arch.json (docs/arch-json.md), widths.png, config.yaml, TensorBoard events,
@@ -17,15 +18,15 @@ from __future__ import annotations
 
 import os
 
-from dan.cli.common import (common_parser, number, positive_int, resolve_config, retrain_hint, run_monitored,
-                            tensorboard_hint)
+from dan.cli.common import (common_parser, number, positive_int, print_plan, resolve_config, retrain_hint,
+                            run_monitored, tensorboard_hint)
 from dan.errors import UserError
 
 PROG = "search.py"  # the tool's name in usage and error lines (tools/search.py)
 
 
 def get_args_parser(prog: str = PROG):
-    p = common_parser(prog, __doc__)
+    p = common_parser(prog, __doc__, dry_run=True)
     g = p.add_argument_group("search")
     b = g.add_mutually_exclusive_group()
     b.add_argument("--budget-flops", help="FLOPs (MACs) budget of the small network: 1.6G, 500M or 25%%")
@@ -76,6 +77,10 @@ def main(argv, prog: str = PROG) -> int:
 
     if bare:
         check_paper_setting(cfg, PAPER_CONFIG, DEMO)
+    if args.dry_run:
+        from dan.dry_run import plan_search
+
+        return print_plan(cfg, args, plan_search)
 
     arch = run_monitored(cfg, args, search)
     if arch is None:

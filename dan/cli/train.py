@@ -5,6 +5,7 @@ Usage:
     python tools/train.py --config configs/fashion_mnist_resnet18.yaml --method standard --epochs 5
     python tools/train.py --dataset synthetic --epochs 1 --limit-batches 5 --out runs/smoke
     python tools/train.py --config ... --out runs/x --resume      # continue an interrupted run
+    python tools/train.py --config ... --dry-run                  # check the command, print its plan, run nothing
 
 Writes runs/<name>/: config.yaml, TensorBoard events, metrics.jsonl, checkpoints/{last,best}.pt,
 small.pt (TorchScript; model.* when the method deploys the base network itself), small.pt2
@@ -16,7 +17,7 @@ table (top-1, FLOPs, params, latency of the big and the deployable network).
 from __future__ import annotations
 
 
-from dan.cli.common import common_parser, number, print_run_end, resolve_config, run_monitored
+from dan.cli.common import common_parser, number, print_plan, print_run_end, resolve_config, run_monitored
 
 PROG = "train.py"  # the tool's name in usage and error lines (tools/train.py)
 
@@ -25,7 +26,7 @@ def get_args_parser(prog: str = PROG):
     from dan.loss import SCHEDULES
     from dan.methods import list_methods
 
-    p = common_parser(prog, __doc__)
+    p = common_parser(prog, __doc__, dry_run=True)
     g = p.add_argument_group("training")
     g.add_argument("--method", choices=list_methods(), help="training method (default: the config's)")
     g.add_argument("--alpha", type=number(1.0),
@@ -50,6 +51,10 @@ EXTRA = {"method": "train.method", "alpha": "adjoint.alpha", "beta": "adjoint.be
 def main(argv, prog: str = PROG) -> int:
     args = get_args_parser(prog).parse_args(argv)
     cfg = resolve_config(args, EXTRA)
+    if args.dry_run:
+        from dan.dry_run import plan_train
+
+        return print_plan(cfg, args, plan_train)
     from dan.engine import format_summary, train
 
     summary = run_monitored(cfg, args, train)
