@@ -56,6 +56,7 @@ import torch
 import torch.nn as nn
 
 from dan.checkpoint import atomic_write, write_json
+from dan.errors import spelt
 from dan.supernet import _side  # a side's width: the sum of its parts, as in the cost table
 from dan.timing import OtherLoad
 
@@ -196,8 +197,15 @@ def device_description(threads: int, batch: int, runtime: str = "torch") -> dict
                     break
     except OSError:
         pass
-    return {"cpu": cpu, "machine": platform.machine(), "runtime": runtime, "threads": int(threads),
-            "batch": int(batch), "torch": torch.__version__, "python": platform.python_version()}
+    dev = {"cpu": cpu, "machine": platform.machine(), "runtime": runtime, "threads": int(threads),
+           "batch": int(batch), "torch": torch.__version__, "python": platform.python_version()}
+    if runtime == "onnxruntime":  # its kernels time the table: an upgrade's table is another one (an
+        # audit found a table kept across ONNX Runtime versions; the exporter is PyTorch's, keyed above)
+        with contextlib.suppress(ImportError):
+            import onnxruntime
+
+            dev["onnxruntime"] = onnxruntime.__version__
+    return dev
 
 
 def geometry(sn) -> list[dict]:
@@ -585,10 +593,12 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
             model = _measure_model(sn, dev, batch, threads, runtime, rounds, progress, keep)
         model.fit["timing_load"] = _with_kept_phases(load.to_dict(), key) if keep else load.to_dict()
     except KeyboardInterrupt:
-        if not keep:
-            raise
-        raise KeyboardInterrupt(f"interrupted while this CPU's latency model was measured: its finished phases "
-                                f"are kept in {cache_dir()}; run the same command again to go on from "
+        kept, again = _kept_phases(key) if keep else 0, spelt("command", "call")
+        if not kept:  # (a small network's table is one phase: an audit was told of phases that were not kept)
+            raise KeyboardInterrupt(f"interrupted while this CPU's latency model was measured, before any of it "
+                                    f"could be kept: run the same {again} again to measure it") from None
+        raise KeyboardInterrupt(f"interrupted while this CPU's latency model was measured: its {kept} finished "
+                                f"phase(s) are kept in {cache_dir()}; run the same {again} again to go on from "
                                 f"them") from None
     finally:
         torch.set_num_threads(before)
@@ -599,6 +609,13 @@ def build(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "tor
                 with contextlib.suppress(FileNotFoundError):  # (another process building it removed it)
                     os.remove(os.path.join(cache_dir(), name))
     return model
+
+
+def _kept_phases(key: str) -> int:
+    """How many finished phases of the table ``key`` the cache keeps (:func:`time_bounded`)."""
+    with contextlib.suppress(OSError):
+        return sum(1 for n in os.listdir(cache_dir()) if n.startswith(f"{key}.") and n != f"{key}.json")
+    return 0
 
 
 def _with_kept_phases(load: dict, key: str) -> dict:
@@ -682,8 +699,12 @@ def table_note(model: LatencyModel) -> str | None:
         why.append(f"its fit is poor (median error {100 * err:.0f} % on its calibration networks)")
     if not why:
         return None
-    return (f"the latency table's times are unreliable ({'; '.join(why)}): delete it from {cache_dir()} and "
-            f"search again on a quiet machine")
+    if load.get("busy"):
+        fix = f"delete it from {cache_dir()} and search again on a quiet machine"
+    else:  # measured on a quiet machine: measuring again gives the same fit (an audit was sent to do so)
+        fix = ("the latency model does not fit this network well on this runtime: check the found network with "
+               "tools/latency.py --arch, or search under a FLOPs budget")
+    return f"the latency table's times are unreliable ({'; '.join(why)}): {fix}"
 
 
 def _measure_model(sn, dev: dict, batch: int, threads: int, runtime: str, rounds: int, progress: bool,
@@ -709,6 +730,9 @@ def _measure_model(sn, dev: dict, batch: int, threads: int, runtime: str, rounds
     resid = [abs(model.predict(sn.widths_of(c)) - m) / m for c, m in zip(calib, measured)]
     model.fit = {"architectures": len(calib), "median_abs_rel_error": statistics.median(resid),
                  "max_abs_rel_error": max(resid),
+                 # the narrowest and the widest network as measured (the table's scale): the floor a
+                 # budget is checked against when the fit predicts below it (:func:`measured_floor`)
+                 "extremes_ms": measured[-2:],
                  # how many calibration networks ran faster in each format
                  "fastest_format": {f: sum(1 for ms in zip(*per.values()) if ms[i] == min(ms))
                                     for i, f in enumerate(per)}}

@@ -326,6 +326,10 @@ def test_a_latency_table_measured_on_a_busy_machine_or_fitted_poorly_is_named():
         "busy": True, "other_processes_cores": 1.7, "cpus": 2, "threads": 1}})
     note = table_note(busy)
     assert "other processes used 1.7 of the 2 CPUs" in note and "median error 16 %" in note and "delete it" in note
+    # fitted poorly on a quiet machine: measuring again on a quiet machine gives the same (an audit was sent to)
+    poor = LatencyModel([], fit={"median_abs_rel_error": 0.41, "timing_load": {"busy": False}})
+    note = table_note(poor)
+    assert "median error 41 %" in note and "quiet machine" not in note and "tools/latency.py --arch" in note
 
 
 def test_the_least_predicted_latency_is_searched_beyond_the_narrowest_network():
@@ -401,7 +405,7 @@ def test_an_interrupted_table_keeps_its_finished_phases_and_the_next_build_takes
         return real(fns, **kw)
     monkeypatch.setattr(latency, "time_calls", interrupted_at_the_third)
     said = []
-    with pytest.raises(KeyboardInterrupt, match="latency model was measured: its finished phases are kept in"):
+    with pytest.raises(KeyboardInterrupt, match="latency model was measured: its 2 finished phase\\(s\\) are kept in"):
         latency.build(sn, threads=1, progress=False, rounds=1, say=said.append)
     assert len(said) == 1 and said[0].startswith("measuring this CPU's latency model") and str(tmp_path) in said[0]
     kept = sorted(os.listdir(latency.cache_dir()))
@@ -456,3 +460,67 @@ def test_a_kept_phase_keeps_its_busy_reading_and_is_taken_up_only_if_timed_alike
     assert load["busy"] is True and load["other_processes_cores"] == 1.5
     assert "other processes used 1.5 of the" in latency.table_note(model)
     assert kept not in os.listdir(latency.cache_dir())
+
+
+def test_a_budget_under_the_measured_narrowest_network_is_infeasible_whatever_the_fit_predicts():
+    # an ONNX Runtime fit with a large negative intercept predicted a RegNet's narrowest network at a
+    # seventh of its measured time: a 5 % budget was taken, and the search ended at 207 % of it
+    from types import SimpleNamespace
+
+    from dan.search import latency_floor
+
+    fit = SimpleNamespace(fit={"extremes_ms": [0.15, 1.5]})
+    assert latency_floor(fit, 0.0066, 0.0066) == pytest.approx(0.15)
+    assert latency_floor(fit, 0.02, 0.01) == pytest.approx(0.075)  # the least's margin below the narrowest kept
+    assert latency_floor(fit, -0.3, -0.4) == pytest.approx(0.15)  # a negative prediction
+    assert latency_floor(fit, 0.2, 0.18) == pytest.approx(0.18)  # predicted above the measured: as predicted
+    assert latency_floor(SimpleNamespace(fit={}), 0.0066, 0.005) == pytest.approx(0.005)  # an older table: as before
+
+
+def test_a_search_refuses_a_latency_budget_under_the_measured_floor(monkeypatch, tmp_path):
+    from dan.config import SearchConfig
+    from dan.search import latency_model, least_latency
+
+    monkeypatch.setenv("DAN_CACHE", str(tmp_path))
+    _fake_timer(monkeypatch)
+    _, sn = supernet("resnet18_small", (1, 3, 16, 16), width=4)
+    model = latency.build(sn, threads=1, progress=False)
+    for m in (model, model.other):  # the fake timings' fit is arbitrary (negative totals): fix it
+        m.w_lut, m.w_act, m.w_0 = 1.0, 1e-6, 0.1
+    narrowest, widest = (model.predict(sn.widths_of(c)) for c in sn.extreme_choices())
+    model.fit["extremes_ms"] = [4 * narrowest, widest]  # the calibration's narrowest: 4 times its prediction
+    monkeypatch.setattr(latency, "build", lambda *a, **k: model)
+    extremes = sn.extremes()
+    latency_model(SearchConfig(budget_latency=f"{2 * narrowest:.6f}ms"), sn, extremes, False)
+    assert extremes["latency"][0] == pytest.approx(4 * least_latency(model, sn))  # (the least: a little under)
+    from dan.budget import resolve_budget
+
+    s = SearchConfig(budget_latency=f"{2 * narrowest:.6f}ms")
+    with pytest.raises(dan.UserError, match="infeasible.*ranges from"):
+        resolve_budget(s, extremes, "the test network")
+
+
+def test_a_table_records_its_measured_extremes_and_an_interrupt_says_what_was_kept(monkeypatch, tmp_path):
+    # an audit's Ctrl-C in a one-phase table was told "its finished phases are kept": none was
+    monkeypatch.setenv("DAN_CACHE", str(tmp_path))
+    _fake_timer(monkeypatch)
+    _, sn = supernet("resnet18_small", (1, 3, 16, 16), width=4)
+    model = latency.build(sn, threads=1, progress=False, cache=False)
+    assert len(model.fit["extremes_ms"]) == 2 and all(v > 0 for v in model.fit["extremes_ms"])
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(latency, "time_calls", interrupt)
+    with pytest.raises(KeyboardInterrupt, match="before any of it could be kept: run the same call again"):
+        latency.build(sn, threads=1, progress=False)
+    assert not os.listdir(latency.cache_dir())
+
+
+def test_an_onnxruntime_table_is_keyed_by_its_version():
+    # an audit: an ONNX Runtime upgrade would have kept using the old version's table
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    assert latency.device_description(1, 1, "onnxruntime")["onnxruntime"] == onnxruntime.__version__
+    assert "onnxruntime" not in latency.device_description(1, 1, "torch")
