@@ -31,7 +31,7 @@ from typing import Any, Optional
 
 import yaml
 
-from dan.errors import UserError
+from dan.errors import UserError, spelt
 
 
 @dataclass
@@ -376,6 +376,7 @@ class Config:
         cfg = cls.from_dict(d)
         if cfg.name == "run":
             cfg.name = os.path.splitext(os.path.basename(path))[0]
+        cfg.source = os.path.abspath(path)  # (not saved) a new run does not write over it: dan.loop.check_run_dir
         return cfg
 
     def to_dict(self) -> dict:
@@ -467,6 +468,8 @@ class Config:
         _paths_to_str(self)  # a pathlib.Path from Python (dan.search(out=Path(...))) failed to save as YAML
         t, d, a, m = self.train, self.data, self.adjoint, self.model
         int_range("seed", self.seed, 0, 2**63 - 1)
+        if self.out is None:
+            _check_run_name(self.name)
         int_range("train.epochs", t.epochs, 1, 100_000)
         num_range("train.lr", t.lr, 0.0, 1e3, lo_open=True)
         num_range("train.min_lr", t.min_lr, 0.0, 1e3)
@@ -548,6 +551,17 @@ _SEARCH_CHOICES = {"tau_anneal": ("step", "epoch"), "arch_objective": ("ce+kl", 
                    "weight_sampling": ("distribution", "uniform", "sandwich"), "settle_until": ("landed", "end", "guarded"),
                    "settle_hold_while": ("always", "above"), "arch_data": ("holdout", "train"),
                    "latency_runtime": ("torch", "onnxruntime")}
+
+
+def _check_run_name(name) -> None:
+    """``name`` makes the run's folder ``runs/<name>`` (without ``out``): a folder under runs/, nested
+    or not. An audit's ``name: ".."`` made the run folder the current one, and the run wrote its
+    config.yaml, summary.json and small.json over the user's files there."""
+    parts = name.replace("\\", "/").split("/") if isinstance(name, str) else []
+    if not parts or os.path.isabs(name) or any(p in ("", ".", "..") for p in parts):
+        raise UserError(f"config key 'name' ({name!r}) names the run's folder under runs/: give a folder name "
+                        f"without '..', '.', an empty part or a leading '/', or choose the folder with "
+                        f"{spelt('--out', 'out=')}")
 
 
 def _refuse_idle_latency_keys(s: SearchConfig) -> None:

@@ -154,6 +154,13 @@ def check_run_dir(cfg: Config, resume: bool) -> None:
         raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last.pt): drop "
                         f"{spelt('--resume', 'resume=True')} to start a new run")
     what = held_run(run_dir)
+    written = os.path.join(run_dir, "config.yaml")
+    source = getattr(cfg, "source", None)  # the config file the command read (Config.from_file)
+    if not resume and not what and source and os.path.isfile(written) and os.path.samefile(source, written):
+        # an audit's `train.py --config exp/config.yaml --out exp` wrote the resolved config over the
+        # user's own four lines (comments and layout lost)
+        raise UserError(f"the config file {source} is where this run writes its config.yaml: move it out of "
+                        f"{run_dir}, or choose another {spelt('--out', 'out=')}")
     if not resume and what:
         raise UserError(f"{run_dir} already holds a run ({what}): pass {spelt('--resume', 'resume=True')} to "
                         f"continue it, or choose another {spelt('--out', 'out=')} (nothing was overwritten)")

@@ -460,3 +460,25 @@ def test_a_tool_run_inside_another_leaves_the_outer_sigterm_handler_in_place():
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # given back when the outer run ends
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_a_run_does_not_write_over_the_config_file_or_folder_it_was_given(tmp_path):
+    # an audit: `train.py --config exp/config.yaml --out exp` wrote the resolved config over the user's
+    # own file, and `name: ".."` made the current folder the run's
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    mine = "# my experiment\ndata: {dataset: synthetic, synthetic_size: 64, image_size: 16, num_classes: 4}\n"
+    (exp / "config.yaml").write_text(mine)
+    p = run_tool("train.py", "--config", str(exp / "config.yaml"), "--out", str(exp), "--epochs", "1")
+    assert_user_error(p, "is where this run writes its config.yaml", "choose another --out")
+    assert (exp / "config.yaml").read_text() == mine and os.listdir(exp) == ["config.yaml"]
+    (exp / "up.yaml").write_text(mine + "name: ..\n")
+    p = run_tool("train.py", "--config", str(exp / "up.yaml"), "--epochs", "1", cwd=str(exp))
+    assert_user_error(p, "config key 'name' ('..') names the run's folder under runs/", "--out")
+    assert sorted(os.listdir(exp)) == ["config.yaml", "up.yaml"] and not (tmp_path / "config.yaml").exists()
+    from dan.config import Config
+
+    for name in ("a/../..", "/tmp/x", "", "a//b"):
+        with pytest.raises(dan.UserError, match="names the run's folder under runs/.*or choose the folder with out="):
+            Config.from_dict({"name": name}).validate()
+    assert Config.from_dict({"name": "exp1/seed0"}).validate().run_dir == os.path.join("runs", "exp1/seed0")
