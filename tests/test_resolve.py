@@ -234,3 +234,17 @@ def test_re_timing_a_flops_search_of_a_python_object_says_it_has_no_latency_budg
     path.write_text(json.dumps(rec))
     with pytest.raises(dan.UserError, match="not searched under a latency budget"):
         remeasure(dan.load_arch(str(path)))
+
+
+def test_a_latency_retrain_says_whether_its_network_landed_in_the_band():
+    # an audit's network at 122 % of its latency budget: the retrain's budget line read as if it had landed
+    from types import SimpleNamespace
+
+    from dan.cli.retrain import _band_text
+
+    def arch(measured):
+        return SimpleNamespace(budget={"latency": 0.5, "band": 0.03}, latency={"measured_ms": measured})
+
+    assert _band_text(arch(0.611)) == ": 122.2% of the budget, OUTSIDE the ±3% band"
+    assert _band_text(arch(0.505)) == ": 101.0% of the budget, inside the ±3% band"
+    assert _band_text(arch(None)) == ""

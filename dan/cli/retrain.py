@@ -77,7 +77,8 @@ def main(argv, prog: str = PROG) -> int:
         print(f"budget: {arch.budget['latency']:.3g} ms at batch {dev.get('batch', '?')}, {dev.get('threads', '?')} "
               f"thread(s), {dev.get('runtime', '?')} (searched on {dev.get('cpu', '?')}); "
               f"the search measured {arch.latency.get('measured_ms', float('nan')):.3g} ms for this network on its "
-              f"latency table's scale ({arch.latency.get('measured_raw_ms', float('nan')):.3g} ms as timed then)")
+              f"latency table's scale ({arch.latency.get('measured_raw_ms', float('nan')):.3g} ms as timed then)"
+              + _band_text(arch))
     else:
         kind = "flops" if "flops" in arch.budget else "params"
         print(f"budget: {format_count(arch.budget[kind])} {kind}; deployable network: "
@@ -85,3 +86,14 @@ def main(argv, prog: str = PROG) -> int:
     print(f"weights started from: {cfg.train.init_from + ' (the search supernet, cut to these widths)' if cfg.train.init_from else 'scratch'}")
     print_run_end(cfg, summary)
     return 0
+
+
+def _band_text(arch) -> str:
+    """The measured latency's share of the budget and whether it is in the band: the line repeated
+    the search's milliseconds, and an audit's network at 122 % of its budget read as if it had landed."""
+    measured, budget = arch.latency.get("measured_ms"), arch.budget.get("latency")
+    if not isinstance(measured, (int, float)) or not budget:
+        return ""
+    share, band = measured / budget, arch.budget.get("band", 0.03)
+    where = "inside" if abs(share - 1) <= band + 1e-9 else "OUTSIDE"
+    return f": {100 * share:.1f}% of the budget, {where} the ±{100 * band:g}% band"
