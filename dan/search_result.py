@@ -74,6 +74,7 @@ def land_measured(searcher, choice: list, logp: list) -> tuple[list, dict]:
     network measured nearest the budget is kept. Returns it and its ``latency`` block."""
     b = searcher.budget
     cur = best = (choice, measured_latency(searcher, choice))
+    trials = [cur[1]]  # every network measured, in order (arch.json: latency.measured_trials)
     repairs = centered = 0
     while repairs < 3:
         lat = cur[1]
@@ -88,10 +89,14 @@ def land_measured(searcher, choice: list, logp: list) -> tuple[list, dict]:
             break
         repairs, centered = repairs + 1, centered + centering
         cur = (candidate, measured_latency(searcher, candidate))
+        trials.append(cur[1])
         if abs(cur[1]["measured_over_budget"] - 1) < abs(best[1]["measured_over_budget"] - 1):
             best = cur
     # out of the band after the last repair: the network measured nearest the budget is kept
-    return best[0], dict(best[1], measured_repairs=repairs, measured_centering=centered)
+    # each measured network's prediction and time: an audit's three failed repairs could not be read
+    # from arch.json, which kept the last answer only
+    kept = [{k: t.get(k) for k in ("predicted_ms", "measured_ms", "measured_over_budget")} for t in trials]
+    return best[0], dict(best[1], measured_repairs=repairs, measured_centering=centered, measured_trials=kept)
 
 
 def finish(searcher) -> Arch:

@@ -210,6 +210,8 @@ def test_a_latency_budget_search_lands_and_holds_when_measured_again(tmp_path, m
     assert lat["memory_format"] in ("channels_last", "contiguous")
     if lat["measured_repairs"] == 0:  # repair on the prediction alone; else on the measured correction
         assert abs(lat["predicted_ms"] / lat["budget_ms"] - 1) <= 0.03
+    trials = lat["measured_trials"]  # every network the landing measured, the kept one among them
+    assert len(trials) == lat["measured_repairs"] + 1 and lat["measured_ms"] in [t["measured_ms"] for t in trials]
     # the search's own final reading is one process's: it carries that process's bias (below) and
     # the load of the other test worker (a clean-clone run of the forty-second session read 1.058
     # here, under the two workers of `make test`; alone and beside test_search it passed 3 of 3)
