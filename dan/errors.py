@@ -33,6 +33,12 @@ def spelt(flag: str, keyword: str) -> str:
     return flag if _COMMAND_LINE.get() else keyword
 
 
+def setting(assignment: str) -> str:
+    """A config setting as the caller gives it: ``--set data.channels=3`` in a tool, the key and
+    value (``data.channels=3``: a ``cfg``/``data`` dict's entry) from Python (:func:`spelt`)."""
+    return spelt(f"--set {assignment}", assignment)
+
+
 @contextlib.contextmanager
 def command_line():
     """Within the block, messages name options as the command-line tools take them (:func:`spelt`);

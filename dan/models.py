@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 import search_spaces
-from dan.errors import UserError
+from dan.errors import UserError, setting
 
 # torchvision models built without their auxiliary classifiers unless model.args says otherwise
 AUX_CLASSIFIERS = ("googlenet", "inception_v3")
@@ -108,7 +108,7 @@ def create(space: str, args: dict | None = None, *, num_classes: int, in_channel
             raise UserError(f"unknown torchvision model '{name}': see torchvision.models.list_models()")
         if in_channels != 3:
             raise UserError(f"torchvision.{name} takes 3 input channels, the data has {in_channels}: repeat "
-                            f"grey images with --set data.channels=3")
+                            f"grey images with {setting('data.channels=3')}")
         pretrained = args.get("weights") is not None
         if not pretrained:
             args.setdefault("num_classes", num_classes)

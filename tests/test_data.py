@@ -455,7 +455,7 @@ def test_the_image_size_limit_is_a_setting_named_when_met_and_pillow_warns_nothi
             assert load_image(path).size == (30, 20)
         assert Image.MAX_IMAGE_PIXELS == pillow_limit  # put back
     with pytest.raises(UserError, match=r"a.png is 30x20, 600 pixels, above data.max_image_pixels \(599, .*"
-                                        r"--set data.max_image_pixels=600\), or downscale"):
+                                        r"\(data.max_image_pixels=600\), or downscale"):  # (from Python)
         load_image(path, max_pixels=599)
     root = write_image_folder(tmp_path / "imgs")  # 480 to 528 pixels
     cfg = DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=2)
@@ -516,14 +516,18 @@ def test_imagefolder_refuses_a_link_loop_and_follows_a_link_elsewhere(tmp_path):
 
 @pytest.mark.parametrize("cfg, match", [
     (dict(dataset="fashion_mnist"), "apt-get install dataset-fashion-mnist"),
-    (dict(dataset="cifar10"), "--download"),
-    (dict(dataset="cifar100"), "--download"),
-    (dict(dataset="imagefolder"), "--data DIR"),
+    (dict(dataset="cifar10"), "data.download=True"),
+    (dict(dataset="cifar100"), "data.download=True"),
+    (dict(dataset="imagefolder"), "data.data=DIR"),
 ])
 def test_missing_data(tmp_path, cfg, match):
-    with pytest.raises(UserError, match=match) as e:
+    from dan.errors import command_line
+
+    with pytest.raises(UserError, match=match) as e:  # from Python: the data dict's keys
         build_data(DataConfig(data=str(tmp_path / "nothing"), **cfg), seed=0)
     assert "\n" not in str(e.value)
+    with command_line(), pytest.raises(UserError, match="--download|--data DIR"):  # in a tool: its flags
+        build_data(DataConfig(data=str(tmp_path / "nothing"), **cfg), seed=0)
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -544,7 +548,7 @@ def test_a_data_flag_the_dataset_does_not_read_is_refused(fields, message):
 def test_bad_names_and_shapes():
     with pytest.raises(UserError, match="synthetic"):
         dataset_info(DataConfig(dataset="mnist"))
-    with pytest.raises(UserError, match="--data DIR"):
+    with pytest.raises(UserError, match="needs data.data=DIR holding"):
         dataset_info(DataConfig(dataset="imagefolder"))
     assert dataset_info(DataConfig(dataset="cifar10", image_size=64)).image_size == 64  # resized batches
     from dan.data.info import IMAGENET_MEAN

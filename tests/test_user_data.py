@@ -274,8 +274,8 @@ def test_bad_names_and_arguments_are_refused_before_anything_runs():
     with pytest.raises(dan.UserError, match="as Python objects"):
         dataset_info(DataConfig(dataset="<object Blobs>"))  # a search run from Python, resumed elsewhere
     with pytest.raises(dan.UserError, match=r"--data \(data.data\) does nothing for dataset tests.zoo_data:blobs "
-                                            r"\(your own dataset takes its folder .* in data.args, e.g. --set "
-                                            r"data.args.root=DIR\): drop it"):
+                                            r"\(your own dataset takes its folder .* in data.args, e.g. "
+                                            r"data.args.root=DIR\): drop it"):  # (from Python: the key alone)
         dataset_info(_data(data="/data/blobs"))  # a folder your function never sees
     with pytest.raises(dan.UserError, match="drop data.args"):  # arguments a built-in dataset would ignore
         Config.from_dict({"data": {"dataset": "synthetic", "args": {"n": 3}}}).validate()

@@ -51,7 +51,7 @@ from dan.config import DataConfig
 from dan.data.augment import to_grey
 from dan.data.info import DatasetInfo, DatasetSpec, register_resolver
 from dan.data.splits import IndexedSplit, seeded
-from dan.errors import UserError, add_note
+from dan.errors import UserError, add_note, setting
 
 _CODE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 _OBJECT = re.compile(r"<object [\w.]+>")
@@ -328,7 +328,7 @@ def _from_dict(item: Mapping, keys: Optional[list], where: str):
     image, label = ([k for k in names if k in item] for names in (IMAGE_KEYS, LABEL_KEYS))
     if len(image) != 1 or len(label) != 1:
         raise UserError(f"{where} is a dict with keys {have}: name its image and its label key, e.g. "
-                        f"--set data.item_keys=[img,fine_label]")
+                        f"{setting('data.item_keys=[img,fine_label]')}")
     return item[image[0]], item[label[0]]
 
 

@@ -38,7 +38,7 @@ from dan.config import DataConfig
 from dan.data.augment import CIFAR_RECIPE, FASHION_MNIST_RECIPE, GREY, SYNTHETIC_RECIPE, AugmentRecipe
 from dan.data.info import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, apply_overrides, get_dataset, register_dataset
 from dan.data.splits import generator
-from dan.errors import UserError, out_of_memory
+from dan.errors import UserError, out_of_memory, setting, spelt
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -83,11 +83,16 @@ class FolderSplits:
 _IDX_DTYPES = {0x08: np.uint8}
 
 
+def _data_dir() -> str:
+    """The data folder's option as the caller gives it (:func:`dan.errors.spelt`)."""
+    return spelt("--data DIR", "data.data=DIR")
+
+
 def read_idx(path: str) -> np.ndarray:
     """Read a gzip-compressed IDX file (the MNIST format) into a uint8 array; corrupt -> UserError."""
     def bad(why: str) -> UserError:
         return UserError(f"{path} is corrupt ({why}): delete it and reinstall the dataset "
-                         "(`apt-get install --reinstall dataset-fashion-mnist`) or pass another --data DIR")
+                         f"(`apt-get install --reinstall dataset-fashion-mnist`) or pass another {_data_dir()}")
     try:
         with gzip.open(path, "rb") as f:
             raw = f.read()
@@ -114,7 +119,7 @@ def load_fashion_mnist(folder: str) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise UserError(f"Fashion-MNIST not found in {folder} (no {os.path.basename(missing[0])}): install it "
-                        f"with `apt-get install dataset-fashion-mnist` or pass --data DIR holding "
+                        f"with `apt-get install dataset-fashion-mnist` or pass {_data_dir()} holding "
                         f"{', '.join(FASHION_MNIST_FILES)}")
     key = tuple((p, os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in paths)
     if key not in _FMNIST_CACHE:
@@ -122,10 +127,10 @@ def load_fashion_mnist(folder: str) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         for (x, y), p in ((arrays[0:2], paths[0]), (arrays[2:4], paths[2])):
             if x.ndim != 3 or x.shape[1:] != (28, 28) or y.ndim != 1 or len(x) != len(y):
                 raise UserError(f"{p} does not hold 28x28 images matching its labels file: "
-                                "reinstall dataset-fashion-mnist or pass another --data DIR")
+                                f"reinstall dataset-fashion-mnist or pass another {_data_dir()}")
             if y.size and y.max() > 9:
                 raise UserError(f"labels next to {p} go up to {y.max()} (Fashion-MNIST has 10 classes): "
-                                "reinstall dataset-fashion-mnist or pass another --data DIR")
+                                f"reinstall dataset-fashion-mnist or pass another {_data_dir()}")
         _FMNIST_CACHE.clear()
         _FMNIST_CACHE[key] = arrays
     return tuple(_FMNIST_CACHE[key])
@@ -140,10 +145,11 @@ def load_cifar(name: str, root: str, download: bool) -> tuple[np.ndarray, np.nda
     except RuntimeError as e:
         if out_of_memory(e):
             raise
-        raise UserError(f"{name} not found or corrupt in {root} ({e.args[0].split('.')[0]}): pass --download "
-                        f"(needs the network) or --data DIR holding torchvision's extracted {name} batches")
+        raise UserError(f"{name} not found or corrupt in {root} ({e.args[0].split('.')[0]}): pass "
+                        f"{spelt('--download', 'data.download=True')} (needs the network) or {_data_dir()} holding "
+                        f"torchvision's extracted {name} batches")
     except OSError as e:  # network errors while downloading
-        raise UserError(f"downloading {name} into {root} failed ({e}): check the network or pass --data DIR")
+        raise UserError(f"downloading {name} into {root} failed ({e}): check the network or pass {_data_dir()}")
     return tr.data, np.asarray(tr.targets), te.data, np.asarray(te.targets)
 
 
@@ -251,7 +257,7 @@ def _missing_split(root: str, sub: str) -> UserError:
                                  f"rename {other}/ to val/, or link it (ln -s {other} {path})")
         return UserError(f"image folder {path} does not exist: the test split is read from val/<class>/*.jpg, with the "
                          f"class folders of train/; make it (e.g. move a fifth of each class's images there)")
-    return UserError(f"image folder {path} does not exist: pass --data DIR holding train/<class>/*.jpg and "
+    return UserError(f"image folder {path} does not exist: pass {_data_dir()} holding train/<class>/*.jpg and "
                      f"val/<class>/*.jpg")
 
 
@@ -274,7 +280,7 @@ def _folder_classes(cfg: DataConfig) -> tuple[str, list[str]]:
     ``.ipynb_checkpoints`` folder for one (pytorch/vision#2831), and the class count is then wrong."""
     root = data_dir(cfg)
     if not root:
-        raise UserError("dataset imagefolder needs --data DIR holding train/ and val/ class folders")
+        raise UserError(f"dataset imagefolder needs {_data_dir()} holding train/ and val/ class folders")
     for sub in ("train", "val"):
         if not os.path.isdir(os.path.join(root, sub)):
             raise _missing_split(root, sub)
@@ -515,7 +521,7 @@ def refuse_too_large(path: str, w: int, h: int, max_pixels: int) -> None:
     if w * h > max_pixels:
         raise UserError(f"image {path} is {w}x{h}, {w * h:,} pixels, above data.max_image_pixels ({max_pixels:,}, "
                         f"a guard against decompression bombs): if you trust it, raise the limit "
-                        f"(--set data.max_image_pixels={w * h}), or downscale the image")
+                        f"({setting(f'data.max_image_pixels={w * h}')}), or downscale the image")
 
 
 def check_headers(files: ImageFiles, max_pixels: int) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from dan.config import DataConfig
-from dan.errors import UserError
+from dan.errors import UserError, setting
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -126,7 +126,8 @@ def check_reads(spec: DatasetSpec, cfg: DataConfig) -> None:
     for key, flag in OPTIONAL_KEYS.items():
         if getattr(cfg, key) and key not in spec.reads:
             if ":" in spec.name:  # your own dataset (dan.data.code)
-                why = "your own dataset takes its folder and options in data.args, e.g. --set data.args.root=DIR"
+                why = (f"your own dataset takes its folder and options in data.args, e.g. "
+                       f"{setting('data.args.root=DIR')}")
             else:
                 why = f"only {', '.join(n for n, s in _REGISTRY.items() if key in s.reads)} read it"
             raise UserError(f"{flag} (data.{key}) does nothing for dataset {spec.name} ({why}): drop it")
