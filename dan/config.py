@@ -453,7 +453,7 @@ class Config:
                             f"search: no architecture step would run; give --epochs {warm + 1} or more, or --set "
                             f"search.warmup_epochs=0")
         if kind == "search" and cfg.search.budget_latency is None:
-            _refuse_idle_latency_keys(cfg.search)
+            _refuse_idle_latency_keys(cfg.search, getattr(cfg, "typed", frozenset()))
         if kind in ("train", "retrain") and t.eval_split == "holdout" and not d.holdout:
             raise UserError("train.eval_split=holdout needs data.holdout > 0 (the part of the training "
                             "split it evaluates on)")
@@ -564,14 +564,21 @@ def _check_run_name(name) -> None:
                         f"{spelt('--out', 'out=')}")
 
 
-def _refuse_idle_latency_keys(s: SearchConfig) -> None:
+def _refuse_idle_latency_keys(s: SearchConfig, typed: frozenset = frozenset()) -> None:
     """A latency measurement setting of a search without a latency budget did nothing (exit 0, not
-    a word: an audit's --latency-batch, a user's pass's --set search.latency_batch)."""
+    a word: an audit's --latency-batch, a user's pass's --set search.latency_batch). The message
+    names where the value came from: ``typed`` holds the keys the command's flags and ``--set``
+    gave (:func:`dan.cli.common.resolve_config`), any other came with the config (an audit was told
+    "drop --latency-runtime" for a YAML's ``search.latency_runtime: onnxruntime``: no flag to drop)."""
     for key, default in (("latency_batch", 1), ("latency_runtime", "torch"), ("latency_threads", 1)):
-        if getattr(s, key) != default:
+        value = getattr(s, key)
+        if value != default:
             flag = "--" + key.replace("_", "-")
-            raise UserError(f"search.{key} ({flag}) sets the latency budget's measurement, and this search has no "
-                            f"latency budget: add --budget-latency (e.g. 2.5ms or 40%), or drop {flag}")
+            fix = (f"drop {flag} (or --set search.{key})" if f"search.{key}" in typed else
+                   f"remove search.{key} from the config (or --set search.{key}={default})")
+            where = f"search.{key} ({flag})" if f"search.{key}" in typed else f"the config's search.{key}: {value}"
+            raise UserError(f"{where} sets the latency budget's measurement, and this search has no latency budget: "
+                            f"add --budget-latency (e.g. 2.5ms or 40%), or {fix}")
 
 
 def check_search_config(s: SearchConfig) -> None:

@@ -283,6 +283,17 @@ def test_a_latency_measurement_flag_without_a_latency_budget_is_refused(flag, va
                       key, "--budget-latency")
 
 
+def test_a_latency_key_of_the_config_without_a_latency_budget_is_refused_as_the_configs(tmp_path):
+    # an audit: the config's search.latency_runtime was refused with "drop --latency-runtime", a flag
+    # the command did not have (tools/latency_compare.py's FLOPs search, then the user, was told so)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {dataset: synthetic}\nsearch: {latency_runtime: onnxruntime}\n")
+    proc = run_tool("search.py", "--config", str(cfg), "--budget-flops", "25%")
+    assert_user_error(proc, "the config's search.latency_runtime: onnxruntime", "--budget-latency",
+                      "remove search.latency_runtime from the config (or --set search.latency_runtime=torch)")
+    assert "drop --latency-runtime" not in proc.stderr
+
+
 def test_a_temperature_decay_that_would_change_nothing_is_refused():
     # the default anneals per step: --tau-decay (and the shipped tuning file's tau_decay) did nothing
     assert_user_error(run_tool("search.py", "--dataset", "synthetic", "--budget-flops", "25%", "--tau-decay", "0.5"),
