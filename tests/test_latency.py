@@ -526,3 +526,67 @@ def test_an_onnxruntime_table_is_keyed_by_its_version():
 
     assert latency.device_description(1, 1, "onnxruntime")["onnxruntime"] == onnxruntime.__version__
     assert "onnxruntime" not in latency.device_description(1, 1, "torch")
+
+
+def test_the_comparison_runs_under_onnxruntime_and_its_flops_search_takes_no_latency_key(tmp_path, monkeypatch):
+    """An audit: latency_compare had no runtime flag, and a config's search.latency_runtime:
+    onnxruntime stopped it at its FLOPs search ("this search has no latency budget"). Every search
+    command it gives is resolved here as tools/search.py resolves it; searches, timings and
+    retrains are stand-ins."""
+    from types import SimpleNamespace
+
+    import dan.arch
+    from dan.cli import latency_compare as lc
+    from dan.cli import search as search_cli
+    from dan.cli.common import resolve_config
+    from tests.helpers import ROOT
+
+    config = tmp_path / "c.yaml"
+    config.write_text(open(os.path.join(ROOT, "configs", "fashion_mnist_resnet18.yaml")).read()
+                      + "\nsearch: {latency_runtime: onnxruntime, latency_threads: 1}\n")
+    searches, timed = [], []
+
+    def run(command, *args):  # the search's own checks, before its first epoch
+        cfg = resolve_config(search_cli.get_args_parser().parse_args(list(args)), search_cli.EXTRA)
+        searches.append(cfg.resolve("search").search)
+
+    runtime = ["onnxruntime"]  # what the kept latency search measured in
+    fake = lambda path: SimpleNamespace(latency={"device": {"batch": 1, "threads": 1, "runtime": runtime[0]}},
+                                        small={"flops": 1838328})
+    monkeypatch.setattr(lc, "_run", run)
+    monkeypatch.setattr(lc, "_retrain", lambda *a: 0.9)
+    monkeypatch.setattr(dan.arch, "load_arch", fake)
+    monkeypatch.setattr(latency, "measure_archs", lambda archs, **kw: timed.append(kw["runtime"]) or [1.0] * len(archs))
+    page = str(tmp_path / "l.md")
+    common = ["--seeds", "0", "--out", str(tmp_path / "lc"), "--page", page]
+    for flag in ([], ["--latency-runtime", "onnxruntime"]):  # the config's runtime, then the flag's
+        searches.clear()
+        assert lc.main(["--config", str(config), *flag, *common]) == 0
+        lat, flops = searches
+        assert lat.budget_latency == "50%" and lat.latency_runtime == "onnxruntime"
+        assert flops.budget_latency is None and flops.latency_runtime == "torch" and flops.budget_flops == 1838328
+    assert set(timed) == {"onnxruntime"}
+    assert json.load(open(str(tmp_path / "l_search.json")))["settings"]["runtime"] == "onnxruntime"
+    # the flag on a config without one: the latency search measures in ONNX Runtime
+    lat_args, flops_args, rt = lc._budget_args(os.path.join(ROOT, "configs", "fashion_mnist_resnet18.yaml"),
+                                               "40%", "onnxruntime")
+    assert lat_args == ["--budget-latency", "40%", "--latency-runtime", "onnxruntime"] and flops_args == []
+    assert rt == "onnxruntime"
+    # a kept latency search of another runtime is not compared as this one's
+    runtime[0] = "torch"
+    with pytest.raises(dan.UserError, match="searched with latencies in torch, this comparison's are in onnxruntime"):
+        lc.main(["--config", str(config), *common])
+
+
+def test_a_failed_step_of_the_comparison_says_error_once(monkeypatch):
+    import subprocess
+
+    from dan.cli import latency_compare as lc
+
+    done = subprocess.CompletedProcess([], 2, "", "a warning\nerror: search.band must be in (0.001, 0.5]: fix it\n")
+    monkeypatch.setattr(lc.subprocess, "run", lambda *a, **kw: done)
+    with pytest.raises(dan.UserError) as e:
+        lc._run("search", "--band", "0.9")
+    # run_tool puts the one "error: " before it (an audit read "... failed: error: search.latency_runtime ...")
+    assert str(e.value) == "dan search --band 0.9 failed: search.band must be in (0.001, 0.5]: fix it"
+

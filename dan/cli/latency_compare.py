@@ -3,6 +3,7 @@
 Usage:
     python tools/latency_compare.py                         # 3 seeds, the demo network -> docs/latency.md
     python tools/latency_compare.py --seeds 0 --search-epochs 2 --retrain-epochs 1 --out /tmp/lc --page /tmp/l.md
+    python tools/latency_compare.py --latency-runtime onnxruntime --out runs/latency-compare-ort --page /tmp/o.md
 
 Per seed: (1) `tools/search.py --budget-latency B`; (2) `tools/search.py --budget-flops F` with F the
 FLOPs of (1)'s network; its network and (1)'s are timed together, and if the FLOPs search's network is
@@ -10,7 +11,10 @@ more than --match off in latency, F is moved once along the latency model's elas
 d log FLOPs of uniform-width networks near F) and (2) runs again; (3) both networks are retrained
 with `tools/retrain.py` (same epochs and seed). At the end every final network is timed together,
 and the comparison is written to docs/latency_search.json and into docs/latency.md (beside the
-predictor of tools/latency.py). Resumable: a finished step (its arch.json or summary.json) is kept.
+predictor of tools/latency.py). The latency budget and every timing are in the runtime of
+--latency-runtime (default: the config's search.latency_runtime, else eager PyTorch); the FLOPs
+search takes none of the config's latency settings (a search without a latency budget refuses
+them). Resumable: a finished step (its arch.json or summary.json) is kept.
 About 10 minutes per seed on 2 CPU cores with the defaults; run it on an otherwise idle machine
 (latencies are measured).
 """
@@ -37,8 +41,10 @@ def _run(command: str, *args: str) -> None:
     and memory end with it)."""
     proc = subprocess.run([sys.executable, "-m", "dan", command, *args], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise UserError(f"dan {command} {' '.join(args)} failed: "
-                        f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit status {proc.returncode}"
+        # the command's own line starts "error: ", and run_tool puts one before this one: said once
+        # (an audit read "... failed: error: search.latency_runtime ...")
+        raise UserError(f"dan {command} {' '.join(args)} failed: {last.removeprefix('error: ')}")
 
 
 def _search(out: str, cfg: str, budget: list, seed: int, epochs: int, subset: int) -> str:
@@ -51,6 +57,26 @@ def _search(out: str, cfg: str, budget: list, seed: int, epochs: int, subset: in
         _run("search", "--config", cfg, *budget, "--seed", str(seed), "--epochs", str(epochs),
              "--set", f"data.train_subset={subset}", "--out", out, "--quiet", "--no-tensorboard")
     return path
+
+
+# the search settings that measure a latency budget, with their defaults (dan.config.SearchConfig)
+LATENCY_KEYS = {"budget_latency": None, "latency_batch": 1, "latency_runtime": "torch", "latency_threads": 1}
+
+
+def _budget_args(config: str, budget: str, runtime: str | None) -> tuple[list, list, str]:
+    """The latency search's budget flags, the FLOPs search's extra flags (without its budget) and
+    the runtime of the comparison. The FLOPs search sets the config's latency settings back to
+    their defaults: a search without a latency budget refuses them (an audit: a config with
+    ``search.latency_runtime: onnxruntime`` stopped the comparison at its first FLOPs search)."""
+    from dan.config import Config
+
+    s = Config.from_file(config).search
+    lat = ["--budget-latency", budget] + (["--latency-runtime", runtime] if runtime else [])
+    flops = []
+    for key, default in LATENCY_KEYS.items():
+        if getattr(s, key) != default:
+            flops += ["--set", f"search.{key}={'null' if default is None else default}"]
+    return lat, flops, runtime or s.latency_runtime
 
 
 def _retrain(arch: str, out: str, seed: int, epochs: int) -> float:
@@ -91,6 +117,9 @@ def get_args_parser(prog: str = PROG):
     p.add_argument("--retrain-epochs", type=int, default=2)
     p.add_argument("--train-subset", type=int, default=30000, help="training images of each search")
     p.add_argument("--match", type=float, default=0.03, help="latency match tolerance of the FLOPs search")
+    p.add_argument("--latency-runtime", choices=["torch", "onnxruntime"],
+                   help="runtime of the latency budget and of every timing: torch (eager) or onnxruntime "
+                        "(default: the config's search.latency_runtime, else torch)")
     p.add_argument("--out", default=os.path.join("runs", "latency-compare"))
     p.add_argument("--page", default=os.path.join("docs", "latency.md"))
     return p
@@ -108,17 +137,21 @@ def main(argv, prog: str = PROG) -> int:
     from dan.arch import load_arch
     from dan.latency import measure_archs, write_docs
 
+    lat_args, flops_args, runtime = _budget_args(args.config, args.budget, args.latency_runtime)
     start = time.perf_counter()
     rows, finals = [], []
     for seed in args.seeds:
         base = os.path.join(args.out, f"seed{seed}")
-        lat_path = _search(os.path.join(base, "latency", "search"), args.config, ["--budget-latency", args.budget],
+        lat_path = _search(os.path.join(base, "latency", "search"), args.config, lat_args,
                            seed, args.search_epochs, args.train_subset)
         lat = load_arch(lat_path)
         dev = lat.latency["device"]
+        if dev["runtime"] != runtime:  # a kept search of another runtime: its timings are not this comparison's
+            raise UserError(f"{lat_path} was searched with latencies in {dev['runtime']}, this comparison's are in "
+                            f"{runtime}: give another --out, or --latency-runtime {dev['runtime']}")
         budget = lat.small["flops"]
-        fl_path = _search(os.path.join(base, "flops0", "search"), args.config, ["--budget-flops", str(budget)],
-                          seed, args.search_epochs, args.train_subset)
+        fl_path = _search(os.path.join(base, "flops0", "search"), args.config,
+                          ["--budget-flops", str(budget), *flops_args], seed, args.search_epochs, args.train_subset)
         ms_lat, ms_fl = measure_archs([lat, load_arch(fl_path)], batch=dev["batch"], threads=dev["threads"],
                                       runtime=dev["runtime"])
         print(f"seed {seed}: latency search {ms_lat:.3f} ms at {budget / 1e6:.2f}M FLOPs; FLOPs search at that "
@@ -126,8 +159,8 @@ def main(argv, prog: str = PROG) -> int:
         if abs(ms_fl / ms_lat - 1) > args.match:
             e = _elasticity(lat, dev["threads"], dev["batch"], dev["runtime"])
             budget = int(budget * (ms_lat / ms_fl) ** (1 / e))
-            fl_path = _search(os.path.join(base, "flops1", "search"), args.config, ["--budget-flops", str(budget)],
-                              seed, args.search_epochs, args.train_subset)
+            fl_path = _search(os.path.join(base, "flops1", "search"), args.config,
+                              ["--budget-flops", str(budget), *flops_args], seed, args.search_epochs, args.train_subset)
             print(f"seed {seed}: FLOPs budget moved to {budget / 1e6:.2f}M (elasticity {e:.2f})", flush=True)
         top_lat = _retrain(lat_path, os.path.join(base, "latency", "retrain"), seed, args.retrain_epochs)
         top_fl = _retrain(fl_path, os.path.join(base, "flops", "retrain"), seed, args.retrain_epochs)
@@ -142,7 +175,7 @@ def main(argv, prog: str = PROG) -> int:
     for k, r in enumerate(rows):
         r["lat_ms"], r["flops_ms"] = ms[2 * k], ms[2 * k + 1]
     compare = {"settings": {"config": args.config, "budget": args.budget, "batch": dev["batch"],
-                            "threads": dev["threads"], "search_epochs": args.search_epochs,
+                            "threads": dev["threads"], "runtime": dev["runtime"], "search_epochs": args.search_epochs,
                             "retrain_epochs": args.retrain_epochs, "train_subset": args.train_subset,
                             "match": args.match},
                "seconds": time.perf_counter() - start, "rows": rows}
