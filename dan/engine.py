@@ -310,9 +310,12 @@ class Trainer:
         if "onnx" in meta:
             summary.files["onnx"] = os.path.join(self.run_dir, meta["onnx"]["file"])
             summary.extra["onnx"] = meta["onnx"]
+        ort_threads = onnx_threads(cfg)
         with OtherLoad() as load:
             summary.rows = measure_networks(nets, self.last_eval, self.method.deployed, cfg, shape,
-                                            summary.files.get("onnx"), say=self.monitor.info)
+                                            summary.files.get("onnx"), say=self.monitor.info, onnx_threads=ort_threads)
+        if "onnx" in summary.files:  # the thread count of the 'ort' rows (format_summary's header)
+            summary.extra["onnx_threads"] = ort_threads
         summary.extra["timing_load"] = load.to_dict()
         summary.extra["best_top1"] = self.best
         summary.extra["epochs"], summary.extra["threads"] = self.epoch, torch.get_num_threads()
@@ -325,12 +328,13 @@ class Trainer:
 
 
 def measure_networks(nets: dict, last_eval: dict, deployed: str, cfg: Config, shape: tuple,
-                     onnx_path: str | None, say=None) -> dict:
+                     onnx_path: str | None, say=None, onnx_threads: int | None = None) -> dict:
     """The summary's row of every network: top-1 and CE of its last evaluation (on ``eval_images``
     images of the ``eval_split``: with ``--limit-batches`` a part of it), its counts, and its
     median ms per batch size of ``train.latency_batches`` (eager, in the layout the deployed files
     store for ``deployed``, channels-last for the others; and in ONNX Runtime when ``onnx_path``,
-    the deployed network's file, was written). ``say``: where the line announcing the timing goes (a
+    the deployed network's file, was written, with ``onnx_threads`` intra-op threads: default the
+    process's, as the eager timings). ``say``: where the line announcing the timing goes (a
     ResNet-50's retrain at 224 pixels was silent for 2.5 minutes after its epoch, timing batch 64)."""
     rows = {}
     if say is not None and cfg.train.latency_batches:
@@ -350,14 +354,15 @@ def measure_networks(nets: dict, last_eval: dict, deployed: str, cfg: Config, sh
             row["latency_ms"][str(b)] = measure_latency(fast, (int(b),) + tuple(shape[1:]), min_time=0.25)
         if onnx_path:  # every network in ONNX Runtime too (the deployed one: its .onnx file itself)
             row["latency_ms_onnxruntime"] = onnx_latency(fast, onnx_path if name == deployed else None, shape,
-                                                         cfg.train.latency_batches)
+                                                         cfg.train.latency_batches, onnx_threads)
         rows[name] = row
     return rows
 
 
-def onnx_latency(fast: nn.Module, path: str | None, shape: tuple, batches) -> dict:
+def onnx_latency(fast: nn.Module, path: str | None, shape: tuple, batches, threads: int | None = None) -> dict:
     """Median ms per batch size in ONNX Runtime of ``path``, or of ``fast`` exported to a
-    temporary file when ``path`` is None (not exportable: ``{}``, only the deployed network must be)."""
+    temporary file when ``path`` is None (not exportable: ``{}``, only the deployed network must be),
+    with ``threads`` intra-op threads (default the process's: :func:`dan.onnx_export.session`)."""
     with tempfile.TemporaryDirectory() as tmp:
         if path is None:
             path = os.path.join(tmp, "net.onnx")
@@ -365,7 +370,7 @@ def onnx_latency(fast: nn.Module, path: str | None, shape: tuple, batches) -> di
                 onnx_export.export(fast, path, shape)
             except Exception:  # not exportable (only the deployed network must be): not timed
                 return {}
-        sess = onnx_export.session(path)
+        sess = onnx_export.session(path, threads)
         return {str(b): onnx_export.latency(None, (int(b),) + tuple(shape[1:]), sess=sess, min_time=0.25)
                 for b in batches}
 
@@ -449,6 +454,24 @@ def resolve_teacher(request: TeacherRequest, cfg: Config, data: Data, monitor: M
     return load_teacher(tcfg.out, device)
 
 
+def onnx_threads(cfg: Config) -> int:
+    """The intra-op threads the summary's ONNX Runtime ('ort') rows are timed with: the latency
+    budget's when the run trains a network a search found under a latency budget measured in ONNX
+    Runtime, else the run's own (``--threads``), as the eager rows. An audit read 'ort' rows timed
+    at --threads 2 just above the retrain's "budget: ... 1 thread(s), onnxruntime" line: a reader
+    compares the two lines to see whether the deployed .onnx file meets its budget, and only a
+    timing at the budget's thread count answers that (the header names both thread counts)."""
+    path = cfg.adjoint.arch or cfg.model.arch
+    if path and os.path.isfile(path):  # the arch.json the run's network was built from
+        from dan.arch import load_arch
+
+        found = load_arch(path)
+        dev = (found.latency or {}).get("device") or {}
+        if "latency" in found.budget and dev.get("runtime") == "onnxruntime" and isinstance(dev.get("threads"), int):
+            return dev["threads"]
+    return torch.get_num_threads()
+
+
 def deploy_name(deployed: str) -> str:
     """The file stem of a run's deployable network: ``model`` when it is the base network
     (``deployed == "big"``), else ``small``."""
@@ -462,11 +485,15 @@ def format_summary(summary: Summary | dict) -> str:
     batches = sorted({b for r in nets.values() for b in r["latency_ms"]}, key=int)
     head = f"{'network':10s} {'top-1':>7s} {'FLOPs':>9s} {'params':>9s} {'nonzero':>9s}" + \
         "".join(f" {'ms@b' + b:>9s}" for b in batches)
+    threads = d.get("threads")  # the eager rows' (a summary.json of before 'onnx_threads': the 'ort' rows' too)
+    ort_threads = d.get("onnx_threads", threads)
     lines = [f"{d['method']} — input {'x'.join(map(str, d['input_shape']))}; FLOPs = multiply-accumulates; "
-             f"latency = median ms per forward, eval, BN folded, "
+             "latency = median ms per forward" + (f" at {threads} thread(s)" if threads else "")
+             + ", eval, BN folded, "
              + ("channels-last" if d.get("deploy_memory_format", "channels_last") == "channels_last" else
                 f"the deployed network {d['deploy_memory_format']} (as its files), the others channels-last")
-             + ("; 'ort' = ONNX Runtime on the .onnx file" if any(r.get("latency_ms_onnxruntime") for r in nets.values())
+             + (f"; 'ort' = ONNX Runtime on the .onnx file" + (f" at {ort_threads} thread(s)" if ort_threads else "")
+                if any(r.get("latency_ms_onnxruntime") for r in nets.values())
                 else ""),
              head, "-" * len(head)]
     for name, r in nets.items():
@@ -497,5 +524,7 @@ def format_summary(summary: Summary | dict) -> str:
     if load.get("busy"):  # the numbers stand as measured; the reader is told what they are worth
         lines.append(f"note: other processes used {load['other_processes_cores']:.1f} of the {load['cpus']} CPUs "
                      f"while these were timed ({load['threads']} thread(s) here): the latencies are unreliable; "
-                     "time the deployed file on an idle machine (tools/latency.py --arch, or --threads 1)")
+                     "time the deployed file on an idle machine (tools/latency.py --arch"
+                     # an audit was told "or --threads 1" by a run given --threads 1: not what is already set
+                     + (", or --threads 1)" if load.get("threads") != 1 else ")"))
     return "\n".join(lines)

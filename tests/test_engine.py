@@ -660,3 +660,48 @@ def test_each_epoch_line_says_the_time_left(tmp_path, capsys):
     assert all(s.endswith(" left)") for s in lines[:2]) and "left" not in lines[2]
     rows = [json.loads(r) for r in open(tmp_path / "r" / "metrics.jsonl")]
     assert not [k for r in rows for k in r if "left" in k]  # the console's alone: metrics.jsonl keeps its keys
+
+
+def test_the_ort_rows_are_timed_at_the_latency_budgets_threads_and_say_so(tmp_path, monkeypatch):
+    """An audit: a retrain given --threads 2 timed its 'ort' rows at 2 threads just above its
+    "budget: ... 1 thread(s), onnxruntime" line, and its note said "or --threads 1" when --threads 1
+    was given."""
+    from types import SimpleNamespace
+
+    import dan.arch
+    from dan import engine, onnx_export
+    from dan.config import Config
+
+    found = tmp_path / "arch.json"
+    found.write_text("{}")  # read by the stand-in below
+    arch = SimpleNamespace(budget={"latency": 0.5}, latency={"device": {"runtime": "onnxruntime", "threads": 1}})
+    monkeypatch.setattr(dan.arch, "load_arch", lambda path: arch)
+    cfg = Config()
+    cfg.adjoint.arch = str(found)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the run's --threads 2
+    try:
+        assert engine.onnx_threads(cfg) == 1
+        arch.latency["device"]["runtime"] = "torch"  # a budget in eager PyTorch: the run's threads, as the eager rows
+        assert engine.onnx_threads(cfg) == 2
+        assert engine.onnx_threads(Config()) == 2  # no searched network
+    finally:
+        torch.set_num_threads(before)
+    # the thread count reaches the ONNX Runtime session
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten()).eval()
+    path = str(tmp_path / "small.onnx")
+    onnx_export.export(net, path, (1, 1, 8, 8))
+    sessions = []
+    real = onnx_export.session
+    monkeypatch.setattr(onnx_export, "session", lambda p, threads=None: sessions.append(threads) or real(p, threads))
+    assert set(engine.onnx_latency(net, path, (1, 1, 8, 8), [1], threads=1)) == {"1"} and sessions == [1]
+    row = {"top1": 0.5, "flops": 10, "params": 5, "nonzero_params": 5, "latency_ms": {"1": 0.1},
+           "latency_ms_onnxruntime": {"1": 0.05}}
+    summary = {"method": "adjoint", "input_shape": [1, 1, 8, 8], "networks": {"big": row, "small": row},
+               "threads": 2, "onnx_threads": 1,
+               "timing_load": {"busy": True, "other_processes_cores": 1.7, "cpus": 2, "threads": 2}}
+    text = format_summary(summary)
+    assert "median ms per forward at 2 thread(s)" in text and "ONNX Runtime on the .onnx file at 1 thread(s)" in text
+    assert "or --threads 1)" in text.splitlines()[-1]
+    one = format_summary({**summary, "threads": 1, "timing_load": {**summary["timing_load"], "threads": 1}})
+    assert "--threads 1" not in one and one.splitlines()[-1].endswith("(tools/latency.py --arch)")
