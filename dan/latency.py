@@ -1012,6 +1012,17 @@ def _format_text(m: dict) -> str:
             + (f"; fastest among the fit's networks: {said}" if said else ""))
 
 
+def _runtime_text(pred: dict) -> str:
+    """The page's words for the runtime its tables were timed in: an onnxruntime table is ONNX
+    Runtime's (the version ``tools/latency.py`` records as ``pred["onnxruntime"]``), not eager
+    PyTorch's (an audit's onnxruntime page said "eager PyTorch 2.14.1")."""
+    d = pred["model"]["device"]
+    if d.get("runtime") == "onnxruntime":
+        return f"ONNX Runtime {pred.get('onnxruntime', '(version not recorded)')} on networks exported from " \
+               f"PyTorch {d.get('torch')}"
+    return f"eager PyTorch {d.get('torch')}"
+
+
 def page_lines(pred: dict, compare: dict | None = None, *, figure: str | None = None,
                bench: dict | None = None, stem: str = "docs/latency") -> list:
     """Markdown of ``docs/latency.md``: the predictor (``tools/latency.py``, ``pred`` as in
@@ -1026,7 +1037,7 @@ def page_lines(pred: dict, compare: dict | None = None, *, figure: str | None = 
              + "; every number is measured.", "",
              "## The predictor", "",
              f"Network: {pred['what']}. Device: {d.get('cpu')} ({d.get('machine')}), runtime `{d.get('runtime')}` "
-             f"(eager PyTorch {d.get('torch')}, deploy form: BatchNorm folded, "
+             f"({_runtime_text(pred)}, deploy form: BatchNorm folded, "
              f"{_format_text(m)}), "
              f"{d.get('threads')} thread(s), batch {d.get('batch')}. Tables: {m['entries']} entries over "
              f"{m['layers']} layers; correction `ms = {m['w_lut']:.3f}·Σtable + {m['w_act']:.3g}·activations + "
@@ -1112,7 +1123,9 @@ def compare_lines(c: dict) -> list:
     st = c["settings"]
     lines = ["## A latency budget against a FLOPs budget at the same measured latency", "",
              f"Settings: `{st['config']}`, latency budget {st['budget']} of the widest small network "
-             f"(batch {st['batch']}, {st['threads']} thread), searches of {st['search_epochs']} epochs on "
+             f"(batch {st['batch']}, {st['threads']} thread, "
+             f"{'ONNX Runtime' if st.get('runtime') == 'onnxruntime' else 'eager PyTorch'}), "
+             f"searches of {st['search_epochs']} epochs on "
              f"{st['train_subset']} training images, each found network retrained adjointly for "
              f"{st['retrain_epochs']} epochs on all 60k (`tools/retrain.py`, same seed), top-1 on the 10k test "
              f"images. The FLOPs search starts at the FLOPs of the latency search's network; when its network's "

@@ -590,3 +590,29 @@ def test_a_failed_step_of_the_comparison_says_error_once(monkeypatch):
     # run_tool puts the one "error: " before it (an audit read "... failed: error: search.latency_runtime ...")
     assert str(e.value) == "dan search --band 0.9 failed: search.band must be in (0.001, 0.5]: fix it"
 
+
+def test_an_onnxruntime_page_names_onnx_runtime_and_the_network_measured(tmp_path):
+    """An audit: an onnxruntime table's page said "(eager PyTorch 2.14.1+cu130, ...)", and a
+    --model torchvision.* page named configs/fashion_mnist_resnet18.yaml beside the network."""
+    from argparse import Namespace
+
+    from dan.cli.latency import network_words
+
+    device = {"cpu": "cpu", "machine": "x86_64", "runtime": "onnxruntime", "threads": 1, "batch": 1, "torch": "2.9"}
+    model = {"entries": 10, "layers": 2, "w_lut": 1.1, "w_act": 0.0, "w_0": 0.1, "device": device,
+             "fit": {"architectures": 18, "median_abs_rel_error": 0.01}}
+    args = Namespace(space="torchvision.mobilenet_v2", config="configs/f.yaml", set=["data.image_size=32"])
+    what = network_words("torchvision.mobilenet_v2", args, (1, 3, 32, 32))
+    assert what == ("torchvision.mobilenet_v2 (--model torchvision.mobilenet_v2, --set data.image_size=32; the data "
+                    "settings of `configs/f.yaml`), input 3x32x32")
+    pred = {"what": what, "seconds": 12.0, "checks": [], "model": model, "onnxruntime": "1.23.0"}
+    compare = {"settings": {"config": "c.yaml", "budget": "50%", "batch": 1, "threads": 1, "runtime": "onnxruntime",
+                            "search_epochs": 2, "retrain_epochs": 2, "train_subset": 30000, "match": 0.03},
+               "seconds": 600, "rows": [{"seed": 0, "lat_ms": 1.0, "lat_flops": 2e6, "lat_top1": 0.9, "flops_ms": 1.0,
+                                         "flops_budget": 1.8e6, "flops_flops": 1.8e6, "flops_top1": 0.88}]}
+    text = "\n".join(latency.page_lines(pred, compare))
+    assert "runtime `onnxruntime` (ONNX Runtime 1.23.0 on networks exported from PyTorch 2.9, deploy form" in text
+    assert "eager PyTorch" not in text and "(batch 1, 1 thread, ONNX Runtime)" in text
+    assert "Network: torchvision.mobilenet_v2 (--model" in text
+    eager = {**pred, "model": {**model, "device": {**device, "runtime": "torch"}}}
+    assert "runtime `torch` (eager PyTorch 2.9, deploy form" in "\n".join(latency.page_lines(eager))

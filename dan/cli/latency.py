@@ -104,10 +104,12 @@ def main(argv, prog: str = PROG) -> int:
     stem = os.path.splitext(out)[0]
     figure = os.path.join(folder, "figures", os.path.basename(stem) + "_predictor.png")
     latency.plot(checks, figure)
-    given = f"`{args.config}`" + (f", --model {args.space}" if args.space else "") + "".join(
-        f", --set {kv}" for kv in args.set)  # the config alone named another network than --model's
-    pred = {"what": f"{describe_model(cfg)} ({given}), input {'x'.join(map(str, sn.input_shape[1:]))}",
+    pred = {"what": network_words(describe_model(cfg), args, sn.input_shape),
             "seconds": seconds, "model": latency.summary(model), "checks": checks}
+    if args.runtime == "onnxruntime":  # the page names the runtime's version (the device records PyTorch's)
+        import onnxruntime
+
+        pred["onnxruntime"] = onnxruntime.__version__
     os.makedirs(folder, exist_ok=True)
     with open(stem + ".json", "w") as f:
         json.dump(pred, f, indent=1)
@@ -115,6 +117,17 @@ def main(argv, prog: str = PROG) -> int:
     latency.write_docs(out)
     print(f"wrote {out}")
     return 0
+
+
+def network_words(name: str, args, input_shape) -> str:
+    """The page's "Network:" words: the network measured (``name``, from the resolved config) and
+    what chose it. With --model the config lends its data settings only: an audit's
+    ``--model torchvision.*`` page named `configs/fashion_mnist_resnet18.yaml` beside the network
+    as if the config's ResNet-18 had been measured."""
+    sets = "".join(f", --set {kv}" for kv in args.set)
+    given = (f"--model {args.space}{sets}; the data settings of `{args.config}`" if args.space else
+             f"`{args.config}`{sets}")
+    return f"{name} ({given}), input {'x'.join(map(str, input_shape[1:]))}"
 
 
 def page_path(args) -> str:
