@@ -470,6 +470,9 @@ class Config:
         int_range("seed", self.seed, 0, 2**63 - 1)
         if self.out is None:
             _check_run_name(self.name)
+        if self.tune:  # (kept as a section: every saved config.yaml holds it, empty)
+            raise UserError(f"config section 'tune' ({', '.join(map(str, self.tune))}) is read by nothing: a study's "
+                            f"settings go in a tuning file (tools/tune.py --tune FILE, configs/tune_*.yaml); drop it")
         int_range("train.epochs", t.epochs, 1, 100_000)
         num_range("train.lr", t.lr, 0.0, 1e3, lo_open=True)
         num_range("train.min_lr", t.min_lr, 0.0, 1e3)

@@ -53,3 +53,12 @@ def test_paths_from_python_are_kept_as_strings(tmp_path):
     assert cfg.out == str(tmp_path / "run") and cfg.data.data == "~/pets"
     cfg.save(str(tmp_path / "config.yaml"))
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["out"] == str(tmp_path / "run")
+
+
+def test_a_tune_section_in_a_run_config_is_refused():
+    # an audit: `tune: {foo: 1}` (or --set tune.x=1) was taken by every tool, and nothing reads it
+    from dan.config import Config
+
+    assert Config.from_dict({"tune": {}}).validate().tune == {}  # as every saved config.yaml holds it
+    with pytest.raises(dan.UserError, match=r"config section 'tune' \(foo\) is read by nothing: .*--tune FILE"):
+        Config.from_dict({"tune": {"foo": 1}}).validate()
