@@ -501,3 +501,16 @@ def test_no_tensorboard_reaches_the_trials_runs(tmp_path):
     tune(base(out), spec_from_dict({**SPEC, "pruner": "none"}), "s", 1, tensorboard=False)
     events = [n for _, _, names in os.walk(out) for n in names if n.startswith("events.out.tfevents")]
     assert not events and any(n == "metrics.jsonl" for _, _, names in os.walk(out) for n in names)
+
+
+def test_a_tuning_file_sampling_a_comparison_method_s_setting_is_refused():
+    # an audit's file sampled methods.kd.temperature: its trials (a DAN search, an adjoint retrain) ran, unmoved
+    from dan.config import Config
+    from dan.tune.sweep import check_sampled_settings
+
+    spec = spec_from_dict({"search_epochs": 2, "retrain_epochs": 1,
+                           "params": {"methods.kd.temperature": {"type": "float", "low": 1.0, "high": 8.0},
+                                      "search.tau0": {"type": "float", "low": 1.0, "high": 5.0}}})
+    with pytest.raises(dan.UserError, match="samples methods.kd.temperature: a trial runs a DAN search and an adjoint "
+                                            "retrain, which read no comparison method's settings"):
+        check_sampled_settings(Config().resolve("tune"), spec)

@@ -94,6 +94,10 @@ def check_sampled_settings(base: Config, spec: TuneSpec) -> None:
     file tuned it, to no effect); a float ``search.warmup_epochs``; a warm-up (the config's, or the
     largest the file may sample) as long as ``search_epochs`` (:meth:`Config.resolve` refuses such a
     search; found by a trial, it would stop the study part-way)."""
+    inert = sorted(k for k in spec.params if k.startswith("methods."))
+    if inert:  # (an audit's file sampled methods.kd.temperature: trials ran normally, the dimension did nothing)
+        raise UserError(f"the tuning file samples {inert[0]}: a trial runs a DAN search and an adjoint retrain, which "
+                        f"read no comparison method's settings (methods.*): drop it")
     anneal = spec.params.get("search.tau_anneal")
     per_epoch = base.search.tau_anneal == "epoch" or (isinstance(anneal, dict)
                                                       and "epoch" in (anneal.get("choices") or []))
