@@ -32,6 +32,8 @@ from typing import Any, Optional
 import yaml
 
 from dan.errors import UserError, spelt
+# the YAML loader of configs, tuning files and --set values (re-exported: dan.loop, dan.tune read them here)
+from dan.yaml_data import MAX_YAML_BYTES, load_yaml_file, load_yaml_text  # noqa: F401
 
 
 @dataclass
@@ -365,15 +367,7 @@ class Config:
 
     @classmethod
     def from_file(cls, path: str) -> "Config":
-        if not os.path.isfile(path):
-            raise UserError(f"config file {path} does not exist: pass an existing YAML file to --config")
-        d = load_yaml_file(path, "config file")
-        if d is not None and not isinstance(d, dict):
-            raise UserError(f"config file {path} must hold a mapping at the top level")
-        if not d:  # named on purpose but sets nothing: an editor's empty save, a template left commented out
-            raise UserError(f"config file {path} holds no settings (it is empty or all comments): write them, "
-                            f"or drop --config to run with the defaults")
-        cfg = cls.from_dict(d)
+        cfg = cls.from_dict(read_config_file(path))
         if cfg.name == "run":
             cfg.name = os.path.splitext(os.path.basename(path))[0]
         cfg.source = os.path.abspath(path)  # (not saved) a new run does not write over it: dan.loop.check_run_dir
@@ -401,8 +395,8 @@ class Config:
         if key not in fields:
             raise UserError(f"unknown config key '{dotted}': see the dataclasses in dan/config.py")
         hint = typing.get_type_hints(type(obj))[key]
-        if isinstance(value, str) and hint is not str:
-            value = load_yaml_text(value, f"the value of {dotted}")
+        if isinstance(value, str) and hint is not str:  # an Optional[str] takes the text as typed: off, 2026-12-07
+            value = load_yaml_text(value, f"the value of {dotted}", (lambda path: not path) if _is_text(hint) else None)
         setattr(obj, key, _coerce(hint, value, dotted))
 
     @property
@@ -646,45 +640,41 @@ def _choice(key, v, allowed) -> None:
         raise UserError(f"config key '{key}' must be one of {', '.join(allowed)}, got {v!r}")
 
 
-# YAML is data: safe_load only, a size limit, and no anchors/aliases (an alias bomb expands to
-# gigabytes when the config is copied or written out, and configs have no use for them).
-MAX_YAML_BYTES = 1 << 20
+def read_config_file(path: str) -> dict:
+    """The mapping a config file holds (:meth:`Config.from_file`), read by :mod:`dan.yaml_data` with
+    the text the user wrote kept for the keys that take a string (``train.amp: off`` is "off")."""
+    if not os.path.isfile(path):
+        raise UserError(f"config file {path} does not exist: pass an existing YAML file to --config")
+    d = load_yaml_file(path, "config file", _text_at)
+    if d is not None and not isinstance(d, dict):
+        raise UserError(f"config file {path} must hold a mapping at the top level")
+    if not d:  # named on purpose but sets nothing: an editor's empty save, a template left commented out
+        raise UserError(f"config file {path} holds no settings (it is empty or all comments): write them, "
+                        f"or drop --config to run with the defaults")
+    return d
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.events.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not accepted in configs",
-                                              event.start_mark)
-        return super().compose_node(parent, index)
+def takes_text(dotted: str) -> bool:
+    """Whether the config key ``dotted`` (``"train.amp"``) holds a string (``str`` or
+    ``Optional[str]``): there YAML's plain ``off`` or ``2026-12-07`` is read as the text written,
+    not as a bool or a date (:func:`dan.yaml_data.load_yaml_text`)."""
+    return _text_at(tuple(dotted.split(".")))
 
 
-def load_yaml_text(text: str, where: str):
-    """``yaml.safe_load`` without aliases and with a size limit; errors are one-line UserErrors."""
-    if len(text) > MAX_YAML_BYTES:
-        raise UserError(f"{where} is larger than {MAX_YAML_BYTES // 1024} KB: not a config")
-    try:
-        return yaml.load(text, Loader=_NoAliasLoader)
-    except yaml.YAMLError as e:
-        first = " ".join(str(e).split())[:200]
-        raise UserError(f"{where} is not valid YAML ({first}): fix it")
+def _text_at(path: tuple) -> bool:
+    """:func:`takes_text` of a path of keys from a config file's top."""
+    hint = Config
+    for name in path:
+        if not (isinstance(name, str) and dataclasses.is_dataclass(hint)):
+            return False
+        hint = typing.get_type_hints(hint).get(name)
+    return _is_text(hint)
 
 
-def load_yaml_file(path: str, what: str = "file"):
-    """Read ``path`` as UTF-8 YAML (see :func:`load_yaml_text`); errors name the file."""
-    try:
-        if os.path.getsize(path) > MAX_YAML_BYTES:
-            raise UserError(f"{what} {path} is larger than {MAX_YAML_BYTES // 1024} KB: not a config")
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise UserError(f"cannot read {what} {path} ({e.strerror}): check the path and its permissions")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{what} {path} is not UTF-8 text (byte {e.start}): save it as UTF-8")
-    return load_yaml_text(text, f"{what} {path}")
+def _is_text(hint) -> bool:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return [a for a in typing.get_args(hint) if a is not type(None)] == [str]
+    return hint is str
 
 
 def _build(cls, d: dict, prefix: str):

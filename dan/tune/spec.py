@@ -8,7 +8,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from dan.config import Config, int_range, load_yaml_file, num_range
+from dan.config import Config, int_range, load_yaml_file, num_range, takes_text
 from dan.errors import UserError
 
 _TYPES = ("float", "int", "categorical")
@@ -47,7 +47,7 @@ def load_spec(path: str) -> TuneSpec:
     """The tuning file at ``path``, checked (:func:`spec_from_dict`)."""
     if not os.path.isfile(path):
         raise UserError(f"tuning file {path} does not exist: pass configs/tune_*.yaml")
-    d = load_yaml_file(path, "tuning file") or {}
+    d = load_yaml_file(path, "tuning file", _choice_text) or {}
     spec = spec_from_dict(d, path)
     # the user's own file, named on the command line as a --config is: the models and datasets its
     # choices name may import their code (dan.models: trust)
@@ -58,6 +58,14 @@ def load_spec(path: str) -> TuneSpec:
         if isinstance(r, dict) and r.get("type") == "categorical":
             models.trust(*r.get("choices", []))
     return spec
+
+
+def _choice_text(path: tuple) -> bool:
+    """Whether the tuning file's value at ``path`` is a choice of a config key that holds a string
+    (``params: {train.amp: {choices: [auto, off]}}``): there YAML's plain ``off`` is "off", not
+    False, which the config refused (dan.yaml_data)."""
+    return len(path) == 4 and path[0] == "params" and path[2] == "choices" and isinstance(path[1], str) and \
+        takes_text(path[1])
 
 
 def spec_from_dict(d: dict, where: str = "tuning file") -> TuneSpec:
