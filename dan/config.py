@@ -640,9 +640,18 @@ def _choice(key, v, allowed) -> None:
         raise UserError(f"config key '{key}' must be one of {', '.join(allowed)}, got {v!r}")
 
 
+# Top-level keys of a tuning file (dan.tune.spec.TuneSpec) that no config has: a tuning file passed
+# as --config was refused as "unknown config key 'objectives'" (a config-file audit).
+TUNING_FILE_KEYS = ("params", "objectives", "sampler", "pruner", "search_epochs", "retrain_epochs", "validation")
+
+
 def read_config_file(path: str) -> dict:
     """The mapping a config file holds (:meth:`Config.from_file`), read by :mod:`dan.yaml_data` with
     the text the user wrote kept for the keys that take a string (``train.amp: off`` is "off")."""
+    if os.path.isdir(path):  # was "config file runs/s does not exist"
+        inside = os.path.join(path, "config.yaml")
+        hint = f" (the run folder's own is {inside})" if os.path.isfile(inside) else " (configs/*.yaml)"
+        raise UserError(f"config file {path} is a directory: pass the YAML file itself to --config{hint}")
     if not os.path.isfile(path):
         raise UserError(f"config file {path} does not exist: pass an existing YAML file to --config")
     d = load_yaml_file(path, "config file", _text_at)
@@ -651,6 +660,10 @@ def read_config_file(path: str) -> dict:
     if not d:  # named on purpose but sets nothing: an editor's empty save, a template left commented out
         raise UserError(f"config file {path} holds no settings (it is empty or all comments): write them, "
                         f"or drop --config to run with the defaults")
+    tuning = [k for k in d if k in TUNING_FILE_KEYS and k not in Config.__dataclass_fields__]
+    if tuning:
+        raise UserError(f"config file {path} is a tuning file (it has {tuning[0]}:, no config key): pass it to "
+                        f"tools/tune.py --tune {path}, and an experiment config (configs/*.yaml) with --config")
     return d
 
 

@@ -101,3 +101,19 @@ def test_deeply_nested_yaml_is_one_line(tmp_path):
     ok = Config.from_dict(None)
     ok.set("model.args.x", "[[[1]]]")  # a few levels are data
     assert ok.model.args["x"] == [[[1]]]
+
+
+# ------------------------------------------------------------------ 5. the wrong file
+def test_a_folder_or_a_tuning_file_as_config_says_so(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert_user_error(run_tool("train.py", "--config", str(run)), "is a directory", "pass the YAML file")
+    (run / "config.yaml").write_text("train: {epochs: 1}\n")
+    assert_user_error(run_tool("train.py", "--config", str(run)), "is a directory", str(run / "config.yaml"))
+    assert_user_error(run_tool("tune.py", "--tune", str(run), "--study", "s", "--trials", "1",
+                                "--dataset", "synthetic", "--out", str(tmp_path / "study")), "tuning file", "is a directory")
+    tuning = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                          "tune_fashion_mnist.yaml")
+    assert_user_error(run_tool("train.py", "--config", tuning), "is a tuning file", "tools/tune.py --tune")
+    with pytest.raises(dan.UserError, match="experiment config; pass it with --config"):
+        load_spec(_write(tmp_path, "cfg.yaml", "train: {epochs: 1}\n"))

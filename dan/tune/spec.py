@@ -45,6 +45,8 @@ class TuneSpec:
 
 def load_spec(path: str) -> TuneSpec:
     """The tuning file at ``path``, checked (:func:`spec_from_dict`)."""
+    if os.path.isdir(path):  # was "tuning file runs/t does not exist"
+        raise UserError(f"tuning file {path} is a directory: pass the YAML file itself (configs/tune_*.yaml)")
     if not os.path.isfile(path):
         raise UserError(f"tuning file {path} does not exist: pass configs/tune_*.yaml")
     d = load_yaml_file(path, "tuning file", _choice_text) or {}
@@ -74,6 +76,9 @@ def spec_from_dict(d: dict, where: str = "tuning file") -> TuneSpec:
         raise UserError(f"{where}: must hold a mapping at the top level")
     known = set(TuneSpec.__dataclass_fields__)
     unknown = sorted(set(d) - known)
+    if unknown and unknown[0] in Config.__dataclass_fields__:  # an experiment config passed as the tuning file
+        raise UserError(f"{where}: unknown key '{unknown[0]}', a config's: this is an experiment config; pass it "
+                        f"with --config, and a tuning file (configs/tune_*.yaml) with --tune")
     if unknown:
         raise UserError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
     if not isinstance(d.get("params"), dict) or not d["params"]:
