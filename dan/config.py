@@ -607,6 +607,29 @@ def check_search_config(s: SearchConfig) -> None:
                         "or shortlist a finished search with tools/baseline.py shortlist --supernet ...")
 
 
+def check_tau_decay(cfg: "Config") -> None:
+    """Refuse ``search.tau_decay`` under the default per-step anneal, where it does nothing: set in a
+    config file or with ``--set search.tau_decay=`` it was ignored in silence, while the
+    ``--tau-decay`` flag was refused (a config-file audit). A key at its default counts as set only
+    when typed (``cfg.typed``: dan.cli.common.resolve_config).
+
+    Not part of :meth:`Config.validate` or :meth:`Config.resolve`: a new search checks it
+    (:func:`dan.search.checked_search_config`, a tuning study's base when the study is new), and
+    nothing else does. A retrain reads its search's config, and a resumed run its own, which a DAN
+    without this check may have written with an ignored ``tau_decay`` beside ``tau_anneal: step``
+    (or, before ``tau_anneal`` existed, with ``tau_decay`` alone, then annealed per epoch:
+    :data:`BEFORE_KEY`): refusing those would make the run impossible to resume or retrain, since
+    the resume also requires the saved value back (dan.loop.check_same_config)."""
+    s = cfg.search
+    typed = "search.tau_decay" in getattr(cfg, "typed", ())
+    if s.tau_anneal == "epoch" or (s.tau_decay == SearchConfig.tau_decay and not typed):
+        return
+    given = f"--set search.tau_decay={s.tau_decay:g}" if typed else f"search.tau_decay: {s.tau_decay:g} (config)"
+    raise UserError(f"{given} decays the temperature per epoch, with search.tau_anneal: epoch (--set "
+                    f"search.tau_anneal=epoch); the default anneals per step from search.tau0 to search.tau_min: "
+                    f"set those instead, or drop search.tau_decay")
+
+
 def num_range(key, v, lo, hi, *, lo_open=False, hi_open=False, label: str | None = None) -> None:
     """A finite number (not a bool) in the range, else a :class:`UserError` naming ``label``
     (default "config key '<key>'"; a tuning file names its own settings)."""

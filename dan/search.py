@@ -77,7 +77,8 @@ from dan.arch import Arch
 from dan.budget import Budget, resolve_budget  # noqa: F401 (re-exported: dan.search.Budget)
 from dan.cost import format_count
 from dan.checkpoint import rng_state, save_checkpoint, set_rng_state
-from dan.config import SEARCH_HOLDOUT, Config, check_search_config  # noqa: F401 (dan.search.check_search_config)
+from dan.config import SEARCH_HOLDOUT, Config, check_tau_decay
+from dan.config import check_search_config  # noqa: F401 (dan.search.check_search_config)
 from dan.data import build_data, build_user_data, dataset_info
 from dan.data.code import as_splits, object_name
 from dan.engine import amp_dtype, build_optimizer, build_scheduler, evaluate, resolve_device
@@ -410,12 +411,14 @@ def search(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False,
 def checked_search_config(cfg: Config, resume: bool) -> Config:
     """The search's resolved config (a new one: config.yaml and the checkpoint hold it), its
     ``methods`` sections checked (saved with the search and read by a later ``train.py --method``)
-    and, on a resume, :func:`check_extension`: what :func:`search` and its dry run
-    (:func:`dan.dry_run.plan_search`) check before the run's own checks."""
+    and, on a resume, :func:`check_extension` (on a fresh start :func:`dan.config.check_tau_decay`):
+    what :func:`search` and its dry run (:func:`dan.dry_run.plan_search`) check before the run's own checks."""
     cfg = cfg.resolve("search")
     check_sections(cfg.methods)
     if resume:
         check_extension(cfg)
+    else:  # a resumed run keeps its own tau_decay, which an older DAN may have ignored (check_tau_decay)
+        check_tau_decay(cfg)
     return cfg
 
 

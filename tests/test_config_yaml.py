@@ -103,6 +103,85 @@ def test_deeply_nested_yaml_is_one_line(tmp_path):
     assert ok.model.args["x"] == [[[1]]]
 
 
+# ------------------------------------------------------------------ 4. search.tau_decay
+SEARCH = ["--budget-flops", "40%", "--dry-run", "--image-size", "16", "--num-classes", "4",
+          "--set", "model.args.width=8"]
+
+
+def test_tau_decay_under_the_per_step_anneal_is_refused_wherever_it_is_set(tmp_path):
+    path = _write(tmp_path, "s.yaml", "data: {dataset: synthetic}\nsearch: {tau_decay: 0.5}\n")
+    assert_user_error(run_tool("search.py", "--config", path, *SEARCH), "search.tau_decay: 0.5 (config)",
+                      "search.tau_anneal")
+    assert_user_error(run_tool("search.py", "--dataset", "synthetic", *SEARCH, "--set", "search.tau_decay=0.5"),
+                      "--set search.tau_decay=0.5", "search.tau_anneal")
+    assert_user_error(run_tool("search.py", "--dataset", "synthetic", *SEARCH, "--tau-decay", "0.5"),
+                      "--tau-decay decays the temperature per epoch")
+    # with the anneal it acts under, it is taken
+    p = run_tool("search.py", "--config", path, *SEARCH, "--set", "search.tau_anneal=epoch")
+    assert p.returncode == 0, p.stderr[-2000:]
+    # from Python too
+    with pytest.raises(dan.UserError, match="search.tau_decay: 0.5"):
+        search(tiny_config(str(tmp_path / "api"), **{"search.tau_decay": 0.5, "search.budget_flops": "40%"}))
+
+
+def _one_epoch_search(out, monkeypatch, **kw):
+    """A search as an older DAN ran it: without :func:`check_tau_decay` (its tau_decay ignored)."""
+    import sys
+
+    ds = sys.modules["dan.search"]  # the module (dan.search is also the function)
+    cfg = tiny_config(str(out), **{"train.epochs": 1, "train.limit_batches": 2, "search.budget_flops": "40%",
+                                   "search.warmup_epochs": 0, "search.tau_decay": 0.5, **kw})
+    with monkeypatch.context() as m:
+        m.setattr(ds, "check_tau_decay", lambda cfg: None)
+        search(cfg, Monitor(None))
+    return cfg
+
+
+def test_a_run_an_older_dan_made_with_tau_decay_resumes_and_retrains(tmp_path, monkeypatch):
+    from dan.checkpoint import load_checkpoint, save_checkpoint
+    from dan.retrain import retrain_base, retrain_config
+
+    # after tau_anneal existed: tau_decay 0.5 saved beside the per-step anneal, ignored
+    out = tmp_path / "step"
+    cfg = _one_epoch_search(out, monkeypatch)
+    assert yaml.safe_load((out / "config.yaml").read_text())["search"]["tau_decay"] == 0.5
+    cfg.train.epochs = 2
+    arch = search(cfg, Monitor(None), resume=True)  # the same config: resumed, not refused
+    assert arch.config["search"]["tau_anneal"] == "step"
+    arch_path = str(out / "arch.json")
+    retrain_config(arch_path, "adjoint", retrain_base(dan.load_arch(arch_path)))  # and retrained
+    # before tau_anneal existed: tau_decay alone, annealed per epoch; resumed by the config file
+    # the user wrote then (no tau_anneal), it anneals per epoch again
+    out = tmp_path / "before"
+    _one_epoch_search(out, monkeypatch)
+    old = yaml.safe_load((out / "config.yaml").read_text())
+    del old["search"]["tau_anneal"]
+    (out / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    last = str(out / "checkpoints" / "last.pt")
+    st = load_checkpoint(last)
+    st["config"] = old
+    del st["rng"]["code"]  # an older DAN recorded none
+    save_checkpoint(st, last)
+    mine = dict(old, train={**old["train"], "epochs": 2})
+    user = Config.from_file(_write(tmp_path, "old.yaml", yaml.safe_dump(mine, sort_keys=False)))
+    arch = search(user, Monitor(None), resume=True)
+    assert arch.config["search"]["tau_anneal"] == "epoch" and arch.config["search"]["tau_decay"] == 0.5
+    # a new run from that file is refused: today it would anneal per step and ignore tau_decay
+    user.out = str(tmp_path / "new")
+    with pytest.raises(dan.UserError, match="search.tau_decay: 0.5"):
+        search(user, Monitor(None))
+
+
+def test_a_new_study_refuses_a_base_config_whose_tau_decay_does_nothing(tmp_path):
+    from dan.tune import spec_from_dict, tune
+
+    spec = spec_from_dict({"search_epochs": 2, "retrain_epochs": 1,
+                           "params": {"adjoint.c": {"type": "float", "low": 0.5, "high": 2.0}}})
+    base = tiny_config(str(tmp_path / "study"), **{"search.tau_decay": 0.5, "search.budget_flops": "40%"})
+    with pytest.raises(dan.UserError, match="search.tau_decay: 0.5"):
+        tune(base, spec, "s", 1, None)
+
+
 # ------------------------------------------------------------------ 5. the wrong file
 def test_a_folder_or_a_tuning_file_as_config_says_so(tmp_path):
     run = tmp_path / "run"

@@ -69,7 +69,9 @@ def main(argv, prog: str = PROG) -> int:
     if bare:
         args.config = os.path.join(ROOT, PAPER_CONFIG)
     cfg = resolve_config(args, EXTRA)
-    if args.tau_decay is not None and cfg.search.tau_anneal != "epoch":  # it changed nothing, silently
+    # it changed nothing, silently (the config key's twin: dan.config.check_tau_decay); a resume compares it
+    # with the run's own instead, which an older DAN annealed per epoch (dan.config.BEFORE_KEY)
+    if args.tau_decay is not None and cfg.search.tau_anneal != "epoch" and not args.resume:
         raise UserError("--tau-decay decays the temperature per epoch, with --set search.tau_anneal=epoch; the "
                         "default anneals per step from --tau0 to search.tau_min: set that instead")
     from dan.cost import format_count

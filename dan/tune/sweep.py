@@ -9,7 +9,7 @@ import os
 import shutil
 
 from dan.checkpoint import atomic_write, write_json
-from dan.config import Config
+from dan.config import Config, check_tau_decay
 from dan.errors import UserError
 from dan.tune.objective import first_attempt, objective, trial_number
 from dan.tune.spec import TuneSpec
@@ -55,6 +55,10 @@ def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = open_study(make_storage(storage_url, run_dir, spec), study_name, spec)
     check_budget(study, study_name, base)
+    if not study.get_trials(deepcopy=False) and not _anneals_per_epoch(base, spec):
+        # the base config's tau_decay would do nothing in every trial; a study already under way keeps
+        # its trials' config (their searches resume with it: dan.config.check_tau_decay)
+        check_tau_decay(base)
     try:
         run_trials(study, base, spec, trials, run_dir, log, tensorboard)
     except Exception as e:  # noqa: BLE001 - only a storage that cannot be written is turned into a line
@@ -98,10 +102,7 @@ def check_sampled_settings(base: Config, spec: TuneSpec) -> None:
     if inert:  # (an audit's file sampled methods.kd.temperature: trials ran normally, the dimension did nothing)
         raise UserError(f"the tuning file samples {inert[0]}: a trial runs a DAN search and an adjoint retrain, which "
                         f"read no comparison method's settings (methods.*): drop it")
-    anneal = spec.params.get("search.tau_anneal")
-    per_epoch = base.search.tau_anneal == "epoch" or (isinstance(anneal, dict)
-                                                      and "epoch" in (anneal.get("choices") or []))
-    if "search.tau_decay" in spec.params and not per_epoch:  # a tuned dimension with no effect
+    if "search.tau_decay" in spec.params and not _anneals_per_epoch(base, spec):  # a tuned dimension with no effect
         raise UserError("the tuning file samples search.tau_decay, which acts only with search.tau_anneal: epoch; "
                         "the default anneals per step from tau0 to search.tau_min: sample that instead")
     r = spec.params.get("search.warmup_epochs")
@@ -118,6 +119,13 @@ def check_sampled_settings(base: Config, spec: TuneSpec) -> None:
         raise UserError(f"{where} {warm:g} takes all search_epochs {spec.search_epochs} of a trial's search: no "
                         f"architecture step would run; raise search_epochs in the tuning file or lower the "
                         f"warm-up (--set search.warmup_epochs=0)")
+
+
+def _anneals_per_epoch(base: Config, spec: TuneSpec) -> bool:
+    """Whether a trial's search may anneal tau per epoch (where search.tau_decay acts): the base
+    config's anneal, or one the tuning file samples."""
+    anneal = spec.params.get("search.tau_anneal")
+    return base.search.tau_anneal == "epoch" or (isinstance(anneal, dict) and "epoch" in (anneal.get("choices") or []))
 
 
 def check_study_dir(run_dir: str) -> None:
