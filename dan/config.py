@@ -424,9 +424,9 @@ class Config:
             UserError: naming the first bad key and what it accepts.
 
         ``search`` fills the held-out part of the training split (``data.holdout``: a third when
-        0), the architecture batches (``search.arch_batch_size``: half ``data.batch_size`` when
-        unset) and the held-out loader's batches (``data.holdout_batch_size``: the architecture
-        batches). ``tune`` fills none of these: each trial fills them after its sampled values are
+        0), the architecture batches (``search.arch_batch_size``: ``data.holdout_batch_size`` or
+        else half ``data.batch_size`` when unset) and the held-out loader's batches
+        (``data.holdout_batch_size``: the architecture batches). ``tune`` fills none of these: each trial fills them after its sampled values are
         set (a tuned batch size changes them). Defaults that need the dataset's files
         (``image_size``, ``num_classes``, ``search.fractions``…) are the data and model builders'.
         """
@@ -434,11 +434,10 @@ class Config:
             raise ValueError(f"unknown kind of run {kind!r}: one of {', '.join(RUN_KINDS)}")
         cfg = copy.deepcopy(self)
         if kind == "search":
-            d, s = cfg.data, cfg.search
+            d = cfg.data
             d.holdout = d.holdout or SEARCH_HOLDOUT
-            if s.arch_batch_size is None:
-                s.arch_batch_size = max(1, d.batch_size // 2)
-            d.holdout_batch_size = s.arch_batch_size
+            cfg.search.arch_batch_size = _arch_batch_size(d, cfg.search)
+            d.holdout_batch_size = cfg.search.arch_batch_size
         cfg.validate()
         t, d = cfg.train, cfg.data
         warm = math.ceil(cfg.search.warmup_epochs)
@@ -605,6 +604,28 @@ def check_search_config(s: SearchConfig) -> None:
     if s.shortlist > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # under torchrun
         raise UserError("search.shortlist fine-tunes its candidates in one process: search without torchrun, "
                         "or shortlist a finished search with tools/baseline.py shortlist --supernet ...")
+
+
+def _arch_batch_size(d: DataConfig, s: SearchConfig) -> int:
+    """A search's architecture batch size. In a search the held-out loader serves the architecture
+    steps alone, one batch a step (its monitoring uses the evaluation batches), so its batches are
+    the architecture batches and ``data.holdout_batch_size`` is another name for
+    ``search.arch_batch_size``. The resolve set it to ``arch_batch_size`` (half ``batch_size``),
+    and an explicit ``data.holdout_batch_size: 16`` became 64 in the run's config.yaml without a
+    word (a config-file audit): a value the user gave is the architecture batch size now, and two
+    different values are refused. A resolved config holds them equal, so it resolves to itself
+    (and a run folder written before resolves as it did, unless its config named a size that was
+    dropped: then the resume names the difference)."""
+    h = d.holdout_batch_size
+    if h is not None:
+        int_range("data.holdout_batch_size", h, 1, 1 << 20)
+    if s.arch_batch_size is None:
+        return h if h is not None else max(1, d.batch_size // 2)
+    if h is not None and h != s.arch_batch_size:
+        raise UserError(f"data.holdout_batch_size {h!r} and search.arch_batch_size {s.arch_batch_size!r} differ, and "
+                        f"a search's held-out batches are its architecture batches: give one of them (or the same "
+                        f"size to both)")
+    return s.arch_batch_size
 
 
 def check_tau_decay(cfg: "Config") -> None:

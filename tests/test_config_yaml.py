@@ -196,3 +196,17 @@ def test_a_folder_or_a_tuning_file_as_config_says_so(tmp_path):
     assert_user_error(run_tool("train.py", "--config", tuning), "is a tuning file", "tools/tune.py --tune")
     with pytest.raises(dan.UserError, match="experiment config; pass it with --config"):
         load_spec(_write(tmp_path, "cfg.yaml", "train: {epochs: 1}\n"))
+
+
+# ------------------------------------------------------------------ 6. data.holdout_batch_size in a search
+def test_a_search_keeps_the_held_out_batch_size_the_user_gave(tmp_path):
+    s = tiny_config("unused", **{"data.holdout_batch_size": 16, "data.batch_size": 128}).resolve("search")
+    assert (s.data.holdout_batch_size, s.search.arch_batch_size) == (16, 16)  # was 64, 64
+    assert s.resolve("search").to_dict() == s.to_dict()
+    s = tiny_config("unused", **{"data.batch_size": 128}).resolve("search")
+    assert (s.data.holdout_batch_size, s.search.arch_batch_size) == (64, 64)  # the default is unchanged
+    cfg = tiny_config("unused", **{"data.holdout_batch_size": 16, "search.arch_batch_size": 8})
+    with pytest.raises(dan.UserError, match="data.holdout_batch_size 16 and search.arch_batch_size 8 differ"):
+        cfg.resolve("search")
+    with pytest.raises(dan.UserError, match="data.holdout_batch_size"):
+        tiny_config("unused", **{"data.holdout_batch_size": 0}).resolve("search")
