@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.fx as fx
 
 from dan.adjoint import extract_small, to_adjoint
+from dan.config import int_range
 from dan.errors import UserError
 
 
@@ -46,6 +47,18 @@ def read_section(name: str, section, cls):
     if hasattr(config, "check"):
         config.check()
     return config
+
+
+def check_teacher_epochs(name: str, epochs) -> None:
+    """``methods.<name>.teacher_epochs``: unset (the teacher trains ``train.epochs``) or 1 or more.
+    0 meant ``train.epochs`` before commit 68b923c refused it; an upgrade audit's old config was
+    told only "must be an integer in [1, 100000], got 0", so the line says what 0 was and the fix."""
+    key = f"methods.{name}.teacher_epochs"
+    if epochs == 0 and not isinstance(epochs, bool):
+        raise UserError(f"config key '{key}' 0 meant train.epochs in older DANs and is refused now: drop the key "
+                        f"(unset, the teacher trains train.epochs epochs) or give 1 or more")
+    if epochs is not None:
+        int_range(key, epochs, 1, 100_000)
 
 
 def reinit(net: nn.Module) -> nn.Module:

@@ -17,10 +17,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from dan.config import int_range
 from dan.errors import UserError
 from dan.methods.base import Method, TeacherRequest
-from dan.methods.common import method_config, student_network, top1_accuracy
+from dan.methods.common import check_teacher_epochs, method_config, student_network, top1_accuracy
 from dan.methods.registry import register_method
 
 
@@ -34,8 +33,7 @@ class KDConfig:
     def check(self):
         if self.temperature <= 0 or not 0 <= self.alpha <= 1:
             raise UserError("methods.kd.temperature must be > 0 and methods.kd.alpha in [0, 1]")
-        if self.teacher_epochs is not None:  # 0 silently meant train.epochs
-            int_range("methods.kd.teacher_epochs", self.teacher_epochs, 1, 100_000)
+        check_teacher_epochs("kd", self.teacher_epochs)
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, T: float, a: float,

@@ -33,7 +33,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from dan.config import int_range, num_range
 from dan.errors import UserError
 from dan.methods.base import Method, TeacherRequest
-from dan.methods.common import method_config, student_network, top1_accuracy, traced
+from dan.methods.common import check_teacher_epochs, method_config, student_network, top1_accuracy, traced
 from dan.methods.registry import register_method
 
 
@@ -54,8 +54,7 @@ class KSANCConfig:
             num_range(f"methods.ksanc.{key}", getattr(self, key), 0.0, 1e6)
         int_range("methods.ksanc.disc_hidden", self.disc_hidden, 1, 1 << 16)
         num_range("methods.ksanc.disc_lr", self.disc_lr, 0.0, 10.0, lo_open=True)
-        if self.teacher_epochs is not None:
-            int_range("methods.ksanc.teacher_epochs", self.teacher_epochs, 1, 100_000)
+        check_teacher_epochs("ksanc", self.teacher_epochs)
 
 
 def stage_nodes(gm: fx.GraphModule, example: torch.Tensor) -> list[str]:
