@@ -343,6 +343,18 @@ BEFORE_KEY = {"search.tau_anneal": "epoch", "search.arch_objective": "kl", "sear
 FORMER_DEFAULTS = {"search.stem": (1,), "search.tau0": (2.0,), "search.tau_min": (0.2,), "search.arch_lr": (0.01,),
                    "search.multiplier_p": (5.0,), "search.weight_sampling": ("distribution",),
                    "search.settle_until": ("landed",), "search.settle_vernier": (1.0,)}
+# A saved value this DAN refuses and an older one ran (dan.saved.read_former): key -> (the commit
+# that began to refuse it, what the code before it did, the value that does the same today, or None
+# for the key dropped, given the saved one; None when the value is not one it refuses). An upgrade
+# audit: a 6c13876 search with search.warmup_epochs 0.5 (rounded up then) could be neither
+# retrained nor resumed, and a 4b14b54 search with methods.kd.teacher_epochs 0 (train.epochs then)
+# could not be retrained, though the retrain reads neither.
+FORMER_READINGS = {
+    "search.warmup_epochs": ("0e7ee65", "rounded it up to whole epochs",
+                             lambda v: math.ceil(v) if isinstance(v, float) and 0 < v < math.inf and v % 1 else v),
+    "methods.kd.teacher_epochs": ("68b923c", "read 0 as train.epochs", lambda v: None if v == 0 else v),
+    "methods.ksanc.teacher_epochs": ("68b923c", "read 0 as train.epochs", lambda v: None if v == 0 else v),
+}
 
 
 @dataclass
@@ -360,6 +372,11 @@ class Config:
     # them (each validates its own keys).
     methods: dict = field(default_factory=dict)
     tune: dict = field(default_factory=dict)
+    # The DAN that wrote this config.yaml (dan.checkpoint.code_version; set by the run that saves it,
+    # None in a config a user writes): an upgrade audit's `--config <old run>/config.yaml` ran today's
+    # search algorithm in silence, and nothing in the file told a later DAN which one it came from
+    # (dan.saved.older_config_notes). It changes nothing a run computes.
+    code: Optional[str] = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":

@@ -36,6 +36,7 @@ from dan import distributed
 from dan.checkpoint import atomic_write, check_same_task, code_version, load_checkpoint
 from dan.config import BEFORE_KEY, FORMER_DEFAULTS, Config, load_yaml_file
 from dan.errors import DivergedError, UserError, spelt
+from dan.saved import read_former, used_by
 from dan.seed import derive, kept_rng_state, seed_everything
 
 # Keys a resumed run may change: how long, where, and how fast it runs; not what it computes.
@@ -53,15 +54,21 @@ FINISHED_FILES = ("summary.json", "small.pt", "small.pt2", "model.pt", "model.pt
 
 
 # ------------------------------------------------------------------------------- run folders
-def check_same_config(saved: dict, current: dict, path: str) -> None:
+def check_same_config(saved: dict, current: dict, path: str, tool: str | None = None) -> None:
     """A resumed run must compute the same thing: only :data:`RESUMABLE_CHANGES` may differ. A key
     the saved config lacks (added to the config after the checkpoint was written) counts as what the
     code before it did (:data:`dan.config.BEFORE_KEY`), else as its default, so that a newer version
-    resumes an older version's run (:func:`adopt_run_settings` gives the run those values)."""
-    flat_saved, flat_now = _flatten(saved), _flatten(current)
+    resumes an older version's run (:func:`adopt_run_settings` gives the run those values). A saved
+    value an older DAN ran and this one refuses counts as that DAN ran it (:func:`dan.saved.read_former`:
+    ``search.warmup_epochs: 0.5`` as 1), and a key a run of ``tool`` does not read
+    (:func:`dan.saved.used_by`: ``search.*`` in a training run) is not compared; ``code`` (the DAN
+    that wrote the config) never is."""
+    flat_saved, flat_now = _flatten(read_former(saved)[0]), _flatten(current)
     defaults = {**_flatten(Config().to_dict()), **BEFORE_KEY}
+    method = flat_now.get("train.method")
     for key in sorted(set(flat_saved) | set(flat_now)):
-        if key in RESUMABLE_CHANGES or key.startswith("tune."):
+        if key in RESUMABLE_CHANGES or key == "code" or key.startswith("tune.") or \
+                not (tool is None or used_by(key, tool, method)):
             continue
         if key in ("adjoint.arch", "model.arch") and _moved(flat_saved.get(key), flat_now.get(key)):
             continue
@@ -84,17 +91,20 @@ def adopt_run_settings(cfg: Config) -> list[str]:
     run_dir = cfg.run_dir
     try:
         saved = _flatten(load_yaml_file(os.path.join(run_dir, "config.yaml"), "config"))
-        rng = load_checkpoint(os.path.join(run_dir, "checkpoints", "last.pt")).get("rng")
+        st = load_checkpoint(os.path.join(run_dir, "checkpoints", "last.pt"))
+        rng = st.get("rng")
     except (UserError, OSError, AttributeError):  # nothing readable: the checkpoint's own check decides
         return []
     if isinstance(rng, dict) and rng.get("code") == code_version():
         return []
     defaults, now = _flatten(Config().to_dict()), _flatten(cfg.to_dict())
     typed = getattr(cfg, "typed", frozenset())  # the tools' flags and --set (dan.cli.common.resolve_config)
+    # only the keys this kind of run reads: an old train run's resume listed search.arch_lr=0.01, ...
+    tool = _tool(st.get("kind"), st.get("config", {}))
     adopted = []
     for key in sorted(set(BEFORE_KEY) | set(FORMER_DEFAULTS)):
-        if key in typed or now.get(key) != defaults.get(key):  # set by this command: compared, not changed
-            continue
+        if key in typed or now.get(key) != defaults.get(key) or not used_by(key, tool, now.get("train.method")):
+            continue  # set by this command (compared, not changed), or not read by this run
         value = BEFORE_KEY.get(key) if key not in saved else saved[key]
         if key not in saved and key not in BEFORE_KEY or value == now.get(key):
             continue
@@ -320,6 +330,7 @@ def prepare_run_dir(cfg: Config, resume: bool) -> str:
                         f"{spelt('--out', 'out=')} in a folder you can write") from None
     lock_run_dir(run_dir)  # after every check: a refused run leaves no folder
     remove_stale_temporaries(run_dir)
+    cfg.code = code_version()  # config.yaml says which DAN wrote it (dan.saved.older_config_notes)
     if resume:
         keep_earlier_config(cfg, run_dir)
     atomic_write(cfg.save, os.path.join(run_dir, "config.yaml"))
@@ -538,7 +549,7 @@ def read_run_checkpoint(path: str, cfg: Config, device, kind: str | None = None,
     if wrote != now:  # was a config key's difference ("written with adjoint.arch=None, not ...")
         raise UserError(f"{path} is a {wrote} run's checkpoint, and this is {now}: resume it with {wrote}, "
                         f"or choose another {spelt('--out', 'out=')}")
-    check_same_config(st.get("config", {}), cfg.to_dict(), path)
+    check_same_config(st.get("config", {}), cfg.to_dict(), path, now)
     check_same_data(st, data, path)  # after the config: a changed data setting is named as such
     rng = st.get("rng") if isinstance(st.get("rng"), dict) else {}
     code = rng.get("code") if rng else None

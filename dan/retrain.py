@@ -21,8 +21,9 @@ import copy
 import os
 
 from dan.arch import Arch, load_arch
-from dan.config import DEFAULT_RETRAIN_INIT, RETRAIN_INITS, Config
+from dan.config import DEFAULT_RETRAIN_INIT, RETRAIN_INITS, Config, SearchConfig
 from dan.errors import UserError
+from dan.saved import newer_key, read_former, refusal, refused
 
 METHODS = ("adjoint", "standard")
 
@@ -42,11 +43,32 @@ def supernet_checkpoint(arch: str, required: bool = True, recorded: str | None =
     return path
 
 
-def retrain_base(arch: Arch) -> Config:
-    """The config a retrain of ``arch`` starts from when the user names none: the search's own
-    (stored in ``arch.json``; defaults for an ``arch.json`` without one) on its whole training
-    split: no training subset, no held-out part."""
-    cfg = Config.from_dict(arch.config) if arch.config else Config()
+def retrain_base(arch: Arch, path: str = "arch.json") -> Config:
+    """The config a retrain of ``arch`` (read from ``path``) starts from when the user names none:
+    the search's own (stored in ``arch.json``; defaults for an ``arch.json`` without one) on its
+    whole training split: no training subset, no held-out part.
+
+    An older DAN's values are read as it ran them (:func:`dan.saved.read_former`), and the sections
+    a retrain does not read are not held against it: the ``methods`` sections are left out (a
+    retrain runs adjoint or standard, which take no options) and a search section today's checks
+    refuse is replaced by the defaults. An upgrade audit's retrains of a 6c13876 search with
+    ``search.arch_samples: 1`` and of a 4b14b54 one with ``methods.kd.teacher_epochs: 0`` were
+    refused over values they never use. A key this DAN does not know names the file and the DAN
+    that wrote it (:func:`dan.saved.newer_key`). The config records the file and its DAN (``saved``,
+    ``saved_from``, not saved) for :func:`dan.saved.refusal`."""
+    if not arch.config:
+        cfg = Config()
+    else:
+        code = (arch.search or {}).get("code")
+        d, _ = read_former(arch.config)
+        d = {k: v for k, v in d.items() if k != "methods"}
+        try:
+            cfg = Config.from_dict(d)
+        except UserError as e:
+            raise (newer_key(e, path, code) if str(e).startswith("unknown config key") else refusal(e, path, code))
+        if refused(Config(search=cfg.search)):
+            cfg.search = SearchConfig()
+        cfg.saved, cfg.saved_from = copy.deepcopy(cfg), (path, code)
     cfg.data.holdout, cfg.data.train_subset = 0.0, None
     return cfg
 

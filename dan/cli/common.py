@@ -161,9 +161,11 @@ _COMMON_KEYS = {
 
 
 def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
-                   base: Optional[Config] = None) -> Config:
+                   base: Optional[Config] = None, tool: Optional[str] = None) -> Config:
     """Config file (or ``base``), then flags (a flag left unset keeps the file's value), then
-    ``--set``."""
+    ``--set``. A file or run another DAN saved is read as that DAN ran it (:mod:`dan.saved`): the
+    notes to print are ``cfg.notes`` (:func:`run_monitored`; keys a run of ``tool`` reads, None:
+    any), and a value refused today that came from it names it."""
     if getattr(args, "threads", None):  # a machine setting, not the experiment's: not in the config
         import torch
 
@@ -171,6 +173,9 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
     if getattr(args, "name_unused", False) and args.name:  # retrain.py ignored it in silence
         raise UserError("--name does not choose this tool's folder: give --out DIR")
     cfg = Config.from_file(args.config) if args.config else (base or Config())
+    notes = []
+    if args.config:
+        cfg, notes = _older_config(args.config, cfg, tool)
     # the model and dataset names the user typed (flag, their own config file, --set) may import
     # their code; a name that came with ``base`` (an arch.json's stored config) may not (dan.models: trust)
     named = [cfg.model.space, cfg.data.dataset] if args.config else []
@@ -209,12 +214,42 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
     # the keys this command typed (flags, --set): a resume of another DAN's run compares them and
     # adopts the run's own values only for the others (dan.loop.adopt_run_settings); not saved
     cfg.typed = frozenset(typed_keys)
+    saved, saved_from = getattr(cfg, "saved", None), getattr(cfg, "saved_from", None)  # (dan.retrain.retrain_base)
+    if getattr(args, "resume", False):
+        from dan import saved as older
+
+        notes += older.resume_former(cfg)
+        saved, code = older.run_config(cfg.run_dir)
+        saved_from = (cfg.run_dir, code)
+    cfg.notes = notes
     typed = getattr(args, "data", None) is not None or any(i.split("=", 1)[0].strip() == "data.data" for i in args.set)
     if typed and isinstance(cfg.data.data, str) and cfg.data.data:
         # as an absolute path: a relative --data was kept relative in the run's config and arch.json,
         # and a retrain started in another folder looked for the data there
         cfg.data.data = os.path.abspath(os.path.expanduser(cfg.data.data))
-    return cfg.validate()
+    try:
+        return cfg.validate()
+    except UserError as e:
+        from dan import saved as older
+
+        if saved_from and older.saved_refusal(saved, e):
+            raise older.refusal(e, *saved_from) from None
+        raise
+
+
+def _older_config(path: str, cfg: Config, tool: Optional[str]) -> tuple[Config, list]:
+    """``cfg`` (read from the ``--config`` file ``path``) as :func:`dan.saved.older_config_notes`
+    reads a run's config another DAN saved, and the notes to print."""
+    from dan import saved as older
+    from dan.config import load_yaml_file
+
+    raw = load_yaml_file(path, "config file")
+    read, notes = older.older_config_notes(path, raw, tool)
+    if read != raw:
+        name = cfg.name
+        cfg = Config.from_dict(read)
+        cfg.name = name
+    return cfg, notes
 
 
 def retrain_hint(arch_path: str, cfg: Config) -> str:
@@ -356,6 +391,8 @@ def run_monitored(cfg: Config, args: argparse.Namespace, task):
     """``task(cfg, monitor, resume=args.resume)`` with the run's monitor open (closed however it
     ends); its result on the main rank, None on the others (which print nothing)."""
     monitor, dist = open_monitor(cfg, args)
+    for note in getattr(cfg, "notes", ()):  # an older DAN's config or run (resolve_config): stdout, not with --quiet
+        monitor.info(note)
     try:
         result = task(cfg, monitor, resume=args.resume)
     finally:

@@ -58,7 +58,7 @@ def main(argv, prog: str = PROG) -> int:
                         f"drop --model, or pass --model {arch.space} (needed when it is your own code)")
     # the search's own config (or --config), then the flags; the architecture decides the model
     cfg = resolve_config(args, {"lr": "train.lr", "lam_scale": "adjoint.c"},
-                         base=None if args.config else retrain_base(arch))
+                         base=None if args.config else retrain_base(arch, arch_path), tool="retrain.py")
     cfg = retrain_config(arch_path, args.method, cfg, out=args.out, init=args.init)
     if args.dry_run:
         from dan.dry_run import plan_train

@@ -68,7 +68,7 @@ def main(argv, prog: str = PROG) -> int:
     bare = not args.config and not args.dataset  # the bare command: the paper's setting
     if bare:
         args.config = os.path.join(ROOT, PAPER_CONFIG)
-    cfg = resolve_config(args, EXTRA)
+    cfg = resolve_config(args, EXTRA, tool=PROG)
     # it changed nothing, silently (the config key's twin: dan.config.check_tau_decay); a resume compares it
     # with the run's own instead, which an older DAN annealed per epoch (dan.config.BEFORE_KEY)
     if args.tau_decay is not None and cfg.search.tau_anneal != "epoch" and not args.resume:

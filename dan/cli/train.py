@@ -50,7 +50,7 @@ EXTRA = {"method": "train.method", "alpha": "adjoint.alpha", "beta": "adjoint.be
 
 def main(argv, prog: str = PROG) -> int:
     args = get_args_parser(prog).parse_args(argv)
-    cfg = resolve_config(args, EXTRA)
+    cfg = resolve_config(args, EXTRA, tool=PROG)
     if args.dry_run:
         from dan.dry_run import plan_train
 
