@@ -328,6 +328,18 @@ class SearchConfig:
     shortlist_steps: int = 150
 
 
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A config dict's settings by dotted key (``{"search.tau0": 3.0, ...}``); an empty section is one
+    key of its own (``"methods": {}``)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 # What a run written by an older DAN computes, for the keys a newer one added or whose default it
 # changed (dan.loop.adopt_run_settings): a resume that filled them with today's defaults switched
 # on behaviour the run never had (an upgrade audit: an old search resumed with the vernier and the

@@ -34,7 +34,7 @@ import torch
 
 from dan import distributed
 from dan.checkpoint import atomic_write, check_same_task, code_version, load_checkpoint
-from dan.config import BEFORE_KEY, FORMER_DEFAULTS, Config, load_yaml_file
+from dan.config import BEFORE_KEY, FORMER_DEFAULTS, Config, flatten, load_yaml_file
 from dan.errors import DivergedError, UserError, spelt
 from dan.saved import read_former, used_by
 from dan.seed import derive, kept_rng_state, seed_everything
@@ -63,8 +63,8 @@ def check_same_config(saved: dict, current: dict, path: str, tool: str | None = 
     ``search.warmup_epochs: 0.5`` as 1), and a key a run of ``tool`` does not read
     (:func:`dan.saved.used_by`: ``search.*`` in a training run) is not compared; ``code`` (the DAN
     that wrote the config) never is."""
-    flat_saved, flat_now = _flatten(read_former(saved)[0]), _flatten(current)
-    defaults = {**_flatten(Config().to_dict()), **BEFORE_KEY}
+    flat_saved, flat_now = flatten(read_former(saved)[0]), flatten(current)
+    defaults = {**flatten(Config().to_dict()), **BEFORE_KEY}
     method = flat_now.get("train.method")
     for key in sorted(set(flat_saved) | set(flat_now)):
         if key in RESUMABLE_CHANGES or key == "code" or key.startswith("tune.") or \
@@ -90,14 +90,14 @@ def adopt_run_settings(cfg: Config) -> list[str]:
     From the API, which records nothing typed, a key at today's default counts as left."""
     run_dir = cfg.run_dir
     try:
-        saved = _flatten(load_yaml_file(os.path.join(run_dir, "config.yaml"), "config"))
+        saved = flatten(load_yaml_file(os.path.join(run_dir, "config.yaml"), "config"))
         st = load_checkpoint(os.path.join(run_dir, "checkpoints", "last.pt"))
         rng = st.get("rng")
     except (UserError, OSError, AttributeError):  # nothing readable: the checkpoint's own check decides
         return []
     if isinstance(rng, dict) and rng.get("code") == code_version():
         return []
-    defaults, now = _flatten(Config().to_dict()), _flatten(cfg.to_dict())
+    defaults, now = flatten(Config().to_dict()), flatten(cfg.to_dict())
     typed = getattr(cfg, "typed", frozenset())  # the tools' flags and --set (dan.cli.common.resolve_config)
     # only the keys this kind of run reads: an old train run's resume listed search.arch_lr=0.01, ...
     tool = _tool(st.get("kind"), st.get("config", {}))
@@ -128,16 +128,6 @@ def _moved(saved, now) -> bool:
             return a.read() == b.read()
     except OSError:
         return False
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def finished_files(run_dir: str) -> list:

@@ -22,7 +22,7 @@ import copy
 import os
 import re
 
-from dan.config import BEFORE_KEY, FORMER_READINGS, Config
+from dan.config import BEFORE_KEY, FORMER_READINGS, Config, flatten
 from dan.errors import UserError
 
 # The top-level keys every config.yaml a run saved holds, since the first (a user's own file rarely
@@ -146,7 +146,7 @@ def resume_former(cfg: Config) -> list[str]:
         return []
     if not isinstance(raw, dict):
         return []
-    flat_raw, flat_now = _flatten(raw), _flatten(cfg.to_dict())
+    flat_raw, flat_now = flatten(raw), flatten(cfg.to_dict())
     notes = []
     for key, (commit, did, reading) in FORMER_READINGS.items():
         value = flat_raw.get(key)
@@ -183,10 +183,10 @@ def older_config_notes(path: str, d: dict, tool: str | None = None) -> tuple[dic
         return d, []
     d, notes = read_former(d)
     notes = [f"note: {path}: {n}" for n in notes]
-    flat = _flatten(d)
+    flat = flatten(d)
     lacks = [k for k in BEFORE_KEY if k not in flat and (tool is None or used_by(k, tool))]
     if lacks:
-        now = _flatten(Config().to_dict())
+        now = flatten(Config().to_dict())
         sets = " ".join(f"--set {k}={BEFORE_KEY[k]}" for k in lacks)
         notes.append(f"note: {path} was written by {writer(code)}, which had none of "
                      f"{', '.join(f'{k} (today {now[k]!r})' for k in lacks)}: this run takes today's; to repeat "
@@ -194,11 +194,3 @@ def older_config_notes(path: str, d: dict, tool: str | None = None) -> tuple[dic
     return d, notes
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out

@@ -541,9 +541,12 @@ def test_the_comparison_runs_under_onnxruntime_and_its_flops_search_takes_no_lat
     from dan.cli.common import resolve_config
     from tests.helpers import ROOT
 
+    import yaml
+
     config = tmp_path / "c.yaml"
-    config.write_text(open(os.path.join(ROOT, "configs", "fashion_mnist_resnet18.yaml")).read()
-                      + "\nsearch: {latency_runtime: onnxruntime, latency_threads: 1}\n")
+    d = yaml.safe_load(open(os.path.join(ROOT, "configs", "fashion_mnist_resnet18.yaml")))
+    d["search"] = {**d.get("search", {}), "latency_runtime": "onnxruntime", "latency_threads": 1}
+    config.write_text(yaml.safe_dump(d))  # (a second search: section is refused as a duplicate key)
     searches, timed = [], []
 
     def run(command, *args):  # the search's own checks, before its first epoch
