@@ -392,6 +392,16 @@ def test_a_broken_evaluation_image_is_refused_before_the_latency_tables_are_meas
         Searcher(cfg)
 
 
+def _interrupted_after(phases: int, real, timed: list):
+    """``time_calls`` that times ``phases`` phases (their sizes appended to ``timed``), then is interrupted."""
+    def time_calls(fns, **kw):
+        if len(timed) == phases:
+            raise KeyboardInterrupt
+        timed.append(len(fns))
+        return real(fns, **kw)
+    return time_calls
+
+
 def test_an_interrupted_table_keeps_its_finished_phases_and_the_next_build_takes_them_up(monkeypatch, tmp_path):
     # a ResNet-50's table at 224 px, interrupted after minutes, kept nothing, and Ctrl-C's line said
     # "interrupted before the first epoch ended"; the build is announced, and one bar counts every phase
@@ -400,12 +410,7 @@ def test_an_interrupted_table_keeps_its_finished_phases_and_the_next_build_takes
     _, sn = supernet("resnet18_small", (1, 3, 16, 16), width=4)
     real, timed = latency.time_calls, []
 
-    def interrupted_at_the_third(fns, **kw):
-        if len(timed) == 2:
-            raise KeyboardInterrupt
-        timed.append(len(fns))
-        return real(fns, **kw)
-    monkeypatch.setattr(latency, "time_calls", interrupted_at_the_third)
+    monkeypatch.setattr(latency, "time_calls", _interrupted_after(2, real, timed))
     said = []
     with pytest.raises(KeyboardInterrupt, match="latency model was measured: its 2 finished phase\\(s\\) are kept in"):
         latency.build(sn, threads=1, progress=False, rounds=1, say=said.append)
@@ -433,18 +438,13 @@ def test_a_kept_phase_keeps_its_busy_reading_and_is_taken_up_only_if_timed_alike
     _, sn = supernet("resnet18_small", (1, 3, 16, 16), width=4)
     real, timed = latency.time_calls, []
 
-    def interrupted_at_the_second(fns, **kw):
-        if len(timed) == 1:
-            raise KeyboardInterrupt
-        timed.append(len(fns))
-        return real(fns, **kw)
 
     class Busy(timing.OtherLoad):  # the first phase's machine: busy
         def __exit__(self, *exc):
             self.cores, self.busy = 1.5, True
 
     monkeypatch.setattr(latency, "OtherLoad", Busy)
-    monkeypatch.setattr(latency, "time_calls", interrupted_at_the_second)
+    monkeypatch.setattr(latency, "time_calls", _interrupted_after(1, real, timed))
     with pytest.raises(KeyboardInterrupt):
         latency.build(sn, threads=1, progress=False, rounds=1)
     [kept] = os.listdir(latency.cache_dir())
