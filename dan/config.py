@@ -31,7 +31,7 @@ from typing import Any, Optional
 
 import yaml
 
-from dan.errors import UserError, spelt
+from dan.errors import UserError, setting, spelt
 # the YAML loader of configs, tuning files and --set values (re-exported: dan.loop, dan.tune read them here)
 from dan.yaml_data import MAX_YAML_BYTES, load_yaml_file, load_yaml_text  # noqa: F401
 
@@ -403,7 +403,10 @@ class Config:
         return cfg
 
     def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
+        d = _plain(dataclasses.asdict(self))
+        if d.get("code") is None:  # set in the config.yaml a run writes only (the checkpoint's and
+            del d["code"]  # arch.json's copies record their DAN in rng.code and search.code): no null key
+        return d
 
     def set(self, dotted: str, value: Any) -> None:
         """Set ``section.key`` (or a top-level key) from a string or a value, with type checks."""
@@ -455,8 +458,8 @@ class Config:
         ``search`` fills the held-out part of the training split (``data.holdout``: a third when
         0), the architecture batches (``search.arch_batch_size``: ``data.holdout_batch_size`` or
         else half ``data.batch_size`` when unset) and the held-out loader's batches
-        (``data.holdout_batch_size``: the architecture batches). ``tune`` fills none of these: each trial fills them after its sampled values are
-        set (a tuned batch size changes them). Defaults that need the dataset's files
+        (``data.holdout_batch_size``: the architecture batches). ``tune`` fills none of these: each
+        trial fills them after its sampled values are set (a tuned batch size changes them). Defaults that need the dataset's files
         (``image_size``, ``num_classes``, ``search.fractions``…) are the data and model builders'.
         """
         if kind not in RUN_KINDS:
@@ -600,10 +603,11 @@ def _refuse_idle_latency_keys(s: SearchConfig, typed: frozenset = frozenset()) -
         if value != default:
             flag = "--" + key.replace("_", "-")
             fix = (f"drop {flag} (or --set search.{key})" if f"search.{key}" in typed else
-                   f"remove search.{key} from the config (or --set search.{key}={default})")
+                   f"remove search.{key} from the config (or {setting(f'search.{key}={default}')})")
             where = f"search.{key} ({flag})" if f"search.{key}" in typed else f"the config's search.{key}: {value}"
+            add = spelt("--budget-latency (e.g. 2.5ms or 40%)", "a latency budget (kind=\"latency\", budget=\"2.5ms\")")
             raise UserError(f"{where} sets the latency budget's measurement, and this search has no latency budget: "
-                            f"add --budget-latency (e.g. 2.5ms or 40%), or {fix}")
+                            f"add {add}, or {fix}")
 
 
 def check_search_config(s: SearchConfig) -> None:
@@ -674,10 +678,10 @@ def check_tau_decay(cfg: "Config") -> None:
     typed = "search.tau_decay" in getattr(cfg, "typed", ())
     if s.tau_anneal == "epoch" or (s.tau_decay == SearchConfig.tau_decay and not typed):
         return
-    given = f"--set search.tau_decay={s.tau_decay:g}" if typed else f"search.tau_decay: {s.tau_decay:g} (config)"
-    raise UserError(f"{given} decays the temperature per epoch, with search.tau_anneal: epoch (--set "
-                    f"search.tau_anneal=epoch); the default anneals per step from search.tau0 to search.tau_min: "
-                    f"set those instead, or drop search.tau_decay")
+    given = setting(f"search.tau_decay={s.tau_decay:g}") if typed else f"search.tau_decay: {s.tau_decay:g} (config)"
+    raise UserError(f"{given} decays the temperature per epoch, with search.tau_anneal: epoch "
+                    f"({setting('search.tau_anneal=epoch')}); the default anneals per step from search.tau0 to "
+                    f"search.tau_min: set those instead, or drop search.tau_decay")
 
 
 def num_range(key, v, lo, hi, *, lo_open=False, hi_open=False, label: str | None = None) -> None:
@@ -724,9 +728,10 @@ def read_config_file(path: str) -> dict:
     if os.path.isdir(path):  # was "config file runs/s does not exist"
         inside = os.path.join(path, "config.yaml")
         hint = f" (the run folder's own is {inside})" if os.path.isfile(inside) else " (configs/*.yaml)"
-        raise UserError(f"config file {path} is a directory: pass the YAML file itself to --config{hint}")
+        raise UserError(f"config file {path} is a directory: pass the YAML file itself to "
+                        f"{spelt('--config', 'cfg=')}{hint}")
     if not os.path.isfile(path):
-        raise UserError(f"config file {path} does not exist: pass an existing YAML file to --config")
+        raise UserError(f"config file {path} does not exist: pass an existing YAML file to {spelt('--config', 'cfg=')}")
     d = load_yaml_file(path, "config file", _text_at)
     if d is not None and not isinstance(d, dict):
         raise UserError(f"config file {path} must hold a mapping at the top level")

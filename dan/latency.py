@@ -864,7 +864,15 @@ def remeasure(arch, repeats: int = 1, *, model=None) -> dict:
     ratio = r["measured_ms"] / budget
     return dict(r, budget_ms=budget, repeats=[ms / budget for ms in r["readings_ms"]], measured_over_budget=ratio,
                 in_band=bool(abs(ratio - 1) <= b.get("band", 0.03)),
-                same_device=device_description(dev["threads"], dev["batch"], dev["runtime"]) == dev)
+                same_device=_same_device(dev))
+
+
+def _same_device(recorded: dict) -> bool:
+    """Whether this machine is the one ``recorded`` (an arch.json's latency device) describes, by what
+    it records: an older DAN's record has no ONNX Runtime version, and a review's search of it was
+    called "another machine" once the version joined the description."""
+    now = device_description(recorded["threads"], recorded["batch"], recorded["runtime"])
+    return all(now.get(k) == v for k, v in recorded.items())
 
 
 def measure_archs(archs: list, *, batch: int = 1, threads: int = 1, runtime: str = "torch") -> list[float]:

@@ -31,6 +31,7 @@ import os
 import time
 
 import torch
+import yaml
 
 from dan import distributed
 from dan.checkpoint import atomic_write, check_same_task, code_version, load_checkpoint
@@ -72,10 +73,25 @@ def check_same_config(saved: dict, current: dict, path: str, tool: str | None = 
             continue
         if key in ("adjoint.arch", "model.arch") and _moved(flat_saved.get(key), flat_now.get(key)):
             continue
-        if flat_saved.get(key, defaults.get(key)) != flat_now.get(key):
+        if not same_value(flat_saved.get(key, defaults.get(key)), flat_now.get(key)):
             raise UserError(f"{path} was written with {key}={flat_saved.get(key, defaults.get(key))!r}, not "
                             f"{flat_now.get(key)!r}: resume with the same config and flags, or pick "
                             f"another {spelt('--out', 'out=')}")
+
+
+def same_value(saved, now) -> bool:
+    """Whether a saved setting and today's are the same: equal, or the same number written two ways.
+    A budget typed ``--budget-flops 1.8e6`` was kept as the text '1.8e6' (YAML 1.1 reads no float
+    without a dot and a signed exponent) and is read as 1800000.0 today: a review's resume of such
+    a run was refused ("written with search.budget_flops='1.8e6', not 1800000.0")."""
+    if isinstance(saved, bool) or isinstance(now, bool):  # (True == 1 in Python)
+        return type(saved) is type(now) and saved == now
+    if saved == now:
+        return True
+    try:
+        return float(saved) == float(now)
+    except (TypeError, ValueError):
+        return False
 
 
 def adopt_run_settings(cfg: Config) -> list[str]:
@@ -112,7 +128,22 @@ def adopt_run_settings(cfg: Config) -> list[str]:
             continue  # the run was made with another value on purpose: check_same_config says so
         cfg.set(key, value)
         adopted.append(f"{key}={value!r}")
-    return adopted
+    return adopted + _adopt_holdout_batch(cfg, saved, now, typed, tool)
+
+
+def _adopt_holdout_batch(cfg: Config, saved: dict, now: dict, typed, tool: str) -> list[str]:
+    """A search an older DAN wrote ran its held-out batches at ``search.arch_batch_size``, whatever
+    ``data.holdout_batch_size`` the user gave (it saved the two equal); today a given one is kept
+    (:func:`dan.config._arch_batch_size`). On a resume of such a run by the same command, the run's
+    own size is taken, unless the command typed ``search.arch_batch_size`` (a review's resume of an
+    old run with ``data.holdout_batch_size=8`` was refused: "written with ... 16, not 8")."""
+    held, arch = saved.get("data.holdout_batch_size"), saved.get("search.arch_batch_size")
+    if tool != "search.py" or held is None or held != arch or "search.arch_batch_size" in typed or \
+            now.get("data.holdout_batch_size") == held:
+        return []
+    cfg.set("data.holdout_batch_size", held)
+    cfg.set("search.arch_batch_size", arch)
+    return [f"data.holdout_batch_size={held!r}", f"search.arch_batch_size={arch!r}"]
 
 
 def _moved(saved, now) -> bool:
@@ -339,7 +370,15 @@ def keep_earlier_config(cfg: Config, run_dir: str) -> None:
             before = f.read()
     except OSError:
         return
-    if cfg.to_yaml() != before:
+    try:
+        was = yaml.safe_load(before)
+    except yaml.YAMLError:
+        was = None
+    now = cfg.to_dict()
+    if isinstance(was, dict):  # which DAN wrote it is no change of the run's (a review: every resume of an
+        was.pop("code", None)  # older run kept a copy that differed in `code` alone)
+        now.pop("code", None)
+    if was != now:
         keep_numbered(run_dir, "config.before-resume-{}.yaml", before)
 
 
@@ -687,4 +726,5 @@ def run_epochs(task, *, seed_tag: str, desc: str) -> None:
         record = mon.row(task.epoch, row, task.step)
         task.save(record)  # the checkpoint first: a row in metrics.jsonl always has its checkpoint
         per_epoch = (time.perf_counter() - started) / (task.epoch - first)
-        mon.epoch(task.epoch, row, row=record, left=per_epoch * (t.epochs - task.epoch))
+        mon.time_left = per_epoch * (t.epochs - task.epoch)
+        mon.epoch(task.epoch, row, row=record)

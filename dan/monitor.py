@@ -40,6 +40,7 @@ class Monitor:
         self._opened = not (self._want_tb or self._want_jsonl)
         self._purge_step: Optional[int] = None
         self._at: tuple = (None, set())  # (step, the TensorBoard tags written at it)
+        self.time_left: Optional[float] = None  # seconds, for the next epoch's console line (dan.loop)
 
     @property
     def tensorboard(self) -> bool:
@@ -96,13 +97,14 @@ class Monitor:
         return {"epoch": epoch, "time": round(time.time(), 3), **({"step": step} if step is not None else {}),
                 **values}
 
-    def epoch(self, epoch: int, values: dict, step: Optional[int] = None, row: Optional[dict] = None,
-              left: Optional[float] = None) -> None:
+    def epoch(self, epoch: int, values: dict, step: Optional[int] = None, row: Optional[dict] = None) -> None:
         """``row`` (default :meth:`row` of the arguments) in ``metrics.jsonl``, a console line and the
         epoch hook. TensorBoard gets the values from :meth:`epoch_scalars`, which the training loop
-        calls before the checkpoint. ``left``: the seconds the run's other epochs are expected to
-        take, shown on the console line (an audit's 90 epochs at 224 px showed each epoch's bar and
-        no overall time)."""
+        calls before the checkpoint. The console line ends with :attr:`time_left`, the seconds the
+        run's other epochs are expected to take, which the loop sets before the call (an audit's 90
+        epochs at 224 px showed each epoch's bar and no overall time; an attribute, not an argument,
+        so that a caller's subclass overriding this signature keeps working: a review)."""
+        left = getattr(self, "time_left", None)
         row = row or self.row(epoch, values, step)
         self._open()
         if self._jsonl is not None:

@@ -349,7 +349,9 @@ def latency_floor(model, narrowest: float, least: float) -> float:
     floor = min(narrowest, least)
     if not isinstance(measured, (int, float)) or measured <= max(narrowest, 0.0):
         return floor
-    return measured * floor / narrowest if narrowest > 0 else measured  # (the margin non-monotone widths give)
+    if narrowest <= 0 or floor <= 0:  # a prediction at or under zero says nothing of the margin (a review)
+        return measured
+    return measured * floor / narrowest  # (the margin non-monotone widths give)
 
 
 def least_latency(model, sn, sweeps: int = 4) -> float:

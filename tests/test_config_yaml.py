@@ -42,8 +42,8 @@ def test_a_key_given_twice_is_refused_by_the_tools_in_one_line(tmp_path):
     assert_user_error(run_tool("train.py", "--config", path, "--dry-run"), "dup.yaml", "'data' appears twice",
                       "lines 1 and 2")
     # a --set value that is a YAML mapping
-    assert_user_error(run_tool("train.py", "--dataset", "synthetic", "--dry-run", "--set", "model.args={width: 8, width: 16}"),
-                      "the value of model.args: key 'width' appears twice")
+    assert_user_error(run_tool("train.py", "--dataset", "synthetic", "--dry-run", "--set",
+                               "model.args={width: 8, width: 16}"), "the value of model.args: key 'width' appears twice")
 
 
 def test_a_tuning_file_with_two_params_blocks_is_refused(tmp_path):
@@ -190,7 +190,8 @@ def test_a_folder_or_a_tuning_file_as_config_says_so(tmp_path):
     (run / "config.yaml").write_text("train: {epochs: 1}\n")
     assert_user_error(run_tool("train.py", "--config", str(run)), "is a directory", str(run / "config.yaml"))
     assert_user_error(run_tool("tune.py", "--tune", str(run), "--study", "s", "--trials", "1",
-                                "--dataset", "synthetic", "--out", str(tmp_path / "study")), "tuning file", "is a directory")
+                                "--dataset", "synthetic", "--out", str(tmp_path / "study")),
+                      "tuning file", "is a directory")
     tuning = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                           "tune_fashion_mnist.yaml")
     assert_user_error(run_tool("train.py", "--config", tuning), "is a tuning file", "tools/tune.py --tune")

@@ -705,3 +705,16 @@ def test_the_ort_rows_are_timed_at_the_latency_budgets_threads_and_say_so(tmp_pa
     assert "or --threads 1)" in text.splitlines()[-1]
     one = format_summary({**summary, "threads": 1, "timing_load": {**summary["timing_load"], "threads": 1}})
     assert "--threads 1" not in one and one.splitlines()[-1].endswith("(tools/latency.py --arch)")
+
+
+def test_a_monitor_subclass_with_the_former_epoch_signature_still_runs(tmp_path):
+    # a review: epoch() gained an argument, and a caller's subclass overriding the former signature broke
+    class Mine(Monitor):
+        def epoch(self, epoch, values, step=None, row=None):
+            self.seen = getattr(self, "seen", []) + [epoch]
+            super().epoch(epoch, values, step, row)
+
+    cfg = tiny_config(str(tmp_path / "r"), **{"train.epochs": 2, "train.limit_batches": 1, "train.latency_batches": []})
+    mon = Mine(cfg.run_dir, tensorboard=False)
+    train(cfg, mon)
+    assert mon.seen == [1, 2]

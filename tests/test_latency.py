@@ -475,6 +475,8 @@ def test_a_budget_under_the_measured_narrowest_network_is_infeasible_whatever_th
     assert latency_floor(fit, 0.0066, 0.0066) == pytest.approx(0.15)
     assert latency_floor(fit, 0.02, 0.01) == pytest.approx(0.075)  # the least's margin below the narrowest kept
     assert latency_floor(fit, -0.3, -0.4) == pytest.approx(0.15)  # a negative prediction
+    assert latency_floor(fit, 0.02, -0.01) == pytest.approx(0.15)  # the least at or under zero (a review)
+    assert latency_floor(fit, 0.001, 0.0) == pytest.approx(0.15)
     assert latency_floor(fit, 0.2, 0.18) == pytest.approx(0.18)  # predicted above the measured: as predicted
     assert latency_floor(SimpleNamespace(fit={}), 0.0066, 0.005) == pytest.approx(0.005)  # an older table: as before
 
@@ -619,3 +621,11 @@ def test_an_onnxruntime_page_names_onnx_runtime_and_the_network_measured(tmp_pat
     assert "Network: torchvision.mobilenet_v2 (--model" in text
     eager = {**pred, "model": {**model, "device": {**device, "runtime": "torch"}}}
     assert "runtime `torch` (eager PyTorch 2.9, deploy form" in "\n".join(latency.page_lines(eager))
+
+
+def test_an_older_record_without_the_onnxruntime_version_is_this_machine():
+    # a review: `latency.py --arch` called an older ONNX Runtime search's machine another one
+    dev = latency.device_description(1, 1, "onnxruntime")
+    older = {k: v for k, v in dev.items() if k != "onnxruntime"}
+    assert latency._same_device(older) and latency._same_device(dev)
+    assert not latency._same_device({**dev, "cpu": "another CPU"})

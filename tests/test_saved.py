@@ -158,3 +158,53 @@ def test_old_train_run_resume_names_only_its_keys(finished, tmp_path):
     proc = run_tool("train.py", *TINY, "--epochs", "2", "--out", str(run), "--resume", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "search." not in proc.stdout, proc.stdout
+
+
+def test_old_search_with_a_holdout_batch_size_resumes_with_its_own(finished, tmp_path):
+    # a review: an older DAN replaced data.holdout_batch_size by search.arch_batch_size (saved equal);
+    # today's keeps the user's, and the same resume command was refused ("written with ... 16, not 8")
+    run = copied(finished, tmp_path, "s")
+    as_older(run, search={"arch_batch_size": 16})
+    for copy_ in ("config.yaml",):
+        d = yaml.safe_load((run / copy_).read_text())
+        d["data"]["holdout_batch_size"] = 16
+        (run / copy_).write_text(yaml.safe_dump(d, sort_keys=False))
+    st = load_checkpoint(str(run / "checkpoints" / "last.pt"))
+    st["config"]["data"]["holdout_batch_size"] = 16
+    save_checkpoint(st, str(run / "checkpoints" / "last.pt"))
+    proc = run_tool("search.py", *SEARCH, "--epochs", "3", "--warmup-epochs", "0", "--set", "data.holdout_batch_size=8",
+                    "--out", str(run), "--resume", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "data.holdout_batch_size=16" in proc.stdout and "search.arch_batch_size=16" in proc.stdout
+
+
+def test_a_number_written_two_ways_is_the_same_setting():
+    # a review: an older DAN kept --budget-flops 1.8e6 as the text '1.8e6', today's reads 1800000.0
+    from dan.loop import same_value
+    from dan.tune.sweep import _same_budget
+
+    assert same_value("1.8e6", 1800000.0) and same_value("25%", "25%") and same_value(3, 3.0)
+    assert not same_value(True, 1) and not same_value("1.6G", 1.6e9) and not same_value(None, 0)
+    assert _same_budget('{"flops": "1.8e6", "params": null, "band": 0.03}',
+                        '{"flops": 1800000.0, "params": null, "band": 0.03}')
+    assert not _same_budget('{"flops": "25%", "params": null, "band": 0.03}',
+                            '{"flops": "30%", "params": null, "band": 0.03}')
+
+
+def test_a_resume_keeps_no_earlier_config_that_differs_in_its_dan_alone(tmp_path):
+    # a review: every resume of an older run kept config.before-resume-1.yaml, differing in `code` only
+    import os
+
+    from dan.loop import keep_earlier_config
+    from helpers import tiny_config
+
+    cfg = tiny_config(str(tmp_path))
+    cfg.code = "0.1.0+gold"
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    cfg.code = "0.1.0+gnew"
+    keep_earlier_config(cfg, str(tmp_path))
+    assert os.listdir(tmp_path) == ["config.yaml"]
+    cfg.train.epochs += 1  # a change a resume allows: the earlier one kept
+    keep_earlier_config(cfg, str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["config.before-resume-1.yaml", "config.yaml"]
+    assert "code" not in tiny_config(str(tmp_path)).to_dict()  # no null `code` in a checkpoint's or arch.json's copy

@@ -215,12 +215,13 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
     # adopts the run's own values only for the others (dan.loop.adopt_run_settings); not saved
     cfg.typed = frozenset(typed_keys)
     saved, saved_from = getattr(cfg, "saved", None), getattr(cfg, "saved_from", None)  # (dan.retrain.retrain_base)
-    if getattr(args, "resume", False):
+    # the run folder a resume reads; a retrain's is named later (dan.retrain.retrain_config: until then
+    # cfg.run_dir is its search's folder, a review found), and its arch.json is what it read
+    resumed = cfg.run_dir if getattr(args, "resume", False) and saved_from is None else None
+    if resumed:
         from dan import saved as older
 
         notes += older.resume_former(cfg)
-        saved, code = older.run_config(cfg.run_dir)
-        saved_from = (cfg.run_dir, code)
     cfg.notes = notes
     typed = getattr(args, "data", None) is not None or any(i.split("=", 1)[0].strip() == "data.data" for i in args.set)
     if typed and isinstance(cfg.data.data, str) and cfg.data.data:
@@ -232,6 +233,9 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
     except UserError as e:
         from dan import saved as older
 
+        if resumed:  # read only now: a resume's checkpoint is large (a ResNet-50 supernet's), and loaded later
+            saved, code = older.run_config(resumed)
+            saved_from = (resumed, code)
         if saved_from and older.saved_refusal(saved, e):
             raise older.refusal(e, *saved_from) from None
         raise

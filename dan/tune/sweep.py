@@ -55,6 +55,8 @@ def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = open_study(make_storage(storage_url, run_dir, spec), study_name, spec)
     check_budget(study, study_name, base)
+    if not study.get_trials(deepcopy=False):
+        check_inert_dimensions(spec)
     if not study.get_trials(deepcopy=False) and not _anneals_per_epoch(base, spec):
         # the base config's tau_decay would do nothing in every trial; a study already under way keeps
         # its trials' config (their searches resume with it: dan.config.check_tau_decay)
@@ -92,16 +94,23 @@ def storage_failure(e: BaseException) -> str | None:
     return None
 
 
+def check_inert_dimensions(spec: TuneSpec) -> None:
+    """Refuse a new study whose tuning file samples a comparison method's setting (``methods.*``): a
+    trial runs a DAN search and an adjoint retrain, which read none (an audit's file sampled
+    ``methods.kd.temperature``; its trials ran, the dimension did nothing). A study already under way
+    goes on (dropping the dimension would change its file, which a study with trials refuses)."""
+    inert = sorted(k for k in spec.params if k.startswith("methods."))
+    if inert:
+        raise UserError(f"the tuning file samples {inert[0]}: a trial runs a DAN search and an adjoint retrain, which "
+                        f"read no comparison method's settings (methods.*): drop it")
+
+
 def check_sampled_settings(base: Config, spec: TuneSpec) -> None:
     """Refuse, before any trial, a tuning file whose sampled settings cannot do what they say:
     ``search.tau_decay`` under the default per-step anneal (it acts only per epoch: the shipped
     file tuned it, to no effect); a float ``search.warmup_epochs``; a warm-up (the config's, or the
     largest the file may sample) as long as ``search_epochs`` (:meth:`Config.resolve` refuses such a
     search; found by a trial, it would stop the study part-way)."""
-    inert = sorted(k for k in spec.params if k.startswith("methods."))
-    if inert:  # (an audit's file sampled methods.kd.temperature: trials ran normally, the dimension did nothing)
-        raise UserError(f"the tuning file samples {inert[0]}: a trial runs a DAN search and an adjoint retrain, which "
-                        f"read no comparison method's settings (methods.*): drop it")
     if "search.tau_decay" in spec.params and not _anneals_per_epoch(base, spec):  # a tuned dimension with no effect
         raise UserError("the tuning file samples search.tau_decay, which acts only with search.tau_anneal: epoch; "
                         "the default anneals per step from tau0 to search.tau_min: sample that instead")
@@ -171,12 +180,24 @@ def check_budget(study, name: str, base: Config) -> None:
     s = base.search
     budget = json.dumps({"flops": s.budget_flops, "params": s.budget_params, "band": s.band})
     held = study.user_attrs.get("budget")
-    if held not in (None, budget) and study.get_trials(deepcopy=False):
+    if held not in (None, budget) and study.get_trials(deepcopy=False) and not _same_budget(held, budget):
         was = {k: v for k, v in json.loads(held).items() if v is not None}
         raise UserError(f"study {name} ran its trials at budget {was}; this command asks "
                         f"{ {k: v for k, v in json.loads(budget).items() if v is not None} }: give the same budget, "
                         f"or another --study")
     study.set_user_attr("budget", budget)
+
+
+def _same_budget(held: str, budget: str) -> bool:
+    """Two studies' budgets (JSON) the same, each number however written (an older DAN kept
+    ``--budget-flops 1.8e6`` as the text '1.8e6'; today it is 1800000.0: :func:`dan.loop.same_value`)."""
+    from dan.loop import same_value
+
+    try:
+        was, now = json.loads(held), json.loads(budget)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(was, dict) and was.keys() == now.keys() and all(same_value(was[k], now[k]) for k in now)
 
 
 def _adopt_settings(study, name: str, spec: TuneSpec, directions: list) -> None:
