@@ -335,23 +335,27 @@ def latency_model(s, sn, extremes: dict, progress: bool, say=None, measure: bool
     # the least predicted latency: not always the narrowest network's (latency is not monotone in
     # width; an audit's 0.65 ms budget was refused while the search had found a 0.645 ms network).
     # The widest stays the top: a relative budget is a share of the widest network's time.
-    extremes["latency"] = (latency_floor(model, narrowest, least_latency(model, sn)), widest)
+    extremes["latency"] = (latency_floor(model, narrowest, least_latency(model, sn), widest), widest)
     return model
 
 
-def latency_floor(model, narrowest: float, least: float) -> float:
-    """The least latency a budget is checked against: the least predicted (``least``; ``narrowest``:
-    the narrowest network's prediction), but not below the narrowest network's time as the table's
-    calibration measured it (``fit["extremes_ms"]``), less the same margin. An ONNX Runtime fit with
-    a large negative intercept predicted a RegNet's narrowest network at 0.0066 ms, a seventh of its
-    measured time, and an audit's budget of 5 % was taken and ended at 207 % of it."""
-    measured = ((getattr(model, "fit", None) or {}).get("extremes_ms") or [None])[0]  # (none: an older table)
+def latency_floor(model, narrowest: float, least: float, widest: float) -> float:
+    """The least latency a budget is checked against: the least predicted (``least``; ``narrowest``
+    and ``widest``: the extreme networks' predictions), but not below the narrowest network's share
+    of the widest's time as the table's calibration measured the two (``fit["extremes_ms"]``), put
+    on the predicted widest's scale and less the same margin. An ONNX Runtime fit with a large
+    negative intercept predicted a RegNet's narrowest network at 0.0066 ms, a seventh of its
+    measured time, and an audit's budget of 5 % was taken and ended at 207 % of it. A share, not the
+    measured milliseconds: a fit can be off in scale too (the floor above the predicted widest made
+    every budget infeasible), and a relative budget is a share of the predicted widest."""
+    measured = (getattr(model, "fit", None) or {}).get("extremes_ms")  # (none: an older table)
     floor = min(narrowest, least)
-    if not isinstance(measured, (int, float)) or measured <= max(narrowest, 0.0):
+    if not (isinstance(measured, (list, tuple)) and len(measured) == 2 and
+            all(isinstance(v, (int, float)) and v > 0 for v in measured)) or widest <= 0:
         return floor
-    if narrowest <= 0 or floor <= 0:  # a prediction at or under zero says nothing of the margin (a review)
-        return measured
-    return measured * floor / narrowest  # (the margin non-monotone widths give)
+    margin = least / narrowest if 0 < least <= narrowest else 1.0  # (the one non-monotone widths give)
+    share = min(1.0, measured[0] / measured[1])
+    return max(floor, widest * share * margin)
 
 
 def least_latency(model, sn, sweeps: int = 4) -> float:

@@ -471,37 +471,41 @@ def test_a_budget_under_the_measured_narrowest_network_is_infeasible_whatever_th
 
     from dan.search import latency_floor
 
-    fit = SimpleNamespace(fit={"extremes_ms": [0.15, 1.5]})
-    assert latency_floor(fit, 0.0066, 0.0066) == pytest.approx(0.15)
-    assert latency_floor(fit, 0.02, 0.01) == pytest.approx(0.075)  # the least's margin below the narrowest kept
-    assert latency_floor(fit, -0.3, -0.4) == pytest.approx(0.15)  # a negative prediction
-    assert latency_floor(fit, 0.02, -0.01) == pytest.approx(0.15)  # the least at or under zero (a review)
-    assert latency_floor(fit, 0.001, 0.0) == pytest.approx(0.15)
-    assert latency_floor(fit, 0.2, 0.18) == pytest.approx(0.18)  # predicted above the measured: as predicted
-    assert latency_floor(SimpleNamespace(fit={}), 0.0066, 0.005) == pytest.approx(0.005)  # an older table: as before
+    fit = SimpleNamespace(fit={"extremes_ms": [0.15, 1.5]})  # measured: the narrowest at 10 % of the widest
+    assert latency_floor(fit, 0.0066, 0.0066, 1.5) == pytest.approx(0.15)
+    assert latency_floor(fit, 0.02, 0.01, 1.5) == pytest.approx(0.075)  # the least's margin below the narrowest kept
+    assert latency_floor(fit, -0.3, -0.4, 1.5) == pytest.approx(0.15)  # a negative prediction
+    assert latency_floor(fit, 0.02, -0.01, 1.5) == pytest.approx(0.15)  # the least at or under zero (a review)
+    assert latency_floor(fit, 0.001, 0.0, 1.5) == pytest.approx(0.15)
+    assert latency_floor(fit, 0.2, 0.18, 1.5) == pytest.approx(0.18)  # predicted above the measured: as predicted
+    assert latency_floor(fit, 0.0066, 0.0066, 3.0) == pytest.approx(0.3)  # on the predicted widest's scale
+    # the fit's scale off: the measured narrowest above the predicted widest, never above the widest
+    assert latency_floor(SimpleNamespace(fit={"extremes_ms": [2.0, 1.0]}), 0.001, 0.001, 0.5) == pytest.approx(0.5)
+    assert latency_floor(SimpleNamespace(fit={}), 0.0066, 0.005, 1.5) == pytest.approx(0.005)  # an older table
 
 
-def test_a_search_refuses_a_latency_budget_under_the_measured_floor(monkeypatch, tmp_path):
+def test_a_search_refuses_a_latency_budget_under_the_measured_floor(monkeypatch):
+    from types import SimpleNamespace
+
+    from dan.budget import resolve_budget
     from dan.config import SearchConfig
-    from dan.search import latency_model, least_latency
+    from dan.search import latency_model
 
-    monkeypatch.setenv("DAN_CACHE", str(tmp_path))
-    _fake_timer(monkeypatch)
     _, sn = supernet("resnet18_small", (1, 3, 16, 16), width=4)
-    model = latency.build(sn, threads=1, progress=False)
-    for m in (model, model.other):  # the fake timings' fit is arbitrary (negative totals): fix it
-        m.w_lut, m.w_act, m.w_0 = 1.0, 1e-6, 0.1
-    narrowest, widest = (model.predict(sn.widths_of(c)) for c in sn.extreme_choices())
-    model.fit["extremes_ms"] = [4 * narrowest, widest]  # the calibration's narrowest: 4 times its prediction
+    narrow, wide = (sum(sn.widths_of(c)) for c in sn.extreme_choices())
+    # a fit with a large negative intercept: the narrowest predicted at a hundredth of the widest, which
+    # the calibration measured at 30 % of the widest's time
+    model = SimpleNamespace(predict=lambda w: 1.0 * (sum(w) - narrow) / (wide - narrow) + 0.01,
+                            fit={"extremes_ms": [0.3, 1.0]})
     monkeypatch.setattr(latency, "build", lambda *a, **k: model)
     extremes = sn.extremes()
-    latency_model(SearchConfig(budget_latency=f"{2 * narrowest:.6f}ms"), sn, extremes, False)
-    assert extremes["latency"][0] == pytest.approx(4 * least_latency(model, sn))  # (the least: a little under)
-    from dan.budget import resolve_budget
-
-    s = SearchConfig(budget_latency=f"{2 * narrowest:.6f}ms")
-    with pytest.raises(dan.UserError, match="infeasible.*ranges from"):
-        resolve_budget(s, extremes, "the test network")
+    latency_model(SearchConfig(budget_latency="10%"), sn, extremes, False)
+    assert extremes["latency"] == pytest.approx((0.3 * 1.01, 1.01))  # on the predicted widest's scale
+    for budget in ("10%", "0.2ms"):  # as predicted both were feasible (the narrowest at 1 %)
+        with pytest.raises(dan.UserError, match="infeasible.*ranges from 0.303 ms"):
+            resolve_budget(SearchConfig(budget_latency=budget), extremes, "the test network")
+    assert resolve_budget(SearchConfig(budget_latency="40%"), extremes, "the test network").value == \
+        pytest.approx(0.404)
 
 
 def test_a_table_records_its_measured_extremes_and_an_interrupt_says_what_was_kept(monkeypatch, tmp_path):
