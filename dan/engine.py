@@ -310,12 +310,19 @@ class Trainer:
         if "onnx" in meta:
             summary.files["onnx"] = os.path.join(self.run_dir, meta["onnx"]["file"])
             summary.extra["onnx"] = meta["onnx"]
-        ort_threads = onnx_threads(cfg)
-        with OtherLoad() as load:
-            summary.rows = measure_networks(nets, self.last_eval, self.method.deployed, cfg, shape,
-                                            summary.files.get("onnx"), say=self.monitor.info, onnx_threads=ort_threads)
+        ort_threads, own_threads = onnx_threads(cfg), eager_threads(cfg)
+        run_threads = torch.get_num_threads()
+        torch.set_num_threads(own_threads)  # (the run's own again below: its training is over)
+        try:
+            with OtherLoad() as load:
+                summary.rows = measure_networks(nets, self.last_eval, self.method.deployed, cfg, shape,
+                                                summary.files.get("onnx"), say=self.monitor.info,
+                                                onnx_threads=ort_threads)
+        finally:
+            torch.set_num_threads(run_threads)
         if "onnx" in summary.files:  # the thread count of the 'ort' rows (format_summary's header)
             summary.extra["onnx_threads"] = ort_threads
+        summary.extra["latency_threads"] = own_threads  # the eager rows' (format_summary's header)
         summary.extra["timing_load"] = load.to_dict()
         summary.extra["best_top1"] = self.best
         summary.extra["epochs"], summary.extra["threads"] = self.epoch, torch.get_num_threads()
@@ -454,22 +461,34 @@ def resolve_teacher(request: TeacherRequest, cfg: Config, data: Data, monitor: M
     return load_teacher(tcfg.out, device)
 
 
-def onnx_threads(cfg: Config) -> int:
-    """The intra-op threads the summary's ONNX Runtime ('ort') rows are timed with: the latency
-    budget's when the run trains a network a search found under a latency budget measured in ONNX
-    Runtime, else the run's own (``--threads``), as the eager rows. An audit read 'ort' rows timed
-    at --threads 2 just above the retrain's "budget: ... 1 thread(s), onnxruntime" line: a reader
-    compares the two lines to see whether the deployed .onnx file meets its budget, and only a
-    timing at the budget's thread count answers that (the header names both thread counts)."""
+def budget_threads(cfg: Config, runtime: str) -> int | None:
+    """The intra-op threads of the latency budget the run's network was searched under, when it was
+    measured in ``runtime`` (``"torch"`` or ``"onnxruntime"``), else None: the summary's rows of that
+    runtime are timed with them. An audit read 'ort' rows timed at --threads 2 just above the
+    retrain's "budget: ... 1 thread(s), onnxruntime" line: a reader compares the two lines to see
+    whether the deployed file meets its budget, and only a timing at the budget's thread count
+    answers that (the header names the thread counts of both kinds of rows)."""
     path = cfg.adjoint.arch or cfg.model.arch
     if path and os.path.isfile(path):  # the arch.json the run's network was built from
         from dan.arch import load_arch
 
         found = load_arch(path)
         dev = (found.latency or {}).get("device") or {}
-        if "latency" in found.budget and dev.get("runtime") == "onnxruntime" and isinstance(dev.get("threads"), int):
+        if "latency" in found.budget and dev.get("runtime") == runtime and isinstance(dev.get("threads"), int):
             return dev["threads"]
-    return torch.get_num_threads()
+    return None
+
+
+def onnx_threads(cfg: Config) -> int:
+    """The threads of the summary's ONNX Runtime ('ort') rows: an ONNX Runtime latency budget's
+    (:func:`budget_threads`), else the run's own (``--threads``)."""
+    return budget_threads(cfg, "onnxruntime") or torch.get_num_threads()
+
+
+def eager_threads(cfg: Config) -> int:
+    """The threads of the summary's eager rows: an eager PyTorch latency budget's
+    (:func:`budget_threads`; they were the run's --threads, the ort rows' fix left them), else the run's."""
+    return budget_threads(cfg, "torch") or torch.get_num_threads()
 
 
 def deploy_name(deployed: str) -> str:
@@ -485,7 +504,9 @@ def format_summary(summary: Summary | dict) -> str:
     batches = sorted({b for r in nets.values() for b in r["latency_ms"]}, key=int)
     head = f"{'network':10s} {'top-1':>7s} {'FLOPs':>9s} {'params':>9s} {'nonzero':>9s}" + \
         "".join(f" {'ms@b' + b:>9s}" for b in batches)
-    threads = d.get("threads")  # the eager rows' (a summary.json of before 'onnx_threads': the 'ort' rows' too)
+    # the eager rows' (a summary.json of before 'latency_threads': the run's, and of before 'onnx_threads':
+    # the 'ort' rows' too)
+    threads = d.get("latency_threads", d.get("threads"))
     ort_threads = d.get("onnx_threads", threads)
     lines = [f"{d['method']} — input {'x'.join(map(str, d['input_shape']))}; FLOPs = multiply-accumulates; "
              "latency = median ms per forward" + (f" at {threads} thread(s)" if threads else "")

@@ -660,6 +660,8 @@ def test_each_epoch_line_says_the_time_left(tmp_path, capsys):
     assert all(s.endswith(" left)") for s in lines[:2]) and "left" not in lines[2]
     rows = [json.loads(r) for r in open(tmp_path / "r" / "metrics.jsonl")]
     assert not [k for r in rows for k in r if "left" in k]  # the console's alone: metrics.jsonl keeps its keys
+    summary = json.load(open(tmp_path / "r" / "summary.json"))  # no latency budget: the eager rows at the run's
+    assert summary["latency_threads"] == summary["threads"] == torch.get_num_threads()
 
 
 def test_the_ort_rows_are_timed_at_the_latency_budgets_threads_and_say_so(tmp_path, monkeypatch):
@@ -681,10 +683,10 @@ def test_the_ort_rows_are_timed_at_the_latency_budgets_threads_and_say_so(tmp_pa
     before = torch.get_num_threads()
     torch.set_num_threads(2)  # the run's --threads 2
     try:
-        assert engine.onnx_threads(cfg) == 1
-        arch.latency["device"]["runtime"] = "torch"  # a budget in eager PyTorch: the run's threads, as the eager rows
-        assert engine.onnx_threads(cfg) == 2
-        assert engine.onnx_threads(Config()) == 2  # no searched network
+        assert engine.onnx_threads(cfg) == 1 and engine.eager_threads(cfg) == 2
+        arch.latency["device"]["runtime"] = "torch"  # a budget in eager PyTorch: the eager rows at its threads
+        assert engine.onnx_threads(cfg) == 2 and engine.eager_threads(cfg) == 1
+        assert engine.onnx_threads(Config()) == 2 == engine.eager_threads(Config())  # no searched network
     finally:
         torch.set_num_threads(before)
     # the thread count reaches the ONNX Runtime session
@@ -702,6 +704,8 @@ def test_the_ort_rows_are_timed_at_the_latency_budgets_threads_and_say_so(tmp_pa
                "timing_load": {"busy": True, "other_processes_cores": 1.7, "cpus": 2, "threads": 2}}
     text = format_summary(summary)
     assert "median ms per forward at 2 thread(s)" in text and "ONNX Runtime on the .onnx file at 1 thread(s)" in text
+    eager = format_summary({**summary, "latency_threads": 1})  # the eager rows at a torch budget's threads
+    assert "median ms per forward at 1 thread(s)" in eager
     assert "or --threads 1)" in text.splitlines()[-1]
     one = format_summary({**summary, "threads": 1, "timing_load": {**summary["timing_load"], "threads": 1}})
     assert "--threads 1" not in one and one.splitlines()[-1].endswith("(tools/latency.py --arch)")
