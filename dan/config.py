@@ -395,8 +395,12 @@ class Config:
         return _build(cls, {} if d is None else d, "")
 
     @classmethod
-    def from_file(cls, path: str) -> "Config":
-        cfg = cls.from_dict(read_config_file(path))
+    def from_file(cls, path: str, read=None) -> "Config":
+        """The config a YAML file holds; ``read``: a function of the file's mapping that gives the one
+        to build (the tools' :func:`dan.saved.older_config_notes`: an older DAN's run config read as
+        it ran), applied once, to what :func:`read_config_file` read."""
+        d = read_config_file(path)
+        cfg = cls.from_dict(read(d) if read is not None else d)
         if cfg.name == "run":
             cfg.name = os.path.splitext(os.path.basename(path))[0]
         cfg.source = os.path.abspath(path)  # (not saved) a new run does not write over it: dan.loop.check_run_dir

@@ -310,7 +310,7 @@ class Trainer:
         if "onnx" in meta:
             summary.files["onnx"] = os.path.join(self.run_dir, meta["onnx"]["file"])
             summary.extra["onnx"] = meta["onnx"]
-        ort_threads, own_threads = onnx_threads(cfg), eager_threads(cfg)
+        own_threads, ort_threads = timing_threads(cfg)
         run_threads = torch.get_num_threads()
         torch.set_num_threads(own_threads)  # (the run's own again below: its training is over)
         try:
@@ -461,34 +461,26 @@ def resolve_teacher(request: TeacherRequest, cfg: Config, data: Data, monitor: M
     return load_teacher(tcfg.out, device)
 
 
-def budget_threads(cfg: Config, runtime: str) -> int | None:
-    """The intra-op threads of the latency budget the run's network was searched under, when it was
-    measured in ``runtime`` (``"torch"`` or ``"onnxruntime"``), else None: the summary's rows of that
-    runtime are timed with them. An audit read 'ort' rows timed at --threads 2 just above the
-    retrain's "budget: ... 1 thread(s), onnxruntime" line: a reader compares the two lines to see
-    whether the deployed file meets its budget, and only a timing at the budget's thread count
+def timing_threads(cfg: Config) -> tuple[int, int]:
+    """The intra-op threads of the summary's eager rows and of its ONNX Runtime ('ort') rows: those of
+    the latency budget the run's network was searched under, for the rows of the runtime it was
+    measured in, else the run's own (``--threads``). An audit read 'ort' rows timed at --threads 2 just
+    above the retrain's "budget: ... 1 thread(s), onnxruntime" line: a reader compares the two lines
+    to see whether the deployed file meets its budget, and only a timing at the budget's thread count
     answers that (the header names the thread counts of both kinds of rows)."""
+    own = torch.get_num_threads()
     path = cfg.adjoint.arch or cfg.model.arch
     if path and os.path.isfile(path):  # the arch.json the run's network was built from
         from dan.arch import load_arch
 
         found = load_arch(path)
         dev = (found.latency or {}).get("device") or {}
-        if "latency" in found.budget and dev.get("runtime") == runtime and isinstance(dev.get("threads"), int):
-            return dev["threads"]
-    return None
-
-
-def onnx_threads(cfg: Config) -> int:
-    """The threads of the summary's ONNX Runtime ('ort') rows: an ONNX Runtime latency budget's
-    (:func:`budget_threads`), else the run's own (``--threads``)."""
-    return budget_threads(cfg, "onnxruntime") or torch.get_num_threads()
-
-
-def eager_threads(cfg: Config) -> int:
-    """The threads of the summary's eager rows: an eager PyTorch latency budget's
-    (:func:`budget_threads`; they were the run's --threads, the ort rows' fix left them), else the run's."""
-    return budget_threads(cfg, "torch") or torch.get_num_threads()
+        if "latency" in found.budget and isinstance(dev.get("threads"), int):
+            if dev.get("runtime") == "torch":
+                return dev["threads"], own
+            if dev.get("runtime") == "onnxruntime":
+                return own, dev["threads"]
+    return own, own
 
 
 def deploy_name(deployed: str) -> str:

@@ -1022,11 +1022,11 @@ def _format_text(m: dict) -> str:
 
 def _runtime_text(pred: dict) -> str:
     """The page's words for the runtime its tables were timed in: an onnxruntime table is ONNX
-    Runtime's (the version ``tools/latency.py`` records as ``pred["onnxruntime"]``), not eager
-    PyTorch's (an audit's onnxruntime page said "eager PyTorch 2.14.1")."""
+    Runtime's (the version its device records: :func:`device_description`), not eager PyTorch's (an
+    audit's onnxruntime page said "eager PyTorch 2.14.1")."""
     d = pred["model"]["device"]
     if d.get("runtime") == "onnxruntime":
-        return f"ONNX Runtime {pred.get('onnxruntime', '(version not recorded)')} on networks exported from " \
+        return f"ONNX Runtime {d.get('onnxruntime', '(version not recorded)')} on networks exported from " \
                f"PyTorch {d.get('torch')}"
     return f"eager PyTorch {d.get('torch')}"
 

@@ -683,10 +683,10 @@ def test_the_ort_rows_are_timed_at_the_latency_budgets_threads_and_say_so(tmp_pa
     before = torch.get_num_threads()
     torch.set_num_threads(2)  # the run's --threads 2
     try:
-        assert engine.onnx_threads(cfg) == 1 and engine.eager_threads(cfg) == 2
+        assert engine.timing_threads(cfg) == (2, 1)  # (eager rows, ort rows)
         arch.latency["device"]["runtime"] = "torch"  # a budget in eager PyTorch: the eager rows at its threads
-        assert engine.onnx_threads(cfg) == 2 and engine.eager_threads(cfg) == 1
-        assert engine.onnx_threads(Config()) == 2 == engine.eager_threads(Config())  # no searched network
+        assert engine.timing_threads(cfg) == (1, 2)
+        assert engine.timing_threads(Config()) == (2, 2)  # no searched network
     finally:
         torch.set_num_threads(before)
     # the thread count reaches the ONNX Runtime session

@@ -607,14 +607,15 @@ def test_an_onnxruntime_page_names_onnx_runtime_and_the_network_measured(tmp_pat
 
     from dan.cli.latency import network_words
 
-    device = {"cpu": "cpu", "machine": "x86_64", "runtime": "onnxruntime", "threads": 1, "batch": 1, "torch": "2.9"}
+    device = {"cpu": "cpu", "machine": "x86_64", "runtime": "onnxruntime", "threads": 1, "batch": 1, "torch": "2.9",
+              "onnxruntime": "1.23.0"}  # (dan.latency.device_description records the runtime's version)
     model = {"entries": 10, "layers": 2, "w_lut": 1.1, "w_act": 0.0, "w_0": 0.1, "device": device,
              "fit": {"architectures": 18, "median_abs_rel_error": 0.01}}
     args = Namespace(space="torchvision.mobilenet_v2", config="configs/f.yaml", set=["data.image_size=32"])
     what = network_words("torchvision.mobilenet_v2", args, (1, 3, 32, 32))
     assert what == ("torchvision.mobilenet_v2 (--model torchvision.mobilenet_v2, --set data.image_size=32; the data "
                     "settings of `configs/f.yaml`), input 3x32x32")
-    pred = {"what": what, "seconds": 12.0, "checks": [], "model": model, "onnxruntime": "1.23.0"}
+    pred = {"what": what, "seconds": 12.0, "checks": [], "model": model}
     compare = {"settings": {"config": "c.yaml", "budget": "50%", "batch": 1, "threads": 1, "runtime": "onnxruntime",
                             "search_epochs": 2, "retrain_epochs": 2, "train_subset": 30000, "match": 0.03},
                "seconds": 600, "rows": [{"seed": 0, "lat_ms": 1.0, "lat_flops": 2e6, "lat_top1": 0.9, "flops_ms": 1.0,

@@ -208,3 +208,25 @@ def test_a_resume_keeps_no_earlier_config_that_differs_in_its_dan_alone(tmp_path
     keep_earlier_config(cfg, str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == ["config.before-resume-1.yaml", "config.yaml"]
     assert "code" not in tiny_config(str(tmp_path)).to_dict()  # no null `code` in a checkpoint's or arch.json's copy
+
+
+def test_an_old_run_config_read_as_it_ran_keeps_the_text_of_its_string_keys(tmp_path):
+    # a review: the file was read a second time without the text kept for string keys, so an old
+    # run's `train.amp: off` became False ("must be str") once any of its values was read as it ran
+    from dan.cli import search as search_cli
+    from dan.cli.common import resolve_config
+    from dan.config import Config
+
+    d = Config().to_dict()
+    d["search"]["warmup_epochs"] = 0.5  # an older DAN's value, read as 1
+    for key in BEFORE_KEY:
+        d["search"].pop(key.split(".")[1], None)
+    text = yaml.safe_dump(d, sort_keys=False).replace("amp: auto", "amp: off")
+    assert "amp: off" in text
+    (tmp_path / "config.yaml").write_text(text)
+    args = search_cli.get_args_parser().parse_args(["--config", str(tmp_path / "config.yaml"), "--budget-flops", "25%",
+                                                    "--dataset", "synthetic"])
+    cfg = resolve_config(args, search_cli.EXTRA, tool="search.py")
+    assert cfg.train.amp == "off" and cfg.search.warmup_epochs == 1
+    assert cfg.source == str(tmp_path / "config.yaml") and cfg.name == "config"
+    assert any("search.warmup_epochs=0.5 read as 1" in n for n in cfg.notes)

@@ -172,10 +172,7 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
         torch.set_num_threads(args.threads)
     if getattr(args, "name_unused", False) and args.name:  # retrain.py ignored it in silence
         raise UserError("--name does not choose this tool's folder: give --out DIR")
-    cfg = Config.from_file(args.config) if args.config else (base or Config())
-    notes = []
-    if args.config:
-        cfg, notes = _older_config(args.config, cfg, tool)
+    cfg, notes = _config_file(args.config, tool) if args.config else (base or Config(), [])
     # the model and dataset names the user typed (flag, their own config file, --set) may import
     # their code; a name that came with ``base`` (an arch.json's stored config) may not (dan.models: trust)
     named = [cfg.model.space, cfg.data.dataset] if args.config else []
@@ -241,19 +238,19 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
         raise
 
 
-def _older_config(path: str, cfg: Config, tool: Optional[str]) -> tuple[Config, list]:
-    """``cfg`` (read from the ``--config`` file ``path``) as :func:`dan.saved.older_config_notes`
-    reads a run's config another DAN saved, and the notes to print."""
+def _config_file(path: str, tool: Optional[str]) -> tuple[Config, list]:
+    """The ``--config`` file's config, a run's config another DAN saved read as it ran
+    (:func:`dan.saved.older_config_notes`), and the notes to print."""
     from dan import saved as older
-    from dan.config import load_yaml_file
 
-    raw = load_yaml_file(path, "config file")
-    read, notes = older.older_config_notes(path, raw, tool)
-    if read != raw:
-        name = cfg.name
-        cfg = Config.from_dict(read)
-        cfg.name = name
-    return cfg, notes
+    notes = []
+
+    def as_ran(raw: dict) -> dict:
+        read, said = older.older_config_notes(path, raw, tool)
+        notes.extend(said)
+        return read
+
+    return Config.from_file(path, read=as_ran), notes
 
 
 def retrain_hint(arch_path: str, cfg: Config) -> str:

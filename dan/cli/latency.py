@@ -106,10 +106,6 @@ def main(argv, prog: str = PROG) -> int:
     latency.plot(checks, figure)
     pred = {"what": network_words(describe_model(cfg), args, sn.input_shape),
             "seconds": seconds, "model": latency.summary(model), "checks": checks}
-    if args.runtime == "onnxruntime":  # the page names the runtime's version (the device records PyTorch's)
-        import onnxruntime
-
-        pred["onnxruntime"] = onnxruntime.__version__
     os.makedirs(folder, exist_ok=True)
     with open(stem + ".json", "w") as f:
         json.dump(pred, f, indent=1)
