@@ -23,6 +23,7 @@ import torch
 
 from dan.config import Config
 from dan.cost import format_count
+from dan.downloads import withheld
 from dan.loop import checked_start
 from dan.monitor import Monitor, owned_monitor
 from dan.seed import kept_rng_state
@@ -49,7 +50,7 @@ def plan_search(cfg: Config, monitor: Monitor | None = None, *, resume: bool = F
     from dan.search import Searcher, checked_search_config, narrowest
 
     cfg = checked_search_config(cfg, resume)
-    with kept_rng_state(), owned_monitor(monitor, cfg.run_dir) as mon:
+    with kept_rng_state(), owned_monitor(monitor, cfg.run_dir) as mon, withheld() as fetched:
         sr = checked_start(cfg, resume, lambda: Searcher(cfg, mon, data=data, model=model, dry_run=True),
                            least=narrowest)
     s = cfg.search
@@ -64,7 +65,7 @@ def plan_search(cfg: Config, monitor: Monitor | None = None, *, resume: bool = F
     rows += [("width groups", groups_text(sr.sn.cands)),
              ("epochs", _epochs(cfg, sr.data, sr.steps_per_epoch) + warmup),
              ("run folder", folder_text(cfg, resume, sr, "arch.json"))]
-    return Plan(cfg.run_dir, "resume" if resume else "new", rows)
+    return Plan(cfg.run_dir, "resume" if resume else "new", rows + _downloads(fetched))
 
 
 def plan_train(cfg: Config, monitor: Monitor | None = None, *, resume: bool = False, data=None) -> Plan:
@@ -72,7 +73,7 @@ def plan_train(cfg: Config, monitor: Monitor | None = None, *, resume: bool = Fa
     ``tools/retrain.py``) after all of its checks; see the module docstring."""
     from dan.engine import Trainer
 
-    with kept_rng_state(), owned_monitor(monitor, cfg.run_dir, console=False) as mon:
+    with kept_rng_state(), owned_monitor(monitor, cfg.run_dir, console=False) as mon, withheld() as fetched:
         tr = checked_start(cfg, resume, lambda: Trainer(cfg, mon, data=data))
     method = tr.method
     rows = [("model", f"{_model(cfg)}, method {cfg.train.method} (deploys its {method.deployed} network), input "
@@ -88,7 +89,14 @@ def plan_train(cfg: Config, monitor: Monitor | None = None, *, resume: bool = Fa
         rows.append(("teacher", teacher))
     rows += [("epochs", _epochs(cfg, tr.data, tr.steps_per_epoch)),
              ("run folder", folder_text(cfg, resume, tr, "the deployable network and summary.json"))]
-    return Plan(cfg.run_dir, "resume" if resume else "new", rows)
+    return Plan(cfg.run_dir, "resume" if resume else "new", rows + _downloads(fetched))
+
+
+def _downloads(fetched: list) -> list:
+    """The plan's row of what the run would download first (the dry run fetched none of it and
+    checked a stand-in of the same shapes: :mod:`dan.downloads`)."""
+    return [("downloads", "; ".join(fetched) + " (the run fetches them first; this plan checked stand-ins of the "
+                          "same shapes)")] if fetched else []
 
 
 def budget_text(sr) -> str:

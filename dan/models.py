@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
+import urllib.parse
 
 import torch
 import torch.nn as nn
 
 import search_spaces
+from dan.downloads import would_download
 from dan.errors import UserError, setting
 
 # torchvision models built without their auxiliary classifiers unless model.args says otherwise
@@ -90,6 +93,19 @@ def user_function(name: str, what: str, flag: str):
     return fn
 
 
+def _weights_withheld(name: str, weights) -> bool:
+    """Whether torchvision's ``weights`` for model ``name`` would be downloaded (not in torch hub's
+    cache) and a dry run withholds the download (:func:`dan.downloads.would_download`)."""
+    import torchvision
+
+    try:
+        url = torchvision.models.get_model_weights(name).verify(weights).url
+    except (TypeError, ValueError, KeyError, AttributeError):  # unknown weights: the build says so
+        return False
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urllib.parse.urlparse(url).path))
+    return not os.path.isfile(path) and would_download(f"torchvision.{name} weights {weights} into {path}")
+
+
 def create(space: str, args: dict | None = None, *, num_classes: int, in_channels: int) -> nn.Module:
     """The network ``space`` names (see the module docstring), for ``num_classes`` classes and
     ``in_channels`` input channels."""
@@ -109,6 +125,8 @@ def create(space: str, args: dict | None = None, *, num_classes: int, in_channel
         if in_channels != 3:
             raise UserError(f"torchvision.{name} takes 3 input channels, the data has {in_channels}: repeat "
                             f"grey images with {setting('data.channels=3')}")
+        if args.get("weights") is not None and _weights_withheld(name, args["weights"]):
+            args.pop("weights")  # a dry run builds the same network without them (dan.downloads)
         pretrained = args.get("weights") is not None
         if not pretrained:
             args.setdefault("num_classes", num_classes)
@@ -126,7 +144,8 @@ def create(space: str, args: dict | None = None, *, num_classes: int, in_channel
             raise UserError(f"torchvision.{name}: {what} (see torchvision.models.get_model_weights"
                             f"('{name}'))") from e
         except OSError as e:  # urllib's URLError: no network, or the download failed
-            raise UserError(f"torchvision.{name}: cannot download weights {args['weights']} ({(str(e).splitlines() or [type(e).__name__])[0]}): "
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise UserError(f"torchvision.{name}: cannot download weights {args['weights']} ({first}): "
                             f"connect to the network once, or put the file in torch hub's cache "
                             f"({torch.hub.get_dir()}/checkpoints)") from e
         if pretrained and "num_classes" not in args:

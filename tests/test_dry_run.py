@@ -109,3 +109,33 @@ def test_a_latency_budgets_dry_run_measures_no_table(monkeypatch, tmp_path):
     assert rows["latency table"].startswith("the cached one would be used: " + str(tmp_path / "cache"))
     assert rows["budget"].startswith("100% = ") and " ms, 100.0% of the widest" in rows["budget"]
     assert _files(tmp_path) == before and not os.path.exists(tmp_path / "s")
+
+
+def test_a_dry_run_downloads_nothing_and_says_what_the_run_would(tmp_path, monkeypatch):
+    """An audit: ``--dry-run --download`` of a CIFAR run fetched CIFAR-10 (about 170 MB) into the
+    data folder, and pretrained torchvision weights were fetched into torch hub's cache. The dry
+    run checks stand-ins of the same shapes and lists what the run would fetch; nothing is written,
+    and no network is touched (any attempt fails this test)."""
+    import socket
+    import urllib.request
+
+    def no_network(*a, **k):
+        raise AssertionError("the dry run went to the network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    import torch
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # TORCH_HOME read afresh
+    cfg = tiny_config(str(tmp_path / "run"))
+    cfg.data.dataset, cfg.data.data, cfg.data.download = "cifar10", str(tmp_path / "cifar"), True
+    cfg.data.image_size = cfg.data.num_classes = None
+    cfg.model.space, cfg.model.args = "torchvision.mobilenet_v3_small", {"weights": "IMAGENET1K_V1"}
+    cfg.search.budget_flops = "50%"
+    plan = plan_search(cfg)
+    rows = dict(plan.rows)
+    assert rows["data"].startswith(f"cifar10 in {tmp_path / 'cifar'}: ")
+    assert f"cifar10 into {tmp_path / 'cifar'} (about 170 MB)" in rows["downloads"]
+    assert "torchvision.mobilenet_v3_small weights IMAGENET1K_V1 into " in rows["downloads"]
+    assert os.listdir(tmp_path) == []  # no run folder, data folder or hub cache
