@@ -513,3 +513,20 @@ def test_a_tuning_file_sampling_a_comparison_method_s_setting_is_refused():
     with pytest.raises(dan.UserError, match="samples methods.kd.temperature: a trial runs a DAN search and an adjoint "
                                             "retrain, which read no comparison method's settings"):
         check_inert_dimensions(spec)  # (a new study's check: one under way goes on, its file unchanged)
+
+
+def test_a_refused_new_study_leaves_no_storage_and_an_older_study_keeps_its_own(tmp_path):
+    """An audit: a tuning file refused after its study was created (here: one sampling a comparison
+    method's setting) left an empty study.db in a folder the user never got a study in. The new
+    study goes, and with it the file and the folder this invocation made; a study already in the
+    storage stays, and so does the file holding it."""
+    out = str(tmp_path / "t")
+    inert = spec_from_dict({**SPEC, "params": {"methods.kd.temperature": {"type": "float", "low": 1.0, "high": 8.0}}})
+    with pytest.raises(dan.UserError, match="samples methods.kd.temperature"):
+        tune(base(out), inert, "s", 1)
+    assert not os.path.exists(out)
+    tune(base(out), spec_from_dict({**SPEC, "pruner": "none", "search_epochs": 1}), "kept", 1, tensorboard=False)
+    with pytest.raises(dan.UserError, match="samples methods.kd.temperature"):
+        tune(base(out), inert, "s", 1)
+    assert optuna.get_all_study_names(f"sqlite:///{os.path.join(out, 'study.db')}") == ["kept"]
+    assert len(states(out, "kept")[0]) == 1

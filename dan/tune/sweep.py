@@ -53,14 +53,22 @@ def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url
     # the trials' own lines go through ``log``; Optuna would repeat each failure with a traceback,
     # and its "A new study created" line came before a user error's one line (fuzz seed 5001)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = open_study(make_storage(storage_url, run_dir, spec), study_name, spec)
-    check_budget(study, study_name, base)
-    if not study.get_trials(deepcopy=False):
-        check_inert_dimensions(spec)
-    if not study.get_trials(deepcopy=False) and not _anneals_per_epoch(base, spec):
-        # the base config's tau_decay would do nothing in every trial; a study already under way keeps
-        # its trials' config (their searches resume with it: dan.config.check_tau_decay)
-        check_tau_decay(base)
+    folder_was = os.path.isdir(run_dir)
+    storage = make_storage(storage_url, run_dir, spec)
+    new = study_name not in retry_schema_race(lambda: optuna.get_all_study_names(storage))
+    study = open_study(storage, study_name, spec)
+    try:
+        check_budget(study, study_name, base)
+        if not study.get_trials(deepcopy=False):
+            check_inert_dimensions(spec)
+        if not study.get_trials(deepcopy=False) and not _anneals_per_epoch(base, spec):
+            # the base config's tau_decay would do nothing in every trial; a study already under way keeps
+            # its trials' config (their searches resume with it: dan.config.check_tau_decay)
+            check_tau_decay(base)
+    except UserError:
+        if new:
+            _forget_new_study(storage, study_name, run_dir, None if storage_url else folder_was)
+        raise
     try:
         run_trials(study, base, spec, trials, run_dir, log, tensorboard)
     except Exception as e:  # noqa: BLE001 - only a storage that cannot be written is turned into a line
@@ -71,6 +79,32 @@ def tune(base: Config, spec: TuneSpec, study_name: str, trials: int, storage_url
                         f"storage), then run the same command; the trial it cut short runs again once silent "
                         f"for {spec.grace:g} s (the grace of Optuna's heartbeat)") from e
     return write_best(study, run_dir, spec.multi)
+
+
+def _forget_new_study(storage, name: str, run_dir: str, folder_was: bool | None) -> None:
+    """Undo a study this invocation created before a check of its settings refused them (an audit:
+    a refused tuning file left an empty ``study.db`` behind, and a folder the user never asked
+    for). The study is deleted if it still holds no trial (a second worker may have started it
+    meanwhile); under the default storage (``folder_was`` not None) the file goes when no study is
+    left in it, and the run folder when this invocation made it and it is empty."""
+    import optuna
+
+    try:
+        if optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False):
+            return
+        optuna.delete_study(study_name=name, storage=storage)
+        if folder_was is None or optuna.get_all_study_names(storage):
+            return
+        if hasattr(storage, "engine"):  # RDBStorage: close its connections before the file goes
+            storage.engine.dispose()
+        for suffix in ("", "-journal", "-wal", "-shm", ".lock"):  # .lock: dan.tune.storage's schema lock
+            path = os.path.join(run_dir, "study.db" + suffix)
+            if os.path.exists(path):
+                os.remove(path)
+        if not folder_was and os.path.isdir(run_dir) and not os.listdir(run_dir):
+            os.rmdir(run_dir)
+    except Exception:  # noqa: BLE001 - tidying up after a refusal must not hide the refusal
+        return
 
 
 def storage_failure(e: BaseException) -> str | None:
