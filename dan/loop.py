@@ -201,6 +201,23 @@ def check_run_dir(cfg: Config, resume: bool) -> None:
 _HELD: dict = {}
 
 
+def _close_held_in_child() -> None:
+    """In a forked child (a data loader's worker): close the inherited lock descriptors. An
+    ``flock`` belongs to the open file description every fork shares, so the lock lived as long as
+    any child did: an audit's DataLoader worker outlived its SIGKILLed search by minutes, and
+    ``--resume`` was refused as "in use by another run" (the run's process long dead)."""
+    for fd in _HELD.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_in_child)
+
+
 def _lock_path(run_dir: str) -> str:
     return os.path.join(run_dir, ".lock")
 
@@ -283,8 +300,21 @@ def _in_use(run_dir: str) -> str:
             pid = f.read().strip()
     except OSError:
         pid = ""
+    if pid.isdigit() and not _alive(int(pid)):  # its run ended; a process it started holds the lock
+        return (f"{run_dir} is held by a process that its run (process {pid}, ended) left running: end it "
+                f"(`fuser -v {_lock_path(run_dir)}` names it), then run the same command again")
     return (f"{run_dir} is in use by another run" + (f" (process {pid})" if pid.isdigit() else "")
             + f": wait for it to end, or choose another {spelt('--out', 'out=')}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: it exists
+        return True
+    return True
 
 
 def check_not_a_file(run_dir: str) -> None:

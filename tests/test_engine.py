@@ -396,6 +396,50 @@ def test_ctrl_c_says_whether_an_epoch_finished(tmp_path):
         train(tiny_config(later, **{"train.epochs": 2}), KillAt(later, 8 + 3))
 
 
+def test_a_forked_child_does_not_hold_its_runs_folder_after_the_run_dies(tmp_path):
+    """An audit: a DataLoader worker outlived its SIGKILLed search by minutes and, holding the
+    inherited ``flock`` of the run folder, made ``--resume`` refuse the folder as "in use by another
+    run". A forked child now closes the lock it inherited: here the run's process locks the folder,
+    forks a child that sleeps, and dies; the folder is free while the child still runs. A lock still
+    held once the run's process is gone is said to be a left-over process's."""
+    from dan import loop
+
+    out = tmp_path / "run"
+    out.mkdir()
+    script = ("import os, sys, time; from dan.loop import lock_run_dir; "
+              f"lock_run_dir({str(out)!r}); pid = os.fork()\n"
+              "if pid == 0: os.dup2(os.open(os.devnull, os.O_WRONLY), 1); time.sleep(60); os._exit(0)\n"
+              "print(pid, flush=True); os._exit(0)")
+    run = subprocess.run([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    child = int(run.stdout.strip())
+    try:
+        os.kill(child, 0)  # the child is still running
+        loop.check_run_lock(str(out))  # and the folder is free
+        loop.lock_run_dir(str(out))
+        loop.release_run_dir(str(out))
+    finally:
+        os.kill(child, 9)
+    # a lock held after its run's process ended (a child of an older DAN, or one that locked it anew)
+    import fcntl
+
+    fd = os.open(out / ".lock", os.O_CREAT | os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"999999\n")  # a process that has ended
+        holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=(fd,))
+        os.close(fd)  # the lock lives on in the sleeping process only
+        fd = None
+        with pytest.raises(dan.UserError, match="is held by a process that its run \\(process 999999, ended\\) left "
+                                                "running: end it"):
+            loop.check_run_lock(str(out))
+        holder.kill()
+        holder.wait()
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def test_a_run_folder_in_use_by_another_process_is_refused(tmp_path):
     import time
 
