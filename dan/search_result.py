@@ -65,51 +65,17 @@ def _last_steps(searcher, choice: list) -> tuple[list, dict]:
 CENTER_SHARE = 0.5
 
 
-# The local fit of :func:`aimed_band` is used only over measured networks whose predictions lie at
-# least this share of the budget apart (one process reads a network within about +-2 %: two close
-# points give a slope of noise), and only with a slope within this factor of their mean
-# measured/predicted ratio (else the ratio of the last network is used, as before the fit).
-FIT_SPREAD, FIT_SLOPE = 0.05, 4.0
-
-
-def aimed_band(trials: list, budget: float, half: float) -> tuple[float, float]:
-    """The band of predicted latencies the next measured repair aims at, so that the network it
-    finds measures within ``half`` (a share) of ``budget``. ``trials`` are the networks measured
-    so far (``predicted_ms``, ``measured_ms``), the last one the network at hand.
-
-    A table that predicts the found networks poorly is often off by an offset as well as a scale
-    (an audit on RegNet: scale 2.3x, a large intercept): one measured/predicted ratio then
-    overshoots or falls short each time (simulated, 148 % of the budget repaired to 78 %, 119 %,
-    84 %), and three repairs ran out before the band was reached.
-    A line, measured = a + b * predicted, through the (up to three) measured networks nearest the
-    budget corrects both once two of them lie :data:`FIT_SPREAD` apart; until then, or when the
-    slope is implausible (:data:`FIT_SLOPE`), the last network's ratio corrects the scale alone."""
-    lo_ms, hi_ms = budget * (1 - half), budget * (1 + half)
-    near = sorted(trials, key=lambda t: abs(t["measured_ms"] - budget))[:3]
-    xs, ys = [t["predicted_ms"] for t in near], [t["measured_ms"] for t in near]
-    if len(near) >= 2 and max(xs) - min(xs) >= FIT_SPREAD * budget:
-        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-        ratio = my / mx
-        if ratio / FIT_SLOPE <= slope <= ratio * FIT_SLOPE:
-            a = my - slope * mx
-            if lo_ms - a > 0:
-                return (lo_ms - a) / slope, (hi_ms - a) / slope
-    r = trials[-1]["measured_ms"] / trials[-1]["predicted_ms"]
-    return lo_ms / r, hi_ms / r
-
-
 def land_measured(searcher, choice: list, logp: list) -> tuple[list, dict]:
     """A latency search's measured landing. The prediction put ``choice`` in the band; a measurement
-    checks it. Off the band, the prediction is corrected by what the networks measured so far say
-    (:func:`aimed_band`: the measured/predicted ratio of the network at hand, then a line through
-    the measured networks nearest the budget) and repair runs again on the corrected costs (at most
-    3 times; NetAdapt measures each proposal the same way). In the band but farther from the budget than
+    checks it. Off the band, the prediction is corrected by the measured/predicted ratio of the
+    network at hand and repair runs again on the corrected costs (at most 3 times; NetAdapt measures
+    each proposal the same way). In the band but farther from the budget than
     :data:`CENTER_SHARE` of it, one more corrected repair aims at the band's middle part. The
     network measured nearest the budget is kept. Returns it and its ``latency`` block."""
     b = searcher.budget
     cur = best = (choice, measured_latency(searcher, choice))
     trials = [cur[1]]  # every network measured, in order (arch.json: latency.measured_trials)
+    seen = [choice]
     repairs = centered = 0
     while repairs < 3:
         lat = cur[1]
@@ -117,9 +83,15 @@ def land_measured(searcher, choice: list, logp: list) -> tuple[list, dict]:
         if centering and (abs(lat["measured_over_budget"] - 1) <= CENTER_SHARE * b.band or centered):
             break
         half = b.band * (CENTER_SHARE if centering else 1.0)
-        candidate = repair(cur[0], searcher.sn.cands, logp, searcher.cost.of, *aimed_band(trials, b.value, half))
-        if centering and candidate == cur[0]:  # no move reaches the middle part on the corrected costs
+        r = lat["measured_ms"] / lat["predicted_ms"]
+        candidate = repair(cur[0], searcher.sn.cands, logp, searcher.cost.of, b.value * (1 - half) / r,
+                           b.value * (1 + half) / r)
+        if candidate in seen:
+            # measured already (no move reaches the corrected band, or repair went back): another
+            # reading of it is no new network, and keeping the nearer of two readings of one network
+            # keeps a lucky one (an audit's RegNet landing read one network at 0.962 and 0.901)
             break
+        seen.append(candidate)
         repairs, centered = repairs + 1, centered + centering
         cur = (candidate, measured_latency(searcher, candidate))
         trials.append(cur[1])
@@ -170,14 +142,13 @@ def finish(searcher) -> Arch:
     if b.kind == "latency":
         search_stats["argmax_before_repair"]["latency_ms"] = round(a_cost, 6)
         # the prediction put the network in the band; a measurement checks it. Off the band,
-        # the prediction is corrected by what the networks measured so far say (their ratio, then
-        # a local line) and repair runs again on the corrected costs (at most 3 times; NetAdapt
-        # measures each proposal the same way)
+        # the prediction is corrected by the measured/predicted ratio of the network at hand
+        # and repair runs again on the corrected costs (at most 3 times; NetAdapt measures each
+        # proposal the same way)
         choice, fields["latency"] = land_measured(searcher, choice, logp)
     # "repaired": the groups repair moved (refining's moves are in search.refine.moved, the
     # shortlist's pick in search.shortlist)
-    moved = [g.name for g, a, r, f, c in zip(searcher.sn.groups, start, repaired, refined_to, choice)
-             if a != r or f != c]
+    moved = [g.name for g, a, r, f, c in zip(searcher.sn.groups, start, repaired, refined_to, choice) if a != r or f != c]
     arch = searcher.sn.make_arch(
         searcher.sn.widths_of(choice), b, searcher.cfg, searcher.data.info,
         probabilities={g.name: [round(float(v), 6) for v in p] for g, p in zip(searcher.sn.groups, probs)},
