@@ -148,7 +148,8 @@ def finish(searcher) -> Arch:
         choice, fields["latency"] = land_measured(searcher, choice, logp)
     # "repaired": the groups repair moved (refining's moves are in search.refine.moved, the
     # shortlist's pick in search.shortlist)
-    moved = [g.name for g, a, r, f, c in zip(searcher.sn.groups, start, repaired, refined_to, choice) if a != r or f != c]
+    moved = [g.name for g, a, r, f, c in zip(searcher.sn.groups, start, repaired, refined_to, choice)
+             if a != r or f != c]
     arch = searcher.sn.make_arch(
         searcher.sn.widths_of(choice), b, searcher.cfg, searcher.data.info,
         probabilities={g.name: [round(float(v), 6) for v in p] for g, p in zip(searcher.sn.groups, probs)},
