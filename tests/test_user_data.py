@@ -4,6 +4,7 @@ from ``dan.search``. Items are converted and checked as they are read."""
 
 import json
 import os
+import random
 import sys
 
 import numpy as np
@@ -57,6 +58,23 @@ def test_a_function_dataset_is_described_and_loaded_reproducibly_whatever_the_wo
     # the held-out part is read from the training Dataset, random transform and all: seeded too
     ev = [x for x, _ in data.holdout_eval], [x for x, _ in build_data(cfg1, seed=3).holdout_eval]
     assert all(torch.equal(a, b) for a, b in zip(*ev))
+
+
+@pytest.mark.parametrize("draws", ["numpy", "python"])
+def test_transforms_drawing_from_numpy_or_python_random_read_alike_whatever_the_workers(draws):
+    """An audit: a transform drawing from NumPy's global generator or Python's ``random`` (as
+    albumentations does) read other images under --workers 2 than under 0 (each worker process seeds
+    them its own way): 102 of 122 weight tensors apart. Both are seeded per item now, as torch's is,
+    and the caller's generators are as they were."""
+    cfg = _data(args={"n": 64, "draws": draws}, holdout=0.25)
+    before = np.random.get_state()[1].copy(), random.getstate()
+    a = _batches(build_data(cfg, seed=3).train)
+    assert np.array_equal(np.random.get_state()[1], before[0]) and random.getstate() == before[1]
+    b = _batches(build_data(_data(args={"n": 64, "draws": draws}, holdout=0.25, workers=2), seed=3).train)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    c = _batches(build_data(cfg, seed=4).train)
+    assert not torch.equal(a[0][0], c[0][0])
 
 
 class Items(torch.utils.data.Dataset):

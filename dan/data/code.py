@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from dan.config import DataConfig
 from dan.data.augment import to_grey
 from dan.data.info import DatasetInfo, DatasetSpec, register_resolver
-from dan.data.splits import IndexedSplit, seeded
+from dan.data.splits import IndexedSplit, kept_host_random, seeded
 from dan.errors import UserError, add_note, setting
 
 _CODE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
@@ -282,7 +282,8 @@ def _describe(splits: DatasetSplits, cfg: DataConfig) -> DatasetInfo:
     name, seen = splits.name, {}
     for j in sampled_positions(len(splits.train)):
         where = f"dataset '{name}', train item {j}"
-        with seeded(0, j):  # a random transform draws here without moving the run's own generator
+        # a random transform draws here without moving the run's own generators
+        with seeded(0, j), kept_host_random():
             x = to_image(_item(splits.train, j, where, cfg.item_keys)[0], where)
         seen[j] = x.shape[0]
         if j == 0:

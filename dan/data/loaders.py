@@ -22,6 +22,7 @@ repeats the same epoch. A train split with at least two batches drops its last p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -37,7 +38,7 @@ from dan.data.augment import AugmentRecipe, augment_batch, folder_transforms, pi
 from dan.data.code import DatasetSplits, UserSplit, split_class_names, splits_info
 from dan.data.datasets import ArraySplits, FolderSplits, pillow_limit_off
 from dan.data.info import DatasetInfo, data_info_dict, dataset_info, get_dataset
-from dan.data.splits import SPLIT_IDS, IndexedSplit, generator, mixed_seed, seeded, split_indices
+from dan.data.splits import SPLIT_IDS, IndexedSplit, generator, kept_host_random, mixed_seed, seeded, split_indices
 from dan.errors import UserError, out_of_memory, spelt
 
 
@@ -246,8 +247,15 @@ class FolderLoader(_Sharded):
             self.ds, self.batch_size, sampler=None if order is None else order.tolist(), num_workers=self.workers,
             pin_memory=cuda, drop_last=self.drop_last, generator=generator(self.seed, self.epoch, self.split))
         batches = iter(dl)
+        # read here (no worker processes): the images' seeding moves NumPy's and Python's generators
+        keep = kept_host_random if self.workers == 0 else contextlib.nullcontext
         try:
-            for x, y in batches:
+            while True:
+                with keep():
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                x, y = batch
                 yield x.to(self.device, non_blocking=cuda), y.to(self.device, non_blocking=cuda)
         except UserError as e:  # from a worker process its text carries the worker's traceback
             raise UserError(next((l.split("UserError: ", 1)[1] for l in str(e).splitlines()

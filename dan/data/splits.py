@@ -9,6 +9,7 @@ purpose, ...); the global RNG is never used for data. The purposes are numbered 
 from __future__ import annotations
 
 import contextlib
+import random
 from typing import Optional
 
 import numpy as np
@@ -28,17 +29,38 @@ def mixed_seed(*parts: int) -> int:
 
 @contextlib.contextmanager
 def seeded(*parts: int):
-    """Inside, torch's CPU generator is seeded with :func:`mixed_seed` of ``parts``; after, it is as it
-    was. What ``torch.random.fork_rng(devices=[])`` plus ``manual_seed`` do, for one image's random
-    transform, at 2 µs instead of 75 (that cost was half the per-image overhead of a user's
-    Dataset: 60k images a Fashion-MNIST epoch)."""
+    """Inside, torch's CPU generator, NumPy's global generator and Python's ``random`` are seeded with
+    :func:`mixed_seed` of ``parts``; after, torch's is as it was. What ``torch.random.fork_rng(devices=[])``
+    plus ``manual_seed`` do, for one image's random transform, at 2 µs instead of 75 (that cost was
+    half the per-image overhead of a user's Dataset: 60k images a Fashion-MNIST epoch).
+
+    NumPy's and Python's: transforms that draw from them (albumentations, a user's ``np.random``)
+    read other images under ``--workers 2`` than under ``--workers 0`` (an audit: 102 of 122 weight
+    tensors apart), since each worker process seeded them its own way. Saving and restoring NumPy's
+    state costs about 70 µs, more than reading a small image, so they are seeded here and given back
+    once per batch by the reader in the run's own process (:func:`kept_host_random`), not per image."""
+    s = mixed_seed(*parts)
     g = torch.default_generator
     state = g.get_state()
-    g.manual_seed(mixed_seed(*parts))
+    g.manual_seed(s)
+    np.random.seed(s % 2**32)
+    random.seed(s)
     try:
         yield
     finally:
         g.set_state(state)
+
+
+@contextlib.contextmanager
+def kept_host_random():
+    """NumPy's global generator and Python's ``random`` as they were before the block, after it:
+    around what reads images under :func:`seeded` in the run's own process."""
+    kept = np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        np.random.set_state(kept[0])
+        random.setstate(kept[1])
 
 
 def generator(*parts: int) -> torch.Generator:
