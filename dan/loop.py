@@ -754,6 +754,9 @@ def run_epochs(task, *, seed_tag: str, desc: str) -> None:
         task.after_epoch()
         mon.flush()
         record = mon.row(task.epoch, row, task.step)
+        # the CPU threads the epoch ran at (its numbers depend on them): a run resumed with another
+        # --threads said so in a note only (silent with --quiet), and summary.json names the last count
+        record["threads"] = torch.get_num_threads()
         task.save(record)  # the checkpoint first: a row in metrics.jsonl always has its checkpoint
         per_epoch = (time.perf_counter() - started) / (task.epoch - first)
         mon.time_left = per_epoch * (t.epochs - task.epoch)

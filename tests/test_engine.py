@@ -579,6 +579,10 @@ def test_a_resume_with_another_thread_count_says_so_and_runs_record_theirs(tmp_p
     finally:
         torch.set_num_threads(threads)
     assert "CPU threads" not in capsys.readouterr().out
+    # the note is silent with --quiet, and summary.json names the last count: each epoch's row says its
+    # own (a reproducibility audit could not tell that a run's first epochs ran at another count)
+    rows = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
+    assert [r["threads"] for r in rows] == [threads, threads + 1, threads + 1]
 
 
 def test_a_resume_or_an_inheritance_on_renamed_classes_is_refused(tmp_path):
