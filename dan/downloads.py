@@ -27,6 +27,12 @@ def withheld():
         _WITHHELD.reset(token)
 
 
+def withholding() -> bool:
+    """Whether downloads are withheld here (inside :func:`withheld`): a cheap question to ask before
+    an expensive check of what is already on disk."""
+    return _WITHHELD.get() is not None
+
+
 def would_download(what: str) -> bool:
     """True inside :func:`withheld` (``what``, e.g. "cifar10 into data/cifar10 (about 170 MB)", is
     noted): the caller stands in for it instead of downloading. False outside: download."""

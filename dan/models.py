@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 import search_spaces
-from dan.downloads import would_download
+from dan.downloads import withholding, would_download
 from dan.errors import UserError, setting
 
 # torchvision models built without their auxiliary classifiers unless model.args says otherwise
@@ -125,7 +125,7 @@ def create(space: str, args: dict | None = None, *, num_classes: int, in_channel
         if in_channels != 3:
             raise UserError(f"torchvision.{name} takes 3 input channels, the data has {in_channels}: repeat "
                             f"grey images with {setting('data.channels=3')}")
-        if args.get("weights") is not None and _weights_withheld(name, args["weights"]):
+        if args.get("weights") is not None and withholding() and _weights_withheld(name, args["weights"]):
             args.pop("weights")  # a dry run builds the same network without them (dan.downloads)
         pretrained = args.get("weights") is not None
         if not pretrained:
