@@ -393,7 +393,10 @@ def test_concatenations_and_shuffles_extract_exactly_and_cost_exactly_at_any_wid
         net = extract_small(anet)
         with torch.no_grad():
             ref, out = anet.small(x), net(x)
-        assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+        # float32 rounding over a deep network: on an AMD EPYC, GoogLeNet's extracted network read
+        # 0.2773 where the small path read 0.2774 (1.0e-4 apart; the largest logit 3.5), beyond
+        # 1e-5 of the largest; a wrong extraction is off by tenths
+        assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
         real = dan.count(net, shape)
         assert sn.cost_of(choice) == (real.flops, real.params)
         one_hot = [F.one_hot(torch.tensor(k), len(c)).double() for k, c in zip(choice, sn.cands)]
