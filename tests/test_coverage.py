@@ -393,10 +393,7 @@ def test_concatenations_and_shuffles_extract_exactly_and_cost_exactly_at_any_wid
         net = extract_small(anet)
         with torch.no_grad():
             ref, out = anet.small(x), net(x)
-        # float32 rounding over a deep network: on an AMD EPYC, GoogLeNet's extracted network read
-        # 0.2773 where the small path read 0.2774 (1.0e-4 apart; the largest logit 3.5), beyond
-        # 1e-5 of the largest; a wrong extraction is off by tenths
-        assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+        assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
         real = dan.count(net, shape)
         assert sn.cost_of(choice) == (real.flops, real.params)
         one_hot = [F.one_hot(torch.tensor(k), len(c)).double() for k, c in zip(choice, sn.cands)]
@@ -427,7 +424,10 @@ def _assert_exact_at_a_vertex(sn: Supernet, choice: list, x: torch.Tensor) -> No
                 grp.mask_to(w)
             soft = sn.anet.small(x)
         sn.clear_masks()
-        assert torch.allclose(soft, hard, rtol=1e-4, atol=1e-5 * float(hard.abs().max())), \
+        # float32 rounding over a deep network: on an AMD EPYC, GoogLeNet with batch statistics read
+        # 0.2773 masked where the cut network read 0.2774 (1.0e-4 apart at a largest logit of 3.5),
+        # beyond 1e-5 of the largest; a mask that lets a channel through is off by tenths
+        assert torch.allclose(soft, hard, rtol=1e-4, atol=1e-4 * float(hard.abs().max())), \
             (mode, float((soft - hard).abs().max()), float(hard.abs().max()))
 
 
