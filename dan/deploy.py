@@ -25,8 +25,11 @@ so that users of either world can deploy without this package.
 itself falls back to ``torch.load(weights_only=False)``, ``pickle.loads`` and compiled AOTInductor
 libraries for some archive entries, so the archive is first checked against the entries that
 ``torch.export.save`` writes for a plain network (JSON program, raw weight buffers, configs that
-say "no pickle"), and the load then runs with every unpickler forced to ``weights_only=True``.
-Anything else is refused with a :class:`UserError`. TorchScript (``.pt``) files carry TorchScript
+say "no pickle"), every string of its JSON is checked against what ``torch.export.save`` writes
+there (:mod:`dan.pt2_json`: the deserializer evaluates symbolic sizes with ``sympy.sympify``, looks
+node targets up from ``torch`` and pastes names into Python source it runs), and the load then runs
+with every unpickler forced to ``weights_only=True``. Anything else is refused with a
+:class:`UserError`. TorchScript (``.pt``) files carry TorchScript
 code that PyTorch runs when the network runs: load only ``.pt`` files you trust (your own runs), and
 prefer ``.pt2`` for files you received.
 """
@@ -258,31 +261,49 @@ _PT2_ENTRIES = re.compile(
 
 def check_pt2(path: str) -> None:
     """Refuse a ``.pt2`` archive unless it holds only what :func:`save_deployable` writes: no
-    pickled Python objects, no compiled libraries, not the legacy (pickle-based) layout."""
+    pickled Python objects, no compiled libraries, not the legacy (pickle-based) layout, and JSON
+    whose every string is what torch.export writes there (:mod:`dan.pt2_json`: the deserializer
+    hands symbolic sizes to ``sympy.sympify``, which evaluates them, resolves node targets from
+    ``torch`` and pastes names into the Python source it generates)."""
     try:
         with zipfile.ZipFile(path) as z:
             names = [n for n in z.namelist() if not n.endswith("/")]
             roots = {n.split("/", 1)[0] for n in names}
-            if len(roots) != 1 or any("/" not in n for n in names):
+            if len(roots) != 1 or any("/" not in n for n in names) or len(set(names)) != len(names):
                 raise UserError(f"{path} is not a torch.export archive written by this PyTorch "
-                                f"(old or foreign layout): re-export it with dan")
+                                f"(old or foreign layout, or an entry twice): re-export it with dan")
             for n in names:
                 rel = n.split("/", 1)[1]
                 if not _PT2_ENTRIES.fullmatch(rel) or ".." in rel:
                     raise UserError(f"{path} holds '{rel}', which could run code when loaded; refused "
                                     f"(only plain exported networks are loaded: re-export it with dan)")
-                if rel.endswith("_config.json"):
-                    try:
-                        config = json.loads(z.read(n).decode("utf-8")).get("config", {})
-                    except (ValueError, UnicodeDecodeError, AttributeError):
-                        raise UserError(f"{path}: '{rel}' is not valid JSON: the file is corrupt")
-                    for key, meta in config.items():
-                        if not isinstance(meta, dict) or meta.get("use_pickle", True):
-                            raise UserError(f"{path} stores '{key}' as a pickle, which could run code "
-                                            f"when loaded; refused (re-export it with dan)")
+            for n in names:
+                rel = n.split("/", 1)[1]
+                if rel.endswith(".json") and not rel.startswith("extra/"):
+                    _check_pt2_json(path, rel, z.read(n))
     except zipfile.BadZipFile:
         raise UserError(f"{path} is not a .pt2 archive (truncated or another format): pass the "
                         f"small.pt2 of a run folder")
+
+
+def _check_pt2_json(path: str, rel: str, data: bytes) -> None:
+    """One JSON entry of a ``.pt2``: a weights or constants config must not say "pickle", and
+    every string must be what torch.export writes (:func:`dan.pt2_json.check_pt2_json`)."""
+    from dan.pt2_json import check_pt2_json
+
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"{path}: '{rel}' is not valid JSON: the file is corrupt") from None
+    if rel.endswith("_config.json"):
+        config = doc.get("config", {}) if isinstance(doc, dict) else None
+        if not isinstance(config, dict):
+            raise UserError(f"{path}: '{rel}' is not valid JSON: the file is corrupt")
+        for key, meta in config.items():
+            if not isinstance(meta, dict) or meta.get("use_pickle", True):
+                raise UserError(f"{path} stores '{key}' as a pickle, which could run code "
+                                f"when loaded; refused (re-export it with dan)")
+    check_pt2_json(path, rel, doc)
 
 
 class _Refused(Exception):
