@@ -10,6 +10,7 @@ so a checkpoint file cannot run code.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -93,7 +94,7 @@ def start_from(model: torch.nn.Module, path: str, run_dir: str | None = None, ex
     path = init_path(path)
     copied = load_sliced(model, path, expect)
     if run_dir is not None:
-        write_json({"path": os.path.abspath(path), "sha256": file_digest(path)}, os.path.join(run_dir, INIT_FROM))
+        save_json({"path": os.path.abspath(path), "sha256": file_digest(path)}, os.path.join(run_dir, INIT_FROM))
     return copied
 
 
@@ -116,16 +117,69 @@ def write_json(obj, path: str, indent: int | None = 2) -> None:
 
 
 def atomic_write(write: Callable[[str], None], path: str, suffix: str = "") -> None:
-    """Call ``write(tmp_path)`` then rename the result to ``path``."""
+    """Call ``write(tmp_path)`` then rename the result to ``path``. The rename replaces a symbolic
+    link at ``path`` instead of writing through it (a run folder a user was given may hold one), and a
+    link already at the temporary path is removed first."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}{suffix}")
+    if os.path.islink(tmp):
+        os.remove(tmp)
     try:
         write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_json(obj, path: str, indent: int | None = 2) -> None:
+    """:func:`write_json` through :func:`atomic_write`."""
+    atomic_write(lambda p: write_json(obj, p, indent), path)
+
+
+def save_bytes(data: bytes, path: str) -> None:
+    """``data`` into ``path`` through :func:`atomic_write`."""
+    def write(p: str) -> None:
+        with open(p, "wb") as f:
+            f.write(data)
+
+    atomic_write(write, path)
+
+
+LINK_FIX = "DAN does not write or delete through links in its folders: remove the link and try again"
+
+
+def open_no_link(path: str, flags: int, mode: int = 0o644) -> int:
+    """``os.open(path, flags)`` that does not follow a symbolic link at ``path`` (``O_NOFOLLOW``): a
+    link there is a :class:`UserError`. For the files written in place in a run folder (its
+    ``.lock``, the append-only ``metrics.jsonl``): a link in a folder a user was given had its target
+    overwritten or appended to."""
+    try:
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP or os.path.islink(path):
+            raise UserError(f"{path} is a symbolic link: {LINK_FIX}") from None
+        raise
+
+
+def check_no_links(path: str, root: str) -> None:
+    """Refuse ``path`` (a folder or file DAN writes or deletes) when it, or a folder between ``root``
+    (the folder the user named) and it, is a symbolic link, or when it lies outside ``root`` once
+    both are resolved. ``root`` itself may be a link: the user chose it. An audit's study deleted
+    ``~/elsewhere/search`` through a link ``<out>/trials/trial-0000 -> ~/elsewhere``."""
+    top = os.path.abspath(root)
+    rel = os.path.relpath(os.path.abspath(path), top)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        raise UserError(f"{path} is not inside {root}, the folder DAN may write: give another folder")
+    at = top
+    for part in [] if rel == os.curdir else rel.split(os.sep):
+        at = os.path.join(at, part)
+        if os.path.islink(at):
+            raise UserError(f"{at} is a symbolic link: {LINK_FIX}")
+    real, real_top = os.path.realpath(path), os.path.realpath(top)
+    if os.path.commonpath([real, real_top]) != real_top:
+        raise UserError(f"{path} resolves to {real}, outside {root}: {LINK_FIX}")
 
 
 def save_checkpoint(state: dict, path: str) -> None:
@@ -246,7 +300,7 @@ def file_lock(path: str, wait: bool = True):
     except ImportError:
         yield
         return
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    fd = open_no_link(path, os.O_CREAT | os.O_RDWR)  # its target was truncated to a pid
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

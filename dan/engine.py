@@ -457,7 +457,7 @@ def resolve_teacher(request: TeacherRequest, cfg: Config, data: Data, monitor: M
     tcfg.methods = {}
     if not os.path.isfile(os.path.join(tcfg.out, "summary.json")):
         with owned_monitor(None, tcfg.out, console=monitor.console, tensorboard=monitor.tensorboard) as mon:
-            managed_fit(tcfg, lambda: Trainer(tcfg, mon, data=data))  # (its writer was left open too)
+            managed_fit(tcfg, lambda: Trainer(tcfg, mon, data=data), cfg.run_dir)  # (its writer was left open too)
     return load_teacher(tcfg.out, device)
 
 

@@ -34,7 +34,7 @@ import torch
 import yaml
 
 from dan import distributed
-from dan.checkpoint import atomic_write, check_same_task, code_version, load_checkpoint
+from dan.checkpoint import atomic_write, check_no_links, check_same_task, code_version, load_checkpoint, open_no_link
 from dan.config import BEFORE_KEY, FORMER_DEFAULTS, Config, flatten, load_yaml_file
 from dan.errors import DivergedError, UserError, spelt
 from dan.saved import read_former, used_by
@@ -180,6 +180,8 @@ def check_run_dir(cfg: Config, resume: bool) -> None:
         raise UserError(f"{run_dir} holds a tuning study ({study}): choose another {spelt('--out', 'out=')} (its "
                         f"trials' runs are in trials/, and tune.py continues the study there)")
     check_run_lock(run_dir)
+    if os.path.islink(os.path.join(run_dir, "checkpoints")):  # its checkpoints (and stale files' removal) went there
+        check_no_links(os.path.join(run_dir, "checkpoints"), run_dir)
     last = os.path.join(run_dir, "checkpoints", "last.pt")
     if resume and not os.path.isfile(last):
         raise UserError(f"nothing to resume in {run_dir} (no checkpoints/last.pt): drop "
@@ -226,7 +228,9 @@ def lock_run_dir(run_dir: str) -> None:
     """Hold ``run_dir`` for this process: an exclusive ``flock`` on its ``.lock`` until
     :func:`release_run_dir` or the process's end (the kernel drops it even after SIGKILL). An audit
     started a second run into a folder whose first had not finished an epoch: both exited 0, their
-    metrics rows interleaved, and the first printed a top-1 whose small.pt was the second's."""
+    metrics rows interleaved, and the first printed a top-1 whose small.pt was the second's. A
+    ``.lock`` that is a symbolic link is refused (:func:`dan.checkpoint.open_no_link`): an audit's
+    given folder linked it to a file of the user's, which the pid overwrote."""
     key = os.path.abspath(run_dir)
     if key in _HELD:
         return
@@ -236,12 +240,12 @@ def lock_run_dir(run_dir: str) -> None:
         return
     path = _lock_path(run_dir)
     for attempt in range(3):
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        fd = open_no_link(path, os.O_CREAT | os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # a holder that released and removed the file between our open and lock: ours is a
             # dead inode; open the new file and try again
-            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+            if _same_file(fd, path):
                 break
             os.close(fd)
         except BlockingIOError:
@@ -262,27 +266,42 @@ def lock_run_dir(run_dir: str) -> None:
     _HELD[key] = fd
 
 
+def _same_file(fd: int, path: str) -> bool:
+    """Whether ``path`` itself (not what a link there points to) is the file open as ``fd``."""
+    try:
+        st, now = os.fstat(fd), os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
+
+
 def release_run_dir(run_dir: str) -> None:
-    """Give up the lock of :func:`lock_run_dir` (the run has ended) and remove its file."""
+    """Give up the lock of :func:`lock_run_dir` (the run has ended) and remove its file: only the
+    file it locked (never a link or another file put in its place)."""
     fd = _HELD.pop(os.path.abspath(run_dir), None)
     if fd is None:
         return
     try:
-        os.remove(_lock_path(run_dir))
+        if _same_file(fd, _lock_path(run_dir)):
+            os.remove(_lock_path(run_dir))
     except OSError:
         pass
     os.close(fd)
 
 
 def check_run_lock(run_dir: str) -> None:
-    """Refuse a folder another process's run holds (:func:`lock_run_dir`), before any work."""
-    if os.path.abspath(run_dir) in _HELD or not os.path.isfile(_lock_path(run_dir)):
+    """Refuse a folder another process's run holds (:func:`lock_run_dir`), before any work; and one
+    whose ``.lock`` is a symbolic link (the run would refuse it once under way)."""
+    path = _lock_path(run_dir)
+    if os.path.abspath(run_dir) in _HELD or not (os.path.islink(path) or os.path.isfile(path)):
         return
     try:
         import fcntl
-
-        fd = os.open(_lock_path(run_dir), os.O_RDONLY)
-    except (ImportError, OSError):
+    except ImportError:
+        return
+    try:
+        fd = open_no_link(path, os.O_RDONLY)
+    except OSError:
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -426,7 +445,7 @@ def remove_stale_temporaries(run_dir: str) -> None:
     """Delete the temporary files a run killed while writing left behind (``.<name>.tmp<pid>``:
     :func:`dan.checkpoint.atomic_write` removes its own unless the process was SIGKILLed)."""
     for folder in (run_dir, os.path.join(run_dir, "checkpoints")):
-        if not os.path.isdir(folder):
+        if not os.path.isdir(folder) or (folder != run_dir and os.path.islink(folder)):
             continue
         for name in os.listdir(folder):
             if name.startswith(".") and ".tmp" in name:
@@ -540,12 +559,16 @@ def check_memory(task) -> None:
                    momentum=t.momentum, amp=task.amp, processes=ranks)
 
 
-def start_managed(cfg: Config, build):
-    """:func:`start` for a folder this package manages (a tuning trial, a teacher): resume from
-    its checkpoint when there is one; otherwise whatever an attempt killed before its first
-    checkpoint left (events, a config) is removed and the run starts afresh."""
+def start_managed(cfg: Config, build, root: str):
+    """:func:`start` for a folder this package manages (a tuning trial, a teacher) inside ``root``,
+    the folder the user named: resume from its checkpoint when there is one; otherwise whatever an
+    attempt killed before its first checkpoint left (events, a config) is removed and the run starts
+    afresh. A folder that is, or lies under, a symbolic link below ``root`` is refused
+    (:func:`dan.checkpoint.check_no_links`): an audit's study removed and wrote ``~/elsewhere/search``
+    through a link ``<out>/trials/trial-0000 -> ~/elsewhere``."""
     import shutil
 
+    check_no_links(cfg.run_dir, root)
     resume = os.path.isfile(os.path.join(cfg.run_dir, "checkpoints", "last.pt"))
     if not resume and os.path.isdir(cfg.run_dir) and distributed.info().main:
         check_run_lock(cfg.run_dir)  # another worker's attempt at it, alive: not ours to remove
@@ -553,10 +576,10 @@ def start_managed(cfg: Config, build):
     return start(cfg, resume, build)
 
 
-def managed_fit(cfg: Config, build):
-    """:func:`start_managed` the task and run its ``fit()``, the folder's lock given up after."""
+def managed_fit(cfg: Config, build, root: str):
+    """:func:`start_managed` the task (in ``root``) and run its ``fit()``, the folder's lock given up after."""
     with _own_run(cfg.run_dir):
-        return start_managed(cfg, build).fit()
+        return start_managed(cfg, build, root).fit()
 
 
 def reconcile_metrics(run_dir: str, epoch: int, row: dict | None, step: int | None = None) -> None:

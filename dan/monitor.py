@@ -56,8 +56,11 @@ class Monitor:
             from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: keep it lazy
             # a resumed run hides the events a killed one wrote after its checkpoint (resume_at)
             self._tb = SummaryWriter(log_dir=self.run_dir, purge_step=self._purge_step)
-        if self._want_jsonl:
-            self._jsonl = open(os.path.join(self.run_dir, "metrics.jsonl"), "a")
+        if self._want_jsonl:  # appended to in place: a link there (a given folder's) had its target appended to
+            from dan.checkpoint import open_no_link
+
+            path = os.path.join(self.run_dir, "metrics.jsonl")
+            self._jsonl = os.fdopen(open_no_link(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a")
 
     def resume_at(self, step: int) -> None:
         """The run resumes from its checkpoint of global step ``step``: TensorBoard hides the events

@@ -130,4 +130,8 @@ def retrain_config(arch: str, method: str, base: Config, *, validation: float = 
     # the paper's recipe beside the default one: README's two commands one after the other
     scratch = "-scratch" if method == "adjoint" and init == "scratch" else ""
     cfg.out = out or os.path.join(os.path.dirname(arch), f"retrain-{method}{scratch}")
+    if not out:  # a folder of the search's the user did not name: not a link out of it (the search may be another's)
+        from dan.checkpoint import check_no_links
+
+        check_no_links(cfg.out, os.path.dirname(arch) or ".")
     return cfg.resolve("retrain")

@@ -13,7 +13,7 @@ import torch
 
 from dan import distributed
 from dan.arch import Arch
-from dan.checkpoint import code_version, write_json
+from dan.checkpoint import code_version, save_bytes, save_json
 from dan.supernet import repair
 
 
@@ -161,14 +161,12 @@ def finish(searcher) -> Arch:
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks disagree on the architecture: {digests}")
         if searcher.dist.main:
-            write_json({"world": searcher.dist.world, "arch_sha256": digests},
+            save_json({"world": searcher.dist.world, "arch_sha256": digests},
                        os.path.join(searcher.run_dir, "ranks.json"))
     if searcher.dist.main:
         keep_earlier_answer(searcher.run_dir, arch)
         arch.save(os.path.join(searcher.run_dir, "arch.json"))
-        png = width_png(searcher.history, searcher.sn)
-        with open(os.path.join(searcher.run_dir, "widths.png"), "wb") as f:
-            f.write(png)
+        save_bytes(width_png(searcher.history, searcher.sn), os.path.join(searcher.run_dir, "widths.png"))
         searcher.monitor.flush()
     distributed.barrier()
     return arch

@@ -103,6 +103,7 @@ def shortlist_found(searcher, start: list, supernet: str, k: int, steps: int, fo
     (its weights as they ended) for ``steps`` batches in ``<folder>/c<i>`` and scored on the held-out
     split. Returns the best (held-out top-1, then CE, then the earlier: the search's answer first)
     and the statistics ``arch.json`` keeps."""
+    from dan.checkpoint import check_no_links
     from dan.seed import derive
 
     sn, cfg, b = searcher.sn, searcher.cfg, searcher.budget
@@ -112,6 +113,8 @@ def shortlist_found(searcher, start: list, supernet: str, k: int, steps: int, fo
     scored = []
     for i, choice in enumerate(choices):
         arch = sn.make_arch(sn.widths_of(choice), b, cfg, searcher.data.info)
+        # its run folder is removed and written: not through a link below the search's (or --out's) folder
+        check_no_links(os.path.join(folder, f"c{i}", "run"), os.path.dirname(os.path.abspath(folder)))
         score = finetune_score(cfg, arch, supernet, steps, os.path.join(folder, f"c{i}"))
         scored.append({"widths": sn.widths_of(choice), "heldout_top1": score["top1"],
                        "heldout_ce": round(score["ce"], 6),

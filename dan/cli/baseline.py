@@ -116,9 +116,10 @@ def main(argv, prog: str = PROG) -> int:
                          candidates=args.candidates, steps=args.steps, out=args.out, widths=widths,
                          log=None if args.quiet else print)
     os.makedirs(args.out, exist_ok=True)
+    from dan.checkpoint import atomic_write
     from dan.config import Config
 
-    Config.from_dict(arch.config).save(os.path.join(args.out, "config.yaml"))  # greedy: the search's
+    atomic_write(Config.from_dict(arch.config).save, os.path.join(args.out, "config.yaml"))  # greedy: the search's
     arch.save(path)
     b = arch.budget
     kind = "flops" if "flops" in b else "params" if "params" in b else None

@@ -47,13 +47,21 @@ def _run(command: str, *args: str) -> None:
         raise UserError(f"dan {command} {' '.join(args)} failed: {last.removeprefix('error: ')}")
 
 
-def _search(out: str, cfg: str, budget: list, seed: int, epochs: int, subset: int) -> str:
+def _clear(out: str, root: str) -> None:
+    """Remove the unfinished run folder ``out`` (inside ``--out``'s ``root``): not through a link."""
+    import shutil
+
+    from dan.checkpoint import check_no_links
+
+    check_no_links(out, root)
+    shutil.rmtree(out)
+
+
+def _search(out: str, cfg: str, budget: list, seed: int, epochs: int, subset: int, root: str) -> str:
     path = os.path.join(out, "arch.json")
     if not os.path.isfile(path):
         if os.path.isdir(out):  # an unfinished search: start it again
-            import shutil
-
-            shutil.rmtree(out)
+            _clear(out, root)
         _run("search", "--config", cfg, *budget, "--seed", str(seed), "--epochs", str(epochs),
              "--set", f"data.train_subset={subset}", "--out", out, "--quiet", "--no-tensorboard")
     return path
@@ -79,13 +87,11 @@ def _budget_args(config: str, budget: str, runtime: str | None) -> tuple[list, l
     return lat, flops, runtime or s.latency_runtime
 
 
-def _retrain(arch: str, out: str, seed: int, epochs: int) -> float:
+def _retrain(arch: str, out: str, seed: int, epochs: int, root: str) -> float:
     path = os.path.join(out, "summary.json")
     if not os.path.isfile(path):
         if os.path.isdir(out):
-            import shutil
-
-            shutil.rmtree(out)
+            _clear(out, root)
         _run("retrain", arch, "--seed", str(seed), "--epochs", str(epochs), "--out", out, "--quiet",
              "--no-tensorboard")
     with open(path) as f:
@@ -143,7 +149,7 @@ def main(argv, prog: str = PROG) -> int:
     for seed in args.seeds:
         base = os.path.join(args.out, f"seed{seed}")
         lat_path = _search(os.path.join(base, "latency", "search"), args.config, lat_args,
-                           seed, args.search_epochs, args.train_subset)
+                           seed, args.search_epochs, args.train_subset, args.out)
         lat = load_arch(lat_path)
         dev = lat.latency["device"]
         if dev["runtime"] != runtime:  # a kept search of another runtime: its timings are not this comparison's
@@ -151,7 +157,8 @@ def main(argv, prog: str = PROG) -> int:
                             f"{runtime}: give another --out, or --latency-runtime {dev['runtime']}")
         budget = lat.small["flops"]
         fl_path = _search(os.path.join(base, "flops0", "search"), args.config,
-                          ["--budget-flops", str(budget), *flops_args], seed, args.search_epochs, args.train_subset)
+                          ["--budget-flops", str(budget), *flops_args], seed, args.search_epochs, args.train_subset,
+                          args.out)
         ms_lat, ms_fl = measure_archs([lat, load_arch(fl_path)], batch=dev["batch"], threads=dev["threads"],
                                       runtime=dev["runtime"])
         print(f"seed {seed}: latency search {ms_lat:.3f} ms at {budget / 1e6:.2f}M FLOPs; FLOPs search at that "
@@ -160,10 +167,11 @@ def main(argv, prog: str = PROG) -> int:
             e = _elasticity(lat, dev["threads"], dev["batch"], dev["runtime"])
             budget = int(budget * (ms_lat / ms_fl) ** (1 / e))
             fl_path = _search(os.path.join(base, "flops1", "search"), args.config,
-                              ["--budget-flops", str(budget), *flops_args], seed, args.search_epochs, args.train_subset)
+                              ["--budget-flops", str(budget), *flops_args], seed, args.search_epochs,
+                              args.train_subset, args.out)
             print(f"seed {seed}: FLOPs budget moved to {budget / 1e6:.2f}M (elasticity {e:.2f})", flush=True)
-        top_lat = _retrain(lat_path, os.path.join(base, "latency", "retrain"), seed, args.retrain_epochs)
-        top_fl = _retrain(fl_path, os.path.join(base, "flops", "retrain"), seed, args.retrain_epochs)
+        top_lat = _retrain(lat_path, os.path.join(base, "latency", "retrain"), seed, args.retrain_epochs, args.out)
+        top_fl = _retrain(fl_path, os.path.join(base, "flops", "retrain"), seed, args.retrain_epochs, args.out)
         print(f"seed {seed}: top-1 latency search {100 * top_lat:.2f}, FLOPs search {100 * top_fl:.2f}", flush=True)
         rows.append({"seed": seed, "lat_flops": lat.small["flops"], "lat_top1": top_lat, "flops_budget": budget,
                      "flops_flops": load_arch(fl_path).small["flops"], "flops_top1": top_fl,

@@ -298,7 +298,7 @@ def dry_run(runs: list, ledger) -> int:
     ``resume`` (a half-done folder with a checkpoint: continued with --resume) and ``clear`` (a
     folder killed before its first checkpoint, or restored from the ledger: the runner clears it and
     starts again; one it would refuse to clear says why). The dry run said "todo" for all three."""
-    from dan.suite.run import check_clearable, clear_reason, needed_folders, restore_command, start_state
+    from dan.suite.run import check_clearable, clear_reason, needed_folders, restore_command, start_state, suite_root
 
     make, restore = needed_folders(runs, ledger)
     # by identity: `r in make` compared runs field by field, 24M comparisons for --seeds 60
@@ -314,7 +314,7 @@ def dry_run(runs: list, ledger) -> int:
             line += " --resume"
         elif state == "clear":
             try:
-                check_clearable(r.out)
+                check_clearable(r.out, suite_root(runs))
                 line += f"  (its folder is cleared first: {clear_reason(r)})"
             except UserError as e:
                 line += f"  (the runner will stop here: {e})"

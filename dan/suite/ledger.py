@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 import os
 
-from dan.checkpoint import INIT_FROM, file_digest, file_lock
+from dan.checkpoint import INIT_FROM, atomic_write, file_digest, file_lock
 from dan.errors import UserError
 from dan.suite.files import arch_problem, is_number, latencies, network, read_arch, read_init_from, read_summary
 from dan.suite.plan import Run
@@ -240,10 +240,12 @@ class Ledger:
         old = f',\n "superseded": {{\n{_lines(self.superseded)}\n }}' if self.superseded else ""
         text = (f'{{"version": {LEDGER_VERSION},\n "elapsed": {json.dumps(self.elapsed, sort_keys=True)},\n'
                 f' "runs": {{\n{_lines(self.runs)}\n }}{old}\n}}\n')
-        tmp = f"{self.path}.tmp{os.getpid()}"  # (two runners wrote one .tmp)
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, self.path)
+
+        def write(p: str) -> None:  # its temporary file is the process's own (two runners wrote one .tmp)
+            with open(p, "w") as f:
+                f.write(text)
+
+        atomic_write(write, self.path)
 
     # --- reading -------------------------------------------------------------------------------
     def get(self, r: Run) -> dict | None:

@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 
-from dan.checkpoint import LockHeld, file_lock, write_json
+from dan.checkpoint import LockHeld, check_no_links, file_lock, open_no_link, save_json
 from dan.errors import UserError
 from dan.suite.files import read_seconds
 from dan.suite.plan import RESTORED, ROOT, Run
@@ -171,7 +171,7 @@ def restore(r: Run, ledger, runs: list[Run] = ()) -> list:
     (:func:`restore_command`); the marker keeps the folder from being taken for a finished run,
     and it is cleared if a run later needs the search's checkpoint."""
     os.makedirs(r.out, exist_ok=True)
-    write_json({"ledger": ledger.path, "key": ledger.key(r.out), "widths": ledger.arch(r.out)["widths"]},
+    save_json({"ledger": ledger.path, "key": ledger.key(r.out), "widths": ledger.arch(r.out)["widths"]},
                os.path.join(r.out, RESTORED))
     return restore_command(r, runs)
 
@@ -225,7 +225,7 @@ def add_elapsed(runs: list[Run], seconds: float) -> None:
     if not path or not os.path.isdir(os.path.dirname(path)):
         return
     info = elapsed_info(runs) or {"seconds": 0.0, "id": None}
-    write_json({"seconds": info["seconds"] + seconds, "id": info["id"] or uuid.uuid4().hex[:12]}, path, indent=None)
+    save_json({"seconds": info["seconds"] + seconds, "id": info["id"] or uuid.uuid4().hex[:12]}, path, indent=None)
 
 
 def suite_root(runs: list[Run]) -> str | None:
@@ -286,7 +286,7 @@ def _run_loop(pending: list, active: list, env, jobs: int, log, ledger, everythi
         while failed is None and not draining and ready and len(active) < max(1, jobs):
             r = ready.pop(0)
             pending.remove(r)
-            active.append(_start(r, env, log))
+            active.append(_start(r, env, log, suite_root(everything)))
         if not active and draining:
             os.remove(stop)
             log(f"[stopped] {stop} asked the suite to stop: every started run finished, {len(pending)} not "
@@ -343,9 +343,9 @@ def start_state(r: Run) -> str:
     return "clear" if os.path.isdir(r.out) else "new"
 
 
-def _start(r: Run, env, log) -> tuple:
-    """Start one run (resumed from its last checkpoint when it has one); returns
-    (run, process, log file, start time)."""
+def _start(r: Run, env, log, root: str | None = None) -> tuple:
+    """Start one run (resumed from its last checkpoint when it has one) of the suite in ``root``;
+    returns (run, process, log file, start time)."""
     cmd = r.command()
     state = start_state(r)
     if state == "resume":
@@ -356,12 +356,13 @@ def _start(r: Run, env, log) -> tuple:
         # metrics.jsonl, so the suite clears its own folder (as loop.start_managed does); the
         # same for a search restored from the ledger that a run now needs the checkpoint of, or a
         # width baseline restored earlier whose search is made again now
-        check_clearable(r.out)
+        check_clearable(r.out, root)
         log(f"[restart] {r.out} ({clear_reason(r)})")
         shutil.rmtree(r.out)
     log(f"[run] {' '.join(cmd)}")
     os.makedirs(os.path.dirname(os.path.abspath(r.out)) or ".", exist_ok=True)
-    f = open(r.out.rstrip("/") + ".log", "a")
+    # appended to in place: not through a link (a given suite folder's)
+    f = os.fdopen(open_no_link(r.out.rstrip("/") + ".log", os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a")
     return r, subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env), f, time.time()
 
 
@@ -369,11 +370,14 @@ def _start(r: Run, env, log) -> tuple:
 _RUN_FILES = ("config.yaml", "metrics.jsonl", "suite_time.json", "init_from.json", "checkpoints", "teacher", RESTORED)
 
 
-def check_clearable(folder: str) -> None:
+def check_clearable(folder: str, root: str | None = None) -> None:
     """Refuse to clear a folder that holds a file no run writes (a user's notes were deleted with
-    it) or that a live run holds (its ``.lock``: an interrupted runner's run still training)."""
+    it), that a live run holds (its ``.lock``: an interrupted runner's run still training), or that
+    is reached through a symbolic link below the suite's folder ``root`` (its target was cleared)."""
     from dan.loop import check_run_lock
 
+    check_no_links(folder, root if root and os.path.abspath(root) != os.path.abspath(folder)
+                   else os.path.dirname(os.path.abspath(folder)))
     check_run_lock(folder)
     if os.path.isfile(os.path.join(folder, RESTORED)):  # the suite's own: the arch.json it restored
         return
@@ -391,7 +395,7 @@ def _add_seconds(run: Run, seconds: float) -> None:
     if not os.path.isdir(run.out):
         return
     total = run_seconds(run) if os.path.isfile(path) else 0.0
-    write_json({"seconds": total + seconds}, path, indent=None)
+    save_json({"seconds": total + seconds}, path, indent=None)
 
 
 def run_seconds(run: Run) -> float | None:

@@ -100,14 +100,15 @@ def trial_retrain_config(search_cfg: Config, spec: TuneSpec, arch_path: str, fol
                           out=os.path.join(folder, "retrain"), init="scratch")
 
 
-def _run(cfg: Config, build, reporter, hparams=None, tensorboard: bool = True):
-    """Start or resume the run of ``cfg`` in its folder, reporting to the trial each epoch."""
+def _run(cfg: Config, build, reporter, root: str, hparams=None, tensorboard: bool = True):
+    """Start or resume the run of ``cfg`` in its folder (inside the study's ``root``), reporting to
+    the trial each epoch."""
     from dan.loop import managed_fit
     from dan.monitor import Monitor
 
     mon = Monitor(cfg.out, epoch_hook=reporter, tensorboard=tensorboard)  # (tune.py's --no-tensorboard was ignored)
     try:
-        result = managed_fit(cfg, lambda: build(cfg, mon))
+        result = managed_fit(cfg, lambda: build(cfg, mon), root)
         if hparams is not None:
             mon.hparams(*hparams(result))
         return result
@@ -133,22 +134,26 @@ def objective(trial, base: Config, spec: TuneSpec, run_dir: str, study, tensorbo
     from dan.engine import Trainer
     from dan.search import Searcher
 
+    from dan.checkpoint import check_no_links
+
     values = sample(trial, spec)
     folder = trial_folder(study, trial, run_dir)
+    check_no_links(folder, run_dir)  # its files are read, removed and written: not through a link
     trial.set_user_attr("folder", folder)
     trial.set_user_attr("host", socket.gethostname())
     # 1. search
     scfg = search_config(base, spec, values, folder)
     arch_path = os.path.join(scfg.out, "arch.json")
     if not os.path.isfile(arch_path):
-        _run(scfg, Searcher, _Reporter(trial, "val/top1_small_argmax", 0, spec.multi), tensorboard=tensorboard)
+        _run(scfg, Searcher, _Reporter(trial, "val/top1_small_argmax", 0, spec.multi), run_dir,
+             tensorboard=tensorboard)
     arch = load_arch(arch_path)
     _record_arch(trial, arch)
     # 2. retrain on the training data minus a validation part
     rcfg = trial_retrain_config(scfg, spec, arch_path, folder)
     summary_path = os.path.join(rcfg.out, "summary.json")
     if not os.path.isfile(summary_path):
-        _run(rcfg, Trainer, _Reporter(trial, "val/top1_small", spec.search_epochs, spec.multi),
+        _run(rcfg, Trainer, _Reporter(trial, "val/top1_small", spec.search_epochs, spec.multi), run_dir,
              hparams=lambda s: ({**values, "trial": trial_number(study, trial), "optuna_trial": trial.number},
                                 {"hparam/top1_small": s.rows["small"]["top1"],
                                  "hparam/flops_small": s.rows["small"]["flops"]}), tensorboard=tensorboard)

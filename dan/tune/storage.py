@@ -31,6 +31,10 @@ def make_storage(url: str | None, run_dir: str, spec: TuneSpec):
 
     if not url:
         os.makedirs(run_dir, exist_ok=True)
+        from dan.checkpoint import check_no_links
+
+        for suffix in ("", "-journal", "-wal", "-shm"):  # SQLite wrote through a link in a given folder
+            check_no_links(os.path.join(run_dir, "study.db" + suffix), run_dir)
         url = f"sqlite:///{os.path.abspath(os.path.join(run_dir, 'study.db'))}"
     if url.startswith("journal:"):
         path = url[len("journal:"):]

@@ -8,7 +8,7 @@ import math
 import os
 import shutil
 
-from dan.checkpoint import atomic_write, write_json
+from dan.checkpoint import atomic_write, check_no_links, save_json
 from dan.config import Config, check_tau_decay
 from dan.errors import UserError
 from dan.tune.objective import first_attempt, objective, trial_number
@@ -407,6 +407,32 @@ TUNE_JSON_ABOUT = {
 }
 
 
+def _trial_file(run_dir: str, frozen, name: str) -> str:
+    """The file ``name`` of a finished trial's search: in its folder as its number names it
+    (:func:`dan.tune.objective.first_attempt`), not as the storage's ``folder`` attribute says (a
+    study.db a user was given can name any folder), and reached through no link
+    (:func:`dan.checkpoint.check_no_links`)."""
+    path = os.path.join(run_dir, "trials", f"trial-{first_attempt(frozen):04d}", "search", name)
+    check_no_links(path, run_dir)
+    if not os.path.isfile(path):
+        raise UserError(f"{path} does not exist: the trial ran in another folder than {run_dir} (a worker with "
+                        f"another --out) or its files were removed: run the same command with that worker's --out")
+    return path
+
+
+def _out_folder(run_dir: str, name: str) -> str:
+    """``<run_dir>/<name>`` (``best``, ``pareto``), made; a link there is refused (copies went through it)."""
+    folder = os.path.join(run_dir, name)
+    check_no_links(folder, run_dir)
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def _copy(src: str, dst: str) -> None:
+    """``shutil.copyfile`` by a rename: a link at ``dst`` is replaced, not written through."""
+    atomic_write(lambda p: shutil.copyfile(src, p), dst)
+
+
 def write_best(study, run_dir: str, multi: bool) -> dict:
     """Copy the best feasible trial's ``arch.json`` and ``config.yaml`` to ``<run_dir>/best/``
     (multi-objective: the Pareto front's ``arch.json`` files to ``pareto/``) and write
@@ -422,21 +448,21 @@ def write_best(study, run_dir: str, multi: bool) -> dict:
     if not complete:
         return out
     if multi:
-        folder = os.path.join(run_dir, "pareto")
-        os.makedirs(folder, exist_ok=True)
+        front = [(t, _trial_file(run_dir, t, "arch.json")) for t in study.best_trials if _feasible(t)]
+        folder = _out_folder(run_dir, "pareto")
         out["pareto"] = []
-        for t in (t for t in study.best_trials if _feasible(t)):
+        for t, src in front:
             dst = os.path.join(folder, f"trial-{first_attempt(t):04d}.arch.json")
-            shutil.copyfile(os.path.join(t.user_attrs["folder"], "search", "arch.json"), dst)
+            _copy(src, dst)
             out["pareto"].append({"trial": first_attempt(t), "optuna_trial": t.number, "top1": t.values[0],
                                   "flops": t.values[1], "params": t.params, "arch": dst})
     else:
         best = max(complete, key=lambda t: t.value)
-        folder = os.path.join(run_dir, "best")
-        os.makedirs(folder, exist_ok=True)
-        for name in ("arch.json", "config.yaml"):
-            shutil.copyfile(os.path.join(best.user_attrs["folder"], "search", name), os.path.join(folder, name))
+        sources = {name: _trial_file(run_dir, best, name) for name in ("arch.json", "config.yaml")}
+        folder = _out_folder(run_dir, "best")
+        for name, src in sources.items():
+            _copy(src, os.path.join(folder, name))
         out["best"] = {"trial": first_attempt(best), "optuna_trial": best.number, "top1": best.value,
                        "params": best.params, "arch": os.path.join(folder, "arch.json")}
-    atomic_write(lambda p: write_json(out, p), os.path.join(run_dir, "tune.json"))
+    save_json(out, os.path.join(run_dir, "tune.json"))
     return out
