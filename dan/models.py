@@ -14,9 +14,10 @@
 **Trust.** ``package.module:factory`` imports and runs code. It is imported only if the user named
 it: on the command line (``--model``, ``--set model.space=...``), in their own ``--config`` file,
 or from Python with :func:`trust`. A name read from an ``arch.json`` (or from the config stored
-inside one) is not trusted by being there, so an ``arch.json`` from elsewhere stays data: building
-it is refused with a message that says how to allow the name. Registered spaces, torchvision and
-timm names import nothing but those packages.
+inside one), or from a run's saved ``config.yaml`` given as ``--config``, is not trusted by being
+there, so such a file from elsewhere stays data: building it is refused with a message that says
+how to allow the name. A function of Python's standard library (``os:system``) is refused, trusted
+or not. Registered spaces, torchvision and timm names import nothing but those packages.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import importlib
 import inspect
 import os
 import re
+import sys
 import urllib.parse
 
 import torch
@@ -40,6 +42,8 @@ AUX_CLASSIFIERS = ("googlenet", "inception_v3")
 _CODE = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 _TIMM = re.compile(r"timm\.[\w.\-]+")
 _TRUSTED: set[str] = set()
+# top-level modules whose functions are never a network's or a dataset's builder (user_function)
+STDLIB_MODULES = frozenset(sys.stdlib_module_names) | {"builtins"}
 
 
 def object_space(model: nn.Module) -> str:
@@ -71,16 +75,25 @@ def kind(space: str) -> str:
 
 def trust(*names: str) -> None:
     """Allow :func:`create` to import these ``package.module:factory`` names (the ones a user
-    typed). The command-line tools call it for ``--model``, ``--set model.space`` and ``--config``."""
+    typed). The command-line tools call it for ``--model``, ``--set model.space`` and ``--config``
+    (a user's own file: not a config.yaml a run saved, :func:`dan.saved.saved_by_run`)."""
     _TRUSTED.update(n for n in names if isinstance(n, str) and ":" in n)
 
 
 def user_function(name: str, what: str, flag: str):
     """The function a ``package.module:function`` name points to (a ``what``: "model" or "dataset"),
-    imported only if the user trusted the name (:func:`trust`; ``flag`` is the option that names it)."""
+    imported only if the user trusted the name (:func:`trust`; ``flag`` is the option that names it).
+    A function of Python's standard library (or ``builtins``) is refused, trusted or not: it builds
+    no network nor dataset, and an audit's config file with ``model: {space: "os:system", args:
+    {command: ...}}`` ran the command, under ``--dry-run`` too."""
+    top = name.split(":")[0].split(".")[0]
+    if top in STDLIB_MODULES:
+        raise UserError(f"{what} '{name}' names a function of Python's standard library ({top}), not a {what} "
+                        f"builder: name your own package.module:function")
     if name not in _TRUSTED:
         raise UserError(f"{what} '{name}' would import and run the module {name.split(':')[0]}, which you did not "
-                        f"name: pass {flag} {name} (or put it in your --config) if you trust it")
+                        f"name: pass {flag} {name} if you trust it (a name in your own --config file is trusted; "
+                        f"one in an arch.json or a run's saved config.yaml is not)")
     module, _, func = name.partition(":")
     try:
         fn = getattr(importlib.import_module(module), func)

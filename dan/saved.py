@@ -30,6 +30,13 @@ from dan.errors import UserError
 RUN_CONFIG_KEYS = ("name", "seed", "device", "out", "model", "data", "train", "adjoint", "search")
 
 
+def saved_by_run(d) -> bool:
+    """Whether a config file's mapping ``d`` is a config.yaml a DAN run saved (it records its DAN,
+    ``code``, or holds every key of :data:`RUN_CONFIG_KEYS`, as an older DAN's did), not a user's
+    own file (``configs/*.yaml``)."""
+    return isinstance(d, dict) and (d.get("code") is not None or all(k in d for k in RUN_CONFIG_KEYS))
+
+
 def read_former(d: dict) -> tuple[dict, list[str]]:
     """A saved config ``d`` (nested, as YAML holds it) with each value an older DAN accepted and this
     one refuses replaced by the value that runs the same today (:data:`dan.config.FORMER_READINGS`;
@@ -179,7 +186,7 @@ def older_config_notes(path: str, d: dict, tool: str | None = None) -> tuple[dic
     if not isinstance(d, dict):
         return d, []
     code = d.get("code")
-    if code == code_version() or (code is None and not all(k in d for k in RUN_CONFIG_KEYS)):
+    if code == code_version() or not saved_by_run(d):
         return d, []
     d, notes = read_former(d)
     notes = [f"note: {path}: {n}" for n in notes]

@@ -240,3 +240,60 @@ def test_a_registered_space_given_num_classes_or_in_channels_in_its_args_says_wh
     with pytest.raises(dan.UserError, match="model.args.in_channels is 1 and the data gives 3"):
         models.create("resnet18", {"in_channels": 1}, num_classes=4, in_channels=3)
     assert_user_error(run_tool("count.py", "resnet18", "--arg", "num_classes=5"), "give it as --num-classes 5")
+
+
+def test_a_standard_library_function_is_refused_as_a_builder_even_when_trusted(tmp_path):
+    """Audit: a config file with ``model: {space: "os:system", args: {command: "touch ..."}}`` ran the
+    command, even under --dry-run: a function of Python's standard library builds no network nor dataset."""
+    marker = tmp_path / "ran"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"model: {{space: 'os:system', args: {{command: 'touch {marker}'}}}}\n"
+                   "data: {dataset: synthetic, image_size: 16, num_classes: 4}\n")
+    p = run_tool("train.py", "--config", str(bad), "--dry-run", "--out", str(tmp_path / "o"))
+    assert_user_error(p, "'os:system'", "standard library (os)", "your own package.module:function")
+    assert not marker.exists()
+    models.trust("os.path:join", "builtins:eval", "subprocess:run")
+    for name in ("os.path:join", "builtins:eval"):
+        with pytest.raises(dan.UserError, match="standard library"):
+            models.create(name, {}, num_classes=4, in_channels=3)
+    from dan.config import DataConfig
+    from dan.data.code import call_splits
+
+    with pytest.raises(dan.UserError, match="dataset 'subprocess:run' names a function of Python's standard"):
+        call_splits(DataConfig(dataset="subprocess:run", args={"args": ["touch", str(marker)]}))
+    assert not marker.exists()
+
+
+def test_a_runs_saved_config_yaml_given_as_config_does_not_trust_the_code_it_names(tmp_path):
+    """Audit: ``--config <someone's run>/config.yaml`` imported the ``model.space`` module it named, as
+    the user's own config file would: a run's saved config is named again on the command line, as an
+    arch.json's names are."""
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_mod.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                          "from tests.zoo_models import concat_resnet as build\n")
+    cfg = tiny_config(str(tmp_path / "run"), **{"model.space": "evil_mod:build"})
+    cfg.code = "0.1.0+g0123456789ab"  # as dan.loop writes a run's config.yaml
+    cfg.save(str(tmp_path / "config.yaml"))
+    common = ["--config", str(tmp_path / "config.yaml"), "--dry-run", "--out", str(tmp_path / "o")]
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path), old) if p)
+    try:
+        p = run_tool("train.py", *common)
+        assert_user_error(p, "evil_mod", "--model evil_mod:build", "run's saved config.yaml")
+        assert not marker.exists()
+        p = run_tool("train.py", *common, "--model", "evil_mod:build")  # named: imported, its args kept
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert marker.read_text() == "ran"
+        # the user's own file (no `code`, not every key of a run's) is trusted as a script is
+        os.remove(marker)
+        own = tmp_path / "own.yaml"
+        own.write_text("model: {space: 'evil_mod:build', args: {width: 8}}\n"
+                       "data: {dataset: synthetic, image_size: 16, num_classes: 4}\n")
+        p = run_tool("train.py", "--config", str(own), "--dry-run", "--out", str(tmp_path / "o"))
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert marker.read_text() == "ran"
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = old

@@ -172,10 +172,11 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
         torch.set_num_threads(args.threads)
     if getattr(args, "name_unused", False) and args.name:  # retrain.py ignored it in silence
         raise UserError("--name does not choose this tool's folder: give --out DIR")
-    cfg, notes = _config_file(args.config, tool) if args.config else (base or Config(), [])
+    cfg, notes, by_run = _config_file(args.config, tool) if args.config else (base or Config(), [], False)
     # the model and dataset names the user typed (flag, their own config file, --set) may import
-    # their code; a name that came with ``base`` (an arch.json's stored config) may not (dan.models: trust)
-    named = [cfg.model.space, cfg.data.dataset] if args.config else []
+    # their code; a name that came with ``base`` (an arch.json's stored config) may not (dan.models: trust),
+    # nor one in a config.yaml a run saved (given with --config, it may be anyone's: named again, as an arch.json's)
+    named = [cfg.model.space, cfg.data.dataset] if args.config and not by_run else []
     named += [getattr(args, "space", None), getattr(args, "dataset", None)]
     named += [item.split("=", 1)[1].strip() for item in args.set
               if "=" in item and item.split("=", 1)[0].strip() in ("model.space", "data.dataset")]
@@ -238,19 +239,21 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
         raise
 
 
-def _config_file(path: str, tool: Optional[str]) -> tuple[Config, list]:
+def _config_file(path: str, tool: Optional[str]) -> tuple[Config, list, bool]:
     """The ``--config`` file's config, a run's config another DAN saved read as it ran
-    (:func:`dan.saved.older_config_notes`), and the notes to print."""
+    (:func:`dan.saved.older_config_notes`), the notes to print, and whether the file is a config.yaml
+    a run saved (:func:`dan.saved.saved_by_run`)."""
     from dan import saved as older
 
-    notes = []
+    notes, by_run = [], []
 
     def as_ran(raw: dict) -> dict:
+        by_run.append(older.saved_by_run(raw))
         read, said = older.older_config_notes(path, raw, tool)
         notes.extend(said)
         return read
 
-    return Config.from_file(path, read=as_ran), notes
+    return Config.from_file(path, read=as_ran), notes, any(by_run)
 
 
 def retrain_hint(arch_path: str, cfg: Config) -> str:
