@@ -37,7 +37,7 @@ from dan import distributed
 from dan.checkpoint import atomic_write, check_no_links, check_same_task, code_version, load_checkpoint, open_no_link
 from dan.config import BEFORE_KEY, FORMER_DEFAULTS, Config, flatten, load_yaml_file
 from dan.errors import DivergedError, UserError, spelt
-from dan.saved import read_former, used_by
+from dan.saved import read_former, saved_by_run, used_by
 from dan.seed import derive, kept_rng_state, seed_everything
 
 # Keys a resumed run may change: how long, where, and how fast it runs; not what it computes.
@@ -375,6 +375,42 @@ def held_run(run_dir: str) -> str | None:
     if _no_epoch_finished(run_dir):
         found = [n for n in found if n != "metrics.jsonl" and not n.startswith("events.out.tfevents.")]
     return next(iter(found), None)
+
+
+# entries only a DAN run folder or tuning study holds (besides FINISHED_FILES and event files)
+RUN_MARKERS = (".lock", "checkpoints", "study.db", "tune.json")
+
+
+def foreign_entry(run_dir: str) -> str | None:
+    """An entry of ``run_dir`` when it is an existing, non-empty folder that holds no DAN run nor
+    tuning study (none of :data:`RUN_MARKERS`, a finished file, event files, or a ``config.yaml`` a
+    run saved: :func:`dan.saved.saved_by_run`), else None."""
+    try:
+        names = sorted(os.listdir(run_dir))
+    except OSError:  # absent (created by the run), or no folder (check_run_dir says so)
+        return None
+    if not names or finished_files(run_dir) or any(n in names for n in RUN_MARKERS):
+        return None
+    if "config.yaml" in names:
+        try:
+            if saved_by_run(load_yaml_file(os.path.join(run_dir, "config.yaml"), "config")):
+                return None  # a run stopped before its first epoch: a new one may start there
+        except (UserError, OSError):
+            pass
+    return names[0]
+
+
+def check_out_from_file(out, source: str) -> None:
+    """Refuse the run folder ``out`` that the config file ``source`` named (the user did not type it:
+    no ``--out``) when it is a folder of other files (:func:`foreign_entry`): an audit's config with
+    ``out: /some/existing/folder`` wrote its config.yaml and small.json over that folder's and removed its
+    ``.*.tmp*`` files (:func:`remove_stale_temporaries`). A new folder, an empty one and a run's own are
+    taken, wherever the file puts them (a config file is trusted like a script)."""
+    entry = foreign_entry(out) if isinstance(out, str) and out else None
+    if entry is not None:
+        raise UserError(f"{source} sets out: {out}, an existing folder that holds no DAN run (it holds {entry}): "
+                        f"a run would write over its files; name it with {spelt('--out', 'out=')} if you mean it, "
+                        f"or choose a new folder")
 
 
 def _no_epoch_finished(run_dir: str) -> bool:

@@ -82,7 +82,7 @@ from dan.config import check_search_config  # noqa: F401 (dan.search.check_searc
 from dan.data import build_data, build_user_data, dataset_info
 from dan.data.code import as_splits, object_name
 from dan.engine import amp_dtype, build_optimizer, build_scheduler, evaluate, resolve_device
-from dan.loop import (load_states, optimizer_step, read_run_checkpoint, run_epochs, start,
+from dan.loop import (check_out_from_file, load_states, optimizer_step, read_run_checkpoint, run_epochs, start,
                       start_and_fit, steps_per_epoch)
 from dan.errors import UserError
 from dan.layers import channels_last_runs
@@ -505,6 +505,7 @@ def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config 
     check_network(model, "dan.search searches")  # before the config and the data are read
     if kind not in ("flops", "params", "latency"):
         raise UserError(f"kind must be 'flops', 'params' or 'latency', got {kind!r}")
+    from_file = os.fspath(cfg) if isinstance(cfg, (str, os.PathLike)) else None
     cfg = api_config(cfg)
     splits = None
     if isinstance(data, (tuple, list)):  # your own Datasets, as objects
@@ -521,6 +522,8 @@ def search_model(model, data, budget="25%", *, kind: str = "flops", cfg: Config 
     cfg.search.budget_flops = budget if kind == "flops" else None
     cfg.search.budget_params = budget if kind == "params" else None
     cfg.search.budget_latency = budget if kind == "latency" else None
+    if out is None and from_file:  # the file's out (dan.loop.check_out_from_file)
+        check_out_from_file(cfg.out, from_file)
     cfg.out = out or cfg.out or os.path.join("runs", f"search-{type(model).__name__}")
     cfg.validate()
     models.trust(cfg.data.dataset)  # a package.module:function dataset named in this call

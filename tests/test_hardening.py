@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 import dan
 from dan.monitor import Monitor
@@ -122,6 +123,35 @@ def test_a_folder_with_finished_results_is_never_written_into(tmp_path):
     assert_user_error(run_tool("baseline.py", "uniform", *TINY, "--budget-flops", "30%", "--out", str(mine)),
                       "config.yaml")
     assert os.listdir(mine) == ["config.yaml"] and (mine / "config.yaml").read_text() == "name: mine\n"
+
+
+def test_a_config_files_out_naming_a_folder_of_other_files_is_refused_unless_typed(tmp_path):
+    """Audit: a given config with ``out: /some/existing/folder`` silently made the run write there: its
+    config.yaml and small.json over the folder's, and its ``.draft.tmp*`` files removed (stale
+    temporaries). The file's out may name a new folder, an empty one or a run's own; --out names any."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("mine\n")
+    (victim / ".draft.tmp1").write_text("draft\n")
+    cfg = tmp_path / "given.yaml"
+    cfg.write_text(f"out: {victim}\nmodel: {{args: {{width: 8}}}}\n"
+                   "data: {dataset: synthetic, image_size: 16, num_classes: 4, synthetic_size: 64}\n")
+    before = _snapshot(victim)
+    for dry in (["--dry-run"], []):
+        p = run_tool("train.py", "--config", str(cfg), *TINY[6:], *dry)
+        assert_user_error(p, str(cfg), f"out: {victim}", "holds no DAN run", "--out")
+        assert _snapshot(victim) == before and sorted(os.listdir(victim)) == [".draft.tmp1", "notes.txt"]
+    with pytest.raises(dan.UserError, match="holds no DAN run.*out="):
+        dan.search(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                       torch.nn.Linear(4, 4)),
+                   "synthetic", cfg=str(cfg))
+    assert _snapshot(victim) == before
+    # typed, the folder is the user's choice; a new folder, or a run's own (here, the one just made), is taken
+    assert run_tool("train.py", "--config", str(cfg), *TINY[6:], "--dry-run", "--out", str(victim)).returncode == 0
+    cfg.write_text(cfg.read_text().replace(str(victim), str(tmp_path / "run")))
+    assert run_tool("train.py", "--config", str(cfg), *TINY[6:]).returncode == 0
+    p = run_tool("train.py", "--config", str(cfg), *TINY[6:], "--epochs", "2", "--resume")
+    assert p.returncode == 0, p.stderr[-2000:]
 
 
 def test_a_run_that_stopped_before_its_first_epoch_can_be_started_again_in_its_folder(tmp_path):

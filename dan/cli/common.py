@@ -173,16 +173,7 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
     if getattr(args, "name_unused", False) and args.name:  # retrain.py ignored it in silence
         raise UserError("--name does not choose this tool's folder: give --out DIR")
     cfg, notes, by_run = _config_file(args.config, tool) if args.config else (base or Config(), [], False)
-    # the model and dataset names the user typed (flag, their own config file, --set) may import
-    # their code; a name that came with ``base`` (an arch.json's stored config) may not (dan.models: trust),
-    # nor one in a config.yaml a run saved (given with --config, it may be anyone's: named again, as an arch.json's)
-    named = [cfg.model.space, cfg.data.dataset] if args.config and not by_run else []
-    named += [getattr(args, "space", None), getattr(args, "dataset", None)]
-    named += [item.split("=", 1)[1].strip() for item in args.set
-              if "=" in item and item.split("=", 1)[0].strip() in ("model.space", "data.dataset")]
-    from dan import models
-
-    models.trust(*[n for n in named if n])
+    _trust_named(args, cfg if args.config and not by_run else None)
     space = getattr(args, "space", None)
     if space and space != cfg.model.space and cfg.model.args:
         # the file's builder arguments are its model's: the demo config's width=16 reached
@@ -209,6 +200,10 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
         key, value = item.split("=", 1)
         cfg.set(key.strip(), value)
         typed_keys.add(key.strip())
+    if args.config and "out" not in typed_keys:  # the file's out, not typed: not over a folder of other files
+        from dan.loop import check_out_from_file
+
+        check_out_from_file(cfg.out, args.config)
     # the keys this command typed (flags, --set): a resume of another DAN's run compares them and
     # adopts the run's own values only for the others (dan.loop.adopt_run_settings); not saved
     cfg.typed = frozenset(typed_keys)
@@ -237,6 +232,20 @@ def resolve_config(args: argparse.Namespace, extra_keys: Optional[dict] = None,
         if saved_from and older.saved_refusal(saved, e):
             raise older.refusal(e, *saved_from) from None
         raise
+
+
+def _trust_named(args: argparse.Namespace, own: Optional[Config]) -> None:
+    """Trust (:func:`dan.models.trust`) the model and dataset names the user typed: flags, ``--set``, and
+    ``own``, the config of their own ``--config`` file. A name that came with a tool's ``base`` (an
+    arch.json's stored config) is not, nor one in a config.yaml a run saved (given with ``--config``, it
+    may be anyone's): named again, as an arch.json's."""
+    from dan import models
+
+    named = [own.model.space, own.data.dataset] if own is not None else []
+    named += [getattr(args, "space", None), getattr(args, "dataset", None)]
+    named += [item.split("=", 1)[1].strip() for item in args.set
+              if "=" in item and item.split("=", 1)[0].strip() in ("model.space", "data.dataset")]
+    models.trust(*[n for n in named if n])
 
 
 def _config_file(path: str, tool: Optional[str]) -> tuple[Config, list, bool]:
