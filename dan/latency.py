@@ -851,20 +851,52 @@ def remeasure(arch, repeats: int = 1, *, model=None) -> dict:
     if model is None and kind(arch.space) == "object":  # the tool cannot rebuild it: say how to time it
         raise UserError(f"this network was searched as a Python object ({arch.space[8:-1]}): time it from Python "
                         f"with dan.latency.remeasure(dan.load_arch(path), model=your_model) (import dan.latency)")
+    dev = arch.latency.get("device")
+    batch, threads, runtime, note = recorded_device(dev)  # before anything is built
     sn = arch_supernet(arch, model)
     try:
         choice = [c.index(arch.widths[g.name]) for g, c in zip(sn.groups, sn.cands)]
     except (KeyError, ValueError):
         raise UserError("the arch.json's widths are not candidates of its own search space: was it edited?")
-    dev = arch.latency["device"]
-    model = build(sn, batch=dev["batch"], threads=dev["threads"], runtime=dev["runtime"], progress=False)
+    model = build(sn, batch=batch, threads=threads, runtime=runtime, progress=False)
     b = arch.budget
     r = measure_found(sn, model, choice, bool(b.get("relative")), repeats)
     budget = b["relative"] * model.predict(sn.widths_of(sn.extreme_choices()[1])) if b.get("relative") else b["latency"]
     ratio = r["measured_ms"] / budget
     return dict(r, budget_ms=budget, repeats=[ms / budget for ms in r["readings_ms"]], measured_over_budget=ratio,
                 in_band=bool(abs(ratio - 1) <= b.get("band", 0.03)),
-                same_device=_same_device(dev))
+                same_device=note is None and _same_device(dev), note=note)
+
+
+MAX_BATCH = 65536  # a recorded latency batch above it is refused (as train.latency_batches)
+
+
+def recorded_device(dev) -> tuple[int, int, str, str | None]:
+    """The batch, threads and runtime an arch.json's ``latency.device`` records, checked before they
+    are used (:func:`remeasure`), and a note or None: an audit's arch.json with batch 50,000,000 asked
+    146 GB. The batch is an integer in [1, 65536], the runtime one of :data:`RUNTIMES`; threads above
+    the CPUs this process may use are taken down to them, with a note (as ``data.workers``: a table of
+    more threads than cores only contends), since a search on a larger machine recorded its own."""
+    from dan.errors import UserError
+
+    def bad(key, what, value):
+        raise UserError(f"the arch.json's latency.{key} must be {what}, got {value!r:.80}: fix the file or "
+                        f"search again")
+
+    if not isinstance(dev, dict):
+        bad("device", "an object with batch, threads and runtime", dev)
+    batch, threads, runtime = dev.get("batch"), dev.get("threads"), dev.get("runtime")
+    if not (isinstance(batch, int) and not isinstance(batch, bool) and 1 <= batch <= MAX_BATCH):
+        bad("device.batch", f"an integer in [1, {MAX_BATCH}]", batch)
+    if not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        bad("device.threads", "a positive integer", threads)
+    if runtime not in RUNTIMES:
+        bad("device.runtime", f"one of {', '.join(RUNTIMES)}", runtime)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if threads <= cpus:
+        return batch, threads, runtime, None
+    return batch, cpus, runtime, (f"note: the search timed with {threads} threads, more than the {cpus} CPUs this "
+                                  f"process may use: timed with {cpus}")
 
 
 def _same_device(recorded: dict) -> bool:

@@ -210,11 +210,12 @@ def check_training(model: nn.Module, batch_shape: tuple, *, eval_batch: int, opt
                         f"and this machine has {gib(available)} available: {fix} ({ENV}=0 skips this check)")
 
 
-def check_weights(model_fn, what: str, *, available: int | None = None) -> None:
+def check_weights(model_fn, what: str, *, available: int | None = None, fix: str = "lower its width") -> None:
     """Refuse a network whose weights alone are more than the memory available: ``model_fn()`` is
     built on the meta device (no memory) and its parameters and buffers counted. For this
     package's own search spaces, whose ``width`` a user sets (a width-1000 ResNet-18 holds 11 GB of
-    weights), before the real build would allocate them."""
+    weights), and torchvision's and timm's networks (:func:`dan.models.check_size`), before the real
+    build would allocate them; ``fix``: what the message tells the user to do."""
     available = available_bytes() if available is None else available
     if available is None:
         return
@@ -227,4 +228,4 @@ def check_weights(model_fn, what: str, *, available: int | None = None) -> None:
     need = sum(t.numel() * t.element_size() for t in tensors)
     if need > available:
         raise UserError(f"{what} has {gib(need)} of weights and this machine has {gib(available)} "
-                        f"available: lower its width ({ENV}=0 skips this check)")
+                        f"available: {fix} ({ENV}=0 skips this check)")

@@ -130,55 +130,9 @@ def create(space: str, args: dict | None = None, *, num_classes: int, in_channel
     if k == "registered":
         return _registered(space, args, num_classes, in_channels)
     if k == "torchvision":
-        import torchvision
-
-        name = space.split(".", 1)[1]
-        if name not in torchvision.models.list_models(module=torchvision.models):
-            raise UserError(f"unknown torchvision model '{name}': see torchvision.models.list_models()")
-        if in_channels != 3:
-            raise UserError(f"torchvision.{name} takes 3 input channels, the data has {in_channels}: repeat "
-                            f"grey images with {setting('data.channels=3')}")
-        if args.get("weights") is not None and withholding() and _weights_withheld(name, args["weights"]):
-            args.pop("weights")  # a dry run builds the same network without them (dan.downloads)
-        pretrained = args.get("weights") is not None
-        if not pretrained:
-            args.setdefault("num_classes", num_classes)
-        if name in AUX_CLASSIFIERS:
-            # their auxiliary classifiers make a training-mode forward return a named tuple, which
-            # the adjoint conversion refuses; a compressed network is deployed without them, as their
-            # pretrained weights are evaluated (the coverage page builds them so as well)
-            args.setdefault("aux_logits", False)
-            if args.get("weights") is None:
-                args.setdefault("init_weights", True)  # torchvision's default, said without its warning
-        try:
-            model = torchvision.models.get_model(name, **args)
-        except (TypeError, ValueError, KeyError) as e:
-            what = f"unknown weights {e}" if isinstance(e, KeyError) else str(e)
-            raise UserError(f"torchvision.{name}: {what} (see torchvision.models.get_model_weights"
-                            f"('{name}'))") from e
-        except OSError as e:  # urllib's URLError: no network, or the download failed
-            first = (str(e).splitlines() or [type(e).__name__])[0]
-            raise UserError(f"torchvision.{name}: cannot download weights {args['weights']} ({first}): "
-                            f"connect to the network once, or put the file in torch hub's cache "
-                            f"({torch.hub.get_dir()}/checkpoints)") from e
-        if pretrained and "num_classes" not in args:
-            # pretrained weights come with their own classifier (ImageNet's 1000 classes): it kept
-            # them, and a 10-class dataset trained and deployed a 1000-logit network without a word
-            model = new_head(model, num_classes, f"torchvision.{name}")
-        return model
+        return _torchvision(space, args, num_classes, in_channels)
     if k == "timm":
-        try:
-            import timm
-        except ImportError:
-            raise UserError(f"{space} needs timm: pip install 'dan[timm]' (or pip install timm)") from None
-        name = space.split(".", 1)[1]
-        if not timm.list_models(name) and name not in timm.list_models(pretrained=True):
-            raise UserError(f"unknown timm model '{name}': see timm.list_models()")
-        args.setdefault("pretrained", False)
-        try:
-            return timm.create_model(name, num_classes=num_classes, in_chans=in_channels, **args)
-        except (TypeError, ValueError, RuntimeError, OSError) as e:  # OSError: pretrained weights not downloadable
-            raise UserError(f"{space}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        return _timm(space, args, num_classes, in_channels)
     factory = user_function(space, "model", "--model")
     try:
         params = inspect.signature(factory).parameters
@@ -192,6 +146,85 @@ def create(space: str, args: dict | None = None, *, num_classes: int, in_channel
     if not isinstance(model, nn.Module):
         raise UserError(f"model '{space}' returned a {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _torchvision(space: str, args: dict, num_classes: int, in_channels: int) -> nn.Module:
+    """A torchvision classification network (see the module docstring); its size is checked before it is
+    allocated (:func:`check_size`)."""
+    import torchvision
+
+    name = space.split(".", 1)[1]
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise UserError(f"unknown torchvision model '{name}': see torchvision.models.list_models()")
+    if in_channels != 3:
+        raise UserError(f"torchvision.{name} takes 3 input channels, the data has {in_channels}: repeat "
+                        f"grey images with {setting('data.channels=3')}")
+    if args.get("weights") is not None and withholding() and _weights_withheld(name, args["weights"]):
+        args.pop("weights")  # a dry run builds the same network without them (dan.downloads)
+    pretrained = args.get("weights") is not None
+    if not pretrained:
+        args.setdefault("num_classes", num_classes)
+    if name in AUX_CLASSIFIERS:
+        # their auxiliary classifiers make a training-mode forward return a named tuple, which
+        # the adjoint conversion refuses; a compressed network is deployed without them, as their
+        # pretrained weights are evaluated (the coverage page builds them so as well)
+        args.setdefault("aux_logits", False)
+        if args.get("weights") is None:
+            args.setdefault("init_weights", True)  # torchvision's default, said without its warning
+    meta = {**args, "weights": None}  # the size counted without the weights' download
+    if name in AUX_CLASSIFIERS:
+        meta.setdefault("init_weights", True)
+    check_size(space, args, lambda: torchvision.models.get_model(name, **meta))
+    try:
+        model = torchvision.models.get_model(name, **args)
+    except (TypeError, ValueError, KeyError) as e:
+        what = f"unknown weights {e}" if isinstance(e, KeyError) else str(e)
+        raise UserError(f"torchvision.{name}: {what} (see torchvision.models.get_model_weights"
+                        f"('{name}'))") from e
+    except OSError as e:  # urllib's URLError: no network, or the download failed
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise UserError(f"torchvision.{name}: cannot download weights {args['weights']} ({first}): "
+                        f"connect to the network once, or put the file in torch hub's cache "
+                        f"({torch.hub.get_dir()}/checkpoints)") from e
+    if pretrained and "num_classes" not in args:
+        # pretrained weights come with their own classifier (ImageNet's 1000 classes): it kept
+        # them, and a 10-class dataset trained and deployed a 1000-logit network without a word
+        model = new_head(model, num_classes, f"torchvision.{name}")
+    return model
+
+
+def _timm(space: str, args: dict, num_classes: int, in_channels: int) -> nn.Module:
+    """A timm network (see the module docstring); its size is checked before it is allocated
+    (:func:`check_size`)."""
+    try:
+        import timm
+    except ImportError:
+        raise UserError(f"{space} needs timm: pip install 'dan[timm]' (or pip install timm)") from None
+    name = space.split(".", 1)[1]
+    if not timm.list_models(name) and name not in timm.list_models(pretrained=True):
+        raise UserError(f"unknown timm model '{name}': see timm.list_models()")
+    args.setdefault("pretrained", False)
+    check_size(space, args, lambda: timm.create_model(name, num_classes=num_classes, in_chans=in_channels,
+                                                      **{**args, "pretrained": False}))
+    try:
+        return timm.create_model(name, num_classes=num_classes, in_chans=in_channels, **args)
+    except (TypeError, ValueError, RuntimeError, OSError, AssertionError) as e:
+        # OSError: pretrained weights not downloadable; AssertionError: timm's checks of its arguments
+        # ("BasicBlock does not support changing base width")
+        raise UserError(f"{space}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+
+
+def check_size(space: str, args: dict, build) -> None:
+    """Refuse the network ``space`` with ``args`` when its weights alone are more than the memory
+    available, counted on PyTorch's meta device before they are allocated (``build()`` builds it
+    there, without pretrained weights: :func:`dan.memory.check_weights`). An audit's arch.json with
+    ``"space": "torchvision.resnet50", "space_args": {"width_per_group": 2048}`` (12 G parameters)
+    made tools/count.py die with bad_alloc; registered spaces were checked, torchvision's and timm's
+    networks were not. Your own ``package.module:function`` is not called twice to count it."""
+    from dan.memory import check_weights
+
+    check_weights(build, f"{space}({', '.join(f'{key}={v}' for key, v in args.items())})",
+                  fix="choose smaller model.args (an arch.json's space_args)")
 
 
 def new_head(model: nn.Module, num_classes: int, what: str) -> nn.Module:

@@ -661,3 +661,44 @@ def test_the_measured_landing_does_not_measure_a_network_again(monkeypatch):
     choice, lat = search_result.land_measured(searcher, [1], [[0.0, 0.0, 0.0]])
     assert calls == [[1]] and choice == [1]  # measured once, kept (no other network is nearer)
     assert lat["measured_repairs"] == 0 and len(lat["measured_trials"]) == 1
+
+
+def test_an_arch_json_s_latency_batch_and_threads_are_checked_before_it_is_timed(tmp_path, monkeypatch):
+    """Audit: ``remeasure`` took ``latency.device.batch`` and ``threads`` from a given arch.json
+    unchecked (batch 50,000,000 asked 146 GB). The batch is refused in one line before anything is
+    built; threads above this machine's CPUs are taken down to them, with a note."""
+    base = tmp_path / "b"
+    p = run_tool("baseline.py", "uniform", "--dataset", "synthetic", "--image-size", "16", "--num-classes", "4",
+                 "--set", "model.args.width=8", "--budget-flops", "40%", "--quiet", "--out", str(base))
+    assert p.returncode == 0, p.stderr[-2000:]
+    arch = json.loads((base / "arch.json").read_text())
+    arch["budget"] = {"latency": 1.0, "relative": None, "band": 0.03}
+    arch["widths"].update({g: c[-1] for g, c in arch["candidates"].items()})  # a search's: candidates
+    built = []
+
+    class Built(Exception):
+        pass
+
+    def build(sn, **kw):
+        built.append(kw)
+        raise Built
+
+    monkeypatch.setattr(latency, "build", build)
+    device = latency.device_description(1, 1)
+    for bad in ({"batch": 50_000_000}, {"batch": 0}, {"batch": "1"}, {"threads": 0}, {"threads": 1.5},
+                {"runtime": "tensorrt"}):
+        arch["latency"] = {"device": {**device, **bad}}
+        (base / "arch.json").write_text(json.dumps(arch))
+        with pytest.raises(dan.UserError, match=rf"latency\.device\.{next(iter(bad))} must be .*: fix the file"):
+            latency.remeasure(str(base))
+        assert not built
+    cpus = len(os.sched_getaffinity(0))
+    arch["latency"] = {"device": {**device, "threads": 1_000_000}}
+    (base / "arch.json").write_text(json.dumps(arch))
+    with pytest.raises(Built):
+        latency.remeasure(str(base))
+    assert built[-1]["threads"] == cpus and built[-1]["batch"] == 1
+    assert latency.recorded_device({**device, "threads": 1_000_000})[3] == (
+        f"note: the search timed with 1000000 threads, more than the {cpus} CPUs this process may use: timed with "
+        f"{cpus}")
+    assert latency.recorded_device(device) == (1, 1, "torch", None)

@@ -241,3 +241,54 @@ def test_a_traced_network_the_estimate_cannot_run_prints_nothing(capfd):
     gm = torch.fx.symbolic_trace(FixedBatch())
     assert memory.activation_bytes(gm, (2, 3, 8, 8)) is None
     assert capfd.readouterr().err == ""
+
+
+def test_a_torchvision_or_timm_network_too_large_is_refused_before_it_is_allocated(tmp_path, monkeypatch):
+    """Audit: an arch.json with ``"space": "torchvision.resnet50", "space_args": {"width_per_group": 2048}``
+    (44 GiB of weights) made tools/count.py die with bad_alloc: only the registered spaces' weights
+    were counted before the build. Here on a machine with 20 MiB available (faked): a ResNet-18's
+    45 MB of weights are refused in one line, counted on the meta device."""
+    import json
+
+    from dan import models
+    from dan.fuzz import run_in_process
+    from tests.helpers import run_tool
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 20 << 20)
+    built = []
+    monkeypatch.setattr(nn.Module, "register_parameter", _recording(nn.Module.register_parameter, built))
+    names = ["torchvision.resnet18"] + (["timm.resnet18"] if _has_timm() else [])
+    for name in names:
+        built.clear()
+        with pytest.raises(UserError, match=rf"{name}\(.*\) has 4\d MiB of weights and this machine has 20 MiB "
+                                            r"available: choose smaller model\.args"):
+            models.create(name, {}, num_classes=10, in_channels=3)
+        assert built and all(p is None or p.is_meta for p in built)  # nothing allocated
+    # as the audit ran it: count.py given such an arch.json
+    base = tmp_path / "b"
+    p = run_tool("baseline.py", "uniform", "--dataset", "synthetic", "--image-size", "16", "--num-classes", "4",
+                 "--set", "model.args.width=8", "--budget-flops", "40%", "--quiet", "--out", str(base))
+    assert p.returncode == 0, p.stderr[-2000:]
+    arch = json.loads((base / "arch.json").read_text())
+    arch["space"] = arch["config"]["model"]["space"] = "torchvision.resnet50"
+    arch["space_args"] = {"width_per_group": 2048, "num_classes": 4, "in_channels": 3}
+    (base / "arch.json").write_text(json.dumps(arch))
+    code, err = run_in_process("count.py", [str(base / "arch.json")], time_limit=None)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "torchvision.resnet50(width_per_group=2048" in err and "GiB of weights" in err, err
+
+
+def _recording(register, into: list):
+    def register_parameter(self, name, param):
+        into.append(param)
+        return register(self, name, param)
+
+    return register_parameter
+
+
+def _has_timm() -> bool:
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -72,6 +72,8 @@ def main(argv, prog: str = PROG) -> int:
         # independent readings, the median one reported (dan.latency.measure_found): one slow spell
         # of a shared machine moves one reading by up to 20 %, rarely two of three
         r = remeasure(load_arch(arch_file(args.arch)), args.repeats)
+        if r["note"]:
+            print(r["note"])
         print(f"measured {r['measured_ms']:.3g} ms: {100 * r['measured_over_budget']:.1f}% of the budget "
               f"({r['budget_ms']:.3g} ms), {'inside' if r['in_band'] else 'OUTSIDE'} its band"
               + ("" if r["same_device"] else " (this machine differs from the one that searched)"))
