@@ -320,6 +320,46 @@ def test_an_unreadable_evaluation_image_is_refused_before_training(tmp_path):
         build_data(DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=4), seed=0)
 
 
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\nshowpage\n%%EOF\n"
+
+
+def test_an_eps_file_named_jpg_is_refused_without_running_ghostscript(tmp_path, monkeypatch):
+    """Audit: ``load_image`` let Pillow open any format it knows: an EPS file named .jpg was opened
+    as EPS, and decoding it runs Ghostscript on the file. Only the formats of the image extensions
+    are opened; anything else is one line naming the file, before any decoding."""
+    from PIL import EpsImagePlugin
+
+    from dan.data.datasets import check_headers, load_image
+
+    ran = []
+
+    def ghostscript(*args, **kwargs):  # Pillow's call of the gs program (EpsImagePlugin.Ghostscript)
+        ran.append(args)
+        raise OSError("Ghostscript ran")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: True)
+    eps = tmp_path / "photo.jpg"
+    eps.write_bytes(EPS)
+    with pytest.raises(UserError, match=f"cannot read image {eps} \\(not JPEG, PNG.* or WEBP: another format, "
+                                        f"or no image\\): delete or replace it$"):
+        load_image(str(eps))
+    root = write_image_folder(tmp_path / "imgs")
+    bad = os.path.join(root, "val", sorted(os.listdir(os.path.join(root, "val")))[0], "0.png")
+    open(bad, "wb").write(EPS)
+    with pytest.raises(UserError, match=f"cannot read image {bad} .*delete or replace it"):
+        build_data(DataConfig(dataset="imagefolder", data=root, image_size=16, batch_size=4), seed=0)
+    assert not ran
+    # every format of the extensions still opens, whatever the file's name
+    from PIL import Image
+
+    for fmt in ("JPEG", "PNG", "PPM", "BMP", "GIF", "TIFF", "WEBP"):
+        path = tmp_path / f"x-{fmt}.jpg"
+        Image.new("RGB", (4, 4), (10, 200, 30)).save(path, format=fmt)
+        assert load_image(str(path)).size == (4, 4)
+        check_headers(type("Files", (), {"samples": [(str(path), 0)]})(), 1 << 20)
+
+
 def test_imagefolder_reads_16_bit_and_float_images_at_their_precision(tmp_path):
     """torchvision's loader clips a 16-bit PNG to 8 bits (99.6 % white) and a float TIFF to black;
     here 12-bit content in 16-bit PNGs arrives as values/65535 with its levels, on 3 channels."""

@@ -215,6 +215,20 @@ def pillow_limit_off():
         Image.MAX_IMAGE_PIXELS = saved
 
 
+def open_image(f, path: str):
+    """The image the open file ``f`` (of ``path``) holds, opened (its header read) by Pillow as one of
+    :data:`IMAGE_FORMATS` only, else one :class:`UserError` line naming the file. Pillow tries every
+    format it knows otherwise: an audit's EPS file named .jpg was opened as EPS, whose decoding runs
+    Ghostscript (a PostScript interpreter) on the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        return Image.open(f, formats=IMAGE_FORMATS)
+    except UnidentifiedImageError:
+        raise UserError(f"cannot read image {path} (not {', '.join(IMAGE_FORMATS[:-1])} or {IMAGE_FORMATS[-1]}: "
+                        f"another format, or no image): delete or replace it") from None
+
+
 def load_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS):
     """An image file as a PIL image for :func:`dan.data.augment.folder_transforms`: 8-bit RGB, or
     for a high-bit-depth image one float channel (mode ``F``) in [0, 1] at its full precision.
@@ -232,7 +246,7 @@ def load_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS):
     from PIL import Image
 
     with open(path, "rb") as f, pillow_limit_off():
-        img = Image.open(f)
+        img = open_image(f, path)
         w, h = img.size
         refuse_too_large(path, w, h, max_pixels)
         img.load()
@@ -317,6 +331,9 @@ def _folder_classes(cfg: DataConfig) -> tuple[str, list[str]]:
 # torchvision's, and GIF (the first frame), which Pillow always reads: an audit's .gif files were
 # left out without a word
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+# the Pillow formats of those extensions (JPEG covers a phone's MPO, PPM the PGM): the only ones an image
+# is opened as, whatever its name says (open_image)
+IMAGE_FORMATS = ("JPEG", "PNG", "PPM", "BMP", "GIF", "TIFF", "WEBP")
 
 
 @dataclass
@@ -563,11 +580,11 @@ def check_headers(files: ImageFiles, max_pixels: int) -> None:
 
 
 def _check_header(path: str, max_pixels: int) -> None:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
         with open(path, "rb") as f, pillow_limit_off():
-            img = Image.open(f)
+            img = open_image(f, path)
             w, h = img.size
             refuse_too_large(path, w, h, max_pixels)
             if not _ends_whole(f, img):
