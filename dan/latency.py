@@ -177,11 +177,16 @@ class LatencyModel:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LatencyModel":
+    def from_dict(cls, d: dict, *, inner: bool = False) -> "LatencyModel":
+        """The model :meth:`to_dict` gave; a ValueError for a dict no DAN wrote. ``other`` nests once
+        (the other memory format's tables hold none): an audit's cache entry nesting it thousands of
+        times deep was a RecursionError."""
         d = dict(d)
         d["layers"] = [LayerTable(**l) for l in d["layers"]]
         if d.get("other") is not None:
-            d["other"] = cls.from_dict(d["other"])
+            if inner:
+                raise ValueError("a latency model's 'other' holds another 'other'")
+            d["other"] = cls.from_dict(d["other"], inner=True)
         return cls(**d)
 
 
@@ -664,8 +669,8 @@ def cached(sn, *, batch: int = 1, threads: int | None = None, runtime: str = "to
                 model = LatencyModel.from_dict(json.load(f))
             if model.version == VERSION:
                 return path, model
-        except (OSError, ValueError, TypeError, KeyError):
-            pass  # a damaged cache entry is rebuilt
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            pass  # a damaged cache entry is rebuilt (RecursionError: JSON nested too deeply to parse)
     return path, None
 
 

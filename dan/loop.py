@@ -28,10 +28,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 
 import torch
-import yaml
 
 from dan import distributed
 from dan.checkpoint import atomic_write, check_no_links, check_same_task, code_version, load_checkpoint, open_no_link
@@ -39,6 +39,7 @@ from dan.config import BEFORE_KEY, FORMER_DEFAULTS, Config, flatten, load_yaml_f
 from dan.errors import DivergedError, UserError, spelt
 from dan.saved import read_former, saved_by_run, used_by
 from dan.seed import derive, kept_rng_state, seed_everything
+from dan.yaml_data import MAX_YAML_BYTES, load_yaml_text
 
 # Keys a resumed run may change: how long, where, and how fast it runs; not what it computes.
 RESUMABLE_CHANGES = ("train.epochs", "device", "data.workers", "out", "train.latency_batches", "train.amp",
@@ -448,31 +449,39 @@ def keep_earlier_config(cfg: Config, run_dir: str) -> None:
     """Before a resume that changes the config (``--resume --epochs 4``, the changes a resume
     allows), its ``config.yaml`` is kept as ``config.before-resume-<n>.yaml``: it was overwritten,
     and a run extended from 2 to 3 epochs (its first two on a 2-epoch schedule) read as if made
-    from the 3-epoch config, which, run again, scored 50 % where the folder had 41 %."""
+    from the 3-epoch config, which, run again, scored 50 % where the folder had 41 %. It is read as
+    a config is (:mod:`dan.yaml_data`: size and nesting limits); one this DAN cannot read as such
+    (too large or deep, not UTF-8, not YAML) is kept as it is: an audit's deeply nested config.yaml
+    was a RecursionError of ``yaml.safe_load``."""
     path = os.path.join(run_dir, "config.yaml")
     try:
-        with open(path, encoding="utf-8") as f:
-            before = f.read()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
     except OSError:
         return
     try:
-        was = yaml.safe_load(before)
-    except yaml.YAMLError:
+        was = load_yaml_text(raw.decode("utf-8"), f"config {path}") if len(raw) <= MAX_YAML_BYTES else None
+    except (UnicodeDecodeError, UserError):
         was = None
     now = cfg.to_dict()
     if isinstance(was, dict):  # which DAN wrote it is no change of the run's (a review: every resume of an
         was.pop("code", None)  # older run kept a copy that differed in `code` alone)
         now.pop("code", None)
-    if was != now:
-        keep_numbered(run_dir, "config.before-resume-{}.yaml", before)
+    if was != now:  # the file's bytes copied (not read whole: it may be larger than a config)
+        atomic_write(lambda p: shutil.copyfile(path, p), numbered_path(run_dir, "config.before-resume-{}.yaml"))
+
+
+def numbered_path(run_dir: str, pattern: str) -> str:
+    """The first free ``pattern.format(n)`` (n = 1, 2, ...) in ``run_dir``."""
+    n = 1
+    while os.path.exists(os.path.join(run_dir, pattern.format(n))):
+        n += 1
+    return os.path.join(run_dir, pattern.format(n))
 
 
 def keep_numbered(run_dir: str, pattern: str, text: str) -> str:
     """Write ``text`` to the first free ``pattern.format(n)`` (n = 1, 2, ...) in ``run_dir``; its path."""
-    n = 1
-    while os.path.exists(os.path.join(run_dir, pattern.format(n))):
-        n += 1
-    path = os.path.join(run_dir, pattern.format(n))
+    path = numbered_path(run_dir, pattern)
     atomic_write(lambda p: open(p, "w", encoding="utf-8").write(text), path)
     return path
 
@@ -602,8 +611,6 @@ def start_managed(cfg: Config, build, root: str):
     afresh. A folder that is, or lies under, a symbolic link below ``root`` is refused
     (:func:`dan.checkpoint.check_no_links`): an audit's study removed and wrote ``~/elsewhere/search``
     through a link ``<out>/trials/trial-0000 -> ~/elsewhere``."""
-    import shutil
-
     check_no_links(cfg.run_dir, root)
     resume = os.path.isfile(os.path.join(cfg.run_dir, "checkpoints", "last.pt"))
     if not resume and os.path.isdir(cfg.run_dir) and distributed.info().main:

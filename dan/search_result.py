@@ -298,7 +298,7 @@ def keep_earlier_answer(run_dir: str, arch) -> None:
         return
     try:
         same = json.loads(before) == json.loads(json.dumps(arch.to_dict()))
-    except ValueError:  # not JSON: kept as it is
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to parse: kept as it is
         same = False
     if not same:
         keep_numbered(run_dir, "arch.before-resume-{}.json", before)

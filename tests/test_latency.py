@@ -702,3 +702,28 @@ def test_an_arch_json_s_latency_batch_and_threads_are_checked_before_it_is_timed
         f"note: the search timed with 1000000 threads, more than the {cpus} CPUs this process may use: timed with "
         f"{cpus}")
     assert latency.recorded_device(device) == (1, 1, "torch", None)
+
+
+def test_a_cache_entry_nesting_its_other_model_deeply_is_measured_again(monkeypatch, tmp_path):
+    """Audit: a cache entry (read from DAN_CACHE) whose ``other`` nested thousands of times deep was a
+    RecursionError traceback (``json.load``, then ``LatencyModel.from_dict``). It is a damaged entry,
+    measured again as the others are; ``other`` nests once."""
+    monkeypatch.setenv("DAN_CACHE", str(tmp_path))
+    _, sn = supernet("resnet18_small", (1, 3, 16, 16), width=4)
+    path, model = latency.cached(sn, threads=1)
+    assert model is None
+
+    def refuse(*a, **k):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(latency, "measure_tables", refuse)
+    os.makedirs(os.path.dirname(path))
+    for depth in (100_000, 950, 2):
+        with open(path, "w") as f:
+            f.write('{"layers": [], "other": ' * depth + '{"layers": []}' + "}" * depth)
+        assert latency.cached(sn, threads=1) == (path, None)
+        with pytest.raises(AssertionError, match="measured again"):
+            latency.build(sn, threads=1, progress=False)
+    inner = latency.LatencyModel([], memory_format="contiguous")
+    two = latency.LatencyModel.from_dict(latency.LatencyModel([], other=inner).to_dict())  # as build writes it
+    assert two.other == inner and two.other.other is None

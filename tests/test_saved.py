@@ -210,6 +210,37 @@ def test_a_resume_keeps_no_earlier_config_that_differs_in_its_dan_alone(tmp_path
     assert "code" not in tiny_config(str(tmp_path)).to_dict()  # no null `code` in a checkpoint's or arch.json's copy
 
 
+def test_a_resume_over_a_config_yaml_too_deep_or_too_large_to_read_keeps_it_as_it_is(tmp_path):
+    """Audit: ``keep_earlier_config`` read the run's config.yaml with plain ``yaml.safe_load``: no size
+    limit, and 5000 levels of nesting were a RecursionError traceback. It is read as a config is
+    (dan.yaml_data); one this DAN cannot read so is kept, byte for byte, as the earlier config."""
+    import os
+
+    from dan.loop import keep_earlier_config
+    from dan.yaml_data import MAX_YAML_BYTES
+    from helpers import tiny_config
+
+    cfg = tiny_config(str(tmp_path))
+    texts = {"deep": "model: {args: {junk: " + "[" * 5000 + "]" * 5000 + "}}\n",
+             "large": cfg.to_yaml() + "# " + "x" * MAX_YAML_BYTES + "\n",
+             "latin": "name: caf\xe9\n"}
+    for what, text in texts.items():
+        run = tmp_path / what
+        run.mkdir()
+        raw = text.encode("latin-1" if what == "latin" else "utf-8")
+        (run / "config.yaml").write_bytes(raw)
+        keep_earlier_config(cfg, str(run))
+        assert sorted(os.listdir(run)) == ["config.before-resume-1.yaml", "config.yaml"], what
+        assert (run / "config.before-resume-1.yaml").read_bytes() == raw, what
+    # likewise a search's arch.json before its resumed answer is written (json.loads: a RecursionError)
+    from dan.search_result import keep_earlier_answer
+
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep" / "arch.json").write_text(deep)
+    keep_earlier_answer(str(tmp_path / "deep"), type("Arch", (), {"to_dict": lambda self: {}})())
+    assert (tmp_path / "deep" / "arch.before-resume-1.json").read_text() == deep
+
+
 def test_an_old_run_config_read_as_it_ran_keeps_the_text_of_its_string_keys(tmp_path):
     # a review: the file was read a second time without the text kept for string keys, so an old
     # run's `train.amp: off` became False ("must be str") once any of its values was read as it ran

@@ -187,6 +187,24 @@ def test_a_retried_trial_goes_by_its_first_number_in_every_record(tmp_path, monk
     assert result["best"]["trial"] == (0 if study.trials[0].value >= study.trials[2].value else 1)
 
 
+def test_a_failed_trial_attribute_no_optuna_wrote_is_taken_as_absent(tmp_path):
+    """Audit: a ``failed_trial`` system attribute that is no integer (a study.db edited by hand, or
+    damaged) made ``int()`` a ValueError traceback wherever a trial's number was read; it is taken as
+    absent: the trial goes by its own number and is no retry."""
+    from dan.tune.objective import first_attempt
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=storage)
+    for origin in ("x", 1.5, True, -1, [0], 0):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.5,
+                                                  system_attrs={"failed_trial": origin}))
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [first_attempt(t) for t in trials] == [0, 1, 2, 3, 4, 0]
+    from dan.tune.objective import retry_of  # (tune.json's count of retries)
+
+    assert [retry_of(t) for t in trials] == [None] * 5 + [0]
+
+
 def test_bad_tuning_files(tmp_path):
     with pytest.raises(dan.UserError, match="params.nope.key"):
         spec_from_dict({"params": {"nope.key": {"type": "float", "low": 0, "high": 1}}})

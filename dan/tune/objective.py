@@ -58,8 +58,16 @@ def first_attempt(frozen) -> int:
     """The number a trial (a ``FrozenTrial``) goes by in its records (folder, HPARAMS, console
     lines, ``tune.json``): Optuna's number of its first attempt. A retry is a new Optuna trial, and
     its own number named the console lines and HPARAMS of a run in the first attempt's folder."""
+    origin = retry_of(frozen)
+    return frozen.number if origin is None else origin
+
+
+def retry_of(frozen) -> int | None:
+    """The number of the trial a ``FrozenTrial`` retries (Optuna's ``failed_trial`` system attribute),
+    or None: not a retry, or a value no Optuna wrote (not a non-negative integer: an audit's study.db
+    edited to ``"x"`` made ``int()`` a ValueError traceback), taken as absent."""
     origin = frozen.system_attrs.get("failed_trial")
-    return frozen.number if origin is None else int(origin)
+    return origin if isinstance(origin, int) and not isinstance(origin, bool) and origin >= 0 else None
 
 
 def trial_number(study, trial) -> int:

@@ -11,7 +11,7 @@ import shutil
 from dan.checkpoint import atomic_write, check_no_links, save_json
 from dan.config import Config, check_tau_decay
 from dan.errors import UserError
-from dan.tune.objective import first_attempt, objective, trial_number
+from dan.tune.objective import first_attempt, objective, retry_of, trial_number
 from dan.tune.spec import TuneSpec
 from dan.tune.storage import make_storage, retry_schema_race
 
@@ -443,7 +443,7 @@ def write_best(study, run_dir: str, multi: bool) -> dict:
     out = {"study": study.study_name, "trials": len(study.trials),
            "counted": _counted_before(study, len(study.trials)),
            "surplus": sum(1 for t in study.trials if t.user_attrs.get("surplus")),
-           "retries": sum(1 for t in study.trials if "failed_trial" in t.system_attrs),
+           "retries": sum(1 for t in study.trials if retry_of(t) is not None),
            "complete_feasible": len(complete), "about": TUNE_JSON_ABOUT}
     if not complete:
         return out
