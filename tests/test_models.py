@@ -264,7 +264,7 @@ def test_a_standard_library_function_is_refused_as_a_builder_even_when_trusted(t
     assert not marker.exists()
 
 
-def test_a_runs_saved_config_yaml_given_as_config_does_not_trust_the_code_it_names(tmp_path):
+def test_a_runs_saved_config_yaml_given_as_config_does_not_trust_the_code_it_names(tmp_path, monkeypatch):
     """Audit: ``--config <someone's run>/config.yaml`` imported the ``model.space`` module it named, as
     the user's own config file would: a run's saved config is named again on the command line, as an
     arch.json's names are."""
@@ -275,25 +275,18 @@ def test_a_runs_saved_config_yaml_given_as_config_does_not_trust_the_code_it_nam
     cfg.code = "0.1.0+g0123456789ab"  # as dan.loop writes a run's config.yaml
     cfg.save(str(tmp_path / "config.yaml"))
     common = ["--config", str(tmp_path / "config.yaml"), "--dry-run", "--out", str(tmp_path / "o")]
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path), old) if p)
-    try:
-        p = run_tool("train.py", *common)
-        assert_user_error(p, "evil_mod", "--model evil_mod:build", "run's saved config.yaml")
-        assert not marker.exists()
-        p = run_tool("train.py", *common, "--model", "evil_mod:build")  # named: imported, its args kept
-        assert p.returncode == 0, p.stderr[-2000:]
-        assert marker.read_text() == "ran"
-        # the user's own file (no `code`, not every key of a run's) is trusted as a script is
-        os.remove(marker)
-        own = tmp_path / "own.yaml"
-        own.write_text("model: {space: 'evil_mod:build', args: {width: 8}}\n"
-                       "data: {dataset: synthetic, image_size: 16, num_classes: 4}\n")
-        p = run_tool("train.py", "--config", str(own), "--dry-run", "--out", str(tmp_path / "o"))
-        assert p.returncode == 0, p.stderr[-2000:]
-        assert marker.read_text() == "ran"
-    finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = old
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p))
+    p = run_tool("train.py", *common)
+    assert_user_error(p, "evil_mod", "--model evil_mod:build", "run's saved config.yaml")
+    assert not marker.exists()
+    p = run_tool("train.py", *common, "--model", "evil_mod:build")  # named: imported, its args kept
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert marker.read_text() == "ran"
+    # the user's own file (no `code`, not every key of a run's) is trusted as a script is
+    os.remove(marker)
+    own = tmp_path / "own.yaml"
+    own.write_text("model: {space: 'evil_mod:build', args: {width: 8}}\n"
+                   "data: {dataset: synthetic, image_size: 16, num_classes: 4}\n")
+    p = run_tool("train.py", "--config", str(own), "--dry-run", "--out", str(tmp_path / "o"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert marker.read_text() == "ran"
