@@ -147,7 +147,8 @@ def save_bytes(data: bytes, path: str) -> None:
     atomic_write(write, path)
 
 
-LINK_FIX = "DAN does not write or delete through links in its folders: remove the link and try again"
+LINK_FIX = ("DAN does not write or delete through links in its folders: remove the link and try again (to put a "
+            "run on another disk, link or name the run folder itself: --out /other/disk/run)")
 
 
 def open_no_link(path: str, flags: int, mode: int = 0o644) -> int:

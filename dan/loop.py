@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import time
 
 import torch
@@ -261,7 +262,9 @@ def lock_run_dir(run_dir: str) -> None:
         raise UserError(_in_use(run_dir))
     try:
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())  # for the refusal's line only
+        # for the refusal's line only: the process, and the machine it runs on (a folder on a shared
+        # disk can be held from another host, where this one cannot tell whether it still runs)
+        os.write(fd, f"{os.getpid()}\n{socket.gethostname()}\n".encode())
     except OSError:
         pass
     _HELD[key] = fd
@@ -317,13 +320,15 @@ def check_run_lock(run_dir: str) -> None:
 def _in_use(run_dir: str) -> str:
     try:
         with open(_lock_path(run_dir), encoding="utf-8") as f:
-            pid = f.read().strip()
-    except OSError:
-        pid = ""
-    if pid.isdigit() and not _alive(int(pid)):  # its run ended; a process it started holds the lock
+            pid, host = (f.read().split() + ["", ""])[:2]
+    except (OSError, UnicodeDecodeError):
+        pid, host = "", ""
+    here = host in ("", socket.gethostname())  # (an older DAN wrote the process only)
+    if pid.isdigit() and here and not _alive(int(pid)):  # its run ended; a process it started holds the lock
         return (f"{run_dir} is held by a process that its run (process {pid}, ended) left running: end it "
                 f"(`fuser -v {_lock_path(run_dir)}` names it), then run the same command again")
-    return (f"{run_dir} is in use by another run" + (f" (process {pid})" if pid.isdigit() else "")
+    where = f"process {pid}" + ("" if here else f" on {host}")
+    return (f"{run_dir} is in use by another run" + (f" ({where})" if pid.isdigit() else "")
             + f": wait for it to end, or choose another {spelt('--out', 'out=')}")
 
 
@@ -378,8 +383,9 @@ def held_run(run_dir: str) -> str | None:
     return next(iter(found), None)
 
 
-# entries only a DAN run folder or tuning study holds (besides FINISHED_FILES and event files)
-RUN_MARKERS = (".lock", "checkpoints", "study.db", "tune.json")
+# entries only a DAN run folder or tuning study holds (besides FINISHED_FILES and event files); a
+# study under another storage (--storage journal:..., a database) holds only trials/ until it ends
+RUN_MARKERS = (".lock", "checkpoints", "study.db", "tune.json", "trials")
 
 
 def foreign_entry(run_dir: str) -> str | None:
@@ -390,7 +396,10 @@ def foreign_entry(run_dir: str) -> str | None:
         names = sorted(os.listdir(run_dir))
     except OSError:  # absent (created by the run), or no folder (check_run_dir says so)
         return None
-    if not names or finished_files(run_dir) or any(n in names for n in RUN_MARKERS):
+    if any(n in names for n in RUN_MARKERS):
+        return None
+    names = [n for n in names if not n.startswith(".")]  # a file manager's .DS_Store is no one's work
+    if not names or finished_files(run_dir):
         return None
     if "config.yaml" in names:
         try:

@@ -93,7 +93,8 @@ def user_function(name: str, what: str, flag: str):
     if name not in _TRUSTED:
         raise UserError(f"{what} '{name}' would import and run the module {name.split(':')[0]}, which you did not "
                         f"name: pass {flag} {name} if you trust it (a name in your own --config file is trusted; "
-                        f"one in an arch.json or a run's saved config.yaml is not)")
+                        f"one in an arch.json or a run's saved config.yaml is not: a file with a code: key or "
+                        f"every key a run saves counts as one; delete its code: line to make a copy your own)")
     module, _, func = name.partition(":")
     try:
         fn = getattr(importlib.import_module(module), func)

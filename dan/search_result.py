@@ -70,8 +70,9 @@ def land_measured(searcher, choice: list, logp: list) -> tuple[list, dict]:
     checks it. Off the band, the prediction is corrected by the measured/predicted ratio of the
     network at hand and repair runs again on the corrected costs (at most 3 times; NetAdapt measures
     each proposal the same way). In the band but farther from the budget than
-    :data:`CENTER_SHARE` of it, one more corrected repair aims at the band's middle part. The
-    network measured nearest the budget is kept. Returns it and its ``latency`` block."""
+    :data:`CENTER_SHARE` of it, one more corrected repair aims at the band's middle part. A repair
+    that comes back to a network already measured ends the landing. The network measured nearest
+    the budget is kept. Returns it and its ``latency`` block."""
     b = searcher.budget
     cur = best = (choice, measured_latency(searcher, choice))
     trials = [cur[1]]  # every network measured, in order (arch.json: latency.measured_trials)

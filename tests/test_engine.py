@@ -433,6 +433,11 @@ def test_a_forked_child_does_not_hold_its_runs_folder_after_the_run_dies(tmp_pat
         with pytest.raises(dan.UserError, match="is held by a process that its run \\(process 999999, ended\\) left "
                                                 "running: end it"):
             loop.check_run_lock(str(out))
+        # held from another machine (a shared disk): whether that process runs cannot be told here
+        with open(out / ".lock", "w") as f:
+            f.write("999999\nanother-host\n")
+        with pytest.raises(dan.UserError, match="is in use by another run \\(process 999999 on another-host\\)"):
+            loop.check_run_lock(str(out))
         holder.kill()
         holder.wait()
     finally:

@@ -539,3 +539,21 @@ def test_a_batch_of_one_through_a_one_by_one_batchnorm_is_a_user_error(tmp_path)
     with pytest.raises(dan.UserError,
                        match="a batch leaves a BatchNorm one value per channel.*raise data.batch_size \\(a search"):
         train(cfg)
+
+
+def test_a_study_folder_under_another_storage_and_a_folder_of_dot_files_are_not_other_files(tmp_path):
+    """A review: a study under ``--storage journal:...`` holds only trials/ (and its journal) until it
+    ends, and a second worker whose config file set ``out:`` there was refused as a folder of other
+    files; so was a folder holding a file manager's .DS_Store only."""
+    from dan.loop import foreign_entry
+
+    study = tmp_path / "study"
+    (study / "trials" / "trial-0000").mkdir(parents=True)
+    (study / "journal.log").write_text("")
+    assert foreign_entry(str(study)) is None
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".DS_Store").write_text("")
+    assert foreign_entry(str(hidden)) is None
+    (hidden / "notes.txt").write_text("mine")
+    assert foreign_entry(str(hidden)) == "notes.txt"
