@@ -36,13 +36,25 @@ def kept_rng_state():
     seeds them (:func:`seed_everything`, every epoch), and an audit's ``dan.search(...)`` from a
     notebook left them seeded: every model built afterwards without a seed of its own had the same
     initial weights. A CUDA not initialized before the block is not touched after it."""
-    py, np_state, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cpu = torch.get_rng_state()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    with kept_host_random():
+        try:
+            yield
+        finally:
+            torch.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state_all(cuda)
+
+
+@contextlib.contextmanager
+def kept_host_random():
+    """NumPy's global generator and Python's ``random`` as they were before the block, after it: part
+    of :func:`kept_rng_state`, and alone around what reads images under :func:`dan.data.splits.seeded`
+    in the run's own process (once per batch: keeping NumPy's state costs about 70 µs)."""
+    kept = np.random.get_state(), random.getstate()
     try:
         yield
     finally:
-        random.setstate(py)
-        np.random.set_state(np_state)
-        torch.set_rng_state(cpu)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
+        np.random.set_state(kept[0])
+        random.setstate(kept[1])

@@ -50,8 +50,9 @@ import torch.nn.functional as F
 from dan.config import DataConfig
 from dan.data.augment import to_grey
 from dan.data.info import DatasetInfo, DatasetSpec, register_resolver
-from dan.data.splits import IndexedSplit, kept_host_random, seeded
+from dan.data.splits import IndexedSplit, seeded
 from dan.errors import UserError, add_note, setting
+from dan.seed import kept_host_random
 
 _CODE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 _OBJECT = re.compile(r"<object [\w.]+>")

@@ -38,8 +38,9 @@ from dan.data.augment import AugmentRecipe, augment_batch, folder_transforms, pi
 from dan.data.code import DatasetSplits, UserSplit, split_class_names, splits_info
 from dan.data.datasets import ArraySplits, FolderSplits, pillow_limit_off
 from dan.data.info import DatasetInfo, data_info_dict, dataset_info, get_dataset
-from dan.data.splits import SPLIT_IDS, IndexedSplit, generator, kept_host_random, mixed_seed, seeded, split_indices
+from dan.data.splits import SPLIT_IDS, IndexedSplit, generator, mixed_seed, seeded, split_indices
 from dan.errors import UserError, out_of_memory, spelt
+from dan.seed import kept_host_random
 
 
 class Loader(Protocol):

@@ -38,7 +38,7 @@ def seeded(*parts: int):
     read other images under ``--workers 2`` than under ``--workers 0`` (an audit: 102 of 122 weight
     tensors apart), since each worker process seeded them its own way. Saving and restoring NumPy's
     state costs about 70 µs, more than reading a small image, so they are seeded here and given back
-    once per batch by the reader in the run's own process (:func:`kept_host_random`), not per image."""
+    once per batch by the reader in the run's own process (:func:`dan.seed.kept_host_random`), not per image."""
     s = mixed_seed(*parts)
     g = torch.default_generator
     state = g.get_state()
@@ -49,18 +49,6 @@ def seeded(*parts: int):
         yield
     finally:
         g.set_state(state)
-
-
-@contextlib.contextmanager
-def kept_host_random():
-    """NumPy's global generator and Python's ``random`` as they were before the block, after it:
-    around what reads images under :func:`seeded` in the run's own process."""
-    kept = np.random.get_state(), random.getstate()
-    try:
-        yield
-    finally:
-        np.random.set_state(kept[0])
-        random.setstate(kept[1])
 
 
 def generator(*parts: int) -> torch.Generator:

@@ -21,6 +21,8 @@ from dan.errors import UserError
 from dan.tune.spec import TuneSpec
 
 _SCHEMA_RETRIES = 8
+# the default storage's files in a study's folder: SQLite's database and the journals it writes beside it
+STUDY_FILES = ("study.db", "study.db-journal", "study.db-wal", "study.db-shm")
 
 
 def make_storage(url: str | None, run_dir: str, spec: TuneSpec):
@@ -33,8 +35,8 @@ def make_storage(url: str | None, run_dir: str, spec: TuneSpec):
         os.makedirs(run_dir, exist_ok=True)
         from dan.checkpoint import check_no_links
 
-        for suffix in ("", "-journal", "-wal", "-shm"):  # SQLite wrote through a link in a given folder
-            check_no_links(os.path.join(run_dir, "study.db" + suffix), run_dir)
+        for name in STUDY_FILES:  # SQLite wrote through a link in a given folder
+            check_no_links(os.path.join(run_dir, name), run_dir)
         url = f"sqlite:///{os.path.abspath(os.path.join(run_dir, 'study.db'))}"
     if url.startswith("journal:"):
         path = url[len("journal:"):]

@@ -13,7 +13,7 @@ from dan.config import Config, check_tau_decay
 from dan.errors import UserError
 from dan.tune.objective import first_attempt, objective, retry_of, trial_number
 from dan.tune.spec import TuneSpec
-from dan.tune.storage import make_storage, retry_schema_race
+from dan.tune.storage import STUDY_FILES, make_storage, retry_schema_race
 
 
 class _Surplus(Exception):
@@ -97,8 +97,8 @@ def _forget_new_study(storage, name: str, run_dir: str, folder_was: bool | None)
             return
         if hasattr(storage, "engine"):  # RDBStorage: close its connections before the file goes
             storage.engine.dispose()
-        for suffix in ("", "-journal", "-wal", "-shm", ".lock"):  # .lock: dan.tune.storage's schema lock
-            path = os.path.join(run_dir, "study.db" + suffix)
+        for name in STUDY_FILES + ("study.db.lock",):  # .lock: dan.tune.storage's schema lock
+            path = os.path.join(run_dir, name)
             if os.path.exists(path):
                 os.remove(path)
         if not folder_was and os.path.isdir(run_dir) and not os.listdir(run_dir):
